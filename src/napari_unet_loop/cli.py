@@ -1,0 +1,477 @@
+"""Headless commands: ``napari-unet-loop segment | evaluate | train | models``.
+
+They run on the same core as the napari dock widget, so a model trained in napari
+segments a folder on a cluster, and a model trained here opens in napari.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .core import __version__
+from .core import models as model_files
+from .core.axes import guess_axes, to_stack
+from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
+from .core.image import InputError, prepare_input
+from .core.metrics import matching, pool
+from .core.model import UNetConfig
+from .core.models import ModelError
+from .core.postprocess import PostprocessConfig
+from .core.segment import segment
+from .core.train import Sample, TrainConfig, TrainingError, iter_train, split_validation
+from .io.images import ReadError, expand_inputs, pair_files, read_image
+from .io.labels import write_tiff
+
+
+class CLIError(Exception):
+    """An error to report on the command line (without a traceback)."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="default",
+        help="model name or .safetensors path (default: the shipped nuclei model)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)",
+    )
+    p.add_argument(
+        "--tile", type=int, default=None, help="core tile size in pixels (default: chosen from free memory)"
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (auto: bf16 on CUDA, fp32 elsewhere)",
+    )
+    p.add_argument(
+        "--fg-threshold",
+        type=float,
+        default=None,
+        help="foreground probability threshold (default: the model's)",
+    )
+    p.add_argument(
+        "--seed-threshold",
+        type=float,
+        default=None,
+        help="seed (distance) threshold; higher splits less (default: the model's)",
+    )
+    p.add_argument(
+        "--min-size", type=int, default=None, help="smallest object in pixels (default: the model's)"
+    )
+    p.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        help="channel to segment in multichannel images (default: mean of RGB)",
+    )
+    p.add_argument(
+        "--axes",
+        default=None,
+        help="axes of the input arrays, e.g. YX, YXS, ZYX, TZYX, ZCYX (default: guessed)",
+    )
+
+
+def _postprocess(args: argparse.Namespace, model: model_files.Model) -> PostprocessConfig:
+    base = model.card.postprocess.to_dict()
+    for key in ("fg_threshold", "seed_threshold", "min_size"):
+        value = getattr(args, key)
+        if value is not None:
+            base[key] = value
+    try:
+        return PostprocessConfig(**base)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _segment_array(data: np.ndarray, model, args, device, pp) -> np.ndarray:
+    """Segment an array of any supported layout; returns labels of the stacked+YX shape."""
+    axes = args.axes or guess_axes(data.shape)
+    stack, stack_shape = to_stack(data, axes)
+    out = []
+    for plane in stack:
+        seg = segment(
+            model,
+            plane,
+            device=device,
+            tile=args.tile,
+            precision=args.precision,
+            postprocess=pp,
+            channel=args.channel,
+        )
+        out.append(seg.labels)
+    labels = np.stack(out)
+    return labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment image files or folders into one label TIFF each."""
+    device = resolve_device(args.device)
+    model = model_files.load(args.model)
+    pp = _postprocess(args, model)
+    files = expand_inputs(args.inputs)
+    outdir = Path(args.output)
+    stems = [f.stem for f in files]
+    dupes = {s for s in stems if stems.count(s) > 1}
+    if dupes:
+        raise CLIError(f"several inputs share the base name(s) {sorted(dupes)}: their outputs would collide")
+    if not args.overwrite:
+        existing = [outdir / f"{s}.tif" for s in stems if (outdir / f"{s}.tif").exists()]
+        if existing:
+            raise CLIError(
+                f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace"
+            )
+    _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir}")
+    failed = 0
+    for f in files:
+        t0 = time.perf_counter()
+        try:
+            labels = _segment_array(read_image(f), model, args, device, pp)
+        except (InputError, ReadError) as exc:
+            _log(f"error: {f}: {exc}")
+            failed += 1
+            continue
+        target = write_tiff(outdir / f"{f.stem}.tif", labels, overwrite=args.overwrite)
+        _log(f"{f.name}: {int(labels.max())} objects, {time.perf_counter() - t0:.1f} s -> {target}")
+    if failed:
+        _log(f"error: {failed} of {len(files)} image(s) could not be segmented")
+        return 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Segment every image that has a label file and report pooled metrics."""
+    device = resolve_device(args.device)
+    model = model_files.load(args.model)
+    pp = _postprocess(args, model)
+    pairs = pair_files(args.images, args.labels)
+    results, per_image = [], []
+    t0 = time.perf_counter()
+    for i, (img_path, lab_path) in enumerate(pairs, 1):
+        truth = read_image(lab_path)
+        labels = _segment_array(read_image(img_path), model, args, device, pp)
+        if labels.shape != truth.shape:
+            raise CLIError(
+                f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape"
+            )
+        counts, seg = matching(truth, labels)
+        results.append((counts, seg))
+        s = pool([(counts, seg)]).to_dict()
+        per_image.append({"name": img_path.stem, **s})
+        if not args.json or args.verbose:
+            _log(
+                f"[{i}/{len(pairs)}] {img_path.stem}: AP50 {s['ap50']:.3f}  objects {s['n_true']} true, {s['n_pred']} found"
+            )
+    summary = pool(results).to_dict()
+    report = {
+        **summary,
+        "model": model.name,
+        "device": str(device),
+        "thresholds": pp.to_dict(),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "per_image": per_image,
+    }
+    if args.json:
+        print(json.dumps(report, indent=None if args.compact else 2))
+    else:
+        print(
+            f"{summary['n_images']} images: AP50 {summary['ap50']:.4f}  AP75 {summary['ap75']:.4f}  "
+            f"F1@0.5 {summary['f1_50']:.4f}  PQ {summary['pq']:.4f}  SEG {summary['seg']:.4f}"
+        )
+    return 0
+
+
+def _read_list(path: str | None) -> set[str] | None:
+    if path is None:
+        return None
+    names = {
+        ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    }
+    return {Path(n).stem for n in names}
+
+
+def _load_samples(pairs, card_norm, in_channels, channel) -> list[Sample]:
+    samples = []
+    for img_path, lab_path in pairs:
+        try:
+            x = prepare_input(read_image(img_path), in_channels, card_norm, channel=channel)
+            samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
+        except (InputError, ValueError) as exc:
+            raise CLIError(f"{img_path.name}: {exc}") from exc
+    return samples
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from scratch or fine-tune on a folder of images and label files."""
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    if out.suffix != model_files.SUFFIX:
+        out = out.with_name(out.name + model_files.SUFFIX)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; use --overwrite to replace it")
+    if args.start == "scratch":
+        cfg = UNetConfig(depth=args.depth, base_width=args.width, in_channels=args.in_channels)
+        model = model_files.new_model(cfg, name=out.stem, seed=args.seed)
+        parent = None
+    else:
+        model = model_files.load(args.start)
+        parent = model.name
+        model.card.parent = parent
+        model.card.name = out.stem
+    include, exclude, val_names = (
+        _read_list(args.include),
+        _read_list(args.exclude),
+        _read_list(args.val_list),
+    )
+    pairs = pair_files(args.images, args.labels)
+    if include is not None:
+        pairs = [p for p in pairs if p[0].stem in include]
+    if exclude is not None:
+        pairs = [p for p in pairs if p[0].stem not in exclude]
+    if not pairs:
+        raise CLIError("no image/label pairs left to train on after --include/--exclude")
+    in_ch, norm = model.card.architecture.in_channels, model.card.normalization
+    if val_names is not None:
+        train_pairs = [p for p in pairs if p[0].stem not in val_names]
+        val_pairs = [p for p in pairs if p[0].stem in val_names]
+        train = _load_samples(train_pairs, norm, in_ch, args.channel)
+        val = _load_samples(val_pairs, norm, in_ch, args.channel)
+    else:
+        train, val = split_validation(
+            _load_samples(pairs, norm, in_ch, args.channel), args.val_fraction, args.seed
+        )
+    if not train:
+        raise CLIError("no training images left after taking out the validation images")
+    config = TrainConfig(
+        patch_size=args.patch,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        minutes=args.minutes,
+        steps=args.steps,
+        val_every_s=args.val_every,
+        freeze_encoder=args.freeze_encoder,
+        precision=args.precision,
+        seed=args.seed,
+    )
+    _log(
+        f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
+        f"{len(train)} training and {len(val)} validation sample(s), budget "
+        f"{str(args.minutes) + ' min' if args.minutes else ''}{' ' if args.minutes and args.steps else ''}"
+        f"{str(args.steps) + ' steps' if args.steps else ''}"
+    )
+    started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    def write(result_val: dict | None, final: bool, extra: dict) -> None:
+        model.card.metrics = {"validation": result_val} if result_val else {}
+        model.card.training = {
+            "data": {
+                "images": str(Path(args.images).resolve()),
+                "labels": str(Path(args.labels).resolve()),
+                "n_train": len(train),
+                "n_val": len(val),
+                "train_names": sorted(s.name for s in train),
+                "val_names": sorted(s.name for s in val),
+            },
+            "include": args.include,
+            "exclude": args.exclude,
+            "val_list": args.val_list,
+            "config": config.to_dict(),
+            "device": str(device),
+            "started": started,
+            "final": final,
+            "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
+            **extra,
+        }
+        model_files.save(model, out, overwrite=True)
+
+    gen = iter_train(model.net, train, val, config, device, model.card.postprocess, stop=threading.Event())
+    last = 0.0
+    best_snapshot = None
+    try:
+        while True:
+            ev = next(gen)
+            now = time.perf_counter()
+            if ev.kind == "start":
+                _log(ev.message + (f"; starting scores {_fmt(ev.val)}" if ev.val else ""))
+            elif ev.kind == "step" and now - last > args.log_every:
+                last = now
+                _log(
+                    f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min"
+                )
+            elif ev.kind == "val":
+                _log(
+                    f"validation at step {ev.step}: {_fmt(ev.val)}{'  (best so far, saved)' if ev.is_best else ''}"
+                )
+                if ev.is_best and args.checkpoint:
+                    # save the best weights as they are found, so an interrupted run keeps them
+                    import copy
+
+                    best_snapshot = copy.deepcopy(model.net.state_dict())
+                    write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
+    except StopIteration as stop:
+        result = stop.value
+    except KeyboardInterrupt:
+        _log(
+            "interrupted"
+            + (f"; the best model so far is in {out}" if best_snapshot is not None else "; nothing written")
+        )
+        return 130
+    write(
+        result.best,
+        True,
+        {
+            "steps": result.steps,
+            "patches": result.patches,
+            "seconds": round(result.seconds, 1),
+            "baseline": result.baseline,
+            "history": _thin(result.history),
+        },
+    )
+    if result.baseline is not None and parent is not None and not result.improved:
+        _log(
+            f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights"
+        )
+    _log(
+        f"wrote {out} ({result.steps} steps, {result.patches} patches, {result.seconds / 60:.1f} min)"
+        + (f"; validation {_fmt(result.best)}" if result.best else "")
+    )
+    return 0
+
+
+def _thin(history: list[dict], n: int = 400) -> list[dict]:
+    """Keep every validation entry and about ``n`` loss entries of a training history."""
+    losses = [h for h in history if "loss" in h]
+    step = max(1, len(losses) // n)
+    keep = {id(h) for h in losses[::step]}
+    return [h for h in history if "val" in h or id(h) in keep]
+
+
+def _fmt(v: dict | None) -> str:
+    if not v:
+        return "-"
+    return f"AP50 {v['ap50']:.4f} AP75 {v['ap75']:.4f} SEG {v['seg']:.4f} loss {v['loss']:.4f}"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List shipped and user models."""
+    for name, path in model_files.list_models().items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="napari-unet-loop", description="U-Net instance segmentation: segment, evaluate, train."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="segment images into label TIFFs")
+    p.add_argument("inputs", nargs="+", help="PNG/TIFF files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (one <name>.tif per input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="segment images and score them against label files")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--compact", action="store_true", help="JSON on one line")
+    p.add_argument("--verbose", action="store_true", help="per-image lines on stderr with --json")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train or fine-tune on images and label files")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        default="default",
+        help="start from: default, a model name or path, or 'scratch'",
+    )
+    p.add_argument(
+        "--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="number of training steps")
+    p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--patch", type=int, default=128, help="patch size (default 128)")
+    p.add_argument("--batch", type=int, default=16, help="patches per step (default 16)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)"
+    )
+    p.add_argument(
+        "--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.15, help="share of each image held out for validation"
+    )
+    p.add_argument(
+        "--val-list", default=None, help="file of image names to validate on instead (never trained on)"
+    )
+    p.add_argument("--include", default=None, help="file of image names to use (others skipped)")
+    p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
+    p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
+    p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
+    p.add_argument("--depth", type=int, default=4, help="U-Net depth, from scratch (default 4)")
+    p.add_argument("--width", type=int, default=16, help="U-Net base width, from scratch (default 16)")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument(
+        "--no-checkpoint", dest="checkpoint", action="store_false", help="write the model only at the end"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list shipped and user models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "train":
+        if args.minutes is None and args.steps is None:
+            args.minutes = 5.0
+        if args.lr is None:
+            args.lr = 2e-3 if args.start == "scratch" else 5e-4
+    try:
+        return args.func(args)
+    except (
+        CLIError,
+        InputError,
+        ModelError,
+        DeviceError,
+        ReadError,
+        TrainingError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
+        _log(f"error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

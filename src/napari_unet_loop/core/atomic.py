@@ -1,0 +1,45 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``target`` atomically.
+
+    On any error the temporary file is removed and ``target`` is left untouched,
+    so a crash, a full disk or a failed write never leaves a half-written file.
+
+    Parameters
+    ----------
+    target : path-like
+        The final file.
+    overwrite : bool
+        If False and ``target`` exists, raise :class:`FileExistsError` before writing.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path (same folder and suffix as ``target``).
+    """
+    target = Path(target)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.part-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if not overwrite and target.exists():
+            raise FileExistsError(f"{target} appeared while writing; not overwritten")
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()

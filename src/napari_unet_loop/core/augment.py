@@ -1,0 +1,200 @@
+"""Data augmentation on batches of patches, on whatever device the tensors live.
+
+One sampling grid per patch combines a random flip, a rotation (multiples of 90
+degrees, or any angle), a zoom and the U-Net paper's elastic deformation: a
+coarse 3x3 grid of random displacements (standard deviation 10 px) upsampled
+bicubically to a smooth field. The grid is applied with ``grid_sample`` to the
+image (bicubic), the continuous targets (bilinear) and the class map (nearest),
+with mirrored borders. Intensity jitter (gamma, contrast, brightness, noise)
+applies to the image only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What augmentation does; every field can be switched off.
+
+    Parameters
+    ----------
+    flip : bool
+        Random horizontal and vertical flips and 90-degree rotations.
+    rotate : bool
+        Rotation by any angle (on top of the 90-degree ones).
+    zoom : tuple of float
+        Range of the random zoom factor (``(1, 1)``: none).
+    elastic_sigma : float
+        Standard deviation of the elastic displacements in pixels (0: none).
+    elastic_grid : int
+        Size of the coarse displacement grid (3 in the paper).
+    intensity : float
+        Strength of the intensity jitter, 0 to 1 (0: none).
+    """
+
+    flip: bool = True
+    rotate: bool = True
+    zoom: tuple[float, float] = (0.75, 1.33)
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    intensity: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as a JSON-compatible dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        """Build from a dict, rejecting unknown keys."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown augmentation keys: {sorted(unknown)}")
+        data = dict(data)
+        if "zoom" in data:
+            data["zoom"] = tuple(data["zoom"])
+        return cls(**data)
+
+
+NO_AUGMENT = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0)
+
+
+def sampling_grid(
+    n: int,
+    out_size: int,
+    src_size: int,
+    config: AugmentConfig,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Return ``grid_sample`` grids mapping output patches to source crops.
+
+    Parameters
+    ----------
+    n : int
+        Number of patches.
+    out_size : int
+        Side of the output patches in pixels.
+    src_size : int
+        Side of the source crops in pixels (at least ``out_size``).
+    config : AugmentConfig
+        The geometric augmentation to draw.
+    generator : torch.Generator, optional
+        Random generator (on the CPU) for reproducible draws.
+    device : torch.device or str
+        Device of the returned grid.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, out_size, out_size, 2)`` grid in normalised source coordinates.
+    """
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator)
+
+    scale = out_size / src_size
+    lo, hi = config.zoom
+    # log-uniform zoom; zoom > 1 magnifies (samples a smaller source area)
+    zoom = torch.exp(math.log(lo) + rand(n) * (math.log(hi) - math.log(lo)))
+    angle = rand(n) * 2 * math.pi if config.rotate else torch.zeros(n)
+    if config.flip:
+        angle = angle + torch.randint(0, 4, (n,), generator=generator) * (math.pi / 2)
+        flip = torch.where(rand(n) < 0.5, -1.0, 1.0)
+    else:
+        flip = torch.ones(n)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    s = scale / zoom
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = s * cos * flip
+    theta[:, 0, 1] = -s * sin
+    theta[:, 1, 0] = s * sin * flip
+    theta[:, 1, 1] = s * cos
+    grid = F.affine_grid(theta, [n, 1, out_size, out_size], align_corners=False)
+    if config.elastic_sigma > 0:
+        k = config.elastic_grid
+        # displacement in source pixels -> normalised source units (2 / src_size per px)
+        coarse = torch.randn(n, 2, k, k, generator=generator) * (config.elastic_sigma * 2 / src_size)
+        field = F.interpolate(coarse, size=(out_size, out_size), mode="bicubic", align_corners=True)
+        grid = grid + field.permute(0, 2, 3, 1)
+    return grid.to(device)
+
+
+def warp(
+    grid: torch.Tensor,
+    image: torch.Tensor,
+    continuous: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Apply sampling grids to an image batch and its targets.
+
+    Parameters
+    ----------
+    grid : torch.Tensor
+        ``(N, h, w, 2)`` sampling grids from :func:`sampling_grid`.
+    image : torch.Tensor
+        ``(N, C, H, W)`` images, sampled bicubically.
+    continuous : torch.Tensor, optional
+        ``(N, K, H, W)`` continuous targets (weights, distances), sampled bilinearly.
+    classes : torch.Tensor, optional
+        ``(N, H, W)`` integer class maps, sampled by nearest neighbour.
+
+    Returns
+    -------
+    tuple
+        The warped ``image``, ``continuous`` and ``classes`` (``None`` where not given).
+    """
+    kw = dict(padding_mode="reflection", align_corners=False)
+    out_img = F.grid_sample(image, grid, mode="bicubic", **kw)
+    out_cont = None
+    if continuous is not None:
+        out_cont = F.grid_sample(continuous, grid, mode="bilinear", **kw)
+    out_cls = None
+    if classes is not None:
+        c = F.grid_sample(classes[:, None].float(), grid, mode="nearest", **kw)
+        out_cls = c[:, 0].round().long()
+    return out_img, out_cont, out_cls
+
+
+def jitter_intensity(
+    image: torch.Tensor, strength: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Randomly change gamma, contrast and brightness and add noise.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(N, C, H, W)`` images normalised to about ``[0, 1]``.
+    strength : float
+        0 (no change) to 1 (strong jitter).
+    generator : torch.Generator, optional
+        Random generator (on the CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        The jittered images.
+    """
+    if strength <= 0:
+        return image
+    n = image.shape[0]
+    dev = image.device
+
+    def rand() -> torch.Tensor:
+        return torch.rand(n, 1, 1, 1, generator=generator).to(dev)
+
+    gamma = torch.exp((rand() * 2 - 1) * 0.4 * strength)
+    out = image.clamp(0, None) ** gamma + (image - image.clamp(0, None))
+    contrast = 1 + (rand() * 2 - 1) * 0.4 * strength
+    brightness = (rand() * 2 - 1) * 0.2 * strength
+    out = out * contrast + brightness
+    noise = rand() * 0.05 * strength
+    gen = None if dev.type != "cpu" else generator
+    out = out + noise * torch.randn(out.shape, generator=gen, device=dev)
+    return out

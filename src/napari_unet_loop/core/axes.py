@@ -1,0 +1,82 @@
+"""Axis handling: which axes of an array are spatial, stacked or channels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .image import InputError
+
+STACK_AXES = "TZ"
+
+
+def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
+    """Guess the axes of an image from its shape.
+
+    ``YX`` for 2D; ``YXS`` (colour) for a last axis of 3 or 4 in 3D; ``ZYX`` for
+    other 3D arrays; ``ZYXS`` for 4D with a colour last axis when ``rgb`` says so.
+    Other shapes are ambiguous.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape.
+    rgb : bool, optional
+        Whether the last axis is colour (napari's ``rgb`` flag); guessed if ``None``.
+
+    Raises
+    ------
+    InputError
+        If the axes cannot be told from the shape alone.
+    """
+    nd = len(shape)
+    colour = shape[-1] in (3, 4) if rgb is None else rgb
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        return "YXS" if colour else "ZYX"
+    if nd == 4 and rgb:
+        return "ZYXS"
+    raise InputError(
+        f"cannot tell the axes of a {nd}D array of shape {shape}: give them explicitly "
+        "(e.g. --axes TZYX or ZCYX; Y and X are the image plane, C a channel axis, T/Z stacks)"
+    )
+
+
+def to_stack(data: np.ndarray, axes: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Reorder an array to ``(N, Y, X[, C])``: one 2D plane (with channels) per stack position.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The image.
+    axes : str
+        One letter per axis: ``Y`` and ``X`` (required), ``C`` or ``S`` (channels,
+        at most one), ``T``, ``Z`` (stacked, any number).
+
+    Returns
+    -------
+    tuple
+        ``(stack, stack_shape)`` where ``stack_shape`` is the shape of the stacked
+        axes in their original order (``()`` for a single plane).
+
+    Raises
+    ------
+    InputError
+        If ``axes`` does not fit the array.
+    """
+    axes = axes.upper()
+    if len(axes) != data.ndim:
+        raise InputError(f"axes {axes!r} name {len(axes)} axes but the array has {data.ndim}")
+    if set(axes) - set("TZCYXS") or len(set(axes)) != len(axes):
+        raise InputError(f"invalid axes {axes!r}: use each of T, Z, C (or S), Y, X at most once")
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"axes {axes!r} must contain Y and X")
+    if "C" in axes and "S" in axes:
+        raise InputError("give one channel axis (C or S), not both")
+    stack = [i for i, a in enumerate(axes) if a in STACK_AXES]
+    chan = [i for i, a in enumerate(axes) if a in "CS"]
+    order = stack + [axes.index("Y"), axes.index("X")] + chan
+    arr = np.transpose(data, order)
+    stack_shape = tuple(data.shape[i] for i in stack)
+    n = int(np.prod(stack_shape)) if stack_shape else 1
+    return arr.reshape((n, *arr.shape[len(stack) :])), stack_shape

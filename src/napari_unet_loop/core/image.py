@@ -1,0 +1,181 @@
+"""Input images: checks, channel handling and percentile normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+MIN_SIDE = 8
+
+
+class InputError(ValueError):
+    """An input the segmentation cannot work on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Percentile normalisation: ``(x - p_low) / (p_high - p_low)``.
+
+    Parameters
+    ----------
+    low, high : float
+        Percentiles mapped to 0 and 1.
+    """
+
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low < self.high <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        """Build from a dict, rejecting unknown keys."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown normalisation keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = None) -> np.ndarray:
+    """Reduce a 2D image with optional channels to one grey plane.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Y, X)``, ``(Y, X, 3|4)`` RGB(A), or ``(Y, X, C)`` multichannel.
+    rgb : bool, optional
+        Whether a last axis of 3 or 4 is RGB(A) colour. ``None`` guesses: a last
+        axis of 3 or 4 is colour.
+    channel : int, optional
+        For multichannel images, the channel to segment. For RGB(A) images the
+        default is the mean of R, G and B (alpha ignored).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` 2D image.
+
+    Raises
+    ------
+    InputError
+        If the image is not 2D after channel handling or the channel does not exist.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        if rgb is None:
+            rgb = image.shape[-1] in (3, 4)
+        n_ch = image.shape[-1]
+        if channel is not None:
+            if not -n_ch <= channel < n_ch:
+                raise InputError(f"channel {channel} does not exist: the image has {n_ch} channels")
+            image = image[..., channel]
+        elif rgb:
+            image = image[..., :3].astype(np.float32).mean(-1)
+        else:
+            raise InputError(
+                f"image of shape {image.shape} has {n_ch} channels in its last axis: "
+                "choose the channel to segment"
+            )
+    if image.ndim != 2:
+        raise InputError(f"expected a 2D image (with optional channels), got shape {image.shape}")
+    if image.dtype == bool or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise InputError(f"image data type {image.dtype} is not a number type")
+    return image.astype(np.float32, copy=False)
+
+
+def normalize(image: np.ndarray, norm: Normalization = Normalization()) -> np.ndarray:
+    """Check a 2D grey image and normalise it by percentiles.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2D image (any number type).
+    norm : Normalization
+        Percentiles to map to 0 and 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` normalised image.
+
+    Raises
+    ------
+    InputError
+        For images smaller than ``MIN_SIDE`` pixels a side, images holding NaN or
+        infinity, and constant images (nothing to segment).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise InputError(f"expected a 2D image, got shape {image.shape}")
+    if min(image.shape) < MIN_SIDE:
+        raise InputError(
+            f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: "
+            f"need at least {MIN_SIDE}x{MIN_SIDE}"
+        )
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = image.size - int(finite.sum())
+        raise InputError(f"image holds {bad} NaN or infinite value(s); replace them (e.g. with 0) first")
+    # percentiles on a subsample for big images: same result to within a grey level
+    sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
+    lo, hi = np.percentile(sample, [norm.low, norm.high])
+    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+        hi, lo = float(image.max()), float(image.min())
+        if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+            raise InputError(f"image is constant (every pixel is {lo:g}): nothing to segment")
+    out = (image - np.float32(lo)) / np.float32(hi - lo)
+    return out.astype(np.float32, copy=False)
+
+
+def prepare_input(
+    image: np.ndarray,
+    in_channels: int = 1,
+    norm: Normalization = Normalization(),
+    rgb: bool | None = None,
+    channel: int | None = None,
+) -> np.ndarray:
+    """Turn one 2D image (with optional channels) into the network's normalised input.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Y, X)``, ``(Y, X, 3|4)`` RGB(A) or ``(Y, X, C)`` multichannel.
+    in_channels : int
+        Channels the model expects.
+    norm : Normalization
+        Percentile normalisation.
+    rgb : bool, optional
+        Whether a last axis of 3 or 4 is colour (guessed when ``None``).
+    channel : int, optional
+        Channel to segment, for one-channel models on multichannel images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(in_channels, Y, X)`` float32.
+
+    Raises
+    ------
+    InputError
+        If the image does not fit the model or cannot be segmented.
+    """
+    image = np.asarray(image)
+    if in_channels == 1:
+        return normalize(to_grey(image, rgb=rgb, channel=channel), norm)[None]
+    if image.ndim != 3 or image.shape[-1] != in_channels:
+        have = 1 if image.ndim == 2 else image.shape[-1]
+        raise InputError(
+            f"the model expects {in_channels} channels (last axis), the image has {have} "
+            f"(shape {image.shape}); choose a model made for this kind of image"
+        )
+    return np.stack([normalize(image[..., c].astype(np.float32), norm) for c in range(in_channels)])

@@ -1,0 +1,239 @@
+"""Instance segmentation metrics.
+
+* :func:`matching`: one-to-one matching of predicted and true objects by IoU
+  (Hungarian assignment, as StarDist's ``matching``), with TP at IoU >= t,
+  ``AP(t) = TP / (TP + FP + FN)``, precision, recall, F1 and panoptic quality.
+* CTC SEG: for each true object, the IoU with the predicted object covering more
+  than half of it (else 0), averaged over true objects.
+
+Counts are returned so results can be pooled over images (:func:`pool`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+THRESHOLDS = (0.5, 0.75)
+
+
+@dataclass
+class MatchCounts:
+    """Counts at one IoU threshold, poolable over images.
+
+    Attributes
+    ----------
+    threshold : float
+        The IoU threshold.
+    tp, fp, fn : int
+        True positives, false positives, false negatives.
+    sum_iou : float
+        Sum of the IoUs of the true positives (for panoptic quality).
+    """
+
+    threshold: float
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    sum_iou: float = 0.0
+
+    def __add__(self, other: MatchCounts) -> MatchCounts:
+        if other.threshold != self.threshold:
+            raise ValueError("cannot pool counts at different thresholds")
+        return MatchCounts(
+            self.threshold,
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.sum_iou + other.sum_iou,
+        )
+
+    @property
+    def ap(self) -> float:
+        """Average precision as in the DSB2018 and StarDist papers: TP / (TP + FP + FN)."""
+        d = self.tp + self.fp + self.fn
+        return self.tp / d if d else 1.0
+
+    @property
+    def precision(self) -> float:
+        """TP / (TP + FP)."""
+        d = self.tp + self.fp
+        return self.tp / d if d else 1.0
+
+    @property
+    def recall(self) -> float:
+        """TP / (TP + FN)."""
+        d = self.tp + self.fn
+        return self.tp / d if d else 1.0
+
+    @property
+    def f1(self) -> float:
+        """2 TP / (2 TP + FP + FN)."""
+        d = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / d if d else 1.0
+
+    @property
+    def pq(self) -> float:
+        """Panoptic quality: sum of matched IoU / (TP + FP/2 + FN/2)."""
+        d = self.tp + 0.5 * self.fp + 0.5 * self.fn
+        return self.sum_iou / d if d else 1.0
+
+
+@dataclass
+class SegCounts:
+    """CTC SEG accumulator: sum of per-object scores and number of true objects."""
+
+    total: float = 0.0
+    n: int = 0
+
+    def __add__(self, other: SegCounts) -> SegCounts:
+        return SegCounts(self.total + other.total, self.n + other.n)
+
+    @property
+    def seg(self) -> float:
+        """Mean SEG over true objects (1.0 when there are none)."""
+        return self.total / self.n if self.n else 1.0
+
+
+def _drop_ignored(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    """Remove objects that lie mostly (over half) in the ignored region."""
+    labels = labels.copy()
+    n = int(labels.max()) + 1
+    total = np.bincount(labels.ravel(), minlength=n)
+    ignored = np.bincount(labels[ignore].ravel(), minlength=n)
+    drop = ignored * 2 > total
+    drop[0] = False
+    labels[drop[labels]] = 0
+    return labels
+
+
+def overlap(true: np.ndarray, pred: np.ndarray):
+    """Overlapping pairs of true and predicted objects (sparse, for any object count).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(ti, pi, inter, iou, area_t, area_p)``: for every overlapping pair, the
+        index of the true object (into ``area_t``), of the predicted object (into
+        ``area_p``), their intersection and IoU; then the areas of all true and of
+        all predicted objects (objects numbered by their rank among the ids present).
+    """
+    t = true.ravel()
+    p = pred.ravel()
+    _, t_idx, area_t = np.unique(t, return_inverse=True, return_counts=True)
+    _, p_idx, area_p = np.unique(p, return_inverse=True, return_counts=True)
+    # drop the background entry (rank 0) when present
+    t_off = 1 if t.size and t.min() == 0 else 0
+    p_off = 1 if p.size and p.min() == 0 else 0
+    area_t, area_p = area_t[t_off:], area_p[p_off:]
+    both = (t > 0) & (p > 0)
+    pair = (t_idx[both] - t_off).astype(np.int64) * max(len(area_p), 1) + (p_idx[both] - p_off)
+    codes, inter = np.unique(pair, return_counts=True)
+    ti, pi = np.divmod(codes, max(len(area_p), 1))
+    iou = inter / (area_t[ti] + area_p[pi] - inter)
+    return ti, pi, inter, iou, area_t, area_p
+
+
+def matching(
+    true: np.ndarray,
+    pred: np.ndarray,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+    ignore: np.ndarray | None = None,
+) -> tuple[dict[float, MatchCounts], SegCounts]:
+    """Match predicted to true objects and count TP, FP, FN at each IoU threshold.
+
+    The matching is one-to-one and maximises the summed IoU (Hungarian algorithm)
+    among the pairs at or above each threshold.
+
+    Parameters
+    ----------
+    true, pred : numpy.ndarray
+        Instance label images of the same shape.
+    thresholds : tuple of float
+        IoU thresholds.
+    ignore : numpy.ndarray, optional
+        Boolean mask of unreviewed pixels; objects lying mostly inside it are left out.
+
+    Returns
+    -------
+    tuple
+        ``({threshold: MatchCounts}, SegCounts)``.
+    """
+    true = np.asarray(true)
+    pred = np.asarray(pred)
+    if true.shape != pred.shape:
+        raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
+    if ignore is not None and ignore.any():
+        true = _drop_ignored(true, ignore)
+        pred = _drop_ignored(pred, ignore)
+    ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
+    nt, np_ = len(area_t), len(area_p)
+    out = {}
+    for t in thresholds:
+        keep = iou >= t
+        a, b, v = ti[keep], pi[keep], iou[keep]
+        if len(np.unique(a)) == len(a) and len(np.unique(b)) == len(b):
+            tp, s = len(a), float(v.sum())  # already one-to-one (always so for t > 0.5)
+        else:
+            ua, ra = np.unique(a, return_inverse=True)
+            ub, rb = np.unique(b, return_inverse=True)
+            m = np.zeros((len(ua), len(ub)))
+            m[ra, rb] = v
+            rows, cols = linear_sum_assignment(-m)
+            hit = m[rows, cols] >= t
+            tp, s = int(hit.sum()), float(m[rows, cols][hit].sum())
+        out[t] = MatchCounts(t, tp, np_ - tp, nt - tp, s)
+    # CTC SEG: the predicted object covering more than half of each true object
+    covers = inter * 2 > area_t[ti]
+    seg = SegCounts(float(iou[covers].sum()), nt)
+    return out, seg
+
+
+@dataclass
+class Scores:
+    """Summary scores of a set of images (pooled counts)."""
+
+    n_images: int
+    ap50: float
+    ap75: float
+    f1_50: float
+    precision_50: float
+    recall_50: float
+    pq: float
+    seg: float
+    n_true: int
+    n_pred: int
+
+    def to_dict(self) -> dict:
+        """Return the scores as a dict."""
+        return asdict(self)
+
+
+def pool(results: list[tuple[dict[float, MatchCounts], SegCounts]]) -> Scores:
+    """Pool per-image counts into :class:`Scores` (sums of TP, FP, FN over images)."""
+    m50 = MatchCounts(0.5)
+    m75 = MatchCounts(0.75)
+    seg = SegCounts()
+    for counts, s in results:
+        m50 = m50 + counts[0.5]
+        m75 = m75 + counts[0.75]
+        seg = seg + s
+    return Scores(
+        n_images=len(results),
+        ap50=m50.ap,
+        ap75=m75.ap,
+        f1_50=m50.f1,
+        precision_50=m50.precision,
+        recall_50=m50.recall,
+        pq=m50.pq,
+        seg=seg.seg,
+        n_true=m50.tp + m50.fn,
+        n_pred=m50.tp + m50.fp,
+    )
+
+
+def score(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> Scores:
+    """Scores of a single image."""
+    return pool([matching(true, pred, ignore=ignore)])

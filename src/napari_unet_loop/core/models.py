@@ -1,0 +1,309 @@
+"""Model files and the model registry.
+
+A model is one ``.safetensors`` file: the U-Net weights plus a JSON *model card*
+stored in the file's metadata (architecture, normalisation, post-processing
+defaults, parent model, training data, metrics, date). A copy of the card is
+written beside it as ``<name>.json`` for people to read; loading needs only the
+``.safetensors`` file, so one file is enough to share a model.
+
+Models are found by name in the package's ``models/`` folder (shipped) and in the
+user model folder (``platformdirs.user_data_dir("napari-unet-loop")/models``), or
+by path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
+from .image import Normalization
+from .model import UNet, UNetConfig
+from .postprocess import PostprocessConfig
+
+CARD_KEY = "napari_unet_loop.card"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "dsb2018-nuclei"
+SUFFIX = ".safetensors"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, unreadable or unusable; the message says which and why."""
+
+
+@dataclass
+class ModelCard:
+    """Everything about a model besides its weights.
+
+    Attributes
+    ----------
+    name : str
+        Model name (file stem).
+    architecture : UNetConfig
+        The network.
+    normalization : Normalization
+        Input percentile normalisation.
+    postprocess : PostprocessConfig
+        Default instance thresholds.
+    description : str
+        What the model is for.
+    parent : str or None
+        Name of the model it was fine-tuned from.
+    training : dict
+        Training data, split, steps, time, settings.
+    metrics : dict
+        Validation / test metrics.
+    created : str
+        ISO date and time.
+    """
+
+    name: str
+    architecture: UNetConfig
+    normalization: Normalization = field(default_factory=Normalization)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    description: str = ""
+    parent: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    )
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the card as a JSON-compatible dict."""
+        from . import __version__ as version  # local: avoid an import cycle at package import
+
+        return {
+            "name": self.name,
+            "format_version": self.format_version,
+            "description": self.description,
+            "architecture": self.architecture.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "postprocess": self.postprocess.to_dict(),
+            "parent": self.parent,
+            "training": self.training,
+            "metrics": self.metrics,
+            "created": self.created,
+            "software": {"napari-unet-loop": version, "torch": torch.__version__},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Build a card from a dict (as stored in a model file)."""
+        version = data.get("format_version", 0)
+        if version > FORMAT_VERSION:
+            raise ModelError(
+                f"model format {version} is newer than this plugin understands ({FORMAT_VERSION}); "
+                "update napari-unet-loop"
+            )
+        return cls(
+            name=str(data["name"]),
+            architecture=UNetConfig.from_dict(data["architecture"]),
+            normalization=Normalization.from_dict(data.get("normalization", {})),
+            postprocess=PostprocessConfig.from_dict(data.get("postprocess", {})),
+            description=data.get("description", ""),
+            parent=data.get("parent"),
+            training=data.get("training", {}),
+            metrics=data.get("metrics", {}),
+            created=data.get("created", ""),
+            format_version=version,
+        )
+
+
+@dataclass
+class Model:
+    """A loaded model: the network and its card.
+
+    Attributes
+    ----------
+    net : UNet
+        The network (on the CPU, eval mode, after loading).
+    card : ModelCard
+        Its card.
+    path : pathlib.Path or None
+        The file it came from.
+    """
+
+    net: UNet
+    card: ModelCard
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.card.name
+
+
+def shipped_dir() -> Path:
+    """Folder of the models shipped with the package."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def user_dir() -> Path:
+    """Folder of the user's own models (``NAPARI_UNET_LOOP_MODELS`` overrides it)."""
+    env = os.environ.get("NAPARI_UNET_LOOP_MODELS")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-unet-loop", appauthor=False)) / "models"
+
+
+def list_models() -> dict[str, Path]:
+    """Return ``{name: path}`` of all shipped and user models (user models shadow shipped ones)."""
+    out: dict[str, Path] = {}
+    for folder in (shipped_dir(), user_dir()):
+        if folder.is_dir():
+            for p in sorted(folder.glob(f"*{SUFFIX}")):
+                out[p.stem] = p
+    return out
+
+
+def resolve(name_or_path: str | os.PathLike | None) -> Path:
+    """Find a model file by name (``default`` included) or path.
+
+    Raises
+    ------
+    ModelError
+        If no such model exists.
+    """
+    if name_or_path is None or str(name_or_path) == "default":
+        name_or_path = DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.suffix == SUFFIX or p.exists() or os.sep in str(name_or_path):
+        if p.is_dir():
+            raise ModelError(f"{p} is a folder, not a model file ({SUFFIX})")
+        if not p.exists():
+            raise ModelError(f"model file {p} does not exist")
+        return p
+    models = list_models()
+    if str(name_or_path) in models:
+        return models[str(name_or_path)]
+    known = ", ".join(sorted(models)) or "none"
+    raise ModelError(f"no model named {name_or_path!r} (known: {known}); give a name or a path")
+
+
+def load(name_or_path: str | os.PathLike | None = "default") -> Model:
+    """Load a model by name or path.
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, corrupt, not a napari-unet-loop model, or its weights
+        do not fit its card.
+    """
+    path = resolve(name_or_path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"cannot read model file {path}: it is corrupt or not a safetensors file ({exc})"
+        ) from exc
+    if CARD_KEY not in meta:
+        raise ModelError(f"{path} is a safetensors file but not a napari-unet-loop model (no model card)")
+    try:
+        card = ModelCard.from_dict(json.loads(meta[CARD_KEY]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"the model card in {path} is invalid: {exc}") from exc
+    net = UNet(card.architecture)
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"the weights in {path} do not match its architecture: {exc}") from exc
+    return Model(net.eval(), card, path)
+
+
+def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write a model file (and a readable ``.json`` card beside it), atomically.
+
+    Parameters
+    ----------
+    model : Model
+        The model.
+    path : path-like
+        Target ``.safetensors`` file (the suffix is added when missing).
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The written model file.
+    """
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        path = path.with_name(path.name + SUFFIX)
+    card = model.card.to_dict()
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+    model.path = path
+    return path
+
+
+def check_name(name: str) -> str:
+    """Validate a model name for the user folder.
+
+    Raises
+    ------
+    ModelError
+        If the name is empty or holds characters unsafe in file names.
+    """
+    if not _NAME_RE.match(name):
+        raise ModelError(f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (up to 100)")
+    return name
+
+
+def save_user_model(model: Model, name: str, overwrite: bool = False) -> Path:
+    """Save ``model`` under ``name`` in the user model folder."""
+    model.card.name = check_name(name)
+    return save(model, user_dir() / f"{name}{SUFFIX}", overwrite=overwrite)
+
+
+def delete_user_model(name: str) -> None:
+    """Delete a user model (shipped models cannot be deleted)."""
+    p = user_dir() / f"{check_name(name)}{SUFFIX}"
+    if not p.exists():
+        raise ModelError(f"no user model named {name!r}")
+    p.unlink()
+    p.with_suffix(".json").unlink(missing_ok=True)
+
+
+def import_model(path: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> Path:
+    """Copy a model file into the user folder after checking that it loads."""
+    model = load(path)
+    name = check_name(name or Path(path).stem)
+    return save_user_model(model, name, overwrite=overwrite)
+
+
+def export_model(name_or_path: str, target: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Copy a model file to ``target`` (one self-contained ``.safetensors`` file)."""
+    src = resolve(name_or_path)
+    target = Path(target)
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        shutil.copyfile(src, tmp)
+    return target
+
+
+def new_model(config: UNetConfig, name: str = "untrained", seed: int = 0, **card: Any) -> Model:
+    """Create a freshly initialised model."""
+    torch.manual_seed(seed)
+    return Model(UNet(config), ModelCard(name=name, architecture=config, **card))

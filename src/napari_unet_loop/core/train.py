@@ -1,0 +1,698 @@
+"""Training and fine-tuning: a generator that yields progress and returns the best model.
+
+:func:`iter_train` trains a :class:`~napari_unet_loop.core.model.UNet` on annotated
+samples with the U-Net paper's weighted cross-entropy (border weight map) on the
+background / interior / boundary classes plus a distance-map loss, on augmented
+patches (flips, rotations, zoom, elastic deformation, intensity jitter) drawn on
+the training device. It validates on held-out samples every ``val_every_s``
+seconds, keeps the best weights (keep-best), and stops at the time or step
+budget, when asked to stop, or with a :class:`TrainingError` if the loss turns
+non-finite. The network handed in is only changed at the very end, to the best
+weights found, so a failed run never leaves a half-trained model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import AugmentConfig, jitter_intensity, sampling_grid, warp
+from .device import autocast_dtype
+from .metrics import MatchCounts, SegCounts, matching, pool
+from .model import UNet
+from .postprocess import PostprocessConfig, instances
+from .predict import predict
+from .targets import check_labels, make_targets
+from .tiling import reflect_indices
+
+MIN_VAL_SIDE = 32
+MAX_CENTRES = 1_000_000
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on; the model it started from is unchanged."""
+
+
+class StopFlag(Protocol):
+    """Anything with ``is_set()``, e.g. :class:`threading.Event`."""
+
+    def is_set(self) -> bool:  # pragma: no cover - protocol
+        ...
+
+
+@dataclass
+class Sample:
+    """One annotated image.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Normalised ``(C, H, W)`` float32 image.
+    labels : numpy.ndarray
+        ``(H, W)`` instance labels.
+    ignore : numpy.ndarray or None
+        ``(H, W)`` boolean mask of pixels not reviewed (left out of the loss).
+    weight : numpy.ndarray or None
+        ``(H, W)`` extra loss weight (e.g. higher where the user corrected).
+    name : str
+        For messages and model cards.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    ignore: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        self.labels = check_labels(self.labels)
+        if self.image.shape[-2:] != self.labels.shape:
+            raise ValueError(
+                f"{self.name or 'sample'}: labels shape {self.labels.shape} differs from "
+                f"image shape {self.image.shape[-2:]}"
+            )
+        for what in ("ignore", "weight"):
+            arr = getattr(self, what)
+            if arr is not None and arr.shape != self.labels.shape:
+                raise ValueError(
+                    f"{self.name or 'sample'}: {what} mask shape {arr.shape} != {self.labels.shape}"
+                )
+
+    @property
+    def n_annotated(self) -> int:
+        """Number of pixels that count in the loss."""
+        return int(self.labels.size if self.ignore is None else (~self.ignore).sum())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run.
+
+    Parameters
+    ----------
+    patch_size : int
+        Side of the training patches (a multiple of ``2**depth``).
+    batch_size : int
+        Patches per step.
+    learning_rate, weight_decay : float
+        AdamW settings; the rate warms up, then follows a cosine to 5 %.
+    minutes : float or None
+        Time budget; the run ends when it is spent (or at ``steps``).
+    steps : int or None
+        Step budget.
+    val_every_s : float
+        Seconds of training between validations.
+    freeze_encoder : bool
+        Train only the expanding path (fast CPU fine-tunes of a good model).
+    precision : str
+        ``"auto"`` (bf16 on CUDA and on CPUs with bf16 support), ``"fp32"``,
+        ``"bf16"`` or ``"fp16"``.
+    w0, sigma : float
+        Border weight map parameters (paper: 10 and 5 px).
+    dist_weight : float
+        Weight of the distance-map loss.
+    fg_fraction : float
+        Share of patches centred on a random object pixel (the rest anywhere).
+    select_by : str
+        Validation score that picks the best weights: ``"ap50"`` or ``"loss"``.
+    augment : AugmentConfig
+        Augmentation.
+    seed : int
+        Random seed.
+    """
+
+    patch_size: int = 128
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    minutes: float | None = 5.0
+    steps: int | None = None
+    val_every_s: float = 30.0
+    freeze_encoder: bool = False
+    precision: str = "auto"
+    w0: float = 10.0
+    sigma: float = 5.0
+    dist_weight: float = 1.0
+    fg_fraction: float = 0.3
+    select_by: str = "ap50"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.minutes is None and self.steps is None:
+            raise ValueError("give a time budget (minutes) or a number of steps")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError("minutes must be positive")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError("steps must be positive")
+        if self.patch_size < 16 or self.batch_size < 1:
+            raise ValueError("patch_size must be >= 16 and batch_size >= 1")
+        if self.select_by not in ("ap50", "loss"):
+            raise ValueError("select_by must be 'ap50' or 'loss'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-compatible dict."""
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training keys: {sorted(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("augment"), dict):
+            data["augment"] = AugmentConfig.from_dict(data["augment"])
+        return cls(**data)
+
+
+@dataclass
+class TrainEvent:
+    """Progress of a training run, yielded by :func:`iter_train`.
+
+    Attributes
+    ----------
+    kind : str
+        ``"start"``, ``"step"`` or ``"val"``.
+    step : int
+        Optimiser steps done.
+    fraction : float
+        Share of the budget used, 0 to 1.
+    elapsed, eta : float
+        Seconds since the start, and estimated seconds left.
+    loss : float or None
+        Training loss of the last step (``"step"``).
+    val : dict or None
+        Validation scores (``"val"``).
+    is_best : bool
+        Whether these validation scores are the best so far.
+    message : str
+        Human-readable note.
+    """
+
+    kind: str
+    step: int
+    fraction: float
+    elapsed: float
+    eta: float
+    loss: float | None = None
+    val: dict[str, float] | None = None
+    is_best: bool = False
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`iter_train`.
+
+    Attributes
+    ----------
+    baseline : dict or None
+        Validation scores of the starting weights.
+    best : dict or None
+        Validation scores of the best weights (loaded into the network).
+    improved : bool
+        Whether the best weights beat the starting weights on validation.
+    stopped : bool
+        Whether the run was stopped by the user before its budget.
+    steps, patches : int
+        Optimiser steps and training patches seen.
+    seconds : float
+        Wall time.
+    history : list of dict
+        Losses and validation scores over time.
+    batch_size : int
+        The batch size used at the end (smaller if memory ran short).
+    """
+
+    baseline: dict[str, float] | None
+    best: dict[str, float] | None
+    improved: bool
+    stopped: bool
+    steps: int
+    patches: int
+    seconds: float
+    history: list[dict[str, Any]]
+    batch_size: int
+
+
+def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """Autocast dtype for training: like prediction, plus bf16 on CPUs that support it."""
+    if precision == "auto" and device.type == "cpu":
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return torch.bfloat16
+        except (AttributeError, RuntimeError):
+            pass
+        return None
+    return autocast_dtype(device, precision)
+
+
+def split_validation(
+    samples: Sequence[Sample], fraction: float = 0.15, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a stripe of every annotated sample for validation.
+
+    The stripe (``fraction`` of the annotated extent along the longer side, at
+    least 32 px) becomes a validation sample; in the training sample it is marked
+    ignored, so no validation label is ever trained on.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Annotated samples.
+    fraction : float
+        Share of each sample to hold out (0: no validation).
+    seed : int
+        Random seed for the stripe positions.
+
+    Returns
+    -------
+    tuple of list
+        ``(train, val)`` samples. ``val`` is empty when ``fraction`` is 0 or no
+        sample is large enough to split.
+    """
+    if fraction <= 0:
+        return list(samples), []
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for s in samples:
+        valid = np.ones(s.labels.shape, bool) if s.ignore is None else ~s.ignore
+        rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+        if rows.size == 0:
+            train.append(s)
+            continue
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        axis = 0 if (y1 - y0) >= (x1 - x0) else 1
+        lo, hi = (y0, y1) if axis == 0 else (x0, x1)
+        width = max(int(round(fraction * (hi - lo))), MIN_VAL_SIDE)
+        if hi - lo < 2 * width:
+            train.append(s)
+            continue
+        a = int(rng.integers(lo, hi - width + 1))
+        sl = (slice(a, a + width), slice(None)) if axis == 0 else (slice(None), slice(a, a + width))
+        held = np.zeros(s.labels.shape, bool)
+        held[sl] = True
+        ignore = held if s.ignore is None else (s.ignore | held)
+        train.append(Sample(s.image, s.labels, ignore, s.weight, s.name))
+        val.append(
+            Sample(
+                s.image[(slice(None), *sl)],
+                s.labels[sl],
+                None if s.ignore is None else s.ignore[sl],
+                None,
+                f"{s.name}[validation]",
+            )
+        )
+    return train, val
+
+
+class PatchSampler:
+    """Draws augmented training batches from samples held on the training device.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Training samples.
+    config : TrainConfig
+        Patch size, augmentation, border weight map settings.
+    device : torch.device
+        Where patches are cut and augmented.
+    """
+
+    def __init__(self, samples: Sequence[Sample], config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.items = []
+        areas = []
+        for s in samples:
+            t = make_targets(s.labels, s.ignore, w0=config.w0, sigma=config.sigma)
+            weight = t.weight if s.weight is None else t.weight * s.weight.astype(np.float32)
+            valid = weight > 0
+            n_valid = int(valid.sum())
+            if n_valid == 0:
+                continue
+            fg = valid & (s.labels > 0)
+            self.items.append(
+                dict(
+                    image=torch.from_numpy(np.ascontiguousarray(s.image, np.float32)).to(device),
+                    cont=torch.from_numpy(np.stack([weight, t.distance])).to(device),
+                    cls=torch.from_numpy(t.classes).to(device),
+                    valid=None if s.ignore is None else self._subsample(np.flatnonzero(valid)),
+                    fg=self._subsample(np.flatnonzero(fg)),
+                    shape=s.labels.shape,
+                )
+            )
+            areas.append(n_valid)
+        if not self.items:
+            raise TrainingError("no annotated pixels to train on: every pixel is ignored")
+        p = np.sqrt(np.asarray(areas, np.float64))
+        self.p = p / p.sum()
+        aug = config.augment
+        reach = config.patch_size / min(aug.zoom[0], 1.0) * (1.45 if aug.rotate else 1.0)
+        self.src = int(math.ceil(reach + 4 * aug.elastic_sigma)) // 2 * 2 + 2
+
+    def _subsample(self, idx: np.ndarray) -> np.ndarray:
+        if idx.size > MAX_CENTRES:
+            idx = self.rng.choice(idx, MAX_CENTRES, replace=False)
+        return idx.astype(np.int64)
+
+    def _centre(self, item: dict) -> tuple[int, int]:
+        h, w = item["shape"]
+        pool_ = (
+            item["fg"] if item["fg"].size and self.rng.random() < self.config.fg_fraction else item["valid"]
+        )
+        if pool_ is None:
+            return int(self.rng.integers(h)), int(self.rng.integers(w))
+        i = int(pool_[self.rng.integers(pool_.size)])
+        return divmod(i, w)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``n`` augmented patches: image, classes, loss weight, distance target."""
+        s, half = self.src, self.src // 2
+        imgs, conts, clss = [], [], []
+        for k in self.rng.choice(len(self.items), size=n, p=self.p):
+            item = self.items[k]
+            cy, cx = self._centre(item)
+            h, w = item["shape"]
+            iy = torch.from_numpy(reflect_indices(cy - half, cy - half + s, h)).to(self.device)
+            ix = torch.from_numpy(reflect_indices(cx - half, cx - half + s, w)).to(self.device)
+            imgs.append(item["image"].index_select(1, iy).index_select(2, ix))
+            conts.append(item["cont"].index_select(1, iy).index_select(2, ix))
+            clss.append(item["cls"].index_select(0, iy).index_select(1, ix))
+        grid = sampling_grid(n, self.config.patch_size, s, self.config.augment, self.gen, self.device)
+        x, cont, cls = warp(grid, torch.stack(imgs), torch.stack(conts), torch.stack(clss))
+        x = jitter_intensity(x, self.config.augment.intensity, self.gen)
+        assert cont is not None and cls is not None
+        return x, cls, cont[:, 0], cont[:, 1].clamp(0, 1)
+
+
+def loss_terms(
+    logits: torch.Tensor,
+    classes: torch.Tensor,
+    weight: torch.Tensor,
+    distance: torch.Tensor,
+    n_classes: int = 3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted cross-entropy and distance-map loss, averaged over counted pixels.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(N, n_classes + 1, H, W)`` network outputs.
+    classes : torch.Tensor
+        ``(N, H, W)`` class targets.
+    weight : torch.Tensor
+        ``(N, H, W)`` border weight map (0 = ignored).
+    distance : torch.Tensor
+        ``(N, H, W)`` normalised distance targets.
+    n_classes : int
+        Number of class logits.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(class_loss, distance_loss)``; the distance loss is the binary
+        cross-entropy minus its minimum (the target's entropy), so both are 0 at best.
+    """
+    logits = logits.float()
+    valid = (weight > 0).float()
+    n = valid.sum().clamp(min=1.0)
+    ce = F.cross_entropy(logits[:, :n_classes], classes, reduction="none")
+    cls_loss = (ce * weight).sum() / n
+    d = distance.clamp(1e-6, 1 - 1e-6)
+    entropy = -(d * d.log() + (1 - d) * (1 - d).log())
+    bce = F.binary_cross_entropy_with_logits(logits[:, n_classes], distance, reduction="none")
+    dist_loss = ((bce - entropy) * valid).sum() / n
+    return cls_loss, dist_loss
+
+
+def validate(
+    net: UNet,
+    samples: Sequence[Sample],
+    device: torch.device,
+    postprocess: PostprocessConfig,
+    precision: str = "auto",
+    targets: list | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> dict[str, float]:
+    """Score the network on validation samples: loss, AP@0.5/0.75, F1, PQ, SEG.
+
+    Parameters
+    ----------
+    net : UNet
+        The network.
+    samples : sequence of Sample
+        Validation samples.
+    device : torch.device
+        Compute device.
+    postprocess : PostprocessConfig
+        Thresholds for the instance labels.
+    precision : str
+        Prediction precision.
+    targets : list, optional
+        Precomputed :func:`make_targets` results for the samples.
+    w0, sigma : float
+        Border weight map parameters (when targets are computed here).
+
+    Returns
+    -------
+    dict
+        ``loss`` (weighted, same terms as training) and the pooled scores.
+    """
+    results: list[tuple[dict[float, MatchCounts], SegCounts]] = []
+    total, count = 0.0, 0.0
+    was_training = net.training
+    for i, s in enumerate(samples):
+        t = targets[i] if targets is not None else make_targets(s.labels, s.ignore, w0, sigma)
+        probs = predict(net, s.image, device=device, precision=precision)
+        n_cls = net.config.n_classes
+        p = np.clip(probs[:n_cls], 1e-7, 1.0)
+        ce = -np.log(np.take_along_axis(p, t.classes[None].astype(np.int64), 0)[0])
+        valid = t.weight > 0
+        d = np.clip(probs[n_cls], 1e-6, 1 - 1e-6)
+        dt = np.clip(t.distance, 1e-6, 1 - 1e-6)
+        bce = -(dt * np.log(d) + (1 - dt) * np.log(1 - d))
+        ent = -(dt * np.log(dt) + (1 - dt) * np.log(1 - dt))
+        total += float((ce * t.weight).sum() + ((bce - ent) * valid).sum())
+        count += float(valid.sum())
+        results.append(matching(s.labels, instances(probs, postprocess), ignore=s.ignore))
+    net.train(was_training)
+    scores = pool(results).to_dict()
+    scores["loss"] = total / max(count, 1.0)
+    return scores
+
+
+def _better(a: dict[str, float], b: dict[str, float] | None, select_by: str) -> bool:
+    """Whether validation scores ``a`` beat ``b``."""
+    if b is None:
+        return True
+    if select_by == "loss":
+        return a["loss"] < b["loss"]
+    if a["ap50"] != b["ap50"]:
+        return a["ap50"] > b["ap50"]
+    return a["loss"] < b["loss"]
+
+
+def _set_trainable(net: UNet, freeze_encoder: bool) -> list[torch.nn.Parameter]:
+    net.train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    if freeze_encoder:
+        for mod in net.encoder:
+            mod.eval()  # keep the encoder's normalisation statistics too
+            for p in mod.parameters():
+                p.requires_grad_(False)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def _lr_factor(step: int, fraction: float, warmup: int) -> float:
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+
+def iter_train(
+    net: UNet,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    config: TrainConfig = TrainConfig(),
+    device: torch.device | str = "cpu",
+    postprocess: PostprocessConfig = PostprocessConfig(),
+    stop: StopFlag | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train ``net`` and finally load the best weights into it.
+
+    Parameters
+    ----------
+    net : UNet
+        Network to train (its weights are the starting point).
+    train_samples, val_samples : sequence of Sample
+        Training and validation data (see :func:`split_validation`). Without
+        validation samples, the weights at the end of the run are kept.
+    config : TrainConfig
+        Settings.
+    device : torch.device or str
+        Training device.
+    postprocess : PostprocessConfig
+        Thresholds used to score validation instances.
+    stop : StopFlag, optional
+        When set, the run ends after the current step and keeps the best weights.
+
+    Yields
+    ------
+    TrainEvent
+        ``"start"``, then ``"step"`` after every step and ``"val"`` after every validation.
+
+    Returns
+    -------
+    TrainResult
+        Scores of the starting and the best weights, and the run's history.
+
+    Raises
+    ------
+    TrainingError
+        If the loss becomes non-finite or memory runs out even at batch size 1;
+        the network is then left as it was.
+    """
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    budget_s = config.minutes * 60 if config.minutes is not None else math.inf
+    start_state = copy.deepcopy(net.state_dict())
+    net.to(device)
+    sampler = PatchSampler(train_samples, config, device)
+    val_targets = [make_targets(s.labels, s.ignore, config.w0, config.sigma) for s in val_samples]
+    dtype = training_dtype(device, config.precision)
+    params = _set_trainable(net, config.freeze_encoder)
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    history: list[dict[str, Any]] = []
+    batch = config.batch_size
+    warmup = 50 if config.steps is None else min(50, max(1, config.steps // 20))
+
+    def fraction(step: int) -> float:
+        f_time = (time.perf_counter() - t0) / budget_s
+        f_step = step / config.steps if config.steps else 0.0
+        return min(1.0, max(f_time, f_step))
+
+    def eta(step: int, f: float) -> float:
+        el = time.perf_counter() - t0
+        if config.steps and step:
+            by_steps = el / step * (config.steps - step)
+            return min(by_steps, budget_s - el) if budget_s < math.inf else by_steps
+        return max(budget_s - el, 0.0) if budget_s < math.inf else 0.0
+
+    def run_val(step: int) -> dict[str, float]:
+        scores = validate(net, val_samples, device, postprocess, config.precision, val_targets)
+        _set_trainable(net, config.freeze_encoder)
+        return scores
+
+    baseline = best = None
+    best_state = None
+    if val_samples:
+        baseline = run_val(0)
+        best, best_state = baseline, copy.deepcopy(net.state_dict())
+        history.append({"step": 0, "time": time.perf_counter() - t0, "val": baseline})
+    expected = config.minutes * 60 if config.minutes is not None else math.nan
+    yield TrainEvent(
+        "start",
+        0,
+        0.0,
+        time.perf_counter() - t0,
+        expected,
+        val=baseline,
+        message=f"training on {sum(s.n_annotated for s in train_samples)} annotated pixels "
+        f"({len(train_samples)} sample(s)), validating on {len(val_samples)}",
+    )
+    step, patches, bad, stopped = 0, 0, 0, False
+    last_val = time.perf_counter()
+    while True:
+        f = fraction(step)
+        if f >= 1.0:
+            break
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
+        for g in opt.param_groups:
+            g["lr"] = config.learning_rate * _lr_factor(step, f, warmup)
+        try:
+            x, cls, w, dist = sampler.batch(batch)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = net(x)
+            l_cls, l_dist = loss_terms(logits, cls, w, dist, net.config.n_classes)
+            loss = l_cls + config.dist_weight * l_dist
+            opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                bad += 1
+                if bad >= 3:
+                    net.load_state_dict(start_state)
+                    raise TrainingError(
+                        f"the loss became {loss.item()} (not a number) at step {step}; training "
+                        "stopped and the model is unchanged. Try a lower learning rate or fp32."
+                    )
+                continue
+            bad = 0
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        except torch.OutOfMemoryError as exc:
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1:
+                net.load_state_dict(start_state)
+                raise TrainingError(
+                    "out of memory even with one patch per step; use a smaller patch size "
+                    "or the CPU. The model is unchanged."
+                ) from exc
+            batch = max(1, batch // 2)
+            continue
+        step += 1
+        patches += batch
+        lv = float(loss.detach())
+        f = fraction(step)
+        history.append({"step": step, "time": time.perf_counter() - t0, "loss": lv})
+        yield TrainEvent("step", step, f, time.perf_counter() - t0, eta(step, f), loss=lv)
+        done = f >= 1.0 or (stop is not None and stop.is_set())
+        if val_samples and (time.perf_counter() - last_val >= config.val_every_s or done):
+            scores = run_val(step)
+            last_val = time.perf_counter()
+            is_best = _better(scores, best, config.select_by)
+            if is_best:
+                best, best_state = scores, copy.deepcopy(net.state_dict())
+            history.append({"step": step, "time": time.perf_counter() - t0, "val": scores})
+            f = fraction(step)
+            yield TrainEvent(
+                "val", step, f, time.perf_counter() - t0, eta(step, f), val=scores, is_best=is_best
+            )
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    improved = bool(val_samples) and best is not baseline and _better(best, baseline, config.select_by)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return TrainResult(
+        baseline=baseline,
+        best=best,
+        improved=improved,
+        stopped=stopped,
+        steps=step,
+        patches=patches,
+        seconds=time.perf_counter() - t0,
+        history=history,
+        batch_size=batch,
+    )

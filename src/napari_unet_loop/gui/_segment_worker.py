@@ -1,0 +1,105 @@
+"""Generators that run in napari worker threads for the Segment section.
+
+They only compute: they never touch napari layers (that happens on the main
+thread, in the widget's handlers of what they yield).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.models import Model
+from ..core.postprocess import PostprocessConfig, instances_from_maps
+from ..core.predict import Progress
+from ..core.segment import iter_segment
+
+
+@dataclass
+class PlaneResult:
+    """One segmented plane, handed to the main thread.
+
+    Attributes
+    ----------
+    index : tuple of int
+        Position along the stacked axes.
+    labels : numpy.ndarray
+        Instance labels of the plane.
+    fg, dist : numpy.ndarray or None
+        Foreground probability and distance map (float16), for re-thresholding;
+        ``None`` when only the labels were recomputed.
+    seconds : float
+        Time taken.
+    """
+
+    index: tuple[int, ...]
+    labels: np.ndarray
+    fg: np.ndarray | None
+    dist: np.ndarray | None
+    seconds: float
+
+
+def segment_planes(
+    model: Model,
+    read: Callable[[tuple[int, ...]], np.ndarray],
+    indices: Sequence[tuple[int, ...]],
+    rgb: bool,
+    channel: int | None,
+    device,
+    tile: int | None,
+    postprocess: PostprocessConfig,
+) -> Generator[Progress | PlaneResult, None, int]:
+    """Segment planes one after another, yielding progress and each plane's result.
+
+    Returns
+    -------
+    int
+        Number of planes segmented.
+    """
+    total = len(indices)
+    for k, index in enumerate(indices):
+        t0 = time.perf_counter()
+        plane = read(index)
+        gen = iter_segment(
+            model,
+            plane,
+            device=device,
+            tile=tile,
+            postprocess=postprocess,
+            rgb=rgb if plane.ndim == 3 else None,
+            channel=channel,
+        )
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                seg = stop.value
+                break
+            # overall progress: planes done plus the share of this plane's tiles
+            frac = p.done / p.total if p.total else 1.0
+            yield Progress(
+                int(1000 * (k + (0.9 * frac if p.stage == "predict" else 0.95))),
+                1000 * total,
+                f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
+            )
+        fg = (1.0 - seg.probs[0]).astype(np.float16)
+        dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
+        yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0)
+        yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} done")
+    return total
+
+
+def rethreshold_planes(
+    maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]], postprocess: PostprocessConfig
+) -> Generator[Progress | PlaneResult, None, int]:
+    """Recompute instance labels from cached probability maps (no network)."""
+    total = len(maps)
+    for k, (index, (fg, dist)) in enumerate(maps.items()):
+        t0 = time.perf_counter()
+        labels = instances_from_maps(fg.astype(np.float32), dist.astype(np.float32), postprocess)
+        yield PlaneResult(index, labels, None, None, time.perf_counter() - t0)
+        yield Progress(k + 1, total, "thresholds")
+    return total

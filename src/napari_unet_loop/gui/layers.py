@@ -1,0 +1,210 @@
+"""Helpers between napari layers and the headless core: planes, outputs, edit tracking."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+from ..core.image import MIN_SIDE, InputError
+
+META_KEY = "napari_unet_loop"
+
+
+def check_image_layer(layer: Layer | None) -> Image:
+    """Return ``layer`` if it is an image layer the plugin can segment.
+
+    Raises
+    ------
+    InputError
+        If there is no layer, or it is not an Image layer, or its image plane is tiny.
+    """
+    if layer is None:
+        raise InputError("no image layer: open an image (File > Open, or File > Open Sample) first")
+    if not isinstance(layer, Image):
+        kind = type(layer).__name__
+        raise InputError(
+            f"'{layer.name}' is a {kind} layer; choose an Image layer to segment "
+            "(Labels, Shapes and Points layers hold annotations, not pixels)"
+        )
+    shape = plane_shape(layer)
+    if min(shape) < MIN_SIDE:
+        raise InputError(
+            f"the image plane of '{layer.name}' (its last two axes) is {shape[0]}x{shape[1]} pixels; "
+            f"need at least {MIN_SIDE}x{MIN_SIDE}. If the last two axes are not Y and X, "
+            "reorder the axes (e.g. numpy.moveaxis) before segmenting."
+        )
+    return layer
+
+
+def layer_data(layer: Image):
+    """Full-resolution data of an image layer (level 0 of a multiscale image)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def plane_shape(layer: Image) -> tuple[int, int]:
+    """Height and width of the layer's image plane."""
+    shape = layer_data(layer).shape
+    return tuple(shape[-3:-1]) if layer.rgb else tuple(shape[-2:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an image layer's axes map to stack, channel and plane axes.
+
+    Attributes
+    ----------
+    ndim : int
+        Number of non-colour axes of the layer (``layer.ndim``).
+    channel_axis : int or None
+        Layer axis holding channels (never one of the last two).
+    stack_axes : tuple of int
+        Layer axes stacked over (every other leading axis).
+    """
+
+    ndim: int
+    channel_axis: int | None
+    stack_axes: tuple[int, ...]
+
+    @property
+    def out_axes(self) -> tuple[int, ...]:
+        """Layer axes the labels keep: stack axes then the image plane."""
+        return (*self.stack_axes, self.ndim - 2, self.ndim - 1)
+
+
+def layout(layer: Image, channel_axis: int | None = None) -> Layout:
+    """Work out the stack and channel axes of ``layer``.
+
+    Raises
+    ------
+    InputError
+        If ``channel_axis`` is one of the image plane's axes or does not exist.
+    """
+    nd = layer.ndim
+    if channel_axis is not None:
+        if layer.rgb:
+            raise InputError("an RGB layer has its colour channels already; leave the channel axis unset")
+        if not 0 <= channel_axis < nd - 2:
+            raise InputError(f"channel axis {channel_axis} must be one of the leading axes 0..{nd - 3}")
+    stack = tuple(i for i in range(nd - 2) if i != channel_axis)
+    return Layout(nd, channel_axis, stack)
+
+
+def stack_shape(layer: Image, lay: Layout) -> tuple[int, ...]:
+    """Shape of the stacked axes."""
+    shape = layer_data(layer).shape
+    return tuple(shape[i] for i in lay.stack_axes)
+
+
+def current_index(layer: Image, lay: Layout, world_point) -> tuple[int, ...]:
+    """Index along the stacked axes of the plane the viewer shows now."""
+    data_pt = np.asarray(layer.world_to_data(world_point))
+    shape = layer_data(layer).shape
+    return tuple(int(np.clip(np.round(data_pt[i]), 0, shape[i] - 1)) for i in lay.stack_axes)
+
+
+def read_plane(layer: Image, lay: Layout, index: tuple[int, ...]) -> np.ndarray:
+    """Read one 2D plane (``(Y, X)``, ``(Y, X, 3|4)`` or ``(Y, X, C)``) into memory."""
+    data = layer_data(layer)
+    key: list = [slice(None)] * data.ndim
+    for ax, i in zip(lay.stack_axes, index):
+        key[ax] = i
+    plane = np.asarray(data[tuple(key)])
+    if lay.channel_axis is not None:
+        # the channel axis is the only leading axis left: move it last
+        plane = np.moveaxis(plane, 0, -1)
+    return plane
+
+
+def out_transform(layer: Image, lay: Layout) -> dict:
+    """Scale, translate and axis names for a labels layer that matches ``layer``."""
+    axes = list(lay.out_axes)
+    kw = {
+        "scale": [layer.scale[i] for i in axes],
+        "translate": [layer.translate[i] for i in axes],
+    }
+    names = getattr(layer, "axis_labels", None)
+    if names is not None and len(names) == lay.ndim:
+        kw["axis_labels"] = [names[i] for i in axes]
+    units = getattr(layer, "units", None)
+    if units is not None and len(units) == lay.ndim:
+        kw["units"] = [units[i] for i in axes]
+    return kw
+
+
+@dataclass
+class EditState:
+    """What the plugin knows about one labels layer it wrote."""
+
+    edited: bool = False
+    n_edits: int = 0
+    ours: bool = True
+    planes: dict = field(default_factory=dict)
+
+
+class LabelsTracker:
+    """Tracks user edits of labels layers, telling them apart from the plugin's own writes.
+
+    napari emits ``Labels.events.paint`` once per brush stroke, fill or erase (with
+    the changed pixels) and ``events.data`` when the whole array is replaced. Writes
+    made inside :meth:`writing` are the plugin's own and do not count as edits.
+    """
+
+    def __init__(self) -> None:
+        self._states: weakref.WeakKeyDictionary[Labels, EditState] = weakref.WeakKeyDictionary()
+        self._writing: set[int] = set()
+
+    def state(self, layer: Labels) -> EditState:
+        """The edit state of ``layer`` (tracking starts on first use)."""
+        st = self._states.get(layer)
+        if st is None:
+            st = EditState(ours=False)
+            self._states[layer] = st
+            ref = weakref.ref(layer)
+            layer.events.paint.connect(lambda event, ref=ref: self._on_edit(ref()))
+            layer.events.data.connect(lambda event, ref=ref: self._on_edit(ref()))
+        return st
+
+    def _on_edit(self, layer: Labels | None) -> None:
+        if layer is None or id(layer) in self._writing:
+            return
+        st = self._states.get(layer)
+        if st is not None:
+            st.edited = True
+            st.n_edits += 1
+
+    @contextlib.contextmanager
+    def writing(self, layer: Labels) -> Iterator[None]:
+        """Context in which changes to ``layer`` are the plugin's, not the user's."""
+        self._writing.add(id(layer))
+        try:
+            yield
+        finally:
+            self._writing.discard(id(layer))
+
+    def is_edited(self, layer: Labels) -> bool:
+        """Whether the user changed ``layer`` since the plugin made it (unknown layers: yes)."""
+        st = self._states.get(layer)
+        return st is None or not st.ours or st.edited
+
+
+def write_plane(layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> int:
+    """Write ``labels`` into one plane of ``layer`` as one undoable step (Ctrl+Z restores).
+
+    Returns
+    -------
+    int
+        Number of pixels changed.
+    """
+    current = np.asarray(layer.data[index])
+    changed = np.nonzero(current != labels)
+    if not changed[0].size:
+        return 0
+    full = tuple(np.full(changed[0].size, i, dtype=np.intp) for i in index) + changed
+    with layer.block_history():
+        layer.data_setitem(full, labels[changed])
+    return int(changed[0].size)

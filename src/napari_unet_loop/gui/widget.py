@@ -1,0 +1,682 @@
+"""The dock widget: segment the active image with a U-Net and show instance labels."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import models as model_files
+from ..core.device import DeviceError, available_devices, resolve_device
+from ..core.image import InputError
+from ..core.models import Model, ModelError
+from ..core.postprocess import PostprocessConfig
+from ..core.predict import TILE_CHOICES, Progress
+from ._segment_worker import PlaneResult, rethreshold_planes, segment_planes
+from .layers import (
+    META_KEY,
+    LabelsTracker,
+    Layout,
+    check_image_layer,
+    current_index,
+    layout,
+    out_transform,
+    plane_shape,
+    read_plane,
+    stack_shape,
+    write_plane,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+IF_EDITED_NEW = "make a new layer"
+IF_EDITED_REPLACE = "replace it (Ctrl+Z undoes)"
+OTHER_MODEL = "Other model file..."
+
+
+class UNetLoopWidget(QWidget):
+    """Segment the chosen image layer with a U-Net into an instance Labels layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.tracker = LabelsTracker()
+        self._worker = None
+        self._models: dict[str, Model] = {}
+        self._model_paths: dict[str, Path] = {}
+        # per labels layer: {plane index: (foreground probability, distance)} for re-thresholding
+        self._maps: weakref.WeakKeyDictionary[Labels, dict] = weakref.WeakKeyDictionary()
+        self._run: dict[str, Any] = {}
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(4, 4, 4, 4)
+        root.addWidget(self._build_input())
+        root.addWidget(self._build_model())
+        root.addWidget(self._build_thresholds())
+        root.addWidget(self._build_run())
+        root.addStretch(1)
+
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self.reset_choices)
+        layers.events.removed.connect(self.reset_choices)
+        layers.events.reordered.connect(self.reset_choices)
+        layers.selection.events.active.connect(self._follow_active)
+        self.viewer.dims.events.ndim.connect(lambda e: self._update_input_state())
+        self.reset_choices()
+        self._follow_active()
+
+    # ------------------------------------------------------------------ building
+    def _build_input(self) -> QGroupBox:
+        box = QGroupBox("Input")
+        form = QFormLayout(box)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("Image layer to segment (follows the layer you select)")
+        self.image_combo.currentIndexChanged.connect(lambda i: self._update_input_state())
+        form.addRow("Image", self.image_combo)
+        self.channel_axis_combo = QComboBox()
+        self.channel_axis_combo.setToolTip(
+            "Axis of the layer that holds channels (leave 'none' for grey or RGB images)"
+        )
+        self.channel_axis_combo.currentIndexChanged.connect(lambda i: self._update_channels())
+        form.addRow("Channel axis", self.channel_axis_combo)
+        self.channel_combo = QComboBox()
+        self.channel_combo.setToolTip("Channel to segment; for RGB images the mean of R, G and B by default")
+        form.addRow("Channel", self.channel_combo)
+        self.shape_label = QLabel("")
+        self.shape_label.setWordWrap(True)
+        form.addRow(self.shape_label)
+        return box
+
+    def _build_model(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Shipped and user models; the last entry opens a model file")
+        self.model_combo.activated.connect(self._on_model_chosen)
+        form.addRow("Model", self.model_combo)
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        form.addRow(self.model_info)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", *available_devices()])
+        self.device_combo.setToolTip("auto: CUDA GPU, then Apple MPS, then CPU")
+        self.device_combo.currentIndexChanged.connect(lambda i: self._update_device_label())
+        form.addRow("Device", self.device_combo)
+        self.device_label = QLabel("")
+        form.addRow(self.device_label)
+        self.tile_combo = QComboBox()
+        self.tile_combo.addItems(["auto", *[str(t) for t in TILE_CHOICES]])
+        self.tile_combo.setToolTip(
+            "Core tile size in pixels. 'auto' picks it from free memory. Every size gives the "
+            "same result: tiles overlap by half the network's receptive field."
+        )
+        form.addRow("Tile size", self.tile_combo)
+        self.refresh_models()
+        self._update_device_label()
+        return box
+
+    def _build_thresholds(self) -> QGroupBox:
+        box = QGroupBox("Instances")
+        form = QFormLayout(box)
+        self.fg_spin = QDoubleSpinBox()
+        self.fg_spin.setRange(0.05, 0.95)
+        self.fg_spin.setSingleStep(0.05)
+        self.fg_spin.setToolTip("Foreground probability above which a pixel belongs to an object")
+        form.addRow("Foreground threshold", self.fg_spin)
+        self.seed_spin = QDoubleSpinBox()
+        self.seed_spin.setRange(0.05, 0.95)
+        self.seed_spin.setSingleStep(0.05)
+        self.seed_spin.setToolTip("Distance-map level that seeds one object each: higher splits less")
+        form.addRow("Seed threshold", self.seed_spin)
+        self.min_size_spin = QSpinBox()
+        self.min_size_spin.setRange(0, 100000)
+        self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
+        form.addRow("Minimum size (px)", self.min_size_spin)
+        row = QHBoxLayout()
+        self.rethreshold_btn = QPushButton("Apply thresholds")
+        self.rethreshold_btn.setToolTip(
+            "Recompute the labels of the last segmentation with these thresholds, without the network"
+        )
+        self.rethreshold_btn.clicked.connect(lambda: self.rethreshold())
+        row.addWidget(self.rethreshold_btn)
+        self.defaults_btn = QPushButton("Model defaults")
+        self.defaults_btn.setToolTip("Reset the thresholds to the values stored with the model")
+        self.defaults_btn.clicked.connect(self._reset_thresholds)
+        row.addWidget(self.defaults_btn)
+        form.addRow(row)
+        self.show_maps_check = QCheckBox("Show probability maps")
+        self.show_maps_check.setToolTip("Add the foreground probability and distance map as image layers")
+        form.addRow(self.show_maps_check)
+        self._reset_thresholds()
+        return box
+
+    def _build_run(self) -> QGroupBox:
+        box = QGroupBox("Segment")
+        lay = QVBoxLayout(box)
+        form = QFormLayout()
+        self.if_edited_combo = QComboBox()
+        self.if_edited_combo.addItems([IF_EDITED_NEW, IF_EDITED_REPLACE])
+        self.if_edited_combo.setToolTip(
+            "What to do when the output labels layer holds your edits. Unedited results of an "
+            "earlier run are replaced in place; Ctrl+Z on the labels layer brings them back."
+        )
+        form.addRow("If labels were edited", self.if_edited_combo)
+        lay.addLayout(form)
+        row = QHBoxLayout()
+        self.segment_btn = QPushButton("Segment")
+        self.segment_btn.setToolTip("Segment the image plane on screen")
+        self.segment_btn.clicked.connect(lambda: self.segment(stack=False))
+        row.addWidget(self.segment_btn)
+        self.segment_stack_btn = QPushButton("Segment stack")
+        self.segment_stack_btn.setToolTip("Segment every plane of the stack, one after another")
+        self.segment_stack_btn.clicked.connect(lambda: self.segment(stack=True))
+        row.addWidget(self.segment_stack_btn)
+        lay.addLayout(row)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        row.addWidget(self.progress, 1)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        row.addWidget(self.cancel_btn)
+        lay.addLayout(row)
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.status)
+        return box
+
+    # ------------------------------------------------------------------ choices
+    def reset_choices(self, event=None) -> None:
+        """Refresh the image layer list (napari calls this when layers change)."""
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+        self._update_input_state()
+
+    def _follow_active(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            self.image_combo.setCurrentText(active.name)
+
+    def image_layer(self) -> Image | None:
+        """The chosen image layer (``None`` when there is none)."""
+        name = self.image_combo.currentText()
+        if name and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            return layer if isinstance(layer, Image) else None
+        return None
+
+    def _update_input_state(self) -> None:
+        layer = self.image_layer()
+        self.channel_axis_combo.blockSignals(True)
+        self.channel_axis_combo.clear()
+        self.channel_axis_combo.addItem("none", None)
+        if layer is not None and not layer.rgb:
+            for ax in range(layer.ndim - 2):
+                self.channel_axis_combo.addItem(f"axis {ax} ({layer_data_len(layer, ax)})", ax)
+        self.channel_axis_combo.blockSignals(False)
+        self.channel_axis_combo.setEnabled(self.channel_axis_combo.count() > 1)
+        self._update_channels()
+
+    def _update_channels(self) -> None:
+        layer = self.image_layer()
+        self.channel_combo.clear()
+        ax = self.channel_axis_combo.currentData()
+        if layer is not None and layer.rgb:
+            self.channel_combo.addItem("mean of R, G, B", None)
+            for i, c in enumerate("RGB"):
+                self.channel_combo.addItem(c, i)
+        elif layer is not None and ax is not None:
+            for i in range(layer_data_len(layer, ax)):
+                self.channel_combo.addItem(f"channel {i}", i)
+        self.channel_combo.setEnabled(self.channel_combo.count() > 0)
+        n_stack = 1
+        if layer is None:
+            self.shape_label.setText("No image layer: open an image or File > Open Sample.")
+        else:
+            try:
+                lay = layout(layer, ax)
+                n_stack = int(np.prod(stack_shape(layer, lay))) if lay.stack_axes else 1
+                h, w = plane_shape(layer)
+                kind = "RGB" if layer.rgb else f"{layer_data_dtype(layer)}"
+                extra = f", {n_stack} planes" if n_stack > 1 else ""
+                self.shape_label.setText(f"{h} x {w} px, {kind}{extra}")
+            except InputError as exc:
+                self.shape_label.setText(str(exc))
+        self.segment_stack_btn.setEnabled(n_stack > 1 and self._worker is None)
+        self.segment_btn.setText("Segment slice" if n_stack > 1 else "Segment")
+
+    def refresh_models(self, select: str | None = None) -> None:
+        """Reload the list of shipped and user models."""
+        current = select or self.model_combo.currentText() or model_files.DEFAULT_MODEL
+        self._model_paths.update(model_files.list_models())
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for name in self._model_paths:
+            self.model_combo.addItem(name)
+        self.model_combo.addItem(OTHER_MODEL)
+        if current in self._model_paths:
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+        self._show_model_info()
+
+    def _on_model_chosen(self, index: int) -> None:
+        if self.model_combo.currentText() == OTHER_MODEL:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a model file", "", "Models (*.safetensors)")
+            if path:
+                self.add_model_file(path)
+            else:
+                self.refresh_models()
+            return
+        self._show_model_info()
+        self._reset_thresholds()
+
+    def add_model_file(self, path: str | Path) -> Model | None:
+        """Load a model file, add it to the model list and select it."""
+        try:
+            model = model_files.load(path)
+        except ModelError as exc:
+            show_error(str(exc))
+            self.refresh_models()
+            return None
+        key = model.name if model.name not in self._model_paths else f"{model.name} ({Path(path).name})"
+        self._model_paths[key] = Path(path)
+        self._models[key] = model
+        self.refresh_models(select=key)
+        self._reset_thresholds()
+        return model
+
+    def current_model(self) -> Model:
+        """Load (once) and return the selected model.
+
+        Raises
+        ------
+        ModelError
+            If the model file cannot be loaded.
+        """
+        name = self.model_combo.currentText()
+        if name not in self._model_paths:
+            raise ModelError("no model chosen: pick one in the Model list")
+        if name not in self._models:
+            self._models[name] = model_files.load(self._model_paths[name])
+        return self._models[name]
+
+    def _show_model_info(self) -> None:
+        try:
+            model = self.current_model()
+        except ModelError as exc:
+            self.model_info.setText(f"<span style='color:#e57373'>{exc}</span>")
+            return
+        card = model.card
+        val = (card.metrics or {}).get("test") or (card.metrics or {}).get("validation") or {}
+        score = (
+            f" AP@0.5 {val['ap50']:.2f} ({'test' if 'test' in card.metrics else 'validation'})."
+            if "ap50" in val
+            else ""
+        )
+        arch = card.architecture
+        self.model_info.setText(
+            f"{card.description or card.name}{score}"
+            f"<br><small>U-Net depth {arch.depth}, width {arch.base_width}, {arch.in_channels} input "
+            f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}</small>"
+        )
+        self.model_info.setToolTip(str(model.path))
+
+    def _reset_thresholds(self) -> None:
+        try:
+            pp = self.current_model().card.postprocess
+        except ModelError:
+            pp = PostprocessConfig()
+        self.fg_spin.setValue(pp.fg_threshold)
+        self.seed_spin.setValue(pp.seed_threshold)
+        self.min_size_spin.setValue(pp.min_size)
+
+    def _update_device_label(self) -> None:
+        try:
+            dev = resolve_device(self.device_combo.currentText())
+            self.device_label.setText(f"Runs on: {dev}")
+        except DeviceError as exc:
+            self.device_label.setText(str(exc))
+
+    def postprocess_config(self) -> PostprocessConfig:
+        """Thresholds as set in the widget."""
+        return PostprocessConfig(
+            fg_threshold=round(self.fg_spin.value(), 4),
+            seed_threshold=round(self.seed_spin.value(), 4),
+            min_size=self.min_size_spin.value(),
+        )
+
+    def tile_size(self) -> int | None:
+        """Chosen core tile size (``None``: automatic)."""
+        text = self.tile_combo.currentText()
+        return None if text == "auto" else int(text)
+
+    # ------------------------------------------------------------------ running
+    def _busy(self, busy: bool) -> None:
+        for w in (self.segment_btn, self.rethreshold_btn, self.model_combo, self.device_combo):
+            w.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy)
+        if not busy:
+            self._worker = None
+            self._update_channels()
+        else:
+            self.segment_stack_btn.setEnabled(False)
+
+    def segment(self, stack: bool = False, layer: Any = None):
+        """Segment the chosen image (its current plane, or every plane when ``stack``).
+
+        Parameters
+        ----------
+        stack : bool
+            Segment every plane of a stack instead of the one on screen.
+        layer : napari.layers.Layer, optional
+            Layer to segment instead of the one chosen in the widget.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The started worker, or ``None`` when the input was refused (the reason
+            is shown as a napari notification).
+        """
+        if self._worker is not None:
+            show_warning("A segmentation is already running; wait for it or press Cancel.")
+            return None
+        try:
+            image = check_image_layer(layer if layer is not None else self.image_layer())
+            lay = layout(image, self.channel_axis_combo.currentData())
+            model = self.current_model()
+            device = resolve_device(self.device_combo.currentText())
+            pp = self.postprocess_config()
+        except (InputError, ModelError, DeviceError, ValueError) as exc:
+            show_error(str(exc))
+            self.status.setText(f"Not started: {exc}")
+            return None
+        shape = stack_shape(image, lay)
+        if stack and shape:
+            indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
+        else:
+            indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
+        channel = self.channel_combo.currentData() if self.channel_combo.count() else None
+        self._run = {
+            "image": image,
+            "layout": lay,
+            "model": model,
+            "pp": pp,
+            "indices": indices,
+            "target": None,
+            "t0": time.perf_counter(),
+            "done": 0,
+            "objects": 0,
+            "kind": "segment",
+        }
+
+        def read(index, image=image, lay=lay):
+            return read_plane(image, lay, index)
+
+        worker = create_worker(
+            segment_planes,
+            model,
+            read,
+            indices,
+            image.rgb,
+            channel,
+            device,
+            self.tile_size(),
+            pp,
+            _start_thread=False,
+        )
+        self._start(worker, f"Segmenting '{image.name}' with {model.name} on {device}...")
+        return worker
+
+    def rethreshold(self, labels_layer: Labels | None = None):
+        """Recompute the labels of the last segmentation with the widget's thresholds.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The started worker, or ``None`` if there is nothing to re-threshold.
+        """
+        if self._worker is not None:
+            show_warning("Busy; wait for the current run or press Cancel.")
+            return None
+        target = labels_layer or self._last_output()
+        maps = self._maps.get(target) if target is not None else None
+        if not maps:
+            show_warning("Nothing to re-threshold: segment an image first (its probabilities are kept).")
+            return None
+        try:
+            pp = self.postprocess_config()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+        if self.tracker.is_edited(target) and self.if_edited_combo.currentText() != IF_EDITED_REPLACE:
+            show_info(f"'{target.name}' holds your edits, so the new thresholds go to a new layer.")
+            new = self._add_labels(
+                target.name, np.zeros_like(target.data), scale=target.scale, translate=target.translate
+            )
+            self._maps[new] = dict(maps)
+            target = new
+        self._run = {
+            "image": None,
+            "layout": None,
+            "model": None,
+            "pp": pp,
+            "indices": list(maps),
+            "target": target,
+            "t0": time.perf_counter(),
+            "done": 0,
+            "objects": 0,
+            "kind": "rethreshold",
+        }
+        worker = create_worker(rethreshold_planes, dict(maps), pp, _start_thread=False)
+        self._start(worker, f"Re-thresholding '{target.name}'...")
+        return worker
+
+    def _last_output(self) -> Labels | None:
+        image = self.image_layer()
+        if image is not None:
+            name = f"{image.name} labels"
+            if name in self.viewer.layers and self.viewer.layers[name] in self._maps:
+                return self.viewer.layers[name]
+        for layer in reversed(list(self.viewer.layers)):
+            if isinstance(layer, Labels) and layer in self._maps:
+                return layer
+        return None
+
+    def _start(self, worker, message: str) -> None:
+        self._worker = worker
+        worker.yielded.connect(self._on_yielded)
+        worker.finished.connect(self._on_finished)
+        worker.aborted.connect(self._on_aborted)
+        worker.errored.connect(self._on_errored)
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.status.setText(message)
+        self._busy(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running job after the current tile batch (finished planes are kept)."""
+        if self._worker is not None:
+            self.status.setText("Cancelling...")
+            self._worker.quit()
+
+    def _on_yielded(self, item) -> None:
+        if isinstance(item, Progress):
+            if item.total:
+                self.progress.setRange(0, item.total)
+                self.progress.setValue(item.done)
+            return
+        if isinstance(item, PlaneResult):
+            self._write_result(item)
+
+    def _output_layer(self) -> Labels:
+        """The labels layer this run writes to, created or chosen on first use."""
+        run = self._run
+        target = run.get("target")
+        if target is not None and target in self.viewer.layers:
+            return target
+        image, lay = run["image"], run["layout"]
+        if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
+            maps = self._maps.get(target, {}) if target is not None else {}
+            shape = target.data.shape if target is not None else None
+            new = self._add_labels(getattr(target, "name", "labels"), np.zeros(shape, np.int32))
+            self._maps[new] = dict(maps)
+            run["target"] = new
+            return new
+        name = f"{image.name} labels"
+        out_shape = (*stack_shape(image, lay), *plane_shape(image))
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if isinstance(existing, Labels) and existing.data.shape == out_shape:
+            if (
+                not self.tracker.is_edited(existing)
+                or self.if_edited_combo.currentText() == IF_EDITED_REPLACE
+            ):
+                run["target"] = existing
+                return existing
+            show_info(f"'{name}' holds your edits, so the result goes to a new layer.")
+        target = self._add_labels(name, np.zeros(out_shape, np.int32), **out_transform(image, lay))
+        run["target"] = target
+        return target
+
+    def _add_labels(self, name: str, data: np.ndarray | None, **kwargs) -> Labels:
+        if data is None:
+            raise RuntimeError("no shape for the new labels layer")
+        # napari adds " [1]", " [2]"... to repeated names: the user's layer is never replaced
+        layer = self.viewer.add_labels(data, name=name, **kwargs)
+        st = self.tracker.state(layer)
+        st.ours, st.edited = True, False
+        return layer
+
+    def _write_result(self, res: PlaneResult) -> None:
+        run = self._run
+        target = self._output_layer()
+        self.tracker.state(target)
+        with self.tracker.writing(target):
+            write_plane(target, res.index, res.labels.astype(target.data.dtype, copy=False))
+        if res.fg is not None:
+            self._maps.setdefault(target, {})[res.index] = (res.fg, res.dist)
+        model = run.get("model")
+        target.metadata[META_KEY] = {
+            **target.metadata.get(META_KEY, {}),
+            **({"model": model.name, "model_path": str(model.path)} if model is not None else {}),
+            "thresholds": run["pp"].to_dict(),
+            "tile": self.tile_size() or "auto",
+        }
+        run["done"] += 1
+        run["objects"] += int(res.labels.max())
+        if self.show_maps_check.isChecked():
+            self._show_maps(target)
+
+    def _show_maps(self, target: Labels) -> None:
+        maps = self._maps.get(target, {})
+        if not maps:
+            return
+        shape = target.data.shape
+        for which, name in ((0, f"{target.name} foreground probability"), (1, f"{target.name} distance map")):
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                data = layer.data
+            else:
+                data = np.zeros(shape, np.float32)
+                layer = None
+            for index, pair in maps.items():
+                data[index] = pair[which].astype(np.float32)
+            if layer is None:
+                self.viewer.add_image(
+                    data,
+                    name=name,
+                    colormap="magma",
+                    contrast_limits=(0, 1),
+                    opacity=0.6,
+                    blending="additive",
+                    scale=target.scale,
+                    translate=target.translate,
+                    visible=which == 0,
+                )
+            else:
+                layer.data = data
+                layer.refresh()
+        # keep the labels on top of the maps
+        idx = self.viewer.layers.index(target)
+        self.viewer.layers.move(idx, len(self.viewer.layers))
+
+    def _summary(self, verb: str) -> str:
+        run = self._run
+        n, total = run["done"], len(run["indices"])
+        secs = time.perf_counter() - run["t0"]
+        target = run.get("target")
+        where = f" in '{target.name}'" if target is not None else ""
+        planes = f"{n} of {total} planes, " if total > 1 else ""
+        return f"{verb}: {planes}{run['objects']} objects{where} ({secs:.1f} s)."
+
+    def _on_finished(self) -> None:
+        if self._worker is None:
+            return
+        aborted = self._run.get("aborted", False)
+        if not aborted and not self._run.get("failed"):
+            self.progress.setValue(self.progress.maximum())
+            self.status.setText(self._summary("Done"))
+        self._busy(False)
+
+    def _on_aborted(self) -> None:
+        self._run["aborted"] = True
+        self.status.setText(
+            self._summary("Cancelled") + " Finished planes are kept; the others are unchanged."
+        )
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._run["failed"] = True
+        self.status.setText(f"Failed: {exc}")
+
+
+def layer_data_len(layer: Image, axis: int) -> int:
+    """Length of one axis of an image layer's full-resolution data."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return int(data.shape[axis])
+
+
+def layer_data_dtype(layer: Image) -> str:
+    """Data type name of an image layer."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return str(data.dtype)
+
+
+__all__ = ["UNetLoopWidget", "Layout"]

@@ -1,0 +1,1 @@
+"""Reading and writing image and label files (TIFF, PNG, ...), atomically."""
