@@ -176,7 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         per_image.append({"name": img_path.stem, **s})
         if not args.json or args.verbose:
             _log(
-                f"[{i}/{len(pairs)}] {img_path.stem}: AP50 {s['ap50']:.3f}  objects {s['n_true']} true, {s['n_pred']} found"
+                f"[{i}/{len(pairs)}] {img_path.stem}: AP50 {s['ap50']:.3f}  "
+                f"objects {s['n_true']} true, {s['n_pred']} found"
             )
     summary = pool(results).to_dict()
     report = {

@@ -218,7 +218,10 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
     if CARD_KEY not in meta:
         raise ModelError(f"{path} is a safetensors file but not a napari-unet-loop model (no model card)")
     try:
-        card = ModelCard.from_dict(json.loads(meta[CARD_KEY]))
+        data = json.loads(meta[CARD_KEY])
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        card = ModelCard.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"the model card in {path} is invalid: {exc}") from exc
     net = UNet(card.architecture)

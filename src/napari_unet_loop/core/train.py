@@ -7,8 +7,9 @@ patches (flips, rotations, zoom, elastic deformation, intensity jitter) drawn on
 the training device. It validates on held-out samples every ``val_every_s``
 seconds, keeps the best weights (keep-best), and stops at the time or step
 budget, when asked to stop, or with a :class:`TrainingError` if the loss turns
-non-finite. The network handed in is only changed at the very end, to the best
-weights found, so a failed run never leaves a half-trained model behind.
+non-finite. Training works on a copy of the network; the network handed in is
+only changed at the very end, to the best weights found, so a failed, closed or
+crashed run never leaves a half-trained model behind.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class StopFlag(Protocol):
     """Anything with ``is_set()``, e.g. :class:`threading.Event`."""
 
     def is_set(self) -> bool:  # pragma: no cover - protocol
+        """Whether the run should stop."""
         ...
 
 
@@ -572,8 +574,10 @@ def iter_train(
     device = torch.device(device)
     t0 = time.perf_counter()
     budget_s = config.minutes * 60 if config.minutes is not None else math.inf
-    start_state = copy.deepcopy(net.state_dict())
-    net.to(device)
+    # train a copy: the caller's network only ever receives the final best weights, so a run
+    # that fails, is stopped by closing the generator, or crashes leaves it untouched
+    user_net = net
+    net = copy.deepcopy(user_net).to(device)
     sampler = PatchSampler(train_samples, config, device)
     val_targets = [make_targets(s.labels, s.ignore, config.w0, config.sigma) for s in val_samples]
     dtype = training_dtype(device, config.precision)
@@ -639,7 +643,6 @@ def iter_train(
             if not torch.isfinite(loss):
                 bad += 1
                 if bad >= 3:
-                    net.load_state_dict(start_state)
                     raise TrainingError(
                         f"the loss became {loss.item()} (not a number) at step {step}; training "
                         "stopped and the model is unchanged. Try a lower learning rate or fp32."
@@ -654,7 +657,6 @@ def iter_train(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if batch == 1:
-                net.load_state_dict(start_state)
                 raise TrainingError(
                     "out of memory even with one patch per step; use a smaller patch size "
                     "or the CPU. The model is unchanged."
@@ -679,12 +681,9 @@ def iter_train(
             yield TrainEvent(
                 "val", step, f, time.perf_counter() - t0, eta(step, f), val=scores, is_best=is_best
             )
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    user_net.load_state_dict(best_state if best_state is not None else net.state_dict())
+    user_net.eval()
     improved = bool(val_samples) and best is not baseline and _better(best, baseline, config.select_by)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(True)
     return TrainResult(
         baseline=baseline,
         best=best,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.image import InputError
 from ..core.models import Model
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
@@ -42,6 +43,13 @@ class PlaneResult:
     seconds: float
 
 
+@dataclass
+class Failure:
+    """An input the run cannot handle; the run stops and the message is shown to the user."""
+
+    message: str
+
+
 def segment_planes(
     model: Model,
     read: Callable[[tuple[int, ...]], np.ndarray],
@@ -51,8 +59,11 @@ def segment_planes(
     device,
     tile: int | None,
     postprocess: PostprocessConfig,
-) -> Generator[Progress | PlaneResult, None, int]:
+) -> Generator[Progress | PlaneResult | Failure, None, int]:
     """Segment planes one after another, yielding progress and each plane's result.
+
+    Input problems (constant plane, NaN, wrong channel count...) end the run with a
+    :class:`Failure` carrying the reason; planes finished before it are kept.
 
     Returns
     -------
@@ -63,6 +74,7 @@ def segment_planes(
     for k, index in enumerate(indices):
         t0 = time.perf_counter()
         plane = read(index)
+        where = f"plane {index}: " if total > 1 else ""
         gen = iter_segment(
             model,
             plane,
@@ -78,6 +90,9 @@ def segment_planes(
             except StopIteration as stop:
                 seg = stop.value
                 break
+            except InputError as exc:
+                yield Failure(f"{where}{exc}")
+                return k
             # overall progress: planes done plus the share of this plane's tiles
             frac = p.done / p.total if p.total else 1.0
             yield Progress(

@@ -15,6 +15,15 @@ from ..core.image import MIN_SIDE, InputError
 META_KEY = "napari_unet_loop"
 
 
+def unwrap(obj):
+    """The real object behind napari's ``PublicOnlyProxy`` (plugins get proxied viewers and layers).
+
+    Proxies are created on every attribute access, so they cannot serve as
+    (weak) dictionary keys; the wrapped layer can.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
 def check_image_layer(layer: Layer | None) -> Image:
     """Return ``layer`` if it is an image layer the plugin can segment.
 
@@ -160,6 +169,7 @@ class LabelsTracker:
 
     def state(self, layer: Labels) -> EditState:
         """The edit state of ``layer`` (tracking starts on first use)."""
+        layer = unwrap(layer)
         st = self._states.get(layer)
         if st is None:
             st = EditState(ours=False)
@@ -180,15 +190,16 @@ class LabelsTracker:
     @contextlib.contextmanager
     def writing(self, layer: Labels) -> Iterator[None]:
         """Context in which changes to ``layer`` are the plugin's, not the user's."""
-        self._writing.add(id(layer))
+        key = id(unwrap(layer))
+        self._writing.add(key)
         try:
             yield
         finally:
-            self._writing.discard(id(layer))
+            self._writing.discard(key)
 
     def is_edited(self, layer: Labels) -> bool:
         """Whether the user changed ``layer`` since the plugin made it (unknown layers: yes)."""
-        st = self._states.get(layer)
+        st = self._states.get(unwrap(layer))
         return st is None or not st.ours or st.edited
 
 

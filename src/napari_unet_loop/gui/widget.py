@@ -34,7 +34,7 @@ from ..core.image import InputError
 from ..core.models import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
-from ._segment_worker import PlaneResult, rethreshold_planes, segment_planes
+from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
 from .layers import (
     META_KEY,
     LabelsTracker,
@@ -46,6 +46,7 @@ from .layers import (
     plane_shape,
     read_plane,
     stack_shape,
+    unwrap,
     write_plane,
 )
 
@@ -477,7 +478,7 @@ class UNetLoopWidget(QWidget):
             show_warning("Busy; wait for the current run or press Cancel.")
             return None
         target = labels_layer or self._last_output()
-        maps = self._maps.get(target) if target is not None else None
+        maps = self._maps.get(unwrap(target)) if target is not None else None
         if not maps:
             show_warning("Nothing to re-threshold: segment an image first (its probabilities are kept).")
             return None
@@ -491,7 +492,7 @@ class UNetLoopWidget(QWidget):
             new = self._add_labels(
                 target.name, np.zeros_like(target.data), scale=target.scale, translate=target.translate
             )
-            self._maps[new] = dict(maps)
+            self._maps[unwrap(new)] = dict(maps)
             target = new
         self._run = {
             "image": None,
@@ -513,10 +514,10 @@ class UNetLoopWidget(QWidget):
         image = self.image_layer()
         if image is not None:
             name = f"{image.name} labels"
-            if name in self.viewer.layers and self.viewer.layers[name] in self._maps:
+            if name in self.viewer.layers and unwrap(self.viewer.layers[name]) in self._maps:
                 return self.viewer.layers[name]
         for layer in reversed(list(self.viewer.layers)):
-            if isinstance(layer, Labels) and layer in self._maps:
+            if isinstance(layer, Labels) and unwrap(layer) in self._maps:
                 return layer
         return None
 
@@ -546,6 +547,10 @@ class UNetLoopWidget(QWidget):
             return
         if isinstance(item, PlaneResult):
             self._write_result(item)
+        elif isinstance(item, Failure):
+            self._run["failed"] = True
+            self.status.setText(f"Failed: {item.message}")
+            show_error(item.message)
 
     def _output_layer(self) -> Labels:
         """The labels layer this run writes to, created or chosen on first use."""
@@ -555,10 +560,10 @@ class UNetLoopWidget(QWidget):
             return target
         image, lay = run["image"], run["layout"]
         if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
-            maps = self._maps.get(target, {}) if target is not None else {}
+            maps = self._maps.get(unwrap(target), {}) if target is not None else {}
             shape = target.data.shape if target is not None else None
             new = self._add_labels(getattr(target, "name", "labels"), np.zeros(shape, np.int32))
-            self._maps[new] = dict(maps)
+            self._maps[unwrap(new)] = dict(maps)
             run["target"] = new
             return new
         name = f"{image.name} labels"
@@ -592,7 +597,7 @@ class UNetLoopWidget(QWidget):
         with self.tracker.writing(target):
             write_plane(target, res.index, res.labels.astype(target.data.dtype, copy=False))
         if res.fg is not None:
-            self._maps.setdefault(target, {})[res.index] = (res.fg, res.dist)
+            self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist)
         model = run.get("model")
         target.metadata[META_KEY] = {
             **target.metadata.get(META_KEY, {}),
@@ -606,7 +611,7 @@ class UNetLoopWidget(QWidget):
             self._show_maps(target)
 
     def _show_maps(self, target: Labels) -> None:
-        maps = self._maps.get(target, {})
+        maps = self._maps.get(unwrap(target), {})
         if not maps:
             return
         shape = target.data.shape

@@ -1,0 +1,71 @@
+"""Shared fixtures of the core tests: synthetic instance images and tiny networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet_loop.core.model import UNet, UNetConfig
+
+TINY = UNetConfig(depth=2, base_width=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Run torch on one thread: tiny networks gain nothing from more, and a busy CPU loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_discs(
+    shape: tuple[int, int],
+    n: int,
+    radius: tuple[int, int] = (5, 9),
+    seed: int = 0,
+    gap: int = 2,
+) -> np.ndarray:
+    """Return ``int32`` labels of up to ``n`` non-overlapping discs (ids 1..k)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    placed = []
+    for _ in range(200 * n):
+        if len(placed) == n:
+            break
+        r = int(rng.integers(radius[0], radius[1] + 1))
+        cy = int(rng.integers(r + 1, shape[0] - r - 1))
+        cx = int(rng.integers(r + 1, shape[1] - r - 1))
+        if any((cy - y) ** 2 + (cx - x) ** 2 < (r + q + gap) ** 2 for y, x, q in placed):
+            continue
+        placed.append((cy, cx, r))
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = len(placed)
+    return labels
+
+
+def disc_image(labels: np.ndarray, noise: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A normalised ``float32`` image of bright objects on a dark background, with noise."""
+    rng = np.random.default_rng(seed)
+    img = (labels > 0).astype(np.float32) + noise * rng.standard_normal(labels.shape).astype(np.float32)
+    return img.astype(np.float32)
+
+
+@pytest.fixture
+def discs():
+    """Factory of synthetic disc labels: ``discs(shape, n, radius=(5, 9), seed=0, gap=2)``."""
+    return random_discs
+
+
+@pytest.fixture
+def disc_img():
+    """Factory of images of labels: ``disc_img(labels, noise=0.1, seed=0)``."""
+    return disc_image
+
+
+@pytest.fixture
+def tiny_net():
+    """A freshly initialised small U-Net (depth 2, width 4, batch norm), fixed seed."""
+    torch.manual_seed(0)
+    return UNet(TINY)

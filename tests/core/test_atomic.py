@@ -1,0 +1,94 @@
+import os
+import stat
+
+import pytest
+
+from napari_unet_loop.core.atomic import atomic_path
+
+
+class Boom(Exception):
+    pass
+
+
+def test_successful_write_replaces_the_target(tmp_path):
+    target = tmp_path / "out.tif"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp != target
+        assert tmp.parent == target.parent and tmp.suffix == ".tif"
+        assert target.read_text() == "old"  # untouched while writing
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_failing_write_leaves_the_target_untouched(tmp_path):
+    target = tmp_path / "labels.tif"
+    target.write_bytes(b"precious")
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half-writ")
+            raise Boom
+    assert target.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
+
+
+def test_failing_first_write_creates_nothing(tmp_path):
+    target = tmp_path / "new.csv"
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_text("a,b")
+            raise Boom
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_that_never_writes_still_cleans_up(tmp_path):
+    target = tmp_path / "x.bin"
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.unlink()  # e.g. a writer that removes its output on failure
+            raise Boom
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_overwrite_refuses_an_existing_file(tmp_path):
+    target = tmp_path / "a.png"
+    target.write_text("keep")
+    with pytest.raises(FileExistsError, match="exists"):
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("lost")
+    assert target.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_no_overwrite_refuses_a_file_that_appears_while_writing(tmp_path):
+    target = tmp_path / "race.txt"
+    with pytest.raises(FileExistsError, match="appeared"):
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("mine")
+            target.write_text("theirs")
+    assert target.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.txt"]
+
+
+def test_no_overwrite_writes_a_new_file(tmp_path):
+    target = tmp_path / "sub" / "dir" / "fresh.txt"
+    with atomic_path(target, overwrite=False) as tmp:
+        tmp.write_text("ok")
+    assert target.read_text() == "ok"
+    assert [p.name for p in target.parent.iterdir()] == ["fresh.txt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        target = tmp_path / "atomic.txt"
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o644
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644

@@ -1,0 +1,283 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from napari_unet_loop.core import models
+from napari_unet_loop.core.image import Normalization
+from napari_unet_loop.core.model import UNetConfig
+from napari_unet_loop.core.models import (
+    CARD_KEY,
+    DEFAULT_MODEL,
+    FORMAT_VERSION,
+    Model,
+    ModelCard,
+    ModelError,
+    check_name,
+    delete_user_model,
+    export_model,
+    import_model,
+    list_models,
+    load,
+    new_model,
+    resolve,
+    save,
+    save_user_model,
+    user_dir,
+)
+from napari_unet_loop.core.postprocess import PostprocessConfig
+
+TINY = UNetConfig(depth=2, base_width=4)
+
+
+@pytest.fixture(autouse=True)
+def user_models(tmp_path, monkeypatch):
+    """Point the user model folder at a temporary folder (never the real one)."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("NAPARI_UNET_LOOP_MODELS", str(folder))
+    return folder
+
+
+def _model(name="tiny", seed=0, **card):
+    m = new_model(TINY, name=name, seed=seed, **card)
+    # non-trivial batch-norm buffers, so that they are checked too
+    for mod in m.net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+    return m
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_save_load_round_trip(tmp_path):
+    m = _model(
+        description="test model",
+        parent="dsb2018-nuclei",
+        normalization=Normalization(2.0, 99.0),
+        postprocess=PostprocessConfig(0.4, 0.6, 12),
+        training={"steps": 10, "images": ["a.tif"]},
+        metrics={"ap50": 0.8},
+    )
+    path = save(m, tmp_path / "tiny")
+    assert path == tmp_path / "tiny.safetensors" and path.is_file()
+    assert m.path == path
+    card_json = json.loads(path.with_suffix(".json").read_text())
+    assert card_json["name"] == "tiny" and card_json["parent"] == "dsb2018-nuclei"
+    loaded = load(path)
+    assert _same_weights(loaded.net, m.net)
+    assert not loaded.net.training
+    c, o = loaded.card, m.card
+    assert c.name == "tiny" and loaded.name == "tiny"
+    assert c.architecture == TINY
+    assert c.normalization == Normalization(2.0, 99.0)
+    assert c.postprocess == PostprocessConfig(0.4, 0.6, 12)
+    assert c.description == "test model" and c.parent == "dsb2018-nuclei"
+    assert c.training == {"steps": 10, "images": ["a.tif"]} and c.metrics == {"ap50": 0.8}
+    assert c.created == o.created and c.format_version == FORMAT_VERSION
+    assert loaded.path == path
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()[CARD_KEY])
+    assert meta["software"]["torch"] == torch.__version__
+
+
+def test_loaded_model_predicts_like_the_saved_one(tmp_path):
+    m = _model()
+    m.net.eval()
+    path = save(m, tmp_path / "m.safetensors")
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load(path).net(x), m.net(x))
+
+
+def test_save_refuses_to_overwrite_when_asked(tmp_path):
+    path = save(_model(seed=0), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        save(_model(seed=1), path, overwrite=False)
+    assert path.read_bytes() == before
+    save(_model(seed=1), path, overwrite=True)
+    assert path.read_bytes() != before
+
+
+def test_corrupt_file_is_a_model_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01 this is not a model" * 10)
+    with pytest.raises(ModelError, match="corrupt"):
+        load(bad)
+
+
+def test_truncated_file_is_a_model_error(tmp_path):
+    path = save(_model(), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError):
+        load(path)
+
+
+def test_plain_safetensors_file_is_not_a_model(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    with pytest.raises(ModelError, match="not a napari-unet-loop model"):
+        load(path)
+
+
+def test_missing_file_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load(tmp_path / "nothing.safetensors")
+    with pytest.raises(ModelError, match="does not exist"):
+        load(str(tmp_path / "sub" / "nothing"))
+    with pytest.raises(ModelError, match="no model named"):
+        load("no-such-model-name")
+    with pytest.raises(ModelError, match="folder"):
+        load(tmp_path)
+
+
+def test_weights_not_matching_the_card(tmp_path):
+    m = _model()
+    m.card.architecture = UNetConfig(depth=2, base_width=8)  # card says wider than the weights
+    path = save(m, tmp_path / "m.safetensors")
+    with pytest.raises(ModelError, match="do not match"):
+        load(path)
+
+
+def _write_with_card(path: Path, card: dict):
+    state = {k: v.contiguous() for k, v in _model().net.state_dict().items()}
+    save_file(state, str(path), metadata={CARD_KEY: json.dumps(card)})
+    return path
+
+
+def test_invalid_cards_are_model_errors(tmp_path):
+    good = _model().card.to_dict()
+    unknown_key = {**good, "architecture": {**good["architecture"], "heads": 2}}
+    with pytest.raises(ModelError, match="invalid"):
+        load(_write_with_card(tmp_path / "a.safetensors", unknown_key))
+    no_name = {k: v for k, v in good.items() if k != "name"}
+    with pytest.raises(ModelError, match="invalid"):
+        load(_write_with_card(tmp_path / "b.safetensors", no_name))
+    newer = {**good, "format_version": FORMAT_VERSION + 1}
+    with pytest.raises(ModelError, match="newer"):
+        load(_write_with_card(tmp_path / "c.safetensors", newer))
+    p = tmp_path / "d.safetensors"
+    save_file({"w": torch.zeros(1)}, str(p), metadata={CARD_KEY: "{not json"})
+    with pytest.raises(ModelError, match="invalid"):
+        load(p)
+
+
+def test_card_dict_round_trip():
+    card = ModelCard(name="x", architecture=TINY, description="d", parent="p", metrics={"seg": 0.5})
+    again = ModelCard.from_dict(card.to_dict())
+    assert again == card
+
+
+def test_user_dir_respects_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_UNET_LOOP_MODELS", str(tmp_path / "elsewhere"))
+    assert user_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("NAPARI_UNET_LOOP_MODELS")
+    default = user_dir()
+    assert default.name == "models" and "napari-unet-loop" in str(default)
+
+
+def test_save_user_model_and_list(user_models):
+    path = save_user_model(_model(name="whatever"), "my-model")
+    assert path == user_models / "my-model.safetensors"
+    assert list_models()["my-model"] == path
+    assert resolve("my-model") == path
+    assert load("my-model").name == "my-model"  # the card takes the new name
+    with pytest.raises(FileExistsError):
+        save_user_model(_model(), "my-model")
+    save_user_model(_model(seed=3), "my-model", overwrite=True)
+
+
+def test_user_models_shadow_shipped_ones(tmp_path, monkeypatch, user_models):
+    shipped = tmp_path / "shipped"
+    save(_model(name=DEFAULT_MODEL), shipped / f"{DEFAULT_MODEL}.safetensors")
+    save(_model(name="only-shipped"), shipped / "only-shipped.safetensors")
+    monkeypatch.setattr(models, "shipped_dir", lambda: shipped)
+    assert resolve("default") == shipped / f"{DEFAULT_MODEL}.safetensors"
+    assert resolve(None) == shipped / f"{DEFAULT_MODEL}.safetensors"
+    user = save_user_model(_model(seed=5), DEFAULT_MODEL)
+    found = list_models()
+    assert found[DEFAULT_MODEL] == user
+    assert found["only-shipped"] == shipped / "only-shipped.safetensors"
+    assert resolve("default") == user
+
+
+def test_import_model(tmp_path, user_models):
+    src = save(_model(name="orig"), tmp_path / "downloaded.safetensors")
+    p = import_model(src)
+    assert p == user_models / "downloaded.safetensors"
+    assert _same_weights(load(p).net, load(src).net)
+    p2 = import_model(src, name="renamed")
+    assert load("renamed").name == "renamed"
+    assert p2.is_file()
+    with pytest.raises(FileExistsError):
+        import_model(src, name="renamed")
+    with pytest.raises(ModelError, match="invalid model name"):
+        import_model(src, name="../escape")
+
+
+def test_import_of_a_broken_file_writes_nothing(tmp_path, user_models):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelError):
+        import_model(bad)
+    assert not (user_models / "broken.safetensors").exists()
+
+
+def test_export_model(tmp_path):
+    save_user_model(_model(), "to-share")
+    target = tmp_path / "out" / "shared.safetensors"
+    assert export_model("to-share", target) == target
+    assert target.read_bytes() == resolve("to-share").read_bytes()
+    with pytest.raises(FileExistsError):
+        export_model("to-share", target)
+    with pytest.raises(ModelError):
+        export_model("not-there", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_delete_user_model(user_models):
+    path = save_user_model(_model(), "gone")
+    assert path.with_suffix(".json").exists()
+    delete_user_model("gone")
+    assert not path.exists() and not path.with_suffix(".json").exists()
+    assert "gone" not in list_models()
+    with pytest.raises(ModelError, match="no user model"):
+        delete_user_model("gone")
+    with pytest.raises(ModelError, match="invalid model name"):
+        delete_user_model("../gone")
+
+
+@pytest.mark.parametrize("name", ["a", "model-1.2_b", "X" * 100])
+def test_check_name_accepts(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-lead", ".hidden", "a/b", "a b", "X" * 101, "é"])
+def test_check_name_rejects(name):
+    with pytest.raises(ModelError):
+        check_name(name)
+
+
+def test_new_model_is_seeded():
+    a, b, c = new_model(TINY, seed=1), new_model(TINY, seed=1), new_model(TINY, seed=2)
+    assert _same_weights(a.net, b.net)
+    assert not _same_weights(a.net, c.net)
+    assert a.card.architecture == TINY and a.name == "untrained"
+    assert isinstance(a, Model)
+
+
+@pytest.mark.parametrize("card", ["[]", "1", "null"])
+def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
+    p = tmp_path / "odd.safetensors"
+    state = {k: v.contiguous() for k, v in _model().net.state_dict().items()}
+    save_file(state, str(p), metadata={CARD_KEY: card})
+    with pytest.raises(ModelError):
+        load(p)

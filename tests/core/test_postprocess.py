@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet_loop.core.postprocess import (
+    PostprocessConfig,
+    foreground_probability,
+    instances,
+    instances_from_maps,
+)
+from napari_unet_loop.core.targets import class_map, distance_map
+
+
+def _stack_from_labels(labels: np.ndarray) -> np.ndarray:
+    """Ideal network outputs for ``labels``: one-hot classes, then the distance map."""
+    classes = class_map(labels)
+    onehot = np.stack([classes == k for k in range(3)]).astype(np.float32)
+    return np.concatenate([onehot, distance_map(labels)[None]])
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_two_touching_discs_are_separated():
+    shape = (60, 80)
+    true = np.zeros(shape, np.int32)
+    true[_disc(shape, 30, 25, 12)] = 1
+    true[_disc(shape, 30, 48, 12) & (true == 0)] = 2  # overlapping discs: they share a border
+    # one connected foreground: a plain connected-components labelling would merge them
+    assert ndi.label(true > 0)[1] == 1
+    labels = instances(_stack_from_labels(true))
+    assert labels.dtype == np.int32
+    assert set(np.unique(labels)) == {0, 1, 2}
+    for k in (1, 2):
+        best = max(_iou(labels == j, true == k) for j in (1, 2))
+        assert best > 0.85
+
+
+def test_labels_cover_the_foreground():
+    shape = (60, 80)
+    true = np.zeros(shape, np.int32)
+    true[_disc(shape, 30, 25, 12)] = 1
+    true[_disc(shape, 30, 48, 12) & (true == 0)] = 2
+    labels = instances(_stack_from_labels(true))
+    np.testing.assert_array_equal(labels > 0, true > 0)
+
+
+def test_min_size_removes_small_objects():
+    shape = (40, 40)
+    fg = np.zeros(shape, np.float32)
+    dist = np.zeros(shape, np.float32)
+    big = _disc(shape, 20, 20, 8)
+    fg[big] = 1
+    dist[big] = 1
+    fg[2:4, 2:4] = 1  # 4 pixels
+    dist[2:4, 2:4] = 1
+    kept = instances_from_maps(fg, dist, PostprocessConfig(min_size=8))
+    assert kept.max() == 1
+    np.testing.assert_array_equal(kept == 1, big)
+    both = instances_from_maps(fg, dist, PostprocessConfig(min_size=4))
+    assert both.max() == 2
+    assert (both[2:4, 2:4] > 0).all()
+
+
+def test_seedless_foreground_regions_become_objects():
+    shape = (40, 60)
+    fg = np.zeros(shape, np.float32)
+    dist = np.zeros(shape, np.float32)
+    seeded = _disc(shape, 20, 15, 8)
+    orphan = _disc(shape, 20, 45, 8)
+    fg[seeded | orphan] = 0.9
+    dist[seeded] = 0.9
+    dist[orphan] = 0.2  # below the seed threshold everywhere
+    labels = instances_from_maps(fg, dist, PostprocessConfig(seed_threshold=0.5))
+    assert labels.max() == 2
+    assert len(np.unique(labels[orphan])) == 1 and labels[orphan][0] > 0
+    assert len(np.unique(labels[seeded])) == 1 and labels[seeded][0] > 0
+    assert labels[orphan][0] != labels[seeded][0]
+
+
+def test_thresholds_are_applied():
+    shape = (30, 30)
+    fg = np.zeros(shape, np.float32)
+    disc = _disc(shape, 15, 15, 6)
+    fg[disc] = 0.6
+    dist = np.where(disc, 0.7, 0).astype(np.float32)
+    assert instances_from_maps(fg, dist, PostprocessConfig(fg_threshold=0.5)).max() == 1
+    assert instances_from_maps(fg, dist, PostprocessConfig(fg_threshold=0.7)).max() == 0
+
+
+def test_labels_are_sequential():
+    shape = (50, 50)
+    fg = np.zeros(shape, np.float32)
+    dist = np.zeros(shape, np.float32)
+    for cy, cx, r in [(10, 10, 2), (10, 35, 6), (35, 10, 1), (35, 35, 6)]:
+        d = _disc(shape, cy, cx, r)
+        fg[d] = 1
+        dist[d] = 1
+    labels = instances_from_maps(fg, dist, PostprocessConfig(min_size=20))
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+
+
+def test_higher_seed_threshold_splits_less():
+    shape = (60, 80)
+    true = np.zeros(shape, np.int32)
+    true[_disc(shape, 30, 25, 12)] = 1
+    true[_disc(shape, 30, 48, 12) & (true == 0)] = 2
+    probs = _stack_from_labels(true)
+    # distance merged into one smooth hill with a shallow dip between the discs
+    probs[3] = np.where(true > 0, 0.6 + 0.3 * probs[3], 0)
+    assert instances(probs, PostprocessConfig(seed_threshold=0.7)).max() == 2
+    assert instances(probs, PostprocessConfig(seed_threshold=0.55)).max() == 1
+
+
+def test_foreground_probability():
+    probs = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(foreground_probability(probs), 1 - probs[0])
+
+
+def test_instances_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="expected"):
+        instances(np.zeros((3, 10, 10), np.float32))
+    with pytest.raises(ValueError, match="expected"):
+        instances(np.zeros((10, 10), np.float32))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"fg_threshold": 0.0}, {"fg_threshold": 1.0}, {"seed_threshold": 1.5}, {"min_size": -1}]
+)
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        PostprocessConfig(**kwargs)
+
+
+def test_config_dict_round_trip():
+    cfg = PostprocessConfig(0.4, 0.6, 20)
+    assert PostprocessConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        PostprocessConfig.from_dict({"fg_threshold": 0.5, "sigma": 2})

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet_loop.core.image import InputError
+from napari_unet_loop.core.model import UNetConfig
+from napari_unet_loop.core.models import new_model
+from napari_unet_loop.core.postprocess import PostprocessConfig, instances
+from napari_unet_loop.core.predict import Progress, run
+from napari_unet_loop.core.segment import Segmentation, iter_segment, segment
+
+TINY = UNetConfig(depth=2, base_width=4)
+
+
+@pytest.fixture
+def model():
+    return new_model(TINY, name="tiny", seed=0, postprocess=PostprocessConfig(0.3, 0.4, 3))
+
+
+def test_segment_returns_int32_labels_of_the_image_shape(model, discs, disc_img):
+    labels = discs((50, 70), 4)
+    image = (disc_img(labels) * 1000 + 200).astype(np.uint16)  # raw, un-normalised
+    seg = segment(model, image, tile=32, precision="fp32")
+    assert isinstance(seg, Segmentation)
+    assert seg.labels.dtype == np.int32 and seg.labels.shape == (50, 70)
+    assert seg.probs.shape == (4, 50, 70)
+    assert seg.labels.min() >= 0
+    # labels come from the model card's thresholds, applied to the returned outputs
+    np.testing.assert_array_equal(seg.labels, instances(seg.probs, model.card.postprocess))
+
+
+def test_segment_uses_given_thresholds(model):
+    # a head that ignores its input: foreground probability 1 - 1 / (2 + e) = 0.79 everywhere
+    with torch.no_grad():
+        model.net.head.weight.zero_()
+        model.net.head.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 2.0]))
+    image = np.random.default_rng(0).random((40, 40))
+    default = segment(model, image, tile=64, precision="fp32")
+    np.testing.assert_array_equal(default.labels, 1)  # card thresholds: fg > 0.3
+    strict = segment(model, image, tile=64, precision="fp32", postprocess=PostprocessConfig(0.9, 0.5, 1))
+    np.testing.assert_array_equal(strict.labels, 0)
+    np.testing.assert_allclose(strict.probs[0], 1 / (2 + np.e), rtol=1e-5)
+
+
+def test_segment_tiling_does_not_change_the_result(model, discs, disc_img):
+    image = disc_img(discs((60, 90), 5))
+    a = segment(model, image, tile=16, precision="fp32")
+    b = segment(model, image, tile=128, precision="fp32")
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+
+
+def test_segment_colour_and_multichannel_images(model):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    assert segment(model, rgb, tile=32, precision="fp32").labels.shape == (30, 40)
+    multi = rng.random((30, 40, 5))
+    with pytest.raises(InputError, match="choose the channel"):
+        segment(model, multi, precision="fp32")
+    assert segment(model, multi, channel=3, tile=32, precision="fp32").labels.shape == (30, 40)
+
+
+def test_iter_segment_reports_progress(model):
+    image = np.random.default_rng(0).random((40, 40))
+    seen = []
+    seg = run(iter_segment(model, image, tile=16, batch_size=4, precision="fp32"), seen.append)
+    assert seen[0] == Progress(0, 9)
+    assert Progress(9, 9) in seen
+    assert seen[-2:] == [Progress(0, 1, "instances"), Progress(1, 1, "instances")]
+    assert seg.labels.shape == (40, 40)
+
+
+def test_segment_rejects_unusable_images(model):
+    with pytest.raises(InputError, match="constant"):
+        segment(model, np.zeros((32, 32)), precision="fp32")
+    with pytest.raises(InputError, match="too small"):
+        segment(model, np.random.default_rng(0).random((4, 32)), precision="fp32")

@@ -1,0 +1,273 @@
+"""GUI tests: the dock widget in a real napari viewer (run under Xvfb in CI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_loop.gui import widget as widget_mod
+from napari_unet_loop.gui.widget import IF_EDITED_NEW, IF_EDITED_REPLACE, UNetLoopWidget
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Collect the notifications the widget shows."""
+    seen = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(widget_mod, "show_error", lambda m: seen["error"].append(str(m)))
+    monkeypatch.setattr(widget_mod, "show_warning", lambda m: seen["warning"].append(str(m)))
+    monkeypatch.setattr(widget_mod, "show_info", lambda m: seen["info"].append(str(m)))
+    return seen
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer_proxy, tiny_model_path):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    viewer.window.add_dock_widget(w, name="U-Net Loop")
+    assert w.add_model_file(tiny_model_path) is not None
+    return viewer, w
+
+
+def wait(qtbot, w):
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+
+
+def run(qtbot, w, **kwargs):
+    worker = w.segment(**kwargs)
+    assert worker is not None
+    wait(qtbot, w)
+    return worker
+
+
+def test_plugin_docks_through_npe2(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
+    assert isinstance(widget, UNetLoopWidget)
+
+
+def test_segment_creates_labels_layer_with_scale(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    image, _ = discs
+    viewer.add_image(image, name="cells", scale=(0.5, 0.25), translate=(10, 20))
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    assert out.data.shape == image.shape
+    assert out.data.dtype == np.int32
+    np.testing.assert_allclose(out.scale, (0.5, 0.25))
+    np.testing.assert_allclose(out.translate, (10, 20))
+    assert out.metadata["napari_unet_loop"]["model"] == "tiny"
+    assert w.status.text().startswith("Done")
+
+
+def test_rerun_replaces_unedited_layer_undoably(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    first = out.data.copy()
+    w.fg_spin.setValue(0.3)
+    run(qtbot, w)
+    assert len([lyr for lyr in viewer.layers if lyr.name.startswith("cells labels")]) == 1
+    second = out.data.copy()
+    if not np.array_equal(first, second):
+        out.undo()
+        np.testing.assert_array_equal(out.data, first)
+
+
+def test_rerun_never_overwrites_edited_layer(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    # the user paints a correction with napari's own tools
+    out.paint((40, 40), 99)
+    edited = out.data.copy()
+    assert w.tracker.is_edited(out)
+    w.if_edited_combo.setCurrentText(IF_EDITED_NEW)
+    run(qtbot, w)
+    np.testing.assert_array_equal(out.data, edited)
+    new = [lyr for lyr in viewer.layers if lyr.name.startswith("cells labels") and lyr.name != out.name]
+    assert len(new) == 1
+
+
+def test_replace_edited_layer_when_chosen_and_undo(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    out.paint((40, 40), 99)
+    edited = out.data.copy()
+    w.if_edited_combo.setCurrentText(IF_EDITED_REPLACE)
+    run(qtbot, w)
+    assert len([lyr for lyr in viewer.layers if lyr.name.startswith("cells labels")]) == 1
+    assert not np.array_equal(out.data, edited)
+    out.undo()
+    np.testing.assert_array_equal(out.data, edited)
+
+
+def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    fg, dist = w._maps[out.__wrapped__ if hasattr(out, "__wrapped__") else out][()]
+
+    def no_network(*a, **k):
+        raise AssertionError("re-thresholding must not run the network")
+
+    monkeypatch.setattr(widget_mod, "segment_planes", no_network)
+    w.fg_spin.setValue(0.05)
+    w.seed_spin.setValue(0.95)
+    w.min_size_spin.setValue(0)
+    assert w.rethreshold() is not None
+    wait(qtbot, w)
+    from napari_unet_loop.core.postprocess import instances_from_maps
+
+    expected = instances_from_maps(fg.astype(np.float32), dist.astype(np.float32), w.postprocess_config())
+    np.testing.assert_array_equal(out.data, expected)
+
+
+def test_stack_current_slice_then_whole_stack(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    stack = np.stack([discs[0], discs[0][::-1], discs[0][:, ::-1]])
+    viewer.add_image(stack, name="zstack")
+    viewer.dims.set_current_step(0, 1)
+    assert w.segment_stack_btn.isEnabled()
+    run(qtbot, w)
+    out = viewer.layers["zstack labels"]
+    assert out.data.shape == stack.shape
+    assert out.data[0].max() == 0 and out.data[2].max() == 0  # only the slice on screen
+    run(qtbot, w, stack=True)
+    assert out.data.shape == stack.shape
+
+
+def test_cancel_in_the_middle_of_a_stack_keeps_finished_planes(qtbot, viewer_widget, discs):
+    from napari_unet_loop.gui._segment_worker import PlaneResult
+
+    viewer, w = viewer_widget
+    plane = np.tile(discs[0], (3, 3))
+    n = 16
+    viewer.add_image(np.stack([plane] * n), name="long")
+    worker = w.segment(stack=True)
+    worker.yielded.connect(lambda item: w.cancel() if isinstance(item, PlaneResult) else None)
+    wait(qtbot, w)
+    done = w._run["done"]
+    assert 1 <= done < n
+    out = viewer.layers["long labels"]
+    assert "Cancelled" in w.status.text()
+    assert out.data[-1].max() == 0  # planes not reached are untouched
+    assert worker.abort_requested
+
+
+def test_multichannel_with_channel_axis(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    image = np.stack([np.zeros_like(discs[0]), discs[0]])  # (C, Y, X)
+    viewer.add_image(image, name="two channels")
+    w.channel_axis_combo.setCurrentIndex(w.channel_axis_combo.findData(0))
+    w.channel_combo.setCurrentIndex(w.channel_combo.findData(1))
+    run(qtbot, w)
+    assert viewer.layers["two channels labels"].data.shape == discs[0].shape
+
+
+def test_rgba_sample_image(qtbot, viewer_widget):
+    from napari_unet_loop.sample_data import nuclei_small
+
+    viewer, w = viewer_widget
+    data, kwargs, _ = nuclei_small()[0]
+    viewer.add_image(data, **kwargs)
+    assert viewer.layers["nuclei_small"].rgb
+    run(qtbot, w)
+    assert viewer.layers["nuclei_small labels"].data.shape == data.shape[:2]
+
+
+# ---------------------------------------------------------------- bad input
+def test_no_image_layer(viewer_widget, messages):
+    viewer, w = viewer_widget
+    assert w.segment() is None
+    assert "no image layer" in messages["error"][0]
+
+
+@pytest.mark.parametrize("kind", ["labels", "shapes"])
+def test_annotation_layer_as_input(viewer_widget, messages, kind):
+    viewer, w = viewer_widget
+    layer = viewer.add_labels(np.zeros((32, 32), np.int32)) if kind == "labels" else viewer.add_shapes()
+    assert w.segment(layer=layer) is None
+    assert "choose an Image layer" in messages["error"][0]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 500), (5, 300)])
+def test_tiny_or_empty_image(viewer_widget, messages, shape):
+    viewer, w = viewer_widget
+    viewer.add_image(np.ones(shape, np.float32), name="tiny", contrast_limits=(0, 1))
+    assert w.segment() is None
+    assert "need at least" in messages["error"][0]
+
+
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        (np.zeros((64, 64), np.uint8), "constant"),
+        (np.full((64, 64), 7, np.uint16), "constant"),
+        (np.where(np.eye(64, dtype=bool), np.nan, 1.0).astype(np.float32), "NaN or infinite"),
+        (np.where(np.eye(64, dtype=bool), np.inf, 1.0).astype(np.float32), "NaN or infinite"),
+    ],
+)
+def test_unusable_pixels_fail_with_clear_message(qtbot, viewer_widget, messages, image, words):
+    viewer, w = viewer_widget
+    viewer.add_image(image, name="bad")
+    assert w.segment() is not None
+    wait(qtbot, w)
+    assert words in messages["error"][0]
+    assert words in w.status.text()
+    assert "bad labels" not in viewer.layers
+
+
+def test_corrupt_model_file(viewer_widget, messages, tmp_path):
+    viewer, w = viewer_widget
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model at all")
+    assert w.add_model_file(bad) is None
+    assert "corrupt" in messages["error"][0]
+
+
+def test_model_for_other_channel_count(qtbot, viewer_widget, messages, tmp_path, discs):
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.model import UNetConfig
+
+    viewer, w = viewer_widget
+    path = models.save(
+        models.new_model(UNetConfig(in_channels=2, depth=2, base_width=4), name="two"), tmp_path / "two"
+    )
+    w.add_model_file(path)
+    viewer.add_image(discs[0], name="grey")
+    worker = w.segment()
+    wait(qtbot, w)
+    assert worker is not None
+    assert "expects 2 channels" in messages["error"][0]
+    assert "grey labels" not in viewer.layers
+
+
+def test_device_that_is_not_there(viewer_widget, messages, discs, monkeypatch):
+    from napari_unet_loop.core.device import DeviceError
+
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+
+    def missing(name):
+        raise DeviceError("CUDA was requested but no CUDA GPU is usable here")
+
+    monkeypatch.setattr(widget_mod, "resolve_device", missing)
+    assert w.segment() is None
+    assert "CUDA" in messages["error"][0]
+
+
+def test_second_segment_while_running_is_refused(qtbot, viewer_widget, discs, messages):
+    viewer, w = viewer_widget
+    viewer.add_image(np.stack([discs[0]] * 4), name="s")
+    assert w.segment(stack=True) is not None
+    assert w.segment() is None
+    assert "already running" in messages["warning"][0]
+    wait(qtbot, w)
