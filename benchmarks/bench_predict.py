@@ -226,9 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="model name or path (default: the shipped default, else a fresh UNetConfig())",
     )
-    p.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast precision"
-    )
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast precision")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per method after warm-up (default 1)")
     p.add_argument(
         "--naive-overlap",
@@ -375,16 +373,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if times["segment"]:
         results["ours_segment"] = summary(times["segment"])
         results["ours_segment"]["memory"] = mems["segment"]
-        results["ours_segment"]["stages_median_s"] = {
-            k: statistics.median(s[k] for s in stages) for k in stages[0]
-        }
+        results["ours_segment"]["stages_median_s"] = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
         results["ours_segment"]["postprocess_share"] = statistics.median(
             s["postprocess_s"] / t for s, t in zip(stages, times["segment"])
         )
         results["ours_segment"]["n_objects"] = n_objects
-    results["ratio_ours_over_naive_mpx_per_s"] = (
-        results["ours_predict"]["mpx_per_s"] / results["naive"]["mpx_per_s"]
-    )
+    results["ratio_ours_over_naive_mpx_per_s"] = results["ours_predict"]["mpx_per_s"] / results["naive"]["mpx_per_s"]
     results["agreement"] = {
         "prob_max_abs_diff": diff_max,
         "prob_mean_abs_diff": diff_mean,

@@ -1,4 +1,4 @@
-"""Headless commands: ``napari-unet-loop segment | evaluate | train | models``.
+"""Headless commands: ``napari-unet-loop segment | evaluate | train | export | models | gui``.
 
 They run on the same core as the napari dock widget, so a model trained in napari
 segments a folder on a cluster, and a model trained here opens in napari.
@@ -28,8 +28,8 @@ from .core.models import ModelError
 from .core.postprocess import PostprocessConfig
 from .core.segment import segment
 from .core.train import Sample, TrainConfig, TrainingError, iter_train, split_validation
+from .io.export import FORMATS, ExportError, export_labels, export_target
 from .io.images import ReadError, expand_inputs, pair_files, read_image
-from .io.labels import write_tiff
 
 
 class CLIError(Exception):
@@ -51,9 +51,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)",
     )
-    p.add_argument(
-        "--tile", type=int, default=None, help="core tile size in pixels (default: chosen from free memory)"
-    )
+    p.add_argument("--tile", type=int, default=None, help="core tile size in pixels (default: chosen from free memory)")
     p.add_argument(
         "--precision",
         default="auto",
@@ -72,9 +70,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="seed (distance) threshold; higher splits less (default: the model's)",
     )
-    p.add_argument(
-        "--min-size", type=int, default=None, help="smallest object in pixels (default: the model's)"
-    )
+    p.add_argument("--min-size", type=int, default=None, help="smallest object in pixels (default: the model's)")
     p.add_argument(
         "--channel",
         type=int,
@@ -100,31 +96,56 @@ def _postprocess(args: argparse.Namespace, model: model_files.Model) -> Postproc
         raise CLIError(str(exc)) from exc
 
 
-def _segment_array(data: np.ndarray, model, args, device, pp) -> np.ndarray:
-    """Segment an array of any supported layout; returns labels of the stacked+YX shape."""
-    axes = args.axes or guess_axes(data.shape)
+def _segment_array(data: np.ndarray, model, args, device, pp) -> tuple[np.ndarray, str]:
+    """Segment an array of any supported layout.
+
+    Returns
+    -------
+    tuple
+        Labels of shape (stacked axes..., Y, X) and their axes (e.g. ``"YX"``, ``"ZYX"``).
+    """
+    axes = (args.axes or guess_axes(data.shape)).upper()
     stack, stack_shape = to_stack(data, axes)
     out = []
     for plane in stack:
         seg = segment(
-            model,
-            plane,
-            device=device,
-            tile=args.tile,
-            precision=args.precision,
-            postprocess=pp,
-            channel=args.channel,
+            model, plane, device=device, tile=args.tile, precision=args.precision, postprocess=pp, channel=args.channel
         )
         out.append(seg.labels)
     labels = np.stack(out)
-    return labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
+    out_axes = "".join(a for a in axes if a in "TZ") + "YX"
+    return (labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]), out_axes
+
+
+def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
+    """Formats from repeated or comma-separated ``--format`` options."""
+    names = [f.strip().lower() for v in (values or [default]) for f in v.split(",") if f.strip()]
+    aliases = {"tiff": "tif", "ome-zarr": "zarr", "zip": "roi"}
+    names = [aliases.get(n, n) for n in names]
+    bad = [n for n in names if n not in FORMATS]
+    if bad:
+        raise CLIError(f"unknown format(s) {bad}: choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def _provenance(model, pp: PostprocessConfig, args) -> dict:
+    return {
+        "model_name": model.name,
+        "model_path": str(model.path),
+        "model_card": model_files.card_summary(model.card),
+        "thresholds": pp.to_dict(),
+        "tile_size": args.tile or "auto",
+        "precision": args.precision,
+        "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
+    }
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    """Segment image files or folders into one label TIFF each."""
+    """Segment image files or folders into label files (one per input and format)."""
     device = resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
+    formats = _formats(args.format)
     files = expand_inputs(args.inputs)
     outdir = Path(args.output)
     stems = [f.stem for f in files]
@@ -132,27 +153,51 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if dupes:
         raise CLIError(f"several inputs share the base name(s) {sorted(dupes)}: their outputs would collide")
     if not args.overwrite:
-        existing = [outdir / f"{s}.tif" for s in stems if (outdir / f"{s}.tif").exists()]
+        existing = [export_target(outdir, f, s) for s in stems for f in formats]
+        existing = [p for p in existing if p.exists()]
         if existing:
-            raise CLIError(
-                f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace"
-            )
-    _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir}")
+            raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
+    _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
     failed = 0
+    prov = _provenance(model, pp, args)
     for f in files:
         t0 = time.perf_counter()
         try:
-            labels = _segment_array(read_image(f), model, args, device, pp)
+            image = read_image(f)
+            labels, axes = _segment_array(image, model, args, device, pp)
         except (InputError, ReadError) as exc:
             _log(f"error: {f}: {exc}")
             failed += 1
             continue
-        target = write_tiff(outdir / f"{f.stem}.tif", labels, overwrite=args.overwrite)
-        _log(f"{f.name}: {int(labels.max())} objects, {time.perf_counter() - t0:.1f} s -> {target}")
+        written = []
+        for fmt in formats:
+            res = export_labels(
+                labels,
+                outdir,
+                fmt,
+                name=f.stem,
+                axes=axes,
+                overwrite=args.overwrite,
+                image=_intensity_image(image, axes, args) if fmt in ("csv", "zarr") else None,
+                provenance={**prov, "input": str(f)},
+            )
+            written += [str(p) for p in res.paths]
+            for note in res.notes:
+                _log(f"note: {f.name} ({fmt}): {note}")
+        _log(f"{f.name}: {int(labels.max())} objects, {time.perf_counter() - t0:.1f} s -> {', '.join(written)}")
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented")
         return 1
     return 0
+
+
+def _intensity_image(image: np.ndarray, label_axes: str, args) -> np.ndarray | None:
+    """The image as a grey array of the labels' shape, for measurements and OME-Zarr (None if impossible)."""
+    axes = (args.axes or guess_axes(image.shape)).upper()
+    stack, stack_shape = to_stack(image, axes)
+    if stack.ndim == 4:  # channels last: the chosen channel, or the mean of RGB
+        stack = stack[..., args.channel] if args.channel is not None else stack[..., :3].mean(-1)
+    return stack.reshape((*stack_shape, *stack.shape[-2:])) if stack_shape else stack[0]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -165,11 +210,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
-        labels = _segment_array(read_image(img_path), model, args, device, pp)
+        labels, _ = _segment_array(read_image(img_path), model, args, device, pp)
         if labels.shape != truth.shape:
-            raise CLIError(
-                f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape"
-            )
+            raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         counts, seg = matching(truth, labels)
         results.append((counts, seg))
         s = pool([(counts, seg)]).to_dict()
@@ -201,9 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _read_list(path: str | None) -> set[str] | None:
     if path is None:
         return None
-    names = {
-        ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")
-    }
+    names = {ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")}
     return {Path(n).stem for n in names}
 
 
@@ -254,9 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train = _load_samples(train_pairs, norm, in_ch, args.channel)
         val = _load_samples(val_pairs, norm, in_ch, args.channel)
     else:
-        train, val = split_validation(
-            _load_samples(pairs, norm, in_ch, args.channel), args.val_fraction, args.seed
-        )
+        train, val = split_validation(_load_samples(pairs, norm, in_ch, args.channel), args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     config = TrainConfig(
@@ -312,13 +351,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 _log(ev.message + (f"; starting scores {_fmt(ev.val)}" if ev.val else ""))
             elif ev.kind == "step" and now - last > args.log_every:
                 last = now
-                _log(
-                    f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min"
-                )
+                _log(f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min")
             elif ev.kind == "val":
-                _log(
-                    f"validation at step {ev.step}: {_fmt(ev.val)}{'  (best so far, saved)' if ev.is_best else ''}"
-                )
+                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{'  (best so far, saved)' if ev.is_best else ''}")
                 if ev.is_best and args.checkpoint:
                     # save the best weights as they are found, so an interrupted run keeps them
                     import copy
@@ -345,9 +380,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         },
     )
     if result.baseline is not None and parent is not None and not result.improved:
-        _log(
-            f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights"
-        )
+        _log(f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights")
     _log(
         f"wrote {out} ({result.steps} steps, {result.patches} patches, {result.seconds / 60:.1f} min)"
         + (f"; validation {_fmt(result.best)}" if result.best else "")
@@ -369,6 +402,74 @@ def _fmt(v: dict | None) -> str:
     return f"AP50 {v['ap50']:.4f} AP75 {v['ap75']:.4f} SEG {v['seg']:.4f} loss {v['loss']:.4f}"
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Convert label files to other formats (with measurements and provenance)."""
+    from .io.readers import read_labels
+
+    formats = _formats(args.format, default="tif")
+    image = read_image(args.image) if args.image else None
+    outdir = Path(args.output)
+    for path in args.labels:
+        layers = [layer for layer in read_labels(path) if layer[2] == "labels"]
+        if not layers:
+            raise CLIError(f"{path} holds no labels")
+        for data, kwargs, _ in layers:
+            data = np.asarray(data)
+            if not np.issubdtype(data.dtype, np.integer):
+                raise CLIError(f"{path}: labels must be integers, got {data.dtype}")
+            meta = kwargs.get("metadata", {}) or {}
+            axes = args.axes or meta.get("axes")
+            scale = args.pixel_size or kwargs.get("scale")
+            if args.pixel_size and len(args.pixel_size) == 1:
+                scale = [args.pixel_size[0]] * 2
+            name = Path(path).stem if len(layers) == 1 else kwargs.get("name", Path(path).stem)
+            for fmt in formats:
+                img = image if fmt in ("csv", "zarr") else None
+                if img is not None and img.shape[: data.ndim] != data.shape:
+                    img = img[..., :3].mean(-1) if img.ndim == data.ndim + 1 else img
+                    if img.shape != data.shape:
+                        raise CLIError(f"--image has shape {image.shape}, the labels {data.shape}")
+                res = export_labels(
+                    data,
+                    outdir,
+                    fmt,
+                    name=name,
+                    image=img,
+                    scale=scale,
+                    units=args.unit,
+                    axes=axes,
+                    overwrite=args.overwrite,
+                    provenance=meta.get("napari_unet_loop", {}).get("provenance"),
+                )
+                for note in res.notes:
+                    _log(f"note: {Path(path).name} ({fmt}): {note}")
+                _log(f"{Path(path).name} -> {', '.join(str(p) for p in res.paths)}")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open napari with the dock widget, on the given images or a sample image."""
+    try:
+        import napari
+    except ImportError as exc:  # pragma: no cover - napari is a dependency
+        raise CLIError(f"napari is not installed ({exc}); pip install 'napari-unet-loop[all]'") from exc
+    from .sample_data import SAMPLES
+
+    viewer = napari.Viewer(title="napari-unet-loop")
+    if args.images:
+        for path in args.images:
+            viewer.open(path)
+    else:
+        if args.sample not in SAMPLES:
+            raise CLIError(f"no sample named {args.sample!r}; choose one of {', '.join(SAMPLES)}")
+        viewer.open_sample("napari-unet-loop", args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
+    if args.segment:
+        widget.segment()
+    napari.run()
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List shipped and user models."""
     for name, path in model_files.list_models().items():
@@ -388,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="PNG/TIFF files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (one <name>.tif per input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--format",
+        action="append",
+        metavar="FMT",
+        help=f"output format(s): {', '.join(FORMATS)}; repeat or comma-separate (default tif)",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_segment)
 
@@ -410,26 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="start from: default, a model name or path, or 'scratch'",
     )
-    p.add_argument(
-        "--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)"
-    )
+    p.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)")
     p.add_argument("--steps", type=int, default=None, help="number of training steps")
     p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--patch", type=int, default=128, help="patch size (default 128)")
     p.add_argument("--batch", type=int, default=16, help="patches per step (default 16)")
-    p.add_argument(
-        "--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)"
-    )
-    p.add_argument(
-        "--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)"
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.15, help="share of each image held out for validation"
-    )
-    p.add_argument(
-        "--val-list", default=None, help="file of image names to validate on instead (never trained on)"
-    )
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
+    p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
     p.add_argument("--include", default=None, help="file of image names to use (others skipped)")
     p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
@@ -439,11 +536,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines")
-    p.add_argument(
-        "--no-checkpoint", dest="checkpoint", action="store_false", help="write the model only at the end"
-    )
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false", help="write the model only at the end")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="convert label files to TIFF, PNG, OME-Zarr, CSV measurements or ImageJ ROIs")
+    p.add_argument("labels", nargs="+", help="label files (TIFF, PNG, OME-Zarr, ImageJ ROI zip)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--format", action="append", metavar="FMT", help=f"{', '.join(FORMATS)} (repeat or comma-separate)")
+    p.add_argument("--image", default=None, help="the paired image (intensity columns in CSV, image in OME-Zarr)")
+    p.add_argument("--axes", default=None, help="axes of the labels: YX, ZYX, TYX or TZYX (default: from the file)")
+    p.add_argument("--pixel-size", type=float, nargs="+", default=None, help="pixel size (one value, or per axis)")
+    p.add_argument("--unit", default=None, help="unit of the pixel size, e.g. um (default um when a size is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("gui", help="open napari with the plugin docked (on a sample image by default)")
+    p.add_argument("images", nargs="*", help="images to open (default: a sample image)")
+    p.add_argument("--sample", default="nuclei_fluorescence", help="sample to open when no image is given")
+    p.add_argument("--segment", action="store_true", help="segment the image right away")
+    p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("models", help="list shipped and user models")
     p.set_defaults(func=cmd_models)
@@ -467,7 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         DeviceError,
         ReadError,
         TrainingError,
+        ExportError,
         FileExistsError,
+        PermissionError,
         ValueError,
     ) as exc:
         _log(f"error: {exc}")

@@ -123,9 +123,7 @@ def test_prepare_input_multichannel_model():
         np.testing.assert_allclose(x[c], normalize(img[..., c]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "shape, in_channels, have", [((20, 30, 3), 2, 3), ((20, 30), 3, 1), ((20, 30, 4), 3, 4)]
-)
+@pytest.mark.parametrize("shape, in_channels, have", [((20, 30, 3), 2, 3), ((20, 30), 3, 1), ((20, 30, 4), 3, 4)])
 def test_prepare_input_channel_count_mismatch(shape, in_channels, have):
     with pytest.raises(InputError, match=f"expects {in_channels} channels.*has {have}"):
         prepare_input(np.random.default_rng(0).random(shape), in_channels=in_channels)

@@ -163,9 +163,7 @@ def test_keep_best_loads_the_best_validated_weights(tiny_net, sample, val_sample
     assert result.improved
 
 
-def test_keep_best_reverts_to_the_start_when_training_makes_things_worse(
-    tiny_net, sample, val_sample, monkeypatch
-):
+def test_keep_best_reverts_to_the_start_when_training_makes_things_worse(tiny_net, sample, val_sample, monkeypatch):
     _scripted_validate(monkeypatch, [0.8, 0.5, 0.6, 0.7])
     start = _state(tiny_net)
     _, result = _drain(iter_train(tiny_net, [sample], [val_sample], _config(steps=3, val_every_s=0.0)))

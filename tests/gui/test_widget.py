@@ -238,9 +238,7 @@ def test_model_for_other_channel_count(qtbot, viewer_widget, messages, tmp_path,
     from napari_unet_loop.core.model import UNetConfig
 
     viewer, w = viewer_widget
-    path = models.save(
-        models.new_model(UNetConfig(in_channels=2, depth=2, base_width=4), name="two"), tmp_path / "two"
-    )
+    path = models.save(models.new_model(UNetConfig(in_channels=2, depth=2, base_width=4), name="two"), tmp_path / "two")
     w.add_model_file(path)
     viewer.add_image(discs[0], name="grey")
     worker = w.segment()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +62,60 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces ``target``.
+
+    The previous ``target`` (if any, and if ``overwrite``) is renamed away only once the
+    new folder is complete, and deleted after the new one is in place; on any error the
+    temporary folder is removed and ``target`` is left as it was.
+
+    Parameters
+    ----------
+    target : path-like
+        The final folder (e.g. ``cells.zarr``).
+    overwrite : bool
+        Whether an existing ``target`` may be replaced.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary folder (in the same parent, so the final rename is atomic).
+
+    Raises
+    ------
+    FileExistsError
+        If ``target`` exists (or appears while writing) and ``overwrite`` is False.
+    """
+    target = Path(target)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+    old: Path | None = None
+    try:
+        yield tmp
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"{target} appeared while writing; not overwritten")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.rmdir(old)
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old is not None:  # put the previous version back
+                os.replace(old, target)
+                old = None
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)

@@ -162,9 +162,7 @@ def warp(
     return out_img, out_cont, out_cls
 
 
-def jitter_intensity(
-    image: torch.Tensor, strength: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def jitter_intensity(image: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Randomly change gamma, contrast and brightness and add noise.
 
     Parameters

@@ -81,14 +81,11 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
             image = image[..., :3].astype(np.float32).mean(-1)
         else:
             raise InputError(
-                f"image of shape {image.shape} has {n_ch} channels in its last axis: "
-                "choose the channel to segment"
+                f"image of shape {image.shape} has {n_ch} channels in its last axis: choose the channel to segment"
             )
     if image.ndim != 2:
         raise InputError(f"expected a 2D image (with optional channels), got shape {image.shape}")
-    if image.dtype == bool or not (
-        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
-    ):
+    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise InputError(f"image data type {image.dtype} is not a number type")
     return image.astype(np.float32, copy=False)
 
@@ -119,8 +116,7 @@ def normalize(image: np.ndarray, norm: Normalization = Normalization()) -> np.nd
         raise InputError(f"expected a 2D image, got shape {image.shape}")
     if min(image.shape) < MIN_SIDE:
         raise InputError(
-            f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: "
-            f"need at least {MIN_SIDE}x{MIN_SIDE}"
+            f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: need at least {MIN_SIDE}x{MIN_SIDE}"
         )
     finite = np.isfinite(image)
     if not finite.all():

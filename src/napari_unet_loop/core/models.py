@@ -76,9 +76,7 @@ class ModelCard:
     parent: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    created: str = field(
-        default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    )
+    created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +142,20 @@ class Model:
     def name(self) -> str:
         """The model's name."""
         return self.card.name
+
+
+def card_summary(card: ModelCard) -> dict[str, Any]:
+    """The card as a dict without the bulky parts (training history, file lists), for provenance records."""
+    d = card.to_dict()
+    training = dict(d.get("training") or {})
+    training.pop("history", None)
+    data = dict(training.get("data") or {})
+    for key in ("train_names", "val_names"):
+        data.pop(key, None)
+    if data:
+        training["data"] = data
+    d["training"] = training
+    return d
 
 
 def shipped_dir() -> Path:
@@ -212,9 +224,7 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(
-            f"cannot read model file {path}: it is corrupt or not a safetensors file ({exc})"
-        ) from exc
+        raise ModelError(f"cannot read model file {path}: it is corrupt or not a safetensors file ({exc})") from exc
     if CARD_KEY not in meta:
         raise ModelError(f"{path} is a safetensors file but not a napari-unet-loop model (no model card)")
     try:

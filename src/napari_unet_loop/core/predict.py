@@ -156,9 +156,7 @@ def iter_predict(
         image = image[None]
     cfg = net.config
     if image.shape[0] != cfg.in_channels:
-        raise ValueError(
-            f"the model expects {cfg.in_channels} input channel(s), the image has {image.shape[0]}"
-        )
+        raise ValueError(f"the model expects {cfg.in_channels} input channel(s), the image has {image.shape[0]}")
     m = cfg.size_multiple
     auto_core, auto_batch = auto_tile_size(net, device, precision)
     core = auto_core if tile is None else round_up(int(tile), m)

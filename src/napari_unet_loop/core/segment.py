@@ -75,9 +75,7 @@ def iter_segment(
         Labels and network outputs.
     """
     x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel)
-    probs = yield from iter_predict(
-        model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size
-    )
+    probs = yield from iter_predict(model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size)
     yield Progress(0, 1, "instances")
     labels = instances(probs, postprocess or model.card.postprocess)
     yield Progress(1, 1, "instances")

@@ -80,9 +80,7 @@ class TileGrid:
 
     def __post_init__(self) -> None:
         if self.core % self.multiple or self.halo % self.multiple:
-            raise ValueError(
-                f"core ({self.core}) and halo ({self.halo}) must be multiples of {self.multiple}"
-            )
+            raise ValueError(f"core ({self.core}) and halo ({self.halo}) must be multiples of {self.multiple}")
         if self.core <= 0:
             raise ValueError("core tile size must be positive")
 
@@ -110,11 +108,7 @@ class TileGrid:
         """All tiles in row-major order."""
         (cy, cx), (ny, nx) = self.core_shape, self.counts
         h, w = self.shape
-        return [
-            Tile(j * cy, i * cx, min(cy, h - j * cy), min(cx, w - i * cx))
-            for j in range(ny)
-            for i in range(nx)
-        ]
+        return [Tile(j * cy, i * cx, min(cy, h - j * cy), min(cx, w - i * cx)) for j in range(ny) for i in range(nx)]
 
     def read(self, image: np.ndarray, tile: Tile) -> np.ndarray:
         """Read a tile's network input (core plus halo, mirrored beyond the border).

@@ -86,9 +86,7 @@ class Sample:
         for what in ("ignore", "weight"):
             arr = getattr(self, what)
             if arr is not None and arr.shape != self.labels.shape:
-                raise ValueError(
-                    f"{self.name or 'sample'}: {what} mask shape {arr.shape} != {self.labels.shape}"
-                )
+                raise ValueError(f"{self.name or 'sample'}: {what} mask shape {arr.shape} != {self.labels.shape}")
 
     @property
     def n_annotated(self) -> int:
@@ -375,9 +373,7 @@ class PatchSampler:
 
     def _centre(self, item: dict) -> tuple[int, int]:
         h, w = item["shape"]
-        pool_ = (
-            item["fg"] if item["fg"].size and self.rng.random() < self.config.fg_fraction else item["valid"]
-        )
+        pool_ = item["fg"] if item["fg"].size and self.rng.random() < self.config.fg_fraction else item["valid"]
         if pool_ is None:
             return int(self.rng.integers(h)), int(self.rng.integers(w))
         i = int(pool_[self.rng.integers(pool_.size)])
@@ -678,9 +674,7 @@ def iter_train(
                 best, best_state = scores, copy.deepcopy(net.state_dict())
             history.append({"step": step, "time": time.perf_counter() - t0, "val": scores})
             f = fraction(step)
-            yield TrainEvent(
-                "val", step, f, time.perf_counter() - t0, eta(step, f), val=scores, is_best=is_best
-            )
+            yield TrainEvent("val", step, f, time.perf_counter() - t0, eta(step, f), val=scores, is_best=is_best)
     user_net.load_state_dict(best_state if best_state is not None else net.state_dict())
     user_net.eval()
     improved = bool(val_samples) and best is not baseline and _better(best, baseline, config.select_by)

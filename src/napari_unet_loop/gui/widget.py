@@ -570,10 +570,7 @@ class UNetLoopWidget(QWidget):
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         if isinstance(existing, Labels) and existing.data.shape == out_shape:
-            if (
-                not self.tracker.is_edited(existing)
-                or self.if_edited_combo.currentText() == IF_EDITED_REPLACE
-            ):
+            if not self.tracker.is_edited(existing) or self.if_edited_combo.currentText() == IF_EDITED_REPLACE:
                 run["target"] = existing
                 return existing
             show_info(f"'{name}' holds your edits, so the result goes to a new layer.")
@@ -663,9 +660,7 @@ class UNetLoopWidget(QWidget):
 
     def _on_aborted(self) -> None:
         self._run["aborted"] = True
-        self.status.setText(
-            self._summary("Cancelled") + " Finished planes are kept; the others are unchanged."
-        )
+        self.status.setText(self._summary("Cancelled") + " Finished planes are kept; the others are unchanged.")
 
     def _on_errored(self, exc: Exception) -> None:
         self._run["failed"] = True

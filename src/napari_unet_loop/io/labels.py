@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,28 @@ import numpy as np
 from ..core.atomic import atomic_path
 
 UINT16_MAX = np.iinfo(np.uint16).max
+
+#: Axes orders a label TIFF may have (ImageJ's hyperstack order, without channels).
+TIFF_AXES = ("YX", "ZYX", "TYX", "TZYX")
+
+#: Length units as ImageJ writes them in its TIFF description.
+_IMAGEJ_UNITS = {
+    "micrometer": "um",
+    "micrometre": "um",
+    "micron": "um",
+    "µm": "um",
+    "μm": "um",
+    "nanometer": "nm",
+    "nanometre": "nm",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "centimeter": "cm",
+    "centimetre": "cm",
+    "meter": "m",
+    "metre": "m",
+}
+#: Length of one unit in centimetres (for the TIFF resolution tags of non-ImageJ files).
+_UNIT_IN_CM = {"um": 1e-4, "nm": 1e-7, "mm": 0.1, "cm": 1.0, "m": 100.0}
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
@@ -30,18 +54,37 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     raise ValueError(f"label id {top} exceeds the uint32 range")
 
 
+def imagej_unit(unit: str | None) -> str | None:
+    """The short unit ImageJ writes (``um``, ``nm``, ...) for a unit name, or ``None`` for no unit.
+
+    Parameters
+    ----------
+    unit : str or None
+        A unit name such as ``micrometer``, ``µm`` or ``um``; ``pixel`` and ``None`` mean uncalibrated.
+    """
+    if unit is None:
+        return None
+    u = str(unit).strip()
+    if u.lower() in ("", "pixel", "pixels", "px", "none"):
+        return None
+    return _IMAGEJ_UNITS.get(u.lower(), _IMAGEJ_UNITS.get(u, u))
+
+
 def write_tiff(
     path: str | os.PathLike,
     labels: np.ndarray,
     scale: tuple[float, ...] | None = None,
     axes: str | None = None,
     overwrite: bool = False,
+    *,
+    unit: str | None = None,
 ) -> Path:
     """Write labels as a TIFF, atomically.
 
     Labels below 65,536 are written as uint16 with ImageJ metadata (Fiji opens
-    them with the right pixel size); larger ids as uint32 (which ImageJ's TIFF
-    format cannot hold) with the resolution tags only.
+    them with the right pixel size, z spacing and frame interval); larger ids as
+    uint32 (which ImageJ's TIFF format cannot hold) with the resolution tags in
+    centimetres and the scale, axes and unit in the JSON image description.
 
     Parameters
     ----------
@@ -50,34 +93,65 @@ def write_tiff(
     labels : numpy.ndarray
         2D or stacked (``ZYX``/``TYX``/``TZYX``) labels.
     scale : tuple of float, optional
-        Pixel size per axis (the last two are y and x).
+        Pixel size per axis (the last two are y and x); a 2-tuple gives only y and x.
     axes : str, optional
-        Axes of ``labels`` for the ImageJ metadata (default ``YX``/``ZYX``/``TZYX``).
+        Axes of ``labels`` (default ``YX``/``ZYX``/``TZYX`` by dimension); one of :data:`TIFF_AXES`.
     overwrite : bool
         Whether an existing file may be replaced.
+    unit : str, optional
+        Length unit of the y/x (and z) pixel size, e.g. ``"um"`` or ``"micrometer"``.
+        When not given and ``scale`` is not all ones, micrometres are assumed.
 
     Returns
     -------
     pathlib.Path
         The written file.
+
+    Raises
+    ------
+    ValueError
+        For negative labels, ids beyond uint32, or axes that do not fit the data.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
     """
     import tifffile
 
     labels = np.asarray(labels)
     dtype = label_dtype(labels)
     data = labels.astype(dtype, copy=False)
-    axes = axes or {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim)
-    if axes is None:
+    axes = (axes or {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim) or "").upper()
+    if not axes:
         raise ValueError(f"cannot write {data.ndim}D labels as TIFF without axes")
+    if axes not in TIFF_AXES or len(axes) != data.ndim:
+        raise ValueError(f"axes {axes!r} do not fit {data.ndim}D labels for TIFF; use one of {', '.join(TIFF_AXES)}")
     kwargs: dict = {}
     metadata: dict = {"axes": axes}
+    full_scale: list[float] | None = None
     if scale is not None and len(scale) >= 2:
-        sy, sx = float(scale[-2]), float(scale[-1])
-        if sy > 0 and sx > 0:
+        full_scale = [1.0] * (data.ndim - 2) + [float(s) for s in scale[-2:]]
+        if len(scale) == data.ndim:
+            full_scale = [float(s) for s in scale]
+        sy, sx = full_scale[-2], full_scale[-1]
+        if not (sy > 0 and sx > 0):
+            raise ValueError(f"pixel size must be positive, got {scale}")
+        short = imagej_unit(unit)
+        if short is None:
+            short = "pixel" if (sy, sx) == (1.0, 1.0) else "um"
+        if "Z" in axes:
+            metadata["spacing"] = full_scale[axes.index("Z")]
+        if "T" in axes:
+            metadata["finterval"] = full_scale[axes.index("T")]
+        metadata["unit"] = short
+        if dtype == np.uint16:
             kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
-            if "Z" in axes and len(scale) >= 3:
-                metadata["spacing"] = float(scale[axes.index("Z")])
-            metadata["unit"] = "pixel" if (sy, sx) == (1.0, 1.0) else "um"
+        else:
+            metadata["scale"] = full_scale
+            if short in _UNIT_IN_CM:  # resolution tags in pixels per centimetre, read by any TIFF reader
+                kwargs["resolution"] = (1.0 / (sx * _UNIT_IN_CM[short]), 1.0 / (sy * _UNIT_IN_CM[short]))
+                kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
+            else:
+                kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
+                kwargs["resolutionunit"] = tifffile.RESUNIT.NONE
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         if dtype == np.uint16:
@@ -85,3 +159,61 @@ def write_tiff(
         else:
             tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib", **kwargs)
     return path
+
+
+def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | None]:
+    """Pixel size per axis and length unit of an open TIFF, as :func:`write_tiff` stores them.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    ndim : int
+        Dimensions of the first series.
+    axes : str
+        Axes of the first series (tifffile's letters, e.g. ``ZYX``).
+
+    Returns
+    -------
+    tuple
+        ``(scale, unit)``; ``scale`` is ``None`` when the file holds no pixel size.
+    """
+    page = tif.pages[0]
+    tags = page.tags
+
+    def _res(name: str) -> float | None:
+        tag = tags.get(name)
+        if tag is None:
+            return None
+        num, den = tag.value
+        return den / num if num else None
+
+    ry, rx = _res("YResolution"), _res("XResolution")
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        unit = imagej_unit(meta.get("unit"))
+        if rx is None or ry is None:
+            return None, unit
+        scale = [1.0] * ndim
+        scale[-2:] = [ry, rx]
+        if "Z" in axes and "spacing" in meta:
+            scale[axes.index("Z")] = float(meta["spacing"])
+        if "T" in axes and "finterval" in meta:
+            scale[axes.index("T")] = float(meta["finterval"])
+        if unit is None and scale == [1.0] * ndim:
+            return None, None
+        return scale, unit
+    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    if isinstance(shaped, str):  # pragma: no cover - tifffile returns dicts; be lenient
+        shaped = json.loads(shaped)
+    unit = imagej_unit(shaped.get("unit"))
+    if isinstance(shaped.get("scale"), Sequence) and len(shaped["scale"]) == ndim:
+        return [float(s) for s in shaped["scale"]], unit
+    resunit = tags.get("ResolutionUnit")
+    if rx is not None and ry is not None and resunit is not None and resunit.value == 3:  # centimetre
+        unit = unit or "um"
+        factor = _UNIT_IN_CM.get(unit, 1e-4)
+        scale = [1.0] * ndim
+        scale[-2:] = [ry / factor, rx / factor]
+        return scale, unit
+    return None, unit

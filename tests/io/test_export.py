@@ -1,0 +1,621 @@
+"""Export of label masks and measurements: round trips, bad input, atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.io import export as ex
+from napari_unet_loop.io.export import ExportError, export_labels, outline_polygons
+from napari_unet_loop.io.labels import write_tiff
+from napari_unet_loop.io.readers import read_labels, rois_to_labels
+
+
+def blobs(shape=(64, 80), seed=0) -> np.ndarray:
+    """Hole-free objects: rectangles, discs, a diagonal (8-connected) pair, touching objects."""
+    lab = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab[2:10, 3:15] = 1
+    lab[10:18, 3:15] = 2  # touches 1
+    lab[((yy - 30) ** 2 + (xx - 40) ** 2) <= 49] = 3
+    lab[40, 5] = 4
+    lab[41, 6] = 4  # diagonal neighbours: one 8-connected object
+    lab[50:60, 60:62] = 5
+    lab[45:47, 20:70] = 7  # id 6 unused
+    rng = np.random.default_rng(seed)
+    lab[rng.integers(20, 40), 70] = 9
+    return lab
+
+
+def stack(n=3, shape=(64, 80)) -> np.ndarray:
+    """A Z stack of shifted blobs."""
+    base = blobs(shape)
+    return np.stack([np.roll(base, 2 * i, axis=1) for i in range(n)])
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def read_one(path):
+    layers = read_labels(path)
+    labels = [layer for layer in layers if layer[2] == "labels"]
+    assert len(labels) == 1
+    return labels[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# TIFF
+# --------------------------------------------------------------------------------------------------
+
+
+def test_tif_roundtrip_imagej_pixel_size(tmp_path):
+    lab = blobs()
+    res = export_labels(lab, tmp_path, "tif", name="cells", scale=(0.5, 0.25), units="um")
+    path = tmp_path / "cells.tif"
+    assert res.paths == [path] and res.sidecar == tmp_path / "cells.tif.json"
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        assert tif.pages[0].dtype == np.uint16
+        assert tif.imagej_metadata["unit"] == "um"
+        x_num, x_den = tif.pages[0].tags["XResolution"].value
+        y_num, y_den = tif.pages[0].tags["YResolution"].value
+        assert x_num / x_den == pytest.approx(4.0) and y_num / y_den == pytest.approx(2.0)
+    data, kwargs, kind = read_one(path)
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, lab)
+    assert kwargs["scale"] == [0.5, 0.25]
+    assert kwargs["metadata"]["units"] == ["micrometer", "micrometer"]
+
+
+def test_tif_pixel_size_without_sidecar(tmp_path):
+    lab = blobs()
+    export_labels(lab, tmp_path, "tif", scale=(0.3, 0.3), units="um", sidecar=False)
+    assert listing(tmp_path) == ["labels.tif"]
+    data, kwargs, _ = read_one(tmp_path / "labels.tif")
+    np.testing.assert_array_equal(data, lab)
+    np.testing.assert_allclose(kwargs["scale"], [0.3, 0.3], rtol=1e-7)
+
+
+def test_tif_stacks_keep_spacing_and_interval(tmp_path):
+    zyx = stack()
+    export_labels(zyx, tmp_path, "tif", name="z", axes="ZYX", scale=(2.0, 0.5, 0.5), units="um")
+    with tifffile.TiffFile(tmp_path / "z.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "ZYX"
+        assert tif.imagej_metadata["spacing"] == 2.0
+    data, kwargs, _ = read_one(tmp_path / "z.tif")
+    np.testing.assert_array_equal(data, zyx)
+    assert kwargs["scale"] == [2.0, 0.5, 0.5] and kwargs["metadata"]["axes"] == "ZYX"
+
+    tzyx = np.stack([zyx, zyx[::-1]])
+    export_labels(tzyx, tmp_path, "tif", name="tz", axes="TZYX", scale=(5.0, 2.0, 0.5, 0.5), units="um")
+    with tifffile.TiffFile(tmp_path / "tz.tif") as tif:
+        assert tif.imagej_metadata["finterval"] == 5.0
+    data, kwargs, _ = read_one(tmp_path / "tz.tif")
+    np.testing.assert_array_equal(data, tzyx)
+    assert kwargs["scale"] == [5.0, 2.0, 0.5, 0.5] and kwargs["metadata"]["axes"] == "TZYX"
+
+
+def test_tif_uint32_above_65535_labels(tmp_path):
+    lab = blobs().astype(np.int64)
+    lab[lab == 9] = 70_000
+    res = export_labels(lab, tmp_path, "tif", scale=(0.5, 0.5), units="um", sidecar=False)
+    assert any("uint32" in n for n in res.notes)
+    with tifffile.TiffFile(res.paths[0]) as tif:
+        assert not tif.is_imagej
+        assert tif.pages[0].dtype == np.uint32
+        assert tif.pages[0].tags["ResolutionUnit"].value == 3  # centimetre
+        num, den = tif.pages[0].tags["XResolution"].value
+        assert num / den == pytest.approx(2e4)  # 0.5 um pixels = 20,000 per cm
+    data, kwargs, _ = read_one(res.paths[0])
+    assert data.dtype == np.uint32
+    np.testing.assert_array_equal(data, lab)
+    assert kwargs["scale"] == [0.5, 0.5]
+
+
+def test_write_tiff_keeps_its_signature(tmp_path):
+    lab = blobs()
+    out = write_tiff(tmp_path / "a.tif", lab, (0.5, 0.5), "YX", False)
+    assert out == tmp_path / "a.tif"
+    with pytest.raises(FileExistsError):
+        write_tiff(tmp_path / "a.tif", lab)
+    write_tiff(tmp_path / "a.tif", lab, overwrite=True)
+    np.testing.assert_array_equal(tifffile.imread(out), lab)
+    mode = os.stat(out).st_mode & 0o777
+    assert mode & 0o044, "exports are readable by others (not the 0600 of a temp file)"
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG
+# --------------------------------------------------------------------------------------------------
+
+
+def test_png_roundtrip_2d_scale_from_sidecar(tmp_path):
+    lab = blobs()
+    res = export_labels(lab, tmp_path, "png", name="cells", scale=(0.5, 0.5), units="um")
+    assert listing(tmp_path) == ["cells.png", "cells.png.json"]
+    assert any("sidecar" in n for n in res.notes)
+    data, kwargs, kind = read_one(tmp_path / "cells.png")
+    assert kind == "labels" and data.dtype == np.uint16
+    np.testing.assert_array_equal(data, lab)
+    assert kwargs["scale"] == [0.5, 0.5]
+
+
+def test_png_stack_writes_one_file_per_plane(tmp_path):
+    zyx = stack()
+    res = export_labels(zyx, tmp_path, "png", name="s", axes="ZYX", scale=(2, 0.5, 0.5))
+    assert [p.name for p in res.paths] == ["s_z000.png", "s_z001.png", "s_z002.png"]
+    for z, p in enumerate(res.paths):
+        data, kwargs, _ = read_one(p)
+        np.testing.assert_array_equal(data, zyx[z])
+        assert kwargs["scale"] == [0.5, 0.5]
+    tzyx = np.stack([zyx[:2], zyx[1:]])
+    res = export_labels(tzyx, tmp_path, "png", name="tz", axes="TZYX")
+    names = ["tz_t000_z000.png", "tz_t000_z001.png", "tz_t001_z000.png", "tz_t001_z001.png"]
+    assert [p.name for p in res.paths] == names
+    np.testing.assert_array_equal(read_one(res.paths[2])[0], tzyx[1, 0])
+
+
+def test_png_refuses_3d_data(tmp_path):
+    with pytest.raises(ExportError, match="PNG holds one 2D plane"):
+        export_labels(stack(), tmp_path, "png")
+    with pytest.raises(ExportError, match="2D"):
+        ex.write_png(tmp_path / "x.png", stack())
+    assert listing(tmp_path) == []
+
+
+def test_png_refuses_more_than_65535_labels(tmp_path):
+    lab = blobs().astype(np.int64)
+    lab[lab == 9] = 65_536
+    with pytest.raises(ExportError, match="65,535"):
+        export_labels(lab, tmp_path, "png")
+    with pytest.raises(ExportError, match="65,535"):
+        ex.write_png(tmp_path / "x.png", lab)
+    assert listing(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# OME-Zarr
+# --------------------------------------------------------------------------------------------------
+
+
+def test_zarr_roundtrip_image_and_labels_validated_by_ome_zarr(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    lab = np.zeros((256, 200), np.int32)
+    lab[: blobs().shape[0], : blobs().shape[1]] = blobs()
+    lab[200:230, 150:190] = 11
+    img = np.random.default_rng(0).random(lab.shape).astype(np.float32)
+    res = export_labels(lab, tmp_path, "zarr", name="nuclei", image=img, scale=(0.5, 0.5), units="um")
+    path = tmp_path / "nuclei.zarr"
+    assert res.paths == [path] and listing(tmp_path) == ["nuclei.zarr", "nuclei.zarr.json"]
+
+    nodes = list(Reader(parse_url(str(path)))())
+    images = [n for n in nodes if n.load(Multiscales) and not n.load(Label)]
+    labels = [n for n in nodes if n.load(Label)]
+    assert len(images) == 1 and len(labels) == 1
+    assert len(images[0].data) > 1 and len(labels[0].data) > 1, "multiscale pyramids"
+    np.testing.assert_array_equal(np.asarray(images[0].data[0]), img)
+    np.testing.assert_array_equal(np.asarray(labels[0].data[0]), lab)
+    assert labels[0].metadata["name"] == "nuclei"
+
+    layers = read_labels(path)
+    assert [k for _, _, k in layers] == ["image", "labels"]
+    (idata, ikw, _), (ldata, lkw, _) = layers
+    assert ikw["multiscale"] and ikw["scale"] == [0.5, 0.5]
+    np.testing.assert_array_equal(np.asarray(idata[0]), img)
+    assert isinstance(ldata, np.ndarray)
+    np.testing.assert_array_equal(ldata, lab)
+    assert lkw["scale"] == [0.5, 0.5] and lkw["name"] == "nuclei"
+
+
+def test_zarr_without_image_uses_placeholder(tmp_path):
+    zyx = stack()
+    res = export_labels(zyx, tmp_path, "zarr", axes="ZYX", scale=(2.0, 0.5, 0.5), units="um")
+    assert any("no image given" in n for n in res.notes)
+    layers = read_labels(res.paths[0])
+    assert [k for _, _, k in layers] == ["labels"], "the placeholder image is not reopened"
+    data, kwargs, _ = layers[0]
+    np.testing.assert_array_equal(data, zyx)
+    assert kwargs["scale"] == [2.0, 0.5, 0.5] and kwargs["metadata"]["axes"] == "ZYX"
+
+
+def test_zarr_ngff_05_and_rgb_image(tmp_path):
+    lab = blobs()
+    rgb = np.random.default_rng(1).integers(0, 255, (*lab.shape, 3), dtype=np.uint8)
+    res = ex.write_ome_zarr(tmp_path / "v5.zarr", lab, rgb, ngff_version="0.5")
+    assert (res.paths[0] / "zarr.json").is_file()
+    layers = read_labels(res.paths[0])
+    (idata, ikw, _), (ldata, _, _) = layers
+    assert ikw.get("rgb") is True
+    np.testing.assert_array_equal(np.asarray(idata), rgb)
+    np.testing.assert_array_equal(ldata, lab)
+
+
+def test_zarr_refuses_mismatched_image(tmp_path):
+    with pytest.raises(ExportError, match="does not match"):
+        export_labels(blobs(), tmp_path, "zarr", image=np.zeros((10, 10)))
+    assert listing(tmp_path) == []
+
+
+def test_zarr_overwrite_replaces_only_when_asked(tmp_path):
+    a, b = blobs(), blobs()[::-1].copy()
+    export_labels(a, tmp_path, "zarr", name="x")
+    with pytest.raises(FileExistsError, match="already exist"):
+        export_labels(b, tmp_path, "zarr", name="x")
+    np.testing.assert_array_equal(read_one(tmp_path / "x.zarr")[0], a)
+    export_labels(b, tmp_path, "zarr", name="x", overwrite=True)
+    np.testing.assert_array_equal(read_one(tmp_path / "x.zarr")[0], b)
+    assert listing(tmp_path) == ["x.zarr", "x.zarr.json"], "no temporary or old folders left"
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_columns_calibrated_with_intensities(tmp_path):
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:6, 3:11] = 1  # 4 x 8 pixels
+    lab[10:15, 20:25] = 2
+    img = np.zeros(lab.shape, np.float32)
+    img[2:6, 3:11] = 10.0
+    img[3, 4] = 50.0
+    res = export_labels(lab, tmp_path, "csv", image=img, scale=(0.5, 0.25), units="um")
+    assert not res.notes
+    rows = read_csv(res.paths[0])
+    assert list(rows[0]) == [
+        "label",
+        "area",
+        "centroid_y",
+        "centroid_x",
+        "bbox_y0",
+        "bbox_x0",
+        "bbox_y1",
+        "bbox_x1",
+        "equivalent_diameter",
+        "eccentricity",
+        "solidity",
+        "mean_intensity",
+        "max_intensity",
+    ]
+    r = rows[0]
+    assert int(r["label"]) == 1
+    assert float(r["area"]) == pytest.approx(32 * 0.5 * 0.25)
+    assert float(r["centroid_y"]) == pytest.approx(3.5 * 0.5)
+    assert float(r["centroid_x"]) == pytest.approx(6.5 * 0.25)
+    assert (int(r["bbox_y0"]), int(r["bbox_x0"]), int(r["bbox_y1"]), int(r["bbox_x1"])) == (2, 3, 6, 11)
+    assert float(r["equivalent_diameter"]) == pytest.approx(2 * np.sqrt(4.0 / np.pi))
+    # 2 x 2 um, but pixel-centre moments differ:
+    # var_y = (4**2 - 1) / 12 * 0.5**2, var_x = (8**2 - 1) / 12 * 0.25**2
+    assert float(r["eccentricity"]) == pytest.approx(np.sqrt(1 - (15 / 12 * 0.25) / (63 / 12 * 0.0625)))
+    assert float(r["solidity"]) == pytest.approx(1.0)
+    assert float(r["mean_intensity"]) == pytest.approx((31 * 10 + 50) / 32)
+    assert float(r["max_intensity"]) == 50.0
+    side = json.loads(res.sidecar.read_text())
+    assert side["columns"]["area"] == "um^2" and side["columns"]["centroid_x"] == "um"
+    assert side["columns"]["bbox_x0"] == "px"
+
+
+def test_csv_without_image_leaves_out_intensities_and_says_so(tmp_path):
+    res = export_labels(blobs(), tmp_path, "csv")
+    assert any("no image given" in n and "intensity" in n for n in res.notes)
+    rows = read_csv(res.paths[0])
+    assert "mean_intensity" not in rows[0] and "max_intensity" not in rows[0]
+    assert {int(r["label"]) for r in rows} == {1, 2, 3, 4, 5, 7, 9}
+    assert "no image given" in " ".join(json.loads(res.sidecar.read_text())["notes"])
+    table = ex.measure_table(blobs())
+    assert any("intensity" in n for n in table.notes)
+
+
+def test_csv_stack_has_plane_index_columns(tmp_path):
+    zyx = stack(3)
+    tzyx = np.stack([zyx, zyx])
+    img = np.ones(tzyx.shape, np.float32)
+    res = export_labels(tzyx, tmp_path, "csv", axes="TZYX", image=img)
+    rows = read_csv(res.paths[0])
+    assert list(rows[0])[:3] == ["label", "t", "z"]
+    n_per_plane = len(np.unique(zyx[0])) - 1
+    assert len(rows) == 6 * n_per_plane
+    assert {(int(r["t"]), int(r["z"])) for r in rows} == {(t, z) for t in range(2) for z in range(3)}
+    assert all(float(r["mean_intensity"]) == 1.0 for r in rows)
+
+
+def test_csv_refuses_mismatched_image(tmp_path):
+    with pytest.raises(ExportError, match="does not match"):
+        export_labels(blobs(), tmp_path, "csv", image=np.zeros((5, 5)))
+    assert listing(tmp_path) == []
+
+
+def test_csv_of_empty_labels_has_header_only(tmp_path):
+    res = export_labels(np.zeros((10, 10), np.uint16), tmp_path, "csv")
+    assert read_csv(res.paths[0]) == []
+    assert any("no objects" in n for n in res.notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageJ ROIs
+# --------------------------------------------------------------------------------------------------
+
+
+def test_roi_zip_reads_back_with_roifile(tmp_path):
+    from roifile import ROI_TYPE, roiread
+
+    lab = blobs()
+    res = export_labels(lab, tmp_path, "roi", name="cells", scale=(0.5, 0.5))
+    rois = roiread(res.paths[0])
+    assert sorted(r.name for r in rois) == sorted(str(i) for i in (1, 2, 3, 4, 5, 7, 9))
+    assert all(r.roitype == ROI_TYPE.TRACED for r in rois)
+    assert {r.properties["label"] for r in rois} == {1, 2, 3, 4, 5, 7, 9}
+    rect = next(r for r in rois if r.name == "1")
+    assert (rect.left, rect.top, rect.right, rect.bottom) == (3, 2, 15, 10)
+    filled, skipped = rois_to_labels(rois, lab.shape)
+    assert skipped == 0
+    np.testing.assert_array_equal(filled, lab)
+    data, kwargs, _ = read_one(res.paths[0])
+    np.testing.assert_array_equal(data, lab)
+    assert kwargs["scale"] == [0.5, 0.5]
+
+
+def test_roi_stack_positions(tmp_path):
+    from roifile import roiread
+
+    zyx = stack(3)
+    res = export_labels(zyx, tmp_path, "roi", name="z", axes="ZYX")
+    rois = roiread(res.paths[0])
+    assert {r.position for r in rois} == {1, 2, 3}
+    assert "1-z2" in {r.name for r in rois}
+    np.testing.assert_array_equal(read_one(res.paths[0])[0], zyx)
+
+    tzyx = np.stack([zyx, zyx[::-1]])
+    res = export_labels(tzyx, tmp_path, "roi", name="tz", axes="TZYX")
+    rois = roiread(res.paths[0])
+    assert {(r.t_position, r.z_position) for r in rois} == {(t, z) for t in (1, 2) for z in (1, 2, 3)}
+    np.testing.assert_array_equal(read_one(res.paths[0])[0], tzyx)
+
+
+def test_roi_objects_with_holes_are_noted(tmp_path):
+    lab = np.zeros((20, 20), np.uint16)
+    lab[2:12, 2:12] = 1
+    lab[5:8, 5:8] = 0  # a hole
+    lab[15:18, 2:4] = 2
+    lab[15:18, 8:10] = 2  # two pieces
+    res = export_labels(lab, tmp_path, "roi")
+    assert any("2 object outline(s) have holes or several pieces" in n for n in res.notes)
+    data = read_one(res.paths[0])[0]
+    assert (data[5:8, 5:8] == 1).all(), "the hole is filled"
+    assert (data == 2).sum() == 6, "the larger piece only (both are 6 px; one is kept)"
+
+
+def test_outline_polygons_are_exact_for_random_shapes():
+    from scipy import ndimage as ndi
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        mask = ndi.binary_opening(rng.random((16, 16)) > 0.4)
+        comps, n = ndi.label(mask, structure=np.ones((3, 3)))
+        for i in range(1, n + 1):
+            obj = comps == i
+            loops = outline_polygons(obj)
+            outers = [v for outer, v in loops if outer]
+            assert len(outers) == 1
+            rr, cc = polygon(outers[0][:, 0] - 0.5, outers[0][:, 1] - 0.5, obj.shape)
+            filled = np.zeros_like(obj)
+            filled[rr, cc] = True
+            np.testing.assert_array_equal(filled, ndi.binary_fill_holes(obj))
+
+
+def test_roi_of_empty_labels_reopens_from_sidecar(tmp_path):
+    res = export_labels(np.zeros((12, 14), np.uint16), tmp_path, "roi")
+    assert any("empty" in n for n in res.notes)
+    data, _, _ = read_one(res.paths[0])
+    assert data.shape == (12, 14) and not data.any()
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input, existing files, permissions, full disk
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ex.FORMATS)
+def test_negative_labels_refused(tmp_path, fmt):
+    lab = blobs()
+    lab[0, 0] = -1
+    with pytest.raises(ExportError, match="negative"):
+        export_labels(lab, tmp_path, fmt)
+    assert listing(tmp_path) == []
+
+
+def test_non_integer_labels_refused(tmp_path):
+    with pytest.raises(ExportError, match="non-integer"):
+        export_labels(np.full((4, 4), 0.5), tmp_path, "tif")
+    with pytest.raises(ExportError, match="axes"):
+        export_labels(blobs(), tmp_path, "tif", axes="ZYX")
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_labels(blobs(), tmp_path, "jpeg")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ex.FORMATS)
+def test_existing_target_not_overwritten_unless_asked(tmp_path, fmt):
+    a, b = blobs(), blobs()[:, ::-1].copy()
+    first = export_labels(a, tmp_path, fmt, name="x")
+    before = {p: (p.stat().st_mtime_ns, p.is_file() and p.read_bytes()) for p in first.all_paths}
+    with pytest.raises(FileExistsError, match="overwrit"):
+        export_labels(b, tmp_path, fmt, name="x")
+    assert {p: (p.stat().st_mtime_ns, p.is_file() and p.read_bytes()) for p in first.all_paths} == before
+    second = export_labels(b, tmp_path, fmt, name="x", overwrite=True)
+    assert second.paths == first.paths
+    if fmt != "csv":
+        np.testing.assert_array_equal(read_one(second.paths[0])[0], b)
+    assert not [n for n in listing(tmp_path) if n.startswith(".")], "no temporary files left"
+
+
+def test_existing_sidecar_alone_blocks_the_export(tmp_path):
+    (tmp_path / "labels.tif.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="labels.tif.json"):
+        export_labels(blobs(), tmp_path, "tif")
+    assert listing(tmp_path) == ["labels.tif.json"]
+
+
+def test_folder_not_writable(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    for fmt in ex.FORMATS:
+        with pytest.raises(PermissionError, match="not writable"):
+            export_labels(blobs(), locked, fmt)
+    with pytest.raises(PermissionError, match="cannot be created"):
+        export_labels(blobs(), locked / "new" / "deeper", "tif")
+    assert listing(locked) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_folder_not_writable_for_real(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            export_labels(blobs(), locked, "tif")
+    finally:
+        locked.chmod(0o700)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_tif_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    real = tifffile.imwrite
+
+    def half_write(path, *args, **kwargs):
+        Path(path).write_bytes(b"II*\x00" + b"\x00" * 100)  # a truncated TIFF
+        _disk_full()
+
+    export_labels(blobs(), tmp_path, "tif", name="old")
+    old_bytes = (tmp_path / "old.tif").read_bytes()
+    monkeypatch.setattr(tifffile, "imwrite", half_write)
+    with pytest.raises(OSError) as info:
+        export_labels(blobs()[::-1], tmp_path, "tif", name="new")
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        export_labels(blobs()[::-1], tmp_path, "tif", name="old", overwrite=True)
+    assert listing(tmp_path) == ["old.tif", "old.tif.json"]
+    assert (tmp_path / "old.tif").read_bytes() == old_bytes
+    monkeypatch.setattr(tifffile, "imwrite", real)
+
+
+def test_disk_full_png_stack_leaves_no_plane(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    real = iio.imwrite
+    calls = []
+
+    def fail_second(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"\x89PNG")
+            _disk_full()
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(iio, "imwrite", fail_second)
+    with pytest.raises(OSError):
+        export_labels(stack(), tmp_path, "png", axes="ZYX")
+    assert listing(tmp_path) == []
+
+
+def test_disk_full_zarr_leaves_no_folder_and_keeps_the_old_store(tmp_path, monkeypatch):
+    from ome_zarr import writer as oz_writer
+
+    export_labels(blobs(), tmp_path, "zarr", name="old")
+
+    def image_then_full(*args, **kwargs):
+        _disk_full()
+
+    monkeypatch.setattr(oz_writer, "write_labels", image_then_full)
+    with pytest.raises(OSError):
+        export_labels(blobs(), tmp_path, "zarr", name="new")
+    with pytest.raises(OSError):
+        export_labels(blobs()[::-1], tmp_path, "zarr", name="old", overwrite=True)
+    assert listing(tmp_path) == ["old.zarr", "old.zarr.json"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_one(tmp_path / "old.zarr")[0], blobs())
+
+
+@pytest.mark.parametrize(("fmt", "target"), [("csv", "csv.writer"), ("roi", "roifile.roiwrite")])
+def test_disk_full_csv_and_roi(tmp_path, monkeypatch, fmt, target):
+    module, attr = target.split(".")
+    mod = __import__(module)
+
+    def partial(*args, **kwargs):
+        _disk_full()
+
+    monkeypatch.setattr(mod, attr, partial)
+    with pytest.raises(OSError):
+        export_labels(blobs(), tmp_path, fmt)
+    assert listing(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# sidecar, targets
+# --------------------------------------------------------------------------------------------------
+
+
+def test_sidecar_holds_provenance(tmp_path):
+    prov = {
+        "model_name": "dsb2018-nuclei",
+        "model_card": {"description": "U-Net", "trained_on": "DSB2018"},
+        "thresholds": {"foreground": 0.5, "seed": 0.8},
+        "tile_size": (256, 256),
+        "array": np.float32(0.25),
+    }
+    res = export_labels(blobs(), tmp_path, "tif", name="c", scale=(0.5, 0.5), units="µm", provenance=prov)
+    side = json.loads(res.sidecar.read_text())
+    assert side["plugin"] == "napari-unet-loop" and side["plugin_version"]
+    assert side["date"].endswith("+00:00")
+    assert side["files"] == ["c.tif"] and side["export_format"] == "tif"
+    assert side["labels"]["n_objects"] == 7 and side["labels"]["max_label"] == 9
+    assert side["scale"] == [0.5, 0.5] and side["units"] == ["micrometer", "micrometer"]
+    p = side["provenance"]
+    assert p["model_name"] == "dsb2018-nuclei" and p["thresholds"]["seed"] == 0.8
+    assert p["tile_size"] == [256, 256] and p["model_card"]["trained_on"] == "DSB2018" and p["array"] == 0.25
+
+
+def test_write_provenance_alone(tmp_path):
+    out = ex.write_provenance(tmp_path / "p.json", {"model_name": "m"})
+    rec = json.loads(out.read_text())
+    assert rec["model_name"] == "m" and "date" in rec and "plugin_version" in rec
+
+
+def test_export_target_paths(tmp_path):
+    assert ex.export_target(tmp_path, "tif", "a b") == tmp_path / "a b.tif"
+    assert ex.export_target(tmp_path / "x.tiff", "tif") == tmp_path / "x.tiff"
+    assert ex.export_target(tmp_path / "x.zarr", None) == tmp_path / "x.zarr"
+    assert ex.export_target(tmp_path / "out", "roi", "a/b") == tmp_path / "out" / "a_b.zip"
+    with pytest.raises(ExportError, match="suffix"):
+        ex.export_target(tmp_path / "x.csv", "tif")
+    res = export_labels(blobs(), tmp_path / "sub" / "given.tif", None)
+    assert res.paths == [tmp_path / "sub" / "given.tif"]
+
+
+def test_scale_without_unit_is_taken_as_micrometres(tmp_path):
+    res = export_labels(blobs(), tmp_path, "tif", scale=(0.5, 0.5))
+    assert any("micrometres" in n for n in res.notes)
+    with tifffile.TiffFile(res.paths[0]) as tif:
+        assert tif.imagej_metadata["unit"] == "um"

@@ -1,0 +1,162 @@
+"""Readers: exported files reopen as layers; foreign files of the same formats too."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.io.export import export_labels
+from napari_unet_loop.io.images import ReadError
+from napari_unet_loop.io.readers import napari_get_reader, read_labels, rois_to_labels
+
+
+def labels2d() -> np.ndarray:
+    lab = np.zeros((30, 40), np.uint16)
+    lab[2:8, 3:10] = 1
+    lab[12:20, 15:30] = 2
+    lab[22:28, 30:38] = 3
+    return lab
+
+
+def test_get_reader_claims_only_our_files(tmp_path):
+    lab = labels2d()
+    for fmt in ("tif", "png", "zarr", "roi"):
+        export_labels(lab, tmp_path, fmt, name="a")
+    for name in ("a.tif", "a.png", "a.zarr", "a.zip"):
+        assert napari_get_reader(str(tmp_path / name)) is read_labels
+    assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "a.png")]) is read_labels
+    (tmp_path / "notes.txt").write_text("hi")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "not ROIs")
+    (tmp_path / "plain.zarr").write_text("a file, not a store")
+    for name in ("notes.txt", "other.zip", "missing.tif", "plain.zarr", "a.csv"):
+        assert napari_get_reader(str(tmp_path / name)) is None
+    assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "notes.txt")]) is None
+
+
+def test_read_several_paths_and_errors(tmp_path):
+    lab = labels2d()
+    export_labels(lab, tmp_path, "tif", name="a")
+    export_labels(lab, tmp_path, "png", name="b")
+    layers = read_labels([tmp_path / "a.tif", tmp_path / "b.png"])
+    assert [k["name"] for _, k, _ in layers] == ["a", "b"]
+    with pytest.raises(ReadError, match="does not exist"):
+        read_labels(tmp_path / "nope.tif")
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    with pytest.raises(ReadError, match="cannot read"):
+        read_labels(tmp_path / "broken.tif")
+
+
+def test_non_integer_tiff_and_rgb_png_open_as_images(tmp_path):
+    import imageio.v3 as iio
+
+    tifffile.imwrite(tmp_path / "float.tif", np.random.default_rng(0).random((10, 12)).astype(np.float32))
+    data, kwargs, kind = read_labels(tmp_path / "float.tif")[0]
+    assert kind == "image" and data.dtype == np.float32
+    iio.imwrite(tmp_path / "rgb.png", np.zeros((10, 12, 3), np.uint8))
+    data, kwargs, kind = read_labels(tmp_path / "rgb.png")[0]
+    assert kind == "image" and kwargs["rgb"] is True
+
+
+def test_foreign_imagej_tiff_gets_its_pixel_size(tmp_path):
+    lab = labels2d()
+    tifffile.imwrite(
+        tmp_path / "fiji.tif",
+        lab,
+        imagej=True,
+        resolution=(1 / 0.65, 1 / 0.65),
+        metadata={"axes": "YX", "unit": "micron"},
+    )
+    data, kwargs, kind = read_labels(tmp_path / "fiji.tif")[0]
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, lab)
+    np.testing.assert_allclose(kwargs["scale"], [0.65, 0.65], rtol=1e-6)
+    assert kwargs["metadata"]["units"] == ["micrometer", "micrometer"]
+    assert kwargs["name"] == "fiji"
+
+
+def test_foreign_ome_zarr_labels(tmp_path):
+    import zarr
+    from ome_zarr.writer import write_image, write_labels
+
+    img = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    lab = labels2d()
+    root = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")
+    write_image(img, root, axes="yx", scale_factors=())
+    write_labels(lab, root, name="cells", axes="yx", scaler=None, scale_factors=())
+    layers = read_labels(tmp_path / "foreign.zarr")
+    assert [k for _, _, k in layers] == ["image", "labels"]
+    np.testing.assert_array_equal(np.asarray(layers[0][0]), img)
+    np.testing.assert_array_equal(layers[1][0], lab)
+    assert layers[1][1]["name"] == "cells"
+
+
+def test_fiji_made_rois_without_sidecar(tmp_path):
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+    rect = ImagejRoi.frompoints(np.array([[3, 2], [10, 2], [10, 8], [3, 8]]), name="first")
+    rect.roitype = ROI_TYPE.RECT
+    rect.left, rect.top, rect.right, rect.bottom = 3, 2, 10, 8
+    rect.integer_coordinates = None
+    rect.n_coordinates = 0
+    free = ImagejRoi.frompoints(np.array([[20.0, 20.0], [30.0, 20.0], [30.0, 26.0], [20.0, 26.0]]), name="x")
+    line = ImagejRoi.frompoints(np.array([[0, 0], [5, 5]]), name="a line")
+    line.roitype = ROI_TYPE.LINE
+    roiwrite(tmp_path / "fiji.zip", [rect, free, line], mode="w")
+    assert napari_get_reader(str(tmp_path / "fiji.zip")) is read_labels
+    data, kwargs, kind = read_labels(tmp_path / "fiji.zip")[0]
+    assert kind == "labels" and "scale" not in kwargs
+    assert data.shape == (27, 31)  # extent of the ROIs (bottom, right) when there is no sidecar
+    assert (data == 1).sum() == 7 * 6 and (data[2:8, 3:10] == 1).all()
+    assert (data == 2).sum() == 10 * 6 and (data[20:26, 20:30] == 2).all()
+    notes = " ".join(kwargs["metadata"]["notes"])
+    assert "ROI extents" in notes and "1 ROI(s) without an area" in notes
+
+
+def test_nested_rois_keep_the_inner_object(tmp_path):
+    from roifile import ImagejRoi
+
+    outer = ImagejRoi.frompoints(np.array([[0, 0], [20, 0], [20, 20], [0, 20]]), name="1")
+    inner = ImagejRoi.frompoints(np.array([[5, 5], [10, 5], [10, 10], [5, 10]]), name="2")
+    labels, skipped = rois_to_labels([inner, outer], (20, 20))
+    assert skipped == 0
+    assert (labels == 2).sum() == 25 and (labels == 1).sum() == 400 - 25
+
+
+def test_empty_roi_zip_without_sidecar_is_refused(tmp_path):
+    from roifile import roiwrite
+
+    roiwrite(tmp_path / "empty.zip", [], mode="w")
+    assert napari_get_reader(str(tmp_path / "empty.zip")) is None
+    with pytest.raises(ReadError, match="no ROIs"):
+        read_labels(tmp_path / "empty.zip")
+
+
+def test_reader_kwargs_carry_provenance_for_reexport(tmp_path):
+    lab = labels2d()
+    prov = {"model_name": "m1", "tile_size": [256, 256]}
+    export_labels(lab, tmp_path, "tif", name="cells", provenance=prov)
+    _, kwargs, _ = read_labels(tmp_path / "cells.tif")[0]
+    assert kwargs["metadata"]["napari_unet_loop"]["model_name"] == "m1"
+    assert kwargs["metadata"]["axes"] == "YX"
+
+
+def test_composite_roi_with_a_hole(tmp_path):
+    from roifile import ROI_TYPE, ImagejRoi, roiread, roiwrite
+
+    path = [0, 2, 2, 1, 22, 2, 1, 22, 22, 1, 2, 22, 4, 0, 7, 7, 1, 12, 7, 1, 12, 12, 1, 7, 12, 4]
+    roi = ImagejRoi()
+    roi.roitype = ROI_TYPE.RECT
+    roi.name = "5"
+    roi.left, roi.top, roi.right, roi.bottom = 2, 2, 22, 22
+    roi.multi_coordinates = np.array(path, np.float32)
+    roi.shape_roi_size = len(path)
+    roiwrite(tmp_path / "shape.zip", [roi], mode="w")
+    assert roiread(tmp_path / "shape.zip")[0].composite
+    data = read_labels(tmp_path / "shape.zip")[0][0]
+    assert data.shape == (22, 22)
+    assert (data == 5).sum() == 400 - 25
+    assert not data[7:12, 7:12].any() and (data[2:7, 2:22] == 5).all()

@@ -1,0 +1,201 @@
+"""The headless commands, as a user runs them (in-process through ``main``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.cli import main
+from napari_unet_loop.sample_data import SAMPLES, sample_path
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Sample images and their ground truth in two folders (labels as TIFF, images as PNG)."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("nuclei_small", "nuclei_he_stain"):
+        shutil.copy(sample_path(name), images / f"{name}.png")
+        tifffile.imwrite(labels / f"{name}.tif", iio.imread(sample_path(name, labels=True)))
+    return images, labels
+
+
+def test_segment_writes_one_label_tiff_per_input(tmp_path, folders, tiny_model_path, capsys):
+    images, _ = folders
+    out = tmp_path / "out"
+    assert main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "--tile", "128"]) == 0
+    for name in ("nuclei_small", "nuclei_he_stain"):
+        with tifffile.TiffFile(out / f"{name}.tif") as tif:
+            data = tif.asarray()
+            assert tif.is_imagej
+        assert data.dtype == np.uint16
+        assert data.shape == iio.imread(images / f"{name}.png").shape[:2]
+
+
+def test_segment_refuses_to_overwrite(tmp_path, folders, tiny_model_path, capsys):
+    images, _ = folders
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]
+    assert main(args) == 0
+    before = (tmp_path / "nuclei_small.tif").read_bytes()
+    assert main(args) == 2
+    assert "use --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "nuclei_small.tif").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_segment_other_formats(tmp_path, folders, tiny_model_path):
+    images, _ = folders
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "png,csv", "--format", "roi"]) == 0
+    for suffix in (".png", ".csv", ".zip"):
+        assert (tmp_path / f"nuclei_small{suffix}").exists()
+        assert (tmp_path / f"nuclei_small{suffix}.json").exists()
+    header = (tmp_path / "nuclei_small.csv").read_text().splitlines()[0]
+    assert "mean_intensity" in header  # the segmented image gives the intensities
+
+
+def test_segment_z_stack_tiff(tmp_path, tiny_model_path):
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (3, 64, 80), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    out = tmp_path / "o"
+    assert main(["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    assert tifffile.imread(tmp_path / "o" / "stack.tif").shape == (3, 64, 80)
+
+
+def test_evaluate_json(folders, tiny_model_path, capsys):
+    images, labels = folders
+    assert main(["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("n_images", "ap50", "ap75", "f1_50", "pq", "seg", "per_image"):
+        assert key in report
+    assert report["n_images"] == 2
+    assert {p["name"] for p in report["per_image"]} == {"nuclei_small", "nuclei_he_stain"}
+    assert 0 <= report["ap50"] <= 1
+
+
+def test_shipped_model_segments_sample_images_well(folders, shipped_model_available, capsys):
+    if not shipped_model_available:
+        pytest.skip("no shipped model in this checkout")
+    images, labels = folders
+    assert main(["evaluate", str(images), str(labels), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # both samples are in the held-out test split of the shipped model
+    assert report["ap50"] > 0.7, report
+
+
+def test_train_from_scratch_then_segment_with_it(tmp_path, folders, capsys):
+    images, labels = folders
+    model = tmp_path / "mine.safetensors"
+    args = [
+        "train",
+        str(images),
+        str(labels),
+        "--out",
+        str(model),
+        "--from",
+        "scratch",
+        "--steps",
+        "3",
+        "--depth",
+        "2",
+        "--width",
+        "4",
+        "--patch",
+        "64",
+        "--batch",
+        "2",
+    ]
+    assert main(args) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["architecture"]["depth"] == 2 and card["training"]["steps"] == 3
+    assert main(["segment", str(images), "-o", str(tmp_path / "o"), "--model", str(model)]) == 0
+    assert main(args) == 2  # no silent overwrite of a model file
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_export_command(tmp_path, folders):
+    _, labels = folders
+    out = tmp_path / "exp"
+    src = labels / "nuclei_small.tif"
+    assert main(["export", str(src), "-o", str(out), "--format", "png,zarr", "--pixel-size", "0.5"]) == 0
+    np.testing.assert_array_equal(iio.imread(out / "nuclei_small.png"), tifffile.imread(src))
+    assert (out / "nuclei_small.zarr").is_dir()
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_model_file(tmp_path, folders, capsys):
+    images, _ = folders
+    assert main(["segment", str(images), "-o", str(tmp_path), "--model", str(tmp_path / "nope.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_corrupt_model_file(tmp_path, folders, capsys):
+    images, _ = folders
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["segment", str(images), "-o", str(tmp_path / "o"), "--model", str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_model_for_another_channel_count(tmp_path, folders, capsys):
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.model import UNetConfig
+
+    path = models.save(models.new_model(UNetConfig(in_channels=3, depth=2, base_width=4)), tmp_path / "rgb3")
+    images, _ = folders
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, iio.imread(images / "nuclei_small.png")[..., 0])
+    assert main(["segment", str(grey), "-o", str(tmp_path / "o"), "--model", str(path)]) == 1
+    assert "expects 3 channels" in capsys.readouterr().err
+
+
+def test_device_that_is_not_there(tmp_path, folders, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    images, _ = folders
+    assert main(["segment", str(images), "-o", str(tmp_path), "--device", "cuda"]) == 2
+    assert "CUDA was requested" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.zeros((64, 64), np.uint8), "constant"),
+        (np.ones((1, 1), np.float32), "too small"),
+        (np.where(np.eye(32, dtype=bool), np.nan, 1.0).astype(np.float32), "NaN"),
+        (np.zeros((2, 3, 4, 32, 32), np.uint8), "cannot tell the axes"),
+    ],
+)
+def test_unusable_images(tmp_path, tiny_model_path, capsys, array, words):
+    tifffile.imwrite(tmp_path / "bad.tif", array)
+    code = main(["segment", str(tmp_path / "bad.tif"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)])
+    assert code != 0
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o" / "bad.tif").exists()
+
+
+def test_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+
+
+def test_evaluate_without_matching_names(tmp_path, folders, capsys):
+    images, _ = folders
+    (tmp_path / "other").mkdir()
+    iio.imwrite(tmp_path / "other" / "x.png", np.zeros((8, 8), np.uint16))
+    assert main(["evaluate", str(images), str(tmp_path / "other"), "--json"]) == 2
+    assert "no image" in capsys.readouterr().err
+
+
+def test_sample_names_are_known():
+    assert set(SAMPLES) == {"nuclei_fluorescence", "nuclei_he_stain", "nuclei_small"}
