@@ -58,7 +58,7 @@ def test_segment_creates_labels_layer_with_scale(qtbot, viewer_widget, discs):
     assert out.data.dtype == np.int32
     np.testing.assert_allclose(out.scale, (0.5, 0.25))
     np.testing.assert_allclose(out.translate, (10, 20))
-    assert out.metadata["napari_unet_loop"]["model"] == "tiny"
+    assert out.metadata["napari_unet_loop"]["model_name"] == "tiny"
     assert w.status.text().startswith("Done")
 
 

@@ -18,11 +18,13 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -35,6 +37,7 @@ from ..core.models import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
+from .export_section import ExportSection
 from .layers import (
     META_KEY,
     LabelsTracker,
@@ -78,18 +81,28 @@ class UNetLoopWidget(QWidget):
         self._maps: weakref.WeakKeyDictionary[Labels, dict] = weakref.WeakKeyDictionary()
         self._run: dict[str, Any] = {}
 
-        root = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        outer.addWidget(scroll)
+        content = QWidget()
+        scroll.setWidget(content)
+        root = QVBoxLayout(content)
         root.setContentsMargins(4, 4, 4, 4)
         root.addWidget(self._build_input())
         root.addWidget(self._build_model())
         root.addWidget(self._build_thresholds())
         root.addWidget(self._build_run())
+        self.export_section = ExportSection(self.viewer)
+        root.addWidget(self.export_section)
         root.addStretch(1)
 
         layers = self.viewer.layers
-        layers.events.inserted.connect(self.reset_choices)
-        layers.events.removed.connect(self.reset_choices)
-        layers.events.reordered.connect(self.reset_choices)
+        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+            event.connect(self.reset_choices)
+            event.connect(self.export_section.reset_choices)
         layers.selection.events.active.connect(self._follow_active)
         self.viewer.dims.events.ndim.connect(lambda e: self._update_input_state())
         self.reset_choices()
@@ -596,11 +609,16 @@ class UNetLoopWidget(QWidget):
         if res.fg is not None:
             self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist)
         model = run.get("model")
+        if model is not None:
+            target.metadata[META_KEY] = {
+                "model_name": model.name,
+                "model_path": str(model.path),
+                "model_card": model_files.card_summary(model.card),
+            }
         target.metadata[META_KEY] = {
             **target.metadata.get(META_KEY, {}),
-            **({"model": model.name, "model_path": str(model.path)} if model is not None else {}),
             "thresholds": run["pp"].to_dict(),
-            "tile": self.tile_size() or "auto",
+            "tile_size": self.tile_size() or "auto",
         }
         run["done"] += 1
         run["objects"] += int(res.labels.max())

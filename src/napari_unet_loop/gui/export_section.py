@@ -1,0 +1,263 @@
+"""The dock's Export section: labels layers to TIFF, PNG, OME-Zarr, CSV and ImageJ ROIs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+)
+
+from ..core import __version__
+from ..io.export import ExportError, export_labels
+from .layers import META_KEY
+
+if TYPE_CHECKING:
+    import napari
+
+FORMAT_NAMES = {
+    "tif": "TIFF (Fiji)",
+    "png": "PNG (16-bit)",
+    "zarr": "OME-Zarr",
+    "csv": "Measurements CSV",
+    "roi": "ImageJ ROIs (.zip)",
+}
+ALL_LAYERS = "all labels layers"
+
+
+def paired_image(viewer: napari.viewer.Viewer, labels: Labels) -> Image | None:
+    """The image layer a labels layer belongs to (``"<image> labels"`` naming), if any, of the same shape."""
+    name = labels.name
+    for suffix in (" labels",):
+        base = name.split(suffix)[0] if suffix in name else None
+        if base and base in viewer.layers and isinstance(viewer.layers[base], Image):
+            image = viewer.layers[base]
+            if _grey_shape(image) == labels.data.shape:
+                return image
+    return None
+
+
+def _grey_shape(image: Image) -> tuple[int, ...]:
+    shape = (image.data[0] if image.multiscale else image.data).shape
+    return tuple(shape[:-1]) if image.rgb else tuple(shape)
+
+
+def grey(image: Image) -> np.ndarray:
+    """An image layer as one grey array (mean of R, G and B for colour)."""
+    data = np.asarray(image.data[0] if image.multiscale else image.data)
+    return data[..., :3].mean(-1) if image.rgb else data
+
+
+def label_axes(layer: Labels) -> str | None:
+    """Axes of a labels layer for the files (``YX``, ``ZYX``, ``TYX``, ``TZYX``) from its axis labels."""
+    nd = layer.data.ndim
+    if nd == 2:
+        return "YX"
+    names = [str(n).lower() for n in getattr(layer, "axis_labels", ())][: nd - 2]
+    letters = "".join("T" if n.startswith("t") else "Z" for n in names) if names else "Z" * (nd - 2)
+    axes = letters + "YX"
+    return axes if axes in ("ZYX", "TYX", "TZYX") else None
+
+
+def layer_units(layer: Labels) -> str | None:
+    """The spatial unit of a layer (``None`` for napari's default of pixels)."""
+    units = getattr(layer, "units", None)
+    if not units:
+        return None
+    unit = str(units[-1])
+    return None if unit in ("pixel", "px", "") else unit
+
+
+def provenance(layer: Labels) -> dict[str, Any]:
+    """What the plugin recorded on a labels layer (model, thresholds, tile size), plus the layer name."""
+    return {
+        **dict(layer.metadata.get(META_KEY, {})),
+        "layer": layer.name,
+        "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "plugin_version": __version__,
+    }
+
+
+def export_jobs(viewer, layers: list[Labels]) -> list[dict]:
+    """Plain-data export jobs for a worker thread (no layer is touched off the main thread)."""
+    jobs = []
+    for layer in layers:
+        image = paired_image(viewer, layer)
+        jobs.append(
+            {
+                "labels": np.asarray(layer.data),
+                "name": layer.name.replace(" ", "_"),
+                "image": grey(image) if image is not None else None,
+                "scale": tuple(float(s) for s in layer.scale),
+                "units": layer_units(layer),
+                "axes": label_axes(layer),
+                "provenance": provenance(layer),
+                "layer": layer.name,
+            }
+        )
+    return jobs
+
+
+def run_exports(jobs: list[dict], folder: Path, formats: list[str], overwrite: bool):
+    """Write every job in every format; yields ``(layer, format, ExportResult or error message)``."""
+    for job in jobs:
+        for fmt in formats:
+            try:
+                res = export_labels(
+                    job["labels"],
+                    folder,
+                    fmt,
+                    name=job["name"],
+                    image=job["image"] if fmt in ("csv", "zarr") else None,
+                    scale=job["scale"],
+                    units=job["units"],
+                    axes=job["axes"],
+                    overwrite=overwrite,
+                    provenance=job["provenance"],
+                )
+            except (ExportError, FileExistsError, PermissionError, OSError) as exc:
+                yield job["layer"], fmt, str(exc)
+                continue
+            yield job["layer"], fmt, res
+
+
+class ExportSection(QGroupBox):
+    """Export labels layers (one or all) in chosen formats to a folder, with provenance sidecars.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__("Export")
+        self.viewer = viewer
+        self._worker = None
+        form = QFormLayout(self)
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Labels layer to export, or all of them (each with its image)")
+        form.addRow("Labels", self.layer_combo)
+        grid = QGridLayout()
+        self.format_checks: dict[str, QCheckBox] = {}
+        for i, (key, text) in enumerate(FORMAT_NAMES.items()):
+            box = QCheckBox(text)
+            box.setChecked(key in ("tif", "csv"))
+            self.format_checks[key] = box
+            grid.addWidget(box, i // 2, i % 2)
+        form.addRow("Formats", grid)
+        row = QHBoxLayout()
+        self.folder_edit = QLineEdit(str(Path.home()))
+        self.folder_edit.setToolTip("Folder to write to; each file gets a .json provenance sidecar")
+        row.addWidget(self.folder_edit, 1)
+        browse = QPushButton("...")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(self._browse)
+        row.addWidget(browse)
+        form.addRow("Folder", row)
+        self.overwrite_check = QCheckBox("Replace existing files")
+        form.addRow(self.overwrite_check)
+        self.export_btn = QPushButton("Export")
+        self.export_btn.clicked.connect(lambda: self.export())
+        form.addRow(self.export_btn)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form.addRow(self.status)
+        self.reset_choices()
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the list of labels layers."""
+        current = self.layer_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names + ([ALL_LAYERS] if len(names) > 1 else []))
+        if current in names or current == ALL_LAYERS:
+            self.layer_combo.setCurrentText(current)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def formats(self) -> list[str]:
+        """Formats ticked."""
+        return [k for k, box in self.format_checks.items() if box.isChecked()]
+
+    def export(self):
+        """Export the chosen labels layer(s) in a worker thread.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The worker, or ``None`` if nothing could be exported (the reason is shown).
+        """
+        if self._worker is not None:
+            show_warning("An export is running.")
+            return None
+        choice = self.layer_combo.currentText()
+        if choice == ALL_LAYERS:
+            layers = [lyr for lyr in self.viewer.layers if isinstance(lyr, Labels)]
+        elif choice and choice in self.viewer.layers:
+            layers = [self.viewer.layers[choice]]
+        else:
+            layers = []
+        formats = self.formats()
+        folder = Path(self.folder_edit.text()).expanduser()
+        problem = None
+        if not layers:
+            problem = "no labels layer to export: segment an image first"
+        elif not formats:
+            problem = "tick at least one format"
+        elif not str(self.folder_edit.text()).strip():
+            problem = "choose a folder"
+        if problem:
+            show_error(problem)
+            self.status.setText(problem)
+            return None
+        overwrite = self.overwrite_check.isChecked()
+        jobs = export_jobs(self.viewer, layers)
+        worker = create_worker(run_exports, jobs, folder, formats, overwrite, _start_thread=False)
+        self._written: list[str] = []
+        self._failed: list[str] = []
+        worker.yielded.connect(self._on_result)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.export_btn.setEnabled(False)
+        self.status.setText(f"Exporting {len(layers)} layer(s) to {folder}...")
+        worker.start()
+        return worker
+
+    def _on_result(self, item) -> None:
+        layer, fmt, res = item
+        if isinstance(res, str):
+            self._failed.append(f"{layer} ({fmt}): {res}")
+            show_error(f"Export of '{layer}' as {fmt} failed: {res}")
+            return
+        self._written += [p.name for p in res.paths]
+        for note in res.notes:
+            show_info(f"{layer} ({fmt}): {note}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.export_btn.setEnabled(True)
+        text = (
+            f"Wrote {len(self._written)} file(s): {', '.join(self._written)}" if self._written else "Nothing written."
+        )
+        if self._failed:
+            text += f" Failed: {'; '.join(self._failed)}"
+        self.status.setText(text)
