@@ -147,12 +147,27 @@ def out_transform(layer: Image, lay: Layout) -> dict:
 
 @dataclass
 class EditState:
-    """What the plugin knows about one labels layer it wrote."""
+    """What the plugin knows about one labels layer.
+
+    Attributes
+    ----------
+    edited : bool
+        Whether the user changed the layer since the plugin wrote it.
+    n_edits : int
+        Edit events seen (strokes, fills, data replacements).
+    ours : bool
+        Whether the plugin created the layer.
+    originals : dict
+        Plane index -> labels as the plugin wrote them (to tell what the user corrected).
+    dirty : bool
+        Edited since the last autosave.
+    """
 
     edited: bool = False
     n_edits: int = 0
     ours: bool = True
-    planes: dict = field(default_factory=dict)
+    originals: dict = field(default_factory=dict)
+    dirty: bool = False
 
 
 class LabelsTracker:
@@ -166,6 +181,7 @@ class LabelsTracker:
     def __init__(self) -> None:
         self._states: weakref.WeakKeyDictionary[Labels, EditState] = weakref.WeakKeyDictionary()
         self._writing: set[int] = set()
+        self.listeners: list = []  # called with the layer after every user edit
 
     def state(self, layer: Labels) -> EditState:
         """The edit state of ``layer`` (tracking starts on first use)."""
@@ -185,7 +201,10 @@ class LabelsTracker:
         st = self._states.get(layer)
         if st is not None:
             st.edited = True
+            st.dirty = True
             st.n_edits += 1
+            for listener in self.listeners:
+                listener(layer)
 
     @contextlib.contextmanager
     def writing(self, layer: Labels) -> Iterator[None]:
@@ -196,6 +215,21 @@ class LabelsTracker:
             yield
         finally:
             self._writing.discard(key)
+
+    def record_output(self, layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> None:
+        """Remember a plane as the plugin wrote it; later differences are the user's corrections."""
+        self.state(layer).originals[index] = np.array(labels, copy=True)
+
+    def corrections(self, layer: Labels) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
+        """``{plane index: (labels as written, labels now)}`` for every plane the plugin wrote."""
+        st = self._states.get(unwrap(layer))
+        if st is None:
+            return {}
+        return {i: (orig, np.asarray(layer.data[i])) for i, orig in st.originals.items()}
+
+    def tracked(self) -> list[Labels]:
+        """Labels layers being tracked (alive)."""
+        return list(self._states.keys())
 
     def is_edited(self, layer: Labels) -> bool:
         """Whether the user changed ``layer`` since the plugin made it (unknown layers: yes)."""

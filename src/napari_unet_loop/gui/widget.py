@@ -38,6 +38,7 @@ from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
 from .export_section import ExportSection
+from .finetune_section import FineTuneSection
 from .layers import (
     META_KEY,
     LabelsTracker,
@@ -95,6 +96,8 @@ class UNetLoopWidget(QWidget):
         root.addWidget(self._build_model())
         root.addWidget(self._build_thresholds())
         root.addWidget(self._build_run())
+        self.finetune_section = FineTuneSection(self)
+        root.addWidget(self.finetune_section)
         self.export_section = ExportSection(self.viewer)
         root.addWidget(self.export_section)
         root.addStretch(1)
@@ -103,6 +106,7 @@ class UNetLoopWidget(QWidget):
         for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             event.connect(self.reset_choices)
             event.connect(self.export_section.reset_choices)
+            event.connect(self.finetune_section.reset_choices)
         layers.selection.events.active.connect(self._follow_active)
         self.viewer.dims.events.ndim.connect(lambda e: self._update_input_state())
         self.reset_choices()
@@ -413,7 +417,14 @@ class UNetLoopWidget(QWidget):
         else:
             self.segment_stack_btn.setEnabled(False)
 
-    def segment(self, stack: bool = False, layer: Any = None):
+    def segment(
+        self,
+        stack: bool = False,
+        layer: Any = None,
+        new_layer_name: str | None = None,
+        indices: list[tuple[int, ...]] | None = None,
+        on_done=None,
+    ):
         """Segment the chosen image (its current plane, or every plane when ``stack``).
 
         Parameters
@@ -422,6 +433,12 @@ class UNetLoopWidget(QWidget):
             Segment every plane of a stack instead of the one on screen.
         layer : napari.layers.Layer, optional
             Layer to segment instead of the one chosen in the widget.
+        new_layer_name : str, optional
+            Always write to a new labels layer of this name (re-segmenting after fine-tuning).
+        indices : list of tuple, optional
+            Planes to segment (overrides ``stack``).
+        on_done : callable, optional
+            Called with the output labels layer when the run finishes successfully.
 
         Returns
         -------
@@ -443,9 +460,9 @@ class UNetLoopWidget(QWidget):
             self.status.setText(f"Not started: {exc}")
             return None
         shape = stack_shape(image, lay)
-        if stack and shape:
+        if indices is None and stack and shape:
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
-        else:
+        elif indices is None:
             indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
         channel = self.channel_combo.currentData() if self.channel_combo.count() else None
         self._run = {
@@ -459,6 +476,8 @@ class UNetLoopWidget(QWidget):
             "done": 0,
             "objects": 0,
             "kind": "segment",
+            "new_layer_name": new_layer_name,
+            "on_done": on_done,
         }
 
         def read(index, image=image, lay=lay):
@@ -579,8 +598,12 @@ class UNetLoopWidget(QWidget):
             self._maps[unwrap(new)] = dict(maps)
             run["target"] = new
             return new
-        name = f"{image.name} labels"
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
+        if run.get("new_layer_name"):
+            target = self._add_labels(run["new_layer_name"], np.zeros(out_shape, np.int32), **out_transform(image, lay))
+            run["target"] = target
+            return target
+        name = f"{image.name} labels"
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         if isinstance(existing, Labels) and existing.data.shape == out_shape:
             if not self.tracker.is_edited(existing) or self.if_edited_combo.currentText() == IF_EDITED_REPLACE:
@@ -606,6 +629,7 @@ class UNetLoopWidget(QWidget):
         self.tracker.state(target)
         with self.tracker.writing(target):
             write_plane(target, res.index, res.labels.astype(target.data.dtype, copy=False))
+        self.tracker.record_output(target, res.index, res.labels)
         if res.fg is not None:
             self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist)
         model = run.get("model")
@@ -671,10 +695,14 @@ class UNetLoopWidget(QWidget):
         if self._worker is None:
             return
         aborted = self._run.get("aborted", False)
-        if not aborted and not self._run.get("failed"):
+        ok = not aborted and not self._run.get("failed")
+        if ok:
             self.progress.setValue(self.progress.maximum())
             self.status.setText(self._summary("Done"))
         self._busy(False)
+        callback, target = self._run.get("on_done"), self._run.get("target")
+        if ok and callback is not None and target is not None:
+            callback(target)
 
     def _on_aborted(self) -> None:
         self._run["aborted"] = True

@@ -1,0 +1,74 @@
+"""What the user corrected: differences between the model's labels and the edited labels.
+
+Comparing the labels as the plugin wrote them with the labels now is honest about
+every way of editing (brush, fill, eraser, polygon, new label, undo and redo, a
+script): whatever differs was corrected, whatever was undone is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def changed_mask(original: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Pixels whose label differs between ``original`` and ``current``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    """
+    if original.shape != current.shape:
+        raise ValueError(f"shapes differ: {original.shape} and {current.shape}")
+    return np.asarray(original) != np.asarray(current)
+
+
+def changed_objects(original: np.ndarray, current: np.ndarray) -> int:
+    """Number of objects touched by corrections.
+
+    An object counts once whether it was added, removed, reshaped, split or merged:
+    the distinct ids of ``current`` inside the changed pixels, plus the ids of
+    ``original`` there that no longer exist in ``current`` (deleted objects).
+    """
+    diff = changed_mask(original, current)
+    if not diff.any():
+        return 0
+    now = set(np.unique(current[diff]).tolist()) - {0}
+    before = set(np.unique(original[diff]).tolist()) - {0}
+    gone = before - set(np.unique(current).tolist())
+    return len(now) + len(gone)
+
+
+def edited_region(original: np.ndarray, current: np.ndarray, margin: int = 16) -> np.ndarray:
+    """The region a user reviewed by editing: the changed pixels and the objects they touch, plus a margin.
+
+    Parameters
+    ----------
+    original, current : numpy.ndarray
+        Labels before and after editing.
+    margin : int
+        Pixels added around the edited objects (context that was visibly right).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask.
+    """
+    diff = changed_mask(original, current)
+    ids = np.unique(np.concatenate([current[diff], original[diff]]))
+    ids = ids[ids > 0]
+    region = diff | np.isin(current, ids) | np.isin(original, ids)
+    if margin > 0 and region.any():
+        region = ndi.binary_dilation(region, iterations=margin)
+    return region
+
+
+def correction_weight(original: np.ndarray, current: np.ndarray, weight: float, width: int = 3) -> np.ndarray:
+    """Per-pixel loss weight: ``weight`` on and near corrected pixels, 1 elsewhere."""
+    diff = changed_mask(original, current)
+    out = np.ones(diff.shape, np.float32)
+    if weight != 1 and diff.any():
+        near = ndi.binary_dilation(diff, iterations=width) if width > 0 else diff
+        out[near] = weight
+    return out

@@ -1,0 +1,41 @@
+"""Generators for the Fine-tune section's worker thread (no napari layers are touched here)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..core.postprocess import PostprocessConfig
+from ..core.train import Sample, TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train
+from ._segment_worker import Failure
+
+
+@dataclass
+class Finished:
+    """The run ended: the network holds the best weights."""
+
+    result: TrainResult
+
+
+def train_in_worker(
+    net: torch.nn.Module,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    config: TrainConfig,
+    device: torch.device,
+    postprocess: PostprocessConfig,
+    stop,
+) -> Generator[TrainEvent | Finished | Failure, None, None]:
+    """Run :func:`iter_train`, turning its known failures into a :class:`Failure` message.
+
+    Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
+    with a message; the network handed in is then unchanged.
+    """
+    try:
+        result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)
+    except (TrainingError, ValueError) as exc:
+        yield Failure(str(exc))
+        return
+    yield Finished(result)

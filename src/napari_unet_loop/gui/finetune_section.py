@@ -1,0 +1,670 @@
+"""The dock's Fine-tune section: train the U-Net on corrected labels layers, in the background."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from ..core import models as model_files
+from ..core.augment import AugmentConfig
+from ..core.edits import changed_objects, correction_weight, edited_region
+from ..core.image import InputError, prepare_input
+from ..core.metrics import score
+from ..core.model import UNetConfig
+from ..core.models import Model, ModelCard, ModelError
+from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, TrainingError, split_validation
+from ..io.images import ReadError, pair_files, read_image
+from ._segment_worker import Failure
+from ._train_worker import Finished, train_in_worker
+from .layers import Layout, layout, plane_shape, read_plane, stack_shape
+from .plot import LossPlot
+
+if TYPE_CHECKING:
+    from .widget import UNetLoopWidget
+
+REGION_WHOLE = "whole image (all reviewed)"
+REGION_EDITED = "only what I edited (+ margin)"
+REGION_SHAPES = "inside Shapes layer: "
+START_CURRENT = "the current model"
+START_DEFAULT = "the shipped default model"
+START_SCRATCH = "scratch (random weights)"
+MIN_ANNOTATED_PX = 32 * 32
+
+
+class FineTuneSection(QGroupBox):
+    """Fine-tune the current model on (image, labels) layer pairs and folders, then re-segment.
+
+    Parameters
+    ----------
+    main : UNetLoopWidget
+        The dock widget (model, device, thresholds, segmentation and edit tracking).
+    """
+
+    def __init__(self, main: UNetLoopWidget) -> None:
+        super().__init__("Fine-tune")
+        self.main = main
+        self.viewer = main.viewer
+        self.tracker = main.tracker
+        self._worker = None
+        self._stop: threading.Event | None = None
+        self._folders: list[tuple[Path, Path]] = []
+        self._run: dict[str, Any] = {}
+        self._previous_model: str | None = None
+        self._rejected: Model | None = None
+        self.steps_override: int | None = None  # tests and scripts: a step budget instead of minutes
+        self.val_every_override: float | None = None
+
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        lay.addLayout(form)
+        self.pairs_list = QListWidget()
+        self.pairs_list.setMaximumHeight(90)
+        self.pairs_list.setToolTip(
+            "Image / labels pairs to train on (ticked). Pairs are found by name ('<image> labels') and shape."
+        )
+        form.addRow("Train on", self.pairs_list)
+        row = QHBoxLayout()
+        self.add_folder_btn = QPushButton("Add folders...")
+        self.add_folder_btn.setToolTip("Add a folder of images and a folder of label files (matched by name)")
+        self.add_folder_btn.clicked.connect(self._choose_folders)
+        row.addWidget(self.add_folder_btn)
+        self.corrections_label = QLabel("")
+        row.addWidget(self.corrections_label, 1)
+        form.addRow(row)
+        self.region_combo = QComboBox()
+        self.region_combo.setToolTip(
+            "Which pixels the loss may trust. Outside the reviewed region pixels are ignored, so you can "
+            "fix one corner of a big image and train on it."
+        )
+        form.addRow("Reviewed", self.region_combo)
+        self.weight_spin = QDoubleSpinBox()
+        self.weight_spin.setRange(1.0, 20.0)
+        self.weight_spin.setValue(3.0)
+        self.weight_spin.setToolTip("Loss weight of the pixels you corrected (1: no extra weight)")
+        form.addRow("Weight of corrections", self.weight_spin)
+        self.minutes_spin = QDoubleSpinBox()
+        self.minutes_spin.setRange(0.25, 600.0)
+        self.minutes_spin.setSingleStep(0.5)
+        self.minutes_spin.setValue(2.0)
+        self.minutes_spin.setSuffix(" min")
+        self.minutes_spin.setToolTip("Time budget; Stop ends earlier and keeps the best model so far")
+        form.addRow("Train for", self.minutes_spin)
+        self.start_combo = QComboBox()
+        self.start_combo.addItems([START_CURRENT, START_DEFAULT, START_SCRATCH])
+        form.addRow("Start from", self.start_combo)
+        self.freeze_check = QCheckBox("Freeze the encoder (faster, for small corrections)")
+        self.freeze_check.setToolTip("Train only the expanding path: about twice as fast on a CPU")
+        form.addRow(self.freeze_check)
+        row = QHBoxLayout()
+        self.elastic_check = QCheckBox("Elastic deformation")
+        self.elastic_check.setChecked(True)
+        self.elastic_check.setToolTip("U-Net paper augmentation: 3x3 grid of random shifts, 10 px std")
+        row.addWidget(self.elastic_check)
+        self.preview_btn = QPushButton("Preview augmentation")
+        self.preview_btn.setToolTip("Show a few augmented training patches as an image layer")
+        self.preview_btn.clicked.connect(lambda: self.preview_augmentation())
+        row.addWidget(self.preview_btn)
+        form.addRow(row)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("automatic (parent name + date)")
+        self.name_edit.setToolTip("Name of the fine-tuned model in your model folder")
+        form.addRow("Save as", self.name_edit)
+        self.resegment_check = QCheckBox("Re-segment with the new model (into a new layer)")
+        self.resegment_check.setChecked(True)
+        form.addRow(self.resegment_check)
+
+        row = QHBoxLayout()
+        self.train_btn = QPushButton("Fine-tune")
+        self.train_btn.clicked.connect(lambda: self.start())
+        row.addWidget(self.train_btn)
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setToolTip("End training now and keep the best model so far")
+        self.stop_btn.setEnabled(False)
+        self.stop_btn.clicked.connect(self.stop)
+        row.addWidget(self.stop_btn)
+        lay.addLayout(row)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        row.addWidget(self.progress, 1)
+        self.eta_label = QLabel("")
+        row.addWidget(self.eta_label)
+        lay.addLayout(row)
+        self.plot = LossPlot()
+        lay.addWidget(self.plot)
+        self.result_label = QLabel("Correct a segmentation, then Fine-tune.")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.result_label)
+        row = QHBoxLayout()
+        self.use_anyway_btn = QPushButton("Use it anyway")
+        self.use_anyway_btn.setToolTip("Save and select the fine-tuned model although it scored lower")
+        self.use_anyway_btn.setVisible(False)
+        self.use_anyway_btn.clicked.connect(self.use_anyway)
+        row.addWidget(self.use_anyway_btn)
+        self.revert_btn = QPushButton("Revert to previous model")
+        self.revert_btn.setEnabled(False)
+        self.revert_btn.clicked.connect(self.revert)
+        row.addWidget(self.revert_btn)
+        lay.addLayout(row)
+
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(300)
+        self._count_timer.timeout.connect(self.update_corrections)
+        self.tracker.listeners.append(lambda layer: self._count_timer.start())
+        self.reset_choices()
+
+    # ------------------------------------------------------------------ choices
+    def reset_choices(self, event=None) -> None:
+        """Refresh the pairs list and the reviewed-region choices."""
+        checked = {
+            self.pairs_list.item(i).data(Qt.UserRole)
+            for i in range(self.pairs_list.count())
+            if self.pairs_list.item(i).checkState() == Qt.Checked
+        }
+        known = {self.pairs_list.item(i).data(Qt.UserRole) for i in range(self.pairs_list.count())}
+        self.pairs_list.clear()
+        for pair in self.find_pairs():
+            item = QListWidgetItem(f"{pair[0]}  <-  {pair[1]}")
+            item.setData(Qt.UserRole, pair)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            # new pairs made by the plugin start ticked; the user's choice is kept
+            item.setCheckState(Qt.Checked if pair in checked or pair not in known else Qt.Unchecked)
+            self.pairs_list.addItem(item)
+        for images_dir, labels_dir in self._folders:
+            item = QListWidgetItem(f"folder {images_dir.name}  <-  {labels_dir.name}")
+            item.setData(Qt.UserRole, ("folder", str(images_dir), str(labels_dir)))
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked)
+            self.pairs_list.addItem(item)
+        current = self.region_combo.currentText()
+        self.region_combo.clear()
+        self.region_combo.addItems([REGION_WHOLE, REGION_EDITED])
+        for layer in self.viewer.layers:
+            if isinstance(layer, Shapes):
+                self.region_combo.addItem(REGION_SHAPES + layer.name)
+        if current and self.region_combo.findText(current) >= 0:
+            self.region_combo.setCurrentText(current)
+        self.update_corrections()
+
+    def find_pairs(self) -> list[tuple[str, str]]:
+        """``(image name, labels name)`` pairs in the viewer: labels of an image's shape, named after it first."""
+        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
+        pairs = []
+        for labels in self.viewer.layers:
+            if not isinstance(labels, Labels):
+                continue
+            fits = [img for img in images if self._fits(img, labels)]
+            named = [img for img in fits if labels.name.startswith(f"{img.name} labels")]
+            if named or fits:
+                pairs.append(((named or fits)[0].name, labels.name))
+        return pairs
+
+    def _fits(self, image: Image, labels: Labels) -> bool:
+        try:
+            lay = self._layout(image)
+        except InputError:
+            return False
+        return tuple(labels.data.shape) == (*stack_shape(image, lay), *plane_shape(image))
+
+    def _layout(self, image: Image) -> Layout:
+        axis = self.main.channel_axis_combo.currentData() if self.main.image_layer() is image else None
+        return layout(image, axis)
+
+    def chosen_pairs(self) -> list[tuple]:
+        """The ticked pairs."""
+        return [
+            self.pairs_list.item(i).data(Qt.UserRole)
+            for i in range(self.pairs_list.count())
+            if self.pairs_list.item(i).checkState() == Qt.Checked
+        ]
+
+    def update_corrections(self) -> None:
+        """Show how many objects the user corrected in the ticked layers."""
+        total = 0
+        for pair in self.chosen_pairs():
+            if pair[0] == "folder" or pair[1] not in self.viewer.layers:
+                continue
+            for original, current in self.tracker.corrections(self.viewer.layers[pair[1]]).values():
+                total += changed_objects(original, current)
+        self.corrections_label.setText(f"{total} object(s) corrected" if total else "no corrections yet")
+
+    def _choose_folders(self) -> None:
+        images = QFileDialog.getExistingDirectory(self, "Folder of images")
+        if not images:
+            return
+        labels = QFileDialog.getExistingDirectory(self, "Folder of label files (same base names)")
+        if labels:
+            self.add_folders(images, labels)
+
+    def add_folders(self, images_dir: str | Path, labels_dir: str | Path) -> bool:
+        """Add a folder pair of images and label files to the training data."""
+        try:
+            n = len(pair_files(images_dir, labels_dir))
+        except ReadError as exc:
+            show_error(str(exc))
+            return False
+        self._folders.append((Path(images_dir), Path(labels_dir)))
+        self.reset_choices()
+        show_info(f"{n} image/label file pairs added from {Path(images_dir).name}")
+        return True
+
+    # ------------------------------------------------------------------ data
+    def _region_masks(self, labels: Labels, index, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(ignore, weight)`` for one plane, from the reviewed-region choice and the corrections."""
+        mode = self.region_combo.currentText()
+        corr = self.tracker.corrections(labels).get(index)
+        weight = None
+        if corr is not None and self.weight_spin.value() > 1:
+            weight = correction_weight(corr[0], corr[1], self.weight_spin.value())
+        if mode == REGION_EDITED:
+            if corr is None:
+                return np.ones(shape, bool), weight
+            return ~edited_region(corr[0], corr[1]), weight
+        if mode.startswith(REGION_SHAPES):
+            name = mode[len(REGION_SHAPES) :]
+            if name not in self.viewer.layers:
+                raise InputError(f"the Shapes layer '{name}' is gone; choose another reviewed region")
+            shapes = self.viewer.layers[name]
+            if len(shapes.data) == 0:
+                raise InputError(f"the Shapes layer '{name}' holds no shapes: draw rectangles around reviewed areas")
+            masks = np.asarray(shapes.to_masks(mask_shape=shape)) if shapes.ndim == 2 else None
+            if masks is None:
+                raise InputError("the reviewed-region Shapes layer must be 2D (draw it on the image plane)")
+            return ~masks.any(0), weight
+        return None, weight
+
+    def build_samples(self, model: Model) -> tuple[list[Sample], dict]:
+        """Read the ticked pairs and folders into training samples (on the main thread).
+
+        Raises
+        ------
+        InputError
+            For missing layers, shape mismatches, empty labels or too little annotation.
+        """
+        card = model.card
+        samples: list[Sample] = []
+        described: list[str] = []
+        pairs = self.chosen_pairs()
+        if not pairs:
+            raise InputError(
+                "no training data: segment an image (its labels layer appears here) or add a labels layer "
+                "of the image's shape, correct it, and tick it"
+            )
+        for pair in pairs:
+            if pair[0] == "folder":
+                _, images_dir, labels_dir = pair
+                for img_path, lab_path in pair_files(images_dir, labels_dir):
+                    try:
+                        x = prepare_input(read_image(img_path), card.architecture.in_channels, card.normalization)
+                        samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
+                    except ValueError as exc:
+                        raise InputError(f"{img_path.name}: {exc}") from exc
+                described.append(f"folder {images_dir}")
+                continue
+            image_name, labels_name = pair
+            for name, kind in ((image_name, Image), (labels_name, Labels)):
+                if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
+                    raise InputError(f"the layer '{name}' is gone; tick the pairs again")
+            image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
+            lay = self._layout(image)
+            expected = (*stack_shape(image, lay), *plane_shape(image))
+            if tuple(labels.data.shape) != expected:
+                raise InputError(
+                    f"labels '{labels.name}' have shape {tuple(labels.data.shape)}, but image '{image.name}' "
+                    f"needs {expected}"
+                )
+            if not np.issubdtype(labels.data.dtype, np.integer):
+                raise InputError(f"labels '{labels.name}' are {labels.data.dtype}: label ids must be whole numbers")
+            n_before = len(samples)
+            for index in self._planes(labels, lay):
+                lab = np.asarray(labels.data[index])
+                if lab.min() < 0:
+                    raise InputError(f"labels '{labels.name}' hold negative values; ids must be 0 or positive")
+                ignore, weight = self._region_masks(labels, index, lab.shape)
+                if ignore is not None and ignore.all():
+                    continue
+                channel = self.main.channel_combo.currentData() if self.main.image_layer() is image else None
+                x = prepare_input(
+                    read_plane(image, lay, index),
+                    card.architecture.in_channels,
+                    card.normalization,
+                    rgb=image.rgb or None,
+                    channel=channel,
+                )
+                samples.append(Sample(x, lab, ignore, weight, name=f"{labels.name}{list(index) if index else ''}"))
+            described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
+        if not samples:
+            raise InputError("nothing to train on: no plane is reviewed (edit some objects, or choose another region)")
+        annotated = sum(s.n_annotated for s in samples)
+        objects = sum(
+            int((s.labels[~s.ignore] if s.ignore is not None else s.labels).max(initial=0) > 0) for s in samples
+        )
+        if objects == 0:
+            raise InputError("the labels hold no objects (all background): paint or segment some first")
+        if annotated < MIN_ANNOTATED_PX:
+            raise InputError(
+                f"only {annotated} pixels are annotated; review at least {MIN_ANNOTATED_PX} pixels "
+                "(e.g. a 32 x 32 area) to fine-tune"
+            )
+        return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
+
+    def _planes(self, labels: Labels, lay: Layout) -> list[tuple[int, ...]]:
+        """Planes to train on: those the plugin wrote or that hold labels (every plane of a 2D image)."""
+        if not lay.stack_axes:
+            return [()]
+        written = set(self.tracker.corrections(labels))
+        data = labels.data
+        out = []
+        for ix in np.ndindex(*data.shape[: len(lay.stack_axes)]):
+            if ix in written or np.asarray(data[ix]).any():
+                out.append(tuple(int(i) for i in ix))
+        return out
+
+    # ------------------------------------------------------------------ running
+    def busy(self) -> bool:
+        """Whether a fine-tune is running."""
+        return self._worker is not None
+
+    def _start_model(self) -> Model:
+        choice = self.start_combo.currentText()
+        if choice == START_DEFAULT:
+            return model_files.load("default")
+        current = self.main.current_model()
+        if choice == START_SCRATCH:
+            return model_files.new_model(
+                current.card.architecture, name="scratch", normalization=current.card.normalization
+            )
+        return current
+
+    def config(self, fine_tune: bool) -> TrainConfig:
+        """Training settings from the widgets."""
+        minutes = None if self.steps_override else float(self.minutes_spin.value())
+        val_every = self.val_every_override or max(10.0, (minutes or 1) * 60 / 10)
+        return TrainConfig(
+            patch_size=128,
+            batch_size=8,
+            learning_rate=5e-4 if fine_tune else 2e-3,
+            minutes=minutes,
+            steps=self.steps_override,
+            val_every_s=val_every,
+            freeze_encoder=self.freeze_check.isChecked(),
+            augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.isChecked() else 0.0),
+        )
+
+    def start(self):
+        """Start fine-tuning in a worker thread.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The worker, or ``None`` if the run was refused (the reason is shown).
+        """
+        if self._worker is not None:
+            show_warning("A fine-tune is already running: Stop it first.")
+            return None
+        if self.main._worker is not None:
+            show_warning("A segmentation is running: wait for it to finish.")
+            return None
+        try:
+            model = self._start_model()
+            device = self.main_device()
+            samples, described = self.build_samples(model)
+            train, val = split_validation(samples, 0.15, seed=0)
+            config = self.config(fine_tune=self.start_combo.currentText() != START_SCRATCH)
+            pp = self.main.postprocess_config()
+        except (InputError, ModelError, ReadError, ValueError) as exc:
+            show_error(str(exc))
+            self.result_label.setText(f"Not started: {exc}")
+            return None
+        net = copy.deepcopy(model.net)
+        self._stop = threading.Event()
+        self._run = {
+            "parent": model,
+            "net": net,
+            "config": config,
+            "described": described,
+            "device": device,
+            "pp": pp,
+            "pairs": self.chosen_pairs(),
+            "t0": time.perf_counter(),
+            "n_val": len(val),
+            "n_train": len(train),
+        }
+        self._rejected = None
+        self.use_anyway_btn.setVisible(False)
+        self.plot.clear()
+        worker = create_worker(train_in_worker, net, train, val, config, device, pp, self._stop, _start_thread=False)
+        worker.yielded.connect(self._on_event)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_busy(True)
+        budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
+        self.result_label.setText(
+            f"Fine-tuning {model.name} on {device}: {len(train)} training and {len(val)} validation sample(s), "
+            f"{budget}. You can keep annotating."
+        )
+        worker.start()
+        return worker
+
+    def main_device(self):
+        """The device chosen in the Model section."""
+        from ..core.device import resolve_device
+
+        return resolve_device(self.main.device_combo.currentText())
+
+    def stop(self) -> None:
+        """End training after the current step; the best weights so far are kept."""
+        if self._stop is not None:
+            self._stop.set()
+            self.eta_label.setText("stopping...")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.train_btn.setEnabled(not busy)
+        self.stop_btn.setEnabled(busy)
+        self.preview_btn.setEnabled(not busy)
+        self.main.segment_btn.setEnabled(not busy)
+
+    def _on_event(self, ev) -> None:
+        if isinstance(ev, TrainEvent):
+            if ev.kind == "start" and ev.val is not None:
+                self.plot.add_val(0, ev.val["ap50"])
+            elif ev.kind == "step":
+                self.progress.setValue(int(1000 * ev.fraction))
+                self.plot.add_loss(ev.step, ev.loss)
+                self.eta_label.setText(f"step {ev.step}, {_fmt_eta(ev.eta)} left")
+            elif ev.kind == "val":
+                self.plot.add_val(ev.step, ev.val["ap50"], ev.is_best)
+        elif isinstance(ev, Failure):
+            self._run["failed"] = ev.message
+            show_error(f"Fine-tuning failed; the model is unchanged. {ev.message}")
+            self.result_label.setText(f"Failed, model unchanged: {ev.message}")
+        elif isinstance(ev, Finished):
+            self._finish(ev.result)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._stop = None
+        self._set_busy(False)
+        self.eta_label.setText("")
+
+    def _model_name(self, parent: Model, use_edit: bool = True) -> str:
+        name = self.name_edit.text().strip() if use_edit else ""
+        if name:
+            return model_files.check_name(name)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = parent.name.split("-ft-")[0]
+        return f"{base}-ft-{stamp}"
+
+    def _finish(self, result) -> None:
+        run = self._run
+        parent: Model = run["parent"]
+        try:
+            name = self._model_name(parent)
+        except ModelError as exc:
+            show_error(f"{exc}; using an automatic name")
+            name = self._model_name(parent, use_edit=False)
+        card = ModelCard(
+            name=name,
+            architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
+            normalization=parent.card.normalization,
+            postprocess=run["pp"],
+            description=f"{parent.card.description or parent.name}, fine-tuned in napari",
+            parent=parent.name,
+            training={
+                "data": run["described"],
+                "config": run["config"].to_dict(),
+                "device": str(run["device"]),
+                "steps": result.steps,
+                "patches": result.patches,
+                "seconds": round(result.seconds, 1),
+                "stopped_by_user": result.stopped,
+                "n_train_samples": run["n_train"],
+                "n_val_samples": run["n_val"],
+            },
+            metrics={"validation": result.best, "validation_start": result.baseline},
+        )
+        model = Model(run["net"], card)
+        self.progress.setValue(1000)
+        how = "stopped" if result.stopped else "done"
+        scores = ""
+        if result.baseline is not None and result.best is not None:
+            scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {result.best['ap50']:.3f}"
+        if result.baseline is not None and not result.improved:
+            self._rejected = model
+            self.use_anyway_btn.setVisible(True)
+            msg = (
+                f"Training {how} ({result.steps} steps): the fine-tuned model is not better on the held-out "
+                f"validation tiles ({scores}). Kept {parent.name}."
+            )
+            show_warning(msg)
+            self.result_label.setText(msg)
+            return
+        self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.")
+
+    def use_anyway(self) -> None:
+        """Save and select the fine-tuned model that did not beat its parent."""
+        if self._rejected is not None:
+            model, self._rejected = self._rejected, None
+            self.use_anyway_btn.setVisible(False)
+            self._accept(model, "Using the fine-tuned model although it scored lower on validation.")
+
+    def _accept(self, model: Model, message: str) -> None:
+        try:
+            path = model_files.save_user_model(model, model.name, overwrite=bool(self.name_edit.text().strip()))
+        except (OSError, ModelError) as exc:
+            show_error(f"Could not save the fine-tuned model: {exc}")
+            return
+        self._previous_model = self.main.model_combo.currentText()
+        self.main._models[model.name] = model
+        self.main.refresh_models(select=model.name)
+        self.revert_btn.setEnabled(True)
+        self.result_label.setText(f"{message} Saved as '{model.name}' ({path.parent}).")
+        show_info(f"Fine-tuned model saved as '{model.name}' and selected.")
+        if self.resegment_check.isChecked():
+            self.resegment(model)
+
+    def resegment(self, model: Model) -> None:
+        """Segment the trained images again with ``model``, each into a new layer, and compare."""
+        for pair in self._run.get("pairs", []):
+            if pair[0] == "folder":
+                continue
+            image_name, labels_name = pair
+            if image_name not in self.viewer.layers:
+                show_warning(f"'{image_name}' was removed meanwhile: not re-segmented (the model is saved).")
+                continue
+            image = self.viewer.layers[image_name]
+            labels = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
+            planes = self._planes(labels, self._layout(image)) if labels is not None else None
+            self.main.segment(
+                layer=image,
+                new_layer_name=f"{image_name} labels ({model.name})",
+                indices=planes,
+                on_done=lambda target, labels=labels: self.compare(labels, target),
+            )
+            break  # one run at a time: the first trained image (others: use Segment)
+
+    def compare(self, corrected: Labels | None, new: Labels) -> str:
+        """Before/after: how well the old and the new model's labels agree with the corrected labels."""
+        if corrected is None or corrected.data.shape != new.data.shape:
+            return ""
+        parts = []
+        corr = self.tracker.corrections(corrected)
+        planes = list(corr) or [()]
+        after = [score(np.asarray(corrected.data[i]), np.asarray(new.data[i])) for i in planes]
+        n_true = sum(s.n_true for s in after)
+        n_pred = sum(s.n_pred for s in after)
+        ap_after = np.average([s.ap50 for s in after], weights=[max(s.n_true, 1) for s in after])
+        if corr:
+            before = [score(c, o) for o, c in corr.values()]
+            ap_before = np.average([s.ap50 for s in before], weights=[max(s.n_true, 1) for s in before])
+            parts.append(f"agreement with your corrections (AP@0.5) before {ap_before:.3f} -> after {ap_after:.3f}")
+        else:
+            parts.append(f"agreement with '{corrected.name}' (AP@0.5) {ap_after:.3f}")
+        parts.append(f"{n_pred} objects found, {n_true} in your labels")
+        text = f"Re-segmented into '{new.name}': " + "; ".join(parts) + ". Your labels are unchanged."
+        self.result_label.setText(self.result_label.text() + "\n" + text)
+        return text
+
+    def revert(self) -> None:
+        """Select the model that was current before the last fine-tune."""
+        if self._previous_model:
+            self.main.refresh_models(select=self._previous_model)
+            self.main._reset_thresholds()
+            show_info(f"Back to '{self._previous_model}'. The fine-tuned model stays in your model folder.")
+            self.result_label.setText(f"Reverted to '{self._previous_model}'.")
+            self.revert_btn.setEnabled(False)
+
+    def preview_augmentation(self, n: int = 8):
+        """Add an image layer with ``n`` augmented training patches (and their classes)."""
+        try:
+            model = self._start_model()
+            samples, _ = self.build_samples(model)
+            sampler = PatchSampler(samples, self.config(fine_tune=True), torch.device("cpu"))
+        except (InputError, ModelError, TrainingError, ValueError) as exc:
+            show_error(str(exc))
+            return None
+        x, cls, weight, dist = sampler.batch(n)
+        name = "augmentation preview"
+        for layer_name in (name, f"{name} classes"):
+            if layer_name in self.viewer.layers:
+                self.viewer.layers.remove(layer_name)
+        self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray")
+        return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4)
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+__all__ = ["FineTuneSection"]

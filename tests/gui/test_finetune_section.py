@@ -1,0 +1,263 @@
+"""GUI tests of the Fine-tune section: the whole loop in a real viewer, and its bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_loop.core import models as model_files
+from napari_unet_loop.gui import finetune_section as ft_mod
+from napari_unet_loop.gui import widget as widget_mod
+from napari_unet_loop.gui.finetune_section import REGION_EDITED, REGION_SHAPES, START_SCRATCH
+from napari_unet_loop.gui.widget import UNetLoopWidget
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 180_000
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    seen = {"error": [], "warning": [], "info": []}
+    for mod in (ft_mod, widget_mod):
+        for kind in seen:
+            monkeypatch.setattr(mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
+    return seen
+
+
+@pytest.fixture
+def setup(make_napari_viewer_proxy, tiny_model_path, discs):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    viewer.window.add_dock_widget(w, name="U-Net Loop")
+    w.add_model_file(tiny_model_path)
+    image = np.tile(discs[0], (2, 2))
+    viewer.add_image(image, name="cells")
+    ft = w.finetune_section
+    ft.steps_override = 3
+    ft.val_every_override = 0.0
+    return viewer, w, ft
+
+
+def segment(qtbot, w):
+    assert w.segment() is not None
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+
+
+def finetune(qtbot, ft):
+    worker = ft.start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    return worker
+
+
+def test_whole_loop_segment_correct_finetune_resegment(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    corrected = viewer.layers["cells labels"]
+    # the user paints a correction: a new object, then one more stroke
+    corrected.paint((20, 20), 77)
+    corrected.paint((150, 200), 78)
+    qtbot.waitUntil(lambda: "corrected" in ft.corrections_label.text() and "no" not in ft.corrections_label.text())
+    assert ft.corrections_label.text().startswith("2 object")
+    before = corrected.data.copy()
+    # the tiny test model improves or not at random: make validation say it improved
+    scores = iter([0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
+    )
+    ft.name_edit.setText("my-finetune")
+    finetune(qtbot, ft)
+    assert "my-finetune" in model_files.list_models()
+    assert w.model_combo.currentText() == "my-finetune"
+    qtbot.waitUntil(lambda: w._worker is None and "cells labels (my-finetune)" in viewer.layers, timeout=TIMEOUT)
+    new = viewer.layers["cells labels (my-finetune)"]
+    assert new.data.shape == before.shape
+    np.testing.assert_array_equal(corrected.data, before)  # the corrected layer is unchanged
+    qtbot.waitUntil(lambda: "Re-segmented" in ft.result_label.text(), timeout=TIMEOUT)
+    assert "before" in ft.result_label.text() and "after" in ft.result_label.text()
+    loaded = model_files.load("my-finetune")
+    assert loaded.card.parent == "tiny"
+    assert loaded.card.metrics["validation"]["ap50"] == 0.5
+    assert loaded.card.training["steps"] == 3
+    assert len(ft.plot.losses) == 3
+    ft.revert()
+    assert w.model_combo.currentText() == "tiny"
+
+
+def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    scores = iter([0.8, 0.3])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.3), "loss": 1.0}
+    )
+    finetune(qtbot, ft)
+    assert w.model_combo.currentText() == "tiny"
+    assert ft.use_anyway_btn.isVisibleTo(ft)
+    assert "not better" in messages["warning"][0]
+    n_models = len(model_files.list_models())
+    ft.resegment_check.setChecked(False)
+    ft.use_anyway()
+    assert len(model_files.list_models()) == n_models + 1
+    assert w.model_combo.currentText() != "tiny"
+
+
+def test_stop_keeps_best_so_far(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.steps_override = 10_000
+    ft.resegment_check.setChecked(False)
+    worker = ft.start()
+    qtbot.waitUntil(lambda: len(ft.plot.losses) >= 2, timeout=TIMEOUT)
+    ft.stop()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert worker is not None
+    assert "stopped" in ft.result_label.text()
+
+
+def test_stop_right_at_the_start(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.steps_override = 10_000
+    ft.resegment_check.setChecked(False)
+    assert ft.start() is not None
+    ft.stop()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert "Training stopped" in ft.result_label.text() or "not better" in ft.result_label.text()
+
+
+def test_two_finetunes_at_once_are_refused(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.steps_override = 10_000
+    ft.resegment_check.setChecked(False)
+    assert ft.start() is not None
+    assert ft.start() is None
+    assert "already running" in messages["warning"][0]
+    ft.stop()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+
+
+def test_image_removed_while_training(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    scores = iter([0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
+    )
+    ft.steps_override = 30
+    assert ft.start() is not None
+    viewer.layers.remove("cells")
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert any("removed" in m for m in messages["warning"])
+    assert "Saved as" in ft.result_label.text()
+
+
+def test_nan_loss_leaves_model_unchanged(qtbot, setup, messages, monkeypatch):
+    import torch
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    real = ft_mod.train_in_worker.__globals__["iter_train"].__globals__["loss_terms"]
+
+    def nan_loss(*a, **k):
+        cls_loss, dist_loss = real(*a, **k)
+        return cls_loss * torch.tensor(float("nan")), dist_loss
+
+    monkeypatch.setattr("napari_unet_loop.core.train.loss_terms", nan_loss)
+    n_models = len(model_files.list_models())
+    finetune(qtbot, ft)
+    assert "not a number" in messages["error"][0]
+    assert len(model_files.list_models()) == n_models
+    assert w.model_combo.currentText() == "tiny"
+
+
+# ---------------------------------------------------------------- bad input
+def test_no_labels_layer(setup, messages):
+    viewer, w, ft = setup
+    assert ft.start() is None
+    assert "no training data" in messages["error"][0]
+
+
+def test_labels_of_another_shape_are_not_offered(setup, messages):
+    viewer, w, ft = setup
+    viewer.add_labels(np.ones((10, 10), np.int32), name="cells labels")
+    assert ft.find_pairs() == []
+    assert ft.start() is None
+
+
+def test_labels_all_background(setup, messages):
+    viewer, w, ft = setup
+    viewer.add_labels(np.zeros(viewer.layers["cells"].data.shape, np.int32), name="cells labels")
+    assert ft.start() is None
+    assert "no objects" in messages["error"][0]
+
+
+def test_only_a_few_pixels_annotated(setup, messages):
+    viewer, w, ft = setup
+    shape = viewer.layers["cells"].data.shape
+    viewer.add_labels(
+        np.where(np.arange(shape[1]) < 3, 1, 0)[None].repeat(shape[0], 0).astype(np.int32), name="cells labels"
+    )
+    viewer.add_shapes([np.array([[0, 0], [0, 5], [5, 5], [5, 0]])], shape_type="rectangle", name="reviewed")
+    ft.reset_choices()
+    ft.region_combo.setCurrentText(REGION_SHAPES + "reviewed")
+    assert ft.start() is None
+    assert "pixels are annotated" in messages["error"][0]
+
+
+def test_edited_region_needs_edits(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.region_combo.setCurrentText(REGION_EDITED)
+    assert ft.start() is None
+    assert "no plane is reviewed" in messages["error"][0]
+    layer = viewer.layers["cells labels"]
+    known = np.zeros(layer.data.shape, np.int32)
+    known[10:30, 10:30] = 1
+    known[100:130, 150:180] = 2
+    with w.tracker.writing(layer):
+        layer.data = known  # as if the model had found these two objects
+    w.tracker.record_output(layer, (), known)
+    layer.paint((20, 20), 50)  # correct the first one
+    model = w.current_model()
+    samples, _ = ft.build_samples(model)
+    reviewed = ~samples[0].ignore
+    assert reviewed[20, 20] and not reviewed[115, 165]  # the edited object is reviewed, the other not
+    assert 0 < reviewed.mean() < 0.2
+
+
+def test_float_labels_from_a_folder(tmp_path, setup, messages):
+    import imageio.v3 as iio
+    import tifffile
+
+    viewer, w, ft = setup
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    iio.imwrite(tmp_path / "img" / "a.png", (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", np.full((64, 64), 0.5, np.float32))
+    assert ft.add_folders(tmp_path / "img", tmp_path / "lab")
+    assert ft.start() is None
+    assert "whole numbers" in messages["error"][0]
+
+
+def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs):
+    import imageio.v3 as iio
+
+    viewer, w, ft = setup
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    iio.imwrite(tmp_path / "img" / "a.png", discs[0].clip(0, 255).astype(np.uint8))
+    iio.imwrite(tmp_path / "lab" / "a.png", discs[1].astype(np.uint16))
+    ft.add_folders(tmp_path / "img", tmp_path / "lab")
+    ft.start_combo.setCurrentText(START_SCRATCH)
+    ft.resegment_check.setChecked(False)
+    finetune(qtbot, ft)
+    assert "Training done" in ft.result_label.text() or "not better" in ft.result_label.text()
+
+
+def test_augmentation_preview(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.preview_augmentation(n=4)
+    assert viewer.layers["augmentation preview"].data.shape == (4, 128, 128)
