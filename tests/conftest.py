@@ -22,6 +22,7 @@ if sys.version_info < (3, 12) and sys.implementation.name == "cpython":
 def _private_model_dir(tmp_path_factory, monkeypatch):
     """Keep user models of the tests out of the real user folder."""
     monkeypatch.setenv("NAPARI_UNET_LOOP_MODELS", str(tmp_path_factory.mktemp("user_models")))
+    monkeypatch.setenv("NAPARI_UNET_LOOP_AUTOSAVE", str(tmp_path_factory.mktemp("autosave")))
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

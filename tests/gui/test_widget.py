@@ -269,3 +269,25 @@ def test_second_segment_while_running_is_refused(qtbot, viewer_widget, discs, me
     assert w.segment() is None
     assert "already running" in messages["warning"][0]
     wait(qtbot, w)
+
+
+def test_model_files_import_rename_export_delete(viewer_widget, messages, tmp_path, tiny_model_path):
+    from napari_unet_loop.core import models
+
+    viewer, w = viewer_widget
+    assert w.import_model_file(tiny_model_path, name="mine") == "mine"
+    assert "mine" in models.list_models()
+    assert w.rename_model("mine-v2")
+    assert "mine-v2" in models.list_models() and "mine" not in models.list_models()
+    assert w.model_combo.currentText() == "mine-v2"
+    out = w.export_model_file(tmp_path / "shared.safetensors")
+    assert models.load(out).name == "mine-v2"
+    assert w.delete_model()
+    assert "mine-v2" not in models.list_models()
+
+
+def test_shipped_model_cannot_be_deleted(viewer_widget, messages):
+    viewer, w = viewer_widget
+    w.refresh_models(select="tiny")  # opened from a file, not in the user folder
+    assert not w.delete_model()
+    assert "cannot be changed" in messages["error"][0]

@@ -300,6 +300,18 @@ def delete_user_model(name: str) -> None:
     p.with_suffix(".json").unlink(missing_ok=True)
 
 
+def rename_user_model(name: str, new_name: str) -> Path:
+    """Rename a user model (its card's name too)."""
+    check_name(new_name)
+    target = user_dir() / f"{new_name}{SUFFIX}"
+    if target.exists():
+        raise FileExistsError(f"a user model named {new_name!r} exists")
+    model = load(user_dir() / f"{check_name(name)}{SUFFIX}")
+    path = save_user_model(model, new_name)
+    delete_user_model(name)
+    return path
+
+
 def import_model(path: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> Path:
     """Copy a model file into the user folder after checking that it loads."""
     model = load(path)

@@ -21,11 +21,15 @@ from qtpy.QtWidgets import (
     QFrame,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
+    QMenu,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -37,6 +41,7 @@ from ..core.models import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
+from .autosave import Autosaver, RestoreBar
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
 from .layers import (
@@ -92,6 +97,9 @@ class UNetLoopWidget(QWidget):
         scroll.setWidget(content)
         root = QVBoxLayout(content)
         root.setContentsMargins(4, 4, 4, 4)
+        self.autosaver = Autosaver(self.viewer, self.tracker, parent=self)
+        self.restore_bar = RestoreBar(self.autosaver)
+        root.addWidget(self.restore_bar)
         root.addWidget(self._build_input())
         root.addWidget(self._build_model())
         root.addWidget(self._build_thresholds())
@@ -140,7 +148,20 @@ class UNetLoopWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Shipped and user models; the last entry opens a model file")
         self.model_combo.activated.connect(self._on_model_chosen)
-        form.addRow("Model", self.model_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        self.manage_btn = QToolButton()
+        self.manage_btn.setText("Manage")
+        self.manage_btn.setToolTip("Import, export, rename or delete model files")
+        self.manage_btn.setPopupMode(QToolButton.InstantPopup)
+        menu = QMenu(self.manage_btn)
+        menu.addAction("Import model file...", self._import_dialog)
+        menu.addAction("Export model file...", self._export_dialog)
+        menu.addAction("Rename...", self._rename_dialog)
+        menu.addAction("Delete", self._delete_dialog)
+        self.manage_btn.setMenu(menu)
+        row.addWidget(self.manage_btn)
+        form.addRow("Model", row)
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         form.addRow(self.model_info)
@@ -340,6 +361,99 @@ class UNetLoopWidget(QWidget):
         self.refresh_models(select=key)
         self._reset_thresholds()
         return model
+
+    # ------------------------------------------------------------------ model files
+    def _import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a model file", "", "Models (*.safetensors)")
+        if path:
+            self.import_model_file(path)
+
+    def import_model_file(self, path: str | Path, name: str | None = None) -> str | None:
+        """Copy a model file into the user model folder (after checking it loads) and select it."""
+        try:
+            target = model_files.import_model(path, name=name)
+        except (ModelError, OSError) as exc:
+            show_error(f"Cannot import {Path(path).name}: {exc}")
+            return None
+        self.refresh_models(select=target.stem)
+        self._reset_thresholds()
+        show_info(f"Imported model '{target.stem}' into {target.parent}.")
+        return target.stem
+
+    def _export_dialog(self) -> None:
+        name = self.model_combo.currentText()
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export model file", f"{name}.safetensors", "Models (*.safetensors)"
+        )
+        if path:
+            self.export_model_file(path, overwrite=True)
+
+    def export_model_file(self, path: str | Path, overwrite: bool = False) -> Path | None:
+        """Copy the selected model's file (weights and card in one file) to ``path``."""
+        name = self.model_combo.currentText()
+        if name not in self._model_paths:
+            show_error("no model selected")
+            return None
+        try:
+            out = model_files.export_model(str(self._model_paths[name]), path, overwrite=overwrite)
+        except (ModelError, OSError) as exc:
+            show_error(f"Cannot export '{name}': {exc}")
+            return None
+        show_info(f"Exported '{name}' to {out}.")
+        return out
+
+    def _user_model_selected(self) -> str | None:
+        name = self.model_combo.currentText()
+        path = self._model_paths.get(name)
+        if path is None or path.parent.resolve() != model_files.user_dir().resolve():
+            show_error(f"'{name}' is not in your model folder: shipped and opened models cannot be changed")
+            return None
+        return name
+
+    def _rename_dialog(self) -> None:
+        name = self._user_model_selected()
+        if name:
+            new, ok = QInputDialog.getText(self, "Rename model", "New name:", text=name)
+            if ok and new.strip():
+                self.rename_model(new.strip())
+
+    def rename_model(self, new_name: str) -> bool:
+        """Rename the selected user model."""
+        name = self._user_model_selected()
+        if name is None:
+            return False
+        try:
+            model_files.rename_user_model(name, new_name)
+        except (ModelError, OSError, FileExistsError) as exc:
+            show_error(f"Cannot rename '{name}': {exc}")
+            return False
+        self._models.pop(name, None)
+        self._model_paths.pop(name, None)
+        self.refresh_models(select=new_name)
+        return True
+
+    def _delete_dialog(self) -> None:
+        name = self._user_model_selected()
+        if name and QMessageBox.question(self, "Delete model", f"Delete the model file of '{name}'?") == (
+            QMessageBox.Yes
+        ):
+            self.delete_model()
+
+    def delete_model(self) -> bool:
+        """Delete the selected user model's file."""
+        name = self._user_model_selected()
+        if name is None:
+            return False
+        try:
+            model_files.delete_user_model(name)
+        except (ModelError, OSError) as exc:
+            show_error(f"Cannot delete '{name}': {exc}")
+            return False
+        self._models.pop(name, None)
+        self._model_paths.pop(name, None)
+        self.refresh_models(select=model_files.DEFAULT_MODEL)
+        self._reset_thresholds()
+        return True
 
     def current_model(self) -> Model:
         """Load (once) and return the selected model.
