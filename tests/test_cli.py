@@ -199,3 +199,24 @@ def test_evaluate_without_matching_names(tmp_path, folders, capsys):
 
 def test_sample_names_are_known():
     assert set(SAMPLES) == {"nuclei_fluorescence", "nuclei_he_stain", "nuclei_small"}
+
+
+def test_export_keeps_the_provenance_of_a_segmentation(tmp_path, folders, tiny_model_path):
+    images, _ = folders
+    seg = tmp_path / "seg"
+    assert main(["segment", str(images / "nuclei_small.png"), "-o", str(seg), "--model", str(tiny_model_path)]) == 0
+    assert main(["export", str(seg / "nuclei_small.tif"), "-o", str(tmp_path / "exp"), "--format", "png"]) == 0
+    side = json.loads((tmp_path / "exp" / "nuclei_small.png.json").read_text())
+    assert side["provenance"]["model_name"] == "tiny"
+
+
+def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.core import models
+
+    images, labels = folders
+    model = tmp_path / "t.safetensors"
+    shutil.copy(tiny_model_path, model)
+    assert main(["tune", str(images), str(labels), "--model", str(model), "--write"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["after"] >= out["before"]
+    assert models.load(model).card.postprocess.to_dict() == out["thresholds"]

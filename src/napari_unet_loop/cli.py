@@ -354,11 +354,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 _log(f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min")
             elif ev.kind == "val":
                 _log(f"validation at step {ev.step}: {_fmt(ev.val)}{'  (best so far, saved)' if ev.is_best else ''}")
-                if ev.is_best and args.checkpoint:
+                if ev.is_best and args.checkpoint and ev.best_state is not None:
                     # save the best weights as they are found, so an interrupted run keeps them
-                    import copy
-
-                    best_snapshot = copy.deepcopy(model.net.state_dict())
+                    model.net.load_state_dict(ev.best_state)
+                    best_snapshot = ev.step
                     write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
     except StopIteration as stop:
         result = stop.value
@@ -439,7 +438,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     units=args.unit,
                     axes=axes,
                     overwrite=args.overwrite,
-                    provenance=meta.get("napari_unet_loop", {}).get("provenance"),
+                    provenance=meta.get("napari_unet_loop") or None,
                 )
                 for note in res.notes:
                     _log(f"note: {Path(path).name} ({fmt}): {note}")
@@ -467,6 +466,47 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if args.segment:
         widget.segment()
     napari.run()
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Choose a model's default thresholds on annotated images and store them in its card."""
+    from .core.postprocess import instances_from_maps, tune
+    from .core.predict import predict
+
+    device = resolve_device(args.device)
+    model = model_files.load(args.model)
+    pairs = pair_files(args.images, args.labels)
+    include = _read_list(args.include)
+    if include is not None:
+        pairs = [p for p in pairs if p[0].stem in include]
+    if not pairs:
+        raise CLIError("no image/label pairs to tune on")
+    maps, truths = [], []
+    n_cls = model.card.architecture.n_classes
+    for img_path, lab_path in pairs:
+        x = prepare_input(read_image(img_path), model.card.architecture.in_channels, model.card.normalization)
+        probs = predict(model.net, x, device=device, tile=args.tile)
+        maps.append((1.0 - probs[0], probs[n_cls]))
+        truths.append(read_image(lab_path))
+    before = pool([matching(t, instances_from_maps(*m, model.card.postprocess)) for m, t in zip(maps, truths)]).ap50
+    best, ap, _ = tune(maps, truths)
+    _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
+    _log(f"best: AP50 {ap:.4f} with {best.to_dict()}")
+    print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict()}))
+    if args.write:
+        model.card.postprocess = best
+        model.card.metrics = {
+            **model.card.metrics,
+            "threshold_tuning": {
+                "images": len(pairs),
+                "ap50_before": before,
+                "ap50_after": ap,
+                "include": args.include,
+            },
+        }
+        model_files.save(model, model.path, overwrite=True)
+        _log(f"wrote the thresholds into {model.path}")
     return 0
 
 
@@ -556,6 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", default="nuclei_fluorescence", help="sample to open when no image is given")
     p.add_argument("--segment", action="store_true", help="segment the image right away")
     p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("tune", help="choose a model's default thresholds on annotated images")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("--model", default="default", help="model name or path")
+    p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("models", help="list shipped and user models")
     p.set_defaults(func=cmd_models)

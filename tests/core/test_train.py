@@ -476,3 +476,15 @@ def test_an_error_during_validation_leaves_the_weights_unchanged(tiny_net, sampl
     with pytest.raises(RuntimeError, match="postprocessing failed"):
         _drain(iter_train(tiny_net, [sample], [val_sample], _config(steps=3)))
     assert _same(start, _state(tiny_net))
+
+
+def test_best_state_on_val_events_is_the_trained_copy(tiny_net, sample, val_sample, monkeypatch):
+    """Checkpoints written during a run must hold the new best weights, not the starting ones."""
+    _scripted_validate(monkeypatch, [0.1, 0.2, 0.3])
+    start = _state(tiny_net)
+    events, _ = _drain(iter_train(tiny_net, [sample], [val_sample], _config(steps=2, val_every_s=0.0)))
+    bests = [e for e in events if e.kind == "val" and e.is_best]
+    assert bests and all(e.best_state is not None for e in bests)
+    last = {k: v.clone() for k, v in bests[-1].best_state.items()}
+    assert not _same(start, last)
+    assert _same(_state(tiny_net), last)

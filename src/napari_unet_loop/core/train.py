@@ -200,6 +200,8 @@ class TrainEvent:
         Whether these validation scores are the best so far.
     message : str
         Human-readable note.
+    best_state : dict or None
+        On ``"val"`` events that set a new best: a copy of those weights (for checkpoints).
     """
 
     kind: str
@@ -211,6 +213,7 @@ class TrainEvent:
     val: dict[str, float] | None = None
     is_best: bool = False
     message: str = ""
+    best_state: dict[str, Any] | None = None
 
 
 @dataclass
@@ -674,7 +677,16 @@ def iter_train(
                 best, best_state = scores, copy.deepcopy(net.state_dict())
             history.append({"step": step, "time": time.perf_counter() - t0, "val": scores})
             f = fraction(step)
-            yield TrainEvent("val", step, f, time.perf_counter() - t0, eta(step, f), val=scores, is_best=is_best)
+            yield TrainEvent(
+                "val",
+                step,
+                f,
+                time.perf_counter() - t0,
+                eta(step, f),
+                val=scores,
+                is_best=is_best,
+                best_state=best_state if is_best else None,
+            )
     user_net.load_state_dict(best_state if best_state is not None else net.state_dict())
     user_net.eval()
     improved = bool(val_samples) and best is not baseline and _better(best, baseline, config.select_by)

@@ -492,7 +492,10 @@ class FineTuneSection(QGroupBox):
         self.train_btn.setEnabled(not busy)
         self.stop_btn.setEnabled(busy)
         self.preview_btn.setEnabled(not busy)
-        self.main.segment_btn.setEnabled(not busy)
+        for button in (self.main.segment_btn, self.main.segment_stack_btn, self.main.rethreshold_btn):
+            button.setEnabled(not busy)
+        if not busy:
+            self.main._update_channels()  # Segment stack only where there is a stack
 
     def _on_event(self, ev) -> None:
         if isinstance(ev, TrainEvent):

@@ -200,6 +200,11 @@ class UNetLoopWidget(QWidget):
         self.min_size_spin.setRange(0, 100000)
         self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
         form.addRow("Minimum size (px)", self.min_size_spin)
+        self.sigma_spin = QDoubleSpinBox()
+        self.sigma_spin.setRange(0.0, 10.0)
+        self.sigma_spin.setSingleStep(0.5)
+        self.sigma_spin.setToolTip("Smooth the distance map before seeding (pixels): fewer splits of large objects")
+        form.addRow("Seed smoothing (px)", self.sigma_spin)
         row = QHBoxLayout()
         self.rethreshold_btn = QPushButton("Apply thresholds")
         self.rethreshold_btn.setToolTip(
@@ -499,6 +504,7 @@ class UNetLoopWidget(QWidget):
         self.fg_spin.setValue(pp.fg_threshold)
         self.seed_spin.setValue(pp.seed_threshold)
         self.min_size_spin.setValue(pp.min_size)
+        self.sigma_spin.setValue(pp.dist_sigma)
 
     def _update_device_label(self) -> None:
         try:
@@ -513,6 +519,7 @@ class UNetLoopWidget(QWidget):
             fg_threshold=round(self.fg_spin.value(), 4),
             seed_threshold=round(self.seed_spin.value(), 4),
             min_size=self.min_size_spin.value(),
+            dist_sigma=round(self.sigma_spin.value(), 4),
         )
 
     def tile_size(self) -> int | None:
