@@ -1,7 +1,8 @@
 """Generators that run in napari worker threads for the Segment section.
 
-They only compute: they never touch napari layers (that happens on the main
-thread, in the widget's handlers of what they yield).
+They read image planes through a callable (plain array reads, safe off the main
+thread) and compute; they never change a layer: results are written on the main
+thread, in the widget's handlers of what they yield.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
+from scipy import ndimage as ndi
 
 from ..core import models as model_files
 from ..core.augment import AugmentConfig
@@ -43,14 +44,14 @@ from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, Training
 from ..io.images import ReadError, pair_files, read_image
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
-from .layers import Layout, layout, plane_shape, read_plane, stack_shape
+from .layers import META_KEY, Layout, layout, plane_shape, read_plane, stack_shape
 from .plot import LossPlot
 
 if TYPE_CHECKING:
     from .widget import UNetLoopWidget
 
 REGION_WHOLE = "whole image (all reviewed)"
-REGION_EDITED = "only what I edited (+ margin)"
+REGION_EDITED = "only what I edited or accepted (+ margin)"
 REGION_SHAPES = "inside Shapes layer: "
 START_CURRENT = "the current model"
 START_DEFAULT = "the shipped default model"
@@ -287,9 +288,16 @@ class FineTuneSection(QGroupBox):
         if corr is not None and self.weight_spin.value() > 1:
             weight = correction_weight(corr[0], corr[1], self.weight_spin.value())
         if mode == REGION_EDITED:
-            if corr is None:
-                return np.ones(shape, bool), weight
-            return ~edited_region(corr[0], corr[1]), weight
+            region = np.zeros(shape, bool) if corr is None else edited_region(corr[0], corr[1])
+            accepted = [
+                lab
+                for plane, lab in labels.metadata.get(META_KEY, {}).get("reviewed", [])
+                if tuple(plane) == tuple(index)
+            ]
+            if accepted:  # objects accepted in the review queue count as reviewed
+                current = np.asarray(labels.data[index])
+                region |= ndi.binary_dilation(np.isin(current, accepted), iterations=4)
+            return ~region, weight
         if mode.startswith(REGION_SHAPES):
             name = mode[len(REGION_SHAPES) :]
             if name not in self.viewer.layers:

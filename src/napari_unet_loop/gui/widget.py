@@ -42,6 +42,7 @@ from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
+from .correct_section import CorrectSection
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
 from .layers import (
@@ -89,7 +90,7 @@ class UNetLoopWidget(QWidget):
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
+        self.scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
         outer.addWidget(scroll)
@@ -104,6 +105,8 @@ class UNetLoopWidget(QWidget):
         root.addWidget(self._build_model())
         root.addWidget(self._build_thresholds())
         root.addWidget(self._build_run())
+        self.correct_section = CorrectSection(self)
+        root.addWidget(self.correct_section)
         self.finetune_section = FineTuneSection(self)
         root.addWidget(self.finetune_section)
         self.export_section = ExportSection(self.viewer)
@@ -115,6 +118,7 @@ class UNetLoopWidget(QWidget):
             event.connect(self.reset_choices)
             event.connect(self.export_section.reset_choices)
             event.connect(self.finetune_section.reset_choices)
+            event.connect(self.correct_section.reset_choices)
         layers.selection.events.active.connect(self._follow_active)
         self.viewer.dims.events.ndim.connect(lambda e: self._update_input_state())
         self.reset_choices()

@@ -1,0 +1,89 @@
+"""Make the documentation screenshots in a real napari window.
+
+Run from the repository root (on a machine without a display: under ``xvfb-run -a``)::
+
+    python docs/make_screenshots.py [--out docs/images] [--finetune-minutes 1]
+
+It writes
+- ``dock.png``: the dock on the dense fluorescence sample, segmented with the shipped model;
+- ``finetune.png``: the Fine-tune section after a short fine-tune on a corrected labels layer,
+  with its live loss / validation curve (``finetune-window.png``: the whole window then);
+- ``export.png``: the Export section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def pump(app, seconds: float) -> None:
+    """Let Qt draw for a while."""
+    end = time.time() + seconds
+    while time.time() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def wait(app, predicate, timeout: float = 900) -> None:
+    """Process events until ``predicate()`` holds."""
+    end = time.time() + timeout
+    while not predicate():
+        if time.time() > end:
+            raise TimeoutError("timed out waiting for the plugin")
+        app.processEvents()
+        time.sleep(0.05)
+
+
+def main() -> None:
+    """Make the screenshots."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/images")
+    parser.add_argument("--finetune-minutes", type=float, default=1.0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-unet-loop")
+    app = QApplication.instance()
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-unet-loop", "nuclei_fluorescence")
+    _, w = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
+    w.segment()
+    wait(app, lambda: w._worker is None)
+    viewer.layers.selection.active = viewer.layers["nuclei_fluorescence labels"]
+    pump(app, 1.0)
+    viewer.screenshot(str(out / "dock.png"), canvas_only=False)
+    print("wrote", out / "dock.png", "-", w.status.text())
+
+    # a correction, then a short fine-tune with its live curve
+    labels = viewer.layers["nuclei_fluorescence labels"]
+    labels.brush_size = 12
+    labels.paint((60, 60), int(labels.data.max()) + 1)
+    labels.paint((300, 420), 0)
+    ft = w.finetune_section
+    ft.minutes_spin.setValue(args.finetune_minutes)
+    ft.name_edit.setText("dsb2018-nuclei-ft-screenshot")
+    ft.resegment_check.setChecked(True)
+    ft.start()
+    wait(app, lambda: ft._worker is None)
+    wait(app, lambda: w._worker is None)
+    w.scroll.ensureWidgetVisible(ft.plot)
+    pump(app, 1.0)
+    viewer.screenshot(str(out / "finetune-window.png"), canvas_only=False)
+    ft.grab().save(str(out / "finetune.png"))
+    print("wrote", out / "finetune.png", "-", ft.result_label.text().replace("\n", " "))
+    w.export_section.grab().save(str(out / "export.png"))
+    print("wrote", out / "export.png")
+    from napari_unet_loop.core import models
+
+    models.delete_user_model("dsb2018-nuclei-ft-screenshot")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

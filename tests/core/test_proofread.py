@@ -1,0 +1,114 @@
+"""Object-level proofreading edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_unet_loop.core import proofread as pr
+
+
+def apply(labels, edit):
+    out = labels.copy()
+    out[edit.box] = edit.after
+    return out
+
+
+@pytest.fixture
+def plane():
+    lab = np.zeros((120, 160), np.int32)
+    lab[disk((30, 30), 12)] = 1
+    lab[disk((30, 80), 12)] = 2
+    # a peanut: two touching discs that the model merged into one object
+    lab[disk((80, 60), 14)] = 3
+    lab[disk((80, 86), 14)] = 3
+    lab[75:78, 28:31] = 0  # no hole here; a hole in object 4:
+    lab[disk((85, 130), 15)] = 4
+    lab[84:87, 129:132] = 0
+    lab[5:8, 150:153] = 5  # a tiny object
+    return lab
+
+
+def test_object_box_grows_until_the_object_is_inside():
+    lab = np.zeros((1000, 1000), np.int32)
+    lab[100:900, 450:460] = 7
+    box = pr.object_box(lab, 7, (500, 455), start=8)
+    assert box == (slice(100, 900), slice(450, 460))
+    assert pr.object_box(lab, 7) == box
+    with pytest.raises(pr.ProofreadError):
+        pr.object_box(lab, 8, (500, 455))
+
+
+def test_delete(plane):
+    out = apply(plane, pr.delete(plane, (30, 30)))
+    assert 1 not in out and (out == 2).sum() == (plane == 2).sum()
+    with pytest.raises(pr.ProofreadError, match="background"):
+        pr.delete(plane, (0, 0))
+
+
+def test_merge(plane):
+    out = apply(plane, pr.merge(plane, [(30, 30), (30, 80), (30, 80)]))
+    assert 2 not in out and (out == 1).sum() == (plane == 1).sum() + (plane == 2).sum()
+    with pytest.raises(pr.ProofreadError, match="at least two"):
+        pr.merge(plane, [(30, 30), (30, 31)])
+    with pytest.raises(pr.ProofreadError, match="at least two"):
+        pr.merge(plane, [(30, 30), (0, 0)])
+
+
+def test_split_at_seeds_follows_the_neck(plane):
+    edit = pr.split(plane, [(80, 55), (78, 92)])
+    out = apply(plane, edit)
+    new = out[80, 86]
+    assert out[80, 60] == 3 and new not in (0, 3) and new == plane.max() + 1
+    assert (out[:, :70] == new).sum() < 15 and (out[:, 76:100] == 3).sum() < 15
+
+
+def test_split_errors(plane):
+    with pytest.raises(pr.ProofreadError, match="at least two"):
+        pr.split(plane, [(80, 60)])
+    with pytest.raises(pr.ProofreadError, match="different objects"):
+        pr.split(plane, [(30, 30), (30, 80)])
+    with pytest.raises(pr.ProofreadError, match="background"):
+        pr.split(plane, [(80, 60), (0, 0)])
+    with pytest.raises(pr.ProofreadError, match="same pixel"):
+        pr.split(plane, [(80, 60), (80, 60)])
+
+
+def test_cut_line(plane):
+    out = apply(plane, pr.cut(plane, (60, 73), (100, 73)))
+    assert out[80, 60] == 3 and out[80, 86] not in (0, 3)
+    assert (out[plane == 3] == 0).sum() == 0  # no gap left on the line
+    with pytest.raises(pr.ProofreadError, match="crosses no object"):
+        pr.cut(plane, (110, 0), (110, 20))
+    with pytest.raises(pr.ProofreadError, match="side to side"):
+        pr.cut(plane, (30, 20), (30, 25))
+
+
+def test_fill_holes_and_grow_shrink(plane):
+    out = apply(plane, pr.fill_holes(plane, (85, 120)))
+    assert (out[84:87, 129:132] == 4).all()
+    grown = apply(plane, pr.dilate(plane, (30, 30), 2))
+    assert (grown == 1).sum() > (plane == 1).sum() and (grown == 2).sum() == (plane == 2).sum()
+    shrunk = apply(plane, pr.erode(plane, (30, 30), 2))
+    assert 0 < (shrunk == 1).sum() < (plane == 1).sum()
+    with pytest.raises(pr.ProofreadError, match="too thin"):
+        pr.erode(plane, (6, 151), 3)
+
+
+def test_remove_small_and_relabel(plane):
+    out = apply(plane, pr.remove_small(plane, 20))
+    assert 5 not in out and 1 in out
+    relabelled = apply(out, pr.relabel_sequential(out))
+    assert sorted(np.unique(relabelled)) == [0, 1, 2, 3, 4]
+
+
+def test_doubt_table_ranks_the_merged_object_first(plane):
+    table = pr.doubt_table(plane)
+    assert table["label"][0] == 3  # the peanut: low solidity
+    assert table["reason"][0] == "not convex"
+    fg = (plane > 0).astype(np.float32)
+    fg[plane == 2] = 0.55  # the model hesitated on object 2
+    table = pr.doubt_table(plane, fg_prob=fg)
+    assert table["label"][0] == 2 and table["reason"][0] == "uncertain"
+    assert pr.doubt_table(np.zeros((10, 10), np.int32))["label"].size == 0

@@ -1,0 +1,219 @@
+"""GUI tests of the Correct section: every tool in a real viewer, and one undo restores the labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_unet_loop.core import proofread as pr
+from napari_unet_loop.gui import correct_section as cs_mod
+from napari_unet_loop.gui.widget import UNetLoopWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    seen = {"error": [], "info": []}
+    for kind in seen:
+        monkeypatch.setattr(cs_mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
+    return seen
+
+
+@pytest.fixture
+def setup(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    lab = np.zeros((120, 160), np.int32)
+    lab[disk((30, 30), 12)] = 1
+    lab[disk((30, 80), 12)] = 2
+    lab[disk((80, 60), 14)] = 3
+    lab[disk((80, 86), 14)] = 3
+    lab[disk((85, 130), 15)] = 4
+    lab[84:87, 129:132] = 0
+    lab[5:8, 150:153] = 5
+    viewer.add_image(np.zeros(lab.shape, np.float32), name="cells")
+    layer = viewer.add_labels(lab, name="cells labels")
+    sec = w.correct_section
+    sec.reset_choices()
+    assert sec.labels_layer().name == "cells labels"
+    return viewer, w, sec, layer
+
+
+def check_undo(layer, before):
+    assert not np.array_equal(layer.data, before)
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, before)
+
+
+@pytest.mark.parametrize(
+    "tool, point, check",
+    [
+        ("delete", (30, 30), lambda out: 1 not in out),
+        ("fill", (85, 120), lambda out: (out[84:87, 129:132] == 4).all()),
+        ("grow", (30, 30), lambda out: (out == 1).sum() > 437),
+        ("shrink", (30, 30), lambda out: 0 < (out == 1).sum() < 437),
+    ],
+)
+def test_single_object_tools_and_undo(setup, messages, tool, point, check):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    assert sec.run_tool(tool, point=point) is not None
+    assert check(np.asarray(layer.data))
+    check_undo(layer, before)
+
+
+def test_merge_picked_objects(setup, messages):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    sec.run_tool("pick", point=(30, 30))
+    sec.run_tool("pick", point=(30, 80))
+    assert len(viewer.layers["proofreading picks"].data) == 2
+    sec.run_tool("merge", point=(0, 0))
+    assert 2 not in layer.data
+    assert sec.picks == []
+    check_undo(layer, before)
+
+
+def test_split_with_seeds_and_cut(setup, messages):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    sec.run_tool("seed", point=(80, 55))
+    sec.run_tool("seed", point=(78, 92))
+    sec.run_tool("split", point=(0, 0))
+    assert layer.data[80, 86] == 6 and layer.data[80, 60] == 3
+    check_undo(layer, before)
+    sec.run_tool("cut", point=(60, 73))
+    assert np.array_equal(layer.data, before)  # one point does nothing yet
+    sec.run_tool("cut", point=(100, 73))
+    assert layer.data[80, 86] not in (0, 3)
+    check_undo(layer, before)
+
+
+def test_whole_plane_tools(setup, messages):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    sec.min_size_spin.setValue(20)
+    sec.run_tool("remove_small", point=(0, 0))
+    assert 5 not in layer.data
+    check_undo(layer, before)
+    layer.data_setitem(np.nonzero(layer.data == 2), 9)
+    before = layer.data.copy()
+    sec.run_tool("relabel", point=(0, 0))
+    assert sorted(np.unique(layer.data)) == [0, 1, 2, 3, 4, 5]
+    check_undo(layer, before)
+
+
+def test_new_object_selects_next_free_label(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.run_tool("new", point=(0, 0))
+    assert layer.selected_label == 6 and layer.mode == "paint"
+
+
+def test_keyboard_shortcut_acts_under_the_cursor(setup, messages):
+    viewer, w, sec, layer = setup
+    viewer.cursor.position = (30, 80)
+    sec.run_tool("delete", layer=layer)  # what the D key binding calls
+    assert 2 not in layer.data
+    keymap = {str(k): v for k, v in cs_mod.unwrap(layer).keymap.items()}
+    assert any("D" in k for k in keymap)
+
+
+def test_click_action(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.click_combo.setCurrentText("delete")
+    assert layer.mode == "pan_zoom"
+
+    class Event:
+        type = "mouse_press"
+        position = (30, 30)
+
+    sec._on_click(cs_mod.unwrap(layer), Event())
+    assert 1 not in layer.data
+
+
+def test_review_queue_and_accept(setup, messages):
+    viewer, w, sec, layer = setup
+    table = sec.rank()
+    assert table["label"][0] == 3 and sec.queue_list.count() == 5
+    assert sec.run_tool("next", point=(0, 0)) == 3
+    np.testing.assert_allclose(viewer.camera.center[-2:], (80, 73), atol=1)
+    assert layer.selected_label == 3
+    assert sec.run_tool("accept", point=(0, 0)) == 3
+    assert [list(x) for x in layer.metadata["napari_unet_loop"]["reviewed"]] == [[[], 3]]
+    assert "(accepted)" in sec.queue_list.item(0).text()
+
+
+# ---------------------------------------------------------------- bad input
+def test_background_clicks_change_nothing(setup, messages):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    assert sec.run_tool("delete", point=(0, 0)) is None
+    assert "background" in messages["error"][-1]
+    sec.run_tool("seed", point=(0, 0))
+    assert "no object" in messages["error"][-1]
+    np.testing.assert_array_equal(layer.data, before)
+
+
+def test_merge_with_fewer_than_two(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.run_tool("merge", point=(0, 0))
+    assert "pick at least two" in messages["error"][-1]
+    sec.run_tool("pick", point=(30, 30))
+    sec.run_tool("merge", point=(0, 0))
+    assert "at least two different" in messages["error"][-1]
+
+
+def test_split_seeds_in_different_objects(setup, messages):
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    sec.run_tool("seed", point=(30, 30))
+    sec.run_tool("seed", point=(30, 80))
+    sec.run_tool("split", point=(0, 0))
+    assert "different objects" in messages["error"][-1]
+    np.testing.assert_array_equal(layer.data, before)
+
+
+def test_no_labels_layer(make_napari_viewer_proxy, messages):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    assert w.correct_section.run_tool("delete", point=(1, 1)) is None
+    assert "no labels layer" in messages["error"][0]
+
+
+def test_labels_of_another_shape(setup, messages):
+    viewer, w, sec, layer = setup
+    viewer.layers.remove("cells")
+    viewer.add_image(np.zeros((50, 50), np.float32), name="cells")
+    w.image_combo.setCurrentText("cells")
+    assert sec.run_tool("delete", point=(30, 30)) is None
+    assert "shape" in messages["error"][-1]
+
+
+def test_layer_edited_while_the_tool_runs(setup, messages, monkeypatch):
+    viewer, w, sec, layer = setup
+    real = pr.delete
+
+    def delete_then_user_paints(labels, point):
+        edit = real(labels, point)
+        layer.data_setitem((np.array([30]), np.array([25])), 7)  # the user paints meanwhile
+        return edit
+
+    monkeypatch.setattr(cs_mod.pr, "delete", delete_then_user_paints)
+    sec.run_tool("delete", point=(30, 30))
+    assert "changed while the tool ran" in messages["error"][-1]
+    assert (layer.data == 1).sum() > 0
+
+
+def test_stack_plane_on_screen(make_napari_viewer_proxy, messages):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    lab = np.zeros((3, 40, 40), np.int32)
+    lab[:, 10:20, 10:20] = 1
+    layer = viewer.add_labels(lab, name="st")
+    w.correct_section.reset_choices()
+    viewer.dims.set_point(0, 1)
+    w.correct_section.run_tool("delete", point=(15, 15))
+    assert layer.data[1].max() == 0 and layer.data[0].max() == 1 and layer.data[2].max() == 1
