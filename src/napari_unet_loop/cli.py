@@ -82,6 +82,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="axes of the input arrays, e.g. YX, YXS, ZYX, TZYX, ZCYX (default: guessed)",
     )
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
 
 
 def _postprocess(args: argparse.Namespace, model: model_files.Model) -> PostprocessConfig:
@@ -109,7 +110,14 @@ def _segment_array(data: np.ndarray, model, args, device, pp) -> tuple[np.ndarra
     out = []
     for plane in stack:
         seg = segment(
-            model, plane, device=device, tile=args.tile, precision=args.precision, postprocess=pp, channel=args.channel
+            model,
+            plane,
+            device=device,
+            tile=args.tile,
+            precision=args.precision,
+            postprocess=pp,
+            channel=args.channel,
+            tta=args.tta,
         )
         out.append(seg.labels)
     labels = np.stack(out)
@@ -486,7 +494,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     n_cls = model.card.architecture.n_classes
     for img_path, lab_path in pairs:
         x = prepare_input(read_image(img_path), model.card.architecture.in_channels, model.card.normalization)
-        probs = predict(model.net, x, device=device, tile=args.tile)
+        probs = predict(model.net, x, device=device, tile=args.tile, tta=args.tta)
         maps.append((1.0 - probs[0], probs[n_cls]))
         truths.append(read_image(lab_path))
     before = pool([matching(t, instances_from_maps(*m, model.card.postprocess)) for m, t in zip(maps, truths)]).ap50
@@ -605,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--tile", type=int, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
+    p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("models", help="list shipped and user models")

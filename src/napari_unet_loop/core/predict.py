@@ -120,6 +120,7 @@ def iter_predict(
     batch_size: int | None = None,
     precision: str = "auto",
     out_dtype: np.dtype | type = np.float32,
+    tta: bool = False,
 ) -> Generator[Progress, None, np.ndarray]:
     """Predict per-pixel outputs for one normalised image, tile by tile.
 
@@ -140,6 +141,10 @@ def iter_predict(
         ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
     out_dtype : numpy dtype
         Data type of the returned outputs.
+    tta : bool
+        Test-time augmentation: average the outputs of the four flips of each tile
+        (4x the work; smoother maps, fewer spurious splits). Flips keep the pooling grid,
+        so tiled still equals whole-image output.
 
     Yields
     ------
@@ -172,13 +177,27 @@ def iter_predict(
             chunk = tiles[start : start + batch]
             x = np.stack([grid.read(image, t) for t in chunk]).astype(np.float32, copy=False)
             xt = torch.from_numpy(x).to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                y = net(xt)
-            y = outputs_to_probabilities(y.float(), cfg.n_classes).cpu().numpy()
+            y = _forward(net, xt, dtype, cfg.n_classes, tta).cpu().numpy()
             for t, yt in zip(chunk, y):
                 out[:, t.y : t.y + t.h, t.x : t.x + t.w] = grid.core_of(yt, t)
             yield Progress(min(start + batch, len(tiles)), len(tiles))
     return out
+
+
+FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def _forward(net: UNet, x: torch.Tensor, dtype: torch.dtype | None, n_classes: int, tta: bool) -> torch.Tensor:
+    """Probabilities of a batch of tiles, averaged over flips with ``tta``."""
+    out = None
+    for dims in FLIPS if tta else ((),):
+        xi = torch.flip(x, dims) if dims else x
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            y = net(xi)
+        y = outputs_to_probabilities(y.float(), n_classes)
+        y = torch.flip(y, dims) if dims else y
+        out = y if out is None else out + y
+    return out / (len(FLIPS) if tta else 1)
 
 
 def outputs_to_probabilities(logits: torch.Tensor, n_classes: int) -> torch.Tensor:

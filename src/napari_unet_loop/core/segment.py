@@ -40,6 +40,7 @@ def iter_segment(
     rgb: bool | None = None,
     channel: int | None = None,
     batch_size: int | None = None,
+    tta: bool = False,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment one 2D image (with optional channels) into instances.
 
@@ -63,6 +64,8 @@ def iter_segment(
         Channel to segment in a multichannel image.
     batch_size : int, optional
         Tiles per forward pass.
+    tta : bool
+        Average over the four flips of each tile (4x slower).
 
     Yields
     ------
@@ -75,7 +78,9 @@ def iter_segment(
         Labels and network outputs.
     """
     x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel)
-    probs = yield from iter_predict(model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size)
+    probs = yield from iter_predict(
+        model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
+    )
     yield Progress(0, 1, "instances")
     labels = instances(probs, postprocess or model.card.postprocess)
     yield Progress(1, 1, "instances")
