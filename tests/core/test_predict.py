@@ -169,3 +169,26 @@ def test_auto_tile_size_on_a_gpu_uses_larger_tiles_and_batches(default_net):
     per_px = predict_mod.bytes_per_pixel(default_net, None)
     # the chosen tiles fit in half the memory
     assert (core_small + 2 * halo) ** 2 * per_px * batch_small <= (2 << 30) // 2
+
+
+def test_tta_tiled_equals_whole_and_differs_from_plain():
+    import torch
+
+    from napari_unet_loop.core.model import UNet, UNetConfig
+    from napari_unet_loop.core.predict import predict
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=2, base_width=4))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(4, 1, 32, 32))
+    net.eval()
+    img = np.random.default_rng(0).random((45, 70)).astype(np.float32)
+    whole = predict(net, img, tile=256, tta=True, precision="fp32")
+    tiled = predict(net, img, tile=16, tta=True, precision="fp32")
+    assert np.abs(whole - tiled).max() < 1e-4
+    plain = predict(net, img, tile=256, precision="fp32")
+    assert np.abs(whole - plain).max() > 1e-4
+    # the flips undo exactly: a flipped image gives the flipped result
+    flipped = predict(net, img[::-1].copy(), tile=256, tta=True, precision="fp32")
+    assert np.abs(flipped[:, ::-1] - whole).max() < 1e-4

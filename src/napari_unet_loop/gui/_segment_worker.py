@@ -60,6 +60,7 @@ def segment_planes(
     device,
     tile: int | None,
     postprocess: PostprocessConfig,
+    tta: bool = False,
 ) -> Generator[Progress | PlaneResult | Failure, None, int]:
     """Segment planes one after another, yielding progress and each plane's result.
 
@@ -84,6 +85,7 @@ def segment_planes(
             postprocess=postprocess,
             rgb=rgb if plane.ndim == 3 else None,
             channel=channel,
+            tta=tta,
         )
         while True:
             try:

@@ -183,6 +183,9 @@ class UNetLoopWidget(QWidget):
             "same result: tiles overlap by half the network's receptive field."
         )
         form.addRow("Tile size", self.tile_combo)
+        self.tta_check = QCheckBox("Test-time augmentation (4x slower)")
+        self.tta_check.setToolTip("Average the network over the four flips of each tile: smoother, fewer false splits")
+        form.addRow(self.tta_check)
         self.refresh_models()
         self._update_device_label()
         return box
@@ -618,6 +621,7 @@ class UNetLoopWidget(QWidget):
             device,
             self.tile_size(),
             pp,
+            self.tta_check.isChecked(),
             _start_thread=False,
         )
         self._start(worker, f"Segmenting '{image.name}' with {model.name} on {device}...")
