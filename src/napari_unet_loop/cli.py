@@ -83,6 +83,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="axes of the input arrays, e.g. YX, YXS, ZYX, TZYX, ZCYX (default: guessed)",
     )
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
+    p.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="segment block by block with this block size (bounded memory; automatic above 6144 x 6144)",
+    )
 
 
 def _postprocess(args: argparse.Namespace, model: model_files.Model) -> PostprocessConfig:
@@ -118,6 +124,7 @@ def _segment_array(data: np.ndarray, model, args, device, pp) -> tuple[np.ndarra
             postprocess=pp,
             channel=args.channel,
             tta=args.tta,
+            block=args.block,
         )
         out.append(seg.labels)
     labels = np.stack(out)

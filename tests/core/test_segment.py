@@ -74,3 +74,60 @@ def test_segment_rejects_unusable_images(model):
         segment(model, np.zeros((32, 32)), precision="fp32")
     with pytest.raises(InputError, match="too small"):
         segment(model, np.random.default_rng(0).random((4, 32)), precision="fp32")
+
+
+def _perfect_network(monkeypatch):
+    """Replace the network's prediction by maps computed from the image itself (bright = object)."""
+    from scipy import ndimage as ndi
+
+    from napari_unet_loop.core import predict as predict_mod
+    from napari_unet_loop.core.targets import distance_map
+
+    def fake(net, x, **kwargs):
+        fg = x[0] > 0.5
+        lab, _ = ndi.label(fg)
+        dist = distance_map(lab)
+        return np.stack([1.0 - fg, fg * 1.0, np.zeros_like(dist), dist]).astype(np.float32)
+
+    monkeypatch.setattr(predict_mod, "predict", fake)
+    return fake
+
+
+def test_blockwise_equals_whole_image(monkeypatch):
+    from skimage.draw import disk
+
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.metrics import score
+    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core.postprocess import instances
+    from napari_unet_loop.core.predict import run
+    from napari_unet_loop.core.segment import iter_segment_blocks
+
+    fake = _perfect_network(monkeypatch)
+    rng = np.random.default_rng(0)
+    img = np.zeros((300, 410), np.float32)
+    for _ in range(60):  # discs everywhere, many crossing the 96 px block borders
+        img[disk((rng.integers(0, 300), rng.integers(0, 410)), rng.integers(5, 14), shape=img.shape)] = 1
+    img += rng.normal(0, 0.01, img.shape).astype(np.float32)
+    model = models.new_model(UNetConfig(depth=2, base_width=4))
+    from napari_unet_loop.core.image import prepare_input
+
+    whole = instances(fake(None, prepare_input(img, 1, model.card.normalization)), model.card.postprocess)
+    blocks = run(iter_segment_blocks(model, img, block=96, margin=32))
+    s = score(whole, blocks)
+    assert s.n_true == s.n_pred == whole.max()
+    assert s.ap75 == 1.0 and s.seg > 0.99
+
+
+def test_large_planes_go_block_by_block(monkeypatch):
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core import segment as seg_mod
+    from napari_unet_loop.core.model import UNetConfig
+
+    _perfect_network(monkeypatch)
+    monkeypatch.setattr(seg_mod, "LARGE_PIXELS", 100 * 100)
+    img = np.zeros((150, 150), np.float32)
+    img[20:40, 20:40] = 1
+    img[100:130, 90:140] = 1
+    out = seg_mod.segment(models.new_model(UNetConfig(depth=2, base_width=4)), img)
+    assert out.probs is None and out.labels.max() == 2

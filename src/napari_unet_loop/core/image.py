@@ -90,7 +90,32 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
     return image.astype(np.float32, copy=False)
 
 
-def normalize(image: np.ndarray, norm: Normalization = Normalization()) -> np.ndarray:
+def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -> tuple[float, float]:
+    """The grey values that :func:`normalize` maps to 0 and 1.
+
+    Raises
+    ------
+    InputError
+        For images holding NaN or infinity, and constant images (nothing to segment).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = image.size - int(finite.sum())
+        raise InputError(f"image holds {bad} NaN or infinite value(s); replace them (e.g. with 0) first")
+    # percentiles on a subsample for big images: same result to within a grey level
+    sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
+    lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
+    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+        hi, lo = float(image.max()), float(image.min())
+        if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+            raise InputError(f"image is constant (every pixel is {lo:g}): nothing to segment")
+    return lo, hi
+
+
+def normalize(
+    image: np.ndarray, norm: Normalization = Normalization(), limits: tuple[float, float] | None = None
+) -> np.ndarray:
     """Check a 2D grey image and normalise it by percentiles.
 
     Parameters
@@ -99,6 +124,9 @@ def normalize(image: np.ndarray, norm: Normalization = Normalization()) -> np.nd
         2D image (any number type).
     norm : Normalization
         Percentiles to map to 0 and 1.
+    limits : tuple of float, optional
+        The grey values to map to 0 and 1, when known (e.g. from the whole of a large
+        image that is normalised block by block); computed from ``image`` otherwise.
 
     Returns
     -------
@@ -118,17 +146,12 @@ def normalize(image: np.ndarray, norm: Normalization = Normalization()) -> np.nd
         raise InputError(
             f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: need at least {MIN_SIDE}x{MIN_SIDE}"
         )
-    finite = np.isfinite(image)
-    if not finite.all():
-        bad = image.size - int(finite.sum())
-        raise InputError(f"image holds {bad} NaN or infinite value(s); replace them (e.g. with 0) first")
-    # percentiles on a subsample for big images: same result to within a grey level
-    sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
-    lo, hi = np.percentile(sample, [norm.low, norm.high])
-    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
-        hi, lo = float(image.max()), float(image.min())
-        if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
-            raise InputError(f"image is constant (every pixel is {lo:g}): nothing to segment")
+    if limits is None:
+        lo, hi = intensity_limits(image, norm)
+    else:
+        lo, hi = limits
+        if not np.isfinite(image).all():
+            raise InputError("image holds NaN or infinite values; replace them (e.g. with 0) first")
     out = (image - np.float32(lo)) / np.float32(hi - lo)
     return out.astype(np.float32, copy=False)
 
@@ -139,6 +162,7 @@ def prepare_input(
     norm: Normalization = Normalization(),
     rgb: bool | None = None,
     channel: int | None = None,
+    limits: list[tuple[float, float]] | None = None,
 ) -> np.ndarray:
     """Turn one 2D image (with optional channels) into the network's normalised input.
 
@@ -154,6 +178,8 @@ def prepare_input(
         Whether a last axis of 3 or 4 is colour (guessed when ``None``).
     channel : int, optional
         Channel to segment, for one-channel models on multichannel images.
+    limits : list of tuple, optional
+        Per input channel, the grey values to map to 0 and 1 (see :func:`input_limits`).
 
     Returns
     -------
@@ -165,13 +191,41 @@ def prepare_input(
     InputError
         If the image does not fit the model or cannot be segmented.
     """
+    return np.stack(
+        [
+            normalize(p, norm, None if limits is None else limits[i])
+            for i, p in enumerate(_planes(image, in_channels, rgb, channel))
+        ]
+    )
+
+
+def _planes(image: np.ndarray, in_channels: int, rgb: bool | None, channel: int | None) -> list[np.ndarray]:
+    """The grey planes the model reads (one, or one per input channel)."""
     image = np.asarray(image)
     if in_channels == 1:
-        return normalize(to_grey(image, rgb=rgb, channel=channel), norm)[None]
+        return [to_grey(image, rgb=rgb, channel=channel)]
     if image.ndim != 3 or image.shape[-1] != in_channels:
         have = 1 if image.ndim == 2 else image.shape[-1]
         raise InputError(
             f"the model expects {in_channels} channels (last axis), the image has {have} "
             f"(shape {image.shape}); choose a model made for this kind of image"
         )
-    return np.stack([normalize(image[..., c].astype(np.float32), norm) for c in range(in_channels)])
+    return [image[..., c].astype(np.float32) for c in range(in_channels)]
+
+
+def input_limits(
+    image,
+    in_channels: int = 1,
+    norm: Normalization = Normalization(),
+    rgb: bool | None = None,
+    channel: int | None = None,
+    max_pixels: int = 4_000_000,
+) -> list[tuple[float, float]]:
+    """Normalisation limits of a (large) image from a strided subsample, per input channel.
+
+    Reads only about ``max_pixels`` pixels, so it works on memory-mapped and zarr images.
+    """
+    h, w = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    sample = np.asarray(image[::step, ::step])
+    return [intensity_limits(p, norm) for p in _planes(sample, in_channels, rgb, channel)]

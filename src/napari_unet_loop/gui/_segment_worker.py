@@ -103,8 +103,11 @@ def segment_planes(
                 1000 * total,
                 f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
             )
-        fg = (1.0 - seg.probs[0]).astype(np.float16)
-        dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
+        if seg.probs is None:  # a large plane segmented block by block keeps no maps
+            fg = dist = None
+        else:
+            fg = (1.0 - seg.probs[0]).astype(np.float16)
+            dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
         yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0)
         yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} done")
     return total
