@@ -291,3 +291,20 @@ def test_shipped_model_cannot_be_deleted(viewer_widget, messages):
     w.refresh_models(select="tiny")  # opened from a file, not in the user folder
     assert not w.delete_model()
     assert "cannot be changed" in messages["error"][0]
+
+
+def test_probability_maps_and_uncertainty_layers(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(np.stack([discs[0], discs[0]]), name="st")
+    w.show_maps_check.setChecked(True)
+    run(qtbot, w)
+    fg = viewer.layers["st labels foreground probability"]
+    assert fg.data.shape == (2, *discs[0].shape)
+    assert "st labels distance map" in viewer.layers
+    plane = int(np.nonzero(fg.data.reshape(2, -1).any(1))[0][0])
+    assert 0 <= fg.data[plane].min() and fg.data[plane].max() <= 1
+    sec = w.correct_section
+    sec.layer_combo.setCurrentText("st labels")
+    sec.uncertainty_check.setChecked(True)
+    unc = viewer.layers["st labels uncertainty"].data
+    np.testing.assert_allclose(unc[plane], 1 - np.abs(2 * fg.data[plane] - 1), atol=1e-3)

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import proofread as pr
-from .layers import META_KEY, unwrap
+from .layers import META_KEY, show_map, unwrap
 
 if TYPE_CHECKING:
     from .widget import UNetLoopWidget
@@ -480,17 +480,4 @@ class CorrectSection(QGroupBox):
         data = np.zeros(layer.data.shape, np.float32)
         for plane, (fg, _) in maps.items():
             data[plane] = 1 - np.abs(2 * fg.astype(np.float32) - 1)
-        name = f"{layer.name} uncertainty"
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = data
-        else:
-            self.viewer.add_image(
-                data,
-                name=name,
-                colormap="inferno",
-                contrast_limits=(0, 1),
-                opacity=0.5,
-                blending="additive",
-                scale=layer.scale,
-                translate=layer.translate,
-            )
+        show_map(self.viewer, f"{layer.name} uncertainty", data, layer, "inferno", opacity=0.5)

@@ -253,3 +253,21 @@ def write_plane(layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> in
     with layer.block_history():
         layer.data_setitem(full, labels[changed])
     return int(changed[0].size)
+
+
+def show_map(viewer, name: str, data: np.ndarray, like: Labels, colormap: str, **kwargs):
+    """Add (or update) a float image layer in [0, 1] over a labels layer, e.g. a probability map."""
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = data
+        return layer
+    return viewer.add_image(
+        data,
+        name=name,
+        colormap=colormap,
+        contrast_limits=(0, 1),
+        blending="additive",
+        scale=like.scale,
+        translate=like.translate,
+        **kwargs,
+    )

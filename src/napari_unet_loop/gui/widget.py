@@ -55,6 +55,7 @@ from .layers import (
     out_transform,
     plane_shape,
     read_plane,
+    show_map,
     stack_shape,
     unwrap,
     write_plane,
@@ -784,29 +785,11 @@ class UNetLoopWidget(QWidget):
             return
         shape = target.data.shape
         for which, name in ((0, f"{target.name} foreground probability"), (1, f"{target.name} distance map")):
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
-                data = layer.data
-            else:
-                data = np.zeros(shape, np.float32)
-                layer = None
+            old = self.viewer.layers[name].data if name in self.viewer.layers else None
+            data = old if old is not None and old.shape == shape else np.zeros(shape, np.float32)
             for index, pair in maps.items():
                 data[index] = pair[which].astype(np.float32)
-            if layer is None:
-                self.viewer.add_image(
-                    data,
-                    name=name,
-                    colormap="magma",
-                    contrast_limits=(0, 1),
-                    opacity=0.6,
-                    blending="additive",
-                    scale=target.scale,
-                    translate=target.translate,
-                    visible=which == 0,
-                )
-            else:
-                layer.data = data
-                layer.refresh()
+            show_map(self.viewer, name, data, target, "magma", opacity=0.6, visible=which == 0).refresh()
         # keep the labels on top of the maps
         idx = self.viewer.layers.index(target)
         self.viewer.layers.move(idx, len(self.viewer.layers))
