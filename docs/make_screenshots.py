@@ -81,7 +81,8 @@ def main() -> None:
     print("wrote", out / "export.png")
     from napari_unet_loop.core import models
 
-    models.delete_user_model("dsb2018-nuclei-ft-screenshot")
+    if "dsb2018-nuclei-ft-screenshot" in models.list_models():
+        models.delete_user_model("dsb2018-nuclei-ft-screenshot")
     viewer.close()
 
 

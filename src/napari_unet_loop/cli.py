@@ -323,6 +323,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         freeze_encoder=args.freeze_encoder,
         precision=args.precision,
         seed=args.seed,
+        select_by=args.select_by,
     )
     _log(
         f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
@@ -590,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--select-by",
+        choices=["ap50", "loss"],
+        default="ap50",
+        help="validation score that picks the best weights (default ap50 at the model's thresholds)",
+    )
     p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines")
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false", help="write the model only at the end")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -94,17 +95,16 @@ class CorrectSection(QGroupBox):
         self.click_combo.currentTextChanged.connect(self._click_mode_changed)
         form.addRow("Click to", self.click_combo)
         self.buttons: dict[str, QPushButton] = {}
-        rows = [("delete", "fill", "grow", "shrink", "new"), ("pick", "merge", "seed", "split", "cut")]
-        for names in rows:
-            row = QHBoxLayout()
-            for name in names:
-                text, key, tip = TOOLS[name]
-                btn = QPushButton(text)
-                btn.setToolTip(f"{tip} [{key} on the labels layer]")
-                btn.clicked.connect(lambda checked=False, name=name: self.run_tool(name))
-                self.buttons[name] = btn
-                row.addWidget(btn)
-            lay.addLayout(row)
+        grid = QGridLayout()
+        names = ("delete", "fill", "new", "grow", "shrink", "cut", "pick", "merge", "seed", "split")
+        for i, name in enumerate(names):
+            text, key, tip = TOOLS[name]
+            btn = QPushButton(f"{text} ({key.replace('Shift-', 'Shift+')})")
+            btn.setToolTip(f"{tip} [{key} on the labels layer]")
+            btn.clicked.connect(lambda checked=False, name=name: self.run_tool(name))
+            self.buttons[name] = btn
+            grid.addWidget(btn, i // 3 if i < 6 else 2 + (i - 6) // 2, i % 3 if i < 6 else (i - 6) % 2)
+        lay.addLayout(grid)
         row = QHBoxLayout()
         self.grow_spin = QSpinBox()
         self.grow_spin.setRange(1, 50)

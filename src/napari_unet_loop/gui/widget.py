@@ -94,6 +94,7 @@ class UNetLoopWidget(QWidget):
         self.scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         content = QWidget()
         scroll.setWidget(content)
@@ -113,6 +114,13 @@ class UNetLoopWidget(QWidget):
         self.export_section = ExportSection(self.viewer)
         root.addWidget(self.export_section)
         root.addStretch(1)
+
+        # long layer or model names must not widen the dock: combos shrink to a few characters
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        content.setMinimumWidth(0)
+        self.setMinimumWidth(360)
 
         layers = self.viewer.layers
         for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
