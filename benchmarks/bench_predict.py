@@ -13,6 +13,13 @@ One run measures, on the same model and the same image:
    tile copied back with ``.cpu().numpy()``, overlaps averaged uniformly; same
    network, same precision (autocast), same softmax / sigmoid on the outputs.
 
+4. when MONAI is installed (a benchmark-only dependency): MONAI's
+   ``sliding_window_inference`` at its defaults (overlap 0.25, batch 1, constant
+   blending, image and output on the host), followed by our seeded watershed so it
+   ends at instance labels too; and at its best settings here (image on the device,
+   ``sw_batch_size`` = our batch, Gaussian blending, autocast), probabilities only.
+   MONAI's window is our tile's network input (core + 2 halo).
+
 The image is a real DSB2018 fluorescence image from the package's sample data,
 made grey and normalised with ``prepare_input``, then mirror-tiled up to the
 requested size. Run ``python benchmarks/bench_predict.py --help`` for the options.
@@ -42,7 +49,8 @@ from napari_unet_loop.core.device import DEVICE_CHOICES, autocast_dtype, resolve
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.model import UNet, UNetConfig
 from napari_unet_loop.core.models import Model, ModelError, load, new_model
-from napari_unet_loop.core.predict import auto_tile_size, model_halo, predict
+from napari_unet_loop.core.postprocess import instances
+from napari_unet_loop.core.predict import auto_tile_size, model_halo, outputs_to_probabilities, predict
 from napari_unet_loop.core.predict import run as run_progress
 from napari_unet_loop.core.segment import iter_segment
 from napari_unet_loop.core.tiling import TileGrid, round_up
@@ -236,6 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "size and tile count as ours; 0: non-overlapping core tiles)",
     )
     p.add_argument("--no-segment", action="store_true", help="skip the segment() measurement")
+    p.add_argument("--no-monai", action="store_true", help="skip the MONAI comparison")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -324,6 +333,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = min(core, round_up(img.shape[-1], m))
         return naive_predict(net, img, device, t, overlap, args.precision)
 
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        sliding_window_inference = None
+        if not args.no_monai:
+            print("MONAI is not installed (pip install monai): its rows are left out", flush=True)
+    use_monai = sliding_window_inference is not None and not args.no_monai
+    window = grid.tile_shape[0]
+    amp = autocast_dtype(device, args.precision)
+
+    def predictor(t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            y = net(t)
+        return outputs_to_probabilities(y.float(), net.config.n_classes)
+
+    def run_monai(img: np.ndarray, best: bool) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(img[None]))
+        with torch.inference_mode():
+            if best:
+                y = sliding_window_inference(
+                    xt.to(device), (window, window), batch, predictor, overlap=0.25, mode="gaussian"
+                )
+            else:
+                y = sliding_window_inference(xt, (window, window), 1, predictor, sw_device=device, device="cpu")
+        return y[0].float().cpu().numpy()
+
+    def run_monai_labels(img: np.ndarray) -> np.ndarray:
+        probs = run_monai(img, best=False)
+        return instances(probs, model.card.postprocess)
+
     # warm-up on a small crop: thread pools, allocator, kernel selection
     t0 = time.perf_counter()
     small = np.ascontiguousarray(big[: min(WARMUP_SIDE, size), : min(WARMUP_SIDE, size)])
@@ -331,10 +370,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_naive(small[None])
     if not args.no_segment:
         timed_segment(model, small, **seg_kw)
+    if use_monai:
+        run_monai(small[None], best=True)
     _sync(device)
     print(f"warm-up on {small.shape[0]}x{small.shape[1]}: {time.perf_counter() - t0:.2f} s", flush=True)
 
-    times: dict[str, list[float]] = {"ours": [], "naive": [], "segment": []}
+    times: dict[str, list[float]] = {"ours": [], "naive": [], "segment": [], "monai_labels": [], "monai_best": []}
     mems: dict[str, dict[str, Any]] = {}
     stages: list[dict[str, float]] = []
     p_ours = p_naive = None
@@ -356,6 +397,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             times["segment"].append(dt)
             stages.append(st)
             print(f"[{r + 1}/{args.repeats}] ours segment   {dt:8.2f} s", flush=True)
+        if use_monai:
+            dt, _, mems["monai_labels"] = measure(lambda: run_monai_labels(x), device)
+            times["monai_labels"].append(dt)
+            print(f"[{r + 1}/{args.repeats}] MONAI defaults + watershed {dt:8.2f} s", flush=True)
+            dt, _, mems["monai_best"] = measure(lambda: run_monai(x, best=True), device)
+            times["monai_best"].append(dt)
+            print(f"[{r + 1}/{args.repeats}] MONAI best (probs) {dt:8.2f} s", flush=True)
 
     # sanity: how far the naive average is from ours (seams of uniform averaging)
     diff_max = max(float(np.abs(p_ours[c] - p_naive[c]).max()) for c in range(p_ours.shape[0]))
@@ -379,6 +427,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         results["ours_segment"]["n_objects"] = n_objects
     results["ratio_ours_over_naive_mpx_per_s"] = results["ours_predict"]["mpx_per_s"] / results["naive"]["mpx_per_s"]
+    for key in ("monai_labels", "monai_best"):
+        if times[key]:
+            results[key] = summary(times[key])
+            results[key]["memory"] = mems[key]
     results["agreement"] = {
         "prob_max_abs_diff": diff_max,
         "prob_mean_abs_diff": diff_mean,
@@ -430,6 +482,9 @@ def print_table(report: dict[str, Any], device: torch.device) -> None:
     rows = [("ours: predict -> probs", r["ours_predict"]), ("naive: 1 tile at a time", r["naive"])]
     if "ours_segment" in r:
         rows.append(("ours: segment -> labels", r["ours_segment"]))
+    if "monai_labels" in r:
+        rows.append(("MONAI defaults -> labels", r["monai_labels"]))
+        rows.append(("MONAI best -> probs", r["monai_best"]))
     for name, s in rows:
         print(f"{name:<24}{s['median_s']:>9.2f}{s['mpx_per_s']:>9.3f}   {_mem(s['memory'], device)}")
     if "ours_segment" in r:
@@ -445,6 +500,10 @@ def print_table(report: dict[str, Any], device: torch.device) -> None:
     if "ours_segment" in r:
         seg_ratio = r["ours_segment"]["mpx_per_s"] / r["naive"]["mpx_per_s"]
         print(f"ratio segment / naive (Mpx/s):        {seg_ratio:.2f}x")
+    if "ours_segment" in r and "monai_labels" in r:
+        ours = r["ours_segment"]["mpx_per_s"]
+        print(f"ratio segment / MONAI defaults to labels:  {ours / r['monai_labels']['mpx_per_s']:.2f}x")
+        print(f"ratio segment (labels) / MONAI best (probs): {ours / r['monai_best']['mpx_per_s']:.2f}x")
     a = r["agreement"]
     print(
         f"ours vs naive probabilities: max |diff| {a['prob_max_abs_diff']:.3g}, "

@@ -655,6 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ExportError,
         FileExistsError,
         PermissionError,
+        MemoryError,
         ValueError,
     ) as exc:
         _log(f"error: {exc}")

@@ -192,3 +192,43 @@ def test_tta_tiled_equals_whole_and_differs_from_plain():
     # the flips undo exactly: a flipped image gives the flipped result
     flipped = predict(net, img[::-1].copy(), tile=256, tta=True, precision="fp32")
     assert np.abs(flipped[:, ::-1] - whole).max() < 1e-4
+
+
+def test_out_of_memory_retries_smaller_with_the_same_result(monkeypatch):
+    import torch
+
+    from napari_unet_loop.core import predict as predict_mod
+    from napari_unet_loop.core.model import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=2, base_width=4)).eval()
+    img = np.random.default_rng(1).random((70, 90)).astype(np.float32)
+    expected = predict_mod.predict(net, img, tile=64, batch_size=4, precision="fp32")
+    real = predict_mod._forward
+    seen = []
+
+    def tight_memory(net, x, *args):
+        seen.append(tuple(x.shape))
+        if x.shape[0] * x.shape[-1] * x.shape[-2] > 20_000:  # only one tile at a time fits
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(net, x, *args)
+
+    monkeypatch.setattr(predict_mod, "_forward", tight_memory)
+    got = predict_mod.predict(net, img, tile=64, batch_size=4, precision="fp32")
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert seen[0][0] == 4 and seen[-1][0] == 1  # it went down to one tile per batch
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_clear_error(monkeypatch):
+    import torch
+
+    from napari_unet_loop.core import predict as predict_mod
+    from napari_unet_loop.core.model import UNet, UNetConfig
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(predict_mod, "_forward", no_memory)
+    net = UNet(UNetConfig(depth=2, base_width=4)).eval()
+    with pytest.raises(MemoryError, match="out of memory"):
+        predict_mod.predict(net, np.zeros((40, 40), np.float32), tile=64)

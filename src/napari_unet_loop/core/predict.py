@@ -163,25 +163,62 @@ def iter_predict(
     if image.shape[0] != cfg.in_channels:
         raise ValueError(f"the model expects {cfg.in_channels} input channel(s), the image has {image.shape[0]}")
     m = cfg.size_multiple
-    auto_core, auto_batch = auto_tile_size(net, device, precision)
+    if tile is None or batch_size is None:
+        auto_core, auto_batch = auto_tile_size(net, device, precision)
     core = auto_core if tile is None else round_up(int(tile), m)
     batch = batch_size or auto_batch
-    grid = TileGrid(tuple(image.shape[-2:]), core, model_halo(net), m)
-    tiles = grid.tiles()
     out = np.empty((cfg.out_channels, *image.shape[-2:]), dtype=out_dtype)
     dtype = autocast_dtype(device, precision)
     net.eval().to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # one tile shape per run: autotuning pays off
+    while True:
+        try:
+            yield from _predict_tiles(net, image, out, device, core, batch, dtype, tta)
+            return out
+        except torch.OutOfMemoryError as exc:
+            # retry smaller: halve the batch, then the tile; the result is the same
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch > 1:
+                batch //= 2
+            elif core > 2 * m:
+                core = max(m, round_up(core // 2, m))
+            else:
+                raise MemoryError(
+                    f"out of memory on {device} even with one {core} px tile; use the CPU or close other programs"
+                ) from exc
+
+
+def _predict_tiles(
+    net: UNet,
+    image: np.ndarray,
+    out: np.ndarray,
+    device: torch.device,
+    core: int,
+    batch: int,
+    dtype: torch.dtype | None,
+    tta: bool,
+) -> Generator[Progress, None, None]:
+    """Fill ``out`` tile batch by tile batch; yields progress after each batch."""
+    cfg = net.config
+    grid = TileGrid(tuple(image.shape[-2:]), core, model_halo(net), cfg.size_multiple)
+    tiles = grid.tiles()
+    cuda = device.type == "cuda"
     yield Progress(0, len(tiles))
     with torch.inference_mode():
         for start in range(0, len(tiles), batch):
             chunk = tiles[start : start + batch]
-            x = np.stack([grid.read(image, t) for t in chunk]).astype(np.float32, copy=False)
-            xt = torch.from_numpy(x).to(device, non_blocking=True)
-            y = _forward(net, xt, dtype, cfg.n_classes, tta).cpu().numpy()
+            x = torch.from_numpy(np.stack([grid.read(image, t) for t in chunk]).astype(np.float32, copy=False))
+            if cuda:  # pinned memory: the copy to the card overlaps with reading the next tiles
+                x = x.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.to(device)
+            y = _forward(net, x, dtype, cfg.n_classes, tta).cpu().numpy()
             for t, yt in zip(chunk, y):
                 out[:, t.y : t.y + t.h, t.x : t.x + t.w] = grid.core_of(yt, t)
             yield Progress(min(start + batch, len(tiles)), len(tiles))
-    return out
 
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))
