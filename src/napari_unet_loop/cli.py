@@ -157,11 +157,11 @@ def _provenance(model, pp: PostprocessConfig, args) -> dict:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment image files or folders into label files (one per input and format)."""
+    formats = _formats(args.format)
+    files = expand_inputs(args.inputs)  # cheap checks first
     device = resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
-    formats = _formats(args.format)
-    files = expand_inputs(args.inputs)
     outdir = Path(args.output)
     stems = [f.stem for f in files]
     dupes = {s for s in stems if stems.count(s) > 1}
@@ -217,10 +217,10 @@ def _intensity_image(image: np.ndarray, label_axes: str, args) -> np.ndarray | N
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Segment every image that has a label file and report pooled metrics."""
+    pairs = pair_files(args.images, args.labels)  # cheap checks first
     device = resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
-    pairs = pair_files(args.images, args.labels)
     results, per_image = [], []
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
@@ -332,6 +332,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{str(args.steps) + ' steps' if args.steps else ''}"
     )
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    if args.description:
+        model.card.description = args.description
 
     def write(result_val: dict | None, final: bool, extra: dict) -> None:
         model.card.metrics = {"validation": result_val} if result_val else {}
@@ -506,9 +509,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         maps.append((1.0 - probs[0], probs[n_cls]))
         truths.append(read_image(lab_path))
     before = pool([matching(t, instances_from_maps(*m, model.card.postprocess)) for m, t in zip(maps, truths)]).ap50
-    best, ap, _ = tune(maps, truths)
+    best, ap, tried = tune(maps, truths, start=model.card.postprocess)
     _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
-    _log(f"best: AP50 {ap:.4f} with {best.to_dict()}")
+    _log(f"best of {len(tried)} settings tried: AP50 {ap:.4f} with {best.to_dict()}")
     print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict()}))
     if args.write:
         model.card.postprocess = best
@@ -591,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--description", default=None, help="what the model is for (stored in its card)")
     p.add_argument(
         "--select-by",
         choices=["ap50", "loss"],

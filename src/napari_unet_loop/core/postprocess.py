@@ -67,14 +67,18 @@ class PostprocessConfig:
 def tune(
     maps: list[tuple[np.ndarray, np.ndarray]],
     truths: list[np.ndarray],
-    fg_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7),
-    seed_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-    min_sizes=(0, 8, 16, 24, 32, 48),
-    dist_sigmas=(0.0, 1.0, 2.0),
+    start: PostprocessConfig = PostprocessConfig(),
+    fg_thresholds=(0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85),
+    seed_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    min_sizes=(0, 8, 16, 24, 32, 48, 64, 96),
+    dist_sigmas=(0.0, 1.0, 2.0, 3.0),
+    rounds: int = 3,
 ) -> tuple[PostprocessConfig, float, list[tuple[PostprocessConfig, float]]]:
-    """Grid-search the thresholds that maximise pooled AP@0.5 on annotated images.
+    """Choose the thresholds that maximise pooled AP@0.5 on annotated images.
 
-    Runs only the post-processing (the network outputs are given), so it is quick.
+    Coordinate ascent from two starts: each setting in turn is set to its best value
+    with the others fixed, for a few rounds (about a fifth of a full grid search).
+    Only the post-processing runs (the network outputs are given), so it is quick.
 
     Parameters
     ----------
@@ -82,27 +86,57 @@ def tune(
         ``(foreground probability, distance map)`` per image.
     truths : list of numpy.ndarray
         True labels per image.
+    start : PostprocessConfig
+        Where the search starts (e.g. the model's current thresholds).
     fg_thresholds, seed_thresholds, min_sizes, dist_sigmas : sequences
-        The grid.
+        Candidate values of each setting.
+    rounds : int
+        Passes over the settings (stops early when a pass changes nothing).
 
     Returns
     -------
     tuple
-        ``(best config, its AP@0.5, all (config, AP@0.5) pairs)``.
+        ``(best config, its AP@0.5, every (config, AP@0.5) evaluated)``.
     """
     from .metrics import matching, pool
 
+    smoothed: dict[float, list] = {}
+    cache: dict[PostprocessConfig, float] = {}
+
+    def score(cfg: PostprocessConfig) -> float:
+        if cfg not in cache:
+            if cfg.dist_sigma not in smoothed:
+                smoothed[cfg.dist_sigma] = [
+                    (f, ndi.gaussian_filter(d.astype(np.float32), cfg.dist_sigma) if cfg.dist_sigma else d)
+                    for f, d in maps
+                ]
+            plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
+            counts = [
+                matching(t, instances_from_maps(f, d, plain)) for (f, d), t in zip(smoothed[cfg.dist_sigma], truths)
+            ]
+            cache[cfg] = pool(counts).ap50
+        return cache[cfg]
+
+    space = {
+        "fg_threshold": fg_thresholds,
+        "seed_threshold": seed_thresholds,
+        "min_size": min_sizes,
+        "dist_sigma": dist_sigmas,
+    }
     results = []
-    for sigma in dist_sigmas:
-        smoothed = [(fg, ndi.gaussian_filter(d.astype(np.float32), sigma) if sigma else d) for fg, d in maps]
-        for fg_t in fg_thresholds:
-            for seed_t in seed_thresholds:
-                for ms in min_sizes:
-                    cfg = PostprocessConfig(fg_t, seed_t, ms, 0.0)
-                    counts = [matching(t, instances_from_maps(f, d, cfg)) for (f, d), t in zip(smoothed, truths)]
-                    results.append((PostprocessConfig(fg_t, seed_t, ms, sigma), pool(counts).ap50))
-    best, ap = max(results, key=lambda r: r[1])
-    return best, ap, results
+    # two starts (the given settings, and smoothed seeds) guard against a poor local optimum
+    for first in dict.fromkeys([start, PostprocessConfig(0.6, 0.5, 24, 2.0)]):
+        best = first
+        for _ in range(rounds):
+            before = best
+            for key, values in space.items():
+                candidates = [PostprocessConfig(**{**best.to_dict(), key: v}) for v in values]
+                best = max([best, *candidates], key=lambda c: (score(c), c == best))
+            if best == before:
+                break
+        results.append(best)
+    best = max(results, key=score)
+    return best, score(best), list(cache.items())
 
 
 def foreground_probability(probs: np.ndarray) -> np.ndarray:
