@@ -143,3 +143,28 @@ def test_config_dict_round_trip():
     assert PostprocessConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         PostprocessConfig.from_dict({"fg_threshold": 0.5, "sigma": 2})
+
+
+def test_tune_finds_better_thresholds_than_a_bad_start():
+    from skimage.draw import disk
+
+    from napari_unet_loop.core.postprocess import PostprocessConfig, instances_from_maps, tune
+    from napari_unet_loop.core.targets import distance_map
+
+    rng = np.random.default_rng(0)
+    maps, truths = [], []
+    for _ in range(3):
+        lab = np.zeros((96, 96), np.int32)
+        for i in range(1, 9):
+            lab[disk(tuple(rng.integers(10, 86, 2)), int(rng.integers(5, 10)), shape=lab.shape)] = i
+        fg = np.clip((lab > 0) * 0.7 + rng.normal(0, 0.1, lab.shape), 0, 1)  # a timid foreground
+        maps.append((fg.astype(np.float32), distance_map(lab)))
+        truths.append(lab)
+    bad = PostprocessConfig(fg_threshold=0.8, seed_threshold=0.9, min_size=0)
+    best, ap, tried = tune(maps, truths, start=bad)
+    from napari_unet_loop.core.metrics import matching, pool
+
+    ap_bad = pool([matching(t, instances_from_maps(f, d, bad)) for (f, d), t in zip(maps, truths)]).ap50
+    assert ap > ap_bad + 0.2
+    assert best.fg_threshold < 0.7
+    assert len(tried) < 10 * 7 * 8 * 4 / 3  # far fewer than the full grid
