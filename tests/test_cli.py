@@ -220,3 +220,18 @@ def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_pat
     out = json.loads(capsys.readouterr().out)
     assert out["after"] >= out["before"]
     assert models.load(model).card.postprocess.to_dict() == out["thresholds"]
+
+
+def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.core import models
+
+    images, labels = folders
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "2",
+            "--patch", "64", "--batch", "2"]
+    assert main(args) == 0
+    assert "thresholds tuned on the validation data" in capsys.readouterr().err
+    card = models.load(out).card
+    assert card.metrics["threshold_tuning"]["ap50_after"] >= card.metrics["threshold_tuning"]["ap50_before"]
+    assert main([*args, "--overwrite", "--no-tune"]) == 0
+    assert "threshold_tuning" not in models.load(out).card.metrics

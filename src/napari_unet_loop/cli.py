@@ -336,8 +336,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.description:
         model.card.description = args.description
 
+    tuning: dict = {}
+
     def write(result_val: dict | None, final: bool, extra: dict) -> None:
         model.card.metrics = {"validation": result_val} if result_val else {}
+        if final and tuning:
+            model.card.metrics["threshold_tuning"] = tuning
         model.card.training = {
             "data": {
                 "images": str(Path(args.images).resolve()),
@@ -386,6 +390,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f"; the best model so far is in {out}" if best_snapshot is not None else "; nothing written")
         )
         return 130
+    if val and args.tune:
+        from .core.train import tune_thresholds
+
+        pp, ap_before, ap_after = tune_thresholds(model.net, val, device, model.card.postprocess, args.precision)
+        _log(f"thresholds tuned on the validation data: AP50 {ap_before:.4f} -> {ap_after:.4f} with {pp.to_dict()}")
+        model.card.postprocess = pp
+        tuning.update(ap50_before=ap_before, ap50_after=ap_after, on="validation data")
     write(
         result.best,
         True,
@@ -595,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--description", default=None, help="what the model is for (stored in its card)")
+    p.add_argument(
+        "--no-tune",
+        dest="tune",
+        action="store_false",
+        help="keep the starting thresholds (default: tune them on the validation data after training)",
+    )
     p.add_argument(
         "--select-by",
         choices=["ap50", "loss"],

@@ -701,3 +701,33 @@ def iter_train(
         history=history,
         batch_size=batch,
     )
+
+
+def tune_thresholds(
+    net: UNet,
+    samples: Sequence[Sample],
+    device: torch.device | str,
+    start: PostprocessConfig,
+    precision: str = "auto",
+) -> tuple[PostprocessConfig, float, float]:
+    """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
+
+    Returns
+    -------
+    tuple
+        ``(thresholds, AP@0.5 with start, AP@0.5 with thresholds)``, pooled over the samples.
+    """
+    from .postprocess import instances_from_maps, tune
+
+    maps, truths = [], []
+    n_cls = net.config.n_classes
+    for s in samples:
+        probs = predict(net, s.image, device=device, precision=precision)
+        fg, dist = 1.0 - probs[0], probs[n_cls]
+        if s.ignore is not None:  # unreviewed pixels: neither objects nor background count
+            fg = np.where(s.ignore, 0.0, fg)
+        maps.append((fg, dist))
+        truths.append(np.where(s.ignore, 0, s.labels) if s.ignore is not None else s.labels)
+    before = pool([matching(t, instances_from_maps(f, d, start)) for (f, d), t in zip(maps, truths)]).ap50
+    best, after, _ = tune(maps, truths, start=start)
+    return best, before, after

@@ -8,15 +8,28 @@ from dataclasses import dataclass
 import torch
 
 from ..core.postprocess import PostprocessConfig
-from ..core.train import Sample, TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train
+from ..core.train import Sample, TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train, tune_thresholds
 from ._segment_worker import Failure
 
 
 @dataclass
 class Finished:
-    """The run ended: the network holds the best weights."""
+    """The run ended: the network holds the best weights.
+
+    Attributes
+    ----------
+    result : TrainResult
+        Scores and history of the run.
+    postprocess : PostprocessConfig
+        Thresholds tuned for the new weights on the validation samples (the starting
+        ones when there is no validation data).
+    tuned : tuple of float or None
+        Validation AP@0.5 with the starting and with the tuned thresholds.
+    """
 
     result: TrainResult
+    postprocess: PostprocessConfig
+    tuned: tuple[float, float] | None = None
 
 
 def train_in_worker(
@@ -31,11 +44,16 @@ def train_in_worker(
     """Run :func:`iter_train`, turning its known failures into a :class:`Failure` message.
 
     Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
-    with a message; the network handed in is then unchanged.
+    with a message; the network handed in is then unchanged. After training, the
+    thresholds are tuned for the new weights on the validation samples.
     """
     try:
         result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)
     except (TrainingError, ValueError) as exc:
         yield Failure(str(exc))
         return
-    yield Finished(result)
+    if not val:
+        yield Finished(result, postprocess)
+        return
+    pp, before, after = tune_thresholds(net, val, device, postprocess, config.precision)
+    yield Finished(result, pp, (before, after))

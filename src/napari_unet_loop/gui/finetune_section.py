@@ -520,7 +520,7 @@ class FineTuneSection(QGroupBox):
             show_error(f"Fine-tuning failed; the model is unchanged. {ev.message}")
             self.result_label.setText(f"Failed, model unchanged: {ev.message}")
         elif isinstance(ev, Finished):
-            self._finish(ev.result)
+            self._finish(ev.result, ev.postprocess, ev.tuned)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -536,7 +536,7 @@ class FineTuneSection(QGroupBox):
         base = parent.name.split("-ft-")[0]
         return f"{base}-ft-{stamp}"
 
-    def _finish(self, result) -> None:
+    def _finish(self, result, postprocess, tuned=None) -> None:
         run = self._run
         parent: Model = run["parent"]
         try:
@@ -548,7 +548,7 @@ class FineTuneSection(QGroupBox):
             name=name,
             architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
             normalization=parent.card.normalization,
-            postprocess=run["pp"],
+            postprocess=postprocess,
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
             training={
@@ -564,6 +564,8 @@ class FineTuneSection(QGroupBox):
             },
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
+        if tuned is not None:
+            card.metrics["threshold_tuning"] = {"ap50_before": tuned[0], "ap50_after": tuned[1]}
         model = Model(run["net"], card)
         self.progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
@@ -580,7 +582,10 @@ class FineTuneSection(QGroupBox):
             show_warning(msg)
             self.result_label.setText(msg)
             return
-        self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.")
+        retuned = ""
+        if tuned is not None and tuned[1] > tuned[0]:
+            retuned = f" Thresholds re-tuned for it: AP@0.5 {tuned[0]:.3f} -> {tuned[1]:.3f}."
+        self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{retuned}")
 
     def use_anyway(self) -> None:
         """Save and select the fine-tuned model that did not beat its parent."""
@@ -598,6 +603,7 @@ class FineTuneSection(QGroupBox):
         self._previous_model = self.main.model_combo.currentText()
         self.main._models[model.name] = model
         self.main.refresh_models(select=model.name)
+        self.main._reset_thresholds()  # the new model's (tuned) thresholds
         self.revert_btn.setEnabled(True)
         self.result_label.setText(f"{message} Saved as '{model.name}' ({path.parent}).")
         show_info(f"Fine-tuned model saved as '{model.name}' and selected.")
