@@ -48,7 +48,6 @@ from .finetune_section import FineTuneSection
 from .layers import (
     META_KEY,
     LabelsTracker,
-    Layout,
     check_image_layer,
     current_index,
     layout,
@@ -845,4 +844,4 @@ def layer_data_dtype(layer: Image) -> str:
     return str(data.dtype)
 
 
-__all__ = ["UNetLoopWidget", "Layout"]
+__all__ = ["UNetLoopWidget"]

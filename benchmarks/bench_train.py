@@ -1,0 +1,111 @@
+"""Training speed: patches per second of our training loop (augmentation included) against the network alone.
+
+One run, same network, same patch size and batch:
+
+1. the network alone: forward + backward + AdamW step on batches already on the device;
+2. ``iter_train``: patches cut from real DSB2018 images, augmented on the device (flips,
+   rotation, zoom, elastic deformation, intensity), loss with the border weight map, and
+   the optimiser step - everything a fine-tune does except validation.
+
+    python benchmarks/bench_train.py [--device cpu|cuda] [--steps 30] [--patch 128] [--batch 16] [--width 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_unet_loop.core.device import resolve_device
+from napari_unet_loop.core.image import prepare_input
+from napari_unet_loop.core.model import UNet, UNetConfig
+from napari_unet_loop.core.train import Sample, TrainConfig, iter_train, training_dtype
+from napari_unet_loop.io.images import pair_files, read_image
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def network_alone(net: UNet, device, batch: int, patch: int, steps: int, precision: str) -> float:
+    """Patches per second of forward + backward + step on device-resident random batches."""
+    dtype = training_dtype(device, precision)
+    opt = torch.optim.AdamW(net.parameters(), 1e-4)
+    x = torch.randn(batch, net.config.in_channels, patch, patch, device=device)
+    target = torch.randint(0, net.config.n_classes, (batch, patch, patch), device=device)
+    net.train()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            y = net(x)
+        loss = torch.nn.functional.cross_entropy(y[:, : net.config.n_classes].float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    """Run the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--images", type=int, default=40, help="DSB2018 images to draw patches from")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--data", type=Path, default=DATA)
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    cfg = UNetConfig(depth=args.depth, base_width=args.width)
+    torch.manual_seed(0)
+    net = UNet(cfg).to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    alone = network_alone(net, device, args.batch, args.patch, args.steps, args.precision)
+
+    pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
+    samples = [Sample(prepare_input(read_image(i), 1), read_image(lab), name=i.stem) for i, lab in pairs]
+    config = TrainConfig(
+        patch_size=args.patch, batch_size=args.batch, steps=args.steps + 3, minutes=None, precision=args.precision
+    )
+    net = UNet(cfg)
+    times = []
+    t_prev = None
+    for ev in iter_train(net, samples, [], config, device):
+        if ev.kind == "step":
+            sync(device)
+            now = time.perf_counter()
+            if t_prev is not None and ev.step > 3:
+                times.append(now - t_prev)
+            t_prev = now
+    ours = args.batch / float(np.median(times))
+    print(
+        f"device {device} ({torch.__version__}, {torch.get_num_threads()} threads), "
+        f"precision {training_dtype(device, args.precision) or 'fp32'}"
+    )
+    print(f"U-Net depth {args.depth}, width {args.width}; patches {args.patch} x {args.patch}, batch {args.batch}")
+    print(f"network alone (device-resident batches):     {alone:8.1f} patches/s")
+    print(f"iter_train (augmentation + loss included):   {ours:8.1f} patches/s")
+    print(f"ratio ours / network alone:                  {ours / alone:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
