@@ -8,6 +8,7 @@ It writes
 - ``dock.png``: the dock on the dense fluorescence sample, segmented with the shipped model;
 - ``finetune.png``: the Fine-tune section after a short fine-tune on a corrected labels layer,
   with its live loss / validation curve (``finetune-window.png``: the whole window then);
+- ``correct.png`` (and ``correct-window.png``): the Correct section with the review queue;
 - ``export.png``: the Export section.
 """
 
@@ -59,6 +60,19 @@ def main() -> None:
     pump(app, 1.0)
     viewer.screenshot(str(out / "dock.png"), canvas_only=False)
     print("wrote", out / "dock.png", "-", w.status.text())
+
+    # proofreading: rank the objects by doubt and go to the first one
+    sec = w.correct_section
+    sec.reset_choices()
+    sec.rank()
+    sec.run_tool("next", point=(0, 0))
+    w.scroll.ensureWidgetVisible(sec.queue_list)
+    pump(app, 1.0)
+    viewer.screenshot(str(out / "correct-window.png"), canvas_only=False)
+    sec.grab().save(str(out / "correct.png"))
+    print("wrote", out / "correct.png", "-", sec.status.text())
+    viewer.camera.center = (260, 348)
+    viewer.camera.zoom = 1.0
 
     # a correction, then a short fine-tune with its live curve
     labels = viewer.layers["nuclei_fluorescence labels"]
