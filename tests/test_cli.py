@@ -227,8 +227,21 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
 
     images, labels = folders
     out = tmp_path / "ft.safetensors"
-    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "2",
-            "--patch", "64", "--batch", "2"]
+    args = [
+        "train",
+        str(images),
+        str(labels),
+        "--out",
+        str(out),
+        "--from",
+        str(tiny_model_path),
+        "--steps",
+        "2",
+        "--patch",
+        "64",
+        "--batch",
+        "2",
+    ]
     assert main(args) == 0
     assert "thresholds tuned on the validation data" in capsys.readouterr().err
     card = models.load(out).card

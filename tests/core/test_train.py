@@ -488,3 +488,30 @@ def test_best_state_on_val_events_is_the_trained_copy(tiny_net, sample, val_samp
     last = {k: v.clone() for k, v in bests[-1].best_state.items()}
     assert not _same(start, last)
     assert _same(_state(tiny_net), last)
+
+
+def test_validation_stripe_lies_in_the_reviewed_area():
+    from napari_unet_loop.core.train import Sample, split_validation
+
+    labels = np.zeros((200, 300), np.int32)
+    ignore = np.ones((200, 300), bool)
+    for k, x in enumerate((20, 240), 1):  # two reviewed patches far apart, each with objects
+        ignore[60:140, x : x + 50] = False
+        labels[80:100, x + 10 : x + 30] = k
+        labels[110:130, x + 10 : x + 30] = k + 10
+    sample = Sample(np.zeros((1, 200, 300), np.float32), labels, ignore)
+    for seed in range(20):
+        train, val = split_validation([sample], 0.15, seed=seed)
+        if not val:
+            continue
+        v = val[0]
+        reviewed = ~v.ignore
+        assert reviewed.mean() >= 0.25 and (v.labels[reviewed] > 0).any()
+
+
+def test_no_validation_where_nothing_reviewed_fits():
+    from napari_unet_loop.core.train import Sample, split_validation
+
+    labels = np.zeros((100, 100), np.int32)  # reviewed, but no object anywhere
+    train, val = split_validation([Sample(np.zeros((1, 100, 100), np.float32), labels)], 0.15)
+    assert val == [] and train[0].ignore is None

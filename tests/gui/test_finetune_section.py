@@ -261,3 +261,73 @@ def test_augmentation_preview(qtbot, setup, messages):
     segment(qtbot, w)
     ft.preview_augmentation(n=4)
     assert viewer.layers["augmentation preview"].data.shape == (4, 128, 128)
+
+
+def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    scores = iter([0.1, 0.5, 0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
+    )
+    ft.resegment_check.setChecked(False)
+    ft.name_edit.setText("lab-nuclei")
+    finetune(qtbot, ft)
+    first = model_files.load("lab-nuclei")
+    finetune(qtbot, ft)  # round two of the loop, same name typed, starting from lab-nuclei
+    again = model_files.load("lab-nuclei")
+    import torch
+
+    for k, v in first.net.state_dict().items():
+        assert torch.equal(v, again.net.state_dict()[k])
+    assert any("exists; saving as" in m for m in messages["info"])
+    assert w.model_combo.currentText().startswith("lab-nuclei-ft-")
+
+
+def test_channel_axis_image_pairs_and_trains(qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    w.add_model_file(tiny_model_path)
+    viewer.add_image(np.stack([np.zeros_like(discs[0]), discs[0]]), name="two")
+    w.channel_axis_combo.setCurrentIndex(w.channel_axis_combo.findData(0))
+    w.channel_combo.setCurrentIndex(w.channel_combo.findData(1))
+    segment(qtbot, w)
+    assert w.channel_axis_combo.currentData() == 0 and w.channel_combo.currentData() == 1  # kept after the run
+    ft = w.finetune_section
+    assert ("two", "two labels") in ft.find_pairs()
+    samples, _ = ft.build_samples(w.current_model())
+    assert samples[0].image.shape[-2:] == discs[0].shape
+
+
+def test_helper_and_resegmented_layers_are_not_training_data(qtbot, setup, messages):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    ft.preview_augmentation(n=2)
+    assert all("augmentation preview" not in pair[1] for pair in ft.find_pairs())
+    assert w.image_combo.currentText() == "cells"  # the preview did not become the input
+    layer = w._add_labels(
+        "cells labels (x)",
+        np.zeros(viewer.layers["cells"].data.shape, np.int32),
+        metadata={"napari_unet_loop": {"role": "resegmented"}},
+    )
+    ft.reset_choices()
+    items = {
+        ft.pairs_list.item(i).data(0x0100)[1]: ft.pairs_list.item(i).checkState() for i in range(ft.pairs_list.count())
+    }
+    assert items[layer.name] == 0  # listed, not ticked
+
+
+def test_stack_trains_only_on_corrected_planes(qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages):
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    w.add_model_file(tiny_model_path)
+    viewer.add_image(np.stack([discs[0]] * 3), name="st")
+    assert w.segment(stack=True) is not None
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+    layer = viewer.layers["st labels"]
+    ft = w.finetune_section
+    from napari_unet_loop.gui.layers import layout
+
+    assert ft._planes(layer, layout(viewer.layers["st"])) == []  # nothing reviewed yet
+    layer.data_setitem((np.array([1]), np.array([5]), np.array([5])), 42)
+    assert ft._planes(layer, layout(viewer.layers["st"])) == [(1,)]

@@ -308,3 +308,20 @@ def test_probability_maps_and_uncertainty_layers(qtbot, viewer_widget, discs):
     sec.uncertainty_check.setChecked(True)
     unc = viewer.layers["st labels uncertainty"].data
     np.testing.assert_allclose(unc[plane], 1 - np.abs(2 * fg.data[plane] - 1), atol=1e-3)
+
+
+def test_channel_axis_must_be_first(viewer_widget, messages, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(np.stack([np.stack([discs[0], discs[0]])] * 2), name="zcyx")  # (Z, C, Y, X)
+    w.channel_axis_combo.setCurrentIndex(w.channel_axis_combo.findData(1))
+    assert w.segment() is None
+    assert "must be the first axis" in messages["error"][0]
+
+
+def test_cancelled_model_file_dialog_keeps_the_model(viewer_widget, monkeypatch):
+    viewer, w = viewer_widget
+    assert w.model_combo.currentText() == "tiny"
+    monkeypatch.setattr(widget_mod.QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    w.model_combo.setCurrentText(widget_mod.OTHER_MODEL)
+    w._on_model_chosen(w.model_combo.currentIndex())
+    assert w.model_combo.currentText() == "tiny"

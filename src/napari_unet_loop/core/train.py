@@ -269,7 +269,8 @@ def split_validation(
     """Hold out a stripe of every annotated sample for validation.
 
     The stripe (``fraction`` of the annotated extent along the longer side, at
-    least 32 px) becomes a validation sample; in the training sample it is marked
+    least 32 px, across the reviewed extent, placed where at least a quarter of its
+    pixels are reviewed and an object lies) becomes a validation sample; in the training sample it is marked
     ignored, so no validation label is ever trained on.
 
     Parameters
@@ -304,8 +305,17 @@ def split_validation(
         if hi - lo < 2 * width:
             train.append(s)
             continue
-        a = int(rng.integers(lo, hi - width + 1))
-        sl = (slice(a, a + width), slice(None)) if axis == 0 else (slice(None), slice(a, a + width))
+        # a stripe across the reviewed extent, where at least a quarter of the pixels were reviewed and an
+        # object lies; try a few places
+        starts = rng.permutation(np.arange(lo, hi - width + 1))[:64]
+        for a in starts:
+            sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
+            v = valid[sl]
+            if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any():
+                break
+        else:
+            train.append(s)  # nowhere to hold out: this sample trains, without validation from it
+            continue
         held = np.zeros(s.labels.shape, bool)
         held[sl] = True
         ignore = held if s.ignore is None else (s.ignore | held)

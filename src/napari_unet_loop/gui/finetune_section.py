@@ -44,7 +44,19 @@ from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, Training
 from ..io.images import ReadError, pair_files, read_image
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
-from .layers import META_KEY, Layout, layout, plane_shape, read_plane, stack_shape
+from .layers import (
+    HELPER,
+    META_KEY,
+    RESEGMENTED,
+    Layout,
+    is_helper,
+    layout,
+    plane_shape,
+    read_plane,
+    role,
+    stack_shape,
+    unwrap,
+)
 from .plot import LossPlot
 
 if TYPE_CHECKING:
@@ -198,8 +210,9 @@ class FineTuneSection(QGroupBox):
             item = QListWidgetItem(f"{pair[0]}  <-  {pair[1]}")
             item.setData(Qt.UserRole, pair)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            # new pairs made by the plugin start ticked; the user's choice is kept
-            item.setCheckState(Qt.Checked if pair in checked or pair not in known else Qt.Unchecked)
+            # new pairs start ticked, except unreviewed re-segmentations; the user's choice is kept
+            fresh = pair not in known and role(self.viewer.layers[pair[1]]) != RESEGMENTED
+            item.setCheckState(Qt.Checked if pair in checked or fresh else Qt.Unchecked)
             self.pairs_list.addItem(item)
         for images_dir, labels_dir in self._folders:
             item = QListWidgetItem(f"folder {images_dir.name}  <-  {labels_dir.name}")
@@ -219,10 +232,10 @@ class FineTuneSection(QGroupBox):
 
     def find_pairs(self) -> list[tuple[str, str]]:
         """``(image name, labels name)`` pairs in the viewer: labels of an image's shape, named after it first."""
-        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]
+        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, Image) and not is_helper(lyr)]
         pairs = []
         for labels in self.viewer.layers:
-            if not isinstance(labels, Labels):
+            if not isinstance(labels, Labels) or is_helper(labels):
                 continue
             fits = [img for img in images if self._fits(img, labels)]
             named = [img for img in fits if labels.name.startswith(f"{img.name} labels")]
@@ -237,8 +250,13 @@ class FineTuneSection(QGroupBox):
             return False
         return tuple(labels.data.shape) == (*stack_shape(image, lay), *plane_shape(image))
 
+    def _is_dock_image(self, image: Image) -> bool:
+        """Whether ``image`` is the one chosen in the dock (whose channel settings then apply)."""
+        chosen = self.main.image_layer()
+        return chosen is not None and unwrap(chosen) is unwrap(image)
+
     def _layout(self, image: Image) -> Layout:
-        axis = self.main.channel_axis_combo.currentData() if self.main.image_layer() is image else None
+        axis = self.main.channel_axis_combo.currentData() if self._is_dock_image(image) else None
         return layout(image, axis)
 
     def chosen_pairs(self) -> list[tuple]:
@@ -361,7 +379,7 @@ class FineTuneSection(QGroupBox):
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
-                channel = self.main.channel_combo.currentData() if self.main.image_layer() is image else None
+                channel = self.main.channel_combo.currentData() if self._is_dock_image(image) else None
                 x = prepare_input(
                     read_plane(image, lay, index),
                     card.architecture.in_channels,
@@ -387,15 +405,23 @@ class FineTuneSection(QGroupBox):
         return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
 
     def _planes(self, labels: Labels, lay: Layout) -> list[tuple[int, ...]]:
-        """Planes to train on: those the plugin wrote or that hold labels (every plane of a 2D image)."""
+        """Planes to train on: in a stack, those the user corrected, or that hold labels the plugin did not write.
+
+        A plane the plugin wrote and nobody touched is the model's own output, not ground truth.
+        """
         if not lay.stack_axes:
             return [()]
-        written = set(self.tracker.corrections(labels))
+        corrections = self.tracker.corrections(labels)
         data = labels.data
         out = []
         for ix in np.ndindex(*data.shape[: len(lay.stack_axes)]):
-            if ix in written or np.asarray(data[ix]).any():
-                out.append(tuple(int(i) for i in ix))
+            ix = tuple(int(i) for i in ix)
+            if ix in corrections:
+                original, current = corrections[ix]
+                if not np.array_equal(original, current):
+                    out.append(ix)
+            elif np.asarray(data[ix]).any():
+                out.append(ix)
         return out
 
     # ------------------------------------------------------------------ running
@@ -500,9 +526,10 @@ class FineTuneSection(QGroupBox):
         self.train_btn.setEnabled(not busy)
         self.stop_btn.setEnabled(busy)
         self.preview_btn.setEnabled(not busy)
-        for button in (self.main.segment_btn, self.main.segment_stack_btn, self.main.rethreshold_btn):
-            button.setEnabled(not busy)
-        if not busy:
+        if busy or self.main._worker is None:  # the re-segmentation may be running already
+            for button in (self.main.segment_btn, self.main.segment_stack_btn, self.main.rethreshold_btn):
+                button.setEnabled(not busy)
+        if not busy and self.main._worker is None:
             self.main._update_channels()  # Segment stack only where there is a stack
 
     def _on_event(self, ev) -> None:
@@ -595,8 +622,12 @@ class FineTuneSection(QGroupBox):
             self._accept(model, "Using the fine-tuned model although it scored lower on validation.")
 
     def _accept(self, model: Model, message: str) -> None:
+        if model.name in model_files.list_models():  # never replace a saved model, the parent least of all
+            taken = model.name
+            model.card.name = self._model_name(model, use_edit=False)
+            show_info(f"A model named '{taken}' exists; saving as '{model.card.name}' instead.")
         try:
-            path = model_files.save_user_model(model, model.name, overwrite=bool(self.name_edit.text().strip()))
+            path = model_files.save_user_model(model, model.name, overwrite=False)
         except (OSError, ModelError) as exc:
             show_error(f"Could not save the fine-tuned model: {exc}")
             return
@@ -675,8 +706,9 @@ class FineTuneSection(QGroupBox):
         for layer_name in (name, f"{name} classes"):
             if layer_name in self.viewer.layers:
                 self.viewer.layers.remove(layer_name)
-        self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray")
-        return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4)
+        meta = {META_KEY: {"role": HELPER}}
+        self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
+        return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4, metadata=meta)
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -99,6 +99,14 @@ def layout(layer: Image, channel_axis: int | None = None) -> Layout:
             raise InputError("an RGB layer has its colour channels already; leave the channel axis unset")
         if not 0 <= channel_axis < nd - 2:
             raise InputError(f"channel axis {channel_axis} must be one of the leading axes 0..{nd - 3}")
+        if channel_axis != 0:
+            # napari lines layers up by their last axes: labels without a channel axis in the middle would
+            # sit on the wrong planes
+            raise InputError(
+                f"the channel axis must be the first axis (it is axis {channel_axis}); open the image with "
+                "napari's channel_axis option (one layer per channel) or move the axis first, e.g. "
+                "numpy.moveaxis(data, 1, 0) for ZCYX"
+            )
     stack = tuple(i for i in range(nd - 2) if i != channel_axis)
     return Layout(nd, channel_axis, stack)
 
@@ -255,13 +263,28 @@ def write_plane(layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> in
     return int(changed[0].size)
 
 
+HELPER = "helper"  # metadata role of layers the plugin shows (maps, previews): never inputs or training data
+RESEGMENTED = "resegmented"  # labels made by re-segmenting after a fine-tune: unreviewed model output
+
+
+def role(layer) -> str | None:
+    """What the plugin made a layer for (``None`` for the user's layers)."""
+    return (getattr(layer, "metadata", None) or {}).get(META_KEY, {}).get("role")
+
+
+def is_helper(layer) -> bool:
+    """Whether ``layer`` is a display layer of the plugin (probability map, uncertainty, preview)."""
+    return role(layer) == HELPER
+
+
 def show_map(viewer, name: str, data: np.ndarray, like: Labels, colormap: str, **kwargs):
     """Add (or update) a float image layer in [0, 1] over a labels layer, e.g. a probability map."""
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
         return layer
-    return viewer.add_image(
+    active = viewer.layers.selection.active
+    layer = viewer.add_image(
         data,
         name=name,
         colormap=colormap,
@@ -269,5 +292,9 @@ def show_map(viewer, name: str, data: np.ndarray, like: Labels, colormap: str, *
         blending="additive",
         scale=like.scale,
         translate=like.translate,
+        metadata={META_KEY: {"role": HELPER}},
         **kwargs,
     )
+    if active is not None:
+        viewer.layers.selection.active = active  # napari activates new layers: keep the user's
+    return layer

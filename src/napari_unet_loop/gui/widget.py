@@ -47,9 +47,11 @@ from .export_section import ExportSection
 from .finetune_section import FineTuneSection
 from .layers import (
     META_KEY,
+    RESEGMENTED,
     LabelsTracker,
     check_image_layer,
     current_index,
+    is_helper,
     layout,
     out_transform,
     plane_shape,
@@ -87,6 +89,7 @@ class UNetLoopWidget(QWidget):
         # per labels layer: {plane index: (foreground probability, distance)} for re-thresholding
         self._maps: weakref.WeakKeyDictionary[Labels, dict] = weakref.WeakKeyDictionary()
         self._run: dict[str, Any] = {}
+        self._selected_model = model_files.DEFAULT_MODEL
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -122,6 +125,9 @@ class UNetLoopWidget(QWidget):
         self.setMinimumWidth(360)
 
         layers = self.viewer.layers
+        layers.events.inserted.connect(self._on_inserted)
+        for layer in layers:
+            self._on_inserted(type("Event", (), {"value": layer})())
         for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             event.connect(self.reset_choices)
             event.connect(self.export_section.reset_choices)
@@ -280,18 +286,25 @@ class UNetLoopWidget(QWidget):
     def reset_choices(self, event=None) -> None:
         """Refresh the image layer list (napari calls this when layers change)."""
         current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not is_helper(layer)]
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
-        self._update_input_state()
+        if self.image_combo.currentText() != current:
+            self._update_input_state()
+
+    def _on_inserted(self, event) -> None:
+        # renaming a layer must refresh every list that shows names
+        layer = event.value
+        for section in (self, self.correct_section, self.finetune_section, self.export_section):
+            layer.events.name.connect(section.reset_choices)
 
     def _follow_active(self, event=None) -> None:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and not is_helper(active):  # maps and previews are not inputs
             self.image_combo.setCurrentText(active.name)
 
     def image_layer(self) -> Image | None:
@@ -304,18 +317,22 @@ class UNetLoopWidget(QWidget):
 
     def _update_input_state(self) -> None:
         layer = self.image_layer()
+        previous = self.channel_axis_combo.currentData()
         self.channel_axis_combo.blockSignals(True)
         self.channel_axis_combo.clear()
         self.channel_axis_combo.addItem("none", None)
         if layer is not None and not layer.rgb:
             for ax in range(layer.ndim - 2):
                 self.channel_axis_combo.addItem(f"axis {ax} ({layer_data_len(layer, ax)})", ax)
+        if previous is not None and self.channel_axis_combo.findData(previous) >= 0:
+            self.channel_axis_combo.setCurrentIndex(self.channel_axis_combo.findData(previous))
         self.channel_axis_combo.blockSignals(False)
         self.channel_axis_combo.setEnabled(self.channel_axis_combo.count() > 1)
         self._update_channels()
 
     def _update_channels(self) -> None:
         layer = self.image_layer()
+        previous = self.channel_combo.currentText()
         self.channel_combo.clear()
         ax = self.channel_axis_combo.currentData()
         if layer is not None and layer.rgb:
@@ -325,6 +342,8 @@ class UNetLoopWidget(QWidget):
         elif layer is not None and ax is not None:
             for i in range(layer_data_len(layer, ax)):
                 self.channel_combo.addItem(f"channel {i}", i)
+        if previous and self.channel_combo.findText(previous) >= 0:  # keep the user's choice
+            self.channel_combo.setCurrentIndex(self.channel_combo.findText(previous))
         self.channel_combo.setEnabled(self.channel_combo.count() > 0)
         n_stack = 1
         if layer is None:
@@ -346,6 +365,7 @@ class UNetLoopWidget(QWidget):
         """Reload the list of shipped and user models."""
         current = select or self.model_combo.currentText() or model_files.DEFAULT_MODEL
         self._model_paths.update(model_files.list_models())
+        self._model_paths = {n: p for n, p in self._model_paths.items() if p.exists()}
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for name in self._model_paths:
@@ -353,17 +373,17 @@ class UNetLoopWidget(QWidget):
         self.model_combo.addItem(OTHER_MODEL)
         if current in self._model_paths:
             self.model_combo.setCurrentText(current)
+        self._selected_model = self.model_combo.currentText()
         self.model_combo.blockSignals(False)
         self._show_model_info()
 
     def _on_model_chosen(self, index: int) -> None:
         if self.model_combo.currentText() == OTHER_MODEL:
             path, _ = QFileDialog.getOpenFileName(self, "Open a model file", "", "Models (*.safetensors)")
-            if path:
-                self.add_model_file(path)
-            else:
-                self.refresh_models()
+            if not path or self.add_model_file(path) is None:
+                self.refresh_models(select=self._selected_model)  # cancelled or unreadable: keep the model
             return
+        self._selected_model = self.model_combo.currentText()
         self._show_model_info()
         self._reset_thresholds()
 
@@ -587,7 +607,10 @@ class UNetLoopWidget(QWidget):
             return None
         try:
             image = check_image_layer(layer if layer is not None else self.image_layer())
-            lay = layout(image, self.channel_axis_combo.currentData())
+            chosen = self.image_layer()
+            # the dock's channel settings belong to the image chosen in the dock
+            dock_image = chosen is not None and unwrap(chosen) is unwrap(image)
+            lay = layout(image, self.channel_axis_combo.currentData() if dock_image else None)
             model = self.current_model()
             device = resolve_device(self.device_combo.currentText())
             pp = self.postprocess_config()
@@ -600,7 +623,7 @@ class UNetLoopWidget(QWidget):
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
         elif indices is None:
             indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
-        channel = self.channel_combo.currentData() if self.channel_combo.count() else None
+        channel = self.channel_combo.currentData() if dock_image and self.channel_combo.count() else None
         self._run = {
             "image": image,
             "layout": lay,
@@ -612,6 +635,7 @@ class UNetLoopWidget(QWidget):
             "done": 0,
             "objects": 0,
             "kind": "segment",
+            "tile": self.tile_size(),
             "new_layer_name": new_layer_name,
             "on_done": on_done,
         }
@@ -649,7 +673,10 @@ class UNetLoopWidget(QWidget):
         target = labels_layer or self._last_output()
         maps = self._maps.get(unwrap(target)) if target is not None else None
         if not maps:
-            show_warning("Nothing to re-threshold: segment an image first (its probabilities are kept).")
+            show_warning(
+                "Nothing to re-threshold: segment the image first. (The probabilities are kept for planes up "
+                "to 6144 x 6144 pixels; larger planes are segmented block by block and keep only labels.)"
+            )
             return None
         try:
             pp = self.postprocess_config()
@@ -680,14 +707,12 @@ class UNetLoopWidget(QWidget):
         return worker
 
     def _last_output(self) -> Labels | None:
+        """The chosen image's labels layer, if the plugin keeps its probabilities."""
         image = self.image_layer()
         if image is not None:
             name = f"{image.name} labels"
             if name in self.viewer.layers and unwrap(self.viewer.layers[name]) in self._maps:
                 return self.viewer.layers[name]
-        for layer in reversed(list(self.viewer.layers)):
-            if isinstance(layer, Labels) and unwrap(layer) in self._maps:
-                return layer
         return None
 
     def _start(self, worker, message: str) -> None:
@@ -737,7 +762,12 @@ class UNetLoopWidget(QWidget):
             return new
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
         if run.get("new_layer_name"):
-            target = self._add_labels(run["new_layer_name"], np.zeros(out_shape, np.int32), **out_transform(image, lay))
+            target = self._add_labels(
+                run["new_layer_name"],
+                np.zeros(out_shape, np.int32),
+                metadata={META_KEY: {"role": RESEGMENTED}},
+                **out_transform(image, lay),
+            )
             run["target"] = target
             return target
         name = f"{image.name} labels"
@@ -758,44 +788,48 @@ class UNetLoopWidget(QWidget):
         layer = self.viewer.add_labels(data, name=name, **kwargs)
         st = self.tracker.state(layer)
         st.ours, st.edited = True, False
+        self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
         return layer
 
     def _write_result(self, res: PlaneResult) -> None:
         run = self._run
         target = self._output_layer()
         self.tracker.state(target)
+        labels = res.labels.astype(target.data.dtype, copy=False)
         with self.tracker.writing(target):
-            write_plane(target, res.index, res.labels.astype(target.data.dtype, copy=False))
+            if run.get("created") is unwrap(target):  # a layer made by this run: no undo copy needed
+                target.data[res.index] = labels
+                target.refresh()
+            else:
+                write_plane(target, res.index, labels)  # one undoable step
         self.tracker.record_output(target, res.index, res.labels)
         if res.fg is not None:
             self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist)
+        meta = dict(target.metadata.get(META_KEY, {}))
         model = run.get("model")
         if model is not None:
-            target.metadata[META_KEY] = {
-                "model_name": model.name,
-                "model_path": str(model.path),
-                "model_card": model_files.card_summary(model.card),
-            }
-        target.metadata[META_KEY] = {
-            **target.metadata.get(META_KEY, {}),
-            "thresholds": run["pp"].to_dict(),
-            "tile_size": self.tile_size() or "auto",
-        }
+            meta.update(
+                model_name=model.name,
+                model_path=str(model.path),
+                model_card=model_files.card_summary(model.card),
+                tile_size=run.get("tile") or "auto",
+            )
+        meta["thresholds"] = run["pp"].to_dict()
+        target.metadata[META_KEY] = meta
         run["done"] += 1
         run["objects"] += int(res.labels.max())
         if self.show_maps_check.isChecked():
-            self._show_maps(target)
+            self._show_maps(target, res.index)
 
-    def _show_maps(self, target: Labels) -> None:
+    def _show_maps(self, target: Labels, index: tuple[int, ...]) -> None:
         maps = self._maps.get(unwrap(target), {})
-        if not maps:
+        if index not in maps:
             return
         shape = target.data.shape
         for which, name in ((0, f"{target.name} foreground probability"), (1, f"{target.name} distance map")):
             old = self.viewer.layers[name].data if name in self.viewer.layers else None
             data = old if old is not None and old.shape == shape else np.zeros(shape, np.float32)
-            for index, pair in maps.items():
-                data[index] = pair[which].astype(np.float32)
+            data[index] = maps[index][which].astype(np.float32)
             show_map(self.viewer, name, data, target, "magma", opacity=0.6, visible=which == 0).refresh()
         # keep the labels on top of the maps
         idx = self.viewer.layers.index(target)
