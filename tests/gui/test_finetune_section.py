@@ -311,10 +311,14 @@ def test_helper_and_resegmented_layers_are_not_training_data(qtbot, setup, messa
         metadata={"napari_unet_loop": {"role": "resegmented"}},
     )
     ft.reset_choices()
+    from qtpy.QtCore import Qt
+
     items = {
-        ft.pairs_list.item(i).data(0x0100)[1]: ft.pairs_list.item(i).checkState() for i in range(ft.pairs_list.count())
+        ft.pairs_list.item(i).data(Qt.UserRole)[1]: ft.pairs_list.item(i).checkState()
+        for i in range(ft.pairs_list.count())
     }
-    assert items[layer.name] == 0  # listed, not ticked
+    assert items[layer.name] == Qt.Unchecked  # listed, not ticked
+    assert items["cells labels"] == Qt.Checked
 
 
 def test_stack_trains_only_on_corrected_planes(qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages):
