@@ -248,3 +248,11 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     assert card.metrics["threshold_tuning"]["ap50_after"] >= card.metrics["threshold_tuning"]["ap50_before"]
     assert main([*args, "--overwrite", "--no-tune"]) == 0
     assert "threshold_tuning" not in models.load(out).card.metrics
+
+
+def test_tune_does_not_write_into_a_shipped_model(folders, shipped_model_available, capsys):
+    if not shipped_model_available:
+        pytest.skip("no shipped model in this checkout")
+    images, labels = folders
+    assert main(["tune", str(images), str(labels), "--write"]) == 2
+    assert "shipped model" in capsys.readouterr().err

@@ -376,7 +376,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 last = now
                 _log(f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min")
             elif ev.kind == "val":
-                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{'  (best so far, saved)' if ev.is_best else ''}")
+                note = ("  (best so far, saved)" if args.checkpoint else "  (best so far)") if ev.is_best else ""
+                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{note}")
                 if ev.is_best and args.checkpoint and ev.best_state is not None:
                     # save the best weights as they are found, so an interrupted run keeps them
                     model.net.load_state_dict(ev.best_state)
@@ -506,6 +507,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = model_files.load(args.model)
+    if args.write and model.path is not None and model.path.resolve().parent == model_files.shipped_dir().resolve():
+        raise CLIError(f"{model.name} is a shipped model and is not changed; give --model a copy of its file")
     pairs = pair_files(args.images, args.labels)
     include = _read_list(args.include)
     if include is not None:

@@ -67,3 +67,23 @@ def test_autosave_failure_is_reported_not_raised(make_napari_viewer_proxy, tmp_p
     assert saver.save_dirty() == []
     assert "Autosave" in errors[0]
     saver.timer.stop()
+
+
+def test_clean_exit_leaves_nothing_to_restore_and_restore_keeps_a_copy(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    a = viewer.add_labels(np.zeros((20, 20), np.int32), name="a b")
+    b = viewer.add_labels(np.zeros((20, 20), np.int32), name="a_b")  # same file-safe name
+    a.paint((5, 5), 1)
+    b.paint((10, 10), 2)
+    assert len(saver.save_dirty()) == 2  # no collision
+    # a new session restores one: the restored layer is saved by that session first
+    other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    note = other.pending()[0]
+    other.restore(note)
+    assert any(p.name.startswith(other.session) for p in tmp_path.glob("*.tif"))
+    saver.discard_session()  # the first session exits cleanly
+    assert not any(p.name.startswith(saver.session) for p in tmp_path.iterdir())
+    assert other.pending() == []  # only its own (current) autosave is left
+    other.discard_session()
+    assert list(tmp_path.iterdir()) == []

@@ -217,3 +217,11 @@ def test_stack_plane_on_screen(make_napari_viewer_proxy, messages):
     viewer.dims.set_point(0, 1)
     w.correct_section.run_tool("delete", point=(15, 15))
     assert layer.data[1].max() == 0 and layer.data[0].max() == 1 and layer.data[2].max() == 1
+
+
+def test_review_queue_of_a_removed_layer(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.rank()
+    viewer.layers.remove("cells labels")
+    assert sec.run_tool("next", layer=viewer.layers["cells"], point=(0, 0)) is None
+    assert "rank again" in messages["error"][-1]

@@ -73,11 +73,12 @@ def tune(
     min_sizes=(0, 8, 16, 24, 32, 48, 64, 96),
     dist_sigmas=(0.0, 1.0, 2.0, 3.0),
     rounds: int = 3,
+    ignores: list[np.ndarray | None] | None = None,
 ) -> tuple[PostprocessConfig, float, list[tuple[PostprocessConfig, float]]]:
     """Choose the thresholds that maximise pooled AP@0.5 on annotated images.
 
     Coordinate ascent from two starts: each setting in turn is set to its best value
-    with the others fixed, for a few rounds (about a fifth of a full grid search).
+    with the others fixed, for a few rounds (well under a tenth of a full grid search).
     Only the post-processing runs (the network outputs are given), so it is quick.
 
     Parameters
@@ -92,6 +93,8 @@ def tune(
         Candidate values of each setting.
     rounds : int
         Passes over the settings (stops early when a pass changes nothing).
+    ignores : list of numpy.ndarray, optional
+        Per image, the unreviewed pixels (objects mostly inside are not scored).
 
     Returns
     -------
@@ -112,7 +115,8 @@ def tune(
                 ]
             plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
             counts = [
-                matching(t, instances_from_maps(f, d, plain)) for (f, d), t in zip(smoothed[cfg.dist_sigma], truths)
+                matching(t, instances_from_maps(f, d, plain), ignore=ig)
+                for (f, d), t, ig in zip(smoothed[cfg.dist_sigma], truths, ignores or [None] * len(truths))
             ]
             cache[cfg] = pool(counts).ap50
         return cache[cfg]
@@ -144,25 +148,27 @@ def foreground_probability(probs: np.ndarray) -> np.ndarray:
     return 1.0 - probs[0]
 
 
-def instances(probs: np.ndarray, config: PostprocessConfig = PostprocessConfig()) -> np.ndarray:
+def instances(probs: np.ndarray, config: PostprocessConfig = PostprocessConfig(), n_classes: int = 3) -> np.ndarray:
     """Turn network outputs into instance labels.
 
     Parameters
     ----------
     probs : numpy.ndarray
-        ``(4, H, W)``: background, interior and boundary probabilities, then the
+        ``(n_classes + 1, H, W)``: class probabilities (background first), then the
         normalised distance map (as :func:`napari_unet_loop.core.predict.predict` returns).
     config : PostprocessConfig
         Thresholds.
+    n_classes : int
+        Number of class channels before the distance map.
 
     Returns
     -------
     numpy.ndarray
         ``int32`` labels, 0 background, objects numbered 1..N.
     """
-    if probs.ndim != 3 or probs.shape[0] < 4:
-        raise ValueError(f"expected (4, H, W) network outputs, got shape {probs.shape}")
-    return instances_from_maps(foreground_probability(probs), probs[3], config)
+    if probs.ndim != 3 or probs.shape[0] < n_classes + 1:
+        raise ValueError(f"expected ({n_classes + 1}, H, W) network outputs, got shape {probs.shape}")
+    return instances_from_maps(foreground_probability(probs), probs[n_classes], config)
 
 
 def instances_from_maps(

@@ -105,7 +105,7 @@ def iter_segment(
         model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
     )
     yield Progress(0, 1, "instances")
-    labels = instances(probs, postprocess or model.card.postprocess)
+    labels = instances(probs, postprocess or model.card.postprocess, model.card.architecture.n_classes)
     yield Progress(1, 1, "instances")
     return Segmentation(labels, probs)
 
@@ -199,12 +199,15 @@ def iter_segment_blocks(
             centres = np.asarray(ndi.center_of_mass(np.ones_like(local), local, np.arange(1, n + 1)))
             cy, cx = centres[:, 0] + ry0, centres[:, 1] + rx0
             keep = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+            target = labels[ry0:ry1, rx0:rx1]
+            free = (local > 0) & (target == 0)
+            # ids only for kept objects that still get pixels (none already written by a neighbour)
+            keep &= np.bincount(local[free], minlength=n + 1)[1:] > 0
             lut = np.zeros(n + 1, np.int64)
             lut[1:][keep] = np.arange(next_id, next_id + int(keep.sum()))
             next_id += int(keep.sum())
             new = lut[local]
-            target = labels[ry0:ry1, rx0:rx1]
-            write = (new > 0) & (target == 0)
+            write = (new > 0) & free
             target[write] = new[write]
         yield Progress(k + 1, len(cores), "blocks")
     return labels

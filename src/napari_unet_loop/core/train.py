@@ -502,7 +502,7 @@ def validate(
         ent = -(dt * np.log(dt) + (1 - dt) * np.log(1 - dt))
         total += float((ce * t.weight).sum() + ((bce - ent) * valid).sum())
         count += float(valid.sum())
-        results.append(matching(s.labels, instances(probs, postprocess), ignore=s.ignore))
+        results.append(matching(s.labels, instances(probs, postprocess, n_cls), ignore=s.ignore))
     net.train(was_training)
     scores = pool(results).to_dict()
     scores["loss"] = total / max(count, 1.0)
@@ -729,15 +729,15 @@ def tune_thresholds(
     """
     from .postprocess import instances_from_maps, tune
 
-    maps, truths = [], []
+    maps, truths, ignores = [], [], []
     n_cls = net.config.n_classes
     for s in samples:
         probs = predict(net, s.image, device=device, precision=precision)
-        fg, dist = 1.0 - probs[0], probs[n_cls]
-        if s.ignore is not None:  # unreviewed pixels: neither objects nor background count
-            fg = np.where(s.ignore, 0.0, fg)
-        maps.append((fg, dist))
-        truths.append(np.where(s.ignore, 0, s.labels) if s.ignore is not None else s.labels)
-    before = pool([matching(t, instances_from_maps(f, d, start)) for (f, d), t in zip(maps, truths)]).ap50
-    best, after, _ = tune(maps, truths, start=start)
+        maps.append((1.0 - probs[0], probs[n_cls]))
+        truths.append(s.labels)
+        ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
+    before = pool(
+        [matching(t, instances_from_maps(f, d, start), ignore=ig) for (f, d), t, ig in zip(maps, truths, ignores)]
+    ).ap50
+    best, after, _ = tune(maps, truths, start=start, ignores=ignores)
     return best, before, after

@@ -99,7 +99,7 @@ def segment_planes(
             # overall progress: planes done plus the share of this plane's tiles
             frac = p.done / p.total if p.total else 1.0
             yield Progress(
-                int(1000 * (k + (0.9 * frac if p.stage == "predict" else 0.95))),
+                int(1000 * (k + (0.9 * frac if p.stage in ("predict", "blocks") else 0.95))),
                 1000 * total,
                 f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
             )

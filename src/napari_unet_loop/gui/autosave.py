@@ -14,7 +14,7 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from ..core.atomic import atomic_path
 from ..io.labels import write_tiff
@@ -76,6 +76,10 @@ class Autosaver:
         self.timer.setInterval(int(interval_s * 1000))
         self.timer.timeout.connect(self.save_dirty)
         self.timer.start()
+        self._files: dict[int, str] = {}  # layer -> file stem (unique even for equal names)
+        app = QApplication.instance()
+        if app is not None:  # a clean exit leaves nothing to restore; a crash leaves the autosaves
+            app.aboutToQuit.connect(self.discard_session)
         viewer.layers.events.inserted.connect(self._track)
         for layer in viewer.layers:
             self._track(layer=layer)
@@ -102,7 +106,10 @@ class Autosaver:
 
     def _write(self, layer: Labels) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{self.session}-{_safe(layer.name)}"
+        key = id(unwrap(layer))
+        if key not in self._files:
+            self._files[key] = f"{self.session}-{len(self._files) + 1:03d}-{_safe(layer.name)}"
+        stem = self._files[key]
         data = np.asarray(layer.data)
         axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim)
         tif = write_tiff(self.folder / f"{stem}.tif", np.clip(data, 0, None), axes=axes, overwrite=True)
@@ -141,6 +148,8 @@ class Autosaver:
         layer = self.viewer.add_labels(
             data, name=f"{note['layer']} (restored)", scale=note.get("scale"), translate=note.get("translate")
         )
+        self.tracker.state(layer).dirty = True  # saved again by this session before the old copy goes
+        self.save_dirty()
         self.discard(note)
         return unwrap(layer)
 
@@ -149,10 +158,13 @@ class Autosaver:
         (self.folder / note["file"]).unlink(missing_ok=True)
         Path(note["_note"]).unlink(missing_ok=True)
 
-    def stop(self) -> None:
-        """Save once more and stop the timer."""
-        self.save_dirty()
+    def discard_session(self) -> None:
+        """Delete this session's autosaves (on a clean exit) and stop the timer."""
         self.timer.stop()
+        for note_path in self.folder.glob(f"{self.session}-*.json"):
+            note_path.unlink(missing_ok=True)
+        for tif in self.folder.glob(f"{self.session}-*.tif"):
+            tif.unlink(missing_ok=True)
 
 
 class RestoreBar(QWidget):

@@ -8,6 +8,7 @@ from a click when a click action is chosen.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +82,7 @@ class CorrectSection(QGroupBox):
         self.cut_points: list[tuple[tuple[int, ...], tuple[float, float]]] = []
         self.queue: dict[str, np.ndarray] | None = None
         self.queue_pos = -1
-        self._bound: set[int] = set()
+        self._bound: weakref.WeakSet = weakref.WeakSet()
         lay = QVBoxLayout(self)
         form = QFormLayout()
         lay.addLayout(form)
@@ -195,10 +196,10 @@ class CorrectSection(QGroupBox):
 
     def _bind_keys(self) -> None:
         layer = self.labels_layer()
-        if layer is None or id(unwrap(layer)) in self._bound:
+        if layer is None or unwrap(layer) in self._bound:
             return
         real = unwrap(layer)
-        self._bound.add(id(real))
+        self._bound.add(real)
         for name, (_, key, _) in TOOLS.items():
             real.bind_key(key, lambda lyr, name=name: self.run_tool(name, layer=lyr), overwrite=True)
         real.mouse_drag_callbacks.append(self._on_click)
@@ -421,13 +422,18 @@ class CorrectSection(QGroupBox):
         self.status.setText(f"{self.queue['label'].size} objects ranked by {source}; Next (K) starts.")
         return self.queue
 
+    def _queue_layer(self) -> Labels:
+        if self.queue_layer not in self.viewer.layers:
+            raise pr.ProofreadError(f"the ranked layer '{self.queue_layer}' is gone or renamed: rank again")
+        return self.viewer.layers[self.queue_layer]
+
     def go_to(self, pos: int) -> int | None:
         """Centre the view on the queue's object at ``pos`` and select its label."""
         if self.queue is None or not self.queue["label"].size:
             raise pr.ProofreadError("rank the objects first (Rank objects by doubt)")
         pos = int(np.clip(pos, 0, self.queue["label"].size - 1))
+        layer = self._queue_layer()
         self.queue_pos = pos
-        layer = self.viewer.layers[self.queue_layer]
         lab = int(self.queue["label"][pos])
         data_pt = [*self.queue_plane, self.queue["centroid_y"][pos], self.queue["centroid_x"][pos]]
         world = layer.data_to_world(data_pt)
@@ -452,7 +458,7 @@ class CorrectSection(QGroupBox):
     def _tool_accept(self, layer, plane, point):
         if self.queue is None or self.queue_pos < 0:
             raise pr.ProofreadError("go to an object of the review queue first (Next)")
-        layer = self.viewer.layers[self.queue_layer]
+        layer = self._queue_layer()
         lab = int(self.queue["label"][self.queue_pos])
         meta = dict(layer.metadata.get(META_KEY, {}))
         reviewed = [list(x) for x in meta.get("reviewed", [])]

@@ -93,14 +93,19 @@ def provenance(layer: Labels) -> dict[str, Any]:
     }
 
 
-def export_jobs(viewer, layers: list[Labels]) -> list[dict]:
-    """Plain-data export jobs for a worker thread (no layer is touched off the main thread)."""
+def export_jobs(viewer, layers: list[Labels], formats: list[str] = ("csv", "zarr")) -> list[dict]:
+    """Plain-data export jobs for a worker thread (no layer is touched off the main thread).
+
+    The labels are copied, so editing while the export runs cannot mix two states in the files;
+    the image is read only for the formats that use it (CSV intensities, OME-Zarr).
+    """
     jobs = []
+    needs_image = bool(set(formats) & {"csv", "zarr"})
     for layer in layers:
-        image = paired_image(viewer, layer)
+        image = paired_image(viewer, layer) if needs_image else None
         jobs.append(
             {
-                "labels": np.asarray(layer.data),
+                "labels": np.array(layer.data),
                 "name": layer.name.replace(" ", "_"),
                 "image": grey(image) if image is not None else None,
                 "scale": tuple(float(s) for s in layer.scale),
@@ -230,7 +235,7 @@ class ExportSection(QGroupBox):
             self.status.setText(problem)
             return None
         overwrite = self.overwrite_check.isChecked()
-        jobs = export_jobs(self.viewer, layers)
+        jobs = export_jobs(self.viewer, layers, formats)
         worker = create_worker(run_exports, jobs, folder, formats, overwrite, _start_thread=False)
         self._written: list[str] = []
         self._failed: list[str] = []

@@ -425,10 +425,6 @@ class FineTuneSection(QGroupBox):
         return out
 
     # ------------------------------------------------------------------ running
-    def busy(self) -> bool:
-        """Whether a fine-tune is running."""
-        return self._worker is not None
-
     def _start_model(self) -> Model:
         choice = self.start_combo.currentText()
         if choice == START_DEFAULT:
