@@ -685,9 +685,7 @@ class UNetLoopWidget(QWidget):
             return None
         if self.tracker.is_edited(target) and self.if_edited_combo.currentText() != IF_EDITED_REPLACE:
             show_info(f"'{target.name}' holds your edits, so the new thresholds go to a new layer.")
-            new = self._add_labels(
-                target.name, np.zeros_like(target.data), scale=target.scale, translate=target.translate
-            )
+            new = self._add_labels(target.name, np.zeros_like(target.data), **like_layer(target))
             self._maps[unwrap(new)] = dict(maps)
             target = new
         self._run = {
@@ -756,7 +754,7 @@ class UNetLoopWidget(QWidget):
         if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
             maps = self._maps.get(unwrap(target), {}) if target is not None else {}
             shape = target.data.shape if target is not None else None
-            new = self._add_labels(getattr(target, "name", "labels"), np.zeros(shape, np.int32))
+            new = self._add_labels(target.name, np.zeros(shape, np.int32), **like_layer(target))
             self._maps[unwrap(new)] = dict(maps)
             run["target"] = new
             return new
@@ -864,6 +862,16 @@ class UNetLoopWidget(QWidget):
     def _on_errored(self, exc: Exception) -> None:
         self._run["failed"] = True
         self.status.setText(f"Failed: {exc}")
+
+
+def like_layer(layer: Labels) -> dict:
+    """Transform and provenance of a labels layer, for a new layer that replaces it."""
+    kw = {"scale": layer.scale, "translate": layer.translate, "metadata": dict(layer.metadata)}
+    for attr in ("axis_labels", "units"):
+        value = getattr(layer, attr, None)
+        if value is not None:
+            kw[attr] = value
+    return kw
 
 
 def layer_data_len(layer: Image, axis: int) -> int:
