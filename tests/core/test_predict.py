@@ -232,3 +232,19 @@ def test_out_of_memory_at_the_smallest_tile_is_a_clear_error(monkeypatch):
     net = UNet(UNetConfig(depth=2, base_width=4)).eval()
     with pytest.raises(MemoryError, match="out of memory"):
         predict_mod.predict(net, np.zeros((40, 40), np.float32), tile=64)
+
+
+def test_no_inference_mode_leaks_out_of_a_suspended_prediction():
+    """A cancelled worker abandons the generator at a yield: torch's thread-local modes must be off there."""
+    import torch
+
+    from napari_unet_loop.core.model import UNet, UNetConfig
+    from napari_unet_loop.core.predict import iter_predict
+
+    net = UNet(UNetConfig(depth=2, base_width=4)).eval()
+    gen = iter_predict(net, np.zeros((100, 100), np.float32), tile=32, batch_size=1)
+    next(gen)
+    next(gen)  # suspended after the first batch of tiles
+    assert not torch.is_inference_mode_enabled()
+    assert torch.is_grad_enabled()
+    gen.close()

@@ -325,3 +325,19 @@ def test_cancelled_model_file_dialog_keeps_the_model(viewer_widget, monkeypatch)
     w.model_combo.setCurrentText(widget_mod.OTHER_MODEL)
     w._on_model_chosen(w.model_combo.currentIndex())
     assert w.model_combo.currentText() == "tiny"
+
+
+def test_undoing_a_replaced_result_is_not_a_correction(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    w.fg_spin.setValue(0.3)
+    w.seed_spin.setValue(0.9)
+    run(qtbot, w)  # replaces the unedited layer in place, one undo step
+    out.undo()  # back to the first result: the user corrected nothing
+    ((original, current),) = w.tracker.corrections(out).values()
+    np.testing.assert_array_equal(original, current)
+    out.paint((40, 40), 77)  # a real correction counts
+    ((original, current),) = w.tracker.corrections(out).values()
+    assert (original != current).any()

@@ -207,18 +207,20 @@ def _predict_tiles(
     tiles = grid.tiles()
     cuda = device.type == "cuda"
     yield Progress(0, len(tiles))
-    with torch.inference_mode():
-        for start in range(0, len(tiles), batch):
-            chunk = tiles[start : start + batch]
-            x = torch.from_numpy(np.stack([grid.read(image, t) for t in chunk]).astype(np.float32, copy=False))
+    for start in range(0, len(tiles), batch):
+        chunk = tiles[start : start + batch]
+        x = torch.from_numpy(np.stack([grid.read(image, t) for t in chunk]).astype(np.float32, copy=False))
+        # inference mode only around the computation, never across a yield: it is thread-local state,
+        # and a generator abandoned while suspended inside it would leave it on in the worker thread
+        with torch.inference_mode():
             if cuda:  # pinned memory: the copy to the card overlaps with reading the next tiles
                 x = x.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             else:
                 x = x.to(device)
             y = _forward(net, x, dtype, cfg.n_classes, tta).cpu().numpy()
-            for t, yt in zip(chunk, y):
-                out[:, t.y : t.y + t.h, t.x : t.x + t.w] = grid.core_of(yt, t)
-            yield Progress(min(start + batch, len(tiles)), len(tiles))
+        for t, yt in zip(chunk, y):
+            out[:, t.y : t.y + t.h, t.x : t.x + t.w] = grid.core_of(yt, t)
+        yield Progress(min(start + batch, len(tiles)), len(tiles))
 
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))

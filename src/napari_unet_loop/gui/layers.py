@@ -167,6 +167,8 @@ class EditState:
         Whether the plugin created the layer.
     originals : dict
         Plane index -> labels as the plugin wrote them (to tell what the user corrected).
+    edits_at_write : dict
+        Plane index -> ``n_edits`` when the plugin wrote it (to tell undo of its write from edits).
     dirty : bool
         Edited since the last autosave.
     """
@@ -175,6 +177,7 @@ class EditState:
     n_edits: int = 0
     ours: bool = True
     originals: dict = field(default_factory=dict)
+    edits_at_write: dict = field(default_factory=dict)
     dirty: bool = False
 
 
@@ -226,14 +229,27 @@ class LabelsTracker:
 
     def record_output(self, layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> None:
         """Remember a plane as the plugin wrote it; later differences are the user's corrections."""
-        self.state(layer).originals[index] = np.array(labels, copy=True)
+        st = self.state(layer)
+        st.originals[index] = np.array(labels, copy=True)
+        st.edits_at_write[index] = st.n_edits
 
     def corrections(self, layer: Labels) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
-        """``{plane index: (labels as written, labels now)}`` for every plane the plugin wrote."""
+        """``{plane index: (labels as written, labels now)}`` for every plane the plugin wrote.
+
+        A plane that changed although no user edit arrived since the plugin wrote it was
+        changed by undoing or redoing the plugin's own replacement (napari's undo sends no
+        event): that is not a correction, and the plane as it is now becomes the reference.
+        """
         st = self._states.get(unwrap(layer))
         if st is None:
             return {}
-        return {i: (orig, np.asarray(layer.data[i])) for i, orig in st.originals.items()}
+        out = {}
+        for i, orig in st.originals.items():
+            now = np.asarray(layer.data[i])
+            if st.n_edits == st.edits_at_write.get(i, -1) and not np.array_equal(orig, now):
+                st.originals[i] = orig = np.array(now, copy=True)
+            out[i] = (orig, now)
+        return out
 
     def tracked(self) -> list[Labels]:
         """Labels layers being tracked (alive)."""
