@@ -87,7 +87,7 @@ def test_shipped_model_segments_sample_images_well(folders, shipped_model_availa
     assert main(["evaluate", str(images), str(labels), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # both samples are in the held-out test split of the shipped model
-    assert report["ap50"] > 0.6, report
+    assert report["ap50"] > 0.7, report  # measured 0.76 (he_stain 0.60, small 0.84)
 
 
 def test_train_from_scratch_then_segment_with_it(tmp_path, folders, capsys):
