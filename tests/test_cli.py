@@ -222,6 +222,31 @@ def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_pat
     assert models.load(model).card.postprocess.to_dict() == out["thresholds"]
 
 
+def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.io.images import read_image
+
+    images, labels = folders
+    grey = tmp_path / "grey"
+    multi = tmp_path / "multi"
+    grey.mkdir()
+    multi.mkdir()
+    for path in images.iterdir():
+        plane = read_image(path)[..., :3].mean(-1).astype(np.float32)
+        noise = np.random.default_rng(0).random(plane.shape, dtype=np.float32) * 255
+        tifffile.imwrite(grey / f"{path.stem}.tif", plane)
+        tifffile.imwrite(multi / f"{path.stem}.tif", np.stack([noise, plane], axis=0), metadata={"axes": "CYX"})
+    assert main(["tune", str(grey), str(labels), "--model", str(tiny_model_path)]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert (
+        main(["tune", str(multi), str(labels), "--model", str(tiny_model_path), "--channel", "1", "--axes", "CYX"]) == 0
+    )
+    got = json.loads(capsys.readouterr().out)
+    assert got["before"] == pytest.approx(want["before"])
+    assert got["thresholds"] == want["thresholds"]
+    assert main(["tune", str(multi), str(labels), "--model", str(tiny_model_path)]) == 2
+    assert "give --axes" in capsys.readouterr().err
+
+
 def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys):
     from napari_unet_loop.core import models
 

@@ -263,11 +263,22 @@ def _read_list(path: str | None) -> set[str] | None:
     return {Path(n).stem for n in names}
 
 
-def _load_samples(pairs, card_norm, in_channels, channel) -> list[Sample]:
+def _one_plane(data: np.ndarray, axes: str | None) -> np.ndarray:
+    """The single 2D plane (channels last) of an annotated image, for training and tuning."""
+    stack, stack_shape = to_stack(data, (axes or guess_axes(data.shape)).upper())
+    if stack.shape[0] != 1:
+        raise InputError(
+            f"holds {stack.shape[0]} planes (stack shape {stack_shape}); training and tuning take 2D images: "
+            "give --axes if one axis is channels (e.g. CYX), or save one file per plane"
+        )
+    return stack[0]
+
+
+def _load_samples(pairs, card_norm, in_channels, channel, axes=None) -> list[Sample]:
     samples = []
     for img_path, lab_path in pairs:
         try:
-            x = prepare_input(read_image(img_path), in_channels, card_norm, channel=channel)
+            x = prepare_input(_one_plane(read_image(img_path), axes), in_channels, card_norm, channel=channel)
             samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
         except (InputError, ValueError) as exc:
             raise CLIError(f"{img_path.name}: {exc}") from exc
@@ -307,10 +318,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]
-        train = _load_samples(train_pairs, norm, in_ch, args.channel)
-        val = _load_samples(val_pairs, norm, in_ch, args.channel)
+        train = _load_samples(train_pairs, norm, in_ch, args.channel, args.axes)
+        val = _load_samples(val_pairs, norm, in_ch, args.channel, args.axes)
     else:
-        train, val = split_validation(_load_samples(pairs, norm, in_ch, args.channel), args.val_fraction, args.seed)
+        train, val = split_validation(
+            _load_samples(pairs, norm, in_ch, args.channel, args.axes), args.val_fraction, args.seed
+        )
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     config = TrainConfig(
@@ -517,11 +530,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("no image/label pairs to tune on")
     maps, truths = [], []
     n_cls = model.card.architecture.n_classes
-    for img_path, lab_path in pairs:
-        x = prepare_input(read_image(img_path), model.card.architecture.in_channels, model.card.normalization)
-        probs = predict(model.net, x, device=device, tile=args.tile, tta=args.tta)
+    samples = _load_samples(
+        pairs, model.card.normalization, model.card.architecture.in_channels, args.channel, args.axes
+    )
+    for sample in samples:
+        probs = predict(model.net, sample.image, device=device, tile=args.tile, tta=args.tta)
         maps.append((1.0 - probs[0], probs[n_cls]))
-        truths.append(read_image(lab_path))
+        truths.append(sample.labels)
     before = pool([matching(t, instances_from_maps(*m, model.card.postprocess)) for m, t in zip(maps, truths)]).ap50
     best, ap, tried = tune(maps, truths, start=model.card.postprocess)
     _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
@@ -604,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
     p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
     p.add_argument("--depth", type=int, default=4, help="U-Net depth, from scratch (default 4)")
     p.add_argument("--width", type=int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
@@ -652,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
+    p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("models", help="list shipped and user models")
