@@ -588,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="segment images and score them against label files")
     p.add_argument("images", help="folder of images")
-    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
     p.add_argument("--verbose", action="store_true", help="per-image lines on stderr with --json")
@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train or fine-tune on images and label files")
     p.add_argument("images", help="folder of images")
-    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument(
         "--from",
@@ -661,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="choose a model's default thresholds on annotated images")
     p.add_argument("images", help="folder of images")
-    p.add_argument("labels", help="folder of label images (matched by base name)")
+    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
     p.add_argument("--model", default="default", help="model name or path")
     p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
     p.add_argument("--device", default="auto")

@@ -281,7 +281,7 @@ class FineTuneSection(QGroupBox):
         images = QFileDialog.getExistingDirectory(self, "Folder of images")
         if not images:
             return
-        labels = QFileDialog.getExistingDirectory(self, "Folder of label files (same base names)")
+        labels = QFileDialog.getExistingDirectory(self, "Folder of label files (matched to the images by name)")
         if labels:
             self.add_folders(images, labels)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -66,13 +68,49 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+_LABEL_AFFIXES = re.compile(
+    r"^(man_seg|mask|masks|labels?|seg|gt)[_-]?|[_-](cp_masks|masks?|labels?|label_image|seg|gt|annotations?)$",
+    re.IGNORECASE,
+)
+_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def _by_stem(files: list[Path], key) -> dict:
+    """Files keyed by ``key(stem)``; keys shared by several files (or None) are left out."""
+    out: dict = {}
+    seen: set = set()
+    for q in files:
+        k = key(q.stem)
+        if k is None:
+            continue
+        if k in seen:
+            out.pop(k, None)
+        else:
+            out[k] = q
+        seen.add(k)
+    return out
+
+
+def _trailing_number(stem: str) -> int | None:
+    m = _TRAILING_NUMBER.search(stem)
+    return int(m.group(1)) if m else None
+
+
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Match image and label files of two folders by base name (any image suffix).
+    """Match image and label files of two folders by name.
+
+    Names are matched in the first of these ways that pairs any file: the same base
+    name (any image suffix); the same base name once common label affixes are taken
+    off the label file's name (``_mask``, ``_masks``, ``_cp_masks``, ``_label``,
+    ``_labels``, ``_seg``, ``_gt``, or a ``man_seg``/``mask``/``seg`` prefix); the same
+    frame number (the last number in the name: ``t012.tif`` and ``man_seg012.tif``, as
+    in the Cell Tracking Challenge), when each number names one file on each side.
+    Images without a label file are skipped.
 
     Returns
     -------
     list of tuple
-        ``(image_path, label_path)`` pairs sorted by name.
+        ``(image_path, label_path)`` pairs sorted by image name.
 
     Raises
     ------
@@ -83,12 +121,23 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     for d in (images_dir, labels_dir):
         if not d.is_dir():
             raise ReadError(f"{d} is not a folder")
-    labels = {q.stem: q for q in labels_dir.iterdir() if q.is_file() and is_image_file(q)}
-    pairs = [
-        (q, labels[q.stem])
-        for q in sorted(images_dir.iterdir())
-        if q.is_file() and is_image_file(q) and q.stem in labels
-    ]
-    if not pairs:
-        raise ReadError(f"no image in {images_dir} has a label file of the same base name in {labels_dir}")
-    return pairs
+    images = sorted(q for q in images_dir.iterdir() if q.is_file() and is_image_file(q))
+    labels = sorted(q for q in labels_dir.iterdir() if q.is_file() and is_image_file(q))
+    rules = (
+        (lambda stem: stem, lambda stem: stem),
+        (lambda stem: stem, lambda stem: _LABEL_AFFIXES.sub("", stem)),
+        (_trailing_number, _trailing_number),
+    )
+    for i, (image_key, label_key) in enumerate(rules):
+        by_key = _by_stem(labels, label_key)
+        keys = [image_key(q.stem) for q in images]
+        if i == len(rules) - 1:  # frame numbers must name one image each, too
+            counts = Counter(keys)
+            keys = [k if counts[k] == 1 else None for k in keys]
+        pairs = [(q, by_key[k]) for q, k in zip(images, keys) if k is not None and k in by_key]
+        if pairs:
+            return pairs
+    raise ReadError(
+        f"no image in {images_dir} has a label file of the same name in {labels_dir} "
+        "(matched by base name, by base name without _mask/_labels/..., or by frame number)"
+    )

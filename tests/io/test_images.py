@@ -1,0 +1,72 @@
+"""Tests of image reading and image/label pairing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.io.images import ReadError, expand_inputs, pair_files, read_image
+
+
+def _touch(folder, *names):
+    folder.mkdir(exist_ok=True)
+    for n in names:
+        tifffile.imwrite(folder / n, np.zeros((4, 4), np.uint8))
+
+
+def test_pairs_by_base_name_whatever_the_suffix(tmp_path):
+    _touch(tmp_path / "im", "a.tif", "b.tif", "c.tif", "notes.txt")
+    _touch(tmp_path / "lab", "a.tif", "b.tiff")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [("a.tif", "a.tif"), ("b.tif", "b.tiff")]
+
+
+def test_pairs_label_files_with_common_affixes(tmp_path):
+    _touch(tmp_path / "im", "cell_01.tif", "cell_02.tif")
+    _touch(tmp_path / "lab", "cell_01_masks.tif", "cell_02_cp_masks.tif")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [lab.name for _, lab in pairs] == ["cell_01_masks.tif", "cell_02_cp_masks.tif"]
+
+
+def test_pairs_cell_tracking_challenge_frames_by_number(tmp_path):
+    _touch(tmp_path / "im", "t000.tif", "t001.tif", "t002.tif", "t013.tif")
+    _touch(tmp_path / "lab", "man_seg000.tif", "man_seg013.tif")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [("t000.tif", "man_seg000.tif"), ("t013.tif", "man_seg013.tif")]
+
+
+def test_exact_names_win_over_other_rules(tmp_path):
+    _touch(tmp_path / "im", "x1.tif", "x2.tif")
+    _touch(tmp_path / "lab", "x1.tif", "x2_mask.tif")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [("x1.tif", "x1.tif")]
+
+
+def test_ambiguous_numbers_do_not_pair(tmp_path):
+    _touch(tmp_path / "im", "t1.tif", "s1.tif")
+    _touch(tmp_path / "lab", "man_seg1.tif")
+    with pytest.raises(ReadError, match="no image"):
+        pair_files(tmp_path / "im", tmp_path / "lab")
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ReadError, match="is not a folder"):
+        pair_files(tmp_path / "nope", tmp_path)
+
+
+def test_read_image_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    with pytest.raises(ReadError, match="cannot read"):
+        read_image(bad)
+    with pytest.raises(ReadError, match="does not exist"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_expand_inputs_lists_folders_sorted(tmp_path):
+    _touch(tmp_path / "im", "b.tif", "a.tif")
+    assert [p.name for p in expand_inputs([tmp_path / "im"])] == ["a.tif", "b.tif"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReadError, match="holds no image files"):
+        expand_inputs([tmp_path / "empty"])
