@@ -1,4 +1,4 @@
-"""Headless commands: ``napari-unet-loop segment | evaluate | train | export | models | gui``.
+"""Headless commands: ``napari-unet-loop segment | evaluate | train | tune | export | models | gui``.
 
 They run on the same core as the napari dock widget, so a model trained in napari
 segments a folder on a cluster, and a model trained here opens in napari.
@@ -568,7 +568,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="napari-unet-loop", description="U-Net instance segmentation: segment, evaluate, train."
+        prog="napari-unet-loop", description="U-Net instance segmentation: segment, evaluate, train, tune, export."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
