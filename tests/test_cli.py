@@ -281,3 +281,44 @@ def test_tune_does_not_write_into_a_shipped_model(folders, shipped_model_availab
     images, labels = folders
     assert main(["tune", str(images), str(labels), "--write"]) == 2
     assert "shipped model" in capsys.readouterr().err
+
+
+def test_export_keeps_the_files_unit_and_z_spacing(tmp_path):
+    from napari_unet_loop.io.readers import read_labels
+
+    lab = np.zeros((3, 32, 32), np.uint16)
+    lab[:, 4:12, 4:12] = 1
+    src = tmp_path / "nm.tif"
+    tifffile.imwrite(
+        src, lab, imagej=True, resolution=(1 / 40, 1 / 40), metadata={"unit": "nm", "axes": "ZYX", "spacing": 100}
+    )
+    assert main(["export", str(src), "-o", str(tmp_path / "a"), "--format", "tif,csv"]) == 0
+    _, kwargs, _ = read_labels(tmp_path / "a" / "nm.tif")[0]
+    assert kwargs["metadata"]["units"][-1] == "nanometer"
+    np.testing.assert_allclose(kwargs["scale"], [100, 40, 40])
+    side = json.loads((tmp_path / "a" / "nm.csv.json").read_text())
+    assert side["columns"]["area"] == "nm^2"
+    assert (tmp_path / "a" / "nm.csv").read_text().splitlines()[1].split(",")[2] == str(64 * 40.0**2)
+    assert main(["export", str(src), "-o", str(tmp_path / "b"), "--pixel-size", "20"]) == 0
+    _, kwargs, _ = read_labels(tmp_path / "b" / "nm.tif")[0]
+    np.testing.assert_allclose(kwargs["scale"], [100, 20, 20])
+
+
+def test_fiji_escaped_micro_sign_is_read_as_micrometres(tmp_path):
+    from napari_unet_loop.io.readers import read_labels
+
+    lab = np.zeros((16, 16), np.uint8)
+    lab[2:6, 2:6] = 1
+    tifffile.imwrite(tmp_path / "um.tif", lab, imagej=True, resolution=(2, 2), metadata={"unit": "\\u00B5m"})
+    _, kwargs, _ = read_labels(tmp_path / "um.tif")[0]
+    assert kwargs["metadata"]["units"] == ["micrometer", "micrometer"]
+
+
+def test_os_errors_are_clear_messages(tmp_path, folders, capsys):
+    images, labels = folders
+    args = ["train", str(images), str(labels), "--out", str(tmp_path / "m"), "--include", str(tmp_path / "no.txt")]
+    assert main(args) == 2
+    assert "no.txt" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["segment", str(images), "-o", str(tmp_path / "afile" / "sub")]) == 2
+    assert "is a file" in capsys.readouterr().err

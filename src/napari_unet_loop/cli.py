@@ -22,13 +22,13 @@ from .core import models as model_files
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
 from .core.image import InputError, prepare_input
-from .core.metrics import matching, pool
+from .core.metrics import matching, matching_planes, pool
 from .core.model import UNetConfig
 from .core.models import ModelError
 from .core.postprocess import PostprocessConfig
 from .core.segment import segment
 from .core.train import Sample, TrainConfig, TrainingError, iter_train, split_validation
-from .io.export import FORMATS, ExportError, export_labels, export_target
+from .io.export import FORMATS, ExportError, check_writable, export_labels, export_target
 from .io.images import ReadError, expand_inputs, pair_files, read_image
 
 
@@ -163,6 +163,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
     outdir = Path(args.output)
+    check_writable(outdir)  # before any segmenting
     stems = [f.stem for f in files]
     dupes = {s for s in stems if stems.count(s) > 1}
     if dupes:
@@ -228,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         labels, _ = _segment_array(read_image(img_path), model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
-        counts, seg = matching(truth, labels)
+        counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane
         results.append((counts, seg))
         s = pool([(counts, seg)]).to_dict()
         per_image.append({"name": img_path.stem, **s})
@@ -463,8 +464,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             meta = kwargs.get("metadata", {}) or {}
             axes = args.axes or meta.get("axes")
             scale = args.pixel_size or kwargs.get("scale")
-            if args.pixel_size and len(args.pixel_size) == 1:
-                scale = [args.pixel_size[0]] * 2
+            if args.pixel_size and len(args.pixel_size) == 1:  # Y and X; other axes keep the file's spacing
+                file_scale = list(kwargs.get("scale") or [1.0] * data.ndim)
+                scale = [*file_scale[: data.ndim - 2], args.pixel_size[0], args.pixel_size[0]]
             name = Path(path).stem if len(layers) == 1 else kwargs.get("name", Path(path).stem)
             for fmt in formats:
                 img = image if fmt in ("csv", "zarr") else None
@@ -479,7 +481,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     name=name,
                     image=img,
                     scale=scale,
-                    units=args.unit,
+                    units=args.unit or meta.get("units"),
                     axes=axes,
                     overwrite=args.overwrite,
                     provenance=meta.get("napari_unet_loop") or None,
@@ -695,8 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReadError,
         TrainingError,
         ExportError,
-        FileExistsError,
-        PermissionError,
+        OSError,  # missing list files, folders that are files, full disks, ...
         MemoryError,
         ValueError,
     ) as exc:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet_loop.core.metrics import MatchCounts, SegCounts, matching, pool, score
+from napari_unet_loop.core.metrics import MatchCounts, SegCounts, matching, matching_planes, pool, score
 
 
 def _example():
@@ -134,6 +134,9 @@ def test_ignore_mask_drops_objects_mostly_inside_it():
     # an all-False mask changes nothing
     no_ignore, _ = matching(true, pred, ignore=np.zeros(true.shape, bool))
     assert no_ignore[0.5] == matching(true, pred)[0][0.5]
+    # huge ids (a table of counts per id would not fit in memory) give the same answer
+    big, _ = matching(true.astype(np.int64) * 10**12, pred.astype(np.int64) * 3 * 10**9, ignore=ignore)
+    assert big[0.5] == counts[0.5]
 
 
 def test_shape_mismatch():
@@ -219,3 +222,17 @@ def test_low_threshold_matching_is_one_to_one_and_optimal():
     # best: pred 1 <-> true 1 (IoU 4/10) and pred 2 <-> true 2 (IoU 2/6): two matches
     assert (c.tp, c.fp, c.fn) == (2, 0, 0)
     assert c.sum_iou == pytest.approx(4 / 10 + 2 / 6)
+
+
+def test_stacks_are_matched_plane_by_plane():
+    true = np.zeros((2, 8, 8), np.int32)
+    true[0, :3, :3], true[0, 5:, 5:] = 1, 2
+    true[1, :3, 5:], true[1, 5:, :3] = 3, 4
+    pred = np.zeros_like(true)  # a perfect prediction numbered 1..N in each plane
+    pred[0][true[0] == 1], pred[0][true[0] == 2] = 1, 2
+    pred[1][true[1] == 3], pred[1][true[1] == 4] = 1, 2
+    counts, seg = matching_planes(true, pred)
+    assert (counts[0.5].tp, counts[0.5].fp, counts[0.5].fn) == (4, 0, 0)
+    assert seg.seg == 1.0
+    assert pool([matching(true, pred)]).ap50 < 1.0  # as one volume, ids shared by planes merge
+    assert matching_planes(true[0], pred[0])[0][0.5] == matching(true[0], pred[0])[0][0.5]

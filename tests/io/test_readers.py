@@ -160,3 +160,22 @@ def test_composite_roi_with_a_hole(tmp_path):
     assert data.shape == (22, 22)
     assert (data == 5).sum() == 400 - 25
     assert not data[7:12, 7:12].any() and (data[2:7, 2:22] == 5).all()
+
+
+def test_integer_microscopy_images_open_as_images_not_labels(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_unet_loop.sample_data import SAMPLES, sample_path
+
+    for name in SAMPLES:
+        grey = iio.imread(sample_path(name))[..., :3].mean(-1)
+        tifffile.imwrite(tmp_path / f"{name}.tif", (grey * 200).astype(np.uint16))
+        iio.imwrite(tmp_path / f"{name}.png", grey.astype(np.uint8))
+        tifffile.imwrite(tmp_path / f"{name}_masks.tif", iio.imread(sample_path(name, labels=True)))
+        for suffix in (".tif", ".png"):
+            assert read_labels(tmp_path / f"{name}{suffix}")[0][2] == "image", (name, suffix)
+        data, _, kind = read_labels(tmp_path / f"{name}_masks.tif")[0]
+        assert kind == "labels" and data.max() > 10
+    binary = (labels2d() > 0).astype(np.uint8) * 255
+    iio.imwrite(tmp_path / "mask.png", binary)
+    assert read_labels(tmp_path / "mask.png")[0][2] == "labels"

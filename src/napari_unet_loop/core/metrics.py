@@ -99,14 +99,14 @@ class SegCounts:
 
 def _drop_ignored(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
     """Remove objects that lie mostly (over half) in the ignored region."""
-    labels = labels.copy()
-    n = int(labels.max()) + 1
-    total = np.bincount(labels.ravel(), minlength=n)
-    ignored = np.bincount(labels[ignore].ravel(), minlength=n)
-    drop = ignored * 2 > total
-    drop[0] = False
-    labels[drop[labels]] = 0
-    return labels
+    ids, inverse = np.unique(labels, return_inverse=True)  # any ids: large, negative or float
+    inverse = inverse.reshape(labels.shape)
+    total = np.bincount(inverse.ravel(), minlength=ids.size)
+    ignored = np.bincount(inverse[ignore].ravel(), minlength=ids.size)
+    drop = (ignored * 2 > total) & (ids != 0)
+    out = labels.copy()
+    out[drop[inverse]] = 0
+    return out
 
 
 def overlap(true: np.ndarray, pred: np.ndarray):
@@ -209,6 +209,29 @@ class Scores:
     def to_dict(self) -> dict:
         """Return the scores as a dict."""
         return asdict(self)
+
+
+def matching_planes(
+    true: np.ndarray, pred: np.ndarray, thresholds: tuple[float, ...] = (0.5, 0.75)
+) -> tuple[dict[float, MatchCounts], SegCounts]:
+    """:func:`matching` of a stack plane by plane (the last two axes), counts summed.
+
+    Objects are numbered per plane in a segmented stack, so the same id in two planes
+    is two objects: matching the stack as one volume would merge them.
+    """
+    true = np.asarray(true)
+    pred = np.asarray(pred)
+    if true.shape != pred.shape:
+        raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
+    if true.ndim <= 2:
+        return matching(true, pred, thresholds)
+    per_plane = [
+        matching(t, p, thresholds)
+        for t, p in zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
+    ]
+    counts = {t: sum((c[t] for c, _ in per_plane[1:]), per_plane[0][0][t]) for t in thresholds}
+    seg = sum((s for _, s in per_plane[1:]), per_plane[0][1])
+    return counts, seg
 
 
 def pool(results: list[tuple[dict[float, MatchCounts], SegCounts]]) -> Scores:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core import __version__
 from ..core.atomic import atomic_dir, atomic_path
-from .labels import UINT16_MAX, imagej_unit, label_dtype, write_tiff
+from .labels import UINT16_MAX, decode_unit, imagej_unit, label_dtype, write_tiff
 
 FORMATS = ("tif", "png", "zarr", "csv", "roi")
 """The export formats, by short name."""
@@ -294,7 +294,7 @@ def unit_name(unit: Any) -> str | None:
     """
     if unit is None:
         return None
-    text = str(unit).strip()
+    text = decode_unit(str(unit).strip())
     if text.lower() in _NO_UNIT:
         return None
     return _UNIT_NAMES.get(text, _UNIT_NAMES.get(text.lower(), text))

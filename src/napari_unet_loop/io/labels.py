@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     raise ValueError(f"label id {top} exceeds the uint32 range")
 
 
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def decode_unit(text: str) -> str:
+    r"""Decode the ``\uXXXX`` escapes ImageJ writes in TIFF descriptions (``\u00B5m`` -> ``µm``)."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
 def imagej_unit(unit: str | None) -> str | None:
     """The short unit ImageJ writes (``um``, ``nm``, ...) for a unit name, or ``None`` for no unit.
 
@@ -64,7 +73,7 @@ def imagej_unit(unit: str | None) -> str | None:
     """
     if unit is None:
         return None
-    u = str(unit).strip()
+    u = decode_unit(str(unit).strip())
     if u.lower() in ("", "pixel", "pixels", "px", "none"):
         return None
     return _IMAGEJ_UNITS.get(u.lower(), _IMAGEJ_UNITS.get(u, u))

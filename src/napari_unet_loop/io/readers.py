@@ -146,9 +146,28 @@ def _napari_has_units() -> bool:
         return False
 
 
-def _is_label_array(data: np.ndarray) -> bool:
-    """Integer (or boolean) data counts as labels."""
-    return data.dtype.kind in "iub"
+def _is_label_array(data: np.ndarray, side: dict | None = None) -> bool:
+    """Whether integer (or boolean) data holds labels rather than intensities.
+
+    Files this plugin wrote (with a sidecar) are labels. Otherwise labels are piecewise
+    constant: of the horizontal neighbour pairs that are both non-zero, only those across
+    two touching objects differ (at least 96% are equal in every DSB2018 label image),
+    while a microscope image's noise makes most of them differ (at most 78% equal in the
+    DSB2018 images made grey, 3% in ISBI EM). Checked on a crop of the first plane.
+    """
+    if data.dtype.kind not in "iub":
+        return False
+    if side is not None or data.dtype.kind == "b":
+        return True
+    plane = np.asarray(data[(0,) * (data.ndim - 2)][:1024, :1024]) if data.ndim >= 2 else np.asarray(data)
+    if plane.ndim != 2 or plane.shape[1] < 2:
+        return True
+    both = (plane[:, 1:] != 0) & (plane[:, :-1] != 0)
+    n = int(both.sum())
+    if n == 0:
+        return True  # empty labels, or objects one pixel wide
+    same = (plane[:, 1:] == plane[:, :-1]) & both
+    return int(same.sum()) >= 0.9 * n
 
 
 def _stack_axes_for(ndim: int, axes: str | None) -> str:
@@ -246,7 +265,7 @@ def read_tiff(path: str | os.PathLike) -> list[LayerData]:
         tax = series.axes.upper()
         file_scale, unit = read_tiff_scale(tif, data.ndim, tax)
     channels = "S" in tax or "C" in tax
-    if _is_label_array(data) and not channels and 2 <= data.ndim <= 4:
+    if not channels and 2 <= data.ndim <= 4 and _is_label_array(data, side):
         axes = _stack_axes_for(data.ndim, tax if tax in LABEL_AXES else ((side or {}).get("labels") or {}).get("axes"))
         scale = _reconcile_scale(file_scale, side, data.ndim)
         units = _units_for(side, axes, unit) if scale is not None else None
@@ -294,7 +313,7 @@ def read_png(path: str | os.PathLike) -> list[LayerData]:
     path = Path(path)
     data = np.asarray(iio.imread(path))
     side = read_sidecar(path)
-    if data.ndim == 2 and _is_label_array(data):
+    if data.ndim == 2 and _is_label_array(data, side):
         scale = _reconcile_scale(None, side, 2)
         units = _units_for(side, "YX", None) if scale is not None else None
         return [(data, _layer_kwargs(_labels_name(path, side), scale, "YX", units, path, side), "labels")]
