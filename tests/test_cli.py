@@ -322,3 +322,13 @@ def test_os_errors_are_clear_messages(tmp_path, folders, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["segment", str(images), "-o", str(tmp_path / "afile" / "sub")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--block", "--tile"])
+def test_sizes_must_be_positive(tmp_path, folders, option, capsys):
+    images, _ = folders
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(images), "-o", str(tmp_path / "out"), option, "-5"])
+    assert exc.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -40,6 +40,17 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _positive_int(text: str) -> int:
+    """Parse a whole number of at least 1 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -51,7 +62,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)",
     )
-    p.add_argument("--tile", type=int, default=None, help="core tile size in pixels (default: chosen from free memory)")
+    p.add_argument(
+        "--tile", type=_positive_int, default=None, help="core tile size in pixels (default: chosen from free memory)"
+    )
     p.add_argument(
         "--precision",
         default="auto",
@@ -85,7 +98,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
     p.add_argument(
         "--block",
-        type=int,
+        type=_positive_int,
         default=None,
         help="segment block by block with this block size (bounded memory; automatic above 6144 x 6144)",
     )
@@ -608,11 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from: default, a model name or path, or 'scratch'",
     )
     p.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)")
-    p.add_argument("--steps", type=int, default=None, help="number of training steps")
+    p.add_argument("--steps", type=_positive_int, default=None, help="number of training steps")
     p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--patch", type=int, default=128, help="patch size (default 128)")
-    p.add_argument("--batch", type=int, default=16, help="patches per step (default 16)")
+    p.add_argument("--patch", type=_positive_int, default=128, help="patch size (default 128)")
+    p.add_argument("--batch", type=_positive_int, default=16, help="patches per step (default 16)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
@@ -622,9 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
     p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
-    p.add_argument("--depth", type=int, default=4, help="U-Net depth, from scratch (default 4)")
-    p.add_argument("--width", type=int, default=16, help="U-Net base width, from scratch (default 16)")
-    p.add_argument("--in-channels", type=int, default=1, help="input channels, from scratch (default 1)")
+    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net depth, from scratch (default 4)")
+    p.add_argument("--width", type=_positive_int, default=16, help="U-Net base width, from scratch (default 16)")
+    p.add_argument("--in-channels", type=_positive_int, default=1, help="input channels, from scratch (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--description", default=None, help="what the model is for (stored in its card)")
     p.add_argument(
@@ -667,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="model name or path")
     p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--tile", type=_positive_int, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
     p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")

@@ -119,6 +119,13 @@ def test_blockwise_equals_whole_image(monkeypatch):
     assert s.ap75 == 1.0 and s.seg > 0.99
 
 
+def test_tiny_blocks_are_refused():
+    model = new_model(UNetConfig(depth=2, base_width=4))
+    img = np.random.default_rng(0).random((80, 80)).astype(np.float32)
+    with pytest.raises(InputError, match="too small"):
+        segment(model, img, block=8)
+
+
 def test_large_planes_go_block_by_block(monkeypatch):
     from napari_unet_loop.core import models
     from napari_unet_loop.core import segment as seg_mod

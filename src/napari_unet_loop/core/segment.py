@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .image import input_limits, prepare_input
+from .image import InputError, input_limits, prepare_input
 from .models import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
 
 LARGE_PIXELS = 6144 * 6144  # planes above this are segmented block by block
+MIN_BLOCK = 64  # smallest block side for block-wise segmentation
 
 
 @dataclass
@@ -89,7 +90,7 @@ def iter_segment(
         labels = yield from iter_segment_blocks(
             model,
             image,
-            block or 2048,
+            2048 if block is None else block,
             device=device,
             tile=tile,
             precision=precision,
@@ -171,6 +172,8 @@ def iter_segment_blocks(
     from .postprocess import instances_from_maps
     from .predict import model_halo, predict
 
+    if block < MIN_BLOCK:
+        raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")
     card = model.card
     pp = postprocess or card.postprocess
     h, w = image.shape[:2]
