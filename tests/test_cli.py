@@ -332,3 +332,15 @@ def test_sizes_must_be_positive(tmp_path, folders, option, capsys):
     assert exc.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_blank_plane_in_a_stack(tmp_path, tiny_model_path, capsys):
+    rng = np.random.default_rng(0)
+    stack = rng.random((3, 64, 64)).astype(np.float32)
+    stack[1] = 0
+    tifffile.imwrite(tmp_path / "zs.tif", stack)
+    assert (
+        main(["segment", str(tmp_path / "zs.tif"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_path)]) == 0
+    )
+    assert "1 blank plane(s) of 3" in capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "out" / "zs.tif")[1].max() == 0

@@ -21,7 +21,7 @@ from .core import __version__
 from .core import models as model_files
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
-from .core.image import InputError, prepare_input
+from .core.image import ConstantImageError, InputError, prepare_input
 from .core.metrics import matching, matching_planes, pool
 from .core.model import UNetConfig
 from .core.models import ModelError
@@ -126,20 +126,29 @@ def _segment_array(data: np.ndarray, model, args, device, pp) -> tuple[np.ndarra
     """
     axes = (args.axes or guess_axes(data.shape)).upper()
     stack, stack_shape = to_stack(data, axes)
-    out = []
-    for plane in stack:
-        seg = segment(
-            model,
-            plane,
-            device=device,
-            tile=args.tile,
-            precision=args.precision,
-            postprocess=pp,
-            channel=args.channel,
-            tta=args.tta,
-            block=args.block,
-        )
+    out, blank = [], []
+    for k, plane in enumerate(stack):
+        try:
+            seg = segment(
+                model,
+                plane,
+                device=device,
+                tile=args.tile,
+                precision=args.precision,
+                postprocess=pp,
+                channel=args.channel,
+                tta=args.tta,
+                block=args.block,
+            )
+        except ConstantImageError:
+            if len(stack) == 1:
+                raise
+            blank.append(k)  # a blank plane in a stack has no objects; the others are still segmented
+            out.append(np.zeros(plane.shape[:2], np.int32))
+            continue
         out.append(seg.labels)
+    if blank:
+        _log(f"note: {len(blank)} blank plane(s) of {len(stack)} left without objects (planes {blank[:10]})")
     labels = np.stack(out)
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
     return (labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]), out_axes

@@ -144,6 +144,18 @@ def test_stack_current_slice_then_whole_stack(qtbot, viewer_widget, discs):
     assert out.data.shape == stack.shape
 
 
+def test_blank_plane_in_a_stack_gets_no_objects_and_the_rest_is_segmented(qtbot, viewer_widget, discs, messages):
+    viewer, w = viewer_widget
+    stack = np.stack([discs[0], np.zeros_like(discs[0]), discs[0][::-1]])
+    viewer.add_image(stack, name="gappy")
+    run(qtbot, w, stack=True)
+    out = viewer.layers["gappy labels"]
+    assert out.data[1].max() == 0
+    assert out.data[0].max() > 0 and out.data[2].max() > 0
+    assert "1 blank plane(s)" in messages["info"][-1]
+    assert not messages["error"]
+
+
 def test_cancel_in_the_middle_of_a_stack_keeps_finished_planes(qtbot, viewer_widget, discs):
     from napari_unet_loop.gui._segment_worker import PlaneResult
 

@@ -14,6 +14,10 @@ class InputError(ValueError):
     """An input the segmentation cannot work on; the message says why and what to do."""
 
 
+class ConstantImageError(InputError):
+    """The image (or plane) holds one value only: there is nothing to segment."""
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Percentile normalisation: ``(x - p_low) / (p_high - p_low)``.
@@ -109,7 +113,7 @@ def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -
     if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
         hi, lo = float(image.max()), float(image.min())
         if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
-            raise InputError(f"image is constant (every pixel is {lo:g}): nothing to segment")
+            raise ConstantImageError(f"image is constant (every pixel is {lo:g}): nothing to segment")
     return lo, hi
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.image import InputError
+from ..core.image import ConstantImageError, InputError
 from ..core.models import Model
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
@@ -45,6 +45,13 @@ class PlaneResult:
 
 
 @dataclass
+class Notice:
+    """Something the user should know about a run that went on (e.g. blank planes skipped)."""
+
+    message: str
+
+
+@dataclass
 class Failure:
     """An input the run cannot handle; the run stops and the message is shown to the user."""
 
@@ -64,8 +71,10 @@ def segment_planes(
 ) -> Generator[Progress | PlaneResult | Failure, None, int]:
     """Segment planes one after another, yielding progress and each plane's result.
 
-    Input problems (constant plane, NaN, wrong channel count...) end the run with a
-    :class:`Failure` carrying the reason; planes finished before it are kept.
+    Input problems (NaN, wrong channel count...) end the run with a :class:`Failure`
+    carrying the reason; planes finished before it are kept. In a stack, a blank
+    (constant) plane gets empty labels and the run goes on; a :class:`Notice` at the
+    end says which planes were blank.
 
     Returns
     -------
@@ -73,6 +82,7 @@ def segment_planes(
         Number of planes segmented.
     """
     total = len(indices)
+    blank: list[tuple[int, ...]] = []
     for k, index in enumerate(indices):
         t0 = time.perf_counter()
         plane = read(index)
@@ -93,6 +103,13 @@ def segment_planes(
             except StopIteration as stop:
                 seg = stop.value
                 break
+            except ConstantImageError as exc:
+                if total == 1:
+                    yield Failure(str(exc))
+                    return k
+                blank.append(index)
+                seg = None
+                break
             except InputError as exc:
                 yield Failure(f"{where}{exc}")
                 return k
@@ -103,6 +120,11 @@ def segment_planes(
                 1000 * total,
                 f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
             )
+        if seg is None:  # blank plane: nothing in it
+            empty = np.zeros(plane.shape[:2], np.float16)
+            yield PlaneResult(index, np.zeros(plane.shape[:2], np.int32), empty, empty, time.perf_counter() - t0)
+            yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} blank")
+            continue
         if seg.probs is None:  # a large plane segmented block by block keeps no maps
             fg = dist = None
         else:
@@ -110,6 +132,9 @@ def segment_planes(
             dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
         yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0)
         yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} done")
+    if blank:
+        shown = ", ".join(str(i) for i in blank[:10]) + (", ..." if len(blank) > 10 else "")
+        yield Notice(f"{len(blank)} blank plane(s) left without objects: {shown}")
     return total
 
 

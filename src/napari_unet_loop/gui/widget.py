@@ -40,7 +40,7 @@ from ..core.image import InputError
 from ..core.models import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
-from ._segment_worker import Failure, PlaneResult, rethreshold_planes, segment_planes
+from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
 from .export_section import ExportSection
@@ -739,6 +739,8 @@ class UNetLoopWidget(QWidget):
             return
         if isinstance(item, PlaneResult):
             self._write_result(item)
+        elif isinstance(item, Notice):
+            show_info(item.message)
         elif isinstance(item, Failure):
             self._run["failed"] = True
             self.status.setText(f"Failed: {item.message}")
