@@ -16,6 +16,10 @@ from napari_unet_loop.core.image import InputError
         ((3, 64, 80), None, "ZYX"),
         ((64, 80, 7), True, "YXS"),
         ((5, 64, 80, 3), True, "ZYXS"),
+        ((64, 80, 2), None, "YXS"),  # grey + alpha
+        ((64, 80, 1), None, "YXS"),
+        ((64, 80, 2), False, "ZYX"),
+        ((2, 64, 80), None, "ZYX"),
     ],
 )
 def test_guess_axes(shape, rgb, axes):

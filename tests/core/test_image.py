@@ -90,6 +90,16 @@ def test_to_grey_multichannel_needs_a_channel():
         to_grey(three, rgb=False)
 
 
+def test_to_grey_grey_with_alpha():
+    grey = np.random.default_rng(0).integers(0, 255, (10, 12)).astype(np.uint8)
+    la = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+    np.testing.assert_array_equal(to_grey(la), grey.astype(np.float32))
+    np.testing.assert_array_equal(to_grey(grey[..., None]), grey.astype(np.float32))
+    two_channels = np.stack([grey, grey[::-1]], axis=-1)  # second channel is not an opacity channel
+    with pytest.raises(InputError, match="choose the channel"):
+        to_grey(two_channels)
+
+
 def test_to_grey_plain_and_invalid():
     img = np.arange(20, dtype=np.int16).reshape(4, 5)
     out = to_grey(img)

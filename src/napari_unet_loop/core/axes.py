@@ -12,7 +12,8 @@ STACK_AXES = "TZ"
 def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
     """Guess the axes of an image from its shape.
 
-    ``YX`` for 2D; ``YXS`` (colour) for a last axis of 3 or 4 in 3D; ``ZYX`` for
+    ``YX`` for 2D; ``YXS`` (colour) for a last axis of 3 or 4 in 3D, and for a last
+    axis of 1 or 2 (grey, grey + alpha) that is much shorter than the others; ``ZYX`` for
     other 3D arrays; ``ZYXS`` for 4D with a colour last axis when ``rgb`` says so.
     Other shapes are ambiguous.
 
@@ -33,7 +34,8 @@ def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
     if nd == 2:
         return "YX"
     if nd == 3:
-        return "YXS" if colour else "ZYX"
+        grey_alpha = rgb is None and shape[-1] in (1, 2) and min(shape[:2]) >= 8
+        return "YXS" if colour or grey_alpha else "ZYX"
     if nd == 4 and rgb:
         return "ZYXS"
     raise InputError(

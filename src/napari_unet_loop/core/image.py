@@ -48,19 +48,26 @@ class Normalization:
         return cls(**data)
 
 
+def _is_alpha(plane: np.ndarray) -> bool:
+    """Whether a channel looks like an opacity channel: one value everywhere (all opaque)."""
+    return bool(plane.min() == plane.max())
+
+
 def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = None) -> np.ndarray:
     """Reduce a 2D image with optional channels to one grey plane.
 
     Parameters
     ----------
     image : numpy.ndarray
-        ``(Y, X)``, ``(Y, X, 3|4)`` RGB(A), or ``(Y, X, C)`` multichannel.
+        ``(Y, X)``, ``(Y, X, 1|2)`` grey (with alpha), ``(Y, X, 3|4)`` RGB(A), or
+        ``(Y, X, C)`` multichannel.
     rgb : bool, optional
         Whether a last axis of 3 or 4 is RGB(A) colour. ``None`` guesses: a last
         axis of 3 or 4 is colour.
     channel : int, optional
         For multichannel images, the channel to segment. For RGB(A) images the
-        default is the mean of R, G and B (alpha ignored).
+        default is the mean of R, G and B, for grey + alpha images (an opacity
+        channel of one value) the grey channel.
 
     Returns
     -------
@@ -74,13 +81,15 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
     """
     image = np.asarray(image)
     if image.ndim == 3:
-        if rgb is None:
-            rgb = image.shape[-1] in (3, 4)
         n_ch = image.shape[-1]
+        if rgb is None and n_ch not in (1, 2):
+            rgb = n_ch in (3, 4)
         if channel is not None:
             if not -n_ch <= channel < n_ch:
                 raise InputError(f"channel {channel} does not exist: the image has {n_ch} channels")
             image = image[..., channel]
+        elif rgb is None and (n_ch == 1 or (n_ch == 2 and _is_alpha(image[..., 1]))):  # grey (+ alpha, LA PNG)
+            image = image[..., 0]
         elif rgb:
             image = image[..., :3].astype(np.float32).mean(-1)
         else:
