@@ -244,7 +244,7 @@ def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys
     assert got["before"] == pytest.approx(want["before"])
     assert got["thresholds"] == want["thresholds"]
     assert main(["tune", str(multi), str(labels), "--model", str(tiny_model_path)]) == 2
-    assert "give --axes" in capsys.readouterr().err
+    assert "choose the one to segment with --channel" in capsys.readouterr().err
 
 
 def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys):
@@ -344,3 +344,18 @@ def test_blank_plane_in_a_stack(tmp_path, tiny_model_path, capsys):
     )
     assert "1 blank plane(s) of 3" in capsys.readouterr().err
     assert tifffile.imread(tmp_path / "out" / "zs.tif")[1].max() == 0
+
+
+def test_channel_axis_declared_in_an_imagej_tiff(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.io.images import read_image
+
+    images, _ = folders
+    grey = read_image(images / "nuclei_small.png")[..., :3].mean(-1).astype(np.uint16)
+    noise = np.random.default_rng(0).integers(0, 255, grey.shape).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([noise, grey]), imagej=True, metadata={"axes": "CYX"})
+    out = tmp_path / "out"
+    base = ["segment", str(tmp_path / "two.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main(base) == 1  # not taken for a 2-plane stack: the channel must be chosen
+    assert "2 channels (axes CYX)" in capsys.readouterr().err
+    assert main([*base, "--channel", "1"]) == 0
+    assert tifffile.imread(out / "two.tif").shape == grey.shape

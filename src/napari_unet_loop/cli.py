@@ -29,7 +29,7 @@ from .core.postprocess import PostprocessConfig
 from .core.segment import segment
 from .core.train import Sample, TrainConfig, TrainingError, iter_train, split_validation
 from .io.export import FORMATS, ExportError, check_writable, export_labels, export_target
-from .io.images import ReadError, expand_inputs, pair_files, read_image
+from .io.images import ReadError, expand_inputs, file_axes, pair_files, read_image
 
 
 class CLIError(Exception):
@@ -116,15 +116,30 @@ def _postprocess(args: argparse.Namespace, model: model_files.Model) -> Postproc
         raise CLIError(str(exc)) from exc
 
 
-def _segment_array(data: np.ndarray, model, args, device, pp) -> tuple[np.ndarray, str]:
-    """Segment an array of any supported layout.
+def _read(path: Path, args) -> tuple[np.ndarray, str]:
+    """An image file and its axes: ``--axes``, else what the file declares, else guessed from the shape.
+
+    Raises
+    ------
+    InputError
+        If the axes cannot be told, or the image has a channel axis and no ``--channel`` was given.
+    """
+    data = read_image(path)
+    axes = (args.axes or file_axes(path) or guess_axes(data.shape)).upper()
+    if "C" in axes and getattr(args, "channel", None) is None and data.shape[axes.index("C")] > 1:
+        n = data.shape[axes.index("C")]
+        raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment with --channel")
+    return data, axes
+
+
+def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str]:
+    """Segment an array of any supported layout, with its axes.
 
     Returns
     -------
     tuple
         Labels of shape (stacked axes..., Y, X) and their axes (e.g. ``"YX"``, ``"ZYX"``).
     """
-    axes = (args.axes or guess_axes(data.shape)).upper()
     stack, stack_shape = to_stack(data, axes)
     out, blank = [], []
     for k, plane in enumerate(stack):
@@ -201,8 +216,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for f in files:
         t0 = time.perf_counter()
         try:
-            image = read_image(f)
-            labels, axes = _segment_array(image, model, args, device, pp)
+            image, image_axes = _read(f, args)
+            labels, axes = _segment_array(image, image_axes, model, args, device, pp)
         except (InputError, ReadError) as exc:
             _log(f"error: {f}: {exc}")
             failed += 1
@@ -216,7 +231,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 name=f.stem,
                 axes=axes,
                 overwrite=args.overwrite,
-                image=_intensity_image(image, axes, args) if fmt in ("csv", "zarr") else None,
+                image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
                 provenance={**prov, "input": str(f)},
             )
             written += [str(p) for p in res.paths]
@@ -229,9 +244,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _intensity_image(image: np.ndarray, label_axes: str, args) -> np.ndarray | None:
-    """The image as a grey array of the labels' shape, for measurements and OME-Zarr (None if impossible)."""
-    axes = (args.axes or guess_axes(image.shape)).upper()
+def _intensity_image(image: np.ndarray, axes: str, args) -> np.ndarray | None:
+    """The image as a grey array of the labels' shape, for measurements and OME-Zarr."""
     stack, stack_shape = to_stack(image, axes)
     if stack.ndim == 4:  # channels last: the chosen channel, or the mean of RGB
         stack = stack[..., args.channel] if args.channel is not None else stack[..., :3].mean(-1)
@@ -248,7 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
-        labels, _ = _segment_array(read_image(img_path), model, args, device, pp)
+        labels, _ = _segment_array(*_read(img_path, args), model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane
@@ -286,9 +300,9 @@ def _read_list(path: str | None) -> set[str] | None:
     return {Path(n).stem for n in names}
 
 
-def _one_plane(data: np.ndarray, axes: str | None) -> np.ndarray:
+def _one_plane(data: np.ndarray, axes: str) -> np.ndarray:
     """The single 2D plane (channels last) of an annotated image, for training and tuning."""
-    stack, stack_shape = to_stack(data, (axes or guess_axes(data.shape)).upper())
+    stack, stack_shape = to_stack(data, axes)
     if stack.shape[0] != 1:
         raise InputError(
             f"holds {stack.shape[0]} planes (stack shape {stack_shape}); training and tuning take 2D images: "
@@ -297,11 +311,12 @@ def _one_plane(data: np.ndarray, axes: str | None) -> np.ndarray:
     return stack[0]
 
 
-def _load_samples(pairs, card_norm, in_channels, channel, axes=None) -> list[Sample]:
+def _load_samples(pairs, card_norm, in_channels, args) -> list[Sample]:
     samples = []
     for img_path, lab_path in pairs:
         try:
-            x = prepare_input(_one_plane(read_image(img_path), axes), in_channels, card_norm, channel=channel)
+            plane = _one_plane(*_read(img_path, args))
+            x = prepare_input(plane, in_channels, card_norm, channel=args.channel)
             samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
         except (InputError, ValueError) as exc:
             raise CLIError(f"{img_path.name}: {exc}") from exc
@@ -341,12 +356,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]
-        train = _load_samples(train_pairs, norm, in_ch, args.channel, args.axes)
-        val = _load_samples(val_pairs, norm, in_ch, args.channel, args.axes)
+        train = _load_samples(train_pairs, norm, in_ch, args)
+        val = _load_samples(val_pairs, norm, in_ch, args)
     else:
-        train, val = split_validation(
-            _load_samples(pairs, norm, in_ch, args.channel, args.axes), args.val_fraction, args.seed
-        )
+        train, val = split_validation(_load_samples(pairs, norm, in_ch, args), args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     config = TrainConfig(
@@ -554,9 +567,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("no image/label pairs to tune on")
     maps, truths = [], []
     n_cls = model.card.architecture.n_classes
-    samples = _load_samples(
-        pairs, model.card.normalization, model.card.architecture.in_channels, args.channel, args.axes
-    )
+    samples = _load_samples(pairs, model.card.normalization, model.card.architecture.in_channels, args)
     for sample in samples:
         probs = predict(model.net, sample.image, device=device, tile=args.tile, tta=args.tta)
         maps.append((1.0 - probs[0], probs[n_cls]))

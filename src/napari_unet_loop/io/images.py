@@ -45,6 +45,35 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ReadError(f"cannot read {path} as an image: {exc}") from exc
 
 
+def file_axes(path: str | os.PathLike) -> str | None:
+    """The axes a TIFF file declares (``YX``, ``CYX``, ``ZYXS``, ...), or ``None`` when unknown.
+
+    Axes count as declared in OME-TIFF and ImageJ files, and in tifffile's own description
+    when its writer named them; plain TIFFs give ``None``. Only letters this package
+    understands count (``T``, ``Z``, ``C``, ``Y``, ``X``, ``S``): a file with other axes
+    (``Q``, ``I``: unspecified) or not a TIFF gives ``None``, and the axes are then
+    guessed from the shape.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            declared = tif.is_ome or tif.is_imagej
+            if not declared and tif.is_shaped:  # tifffile's own description, when the writer named the axes
+                declared = "axes" in (tif.shaped_metadata or [{}])[0]
+            axes = tif.series[0].axes.upper()
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_image
+        return None
+    if not declared:  # axes tifffile guessed from the shape alone (e.g. 3 planes taken for planar RGB)
+        return None
+    if set(axes) - set("TZCYXS") or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes):
+        return None
+    return axes
+
+
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into a sorted list of image files.
 
