@@ -293,7 +293,8 @@ def print_table(report: dict[str, Any]) -> None:
     c = i["train_config"]
     print(
         f"fine-tune     batch {c['batch_size']}, patch {c['patch_size']}, lr {c['learning_rate']}, "
-        f"freeze encoder {c['freeze_encoder']}, validate every {c['val_every_s']} s on "
+        f"freeze encoder {c['freeze_encoder']}, keep norm statistics {c['freeze_norm']}, "
+        f"validate every {c['val_every_s']} s on "
         f"{VAL_FRACTION:.0%} stripes (keep-best by {c['select_by']}), seed {c['seed']}"
     )
     for name, d in i["datasets"].items():
@@ -407,6 +408,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dsb-subset", default="colour", choices=DSB_SUBSETS, help="kind of DSB image (default colour)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path")
+    p.add_argument(
+        "--update-norm",
+        action="store_true",
+        help="re-estimate batch-norm statistics (default: keep them, as the dock does)",
+    )
     p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
     p.add_argument("--patch", type=int, default=128, help="patch side (default 128)")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4)")
@@ -477,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         minutes=1.0,
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
+        freeze_norm=not args.update_norm,
         precision=args.precision,
         seed=args.seed,
     )

@@ -370,6 +370,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
+        freeze_norm=args.start != "scratch" and not args.update_norm,
         precision=args.precision,
         seed=args.seed,
         select_by=args.select_by,
@@ -648,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive_int, default=16, help="patches per step (default 16)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
+    p.add_argument(
+        "--update-norm",
+        action="store_true",
+        help="when fine-tuning, re-estimate the batch-norm statistics (default: keep the starting model's; "
+        "re-estimating helps only with many training images)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
     p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
     p.add_argument("--include", default=None, help="file of image names to use (others skipped)")

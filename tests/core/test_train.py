@@ -263,6 +263,20 @@ def test_freeze_encoder_trains_only_the_expanding_path(tiny_net, sample):
     assert any(not torch.equal(start[k], end[k]) for k in dec)
 
 
+def test_freeze_norm_keeps_the_statistics_and_trains_the_rest(tiny_net, sample):
+    start = _state(tiny_net)
+    _drain(iter_train(tiny_net, [sample], [sample], _config(steps=3, freeze_norm=True, val_every_s=0.0)))
+    end = _state(tiny_net)
+    stats = [k for k in start if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    affine = [k for k in start if k.endswith((".weight", ".bias")) and k.replace("weight", "running_mean") in start]
+    assert stats and affine
+    assert all(torch.equal(start[k], end[k]) for k in stats)
+    assert any(not torch.equal(start[k], end[k]) for k in affine)  # batch-norm scale and shift still train
+    # without it the statistics follow the training batches
+    _drain(iter_train(tiny_net, [sample], [], _config(steps=3)))
+    assert any(not torch.equal(end[k], _state(tiny_net)[k]) for k in stats)
+
+
 def test_loss_decreases_on_an_easy_task(discs, disc_img):
     labels = discs((96, 96), 12, seed=0)
     s = Sample(disc_img(labels, seed=0), labels)

@@ -114,6 +114,13 @@ class TrainConfig:
         Seconds of training between validations.
     freeze_encoder : bool
         Train only the expanding path (fast CPU fine-tunes of a good model).
+    freeze_norm : bool
+        Keep the batch-norm statistics of the starting model (its scale and shift
+        parameters still train). For fine-tuning on a few images: statistics re-estimated
+        from a handful of patches first wreck the model, then over-fit those images
+        (held-out AP@0.5 after a 2-minute, 2-image CPU fine-tune, ISBI EM: 0.38 updating,
+        0.56 kept; DSB colour: 0.44 updating, 0.47 kept). Leave off when training from
+        scratch or on much data.
     precision : str
         ``"auto"`` (bf16 on CUDA and on CPUs with bf16 support), ``"fp32"``,
         ``"bf16"`` or ``"fp16"``.
@@ -139,6 +146,7 @@ class TrainConfig:
     steps: int | None = None
     val_every_s: float = 30.0
     freeze_encoder: bool = False
+    freeze_norm: bool = False
     precision: str = "auto"
     w0: float = 10.0
     sigma: float = 5.0
@@ -520,15 +528,19 @@ def _better(a: dict[str, float], b: dict[str, float] | None, select_by: str) -> 
     return a["loss"] < b["loss"]
 
 
-def _set_trainable(net: UNet, freeze_encoder: bool) -> list[torch.nn.Parameter]:
+def _set_trainable(net: UNet, config: TrainConfig) -> list[torch.nn.Parameter]:
     net.train()
     for p in net.parameters():
         p.requires_grad_(True)
-    if freeze_encoder:
+    if config.freeze_encoder:
         for mod in net.encoder:
             mod.eval()  # keep the encoder's normalisation statistics too
             for p in mod.parameters():
                 p.requires_grad_(False)
+    if config.freeze_norm:
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.eval()  # normalise with the starting model's statistics, and keep them
     return [p for p in net.parameters() if p.requires_grad]
 
 
@@ -590,7 +602,7 @@ def iter_train(
     sampler = PatchSampler(train_samples, config, device)
     val_targets = [make_targets(s.labels, s.ignore, config.w0, config.sigma) for s in val_samples]
     dtype = training_dtype(device, config.precision)
-    params = _set_trainable(net, config.freeze_encoder)
+    params = _set_trainable(net, config)
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict[str, Any]] = []
@@ -611,7 +623,7 @@ def iter_train(
 
     def run_val(step: int) -> dict[str, float]:
         scores = validate(net, val_samples, device, postprocess, config.precision, val_targets)
-        _set_trainable(net, config.freeze_encoder)
+        _set_trainable(net, config)
         return scores
 
     baseline = best = None

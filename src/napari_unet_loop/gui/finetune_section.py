@@ -448,6 +448,7 @@ class FineTuneSection(QGroupBox):
             steps=self.steps_override,
             val_every_s=val_every,
             freeze_encoder=self.freeze_check.isChecked(),
+            freeze_norm=fine_tune,  # a few images: keep the model's normalisation statistics
             augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.isChecked() else 0.0),
         )
 
