@@ -119,7 +119,7 @@ class TrainConfig:
         parameters still train). For fine-tuning on a few images: statistics re-estimated
         from a handful of patches first wreck the model, then over-fit those images
         (held-out AP@0.5 after a 2-minute, 2-image CPU fine-tune, ISBI EM: 0.38 updating,
-        0.56 kept; DSB colour: 0.44 updating, 0.47 kept). Leave off when training from
+        0.45-0.56 kept; DSB colour: 0.44 updating, 0.47-0.48 kept). Leave off when training from
         scratch or on much data.
     precision : str
         ``"auto"`` (bf16 on CUDA and on CPUs with bf16 support), ``"fp32"``,
