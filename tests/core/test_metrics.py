@@ -236,3 +236,25 @@ def test_stacks_are_matched_plane_by_plane():
     assert seg.seg == 1.0
     assert pool([matching(true, pred)]).ap50 < 1.0  # as one volume, ids shared by planes merge
     assert matching_planes(true[0], pred[0])[0][0.5] == matching(true[0], pred[0])[0][0.5]
+
+
+def test_correction_agreement_counts_only_what_the_user_changed():
+    from napari_unet_loop.core.metrics import correction_agreement
+
+    original = np.zeros((40, 40), np.int32)
+    original[2:8, 2:8] = 1  # kept as is
+    original[10:16, 10:30] = 2  # a merge of three the user splits (2 keeps a third)
+    original[30:36, 30:36] = 4  # a false positive the user erases
+    corrected = original.copy()
+    corrected[10:16, 17:24] = 3
+    corrected[10:16, 24:30] = 6
+    corrected[30:36, 30:36] = 0
+    corrected[20:26, 2:8] = 5  # a missed object the user paints
+    old = correction_agreement(original, corrected, original)
+    assert (old.n_fixed, old.n_fixed_found, old.n_removed, old.n_removed_found) == (4, 0, 1, 1)
+    new = corrected.copy()
+    new[20:26, 2:8] = 0  # the new model still misses the painted one
+    agree = correction_agreement(original, corrected, new)
+    assert (agree.n_fixed, agree.n_fixed_found, agree.n_removed, agree.n_removed_found) == (4, 3, 1, 0)
+    none = correction_agreement(original, original, original)
+    assert (none.n_fixed, none.n_removed) == (0, 0)

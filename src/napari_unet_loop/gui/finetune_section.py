@@ -37,7 +37,7 @@ from ..core import models as model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.image import InputError, prepare_input
-from ..core.metrics import score
+from ..core.metrics import correction_agreement, score
 from ..core.model import UNetConfig
 from ..core.models import Model, ModelCard, ModelError
 from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, TrainingError, split_validation
@@ -670,9 +670,23 @@ class FineTuneSection(QGroupBox):
         n_pred = sum(s.n_pred for s in after)
         ap_after = np.average([s.ap50 for s in after], weights=[max(s.n_true, 1) for s in after])
         if corr:
-            before = [score(c, o) for o, c in corr.values()]
-            ap_before = np.average([s.ap50 for s in before], weights=[max(s.n_true, 1) for s in before])
-            parts.append(f"agreement with your corrections (AP@0.5) before {ap_before:.3f} -> after {ap_after:.3f}")
+            # judged on what the user changed: the whole plane started as the old model's output
+            new_ag = [correction_agreement(o, c, np.asarray(new.data[i])) for i, (o, c) in corr.items()]
+            old_ag = [correction_agreement(o, c, o) for o, c in corr.values()]
+            n_fixed = sum(a.n_fixed for a in new_ag)
+            n_removed = sum(a.n_removed for a in new_ag)
+            if n_fixed:
+                parts.append(
+                    f"of the {n_fixed} object(s) you drew or reshaped, the new model gets "
+                    f"{sum(a.n_fixed_found for a in new_ag)} right (the old one "
+                    f"{sum(a.n_fixed_found for a in old_ag)})"
+                )
+            if n_removed:
+                parts.append(
+                    f"of the {n_removed} object(s) you erased, it still finds "
+                    f"{sum(a.n_removed_found for a in new_ag)} (the old one {sum(a.n_removed_found for a in old_ag)})"
+                )
+            parts.append(f"agreement with your labels (AP@0.5) {ap_after:.3f}")
         else:
             parts.append(f"agreement with '{corrected.name}' (AP@0.5) {ap_after:.3f}")
         parts.append(f"{n_pred} objects found, {n_true} in your labels")
