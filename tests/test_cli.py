@@ -215,11 +215,14 @@ def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_pat
 
     images, labels = folders
     model = tmp_path / "t.safetensors"
-    shutil.copy(tiny_model_path, model)
+    m = models.load(tiny_model_path)
+    m.card.metrics = {"test": {"ap50": 0.5}}
+    models.save(m, model)
     assert main(["tune", str(images), str(labels), "--model", str(model), "--write"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["after"] >= out["before"]
     assert models.load(model).card.postprocess.to_dict() == out["thresholds"]
+    assert "test" not in models.load(model).card.metrics  # scores for other thresholds are dropped
 
 
 def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):

@@ -581,7 +581,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.write:
         model.card.postprocess = best
         model.card.metrics = {
-            **model.card.metrics,
+            **{k: v for k, v in model.card.metrics.items() if k != "test"},  # test scores were for the old thresholds
             "threshold_tuning": {
                 "images": len(pairs),
                 "ap50_before": before,
