@@ -62,6 +62,36 @@ def test_segment_creates_labels_layer_with_scale(qtbot, viewer_widget, discs):
     assert w.status.text().startswith("Done")
 
 
+def test_replace_into_a_narrow_layer_goes_to_a_new_layer_when_ids_do_not_fit(
+    qtbot, viewer_widget, discs, messages, monkeypatch
+):
+    from napari_unet_loop.gui import _segment_worker
+
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    mask = viewer.add_labels(np.zeros(discs[0].shape, np.uint8), name="cells labels")  # e.g. an 8-bit mask file
+    mask.data[:4, :4] = 3
+    w.if_edited_combo.setCurrentText(widget_mod.IF_EDITED_REPLACE)
+    real = _segment_worker.segment_planes
+
+    def many_ids(*args, **kwargs):  # as if the image held over 255 objects
+        result = yield from (
+            _segment_worker.PlaneResult(r.index, np.where(r.labels > 0, r.labels + 300, 0), r.fg, r.dist, r.seconds)
+            if isinstance(r, _segment_worker.PlaneResult)
+            else r
+            for r in real(*args, **kwargs)
+        )
+        return result
+
+    monkeypatch.setattr(widget_mod, "segment_planes", many_ids)
+    run(qtbot, w)
+    assert mask.data.dtype == np.uint8 and mask.data[:4, :4].max() == 3 and mask.data[4:].max() == 0  # untouched
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    new = viewer.layers["cells labels [1]"]
+    assert new.data.dtype == np.int32 and new.data.max() > 300
+    assert "cannot hold ids" in messages["warning"][-1]
+
+
 def test_rerun_replaces_unedited_layer_undoably(qtbot, viewer_widget, discs):
     viewer, w = viewer_widget
     viewer.add_image(discs[0], name="cells")

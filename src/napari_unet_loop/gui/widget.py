@@ -791,9 +791,26 @@ class UNetLoopWidget(QWidget):
         self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
         return layer
 
+    def _fits(self, target: Labels, labels: np.ndarray) -> bool:
+        """Whether ``labels``' ids fit the data type of the layer they go to."""
+        dtype = target.data.dtype
+        return np.issubdtype(dtype, np.integer) and (not labels.size or int(labels.max()) <= np.iinfo(dtype).max)
+
     def _write_result(self, res: PlaneResult) -> None:
         run = self._run
         target = self._output_layer()
+        if not self._fits(target, res.labels):
+            # e.g. replacing a user's 8-bit mask layer with 300 objects: ids would wrap and merge objects
+            old = target
+            target = self._add_labels(old.name, np.asarray(old.data).astype(np.int32), **like_layer(old))
+            maps = self._maps.get(unwrap(old))
+            if maps:
+                self._maps[unwrap(target)] = dict(maps)
+            run["target"] = target
+            show_warning(
+                f"'{old.name}' ({old.data.dtype}) cannot hold ids up to {int(res.labels.max())}, so the result "
+                f"goes to a new 32-bit layer '{target.name}' (a copy of it with the result written in)."
+            )
         self.tracker.state(target)
         labels = res.labels.astype(target.data.dtype, copy=False)
         with self.tracker.writing(target):
