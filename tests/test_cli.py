@@ -362,3 +362,38 @@ def test_channel_axis_declared_in_an_imagej_tiff(tmp_path, folders, tiny_model_p
     assert "2 channels (axes CYX)" in capsys.readouterr().err
     assert main([*base, "--channel", "1"]) == 0
     assert tifffile.imread(out / "two.tif").shape == grey.shape
+
+
+def test_axes_that_do_not_fit_are_a_clear_error(tmp_path, folders, tiny_model_path, capsys):
+    images, _ = folders
+    out = tmp_path / "out"
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--axes", "YX"]) == 1  # the PNG is Y, X and RGBA
+    assert "name 2 axes but the image has 3" in capsys.readouterr().err
+
+
+def test_multichannel_model_takes_all_declared_channels(tmp_path, tiny_model_path):
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.model import UNetConfig
+
+    two = models.new_model(UNetConfig(depth=2, base_width=4, in_channels=2))
+    models.save(two, tmp_path / "two.safetensors")
+    data = np.random.default_rng(0).integers(0, 4000, (2, 64, 64)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cyx.tif", data, imagej=True, metadata={"axes": "CYX"})
+    args = ["segment", str(tmp_path / "cyx.tif"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "two")]
+    assert main([*args[:-1], str(tmp_path / "two.safetensors")]) == 0  # no --channel needed
+    assert tifffile.imread(tmp_path / "out" / "cyx.tif").shape == (64, 64)
+
+
+def test_grey_alpha_png_measures_the_grey_channel(tmp_path, folders, tiny_model_path):
+    import csv
+
+    images, _ = folders
+    grey = (iio.imread(images / "nuclei_small.png")[..., :3].mean(-1) * 0.3).astype(np.uint8)  # at most 76
+    la = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+    iio.imwrite(tmp_path / "la.png", la)
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "la.png"), "-o", str(out), "--model", str(tiny_model_path), "--format", "csv"]
+    assert main([*args, "--min-size", "1"]) == 0
+    rows = list(csv.DictReader((out / "la.csv").open()))
+    assert rows and max(float(r["max_intensity"]) for r in rows) <= grey.max()  # alpha (255) not mixed in

@@ -21,7 +21,7 @@ from .core import __version__
 from .core import models as model_files
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
-from .core.image import ConstantImageError, InputError, prepare_input
+from .core.image import ConstantImageError, InputError, prepare_input, to_grey
 from .core.metrics import matching, matching_planes, pool
 from .core.model import UNetConfig
 from .core.models import ModelError
@@ -116,17 +116,21 @@ def _postprocess(args: argparse.Namespace, model: model_files.Model) -> Postproc
         raise CLIError(str(exc)) from exc
 
 
-def _read(path: Path, args) -> tuple[np.ndarray, str]:
+def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
     """An image file and its axes: ``--axes``, else what the file declares, else guessed from the shape.
 
     Raises
     ------
     InputError
-        If the axes cannot be told, or the image has a channel axis and no ``--channel`` was given.
+        If the axes do not fit the image, or it has a channel axis, the model takes one
+        channel and no ``--channel`` was given.
     """
     data = read_image(path)
     axes = (args.axes or file_axes(path) or guess_axes(data.shape)).upper()
-    if "C" in axes and getattr(args, "channel", None) is None and data.shape[axes.index("C")] > 1:
+    if len(axes) != data.ndim:
+        raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
+    needs_choice = in_channels == 1 and getattr(args, "channel", None) is None
+    if "C" in axes and needs_choice and data.shape[axes.index("C")] > 1:
         n = data.shape[axes.index("C")]
         raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment with --channel")
     return data, axes
@@ -216,7 +220,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for f in files:
         t0 = time.perf_counter()
         try:
-            image, image_axes = _read(f, args)
+            image, image_axes = _read(f, args, model.card.architecture.in_channels)
             labels, axes = _segment_array(image, image_axes, model, args, device, pp)
         except (InputError, ReadError) as exc:
             _log(f"error: {f}: {exc}")
@@ -247,8 +251,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _intensity_image(image: np.ndarray, axes: str, args) -> np.ndarray | None:
     """The image as a grey array of the labels' shape, for measurements and OME-Zarr."""
     stack, stack_shape = to_stack(image, axes)
-    if stack.ndim == 4:  # channels last: the chosen channel, or the mean of RGB
-        stack = stack[..., args.channel] if args.channel is not None else stack[..., :3].mean(-1)
+    if stack.ndim == 4:  # channels last: reduced as for segmenting (channel, mean of RGB, grey of grey + alpha)
+        try:
+            stack = np.stack([to_grey(p, channel=args.channel) for p in stack])
+        except InputError:  # several channels and none chosen (a multichannel model): their mean
+            stack = stack.astype(np.float32).mean(-1)
     return stack.reshape((*stack_shape, *stack.shape[-2:])) if stack_shape else stack[0]
 
 
@@ -262,7 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
-        labels, _ = _segment_array(*_read(img_path, args), model, args, device, pp)
+        labels, _ = _segment_array(*_read(img_path, args, model.card.architecture.in_channels), model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane
@@ -315,7 +322,7 @@ def _load_samples(pairs, card_norm, in_channels, args) -> list[Sample]:
     samples = []
     for img_path, lab_path in pairs:
         try:
-            plane = _one_plane(*_read(img_path, args))
+            plane = _one_plane(*_read(img_path, args, in_channels))
             x = prepare_input(plane, in_channels, card_norm, channel=args.channel)
             samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
         except (InputError, ValueError) as exc:
@@ -490,7 +497,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     image = read_image(args.image) if args.image else None
     outdir = Path(args.output)
     for path in args.labels:
-        layers = [layer for layer in read_labels(path) if layer[2] == "labels"]
+        layers = [layer for layer in read_labels(path, force=True) if layer[2] == "labels"]
         if not layers:
             raise CLIError(f"{path} holds no labels")
         for data, kwargs, _ in layers:

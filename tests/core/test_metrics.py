@@ -258,3 +258,14 @@ def test_correction_agreement_counts_only_what_the_user_changed():
     assert (agree.n_fixed, agree.n_fixed_found, agree.n_removed, agree.n_removed_found) == (4, 3, 1, 0)
     none = correction_agreement(original, original, original)
     assert (none.n_fixed, none.n_removed) == (0, 0)
+
+
+def test_correction_agreement_does_not_credit_one_object_twice():
+    from napari_unet_loop.core.metrics import correction_agreement
+
+    original = np.zeros((10, 20), np.int32)
+    original[2:8, 2:18] = 1  # the old model's merge
+    corrected = original.copy()
+    corrected[2:8, 10:18] = 2  # split into equal halves: IoU 0.5 with the merge each
+    agree = correction_agreement(original, corrected, original)
+    assert (agree.n_fixed, agree.n_fixed_found) == (2, 0)

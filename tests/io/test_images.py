@@ -70,3 +70,15 @@ def test_expand_inputs_lists_folders_sorted(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReadError, match="holds no image files"):
         expand_inputs([tmp_path / "empty"])
+
+
+def test_label_prefixes_need_a_separator(tmp_path):
+    _touch(tmp_path / "im", "img_a.tif", "img_b.tif", "segment01.tif")
+    _touch(tmp_path / "lab", "masks_img_a.tif", "mask-img_b.tif")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [
+        ("img_a.tif", "masks_img_a.tif"),
+        ("img_b.tif", "mask-img_b.tif"),
+    ]
+    _touch(tmp_path / "lab2", "segment01.tif")  # "seg" is not a prefix here: exact name
+    assert pair_files(tmp_path / "im", tmp_path / "lab2")[0][1].name == "segment01.tif"

@@ -179,3 +179,15 @@ def test_integer_microscopy_images_open_as_images_not_labels(tmp_path):
     binary = (labels2d() > 0).astype(np.uint8) * 255
     iio.imwrite(tmp_path / "mask.png", binary)
     assert read_labels(tmp_path / "mask.png")[0][2] == "labels"
+
+
+def test_tiling_of_small_cells_opens_as_labels_and_blank_first_planes_are_skipped(tmp_path):
+    yy, xx = np.mgrid[:64, :64]
+    tiles = ((yy // 8) * 8 + xx // 8 + 1).astype(np.uint16)  # 64 touching cells of 8 x 8
+    tifffile.imwrite(tmp_path / "tiles.tif", tiles)
+    assert read_labels(tmp_path / "tiles.tif")[0][2] == "labels"
+    noisy = np.random.default_rng(0).integers(1, 4000, (5, 64, 64)).astype(np.uint16)
+    noisy[0] = 0  # an intensity stack that starts with a blank plane
+    tifffile.imwrite(tmp_path / "stack.tif", noisy)
+    assert read_labels(tmp_path / "stack.tif")[0][2] == "image"
+    assert read_labels(tmp_path / "stack.tif", force=True)[0][2] == "labels"  # the export command insists

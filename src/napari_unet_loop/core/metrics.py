@@ -271,11 +271,11 @@ class CorrectionAgreement:
     n_fixed : int
         Objects of the corrected labels that the user drew or changed.
     n_fixed_found : int
-        Of those, how many the segmentation has (one of its objects with IoU >= 0.5).
+        Of those, how many the segmentation has (one of its objects with IoU > 0.5).
     n_removed : int
         Objects of the original labels the user erased (mostly gone from the corrected labels).
     n_removed_found : int
-        Of those, how many the segmentation still has (IoU >= 0.5): mistakes it repeats.
+        Of those, how many the segmentation still has (IoU > 0.5): mistakes it repeats.
     """
 
     n_fixed: int
@@ -298,11 +298,11 @@ def _objects(labels: np.ndarray, ids: np.ndarray):
 
 
 def _found(box, obj: np.ndarray, pred: np.ndarray, pred_area: dict[int, int]) -> bool:
-    """Whether an object (mask within ``box``) has a match with IoU >= 0.5 in ``pred``."""
+    """Whether an object (mask within ``box``) has a match with IoU > 0.5 in ``pred`` (then the only one)."""
     ids, inter = np.unique(pred[box][obj], return_counts=True)
     area = int(obj.sum())
     for i, n in zip(ids.tolist(), inter.tolist()):
-        if i != 0 and n / (area + pred_area[i] - n) >= 0.5:
+        if i != 0 and n / (area + pred_area[i] - n) > 0.5:
             return True
     return False
 
@@ -313,7 +313,7 @@ def correction_agreement(original: np.ndarray, corrected: np.ndarray, pred: np.n
     Agreement over a whole image says little after a few corrections: the corrected labels
     started as the old model's output, so the old model agrees with them almost everywhere.
     This counts only what the user changed: objects drawn or reshaped (does ``pred`` have
-    them, with IoU >= 0.5?) and objects erased (does ``pred`` still have them?).
+    them, with IoU > 0.5?) and objects erased (does ``pred`` still have them?).
 
     Parameters
     ----------

@@ -98,7 +98,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 _LABEL_AFFIXES = re.compile(
-    r"^(man_seg|mask|masks|labels?|seg|gt)[_-]?|[_-](cp_masks|masks?|labels?|label_image|seg|gt|annotations?)$",
+    r"^(?:man_seg[_-]?|(?:masks?|labels?|seg|gt)[_-])"
+    r"|[_-](?:cp_masks|masks?|labels?|label_image|seg|gt|annotations?)$",
     re.IGNORECASE,
 )
 _TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
