@@ -82,3 +82,9 @@ def test_label_prefixes_need_a_separator(tmp_path):
     ]
     _touch(tmp_path / "lab2", "segment01.tif")  # "seg" is not a prefix here: exact name
     assert pair_files(tmp_path / "im", tmp_path / "lab2")[0][1].name == "segment01.tif"
+
+
+def test_a_label_name_in_two_formats_pairs_with_the_first(tmp_path):
+    _touch(tmp_path / "im", "a.tif")
+    _touch(tmp_path / "lab", "a.tif", "a.png")
+    assert [lab.name for _, lab in pair_files(tmp_path / "im", tmp_path / "lab")] == ["a.png"]

@@ -105,8 +105,11 @@ _LABEL_AFFIXES = re.compile(
 _TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
 
 
-def _by_stem(files: list[Path], key) -> dict:
-    """Files keyed by ``key(stem)``; keys shared by several files (or None) are left out."""
+def _by_stem(files: list[Path], key, unique: bool) -> dict:
+    """Files keyed by ``key(stem)`` (None: skipped).
+
+    A key shared by several files keeps the first of them, or none when ``unique``.
+    """
     out: dict = {}
     seen: set = set()
     for q in files:
@@ -114,7 +117,8 @@ def _by_stem(files: list[Path], key) -> dict:
         if k is None:
             continue
         if k in seen:
-            out.pop(k, None)
+            if unique:
+                out.pop(k, None)
         else:
             out[k] = q
         seen.add(k)
@@ -159,7 +163,7 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
         (_trailing_number, _trailing_number),
     )
     for i, (image_key, label_key) in enumerate(rules):
-        by_key = _by_stem(labels, label_key)
+        by_key = _by_stem(labels, label_key, unique=i == len(rules) - 1)
         keys = [image_key(q.stem) for q in images]
         if i == len(rules) - 1:  # frame numbers must name one image each, too
             counts = Counter(keys)
