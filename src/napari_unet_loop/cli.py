@@ -22,7 +22,7 @@ from .core import models as model_files
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
 from .core.image import ConstantImageError, InputError, prepare_input, to_grey
-from .core.metrics import matching, matching_planes, pool
+from .core.metrics import matching_planes, pool
 from .core.model import UNetConfig
 from .core.models import ModelError
 from .core.postprocess import PostprocessConfig
@@ -560,8 +560,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Choose a model's default thresholds on annotated images and store them in its card."""
-    from .core.postprocess import instances_from_maps, tune
-    from .core.predict import predict
+    from .core.train import tune_thresholds
 
     device = resolve_device(args.device)
     model = model_files.load(args.model)
@@ -573,17 +572,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem in include]
     if not pairs:
         raise CLIError("no image/label pairs to tune on")
-    maps, truths = [], []
-    n_cls = model.card.architecture.n_classes
     samples = _load_samples(pairs, model.card.normalization, model.card.architecture.in_channels, args)
-    for sample in samples:
-        probs = predict(model.net, sample.image, device=device, tile=args.tile, tta=args.tta)
-        maps.append((1.0 - probs[0], probs[n_cls]))
-        truths.append(sample.labels)
-    before = pool([matching(t, instances_from_maps(*m, model.card.postprocess)) for m, t in zip(maps, truths)]).ap50
-    best, ap, tried = tune(maps, truths, start=model.card.postprocess)
+    best, before, ap = tune_thresholds(model.net, samples, device, model.card.postprocess, tile=args.tile, tta=args.tta)
     _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
-    _log(f"best of {len(tried)} settings tried: AP50 {ap:.4f} with {best.to_dict()}")
+    _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
     print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict()}))
     if args.write:
         model.card.postprocess = best

@@ -99,7 +99,8 @@ def tune(
     Returns
     -------
     tuple
-        ``(best config, its AP@0.5, every (config, AP@0.5) evaluated)``.
+        ``(best config, its AP@0.5, every (config, AP@0.5) evaluated)``; ``start`` is
+        always among those evaluated.
     """
     from .metrics import matching, pool
 

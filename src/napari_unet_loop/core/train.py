@@ -731,25 +731,27 @@ def tune_thresholds(
     device: torch.device | str,
     start: PostprocessConfig,
     precision: str = "auto",
+    tile: int | None = None,
+    tta: bool = False,
 ) -> tuple[PostprocessConfig, float, float]:
     """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
+
+    The network runs once per sample (``tile`` and ``tta`` as in :func:`predict`); only
+    the post-processing is repeated.
 
     Returns
     -------
     tuple
         ``(thresholds, AP@0.5 with start, AP@0.5 with thresholds)``, pooled over the samples.
     """
-    from .postprocess import instances_from_maps, tune
+    from .postprocess import tune
 
     maps, truths, ignores = [], [], []
     n_cls = net.config.n_classes
     for s in samples:
-        probs = predict(net, s.image, device=device, precision=precision)
+        probs = predict(net, s.image, device=device, precision=precision, tile=tile, tta=tta)
         maps.append((1.0 - probs[0], probs[n_cls]))
         truths.append(s.labels)
         ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
-    before = pool(
-        [matching(t, instances_from_maps(f, d, start), ignore=ig) for (f, d), t, ig in zip(maps, truths, ignores)]
-    ).ap50
-    best, after, _ = tune(maps, truths, start=start, ignores=ignores)
-    return best, before, after
+    best, after, tried = tune(maps, truths, start=start, ignores=ignores)
+    return best, dict(tried)[start], after
