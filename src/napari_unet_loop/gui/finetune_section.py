@@ -50,12 +50,10 @@ from .layers import (
     RESEGMENTED,
     Layout,
     is_helper,
-    layout,
     plane_shape,
     read_plane,
     role,
     stack_shape,
-    unwrap,
 )
 from .plot import LossPlot
 
@@ -245,19 +243,10 @@ class FineTuneSection(QGroupBox):
 
     def _fits(self, image: Image, labels: Labels) -> bool:
         try:
-            lay = self._layout(image)
+            lay = self.main.image_layout(image)
         except InputError:
             return False
         return tuple(labels.data.shape) == (*stack_shape(image, lay), *plane_shape(image))
-
-    def _is_dock_image(self, image: Image) -> bool:
-        """Whether ``image`` is the one chosen in the dock (whose channel settings then apply)."""
-        chosen = self.main.image_layer()
-        return chosen is not None and unwrap(chosen) is unwrap(image)
-
-    def _layout(self, image: Image) -> Layout:
-        axis = self.main.channel_axis_combo.currentData() if self._is_dock_image(image) else None
-        return layout(image, axis)
 
     def chosen_pairs(self) -> list[tuple]:
         """The ticked pairs."""
@@ -362,7 +351,7 @@ class FineTuneSection(QGroupBox):
                 if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
                     raise InputError(f"the layer '{name}' is gone; tick the pairs again")
             image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
-            lay = self._layout(image)
+            lay = self.main.image_layout(image)
             expected = (*stack_shape(image, lay), *plane_shape(image))
             if tuple(labels.data.shape) != expected:
                 raise InputError(
@@ -379,7 +368,7 @@ class FineTuneSection(QGroupBox):
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
-                channel = self.main.channel_combo.currentData() if self._is_dock_image(image) else None
+                channel = self.main.image_channel(image)
                 x = prepare_input(
                     read_plane(image, lay, index),
                     card.architecture.in_channels,
@@ -649,7 +638,7 @@ class FineTuneSection(QGroupBox):
                 continue
             image = self.viewer.layers[image_name]
             labels = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
-            planes = self._planes(labels, self._layout(image)) if labels is not None else None
+            planes = self._planes(labels, self.main.image_layout(image)) if labels is not None else None
             self.main.segment(
                 layer=image,
                 new_layer_name=f"{image_name} labels ({model.name})",

@@ -49,6 +49,7 @@ from .layers import (
     META_KEY,
     RESEGMENTED,
     LabelsTracker,
+    Layout,
     check_image_layer,
     current_index,
     is_helper,
@@ -314,6 +315,19 @@ class UNetLoopWidget(QWidget):
             layer = self.viewer.layers[name]
             return layer if isinstance(layer, Image) else None
         return None
+
+    def is_dock_image(self, image: Image) -> bool:
+        """Whether ``image`` is the one chosen in the dock: the dock's channel settings belong to it."""
+        chosen = self.image_layer()
+        return chosen is not None and unwrap(chosen) is unwrap(image)
+
+    def image_layout(self, image: Image) -> Layout:
+        """The axes of ``image``, with the dock's channel axis when it is the dock's image."""
+        return layout(image, self.channel_axis_combo.currentData() if self.is_dock_image(image) else None)
+
+    def image_channel(self, image: Image) -> int | None:
+        """The dock's channel choice for ``image`` (``None``: another image, or nothing to choose)."""
+        return self.channel_combo.currentData() if self.is_dock_image(image) else None
 
     def _update_input_state(self) -> None:
         layer = self.image_layer()
@@ -607,10 +621,7 @@ class UNetLoopWidget(QWidget):
             return None
         try:
             image = check_image_layer(layer if layer is not None else self.image_layer())
-            chosen = self.image_layer()
-            # the dock's channel settings belong to the image chosen in the dock
-            dock_image = chosen is not None and unwrap(chosen) is unwrap(image)
-            lay = layout(image, self.channel_axis_combo.currentData() if dock_image else None)
+            lay = self.image_layout(image)
             model = self.current_model()
             device = resolve_device(self.device_combo.currentText())
             pp = self.postprocess_config()
@@ -623,7 +634,7 @@ class UNetLoopWidget(QWidget):
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
         elif indices is None:
             indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
-        channel = self.channel_combo.currentData() if dock_image and self.channel_combo.count() else None
+        channel = self.image_channel(image)
         self._run = {
             "image": image,
             "layout": lay,
