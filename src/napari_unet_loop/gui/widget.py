@@ -696,9 +696,7 @@ class UNetLoopWidget(QWidget):
             return None
         if self.tracker.is_edited(target) and self.if_edited_combo.currentText() != IF_EDITED_REPLACE:
             show_info(f"'{target.name}' holds your edits, so the new thresholds go to a new layer.")
-            new = self._add_labels(target.name, np.zeros_like(target.data), **like_layer(target))
-            self._maps[unwrap(new)] = dict(maps)
-            target = new
+            target = self._replacement_layer(target, np.zeros_like(target.data))
         self._run = {
             "image": None,
             "layout": None,
@@ -765,12 +763,8 @@ class UNetLoopWidget(QWidget):
             return target
         image, lay = run["image"], run["layout"]
         if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
-            maps = self._maps.get(unwrap(target), {}) if target is not None else {}
-            shape = target.data.shape if target is not None else None
-            new = self._add_labels(target.name, np.zeros(shape, np.int32), **like_layer(target))
-            self._maps[unwrap(new)] = dict(maps)
-            run["target"] = new
-            return new
+            run["target"] = self._replacement_layer(target, np.zeros(target.data.shape, np.int32))
+            return run["target"]
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
         if run.get("new_layer_name"):
             target = self._add_labels(
@@ -802,6 +796,18 @@ class UNetLoopWidget(QWidget):
         self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
         return layer
 
+    def _replacement_layer(self, old: Labels, data: np.ndarray) -> Labels:
+        """A new labels layer standing in for ``old``.
+
+        It gets ``old``'s name (napari numbers it), transform, provenance, and kept
+        probabilities for re-thresholding.
+        """
+        new = self._add_labels(old.name, data, **like_layer(old))
+        maps = self._maps.get(unwrap(old))
+        if maps:
+            self._maps[unwrap(new)] = dict(maps)
+        return new
+
     def _fits(self, target: Labels, labels: np.ndarray) -> bool:
         """Whether ``labels``' ids fit the data type of the layer they go to."""
         dtype = target.data.dtype
@@ -813,11 +819,7 @@ class UNetLoopWidget(QWidget):
         if not self._fits(target, res.labels):
             # e.g. replacing a user's 8-bit mask layer with 300 objects: ids would wrap and merge objects
             old = target
-            target = self._add_labels(old.name, np.asarray(old.data).astype(np.int32), **like_layer(old))
-            maps = self._maps.get(unwrap(old))
-            if maps:
-                self._maps[unwrap(target)] = dict(maps)
-            run["target"] = target
+            target = run["target"] = self._replacement_layer(old, np.asarray(old.data).astype(np.int32))
             show_warning(
                 f"'{old.name}' ({old.data.dtype}) cannot hold ids up to {int(res.labels.max())}, so the result "
                 f"goes to a new 32-bit layer '{target.name}' (a copy of it with the result written in)."
