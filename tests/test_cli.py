@@ -397,3 +397,27 @@ def test_grey_alpha_png_measures_the_grey_channel(tmp_path, folders, tiny_model_
     assert main([*args, "--min-size", "1"]) == 0
     rows = list(csv.DictReader((out / "la.csv").open()))
     assert rows and max(float(r["max_intensity"]) for r in rows) <= grey.max()  # alpha (255) not mixed in
+
+
+def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtbot, monkeypatch):
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    monkeypatch.setattr(napari, "run", lambda *a, **k: None)
+    real_viewer = napari.Viewer
+
+    def small_first_window(*args, **kwargs):  # napari's first window on a fresh machine (no saved geometry)
+        viewer = real_viewer(*args, **kwargs)
+        viewer.window.resize(800, 500)
+        return viewer
+
+    monkeypatch.setattr(napari, "Viewer", small_first_window)
+    assert main(["gui", "--sample", "nuclei_small"]) == 0
+    viewer = napari.current_viewer()
+    try:
+        assert [layer.name for layer in viewer.layers] == ["nuclei_small"]
+        assert "U-Net Loop (napari-unet-loop)" in viewer.window.dock_widgets
+        screen = QApplication.primaryScreen().availableGeometry()
+        assert viewer.window.geometry()[3] == min(950, screen.height())  # not napari's small first window
+    finally:
+        viewer.close()

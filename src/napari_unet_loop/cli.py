@@ -552,6 +552,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
             raise CLIError(f"no sample named {args.sample!r}; choose one of {', '.join(SAMPLES)}")
         viewer.open_sample("napari-unet-loop", args.sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
+    # napari's first window is small: the dock's Segment button would sit below the fold
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen().availableGeometry()
+    viewer.window.resize(min(1500, screen.width()), min(950, screen.height()))
     if args.segment:
         widget.segment()
     napari.run()
