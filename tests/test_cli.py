@@ -421,3 +421,88 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
         assert viewer.window.geometry()[3] == min(950, screen.height())  # not napari's small first window
     finally:
         viewer.close()
+
+
+def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """A run killed after a checkpoint goes on with --resume: same settings, the step count carries on."""
+    import napari_unet_loop.cli as cli_mod
+    from napari_unet_loop.core import models
+
+    images, labels = folders
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
+    args += ["--steps", "5", "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
+    real_save = cli_mod.save_checkpoint
+
+    def save_then_die(state, path, extra):
+        real_save(state, path, extra)
+        if state["step"] == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C (or a killed session) right after the checkpoint
+
+    monkeypatch.setattr(cli_mod, "save_checkpoint", save_then_die)
+    assert main(args) == 130
+    ckpt = out.with_suffix(".ckpt")
+    assert ckpt.exists() and f"--resume {ckpt}" in capsys.readouterr().err
+    monkeypatch.setattr(cli_mod, "save_checkpoint", real_save)
+
+    assert main(["train", "--resume", str(ckpt)]) == 0
+    err = capsys.readouterr().err
+    assert "resuming at step 2" in err and "resumed at step 2" in err
+    card = models.load(out).card
+    assert card.training["steps"] == 5 and card.training["final"] is True
+    assert card.parent == "tiny" and card.training["config"]["steps"] == 5
+    assert not ckpt.exists()  # a finished run leaves no checkpoint behind
+    assert main(["train", "--resume", str(ckpt)]) == 2  # gone: a clear error, no traceback
+    assert "cannot read the training checkpoint" in capsys.readouterr().err
+
+
+def test_train_needs_data_or_a_checkpoint(capsys):
+    assert main(["train"]) == 2
+    assert "IMAGES, LABELS and --out" in capsys.readouterr().err
+
+
+def test_evaluate_by_kind_scores_each_kind_of_image_apart(folders, tiny_model_path, capsys):
+    images, labels = folders
+    args = ["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json", "--by-kind"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = {p["name"]: p["kind"] for p in report["per_image"]}
+    assert kinds == {"nuclei_small": "fluorescence", "nuclei_he_stain": "he"}
+    assert set(report["by_kind"]) == {"fluorescence", "he"}
+    for kind, scores in report["by_kind"].items():
+        (one,) = [p for p in report["per_image"] if p["kind"] == kind]
+        assert scores["n_images"] == 1 and scores["ap50"] == one["ap50"] and scores["n_true"] == one["n_true"]
+    assert sum(k["n_true"] for k in report["by_kind"].values()) == report["n_true"]
+    assert main(args[:-1]) == 0 and "by_kind" not in json.loads(capsys.readouterr().out)  # only when asked
+
+
+def test_segment_modality_auto_and_override(tmp_path, folders, tiny_model_path, capsys):
+    images, _ = folders
+    he = images / "nuclei_he_stain.png"
+    args = ["segment", str(he), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path), "--overwrite"]
+    assert main([*args, "--modality", "auto"]) == 0
+    assert "(as he)" in capsys.readouterr().err  # detected: stained tissue
+    assert main([*args, "--modality", "brightfield"]) == 0
+    assert "(as brightfield)" in capsys.readouterr().err  # the user's choice wins
+    assert main(args) == 0
+    assert "(as " not in capsys.readouterr().err  # the tiny model's card: grey as it is
+    with pytest.raises(SystemExit):
+        main([*args, "--modality", "phase"])  # argparse refuses an unknown kind
+    assert "invalid choice: 'phase'" in capsys.readouterr().err
+
+
+def test_train_records_modality_and_kind_balance(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.core import models
+
+    images, labels = folders
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    args += ["--patch", "64", "--batch", "2", "--no-tune", "--modality", "auto", "--balance-kinds", "he=0.6"]
+    assert main(args) == 0
+    assert "patches per kind of image" in capsys.readouterr().err
+    card = models.load(out).card
+    assert card.modality == "auto"
+    assert card.training["kinds"]["he"] + card.training["kinds"]["fluorescence"] == 2
+    assert card.training["kind_shares"]["he"] >= 0.5
+    assert main([*args[:-1], "he=2", "--overwrite"]) == 2
+    assert "KIND=SHARE" in capsys.readouterr().err

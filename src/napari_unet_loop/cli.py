@@ -19,15 +19,27 @@ import numpy as np
 
 from .core import __version__
 from .core import models as model_files
+from .core.augment import AugmentConfig
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
 from .core.image import ConstantImageError, InputError, prepare_input, to_grey
 from .core.metrics import matching_planes, pool
-from .core.model import UNetConfig
+from .core.modality import CHOICES as MODALITY_CHOICES
+from .core.modality import MODALITIES, detect
+from .core.model import UNet, UNetConfig
 from .core.models import ModelError
 from .core.postprocess import PostprocessConfig
 from .core.segment import segment
-from .core.train import Sample, TrainConfig, TrainingError, iter_train, split_validation
+from .core.train import (
+    Sample,
+    TrainConfig,
+    TrainingError,
+    balance_kinds,
+    iter_train,
+    load_checkpoint,
+    save_checkpoint,
+    split_validation,
+)
 from .io.export import FORMATS, ExportError, check_writable, export_labels, export_target
 from .io.images import ReadError, expand_inputs, file_axes, pair_files, read_image
 
@@ -95,12 +107,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="axes of the input arrays, e.g. YX, YXS, ZYX, TZYX, ZCYX (default: guessed)",
     )
+    _add_modality_arg(p)
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
     p.add_argument(
         "--block",
         type=_positive_int,
         default=None,
         help="segment block by block with this block size (bounded memory; automatic above 6144 x 6144)",
+    )
+
+
+def _add_modality_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--modality",
+        default=None,
+        choices=[*MODALITY_CHOICES, "none"],
+        help="imaging modality: auto (detected per image: dark or bright background, colour), fluorescence, "
+        "brightfield (inverted), he (stained tissue: haematoxylin channel) or none (grey as it is); "
+        "default: the model's",
     )
 
 
@@ -146,6 +170,7 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
     """
     stack, stack_shape = to_stack(data, axes)
     out, blank = [], []
+    kinds: set[str | None] = set()
     for k, plane in enumerate(stack):
         try:
             seg = segment(
@@ -158,7 +183,9 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
                 channel=args.channel,
                 tta=args.tta,
                 block=args.block,
+                modality=getattr(args, "modality", None),
             )
+            kinds.add(seg.modality)
         except ConstantImageError:
             if len(stack) == 1:
                 raise
@@ -170,6 +197,7 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         _log(f"note: {len(blank)} blank plane(s) of {len(stack)} left without objects (planes {blank[:10]})")
     labels = np.stack(out)
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
+    args._last_modality = ", ".join(sorted(k for k in kinds if k)) or None
     return (labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]), out_axes
 
 
@@ -241,7 +269,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
             written += [str(p) for p in res.paths]
             for note in res.notes:
                 _log(f"note: {f.name} ({fmt}): {note}")
-        _log(f"{f.name}: {int(labels.max())} objects, {time.perf_counter() - t0:.1f} s -> {', '.join(written)}")
+        kind = getattr(args, "_last_modality", None)
+        _log(
+            f"{f.name}: {int(labels.max())} objects{f' (as {kind})' if kind else ''}, "
+            f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
+        )
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented")
         return 1
@@ -266,16 +298,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
     results, per_image = [], []
+    by_kind: dict[str, list] = {}
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
-        labels, _ = _segment_array(*_read(img_path, args, model.card.architecture.in_channels), model, args, device, pp)
+        image, axes = _read(img_path, args, model.card.architecture.in_channels)
+        labels, _ = _segment_array(image, axes, model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane
         results.append((counts, seg))
         s = pool([(counts, seg)]).to_dict()
-        per_image.append({"name": img_path.stem, **s})
+        entry = {"name": img_path.stem, **s}
+        if args.by_kind:
+            kind = detect(to_stack(image, axes)[0][0], channel=args.channel).modality
+            by_kind.setdefault(kind, []).append((counts, seg))
+            entry["kind"] = kind
+        per_image.append(entry)
         if not args.json or args.verbose:
             _log(
                 f"[{i}/{len(pairs)}] {img_path.stem}: AP50 {s['ap50']:.3f}  "
@@ -290,6 +329,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
         "per_image": per_image,
     }
+    if args.by_kind:
+        report["by_kind"] = {k: pool(by_kind[k]).to_dict() for k in MODALITIES if k in by_kind}
     if args.json:
         print(json.dumps(report, indent=None if args.compact else 2))
     else:
@@ -297,6 +338,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{summary['n_images']} images: AP50 {summary['ap50']:.4f}  AP75 {summary['ap75']:.4f}  "
             f"F1@0.5 {summary['f1_50']:.4f}  PQ {summary['pq']:.4f}  SEG {summary['seg']:.4f}"
         )
+        for kind, k in report.get("by_kind", {}).items():
+            print(
+                f"  {kind:<12} {k['n_images']:4d} images: AP50 {k['ap50']:.4f}  precision {k['precision_50']:.4f}  "
+                f"recall {k['recall_50']:.4f}  SEG {k['seg']:.4f}"
+            )
     return 0
 
 
@@ -318,13 +364,17 @@ def _one_plane(data: np.ndarray, axes: str) -> np.ndarray:
     return stack[0]
 
 
-def _load_samples(pairs, card_norm, in_channels, args) -> list[Sample]:
+def _load_samples(pairs, card_norm, in_channels, args, modality: str | None = None) -> list[Sample]:
+    """Annotated images prepared as the model reads them, each with its detected kind of imaging."""
     samples = []
+    modality = getattr(args, "modality", None) or modality
     for img_path, lab_path in pairs:
         try:
             plane = _one_plane(*_read(img_path, args, in_channels))
-            x = prepare_input(plane, in_channels, card_norm, channel=args.channel)
-            samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
+            kind = detect(plane, channel=args.channel).modality
+            use = None if in_channels != 1 or modality in (None, "none") else (kind if modality == "auto" else modality)
+            x = prepare_input(plane, in_channels, card_norm, channel=args.channel, modality=use)
+            samples.append(Sample(x, read_image(lab_path), name=img_path.stem, kind=kind))
         except (InputError, ValueError) as exc:
             raise CLIError(f"{img_path.name}: {exc}") from exc
     return samples
@@ -336,17 +386,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != model_files.SUFFIX:
         out = out.with_name(out.name + model_files.SUFFIX)
-    if out.exists() and not args.overwrite:
+    resume = getattr(args, "resume_state", None)
+    if out.exists() and not args.overwrite and resume is None:
         raise CLIError(f"{out} exists; use --overwrite to replace it")
-    if args.start == "scratch":
+    ckpt_path = out.with_suffix(".ckpt")
+    if resume is not None:
+        model = model_files.Model(UNet(args.resume_card.architecture), args.resume_card)
+        parent = model.card.parent
+    elif args.start == "scratch":
         cfg = UNetConfig(depth=args.depth, base_width=args.width, in_channels=args.in_channels)
         model = model_files.new_model(cfg, name=out.stem, seed=args.seed)
+        model.card.modality = args.modality or ("auto" if args.in_channels == 1 else "none")
         parent = None
     else:
         model = model_files.load(args.start)
         parent = model.name
         model.card.parent = parent
         model.card.name = out.stem
+        if args.modality:
+            model.card.modality = args.modality
+    start_card = model.card.to_dict()
     include, exclude, val_names = (
         _read_list(args.include),
         _read_list(args.exclude),
@@ -359,16 +418,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem not in exclude]
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
-    in_ch, norm = model.card.architecture.in_channels, model.card.normalization
+    in_ch, norm, modality = model.card.architecture.in_channels, model.card.normalization, model.card.modality
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]
-        train = _load_samples(train_pairs, norm, in_ch, args)
-        val = _load_samples(val_pairs, norm, in_ch, args)
+        train = _load_samples(train_pairs, norm, in_ch, args, modality)
+        val = _load_samples(val_pairs, norm, in_ch, args, modality)
     else:
-        train, val = split_validation(_load_samples(pairs, norm, in_ch, args), args.val_fraction, args.seed)
+        samples = _load_samples(pairs, norm, in_ch, args, modality)
+        train, val = split_validation(samples, args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
+    kinds = {k: sum(s.kind == k for s in train) for k in MODALITIES}
+    shares = None
+    if args.balance_kinds:
+        shares = balance_kinds(train, _parse_shares(args.balance_kinds))
+        _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     config = TrainConfig(
         patch_size=args.patch,
         batch_size=args.batch,
@@ -381,6 +446,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         seed=args.seed,
         select_by=args.select_by,
+        augment=AugmentConfig(intensity=args.intensity, blur=args.blur),
     )
     _log(
         f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
@@ -388,7 +454,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{str(args.minutes) + ' min' if args.minutes else ''}{' ' if args.minutes and args.steps else ''}"
         f"{str(args.steps) + ' steps' if args.steps else ''}"
     )
-    started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    started = getattr(args, "resume_started", None) or _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
     if args.description:
         model.card.description = args.description
@@ -411,6 +477,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "include": args.include,
             "exclude": args.exclude,
             "val_list": args.val_list,
+            "kinds": kinds,
+            "kind_shares": shares,
             "config": config.to_dict(),
             "device": str(device),
             "started": started,
@@ -420,9 +488,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
         model_files.save(model, out, overwrite=True)
 
-    gen = iter_train(model.net, train, val, config, device, model.card.postprocess, stop=threading.Event())
+    gen = iter_train(
+        model.net,
+        train,
+        val,
+        config,
+        device,
+        model.card.postprocess,
+        stop=threading.Event(),
+        checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint else None,
+        resume=resume,
+    )
     last = 0.0
     best_snapshot = None
+    ckpt_extra = {"argv": args.argv, "card": json.dumps(start_card), "started": started}
     try:
         while True:
             ev = next(gen)
@@ -440,12 +519,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                     model.net.load_state_dict(ev.best_state)
                     best_snapshot = ev.step
                     write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
+            elif ev.kind == "checkpoint" and ev.checkpoint is not None:
+                save_checkpoint(ev.checkpoint, ckpt_path, ckpt_extra)
+                _log(f"checkpoint at step {ev.step} in {ckpt_path} (continue a cut run with --resume {ckpt_path})")
     except StopIteration as stop:
         result = stop.value
     except KeyboardInterrupt:
         _log(
             "interrupted"
-            + (f"; the best model so far is in {out}" if best_snapshot is not None else "; nothing written")
+            + (f"; the best model so far is in {out}" if best_snapshot is not None else "; no model written")
+            + (f"; continue with: napari-unet-loop train --resume {ckpt_path}" if ckpt_path.exists() else "")
         )
         return 130
     if val and args.tune:
@@ -466,6 +549,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "history": _thin(result.history),
         },
     )
+    ckpt_path.unlink(missing_ok=True)  # the run is complete: its model file holds everything
     if result.baseline is not None and parent is not None and not result.improved:
         _log(f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights")
     _log(
@@ -473,6 +557,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f"; validation {_fmt(result.best)}" if result.best else "")
     )
     return 0
+
+
+def _parse_shares(text: str) -> dict[str, float]:
+    """``he=0.2,brightfield=0.15`` -> ``{"he": 0.2, "brightfield": 0.15}``."""
+    shares = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or key not in MODALITIES or not 0 <= share < 1:
+            raise CLIError(
+                f"--balance-kinds {text!r}: give KIND=SHARE pairs, e.g. he=0.2,brightfield=0.15 "
+                f"(kinds: {', '.join(MODALITIES)}; shares from 0 to below 1)"
+            )
+        shares[key] = share
+    return shares
 
 
 def _thin(history: list[dict], n: int = 400) -> list[dict]:
@@ -632,13 +735,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
     p.add_argument("--verbose", action="store_true", help="per-image lines on stderr with --json")
+    p.add_argument(
+        "--by-kind",
+        action="store_true",
+        help="also score fluorescence, brightfield and H&E images apart (the kind is detected from the image)",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train or fine-tune on images and label files")
-    p.add_argument("images", help="folder of images")
-    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
-    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("images", nargs="?", help="folder of images")
+    p.add_argument("labels", nargs="?", help="folder of label images (matched to images by name or frame number)")
+    p.add_argument("--out", help="model file to write (.safetensors)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a cut run from its checkpoint (<out>.ckpt), with that run's data and settings",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=5.0,
+        metavar="MIN",
+        help="minutes between training checkpoints for --resume (default 5)",
+    )
     p.add_argument(
         "--from",
         dest="start",
@@ -666,6 +787,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
     p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
+    _add_modality_arg(p)
+    p.add_argument(
+        "--balance-kinds",
+        default=None,
+        metavar="KIND=SHARE,...",
+        help="smallest share of training patches per kind of image, e.g. he=0.2,brightfield=0.15",
+    )
+    p.add_argument("--intensity", type=float, default=0.5, help="intensity augmentation strength, 0-1 (default 0.5)")
+    p.add_argument("--blur", type=float, default=1.0, help="largest random blur in pixels (default 1; 0: none)")
     p.add_argument("--depth", type=_positive_int, default=4, help="U-Net depth, from scratch (default 4)")
     p.add_argument("--width", type=_positive_int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=_positive_int, default=1, help="input channels, from scratch (default 1)")
@@ -723,15 +853,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """Fill in the ``train`` defaults; with ``--resume``, the arguments of the run being continued."""
+    if args.resume:
+        state, extra = load_checkpoint(args.resume)
+        try:
+            old = parser.parse_args(extra["argv"])
+            card = model_files.ModelCard.from_dict(json.loads(extra["card"]))
+        except (KeyError, ValueError, TypeError, SystemExit) as exc:
+            raise CLIError(f"{args.resume}: the checkpoint does not say which run it belongs to ({exc})") from None
+        _log(f"resuming at step {state['step']}: napari-unet-loop {' '.join(extra['argv'])}")
+        old.resume, old.resume_state, old.resume_card = args.resume, state, card
+        old.resume_started = extra.get("started")
+        if args.device != "auto":
+            old.device = args.device
+        args, argv = old, list(extra["argv"])
+    elif args.images is None or args.labels is None or args.out is None:
+        raise CLIError("train needs IMAGES, LABELS and --out (or --resume CHECKPOINT)")
+    if args.minutes is None and args.steps is None:
+        args.minutes = 5.0
+    if args.lr is None:
+        args.lr = 2e-3 if args.start == "scratch" else 5e-4
+    args.argv = argv
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "train":
-        if args.minutes is None and args.steps is None:
-            args.minutes = 5.0
-        if args.lr is None:
-            args.lr = 2e-3 if args.start == "scratch" else 5e-4
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "command", None) == "train":
+            args = _train_args(parser, args, argv)
         return args.func(args)
     except (
         CLIError,

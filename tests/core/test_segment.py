@@ -138,3 +138,23 @@ def test_large_planes_go_block_by_block(monkeypatch):
     img[100:130, 90:140] = 1
     out = seg_mod.segment(models.new_model(UNetConfig(depth=2, base_width=4)), img)
     assert out.probs is None and out.labels.max() == 2
+
+
+def test_segment_converts_the_image_by_modality(model, discs, disc_img):
+    """``modality``: the card's setting by default; auto detects, a kind forces, none keeps the grey image."""
+    labels = discs((64, 64), 4)
+    bright_field = np.clip(230 - disc_img(labels) * 180, 0, 255).astype(np.uint8)  # dark discs, bright field
+    assert segment(model, bright_field, tile=32).modality is None  # card "none": grey as it is
+    model.card.modality = "auto"
+    auto = segment(model, bright_field, tile=32)
+    assert auto.modality == "brightfield"
+    forced = segment(model, bright_field, tile=32, modality="brightfield")
+    np.testing.assert_array_equal(forced.probs, auto.probs)
+    as_is = segment(model, bright_field, tile=32, modality="none")
+    assert as_is.modality is None and not np.array_equal(as_is.probs, auto.probs)
+    fluo = segment(model, bright_field, tile=32, modality="fluorescence")
+    np.testing.assert_array_equal(fluo.probs, as_is.probs)  # fluorescence: the grey image as it is
+    blocks = segment(model, bright_field, tile=32, block=64)  # block-wise: detected once, on the whole image
+    assert blocks.modality == "brightfield"
+    with pytest.raises(InputError, match="unknown imaging modality"):
+        segment(model, bright_field, modality="phase")

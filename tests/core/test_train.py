@@ -529,3 +529,55 @@ def test_no_validation_where_nothing_reviewed_fits():
     labels = np.zeros((100, 100), np.int32)  # reviewed, but no object anywhere
     train, val = split_validation([Sample(np.zeros((1, 100, 100), np.float32), labels)], 0.15)
     assert val == [] and train[0].ignore is None
+
+
+def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, val_sample, tmp_path):
+    """A run cut after step 3 and resumed from its checkpoint ends where an uncut run ends."""
+    config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0))
+    whole = UNet(tiny_net.config)
+    whole.load_state_dict(tiny_net.state_dict())
+    events, uncut = _drain(iter_train(whole, [sample], [val_sample], config, checkpoint_every_s=0.0))
+    ckpts = [e for e in events if e.kind == "checkpoint"]
+    assert [e.step for e in ckpts] == [1, 2, 3, 4, 5]  # none after the last step: the run is over
+
+    path = tmp_path / "run.ckpt"
+    train_mod.save_checkpoint(ckpts[2].checkpoint, path, {"note": "x"})
+    state, extra = train_mod.load_checkpoint(path)
+    assert extra == {"note": "x"} and state["step"] == 3
+    assert [h["step"] for h in state["history"] if "val" in h] == [0, 1, 2, 3]
+
+    cut = UNet(tiny_net.config)  # weights come from the checkpoint
+    events2, resumed = _drain(iter_train(cut, [sample], [val_sample], config, resume=state))
+    assert events2[0].kind == "start" and "resumed at step 3" in events2[0].message
+    steps = [e.step for e in events2 if e.kind == "step"]
+    assert steps == [4, 5, 6]  # the step count carries on
+    assert resumed.steps == uncut.steps == 6 and resumed.patches == uncut.patches
+    assert resumed.baseline == uncut.baseline  # the starting scores are those of the first run
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(cut.state_dict()[k], v)  # same random draws and learning rates
+    assert [round(h["loss"], 5) for h in resumed.history if "loss" in h] == [
+        round(h["loss"], 5) for h in uncut.history if "loss" in h
+    ]
+
+
+def test_resume_refuses_other_settings_and_other_files(tiny_net, sample, tmp_path):
+    events, _ = _drain(iter_train(tiny_net, [sample], [], _config(steps=3), checkpoint_every_s=0.0))
+    state = next(e.checkpoint for e in events if e.kind == "checkpoint")
+    with pytest.raises(TrainingError, match="other training settings.*learning_rate"):
+        _drain(iter_train(tiny_net, [sample], [], _config(steps=3, learning_rate=0.5), resume=state))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="cannot read"):
+        train_mod.load_checkpoint(bad)
+
+
+def test_balance_kinds_gives_rare_kinds_their_share(discs, disc_img):
+    labels = discs((64, 64), 4, seed=3)
+    img = disc_img(labels, seed=3)
+    samples = [Sample(img, labels, kind="fluorescence") for _ in range(8)] + [Sample(img, labels, kind="he")]
+    shares = train_mod.balance_kinds(samples, {"he": 0.3})
+    assert shares["he"] == pytest.approx(0.3 / 1.3 * 1.0 / (1 / 1.3), rel=0.2)  # about 0.3 after normalising
+    sampler = PatchSampler(samples, _config(), torch.device("cpu"))
+    p_he = sampler.p[-1]
+    assert p_he == pytest.approx(shares["he"], rel=1e-6)  # the sampler draws he patches that often
+    assert sum(sampler.p[:-1]) == pytest.approx(shares["fluorescence"], rel=1e-6)

@@ -5,8 +5,8 @@ degrees, or any angle), a zoom and the U-Net paper's elastic deformation: a
 coarse 3x3 grid of random displacements (standard deviation 10 px) upsampled
 bicubically to a smooth field. The grid is applied with ``grid_sample`` to the
 image (bicubic), the continuous targets (bilinear) and the class map (nearest),
-with mirrored borders. Intensity jitter (gamma, contrast, brightness, noise)
-applies to the image only.
+with mirrored borders. Intensity jitter (gamma, contrast, brightness, noise) and
+a random Gaussian blur apply to the image only.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class AugmentConfig:
         Size of the coarse displacement grid (3 in the paper).
     intensity : float
         Strength of the intensity jitter, 0 to 1 (0: none).
+    blur : float
+        Largest standard deviation (pixels) of a random Gaussian blur applied to half
+        of the patches (0: none): out-of-focus and low-resolution nuclei.
     """
 
     flip: bool = True
@@ -45,6 +48,7 @@ class AugmentConfig:
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
     intensity: float = 0.5
+    blur: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-compatible dict."""
@@ -62,7 +66,7 @@ class AugmentConfig:
         return cls(**data)
 
 
-NO_AUGMENT = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0)
+NO_AUGMENT = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0, blur=0.0)
 
 
 def sampling_grid(
@@ -196,3 +200,38 @@ def jitter_intensity(image: torch.Tensor, strength: float, generator: torch.Gene
     gen = None if dev.type != "cpu" else generator
     out = out + noise * torch.randn(out.shape, generator=gen, device=dev)
     return out
+
+
+def random_blur(image: torch.Tensor, max_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blur half of the patches with a Gaussian of random width (the others unchanged).
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(N, C, H, W)`` images.
+    max_sigma : float
+        Largest standard deviation in pixels (0: no change).
+    generator : torch.Generator, optional
+        Random generator (on the CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        The images, half of them blurred (mirrored borders).
+    """
+    if max_sigma <= 0:
+        return image
+    n, c = image.shape[:2]
+    sigma = torch.rand(n, generator=generator) * max_sigma
+    sigma = torch.where(torch.rand(n, generator=generator) < 0.5, sigma, torch.zeros(n))
+    r = int(math.ceil(3 * max_sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-(x[None] ** 2) / (2 * sigma.clamp(min=1e-3)[:, None] ** 2))
+    k = torch.where(sigma[:, None] > 0.05, k, (x[None] == 0).float())  # no blur: identity kernel
+    k = (k / k.sum(1, keepdim=True)).to(image.device, image.dtype)
+    k = k.repeat_interleave(c, 0)  # one kernel per (patch, channel)
+    h, w = image.shape[-2:]
+    out = F.pad(image.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
+    out = F.conv2d(out, k[:, None, None, :], groups=n * c)
+    out = F.conv2d(out, k[:, None, :, None], groups=n * c)
+    return out.reshape(n, c, h, w)

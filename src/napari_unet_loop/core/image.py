@@ -176,6 +176,7 @@ def prepare_input(
     rgb: bool | None = None,
     channel: int | None = None,
     limits: list[tuple[float, float]] | None = None,
+    modality: str | None = None,
 ) -> np.ndarray:
     """Turn one 2D image (with optional channels) into the network's normalised input.
 
@@ -193,6 +194,11 @@ def prepare_input(
         Channel to segment, for one-channel models on multichannel images.
     limits : list of tuple, optional
         Per input channel, the grey values to map to 0 and 1 (see :func:`input_limits`).
+    modality : str, optional
+        For one-channel models: ``"fluorescence"``, ``"brightfield"`` or ``"he"`` turn the
+        image into bright nuclei on a dark background (see :mod:`.modality`); ``"auto"``
+        detects the kind on this image (resolve it once for images processed block by
+        block); ``None`` or ``"none"``: the grey image as it is.
 
     Returns
     -------
@@ -207,16 +213,22 @@ def prepare_input(
     return np.stack(
         [
             normalize(p, norm, None if limits is None else limits[i])
-            for i, p in enumerate(_planes(image, in_channels, rgb, channel))
+            for i, p in enumerate(_planes(image, in_channels, rgb, channel, modality))
         ]
     )
 
 
-def _planes(image: np.ndarray, in_channels: int, rgb: bool | None, channel: int | None) -> list[np.ndarray]:
+def _planes(
+    image: np.ndarray, in_channels: int, rgb: bool | None, channel: int | None, modality: str | None = None
+) -> list[np.ndarray]:
     """The grey planes the model reads (one, or one per input channel)."""
     image = np.asarray(image)
     if in_channels == 1:
-        return [to_grey(image, rgb=rgb, channel=channel)]
+        if modality in (None, "none"):
+            return [to_grey(image, rgb=rgb, channel=channel)]
+        from .modality import resolve, to_fluorescence_like
+
+        return [to_fluorescence_like(image, resolve(modality, image, rgb, channel), rgb=rgb, channel=channel)]
     if image.ndim != 3 or image.shape[-1] != in_channels:
         have = 1 if image.ndim == 2 else image.shape[-1]
         raise InputError(
@@ -233,6 +245,7 @@ def input_limits(
     rgb: bool | None = None,
     channel: int | None = None,
     max_pixels: int = 4_000_000,
+    modality: str | None = None,
 ) -> list[tuple[float, float]]:
     """Normalisation limits of a (large) image from a strided subsample, per input channel.
 
@@ -241,4 +254,4 @@ def input_limits(
     h, w = image.shape[:2]
     step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
     sample = np.asarray(image[::step, ::step])
-    return [intensity_limits(p, norm) for p in _planes(sample, in_channels, rgb, channel)]
+    return [intensity_limits(p, norm) for p in _planes(sample, in_channels, rgb, channel, modality)]

@@ -54,6 +54,11 @@ class ModelCard:
         The network.
     normalization : Normalization
         Input percentile normalisation.
+    modality : str
+        How images reach the network (one-channel models): ``"auto"`` detects each image's
+        kind (fluorescence, brightfield, H&E) and turns it into bright nuclei on a dark
+        background (see :mod:`.modality`); a kind forces that conversion; ``"none"`` (models
+        made before modalities existed) feeds the grey image as it is.
     postprocess : PostprocessConfig
         Default instance thresholds.
     description : str
@@ -71,6 +76,7 @@ class ModelCard:
     name: str
     architecture: UNetConfig
     normalization: Normalization = field(default_factory=Normalization)
+    modality: str = "none"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     description: str = ""
     parent: str | None = None
@@ -89,6 +95,7 @@ class ModelCard:
             "description": self.description,
             "architecture": self.architecture.to_dict(),
             "normalization": self.normalization.to_dict(),
+            "modality": self.modality,
             "postprocess": self.postprocess.to_dict(),
             "parent": self.parent,
             "training": self.training,
@@ -110,6 +117,7 @@ class ModelCard:
             name=str(data["name"]),
             architecture=UNetConfig.from_dict(data["architecture"]),
             normalization=Normalization.from_dict(data.get("normalization", {})),
+            modality=_card_modality(data.get("modality", "none")),
             postprocess=PostprocessConfig.from_dict(data.get("postprocess", {})),
             description=data.get("description", ""),
             parent=data.get("parent"),
@@ -118,6 +126,17 @@ class ModelCard:
             created=data.get("created", ""),
             format_version=version,
         )
+
+
+def _card_modality(value: Any) -> str:
+    """A card's modality setting, checked."""
+    from .modality import check_choice
+
+    if value in (None, "none"):
+        return "none"
+    if not isinstance(value, str):
+        raise TypeError(f"modality must be a string, got {type(value).__name__}")
+    return str(check_choice(value))
 
 
 @dataclass

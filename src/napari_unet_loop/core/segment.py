@@ -28,10 +28,55 @@ class Segmentation:
     probs : numpy.ndarray or None
         ``(C, H, W)`` network outputs, kept for re-thresholding without the network
         (``None`` for large planes segmented block by block, which keep only the labels).
+    modality : str or None
+        The imaging modality the image was treated as (``None``: the grey image as it is).
     """
 
     labels: np.ndarray
     probs: np.ndarray | None
+    modality: str | None = None
+
+
+def input_modality(
+    model: Model, image, modality: str | None = None, rgb: bool | None = None, channel: int | None = None
+) -> str | None:
+    """The modality an image is converted from before the network, with ``"auto"`` resolved.
+
+    Parameters
+    ----------
+    model : Model
+        Its card's ``modality`` is the default.
+    image : array-like
+        The whole image (large ones are read on a subsample).
+    modality : str, optional
+        ``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"`` or ``"none"``; the
+        model's setting when omitted.
+    rgb, channel
+        As for :func:`iter_segment`.
+
+    Returns
+    -------
+    str or None
+        A kind from :data:`.modality.MODALITIES`, or ``None`` (grey as it is: models made
+        before modalities, and multichannel models).
+
+    Raises
+    ------
+    InputError
+        For an unknown modality.
+    """
+    from .modality import check_choice, detect
+
+    m = model.card.modality if modality is None else modality
+    if m == "none" or model.card.architecture.in_channels != 1:
+        return None
+    try:
+        m = check_choice(m)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if m is None:
+        return None
+    return detect(image, rgb, channel).modality if m == "auto" else m
 
 
 def iter_segment(
@@ -46,6 +91,7 @@ def iter_segment(
     batch_size: int | None = None,
     tta: bool = False,
     block: int | None = None,
+    modality: str | None = None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment one 2D image (with optional channels) into instances.
 
@@ -74,6 +120,9 @@ def iter_segment(
     block : int, optional
         Segment block by block with this core size (bounded memory: no full-size
         probability maps). Planes above ``LARGE_PIXELS`` always are, with 2048 px blocks.
+    modality : str, optional
+        Imaging modality (``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"``,
+        ``"none"``); the model card's when omitted. See :func:`input_modality`.
 
     Yields
     ------
@@ -86,6 +135,7 @@ def iter_segment(
         Labels and network outputs.
     """
     h, w = image.shape[:2]
+    kind = input_modality(model, image, modality, rgb, channel)
     if block is not None or h * w > LARGE_PIXELS:
         labels = yield from iter_segment_blocks(
             model,
@@ -99,16 +149,17 @@ def iter_segment(
             channel=channel,
             batch_size=batch_size,
             tta=tta,
+            modality=kind or "none",
         )
-        return Segmentation(labels, None)
-    x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel)
+        return Segmentation(labels, None, kind)
+    x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, modality=kind)
     probs = yield from iter_predict(
         model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
     )
     yield Progress(0, 1, "instances")
     labels = instances(probs, postprocess or model.card.postprocess, model.card.architecture.n_classes)
     yield Progress(1, 1, "instances")
-    return Segmentation(labels, probs)
+    return Segmentation(labels, probs, kind)
 
 
 def segment(model: Model, image: np.ndarray, **kwargs) -> Segmentation:
@@ -130,6 +181,7 @@ def iter_segment_blocks(
     batch_size: int | None = None,
     tta: bool = False,
     out: np.ndarray | None = None,
+    modality: str | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Segment a large plane block by block, holding only the image, the labels and one block's work.
 
@@ -156,6 +208,8 @@ def iter_segment_blocks(
     out : numpy.ndarray, optional
         ``(Y, X)`` integer array to write the labels into (e.g. a memory map); a new
         ``int32`` array when omitted.
+    modality : str, optional
+        As for :func:`iter_segment`; ``"auto"`` is resolved once, on the whole image.
 
     Yields
     ------
@@ -177,7 +231,8 @@ def iter_segment_blocks(
     card = model.card
     pp = postprocess or card.postprocess
     h, w = image.shape[:2]
-    limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel)
+    kind = input_modality(model, image, modality, rgb, channel) or "none"
+    limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
     m = card.architecture.size_multiple
     halo = model_halo(model.net)
     labels = np.zeros((h, w), np.int32) if out is None else out
@@ -193,7 +248,7 @@ def iter_segment_blocks(
         wy0, wx0 = max(ry0 - halo, 0) // m * m, max(rx0 - halo, 0) // m * m
         wy1, wx1 = min(ry1 + halo, h), min(rx1 + halo, w)
         window = np.asarray(image[wy0:wy1, wx0:wx1])
-        x = prepare_input(window, card.architecture.in_channels, card.normalization, rgb, channel, limits)
+        x = prepare_input(window, card.architecture.in_channels, card.normalization, rgb, channel, limits, kind)
         probs = predict(model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta)
         sl = (slice(ry0 - wy0, ry1 - wy0), slice(rx0 - wx0, rx1 - wx0))
         local = instances_from_maps(1.0 - probs[0][sl], probs[n_cls][sl], pp)

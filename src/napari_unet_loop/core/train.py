@@ -15,7 +15,10 @@ crashed run never leaves a half-trained model behind.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import pickle
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import AugmentConfig, jitter_intensity, sampling_grid, warp
+from .augment import AugmentConfig, jitter_intensity, random_blur, sampling_grid, warp
 from .device import autocast_dtype
 from .metrics import MatchCounts, SegCounts, matching, pool
 from .model import UNet
@@ -36,6 +39,7 @@ from .tiling import reflect_indices
 
 MIN_VAL_SIDE = 32
 MAX_CENTRES = 1_000_000
+CHECKPOINT_FORMAT = 1
 
 
 class TrainingError(RuntimeError):
@@ -66,6 +70,11 @@ class Sample:
         ``(H, W)`` extra loss weight (e.g. higher where the user corrected).
     name : str
         For messages and model cards.
+    draw : float
+        Relative chance of drawing training patches from this sample (on top of the
+        square root of its annotated area), e.g. to show rare kinds of image more often.
+    kind : str
+        Kind of imaging (see :mod:`.modality`), for balancing and per-kind scores.
     """
 
     image: np.ndarray
@@ -73,6 +82,8 @@ class Sample:
     ignore: np.ndarray | None = None
     weight: np.ndarray | None = None
     name: str = ""
+    draw: float = 1.0
+    kind: str = ""
 
     def __post_init__(self) -> None:
         if self.image.ndim == 2:
@@ -193,7 +204,7 @@ class TrainEvent:
     Attributes
     ----------
     kind : str
-        ``"start"``, ``"step"`` or ``"val"``.
+        ``"start"``, ``"step"``, ``"val"`` or ``"checkpoint"``.
     step : int
         Optimiser steps done.
     fraction : float
@@ -210,6 +221,9 @@ class TrainEvent:
         Human-readable note.
     best_state : dict or None
         On ``"val"`` events that set a new best: a copy of those weights (for checkpoints).
+    checkpoint : dict or None
+        On ``"checkpoint"`` events: the whole training state (see :func:`iter_train`'s
+        ``resume``), to write with :func:`save_checkpoint`.
     """
 
     kind: str
@@ -222,6 +236,7 @@ class TrainEvent:
     is_best: bool = False
     message: str = ""
     best_state: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
 
 
 @dataclass
@@ -327,7 +342,7 @@ def split_validation(
         held = np.zeros(s.labels.shape, bool)
         held[sl] = True
         ignore = held if s.ignore is None else (s.ignore | held)
-        train.append(Sample(s.image, s.labels, ignore, s.weight, s.name))
+        train.append(Sample(s.image, s.labels, ignore, s.weight, s.name, s.draw, s.kind))
         val.append(
             Sample(
                 s.image[(slice(None), *sl)],
@@ -338,6 +353,34 @@ def split_validation(
             )
         )
     return train, val
+
+
+def balance_kinds(samples: list[Sample], shares: dict[str, float]) -> dict[str, float]:
+    """Set each sample's ``draw`` so each kind of image gets at least its share of the patches.
+
+    Parameters
+    ----------
+    samples : list of Sample
+        Training samples with their ``kind``.
+    shares : dict
+        Smallest share of training patches per kind, e.g. ``{"he": 0.2, "brightfield": 0.15}``;
+        fluorescence gets the rest.
+
+    Returns
+    -------
+    dict
+        The share of patches each kind now gets.
+    """
+    weight: dict[str, float] = {}
+    for s in samples:
+        weight[s.kind] = weight.get(s.kind, 0.0) + float(np.sqrt(s.n_annotated))
+    total = sum(weight.values())
+    target = {k: max(w / total, shares.get(k, 0.0)) for k, w in weight.items()}
+    norm = sum(target.values())
+    target = {k: v / norm for k, v in target.items()}
+    for s in samples:
+        s.draw = target[s.kind] / (weight[s.kind] / total)
+    return target
 
 
 class PatchSampler:
@@ -359,7 +402,7 @@ class PatchSampler:
         self.gen = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.items = []
-        areas = []
+        areas, draws = [], []
         for s in samples:
             t = make_targets(s.labels, s.ignore, w0=config.w0, sigma=config.sigma)
             weight = t.weight if s.weight is None else t.weight * s.weight.astype(np.float32)
@@ -379,13 +422,23 @@ class PatchSampler:
                 )
             )
             areas.append(n_valid)
+            draws.append(s.draw)
         if not self.items:
             raise TrainingError("no annotated pixels to train on: every pixel is ignored")
-        p = np.sqrt(np.asarray(areas, np.float64))
+        p = np.sqrt(np.asarray(areas, np.float64)) * np.asarray(draws, np.float64)
         self.p = p / p.sum()
         aug = config.augment
         reach = config.patch_size / min(aug.zoom[0], 1.0) * (1.45 if aug.rotate else 1.0)
         self.src = int(math.ceil(reach + 4 * aug.elastic_sigma)) // 2 * 2 + 2
+
+    def get_state(self) -> dict[str, Any]:
+        """The random generators' state (for checkpoints)."""
+        return {"torch": self.gen.get_state(), "numpy": json.dumps(self.rng.bit_generator.state)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore the random generators from :meth:`get_state`."""
+        self.gen.set_state(state["torch"])
+        self.rng.bit_generator.state = json.loads(state["numpy"])
 
     def _subsample(self, idx: np.ndarray) -> np.ndarray:
         if idx.size > MAX_CENTRES:
@@ -415,6 +468,7 @@ class PatchSampler:
             clss.append(item["cls"].index_select(0, iy).index_select(1, ix))
         grid = sampling_grid(n, self.config.patch_size, s, self.config.augment, self.gen, self.device)
         x, cont, cls = warp(grid, torch.stack(imgs), torch.stack(conts), torch.stack(clss))
+        x = random_blur(x, self.config.augment.blur, self.gen)
         x = jitter_intensity(x, self.config.augment.intensity, self.gen)
         assert cont is not None and cls is not None
         return x, cls, cont[:, 0], cont[:, 1].clamp(0, 1)
@@ -557,6 +611,8 @@ def iter_train(
     device: torch.device | str = "cpu",
     postprocess: PostprocessConfig = PostprocessConfig(),
     stop: StopFlag | None = None,
+    checkpoint_every_s: float | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train ``net`` and finally load the best weights into it.
 
@@ -575,11 +631,19 @@ def iter_train(
         Thresholds used to score validation instances.
     stop : StopFlag, optional
         When set, the run ends after the current step and keeps the best weights.
+    checkpoint_every_s : float, optional
+        Seconds between ``"checkpoint"`` events carrying the whole training state
+        (weights, optimiser, step, elapsed time, best weights, random generators).
+    resume : dict, optional
+        A checkpoint from an earlier run of the same samples and ``config``: the run goes
+        on from it (step count, learning-rate schedule, elapsed part of the time budget,
+        optimiser moments and best weights included) instead of starting over.
 
     Yields
     ------
     TrainEvent
-        ``"start"``, then ``"step"`` after every step and ``"val"`` after every validation.
+        ``"start"``, then ``"step"`` after every step, ``"val"`` after every validation
+        and ``"checkpoint"`` every ``checkpoint_every_s`` seconds.
 
     Returns
     -------
@@ -628,10 +692,38 @@ def iter_train(
 
     baseline = best = None
     best_state = None
-    if val_samples:
+    step, patches, bad, stopped = 0, 0, 0, False
+    if resume is not None:
+        check_resume(resume, config)
+        net.load_state_dict(resume["net"])
+        opt.load_state_dict(resume["optimizer"])
+        step, patches, batch = int(resume["step"]), int(resume["patches"]), int(resume["batch_size"])
+        t0 = time.perf_counter() - float(resume["elapsed"])  # the budget and schedule go on where they were
+        baseline, best, best_state = resume["baseline"], resume["best"], resume["best_state"]
+        history = list(resume["history"])
+        sampler.set_state(resume["rng"])
+    elif val_samples:
         baseline = run_val(0)
         best, best_state = baseline, copy.deepcopy(net.state_dict())
         history.append({"step": 0, "time": time.perf_counter() - t0, "val": baseline})
+
+    def checkpoint() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.to_dict(),
+            "net": copy.deepcopy(net.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
+            "step": step,
+            "patches": patches,
+            "batch_size": batch,
+            "elapsed": time.perf_counter() - t0,
+            "baseline": baseline,
+            "best": best,
+            "best_state": copy.deepcopy(best_state) if best_state is not None else None,
+            "history": list(history),
+            "rng": sampler.get_state(),
+        }
+
     expected = config.minutes * 60 if config.minutes is not None else math.nan
     yield TrainEvent(
         "start",
@@ -641,10 +733,10 @@ def iter_train(
         expected,
         val=baseline,
         message=f"training on {sum(s.n_annotated for s in train_samples)} annotated pixels "
-        f"({len(train_samples)} sample(s)), validating on {len(val_samples)}",
+        f"({len(train_samples)} sample(s)), validating on {len(val_samples)}"
+        + (f"; resumed at step {step}" if resume is not None else ""),
     )
-    step, patches, bad, stopped = 0, 0, 0, False
-    last_val = time.perf_counter()
+    last_val = last_ckpt = time.perf_counter()
     while True:
         f = fraction(step)
         if f >= 1.0:
@@ -709,6 +801,10 @@ def iter_train(
                 is_best=is_best,
                 best_state=best_state if is_best else None,
             )
+        if checkpoint_every_s is not None and not done and time.perf_counter() - last_ckpt >= checkpoint_every_s:
+            last_ckpt = time.perf_counter()
+            f = fraction(step)
+            yield TrainEvent("checkpoint", step, f, time.perf_counter() - t0, eta(step, f), checkpoint=checkpoint())
     user_net.load_state_dict(best_state if best_state is not None else net.state_dict())
     user_net.eval()
     improved = bool(val_samples) and best is not baseline and _better(best, baseline, config.select_by)
@@ -755,3 +851,80 @@ def tune_thresholds(
         ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
     best, after, tried = tune(maps, truths, start=start, ignores=ignores)
     return best, dict(tried)[start], after
+
+
+def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
+    """Check that a checkpoint can continue a run with ``config``.
+
+    Raises
+    ------
+    TrainingError
+        If it is not a training checkpoint of this format, or its settings differ.
+    """
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
+    theirs = dict(state.get("config") or {})
+    ours = config.to_dict()
+    differ = sorted(k for k in set(theirs) | set(ours) if _plain(theirs.get(k)) != _plain(ours.get(k)))
+    if differ:
+        raise TrainingError(f"the checkpoint was made with other training settings ({', '.join(differ)})")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so settings read back from a file compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write a training checkpoint atomically (a crash mid-write leaves the previous one).
+
+    Parameters
+    ----------
+    state : dict
+        From a ``"checkpoint"`` :class:`TrainEvent`.
+    path : path-like
+        Target file.
+    extra : dict, optional
+        More to store beside it (e.g. the model card as JSON), strings and numbers only.
+    """
+    from .atomic import atomic_path
+
+    payload = dict(state)
+    payload["rng"] = dict(state["rng"])
+    payload["json"] = json.dumps(
+        {k: payload.pop(k) for k in ("config", "baseline", "best", "history")} | {"extra": extra or {}}
+    )
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only, no code).
+
+    Returns
+    -------
+    tuple of dict
+        The state for ``iter_train(..., resume=state)`` and the ``extra`` stored with it.
+
+    Raises
+    ------
+    TrainingError
+        If the file is not a readable checkpoint.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(payload.pop("json"))
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
+        raise TrainingError(f"cannot read the training checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a training checkpoint of this version of napari-unet-loop")
+    extra = meta.pop("extra", {})
+    payload.update(meta)
+    return payload, extra

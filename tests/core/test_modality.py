@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from napari_unet_loop.core.image import prepare_input
+from napari_unet_loop.core.modality import (
+    CHOICES,
+    check_choice,
+    detect,
+    haematoxylin,
+    resolve,
+    to_fluorescence_like,
+)
+from napari_unet_loop.sample_data import load_sample
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("nuclei_fluorescence", "fluorescence"), ("nuclei_small", "fluorescence"), ("nuclei_he_stain", "he")],
+)
+def test_detect_tells_the_sample_images_apart(name, kind):
+    image, _ = load_sample(name)
+    report = detect(image)
+    assert report.modality == kind
+    assert kind.split("_")[0] in report.describe().lower() or "h&e" in report.describe().lower()
+
+
+def test_detect_brightfield_is_a_grey_image_with_a_bright_background():
+    image, labels = load_sample("nuclei_small")
+    bright_field = 255 - image[..., 0]  # dark nuclei on a bright background, grey
+    report = detect(bright_field)
+    assert report.modality == "brightfield" and report.colour == 0
+    assert report.background > 0.8
+    # and its conversion gives the nuclei back bright: same normalised input as the fluorescence image
+    a = prepare_input(bright_field, modality="brightfield")[0]
+    b = prepare_input(image[..., 0], modality="fluorescence")[0]
+    assert a[labels > 0].mean() > a[labels == 0].mean() + 0.3
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_colour_fluorescence_stays_fluorescence():
+    """A fluorescence image shown with a colour table (green nuclei on black) is not a stained image."""
+    image, _ = load_sample("nuclei_small")
+    green = np.zeros((*image.shape[:2], 3), np.uint8)
+    green[..., 1] = image[..., 0]
+    report = detect(green)
+    assert report.modality == "fluorescence" and report.colour > 0.1
+
+
+def test_haematoxylin_is_bright_in_the_nuclei_of_the_he_sample():
+    image, labels = load_sample("nuclei_he_stain")
+    h = haematoxylin(image)
+    assert h.shape == labels.shape and h.dtype == np.float32
+    contrast = (h[labels > 0].mean() - h[labels == 0].mean()) / h.std()
+    assert contrast > 2.0  # nuclei bright, background dark (measured 2.9)
+    np.testing.assert_allclose(haematoxylin(image.astype(np.float32) / 255), h, atol=1e-5)
+
+
+def test_to_fluorescence_like_per_kind():
+    image, _ = load_sample("nuclei_he_stain")
+    grey = image[..., :3].astype(np.float32).mean(-1)
+    np.testing.assert_allclose(to_fluorescence_like(image, "fluorescence"), grey)
+    np.testing.assert_allclose(to_fluorescence_like(image, "brightfield"), -grey)
+    np.testing.assert_allclose(
+        to_fluorescence_like(image[..., 0], "he"), -image[..., 0].astype(np.float32)
+    )  # grey: as brightfield
+    with pytest.raises(ValueError, match="unknown imaging modality"):
+        to_fluorescence_like(image, "auto")
+
+
+def test_check_choice_and_resolve():
+    assert check_choice(None) is None
+    assert [check_choice(c) for c in CHOICES] == list(CHOICES)
+    assert check_choice("H&E") == "he" and check_choice(" Brightfield ") == "brightfield"
+    with pytest.raises(ValueError, match="choose from auto, fluorescence, brightfield, he"):
+        check_choice("phase")
+    image, _ = load_sample("nuclei_he_stain")
+    assert resolve("auto", image) == "he"
+    assert resolve("brightfield", image) == "brightfield"
+    assert resolve(None, image) == "fluorescence" and resolve("none", image) == "fluorescence"
+
+
+def test_detect_reads_large_images_on_a_subsample():
+    image, _ = load_sample("nuclei_small")
+    big = np.tile(255 - image[..., 0], (8, 8))  # 2048 x 2048
+    assert detect(big).modality == "brightfield"
+    assert detect(np.zeros((32, 32), np.uint8)).modality == "fluorescence"  # constant: nothing to tell
