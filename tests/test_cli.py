@@ -169,7 +169,6 @@ def test_device_that_is_not_there(tmp_path, folders, capsys):
 @pytest.mark.parametrize(
     "array, words",
     [
-        (np.zeros((64, 64), np.uint8), "constant"),
         (np.ones((1, 1), np.float32), "too small"),
         (np.where(np.eye(32, dtype=bool), np.nan, 1.0).astype(np.float32), "NaN"),
         (np.zeros((2, 3, 4, 32, 32), np.uint8), "cannot tell the axes"),
@@ -506,3 +505,119 @@ def test_train_records_modality_and_kind_balance(tmp_path, folders, tiny_model_p
     assert card.training["kind_shares"]["he"] >= 0.5
     assert main([*args[:-1], "he=2", "--overwrite"]) == 2
     assert "KIND=SHARE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [0, 7])
+def test_a_blank_image_gets_empty_labels_not_an_error(tmp_path, tiny_model_path, capsys, value):
+    """A blank field of view is normal in a plate: empty labels, a note, exit 0 (as a blank plane in a stack)."""
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), value, np.uint16))
+    out = tmp_path / "o"
+    assert main(["segment", str(tmp_path / "blank.tif"), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "blank" in err and "blank.tif: 0 objects" in err
+    labels = tifffile.imread(out / "blank.tif")
+    assert labels.shape == (64, 64) and not labels.any()
+    assert (out / "blank.tif.json").exists()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("a:b.png", "a?b.png"), ("x .png", "x.png"), ("Cells.png", "cells.png")],
+)
+def test_segment_refuses_inputs_whose_cleaned_names_collide(tmp_path, tiny_model_path, capsys, names):
+    image = iio.imread(sample_path("nuclei_small"))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(names):
+        (src / str(i)).mkdir()
+        iio.imwrite(src / str(i) / name, image)
+    inputs = [str(src / str(i) / n) for i, n in enumerate(names)]
+    out = tmp_path / "o"
+    args = ["segment", *inputs, "-o", str(out), "--model", str(tiny_model_path), "--overwrite"]
+    assert main(args) == 2
+    assert "would collide" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # refused before anything was written
+
+
+def test_export_refuses_files_of_the_same_name_from_two_folders(tmp_path, folders, capsys):
+    _, labels = folders
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        shutil.copy(labels / "nuclei_small.tif", tmp_path / d / "x.tif")
+    out = tmp_path / "o"
+    args = ["export", str(tmp_path / "a" / "x.tif"), str(tmp_path / "b" / "x.tif"), "-o", str(out)]
+    assert main([*args, "--format", "csv", "--overwrite"]) == 2
+    assert "would collide" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_segment_counts_objects_not_the_largest_id(tmp_path, monkeypatch, tiny_model_path, capsys):
+    import napari_unet_loop.cli as cli_mod
+    from napari_unet_loop.core.segment import Segmentation
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[5:10, 5:10], labels[20:30, 20:30] = 1, 9  # two objects, largest id 9
+    monkeypatch.setattr(cli_mod, "segment", lambda *a, **k: Segmentation(labels, None))
+    iio.imwrite(tmp_path / "img.png", iio.imread(sample_path("nuclei_small"))[:64, :64])
+    assert main(["segment", str(tmp_path / "img.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]) == 0
+    assert "img.png: 2 objects" in capsys.readouterr().err
+    assert cli_mod.count_objects(np.stack([labels, labels[::-1]])) == 4  # a stack: per plane, summed
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--val-fraction", "1.0"], "--val-fraction must be"),
+        (["--val-fraction", "-0.5"], "--val-fraction must be"),
+        (["--minutes", "nan"], "positive number of minutes"),
+        (["--minutes", "-1"], "positive number of minutes"),
+        (["--lr", "nan", "--steps", "1"], "learning rate"),
+    ],
+)
+def test_train_refuses_nonsense_settings(tmp_path, folders, tiny_model_path, capsys, extra, words):
+    images, labels = folders
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), *extra]
+    assert main(args) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_refuses_unmatched_val_list_and_empty_labels(tmp_path, folders, tiny_model_path, capsys):
+    images, labels = folders
+    out = tmp_path / "m.safetensors"
+    base = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    (tmp_path / "val.txt").write_text("no_such_image\n")
+    assert main([*base, "--val-list", str(tmp_path / "val.txt")]) == 2
+    assert "no image matches" in capsys.readouterr().err
+    empty = tmp_path / "empty_labels"
+    empty.mkdir()
+    for f in labels.iterdir():
+        tifffile.imwrite(empty / f.name, np.zeros_like(tifffile.imread(f)))
+    assert main(["train", str(images), str(empty), *base[3:]]) == 2
+    assert "hold no objects" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_without_validation_says_so_and_records_it(tmp_path, folders, tiny_model_path, capsys):
+    from napari_unet_loop.core import models
+
+    images, labels = folders
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    assert main([*args, "--val-fraction", "0", "--patch", "64", "--batch", "2"]) == 0
+    assert "WARNING: no validation data" in capsys.readouterr().err
+    assert models.load(out).card.training["validated"] is False
+
+
+def test_ctrl_c_while_starting_is_one_line(monkeypatch, folders, tmp_path, capsys):
+    import napari_unet_loop.cli as cli_mod
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "resolve_device", interrupt)
+    images, labels = folders
+    assert main(["train", str(images), str(labels), "--out", str(tmp_path / "m")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

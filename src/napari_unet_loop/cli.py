@@ -40,7 +40,15 @@ from .core.train import (
     save_checkpoint,
     split_validation,
 )
-from .io.export import FORMATS, ExportError, check_writable, export_labels, export_target
+from .io.export import (
+    FORMATS,
+    ExportError,
+    check_writable,
+    export_labels,
+    export_target,
+    output_names,
+    safe_name,
+)
 from .io.images import ReadError, expand_inputs, file_axes, pair_files, read_image
 
 
@@ -187,13 +195,13 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
             )
             kinds.add(seg.modality)
         except ConstantImageError:
-            if len(stack) == 1:
-                raise
-            blank.append(k)  # a blank plane in a stack has no objects; the others are still segmented
+            blank.append(k)  # a blank field of view (or plane) has no objects: empty labels, not an error
             out.append(np.zeros(plane.shape[:2], np.int32))
             continue
         out.append(seg.labels)
-    if blank:
+    if blank and len(stack) == 1:
+        _log("note: the image is blank (one value everywhere): empty labels written")
+    elif blank:
         _log(f"note: {len(blank)} blank plane(s) of {len(stack)} left without objects (planes {blank[:10]})")
     labels = np.stack(out)
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
@@ -233,10 +241,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     pp = _postprocess(args, model)
     outdir = Path(args.output)
     check_writable(outdir)  # before any segmenting
-    stems = [f.stem for f in files]
-    dupes = {s for s in stems if stems.count(s) > 1}
-    if dupes:
-        raise CLIError(f"several inputs share the base name(s) {sorted(dupes)}: their outputs would collide")
+    try:
+        stems = output_names([f.stem for f in files], [str(f) for f in files])
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
     if not args.overwrite:
         existing = [export_target(outdir, f, s) for s in stems for f in formats]
         existing = [p for p in existing if p.exists()]
@@ -245,7 +253,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
     failed = 0
     prov = _provenance(model, pp, args)
-    for f in files:
+    for f, stem in zip(files, stems):
         t0 = time.perf_counter()
         try:
             image, image_axes = _read(f, args, model.card.architecture.in_channels)
@@ -260,7 +268,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 labels,
                 outdir,
                 fmt,
-                name=f.stem,
+                name=stem,
                 axes=axes,
                 overwrite=args.overwrite,
                 image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
@@ -271,13 +279,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 _log(f"note: {f.name} ({fmt}): {note}")
         kind = getattr(args, "_last_modality", None)
         _log(
-            f"{f.name}: {int(labels.max())} objects{f' (as {kind})' if kind else ''}, "
+            f"{f.name}: {count_objects(labels)} objects{f' (as {kind})' if kind else ''}, "
             f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
         )
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented")
         return 1
     return 0
+
+
+def count_objects(labels: np.ndarray) -> int:
+    """Number of objects (distinct non-zero ids; in a stack, per plane, summed)."""
+    planes = labels.reshape(-1, *labels.shape[-2:])
+    return int(sum(np.count_nonzero(np.bincount(p[p > 0].ravel())) for p in planes))
 
 
 def _intensity_image(image: np.ndarray, axes: str, args) -> np.ndarray | None:
@@ -419,6 +433,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
     in_ch, norm, modality = model.card.architecture.in_channels, model.card.normalization, model.card.modality
+    if not 0 <= args.val_fraction < 1:
+        raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
+    if val_names is not None and not any(p[0].stem in val_names for p in pairs):
+        raise CLIError(f"no image matches the names in --val-list {args.val_list}: nothing to validate on")
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]
@@ -429,6 +447,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         train, val = split_validation(samples, args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
+    if not any(s.labels.any() for s in train):
+        raise CLIError("the training label images hold no objects (all zero): nothing to learn from")
+    if not val:
+        _log(
+            "WARNING: no validation data (--val-fraction 0, or images too small to hold a stripe out): "
+            "nothing will check that the model gets better; the weights at the end are kept as they are"
+        )
     kinds = {k: sum(s.kind == k for s in train) for k in MODALITIES}
     shares = None
     if args.balance_kinds:
@@ -477,6 +502,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "include": args.include,
             "exclude": args.exclude,
             "val_list": args.val_list,
+            "validated": bool(val),
             "kinds": kinds,
             "kind_shares": shares,
             "config": config.to_dict(),
@@ -512,13 +538,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 last = now
                 _log(f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min")
             elif ev.kind == "val":
-                note = ("  (best so far, saved)" if args.checkpoint else "  (best so far)") if ev.is_best else ""
-                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{note}")
+                saved = False
                 if ev.is_best and args.checkpoint and ev.best_state is not None:
                     # save the best weights as they are found, so an interrupted run keeps them
                     model.net.load_state_dict(ev.best_state)
-                    best_snapshot = ev.step
                     write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
+                    best_snapshot, saved = ev.step, True
+                note = ("  (best so far, saved)" if saved else "  (best so far)") if ev.is_best else ""
+                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{note}")
             elif ev.kind == "checkpoint" and ev.checkpoint is not None:
                 save_checkpoint(ev.checkpoint, ckpt_path, ckpt_extra)
                 _log(f"checkpoint at step {ev.step} in {ckpt_path} (continue a cut run with --resume {ckpt_path})")
@@ -534,7 +561,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val and args.tune:
         from .core.train import tune_thresholds
 
-        pp, ap_before, ap_after = tune_thresholds(model.net, val, device, model.card.postprocess, args.precision)
+        try:
+            pp, ap_before, ap_after = tune_thresholds(model.net, val, device, model.card.postprocess, args.precision)
+        except KeyboardInterrupt:
+            where = f"the best weights so far are in {out}" if best_snapshot is not None else "no model written"
+            _log(f"interrupted while tuning the thresholds; {where}")
+            return 130
         _log(f"thresholds tuned on the validation data: AP50 {ap_before:.4f} -> {ap_after:.4f} with {pp.to_dict()}")
         model.card.postprocess = pp
         tuning.update(ap50_before=ap_before, ap50_after=ap_after, on="validation data")
@@ -599,6 +631,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = _formats(args.format, default="tif")
     image = read_image(args.image) if args.image else None
     outdir = Path(args.output)
+    try:  # files of the same name from different folders would overwrite each other's outputs
+        output_names([Path(p).stem for p in args.labels], list(args.labels))
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
+    taken: dict[str, str] = {}
     for path in args.labels:
         layers = [layer for layer in read_labels(path, force=True) if layer[2] == "labels"]
         if not layers:
@@ -614,6 +651,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file_scale = list(kwargs.get("scale") or [1.0] * data.ndim)
                 scale = [*file_scale[: data.ndim - 2], args.pixel_size[0], args.pixel_size[0]]
             name = Path(path).stem if len(layers) == 1 else kwargs.get("name", Path(path).stem)
+            key = safe_name(name).casefold()
+            if key in taken:
+                raise CLIError(
+                    f"{path} ({name}) and {taken[key]} would both be written as {safe_name(name)}.*: "
+                    "export them to different folders"
+                )
+            taken[key] = f"{path}"
             for fmt in formats:
                 img = image if fmt in ("csv", "zarr") else None
                 if img is not None and img.shape[: data.ndim] != data.shape:
@@ -887,6 +931,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "command", None) == "train":
             args = _train_args(parser, args, argv)
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while starting, reading or writing: one line, no traceback
+        _log("interrupted")
+        return 130
     except (
         CLIError,
         InputError,

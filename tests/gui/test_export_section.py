@@ -110,3 +110,17 @@ def test_no_format_ticked(viewer_section, messages):
         box.setChecked(False)
     assert sec.export() is None
     assert "format" in messages["error"][0]
+
+
+def test_layers_whose_file_names_collide_are_refused(viewer_section, tmp_path, messages):
+    """Layers "a b" and "a_b" would both be written as a_b.*: refused before anything is written."""
+    viewer, sec = viewer_section
+    viewer.add_labels(np.ones((20, 20), np.int32), name="a b")
+    viewer.add_labels(np.full((20, 20), 2, np.int32), name="a_b")
+    sec.reset_choices()
+    sec.layer_combo.setCurrentText(ALL_LAYERS)
+    sec.folder_edit.setText(str(tmp_path))
+    sec.overwrite_check.setChecked(True)
+    assert sec.export() is None
+    assert "would collide" in messages["error"][0] and "rename the layers" in messages["error"][0]
+    assert not any(tmp_path.iterdir())

@@ -341,3 +341,48 @@ def test_stack_trains_only_on_corrected_planes(qtbot, make_napari_viewer_proxy, 
     assert ft._planes(layer, layout(viewer.layers["st"])) == []  # nothing reviewed yet
     layer.data_setitem((np.array([1]), np.array([5]), np.array([5])), 42)
     assert ft._planes(layer, layout(viewer.layers["st"])) == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("parent", "trained", "expected"),
+    [("auto", "auto", "auto"), ("none", "none", "none"), ("none", "brightfield", "auto"), ("auto", "none", "none")],
+)
+def test_finetuned_model_is_fed_as_it_was_trained(parent, trained, expected):
+    assert ft_mod.finetuned_modality(parent, trained) == expected
+
+
+def test_training_samples_get_the_segmentation_input(qtbot, setup, messages, monkeypatch):
+    from napari_unet_loop.core.image import prepare_input
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    model = w.current_model()
+    image = viewer.layers["cells"].data
+    card = model.card
+    (sample,), _ = ft.build_samples(model)
+    assert ft.training_modality(model) == card.modality == "none"  # the tiny model takes grey as is
+    np.testing.assert_allclose(sample.image, prepare_input(image, 1, card.normalization))
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
+    (sample,), _ = ft.build_samples(model)
+    np.testing.assert_allclose(sample.image, prepare_input(image, 1, card.normalization, modality="brightfield"))
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("auto"))
+    monkeypatch.setattr(card, "modality", "auto")  # a model that detects: the discs are fluorescence
+    assert ft.training_modality(model) == "auto"
+    (sample,), _ = ft.build_samples(model)
+    np.testing.assert_allclose(sample.image, prepare_input(image, 1, card.normalization, modality="fluorescence"))
+
+
+def test_finetuned_card_keeps_the_conversion_it_was_trained_with(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    scores = iter([0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
+    )
+    ft.resegment_check.setChecked(False)
+    ft.name_edit.setText("bf-nuclei")
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
+    finetune(qtbot, ft)
+    card = model_files.load("bf-nuclei").card
+    assert card.training["modality"] == "brightfield"
+    assert card.modality == "auto"  # trained on converted images: detect and convert each image

@@ -251,8 +251,6 @@ def test_tiny_or_empty_image(viewer_widget, messages, shape):
 @pytest.mark.parametrize(
     "image, words",
     [
-        (np.zeros((64, 64), np.uint8), "constant"),
-        (np.full((64, 64), 7, np.uint16), "constant"),
         (np.where(np.eye(64, dtype=bool), np.nan, 1.0).astype(np.float32), "NaN or infinite"),
         (np.where(np.eye(64, dtype=bool), np.inf, 1.0).astype(np.float32), "NaN or infinite"),
     ],
@@ -383,3 +381,139 @@ def test_undoing_a_replaced_result_is_not_a_correction(qtbot, viewer_widget, dis
     out.paint((40, 40), 77)  # a real correction counts
     ((original, current),) = w.tracker.corrections(out).values()
     assert (original != current).any()
+
+
+# ---------------------------------------------------------------- imaging modality
+def blobs(bright_background: bool) -> np.ndarray:
+    """64 x 64 grey image: a few round nuclei, dark on a bright field or bright on a dark one."""
+    yy, xx = np.mgrid[:64, :64]
+    nuclei = np.zeros((64, 64), bool)
+    for cy, cx in [(16, 16), (16, 46), (46, 20), (44, 48)]:
+        nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 7**2
+    noise = np.random.default_rng(0).normal(0, 4, (64, 64))
+    background, nucleus = (200.0, 40.0) if bright_background else (20.0, 200.0)
+    return (np.where(nuclei, nucleus, background) + noise).astype(np.float32)
+
+
+def stained_blobs() -> np.ndarray:
+    """64 x 64 RGB image: purple nuclei on light pink tissue (H&E-like)."""
+    mask = blobs(True) < 120
+    rgb = np.empty((64, 64, 3), np.uint8)
+    rgb[:] = (235, 190, 215)
+    rgb[mask] = (90, 50, 140)
+    return rgb
+
+
+def auto_model(tmp_path) -> str:
+    """A tiny model whose card detects each image's kind (as new shipped models do)."""
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.model import UNetConfig
+
+    path = tmp_path / "tiny-auto.safetensors"
+    models.save(models.new_model(UNetConfig(depth=2, base_width=4), name="tiny-auto", modality="auto"), path)
+    return str(path)
+
+
+def test_imaging_defaults_to_auto_and_shows_what_was_detected(viewer_widget, tmp_path):
+    viewer, w = viewer_widget
+    assert w.modality_combo.currentData() == "auto" and w.modality_choice() is None
+    assert [w.modality_combo.itemData(i) for i in range(w.modality_combo.count())] == [
+        "auto",
+        "fluorescence",
+        "brightfield",
+        "he",
+        "none",
+    ]
+    assert w.modality_label.text() == ""  # no image yet
+    viewer.add_image(blobs(bright_background=True), name="bf")
+    text = w.update_detected()
+    assert text.startswith("Detected: brightfield (bright background") and w.modality_label.text() == text
+    assert "as it is" in text  # the tiny test model predates modalities: it takes grey images unchanged
+    viewer.add_image(blobs(bright_background=False), name="fluo")  # selecting it makes it the input
+    assert w.image_combo.currentText() == "fluo"
+    assert w.update_detected().startswith("Detected: fluorescence (dark background")
+    viewer.add_image(stained_blobs(), name="he")
+    assert w.update_detected().startswith("Detected: H&E / stained tissue (bright background")
+    w.add_model_file(auto_model(tmp_path))
+    assert w.update_detected().startswith("Detected: H&E / stained tissue") and "as it is" not in w.update_detected()
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
+    assert w.update_detected().endswith("using brightfield (your choice).")
+
+
+def test_detection_follows_the_selected_layer_by_itself(qtbot, viewer_widget):
+    viewer, w = viewer_widget
+    viewer.add_image(blobs(bright_background=False), name="fluo")
+    viewer.add_image(blobs(bright_background=True), name="bf")
+    qtbot.waitUntil(lambda: "brightfield" in w.modality_label.text(), timeout=5000)
+    viewer.layers.selection.active = viewer.layers["fluo"]
+    qtbot.waitUntil(lambda: "fluorescence" in w.modality_label.text(), timeout=5000)
+
+
+def test_detection_reads_the_plane_on_screen_of_a_stack(viewer_widget):
+    viewer, w = viewer_widget
+    viewer.add_image(np.stack([blobs(False), blobs(True)]), name="st")
+    viewer.dims.set_current_step(0, 0)
+    assert w.detect_modality().modality == "fluorescence"
+    viewer.dims.set_current_step(0, 1)
+    assert w.detect_modality().modality == "brightfield"
+
+
+def test_explicit_imaging_choice_reaches_the_segmentation_and_is_recorded(qtbot, viewer_widget, monkeypatch):
+    from napari_unet_loop.gui import _segment_worker
+
+    seen = []
+    real = _segment_worker.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("modality"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(_segment_worker, "iter_segment", spy)
+    viewer, w = viewer_widget
+    viewer.add_image(blobs(bright_background=False), name="cells")  # looks like fluorescence
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
+    run(qtbot, w)
+    assert seen == ["brightfield"]
+    meta = viewer.layers["cells labels"].metadata["napari_unet_loop"]
+    assert meta["modality"] == "brightfield" and meta["modality_setting"] == "brightfield"
+    assert "Imaging: brightfield" in w.status.text()
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("auto"))
+    run(qtbot, w)
+    assert seen[-1] is None  # Auto: the model's own setting
+    meta = viewer.layers["cells labels"].metadata["napari_unet_loop"]
+    assert meta["modality"] == "none" and meta["modality_setting"] == "auto"  # the tiny model takes grey as is
+    assert "as it is" in w.status.text()
+
+
+def test_auto_model_segments_with_the_detected_modality(qtbot, viewer_widget, tmp_path):
+    viewer, w = viewer_widget
+    w.add_model_file(auto_model(tmp_path))
+    viewer.add_image(blobs(bright_background=True), name="cells")
+    run(qtbot, w)
+    meta = viewer.layers["cells labels"].metadata["napari_unet_loop"]
+    assert meta["modality"] == "brightfield" and meta["model_card"]["modality"] == "auto"
+    assert "Imaging: brightfield" in w.status.text()
+    assert w.modality_label.text().startswith("Detected: brightfield")
+
+
+def test_auto_in_a_stack_of_different_planes_records_each(qtbot, viewer_widget, tmp_path):
+    viewer, w = viewer_widget
+    w.add_model_file(auto_model(tmp_path))
+    viewer.add_image(np.stack([blobs(False), blobs(True)]), name="st")
+    run(qtbot, w, stack=True)
+    meta = viewer.layers["st labels"].metadata["napari_unet_loop"]
+    assert meta["modality"] == "mixed"
+    assert meta["modality_planes"] == [[[0], "fluorescence"], [[1], "brightfield"]]
+    assert "fluorescence (1 planes), brightfield (1 planes)" in w.status.text()
+
+
+@pytest.mark.parametrize("image", [np.zeros((64, 64), np.uint8), np.full((64, 64), 7, np.uint16)])
+def test_a_blank_image_gets_an_empty_labels_layer_and_a_note(qtbot, viewer_widget, messages, image):
+    """A blank field of view is not an error: an empty labels layer and a note, as the CLI does."""
+    viewer, w = viewer_widget
+    viewer.add_image(image, name="blank")
+    assert w.segment() is not None
+    wait(qtbot, w)
+    assert not messages["error"]
+    assert "blank" in messages["info"][-1]
+    assert "blank labels" in viewer.layers and not viewer.layers["blank labels"].data.any()

@@ -170,10 +170,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.minutes is None and self.steps is None:
             raise ValueError("give a time budget (minutes) or a number of steps")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError("minutes must be positive")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ValueError(f"the time budget must be a positive number of minutes, got {self.minutes}")
         if self.steps is not None and self.steps <= 0:
             raise ValueError("steps must be positive")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"the learning rate must be a positive number, got {self.learning_rate}")
         if self.patch_size < 16 or self.batch_size < 1:
             raise ValueError("patch_size must be >= 16 and batch_size >= 1")
         if self.select_by not in ("ap50", "loss"):

@@ -35,6 +35,10 @@ class PlaneResult:
         ``None`` when only the labels were recomputed.
     seconds : float
         Time taken.
+    modality : str or None
+        The imaging modality the network saw the plane as (a kind from
+        :data:`napari_unet_loop.core.modality.MODALITIES`, or ``"none"``: the grey image as it
+        is); ``None`` when the network did not run (blank planes, re-thresholding).
     """
 
     index: tuple[int, ...]
@@ -42,6 +46,7 @@ class PlaneResult:
     fg: np.ndarray | None
     dist: np.ndarray | None
     seconds: float
+    modality: str | None = None
 
 
 @dataclass
@@ -68,8 +73,12 @@ def segment_planes(
     tile: int | None,
     postprocess: PostprocessConfig,
     tta: bool = False,
+    modality: str | None = None,
 ) -> Generator[Progress | PlaneResult | Failure, None, int]:
     """Segment planes one after another, yielding progress and each plane's result.
+
+    ``modality`` is the imaging modality (``"auto"``, a kind, or ``"none"``; the model
+    card's when ``None``), passed to :func:`~napari_unet_loop.core.segment.iter_segment`.
 
     Input problems (NaN, wrong channel count...) end the run with a :class:`Failure`
     carrying the reason; planes finished before it are kept. In a stack, a blank
@@ -96,6 +105,7 @@ def segment_planes(
             rgb=rgb if plane.ndim == 3 else None,
             channel=channel,
             tta=tta,
+            modality=modality,
         )
         while True:
             try:
@@ -103,11 +113,8 @@ def segment_planes(
             except StopIteration as stop:
                 seg = stop.value
                 break
-            except ConstantImageError as exc:
-                if total == 1:
-                    yield Failure(str(exc))
-                    return k
-                blank.append(index)
+            except ConstantImageError:
+                blank.append(index)  # a blank field of view is normal (e.g. in a plate): no objects, no error
                 seg = None
                 break
             except InputError as exc:
@@ -130,9 +137,11 @@ def segment_planes(
         else:
             fg = (1.0 - seg.probs[0]).astype(np.float16)
             dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
-        yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0)
+        yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0, seg.modality or "none")
         yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} done")
-    if blank:
+    if blank and total == 1:
+        yield Notice("the image is blank (one value everywhere): no objects")
+    elif blank:
         shown = ", ".join(str(i) for i in blank[:10]) + (", ..." if len(blank) > 10 else "")
         yield Notice(f"{len(blank)} blank plane(s) left without objects: {shown}")
     return total

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import __version__
-from ..io.export import ExportError, export_labels
+from ..io.export import ExportError, export_labels, output_names
 from .layers import META_KEY
 
 if TYPE_CHECKING:
@@ -230,6 +230,11 @@ class ExportSection(QGroupBox):
             problem = "tick at least one format"
         elif not str(self.folder_edit.text()).strip():
             problem = "choose a folder"
+        else:
+            try:  # e.g. layers "a b" and "a_b" would both be written as a_b.*
+                output_names([lyr.name.replace(" ", "_") for lyr in layers], [lyr.name for lyr in layers])
+            except ExportError as exc:
+                problem = str(exc).replace("rename them", "rename the layers")
         if problem:
             show_error(problem)
             self.status.setText(problem)

@@ -327,6 +327,7 @@ class FineTuneSection(QGroupBox):
             For missing layers, shape mismatches, empty labels or too little annotation.
         """
         card = model.card
+        modality = self.training_modality(model)
         samples: list[Sample] = []
         described: list[str] = []
         pairs = self.chosen_pairs()
@@ -340,7 +341,9 @@ class FineTuneSection(QGroupBox):
                 _, images_dir, labels_dir = pair
                 for img_path, lab_path in pair_files(images_dir, labels_dir):
                     try:
-                        x = prepare_input(read_image(img_path), card.architecture.in_channels, card.normalization)
+                        x = prepare_input(
+                            read_image(img_path), card.architecture.in_channels, card.normalization, modality=modality
+                        )
                         samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
                     except ValueError as exc:
                         raise InputError(f"{img_path.name}: {exc}") from exc
@@ -375,6 +378,7 @@ class FineTuneSection(QGroupBox):
                     card.normalization,
                     rgb=image.rgb or None,
                     channel=channel,
+                    modality=modality,
                 )
                 samples.append(Sample(x, lab, ignore, weight, name=f"{labels.name}{list(index) if index else ''}"))
             described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
@@ -392,6 +396,15 @@ class FineTuneSection(QGroupBox):
                 "(e.g. a 32 x 32 area) to fine-tune"
             )
         return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
+
+    def training_modality(self, model: Model) -> str:
+        """How training images reach the network: as segmentation feeds them.
+
+        The dock's Imaging choice when it is not Auto, else the model card's setting
+        (``"auto"``: each image detected and converted; ``"none"``: grey as it is).
+        """
+        choice = self.main.modality_choice()
+        return model.card.modality if choice is None else choice
 
     def _planes(self, labels: Labels, lay: Layout) -> list[tuple[int, ...]]:
         """Planes to train on: in a stack, those the user corrected, or that hold labels the plugin did not write.
@@ -421,7 +434,10 @@ class FineTuneSection(QGroupBox):
         current = self.main.current_model()
         if choice == START_SCRATCH:
             return model_files.new_model(
-                current.card.architecture, name="scratch", normalization=current.card.normalization
+                current.card.architecture,
+                name="scratch",
+                normalization=current.card.normalization,
+                modality=current.card.modality,
             )
         return current
 
@@ -479,6 +495,7 @@ class FineTuneSection(QGroupBox):
             "t0": time.perf_counter(),
             "n_val": len(val),
             "n_train": len(train),
+            "modality": self.training_modality(model),
         }
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -561,6 +578,7 @@ class FineTuneSection(QGroupBox):
             name=name,
             architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
             normalization=parent.card.normalization,
+            modality=finetuned_modality(parent.card.modality, run.get("modality", parent.card.modality)),
             postprocess=postprocess,
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
@@ -574,6 +592,7 @@ class FineTuneSection(QGroupBox):
                 "stopped_by_user": result.stopped,
                 "n_train_samples": run["n_train"],
                 "n_val_samples": run["n_val"],
+                "modality": run.get("modality", parent.card.modality),
             },
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
@@ -709,6 +728,30 @@ class FineTuneSection(QGroupBox):
         meta = {META_KEY: {"role": HELPER}}
         self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
         return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4, metadata=meta)
+
+
+def finetuned_modality(parent: str, trained: str) -> str:
+    """The modality setting of a model fine-tuned from a ``parent`` setting on ``trained`` input.
+
+    A model trained on the grey image as it is (``"none"``) must be fed it so; one trained
+    on converted images (bright nuclei on a dark background, whichever kind they came from)
+    keeps its parent's conversion, or detects each image (``"auto"``) when the parent had none.
+
+    Parameters
+    ----------
+    parent : str
+        The parent card's ``modality``.
+    trained : str
+        What the training samples were converted with (``"auto"``, a kind or ``"none"``).
+
+    Returns
+    -------
+    str
+        The new card's ``modality``.
+    """
+    if trained == "none":
+        return "none"
+    return parent if parent != "none" else "auto"
 
 
 def _fmt_eta(seconds: float) -> str:

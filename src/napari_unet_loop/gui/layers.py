@@ -137,6 +137,47 @@ def read_plane(layer: Image, lay: Layout, index: tuple[int, ...]) -> np.ndarray:
     return plane
 
 
+LAZY_SAMPLE_PIXELS = 64_000_000  # lazy (dask, zarr) planes above this are not sampled on the main thread
+
+
+def plane_sample(layer: Image, lay: Layout, index: tuple[int, ...], max_pixels: int = 1_000_000) -> np.ndarray | None:
+    """A strided subsample of one plane (about ``max_pixels`` pixels), read without loading the plane.
+
+    The stride is the one :func:`napari_unet_loop.core.modality.detect` uses, so detecting on
+    the sample gives what detecting on the whole plane gives.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The image layer.
+    lay : Layout
+        Its axes.
+    index : tuple of int
+        Position along the stacked axes.
+    max_pixels : int
+        About how many pixels to read.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(y, x)``, ``(y, x, 3|4)`` or ``(y, x, C)``; ``None`` for planes of lazy (non-NumPy)
+        images above :data:`LAZY_SAMPLE_PIXELS`, where a strided read would touch every chunk.
+    """
+    data = layer_data(layer)
+    h, w = plane_shape(layer)
+    if not isinstance(data, np.ndarray) and h * w > LAZY_SAMPLE_PIXELS:
+        return None
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    key: list = [slice(None)] * data.ndim
+    for ax, i in zip(lay.stack_axes, index):
+        key[ax] = i
+    key[lay.ndim - 2] = key[lay.ndim - 1] = slice(None, None, step)
+    plane = np.asarray(data[tuple(key)])
+    if lay.channel_axis is not None:
+        plane = np.moveaxis(plane, 0, -1)
+    return plane
+
+
 def out_transform(layer: Image, lay: Layout) -> dict:
     """Scale, translate and axis names for a labels layer that matches ``layer``."""
     axes = list(lay.out_axes)

@@ -11,7 +11,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,6 +37,8 @@ from qtpy.QtWidgets import (
 from ..core import models as model_files
 from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.image import InputError
+from ..core.modality import LABELS as MODALITY_LABELS
+from ..core.modality import ModalityReport, detect
 from ..core.models import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
@@ -55,6 +57,7 @@ from .layers import (
     is_helper,
     layout,
     out_transform,
+    plane_sample,
     plane_shape,
     read_plane,
     show_map,
@@ -69,6 +72,14 @@ if TYPE_CHECKING:
 IF_EDITED_NEW = "make a new layer"
 IF_EDITED_REPLACE = "replace it (Ctrl+Z undoes)"
 OTHER_MODEL = "Other model file..."
+# the Imaging choices: (shown text, value); "auto" means the model's own setting
+IMAGING_CHOICES = (
+    ("Auto", "auto"),
+    ("Fluorescence", "fluorescence"),
+    ("Brightfield", "brightfield"),
+    ("H&E (stained tissue)", "he"),
+    ("As is (no conversion)", "none"),
+)
 
 
 class UNetLoopWidget(QWidget):
@@ -136,8 +147,10 @@ class UNetLoopWidget(QWidget):
             event.connect(self.correct_section.reset_choices)
         layers.selection.events.active.connect(self._follow_active)
         self.viewer.dims.events.ndim.connect(lambda e: self._update_input_state())
+        self.viewer.dims.events.current_step.connect(lambda e: self._schedule_detect())
         self.reset_choices()
         self._follow_active()
+        self.update_detected()
 
     # ------------------------------------------------------------------ building
     def _build_input(self) -> QGroupBox:
@@ -159,6 +172,30 @@ class UNetLoopWidget(QWidget):
         self.shape_label = QLabel("")
         self.shape_label.setWordWrap(True)
         form.addRow(self.shape_label)
+        self.modality_combo = QComboBox()
+        for text, value in IMAGING_CHOICES:
+            self.modality_combo.addItem(text, value)
+        self.modality_combo.setToolTip(
+            "How the image was taken. The network sees nuclei as bright objects on a dark background: "
+            "brightfield images are inverted, and for H&E (stained tissue) the haematoxylin (nuclear "
+            "stain) channel is used.\n"
+            "Auto: the model's setting (models that support it detect each image's kind; the line "
+            "below shows what was detected).\n"
+            "Fluorescence / Brightfield / H&E: override the detection.\n"
+            "As is: feed the grey image without conversion.\n"
+            "Applies to every image this dock segments or fine-tunes on."
+        )
+        self.modality_combo.currentIndexChanged.connect(lambda i: self._schedule_detect())
+        form.addRow("Imaging", self.modality_combo)
+        self.modality_label = QLabel("")
+        self.modality_label.setWordWrap(True)
+        form.addRow(self.modality_label)
+        # detection reads a subsample of the plane on screen: run it once after a burst of changes
+        self._detect_timer = QTimer(self)
+        self._detect_timer.setSingleShot(True)
+        self._detect_timer.setInterval(150)
+        self._detect_timer.timeout.connect(self.update_detected)
+        self.channel_combo.currentIndexChanged.connect(lambda i: self._schedule_detect())
         return box
 
     def _build_model(self) -> QGroupBox:
@@ -329,6 +366,85 @@ class UNetLoopWidget(QWidget):
         """The dock's channel choice for ``image`` (``None``: another image, or nothing to choose)."""
         return self.channel_combo.currentData() if self.is_dock_image(image) else None
 
+    def modality_choice(self) -> str | None:
+        """The Imaging choice: ``None`` for Auto (the model's setting), else a kind or ``"none"``."""
+        value = self.modality_combo.currentData()
+        return None if value in (None, "auto") else str(value)
+
+    def _schedule_detect(self) -> None:
+        self._detect_timer.start()
+
+    def detect_modality(self, image: Image | None = None) -> ModalityReport | None:
+        """What the plane on screen of ``image`` (the dock's image by default) looks like.
+
+        Reads a subsample of the plane (see :func:`.layers.plane_sample`), with the dock's
+        channel settings when it is the dock's image.
+
+        Returns
+        -------
+        ModalityReport or None
+            ``None`` when there is no image, or its plane is too large to sample here.
+
+        Raises
+        ------
+        InputError
+            If the plane cannot be read as an image (e.g. a bad channel axis).
+        """
+        image = image if image is not None else self.image_layer()
+        if image is None:
+            return None
+        lay = self.image_layout(image)
+        index = current_index(image, lay, self.viewer.dims.point) if lay.stack_axes else ()
+        sample = plane_sample(image, lay, index)
+        if sample is None:
+            return None
+        rgb = bool(image.rgb) if sample.ndim == 3 else None
+        return detect(sample, rgb=rgb, channel=self.image_channel(image))
+
+    def update_detected(self) -> str:
+        """Show what was detected for the chosen image and how the model will take it.
+
+        Returns
+        -------
+        str
+            The text shown (empty without an image layer).
+        """
+        self._detect_timer.stop()
+        text = self._detected_text()
+        self.modality_label.setText(text)
+        return text
+
+    def _detected_text(self) -> str:
+        if self.image_layer() is None:
+            return ""
+        try:
+            card = self.current_model().card
+        except ModelError:
+            card = None
+        if card is not None and card.architecture.in_channels != 1:
+            return "This model reads the image's channels as they are (no conversion)."
+        try:
+            report = self.detect_modality()
+        except (InputError, ValueError, TypeError, IndexError) as exc:
+            return f"Cannot detect the imaging: {exc}"
+        choice = self.modality_choice()
+        setting = (card.modality if card is not None else "auto") if choice is None else choice
+        if report is None:
+            found = "Detected when segmenting (the plane is too large to sample here)"
+        else:
+            found = f"Detected: {report.describe()}"
+        if setting == "none":
+            who = "this model takes" if choice is None else "using"
+            return f"{found}; {who} the image as it is (no conversion)."
+        if setting == "auto":
+            return f"{found}."
+        used = MODALITY_LABELS.get(setting, setting)
+        if report is not None and report.modality == setting:
+            return f"{found}."
+        if choice is None:
+            return f"{found}; this model always treats images as {used}."
+        return f"{found}; using {used} (your choice)."
+
     def _update_input_state(self) -> None:
         layer = self.image_layer()
         previous = self.channel_axis_combo.currentData()
@@ -374,6 +490,7 @@ class UNetLoopWidget(QWidget):
                 self.shape_label.setText(str(exc))
         self.segment_stack_btn.setEnabled(n_stack > 1 and self._worker is None)
         self.segment_btn.setText("Segment slice" if n_stack > 1 else "Segment")
+        self._schedule_detect()
 
     def refresh_models(self, select: str | None = None) -> None:
         """Reload the list of shipped and user models."""
@@ -544,6 +661,7 @@ class UNetLoopWidget(QWidget):
             f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}</small>"
         )
         self.model_info.setToolTip(str(model.path))
+        self._schedule_detect()
 
     def _reset_thresholds(self) -> None:
         try:
@@ -647,6 +765,8 @@ class UNetLoopWidget(QWidget):
             "objects": 0,
             "kind": "segment",
             "tile": self.tile_size(),
+            "modality_setting": self.modality_combo.currentData(),
+            "modalities": {},
             "new_layer_name": new_layer_name,
             "on_done": on_done,
         }
@@ -665,6 +785,7 @@ class UNetLoopWidget(QWidget):
             self.tile_size(),
             pp,
             self.tta_check.isChecked(),
+            self.modality_choice(),
             _start_thread=False,
         )
         self._start(worker, f"Segmenting '{image.name}' with {model.name} on {device}...")
@@ -844,6 +965,16 @@ class UNetLoopWidget(QWidget):
                 model_card=model_files.card_summary(model.card),
                 tile_size=run.get("tile") or "auto",
             )
+        if res.modality is not None:  # what the network saw the image as
+            used = run.setdefault("modalities", {})
+            used[res.index] = res.modality
+            if len(set(used.values())) == 1:
+                meta["modality"] = res.modality
+                meta.pop("modality_planes", None)
+            else:  # Auto in a stack whose planes look different
+                meta["modality"] = "mixed"
+                meta["modality_planes"] = [[list(ix), kind] for ix, kind in used.items()]
+            meta["modality_setting"] = run.get("modality_setting") or "auto"
         meta["thresholds"] = run["pp"].to_dict()
         target.metadata[META_KEY] = meta
         run["done"] += 1
@@ -872,7 +1003,23 @@ class UNetLoopWidget(QWidget):
         target = run.get("target")
         where = f" in '{target.name}'" if target is not None else ""
         planes = f"{n} of {total} planes, " if total > 1 else ""
-        return f"{verb}: {planes}{run['objects']} objects{where} ({secs:.1f} s)."
+        return f"{verb}: {planes}{run['objects']} objects{where} ({secs:.1f} s).{self._modality_summary()}"
+
+    def _modality_summary(self) -> str:
+        """How the network saw the image in this run, for the status line."""
+        used = list((self._run.get("modalities") or {}).values())
+        if not used:
+            return ""
+
+        def name(kind: str) -> str:
+            return "as it is (no conversion)" if kind == "none" else MODALITY_LABELS.get(kind, kind)
+
+        kinds = sorted(set(used), key=used.index)
+        if kinds == ["none"]:
+            return " Image taken as it is (no conversion)."
+        if len(kinds) == 1:
+            return f" Imaging: {name(kinds[0])}."
+        return " Imaging: " + ", ".join(f"{name(k)} ({used.count(k)} planes)" for k in kinds) + "."
 
     def _on_finished(self) -> None:
         if self._worker is None:
@@ -883,6 +1030,7 @@ class UNetLoopWidget(QWidget):
             self.progress.setValue(self.progress.maximum())
             self.status.setText(self._summary("Done"))
         self._busy(False)
+        self.update_detected()
         callback, target = self._run.get("on_done"), self._run.get("target")
         if ok and callback is not None and target is not None:
             callback(target)

@@ -367,6 +367,48 @@ def safe_name(name: str | None, default: str = "labels") -> str:
     return text or default
 
 
+def output_names(names: Sequence[str | None], sources: Sequence[str] | None = None) -> list[str]:
+    """File-name-safe names for several outputs written to one folder, checked for collisions.
+
+    Names are compared after cleaning (:func:`safe_name`) and without regard to case, as
+    macOS and Windows file systems do, so ``a:b`` and ``a?b``, ``x `` and ``x``, or ``A``
+    and ``a`` are caught before anything is written.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Wanted names (file stems or layer names).
+    sources : sequence of str, optional
+        What each name stands for (file paths, layer names), for the message.
+
+    Returns
+    -------
+    list of str
+        The cleaned names, in order.
+
+    Raises
+    ------
+    ExportError
+        If two names become the same file name.
+    """
+    cleaned = [safe_name(n) for n in names]
+    sources = list(sources) if sources is not None else [str(n) for n in names]
+    seen: dict[str, int] = {}
+    clashes = []
+    for i, c in enumerate(cleaned):
+        key = c.casefold()
+        if key in seen:
+            clashes.append(f"{sources[seen[key]]!r} and {sources[i]!r} -> {c!r}")
+        else:
+            seen[key] = i
+    if clashes:
+        raise ExportError(
+            f"{len(clashes)} output name(s) would collide in one folder ({'; '.join(clashes[:5])}): "
+            "rename them or write them to different folders"
+        )
+    return cleaned
+
+
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The provenance JSON beside an export: ``cells.tif`` -> ``cells.tif.json``."""
     path = Path(path)
