@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from napari_unet_loop.core.atomic import atomic_path
+from napari_unet_loop.core.atomic import atomic_dir, atomic_path
 
 
 class Boom(Exception):
@@ -92,3 +92,18 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(plain.stat().st_mode) == 0o644
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_a_long_valid_name_gets_a_short_temporary_name(tmp_path):
+    """A 250-byte file name is valid; its temporary name must stay under the 255-byte limit too."""
+    target = tmp_path / ("n" * 246 + ".tif")
+    assert len(target.name.encode()) == 250
+    with atomic_path(target) as tmp:
+        assert len(tmp.name.encode()) < 100
+        tmp.write_bytes(b"data")
+    assert target.read_bytes() == b"data"
+    folder = tmp_path / ("z" * 245 + ".zarr")
+    with atomic_dir(folder) as tmp:
+        assert len(tmp.name.encode()) < 100
+        (tmp / "x").write_text("1")
+    assert (folder / "x").read_text() == "1"

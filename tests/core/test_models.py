@@ -281,3 +281,37 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
     save_file(state, str(p), metadata={CARD_KEY: card})
     with pytest.raises(ModelError):
         load(p)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"architecture": {"base_width": 4096}}, "larger than any real model"),
+        ({"architecture": {"in_channels": 10**9}}, "larger than any real model"),
+        ({"architecture": {"depth": 4.5}}, "whole number"),
+        ({"architecture": {"base_width": 16.0}}, "whole number"),
+        ({"architecture": {"n_dist": True}}, "whole number"),
+        ({"training": [1, 2]}, "training must be a JSON object"),
+        ({"metrics": "good"}, "metrics must be a JSON object"),
+        ({"postprocess": [0.5]}, "postprocess must be a JSON object"),
+        ({"modality": 3}, "modality must be a string"),
+        ({"modality": "phase"}, "unknown imaging modality"),
+    ],
+)
+def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words):
+    """A card is checked (types, bounds) before any network is built or memory allocated."""
+    card = _model().card.to_dict()
+    for key, value in change.items():
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+    with pytest.raises(ModelError, match=words):
+        load(_write_with_card(tmp_path / "h.safetensors", card))
+
+
+def test_tensor_shapes_are_checked_from_the_header_before_loading(tmp_path, monkeypatch):
+    m = _model()
+    m.card.architecture = UNetConfig(depth=m.card.architecture.depth, base_width=m.card.architecture.base_width + 4)
+    path = save(m, tmp_path / "m.safetensors")
+    # the weights are never read for a card that does not fit them
+    monkeypatch.setattr(models, "load_file", lambda *a, **k: pytest.fail("weights read before the shape check"))
+    with pytest.raises(ModelError, match="do not match its architecture"):
+        load(path)

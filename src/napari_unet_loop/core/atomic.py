@@ -24,6 +24,11 @@ def _umask() -> int:
     return mask
 
 
+def _short(name: str, limit: int = 40) -> str:
+    """The start of a file name for temporary names: at most ``limit`` bytes, whole characters."""
+    return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``target`` atomically.
@@ -47,7 +52,8 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.part-", suffix=target.suffix, dir=target.parent)
+    # short temporary names: a long (valid) file name plus a prefix would pass the 255-byte limit
+    fd, tmp = tempfile.mkstemp(prefix=f".{_short(target.stem)}.part-", suffix=target.suffix[:16], dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep
@@ -93,7 +99,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.part-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
     old: Path | None = None
     try:
@@ -101,7 +107,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{target} appeared while writing; not overwritten")
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.old-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
         try:

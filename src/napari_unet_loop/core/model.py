@@ -22,6 +22,9 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "group", "none")
+# upper bounds of the architecture fields: checked before anything is built, so a hostile or
+# broken model card cannot make the plugin allocate until the machine gives up
+LIMITS = {"in_channels": 64, "n_classes": 64, "n_dist": 16, "depth": 6, "base_width": 512}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class UNetConfig:
     norm: str = "batch"
 
     def __post_init__(self) -> None:
+        for name, top in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            if value > top:
+                raise ValueError(f"{name} {value} is larger than any real model (at most {top})")
         if self.in_channels < 1 or self.n_classes < 1 or self.n_dist < 0:
             raise ValueError(f"invalid channel counts in {self}")
         if not 1 <= self.depth <= 6:

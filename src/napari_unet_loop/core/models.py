@@ -113,6 +113,12 @@ class ModelCard:
                 f"model format {version} is newer than this plugin understands ({FORMAT_VERSION}); "
                 "update napari-unet-loop"
             )
+        for key, kind in (("training", dict), ("metrics", dict), ("description", str), ("name", str)):
+            if key in data and data[key] is not None and not isinstance(data[key], kind):
+                raise TypeError(f"{key} must be a {'JSON object' if kind is dict else 'string'}")
+        for key in ("architecture", "normalization", "postprocess"):
+            if key in data and not isinstance(data[key], dict):
+                raise TypeError(f"{key} must be a JSON object")
         return cls(
             name=str(data["name"]),
             architecture=UNetConfig.from_dict(data["architecture"]),
@@ -241,7 +247,7 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
 
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        tensors = load_file(str(path))
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot read model file {path}: it is corrupt or not a safetensors file ({exc})") from exc
     if CARD_KEY not in meta:
@@ -253,11 +259,22 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
         card = ModelCard.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"the model card in {path} is invalid: {exc}") from exc
-    net = UNet(card.architecture)
+    # compare the tensor shapes in the file's header with the card's network, built without memory,
+    # before allocating or reading anything
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in UNet(card.architecture).state_dict().items()}
+    if shapes != expected:
+        wrong = sorted(set(shapes) ^ set(expected)) or sorted(k for k in shapes if shapes[k] != expected[k])
+        raise ModelError(
+            f"the weights in {path} do not match its architecture ({len(wrong)} tensor(s) differ, "
+            f"e.g. {wrong[0]!r}): the file is damaged or its card was edited"
+        )
     try:
+        tensors = load_file(str(path))
+        net = UNet(card.architecture)
         net.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"the weights in {path} do not match its architecture: {exc}") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"the weights in {path} cannot be loaded: {exc}") from exc
     return Model(net.eval(), card, path)
 
 
