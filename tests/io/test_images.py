@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
@@ -88,3 +89,26 @@ def test_a_label_name_in_two_formats_pairs_with_the_first(tmp_path):
     _touch(tmp_path / "im", "a.tif")
     _touch(tmp_path / "lab", "a.tif", "a.png")
     assert [lab.name for _, lab in pair_files(tmp_path / "im", tmp_path / "lab")] == ["a.png"]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_declared_size_is_checked_before_decoding(tmp_path, monkeypatch, suffix):
+    from napari_unet_loop.io import images as images_mod
+
+    path = tmp_path / f"big{suffix}"
+    iio.imwrite(path, np.zeros((64, 80), np.uint8))
+    assert images_mod.declared_shape(path)[:2] == (64, 80)
+    monkeypatch.setenv(images_mod.MAX_PIXELS_ENV, "1000")
+    monkeypatch.setattr(iio, "imread", lambda *a, **k: pytest.fail("decoded before the size check"))
+    monkeypatch.setattr(tifffile, "imread", lambda *a, **k: pytest.fail("decoded before the size check"))
+    with pytest.raises(ReadError, match=r"declares 64 x 80.*NAPARI_UNET_LOOP_MAX_PIXELS"):
+        read_image(path)
+    monkeypatch.setenv(images_mod.MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ReadError, match="not a number of pixels"):
+        read_image(path)
+
+
+def test_a_zero_byte_file_is_called_empty(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    with pytest.raises(ReadError, match=r"empty \(0 bytes\)"):
+        read_image(tmp_path / "x.png")

@@ -22,17 +22,80 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+DEFAULT_MAX_PIXELS = 2**29  # about 23,000 x 23,000
+MAX_PIXELS_ENV = "NAPARI_UNET_LOOP_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The largest image (pixels, all planes and channels) read into memory.
+
+    ``NAPARI_UNET_LOOP_MAX_PIXELS`` overrides the default of 2**29 (about 23,000 x 23,000).
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        value = int(float(text)) if text.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ReadError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    return max(value, 1)
+
+
+def declared_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The array shape a TIFF, PNG or JPEG file declares in its header, without decoding it.
+
+    Returns ``None`` for formats whose size is not known until they are decoded.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(int(n) for n in tif.series[0].shape)
+        from PIL import Image
+
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            return (h, w, len(im.getbands()))
+    except Exception:  # noqa: BLE001 - unreadable headers are reported when the file is read
+        return None
+
+
+def check_declared_size(path: str | os.PathLike, limit: int | None = None) -> None:
+    """Refuse files that declare more pixels than ``limit`` (decompression bombs), before decoding.
+
+    Raises
+    ------
+    ReadError
+        If the declared size is above the limit; the message says how to raise it.
+    """
+    limit = max_pixels() if limit is None else limit
+    shape = declared_shape(path)
+    if shape is None:
+        return
+    n = int(np.prod(shape, dtype=np.float64))
+    if n > limit:
+        raise ReadError(
+            f"{Path(path).name} declares {' x '.join(str(d) for d in shape)} values ({n / 1e6:,.0f} M), more than "
+            f"the limit of {limit / 1e6:,.0f} M read into memory: if the image is real, raise the limit "
+            f"(environment variable {MAX_PIXELS_ENV}, e.g. {MAX_PIXELS_ENV}={2 * n}) or cut it into tiles"
+        )
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file (TIFF through tifffile, others through imageio).
 
     Raises
     ------
     ReadError
-        If the file is missing or is not a readable image.
+        If the file is missing, is not a readable image, or declares more pixels than
+        :func:`max_pixels` (checked before decoding).
     """
     path = Path(path)
     if not path.is_file():
         raise ReadError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise ReadError(f"{path} is empty (0 bytes): not an image")
+    check_declared_size(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
