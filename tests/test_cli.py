@@ -398,6 +398,7 @@ def test_grey_alpha_png_measures_the_grey_channel(tmp_path, folders, tiny_model_
     assert rows and max(float(r["max_intensity"]) for r in rows) <= grey.max()  # alpha (255) not mixed in
 
 
+@pytest.mark.gui
 def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtbot, monkeypatch):
     import napari
     from qtpy.QtWidgets import QApplication
@@ -621,3 +622,22 @@ def test_ctrl_c_while_starting_is_one_line(monkeypatch, folders, tmp_path, capsy
     images, labels = folders
     assert main(["train", str(images), str(labels), "--out", str(tmp_path / "m")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_segment_skips_ground_truth_files_beside_their_images(tmp_path, tiny_model_path, capsys):
+    """``segment sample_data/``: the *_labels.png files are ground truth, not images to segment."""
+    src = tmp_path / "data"
+    src.mkdir()
+    for name in ("nuclei_small", "nuclei_he_stain"):
+        shutil.copy(sample_path(name), src / f"{name}.png")
+        shutil.copy(sample_path(name, labels=True), src / f"{name}_labels.png")
+    out = tmp_path / "o"
+    assert main(["segment", str(src), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    assert "skipped 2 label file(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["nuclei_he_stain.tif", "nuclei_small.tif"]
+    out2 = tmp_path / "o2"
+    assert main(["segment", str(src), "-o", str(out2), "--model", str(tiny_model_path), "--include-labels"]) == 0
+    assert len(list(out2.glob("*.tif"))) == 4
+    # a label file named on its own is segmented as asked
+    one = ["segment", str(src / "nuclei_small_labels.png"), "-o", str(tmp_path / "o3"), "--model", str(tiny_model_path)]
+    assert main(one) == 0 and (tmp_path / "o3" / "nuclei_small_labels.tif").exists()

@@ -235,7 +235,16 @@ def _provenance(model, pp: PostprocessConfig, args) -> dict:
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment image files or folders into label files (one per input and format)."""
     formats = _formats(args.format)
-    files = expand_inputs(args.inputs)  # cheap checks first
+    skipped: list[Path] = []
+    files = expand_inputs(args.inputs, None if args.include_labels else skipped)  # cheap checks first
+    if skipped:
+        shown = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        _log(
+            f"note: skipped {len(skipped)} label file(s) found beside their images ({shown}); "
+            "--include-labels segments them too"
+        )
+    if not files:
+        raise CLIError("nothing to segment: the folder(s) hold only label files")
     device = resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
@@ -769,6 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FMT",
         help=f"output format(s): {', '.join(FORMATS)}; repeat or comma-separate (default tif)",
+    )
+    p.add_argument(
+        "--include-labels",
+        action="store_true",
+        help="also segment label files found in folders beside their images (x_labels.png beside x.png)",
     )
     _add_model_args(p)
     p.set_defaults(func=cmd_segment)

@@ -137,8 +137,17 @@ def file_axes(path: str | os.PathLike) -> str | None:
     return axes
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | None = None) -> list[Path]:
     """Expand files and folders into a sorted list of image files.
+
+    Parameters
+    ----------
+    inputs : iterable of path-like
+        Files and folders.
+    skipped : list, optional
+        When given, label files found in folders beside their image (``cells_labels.png``
+        beside ``cells.png``, see :func:`is_label_file_of`) are left out and appended here.
+        Files named one by one are always kept.
 
     Raises
     ------
@@ -152,6 +161,11 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             found = sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q))
             if not found:
                 raise ReadError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            if skipped is not None:
+                stems = {q.stem for q in found}
+                labels = [q for q in found if is_label_file_of(q.stem, stems)]
+                skipped.extend(labels)
+                found = [q for q in found if q not in labels]
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -165,6 +179,17 @@ _LABEL_AFFIXES = re.compile(
     r"|[_-](?:cp_masks|masks?|labels?|label_image|seg|gt|annotations?)$",
     re.IGNORECASE,
 )
+def is_label_file_of(stem: str, stems: set[str]) -> bool:
+    """Whether a file stem names the label image of another stem in ``stems``.
+
+    ``cells_labels``, ``cells_masks``, ``cells_cp_masks``, ``mask_cells``... are label files
+    when ``cells`` is among ``stems`` (the naming rules of :func:`pair_files`).
+    """
+    if not _LABEL_AFFIXES.search(stem):
+        return False
+    return _LABEL_AFFIXES.sub("", stem) in stems - {stem}
+
+
 _TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
 
 
