@@ -1,9 +1,16 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename."""
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+Temporary names carry the writing process's id (``.<name>.part-<pid>-<random>``, and
+``.<name>.old-<pid>-<random>`` for a folder being replaced), so the leftovers of a run that
+was killed are recognised and removed by the next write to the same folder
+(:func:`clean_leftovers`), while those of a run still going are left alone.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +31,88 @@ def _umask() -> int:
     return mask
 
 
-def _short(name: str, limit: int = 40) -> str:
+_LEFTOVER = re.compile(r"^\..*\.(?:part|old)-(\d+)-[^.]+")
+_OLD = re.compile(r"^\.(.*)\.old-(\d+)-[^.]+$")
+_SHORT = 40
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its files alone
+    return True
+
+
+def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders that killed writers left in ``folder``.
+
+    Only names of this module's pattern whose process is gone are touched. A folder that
+    was moved aside to be replaced (``.<name>.old-...``) goes back to ``<name>`` when the
+    writer died before putting the new one in place; otherwise leftovers are deleted.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _LEFTOVER.match(p.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        old = _OLD.match(p.name)
+        if old is not None:  # a folder moved aside to be replaced: is the new one in place?
+            original = Path(folder) / old.group(1)
+            if len(old.group(1).encode("utf-8", "surrogateescape")) >= _SHORT:
+                continue  # name cut short: cannot tell what it belonged to, keep it
+            if not (original.exists() or original.is_symlink()):
+                try:  # killed between the two renames: the previous version goes back
+                    os.replace(p, original)
+                    removed.append(p)
+                except OSError:
+                    pass
+                continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the OS allows opening folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _short(name: str, limit: int = _SHORT) -> str:
     """The start of a file name for temporary names: at most ``limit`` bytes, whole characters."""
     return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
 
@@ -52,8 +140,11 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(target.parent)
     # short temporary names: a long (valid) file name plus a prefix would pass the 255-byte limit
-    fd, tmp = tempfile.mkstemp(prefix=f".{_short(target.stem)}.part-", suffix=target.suffix[:16], dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{_short(target.stem)}.part-{os.getpid()}-", suffix=target.suffix[:16], dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep
@@ -64,7 +155,10 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         yield tmp_path
         if not overwrite and target.exists():
             raise FileExistsError(f"{target} appeared while writing; not overwritten")
+        if tmp_path.exists():
+            _fsync_file(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -99,19 +193,24 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.part-", dir=target.parent))
+    clean_leftovers(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.part-{os.getpid()}-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
     old: Path | None = None
     try:
         yield tmp
+        for root, _, names in os.walk(tmp):  # the new files are on disk before any rename
+            for n in names:
+                _fsync_file(Path(root) / n)
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{target} appeared while writing; not overwritten")
-            old = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.old-{os.getpid()}-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
         try:
             os.replace(tmp, target)
+            _fsync_dir(target.parent)
         except BaseException:
             if old is not None:  # put the previous version back
                 os.replace(old, target)

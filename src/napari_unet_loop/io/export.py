@@ -21,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1267,7 +1269,79 @@ def export_labels(
     side = sidecar_path(target) if sidecar else None
     _check_targets([*files, *([side] if side else [])], overwrite)
 
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"export_id": uuid.uuid4().hex}
+    # the old record is moved aside while the data is replaced, so no moment leaves a record that
+    # describes other data (a kill in between leaves the new data without a record); it comes back
+    # if writing fails
+    aside = _move_aside(side) if side is not None and overwrite else None
+    try:
+        result = _write_format(key, target, data, img, name, vals, unit_list, axes, overwrite, provenance, extra, notes)
+        result.notes = notes + [n for n in result.notes if n not in notes]
+        if side is not None:
+            used_image = img if key in ("csv", "zarr") else None
+            extra["sha256"] = {p.name: _sha256(p) for p in result.paths if p.is_file()}
+            record = _sidecar_record(
+                key, result.paths, data, axes, name, vals, unit_list, used_image, result.notes, provenance, extra
+            )
+            result.sidecar = write_provenance(side, record, overwrite=overwrite)
+    except BaseException:
+        if aside is not None and side is not None and not side.exists():
+            os.replace(aside, side)
+            aside = None
+        raise
+    finally:
+        if aside is not None and aside.exists():
+            aside.unlink()
+    return result
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename ``path`` to a hidden name that :func:`clean_leftovers` recognises; ``None`` if absent."""
+    if not path.is_file():
+        return None
+    aside = path.with_name(f".{path.name[:40]}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, aside)
+    return aside
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (to tell whether a record still describes the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sidecar_matches(path: str | os.PathLike) -> bool | None:
+    """Whether an export's sidecar still describes it (file checksums, or the OME-Zarr's export id).
+
+    Returns
+    -------
+    bool or None
+        ``None`` when there is no sidecar, or it predates checksums.
+    """
+    path = Path(path)
+    record = read_sidecar(path)
+    if record is None:
+        return None
+    if path.is_dir():
+        try:
+            import zarr
+
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        except Exception:  # noqa: BLE001 - unreadable store: it does not match
+            return False
+        ours = (attrs.get("napari_unet_loop") or {}).get("export_id")
+        return None if "export_id" not in record else ours == record["export_id"]
+    sums = record.get("sha256")
+    if not sums or path.name not in sums:
+        return None
+    return _sha256(path) == sums[path.name]
+
+
+def _write_format(key, target, data, img, name, vals, unit_list, axes, overwrite, provenance, extra, notes):
+    """Write the data files of one export format (no sidecar)."""
     if key == "tif":
         if int(data.max()) > UINT16_MAX:
             notes.append(
@@ -1291,7 +1365,7 @@ def export_labels(
             units=unit_list,
             axes=axes,
             overwrite=overwrite,
-            attrs={"provenance": dict(provenance or {})},
+            attrs={"provenance": dict(provenance or {}), "export_id": extra["export_id"]},
         )
     elif key == "csv":
         table = measure_table(data, img, scale=vals, axes=axes, units=unit_list)
@@ -1301,11 +1375,4 @@ def export_labels(
         result = write_imagej_rois(target, data, axes=axes, overwrite=overwrite)
         if vals is not None:
             notes.append("ImageJ ROIs hold pixel coordinates: the scale is kept in the sidecar JSON")
-    result.notes = notes + [n for n in result.notes if n not in notes]
-    if side is not None:
-        used_image = img if key in ("csv", "zarr") else None
-        record = _sidecar_record(
-            key, result.paths, data, axes, name, vals, unit_list, used_image, result.notes, provenance, extra
-        )
-        result.sidecar = write_provenance(side, record, overwrite=overwrite)
     return result

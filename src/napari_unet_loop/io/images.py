@@ -179,6 +179,8 @@ _LABEL_AFFIXES = re.compile(
     r"|[_-](?:cp_masks|masks?|labels?|label_image|seg|gt|annotations?)$",
     re.IGNORECASE,
 )
+
+
 def is_label_file_of(stem: str, stems: set[str]) -> bool:
     """Whether a file stem names the label image of another stem in ``stems``.
 

@@ -1,0 +1,127 @@
+"""Killed writers: every file is the old or the new version, records match their data, leftovers go."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.core.atomic import atomic_dir, clean_leftovers
+from napari_unet_loop.io.export import export_labels, read_sidecar, sidecar_matches
+
+KILL_BETWEEN_DATA_AND_RECORD = """
+import os, sys
+import numpy as np
+import napari_unet_loop.io.export as ex
+ex.write_provenance = lambda *a, **k: os._exit(9)   # killed after the data, before its record
+labels = np.full((32, 32), int(sys.argv[3]), np.int32)
+ex.export_labels(labels, sys.argv[1], sys.argv[2], name="cells", overwrite=True)
+"""
+
+
+def _labels(value: int) -> np.ndarray:
+    return np.full((32, 32), value, np.int32)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "tif"])
+def test_a_record_never_describes_other_data(tmp_path, fmt):
+    """Killed between the data and its record: the old record is not left beside the new data."""
+    res = export_labels(_labels(1), tmp_path, fmt, name="cells")
+    target = res.paths[0]
+    assert sidecar_matches(target) is True
+    code = subprocess.run([sys.executable, "-c", KILL_BETWEEN_DATA_AND_RECORD, str(tmp_path), fmt, "2"]).returncode
+    assert code == 9
+    record = read_sidecar(target)
+    assert record is None or sidecar_matches(target)  # no record, or one that describes these labels
+    hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden  # the old record, moved aside by the killed writer
+    export_labels(_labels(3), tmp_path, fmt, name="other")  # the next write to the folder cleans up
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert sidecar_matches(target) in (None, True)
+
+
+def test_sidecar_matches_tells_a_changed_file(tmp_path):
+    res = export_labels(_labels(1), tmp_path, "tif", name="cells")
+    assert sidecar_matches(res.paths[0]) is True
+    tifffile.imwrite(res.paths[0], _labels(5).astype(np.uint16))
+    assert sidecar_matches(res.paths[0]) is False
+    assert sidecar_matches(tmp_path / "nothing.tif") is None
+
+
+def test_a_folder_moved_aside_by_a_killed_writer_comes_back(tmp_path):
+    """Killed between moving the old folder aside and putting the new one in place."""
+    target = tmp_path / "cells.zarr"
+    target.mkdir()
+    (target / "data").write_text("old")
+    dead = _dead_pid()
+    os.replace(target, tmp_path / f".cells.zarr.old-{dead}-abc123")
+    (tmp_path / f".cells.zarr.part-{dead}-def456").mkdir()  # the new, complete or not
+    live = tmp_path / f".x.zarr.part-{os.getpid()}-ghi789"
+    live.mkdir()  # a writer still running: left alone
+    removed = clean_leftovers(tmp_path)
+    assert len(removed) == 2
+    assert (target / "data").read_text() == "old"
+    assert live.exists()
+
+
+def test_atomic_dir_cleans_leftovers_of_killed_runs(tmp_path):
+    dead = _dead_pid()
+    junk = tmp_path / f".a.zarr.part-{dead}-xyz"
+    junk.mkdir()
+    (junk / "chunk").write_bytes(b"x" * 100)
+    with atomic_dir(tmp_path / "b.zarr") as tmp:
+        (tmp / "f").write_text("1")
+    assert not junk.exists() and (tmp_path / "b.zarr" / "f").exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+EXPORT_LOOP = """
+import sys
+import numpy as np
+from napari_unet_loop.io.export import export_labels
+for i in range(1, 1000):
+    export_labels(np.full((256, 256), i, np.int32), sys.argv[1], sys.argv[2], name="cells", overwrite=True)
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "tif"])
+def test_random_kills_during_exports(tmp_path, fmt):
+    """SIGKILL at random moments of repeated exports: the data is always whole, and its record matches or is gone."""
+    rng = np.random.default_rng(0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EXPORT_LOOP, str(tmp_path), fmt], stdout=subprocess.PIPE, env=env, text=True
+        )
+        proc.stdout.readline()  # at least one export done, then kill at a random moment of the next ones
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        target = tmp_path / f"cells.{fmt}"
+        if fmt == "tif":
+            data = tifffile.imread(target)
+        else:
+            from napari_unet_loop.io.readers import read_labels
+
+            data = np.asarray(read_labels(str(target))[0][0])
+        assert data.shape == (256, 256) and len(np.unique(data)) == 1  # one whole version, never a mix
+        record = read_sidecar(target)
+        if record is not None:
+            assert sidecar_matches(target) is not False
+            assert record["labels"]["max_label"] == int(data.max()) or sidecar_matches(target) is None
+    export_labels(_labels(1), tmp_path, "csv", name="last")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    json.dumps(read_sidecar(tmp_path / "last.csv"))
