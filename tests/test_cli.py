@@ -641,3 +641,30 @@ def test_segment_skips_ground_truth_files_beside_their_images(tmp_path, tiny_mod
     # a label file named on its own is segmented as asked
     one = ["segment", str(src / "nuclei_small_labels.png"), "-o", str(tmp_path / "o3"), "--model", str(tiny_model_path)]
     assert main(one) == 0 and (tmp_path / "o3" / "nuclei_small_labels.tif").exists()
+
+
+def test_odd_file_names_do_not_stop_a_batch(tmp_path, tiny_model_path, capsys):
+    """A valid 250-byte name and a name that is not UTF-8 are segmented with the rest, each with its record."""
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    image = iio.imread(sample_path("nuclei_small"))[:64, :64]
+    long_name = "n" * 246 + ".png"
+    iio.imwrite(src / long_name, image)
+    odd = os.fsencode(str(src)) + b"/caf\xe9.png"  # Latin-1 bytes: not valid UTF-8
+    try:
+        with open(odd, "wb") as fh:
+            fh.write(iio.imwrite("<bytes>", image, extension=".png"))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    iio.imwrite(src / "plain.png", image)
+    out = tmp_path / "o"
+    assert main(["segment", str(src), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "caf\\xe9.png" in err  # named, escaped
+    tifs = sorted(os.listdir(os.fsencode(str(out))))
+    assert b"caf\xe9.tif" in tifs and b"caf\xe9.tif.json" in tifs
+    assert ("n" * 246 + ".tif").encode() in tifs and b"plain.tif" in tifs
+    record = json.loads((out / "plain.tif.json").read_text())
+    assert record["provenance"]["input"].endswith("plain.png")

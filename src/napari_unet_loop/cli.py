@@ -57,6 +57,11 @@ class CLIError(Exception):
 
 
 def _log(msg: str) -> None:
+    # file names that are not valid UTF-8 (kept by Python as surrogate escapes) print as escapes
+    try:
+        msg = msg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        msg = msg.encode("utf-8", "backslashreplace").decode("utf-8")
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -272,27 +277,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
             failed += 1
             continue
         written = []
-        for fmt in formats:
-            res = export_labels(
-                labels,
-                outdir,
-                fmt,
-                name=stem,
-                axes=axes,
-                overwrite=args.overwrite,
-                image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
-                provenance={**prov, "input": str(f)},
-            )
-            written += [str(p) for p in res.paths]
-            for note in res.notes:
-                _log(f"note: {f.name} ({fmt}): {note}")
+        try:
+            for fmt in formats:
+                res = export_labels(
+                    labels,
+                    outdir,
+                    fmt,
+                    name=stem,
+                    axes=axes,
+                    overwrite=args.overwrite,
+                    image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
+                    provenance={**prov, "input": str(f)},
+                )
+                written += [str(p) for p in res.paths]
+                for note in res.notes:
+                    _log(f"note: {f.name} ({fmt}): {note}")
+        except (ExportError, OSError, ValueError) as exc:  # this file's outputs; the others go on
+            _log(f"error: {f}: cannot write its labels: {exc}")
+            failed += 1
+            continue
         kind = getattr(args, "_last_modality", None)
         _log(
             f"{f.name}: {count_objects(labels)} objects{f' (as {kind})' if kind else ''}, "
             f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
         )
     if failed:
-        _log(f"error: {failed} of {len(files)} image(s) could not be segmented")
+        _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
     return 0
 

@@ -515,8 +515,12 @@ def write_provenance(path: str | os.PathLike, provenance: Mapping[str, Any], *, 
     record.update(_json_safe(dict(provenance)))
     path = Path(path)
     check_writable(path.parent)
+    try:
+        text = json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not valid UTF-8: escaped, still valid JSON
+        text = json.dumps(record, indent=2, ensure_ascii=True).encode("utf-8")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_bytes(text + b"\n")
     return path
 
 
