@@ -105,7 +105,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported the same way
-        raise ReadError(f"cannot read {path} as an image: {exc}") from exc
+        raise ReadError(f"cannot read {path} as an image: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a file could not be read (imageio's advice to install plugins left out)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if "backend" in first.lower() or "pip install" in str(exc):
+        return "the file is damaged, or not an image of the kind its name says"
+    return first
 
 
 def file_axes(path: str | os.PathLike) -> str | None:
