@@ -386,3 +386,27 @@ def test_finetuned_card_keeps_the_conversion_it_was_trained_with(qtbot, setup, m
     card = model_files.load("bf-nuclei").card
     assert card.training["modality"] == "brightfield"
     assert card.modality == "auto"  # trained on converted images: detect and convert each image
+
+
+def test_evidence_note_warns_when_validation_rests_on_few_objects():
+    from napari_unet_loop.gui.finetune_section import MIN_VAL_OBJECTS, evidence_note
+
+    assert evidence_note(None) == ""
+    few = evidence_note(3)
+    assert "on 3 validation object(s)" in few and "too few to tell" in few
+    enough = evidence_note(MIN_VAL_OBJECTS)
+    assert "too few" not in enough and f"on {MIN_VAL_OBJECTS} validation" in enough
+
+
+def test_fine_tune_report_says_what_the_score_rests_on(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    scores = iter([0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate",
+        lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0, "n_true": 4},
+    )
+    finetune(qtbot, ft)
+    text = ft.result_label.text()
+    assert "on 4 validation object(s)" in text and "too few to tell" in text
+    assert "AP@0.5 0.100 -> 0.500" in text

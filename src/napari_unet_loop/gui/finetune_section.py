@@ -604,6 +604,7 @@ class FineTuneSection(QGroupBox):
         scores = ""
         if result.baseline is not None and result.best is not None:
             scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {result.best['ap50']:.3f}"
+            scores += evidence_note(result.best.get("n_true"))
         if result.baseline is not None and not result.improved:
             self._rejected = model
             self.use_anyway_btn.setVisible(True)
@@ -616,7 +617,8 @@ class FineTuneSection(QGroupBox):
             return
         retuned = ""
         if tuned is not None and tuned[1] > tuned[0]:
-            retuned = f" Thresholds re-tuned for it: AP@0.5 {tuned[0]:.3f} -> {tuned[1]:.3f}."
+            # chosen on the validation tiles: their score there is not a gain measured on unseen data
+            retuned = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{retuned}")
 
     def use_anyway(self) -> None:
@@ -699,7 +701,9 @@ class FineTuneSection(QGroupBox):
             parts.append(f"agreement with '{corrected.name}' (AP@0.5) {ap_after:.3f}")
         parts.append(f"{n_pred} objects found, {n_true} in your labels")
         text = f"Re-segmented into '{new.name}': " + "; ".join(parts) + ". Your labels are unchanged."
-        self.result_label.setText(self.result_label.text() + "\n" + text)
+        # the most telling number of a fine-tune: shown first, and as a notification
+        self.result_label.setText(text + "\n" + self.result_label.text())
+        show_info(text)
         return text
 
     def revert(self) -> None:
@@ -728,6 +732,32 @@ class FineTuneSection(QGroupBox):
         meta = {META_KEY: {"role": HELPER}}
         self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
         return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4, metadata=meta)
+
+
+MIN_VAL_OBJECTS = 20  # fewer validation objects cannot tell a real gain from chance
+
+
+def evidence_note(n_objects: int | None) -> str:
+    """How much a validation score rests on, for the fine-tune report.
+
+    With ``n`` objects, AP@0.5 moves in steps of about ``1 / n``: under
+    :data:`MIN_VAL_OBJECTS` a change is as likely chance as progress.
+
+    Returns
+    -------
+    str
+        `` on N validation objects`` plus a warning when they are too few (empty when unknown).
+    """
+    if n_objects is None:
+        return ""
+    n = int(n_objects)
+    note = f" on {n} validation object(s)"
+    if n < MIN_VAL_OBJECTS:
+        note += (
+            " (too few to tell a real gain from chance: annotate more, or judge by the re-segmented image"
+            " and the report on your corrections)"
+        )
+    return note
 
 
 def finetuned_modality(parent: str, trained: str) -> str:

@@ -87,12 +87,20 @@ class LossPlot(QWidget):
         p.drawText(QRectF(area.right() + 4, area.bottom() - 6, right, 12), Qt.AlignLeft, "0")
         p.drawText(QRectF(area.left(), area.bottom() + 3, area.width(), 14), Qt.AlignRight, f"step {x_max}")
         p.setPen(QPen(LOSS_COLOUR, 1))
-        p.drawText(QRectF(area.left() + 4, area.top() + 2, 80, 14), Qt.AlignLeft, "loss")
+        p.drawText(QRectF(area.left() + 4, area.top() + 2, 160, 14), Qt.AlignLeft, "loss (smoothed; raw faint)")
         p.setPen(QPen(VAL_COLOUR, 1))
         p.drawText(QRectF(area.right() - 124, area.top() + 2, 120, 14), Qt.AlignRight, "validation AP@0.5")
         if self.baseline is not None:
             p.setPen(QPen(BASE_COLOUR, 1, Qt.DashLine))
             p.drawLine(QPointF(area.left(), y_val(self.baseline)), QPointF(area.right(), y_val(self.baseline)))
+        if len(self.losses) > 1:  # the raw values, faint, under the smoothed curve
+            raw = QPainterPath(QPointF(x(self.losses[0][0]), y_loss(self.losses[0][1])))
+            for step, v in self.losses[1:]:
+                raw.lineTo(QPointF(x(step), y_loss(v)))
+            faint = QColor(LOSS_COLOUR)
+            faint.setAlpha(70)
+            p.setPen(QPen(faint, 1))
+            p.drawPath(raw)
         if len(curve) > 1:
             path = QPainterPath(QPointF(x(curve[0][0]), y_loss(curve[0][1])))
             for step, v in curve[1:]:
