@@ -668,3 +668,54 @@ def test_odd_file_names_do_not_stop_a_batch(tmp_path, tiny_model_path, capsys):
     assert ("n" * 246 + ".tif").encode() in tifs and b"plain.tif" in tifs
     record = json.loads((out / "plain.tif.json").read_text())
     assert record["provenance"]["input"].endswith("plain.png")
+
+
+def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch, tiny_model_path, capsys):
+    """``--stitch-z 0.5`` on a Z stack of separated nuclei: one 3D object each (per-plane labels stubbed)."""
+    import napari_unet_loop.cli as cli_mod
+    from napari_unet_loop.core.segment import Segmentation
+
+    zz, yy, xx = np.mgrid[:9, :64, :64]
+    balls = np.zeros((9, 64, 64), np.int32)
+    for i, (cy, cx) in enumerate([(16, 16), (16, 46), (46, 30)], 1):
+        balls[(zz - 4) ** 2 + (yy - cy) ** 2 / 9 + (xx - cx) ** 2 / 9 <= 16] = i
+    planes = iter(list(balls))
+
+    def per_plane(model, plane, **kw):  # a 2D segmentation numbers every plane anew
+        lab = next(planes)
+        return Segmentation(np.where(lab > 0, 4 - lab, 0).astype(np.int32), None)
+
+    monkeypatch.setattr(cli_mod, "segment", per_plane)
+    tifffile.imwrite(tmp_path / "stack.tif", (balls > 0).astype(np.uint8) * 200, metadata={"axes": "ZYX"})
+    out = tmp_path / "o"
+    args = ["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--stitch-z", "0.5", "--format", "tif,csv"]) == 0
+    labels = tifffile.imread(out / "stack.tif")
+    assert labels.shape == (9, 64, 64) and len(np.unique(labels[labels > 0])) == 3
+    for i in (1, 2, 3):
+        assert len(np.unique(labels[balls == i])) == 1
+    with pytest.raises(SystemExit):
+        main([*args, "--stitch-z", "2", "--overwrite"])
+
+
+def test_stitched_stack_is_measured_in_3d(tmp_path, monkeypatch, tiny_model_path):
+    import csv
+
+    import napari_unet_loop.cli as cli_mod
+    from napari_unet_loop.core.segment import Segmentation
+
+    stack = np.zeros((5, 32, 32), np.int32)
+    stack[1:4, 8:16, 8:16] = 1
+    stack[:, 20:28, 18:30] = 2
+    planes = iter(list(stack))
+    monkeypatch.setattr(cli_mod, "segment", lambda m, p, **k: Segmentation(next(planes).copy(), None))
+    tifffile.imwrite(tmp_path / "s.tif", (stack > 0).astype(np.uint8) * 100, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "o"
+    args = ["segment", str(tmp_path / "s.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--stitch-z", "0.5", "--format", "csv"]) == 0
+    rows = list(csv.DictReader((out / "s.csv").read_text().splitlines()))
+    assert len(rows) == 2  # one row per 3D object, not per plane
+    vols = sorted(float(r["volume"]) for r in rows)
+    assert vols == [3 * 64.0, 5 * 96.0]
+    assert {"centroid_z", "bbox_z0", "bbox_z1"} <= set(rows[0])
+    assert json.loads((out / "s.csv.json").read_text())["objects_3d"] is True

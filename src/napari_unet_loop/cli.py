@@ -76,6 +76,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _iou(text: str) -> float:
+    """Parse an overlap between 0 (exclusive) and 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be an overlap above 0 and at most 1, got {text}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -121,6 +132,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="axes of the input arrays, e.g. YX, YXS, ZYX, TZYX, ZCYX (default: guessed)",
     )
     _add_modality_arg(p)
+    p.add_argument(
+        "--stitch-z",
+        type=_iou,
+        default=None,
+        metavar="IOU",
+        help="join the objects of consecutive Z planes into 3D objects when they overlap by this IoU (e.g. 0.5)",
+    )
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
     p.add_argument(
         "--block",
@@ -211,7 +229,25 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
     labels = np.stack(out)
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
     args._last_modality = ", ".join(sorted(k for k in kinds if k)) or None
-    return (labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]), out_axes
+    labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
+    stitch = getattr(args, "stitch_z", None)
+    if stitch is not None:
+        if "Z" not in out_axes:
+            _log("note: --stitch-z joins the planes of a Z stack; this image has none")
+        else:
+            labels = _stitch_z(labels, out_axes, stitch)
+    return labels, out_axes
+
+
+def _stitch_z(labels: np.ndarray, axes: str, threshold: float) -> np.ndarray:
+    """Join per-plane objects along Z into 3D objects (each time point on its own)."""
+    from .core.stitch import stitch_planes
+
+    if axes == "ZYX":
+        return stitch_planes(labels, threshold)
+    t = axes.index("T")
+    moved = np.moveaxis(labels, t, 0)  # T first, then Z
+    return np.moveaxis(np.stack([stitch_planes(v, threshold) for v in moved]), 0, t)
 
 
 def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
@@ -288,6 +324,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite,
                     image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
                     provenance={**prov, "input": str(f)},
+                    objects_3d=args.stitch_z is not None and "Z" in axes,
                 )
                 written += [str(p) for p in res.paths]
                 for note in res.notes:

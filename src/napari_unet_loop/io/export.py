@@ -36,6 +36,7 @@ import numpy as np
 
 from ..core import __version__
 from ..core.atomic import atomic_dir, atomic_path
+from ..core.edits import changed_mask, edited_region
 from .labels import UINT16_MAX, decode_unit, imagej_unit, label_dtype, write_tiff
 
 FORMATS = ("tif", "png", "zarr", "csv", "roi")
@@ -122,6 +123,23 @@ MAX_LEVELS = 4
 
 class ExportError(ValueError):
     """Input that cannot be exported as asked; the message says why and what to do instead."""
+
+
+class TargetExistsError(FileExistsError):
+    """An export target exists and overwriting was not allowed; nothing was written.
+
+    The message is neutral ("allow overwriting"): each front end names its own way of
+    allowing it (a command-line flag, a checkbox).
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The targets that exist.
+    """
+
+    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.paths = [Path(p) for p in paths]
 
 
 @dataclass
@@ -369,6 +387,33 @@ def safe_name(name: str | None, default: str = "labels") -> str:
     return text or default
 
 
+_NOT_PLAIN = re.compile(r"[^\w.-]+")
+
+
+def plain_name(name: str | None, default: str = "labels") -> str:
+    """A plain file name for a layer name: letters, digits, ``_``, ``-`` and ``.`` only.
+
+    Spaces, brackets, parentheses and other punctuation become one ``_`` each run, so
+    napari's ``cells labels [1]`` becomes ``cells_labels_1``: names that shells, Fiji
+    macros and spreadsheets take without quoting.
+
+    Parameters
+    ----------
+    name : str or None
+        The layer (or file) name.
+    default : str
+        Used when nothing is left.
+
+    Returns
+    -------
+    str
+        The plain name.
+    """
+    text = _NOT_PLAIN.sub("_", str(name or ""))
+    text = re.sub(r"_+", "_", text).strip("_ .")
+    return text or default
+
+
 def output_names(names: Sequence[str | None], sources: Sequence[str] | None = None) -> list[str]:
     """File-name-safe names for several outputs written to one folder, checked for collisions.
 
@@ -448,11 +493,12 @@ def _check_targets(paths: Sequence[Path], overwrite: bool) -> None:
         check_writable(p.parent)
     if overwrite:
         return
-    existing = [str(p) for p in paths if p.exists() or p.is_symlink()]
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
     if existing:
-        raise FileExistsError(
-            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing was written. "
-            "Choose another name or folder, or allow overwriting (overwrite=True / --overwrite)."
+        raise TargetExistsError(
+            f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; nothing was "
+            "written. Choose another name or folder, or allow overwriting.",
+            existing,
         )
 
 
@@ -522,6 +568,86 @@ def write_provenance(path: str | os.PathLike, provenance: Mapping[str, Any], *, 
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(text + b"\n")
     return path
+
+
+def edit_summary(original: Any, current: Any, margin: int = 16) -> dict[str, Any]:
+    """How one plane of labels changed since the plugin wrote it, in brief, for a provenance record.
+
+    Objects are matched by overlap (IoU above 0.5, as in
+    :func:`napari_unet_loop.core.metrics.correction_agreement`), not by id: an object whose
+    pixels changed and that still matches one of before is *reshaped*; one that matches
+    none is *added*; an object of before that no object matches any more is *removed*.
+    Renumbered objects (the same pixels under another id) do not count. A merge of two
+    objects of equal size counts as two removed and one added; a split as one reshaped
+    (the larger part) and one added.
+
+    Parameters
+    ----------
+    original : array-like
+        The labels as the plugin wrote them.
+    current : array-like
+        The labels now, same shape.
+    margin : int
+        Pixels around the edited objects that count as reviewed (as for fine-tuning on edited
+        regions, :func:`napari_unet_loop.core.edits.edited_region`).
+
+    Returns
+    -------
+    dict
+        ``objects_added``, ``objects_removed``, ``objects_reshaped``, ``pixels_changed``,
+        ``reviewed_pixels`` (the edited objects plus ``margin``) and ``reviewed_box``
+        (``[y0, x0, y1, x1]`` of that region, end exclusive; ``None`` when nothing changed).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    """
+    original, current = np.asarray(original), np.asarray(current)
+    changed = changed_mask(original, current)
+    out: dict[str, Any] = {
+        "objects_added": 0,
+        "objects_removed": 0,
+        "objects_reshaped": 0,
+        "pixels_changed": int(np.count_nonzero(changed)),
+        "reviewed_pixels": 0,
+        "reviewed_box": None,
+    }
+    if not out["pixels_changed"]:
+        return out
+    before, after = np.unique(original[changed]), np.unique(current[changed])
+    # an object that only lost pixels keeps its id on the other side: it was touched too
+    touched_o = np.union1d(before, after[np.isin(after, original)])
+    touched_c = np.union1d(after, before[np.isin(before, current)])
+    touched_o, touched_c = touched_o[touched_o > 0], touched_c[touched_c > 0]
+    in_o, in_c = np.isin(original, touched_o), np.isin(current, touched_c)
+    area_o = dict(zip(*(a.tolist() for a in np.unique(original[in_o], return_counts=True))))
+    area_c = dict(zip(*(a.tolist() for a in np.unique(current[in_c], return_counts=True))))
+    both = in_o & in_c
+    pairs, inter = np.unique(np.stack([original[both], current[both]]), axis=1, return_counts=True)
+    matched_o: set[int] = set()
+    match_c: dict[int, bool] = {}  # current id -> same pixels as its match
+    for o, c, n in zip(pairs[0].tolist(), pairs[1].tolist(), inter.tolist()):
+        if n / (area_o[o] + area_c[c] - n) > 0.5:
+            matched_o.add(o)
+            match_c[c] = n == area_o[o] == area_c[c]
+    for c in touched_c.tolist():
+        if c not in match_c:
+            out["objects_added"] += 1
+        elif not match_c[c]:
+            out["objects_reshaped"] += 1
+    out["objects_removed"] = sum(o not in matched_o for o in touched_o.tolist())
+    # the reviewed region, computed in the box of the touched objects (plus the margin) only
+    rows, cols = np.nonzero(in_o | in_c | changed)
+    y0, x0 = max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)
+    y1, x1 = int(rows.max()) + margin + 1, int(cols.max()) + margin + 1
+    box = (slice(y0, y1), slice(x0, x1))
+    region = edited_region(original[box], current[box], margin)
+    if region.any():
+        ry, rx = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
+        out["reviewed_pixels"] = int(np.count_nonzero(region))
+        out["reviewed_box"] = [y0 + int(ry[0]), x0 + int(rx[0]), y0 + int(ry[-1]) + 1, x0 + int(rx[-1]) + 1]
+    return out
 
 
 def read_sidecar(path: str | os.PathLike) -> dict | None:
@@ -871,8 +997,9 @@ def measure_table(
     scale: Sequence[float] | None = None,
     axes: str | None = None,
     units: str | Sequence[Any] | None = None,
+    objects_3d: bool = False,
 ) -> Measurements:
-    """Measure every object with ``skimage.measure.regionprops_table``, per 2D plane.
+    """Measure every object with ``skimage.measure.regionprops_table``, per 2D plane (or in 3D).
 
     Columns: ``label``; for stacks the plane index per stack axis (``t``, ``z``);
     ``area``, ``centroid_y``, ``centroid_x``, ``equivalent_diameter``, in calibrated units
@@ -894,6 +1021,11 @@ def measure_table(
         Label axes (guessed from the dimensions if not given).
     units : str or sequence, optional
         Spatial unit of the scale (micrometres assumed for a scale without a unit).
+    objects_3d : bool
+        The labels of a Z stack are 3D objects (one id across planes, e.g. after
+        :func:`napari_unet_loop.core.stitch.stitch_planes`): one row per object (and time
+        point) with ``volume``, ``centroid_z/y/x``, the 3D bounding box and the diameter of the
+        sphere of equal volume, in calibrated units with the Z spacing of ``scale``.
 
     Returns
     -------
@@ -901,6 +1033,9 @@ def measure_table(
         Columns, their units and notes.
     """
     from skimage.measure import regionprops_table
+
+    if objects_3d and "Z" in normalize_axes(axes, np.ndim(labels)):
+        return _measure_3d(labels, image, scale=scale, axes=axes, units=units)
 
     notes: list[str] = []
     data = check_labels(labels)
@@ -955,6 +1090,59 @@ def measure_table(
     units_map.update({"area": f"{length}^2", "centroid_y": length, "centroid_x": length})
     units_map.update({"equivalent_diameter": length})
     units_map.update({k: "px" for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")})
+    if not len(columns["label"]):
+        notes.append("the labels hold no objects: the table has a header only")
+    return Measurements(columns=columns, units=units_map, notes=notes)
+
+
+def _measure_3d(labels: Any, image: Any | None, *, scale, axes, units) -> Measurements:
+    """Per-object measurements of 3D objects in ``ZYX`` / ``TZYX`` labels (see :func:`measure_table`)."""
+    from skimage.measure import regionprops_table
+
+    notes: list[str] = []
+    data = check_labels(labels)
+    axes = normalize_axes(axes, data.ndim)
+    vals = normalize_scale(scale, data.ndim)
+    unit_list = normalize_units(units, axes, vals, notes)
+    img = None if image is None else np.asarray(image)
+    if img is None:
+        notes.append("no image given: intensity columns (mean_intensity, max_intensity) left out")
+    elif not (img.shape == data.shape or (img.ndim == data.ndim + 1 and img.shape[:-1] == data.shape)):
+        raise ExportError(f"image shape {img.shape} does not match labels shape {data.shape}")
+    zi = axes.index("Z")
+    spacing = tuple(vals[zi:]) if vals else (1.0, 1.0, 1.0)
+    length = short_unit(unit_list[-1]) if vals else "px"
+    t_axis = axes.index("T") if "T" in axes else None
+    props = ("label", "area", "centroid", "bbox", "equivalent_diameter_area")
+    props += ("intensity_mean", "intensity_max") if img is not None else ()
+    parts = []
+    for t in range(data.shape[t_axis]) if t_axis is not None else [None]:
+        vol = data if t is None else np.take(data, t, axis=t_axis)
+        kwargs: dict[str, Any] = {"properties": props, "spacing": spacing}
+        if img is not None:
+            im = img if t is None else np.take(img, t, axis=t_axis)
+            kwargs["intensity_image"] = im if im.ndim == 3 else im.mean(-1)
+        table = regionprops_table(vol, **kwargs)
+        n = len(table["label"])
+        cols: dict[str, np.ndarray] = {"label": table["label"].astype(np.int64)}
+        if t is not None:
+            cols["t"] = np.full(n, t, dtype=np.int64)
+        cols["volume"] = table["area"]
+        for k, a in enumerate("zyx"):
+            cols[f"centroid_{a}"] = table[f"centroid-{k}"]
+        for k, key in enumerate(("bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1")):
+            cols[key] = table[f"bbox-{k}"].astype(np.int64)
+        cols["equivalent_diameter"] = table["equivalent_diameter_area"]
+        if img is not None:
+            cols["mean_intensity"] = table["intensity_mean"]
+            cols["max_intensity"] = table["intensity_max"]
+        parts.append(cols)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    units_map = {k: "" for k in columns}
+    units_map.update({"volume": f"{length}^3", "equivalent_diameter": length})
+    units_map.update({f"centroid_{a}": length for a in "zyx"})
+    units_map.update({k: "px" for k in columns if k.startswith("bbox_")})
+    notes.append("3D objects: one row per object, volume and 3D centroid from the Z spacing")
     if not len(columns["label"]):
         notes.append("the labels hold no objects: the table has a header only")
     return Measurements(columns=columns, units=units_map, notes=notes)
@@ -1200,6 +1388,7 @@ def export_labels(
     overwrite: bool = False,
     provenance: Mapping[str, Any] | None = None,
     sidecar: bool = True,
+    objects_3d: bool = False,
 ) -> ExportResult:
     """Export labels in one format, with a provenance sidecar JSON beside the file.
 
@@ -1233,6 +1422,9 @@ def export_labels(
         Model name and card, thresholds, tile size ... stored in the sidecar under ``provenance``.
     sidecar : bool
         Whether to write the sidecar JSON.
+    objects_3d : bool
+        The labels of a Z stack are 3D objects: the CSV measures each in 3D (see
+        :func:`measure_table`), and the record says so.
 
     Returns
     -------
@@ -1243,8 +1435,9 @@ def export_labels(
     ------
     ExportError
         For input the format cannot hold (see the message).
-    FileExistsError
-        If a target exists and ``overwrite`` is False; nothing is written then.
+    TargetExistsError
+        If a target exists and ``overwrite`` is False (a :class:`FileExistsError`); nothing is
+        written then.
     PermissionError
         If the folder is not writable.
     OSError
@@ -1274,6 +1467,8 @@ def export_labels(
     _check_targets([*files, *([side] if side else [])], overwrite)
 
     extra: dict[str, Any] = {"export_id": uuid.uuid4().hex}
+    if objects_3d:
+        extra["objects_3d"] = True
     # the old record is moved aside while the data is replaced, so no moment leaves a record that
     # describes other data (a kill in between leaves the new data without a record); it comes back
     # if writing fails
@@ -1372,7 +1567,9 @@ def _write_format(key, target, data, img, name, vals, unit_list, axes, overwrite
             attrs={"provenance": dict(provenance or {}), "export_id": extra["export_id"]},
         )
     elif key == "csv":
-        table = measure_table(data, img, scale=vals, axes=axes, units=unit_list)
+        table = measure_table(
+            data, img, scale=vals, axes=axes, units=unit_list, objects_3d=extra.get("objects_3d", False)
+        )
         extra["columns"] = table.units
         result = _write_table(target, table, overwrite)
     else:
