@@ -191,13 +191,14 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
     return data, axes
 
 
-def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str]:
+def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, str | None]:
     """Segment an array of any supported layout, with its axes.
 
     Returns
     -------
     tuple
-        Labels of shape (stacked axes..., Y, X) and their axes (e.g. ``"YX"``, ``"ZYX"``).
+        Labels of shape (stacked axes..., Y, X), their axes (e.g. ``"YX"``, ``"ZYX"``) and the
+        imaging modality the planes were treated as (``None``: grey as it is).
     """
     stack, stack_shape = to_stack(data, axes)
     out, blank = [], []
@@ -228,7 +229,7 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         _log(f"note: {len(blank)} blank plane(s) of {len(stack)} left without objects (planes {blank[:10]})")
     labels = np.stack(out)
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
-    args._last_modality = ", ".join(sorted(k for k in kinds if k)) or None
+    kind = ", ".join(sorted(k for k in kinds if k)) or None
     labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
     stitch = getattr(args, "stitch_z", None)
     if stitch is not None:
@@ -236,7 +237,7 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
             _log("note: --stitch-z joins the planes of a Z stack; this image has none")
         else:
             labels = _stitch_z(labels, out_axes, stitch)
-    return labels, out_axes
+    return labels, out_axes, kind
 
 
 def _stitch_z(labels: np.ndarray, axes: str, threshold: float) -> np.ndarray:
@@ -307,7 +308,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             image, image_axes = _read(f, args, model.card.architecture.in_channels)
-            labels, axes = _segment_array(image, image_axes, model, args, device, pp)
+            labels, axes, kind = _segment_array(image, image_axes, model, args, device, pp)
         except (InputError, ReadError) as exc:
             _log(f"error: {f}: {exc}")
             failed += 1
@@ -323,7 +324,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     axes=axes,
                     overwrite=args.overwrite,
                     image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
-                    provenance={**prov, "input": str(f)},
+                    provenance={**prov, "input": str(f), "modality": kind or "none"},
                     objects_3d=args.stitch_z is not None and "Z" in axes,
                 )
                 written += [str(p) for p in res.paths]
@@ -333,7 +334,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
             _log(f"error: {f}: cannot write its labels: {exc}")
             failed += 1
             continue
-        kind = getattr(args, "_last_modality", None)
         _log(
             f"{f.name}: {count_objects(labels)} objects{f' (as {kind})' if kind else ''}, "
             f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
@@ -373,7 +373,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
         image, axes = _read(img_path, args, model.card.architecture.in_channels)
-        labels, _ = _segment_array(image, axes, model, args, device, pp)
+        labels, _, _ = _segment_array(image, axes, model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane

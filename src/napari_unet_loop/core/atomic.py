@@ -40,6 +40,12 @@ def _alive(pid: int) -> bool:
     """Whether a process with this id runs on this machine."""
     if pid == os.getpid():
         return True
+    if os.name == "nt":  # os.kill(pid, 0) sends Ctrl+C there (CTRL_C_EVENT is 0)
+        try:
+            import psutil
+        except ImportError:
+            return True  # cannot tell: keep the files
+        return bool(psutil.pid_exists(pid))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
