@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,12 @@ from napari_unet_loop.gui.autosave import Autosaver, RestoreBar
 from napari_unet_loop.gui.layers import LabelsTracker
 
 pytestmark = pytest.mark.gui
+
+
+def crash(saver):
+    """What a crash leaves behind: the autosaves, and a session that no longer runs."""
+    saver.timer.stop()
+    saver._release_lock()
 
 
 def test_edited_layer_is_autosaved_and_restored_in_a_new_session(make_napari_viewer_proxy, tmp_path):
@@ -22,7 +31,7 @@ def test_edited_layer_is_autosaved_and_restored_in_a_new_session(make_napari_vie
     assert len(written) == 1
     assert saver.save_dirty() == []  # saved once per change
     edited = np.asarray(layer.data).copy()
-    saver.timer.stop()
+    crash(saver)
 
     # napari crashed; a new session finds the autosave
     viewer2 = make_napari_viewer_proxy()
@@ -44,7 +53,7 @@ def test_discard(make_napari_viewer_proxy, tmp_path):
     layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="x")
     layer.paint((5, 5), 1)
     saver.save_dirty()
-    saver.timer.stop()
+    crash(saver)
     other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
     bar = RestoreBar(other)
     bar.discard_all()
@@ -77,13 +86,175 @@ def test_clean_exit_leaves_nothing_to_restore_and_restore_keeps_a_copy(make_napa
     a.paint((5, 5), 1)
     b.paint((10, 10), 2)
     assert len(saver.save_dirty()) == 2  # no collision
+    crash(saver)
     # a new session restores one: the restored layer is saved by that session first
     other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
-    note = other.pending()[0]
-    other.restore(note)
+    first, second = other.pending()
+    other.restore(first)
     assert any(p.name.startswith(other.session) for p in tmp_path.glob("*.tif"))
-    saver.discard_session()  # the first session exits cleanly
-    assert not any(p.name.startswith(saver.session) for p in tmp_path.iterdir())
-    assert other.pending() == []  # only its own (current) autosave is left
-    other.discard_session()
+    assert not (tmp_path / first["file"]).exists()
+    assert [n["file"] for n in other.pending()] == [second["file"]]
+    other.discard_session()  # a clean exit removes only that session's autosaves
+    assert not any(p.name.startswith(other.session) for p in tmp_path.iterdir())
+    third = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    (note,) = third.pending()
+    third.discard(note)  # the last autosave of the crashed session: nothing of it is left
     assert list(tmp_path.iterdir()) == []
+    third.timer.stop()
+
+
+# ---- reliability holes (each reproduced with a real viewer) ------------------------------------
+
+
+def test_undo_after_an_autosave_is_saved_too(make_napari_viewer_proxy, tmp_path):
+    import tifffile
+
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="x")
+    layer.paint((5, 5), 1)
+    assert len(saver.save_dirty()) == 1
+    layer.refresh()
+    assert saver.save_dirty() == []  # a redraw changes nothing: no rewrite
+    layer.undo()  # napari sends no paint event for an undo
+    written = saver.save_dirty()
+    assert len(written) == 1
+    assert not tifffile.imread(written[0]).any()
+    layer.visible = False
+    assert saver.save_dirty() == []
+    layer.redo()  # a hidden layer is not even redrawn
+    written = saver.save_dirty()
+    assert len(written) == 1
+    assert tifffile.imread(written[0]).max() == 1
+    saver.timer.stop()
+
+
+def test_live_session_of_another_viewer_is_neither_offered_nor_deleted(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="x")
+    layer.paint((5, 5), 1)
+    (tif,) = saver.save_dirty()
+    viewer2 = make_napari_viewer_proxy()  # a second window of the same napari
+    saver2 = Autosaver(viewer2, LabelsTracker(), folder=tmp_path)
+    bar = RestoreBar(saver2)
+    assert saver2.pending() == []
+    assert not bar.isVisibleTo(None)
+    bar.discard_all()
+    assert tif.exists()
+    crash(saver)  # once the first one is gone, its autosave is offered
+    assert [n["layer"] for n in saver2.pending()] == ["x"]
+    saver2.timer.stop()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the other process holds a POSIX lock")
+def test_live_session_of_another_process_is_not_offered(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="x")
+    layer.paint((5, 5), 1)
+    saver.save_dirty()
+    crash(saver)
+    # another napari process still runs that session: it holds the session's lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path / f"{saver.session}.lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+        assert other.pending() == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [n["layer"] for n in other.pending()] == ["x"]  # that process died
+    other.timer.stop()
+
+
+_HOLD = """
+import fcntl, sys, time
+fh = open(sys.argv[1], "a+b")
+fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_tiff_without_its_note_is_still_offered(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="cells labels")
+    layer.paint((5, 5), 4)
+    (tif,) = saver.save_dirty()
+    edited = np.asarray(layer.data).copy()
+    crash(saver)
+    tif.with_suffix(".json").unlink()  # the crash came between the TIFF and its note
+    other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    (note,) = other.pending()
+    assert note["file"] == tif.name
+    restored = other.restore(note)
+    np.testing.assert_array_equal(restored.data, edited)
+    assert not tif.exists()
+    other.timer.stop()
+
+
+def test_a_layer_that_cannot_be_saved_does_not_stop_the_others(make_napari_viewer_proxy, tmp_path, monkeypatch):
+    from napari_unet_loop.gui import autosave as mod
+
+    errors = []
+    monkeypatch.setattr(mod, "show_error", errors.append)
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    big = viewer.add_labels(np.zeros((20, 20), np.int64), name="big ids")
+    ok = viewer.add_labels(np.zeros((20, 20), np.int32), name="ok")
+    big.paint((5, 5), 2**40)  # beyond what a TIFF label file holds
+    ok.paint((5, 5), 1)
+    written = saver.save_dirty()
+    assert len(written) == 1 and written[0].name.endswith("-ok.tif")
+    assert len(errors) == 1 and "big ids" in errors[0]
+    ok.paint((10, 10), 2)
+    assert len(saver.save_dirty()) == 1
+    assert len(errors) == 1  # said once, not every minute
+    saver.timer.stop()
+
+
+def test_restore_keeps_the_old_autosave_until_it_is_saved_again(make_napari_viewer_proxy, tmp_path, monkeypatch):
+    from napari_unet_loop.gui import autosave as mod
+
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.int32), name="x")
+    layer.paint((5, 5), 1)
+    (tif,) = saver.save_dirty()
+    crash(saver)
+
+    errors = []
+    monkeypatch.setattr(mod, "show_error", errors.append)
+    write_tiff = mod.write_tiff
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(mod, "write_tiff", full_disk)
+    other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    (note,) = other.pending()
+    other.restore(note)
+    assert errors
+    assert tif.exists() and tif.with_suffix(".json").exists()  # the only copy stays
+    assert other.pending() == []  # not offered twice
+    monkeypatch.setattr(mod, "write_tiff", write_tiff)  # space again: the next tick saves it
+    assert len(other.save_dirty()) == 1
+    assert not tif.exists() and not tif.with_suffix(".json").exists()
+    other.timer.stop()
+
+
+def test_restore_keeps_ids_beyond_int32(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((20, 20), np.uint32), name="x")
+    layer.paint((5, 5), 3_000_000_000)
+    saver.save_dirty()
+    crash(saver)
+    other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    restored = other.restore(other.pending()[0])
+    assert restored.data.max() == 3_000_000_000
+    other.timer.stop()

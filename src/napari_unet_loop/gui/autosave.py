@@ -1,12 +1,25 @@
-"""Crash-safe corrections: edited labels layers are saved every minute and offered back after a crash."""
+"""Crash-safe corrections: edited labels layers are saved every minute and offered back after a crash.
+
+Each running session holds a lock on ``<session>.lock`` in the autosave folder while it has
+autosaves there (the operating system drops the lock when the process dies), so autosaves of a
+session that still runs, in another process or in another viewer of this one, are never offered
+for restore nor deleted. The JSON note of an autosave is written before its TIFF, and a TIFF
+without a note is offered too, so no crash hides an autosave.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import itertools
 import json
 import os
 import re
+import socket
 import uuid
+import weakref
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +38,11 @@ if TYPE_CHECKING:
 
 INTERVAL_S = 60
 
+# sessions of this process that are running (their autosaves belong to a live viewer)
+_LIVE: weakref.WeakValueDictionary[str, Autosaver] = weakref.WeakValueDictionary()
+# <session>-<number>-<layer name>: the session is <date>-<time>-<6 hex digits>
+_STEM = re.compile(r"^(\d{8}-\d{6}-[0-9a-f]{6})-\d{3,}-(.*)$")
+
 
 def autosave_dir() -> Path:
     """Folder of autosaved corrections (``NAPARI_UNET_LOOP_AUTOSAVE`` overrides it)."""
@@ -40,11 +58,92 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "labels"
 
 
+def _checksum(data: np.ndarray) -> tuple:
+    """Shape, dtype and CRC-32 of an array: tells whether labels changed since they were saved.
+
+    CRC-32 catches every change of up to 32 consecutive bits, so a single changed label always shows.
+    """
+    arr = np.ascontiguousarray(data)
+    return arr.shape, arr.dtype.str, zlib.crc32(arr.reshape(-1).view(np.uint8))
+
+
+def _history(layer: Labels) -> tuple[int, int] | None:
+    """Lengths of the layer's undo and redo queues: every undo or redo changes them."""
+    try:
+        return len(layer._undo_history), len(layer._redo_history)
+    except (AttributeError, TypeError):  # another napari: the redraw events and the checksum remain
+        return None
+
+
+def _try_lock(fh) -> bool | None:
+    """Take an exclusive lock on an open file without waiting.
+
+    Returns
+    -------
+    bool or None
+        True if taken, False if another open file holds it, None if the file system cannot lock.
+    """
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if isinstance(exc, BlockingIOError) or exc.errno in (errno.EACCES, errno.EAGAIN, errno.EDEADLK):
+            return False
+        return None
+    return True
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # no such process, no psutil, no permission
+        return None
+
+
+def _pid_alive(info: dict) -> bool:
+    """Whether the process that wrote a lock file still runs (for file systems without locks)."""
+    if info.get("host") != socket.gethostname():
+        return True  # cannot tell: leave it alone
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False  # this process: its running sessions are in _LIVE
+    started = _process_started(pid)
+    if started is None:
+        return False
+    recorded = info.get("started")
+    return recorded is None or abs(started - recorded) < 1.0  # not a new process with a reused id
+
+
+@dataclass
+class _Saved:
+    """Autosave bookkeeping of one labels layer."""
+
+    stem: str
+    checksum: tuple | None = None  # of the data last saved
+    history: tuple[int, int] | None = None  # undo/redo queue lengths when last saved or checked
+    redrawn: bool = False  # redrawn since then (an undo redraws the layer)
+    failed: bool = False  # a failure was reported (once, until a save succeeds)
+    supersedes: list = field(default_factory=list)  # notes of autosaves this layer was restored from
+
+
 class Autosaver:
     """Saves edited labels layers to the autosave folder every ``interval_s`` seconds.
 
-    Every Labels layer in the viewer is tracked; a layer is written (TIFF plus a JSON
-    note with its name, scale and the time) only when it changed since its last save.
+    Every Labels layer in the viewer is tracked; a layer is written (a JSON note with
+    its name, scale and the time, then the TIFF) only when it changed since its last
+    save. Edits arrive as events; an undo or redo sends none, so a layer saved before
+    is also compared (by checksum) with what was saved whenever it was redrawn or its
+    undo history moved. A layer that cannot be saved is reported once and retried;
+    the others are saved regardless.
 
     Parameters
     ----------
@@ -76,7 +175,13 @@ class Autosaver:
         self.timer.setInterval(int(interval_s * 1000))
         self.timer.timeout.connect(self.save_dirty)
         self.timer.start()
-        self._files: dict[int, str] = {}  # layer -> file stem (unique even for equal names)
+        # the viewer closed (the dock and its timer went) while napari runs on: the autosaves stay,
+        # and other viewers may now restore them
+        self.timer.destroyed.connect(self._release_lock)
+        self._saved: weakref.WeakKeyDictionary[Labels, _Saved] = weakref.WeakKeyDictionary()
+        self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names
+        self._superseded: set[str] = set()  # TIFFs restored here, deleted once saved again
+        self._lock = None
         app = QApplication.instance()
         if app is not None:  # a clean exit leaves nothing to restore; a crash leaves the autosaves
             app.aboutToQuit.connect(self.discard_session)
@@ -89,30 +194,76 @@ class Autosaver:
         if isinstance(layer, Labels):
             self.tracker.state(layer)
 
+    def _record(self, layer: Labels) -> _Saved:
+        layer = unwrap(layer)
+        rec = self._saved.get(layer)
+        if rec is None:
+            rec = _Saved(f"{self.session}-{next(self._numbers):03d}-{_safe(layer.name)}")
+            self._saved[layer] = rec
+
+            def redrawn(event=None, rec=rec) -> None:
+                rec.redrawn = True
+
+            # an undo redraws a visible layer; showing a hidden one redraws it too
+            for name in ("set_data", "reload", "labels_update", "visible"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(redrawn)
+        return rec
+
+    def _changed(self, layer: Labels, rec: _Saved) -> bool:
+        """Whether a layer saved before differs from its autosave although no edit event came."""
+        if rec.checksum is None:
+            return False
+        history = _history(layer)
+        if not rec.redrawn and history == rec.history:
+            return False
+        rec.redrawn, rec.history = False, history
+        return _checksum(np.asarray(layer.data)) != rec.checksum
+
     def save_dirty(self) -> list[Path]:
         """Save every labels layer edited since its last save; returns the files written."""
         written = []
         names = {layer.name for layer in self.viewer.layers}
         for layer in self.tracker.tracked():
+            if layer.name not in names:
+                continue
             state = self.tracker.state(layer)
-            if not state.dirty or layer.name not in names:
+            rec = self._saved.get(layer)
+            if not state.dirty and rec is not None and self._changed(layer, rec):
+                state.dirty = True  # an undo or redo: napari sends no edit event for them
+            if not state.dirty:
                 continue
             try:
-                written.append(self._write(layer))
-                state.dirty = False
-            except OSError as exc:  # a full disk must not break the session; say it once per attempt
-                show_error(f"Autosave of '{layer.name}' failed: {exc}")
+                written.append(self._save(layer))
+            except Exception as exc:  # one layer must not stop the others' autosave
+                self._report(layer, exc)
+                continue
+            state.dirty = False
         return written
 
-    def _write(self, layer: Labels) -> Path:
+    def _report(self, layer: Labels, exc: Exception) -> None:
+        rec = self._record(layer)
+        if not rec.failed:  # once per layer, not every minute; it is retried at every tick
+            rec.failed = True
+            show_error(f"Autosave of '{layer.name}' failed: {exc}. Other layers are still autosaved.")
+
+    def _save(self, layer: Labels) -> Path:
+        rec = self._record(layer)
+        tif = self._write(layer, rec)
+        rec.failed = False
+        for note in rec.supersedes:  # the restored copy is safe now: the old autosave may go
+            self.discard(note)
+            self._superseded.discard(note["file"])
+        rec.supersedes.clear()
+        return tif
+
+    def _write(self, layer: Labels, rec: _Saved) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        key = id(unwrap(layer))
-        if key not in self._files:
-            self._files[key] = f"{self.session}-{len(self._files) + 1:03d}-{_safe(layer.name)}"
-        stem = self._files[key]
+        self._hold_lock()
+        layer = unwrap(layer)
         data = np.asarray(layer.data)
         axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim)
-        tif = write_tiff(self.folder / f"{stem}.tif", np.clip(data, 0, None), axes=axes, overwrite=True)
         note = {
             "layer": layer.name,
             "session": self.session,
@@ -120,51 +271,153 @@ class Autosaver:
             "shape": list(data.shape),
             "scale": [float(s) for s in layer.scale],
             "translate": [float(t) for t in layer.translate],
-            "file": tif.name,
+            "file": f"{rec.stem}.tif",
         }
-        with atomic_path(self.folder / f"{stem}.json") as tmp:
+        # the note first: a crash between the two leaves the TIFF with its note (or an old TIFF)
+        with atomic_path(self.folder / f"{rec.stem}.json") as tmp:
             tmp.write_text(json.dumps(note, indent=2))
+        tif = write_tiff(self.folder / note["file"], np.clip(data, 0, None), axes=axes, overwrite=True)
+        rec.checksum, rec.history, rec.redrawn = _checksum(data), _history(layer), False
         return tif
 
+    def _hold_lock(self) -> None:
+        """Lock ``<session>.lock``: other sessions leave the autosaves of a running one alone."""
+        if self._lock is not None:
+            return
+        path = self.folder / f"{self.session}.lock"
+        fh = open(path, "w+b")  # held open while the session runs
+        try:
+            info = {"pid": os.getpid(), "started": _process_started(os.getpid()), "host": socket.gethostname()}
+            fh.write(json.dumps(info).encode())
+            fh.flush()
+            if _try_lock(fh) is False:
+                raise OSError(f"{path} is locked by another process")
+        except BaseException:
+            fh.close()
+            raise
+        self._lock = fh
+        _LIVE[self.session] = self
+
+    def _release_lock(self, *args) -> None:
+        """Let go of the session's lock (the autosaves stay; other sessions may restore them)."""
+        _LIVE.pop(self.session, None)
+        fh, self._lock = self._lock, None
+        if fh is not None:
+            fh.close()
+
+    def _is_live(self, session: str) -> bool:
+        """Whether another running session (in any process) owns these autosaves."""
+        if session == self.session or session in _LIVE:
+            return True
+        path = self.folder / f"{session}.lock"
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: leave them alone
+        with fh:
+            locked = _try_lock(fh)
+            if locked is not None:
+                return not locked  # closing the file lets go of a lock just taken
+            try:
+                info = json.loads(fh.read().decode() or "{}")
+            except (OSError, ValueError):
+                return True
+            return _pid_alive(info) if isinstance(info, dict) else True
+
     def pending(self) -> list[dict]:
-        """Autosaves left by other sessions (newest first), e.g. after a crash."""
+        """Autosaves left by sessions that no longer run (newest first), e.g. after a crash.
+
+        A TIFF whose note is missing is offered too (named after its file).
+        """
+        try:
+            tifs = sorted((p for p in self.folder.glob("*.tif") if not p.name.startswith(".")), reverse=True)
+        except OSError:
+            return []
+        live: dict[str, bool] = {}
         out = []
-        for note_path in sorted(self.folder.glob("*.json"), reverse=True):
+        for tif in tifs:
+            if tif.name in self._superseded:
+                continue  # restored here already; goes once the restored layer is saved
+            note_path = tif.with_suffix(".json")
             try:
                 note = json.loads(note_path.read_text())
+                if not isinstance(note, dict):
+                    note = {}
             except (OSError, ValueError):
+                note = {}
+            m = _STEM.match(tif.stem)
+            session = str(note.get("session") or (m.group(1) if m else ""))
+            if session not in live:
+                live[session] = self._is_live(session)
+            if live[session]:
                 continue
-            if note.get("session") == self.session or not (self.folder / note.get("file", "")).exists():
-                continue
+            if not note.get("layer"):
+                try:
+                    mtime = _dt.datetime.fromtimestamp(tif.stat().st_mtime).astimezone()
+                except OSError:
+                    continue
+                note = {
+                    "layer": m.group(2) if m else tif.stem,
+                    "session": session,
+                    "saved": mtime.isoformat(timespec="seconds"),
+                }
+            note["file"] = tif.name
             note["_note"] = str(note_path)
             out.append(note)
         return out
 
     def restore(self, note: dict) -> Labels:
-        """Open an autosave as a new labels layer named ``<layer> (restored)``."""
+        """Open an autosave as a new labels layer named ``<layer> (restored)``.
+
+        The autosave is deleted only once this session has saved the restored layer;
+        if that fails it stays (and is no longer offered here) and saving is retried.
+        """
         import tifffile
 
-        data = tifffile.imread(self.folder / note["file"]).astype(np.int32)
-        layer = self.viewer.add_labels(
-            data, name=f"{note['layer']} (restored)", scale=note.get("scale"), translate=note.get("translate")
+        data = tifffile.imread(self.folder / note["file"])
+        data = data.astype(np.int32 if data.max(initial=0) <= np.iinfo(np.int32).max else np.int64)
+        layer = unwrap(
+            self.viewer.add_labels(
+                data, name=f"{note['layer']} (restored)", scale=note.get("scale"), translate=note.get("translate")
+            )
         )
-        self.tracker.state(layer).dirty = True  # saved again by this session before the old copy goes
-        self.save_dirty()
-        self.discard(note)
-        return unwrap(layer)
+        state = self.tracker.state(layer)
+        state.dirty = True
+        self._record(layer).supersedes.append(note)
+        self._superseded.add(note["file"])
+        try:
+            self._save(layer)
+            state.dirty = False
+        except Exception as exc:  # reported; the old autosave stays
+            self._report(layer, exc)
+        return layer
 
     def discard(self, note: dict) -> None:
-        """Delete an autosave."""
+        """Delete an autosave (and what its session left, once none of its autosaves remain)."""
         (self.folder / note["file"]).unlink(missing_ok=True)
         Path(note["_note"]).unlink(missing_ok=True)
+        m = _STEM.match(Path(note["file"]).stem)
+        session = note.get("session") or (m.group(1) if m else None)
+        if not session or self._is_live(session) or any(self.folder.glob(f"{session}-*.tif")):
+            return
+        for leftover in self.folder.glob(f"{session}-*.json"):  # notes whose TIFF never came
+            leftover.unlink(missing_ok=True)
+        (self.folder / f"{session}.lock").unlink(missing_ok=True)
 
     def discard_session(self) -> None:
         """Delete this session's autosaves (on a clean exit) and stop the timer."""
-        self.timer.stop()
+        try:
+            self.timer.stop()
+        except RuntimeError:  # the dock (owner of the timer) is gone already
+            pass
         for note_path in self.folder.glob(f"{self.session}-*.json"):
             note_path.unlink(missing_ok=True)
         for tif in self.folder.glob(f"{self.session}-*.tif"):
             tif.unlink(missing_ok=True)
+        self._release_lock()
+        (self.folder / f"{self.session}.lock").unlink(missing_ok=True)
 
 
 class RestoreBar(QWidget):
@@ -196,10 +449,15 @@ class RestoreBar(QWidget):
 
     def restore_all(self) -> None:
         """Open every autosave as a labels layer."""
-        notes = self.autosaver.pending()
-        for note in notes:
-            self.autosaver.restore(note)
-        show_info(f"Restored {len(notes)} labels layer(s) from the autosave folder.")
+        restored = 0
+        for note in self.autosaver.pending():
+            try:
+                self.autosaver.restore(note)
+                restored += 1
+            except Exception as exc:  # one unreadable file must not stop the others
+                show_error(f"Could not restore '{note['layer']}' from {self.autosaver.folder / note['file']}: {exc}")
+        if restored:
+            show_info(f"Restored {restored} labels layer(s) from the autosave folder.")
         self.refresh()
 
     def discard_all(self) -> None:
