@@ -26,6 +26,7 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/npe2 validate napari-unet-loop --imports
 	@if [ -n "$$DISPLAY" ]; then \
 		$(BIN)/python -m pytest $(PYTEST_ARGS); \

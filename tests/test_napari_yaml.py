@@ -49,23 +49,3 @@ def test_headless_packages_import_neither_napari_nor_qt(package):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "", f"{package} imported {res.stdout.strip()}"
-
-
-@pytest.mark.parametrize(
-    "package, forbidden",
-    [("core", {"io", "gui", "cli", "sample_data"}), ("io", {"gui", "cli"})],
-)
-def test_dependencies_point_one_way(package, forbidden):
-    """gui -> core, io; cli -> core, io; io -> core; core -> nothing of ours."""
-    import ast
-
-    for path in (PKG / package).rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level >= 2 and node.module:
-                top = node.module.split(".")[0]
-                assert top not in forbidden, f"{path.name} imports ..{node.module}"
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                parts = node.module.split(".")
-                if parts[0] == "napari_unet_loop" and len(parts) > 1:
-                    assert parts[1] not in forbidden, f"{path.name} imports {node.module}"

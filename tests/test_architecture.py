@@ -1,0 +1,53 @@
+"""The package's layers, as import-linter contracts (pyproject.toml): kept now, and broken when broken."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed")
+
+
+def _lint(src: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    return subprocess.run(
+        [str(LINT), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_contracts_are_kept():
+    res = _lint(ROOT / "src")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 kept, 0 broken" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("core/segment.py", "import napari", "core and io import neither napari nor Qt"),
+        ("io/readers.py", "from ..gui import widget", "Front ends (gui, cli) on top of io"),
+        ("core/metrics.py", "from ..io import images", "Front ends (gui, cli) on top of io"),
+        ("gui/correct_section.py", "from . import widget", "Dock sections and helpers never import the dock widget"),
+    ],
+)
+def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):
+    """The contracts fail a build when broken: a copy of the package with one wrong import."""
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "napari_unet_loop", copy / "napari_unet_loop")
+    target = copy / "napari_unet_loop" / module
+    target.write_text(target.read_text() + "\n" + line + "\n")
+    res = _lint(copy)
+    assert res.returncode != 0
+    assert f"{contract}" in res.stdout and "BROKEN" in res.stdout
