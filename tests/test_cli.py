@@ -719,3 +719,11 @@ def test_stitched_stack_is_measured_in_3d(tmp_path, monkeypatch, tiny_model_path
     assert vols == [3 * 64.0, 5 * 96.0]
     assert {"centroid_z", "bbox_z0", "bbox_z1"} <= set(rows[0])
     assert json.loads((out / "s.csv.json").read_text())["objects_3d"] is True
+
+
+def test_export_onto_existing_files_names_the_flag(tmp_path, folders, capsys):
+    _, labels = folders
+    args = ["export", str(labels / "nuclei_small.tif"), "-o", str(tmp_path / "o"), "--format", "png"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "Use --overwrite to replace" in capsys.readouterr().err

@@ -43,6 +43,7 @@ from .core.train import (
 from .io.export import (
     FORMATS,
     ExportError,
+    TargetExistsError,
     check_writable,
     export_labels,
     export_target,
@@ -995,6 +996,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while starting, reading or writing: one line, no traceback
         _log("interrupted")
         return 130
+    except TargetExistsError as exc:  # the io message is neutral: name this front end's way
+        _log(f"error: {exc} Use --overwrite to replace.")
+        return 2
     except (
         CLIError,
         InputError,

@@ -225,3 +225,67 @@ def test_review_queue_of_a_removed_layer(setup, messages):
     viewer.layers.remove("cells labels")
     assert sec.run_tool("next", layer=viewer.layers["cells"], point=(0, 0)) is None
     assert "rank again" in messages["error"][-1]
+
+
+# ---------------------------------------------------------------- tools follow the layers
+def test_review_queue_drops_a_deleted_object(setup, messages, qtbot):
+    viewer, w, sec, layer = setup
+    sec.rank()
+    assert sec.run_tool("next", point=(0, 0)) == 3
+    sec.run_tool("delete", point=(80, 60))
+    assert 3 not in sec.queue["label"] and sec.queue_list.count() == 4
+    assert not any(sec.queue_list.item(i).text().startswith("3:") for i in range(4))
+    assert sec.run_tool("next", point=(0, 0)) == int(sec.queue["label"][0])  # goes on from where the user was
+    layer.paint((100, 20), 7)  # a brush stroke: the queue follows once the user pauses
+    qtbot.waitUntil(lambda: 7 in sec.queue["label"], timeout=5_000)
+    assert sec.queue_list.count() == 5
+
+
+def test_review_queue_after_a_change_without_event(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.rank()
+    assert int(sec.queue["label"][0]) == 3
+    layer.data[layer.data == 3] = 0  # as napari's undo does: no paint event
+    lab = sec.run_tool("next", point=(0, 0))
+    assert lab not in (None, 3) and (layer.data == lab).any()
+    assert 3 not in sec.queue["label"] and sec.queue_list.count() == 4
+
+
+def test_picks_layer_removed_after_merge_and_split(setup, messages):
+    viewer, w, sec, layer = setup
+    sec.run_tool("pick", point=(30, 30))
+    sec.run_tool("pick", point=(30, 80))
+    assert "proofreading picks" in viewer.layers
+    sec.run_tool("merge", point=(0, 0))
+    assert "proofreading picks" not in viewer.layers
+    assert viewer.layers.selection.active.name == "cells labels"
+    sec.run_tool("seed", point=(80, 55))
+    sec.run_tool("seed", point=(78, 92))
+    sec.run_tool("split", point=(0, 0))
+    assert "proofreading picks" not in viewer.layers
+    sec.run_tool("cut", point=(60, 73))
+    sec.run_tool("cut", point=(100, 73))
+    assert "proofreading picks" not in viewer.layers
+
+
+def test_picks_belong_to_one_layer(setup, messages):
+    viewer, w, sec, layer = setup
+    other = viewer.add_labels(np.asarray(layer.data).copy(), name="other")
+    sec.run_tool("pick", layer=layer, point=(30, 30))
+    sec.run_tool("pick", layer=other, point=(30, 80))
+    assert len(sec.picks) == 1  # a pick on another layer starts again
+    sec.run_tool("merge", layer=other, point=(0, 0))
+    assert "at least two different" in messages["error"][-1]
+
+
+def test_correct_and_export_follow_the_selected_labels_layer(setup, messages):
+    viewer, w, sec, layer = setup
+    other = viewer.add_labels(np.zeros((120, 160), np.int32), name="other")
+    assert sec.labels_layer().name == "other"
+    assert w.export_section.layer_combo.currentText() == "other"
+    viewer.layers.selection.active = layer
+    assert sec.labels_layer().name == "cells labels"
+    assert w.export_section.layer_combo.currentText() == "cells labels"
+    viewer.layers.selection.active = other
+    sec.uncertainty_check.setChecked(True)  # no maps for user labels: refused, nothing added
+    assert not sec.uncertainty_check.isChecked() and len(viewer.layers) == 3

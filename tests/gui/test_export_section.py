@@ -124,3 +124,72 @@ def test_layers_whose_file_names_collide_are_refused(viewer_section, tmp_path, m
     assert sec.export() is None
     assert "would collide" in messages["error"][0] and "rename the layers" in messages["error"][0]
     assert not any(tmp_path.iterdir())
+
+
+def test_existing_files_one_message_naming_the_checkbox(qtbot, viewer_section, tmp_path, messages):
+    viewer, sec = viewer_section
+    viewer.add_labels(np.ones((20, 20), np.int32), name="a")
+    for key, box in sec.format_checks.items():
+        box.setChecked(key in ("tif", "csv", "roi"))
+    sec.folder_edit.setText(str(tmp_path))
+    run(qtbot, sec)
+    assert not messages["error"]
+    run(qtbot, sec)  # again: every file exists
+    assert len(messages["error"]) == 1
+    text = messages["error"][0]
+    assert "Replace existing files" in text and "a.tif" in text
+    assert "--overwrite" not in text and "overwrite=True" not in text
+    status = sec.status.text()
+    assert "Replace existing files" in status and "--overwrite" not in status and len(status) < 120
+
+
+def test_export_file_names_are_plain(qtbot, viewer_section, tmp_path, messages):
+    viewer, sec = viewer_section
+    viewer.add_labels(np.ones((20, 20), np.int32), name="cells labels [1]")
+    sec.layer_combo.setCurrentText("cells labels [1]")
+    sec.folder_edit.setText(str(tmp_path))
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "tif")
+    run(qtbot, sec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells_labels_1.tif", "cells_labels_1.tif.json"]
+
+
+def test_provenance_records_the_edits(qtbot, make_napari_viewer_proxy, tmp_path, messages):
+    from napari_unet_loop.gui.layers import LabelsTracker
+
+    viewer = make_napari_viewer_proxy()
+    tracker = LabelsTracker()
+    sec = ExportSection(viewer, tracker=tracker)
+    written = np.zeros((40, 50), np.int32)
+    written[5:15, 5:15] = 1
+    written[20:30, 20:35] = 2
+    layer = viewer.add_labels(written.copy(), name="cells labels")
+    tracker.state(layer).ours = True
+    tracker.record_output(layer, (), written)  # as the plugin wrote it
+    assert section_mod.provenance(layer, tracker)["edits"] == {
+        "source": "napari-unet-loop",
+        "edited": False,
+        "objects_added": 0,
+        "objects_removed": 0,
+        "objects_reshaped": 0,
+        "pixels_changed": 0,
+        "planes_segmented": 1,
+    }
+    layer.data_setitem(np.nonzero(written == 1), 0)  # deleted
+    layer.data_setitem(tuple(np.mgrid[30:33, 20:35].reshape(2, -1)), 2)  # grown
+    layer.data_setitem(tuple(np.mgrid[33:38, 40:45].reshape(2, -1)), 3)  # painted
+    layer.metadata["napari_unet_loop"] = {"reviewed": [[[], 2]]}
+    sec.reset_choices()
+    sec.layer_combo.setCurrentText("cells labels")
+    sec.folder_edit.setText(str(tmp_path))
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "tif")
+    run(qtbot, sec)
+    edits = json.loads((tmp_path / "cells_labels.tif.json").read_text())["provenance"]["edits"]
+    assert edits["edited"] is True and edits["source"] == "napari-unet-loop"
+    assert (edits["objects_added"], edits["objects_removed"], edits["objects_reshaped"]) == (1, 1, 1)
+    assert edits["pixels_changed"] == 100 + 45 + 25 and edits["accepted_objects"] == 1
+    region = edits["reviewed_region"]
+    assert 0 < region["fraction"] <= 1 and region["box_yx"][:2] == [0, 0]
+    user = viewer.add_labels(np.ones((20, 20), np.int32), name="mine")
+    assert section_mod.provenance(user, tracker)["edits"] == {"source": "user labels"}

@@ -517,3 +517,20 @@ def test_a_blank_image_gets_an_empty_labels_layer_and_a_note(qtbot, viewer_widge
     assert not messages["error"]
     assert "blank" in messages["info"][-1]
     assert "blank labels" in viewer.layers and not viewer.layers["blank labels"].data.any()
+
+
+def test_tools_follow_the_new_layer_of_apply_thresholds(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(discs[0], name="cells")
+    run(qtbot, w)
+    out = viewer.layers["cells labels"]
+    out.paint((40, 40), 99)  # edited: new thresholds go to a new layer
+    w.if_edited_combo.setCurrentText(IF_EDITED_NEW)
+    assert w.rethreshold() is not None
+    wait(qtbot, w)
+    assert "cells labels [1]" in viewer.layers
+    assert w.correct_section.labels_layer().name == "cells labels [1]"
+    assert w.export_section.layer_combo.currentText() == "cells labels [1]"
+    viewer.layers.selection.active = out  # the user goes back to the edited layer
+    assert w.correct_section.labels_layer().name == "cells labels"
+    assert w.export_section.layer_combo.currentText() == "cells labels"

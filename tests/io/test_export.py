@@ -619,3 +619,52 @@ def test_scale_without_unit_is_taken_as_micrometres(tmp_path):
     assert any("micrometres" in n for n in res.notes)
     with tifffile.TiffFile(res.paths[0]) as tif:
         assert tif.imagej_metadata["unit"] == "um"
+
+
+@pytest.mark.parametrize(
+    "name, plain",
+    [
+        ("cells labels [1]", "cells_labels_1"),
+        ("cells labels (fine-tuned)", "cells_labels_fine-tuned"),
+        ("a/b: c?", "a_b_c"),
+        ("run.v2", "run.v2"),
+        (" [] ", "labels"),
+    ],
+)
+def test_plain_name_for_layer_names(name, plain):
+    assert ex.plain_name(name) == plain
+
+
+def test_existing_target_message_names_no_front_end(tmp_path):
+    """The message is neutral: the command line and the dock each name their own way to allow overwriting."""
+    export_labels(blobs(), tmp_path, "tif", name="x")
+    with pytest.raises(ex.TargetExistsError) as info:
+        export_labels(blobs(), tmp_path, "tif", name="x")
+    text = str(info.value)
+    assert "allow overwriting" in text and "--overwrite" not in text and "overwrite=True" not in text
+    assert sorted(p.name for p in info.value.paths) == ["x.tif", "x.tif.json"]
+    assert isinstance(info.value, FileExistsError)
+
+
+def test_edit_summary_counts_objects_by_overlap():
+    before = np.zeros((60, 90), np.int32)
+    before[5:15, 5:15] = 1  # deleted
+    before[5:15, 30:40] = 2  # grown
+    before[30:50, 5:25] = 3  # split unevenly
+    before[30:40, 50:60] = 4  # renumbered: not an edit of the object
+    before[45:55, 70:80] = 5  # untouched
+    after = before.copy()
+    after[before == 1] = 0
+    after[5:18, 30:40] = 2
+    after[30:36, 5:25] = 8
+    after[before == 4] = 9
+    after[20:25, 70:80] = 10  # painted
+    s = ex.edit_summary(before, after)
+    assert (s["objects_added"], s["objects_removed"], s["objects_reshaped"]) == (2, 1, 2)
+    assert s["pixels_changed"] == int((before != after).sum())
+    y0, x0, y1, x1 = s["reviewed_box"]
+    assert s["reviewed_pixels"] > s["pixels_changed"] and (y0, x0) == (0, 0) and y1 <= 60 and x1 <= 90
+    same = ex.edit_summary(before, before)
+    assert same["pixels_changed"] == 0 and same["reviewed_box"] is None
+    with pytest.raises(ValueError, match="shapes differ"):
+        ex.edit_summary(before, before[:10])

@@ -8,13 +8,14 @@ from a click when a click action is chosen.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -31,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import proofread as pr
-from .layers import META_KEY, show_map, unwrap
+from .layers import HELPER, META_KEY, is_helper, show_map, unwrap
 
 if TYPE_CHECKING:
     from .widget import UNetLoopWidget
@@ -52,6 +53,8 @@ TOOLS: dict[str, tuple[str, str, str]] = {
     "next": ("Next", "K", "Go to the next doubtful object"),
     "previous": ("Previous", "Shift-K", "Go to the previous doubtful object"),
 }
+PICKS = "proofreading picks"  # the helper Points layer showing merge picks, split seeds and cut points
+QUEUE_DELAY_MS = 300  # re-rank the review queue this long after the last brush stroke
 CLICK_ACTIONS = {
     "off": None,
     "delete": "delete",
@@ -82,7 +85,17 @@ class CorrectSection(QGroupBox):
         self.cut_points: list[tuple[tuple[int, ...], tuple[float, float]]] = []
         self.queue: dict[str, np.ndarray] | None = None
         self.queue_pos = -1
+        self.queue_plane: tuple[int, ...] = ()
+        self.queue_layer: str | None = None
         self._bound: weakref.WeakSet = weakref.WeakSet()
+        self._watched: weakref.WeakSet = weakref.WeakSet()  # labels layers whose edits refresh the queue
+        self._picks_on: weakref.ref | None = None  # the labels layer the picks belong to
+        self._uncertainty_name: str | None = None
+        # brush strokes re-rank the queue once the user pauses (a stroke is one paint event)
+        self._queue_timer = QTimer(self)
+        self._queue_timer.setSingleShot(True)
+        self._queue_timer.setInterval(QUEUE_DELAY_MS)
+        self._queue_timer.timeout.connect(lambda: self.refresh_queue())
         lay = QVBoxLayout(self)
         form = QFormLayout()
         lay.addLayout(form)
@@ -148,7 +161,7 @@ class CorrectSection(QGroupBox):
         row.addWidget(rank_btn)
         self.uncertainty_check = QCheckBox("Uncertainty layer")
         self.uncertainty_check.setToolTip("Show the model's uncertainty (1 - |2p - 1|) as an image layer")
-        self.uncertainty_check.toggled.connect(lambda on: self.show_uncertainty() if on else None)
+        self.uncertainty_check.toggled.connect(lambda on: self.show_uncertainty() if on else self.hide_uncertainty())
         row.addWidget(self.uncertainty_check)
         rlay.addLayout(row)
         self.queue_list = QListWidget()
@@ -186,6 +199,14 @@ class CorrectSection(QGroupBox):
             self.layer_combo.setCurrentText(preferred)
         self.layer_combo.blockSignals(False)
         self._bind_keys()
+
+    def follow(self, layer) -> None:
+        """Correct ``layer`` (the labels layer the user selected, or the newest result)."""
+        if not isinstance(layer, Labels) or is_helper(layer) or layer.name not in self.viewer.layers:
+            return
+        if self.layer_combo.findText(layer.name) < 0:
+            self.reset_choices()
+        self.layer_combo.setCurrentText(layer.name)
 
     def labels_layer(self) -> Labels | None:
         """The labels layer being corrected."""
@@ -292,6 +313,8 @@ class CorrectSection(QGroupBox):
             values = edit.after[changed].astype(data.dtype, copy=False)
             with layer.block_history():
                 layer.data_setitem(idx, values)
+            if self.queue is not None and layer.name == self.queue_layer:
+                self.refresh_queue()
         self.status.setText(f"{edit.message[0].upper()}{edit.message[1:]} ({edit.changed} px). Ctrl+Z undoes it.")
         return edit
 
@@ -326,6 +349,10 @@ class CorrectSection(QGroupBox):
         return {"pick": self.picks, "seed": self.seeds, "cut": self.cut_points}[which]
 
     def _add_pick(self, which: str, layer, plane, point) -> None:
+        owner = self._picks_on() if self._picks_on is not None else None
+        if owner is not unwrap(layer):  # picks belong to one layer
+            self.clear_picks()
+            self._picks_on = weakref.ref(unwrap(layer))
         items = self._pick_list(which)
         if items and items[0][0] != plane:
             items.clear()  # picks belong to one plane
@@ -369,23 +396,33 @@ class CorrectSection(QGroupBox):
         return self.apply(layer, plane, pr.cut(self._plane(layer, plane), a, b))
 
     def clear_picks(self) -> None:
-        """Forget merge picks, split seeds and cut points."""
+        """Forget merge picks, split seeds and cut points, and remove the layer that showed them."""
         self.picks.clear()
         self.seeds.clear()
         self.cut_points.clear()
-        name = "proofreading picks"
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = np.zeros((0, 2))
+        self._picks_on = None
+        if PICKS in self.viewer.layers:
+            active = self.viewer.layers.selection.active
+            self.viewer.layers.remove(PICKS)
+            if active is not None and active.name != PICKS and active.name in self.viewer.layers:
+                self.viewer.layers.selection.active = active
 
     def _show_picks(self, layer: Labels) -> None:
         pts = [p for _, p in self.picks + self.seeds + self.cut_points]
-        name = "proofreading picks"
         data = np.asarray(pts, float).reshape(-1, 2)
         kw = {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = data
+        if PICKS in self.viewer.layers:
+            self.viewer.layers[PICKS].data = data
         else:
-            self.viewer.add_points(data, name=name, size=6, face_color="yellow", border_color="black", **kw)
+            self.viewer.add_points(
+                data,
+                name=PICKS,
+                size=6,
+                face_color="yellow",
+                border_color="black",
+                metadata={META_KEY: {"role": HELPER}},
+                **kw,
+            )
             self.viewer.layers.selection.active = layer
 
     def _maps(self, layer: Labels, plane: tuple[int, ...]):
@@ -409,17 +446,76 @@ class CorrectSection(QGroupBox):
         self.queue_plane = plane
         self.queue_layer = layer.name
         self.queue_pos = -1
+        self._watch(layer)
+        self._fill_queue_list(layer)
+        source = "model uncertainty and shape" if maps is not None else "shape only (no probability maps kept)"
+        self.status.setText(f"{self.queue['label'].size} objects ranked by {source}; Next (K) starts.")
+        return self.queue
+
+    def _fill_queue_list(self, layer: Labels) -> None:
         reviewed = self._reviewed(layer)
         self.queue_list.clear()
         for i in range(self.queue["label"].size):
             lab = int(self.queue["label"][i])
             why = self.queue["reason"][i] or "-"
-            done = " (accepted)" if (plane, lab) in reviewed else ""
+            done = " (accepted)" if (self.queue_plane, lab) in reviewed else ""
             item = QListWidgetItem(f"{lab}: {why}, doubt {self.queue['score'][i]:.2f}{done}")
             item.setData(Qt.UserRole, lab)
             self.queue_list.addItem(item)
-        source = "model uncertainty and shape" if maps is not None else "shape only (no probability maps kept)"
-        self.status.setText(f"{self.queue['label'].size} objects ranked by {source}; Next (K) starts.")
+        if self.queue_pos >= 0:
+            self.queue_list.setCurrentRow(self.queue_pos)
+
+    def _watch(self, layer: Labels) -> None:
+        """Re-rank the queue when ``layer`` is painted or its data replaced."""
+        real = unwrap(layer)
+        if real in self._watched:
+            return
+        self._watched.add(real)
+        ref = weakref.ref(self)
+
+        def changed(event, ref=ref, layer=weakref.ref(real)):
+            section, lyr = ref(), layer()
+            if section is not None and lyr is not None and section.queue is not None:
+                if lyr.name == section.queue_layer:
+                    with contextlib.suppress(RuntimeError):  # the dock was closed: nothing to refresh
+                        section._queue_timer.start()
+
+        real.events.paint.connect(changed)
+        real.events.data.connect(changed)
+
+    def refresh_queue(self) -> dict[str, np.ndarray] | None:
+        """Re-rank the review queue after the labels changed.
+
+        Objects that no longer exist are dropped, new ones (split parts, painted objects)
+        join, and every score is computed again. Objects up to the current one keep their
+        place, so Next goes on from where the user is; the rest are ranked anew.
+
+        Returns
+        -------
+        dict of numpy.ndarray or None
+            The queue (``None`` if there is none, or its layer is gone).
+        """
+        self._queue_timer.stop()
+        if self.queue is None or self.queue_layer not in self.viewer.layers:
+            return None
+        layer = self.viewer.layers[self.queue_layer]
+        plane = self.queue_plane
+        shape = layer.data.shape
+        if not isinstance(layer, Labels) or len(shape) != len(plane) + 2 or any(i >= n for i, n in zip(plane, shape)):
+            return None
+        maps = self._maps(layer, plane)
+        fg, dist = (maps[0].astype(np.float32), maps[1].astype(np.float32)) if maps is not None else (None, None)
+        table = pr.doubt_table(self._plane(layer, plane), fg, dist)
+        now = [int(lab) for lab in table["label"]]
+        where = {lab: i for i, lab in enumerate(now)}
+        old = [int(lab) for lab in self.queue["label"]]
+        kept = [lab for lab in old[: self.queue_pos + 1] if lab in where]
+        seen = set(kept)
+        order = [where[lab] for lab in kept] + [i for i, lab in enumerate(now) if lab not in seen]
+        index = np.asarray(order, np.intp)
+        self.queue = {key: np.asarray(col)[index] for key, col in table.items()}
+        self.queue_pos = len(kept) - 1
+        self._fill_queue_list(layer)
         return self.queue
 
     def _queue_layer(self) -> Labels:
@@ -433,8 +529,15 @@ class CorrectSection(QGroupBox):
             raise pr.ProofreadError("rank the objects first (Rank objects by doubt)")
         pos = int(np.clip(pos, 0, self.queue["label"].size - 1))
         layer = self._queue_layer()
-        self.queue_pos = pos
         lab = int(self.queue["label"][pos])
+        if not (self._plane(layer, self.queue_plane) == lab).any():  # changed without an event (e.g. undo)
+            step = pos - self.queue_pos
+            self.refresh_queue()
+            if self.queue is None or not self.queue["label"].size:
+                raise pr.ProofreadError("no objects left to review: rank again")
+            pos = int(np.clip(self.queue_pos + (1 if step >= 0 else -1), 0, self.queue["label"].size - 1))
+            lab = int(self.queue["label"][pos])
+        self.queue_pos = pos
         data_pt = [*self.queue_plane, self.queue["centroid_y"][pos], self.queue["centroid_x"][pos]]
         world = layer.data_to_world(data_pt)
         self.viewer.camera.center = tuple(world[-2:])
@@ -486,4 +589,11 @@ class CorrectSection(QGroupBox):
         data = np.zeros(layer.data.shape, np.float32)
         for plane, (fg, _) in maps.items():
             data[plane] = 1 - np.abs(2 * fg.astype(np.float32) - 1)
-        show_map(self.viewer, f"{layer.name} uncertainty", data, layer, "inferno", opacity=0.5)
+        self._uncertainty_name = f"{layer.name} uncertainty"
+        show_map(self.viewer, self._uncertainty_name, data, layer, "inferno", opacity=0.5)
+
+    def hide_uncertainty(self) -> None:
+        """Remove the uncertainty layer the section added (it is shown again when ticked)."""
+        name, self._uncertainty_name = self._uncertainty_name, None
+        if name and name in self.viewer.layers and is_helper(self.viewer.layers[name]):
+            self.viewer.layers.remove(name)

@@ -24,11 +24,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import __version__
-from ..io.export import ExportError, export_labels, output_names
-from .layers import META_KEY
+from ..io.export import ExportError, TargetExistsError, edit_summary, export_labels, output_names, plain_name
+from .layers import META_KEY, is_helper
 
 if TYPE_CHECKING:
     import napari
+
+    from .layers import LabelsTracker
 
 FORMAT_NAMES = {
     "tif": "TIFF (Fiji)",
@@ -38,6 +40,7 @@ FORMAT_NAMES = {
     "roi": "ImageJ ROIs (.zip)",
 }
 ALL_LAYERS = "all labels layers"
+REPLACE_TEXT = "Replace existing files"
 
 
 def paired_image(viewer: napari.viewer.Viewer, labels: Labels) -> Image | None:
@@ -83,21 +86,85 @@ def layer_units(layer: Labels) -> str | None:
     return None if unit in ("pixel", "px", "") else unit
 
 
-def provenance(layer: Labels) -> dict[str, Any]:
-    """What the plugin recorded on a labels layer (model, thresholds, tile size), plus the layer name."""
-    return {
+def provenance(layer: Labels, tracker: LabelsTracker | None = None) -> dict[str, Any]:
+    """What the plugin recorded on a labels layer (model, thresholds, tile size), plus the layer name.
+
+    With the dock's edit ``tracker``, the record also says in brief how the labels were made
+    and edited (see :func:`edit_history`).
+    """
+    record = {
         **dict(layer.metadata.get(META_KEY, {})),
         "layer": layer.name,
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "plugin_version": __version__,
     }
+    if tracker is not None:
+        record["edits"] = edit_history(layer, tracker)
+    return record
 
 
-def export_jobs(viewer, layers: list[Labels], formats: list[str] = ("csv", "zarr")) -> list[dict]:
+def edit_history(layer: Labels, tracker: LabelsTracker) -> dict[str, Any]:
+    """The edit history of a labels layer in brief, against the labels the plugin wrote.
+
+    Returns
+    -------
+    dict
+        ``source``: ``"napari-unet-loop"`` for planes the plugin segmented, with ``edited``,
+        ``objects_added``, ``objects_removed``, ``objects_reshaped``, ``pixels_changed``,
+        ``planes_segmented``, ``planes_edited`` (stacks) and ``reviewed_region`` (the edited
+        objects with a margin: ``pixels``, ``fraction`` of the segmented planes, ``box_yx``);
+        ``"user labels"`` for a layer the plugin never segmented. Both give ``accepted_objects``
+        (objects accepted in the review queue) when there are any.
+    """
+    accepted = len(layer.metadata.get(META_KEY, {}).get("reviewed", []))
+    try:
+        corrections = tracker.corrections(layer)
+    except (IndexError, ValueError):  # the data was replaced by an array of another shape
+        corrections = None
+    if corrections is None:
+        out: dict[str, Any] = {"source": "napari-unet-loop", "edited": True, "note": "labels replaced since segmenting"}
+    elif not corrections:
+        out = {"source": "user labels"}
+    else:
+        totals = dict.fromkeys(("objects_added", "objects_removed", "objects_reshaped", "pixels_changed"), 0)
+        reviewed, pixels, boxes, planes = 0, 0, [], []
+        try:
+            for index, (original, current) in corrections.items():
+                summary = edit_summary(original, current)
+                for key in totals:
+                    totals[key] += summary[key]
+                pixels += original.size
+                if summary["pixels_changed"]:
+                    planes.append(list(index))
+                    reviewed += summary["reviewed_pixels"]
+                    boxes.append(summary["reviewed_box"])
+        except ValueError:  # a plane of another shape than the plugin wrote
+            return {"source": "napari-unet-loop", "edited": True, "note": "labels replaced since segmenting"}
+        out = {"source": "napari-unet-loop", "edited": bool(totals["pixels_changed"]), **totals}
+        out["planes_segmented"] = len(corrections)
+        if layer.data.ndim > 2:
+            out["planes_edited"] = planes
+        if boxes:
+            box = np.array(boxes)
+            out["reviewed_region"] = {
+                "pixels": reviewed,
+                "fraction": round(reviewed / pixels, 4) if pixels else 0.0,
+                "box_yx": [*box[:, :2].min(0).tolist(), *box[:, 2:].max(0).tolist()],
+            }
+    if accepted:
+        out["accepted_objects"] = accepted
+    return out
+
+
+def export_jobs(
+    viewer, layers: list[Labels], formats: list[str] = ("csv", "zarr"), tracker: LabelsTracker | None = None
+) -> list[dict]:
     """Plain-data export jobs for a worker thread (no layer is touched off the main thread).
 
     The labels are copied, so editing while the export runs cannot mix two states in the files;
-    the image is read only for the formats that use it (CSV intensities, OME-Zarr).
+    the image is read only for the formats that use it (CSV intensities, OME-Zarr). File names
+    are plain (:func:`~napari_unet_loop.io.export.plain_name`): ``cells labels [1]`` is written
+    as ``cells_labels_1.*``.
     """
     jobs = []
     needs_image = bool(set(formats) & {"csv", "zarr"})
@@ -106,12 +173,12 @@ def export_jobs(viewer, layers: list[Labels], formats: list[str] = ("csv", "zarr
         jobs.append(
             {
                 "labels": np.array(layer.data),
-                "name": layer.name.replace(" ", "_"),
+                "name": plain_name(layer.name),
                 "image": grey(image) if image is not None else None,
                 "scale": tuple(float(s) for s in layer.scale),
                 "units": layer_units(layer),
                 "axes": label_axes(layer),
-                "provenance": provenance(layer),
+                "provenance": provenance(layer, tracker),
                 "layer": layer.name,
             }
         )
@@ -119,7 +186,7 @@ def export_jobs(viewer, layers: list[Labels], formats: list[str] = ("csv", "zarr
 
 
 def run_exports(jobs: list[dict], folder: Path, formats: list[str], overwrite: bool):
-    """Write every job in every format; yields ``(layer, format, ExportResult or error message)``."""
+    """Write every job in every format; yields ``(layer, format, ExportResult or the error)``."""
     for job in jobs:
         for fmt in formats:
             try:
@@ -136,7 +203,7 @@ def run_exports(jobs: list[dict], folder: Path, formats: list[str], overwrite: b
                     provenance=job["provenance"],
                 )
             except (ExportError, FileExistsError, PermissionError, OSError) as exc:
-                yield job["layer"], fmt, str(exc)
+                yield job["layer"], fmt, exc
                 continue
             yield job["layer"], fmt, res
 
@@ -148,11 +215,14 @@ class ExportSection(QGroupBox):
     ----------
     viewer : napari.viewer.Viewer
         The viewer.
+    tracker : LabelsTracker, optional
+        The dock's edit tracking: the provenance then records the edit history in brief.
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, tracker: LabelsTracker | None = None) -> None:
         super().__init__("Export")
         self.viewer = viewer
+        self.tracker = tracker
         self._worker = None
         form = QFormLayout(self)
         self.layer_combo = QComboBox()
@@ -175,7 +245,8 @@ class ExportSection(QGroupBox):
         browse.clicked.connect(self._browse)
         row.addWidget(browse)
         form.addRow("Folder", row)
-        self.overwrite_check = QCheckBox("Replace existing files")
+        self.overwrite_check = QCheckBox(REPLACE_TEXT)
+        self.overwrite_check.setToolTip("Write over files of the same name in the folder")
         form.addRow(self.overwrite_check)
         self.export_btn = QPushButton("Export")
         self.export_btn.clicked.connect(lambda: self.export())
@@ -193,6 +264,18 @@ class ExportSection(QGroupBox):
         self.layer_combo.addItems(names + ([ALL_LAYERS] if len(names) > 1 else []))
         if current in names or current == ALL_LAYERS:
             self.layer_combo.setCurrentText(current)
+
+    def follow(self, layer) -> None:
+        """Export ``layer`` (the labels layer the user selected, or the newest result).
+
+        A choice of all labels layers is kept.
+        """
+        if not isinstance(layer, Labels) or is_helper(layer) or self.layer_combo.currentText() == ALL_LAYERS:
+            return
+        if self.layer_combo.findText(layer.name) < 0:
+            self.reset_choices()
+        if self.layer_combo.findText(layer.name) >= 0:
+            self.layer_combo.setCurrentText(layer.name)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder_edit.text())
@@ -232,7 +315,7 @@ class ExportSection(QGroupBox):
             problem = "choose a folder"
         else:
             try:  # e.g. layers "a b" and "a_b" would both be written as a_b.*
-                output_names([lyr.name.replace(" ", "_") for lyr in layers], [lyr.name for lyr in layers])
+                output_names([plain_name(lyr.name) for lyr in layers], [lyr.name for lyr in layers])
             except ExportError as exc:
                 problem = str(exc).replace("rename them", "rename the layers")
         if problem:
@@ -240,10 +323,13 @@ class ExportSection(QGroupBox):
             self.status.setText(problem)
             return None
         overwrite = self.overwrite_check.isChecked()
-        jobs = export_jobs(self.viewer, layers, formats)
+        jobs = export_jobs(self.viewer, layers, formats, self.tracker)
         worker = create_worker(run_exports, jobs, folder, formats, overwrite, _start_thread=False)
+        self._folder = folder
         self._written: list[str] = []
-        self._failed: list[str] = []
+        self._existing: list[str] = []  # names of files that exist (Replace existing files not ticked)
+        self._failed: list[str] = []  # other failures, one line each
+        self._notes: list[str] = []
         worker.yielded.connect(self._on_result)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -254,20 +340,57 @@ class ExportSection(QGroupBox):
 
     def _on_result(self, item) -> None:
         layer, fmt, res = item
-        if isinstance(res, str):
-            self._failed.append(f"{layer} ({fmt}): {res}")
-            show_error(f"Export of '{layer}' as {fmt} failed: {res}")
-            return
-        self._written += [p.name for p in res.paths]
-        for note in res.notes:
-            show_info(f"{layer} ({fmt}): {note}")
+        if isinstance(res, TargetExistsError):
+            names = {p.name for p in res.paths}
+            # a provenance sidecar is named only when its data file is not (e.g. left alone)
+            self._existing += [
+                p.name
+                for p in res.paths
+                if p.name not in self._existing and not (p.name.endswith(".json") and p.name[:-5] in names)
+            ]
+        elif isinstance(res, BaseException):
+            self._failed.append(f"'{layer}' as {FORMAT_NAMES.get(fmt, fmt)}: {res}")
+        else:
+            self._written += [p.name for p in res.paths]
+            self._notes += [f"'{layer}' ({FORMAT_NAMES.get(fmt, fmt)}): {note}" for note in res.notes]
 
     def _on_finished(self) -> None:
+        """One status line, and at most one notification for the failures (and one for the notes)."""
         self._worker = None
         self.export_btn.setEnabled(True)
-        text = (
-            f"Wrote {len(self._written)} file(s): {', '.join(self._written)}" if self._written else "Nothing written."
-        )
-        if self._failed:
-            text += f" Failed: {'; '.join(self._failed)}"
-        self.status.setText(text)
+        written, existing, failed = self._written, self._existing, self._failed
+        parts = []
+        if written:
+            names = f": {', '.join(written)}" if len(written) <= 3 else ""
+            parts.append(f"Wrote {len(written)} file{'s' if len(written) != 1 else ''}{names}.")
+        if existing:
+            parts.append(
+                f"{_count(existing, 'file')} already exist{'s' if len(existing) == 1 else ''}: "
+                f"tick '{REPLACE_TEXT}' to replace {'it' if len(existing) == 1 else 'them'}."
+            )
+        if failed:
+            parts.append(f"{_count(failed, 'export')} failed (see the message).")
+        if not written and not existing and not failed:
+            parts.append("Nothing written.")
+        self.status.setText(" ".join(parts))
+        self.status.setToolTip("\n".join([*(str(self._folder / n) for n in written), *existing, *failed]))
+        problems = []
+        if existing:
+            shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+            one = len(existing) == 1
+            problems.append(
+                f"{shown} already exist{'s' if one else ''} in {self._folder}; {'it was' if one else 'they were'} "
+                f"not replaced. Tick '{REPLACE_TEXT}' in the Export section to replace "
+                f"{'it' if one else 'them'}, or choose another folder."
+            )
+        problems += [f"Export of {line}" for line in failed[:3]]
+        if len(failed) > 3:
+            problems.append(f"... and {len(failed) - 3} more failures.")
+        if problems:
+            show_error("\n".join(problems))
+        if self._notes:
+            show_info("\n".join(dict.fromkeys(self._notes)))
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"

@@ -125,7 +125,7 @@ class UNetLoopWidget(QWidget):
         root.addWidget(self.correct_section)
         self.finetune_section = FineTuneSection(self)
         root.addWidget(self.finetune_section)
-        self.export_section = ExportSection(self.viewer)
+        self.export_section = ExportSection(self.viewer, tracker=self.tracker)
         root.addWidget(self.export_section)
         root.addStretch(1)
 
@@ -344,6 +344,9 @@ class UNetLoopWidget(QWidget):
         active = self.viewer.layers.selection.active
         if isinstance(active, Image) and not is_helper(active):  # maps and previews are not inputs
             self.image_combo.setCurrentText(active.name)
+        elif isinstance(active, Labels) and not is_helper(active):  # the tools work on the layer selected
+            self.correct_section.follow(active)
+            self.export_section.follow(active)
 
     def image_layer(self) -> Image | None:
         """The chosen image layer (``None`` when there is none)."""
@@ -915,6 +918,9 @@ class UNetLoopWidget(QWidget):
         st = self.tracker.state(layer)
         st.ours, st.edited = True, False
         self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
+        # the newest result is what the user corrects and exports next
+        self.correct_section.follow(layer)
+        self.export_section.follow(layer)
         return layer
 
     def _replacement_layer(self, old: Labels, data: np.ndarray) -> Labels:
