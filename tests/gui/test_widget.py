@@ -534,3 +534,27 @@ def test_tools_follow_the_new_layer_of_apply_thresholds(qtbot, viewer_widget, di
     viewer.layers.selection.active = out  # the user goes back to the edited layer
     assert w.correct_section.labels_layer().name == "cells labels"
     assert w.export_section.layer_combo.currentText() == "cells labels"
+
+
+def test_join_planes_into_3d_objects_after_segment_stack(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    stack = np.stack([discs[0]] * 3)  # the same nuclei in every plane
+    viewer.add_image(stack, name="z")
+    w.stitch_check.setChecked(True)
+    run(qtbot, w, stack=True)
+    out = viewer.layers["z labels"]
+    assert out.metadata["napari_unet_loop"]["objects_3d"] == {"iou": 0.5}
+    np.testing.assert_array_equal(out.data[0], out.data[2])  # one id per object through the planes
+    assert "3D object(s)" in w.status.text()
+
+
+def test_stitch_stack_is_one_undoable_step(viewer_widget, discs):
+    viewer, w = viewer_widget
+    _, labels = discs
+    per_plane = np.stack([labels, np.where(labels > 0, 6 - labels, 0), labels]).astype(np.int32)
+    layer = viewer.add_labels(per_plane.copy(), name="planes")
+    assert w.stitch_stack(layer) == 5
+    assert len(np.unique(layer.data)) == 6
+    np.testing.assert_array_equal(layer.data[1], layer.data[0])
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, per_plane)

@@ -293,6 +293,21 @@ class UNetLoopWidget(QWidget):
             "earlier run are replaced in place; Ctrl+Z on the labels layer brings them back."
         )
         form.addRow("If labels were edited", self.if_edited_combo)
+        row3d = QHBoxLayout()
+        self.stitch_check = QCheckBox("Join planes into 3D objects")
+        self.stitch_check.setToolTip(
+            "After Segment stack: objects of consecutive planes that overlap (intersection over union at "
+            "least the value on the right; objects lying 90 % inside one another too) become one 3D "
+            "object with one id (for Z stacks; along the axis before Y and X)"
+        )
+        row3d.addWidget(self.stitch_check)
+        self.stitch_spin = QDoubleSpinBox()
+        self.stitch_spin.setRange(0.05, 1.0)
+        self.stitch_spin.setSingleStep(0.05)
+        self.stitch_spin.setValue(0.5)
+        self.stitch_spin.setToolTip("Smallest overlap (IoU) of two objects in consecutive planes that joins them")
+        row3d.addWidget(self.stitch_spin)
+        form.addRow("3D objects", row3d)
         lay.addLayout(form)
         row = QHBoxLayout()
         self.segment_btn = QPushButton("Segment")
@@ -1038,8 +1053,46 @@ class UNetLoopWidget(QWidget):
         self._busy(False)
         self.update_detected()
         callback, target = self._run.get("on_done"), self._run.get("target")
+        if ok and target is not None and self._run.get("kind") == "segment" and self.stitch_check.isChecked():
+            self.stitch_stack(target)
         if ok and callback is not None and target is not None:
             callback(target)
+
+    def stitch_stack(self, target: Labels) -> int:
+        """Join the per-plane objects of a stacked labels layer into 3D objects, as one undoable step.
+
+        Works along the stack axis just before Y and X (Z in ``ZYX`` and ``TZYX``); other stack
+        axes (time) are joined separately.
+
+        Returns
+        -------
+        int
+            Number of 3D objects (0 when the layer has no stack axis).
+        """
+        from ..core.stitch import stitch_planes
+
+        data = np.asarray(target.data)
+        if data.ndim < 3 or data.shape[-3] < 2:
+            return 0
+        joined = np.empty(data.shape, np.int64)
+        for outer in np.ndindex(*data.shape[:-3]):
+            joined[outer] = stitch_planes(data[outer], self.stitch_spin.value())
+        if not self._fits(target, joined):
+            show_warning(f"'{target.name}' cannot hold {int(joined.max())} 3D ids: its planes are left unjoined")
+            return 0
+        n = sum(int(joined[outer].max()) for outer in np.ndindex(*data.shape[:-3]))
+        changed = np.nonzero(data != joined)
+        with self.tracker.writing(target):
+            if changed[0].size:
+                with target.block_history():  # one undoable step for the whole stack
+                    target.data_setitem(changed, joined[changed].astype(target.data.dtype))
+            for index in np.ndindex(*data.shape[:-2]):
+                self.tracker.record_output(target, index, joined[index])
+        meta = dict(target.metadata.get(META_KEY, {}))
+        meta["objects_3d"] = {"iou": self.stitch_spin.value()}
+        target.metadata[META_KEY] = meta
+        self.status.setText(self.status.text() + f" Joined into {n} 3D object(s).")
+        return n
 
     def _on_aborted(self) -> None:
         self._run["aborted"] = True
