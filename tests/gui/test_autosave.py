@@ -258,3 +258,18 @@ def test_restore_keeps_ids_beyond_int32(make_napari_viewer_proxy, tmp_path):
     restored = other.restore(other.pending()[0])
     assert restored.data.max() == 3_000_000_000
     other.timer.stop()
+
+
+def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path):
+    """Removing a labels layer removes its autosave: a crash later does not bring back what the user deleted."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    kept = viewer.add_labels(np.zeros((20, 20), np.int32), name="kept")
+    gone = viewer.add_labels(np.zeros((20, 20), np.int32), name="gone")
+    kept.paint((5, 5), 2)
+    gone.paint((5, 5), 3)
+    assert len(saver.save_dirty()) == 2
+    viewer.layers.remove(gone)
+    crash(saver)
+    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
+    assert [n["layer"] for n in other.pending()] == ["kept"]

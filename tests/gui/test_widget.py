@@ -558,3 +558,19 @@ def test_stitch_stack_is_one_undoable_step(viewer_widget, discs):
     np.testing.assert_array_equal(layer.data[1], layer.data[0])
     layer.undo()
     np.testing.assert_array_equal(layer.data, per_plane)
+
+
+def test_the_dock_keeps_only_a_few_models_in_memory(viewer_widget, tmp_path):
+    """Each fine-tune adds a model: only the most recently used stay loaded, the rest reload from file."""
+    from napari_unet_loop.core import models
+    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.gui.widget import MAX_LOADED
+
+    viewer, w = viewer_widget
+    for i in range(MAX_LOADED + 3):
+        path = models.save(models.new_model(UNetConfig(depth=2, base_width=4), name=f"m{i}"), tmp_path / f"m{i}")
+        assert w.add_model_file(path) is not None
+    assert len(w._models) == MAX_LOADED
+    assert w.model_combo.currentText() in w._models
+    w.refresh_models(select="m0")  # dropped from memory, loaded again from its file
+    assert w.current_model().name == "m0" and len(w._models) == MAX_LOADED

@@ -186,8 +186,20 @@ class Autosaver:
         if app is not None:  # a clean exit leaves nothing to restore; a crash leaves the autosaves
             app.aboutToQuit.connect(self.discard_session)
         viewer.layers.events.inserted.connect(self._track)
+        viewer.layers.events.removed.connect(self._forget)
         for layer in viewer.layers:
             self._track(layer=layer)
+
+    def _forget(self, event) -> None:
+        """A layer the user removed is not offered back after a crash: its autosave goes with it."""
+        layer = event.value
+        if not isinstance(layer, Labels):
+            return
+        rec = self._saved.pop(unwrap(layer), None)
+        if rec is None:
+            return
+        for suffix in (".tif", ".json"):
+            (self.folder / f"{rec.stem}{suffix}").unlink(missing_ok=True)
 
     def _track(self, event=None, layer=None) -> None:
         layer = layer if layer is not None else event.value

@@ -639,7 +639,7 @@ class FineTuneSection(QGroupBox):
             show_error(f"Could not save the fine-tuned model: {exc}")
             return
         self._previous_model = self.main.model_combo.currentText()
-        self.main._models[model.name] = model
+        self.main.cache_model(model.name, model)
         self.main.refresh_models(select=model.name)
         self.main._reset_thresholds()  # the new model's (tuned) thresholds
         self.revert_btn.setEnabled(True)

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 IF_EDITED_NEW = "make a new layer"
 IF_EDITED_REPLACE = "replace it (Ctrl+Z undoes)"
 OTHER_MODEL = "Other model file..."
+MAX_LOADED = 3  # models kept in memory by the dock (the others are loaded again from their files)
 # the Imaging choices: (shown text, value); "auto" means the model's own setting
 IMAGING_CHOICES = (
     ("Auto", "auto"),
@@ -546,7 +547,7 @@ class UNetLoopWidget(QWidget):
             return None
         key = model.name if model.name not in self._model_paths else f"{model.name} ({Path(path).name})"
         self._model_paths[key] = Path(path)
-        self._models[key] = model
+        self.cache_model(key, model)
         self.refresh_models(select=key)
         self._reset_thresholds()
         return model
@@ -655,9 +656,25 @@ class UNetLoopWidget(QWidget):
         name = self.model_combo.currentText()
         if name not in self._model_paths:
             raise ModelError("no model chosen: pick one in the Model list")
-        if name not in self._models:
-            self._models[name] = model_files.load(self._model_paths[name])
-        return self._models[name]
+        model = self._models.get(name)
+        if model is None:
+            model = model_files.load(self._model_paths[name])
+        self.cache_model(name, model)
+        return model
+
+    def cache_model(self, name: str, model: Model) -> None:
+        """Keep a loaded model for reuse; only the :data:`MAX_LOADED` most recently used stay in memory.
+
+        Every model in the list has its file, so one dropped here is loaded again when chosen;
+        without a bound, each fine-tune of a session would keep another network in memory.
+        """
+        self._models.pop(name, None)
+        self._models[name] = model  # most recently used last
+        while len(self._models) > MAX_LOADED:
+            oldest = next(iter(self._models))
+            if oldest == name:
+                break
+            del self._models[oldest]
 
     def _show_model_info(self) -> None:
         try:
