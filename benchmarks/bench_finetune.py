@@ -52,8 +52,7 @@ import torch
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.model import UNetConfig
-from napari_unet_loop.core.models import Model, ModelError, load, new_model
+from napari_unet_loop.core.model_files import Model, ModelError, load, new_model
 from napari_unet_loop.core.postprocess import PostprocessConfig, instances
 from napari_unet_loop.core.predict import predict
 from napari_unet_loop.core.train import (
@@ -65,6 +64,7 @@ from napari_unet_loop.core.train import (
     training_dtype,
     tune_thresholds,
 )
+from napari_unet_loop.core.unet import UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "src/napari_unet_loop/models/splits"

@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"[classical] test AP50 {sc['ap50']:.3f} ({sc['predict_s']:.0f} s)", flush=True)
 
     # 2. shipped
-    from napari_unet_loop.core.models import ModelError, load
+    from napari_unet_loop.core.model_files import ModelError, load
 
     try:
         shipped = load(SHIPPED)

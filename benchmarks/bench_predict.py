@@ -47,13 +47,13 @@ import torch
 
 from napari_unet_loop.core.device import DEVICE_CHOICES, autocast_dtype, resolve_device
 from napari_unet_loop.core.image import prepare_input
-from napari_unet_loop.core.model import UNet, UNetConfig
-from napari_unet_loop.core.models import Model, ModelError, load, new_model
+from napari_unet_loop.core.model_files import Model, ModelError, load, new_model
 from napari_unet_loop.core.postprocess import instances
 from napari_unet_loop.core.predict import auto_tile_size, model_halo, outputs_to_probabilities, predict
 from napari_unet_loop.core.predict import run as run_progress
 from napari_unet_loop.core.segment import iter_segment
 from napari_unet_loop.core.tiling import TileGrid, round_up
+from napari_unet_loop.core.unet import UNet, UNetConfig
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src/napari_unet_loop/sample_data/nuclei_fluorescence.png"
 WARMUP_SIDE = 256

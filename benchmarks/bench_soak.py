@@ -124,12 +124,12 @@ def malloc_trim() -> bool:
 
 def make_tiny_model(folder: Path) -> Path:
     """A randomly initialised depth-2, width-4 model file, as the tests' ``tiny_model_path``."""
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
-    model = models.new_model(UNetConfig(depth=2, base_width=4), name="soak-tiny", description="soak test model")
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="soak-tiny", description="soak test model")
     path = folder / "soak-tiny.safetensors"
-    models.save(model, path)
+    model_files.save(model, path)
     return path
 
 
@@ -141,11 +141,11 @@ def choose_model(widget, spec: str, folder: Path) -> str:
     str
         The name shown in the dock's model list.
     """
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     if spec == TINY:
         path: Path | None = make_tiny_model(folder)
-    elif spec.endswith(models.SUFFIX) or os.sep in spec:
+    elif spec.endswith(model_files.SUFFIX) or os.sep in spec:
         path = Path(spec)
     else:
         path = None
@@ -153,11 +153,11 @@ def choose_model(widget, spec: str, folder: Path) -> str:
         if widget.add_model_file(path) is None:
             raise SystemExit(f"cannot load the model file {path}")
     else:
-        name = models.DEFAULT_MODEL if spec == "default" else spec
+        name = model_files.DEFAULT_MODEL if spec == "default" else spec
         widget.refresh_models(select=name)
         widget._reset_thresholds()
         if widget.model_combo.currentText() != name:
-            raise SystemExit(f"no model named {spec!r}; known: {', '.join(models.list_models())}")
+            raise SystemExit(f"no model named {spec!r}; known: {', '.join(model_files.list_models())}")
     widget.current_model()  # load it now, before the baseline measurement
     return widget.model_combo.currentText()
 

@@ -93,10 +93,10 @@ def main() -> None:
     print("wrote", out / "finetune.png", "-", ft.result_label.text().replace("\n", " "))
     w.export_section.grab().save(str(out / "export.png"))
     print("wrote", out / "export.png")
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
-    if "dsb2018-nuclei-ft-screenshot" in models.list_models():
-        models.delete_user_model("dsb2018-nuclei-ft-screenshot")
+    if "dsb2018-nuclei-ft-screenshot" in model_files.list_models():
+        model_files.delete_user_model("dsb2018-nuclei-ft-screenshot")
     viewer.close()
 
 

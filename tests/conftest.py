@@ -29,23 +29,23 @@ def _private_model_dir(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """A small randomly initialised model file (depth 2, width 4): fast on CPU, useless results."""
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
-    model = models.new_model(UNetConfig(depth=2, base_width=4), name="tiny", description="test model", seed=0)
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="tiny", description="test model", seed=0)
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    models.save(model, path)
+    model_files.save(model, path)
     return path
 
 
 @pytest.fixture(scope="session")
 def shipped_model_available():
     """Whether the shipped default model file is present."""
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     try:
-        models.load("default")
-    except models.ModelError:
+        model_files.load("default")
+    except model_files.ModelError:
         return False
     return True
 

@@ -145,10 +145,10 @@ def test_corrupt_model_file(tmp_path, folders, capsys):
 
 
 def test_model_for_another_channel_count(tmp_path, folders, capsys):
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
-    path = models.save(models.new_model(UNetConfig(in_channels=3, depth=2, base_width=4)), tmp_path / "rgb3")
+    path = model_files.save(model_files.new_model(UNetConfig(in_channels=3, depth=2, base_width=4)), tmp_path / "rgb3")
     images, _ = folders
     grey = tmp_path / "grey.tif"
     tifffile.imwrite(grey, iio.imread(images / "nuclei_small.png")[..., 0])
@@ -210,18 +210,18 @@ def test_export_keeps_the_provenance_of_a_segmentation(tmp_path, folders, tiny_m
 
 
 def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_path, capsys):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     images, labels = folders
     model = tmp_path / "t.safetensors"
-    m = models.load(tiny_model_path)
+    m = model_files.load(tiny_model_path)
     m.card.metrics = {"test": {"ap50": 0.5}}
-    models.save(m, model)
+    model_files.save(m, model)
     assert main(["tune", str(images), str(labels), "--model", str(model), "--write"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["after"] >= out["before"]
-    assert models.load(model).card.postprocess.to_dict() == out["thresholds"]
-    assert "test" not in models.load(model).card.metrics  # scores for other thresholds are dropped
+    assert model_files.load(model).card.postprocess.to_dict() == out["thresholds"]
+    assert "test" not in model_files.load(model).card.metrics  # scores for other thresholds are dropped
 
 
 def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):
@@ -250,7 +250,7 @@ def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys
 
 
 def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     images, labels = folders
     out = tmp_path / "ft.safetensors"
@@ -271,10 +271,10 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     ]
     assert main(args) == 0
     assert "thresholds tuned on the validation data" in capsys.readouterr().err
-    card = models.load(out).card
+    card = model_files.load(out).card
     assert card.metrics["threshold_tuning"]["ap50_after"] >= card.metrics["threshold_tuning"]["ap50_before"]
     assert main([*args, "--overwrite", "--no-tune"]) == 0
-    assert "threshold_tuning" not in models.load(out).card.metrics
+    assert "threshold_tuning" not in model_files.load(out).card.metrics
 
 
 def test_tune_does_not_write_into_a_shipped_model(folders, shipped_model_available, capsys):
@@ -372,11 +372,11 @@ def test_axes_that_do_not_fit_are_a_clear_error(tmp_path, folders, tiny_model_pa
 
 
 def test_multichannel_model_takes_all_declared_channels(tmp_path, tiny_model_path):
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
-    two = models.new_model(UNetConfig(depth=2, base_width=4, in_channels=2))
-    models.save(two, tmp_path / "two.safetensors")
+    two = model_files.new_model(UNetConfig(depth=2, base_width=4, in_channels=2))
+    model_files.save(two, tmp_path / "two.safetensors")
     data = np.random.default_rng(0).integers(0, 4000, (2, 64, 64)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "cyx.tif", data, imagej=True, metadata={"axes": "CYX"})
     args = ["segment", str(tmp_path / "cyx.tif"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "two")]
@@ -426,7 +426,7 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
 def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
     """A run killed after a checkpoint goes on with --resume: same settings, the step count carries on."""
     import napari_unet_loop.cli as cli_mod
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     images, labels = folders
     out = tmp_path / "ft.safetensors"
@@ -448,7 +448,7 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     assert main(["train", "--resume", str(ckpt)]) == 0
     err = capsys.readouterr().err
     assert "resuming at step 2" in err and "resumed at step 2" in err
-    card = models.load(out).card
+    card = model_files.load(out).card
     assert card.training["steps"] == 5 and card.training["final"] is True
     assert card.parent == "tiny" and card.training["config"]["steps"] == 5
     assert not ckpt.exists()  # a finished run leaves no checkpoint behind
@@ -492,7 +492,7 @@ def test_segment_modality_auto_and_override(tmp_path, folders, tiny_model_path, 
 
 
 def test_train_records_modality_and_kind_balance(tmp_path, folders, tiny_model_path, capsys):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     images, labels = folders
     out = tmp_path / "m.safetensors"
@@ -500,7 +500,7 @@ def test_train_records_modality_and_kind_balance(tmp_path, folders, tiny_model_p
     args += ["--patch", "64", "--batch", "2", "--no-tune", "--modality", "auto", "--balance-kinds", "he=0.6"]
     assert main(args) == 0
     assert "patches per kind of image" in capsys.readouterr().err
-    card = models.load(out).card
+    card = model_files.load(out).card
     assert card.modality == "auto"
     assert card.training["kinds"]["he"] + card.training["kinds"]["fluorescence"] == 2
     assert card.training["kind_shares"]["he"] >= 0.5
@@ -602,14 +602,14 @@ def test_train_refuses_unmatched_val_list_and_empty_labels(tmp_path, folders, ti
 
 
 def test_train_without_validation_says_so_and_records_it(tmp_path, folders, tiny_model_path, capsys):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     images, labels = folders
     out = tmp_path / "m.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
     assert main([*args, "--val-fraction", "0", "--patch", "64", "--batch", "2"]) == 0
     assert "WARNING: no validation data" in capsys.readouterr().err
-    assert models.load(out).card.training["validated"] is False
+    assert model_files.load(out).card.training["validated"] is False
 
 
 def test_ctrl_c_while_starting_is_one_line(monkeypatch, folders, tmp_path, capsys):

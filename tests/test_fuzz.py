@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from napari_unet_loop.cli import main
-from napari_unet_loop.core import models
-from napari_unet_loop.core.model import UNetConfig
+from napari_unet_loop.core import model_files
+from napari_unet_loop.core.unet import UNetConfig
 from napari_unet_loop.io.images import ReadError, read_image
 from napari_unet_loop.io.readers import read_labels
 from napari_unet_loop.sample_data import sample_path
@@ -117,7 +117,7 @@ _values = st.one_of(
     value=_values,
 )
 def test_model_cards_load_or_give_a_model_error(tmp_path, section, key, value):
-    model = models.new_model(_SMALL, name="fuzz")
+    model = model_files.new_model(_SMALL, name="fuzz")
     card = model.card.to_dict()
     if section == "top":
         card[key] = value
@@ -125,10 +125,10 @@ def test_model_cards_load_or_give_a_model_error(tmp_path, section, key, value):
         card[section] = {**card[section], key: value}
     state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
     path = tmp_path / "m.safetensors"
-    save_file(state, str(path), metadata={models.CARD_KEY: json.dumps(card)})
+    save_file(state, str(path), metadata={model_files.CARD_KEY: json.dumps(card)})
     try:
-        loaded = models.load(path)
-    except models.ModelError as exc:
+        loaded = model_files.load(path)
+    except model_files.ModelError as exc:
         assert str(exc)
     else:
         assert loaded.net.config == loaded.card.architecture

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import __version__
-from .core import models as model_files
+from .core import __version__, model_files
 from .core.augment import AugmentConfig
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
@@ -26,8 +25,7 @@ from .core.image import ConstantImageError, InputError, prepare_input, to_grey
 from .core.metrics import matching_planes, pool
 from .core.modality import CHOICES as MODALITY_CHOICES
 from .core.modality import MODALITIES, detect
-from .core.model import UNet, UNetConfig
-from .core.models import ModelError
+from .core.model_files import ModelError
 from .core.postprocess import PostprocessConfig
 from .core.segment import segment
 from .core.train import (
@@ -40,6 +38,7 @@ from .core.train import (
     save_checkpoint,
     split_validation,
 )
+from .core.unet import UNet, UNetConfig
 from .io.export import (
     FORMATS,
     ExportError,

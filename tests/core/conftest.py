@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet_loop.core.model import UNet, UNetConfig
+from napari_unet_loop.core.unet import UNet, UNetConfig
 
 TINY = UNetConfig(depth=2, base_width=4)
 

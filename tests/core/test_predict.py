@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 from napari_unet_loop.core import predict as predict_mod
-from napari_unet_loop.core.model import UNet, UNetConfig
 from napari_unet_loop.core.predict import (
     TILE_CHOICES,
     Progress,
@@ -15,6 +14,7 @@ from napari_unet_loop.core.predict import (
     predict,
     run,
 )
+from napari_unet_loop.core.unet import UNet, UNetConfig
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +174,8 @@ def test_auto_tile_size_on_a_gpu_uses_larger_tiles_and_batches(default_net):
 def test_tta_tiled_equals_whole_and_differs_from_plain():
     import torch
 
-    from napari_unet_loop.core.model import UNet, UNetConfig
     from napari_unet_loop.core.predict import predict
+    from napari_unet_loop.core.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(depth=2, base_width=4))
@@ -198,7 +198,7 @@ def test_out_of_memory_retries_smaller_with_the_same_result(monkeypatch):
     import torch
 
     from napari_unet_loop.core import predict as predict_mod
-    from napari_unet_loop.core.model import UNet, UNetConfig
+    from napari_unet_loop.core.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(depth=2, base_width=4)).eval()
@@ -223,7 +223,7 @@ def test_out_of_memory_at_the_smallest_tile_is_a_clear_error(monkeypatch):
     import torch
 
     from napari_unet_loop.core import predict as predict_mod
-    from napari_unet_loop.core.model import UNet, UNetConfig
+    from napari_unet_loop.core.unet import UNet, UNetConfig
 
     def no_memory(*args):
         raise torch.OutOfMemoryError("simulated")
@@ -238,8 +238,8 @@ def test_no_inference_mode_leaks_out_of_a_suspended_prediction():
     """A cancelled worker abandons the generator at a yield: torch's thread-local modes must be off there."""
     import torch
 
-    from napari_unet_loop.core.model import UNet, UNetConfig
     from napari_unet_loop.core.predict import iter_predict
+    from napari_unet_loop.core.unet import UNet, UNetConfig
 
     net = UNet(UNetConfig(depth=2, base_width=4)).eval()
     gen = iter_predict(net, np.zeros((100, 100), np.float32), tile=32, batch_size=1)

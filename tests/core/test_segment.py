@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from napari_unet_loop.core.image import InputError
-from napari_unet_loop.core.model import UNetConfig
-from napari_unet_loop.core.models import new_model
+from napari_unet_loop.core.model_files import new_model
 from napari_unet_loop.core.postprocess import PostprocessConfig, instances
 from napari_unet_loop.core.predict import Progress, run
 from napari_unet_loop.core.segment import Segmentation, iter_segment, segment
+from napari_unet_loop.core.unet import UNetConfig
 
 TINY = UNetConfig(depth=2, base_width=4)
 
@@ -96,12 +96,12 @@ def _perfect_network(monkeypatch):
 def test_blockwise_equals_whole_image(monkeypatch):
     from skimage.draw import disk
 
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
     from napari_unet_loop.core.metrics import score
-    from napari_unet_loop.core.model import UNetConfig
     from napari_unet_loop.core.postprocess import instances
     from napari_unet_loop.core.predict import run
     from napari_unet_loop.core.segment import iter_segment_blocks
+    from napari_unet_loop.core.unet import UNetConfig
 
     fake = _perfect_network(monkeypatch)
     rng = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def test_blockwise_equals_whole_image(monkeypatch):
     for _ in range(60):  # discs everywhere, many crossing the 96 px block borders
         img[disk((rng.integers(0, 300), rng.integers(0, 410)), rng.integers(5, 14), shape=img.shape)] = 1
     img += rng.normal(0, 0.01, img.shape).astype(np.float32)
-    model = models.new_model(UNetConfig(depth=2, base_width=4))
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4))
     from napari_unet_loop.core.image import prepare_input
 
     whole = instances(fake(None, prepare_input(img, 1, model.card.normalization)), model.card.postprocess)
@@ -127,16 +127,16 @@ def test_tiny_blocks_are_refused():
 
 
 def test_large_planes_go_block_by_block(monkeypatch):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
     from napari_unet_loop.core import segment as seg_mod
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core.unet import UNetConfig
 
     _perfect_network(monkeypatch)
     monkeypatch.setattr(seg_mod, "LARGE_PIXELS", 100 * 100)
     img = np.zeros((150, 150), np.float32)
     img[20:40, 20:40] = 1
     img[100:130, 90:140] = 1
-    out = seg_mod.segment(models.new_model(UNetConfig(depth=2, base_width=4)), img)
+    out = seg_mod.segment(model_files.new_model(UNetConfig(depth=2, base_width=4)), img)
     assert out.probs is None and out.labels.max() == 2
 
 

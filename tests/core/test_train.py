@@ -6,7 +6,6 @@ import torch
 
 from napari_unet_loop.core import train as train_mod
 from napari_unet_loop.core.augment import NO_AUGMENT, AugmentConfig
-from napari_unet_loop.core.model import UNet, UNetConfig
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.train import (
     PatchSampler,
@@ -21,6 +20,7 @@ from napari_unet_loop.core.train import (
     training_dtype,
     validate,
 )
+from napari_unet_loop.core.unet import UNet, UNetConfig
 
 EASY_AUGMENT = AugmentConfig(rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0)
 

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from napari_unet_loop.core import models as model_files
+from napari_unet_loop.core import model_files
 from napari_unet_loop.gui import finetune_section as ft_mod
 from napari_unet_loop.gui import widget as widget_mod
 from napari_unet_loop.gui.finetune_section import REGION_EDITED, REGION_SHAPES, START_SCRATCH

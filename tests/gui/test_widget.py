@@ -274,11 +274,13 @@ def test_corrupt_model_file(viewer_widget, messages, tmp_path):
 
 
 def test_model_for_other_channel_count(qtbot, viewer_widget, messages, tmp_path, discs):
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
     viewer, w = viewer_widget
-    path = models.save(models.new_model(UNetConfig(in_channels=2, depth=2, base_width=4), name="two"), tmp_path / "two")
+    path = model_files.save(
+        model_files.new_model(UNetConfig(in_channels=2, depth=2, base_width=4), name="two"), tmp_path / "two"
+    )
     w.add_model_file(path)
     viewer.add_image(discs[0], name="grey")
     worker = w.segment()
@@ -312,18 +314,18 @@ def test_second_segment_while_running_is_refused(qtbot, viewer_widget, discs, me
 
 
 def test_model_files_import_rename_export_delete(viewer_widget, messages, tmp_path, tiny_model_path):
-    from napari_unet_loop.core import models
+    from napari_unet_loop.core import model_files
 
     viewer, w = viewer_widget
     assert w.import_model_file(tiny_model_path, name="mine") == "mine"
-    assert "mine" in models.list_models()
+    assert "mine" in model_files.list_models()
     assert w.rename_model("mine-v2")
-    assert "mine-v2" in models.list_models() and "mine" not in models.list_models()
+    assert "mine-v2" in model_files.list_models() and "mine" not in model_files.list_models()
     assert w.model_combo.currentText() == "mine-v2"
     out = w.export_model_file(tmp_path / "shared.safetensors")
-    assert models.load(out).name == "mine-v2"
+    assert model_files.load(out).name == "mine-v2"
     assert w.delete_model()
-    assert "mine-v2" not in models.list_models()
+    assert "mine-v2" not in model_files.list_models()
 
 
 def test_shipped_model_cannot_be_deleted(viewer_widget, messages):
@@ -406,11 +408,11 @@ def stained_blobs() -> np.ndarray:
 
 def auto_model(tmp_path) -> str:
     """A tiny model whose card detects each image's kind (as new shipped models do)."""
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
 
     path = tmp_path / "tiny-auto.safetensors"
-    models.save(models.new_model(UNetConfig(depth=2, base_width=4), name="tiny-auto", modality="auto"), path)
+    model_files.save(model_files.new_model(UNetConfig(depth=2, base_width=4), name="tiny-auto", modality="auto"), path)
     return str(path)
 
 
@@ -562,13 +564,15 @@ def test_stitch_stack_is_one_undoable_step(viewer_widget, discs):
 
 def test_the_dock_keeps_only_a_few_models_in_memory(viewer_widget, tmp_path):
     """Each fine-tune adds a model: only the most recently used stay loaded, the rest reload from file."""
-    from napari_unet_loop.core import models
-    from napari_unet_loop.core.model import UNetConfig
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
     from napari_unet_loop.gui.widget import MAX_LOADED
 
     viewer, w = viewer_widget
     for i in range(MAX_LOADED + 3):
-        path = models.save(models.new_model(UNetConfig(depth=2, base_width=4), name=f"m{i}"), tmp_path / f"m{i}")
+        path = model_files.save(
+            model_files.new_model(UNetConfig(depth=2, base_width=4), name=f"m{i}"), tmp_path / f"m{i}"
+        )
         assert w.add_model_file(path) is not None
     assert len(w._models) == MAX_LOADED
     assert w.model_combo.currentText() in w._models

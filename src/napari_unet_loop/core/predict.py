@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .device import autocast_dtype
-from .model import UNet, receptive_field
 from .tiling import TileGrid, halo_for, round_up
+from .unet import UNet, receptive_field
 
 TILE_CHOICES = (128, 256, 384, 512, 768, 1024, 1536, 2048)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .image import InputError, input_limits, prepare_input
-from .models import Model
+from .model_files import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
 

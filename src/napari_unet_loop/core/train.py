@@ -1,6 +1,6 @@
 """Training and fine-tuning: a generator that yields progress and returns the best model.
 
-:func:`iter_train` trains a :class:`~napari_unet_loop.core.model.UNet` on annotated
+:func:`iter_train` trains a :class:`~napari_unet_loop.core.unet.UNet` on annotated
 samples with the U-Net paper's weighted cross-entropy (border weight map) on the
 background / interior / boundary classes plus a distance-map loss, on augmented
 patches (flips, rotations, zoom, elastic deformation, intensity jitter) drawn on
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from .augment import AugmentConfig, jitter_intensity, random_blur, sampling_grid, warp
 from .device import autocast_dtype
 from .metrics import MatchCounts, SegCounts, matching, pool
-from .model import UNet
 from .postprocess import PostprocessConfig, instances
 from .predict import predict
 from .targets import check_labels, make_targets
 from .tiling import reflect_indices
+from .unet import UNet
 
 MIN_VAL_SIDE = 32
 MAX_CENTRES = 1_000_000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.image import ConstantImageError, InputError
-from ..core.models import Model
+from ..core.model_files import Model
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
 from ..core.segment import iter_segment

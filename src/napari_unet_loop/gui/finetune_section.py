@@ -33,14 +33,14 @@ from qtpy.QtWidgets import (
 )
 from scipy import ndimage as ndi
 
-from ..core import models as model_files
+from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
-from ..core.model import UNetConfig
-from ..core.models import Model, ModelCard, ModelError
+from ..core.model_files import Model, ModelCard, ModelError
 from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, TrainingError, split_validation
+from ..core.unet import UNetConfig
 from ..io.images import ReadError, pair_files, read_image
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker

@@ -34,12 +34,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core import models as model_files
+from ..core import model_files
 from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.modality import ModalityReport, detect
-from ..core.models import Model, ModelError
+from ..core.model_files import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes

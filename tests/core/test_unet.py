@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from napari_unet_loop.core.model import UNet, UNetConfig, receptive_field
 from napari_unet_loop.core.tiling import halo_for
+from napari_unet_loop.core.unet import UNet, UNetConfig, receptive_field
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
 from .image import Normalization
-from .model import UNet, UNetConfig
 from .postprocess import PostprocessConfig
+from .unet import UNet, UNetConfig
 
 CARD_KEY = "napari_unet_loop.card"
 FORMAT_VERSION = 1

@@ -6,10 +6,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from napari_unet_loop.core import models
+from napari_unet_loop.core import model_files
 from napari_unet_loop.core.image import Normalization
-from napari_unet_loop.core.model import UNetConfig
-from napari_unet_loop.core.models import (
+from napari_unet_loop.core.model_files import (
     CARD_KEY,
     DEFAULT_MODEL,
     FORMAT_VERSION,
@@ -29,6 +28,7 @@ from napari_unet_loop.core.models import (
     user_dir,
 )
 from napari_unet_loop.core.postprocess import PostprocessConfig
+from napari_unet_loop.core.unet import UNetConfig
 
 TINY = UNetConfig(depth=2, base_width=4)
 
@@ -199,7 +199,7 @@ def test_user_models_shadow_shipped_ones(tmp_path, monkeypatch, user_models):
     shipped = tmp_path / "shipped"
     save(_model(name=DEFAULT_MODEL), shipped / f"{DEFAULT_MODEL}.safetensors")
     save(_model(name="only-shipped"), shipped / "only-shipped.safetensors")
-    monkeypatch.setattr(models, "shipped_dir", lambda: shipped)
+    monkeypatch.setattr(model_files, "shipped_dir", lambda: shipped)
     assert resolve("default") == shipped / f"{DEFAULT_MODEL}.safetensors"
     assert resolve(None) == shipped / f"{DEFAULT_MODEL}.safetensors"
     user = save_user_model(_model(seed=5), DEFAULT_MODEL)
@@ -312,6 +312,6 @@ def test_tensor_shapes_are_checked_from_the_header_before_loading(tmp_path, monk
     m.card.architecture = UNetConfig(depth=m.card.architecture.depth, base_width=m.card.architecture.base_width + 4)
     path = save(m, tmp_path / "m.safetensors")
     # the weights are never read for a card that does not fit them
-    monkeypatch.setattr(models, "load_file", lambda *a, **k: pytest.fail("weights read before the shape check"))
+    monkeypatch.setattr(model_files, "load_file", lambda *a, **k: pytest.fail("weights read before the shape check"))
     with pytest.raises(ModelError, match="do not match its architecture"):
         load(path)
