@@ -727,3 +727,18 @@ def test_export_onto_existing_files_names_the_flag(tmp_path, folders, capsys):
     assert main(args) == 0
     assert main(args) == 2
     assert "Use --overwrite to replace" in capsys.readouterr().err
+
+
+def test_train_from_a_model_uses_the_docks_fine_tune_settings(tmp_path, folders, tiny_model_path):
+    """``train --from MODEL`` and the dock's Fine-tune share one preset (batch, patch, rate, statistics)."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.finetune import preset
+
+    images, labels = folders
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
+    assert main([*args, "--minutes", "0.02", "--no-tune", "--seed", "0"]) == 0
+    config = model_files.load(out).card.training["config"]
+    dock = json.loads(json.dumps(preset(True, minutes=0.02).to_dict()))
+    for key in ("patch_size", "batch_size", "learning_rate", "freeze_norm", "val_every_s", "augment", "weight_decay"):
+        assert config[key] == dock[key], key

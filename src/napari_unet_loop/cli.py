@@ -7,6 +7,7 @@ segments a folder on a cluster, and a model trained here opens in napari.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import sys
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .core import __version__, model_files
-from .core.augment import AugmentConfig
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
+from .core.finetune import preset
 from .core.image import ConstantImageError, InputError, prepare_input, to_grey
 from .core.metrics import matching_planes, pool
 from .core.modality import CHOICES as MODALITY_CHOICES
@@ -30,7 +31,6 @@ from .core.postprocess import PostprocessConfig
 from .core.segment import segment
 from .core.train import (
     Sample,
-    TrainConfig,
     TrainingError,
     balance_kinds,
     iter_train,
@@ -515,19 +515,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.balance_kinds:
         shares = balance_kinds(train, _parse_shares(args.balance_kinds))
         _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
-    config = TrainConfig(
+    fine_tune = args.start != "scratch"
+    augment = dataclasses.replace(
+        preset(fine_tune).augment,
+        **{k: v for k, v in (("intensity", args.intensity), ("blur", args.blur)) if v is not None},
+    )
+    config = preset(
+        fine_tune,
+        minutes=args.minutes,
         patch_size=args.patch,
         batch_size=args.batch,
         learning_rate=args.lr,
-        minutes=args.minutes,
         steps=args.steps,
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
-        freeze_norm=args.start != "scratch" and not args.update_norm,
+        freeze_norm=False if args.update_norm else None,
         precision=args.precision,
         seed=args.seed,
         select_by=args.select_by,
-        augment=AugmentConfig(intensity=args.intensity, blur=args.blur),
+        augment=augment,
     )
     _log(
         f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
@@ -875,9 +881,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="number of training steps")
     p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--patch", type=_positive_int, default=128, help="patch size (default 128)")
-    p.add_argument("--batch", type=_positive_int, default=16, help="patches per step (default 16)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
+    p.add_argument("--patch", type=_positive_int, default=None, help="patch size (default 128)")
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=None,
+        help="patches per step (default 8 fine-tuning, as the dock; 16 from scratch)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default 5e-4 fine-tuning, as the dock; 2e-3 from scratch)",
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
         "--update-norm",
@@ -889,7 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
     p.add_argument("--include", default=None, help="file of image names to use (others skipped)")
     p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
-    p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations (default 60)")
+    p.add_argument(
+        "--val-every", type=float, default=None, help="seconds between validations (default: ten per run, as the dock)"
+    )
     p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
     _add_modality_arg(p)
@@ -899,8 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND=SHARE,...",
         help="smallest share of training patches per kind of image, e.g. he=0.2,brightfield=0.15",
     )
-    p.add_argument("--intensity", type=float, default=0.5, help="intensity augmentation strength, 0-1 (default 0.5)")
-    p.add_argument("--blur", type=float, default=1.0, help="largest random blur in pixels (default 1; 0: none)")
+    p.add_argument("--intensity", type=float, default=None, help="intensity augmentation strength, 0-1 (default 0.5)")
+    p.add_argument(
+        "--blur", type=float, default=None, help="largest random blur in pixels (default 1 from scratch, 0 fine-tuning)"
+    )
     p.add_argument("--depth", type=_positive_int, default=4, help="U-Net depth, from scratch (default 4)")
     p.add_argument("--width", type=_positive_int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=_positive_int, default=1, help="input channels, from scratch (default 1)")
@@ -977,8 +997,6 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
         raise CLIError("train needs IMAGES, LABELS and --out (or --resume CHECKPOINT)")
     if args.minutes is None and args.steps is None:
         args.minutes = 5.0
-    if args.lr is None:
-        args.lr = 2e-3 if args.start == "scratch" else 5e-4
     args.argv = argv
     return args
 

@@ -36,6 +36,7 @@ from scipy import ndimage as ndi
 from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
+from ..core.finetune import preset
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
 from ..core.model_files import Model, ModelCard, ModelError
@@ -444,16 +445,12 @@ class FineTuneSection(QGroupBox):
     def config(self, fine_tune: bool) -> TrainConfig:
         """Training settings from the widgets."""
         minutes = None if self.steps_override else float(self.minutes_spin.value())
-        val_every = self.val_every_override or max(10.0, (minutes or 1) * 60 / 10)
-        return TrainConfig(
-            patch_size=128,
-            batch_size=8,
-            learning_rate=5e-4 if fine_tune else 2e-3,
+        return preset(
+            fine_tune,
             minutes=minutes,
             steps=self.steps_override,
-            val_every_s=val_every,
+            val_every_s=self.val_every_override if self.val_every_override is not None else None,
             freeze_encoder=self.freeze_check.isChecked(),
-            freeze_norm=fine_tune,  # a few images: keep the model's normalisation statistics
             augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.isChecked() else 0.0),
         )
 

@@ -1,0 +1,68 @@
+"""The training presets shared by the dock's Fine-tune and the command line's ``train``.
+
+One home for the settings a user does not choose, so ``napari-unet-loop train --from default``
+trains as the dock's Fine-tune does (same patch, batch, learning rate, normalisation statistics,
+augmentation, validation interval), and training from scratch as it did for the shipped model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .augment import AugmentConfig
+from .train import TrainConfig
+
+FINE_TUNE = {
+    "patch_size": 128,
+    "batch_size": 8,
+    "learning_rate": 5e-4,
+    # a few images: keep the starting model's normalisation statistics (measured in docs/model.md)
+    "freeze_norm": True,
+    "blur": 0.0,
+}
+FROM_SCRATCH = {
+    "patch_size": 128,
+    "batch_size": 16,
+    "learning_rate": 2e-3,
+    "freeze_norm": False,
+    "blur": 1.0,  # out-of-focus and dim nuclei, for a model meant for many kinds of image
+}
+
+
+def validation_interval(minutes: float | None) -> float:
+    """Seconds between validations: ten per run, at least every 10 s (60 s for a step budget)."""
+    return max(10.0, minutes * 60 / 10) if minutes else 60.0
+
+
+def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> TrainConfig:
+    """Training settings for fine-tuning a model (``fine_tune``) or training one from scratch.
+
+    Parameters
+    ----------
+    fine_tune : bool
+        Start from a trained model (the dock's Fine-tune, ``train --from MODEL``) or from
+        random weights (``train --from scratch``).
+    minutes : float or None
+        Time budget (``None`` with ``steps`` in ``overrides``).
+    **overrides
+        Any :class:`~napari_unet_loop.core.train.TrainConfig` field the user set; ``None``
+        values keep the preset.
+
+    Returns
+    -------
+    TrainConfig
+        The settings.
+
+    Examples
+    --------
+    >>> preset(True, minutes=5).batch_size
+    8
+    >>> preset(False, minutes=60, batch_size=32).batch_size
+    32
+    """
+    base: dict[str, Any] = dict(FINE_TUNE if fine_tune else FROM_SCRATCH)
+    base["minutes"] = minutes
+    base["val_every_s"] = validation_interval(minutes)
+    base["augment"] = AugmentConfig(blur=base.pop("blur"))
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)

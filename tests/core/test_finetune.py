@@ -1,0 +1,25 @@
+import pytest
+
+from napari_unet_loop.core.augment import AugmentConfig
+from napari_unet_loop.core.finetune import FINE_TUNE, FROM_SCRATCH, preset, validation_interval
+
+
+def test_presets():
+    ft = preset(True, minutes=5)
+    assert (ft.patch_size, ft.batch_size, ft.learning_rate, ft.freeze_norm) == (128, 8, 5e-4, True)
+    assert ft.augment == AugmentConfig(blur=0.0) and ft.val_every_s == 30.0
+    scratch = preset(False, minutes=120)
+    assert (scratch.batch_size, scratch.learning_rate, scratch.freeze_norm) == (16, 2e-3, False)
+    assert scratch.augment.blur == 1.0 and scratch.val_every_s == 720.0
+    assert preset(True, minutes=None, steps=3).val_every_s == 60.0
+    assert preset(True, batch_size=None, learning_rate=1e-3).learning_rate == 1e-3  # None keeps the preset
+    assert set(FINE_TUNE) == set(FROM_SCRATCH)
+
+
+def test_validation_interval():
+    assert validation_interval(0.5) == 10.0 and validation_interval(10) == 60.0 and validation_interval(None) == 60.0
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(TypeError):
+        preset(True, patch=64)
