@@ -742,3 +742,17 @@ def test_train_from_a_model_uses_the_docks_fine_tune_settings(tmp_path, folders,
     dock = json.loads(json.dumps(preset(True, minutes=0.02).to_dict()))
     for key in ("patch_size", "batch_size", "learning_rate", "freeze_norm", "val_every_s", "augment", "weight_decay"):
         assert config[key] == dock[key], key
+
+
+@pytest.mark.parametrize(
+    "alias, suffix", [("rois", ".zip"), ("imagej", ".zip"), ("ome.zarr", ".zarr"), ("TIFF", ".tif")]
+)
+def test_format_aliases_are_the_exporters(tmp_path, folders, tiny_model_path, alias, suffix):
+    """The command line accepts every format name the exporter does (one parser)."""
+    images, labels = folders
+    out = tmp_path / "o"
+    assert main(["export", str(labels / "nuclei_small.tif"), "-o", str(out), "--format", alias]) == 0
+    assert (out / f"nuclei_small{suffix}").exists()
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path / "s"), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", alias]) == 0
+    assert main([*args, "--format", "bmp", "--overwrite"]) == 2

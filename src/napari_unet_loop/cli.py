@@ -47,6 +47,7 @@ from .io.export import (
     export_labels,
     export_target,
     output_names,
+    parse_formats,
     safe_name,
 )
 from .io.images import ReadError, expand_inputs, file_axes, pair_files, read_image
@@ -252,14 +253,11 @@ def _stitch_z(labels: np.ndarray, axes: str, threshold: float) -> np.ndarray:
 
 
 def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
-    """Formats from repeated or comma-separated ``--format`` options."""
-    names = [f.strip().lower() for v in (values or [default]) for f in v.split(",") if f.strip()]
-    aliases = {"tiff": "tif", "ome-zarr": "zarr", "zip": "roi"}
-    names = [aliases.get(n, n) for n in names]
-    bad = [n for n in names if n not in FORMATS]
-    if bad:
-        raise CLIError(f"unknown format(s) {bad}: choose from {', '.join(FORMATS)}")
-    return list(dict.fromkeys(names))
+    """Formats from repeated or comma-separated ``--format`` options (the exporter's parser)."""
+    try:
+        return parse_formats(values, default)
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _provenance(model, pp: PostprocessConfig, args) -> dict:

@@ -365,6 +365,22 @@ def normalize_units(
     return per_axis
 
 
+def parse_formats(values: Sequence[str] | None, default: str = "tif") -> list[str]:
+    """Canonical format names from repeated or comma-separated choices (``"png,csv"``), aliases included.
+
+    The one parser of format names: the command line's ``--format`` and :func:`export_labels`
+    accept the same names (``tif``/``tiff``, ``zarr``/``ome-zarr``/``ome.zarr``, ``roi``/``rois``/
+    ``zip``/``imagej``, ...).
+
+    Raises
+    ------
+    ExportError
+        For an unknown name.
+    """
+    names = [f.strip() for v in (values or [default]) for f in str(v).split(",") if f.strip()]
+    return list(dict.fromkeys(_format_name(n) for n in names))
+
+
 def _format_name(fmt: str | None, path: Path | None = None) -> str:
     """The canonical format name, from ``fmt`` or the path's suffix."""
     if fmt is None:
