@@ -40,7 +40,7 @@ def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
         return "ZYXS"
     raise InputError(
         f"cannot tell the axes of a {nd}D array of shape {shape}: give them explicitly "
-        "(e.g. --axes TZYX or ZCYX; Y and X are the image plane, C a channel axis, T/Z stacks)"
+        "(the axes setting, e.g. TZYX or ZCYX; Y and X are the image plane, C a channel axis, T/Z stacks)"
     )
 
 

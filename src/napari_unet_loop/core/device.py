@@ -52,7 +52,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(
                 "CUDA was requested but no CUDA GPU is usable here (no NVIDIA GPU, driver, "
-                "or a CPU-only build of PyTorch); use --device cpu or auto"
+                "or a CPU-only build of PyTorch); choose the device cpu or auto"
             )
         index = dev.index or 0
         if index >= torch.cuda.device_count():
@@ -62,7 +62,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise DeviceError(
                 "Apple MPS was requested but is not available (it needs an Apple-silicon Mac "
-                "with macOS 12.3+); use --device cpu or auto"
+                "with macOS 12.3+); choose the device cpu or auto"
             )
     elif dev.type != "cpu":
         raise DeviceError(f"unsupported device {name!r}: use one of auto, cpu, cuda, cuda:N, mps")
