@@ -22,13 +22,13 @@ from .core import __version__, model_files
 from .core.axes import guess_axes, to_stack
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
 from .core.finetune import preset
-from .core.image import ConstantImageError, InputError, prepare_input, to_grey
+from .core.image import InputError, prepare_input, to_grey
 from .core.metrics import matching_planes, pool
 from .core.modality import CHOICES as MODALITY_CHOICES
 from .core.modality import MODALITIES, detect
 from .core.model_files import ModelError
 from .core.postprocess import PostprocessConfig
-from .core.segment import segment
+from .core.segment import PlaneDone, SegmentSettings, iter_segment_planes
 from .core.train import (
     Sample,
     TrainingError,
@@ -193,7 +193,7 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
 
 
 def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, str | None]:
-    """Segment an array of any supported layout, with its axes.
+    """Segment an array of any supported layout, with its axes (the shared plane loop of core).
 
     Returns
     -------
@@ -202,35 +202,32 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         imaging modality the planes were treated as (``None``: grey as it is).
     """
     stack, stack_shape = to_stack(data, axes)
-    out, blank = [], []
-    kinds: set[str | None] = set()
-    for k, plane in enumerate(stack):
+    settings = SegmentSettings(
+        device=device,
+        tile=args.tile,
+        precision=args.precision,
+        tta=args.tta,
+        block=args.block,
+        postprocess=pp,
+        channel=args.channel,
+        modality=getattr(args, "modality", None),
+    )
+    gen = iter_segment_planes(model, lambda i: stack[i[0]], [(k,) for k in range(len(stack))], settings)
+    planes: dict[tuple[int, ...], np.ndarray] = {}
+    while True:
         try:
-            seg = segment(
-                model,
-                plane,
-                device=device,
-                tile=args.tile,
-                precision=args.precision,
-                postprocess=pp,
-                channel=args.channel,
-                tta=args.tta,
-                block=args.block,
-                modality=getattr(args, "modality", None),
-            )
-            kinds.add(seg.modality)
-        except ConstantImageError:
-            blank.append(k)  # a blank field of view (or plane) has no objects: empty labels, not an error
-            out.append(np.zeros(plane.shape[:2], np.int32))
-            continue
-        out.append(seg.labels)
-    if blank and len(stack) == 1:
-        _log("note: the image is blank (one value everywhere): empty labels written")
-    elif blank:
-        _log(f"note: {len(blank)} blank plane(s) of {len(stack)} left without objects (planes {blank[:10]})")
-    labels = np.stack(out)
+            item = next(gen)
+        except StopIteration as stop:
+            summary = stop.value
+            break
+        if isinstance(item, PlaneDone):
+            planes[item.index] = item.labels
+    note = summary.note()
+    if note:
+        _log(f"note: {note}")
+    labels = np.stack([planes[(k,)] for k in range(len(stack))])
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
-    kind = ", ".join(sorted(k for k in kinds if k)) or None
+    kind = ", ".join(sorted({k for k in summary.modalities.values() if k})) or None
     labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
     stitch = getattr(args, "stitch_z", None)
     if stitch is not None:

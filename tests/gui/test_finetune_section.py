@@ -272,7 +272,7 @@ def test_augmentation_preview(qtbot, setup, messages):
 def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.1, 0.5, 0.1, 0.5])
+    scores = iter([0.1, 0.5, 0.5, 0.5, 0.1, 0.5, 0.5, 0.5])  # baseline, then one validation per step (3 steps)
     monkeypatch.setattr(
         "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
     )

@@ -461,16 +461,16 @@ def test_detection_reads_the_plane_on_screen_of_a_stack(viewer_widget):
 
 
 def test_explicit_imaging_choice_reaches_the_segmentation_and_is_recorded(qtbot, viewer_widget, monkeypatch):
-    from napari_unet_loop.gui import _segment_worker
+    from napari_unet_loop.core import segment as seg_mod
 
     seen = []
-    real = _segment_worker.iter_segment
+    real = seg_mod.iter_segment
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("modality"))
         return (yield from real(*args, **kwargs))
 
-    monkeypatch.setattr(_segment_worker, "iter_segment", spy)
+    monkeypatch.setattr(seg_mod, "iter_segment", spy)
     viewer, w = viewer_widget
     viewer.add_image(blobs(bright_background=False), name="cells")  # looks like fluorescence
     w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))

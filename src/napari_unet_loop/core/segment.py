@@ -1,14 +1,19 @@
-"""One call from a raw image to instance labels: prepare, predict tiles, post-process."""
+"""From a raw image to instance labels: prepare, predict tiles, post-process; plane by plane for stacks.
+
+:func:`iter_segment` segments one 2D image; :func:`iter_segment_planes` is the one loop over the
+planes of a stack (with its blank-plane policy) that the dock and the command line both run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .image import InputError, input_limits, prepare_input
+from .image import ConstantImageError, InputError, input_limits, prepare_input
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
@@ -269,3 +274,184 @@ def iter_segment_blocks(
             target[write] = new[write]
         yield Progress(k + 1, len(cores), "blocks")
     return labels
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How to segment: everything besides the model and the image.
+
+    Attributes
+    ----------
+    device : torch.device or str
+        Compute device.
+    tile : int or None
+        Core tile side (automatic when ``None``).
+    precision : str
+        ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    batch_size : int or None
+        Tiles per forward pass (automatic when ``None``).
+    tta : bool
+        Average the network over four flips.
+    block : int or None
+        Segment block by block with this block side.
+    postprocess : PostprocessConfig or None
+        Thresholds (the model card's when ``None``).
+    channel : int or None
+        Channel to segment in multichannel planes.
+    rgb : bool or None
+        Whether a last axis of 3 or 4 is colour (guessed when ``None``).
+    modality : str or None
+        Imaging modality (the model card's when ``None``).
+    """
+
+    device: torch.device | str = "cpu"
+    tile: int | None = None
+    precision: str = "auto"
+    batch_size: int | None = None
+    tta: bool = False
+    block: int | None = None
+    postprocess: PostprocessConfig | None = None
+    channel: int | None = None
+    rgb: bool | None = None
+    modality: str | None = None
+
+    def kwargs(self, plane: np.ndarray) -> dict:
+        """Keyword arguments of :func:`iter_segment` for one plane."""
+        return dict(
+            device=self.device,
+            tile=self.tile,
+            precision=self.precision,
+            postprocess=self.postprocess,
+            rgb=self.rgb if np.ndim(plane) == 3 else None,
+            channel=self.channel,
+            batch_size=self.batch_size,
+            tta=self.tta,
+            block=self.block,
+            modality=self.modality,
+        )
+
+
+@dataclass
+class PlaneDone:
+    """One plane of :func:`iter_segment_planes`, segmented (or found blank).
+
+    Attributes
+    ----------
+    index : tuple of int
+        Position along the stacked axes (``()`` for a single image).
+    labels : numpy.ndarray
+        ``int32`` instance labels (all zero for a blank plane).
+    result : Segmentation or None
+        The full result (``None`` for a blank plane).
+    seconds : float
+        Time taken.
+    """
+
+    index: tuple[int, ...]
+    labels: np.ndarray
+    result: Segmentation | None
+    seconds: float
+
+    @property
+    def blank(self) -> bool:
+        """Whether the plane held one value only (nothing to segment)."""
+        return self.result is None
+
+
+@dataclass
+class PlanesSummary:
+    """What :func:`iter_segment_planes` returns: the blank planes, and how each plane was seen."""
+
+    total: int
+    blank: list[tuple[int, ...]] = field(default_factory=list)
+    modalities: dict[tuple[int, ...], str | None] = field(default_factory=dict)
+
+    def note(self) -> str | None:
+        """One line about blank planes, or ``None``."""
+        if not self.blank:
+            return None
+        if self.total == 1:
+            return "the image is blank (one value everywhere): no objects"
+        shown = ", ".join(str(i) for i in self.blank[:10]) + (", ..." if len(self.blank) > 10 else "")
+        return f"{len(self.blank)} blank plane(s) of {self.total} left without objects: {shown}"
+
+
+class PlaneError(InputError):
+    """A plane of a stack cannot be segmented; ``index`` says which, the message why."""
+
+    def __init__(self, index: tuple[int, ...], total: int, exc: InputError) -> None:
+        where = f"plane {index}: " if total > 1 else ""
+        super().__init__(f"{where}{exc}")
+        self.index = index
+
+
+def iter_segment_planes(
+    model: Model,
+    read: Callable[[tuple[int, ...]], np.ndarray],
+    indices: Sequence[tuple[int, ...]],
+    settings: SegmentSettings = SegmentSettings(),
+) -> Generator[Progress | PlaneDone, None, PlanesSummary]:
+    """Segment planes one after another: the loop the dock and the command line share.
+
+    A blank (constant) plane is not an error: it gets empty labels, and the returned summary
+    lists it (a blank field of view is normal in a plate). Other input problems stop the run
+    with :class:`PlaneError`; planes yielded before it are finished.
+
+    Parameters
+    ----------
+    model : Model
+        The model.
+    read : callable
+        ``read(index)`` returns the plane at a stack position (``(Y, X)`` or ``(Y, X, C)``).
+    indices : sequence of tuple
+        Stack positions to segment (``[()]`` for a single image).
+    settings : SegmentSettings
+        Device, tiles, thresholds, channel, modality...
+
+    Yields
+    ------
+    Progress or PlaneDone
+        Overall progress (1000 units per plane) and each finished plane.
+
+    Returns
+    -------
+    PlanesSummary
+        Blank planes and the modality each plane was seen as.
+
+    Raises
+    ------
+    PlaneError
+        If a plane cannot be segmented (NaN, too small, wrong channels...).
+    """
+    total = len(indices)
+    summary = PlanesSummary(total)
+    for k, index in enumerate(indices):
+        t0 = time.perf_counter()
+        plane = read(index)
+        gen = iter_segment(model, plane, **settings.kwargs(plane))
+        seg = None
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                seg = stop.value
+                break
+            except ConstantImageError:
+                summary.blank.append(index)
+                break
+            except InputError as exc:
+                raise PlaneError(index, total, exc) from exc
+            frac = p.done / p.total if p.total else 1.0
+            yield Progress(
+                int(1000 * (k + (0.9 * frac if p.stage in ("predict", "blocks") else 0.95))),
+                1000 * total,
+                f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
+            )
+        if seg is None:
+            labels = np.zeros(np.shape(plane)[:2], np.int32)
+        else:
+            labels = seg.labels
+            summary.modalities[index] = seg.modality
+        yield PlaneDone(index, labels, seg, time.perf_counter() - t0)
+        yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} {'blank' if seg is None else 'done'}")
+    return summary

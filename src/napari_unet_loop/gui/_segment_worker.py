@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.image import ConstantImageError, InputError
 from ..core.model_files import Model
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
-from ..core.segment import iter_segment
+from ..core.segment import PlaneDone, PlaneError, SegmentSettings, iter_segment_planes
 
 
 @dataclass
@@ -74,77 +73,53 @@ def segment_planes(
     postprocess: PostprocessConfig,
     tta: bool = False,
     modality: str | None = None,
-) -> Generator[Progress | PlaneResult | Failure, None, int]:
-    """Segment planes one after another, yielding progress and each plane's result.
+) -> Generator[Progress | PlaneResult | Failure | Notice, None, int]:
+    """Run :func:`~napari_unet_loop.core.segment.iter_segment_planes` for the dock.
 
-    ``modality`` is the imaging modality (``"auto"``, a kind, or ``"none"``; the model
-    card's when ``None``), passed to :func:`~napari_unet_loop.core.segment.iter_segment`.
-
-    Input problems (NaN, wrong channel count...) end the run with a :class:`Failure`
-    carrying the reason; planes finished before it are kept. In a stack, a blank
-    (constant) plane gets empty labels and the run goes on; a :class:`Notice` at the
-    end says which planes were blank.
+    Turns each finished plane into a :class:`PlaneResult` (with the float16 maps kept for
+    re-thresholding), an input problem into a :class:`Failure` (planes finished before it
+    are kept) and the blank planes into a :class:`Notice` at the end. ``modality`` is the
+    imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``).
 
     Returns
     -------
     int
-        Number of planes segmented.
+        Number of planes done.
     """
-    total = len(indices)
-    blank: list[tuple[int, ...]] = []
-    for k, index in enumerate(indices):
-        t0 = time.perf_counter()
-        plane = read(index)
-        where = f"plane {index}: " if total > 1 else ""
-        gen = iter_segment(
-            model,
-            plane,
-            device=device,
-            tile=tile,
-            postprocess=postprocess,
-            rgb=rgb if plane.ndim == 3 else None,
-            channel=channel,
-            tta=tta,
-            modality=modality,
-        )
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                seg = stop.value
-                break
-            except ConstantImageError:
-                blank.append(index)  # a blank field of view is normal (e.g. in a plate): no objects, no error
-                seg = None
-                break
-            except InputError as exc:
-                yield Failure(f"{where}{exc}")
-                return k
-            # overall progress: planes done plus the share of this plane's tiles
-            frac = p.done / p.total if p.total else 1.0
-            yield Progress(
-                int(1000 * (k + (0.9 * frac if p.stage in ("predict", "blocks") else 0.95))),
-                1000 * total,
-                f"plane {k + 1}/{total}: {p.stage}" if total > 1 else p.stage,
-            )
-        if seg is None:  # blank plane: nothing in it
-            empty = np.zeros(plane.shape[:2], np.float16)
-            yield PlaneResult(index, np.zeros(plane.shape[:2], np.int32), empty, empty, time.perf_counter() - t0)
-            yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} blank")
-            continue
-        if seg.probs is None:  # a large plane segmented block by block keeps no maps
-            fg = dist = None
+    settings = SegmentSettings(
+        device=device, tile=tile, postprocess=postprocess, channel=channel, rgb=rgb, tta=tta, modality=modality
+    )
+    gen = iter_segment_planes(model, read, indices, settings)
+    done = 0
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            note = stop.value.note()
+            if note:
+                yield Notice(note)
+            return done
+        except PlaneError as exc:
+            yield Failure(str(exc))
+            return done
+        if isinstance(item, PlaneDone):
+            done += 1
+            yield _plane_result(model, item)
         else:
-            fg = (1.0 - seg.probs[0]).astype(np.float16)
-            dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
-        yield PlaneResult(index, seg.labels, fg, dist, time.perf_counter() - t0, seg.modality or "none")
-        yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} done")
-    if blank and total == 1:
-        yield Notice("the image is blank (one value everywhere): no objects")
-    elif blank:
-        shown = ", ".join(str(i) for i in blank[:10]) + (", ..." if len(blank) > 10 else "")
-        yield Notice(f"{len(blank)} blank plane(s) left without objects: {shown}")
-    return total
+            yield item
+
+
+def _plane_result(model: Model, item: PlaneDone) -> PlaneResult:
+    seg = item.result
+    if seg is None:  # blank plane: nothing in it
+        empty = np.zeros(item.labels.shape, np.float16)
+        return PlaneResult(item.index, item.labels, empty, empty, item.seconds)
+    if seg.probs is None:  # a large plane segmented block by block keeps no maps
+        fg = dist = None
+    else:
+        fg = (1.0 - seg.probs[0]).astype(np.float16)
+        dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
+    return PlaneResult(item.index, seg.labels, fg, dist, item.seconds, seg.modality or "none")
 
 
 def rethreshold_planes(
