@@ -66,13 +66,14 @@ def main() -> None:
     sec.reset_choices()
     sec.rank()
     sec.run_tool("next", point=(0, 0))
-    w.scroll.ensureWidgetVisible(sec.queue_list)
+    w.show_tab("Correct")
     pump(app, 1.0)
     viewer.screenshot(str(out / "correct-window.png"), canvas_only=False)
     sec.grab().save(str(out / "correct.png"))
     print("wrote", out / "correct.png", "-", sec.status.text())
-    viewer.camera.center = (260, 348)
-    viewer.camera.zoom = 1.0
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (260, 348)
+    camera.zoom = 1.0
 
     # a correction, then a short fine-tune with its live curve
     labels = viewer.layers["nuclei_fluorescence labels"]
@@ -86,13 +87,24 @@ def main() -> None:
     ft.start()
     wait(app, lambda: ft._worker is None)
     wait(app, lambda: w._worker is None)
-    w.scroll.ensureWidgetVisible(ft.plot)
+    w.show_tab("Fine-tune")
     pump(app, 1.0)
     viewer.screenshot(str(out / "finetune-window.png"), canvas_only=False)
     ft.grab().save(str(out / "finetune.png"))
     print("wrote", out / "finetune.png", "-", ft.result_label.text().replace("\n", " "))
+    w.show_tab("Export")
+    pump(app, 0.5)
     w.export_section.grab().save(str(out / "export.png"))
     print("wrote", out / "export.png")
+    # each tab at a laptop and a desktop window size: nothing may be clipped
+    for width, height in ((1366, 768), (1600, 1000)):
+        viewer.window.resize(width, height)
+        for tab in ("Segment", "Correct", "Fine-tune", "Export"):
+            w.show_tab(tab)
+            pump(app, 0.7)
+            name = f"tab-{tab.lower()}-{width}x{height}.png"
+            viewer.screenshot(str(out / name), canvas_only=False)
+            print("wrote", out / name)
     from napari_unet_loop.core import model_files
 
     if "dsb2018-nuclei-ft-screenshot" in model_files.list_models():

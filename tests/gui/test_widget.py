@@ -578,3 +578,18 @@ def test_the_dock_keeps_only_a_few_models_in_memory(viewer_widget, tmp_path):
     assert w.model_combo.currentText() in w._models
     w.refresh_models(select="m0")  # dropped from memory, loaded again from its file
     assert w.current_model().name == "m0" and len(w._models) == MAX_LOADED
+
+
+def test_one_tab_per_job_each_fitting_a_narrow_dock(viewer_widget):
+    """Segment | Correct | Fine-tune | Export: each tab's content fits the dock's width (no clipping)."""
+    viewer, w = viewer_widget
+    titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
+    assert titles == ["Segment", "Correct", "Fine-tune", "Export"]
+    for i, title in enumerate(titles):
+        w.show_tab(title)
+        assert w.tabs.currentIndex() == i
+        content = w.tabs.widget(i).widget()
+        assert content.minimumSizeHint().width() <= 480, (title, content.minimumSizeHint().width())
+        assert content.minimumSizeHint().width() < w.minimumWidth()  # the dock is never narrower
+    with pytest.raises(KeyError):
+        w.show_tab("Nothing")

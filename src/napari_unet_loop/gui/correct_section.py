@@ -540,7 +540,9 @@ class CorrectSection(QGroupBox):
         self.queue_pos = pos
         data_pt = [*self.queue_plane, self.queue["centroid_y"][pos], self.queue["centroid_x"][pos]]
         world = layer.data_to_world(data_pt)
-        self.viewer.camera.center = tuple(world[-2:])
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9: viewer.camera is deprecated
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.center = tuple(world[-2:])
         for ax, v in enumerate(world[:-2]):
             self.viewer.dims.set_point(ax + self.viewer.dims.ndim - layer.ndim, v)
         layer.selected_label = lab

@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QStyle,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -106,36 +108,31 @@ class UNetLoopWidget(QWidget):
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.scroll = scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        content = QWidget()
-        scroll.setWidget(content)
-        root = QVBoxLayout(content)
-        root.setContentsMargins(4, 4, 4, 4)
         self.autosaver = Autosaver(self.viewer, self.tracker, parent=self)
         self.restore_bar = RestoreBar(self.autosaver)
-        root.addWidget(self.restore_bar)
-        root.addWidget(self._build_input())
-        root.addWidget(self._build_model())
-        root.addWidget(self._build_thresholds())
-        root.addWidget(self._build_run())
+        outer.addWidget(self.restore_bar)
+        # one tab per job, so each job's controls, progress and plot are seen together
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        outer.addWidget(self.tabs)
+        self.scroll = self._add_tab(
+            "Segment", [self._build_input(), self._build_model(), self._build_thresholds(), self._build_run()]
+        )
         self.correct_section = CorrectSection(self)
-        root.addWidget(self.correct_section)
+        self._add_tab("Correct", [self.correct_section])
         self.finetune_section = FineTuneSection(self)
-        root.addWidget(self.finetune_section)
+        self._add_tab("Fine-tune", [self.finetune_section])
         self.export_section = ExportSection(self.viewer, tracker=self.tracker)
-        root.addWidget(self.export_section)
-        root.addStretch(1)
+        self._add_tab("Export", [self.export_section])
 
         # long layer or model names must not widen the dock: combos shrink to a few characters
         for combo in self.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
-        content.setMinimumWidth(0)
-        self.setMinimumWidth(360)
+        # wide enough for every tab's content and a vertical scroll bar: nothing is clipped on the right
+        bar = self.style().pixelMetric(QStyle.PM_ScrollBarExtent)
+        needed = max(self.tabs.widget(i).widget().minimumSizeHint().width() for i in range(self.tabs.count()))
+        self.setMinimumWidth(max(360, needed + bar + 4))
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_inserted)
@@ -154,6 +151,31 @@ class UNetLoopWidget(QWidget):
         self.update_detected()
 
     # ------------------------------------------------------------------ building
+    def _add_tab(self, title: str, sections: list[QWidget]) -> QScrollArea:
+        """A tab holding ``sections`` in a scroll area that scrolls vertically only."""
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        content = QWidget()
+        content.setMinimumWidth(0)
+        lay = QVBoxLayout(content)
+        lay.setContentsMargins(4, 4, 4, 4)
+        for section in sections:
+            lay.addWidget(section)
+        lay.addStretch(1)
+        scroll.setWidget(content)
+        self.tabs.addTab(scroll, title)
+        return scroll
+
+    def show_tab(self, title: str) -> None:
+        """Bring the tab of one job to the front (Segment, Correct, Fine-tune, Export)."""
+        for i in range(self.tabs.count()):
+            if self.tabs.tabText(i) == title:
+                self.tabs.setCurrentIndex(i)
+                return
+        raise KeyError(title)
+
     def _build_input(self) -> QGroupBox:
         box = QGroupBox("Input")
         form = QFormLayout(box)
