@@ -112,3 +112,56 @@ def test_doubt_table_ranks_the_merged_object_first(plane):
     table = pr.doubt_table(plane, fg_prob=fg)
     assert table["label"][0] == 2 and table["reason"][0] == "uncertain"
     assert pr.doubt_table(np.zeros((10, 10), np.int32))["label"].size == 0
+
+
+def _blob(shape, centre, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= radius**2
+
+
+def test_add_object_takes_the_region_the_model_nearly_found():
+    labels = np.zeros((80, 80), np.int32)
+    labels[_blob(labels.shape, (20, 20), 8)] = 1
+    fg = np.full(labels.shape, 0.02, np.float32)
+    fg[_blob(labels.shape, (20, 20), 8)] = 0.9
+    missed = _blob(labels.shape, (55, 55), 7)
+    fg[missed] = 0.3  # below the usual 0.5: the model missed it
+    edit = pr.add_object(labels, (55, 55), fg)
+    after = labels.copy()
+    after[edit.box] = edit.after
+    assert set(np.unique(after)) == {0, 1, 2}
+    assert ((after == 2) == missed).all()
+    assert "added object 2" in edit.message
+
+
+def test_add_object_does_not_spill_into_a_faint_background():
+    labels = np.zeros((100, 100), np.int32)
+    fg = np.full(labels.shape, 0.1, np.float32)  # a faint haze everywhere
+    nucleus = _blob(labels.shape, (50, 50), 6)
+    fg[nucleus] = 0.35
+    edit = pr.add_object(labels, (50, 50), fg)
+    assert ((edit.after > 0) == nucleus[edit.box]).all()  # the haze (0.1) is not taken
+
+
+def test_add_object_refuses_objects_and_empty_places():
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:10, 5:10] = 3
+    fg = np.zeros(labels.shape, np.float32)
+    with pytest.raises(pr.ProofreadError, match="object \\(3\\) here already"):
+        pr.add_object(labels, (7, 7), fg)
+    with pytest.raises(pr.ProofreadError, match="sees no separate object"):
+        pr.add_object(labels, (30, 30), fg)
+
+
+def test_add_object_adds_only_the_clicked_one_of_two_touching():
+    labels = np.zeros((60, 80), np.int32)
+    a, b = _blob(labels.shape, (30, 28), 9), _blob(labels.shape, (30, 46), 9)
+    fg = np.where(a | b, 0.3, 0.0).astype(np.float32)
+    yy, xx = np.mgrid[:60, :80]
+    dist = np.maximum(
+        np.clip(1 - np.hypot(yy - 30, xx - 28) / 9, 0, 1), np.clip(1 - np.hypot(yy - 30, xx - 46) / 9, 0, 1)
+    ).astype(np.float32)
+    edit = pr.add_object(labels, (30, 26), fg, dist)
+    added = edit.after > 0
+    assert added[a[edit.box] & ~b[edit.box]].all()
+    assert not added[b[edit.box] & ~a[edit.box]].any()

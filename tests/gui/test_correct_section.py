@@ -289,3 +289,23 @@ def test_correct_and_export_follow_the_selected_labels_layer(setup, messages):
     viewer.layers.selection.active = other
     sec.uncertainty_check.setChecked(True)  # no maps for user labels: refused, nothing added
     assert not sec.uncertainty_check.isChecked() and len(viewer.layers) == 3
+
+
+def test_add_at_cursor_grows_a_missed_object_from_the_kept_maps(setup, messages):
+    """Click inside a missed nucleus: it is added from the model's foreground map, as one undoable step."""
+    from napari_unet_loop.gui.layers import unwrap
+
+    viewer, w, sec, layer = setup
+    before = layer.data.copy()
+    assert sec.run_tool("add", point=(100, 20), plane=()) is None  # no maps kept for this layer yet
+    assert "segment it with the plugin first" in messages["error"][-1]
+    fg = np.zeros(layer.data.shape, np.float16)
+    missed = np.zeros(layer.data.shape, bool)
+    missed[disk((100, 20), 9)] = True
+    fg[missed] = 0.3  # the model saw it, below the usual threshold
+    w._maps[unwrap(layer)] = {(): (fg, np.zeros_like(fg))}
+    edit = sec.run_tool("add", point=(100, 20), plane=())
+    assert edit is not None
+    new = int(before.max()) + 1
+    assert ((layer.data == new) == missed).all()
+    check_undo(layer, before)

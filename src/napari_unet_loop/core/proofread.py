@@ -268,6 +268,101 @@ def cut(labels: np.ndarray, start: Sequence[float], end: Sequence[float], next_l
     return Edit(box, before, after, f"cut {len(crossed)} object(s) into {pieces} pieces")
 
 
+ADD_THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.12, 0.06)  # foreground levels tried, from the usual one down
+
+
+def add_object(
+    labels: np.ndarray,
+    point: Sequence[float],
+    foreground: np.ndarray,
+    distance: np.ndarray | None = None,
+    max_area: int | None = None,
+    min_area: int = 8,
+    window: int = 96,
+) -> Edit:
+    """Add the object the model nearly found at ``point``: its foreground region at a locally lowered threshold.
+
+    Around the clicked background pixel, the region of ``foreground`` above a level is taken,
+    from the usual level (0.5) down to 0.06, at the first level where the region containing
+    the point reaches ``min_area`` pixels; it never covers other objects. A level at which
+    the region would pass ``max_area`` (or leave the search window) is not used: the region
+    at the level above it is kept, so a faint nucleus next to the background does not
+    spill into it. Where the model saw nothing at all, nothing is added.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(Y, X)`` labels of the plane.
+    point : sequence of float
+        ``(row, column)`` inside the missed object (on background).
+    foreground : numpy.ndarray
+        ``(Y, X)`` foreground probability the model gave the plane.
+    distance : numpy.ndarray, optional
+        The model's distance map: when given, the region is cut where it is lowest between
+        the point and other distance peaks (as a split would), so one click adds one object.
+    max_area : int, optional
+        Largest area accepted (default: 4 times the median object area of the plane, at
+        least 400 px).
+    min_area : int
+        Smallest area accepted.
+    window : int
+        Half side of the square searched around the point.
+
+    Returns
+    -------
+    Edit
+        The new object, with the next free label.
+
+    Raises
+    ------
+    ProofreadError
+        If the point is on an object, or the model saw no object there.
+    """
+    from skimage.segmentation import watershed
+
+    r, c = (int(round(v)) for v in point[-2:])
+    h, w = labels.shape
+    if not (0 <= r < h and 0 <= c < w):
+        raise ProofreadError("the point is outside the image")
+    if labels[r, c] != 0:
+        raise ProofreadError(f"there is an object ({int(labels[r, c])}) here already: click on background")
+    if max_area is None:
+        areas = np.bincount(labels.ravel())[1:]
+        areas = areas[areas > 0]
+        max_area = max(400, int(4 * np.median(areas))) if areas.size else 4000
+    box = (slice(max(r - window, 0), min(r + window + 1, h)), slice(max(c - window, 0), min(c + window + 1, w)))
+    before = labels[box].copy()
+    fg = np.asarray(foreground[box], np.float32)
+    free = before == 0
+    pr, pc = r - box[0].start, c - box[1].start
+    chosen = None
+    for level in ADD_THRESHOLDS:
+        region, _ = ndi.label((fg > level) & free)
+        lab = region[pr, pc]
+        if lab == 0:
+            continue
+        mask = region == lab
+        area = int(mask.sum())
+        touches = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+        if area > max_area or (touches and area > min_area):
+            break  # spilled: keep the region found at the level above, if any
+        chosen = mask
+        if area >= min_area:
+            break
+    if chosen is None or int(chosen.sum()) < min_area:
+        raise ProofreadError("the model sees no separate object here: paint it with New object (N)")
+    if distance is not None:  # one click, one object: cut where the distance map dips towards other peaks
+        d = np.asarray(distance[box], np.float32)
+        peaks, n = ndi.label((d >= 0.5 * d[chosen].max()) & chosen)
+        if n > 1:
+            parts = watershed(-d, peaks, mask=chosen)
+            own = parts[pr, pc] or parts[chosen][np.argmax(d[chosen])]
+            chosen = parts == own
+    new = next_free_label(labels)
+    after = np.where(chosen, new, before)
+    return Edit(box, before, after, f"added object {new} ({int(chosen.sum())} px) from the model's foreground map")
+
+
 def fill_holes(labels: np.ndarray, point: Sequence[float]) -> Edit:
     """Fill the holes of the object at ``point`` (background enclosed by it; other objects stay)."""
     label, box = _object(labels, point, "fill")

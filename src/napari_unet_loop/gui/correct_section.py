@@ -49,6 +49,7 @@ TOOLS: dict[str, tuple[str, str, str]] = {
     "grow": ("Grow", "U", "Grow the object under the cursor into the background"),
     "shrink": ("Shrink", "Shift-U", "Shrink the object under the cursor"),
     "new": ("New object", "N", "Paint a new object with the next free label"),
+    "add": ("Add at cursor", "Shift-N", "Add the missed object under the cursor from the model's foreground map"),
     "accept": ("Accept", "A", "Mark the object under review as checked (it counts as annotated)"),
     "next": ("Next", "K", "Go to the next doubtful object"),
     "previous": ("Previous", "Shift-K", "Go to the previous doubtful object"),
@@ -338,6 +339,15 @@ class CorrectSection(QGroupBox):
 
     def _tool_relabel(self, layer, plane, point):
         return self.apply(layer, plane, pr.relabel_sequential(self._plane(layer, plane)))
+
+    def _tool_add(self, layer, plane, point):
+        maps = self._maps(layer, plane)
+        if maps is None:
+            raise pr.ProofreadError(
+                "no probability maps kept for this plane: segment it with the plugin first, or paint with New object"
+            )
+        edit = pr.add_object(self._plane(layer, plane), point, maps[0], maps[1].astype(np.float32))
+        return self.apply(layer, plane, edit)
 
     def _tool_new(self, layer, plane, point):
         layer.selected_label = pr.next_free_label(np.asarray(layer.data))
