@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _common import cpu_name, read_list
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
@@ -105,10 +106,6 @@ def find_data(path: Path | None) -> Path:
         if (p / "isbi2012").is_dir() or (p / "dsb2018").is_dir():
             return p
     raise SystemExit(f"no data folder found (tried {', '.join(str(p) for p in DATA_CANDIDATES)}); use --data")
-
-
-def read_list(path: Path) -> list[str]:
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def imread(path: Path) -> np.ndarray:
@@ -436,17 +433,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.k) < 1 or (args.minutes and min(args.minutes) <= 0):
         p.error("--k and --minutes must be positive")
     return args
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

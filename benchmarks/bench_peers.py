@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _common import cpu_name, read_list
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import MODALITIES, detect, to_fluorescence_like
 
@@ -103,10 +104,6 @@ def find_data(path: Path | None) -> Path:
         if (p / "dsb2018" / "images").is_dir():
             return p / "dsb2018"
     raise SystemExit(f"no DSB2018 data found (tried {', '.join(str(p) for p in DATA_CANDIDATES)}); use --data")
-
-
-def read_list(path: Path) -> list[str]:
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def imread(path: Path) -> np.ndarray:
@@ -512,17 +509,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads is None:
         args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return args
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _common import cpu_name
 from napari_unet_loop.core.device import DEVICE_CHOICES, autocast_dtype, resolve_device
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.model_files import Model, ModelError, load, new_model
@@ -254,17 +255,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.naive_overlap is not None and args.naive_overlap < 0:
         p.error("--naive-overlap must be >= 0")
     return args
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
