@@ -358,15 +358,19 @@ def split_validation(
 
 
 def balance_kinds(samples: list[Sample], shares: dict[str, float]) -> dict[str, float]:
-    """Set each sample's ``draw`` so each kind of image gets at least its share of the patches.
+    """Set each sample's ``draw`` so rare kinds of image get about a given share of the patches.
+
+    Each kind's natural share (the square root of its annotated area, as the sampler draws) is
+    raised to the share asked for, then all shares are scaled to sum to 1 (so a raised share
+    ends a little under the number asked when other kinds are raised too).
 
     Parameters
     ----------
     samples : list of Sample
         Training samples with their ``kind``.
     shares : dict
-        Smallest share of training patches per kind, e.g. ``{"he": 0.2, "brightfield": 0.15}``;
-        fluorescence gets the rest.
+        Share of training patches wanted per kind, e.g. ``{"he": 0.2, "brightfield": 0.15}``;
+        kinds not named keep their natural share.
 
     Returns
     -------
