@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .export import LABEL_AXES, SHORT_UNITS, read_sidecar, unit_name
+from .conventions import LABEL_AXES, SHORT_UNITS, unit_name
 from .images import ReadError
 from .labels import label_dtype, read_tiff_scale
+from .sidecar import read_sidecar
 
 LayerData = tuple[Any, dict, str]
 """A napari layer data tuple: ``(data, layer kwargs, layer type)``."""
@@ -369,7 +370,7 @@ def read_ome_zarr(path: str | os.PathLike) -> list[LayerData]:
     """Read an OME-Zarr image and its labels with ome-zarr-py's reader.
 
     The image comes back as a (lazy, multiscale) image layer, unless it is the empty
-    placeholder :func:`~napari_unet_loop.io.export.write_ome_zarr` writes when no image was
+    placeholder :func:`~napari_unet_loop.io.formats.zarr.write_ome_zarr` writes when no image was
     given; each label group as a labels layer at full resolution (numpy, so it can be edited;
     dask multiscale when larger than :data:`LAZY_LABELS_BYTES`).
 

@@ -1,0 +1,566 @@
+"""Conventions every export follows: label checks, axes, scales and units, file names, targets.
+
+Headless (no napari, no Qt). Shared by the writers of :mod:`napari_unet_loop.io.formats`, the
+provenance records of :mod:`.sidecar`, :mod:`.export` and the readers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .labels import decode_unit, label_dtype
+
+FORMATS = ("tif", "png", "zarr", "csv", "roi")
+"""The export formats, by short name."""
+
+SUFFIXES = {"tif": ".tif", "png": ".png", "zarr": ".zarr", "csv": ".csv", "roi": ".zip"}
+"""The file suffix each format writes."""
+
+_FORMAT_ALIASES = {
+    "tif": "tif",
+    "tiff": "tif",
+    "png": "png",
+    "zarr": "zarr",
+    "ome-zarr": "zarr",
+    "ome.zarr": "zarr",
+    "omezarr": "zarr",
+    "csv": "csv",
+    "roi": "roi",
+    "rois": "roi",
+    "zip": "roi",
+    "imagej": "roi",
+}
+_SUFFIX_FORMATS = {
+    ".tif": "tif",
+    ".tiff": "tif",
+    ".png": "png",
+    ".zarr": "zarr",
+    ".csv": "csv",
+    ".zip": "roi",
+}
+
+#: Axes orders accepted for labels: 2D, or Z and/or T stacks of 2D planes.
+LABEL_AXES = ("YX", "ZYX", "TYX", "TZYX")
+
+#: Unit spellings mapped to the OME-NGFF (UDUNITS-2) names.
+_UNIT_NAMES = {
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "micrometre": "micrometer",
+    "micrometer": "micrometer",
+    "nm": "nanometer",
+    "nanometre": "nanometer",
+    "nanometer": "nanometer",
+    "mm": "millimeter",
+    "millimetre": "millimeter",
+    "millimeter": "millimeter",
+    "cm": "centimeter",
+    "centimetre": "centimeter",
+    "centimeter": "centimeter",
+    "m": "meter",
+    "metre": "meter",
+    "meter": "meter",
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "ms": "millisecond",
+    "millisecond": "millisecond",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+}
+SHORT_UNITS = {
+    "micrometer": "um",
+    "nanometer": "nm",
+    "millimeter": "mm",
+    "centimeter": "cm",
+    "meter": "m",
+    "second": "s",
+    "millisecond": "ms",
+    "minute": "min",
+    "hour": "h",
+}
+_NO_UNIT = ("", "pixel", "pixels", "px", "none", "dimensionless")
+
+#: Smallest side (pixels) the coarsest OME-Zarr pyramid level may have.
+MIN_LEVEL_SIZE = 64
+#: At most this many downsampled levels below full resolution.
+MAX_LEVELS = 4
+
+
+class ExportError(ValueError):
+    """Input that cannot be exported as asked; the message says why and what to do instead."""
+
+
+class TargetExistsError(FileExistsError):
+    """An export target exists and overwriting was not allowed; nothing was written.
+
+    The message is neutral ("allow overwriting"): each front end names its own way of
+    allowing it (a command-line flag, a checkbox).
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The targets that exist.
+    """
+
+    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.paths = [Path(p) for p in paths]
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what the user should know about it.
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The data files (or the ``.zarr`` folder) written.
+    sidecar : pathlib.Path or None
+        The provenance JSON written next to them, if any.
+    notes : list of str
+        Human-readable remarks, e.g. ``"no image given: intensity columns left out"``.
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    sidecar: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def all_paths(self) -> list[Path]:
+        """Data files plus the sidecar."""
+        return [*self.paths, *([self.sidecar] if self.sidecar else [])]
+
+    def __str__(self) -> str:
+        lines = [f"wrote {p}" for p in self.all_paths] + [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class ExportJob:
+    """Everything one format's writer needs, checked by :func:`~napari_unet_loop.io.export.export_labels`.
+
+    Attributes
+    ----------
+    target : pathlib.Path
+        The file (or OME-Zarr folder) to write.
+    data : numpy.ndarray
+        Checked labels.
+    image : numpy.ndarray or None
+        The paired image (CSV intensities, OME-Zarr image), if any.
+    name : str
+        Base name (OME-Zarr labels name).
+    scale : list of float or None
+        Pixel size per axis.
+    units : list
+        Unit per axis.
+    axes : str
+        Label axes.
+    overwrite : bool
+        Whether existing files may be replaced.
+    provenance : mapping or None
+        The provenance record's ``provenance`` part.
+    extra : dict
+        Record fields a writer adds (e.g. the CSV's column units) or reads (``export_id``).
+    notes : list of str
+        Notes for the user, which writers may add to.
+    """
+
+    target: Path
+    data: np.ndarray
+    image: np.ndarray | None
+    name: str
+    scale: list[float] | None
+    units: list
+    axes: str
+    overwrite: bool
+    provenance: Mapping[str, Any] | None
+    extra: dict[str, Any]
+    notes: list[str]
+
+
+@dataclass
+class Measurements:
+    """Per-object measurements, column by column.
+
+    Attributes
+    ----------
+    columns : dict of str to numpy.ndarray
+        Equal-length columns in output order.
+    units : dict of str to str
+        Unit of each column (``""`` for counts, indices and ratios).
+    notes : list of str
+        Remarks, e.g. that the intensity columns were left out.
+    """
+
+    columns: dict[str, np.ndarray]
+    units: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def check_labels(labels: Any) -> np.ndarray:
+    """Return ``labels`` as an unsigned integer array (uint16 if the ids fit, else uint32).
+
+    Parameters
+    ----------
+    labels : array-like
+        Label image: 0 is background, positive integers are object ids.
+        Booleans are taken as a single object; floats must hold whole numbers.
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels as uint16 or uint32.
+
+    Raises
+    ------
+    ExportError
+        For empty arrays, non-integer or non-finite values, negative values or ids beyond uint32.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim < 2 or arr.size == 0:
+        raise ExportError(f"labels must be an image of at least 2 dimensions; got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.uint16)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+            raise ExportError("labels hold non-integer values; label ids must be whole numbers")
+    elif arr.dtype.kind not in "iu":
+        raise ExportError(f"labels of type {arr.dtype} are not label ids; give an integer array")
+    lo = arr.min()
+    if lo < 0:
+        n = int(np.count_nonzero(arr < 0))
+        raise ExportError(
+            f"labels hold negative values (minimum {lo}, {n} pixels); label ids must be 0 (background) "
+            "or positive. Relabel them (e.g. skimage.segmentation.relabel_sequential) before exporting."
+        )
+    try:
+        dtype = label_dtype(arr)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    return arr.astype(dtype, copy=False)
+
+
+def normalize_axes(axes: str | Sequence[str] | None, ndim: int, *, strict: bool = False) -> str:
+    """Validate label axes (one of ``YX``, ``ZYX``, ``TYX``, ``TZYX``), guessing them from ``ndim``.
+
+    Parameters
+    ----------
+    axes : str or sequence of str, optional
+        Axis letters, any case; a sequence of names (napari ``axis_labels``) is joined.
+    ndim : int
+        Dimensions of the labels.
+    strict : bool
+        If True, ``axes=None`` is refused for more than 2 dimensions instead of guessed.
+
+    Returns
+    -------
+    str
+        Upper-case axes.
+
+    Raises
+    ------
+    ExportError
+        If the axes do not fit the data or are not a stack of 2D planes.
+    """
+    if axes is None:
+        if ndim == 2:
+            return "YX"
+        if strict:
+            raise ExportError(f"the axes of {ndim}D labels must be given (e.g. 'ZYX', 'TYX' or 'TZYX')")
+        guess = {3: "ZYX", 4: "TZYX"}.get(ndim)
+        if guess is None:
+            raise ExportError(f"cannot export {ndim}D labels; give 2D to 4D labels (YX, ZYX, TYX, TZYX)")
+        return guess
+    text = "".join(str(a) for a in axes).upper() if not isinstance(axes, str) else axes.upper()
+    if len(text) != ndim:
+        raise ExportError(f"axes {text!r} have {len(text)} letters but the labels have {ndim} dimensions")
+    if text not in LABEL_AXES:
+        raise ExportError(
+            f"axes {text!r} are not supported for labels; use one of {', '.join(LABEL_AXES)} "
+            "(T and Z stacks of YX planes, in that order)"
+        )
+    return text
+
+
+def normalize_scale(scale: Sequence[float] | None, ndim: int) -> list[float] | None:
+    """A pixel size per axis (a 2-tuple gives y and x; stack axes get 1), or ``None``.
+
+    Raises
+    ------
+    ExportError
+        If a value is not a positive finite number or the length does not fit.
+    """
+    if scale is None:
+        return None
+    vals = [float(s) for s in scale]
+    if len(vals) == 2 and ndim > 2:
+        vals = [1.0] * (ndim - 2) + vals
+    elif len(vals) > ndim:  # napari layers may carry more dims than the data after slicing
+        vals = vals[-ndim:]
+    if len(vals) != ndim:
+        raise ExportError(f"scale {tuple(scale)} does not fit {ndim}D labels")
+    if not all(math.isfinite(v) and v > 0 for v in vals):
+        raise ExportError(f"scale must hold positive pixel sizes, got {tuple(scale)}")
+    return vals
+
+
+def unit_name(unit: Any) -> str | None:
+    """Canonical (OME-NGFF) name of a unit such as ``um``/``µm`` -> ``micrometer``; ``None`` for pixels.
+
+    Parameters
+    ----------
+    unit : str, pint.Unit or None
+        A unit; anything with a ``str()`` works.
+    """
+    if unit is None:
+        return None
+    text = decode_unit(str(unit).strip())
+    if text.lower() in _NO_UNIT:
+        return None
+    return _UNIT_NAMES.get(text, _UNIT_NAMES.get(text.lower(), text))
+
+
+def short_unit(unit: str | None) -> str:
+    """Short unit symbol (``um``, ``nm``, ``s``) for column headers and ImageJ; ``px`` for none."""
+    name = unit_name(unit)
+    if name is None:
+        return "px"
+    return SHORT_UNITS.get(name, name)
+
+
+def normalize_units(
+    units: str | Sequence[Any] | None, axes: str, scale: list[float] | None, notes: list[str] | None = None
+) -> list[str | None]:
+    """One canonical unit per axis (``None`` where uncalibrated).
+
+    A single string applies to the spatial axes (Z, Y, X). When a scale other than
+    1 is given without a unit, micrometres are assumed (and a note says so).
+
+    Parameters
+    ----------
+    units : str or sequence, optional
+        A spatial unit, or one unit per axis.
+    axes : str
+        The label axes.
+    scale : list of float or None
+        The pixel sizes.
+    notes : list of str, optional
+        Where to record assumptions.
+    """
+    if units is None or isinstance(units, str):
+        per_axis = [unit_name(units) if a in "ZYX" else None for a in axes]
+    else:
+        seq = list(units)
+        if len(seq) > len(axes):
+            seq = seq[-len(axes) :]
+        if len(seq) != len(axes):
+            raise ExportError(f"units {tuple(units)} do not fit axes {axes!r}")
+        per_axis = [unit_name(u) for u in seq]
+    if scale is not None:
+        yx_calibrated = any(scale[i] != 1.0 for i in (-2, -1))
+        if yx_calibrated and per_axis[-1] is None and per_axis[-2] is None:
+            per_axis = ["micrometer" if (a in "ZYX" and u is None) else u for a, u in zip(axes, per_axis, strict=True)]
+            if notes is not None:
+                notes.append("no unit given for the pixel size: taken as micrometres")
+    return per_axis
+
+
+def parse_formats(values: Sequence[str] | None, default: str = "tif") -> list[str]:
+    """Canonical format names from repeated or comma-separated choices (``"png,csv"``), aliases included.
+
+    The one parser of format names: the command line's ``--format`` and :func:`export_labels`
+    accept the same names (``tif``/``tiff``, ``zarr``/``ome-zarr``/``ome.zarr``, ``roi``/``rois``/
+    ``zip``/``imagej``, ...).
+
+    Raises
+    ------
+    ExportError
+        For an unknown name.
+    """
+    names = [f.strip() for v in (values or [default]) for f in str(v).split(",") if f.strip()]
+    return list(dict.fromkeys(_format_name(n) for n in names))
+
+
+def _format_name(fmt: str | None, path: Path | None = None) -> str:
+    """The canonical format name, from ``fmt`` or the path's suffix."""
+    if fmt is None:
+        key = _SUFFIX_FORMATS.get(path.suffix.lower()) if path is not None else None
+        if key is None:
+            raise ExportError(f"give a format, one of {', '.join(FORMATS)}")
+        return key
+    key = _FORMAT_ALIASES.get(str(fmt).lower().lstrip("."))
+    if key is None:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return key
+
+
+_BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]+')
+
+
+def safe_name(name: str | None, default: str = "labels") -> str:
+    """A file-name-safe version of a layer name (path separators and reserved characters replaced)."""
+    text = _BAD_NAME_CHARS.sub("_", str(name or "")).strip(" .")
+    return text or default
+
+
+_NOT_PLAIN = re.compile(r"[^\w.-]+")
+
+
+def plain_name(name: str | None, default: str = "labels") -> str:
+    """A plain file name for a layer name: letters, digits, ``_``, ``-`` and ``.`` only.
+
+    Spaces, brackets, parentheses and other punctuation become one ``_`` each run, so
+    napari's ``cells labels [1]`` becomes ``cells_labels_1``: names that shells, Fiji
+    macros and spreadsheets take without quoting.
+
+    Parameters
+    ----------
+    name : str or None
+        The layer (or file) name.
+    default : str
+        Used when nothing is left.
+
+    Returns
+    -------
+    str
+        The plain name.
+    """
+    text = _NOT_PLAIN.sub("_", str(name or ""))
+    text = re.sub(r"_+", "_", text).strip("_ .")
+    return text or default
+
+
+def output_names(names: Sequence[str | None], sources: Sequence[str] | None = None) -> list[str]:
+    """File-name-safe names for several outputs written to one folder, checked for collisions.
+
+    Names are compared after cleaning (:func:`safe_name`) and without regard to case, as
+    macOS and Windows file systems do, so ``a:b`` and ``a?b``, ``x `` and ``x``, or ``A``
+    and ``a`` are caught before anything is written.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Wanted names (file stems or layer names).
+    sources : sequence of str, optional
+        What each name stands for (file paths, layer names), for the message.
+
+    Returns
+    -------
+    list of str
+        The cleaned names, in order.
+
+    Raises
+    ------
+    ExportError
+        If two names become the same file name.
+    """
+    cleaned = [safe_name(n) for n in names]
+    sources = list(sources) if sources is not None else [str(n) for n in names]
+    seen: dict[str, int] = {}
+    clashes = []
+    for i, c in enumerate(cleaned):
+        key = c.casefold()
+        if key in seen:
+            clashes.append(f"{sources[seen[key]]!r} and {sources[i]!r} -> {c!r}")
+        else:
+            seen[key] = i
+    if clashes:
+        raise ExportError(
+            f"{len(clashes)} output name(s) would collide in one folder ({'; '.join(clashes[:5])}): "
+            "rename them or write them to different folders"
+        )
+    return cleaned
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The provenance JSON beside an export: ``cells.tif`` -> ``cells.tif.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise a clear :class:`PermissionError` if files cannot be created in ``folder``.
+
+    A folder that does not exist yet is judged by its nearest existing parent (it will be created).
+
+    Raises
+    ------
+    PermissionError
+        If the folder (or the parent it would be created in) is not writable.
+    NotADirectoryError
+        If the nearest existing ancestor is a file.
+    """
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot write into {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "folder" if probe == folder else f"folder {folder} cannot be created: its parent"
+        raise PermissionError(
+            f"cannot write the export: {where} {probe} is not writable; choose another folder or change its permissions"
+        )
+
+
+def _check_targets(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse (before writing anything) when a target exists and ``overwrite`` is False."""
+    for p in paths:
+        check_writable(p.parent)
+    if overwrite:
+        return
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
+    if existing:
+        raise TargetExistsError(
+            f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; nothing was "
+            "written. Choose another name or folder, or allow overwriting.",
+            existing,
+        )
+
+
+def _planes(labels: np.ndarray, axes: str) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield ``(stack index, 2D plane)`` over the stack axes (one item, index ``()``, for 2D)."""
+    stack_shape = labels.shape[: len(axes) - 2]
+    for idx in np.ndindex(*stack_shape) if stack_shape else [()]:
+        yield idx, labels[idx]
+
+
+def _json_safe(value: Any) -> Any:
+    """Recursively turn numpy scalars/arrays, paths, tuples and other objects into JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist()) if value.size <= 10_000 else f"<array shape {value.shape}>"
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
