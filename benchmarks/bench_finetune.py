@@ -56,12 +56,11 @@ from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.model_files import Model, ModelError, load, new_model
 from napari_unet_loop.core.postprocess import PostprocessConfig, instances
 from napari_unet_loop.core.predict import predict
+from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.train import (
-    Sample,
     TrainConfig,
     TrainingError,
     iter_train,
-    split_validation,
     training_dtype,
     tune_thresholds,
 )

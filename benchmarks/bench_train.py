@@ -21,7 +21,8 @@ import torch
 
 from napari_unet_loop.core.device import resolve_device
 from napari_unet_loop.core.image import prepare_input
-from napari_unet_loop.core.train import Sample, TrainConfig, iter_train, training_dtype
+from napari_unet_loop.core.sampling import Sample
+from napari_unet_loop.core.train import TrainConfig, iter_train, training_dtype
 from napari_unet_loop.core.unet import UNet, UNetConfig
 from napari_unet_loop.io.images import pair_files, read_image
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .core import __version__, model_files
 from .core.axes import guess_axes, to_stack
+from .core.checkpoint import load_checkpoint, save_checkpoint
 from .core.device import DEVICE_CHOICES, DeviceError, resolve_device
 from .core.finetune import preset
 from .core.image import InputError, prepare_input, to_grey
@@ -28,16 +29,9 @@ from .core.modality import CHOICES as MODALITY_CHOICES
 from .core.modality import MODALITIES, detect
 from .core.model_files import ModelError
 from .core.postprocess import PostprocessConfig
+from .core.sampling import Sample, balance_kinds, split_validation
 from .core.segment import PlaneDone, SegmentSettings, iter_segment_planes
-from .core.train import (
-    Sample,
-    TrainingError,
-    balance_kinds,
-    iter_train,
-    load_checkpoint,
-    save_checkpoint,
-    split_validation,
-)
+from .core.train import TrainingError, iter_train
 from .core.unet import UNet, UNetConfig
 from .io.export import (
     FORMATS,

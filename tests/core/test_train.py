@@ -4,19 +4,18 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet_loop.core import checkpoint as checkpoint_mod
 from napari_unet_loop.core import train as train_mod
 from napari_unet_loop.core.augment import NO_AUGMENT, AugmentConfig
 from napari_unet_loop.core.postprocess import PostprocessConfig
+from napari_unet_loop.core.sampling import PatchSampler, Sample, balance_kinds, split_validation
 from napari_unet_loop.core.train import (
-    PatchSampler,
-    Sample,
     TrainConfig,
     TrainEvent,
     TrainingError,
     TrainResult,
     iter_train,
     loss_terms,
-    split_validation,
     training_dtype,
     validate,
 )
@@ -505,7 +504,7 @@ def test_best_state_on_val_events_is_the_trained_copy(tiny_net, sample, val_samp
 
 
 def test_validation_stripe_lies_in_the_reviewed_area():
-    from napari_unet_loop.core.train import Sample, split_validation
+    from napari_unet_loop.core.sampling import Sample, split_validation
 
     labels = np.zeros((200, 300), np.int32)
     ignore = np.ones((200, 300), bool)
@@ -524,7 +523,7 @@ def test_validation_stripe_lies_in_the_reviewed_area():
 
 
 def test_no_validation_where_nothing_reviewed_fits():
-    from napari_unet_loop.core.train import Sample, split_validation
+    from napari_unet_loop.core.sampling import Sample, split_validation
 
     labels = np.zeros((100, 100), np.int32)  # reviewed, but no object anywhere
     train, val = split_validation([Sample(np.zeros((1, 100, 100), np.float32), labels)], 0.15)
@@ -541,8 +540,8 @@ def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, va
     assert [e.step for e in ckpts] == [1, 2, 3, 4, 5]  # none after the last step: the run is over
 
     path = tmp_path / "run.ckpt"
-    train_mod.save_checkpoint(ckpts[2].checkpoint, path, {"note": "x"})
-    state, extra = train_mod.load_checkpoint(path)
+    checkpoint_mod.save_checkpoint(ckpts[2].checkpoint, path, {"note": "x"})
+    state, extra = checkpoint_mod.load_checkpoint(path)
     assert extra == {"note": "x"} and state["step"] == 3
     assert [h["step"] for h in state["history"] if "val" in h] == [0, 1, 2, 3]
 
@@ -568,14 +567,14 @@ def test_resume_refuses_other_settings_and_other_files(tiny_net, sample, tmp_pat
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="cannot read"):
-        train_mod.load_checkpoint(bad)
+        checkpoint_mod.load_checkpoint(bad)
 
 
 def test_balance_kinds_gives_rare_kinds_their_share(discs, disc_img):
     labels = discs((64, 64), 4, seed=3)
     img = disc_img(labels, seed=3)
     samples = [Sample(img, labels, kind="fluorescence") for _ in range(8)] + [Sample(img, labels, kind="he")]
-    shares = train_mod.balance_kinds(samples, {"he": 0.3})
+    shares = balance_kinds(samples, {"he": 0.3})
     assert shares["he"] == pytest.approx(0.3 / 1.3 * 1.0 / (1 / 1.3), rel=0.2)  # about 0.3 after normalising
     sampler = PatchSampler(samples, _config(), torch.device("cpu"))
     p_he = sampler.p[-1]

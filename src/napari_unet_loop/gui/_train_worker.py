@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..core.postprocess import PostprocessConfig
-from ..core.train import Sample, TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train, tune_thresholds
+from ..core.sampling import Sample
+from ..core.train import TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train, tune_thresholds
 from ._segment_worker import Failure
 
 

@@ -40,7 +40,8 @@ from ..core.finetune import preset
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
 from ..core.model_files import Model, ModelCard, ModelError
-from ..core.train import PatchSampler, Sample, TrainConfig, TrainEvent, TrainingError, split_validation
+from ..core.sampling import PatchSampler, Sample, split_validation
+from ..core.train import TrainConfig, TrainEvent, TrainingError
 from ..core.unet import UNetConfig
 from ..io.images import ReadError, pair_files, read_image
 from ._segment_worker import Failure

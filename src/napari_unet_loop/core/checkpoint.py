@@ -1,0 +1,96 @@
+"""Training checkpoints: the whole state of a run, written atomically, read without running code.
+
+``iter_train(..., checkpoint_every_s=...)`` yields the state; :func:`save_checkpoint` writes it
+(tensors and plain data only) and :func:`load_checkpoint` reads it back with
+``torch.load(weights_only=True)`` for ``iter_train(..., resume=state)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from typing import Any
+
+import torch
+
+from .train import TrainConfig, TrainingError
+
+CHECKPOINT_FORMAT = 1
+
+
+def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
+    """Check that a checkpoint can continue a run with ``config``.
+
+    Raises
+    ------
+    TrainingError
+        If it is not a training checkpoint of this format, or its settings differ.
+    """
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
+    theirs = dict(state.get("config") or {})
+    ours = config.to_dict()
+    differ = sorted(k for k in set(theirs) | set(ours) if _plain(theirs.get(k)) != _plain(ours.get(k)))
+    if differ:
+        raise TrainingError(f"the checkpoint was made with other training settings ({', '.join(differ)})")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so settings read back from a file compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write a training checkpoint atomically (a crash mid-write leaves the previous one).
+
+    Parameters
+    ----------
+    state : dict
+        From a ``"checkpoint"`` :class:`TrainEvent`.
+    path : path-like
+        Target file.
+    extra : dict, optional
+        More to store beside it (e.g. the model card as JSON), strings and numbers only.
+    """
+    from .atomic import atomic_path
+
+    payload = dict(state)
+    payload["rng"] = dict(state["rng"])
+    payload["json"] = json.dumps(
+        {k: payload.pop(k) for k in ("config", "baseline", "best", "history")} | {"extra": extra or {}}
+    )
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only, no code).
+
+    Returns
+    -------
+    tuple of dict
+        The state for ``iter_train(..., resume=state)`` and the ``extra`` stored with it.
+
+    Raises
+    ------
+    TrainingError
+        If the file is not a readable checkpoint.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(payload.pop("json"))
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
+        raise TrainingError(f"cannot read the training checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a training checkpoint of this version of napari-unet-loop")
+    extra = meta.pop("extra", {})
+    payload.update(meta)
+    return payload, extra

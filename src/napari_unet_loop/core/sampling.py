@@ -1,0 +1,267 @@
+"""Training data: annotated samples, validation stripes, kind balancing, and the augmented patch sampler."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .augment import jitter_intensity, random_blur, sampling_grid, warp
+from .targets import check_labels, make_targets
+from .tiling import reflect_indices
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+MIN_VAL_SIDE = 32
+MAX_CENTRES = 1_000_000
+
+
+@dataclass
+class Sample:
+    """One annotated image.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Normalised ``(C, H, W)`` float32 image.
+    labels : numpy.ndarray
+        ``(H, W)`` instance labels.
+    ignore : numpy.ndarray or None
+        ``(H, W)`` boolean mask of pixels not reviewed (left out of the loss).
+    weight : numpy.ndarray or None
+        ``(H, W)`` extra loss weight (e.g. higher where the user corrected).
+    name : str
+        For messages and model cards.
+    draw : float
+        Relative chance of drawing training patches from this sample (on top of the
+        square root of its annotated area), e.g. to show rare kinds of image more often.
+    kind : str
+        Kind of imaging (see :mod:`.modality`), for balancing and per-kind scores.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    ignore: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    name: str = ""
+    draw: float = 1.0
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        self.labels = check_labels(self.labels)
+        if self.image.shape[-2:] != self.labels.shape:
+            raise ValueError(
+                f"{self.name or 'sample'}: labels shape {self.labels.shape} differs from "
+                f"image shape {self.image.shape[-2:]}"
+            )
+        for what in ("ignore", "weight"):
+            arr = getattr(self, what)
+            if arr is not None and arr.shape != self.labels.shape:
+                raise ValueError(f"{self.name or 'sample'}: {what} mask shape {arr.shape} != {self.labels.shape}")
+
+    @property
+    def n_annotated(self) -> int:
+        """Number of pixels that count in the loss."""
+        return int(self.labels.size if self.ignore is None else (~self.ignore).sum())
+
+
+def split_validation(
+    samples: Sequence[Sample], fraction: float = 0.15, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a stripe of every annotated sample for validation.
+
+    The stripe (``fraction`` of the annotated extent along the longer side, at
+    least 32 px, across the reviewed extent, placed where at least a quarter of its
+    pixels are reviewed and an object lies) becomes a validation sample; in the training sample it is marked
+    ignored, so no validation label is ever trained on.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Annotated samples.
+    fraction : float
+        Share of each sample to hold out (0: no validation).
+    seed : int
+        Random seed for the stripe positions.
+
+    Returns
+    -------
+    tuple of list
+        ``(train, val)`` samples. ``val`` is empty when ``fraction`` is 0 or no
+        sample is large enough to split.
+    """
+    if fraction <= 0:
+        return list(samples), []
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for s in samples:
+        valid = np.ones(s.labels.shape, bool) if s.ignore is None else ~s.ignore
+        rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+        if rows.size == 0:
+            train.append(s)
+            continue
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        axis = 0 if (y1 - y0) >= (x1 - x0) else 1
+        lo, hi = (y0, y1) if axis == 0 else (x0, x1)
+        width = max(int(round(fraction * (hi - lo))), MIN_VAL_SIDE)
+        if hi - lo < 2 * width:
+            train.append(s)
+            continue
+        # a stripe across the reviewed extent, where at least a quarter of the pixels were reviewed and an
+        # object lies; try a few places
+        starts = rng.permutation(np.arange(lo, hi - width + 1))[:64]
+        for a in starts:
+            sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
+            v = valid[sl]
+            if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any():
+                break
+        else:
+            train.append(s)  # nowhere to hold out: this sample trains, without validation from it
+            continue
+        held = np.zeros(s.labels.shape, bool)
+        held[sl] = True
+        ignore = held if s.ignore is None else (s.ignore | held)
+        train.append(Sample(s.image, s.labels, ignore, s.weight, s.name, s.draw, s.kind))
+        val.append(
+            Sample(
+                s.image[(slice(None), *sl)],
+                s.labels[sl],
+                None if s.ignore is None else s.ignore[sl],
+                None,
+                f"{s.name}[validation]",
+            )
+        )
+    return train, val
+
+
+def balance_kinds(samples: list[Sample], shares: dict[str, float]) -> dict[str, float]:
+    """Set each sample's ``draw`` so rare kinds of image get about a given share of the patches.
+
+    Each kind's natural share (the square root of its annotated area, as the sampler draws) is
+    raised to the share asked for, then all shares are scaled to sum to 1 (so a raised share
+    ends a little under the number asked when other kinds are raised too).
+
+    Parameters
+    ----------
+    samples : list of Sample
+        Training samples with their ``kind``.
+    shares : dict
+        Share of training patches wanted per kind, e.g. ``{"he": 0.2, "brightfield": 0.15}``;
+        kinds not named keep their natural share.
+
+    Returns
+    -------
+    dict
+        The share of patches each kind now gets.
+    """
+    weight: dict[str, float] = {}
+    for s in samples:
+        weight[s.kind] = weight.get(s.kind, 0.0) + float(np.sqrt(s.n_annotated))
+    total = sum(weight.values())
+    target = {k: max(w / total, shares.get(k, 0.0)) for k, w in weight.items()}
+    norm = sum(target.values())
+    target = {k: v / norm for k, v in target.items()}
+    for s in samples:
+        s.draw = target[s.kind] / (weight[s.kind] / total)
+    return target
+
+
+class PatchSampler:
+    """Draws augmented training batches from samples held on the training device.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Training samples.
+    config : TrainConfig
+        Patch size, augmentation, border weight map settings.
+    device : torch.device
+        Where patches are cut and augmented.
+    """
+
+    def __init__(self, samples: Sequence[Sample], config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.items = []
+        areas, draws = [], []
+        for s in samples:
+            t = make_targets(s.labels, s.ignore, w0=config.w0, sigma=config.sigma)
+            weight = t.weight if s.weight is None else t.weight * s.weight.astype(np.float32)
+            valid = weight > 0
+            n_valid = int(valid.sum())
+            if n_valid == 0:
+                continue
+            fg = valid & (s.labels > 0)
+            self.items.append(
+                dict(
+                    image=torch.from_numpy(np.ascontiguousarray(s.image, np.float32)).to(device),
+                    cont=torch.from_numpy(np.stack([weight, t.distance])).to(device),
+                    cls=torch.from_numpy(t.classes).to(device),
+                    valid=None if s.ignore is None else self._subsample(np.flatnonzero(valid)),
+                    fg=self._subsample(np.flatnonzero(fg)),
+                    shape=s.labels.shape,
+                )
+            )
+            areas.append(n_valid)
+            draws.append(s.draw)
+        if not self.items:
+            from .train import TrainingError
+
+            raise TrainingError("no annotated pixels to train on: every pixel is ignored")
+        p = np.sqrt(np.asarray(areas, np.float64)) * np.asarray(draws, np.float64)
+        self.p = p / p.sum()
+        aug = config.augment
+        reach = config.patch_size / min(aug.zoom[0], 1.0) * (1.45 if aug.rotate else 1.0)
+        self.src = int(math.ceil(reach + 4 * aug.elastic_sigma)) // 2 * 2 + 2
+
+    def get_state(self) -> dict[str, Any]:
+        """The random generators' state (for checkpoints)."""
+        return {"torch": self.gen.get_state(), "numpy": json.dumps(self.rng.bit_generator.state)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore the random generators from :meth:`get_state`."""
+        self.gen.set_state(state["torch"])
+        self.rng.bit_generator.state = json.loads(state["numpy"])
+
+    def _subsample(self, idx: np.ndarray) -> np.ndarray:
+        if idx.size > MAX_CENTRES:
+            idx = self.rng.choice(idx, MAX_CENTRES, replace=False)
+        return idx.astype(np.int64)
+
+    def _centre(self, item: dict) -> tuple[int, int]:
+        h, w = item["shape"]
+        pool_ = item["fg"] if item["fg"].size and self.rng.random() < self.config.fg_fraction else item["valid"]
+        if pool_ is None:
+            return int(self.rng.integers(h)), int(self.rng.integers(w))
+        i = int(pool_[self.rng.integers(pool_.size)])
+        return divmod(i, w)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``n`` augmented patches: image, classes, loss weight, distance target."""
+        s, half = self.src, self.src // 2
+        imgs, conts, clss = [], [], []
+        for k in self.rng.choice(len(self.items), size=n, p=self.p):
+            item = self.items[k]
+            cy, cx = self._centre(item)
+            h, w = item["shape"]
+            iy = torch.from_numpy(reflect_indices(cy - half, cy - half + s, h)).to(self.device)
+            ix = torch.from_numpy(reflect_indices(cx - half, cx - half + s, w)).to(self.device)
+            imgs.append(item["image"].index_select(1, iy).index_select(2, ix))
+            conts.append(item["cont"].index_select(1, iy).index_select(2, ix))
+            clss.append(item["cls"].index_select(0, iy).index_select(1, ix))
+        grid = sampling_grid(n, self.config.patch_size, s, self.config.augment, self.gen, self.device)
+        x, cont, cls = warp(grid, torch.stack(imgs), torch.stack(conts), torch.stack(clss))
+        x = random_blur(x, self.config.augment.blur, self.gen)
+        x = jitter_intensity(x, self.config.augment.intensity, self.gen)
+        assert cont is not None and cls is not None
+        return x, cls, cont[:, 0], cont[:, 1].clamp(0, 1)
