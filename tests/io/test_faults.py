@@ -125,3 +125,69 @@ def test_random_kills_during_exports(tmp_path, fmt):
     export_labels(_labels(1), tmp_path, "csv", name="last")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     json.dumps(read_sidecar(tmp_path / "last.csv"))
+
+
+def _kill_at_random(cmd, env, rng, settle, runs):
+    """Start ``cmd`` ``runs`` times and SIGKILL it at a random moment after ``settle`` seconds."""
+    for _ in range(runs):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(settle + float(rng.uniform(0.0, 1.5)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_random_kills_during_segment_leave_whole_files(tmp_path, tiny_model_path):
+    """``segment`` killed at random moments: each output is whole (or absent), records match, leftovers go."""
+    import imageio.v3 as iio
+
+    from napari_unet_loop.sample_data import sample_path
+
+    src = tmp_path / "in"
+    src.mkdir()
+    image = iio.imread(sample_path("nuclei_small"))
+    for i in range(6):
+        iio.imwrite(src / f"img{i}.png", image)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "napari_unet_loop.cli", "segment", str(src), "-o", str(out)]
+    cmd += ["--model", str(tiny_model_path), "--format", "tif,zarr", "--overwrite"]
+    _kill_at_random(cmd, env, np.random.default_rng(1), settle=1.5, runs=4)
+    for tif in out.glob("*.tif"):
+        labels = tifffile.imread(tif)  # a whole TIFF, never a torn one
+        assert labels.shape == image.shape[:2]
+        assert sidecar_matches(tif) in (None, True)
+    for store in out.glob("*.zarr"):
+        assert sidecar_matches(store) in (None, True)
+    subprocess.run(cmd, env=env, check=True, capture_output=True)  # the next run finishes and cleans up
+    assert sorted(p.name for p in out.glob("*.tif")) == [f"img{i}.tif" for i in range(6)]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert all(sidecar_matches(p) for p in out.glob("*.tif"))
+
+
+def test_random_kills_during_train_leave_a_loadable_model_or_none(tmp_path, tiny_model_path):
+    """``train`` killed at random moments: the model file and the checkpoint are whole or absent."""
+    import imageio.v3 as iio
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.checkpoint import load_checkpoint
+    from napari_unet_loop.sample_data import sample_path
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    iio.imwrite(images / "a.png", iio.imread(sample_path("nuclei_small")))
+    tifffile.imwrite(labels / "a.tif", iio.imread(sample_path("nuclei_small", labels=True)))
+    out = tmp_path / "m.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "napari_unet_loop.cli", "train", str(images), str(labels), "--out", str(out)]
+    cmd += ["--from", str(tiny_model_path), "--minutes", "5", "--patch", "64", "--batch", "2"]
+    cmd += ["--val-every", "0.2", "--checkpoint-every", "0.005", "--overwrite", "--no-tune"]
+    _kill_at_random(cmd, env, np.random.default_rng(2), settle=2.5, runs=3)
+    if out.exists():
+        model_files.load(out)  # whole: it loads
+    ckpt = out.with_suffix(".ckpt")
+    if ckpt.exists():
+        state, extra = load_checkpoint(ckpt)
+        assert state["step"] >= 1 and extra["argv"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert all(".part-" in n for n in leftovers)  # only temporaries of killed writers, removed by the next write
