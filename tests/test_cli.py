@@ -767,3 +767,15 @@ def test_format_aliases_are_the_exporters(tmp_path, folders, tiny_model_path, al
     args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path / "s"), "--model", str(tiny_model_path)]
     assert main([*args, "--format", alias]) == 0
     assert main([*args, "--format", "bmp", "--overwrite"]) == 2
+
+
+def test_a_tiff_with_many_samples_per_pixel_is_not_taken_for_a_stack(tmp_path, tiny_model_path, capsys):
+    """64 x 64 pixels of 1,000 samples each: one image with 1,000 channels, not 64 planes of 64 x 1000."""
+    data = np.random.default_rng(0).integers(0, 255, (64, 64, 1000), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "many.tif", data, planarconfig="contig", photometric="minisblack")
+    args = ["segment", str(tmp_path / "many.tif"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1000 channels" in err and "--channel" in err
+    assert main([*args, "--channel", "3"]) == 0
+    assert tifffile.imread(tmp_path / "o" / "many.tif").shape == (64, 64)

@@ -180,8 +180,9 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
     if len(axes) != data.ndim:
         raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
     needs_choice = in_channels == 1 and getattr(args, "channel", None) is None
-    if "C" in axes and needs_choice and data.shape[axes.index("C")] > 1:
-        n = data.shape[axes.index("C")]
+    chan = "C" if "C" in axes else "S" if "S" in axes else None
+    n = data.shape[axes.index(chan)] if chan else 1
+    if needs_choice and n > 1 and not (chan == "S" and n in (2, 3, 4)):  # grey + alpha, RGB(A): known
         raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment with --channel")
     return data, axes
 

@@ -120,8 +120,9 @@ def _reason(exc: BaseException) -> str:
 def file_axes(path: str | os.PathLike) -> str | None:
     """The axes a TIFF file declares (``YX``, ``CYX``, ``ZYXS``, ...), or ``None`` when unknown.
 
-    Axes count as declared in OME-TIFF and ImageJ files, and in tifffile's own description
-    when its writer named them; plain TIFFs give ``None``. Only letters this package
+    Axes count as declared in OME-TIFF and ImageJ files, in tifffile's own description
+    when its writer named them, and for the samples of a one-page TIFF (its
+    ``SamplesPerPixel`` tag: ``YXS``); other plain TIFFs give ``None``. Only letters this package
     understands count (``T``, ``Z``, ``C``, ``Y``, ``X``, ``S``): a file with other axes
     (``Q``, ``I``: unspecified) or not a TIFF gives ``None``, and the axes are then
     guessed from the shape.
@@ -137,6 +138,8 @@ def file_axes(path: str | os.PathLike) -> str | None:
             if not declared and tif.is_shaped:  # tifffile's own description, when the writer named the axes
                 declared = "axes" in (tif.shaped_metadata or [{}])[0]
             axes = tif.series[0].axes.upper()
+            if not declared and len(tif.pages) == 1 and tif.pages[0].samplesperpixel > 1 and axes == "YXS":
+                declared = True  # samples per pixel is a tag of the file, not a guess from the shape
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image
         return None
     if not declared:  # axes tifffile guessed from the shape alone (e.g. 3 planes taken for planar RGB)
