@@ -779,3 +779,26 @@ def test_a_tiff_with_many_samples_per_pixel_is_not_taken_for_a_stack(tmp_path, t
     assert "1000 channels" in err and "--channel" in err
     assert main([*args, "--channel", "3"]) == 0
     assert tifffile.imread(tmp_path / "o" / "many.tif").shape == (64, 64)
+
+
+def test_tiny_tiles_are_refused(tmp_path, folders, capsys):
+    images, _ = folders
+    with pytest.raises(SystemExit):
+        main(["segment", str(images), "-o", str(tmp_path), "--tile", "1"])
+    assert "almost all overlap" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_called_so_and_names_the_file(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
+    import errno
+
+    import napari_unet_loop.cli as cli_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "nuclei_small.tif"))
+
+    monkeypatch.setattr(cli_mod, "export_labels", full)
+    images, _ = folders
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "disk full while writing" in err and "nuclei_small.tif)" in err

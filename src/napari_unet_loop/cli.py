@@ -71,6 +71,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MIN_TILE = 64
+
+
+def _tile(text: str) -> int:
+    """Parse a tile size (an argparse type): small tiles are almost all halo, and very slow."""
+    value = _positive_int(text)
+    if value < MIN_TILE:
+        raise argparse.ArgumentTypeError(
+            f"tiles under {MIN_TILE} px are almost all overlap and very slow, got {value} (512 is a good size)"
+        )
+    return value
+
+
+def _oserror(exc: OSError) -> str:
+    """An operating-system error in words, naming the file (a full disk says so)."""
+    import errno
+
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"disk full while writing{where}: free some space or write elsewhere"
+    return f"{exc.strerror or exc}{where}" if exc.strerror else str(exc)
+
+
 def _iou(text: str) -> float:
     """Parse an overlap between 0 (exclusive) and 1 (an argparse type)."""
     try:
@@ -94,7 +117,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)",
     )
     p.add_argument(
-        "--tile", type=_positive_int, default=None, help="core tile size in pixels (default: chosen from free memory)"
+        "--tile", type=_tile, default=None, help="core tile size in pixels (default: chosen from free memory)"
     )
     p.add_argument(
         "--precision",
@@ -321,7 +344,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 for note in res.notes:
                     _log(f"note: {f.name} ({fmt}): {note}")
         except (ExportError, OSError, ValueError) as exc:  # this file's outputs; the others go on
-            _log(f"error: {f}: cannot write its labels: {exc}")
+            _log(f"error: {f}: cannot write its labels: {_oserror(exc) if isinstance(exc, OSError) else exc}")
             failed += 1
             continue
         _log(
@@ -956,7 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="model name or path")
     p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tile", type=_positive_int, default=None)
+    p.add_argument("--tile", type=_tile, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
     p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
@@ -1018,7 +1041,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MemoryError,
         ValueError,
     ) as exc:
-        _log(f"error: {exc}")
+        _log(f"error: {_oserror(exc) if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) else exc}")
         return 2
 
 
