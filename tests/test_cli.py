@@ -425,7 +425,7 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
 
 def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
     """A run killed after a checkpoint goes on with --resume: same settings, the step count carries on."""
-    import napari_unet_loop.cli as cli_mod
+    import napari_unet_loop.cli.train as cli_mod
     from napari_unet_loop.core import model_files
 
     images, labels = folders
@@ -624,7 +624,7 @@ def test_train_without_validation_says_so_and_records_it(tmp_path, folders, tiny
 
 
 def test_ctrl_c_while_starting_is_one_line(monkeypatch, folders, tmp_path, capsys):
-    import napari_unet_loop.cli as cli_mod
+    import napari_unet_loop.cli.train as cli_mod
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -791,7 +791,7 @@ def test_tiny_tiles_are_refused(tmp_path, folders, capsys):
 def test_a_full_disk_is_called_so_and_names_the_file(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
     import errno
 
-    import napari_unet_loop.cli as cli_mod
+    import napari_unet_loop.cli.segment as cli_mod
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "nuclei_small.tif"))

@@ -1,0 +1,75 @@
+"""``napari-unet-loop export``: convert label files (with measurements and provenance)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..io.export import (
+    ExportError,
+    export_labels,
+    output_names,
+    safe_name,
+)
+from ..io.images import read_image
+from ._common import CLIError, _formats, _log
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Convert label files to other formats (with measurements and provenance)."""
+    from ..io.readers import read_labels
+
+    formats = _formats(args.format, default="tif")
+    image = read_image(args.image) if args.image else None
+    outdir = Path(args.output)
+    try:  # files of the same name from different folders would overwrite each other's outputs
+        output_names([Path(p).stem for p in args.labels], list(args.labels))
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
+    taken: dict[str, str] = {}
+    for path in args.labels:
+        layers = [layer for layer in read_labels(path, force=True) if layer[2] == "labels"]
+        if not layers:
+            raise CLIError(f"{path} holds no labels")
+        for data, kwargs, _ in layers:
+            data = np.asarray(data)
+            if not np.issubdtype(data.dtype, np.integer):
+                raise CLIError(f"{path}: labels must be integers, got {data.dtype}")
+            meta = kwargs.get("metadata", {}) or {}
+            axes = args.axes or meta.get("axes")
+            scale = args.pixel_size or kwargs.get("scale")
+            if args.pixel_size and len(args.pixel_size) == 1:  # Y and X; other axes keep the file's spacing
+                file_scale = list(kwargs.get("scale") or [1.0] * data.ndim)
+                scale = [*file_scale[: data.ndim - 2], args.pixel_size[0], args.pixel_size[0]]
+            name = Path(path).stem if len(layers) == 1 else kwargs.get("name", Path(path).stem)
+            key = safe_name(name).casefold()
+            if key in taken:
+                raise CLIError(
+                    f"{path} ({name}) and {taken[key]} would both be written as {safe_name(name)}.*: "
+                    "export them to different folders"
+                )
+            taken[key] = f"{path}"
+            for fmt in formats:
+                img = image if fmt in ("csv", "zarr") else None
+                if img is not None and img.shape[: data.ndim] != data.shape:
+                    img = img[..., :3].mean(-1) if img.ndim == data.ndim + 1 else img
+                    if img.shape != data.shape:
+                        raise CLIError(f"--image has shape {image.shape}, the labels {data.shape}")
+                res = export_labels(
+                    data,
+                    outdir,
+                    fmt,
+                    name=name,
+                    image=img,
+                    scale=scale,
+                    units=args.unit or meta.get("units"),
+                    axes=axes,
+                    overwrite=args.overwrite,
+                    provenance=meta.get("napari_unet_loop") or None,
+                )
+                for note in res.notes:
+                    _log(f"note: {Path(path).name} ({fmt}): {note}")
+                _log(f"{Path(path).name} -> {', '.join(str(p) for p in res.paths)}")
+    return 0

@@ -1,0 +1,35 @@
+"""``napari-unet-loop gui``: napari with the plugin docked."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import CLIError
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open napari with the dock widget, on the given images or a sample image."""
+    try:
+        import napari
+    except ImportError as exc:  # pragma: no cover - napari is a dependency
+        raise CLIError(f"napari is not installed ({exc}); pip install 'napari-unet-loop[all]'") from exc
+    from ..sample_data import SAMPLES
+
+    viewer = napari.Viewer(title="napari-unet-loop")
+    if args.images:
+        for path in args.images:
+            viewer.open(path)
+    else:
+        if args.sample not in SAMPLES:
+            raise CLIError(f"no sample named {args.sample!r}; choose one of {', '.join(SAMPLES)}")
+        viewer.open_sample("napari-unet-loop", args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
+    # napari's first window is small: the dock's Segment button would sit below the fold
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen().availableGeometry()
+    viewer.window.resize(min(1500, screen.width()), min(950, screen.height()))
+    if args.segment:
+        widget.segment()
+    napari.run()
+    return 0

@@ -1,0 +1,253 @@
+"""The parser and ``main``: one sub-command per module of this package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ..core import __version__, model_files
+from ..core.checkpoint import load_checkpoint
+from ..core.device import DEVICE_CHOICES, DeviceError
+from ..core.image import InputError
+from ..core.model_files import ModelError
+from ..core.train import TrainingError
+from ..io.export import (
+    FORMATS,
+    ExportError,
+    TargetExistsError,
+)
+from ..io.images import ReadError
+from ._common import CLIError, _add_modality_arg, _add_model_args, _log, _oserror, _positive_int, _tile
+from .evaluate import cmd_evaluate
+from .export import cmd_export
+from .gui import cmd_gui
+from .segment import cmd_segment
+from .train import cmd_train
+from .tune import cmd_tune
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List shipped and user models."""
+    for name, path in model_files.list_models().items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="napari-unet-loop", description="U-Net instance segmentation: segment, evaluate, train, tune, export."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="segment images into label TIFFs")
+    p.add_argument("inputs", nargs="+", help="PNG/TIFF files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (one <name>.tif per input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--format",
+        action="append",
+        metavar="FMT",
+        help=f"output format(s): {', '.join(FORMATS)}; repeat or comma-separate (default tif)",
+    )
+    p.add_argument(
+        "--include-labels",
+        action="store_true",
+        help="also segment label files found in folders beside their images (x_labels.png beside x.png)",
+    )
+    _add_model_args(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="segment images and score them against label files")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--compact", action="store_true", help="JSON on one line")
+    p.add_argument("--verbose", action="store_true", help="per-image lines on stderr with --json")
+    p.add_argument(
+        "--by-kind",
+        action="store_true",
+        help="also score fluorescence, brightfield and H&E images apart (the kind is detected from the image)",
+    )
+    _add_model_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train or fine-tune on images and label files")
+    p.add_argument("images", nargs="?", help="folder of images")
+    p.add_argument("labels", nargs="?", help="folder of label images (matched to images by name or frame number)")
+    p.add_argument("--out", help="model file to write (.safetensors)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a cut run from its checkpoint (<out>.ckpt), with that run's data and settings",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=5.0,
+        metavar="MIN",
+        help="minutes between training checkpoints for --resume (default 5)",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        default="default",
+        help="start from: default, a model name or path, or 'scratch'",
+    )
+    p.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="number of training steps")
+    p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--patch", type=_positive_int, default=None, help="patch size (default 128)")
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=None,
+        help="patches per step (default 8 fine-tuning, as the dock; 16 from scratch)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default 5e-4 fine-tuning, as the dock; 2e-3 from scratch)",
+    )
+    p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
+    p.add_argument(
+        "--update-norm",
+        action="store_true",
+        help="when fine-tuning, re-estimate the batch-norm statistics (default: keep the starting model's; "
+        "re-estimating helps only with many training images)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
+    p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
+    p.add_argument("--include", default=None, help="file of image names to use (others skipped)")
+    p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
+    p.add_argument(
+        "--val-every", type=float, default=None, help="seconds between validations (default: ten per run, as the dock)"
+    )
+    p.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
+    _add_modality_arg(p)
+    p.add_argument(
+        "--balance-kinds",
+        default=None,
+        metavar="KIND=SHARE,...",
+        help="smallest share of training patches per kind of image, e.g. he=0.2,brightfield=0.15",
+    )
+    p.add_argument("--intensity", type=float, default=None, help="intensity augmentation strength, 0-1 (default 0.5)")
+    p.add_argument(
+        "--blur", type=float, default=None, help="largest random blur in pixels (default 1 from scratch, 0 fine-tuning)"
+    )
+    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net depth, from scratch (default 4)")
+    p.add_argument("--width", type=_positive_int, default=16, help="U-Net base width, from scratch (default 16)")
+    p.add_argument("--in-channels", type=_positive_int, default=1, help="input channels, from scratch (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--description", default=None, help="what the model is for (stored in its card)")
+    p.add_argument(
+        "--no-tune",
+        dest="tune",
+        action="store_false",
+        help="keep the starting thresholds (default: tune them on the validation data after training)",
+    )
+    p.add_argument(
+        "--select-by",
+        choices=["ap50", "loss"],
+        default="ap50",
+        help="validation score that picks the best weights (default ap50 at the model's thresholds)",
+    )
+    p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false", help="write the model only at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="convert label files to TIFF, PNG, OME-Zarr, CSV measurements or ImageJ ROIs")
+    p.add_argument("labels", nargs="+", help="label files (TIFF, PNG, OME-Zarr, ImageJ ROI zip)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--format", action="append", metavar="FMT", help=f"{', '.join(FORMATS)} (repeat or comma-separate)")
+    p.add_argument("--image", default=None, help="the paired image (intensity columns in CSV, image in OME-Zarr)")
+    p.add_argument("--axes", default=None, help="axes of the labels: YX, ZYX, TYX or TZYX (default: from the file)")
+    p.add_argument("--pixel-size", type=float, nargs="+", default=None, help="pixel size (one value, or per axis)")
+    p.add_argument("--unit", default=None, help="unit of the pixel size, e.g. um (default um when a size is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("gui", help="open napari with the plugin docked (on a sample image by default)")
+    p.add_argument("images", nargs="*", help="images to open (default: a sample image)")
+    p.add_argument("--sample", default="nuclei_fluorescence", help="sample to open when no image is given")
+    p.add_argument("--segment", action="store_true", help="segment the image right away")
+    p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("tune", help="choose a model's default thresholds on annotated images")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
+    p.add_argument("--model", default="default", help="model name or path")
+    p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", type=_tile, default=None)
+    p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
+    p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
+    p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("models", help="list shipped and user models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """Fill in the ``train`` defaults; with ``--resume``, the arguments of the run being continued."""
+    if args.resume:
+        state, extra = load_checkpoint(args.resume)
+        try:
+            old = parser.parse_args(extra["argv"])
+            card = model_files.ModelCard.from_dict(json.loads(extra["card"]))
+        except (KeyError, ValueError, TypeError, SystemExit) as exc:
+            raise CLIError(f"{args.resume}: the checkpoint does not say which run it belongs to ({exc})") from None
+        _log(f"resuming at step {state['step']}: napari-unet-loop {' '.join(extra['argv'])}")
+        old.resume, old.resume_state, old.resume_card = args.resume, state, card
+        old.resume_started = extra.get("started")
+        if args.device != "auto":
+            old.device = args.device
+        args, argv = old, list(extra["argv"])
+    elif args.images is None or args.labels is None or args.out is None:
+        raise CLIError("train needs IMAGES, LABELS and --out (or --resume CHECKPOINT)")
+    if args.minutes is None and args.steps is None:
+        args.minutes = 5.0
+    args.argv = argv
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "command", None) == "train":
+            args = _train_args(parser, args, argv)
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while starting, reading or writing: one line, no traceback
+        _log("interrupted")
+        return 130
+    except TargetExistsError as exc:  # the io message is neutral: name this front end's way
+        _log(f"error: {exc} Use --overwrite to replace.")
+        return 2
+    except (
+        CLIError,
+        InputError,
+        ModelError,
+        DeviceError,
+        ReadError,
+        TrainingError,
+        ExportError,
+        OSError,  # missing list files, folders that are files, full disks, ...
+        MemoryError,
+        ValueError,
+    ) as exc:
+        _log(f"error: {_oserror(exc) if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) else exc}")
+        return 2

@@ -1,0 +1,253 @@
+"""``napari-unet-loop train``: train from scratch or fine-tune, with checkpoints and ``--resume``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..core import model_files
+from ..core.checkpoint import save_checkpoint
+from ..core.device import resolve_device
+from ..core.finetune import preset
+from ..core.modality import MODALITIES
+from ..core.sampling import balance_kinds, split_validation
+from ..core.train import iter_train
+from ..core.unet import UNet, UNetConfig
+from ..io.images import pair_files
+from ._common import CLIError, _fmt, _load_samples, _log, _read_list
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from scratch or fine-tune on a folder of images and label files."""
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    if out.suffix != model_files.SUFFIX:
+        out = out.with_name(out.name + model_files.SUFFIX)
+    resume = getattr(args, "resume_state", None)
+    if out.exists() and not args.overwrite and resume is None:
+        raise CLIError(f"{out} exists; use --overwrite to replace it")
+    ckpt_path = out.with_suffix(".ckpt")
+    if resume is not None:
+        model = model_files.Model(UNet(args.resume_card.architecture), args.resume_card)
+        parent = model.card.parent
+    elif args.start == "scratch":
+        cfg = UNetConfig(depth=args.depth, base_width=args.width, in_channels=args.in_channels)
+        model = model_files.new_model(cfg, name=out.stem, seed=args.seed)
+        model.card.modality = args.modality or ("auto" if args.in_channels == 1 else "none")
+        parent = None
+    else:
+        model = model_files.load(args.start)
+        parent = model.name
+        model.card.parent = parent
+        model.card.name = out.stem
+        if args.modality:
+            model.card.modality = args.modality
+    start_card = model.card.to_dict()
+    include, exclude, val_names = (
+        _read_list(args.include),
+        _read_list(args.exclude),
+        _read_list(args.val_list),
+    )
+    pairs = pair_files(args.images, args.labels)
+    if include is not None:
+        pairs = [p for p in pairs if p[0].stem in include]
+    if exclude is not None:
+        pairs = [p for p in pairs if p[0].stem not in exclude]
+    if not pairs:
+        raise CLIError("no image/label pairs left to train on after --include/--exclude")
+    in_ch, norm, modality = model.card.architecture.in_channels, model.card.normalization, model.card.modality
+    if not 0 <= args.val_fraction < 1:
+        raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
+    if val_names is not None and not any(p[0].stem in val_names for p in pairs):
+        raise CLIError(f"no image matches the names in --val-list {args.val_list}: nothing to validate on")
+    if val_names is not None:
+        train_pairs = [p for p in pairs if p[0].stem not in val_names]
+        val_pairs = [p for p in pairs if p[0].stem in val_names]
+        train = _load_samples(train_pairs, norm, in_ch, args, modality)
+        val = _load_samples(val_pairs, norm, in_ch, args, modality)
+    else:
+        samples = _load_samples(pairs, norm, in_ch, args, modality)
+        train, val = split_validation(samples, args.val_fraction, args.seed)
+    if not train:
+        raise CLIError("no training images left after taking out the validation images")
+    if not any(s.labels.any() for s in train):
+        raise CLIError("the training label images hold no objects (all zero): nothing to learn from")
+    if not val:
+        _log(
+            "WARNING: no validation data (--val-fraction 0, or images too small to hold a stripe out): "
+            "nothing will check that the model gets better; the weights at the end are kept as they are"
+        )
+    kinds = {k: sum(s.kind == k for s in train) for k in MODALITIES}
+    shares = None
+    if args.balance_kinds:
+        shares = balance_kinds(train, _parse_shares(args.balance_kinds))
+        _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
+    fine_tune = args.start != "scratch"
+    augment = dataclasses.replace(
+        preset(fine_tune).augment,
+        **{k: v for k, v in (("intensity", args.intensity), ("blur", args.blur)) if v is not None},
+    )
+    config = preset(
+        fine_tune,
+        minutes=args.minutes,
+        patch_size=args.patch,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        steps=args.steps,
+        val_every_s=args.val_every,
+        freeze_encoder=args.freeze_encoder,
+        freeze_norm=False if args.update_norm else None,
+        precision=args.precision,
+        seed=args.seed,
+        select_by=args.select_by,
+        augment=augment,
+    )
+    _log(
+        f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
+        f"{len(train)} training and {len(val)} validation sample(s), budget "
+        f"{str(args.minutes) + ' min' if args.minutes else ''}{' ' if args.minutes and args.steps else ''}"
+        f"{str(args.steps) + ' steps' if args.steps else ''}"
+    )
+    started = getattr(args, "resume_started", None) or _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    if args.description:
+        model.card.description = args.description
+
+    tuning: dict = {}
+
+    def write(result_val: dict | None, final: bool, extra: dict) -> None:
+        model.card.metrics = {"validation": result_val} if result_val else {}
+        if final and tuning:
+            model.card.metrics["threshold_tuning"] = tuning
+        model.card.training = {
+            "data": {
+                "images": str(Path(args.images).resolve()),
+                "labels": str(Path(args.labels).resolve()),
+                "n_train": len(train),
+                "n_val": len(val),
+                "train_names": sorted(s.name for s in train),
+                "val_names": sorted(s.name for s in val),
+            },
+            "include": args.include,
+            "exclude": args.exclude,
+            "val_list": args.val_list,
+            "validated": bool(val),
+            "kinds": kinds,
+            "kind_shares": shares,
+            "config": config.to_dict(),
+            "device": str(device),
+            "started": started,
+            "final": final,
+            "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
+            **extra,
+        }
+        model_files.save(model, out, overwrite=True)
+
+    gen = iter_train(
+        model.net,
+        train,
+        val,
+        config,
+        device,
+        model.card.postprocess,
+        stop=threading.Event(),
+        checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint else None,
+        resume=resume,
+    )
+    last = 0.0
+    best_snapshot = None
+    ckpt_extra = {"argv": args.argv, "card": json.dumps(start_card), "started": started}
+    try:
+        while True:
+            ev = next(gen)
+            now = time.perf_counter()
+            if ev.kind == "start":
+                _log(ev.message + (f"; starting scores {_fmt(ev.val)}" if ev.val else ""))
+            elif ev.kind == "step" and now - last > args.log_every:
+                last = now
+                _log(f"step {ev.step}  loss {ev.loss:.4f}  {100 * ev.fraction:.0f}%  eta {ev.eta / 60:.1f} min")
+            elif ev.kind == "val":
+                saved = False
+                if ev.is_best and args.checkpoint and ev.best_state is not None:
+                    # save the best weights as they are found, so an interrupted run keeps them
+                    model.net.load_state_dict(ev.best_state)
+                    write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
+                    best_snapshot, saved = ev.step, True
+                note = ("  (best so far, saved)" if saved else "  (best so far)") if ev.is_best else ""
+                _log(f"validation at step {ev.step}: {_fmt(ev.val)}{note}")
+            elif ev.kind == "checkpoint" and ev.checkpoint is not None:
+                save_checkpoint(ev.checkpoint, ckpt_path, ckpt_extra)
+                _log(f"checkpoint at step {ev.step} in {ckpt_path} (continue a cut run with --resume {ckpt_path})")
+    except StopIteration as stop:
+        result = stop.value
+    except KeyboardInterrupt:
+        _log(
+            "interrupted"
+            + (f"; the best model so far is in {out}" if best_snapshot is not None else "; no model written")
+            + (f"; continue with: napari-unet-loop train --resume {ckpt_path}" if ckpt_path.exists() else "")
+        )
+        return 130
+    if val and args.tune:
+        from ..core.train import tune_thresholds
+
+        try:
+            pp, ap_before, ap_after = tune_thresholds(model.net, val, device, model.card.postprocess, args.precision)
+        except KeyboardInterrupt:
+            where = f"the best weights so far are in {out}" if best_snapshot is not None else "no model written"
+            _log(f"interrupted while tuning the thresholds; {where}")
+            return 130
+        _log(f"thresholds tuned on the validation data: AP50 {ap_before:.4f} -> {ap_after:.4f} with {pp.to_dict()}")
+        model.card.postprocess = pp
+        tuning.update(ap50_before=ap_before, ap50_after=ap_after, on="validation data")
+    write(
+        result.best,
+        True,
+        {
+            "steps": result.steps,
+            "patches": result.patches,
+            "seconds": round(result.seconds, 1),
+            "baseline": result.baseline,
+            "history": _thin(result.history),
+        },
+    )
+    ckpt_path.unlink(missing_ok=True)  # the run is complete: its model file holds everything
+    if result.baseline is not None and parent is not None and not result.improved:
+        _log(f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights")
+    _log(
+        f"wrote {out} ({result.steps} steps, {result.patches} patches, {result.seconds / 60:.1f} min)"
+        + (f"; validation {_fmt(result.best)}" if result.best else "")
+    )
+    return 0
+
+
+def _parse_shares(text: str) -> dict[str, float]:
+    """``he=0.2,brightfield=0.15`` -> ``{"he": 0.2, "brightfield": 0.15}``."""
+    shares = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or key not in MODALITIES or not 0 <= share < 1:
+            raise CLIError(
+                f"--balance-kinds {text!r}: give KIND=SHARE pairs, e.g. he=0.2,brightfield=0.15 "
+                f"(kinds: {', '.join(MODALITIES)}; shares from 0 to below 1)"
+            )
+        shares[key] = share
+    return shares
+
+
+def _thin(history: list[dict], n: int = 400) -> list[dict]:
+    """Keep every validation entry and about ``n`` loss entries of a training history."""
+    losses = [h for h in history if "loss" in h]
+    step = max(1, len(losses) // n)
+    keep = {id(h) for h in losses[::step]}
+    return [h for h in history if "val" in h or id(h) in keep]

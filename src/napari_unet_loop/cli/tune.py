@@ -1,0 +1,46 @@
+"""``napari-unet-loop tune``: choose a model's default thresholds on annotated images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core import model_files
+from ..core.device import resolve_device
+from ..io.images import pair_files
+from ._common import CLIError, _load_samples, _log, _read_list
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Choose a model's default thresholds on annotated images and store them in its card."""
+    from ..core.train import tune_thresholds
+
+    device = resolve_device(args.device)
+    model = model_files.load(args.model)
+    if args.write and model.path is not None and model.path.resolve().parent == model_files.shipped_dir().resolve():
+        raise CLIError(f"{model.name} is a shipped model and is not changed; give --model a copy of its file")
+    pairs = pair_files(args.images, args.labels)
+    include = _read_list(args.include)
+    if include is not None:
+        pairs = [p for p in pairs if p[0].stem in include]
+    if not pairs:
+        raise CLIError("no image/label pairs to tune on")
+    samples = _load_samples(pairs, model.card.normalization, model.card.architecture.in_channels, args)
+    best, before, ap = tune_thresholds(model.net, samples, device, model.card.postprocess, tile=args.tile, tta=args.tta)
+    _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
+    _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
+    print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict()}))
+    if args.write:
+        model.card.postprocess = best
+        model.card.metrics = {
+            **{k: v for k, v in model.card.metrics.items() if k != "test"},  # test scores were for the old thresholds
+            "threshold_tuning": {
+                "images": len(pairs),
+                "ap50_before": before,
+                "ap50_after": ap,
+                "include": args.include,
+            },
+        }
+        model_files.save(model, model.path, overwrite=True)
+        _log(f"wrote the thresholds into {model.path}")
+    return 0
