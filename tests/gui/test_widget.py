@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet_loop.gui import model_manager
 from napari_unet_loop.gui import widget as widget_mod
 from napari_unet_loop.gui.widget import IF_EDITED_NEW, IF_EDITED_REPLACE, UNetLoopWidget
 
@@ -16,9 +17,10 @@ TIMEOUT = 120_000
 def messages(monkeypatch):
     """Collect the notifications the widget shows."""
     seen = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(widget_mod, "show_error", lambda m: seen["error"].append(str(m)))
-    monkeypatch.setattr(widget_mod, "show_warning", lambda m: seen["warning"].append(str(m)))
-    monkeypatch.setattr(widget_mod, "show_info", lambda m: seen["info"].append(str(m)))
+    for mod in (widget_mod, model_manager):  # the dock and its model management
+        for kind in seen:
+            if hasattr(mod, f"show_{kind}"):
+                monkeypatch.setattr(mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
     return seen
 
 
@@ -363,8 +365,8 @@ def test_channel_axis_must_be_first(viewer_widget, messages, discs):
 def test_cancelled_model_file_dialog_keeps_the_model(viewer_widget, monkeypatch):
     viewer, w = viewer_widget
     assert w.model_combo.currentText() == "tiny"
-    monkeypatch.setattr(widget_mod.QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
-    w.model_combo.setCurrentText(widget_mod.OTHER_MODEL)
+    monkeypatch.setattr(model_manager.QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    w.model_combo.setCurrentText(model_manager.OTHER_MODEL)
     w._on_model_chosen(w.model_combo.currentIndex())
     assert w.model_combo.currentText() == "tiny"
 
@@ -566,7 +568,7 @@ def test_the_dock_keeps_only_a_few_models_in_memory(viewer_widget, tmp_path):
     """Each fine-tune adds a model: only the most recently used stay loaded, the rest reload from file."""
     from napari_unet_loop.core import model_files
     from napari_unet_loop.core.unet import UNetConfig
-    from napari_unet_loop.gui.widget import MAX_LOADED
+    from napari_unet_loop.gui.model_manager import MAX_LOADED
 
     viewer, w = viewer_widget
     for i in range(MAX_LOADED + 3):
