@@ -802,3 +802,24 @@ def test_a_full_disk_is_called_so_and_names_the_file(tmp_path, folders, tiny_mod
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "disk full while writing" in err and "nuclei_small.tif)" in err
+
+
+def test_tune_reads_images_as_the_model_does(tmp_path, folders, tiny_model_path, monkeypatch):
+    """``tune`` prepares the images with the model's imaging modality, exactly as segment and train do."""
+    import napari_unet_loop.cli._common as common
+    from napari_unet_loop.core import model_files
+
+    model = model_files.load(tiny_model_path)
+    model.card.modality = "auto"
+    path = model_files.save(model, tmp_path / "auto.safetensors")
+    seen = []
+    real = common.prepare_input
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("modality"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common, "prepare_input", spy)
+    images, labels = folders
+    assert main(["tune", str(images), str(labels), "--model", str(path)]) == 0
+    assert sorted(seen) == ["fluorescence", "he"]  # each image converted as detected, not taken as it is

@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
+    _add_modality_arg(p)
     p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
     p.set_defaults(func=cmd_tune)
