@@ -823,3 +823,28 @@ def test_tune_reads_images_as_the_model_does(tmp_path, folders, tiny_model_path,
     images, labels = folders
     assert main(["tune", str(images), str(labels), "--model", str(path)]) == 0
     assert sorted(seen) == ["fluorescence", "he"]  # each image converted as detected, not taken as it is
+
+
+def test_ctrl_c_while_tuning_thresholds_is_one_true_line(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
+    """Interrupted after training, while tuning: one line saying where the best weights are, exit 130."""
+    import napari_unet_loop.core.train as train_mod
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "tune_thresholds", interrupt)
+    images, labels = folders
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "2"]
+    assert main([*args, "--patch", "64", "--batch", "2", "--val-every", "0"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted while tuning the thresholds")
+    if "best weights so far are in" in last:
+        from napari_unet_loop.core import model_files
+
+        model_files.load(out)  # what the line says is true: the file is there and loads
+    for line in err.splitlines():
+        if "(best so far, saved)" in line:
+            assert out.exists()  # "saved" is printed only once the file is written
