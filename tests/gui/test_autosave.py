@@ -273,3 +273,23 @@ def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path)
     crash(saver)
     other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
     assert [n["layer"] for n in other.pending()] == ["kept"]
+
+
+def test_file_save_records_the_edit_history_of_the_last_autosave(make_napari_viewer_proxy, tmp_path):
+    """The autosave keeps the edit history in the layer's metadata, so File > Save (napari's writer) records it."""
+    import json
+
+    from napari_unet_loop.io.writers import write_labels_tif  # the writer File > Save uses
+
+    viewer = make_napari_viewer_proxy()
+    tracker = LabelsTracker()
+    saver = Autosaver(viewer, tracker, folder=tmp_path / "auto")
+    layer = viewer.add_labels(np.zeros((40, 40), np.int32), name="cells")
+    tracker.record_output(layer, (), np.asarray(layer.data))  # as if the plugin had segmented it
+    layer.paint((10, 10), 7)  # the user adds an object
+    saver.save_dirty()
+    edits = layer.metadata["napari_unet_loop"]["edits"]
+    assert edits["source"] == "napari-unet-loop" and edits["edited"] is True and edits["objects_added"] == 1
+    write_labels_tif(str(tmp_path / "saved.tif"), layer.data, {"name": layer.name, "metadata": layer.metadata})
+    record = json.loads((tmp_path / "saved.tif.json").read_text())
+    assert record["provenance"]["edits"]["objects_added"] == 1

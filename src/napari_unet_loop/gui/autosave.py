@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidg
 
 from ..core.atomic import atomic_path
 from ..io.labels import write_tiff
-from .layers import LabelsTracker, unwrap
+from .layers import META_KEY, LabelsTracker, unwrap
 
 if TYPE_CHECKING:
     import napari
@@ -254,6 +254,18 @@ class Autosaver:
             state.dirty = False
         return written
 
+    def _record_edits(self, layer: Labels) -> None:
+        """Keep the edit history in the layer's metadata, so File > Save records it too (as of this save)."""
+        from .export_section import edit_history
+
+        try:
+            history = edit_history(layer, self.tracker)
+        except Exception:  # noqa: BLE001 - a summary must never stop the autosave
+            return
+        meta = dict(layer.metadata.get(META_KEY, {}))
+        meta["edits"] = history
+        layer.metadata[META_KEY] = meta
+
     def _report(self, layer: Labels, exc: Exception) -> None:
         rec = self._record(layer)
         if not rec.failed:  # once per layer, not every minute; it is retried at every tick
@@ -263,6 +275,7 @@ class Autosaver:
     def _save(self, layer: Labels) -> Path:
         rec = self._record(layer)
         tif = self._write(layer, rec)
+        self._record_edits(layer)
         rec.failed = False
         for note in rec.supersedes:  # the restored copy is safe now: the old autosave may go
             self.discard(note)
