@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from napari_unet_loop.gui import export_section as section_mod
-from napari_unet_loop.gui.export_section import ALL_LAYERS, ExportSection, label_axes
+from napari_unet_loop.gui.export_section import ALL_LAYERS, ExportSection, layer_attributes
+from napari_unet_loop.io.conventions import export_arguments
 
 pytestmark = pytest.mark.gui
 
@@ -95,7 +96,7 @@ def test_all_layers_and_no_layers(qtbot, viewer_section, tmp_path, messages):
 def test_png_of_a_stack_writes_one_file_per_plane(qtbot, viewer_section, tmp_path, messages):
     viewer, sec = viewer_section
     layer = viewer.add_labels(np.ones((2, 16, 16), np.int32), name="st")
-    assert label_axes(layer) == "ZYX"
+    assert export_arguments(layer_attributes(layer), 3).axes == "ZYX"  # napari's default axis labels: a Z stack
     sec.folder_edit.setText(str(tmp_path))
     for key, box in sec.format_checks.items():
         box.setChecked(key == "png")
@@ -193,3 +194,34 @@ def test_provenance_records_the_edits(qtbot, make_napari_viewer_proxy, tmp_path,
     assert 0 < region["fraction"] <= 1 and region["box_yx"][:2] == [0, 0]
     user = viewer.add_labels(np.ones((20, 20), np.int32), name="mine")
     assert section_mod.provenance(user, tracker)["edits"] == {"source": "user labels"}
+
+
+def test_file_save_and_the_docks_export_write_the_same_file(qtbot, viewer_section, tmp_path, messages):
+    """One rule turns a layer into export arguments: axes from metadata, units per axis, provenance keys."""
+    from napari_unet_loop.io.writers import write_labels_tif
+
+    viewer, sec = viewer_section
+    labels = np.zeros((3, 24, 24), np.int32)
+    labels[:, 4:10, 4:10] = 1
+    layer = viewer.add_labels(labels, name="cells labels", scale=(2.0, 0.5, 0.5))
+    layer.metadata["axes"] = "TYX"  # what the plugin records for a time series
+    layer.metadata["napari_unet_loop"] = {"model_name": "m"}
+    layer.units = ("s", "um", "um")
+    write_labels_tif(str(tmp_path / "saved.tif"), layer.data, layer_attributes(layer))  # File > Save
+    sec.reset_choices()
+    sec.layer_combo.setCurrentText("cells labels")
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "tif")
+    (tmp_path / "dock").mkdir()
+    sec.folder_edit.setText(str(tmp_path / "dock"))
+    run(qtbot, sec)
+    saved = json.loads((tmp_path / "saved.tif.json").read_text())
+    docked = json.loads((tmp_path / "dock" / "cells_labels.tif.json").read_text())
+    for key in ("scale", "units"):
+        assert saved[key] == docked[key], key
+    assert saved["labels"]["axes"] == docked["labels"]["axes"] == "TYX"
+    assert saved["provenance"]["layer_name"] == docked["provenance"]["layer_name"] == "cells labels"
+    assert saved["provenance"]["model_name"] == docked["provenance"]["model_name"] == "m"
+    with tifffile.TiffFile(tmp_path / "saved.tif") as a, tifffile.TiffFile(tmp_path / "dock" / "cells_labels.tif") as b:
+        np.testing.assert_array_equal(a.asarray(), b.asarray())
+        assert a.imagej_metadata.get("unit") == b.imagej_metadata.get("unit")

@@ -97,11 +97,12 @@ def test_tif_writer_keeps_stacks_with_axis_labels(tmp_path):
     assert kwargs["scale"] == [2.0, 0.5, 0.5] and kwargs["metadata"]["axes"] == "ZYX"
 
 
-def test_png_writer_refuses_3d_without_axes_and_slices_a_named_stack(tmp_path):
+def test_png_writer_slices_a_stack_as_the_dock_does(tmp_path):
+    """A 3D layer with napari's default axis labels is a Z stack (the dock's Export does the same)."""
     lab = labels3d()
-    with pytest.raises(ExportError, match="PNG holds one 2D plane"):
-        writers.write_labels_png(str(tmp_path / "s.png"), lab, attributes(3))
-    assert list(tmp_path.iterdir()) == []
+    with pytest.warns(UserWarning, match="sidecar"):
+        written = writers.write_labels_png(str(tmp_path / "z.png"), lab, attributes(3))
+    assert [Path(p).name for p in written][:2] == ["z_z000.png", "z_z001.png"]
     with pytest.warns(UserWarning, match="sidecar"):
         attrs = attributes(3, axis_labels=("t", "y", "x"))
         written = writers.write_labels_png(str(tmp_path / "s.png"), lab, attrs)

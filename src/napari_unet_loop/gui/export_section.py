@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import __version__
+from ..io.conventions import export_arguments
 from ..io.export import ExportError, TargetExistsError, edit_summary, export_labels, output_names, plain_name
 from .layers import META_KEY, is_helper
 
@@ -66,24 +67,16 @@ def grey(image: Image) -> np.ndarray:
     return data[..., :3].mean(-1) if image.rgb else data
 
 
-def label_axes(layer: Labels) -> str | None:
-    """Axes of a labels layer for the files (``YX``, ``ZYX``, ``TYX``, ``TZYX``) from its axis labels."""
-    nd = layer.data.ndim
-    if nd == 2:
-        return "YX"
-    names = [str(n).lower() for n in getattr(layer, "axis_labels", ())][: nd - 2]
-    letters = "".join("T" if n.startswith("t") else "Z" for n in names) if names else "Z" * (nd - 2)
-    axes = letters + "YX"
-    return axes if axes in ("ZYX", "TYX", "TZYX") else None
-
-
-def layer_units(layer: Labels) -> str | None:
-    """The spatial unit of a layer (``None`` for napari's default of pixels)."""
-    units = getattr(layer, "units", None)
-    if not units:
-        return None
-    unit = str(units[-1])
-    return None if unit in ("pixel", "px", "") else unit
+def layer_attributes(layer: Labels) -> dict[str, Any]:
+    """A labels layer's attributes as napari hands them to writers (File > Save), for :func:`export_arguments`."""
+    return {
+        "name": layer.name,
+        "scale": tuple(float(v) for v in layer.scale),
+        "translate": tuple(float(v) for v in layer.translate),
+        "metadata": dict(layer.metadata),
+        "axis_labels": tuple(getattr(layer, "axis_labels", ()) or ()),
+        "units": tuple(str(u) for u in (getattr(layer, "units", ()) or ())),
+    }
 
 
 def provenance(layer: Labels, tracker: LabelsTracker | None = None) -> dict[str, Any]:
@@ -93,8 +86,7 @@ def provenance(layer: Labels, tracker: LabelsTracker | None = None) -> dict[str,
     and edited (see :func:`edit_history`).
     """
     record = {
-        **dict(layer.metadata.get(META_KEY, {})),
-        "layer": layer.name,
+        **export_arguments(layer_attributes(layer), layer.data.ndim).provenance,  # as File > Save records it
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "plugin_version": __version__,
     }
@@ -170,14 +162,15 @@ def export_jobs(
     needs_image = bool(set(formats) & {"csv", "zarr"})
     for layer in layers:
         image = paired_image(viewer, layer) if needs_image else None
+        args = export_arguments(layer_attributes(layer), layer.data.ndim)  # the same rule as File > Save
         jobs.append(
             {
                 "labels": np.array(layer.data),
                 "name": plain_name(layer.name),
                 "image": grey(image) if image is not None else None,
-                "scale": tuple(float(s) for s in layer.scale),
-                "units": layer_units(layer),
-                "axes": label_axes(layer),
+                "scale": args.scale,
+                "units": args.units,
+                "axes": args.axes,
                 "provenance": provenance(layer, tracker),
                 "layer": layer.name,
             }

@@ -564,3 +564,75 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
+
+
+_AXIS_LETTERS = {"t": "T", "time": "T", "z": "Z", "y": "Y", "x": "X"}
+
+
+@dataclass
+class ExportArguments:
+    """A labels layer's attributes as :func:`~napari_unet_loop.io.export.export_labels` arguments."""
+
+    name: str | None
+    scale: list[float] | None
+    units: list[str | None] | None
+    axes: str | None
+    provenance: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArguments:
+    """Turn a labels layer's attributes into export arguments: the one rule for File > Save and the dock.
+
+    Parameters
+    ----------
+    attributes : mapping
+        napari layer attributes as npe2 hands them to writers: ``name``, ``scale``,
+        ``translate``, ``metadata`` (with ``axes``, ``units``, ``source`` and the plugin's
+        ``napari_unet_loop`` record), ``axis_labels``, ``units``.
+    ndim : int
+        Dimensions of the labels.
+
+    Returns
+    -------
+    ExportArguments
+        Name, scale (``None`` when every axis is 1: uncalibrated), per-axis units, axes (from
+        ``metadata['axes']``, else the axis labels ``t``/``z``/``y``/``x``, else ``YX``, ``ZYX`` or
+        ``TZYX`` by dimension), the provenance (the plugin's record plus ``layer_name`` and
+        ``source``) and notes.
+    """
+    meta = attributes.get("metadata") or {}
+    scale = attributes.get("scale")
+    scale = [float(v) for v in list(scale)[-ndim:]] if scale is not None else None
+    if scale is not None and all(v == 1.0 for v in scale):
+        scale = None
+    axes = meta.get("axes")
+    if not (isinstance(axes, str) and len(axes) == ndim):
+        axes = None
+        labels = attributes.get("axis_labels")
+        if labels and len(labels) >= ndim:
+            letters = [_AXIS_LETTERS.get(str(a).strip().lower()) for a in list(labels)[-ndim:]]
+            if all(letters):
+                axes = "".join(letters)  # type: ignore[arg-type]
+        if axes is None:  # napari's default labels ("0", "1", ...): a stack of planes
+            axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(ndim)
+    units = None
+    for given in (attributes.get("units"), meta.get("units")):
+        if given is None:
+            continue
+        if isinstance(given, str):
+            units = [unit_name(given)] * ndim
+            break
+        seq = [unit_name(u) for u in list(given)[-ndim:]]
+        if len(seq) == ndim and any(seq):
+            units = seq
+            break
+    provenance = dict(meta.get("napari_unet_loop") or {})
+    provenance.setdefault("layer_name", attributes.get("name"))
+    if meta.get("source"):
+        provenance.setdefault("source", str(meta["source"]))
+    notes = []
+    translate = attributes.get("translate")
+    if translate is not None and any(float(t) for t in translate):
+        notes.append("the layer's translate (offset) is not stored in the export")
+    return ExportArguments(attributes.get("name"), scale, units, axes.upper() if axes else None, provenance, notes)

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .export import ExportError, ExportResult, export_labels, unit_name
-
-_AXIS_LETTERS = {"t": "T", "time": "T", "z": "Z", "y": "Y", "x": "X"}
+from .conventions import export_arguments
+from .export import ExportError, ExportResult, export_labels
 
 
 def _labels_array(data: Any) -> np.ndarray:
@@ -32,44 +31,6 @@ def _labels_array(data: Any) -> np.ndarray:
     if isinstance(data, (list, tuple)) and data and hasattr(data[0], "shape"):
         data = data[0]
     return np.asarray(data)
-
-
-def _axes_from_attributes(attributes: Mapping[str, Any], ndim: int) -> str | None:
-    """Label axes from the layer's metadata (``axes``) or its napari axis labels, if they say."""
-    meta = attributes.get("metadata") or {}
-    axes = meta.get("axes")
-    if isinstance(axes, str) and len(axes) == ndim:
-        return axes.upper()
-    labels = attributes.get("axis_labels")
-    if labels and len(labels) >= ndim:
-        letters = [_AXIS_LETTERS.get(str(a).strip().lower()) for a in list(labels)[-ndim:]]
-        if all(letters):
-            return "".join(letters)  # type: ignore[arg-type]
-    return None
-
-
-def _units_from_attributes(attributes: Mapping[str, Any], ndim: int) -> list[str | None] | None:
-    """Per-axis units from the layer (napari ``units`` or ``metadata['units']``); ``None`` if none known."""
-    meta = attributes.get("metadata") or {}
-    for units in (attributes.get("units"), meta.get("units")):
-        if units is None:
-            continue
-        if isinstance(units, str):
-            return [unit_name(units)] * ndim
-        seq = [unit_name(u) for u in list(units)[-ndim:]]
-        if len(seq) == ndim and any(seq):
-            return seq
-    return None
-
-
-def _provenance(attributes: Mapping[str, Any]) -> dict:
-    """The layer's provenance (``metadata['napari_unet_loop']``) plus its name and source."""
-    meta = attributes.get("metadata") or {}
-    prov = dict(meta.get("napari_unet_loop") or {})
-    prov.setdefault("layer_name", attributes.get("name"))
-    if meta.get("source"):
-        prov.setdefault("source", str(meta["source"]))
-    return prov
 
 
 def _export(
@@ -81,28 +42,20 @@ def _export(
 ) -> list[str]:
     """Export one labels layer and return the written paths (data files, then the sidecar)."""
     labels = _labels_array(data)
-    ndim = labels.ndim
-    scale = attributes.get("scale")
-    scale = list(scale)[-ndim:] if scale is not None else None
-    if scale is not None and all(float(s) == 1.0 for s in scale):
-        scale = None
-    axes = _axes_from_attributes(attributes, ndim)
-    units = _units_from_attributes(attributes, ndim)
-    translate = attributes.get("translate")
+    args = export_arguments(attributes, labels.ndim)
     result: ExportResult = export_labels(
         labels,
         path,
         fmt,
-        name=attributes.get("name"),
+        name=args.name,
         image=image,
-        scale=scale,
-        units=units,
-        axes=axes,
+        scale=args.scale,
+        units=args.units,
+        axes=args.axes,
         overwrite=True,
-        provenance=_provenance(attributes),
+        provenance=args.provenance,
     )
-    if translate is not None and any(float(t) for t in translate):
-        result.notes.append("the layer's translate (offset) is not stored in the export")
+    result.notes.extend(args.notes)
     for note in result.notes:
         warnings.warn(f"{result.paths[0].name}: {note}", UserWarning, stacklevel=3)
     return [str(p) for p in result.all_paths]
