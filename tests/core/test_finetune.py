@@ -23,3 +23,24 @@ def test_validation_interval():
 def test_unknown_settings_are_refused():
     with pytest.raises(TypeError):
         preset(True, patch=64)
+
+
+def test_check_samples_refuses_what_cannot_teach():
+    import numpy as np
+
+    from napari_unet_loop.core.finetune import MIN_ANNOTATED_PX, check_samples
+    from napari_unet_loop.core.image import InputError
+    from napari_unet_loop.core.sampling import Sample
+
+    image = np.zeros((64, 64), np.float32)
+    labels = np.zeros((64, 64), np.int32)
+    with pytest.raises(InputError, match="nothing to train on"):
+        check_samples([])
+    with pytest.raises(InputError, match="hold no objects"):
+        check_samples([Sample(image, labels)])
+    labels[10:20, 10:20] = 1
+    ignore = np.ones((64, 64), bool)
+    ignore[10:30, 10:30] = False  # 400 reviewed pixels
+    with pytest.raises(InputError, match=f"review at least {MIN_ANNOTATED_PX}"):
+        check_samples([Sample(image, labels, ignore=ignore)])
+    assert check_samples([Sample(image, labels)]) == 64 * 64

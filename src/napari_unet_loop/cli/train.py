@@ -14,7 +14,8 @@ from pathlib import Path
 from ..core import model_files
 from ..core.checkpoint import save_checkpoint
 from ..core.device import resolve_device
-from ..core.finetune import preset
+from ..core.finetune import check_samples, preset
+from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train
@@ -76,8 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         train, val = split_validation(samples, args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
-    if not any(s.labels.any() for s in train):
-        raise CLIError("the training label images hold no objects (all zero): nothing to learn from")
+    try:
+        check_samples(train)  # the same checks as the dock's Fine-tune
+    except InputError as exc:
+        raise CLIError(f"the training images: {exc}") from None
     if not val:
         _log(
             "WARNING: no validation data (--val-fraction 0, or images too small to hold a stripe out): "

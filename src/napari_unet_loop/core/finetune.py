@@ -7,10 +7,15 @@ augmentation, validation interval), and training from scratch as it did for the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .augment import AugmentConfig
+from .image import InputError
+from .sampling import Sample
 from .train import TrainConfig
+
+MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
 FINE_TUNE = {
     "patch_size": 128,
@@ -66,3 +71,36 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
     base["augment"] = AugmentConfig(blur=base.pop("blur"))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
+
+
+def check_samples(samples: Sequence[Sample]) -> int:
+    """Refuse training data that cannot teach anything: the one check the dock and ``train`` share.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        The annotated samples (before the validation stripes are taken out).
+
+    Returns
+    -------
+    int
+        Number of annotated (reviewed) pixels.
+
+    Raises
+    ------
+    InputError
+        Without samples, when the labels hold no objects in the reviewed pixels, or when fewer
+        than :data:`MIN_ANNOTATED_PX` pixels are annotated.
+    """
+    if not samples:
+        raise InputError("nothing to train on: no annotated image or plane")
+    annotated = sum(s.n_annotated for s in samples)
+    objects = sum(int((s.labels[~s.ignore] if s.ignore is not None else s.labels).max(initial=0) > 0) for s in samples)
+    if objects == 0:
+        raise InputError("the labels hold no objects (all background): nothing to learn from")
+    if annotated < MIN_ANNOTATED_PX:
+        raise InputError(
+            f"only {annotated} pixels are annotated; review at least {MIN_ANNOTATED_PX} pixels "
+            "(e.g. a 32 x 32 area) to train"
+        )
+    return annotated

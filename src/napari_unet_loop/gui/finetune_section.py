@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
-from ..core.finetune import preset
+from ..core.finetune import check_samples, preset
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
 from ..core.model_files import Model, ModelCard, ModelError
@@ -68,7 +68,6 @@ REGION_SHAPES = "inside Shapes layer: "
 START_CURRENT = "the current model"
 START_DEFAULT = "the shipped default model"
 START_SCRATCH = "scratch (random weights)"
-MIN_ANNOTATED_PX = 32 * 32
 
 
 class FineTuneSection(QGroupBox):
@@ -386,17 +385,7 @@ class FineTuneSection(QGroupBox):
             described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
         if not samples:
             raise InputError("nothing to train on: no plane is reviewed (edit some objects, or choose another region)")
-        annotated = sum(s.n_annotated for s in samples)
-        objects = sum(
-            int((s.labels[~s.ignore] if s.ignore is not None else s.labels).max(initial=0) > 0) for s in samples
-        )
-        if objects == 0:
-            raise InputError("the labels hold no objects (all background): paint or segment some first")
-        if annotated < MIN_ANNOTATED_PX:
-            raise InputError(
-                f"only {annotated} pixels are annotated; review at least {MIN_ANNOTATED_PX} pixels "
-                "(e.g. a 32 x 32 area) to fine-tune"
-            )
+        annotated = check_samples(samples)  # the same checks as the command line's train
         return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
 
     def training_modality(self, model: Model) -> str:
