@@ -65,6 +65,7 @@ CLICK_ACTIONS = {
     "fill holes": "fill",
     "grow": "grow",
     "shrink": "shrink",
+    "add missed object": "add",
 }
 
 
@@ -111,14 +112,20 @@ class CorrectSection(QGroupBox):
         form.addRow("Click to", self.click_combo)
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
-        names = ("delete", "fill", "new", "grow", "shrink", "cut", "pick", "merge", "seed", "split")
-        for i, name in enumerate(names):
-            text, key, tip = TOOLS[name]
-            btn = QPushButton(f"{text} ({key.replace('Shift-', 'Shift+')})")
-            btn.setToolTip(f"{tip} [{key} on the labels layer]")
-            btn.clicked.connect(lambda checked=False, name=name: self.run_tool(name))
-            self.buttons[name] = btn
-            grid.addWidget(btn, i // 3 if i < 6 else 2 + (i - 6) // 2, i % 3 if i < 6 else (i - 6) % 2)
+        places = (  # rows of related tools
+            ("delete", "fill", "cut"),
+            ("new", "add", "grow"),
+            ("pick", "merge", "shrink"),
+            ("seed", "split"),
+        )
+        for row, names in enumerate(places):
+            for col, name in enumerate(names):
+                text, key, tip = TOOLS[name]
+                btn = QPushButton(f"{text} ({key.replace('Shift-', 'Shift+')})")
+                btn.setToolTip(f"{tip} [{key} on the labels layer]")
+                btn.clicked.connect(lambda checked=False, name=name: self.run_tool(name))
+                self.buttons[name] = btn
+                grid.addWidget(btn, row, col)
         lay.addLayout(grid)
         row = QHBoxLayout()
         self.grow_spin = QSpinBox()

@@ -125,10 +125,7 @@ class UNetLoopWidget(ModelManager, QWidget):
         for combo in self.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
-        # wide enough for every tab's content and a vertical scroll bar: nothing is clipped on the right
-        bar = self.style().pixelMetric(QStyle.PM_ScrollBarExtent)
-        needed = max(self.tabs.widget(i).widget().minimumSizeHint().width() for i in range(self.tabs.count()))
-        self.setMinimumWidth(max(360, needed + bar + 4))
+        self._fit_width()
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_inserted)
@@ -163,6 +160,21 @@ class UNetLoopWidget(ModelManager, QWidget):
         scroll.setWidget(content)
         self.tabs.addTab(scroll, title)
         return scroll
+
+    def _fit_width(self) -> None:
+        """Be wide enough for every tab's content and a vertical scroll bar: nothing clipped on the right."""
+        bar = self.style().pixelMetric(QStyle.PM_ScrollBarExtent)
+        needed = 0
+        for i in range(self.tabs.count()):
+            scroll = self.tabs.widget(i)
+            frame = self.tabs.width() - scroll.viewport().width() if self.isVisible() else 28
+            needed = max(needed, scroll.widget().minimumSizeHint().width() + max(frame, bar) + 6)
+        self.setMinimumWidth(max(360, needed))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        """Once shown (fonts and styles applied), size the dock to its widest tab again."""
+        super().showEvent(event)
+        QTimer.singleShot(0, self._fit_width)
 
     def show_tab(self, title: str) -> None:
         """Bring the tab of one job to the front (Segment, Correct, Fine-tune, Export)."""
