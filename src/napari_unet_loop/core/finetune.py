@@ -2,7 +2,8 @@
 
 One home for the settings a user does not choose, so ``napari-unet-loop train --from default``
 trains as the dock's Fine-tune does (same patch, batch, learning rate, normalisation statistics,
-augmentation, validation interval), and training from scratch as it did for the shipped model.
+augmentation, validation interval), and training from scratch with the batch and learning rate of
+the shipped model's first stage, plus a light blur.
 """
 
 from __future__ import annotations
