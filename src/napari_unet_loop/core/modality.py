@@ -168,11 +168,11 @@ def haematoxylin(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)[..., :3]
     if np.issubdtype(rgb.dtype, np.integer):
         x = rgb.astype(np.float32) / float(np.iinfo(rgb.dtype).max)
-    else:
+    else:  # float colour: [0, 1], or 8/16-bit values stored as floats (a fixed scale, so blocks agree)
         x = rgb.astype(np.float32)
         top = float(x.max()) if x.size else 1.0
         if top > 1.0:
-            x = x / top
+            x = x / (255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top)
     return rgb2hed(np.clip(x, 0.0, 1.0))[..., 0].astype(np.float32)
 
 
