@@ -481,7 +481,7 @@ def test_segment_modality_auto_and_override(tmp_path, folders, tiny_model_path, 
     he = images / "nuclei_he_stain.png"
     args = ["segment", str(he), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path), "--overwrite"]
     assert main([*args, "--modality", "auto"]) == 0
-    assert "(as he)" in capsys.readouterr().err  # detected: stained tissue
+    assert "(as H&E / stained tissue)" in capsys.readouterr().err  # detected: stained tissue
     assert main([*args, "--modality", "brightfield"]) == 0
     assert "(as brightfield)" in capsys.readouterr().err  # the user's choice wins
     assert main(args) == 0

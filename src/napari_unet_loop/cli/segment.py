@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core import model_files
 from ..core.device import resolve_device
 from ..core.image import InputError
+from ..core.modality import LABELS as MODALITY_LABELS
 from ..io.export import (
     ExportError,
     check_writable,
@@ -92,10 +93,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
             failed += 1
             continue
         _log(
-            f"{f.name}: {count_objects(labels)} objects{f' (as {kind})' if kind else ''}, "
+            f"{f.name}: {count_objects(labels)} objects{f' (as {_shown(kind)})' if kind else ''}, "
             f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
         )
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
     return 0
+
+
+def _shown(kinds: str) -> str:
+    """Modality codes (``"he"``) as people read them (``"H&E / stained tissue"``)."""
+    return ", ".join(MODALITY_LABELS.get(k, k) for k in kinds.split(", "))
