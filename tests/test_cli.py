@@ -450,6 +450,7 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     assert "resuming at step 2" in err and "resumed at step 2" in err
     card = model_files.load(out).card
     assert card.training["steps"] == 5 and card.training["final"] is True
+    assert {"data", "config", "device", "steps", "seconds", "validated", "modality"} <= set(card.training)
     assert card.parent == "tiny" and card.training["config"]["steps"] == 5
     assert not ckpt.exists()  # a finished run leaves no checkpoint behind
     assert main(["train", "--resume", str(ckpt)]) == 2  # gone: a clear error, no traceback

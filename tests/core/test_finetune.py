@@ -44,3 +44,13 @@ def test_check_samples_refuses_what_cannot_teach():
     with pytest.raises(InputError, match=f"review at least {MIN_ANNOTATED_PX}"):
         check_samples([Sample(image, labels, ignore=ignore)])
     assert check_samples([Sample(image, labels)]) == 64 * 64
+
+
+def test_training_record_has_one_schema():
+    from napari_unet_loop.core.finetune import training_record
+
+    config = preset(True, minutes=1)
+    rec = training_record(config, "cpu", ["a", "b"], ["a[validation]"], steps=3, seconds=1.234, modality="auto", x=1)
+    assert rec["data"] == {"n_train": 2, "n_val": 1, "train_names": ["a", "b"], "val_names": ["a[validation]"]}
+    assert rec["steps"] == 3 and rec["seconds"] == 1.2 and rec["validated"] is True and rec["x"] == 1
+    assert rec["config"] == config.to_dict() and rec["modality"] == "auto"

@@ -85,6 +85,9 @@ def test_whole_loop_segment_correct_finetune_resegment(qtbot, setup, messages, m
     assert loaded.card.parent == "tiny"
     assert loaded.card.metrics["validation"]["ap50"] == 0.5
     assert loaded.card.training["steps"] == 3
+    # the same record as the command line's train writes (core.finetune.training_record)
+    assert {"data", "config", "device", "steps", "seconds", "validated", "modality"} <= set(loaded.card.training)
+    assert {"n_train", "n_val", "train_names", "val_names"} <= set(loaded.card.training["data"])
     assert len(ft.plot.losses) == 3
     ft.revert()
     assert w.model_combo.currentText() == "tiny"

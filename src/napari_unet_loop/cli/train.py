@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core import model_files
 from ..core.checkpoint import save_checkpoint
 from ..core.device import resolve_device
-from ..core.finetune import check_samples, preset
+from ..core.finetune import check_samples, preset, training_record
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.sampling import balance_kinds, split_validation
@@ -128,28 +128,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.card.metrics = {"validation": result_val} if result_val else {}
         if final and tuning:
             model.card.metrics["threshold_tuning"] = tuning
-        model.card.training = {
-            "data": {
-                "images": str(Path(args.images).resolve()),
-                "labels": str(Path(args.labels).resolve()),
-                "n_train": len(train),
-                "n_val": len(val),
-                "train_names": sorted(s.name for s in train),
-                "val_names": sorted(s.name for s in val),
-            },
-            "include": args.include,
-            "exclude": args.exclude,
-            "val_list": args.val_list,
-            "validated": bool(val),
-            "kinds": kinds,
-            "kind_shares": shares,
-            "config": config.to_dict(),
-            "device": str(device),
-            "started": started,
-            "final": final,
-            "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
+        model.card.training = training_record(
+            config,
+            device,
+            train,
+            val,
+            steps=extra.pop("steps", 0),
+            seconds=extra.pop("seconds", 0.0),
+            patches=extra.pop("patches", None),
+            modality=model.card.modality,
+            started=started,
+            data={"images": str(Path(args.images).resolve()), "labels": str(Path(args.labels).resolve())},
+            include=args.include,
+            exclude=args.exclude,
+            val_list=args.val_list,
+            kinds=kinds,
+            kind_shares=shares,
+            final=final,
+            command=" ".join(["napari-unet-loop", *sys.argv[1:]]),
             **extra,
-        }
+        )
         model_files.save(model, out, overwrite=True)
 
     gen = iter_train(

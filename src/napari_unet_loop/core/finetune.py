@@ -105,3 +105,69 @@ def check_samples(samples: Sequence[Sample]) -> int:
             "(e.g. a 32 x 32 area) to train"
         )
     return annotated
+
+
+def training_record(
+    config: TrainConfig,
+    device: Any,
+    train: Sequence[Sample | str],
+    val: Sequence[Sample | str],
+    *,
+    steps: int,
+    seconds: float,
+    modality: str,
+    patches: int | None = None,
+    stopped: bool = False,
+    started: str | None = None,
+    data: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The model card's ``training`` record: one schema for models trained in the dock and by ``train``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The settings.
+    device : torch.device or str
+        Where it trained.
+    train, val : sequence of Sample or str
+        Training and validation samples, or their names (the names are listed).
+    steps, seconds, patches : int, float, int
+        How much training happened.
+    modality : str
+        How the images were converted (``"auto"``, a kind, or ``"none"``).
+    stopped : bool
+        Whether the user stopped the run early.
+    started : str, optional
+        ISO date and time the run started.
+    data : dict, optional
+        More about the data (e.g. folders, the dock's layer pairs, annotated pixels).
+    **extra
+        Further fields of the front end (e.g. the command line, the split lists).
+
+    Returns
+    -------
+    dict
+        ``data`` (``n_train``, ``n_val``, ``train_names``, ``val_names`` and ``data``'s fields),
+        ``config``, ``device``, ``started``, ``steps``, ``patches``, ``seconds``, ``stopped_by_user``,
+        ``validated`` (whether anything was validated), ``modality``, then ``extra``.
+    """
+    return {
+        "data": {
+            **(data or {}),
+            "n_train": len(train),
+            "n_val": len(val),
+            "train_names": sorted(s if isinstance(s, str) else s.name for s in train),
+            "val_names": sorted(s if isinstance(s, str) else s.name for s in val),
+        },
+        "config": config.to_dict(),
+        "device": str(device),
+        "started": started,
+        "steps": steps,
+        "patches": patches,
+        "seconds": round(float(seconds), 1),
+        "stopped_by_user": bool(stopped),
+        "validated": bool(val),
+        "modality": modality,
+        **extra,
+    }

@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
-from ..core.finetune import check_samples, preset
+from ..core.finetune import check_samples, preset, training_record
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
 from ..core.model_files import Model, ModelCard, ModelError
@@ -482,6 +482,9 @@ class FineTuneSection(QGroupBox):
             "t0": time.perf_counter(),
             "n_val": len(val),
             "n_train": len(train),
+            "train_names": [s.name for s in train],
+            "val_names": [s.name for s in val],
+            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "modality": self.training_modality(model),
         }
         self._rejected = None
@@ -569,18 +572,19 @@ class FineTuneSection(QGroupBox):
             postprocess=postprocess,
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
-            training={
-                "data": run["described"],
-                "config": run["config"].to_dict(),
-                "device": str(run["device"]),
-                "steps": result.steps,
-                "patches": result.patches,
-                "seconds": round(result.seconds, 1),
-                "stopped_by_user": result.stopped,
-                "n_train_samples": run["n_train"],
-                "n_val_samples": run["n_val"],
-                "modality": run.get("modality", parent.card.modality),
-            },
+            training=training_record(  # the same record as the command line's train
+                run["config"],
+                run["device"],
+                run["train_names"],
+                run["val_names"],
+                steps=result.steps,
+                seconds=result.seconds,
+                patches=result.patches,
+                stopped=result.stopped,
+                modality=run.get("modality", parent.card.modality),
+                started=run.get("started"),
+                data=dict(run["described"]),
+            ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
         if tuned is not None:
