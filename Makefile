@@ -1,6 +1,6 @@
 # napari-unet-loop: the two commands of the README, each installing what it needs into .venv.
 #   make demo   napari with the plugin docked on a sample image
-#   make test   lint, manifest check and the whole test suite (GUI tests under Xvfb when there is no display)
+#   make test   lint, import contracts, manifest check and the whole test suite (GUI tests under Xvfb without a display)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
