@@ -15,8 +15,10 @@ from ..core.image import InputError, prepare_input, to_grey
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.modality import detect
 from ..core.postprocess import PostprocessConfig
+from ..core.predict import run
 from ..core.sampling import Sample
-from ..core.segment import PlaneDone, SegmentSettings, iter_segment_planes
+from ..core.segment import PlaneDone, SegmentSettings, input_modality, iter_segment_planes
+from ..core.stitch import stitch_stack
 from ..io.export import (
     ExportError,
     parse_formats,
@@ -207,16 +209,13 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         channel=args.channel,
         modality=getattr(args, "modality", None),
     )
-    gen = iter_segment_planes(model, lambda i: stack[i[0]], [(k,) for k in range(len(stack))], settings)
     planes: dict[tuple[int, ...], np.ndarray] = {}
-    while True:
-        try:
-            item = next(gen)
-        except StopIteration as stop:
-            summary = stop.value
-            break
+
+    def keep(item) -> None:
         if isinstance(item, PlaneDone):
             planes[item.index] = item.labels
+
+    summary = run(iter_segment_planes(model, lambda i: stack[i[0]], [(k,) for k in range(len(stack))], settings), keep)
     note = summary.note()
     if note:
         _log(f"note: {note}")
@@ -229,19 +228,8 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         if "Z" not in out_axes:
             _log("note: --stitch-z joins the planes of a Z stack; this image has none")
         else:
-            labels = _stitch_z(labels, out_axes, stitch)
+            labels = stitch_stack(labels, stitch)  # Z is the axis before Y and X (ZYX, TZYX)
     return labels, out_axes, kind
-
-
-def _stitch_z(labels: np.ndarray, axes: str, threshold: float) -> np.ndarray:
-    """Join per-plane objects along Z into 3D objects (each time point on its own)."""
-    from ..core.stitch import stitch_planes
-
-    if axes == "ZYX":
-        return stitch_planes(labels, threshold)
-    t = axes.index("T")
-    moved = np.moveaxis(labels, t, 0)  # T first, then Z
-    return np.moveaxis(np.stack([stitch_planes(v, threshold) for v in moved]), 0, t)
 
 
 def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
@@ -299,16 +287,17 @@ def _one_plane(data: np.ndarray, axes: str) -> np.ndarray:
     return stack[0]
 
 
-def _load_samples(pairs, card_norm, in_channels, args, modality: str | None = None) -> list[Sample]:
-    """Annotated images prepared as the model reads them, each with its detected kind of imaging."""
+def _load_samples(pairs, model: model_files.Model, args) -> list[Sample]:
+    """Annotated images prepared as ``model`` reads them (``--modality`` or its card's), each with its detected kind."""
     samples = []
-    modality = getattr(args, "modality", None) or modality
+    setting = getattr(args, "modality", None) or model.card.modality
+    in_channels, norm = model.card.architecture.in_channels, model.card.normalization
     for img_path, lab_path in pairs:
         try:
             plane = _one_plane(*_read(img_path, args, in_channels))
-            kind = detect(plane, channel=args.channel).modality
-            use = None if in_channels != 1 or modality in (None, "none") else (kind if modality == "auto" else modality)
-            x = prepare_input(plane, in_channels, card_norm, channel=args.channel, modality=use)
+            kind = detect(plane, channel=args.channel).modality  # for balancing, and "auto" (detected once)
+            use = input_modality(model, plane, kind if setting == "auto" else setting, channel=args.channel)
+            x = prepare_input(plane, in_channels, norm, channel=args.channel, modality=use)
             samples.append(Sample(x, read_image(lab_path), name=img_path.stem, kind=kind))
         except (InputError, ValueError) as exc:
             raise CLIError(f"{img_path.name}: {exc}") from exc

@@ -62,7 +62,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem not in exclude]
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
-    in_ch, norm, modality = model.card.architecture.in_channels, model.card.normalization, model.card.modality
     if not 0 <= args.val_fraction < 1:
         raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if val_names is not None and not any(p[0].stem in val_names for p in pairs):
@@ -70,10 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]
-        train = _load_samples(train_pairs, norm, in_ch, args, modality)
-        val = _load_samples(val_pairs, norm, in_ch, args, modality)
+        train = _load_samples(train_pairs, model, args)
+        val = _load_samples(val_pairs, model, args)
     else:
-        samples = _load_samples(pairs, norm, in_ch, args, modality)
+        samples = _load_samples(pairs, model, args)
         train, val = split_validation(samples, args.val_fraction, args.seed)
     if not train:
         raise CLIError("no training images left after taking out the validation images")

@@ -26,9 +26,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not pairs:
         raise CLIError("no image/label pairs to tune on")
     # the images as the model reads them (its imaging modality, or --modality), as segment does
-    samples = _load_samples(
-        pairs, model.card.normalization, model.card.architecture.in_channels, args, model.card.modality
-    )
+    samples = _load_samples(pairs, model, args)
     best, before, ap = tune_thresholds(model.net, samples, device, model.card.postprocess, tile=args.tile, tta=args.tta)
     _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
     _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")

@@ -238,6 +238,18 @@ def _planes(
     return [image[..., c].astype(np.float32) for c in range(in_channels)]
 
 
+def sample_step(shape: tuple[int, ...], max_pixels: int) -> int:
+    """The stride that reads about ``max_pixels`` pixels of a ``(Y, X)`` plane (1: every pixel).
+
+    Examples
+    --------
+    >>> sample_step((4000, 4000), 1_000_000)
+    4
+    """
+    h, w = shape[:2]
+    return max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+
+
 def input_limits(
     image,
     in_channels: int = 1,
@@ -251,7 +263,6 @@ def input_limits(
 
     Reads only about ``max_pixels`` pixels, so it works on memory-mapped and zarr images.
     """
-    h, w = image.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    step = sample_step(image.shape[:2], max_pixels)
     sample = np.asarray(image[::step, ::step])
     return [intensity_limits(p, norm) for p in _planes(sample, in_channels, rgb, channel, modality)]

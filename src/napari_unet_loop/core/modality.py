@@ -85,8 +85,9 @@ def _is_rgb(image: np.ndarray, rgb: bool | None) -> bool:
 
 
 def _subsample(image: np.ndarray, max_pixels: int = _SAMPLE_PIXELS) -> np.ndarray:
-    h, w = image.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    from .image import sample_step
+
+    step = sample_step(image.shape[:2], max_pixels)
     return np.asarray(image[::step, ::step])
 
 
@@ -118,7 +119,6 @@ def detect(image: np.ndarray, rgb: bool | None = None, channel: int | None = Non
     from .image import to_grey
 
     sample = _subsample(image)
-    colour = 0.0
     if channel is None and _is_rgb(sample, rgb):
         rgb_ = sample[..., :3].astype(np.float32)
         grey = rgb_.mean(-1)

@@ -70,18 +70,15 @@ def input_modality(
     InputError
         For an unknown modality.
     """
-    from .modality import check_choice, detect
+    from .modality import resolve
 
     m = model.card.modality if modality is None else modality
     if m == "none" or model.card.architecture.in_channels != 1:
         return None
     try:
-        m = check_choice(m)
+        return resolve(m, image, rgb, channel)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if m is None:
-        return None
-    return detect(image, rgb, channel).modality if m == "auto" else m
 
 
 def iter_segment(

@@ -104,3 +104,27 @@ def stitch_planes(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     top = int(out.max())
     dtype = np.int32 if top < 2**31 else np.int64
     return out.astype(dtype)
+
+
+def stitch_stack(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """:func:`stitch_planes` along the axis before Y and X, for each position of the axes before it.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(..., Z, Y, X)`` labels, e.g. ``ZYX`` or ``TZYX`` (each time point joined on its own).
+    threshold : float
+        As for :func:`stitch_planes`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Labels of the same shape, ``int64``, ids 1..N within each ``(Z, Y, X)`` volume.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim < 3:
+        raise ValueError(f"stitching joins the planes of a Z stack (3D labels), got shape {labels.shape}")
+    out = np.empty(labels.shape, np.int64)
+    for outer in np.ndindex(*labels.shape[:-3]):
+        out[outer] = stitch_planes(labels[outer], threshold)
+    return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
-from ..core.image import MIN_SIDE, InputError
+from ..core.image import MIN_SIDE, InputError, sample_step
 
 META_KEY = "napari_unet_loop"
 
@@ -167,7 +167,7 @@ def plane_sample(layer: Image, lay: Layout, index: tuple[int, ...], max_pixels: 
     h, w = plane_shape(layer)
     if not isinstance(data, np.ndarray) and h * w > LAZY_SAMPLE_PIXELS:
         return None
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    step = sample_step((h, w), max_pixels)  # the stride detect() uses, so the sample detects the same
     key: list = [slice(None)] * data.ndim
     for ax, i in zip(lay.stack_axes, index):
         key[ax] = i

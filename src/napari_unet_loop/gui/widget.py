@@ -929,14 +929,12 @@ class UNetLoopWidget(ModelManager, QWidget):
         int
             Number of 3D objects (0 when the layer has no stack axis).
         """
-        from ..core.stitch import stitch_planes
+        from ..core.stitch import stitch_stack
 
         data = np.asarray(target.data)
         if data.ndim < 3 or data.shape[-3] < 2:
             return 0
-        joined = np.empty(data.shape, np.int64)
-        for outer in np.ndindex(*data.shape[:-3]):
-            joined[outer] = stitch_planes(data[outer], self.stitch_spin.value())
+        joined = stitch_stack(data, self.stitch_spin.value())
         if not self._fits(target, joined):
             show_warning(f"'{target.name}' cannot hold {int(joined.max())} 3D ids: its planes are left unjoined")
             return 0
