@@ -64,11 +64,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, extra: dict[
     payload["json"] = json.dumps(
         {k: payload.pop(k) for k in ("config", "baseline", "best", "history")} | {"extra": extra or {}}
     )
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp:  # which syncs the file to disk before renaming it
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -80,7 +80,7 @@ def check_samples(samples: Sequence[Sample]) -> int:
     Parameters
     ----------
     samples : sequence of Sample
-        The annotated samples (before the validation stripes are taken out).
+        The annotated training samples.
 
     Returns
     -------

@@ -353,7 +353,7 @@ class CorrectSection(QGroupBox):
             raise pr.ProofreadError(
                 "no probability maps kept for this plane: segment it with the plugin first, or paint with New object"
             )
-        edit = pr.add_object(self._plane(layer, plane), point, maps[0], maps[1].astype(np.float32))
+        edit = pr.add_object(self._plane(layer, plane), point, maps[0], self._distance_map(layer, plane))
         return self.apply(layer, plane, edit)
 
     def _tool_new(self, layer, plane, point):
@@ -457,9 +457,7 @@ class CorrectSection(QGroupBox):
             show_error("no labels layer to review")
             return None
         plane = self._current_plane(layer)
-        maps = self._maps(layer, plane)
-        fg, dist = (maps[0].astype(np.float32), maps[1].astype(np.float32)) if maps is not None else (None, None)
-        self.queue = pr.doubt_table(self._plane(layer, plane), fg, dist)
+        self.queue, maps = self._doubt_table(layer, plane)
         self.queue_plane = plane
         self.queue_layer = layer.name
         self.queue_pos = -1
@@ -468,6 +466,12 @@ class CorrectSection(QGroupBox):
         source = "model uncertainty and shape" if maps is not None else "shape only (no probability maps kept)"
         self.status.setText(f"{self.queue['label'].size} objects ranked by {source}; Next (K) starts.")
         return self.queue
+
+    def _doubt_table(self, layer: Labels, plane) -> tuple[dict[str, np.ndarray], tuple | None]:
+        """The plane's objects ranked by doubt (with the kept probability maps, if any), and those maps."""
+        maps = self._maps(layer, plane)
+        fg, dist = (maps[0].astype(np.float32), maps[1].astype(np.float32)) if maps is not None else (None, None)
+        return pr.doubt_table(self._plane(layer, plane), fg, dist), maps
 
     def _fill_queue_list(self, layer: Labels) -> None:
         reviewed = self._reviewed(layer)
@@ -520,9 +524,7 @@ class CorrectSection(QGroupBox):
         shape = layer.data.shape
         if not isinstance(layer, Labels) or len(shape) != len(plane) + 2 or any(i >= n for i, n in zip(plane, shape)):
             return None
-        maps = self._maps(layer, plane)
-        fg, dist = (maps[0].astype(np.float32), maps[1].astype(np.float32)) if maps is not None else (None, None)
-        table = pr.doubt_table(self._plane(layer, plane), fg, dist)
+        table, _ = self._doubt_table(layer, plane)
         now = [int(lab) for lab in table["label"]]
         where = {lab: i for i, lab in enumerate(now)}
         old = [int(lab) for lab in self.queue["label"]]

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import __version__
-from ..io.conventions import export_arguments
+from ..io.conventions import ExportArguments, export_arguments
 from ..io.export import ExportError, TargetExistsError, edit_summary, export_labels, output_names, plain_name
 from .layers import META_KEY, is_helper
 
@@ -79,14 +79,17 @@ def layer_attributes(layer: Labels) -> dict[str, Any]:
     }
 
 
-def provenance(layer: Labels, tracker: LabelsTracker | None = None) -> dict[str, Any]:
+def provenance(
+    layer: Labels, tracker: LabelsTracker | None = None, args: ExportArguments | None = None
+) -> dict[str, Any]:
     """What the plugin recorded on a labels layer (model, thresholds, tile size), plus the layer name.
 
     With the dock's edit ``tracker``, the record also says in brief how the labels were made
-    and edited (see :func:`edit_history`).
+    and edited (see :func:`edit_history`). ``args``: the layer's export arguments, when known.
     """
+    args = args if args is not None else export_arguments(layer_attributes(layer), layer.data.ndim)
     record = {
-        **export_arguments(layer_attributes(layer), layer.data.ndim).provenance,  # as File > Save records it
+        **args.provenance,  # as File > Save records it
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "plugin_version": __version__,
     }
@@ -171,7 +174,7 @@ def export_jobs(
                 "scale": args.scale,
                 "units": args.units,
                 "axes": args.axes,
-                "provenance": provenance(layer, tracker),
+                "provenance": provenance(layer, tracker, args),
                 "layer": layer.name,
             }
         )

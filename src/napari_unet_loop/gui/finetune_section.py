@@ -439,7 +439,7 @@ class FineTuneSection(QGroupBox):
             fine_tune,
             minutes=minutes,
             steps=self.steps_override,
-            val_every_s=self.val_every_override if self.val_every_override is not None else None,
+            val_every_s=self.val_every_override,  # None: the preset's interval
             freeze_encoder=self.freeze_check.isChecked(),
             augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.isChecked() else 0.0),
         )
@@ -480,8 +480,6 @@ class FineTuneSection(QGroupBox):
             "pp": pp,
             "pairs": self.chosen_pairs(),
             "t0": time.perf_counter(),
-            "n_val": len(val),
-            "n_train": len(train),
             "train_names": [s.name for s in train],
             "val_names": [s.name for s in val],
             "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
