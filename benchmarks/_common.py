@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def cpu_name() -> str:
@@ -21,3 +23,12 @@ def cpu_name() -> str:
 def read_list(path: Path) -> list[str]:
     """Names listed in a split file (one per line; ``#`` starts a comment line)."""
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> None:
+    """Write a benchmark's report as JSON (folders made as needed); nothing without a path."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {path}")

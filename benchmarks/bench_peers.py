@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import os
 import platform
 import resource
@@ -54,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cpu_name, read_list
+from _common import cpu_name, read_list, write_json
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import MODALITIES, detect, to_fluorescence_like
 
@@ -647,10 +646,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_wall_s": time.perf_counter() - t_start,
     }
     print_table(report)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, report)
     return report
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _common import write_json
 
 SAMPLE_DEFAULT = "nuclei_small"
 TINY = "tiny"
@@ -537,10 +538,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     notification_manager.notification_ready.disconnect(messages)
     viewer.close()
     tmp.cleanup()
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, report)
     return report
 
 
