@@ -849,3 +849,61 @@ def test_ctrl_c_while_tuning_thresholds_is_one_true_line(tmp_path, folders, tiny
     for line in err.splitlines():
         if "(best so far, saved)" in line:
             assert out.exists()  # "saved" is printed only once the file is written
+
+
+@pytest.fixture
+def sized_model_path(tmp_path):
+    """The tiny model, recording objects of 10 px at the network's scale."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="sized", seed=0, diameter=10.0)
+    return model_files.save(model, tmp_path / "sized.safetensors")
+
+
+def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):
+    """Objects 3x the model's: training images shrink to its scale; the child segments such images by default."""
+    from napari_unet_loop.core import model_files
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    yy, xx = np.mgrid[:192, :192]
+    for i in range(2):
+        lab = np.zeros((192, 192), np.uint16)
+        for k, (cy, cx) in enumerate([(40, 40), (40, 140), (140, 60), (150, 150)][: 3 + i]):
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 15**2] = k + 1  # 30 px across
+        iio.imwrite(images / f"c{i}.png", (lab > 0).astype(np.uint8) * 200 + 20)
+        tifffile.imwrite(labels / f"c{i}.tif", lab)
+    out = tmp_path / "ft.safetensors"
+    base = ["train", str(images), str(labels), "--out", str(out), "--from", str(sized_model_path), "--steps", "2"]
+    assert main([*base, "--no-tune"]) == 0
+    err = capsys.readouterr().err
+    assert "objects 30.0 px across (measured on the labels); images rescaled by 0.333" in err
+    card = model_files.load(out).card
+    assert card.diameter == 10.0 and card.default_diameter == pytest.approx(30.0, abs=0.5)
+    assert card.training["object_diameter"] == pytest.approx(30.0, abs=0.5)
+    assert card.training["rescaled_by"] == pytest.approx(1 / 3, abs=0.01)
+    # the child rescales a new image of such cells by default; --diameter overrides, auto measures
+    seg_out = tmp_path / "seg"
+    assert main(["segment", str(images / "c0.png"), "-o", str(seg_out), "--model", str(out)]) == 0
+    prov = json.loads((seg_out / "c0.tif.json").read_text())["provenance"]
+    assert prov["diameter_setting"] == "model" and prov["diameter"] == pytest.approx(30.0, abs=0.5)
+    for value in ("60", "auto"):
+        assert main(["segment", str(images / "c0.png"), "-o", str(seg_out), "--model", str(out), "--overwrite",
+                     "--diameter", value]) == 0  # fmt: skip
+    # nonsense is refused by the parser, with the reason
+    for bad in ("0", "-4", "huge"):
+        with pytest.raises(SystemExit):
+            main(["segment", str(images / "c0.png"), "-o", str(seg_out), "--diameter", bad])
+        assert "diameter" in capsys.readouterr().err
+    # --diameter to train: the size given wins over the measured one
+    assert main([*base, "--no-tune", "--overwrite", "--diameter", "20"]) == 0
+    assert model_files.load(out).card.default_diameter == 20.0
+
+
+def test_a_model_without_a_diameter_refuses_one(tmp_path, folders, tiny_model_path, capsys):
+    images, _ = folders
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]
+    assert main([*args, "--diameter", "30"]) == 1
+    assert "records no object diameter" in capsys.readouterr().err

@@ -1,7 +1,10 @@
+import numpy as np
 import pytest
 
 from napari_unet_loop.core.augment import AugmentConfig
 from napari_unet_loop.core.finetune import FINE_TUNE, FROM_SCRATCH, preset, validation_interval
+from napari_unet_loop.core.image import InputError
+from napari_unet_loop.core.sampling import Sample
 
 
 def test_presets():
@@ -54,3 +57,37 @@ def test_training_record_has_one_schema():
     assert rec["data"] == {"n_train": 2, "n_val": 1, "train_names": ["a", "b"], "val_names": ["a[validation]"]}
     assert rec["steps"] == 3 and rec["seconds"] == 1.2 and rec["validated"] is True and rec["x"] == 1
     assert rec["config"] == config.to_dict() and rec["modality"] == "auto"
+
+
+# ----------------------------------------------------------------------------- object size
+
+
+def test_samples_are_rescaled_to_the_network_diameter(discs):
+    from napari_unet_loop.core.finetune import record_sizes, to_network_scale
+    from napari_unet_loop.core.model_files import ModelCard
+    from napari_unet_loop.core.unet import UNetConfig
+
+    labels = discs((240, 240), 6, radius=(15, 15), gap=4)  # objects ~30 px across
+    ignore = np.zeros(labels.shape, bool)
+    ignore[:, 200:] = True
+    sample = Sample(np.random.default_rng(0).random((1, 240, 240), dtype=np.float32), labels, ignore, name="a")
+    card = ModelCard(name="m", architecture=UNetConfig(depth=2, base_width=4), diameter=10.0)
+    scaled = to_network_scale([sample], card)
+    assert scaled.diameter == pytest.approx(30.0, rel=0.05)
+    assert scaled.factor == pytest.approx(10.0 / scaled.diameter)
+    s = scaled.samples[0]
+    assert s.labels.shape == s.ignore.shape == s.image.shape[-2:] == (80, 80)
+    assert s.name == "a" and s.labels.max() == labels.max()
+    assert to_network_scale([sample], card, diameter=10.2).factor == 1.0  # within 5 %: as it is
+    assert to_network_scale([sample], card, diameter=10.2).samples[0] is sample
+    with pytest.raises(InputError, match="diameter"):
+        to_network_scale([sample], card, diameter=-1)
+    # the child keeps the network's scale and segments images like its training images by default
+    record_sizes(card, scaled)
+    assert card.diameter == 10.0 and card.default_diameter == pytest.approx(30.0, rel=0.05)
+    # a model without a diameter (from scratch) is trained at the samples' own scale
+    fresh = ModelCard(name="n", architecture=UNetConfig(depth=2, base_width=4))
+    scratch = to_network_scale([sample], fresh)
+    assert scratch.factor == 1.0 and scratch.samples[0] is sample
+    record_sizes(fresh, scratch)
+    assert fresh.diameter == fresh.default_diameter == pytest.approx(30.0, rel=0.05)

@@ -158,3 +158,100 @@ def test_segment_converts_the_image_by_modality(model, discs, disc_img):
     assert blocks.modality == "brightfield"
     with pytest.raises(InputError, match="unknown imaging modality"):
         segment(model, bright_field, modality="phase")
+
+
+# ----------------------------------------------------------------------------- object size
+
+
+@pytest.fixture
+def sized(model):
+    """The tiny model, recording that it was trained on objects 10 px across."""
+    model.card.diameter = 10.0
+    return model
+
+
+def bright_is_object(model):
+    """Make the network a thresholder: bright pixels are object interior, every one a seed."""
+
+    def forward(x):
+        k = 10.0 * (x[:, :1] - 0.5)
+        return torch.cat([-k, k, torch.full_like(k, -50.0), k], dim=1)
+
+    model.net.forward = forward
+    return model
+
+
+def test_diameter_rescales_the_image_and_returns_labels_on_its_grid(sized, discs, disc_img):
+    image = disc_img(discs((90, 120), 4, radius=(14, 16)))
+    seg = segment(sized, image, tile=32, precision="fp32", diameter=30.0)
+    assert seg.factor == pytest.approx(1 / 3) and seg.diameter == 30.0
+    assert seg.labels.shape == (90, 120) and seg.probs.shape == (4, 90, 120)
+    # the network saw the image at a third of its size: its outputs, resized back, are the labels' source
+    from napari_unet_loop.core.image import prepare_input
+    from napari_unet_loop.core.predict import predict
+    from napari_unet_loop.core.scale import postprocess_at, resize
+
+    x = resize(prepare_input(image, 1, sized.card.normalization), (30, 40))
+    expected = resize(predict(sized.net, x, tile=64, precision="fp32"), (90, 120))
+    np.testing.assert_allclose(seg.probs, expected, atol=1e-4)
+    pp = postprocess_at(sized.card.postprocess, 1 / 3)
+    assert pp.min_size == 27  # 3 px at the network's scale: 27 px on the image's grid
+    np.testing.assert_array_equal(seg.labels, instances(seg.probs, pp))
+
+
+def test_tiling_does_not_change_a_rescaled_result(sized, discs, disc_img):
+    image = disc_img(discs((150, 210), 6, radius=(14, 18)))
+    a = segment(sized, image, tile=16, precision="fp32", diameter=25.0)
+    b = segment(sized, image, tile=256, precision="fp32", diameter=25.0)
+    assert a.factor == b.factor == pytest.approx(0.4)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_the_card_default_diameter_applies_when_none_is_given(sized, discs, disc_img):
+    image = disc_img(discs((60, 60), 2))
+    assert segment(sized, image, tile=32, precision="fp32").factor == 1.0
+    sized.card.default_diameter = 20.0  # e.g. fine-tuned on cells twice the network's size
+    seg = segment(sized, image, tile=32, precision="fp32")
+    assert seg.factor == pytest.approx(0.5) and seg.diameter == 20.0
+
+
+def test_block_wise_rescaled_segmentation_matches_the_whole_image(sized, discs, disc_img):
+    labels = discs((160, 160), 8, radius=(8, 10))
+    image = disc_img(labels, noise=0.0)
+    bright_is_object(sized)
+    whole = segment(sized, image, tile=64, precision="fp32", diameter=15.0)
+    blocks = segment(sized, image, tile=64, precision="fp32", diameter=15.0, block=64)
+    assert blocks.probs is None and blocks.factor == whole.factor
+    assert whole.labels.max() == blocks.labels.max() == labels.max()  # each disc once, none cut by a block
+    assert np.mean((whole.labels > 0) == (blocks.labels > 0)) > 0.999
+
+
+def test_a_diameter_needs_a_model_that_records_one(model):
+    image = np.random.default_rng(0).random((40, 40))
+    with pytest.raises(InputError, match="records no object diameter"):
+        segment(model, image, diameter=30.0)
+    with pytest.raises(InputError, match="records no object diameter"):
+        segment(model, image, diameter="auto")
+    assert segment(model, image, tile=32, precision="fp32").factor == 1.0  # as before object sizes
+
+
+def test_bad_diameters_are_refused(sized):
+    image = np.random.default_rng(0).random((40, 40))
+    for bad in (0, -5.0, "big"):
+        with pytest.raises(InputError, match="diameter"):
+            segment(sized, image, diameter=bad)
+
+
+def test_auto_diameter_measures_the_objects_it_finds(sized, discs):
+    """A 'network' that finds bright regions whatever their size: the estimate is what it measures."""
+    from napari_unet_loop.core.scale import median_diameter
+
+    labels = discs((200, 200), 6, radius=(15, 15), gap=6)
+    image = (labels > 0).astype(np.float32)
+    bright_is_object(sized)
+    seg = segment(sized, image, tile=64, precision="fp32", diameter="auto")
+    truth = median_diameter([labels])
+    assert seg.diameter == pytest.approx(truth, rel=0.1)  # 30 px discs, for a model of 10 px
+    assert seg.factor == pytest.approx(10.0 / seg.diameter)
+    assert seg.labels.max() == 6

@@ -303,7 +303,7 @@ def test_add_at_cursor_grows_a_missed_object_from_the_kept_maps(setup, messages)
     missed = np.zeros(layer.data.shape, bool)
     missed[disk((100, 20), 9)] = True
     fg[missed] = 0.3  # the model saw it, below the usual threshold
-    w._maps[unwrap(layer)] = {(): (fg, np.zeros_like(fg))}
+    w._maps[unwrap(layer)] = {(): (fg, np.zeros_like(fg), 1.0)}
     edit = sec.run_tool("add", point=(100, 20), plane=())
     assert edit is not None
     new = int(before.max()) + 1

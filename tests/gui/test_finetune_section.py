@@ -413,3 +413,43 @@ def test_fine_tune_report_says_what_the_score_rests_on(qtbot, setup, messages, m
     text = ft.result_label.text()
     assert "on 4 validation object(s)" in text and "too few to tell" in text
     assert "AP@0.5 0.100 -> 0.500" in text
+
+
+def test_dock_finetune_equals_train_from_for_the_same_seed(qtbot, tmp_path, setup, messages):
+    """The dock's Fine-tune and ``train --from`` run one policy: same data in, same model out."""
+    import imageio.v3 as iio
+    import tifffile
+    import torch
+
+    from napari_unet_loop.cli import main
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    parent = model_files.new_model(UNetConfig(depth=2, base_width=4), name="sized", seed=1, diameter=10.0)
+    path = model_files.save(parent, tmp_path / "sized.safetensors")
+    w.add_model_file(path)
+    assert w.model_combo.currentText() == "sized"
+    images, labels = tmp_path / "img", tmp_path / "lab"
+    images.mkdir()
+    labels.mkdir()
+    yy, xx = np.mgrid[:160, :160]
+    for i in range(2):
+        lab = np.zeros((160, 160), np.uint16)
+        for k, (cy, cx) in enumerate([(35, 35), (40, 120), (120, 50), (125, 125)]):
+            lab[(yy - cy - 3 * i) ** 2 + (xx - cx) ** 2 <= 14**2] = k + 1  # 28 px across: rescaled 0.36x
+        iio.imwrite(images / f"c{i}.png", (lab > 0).astype(np.uint8) * 180 + 30)
+        tifffile.imwrite(labels / f"c{i}.tif", lab)
+    assert ft.add_folders(images, labels)
+    ft.resegment_check.setChecked(False)
+    ft.name_edit.setText("dock-ft")
+    finetune(qtbot, ft)
+    dock = ft._rejected if ft._rejected is not None else model_files.load("dock-ft")
+    out = tmp_path / "cli.safetensors"
+    args = ["train", str(images), str(labels), "--from", str(path), "--out", str(out), "--steps", "3"]
+    assert main([*args, "--val-every", "0", "--seed", "0"]) == 0
+    cli = model_files.load(out)
+    assert dock.card.training["rescaled_by"] == cli.card.training["rescaled_by"] < 0.4
+    assert dock.card.default_diameter == cli.card.default_diameter and dock.card.diameter == 10.0
+    assert dock.card.postprocess == cli.card.postprocess
+    for key, value in cli.net.state_dict().items():
+        torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)

@@ -17,7 +17,7 @@ from ..core.modality import detect
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import run
 from ..core.sampling import Sample
-from ..core.segment import PlaneDone, SegmentSettings, input_modality, iter_segment_planes
+from ..core.segment import PlaneDone, PlanesSummary, SegmentSettings, input_modality, iter_segment_planes
 from ..core.stitch import stitch_stack
 from ..io.export import (
     ExportError,
@@ -130,6 +130,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     _add_modality_arg(p)
     p.add_argument(
+        "--diameter",
+        type=_diameter,
+        default=None,
+        metavar="PX|auto",
+        help="object diameter in the images, in pixels: they are rescaled so objects reach the network at the "
+        "size it was trained at; auto: measured per image from a first segmentation (default: the model's)",
+    )
+    p.add_argument(
         "--stitch-z",
         type=_iou,
         default=None,
@@ -143,6 +151,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="segment block by block with this block size (bounded memory; automatic above 6144 x 6144)",
     )
+
+
+def _diameter(text: str) -> float | str:
+    """``--diameter``: a positive number of pixels, or ``auto``."""
+    from ..core.scale import check_diameter
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return check_diameter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
 
 
 def _add_modality_arg(p: argparse.ArgumentParser) -> None:
@@ -189,14 +209,14 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
     return data, axes
 
 
-def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, str | None]:
+def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, PlanesSummary]:
     """Segment an array of any supported layout, with its axes (the shared plane loop of core).
 
     Returns
     -------
     tuple
         Labels of shape (stacked axes..., Y, X), their axes (e.g. ``"YX"``, ``"ZYX"``) and the
-        imaging modality the planes were treated as (``None``: grey as it is).
+        summary of the planes (imaging modality and object diameter each was segmented as).
     """
     stack, stack_shape = to_stack(data, axes)
     settings = SegmentSettings(
@@ -208,6 +228,7 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         postprocess=pp,
         channel=args.channel,
         modality=getattr(args, "modality", None),
+        diameter=getattr(args, "diameter", None),
     )
     planes: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -221,7 +242,6 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         _log(f"note: {note}")
     labels = np.stack([planes[(k,)] for k in range(len(stack))])
     out_axes = "".join(a for a in axes if a in "TZ") + "YX"
-    kind = ", ".join(sorted({k for k in summary.modalities.values() if k})) or None
     labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
     stitch = getattr(args, "stitch_z", None)
     if stitch is not None:
@@ -229,7 +249,12 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
             _log("note: --stitch-z joins the planes of a Z stack; this image has none")
         else:
             labels = stitch_stack(labels, stitch)  # Z is the axis before Y and X (ZYX, TZYX)
-    return labels, out_axes, kind
+    return labels, out_axes, summary
+
+
+def _kind(summary: PlanesSummary) -> str | None:
+    """The imaging modality (or modalities) the planes were seen as (``None``: grey as it is)."""
+    return ", ".join(sorted({k for k in summary.modalities.values() if k})) or None
 
 
 def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
@@ -247,6 +272,7 @@ def _provenance(model, pp: PostprocessConfig, args) -> dict:
         "model_card": model_files.card_summary(model.card),
         "thresholds": pp.to_dict(),
         "tile_size": args.tile or "auto",
+        "diameter_setting": getattr(args, "diameter", None) or "model",
         "precision": args.precision,
         "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
     }

@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND=SHARE,...",
         help="smallest share of training patches per kind of image, e.g. he=0.2,brightfield=0.15",
     )
+    p.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="object diameter in the training images, in pixels (default: measured on the labels); images are "
+        "rescaled to the starting model's diameter and the new model segments images like them by default",
+    )
     p.add_argument("--intensity", type=float, default=None, help="intensity augmentation strength, 0-1 (default 0.5)")
     p.add_argument(
         "--blur", type=float, default=None, help="largest random blur in pixels (default 1 from scratch, 0 fine-tuning)"

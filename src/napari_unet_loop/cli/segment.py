@@ -22,6 +22,7 @@ from ._common import (
     CLIError,
     _formats,
     _intensity_image,
+    _kind,
     _log,
     _oserror,
     _postprocess,
@@ -66,7 +67,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             image, image_axes = _read(f, args, model.card.architecture.in_channels)
-            labels, axes, kind = _segment_array(image, image_axes, model, args, device, pp)
+            labels, axes, summary = _segment_array(image, image_axes, model, args, device, pp)
+            kind = _kind(summary)
         except (InputError, ReadError) as exc:
             _log(f"error: {f}: {exc}")
             failed += 1
@@ -82,7 +84,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     axes=axes,
                     overwrite=args.overwrite,
                     image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
-                    provenance={**prov, "input": str(f), "modality": kind or "none"},
+                    provenance={**prov, "input": str(f), "modality": kind or "none", "diameter": summary.diameter()},
                     objects_3d=args.stitch_z is not None and "Z" in axes,
                 )
                 written += [str(p) for p in res.paths]

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core import model_files
 from ..core.checkpoint import save_checkpoint
 from ..core.device import resolve_device
-from ..core.finetune import check_samples, preset, training_record
+from ..core.finetune import Scaled, check_samples, preset, record_sizes, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.sampling import balance_kinds, split_validation
@@ -71,9 +71,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_pairs = [p for p in pairs if p[0].stem in val_names]
         train = _load_samples(train_pairs, model, args)
         val = _load_samples(val_pairs, model, args)
+        scaled = _network_scale([*train, *val], model, args)
+        train, val = scaled.samples[: len(train)], scaled.samples[len(train) :]
     else:
-        samples = _load_samples(pairs, model, args)
-        train, val = split_validation(samples, args.val_fraction, args.seed)
+        scaled = _network_scale(_load_samples(pairs, model, args), model, args)
+        train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
+    record_sizes(model.card, scaled)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     try:
@@ -143,6 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_list=args.val_list,
             kinds=kinds,
             kind_shares=shares,
+            object_diameter=scaled.diameter,
+            rescaled_by=scaled.factor,
             final=final,
             command=" ".join(["napari-unet-loop", *sys.argv[1:]]),
             **extra,
@@ -224,6 +229,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f"; validation {_fmt(result.best)}" if result.best else "")
     )
     return 0
+
+
+def _network_scale(samples, model: model_files.Model, args: argparse.Namespace) -> Scaled:
+    """The samples at the network's scale (``--diameter`` or measured on the labels), said in the log."""
+    try:
+        scaled = to_network_scale(samples, model.card, getattr(args, "diameter", None))
+    except InputError as exc:
+        raise CLIError(f"--diameter: {exc}") from None
+    if scaled.diameter is None:
+        return scaled
+    how = "given" if getattr(args, "diameter", None) else "measured on the labels"
+    if scaled.factor != 1.0:
+        _log(
+            f"objects {scaled.diameter:.1f} px across ({how}); images rescaled by {scaled.factor:.3g} "
+            f"to the model's {model.card.diameter:.1f} px"
+        )
+    else:
+        _log(f"objects {scaled.diameter:.1f} px across ({how}): images used at their own scale")
+    return scaled
 
 
 def _parse_shares(text: str) -> dict[str, float]:

@@ -7,6 +7,7 @@ import json
 
 from ..core import model_files
 from ..core.device import resolve_device
+from ..core.finetune import to_network_scale
 from ..io.images import pair_files
 from ._common import CLIError, _load_samples, _log, _read_list
 
@@ -27,6 +28,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("no image/label pairs to tune on")
     # the images as the model reads them (its imaging modality, or --modality), as segment does
     samples = _load_samples(pairs, model, args)
+    # ... and at the size segment shows them to the network (the thresholds' sizes are the network's)
+    samples = to_network_scale(samples, model.card, model.image_diameter).samples
     best, before, ap = tune_thresholds(model.net, samples, device, model.card.postprocess, tile=args.tile, tta=args.tta)
     _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
     _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")

@@ -8,13 +8,19 @@ the shipped model's first stage, plus a light blur.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .augment import AugmentConfig
 from .image import InputError
 from .sampling import Sample
+from .scale import check_diameter, median_diameter, resize, resize_labels, scale_factor, scaled_shape
 from .train import TrainConfig
+
+if TYPE_CHECKING:
+    from .model_files import ModelCard
 
 MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
@@ -171,3 +177,88 @@ def training_record(
         "modality": modality,
         **extra,
     }
+
+
+@dataclass
+class Scaled:
+    """Training samples at the network's scale (what :func:`to_network_scale` returns).
+
+    Attributes
+    ----------
+    samples : list of Sample
+        The samples, rescaled so their objects have the model's diameter (unchanged when
+        ``factor`` is 1).
+    diameter : float or None
+        Object diameter in the user's images (pixels): given, or the median measured on the
+        labels (``None`` without objects).
+    factor : float
+        Rescaling applied (network pixels per image pixel).
+    """
+
+    samples: list[Sample]
+    diameter: float | None
+    factor: float
+
+
+def rescale_sample(sample: Sample, factor: float) -> Sample:
+    """A sample rescaled by ``factor``: the image bilinear (antialiased), labels and masks by nearest neighbours."""
+    if factor == 1.0:
+        return sample
+    shape = scaled_shape(sample.labels.shape, factor)
+    return dataclasses.replace(
+        sample,
+        image=resize(sample.image, shape),
+        labels=resize_labels(sample.labels, shape),
+        ignore=None if sample.ignore is None else resize_labels(sample.ignore, shape),
+        weight=None if sample.weight is None else resize_labels(sample.weight, shape),
+    )
+
+
+def to_network_scale(samples: Sequence[Sample], card: ModelCard, diameter: float | None = None) -> Scaled:
+    """Rescale annotated samples so their objects reach the network at its diameter: the dock's and ``train``'s rule.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Annotated samples on the user's grid.
+    card : ModelCard
+        The starting model's card: its ``diameter`` is the network's scale (``None``: no
+        rescaling; the network will be trained at the samples' own scale).
+    diameter : float, optional
+        The objects' diameter in the samples (pixels); measured on the labels (reviewed
+        objects only, pooled median) when omitted.
+
+    Returns
+    -------
+    Scaled
+        The samples, the diameter and the factor.
+
+    Raises
+    ------
+    InputError
+        For a diameter that is not a positive number.
+    """
+    try:
+        d = check_diameter(diameter)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if d is None:
+        d = median_diameter([s.labels for s in samples], [s.ignore for s in samples])
+    f = scale_factor(card.diameter, d)
+    return Scaled([rescale_sample(s, f) for s in samples], d, f)
+
+
+def record_sizes(card: ModelCard, scaled: Scaled) -> None:
+    """Write a trained model's object sizes into its card.
+
+    The network's ``diameter`` stays the starting model's (the samples were rescaled to it);
+    a model that had none (from scratch, or made before object sizes) was trained at the
+    samples' own scale, which becomes its diameter. ``default_diameter`` becomes the
+    samples' diameter: the model will rescale images like its training images by default.
+    """
+    if scaled.diameter is None:
+        return
+    d = round(float(scaled.diameter), 2)
+    if card.diameter is None:
+        card.diameter = d
+    card.default_diameter = d

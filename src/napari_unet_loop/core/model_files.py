@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_path
 from .image import Normalization
 from .postprocess import PostprocessConfig
+from .scale import check_diameter
 from .unet import UNet, UNetConfig
 
 CARD_KEY = "napari_unet_loop.card"
@@ -60,7 +61,14 @@ class ModelCard:
         background (see :mod:`.modality`); a kind forces that conversion; ``"none"`` (models
         made before modalities existed) feeds the grey image as it is.
     postprocess : PostprocessConfig
-        Default instance thresholds.
+        Default instance thresholds (sizes in pixels at the network's scale).
+    diameter : float or None
+        Median object diameter (pixels) the network was trained at: images are rescaled so
+        their objects reach it at this size (see :mod:`.scale`); ``None`` (models made before
+        object sizes) takes images as they are.
+    default_diameter : float or None
+        Object diameter (pixels) assumed in a user's image when none is given: the one of the
+        images the model was trained or fine-tuned on (``None``: ``diameter``).
     description : str
         What the model is for.
     parent : str or None
@@ -78,6 +86,8 @@ class ModelCard:
     normalization: Normalization = field(default_factory=Normalization)
     modality: str = "none"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    diameter: float | None = None
+    default_diameter: float | None = None
     description: str = ""
     parent: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +107,8 @@ class ModelCard:
             "normalization": self.normalization.to_dict(),
             "modality": self.modality,
             "postprocess": self.postprocess.to_dict(),
+            "diameter": self.diameter,
+            "default_diameter": self.default_diameter,
             "parent": self.parent,
             "training": self.training,
             "metrics": self.metrics,
@@ -125,6 +137,8 @@ class ModelCard:
             normalization=Normalization.from_dict(data.get("normalization", {})),
             modality=_card_modality(data.get("modality", "none")),
             postprocess=PostprocessConfig.from_dict(data.get("postprocess", {})),
+            diameter=check_diameter(data.get("diameter"), "diameter"),
+            default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
             description=data.get("description", ""),
             parent=data.get("parent"),
             training=data.get("training", {}),
@@ -167,6 +181,11 @@ class Model:
     def name(self) -> str:
         """The model's name."""
         return self.card.name
+
+    @property
+    def image_diameter(self) -> float | None:
+        """Object diameter assumed in an image when none is given (``None``: unknown)."""
+        return self.card.default_diameter or self.card.diameter
 
 
 def card_summary(card: ModelCard) -> dict[str, Any]:

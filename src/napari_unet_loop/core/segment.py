@@ -6,6 +6,7 @@ planes of a stack (with its blank-plane policy) that the dock and the command li
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,23 @@ from .image import ConstantImageError, InputError, input_limits, prepare_input
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
+from .scale import (
+    MAX_FACTOR,
+    MIN_FACTOR,
+    check_diameter,
+    median_diameter,
+    postprocess_at,
+    resize,
+    scale_factor,
+    scaled_shape,
+)
 
 LARGE_PIXELS = 6144 * 6144  # planes above this are segmented block by block
 MIN_BLOCK = 64  # smallest block side for block-wise segmentation
+AUTO_PASSES = 3  # most segmentations to estimate an image's object diameter
+AUTO_FITS = 1.5  # a pass whose objects measure within 1.5x of the diameter it assumed fits
+AUTO_AGREE = 0.15  # a measured diameter within 15 % of the one used: estimated
+AUTO_PIXELS = 2048 * 2048  # larger images are measured on a central crop of this size
 
 
 @dataclass
@@ -35,11 +50,18 @@ class Segmentation:
         (``None`` for large planes segmented block by block, which keep only the labels).
     modality : str or None
         The imaging modality the image was treated as (``None``: the grey image as it is).
+    diameter : float or None
+        Object diameter (pixels) the image was segmented for (``None``: unknown, as it is).
+    factor : float
+        How the image was rescaled before the network (1.0: not); ``probs`` and ``labels``
+        are on the image's own grid either way.
     """
 
     labels: np.ndarray
     probs: np.ndarray | None
     modality: str | None = None
+    diameter: float | None = None
+    factor: float = 1.0
 
 
 def input_modality(
@@ -94,6 +116,7 @@ def iter_segment(
     tta: bool = False,
     block: int | None = None,
     modality: str | None = None,
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment one 2D image (with optional channels) into instances.
 
@@ -125,6 +148,11 @@ def iter_segment(
     modality : str, optional
         Imaging modality (``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"``,
         ``"none"``); the model card's when omitted. See :func:`input_modality`.
+    diameter : float or str, optional
+        Object diameter in the image (pixels): the image is rescaled so its objects reach the
+        network at the size it was trained at (see :mod:`.scale`). ``"auto"`` estimates it
+        from a first segmentation (see :func:`iter_estimate_diameter`); omitted, the model
+        card's ``default_diameter``.
 
     Yields
     ------
@@ -134,10 +162,25 @@ def iter_segment(
     Returns
     -------
     Segmentation
-        Labels and network outputs.
+        Labels and network outputs, on the image's grid.
+
+    Raises
+    ------
+    InputError
+        For a diameter the model cannot use (it records none, or the value is not positive).
     """
     h, w = image.shape[:2]
     kind = input_modality(model, image, modality, rgb, channel)
+    options = dict(
+        device=device, tile=tile, precision=precision, postprocess=postprocess, rgb=rgb, channel=channel,
+        batch_size=batch_size, tta=tta, block=block, modality=kind or "none",
+    )  # fmt: skip
+    if isinstance(diameter, str):
+        if diameter != "auto":
+            raise InputError(f"unknown object diameter {diameter!r}: give a number of pixels or 'auto'")
+        return (yield from iter_estimate_diameter(model, image, **options))
+    d, factor = diameter_factor(model, diameter)
+    pp = postprocess_at(postprocess or model.card.postprocess, factor)
     if block is not None or h * w > LARGE_PIXELS:
         labels = yield from iter_segment_blocks(
             model,
@@ -146,22 +189,137 @@ def iter_segment(
             device=device,
             tile=tile,
             precision=precision,
-            postprocess=postprocess,
+            postprocess=pp,
             rgb=rgb,
             channel=channel,
             batch_size=batch_size,
             tta=tta,
             modality=kind or "none",
+            factor=factor,
         )
-        return Segmentation(labels, None, kind)
+        return Segmentation(labels, None, kind, d, factor)
     x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, modality=kind)
+    if factor != 1.0:
+        x = resize(x, scaled_shape((h, w), factor))
     probs = yield from iter_predict(
         model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
     )
     yield Progress(0, 1, "instances")
-    labels = instances(probs, postprocess or model.card.postprocess, model.card.architecture.n_classes)
+    if factor != 1.0:
+        probs = resize(probs, (h, w))
+    labels = instances(probs, pp, model.card.architecture.n_classes)
     yield Progress(1, 1, "instances")
-    return Segmentation(labels, probs, kind)
+    return Segmentation(labels, probs, kind, d, factor)
+
+
+def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None, float]:
+    """The object diameter an image is segmented for, and the image's rescaling factor.
+
+    Parameters
+    ----------
+    model : Model
+        Its card's ``diameter`` is the network's scale, ``default_diameter`` the default.
+    diameter : float, optional
+        Object diameter in the image (pixels).
+
+    Returns
+    -------
+    tuple
+        ``(diameter, factor)``; ``(None, 1.0)`` for a model that records no diameter.
+
+    Raises
+    ------
+    InputError
+        For a non-positive diameter, or one given to a model that records none.
+    """
+    if diameter is None:
+        return model.image_diameter, scale_factor(model.card.diameter, model.image_diameter)
+    try:
+        d = check_diameter(diameter)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if model.card.diameter is None:
+        raise InputError(
+            f"the model {model.name!r} records no object diameter (it was made before object sizes), so it "
+            "cannot rescale images: leave the object diameter empty, or fine-tune it again"
+        )
+    return d, scale_factor(model.card.diameter, d)
+
+
+def iter_estimate_diameter(
+    model: Model, image: np.ndarray, passes: int = AUTO_PASSES, **options
+) -> Generator[Progress, None, Segmentation]:
+    """Segment an image for the object diameter measured from its own segmentation.
+
+    The image (a central crop of at most :data:`AUTO_PIXELS` pixels of a large one) is
+    segmented assuming objects of the model's default diameter ``D``, and, while the median
+    diameter of what a pass found disagrees with what it assumed by more than a factor
+    :data:`AUTO_FITS`, of ``2 D`` and ``4 D`` (shrunk 2 and 4 times: cheap passes that keep
+    large objects whole, where the first cuts them into nucleus-sized pieces). The first pass
+    that agrees with itself wins, else the one that agrees best (a network shown objects at
+    its own scale finds them at that scale; smaller assumptions go first because a coarse pass
+    can merge small objects into clumps that look self-consistent). Its measurement is
+    then refined: segmented again at the measured diameter while that changes it by more
+    than :data:`AUTO_AGREE` (at most ``passes`` times). Measured on the validation split in
+    docs/model.md.
+
+    Parameters
+    ----------
+    model : Model
+        A model that records its diameter.
+    image : numpy.ndarray
+        The image.
+    passes : int
+        Most refining passes.
+    **options
+        Keyword arguments of :func:`iter_segment` (``diameter`` excepted).
+
+    Returns
+    -------
+    Segmentation
+        The segmentation at the estimated diameter (its ``diameter``).
+
+    Raises
+    ------
+    InputError
+        For a model that records no diameter.
+    """
+    if model.card.diameter is None:
+        raise InputError(
+            f"the model {model.name!r} records no object diameter (made before object sizes): it cannot "
+            "estimate one; leave the object diameter empty"
+        )
+    h, w = image.shape[:2]
+    crop = image
+    if h * w > AUTO_PIXELS:
+        side = int(AUTO_PIXELS**0.5)
+        y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        crop = image[y0 : y0 + side, x0 : x0 + side]
+    lo, hi = model.card.diameter / MAX_FACTOR, model.card.diameter / MIN_FACTOR
+    base = float(model.image_diameter)
+    tried: dict[float, tuple[Segmentation, float | None]] = {}
+
+    def measure(d: float):
+        seg = yield from iter_segment(model, crop, diameter=d, **options)
+        found = median_diameter([seg.labels])
+        tried[d] = (seg, None if found is None else min(max(found, lo), hi))
+
+    for d in (base, 2 * base, 4 * base):  # the first that agrees with itself, else the one that agrees best
+        yield from measure(min(d, hi))
+        found = tried[min(d, hi)][1]
+        if found is not None and abs(math.log(found / min(d, hi))) <= math.log(AUTO_FITS):
+            break
+    fits = [(abs(math.log(f / d)), d) for d, (_, f) in tried.items() if f is not None]
+    current = min(fits)[1] if fits else base
+    for _ in range(passes):
+        found = tried[current][1]
+        if found is None or abs(found / current - 1.0) <= AUTO_AGREE or found in tried:
+            break
+        current = found
+        yield from measure(current)
+    if crop is image:
+        return tried[current][0]
+    return (yield from iter_segment(model, image, diameter=current, **options))
 
 
 def segment(model: Model, image: np.ndarray, **kwargs) -> Segmentation:
@@ -184,6 +342,7 @@ def iter_segment_blocks(
     tta: bool = False,
     out: np.ndarray | None = None,
     modality: str | None = None,
+    factor: float = 1.0,
 ) -> Generator[Progress, None, np.ndarray]:
     """Segment a large plane block by block, holding only the image, the labels and one block's work.
 
@@ -212,6 +371,11 @@ def iter_segment_blocks(
         ``int32`` array when omitted.
     modality : str, optional
         As for :func:`iter_segment`; ``"auto"`` is resolved once, on the whole image.
+    factor : float
+        Rescaling of each block before the network (see :mod:`.scale`): its probabilities are
+        resized back, ``postprocess`` is taken as given for the image's grid, and the margin
+        and halo grow with ``1 / factor``. The pooling grid of the rescaled blocks then differs
+        from a whole-image rescale's, so probabilities agree up to interpolation, not bit for bit.
 
     Yields
     ------
@@ -236,7 +400,8 @@ def iter_segment_blocks(
     kind = input_modality(model, image, modality, rgb, channel) or "none"
     limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
     m = card.architecture.size_multiple
-    halo = model_halo(model.net)
+    halo = math.ceil(model_halo(model.net) / factor) + (2 if factor != 1.0 else 0)
+    margin = max(margin, math.ceil(margin / factor))
     labels = np.zeros((h, w), np.int32) if out is None else out
     next_id = 1
     cores = [(y, x) for y in range(0, h, block) for x in range(0, w, block)]
@@ -251,7 +416,11 @@ def iter_segment_blocks(
         wy1, wx1 = min(ry1 + halo, h), min(rx1 + halo, w)
         window = np.asarray(image[wy0:wy1, wx0:wx1])
         x = prepare_input(window, card.architecture.in_channels, card.normalization, rgb, channel, limits, kind)
+        if factor != 1.0:
+            x = resize(x, scaled_shape(x.shape[-2:], factor))
         probs = predict(model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta)
+        if factor != 1.0:
+            probs = resize(probs, window.shape[:2])
         sl = (slice(ry0 - wy0, ry1 - wy0), slice(rx0 - wx0, rx1 - wx0))
         local = instances_from_maps(1.0 - probs[0][sl], probs[n_cls][sl], pp)
         n = int(local.max())
@@ -299,6 +468,8 @@ class SegmentSettings:
         Whether a last axis of 3 or 4 is colour (guessed when ``None``).
     modality : str or None
         Imaging modality (the model card's when ``None``).
+    diameter : float, str or None
+        Object diameter in pixels, or ``"auto"`` (the model card's default when ``None``).
     """
 
     device: torch.device | str = "cpu"
@@ -311,6 +482,7 @@ class SegmentSettings:
     channel: int | None = None
     rgb: bool | None = None
     modality: str | None = None
+    diameter: float | str | None = None
 
     def kwargs(self, plane: np.ndarray) -> dict:
         """Keyword arguments of :func:`iter_segment` for one plane."""
@@ -325,6 +497,7 @@ class SegmentSettings:
             tta=self.tta,
             block=self.block,
             modality=self.modality,
+            diameter=self.diameter,
         )
 
 
@@ -357,11 +530,23 @@ class PlaneDone:
 
 @dataclass
 class PlanesSummary:
-    """What :func:`iter_segment_planes` returns: the blank planes, and how each plane was seen."""
+    """What :func:`iter_segment_planes` returns: the blank planes, and how each plane was seen.
+
+    ``modalities`` and ``diameters`` hold, per segmented plane, the imaging modality and the
+    object diameter it was segmented as.
+    """
 
     total: int
     blank: list[tuple[int, ...]] = field(default_factory=list)
     modalities: dict[tuple[int, ...], str | None] = field(default_factory=dict)
+    diameters: dict[tuple[int, ...], float | None] = field(default_factory=dict)
+
+    def diameter(self) -> float | list[float | None] | None:
+        """The object diameter used: one value when all planes agree, else the list per plane."""
+        values = [None if d is None else round(float(d), 2) for d in self.diameters.values()]
+        if not values:
+            return None
+        return values[0] if len(set(values)) == 1 else values
 
     def note(self) -> str | None:
         """One line about blank planes, or ``None``."""
@@ -449,6 +634,7 @@ def iter_segment_planes(
         else:
             labels = seg.labels
             summary.modalities[index] = seg.modality
+            summary.diameters[index] = seg.diameter
         yield PlaneDone(index, labels, seg, time.perf_counter() - t0)
         yield Progress(1000 * (k + 1), 1000 * total, f"plane {k + 1}/{total} {'blank' if seg is None else 'done'}")
     return summary

@@ -16,6 +16,7 @@ import numpy as np
 from ..core.model_files import Model
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
+from ..core.scale import postprocess_at
 from ..core.segment import PlaneDone, PlaneError, SegmentSettings, iter_segment_planes
 
 
@@ -38,6 +39,11 @@ class PlaneResult:
         The imaging modality the network saw the plane as (a kind from
         :data:`napari_unet_loop.core.modality.MODALITIES`, or ``"none"``: the grey image as it
         is); ``None`` when the network did not run (blank planes, re-thresholding).
+    factor : float
+        How the plane was rescaled before the network (see :mod:`napari_unet_loop.core.scale`);
+        the maps are on the plane's grid, the thresholds' sizes are scaled by it.
+    diameter : float or None
+        Object diameter (pixels) the plane was segmented for (``None``: not known).
     """
 
     index: tuple[int, ...]
@@ -46,6 +52,8 @@ class PlaneResult:
     dist: np.ndarray | None
     seconds: float
     modality: str | None = None
+    factor: float = 1.0
+    diameter: float | None = None
 
 
 @dataclass
@@ -73,13 +81,15 @@ def segment_planes(
     postprocess: PostprocessConfig,
     tta: bool = False,
     modality: str | None = None,
+    diameter: float | str | None = None,
 ) -> Generator[Progress | PlaneResult | Failure | Notice, None, int]:
     """Run :func:`~napari_unet_loop.core.segment.iter_segment_planes` for the dock.
 
     Turns each finished plane into a :class:`PlaneResult` (with the float16 maps kept for
     re-thresholding), an input problem into a :class:`Failure` (planes finished before it
     are kept) and the blank planes into a :class:`Notice` at the end. ``modality`` is the
-    imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``).
+    imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``),
+    ``diameter`` the objects' diameter in pixels or ``"auto"`` (the model card's when ``None``).
 
     Returns
     -------
@@ -87,7 +97,14 @@ def segment_planes(
         Number of planes done.
     """
     settings = SegmentSettings(
-        device=device, tile=tile, postprocess=postprocess, channel=channel, rgb=rgb, tta=tta, modality=modality
+        device=device,
+        tile=tile,
+        postprocess=postprocess,
+        channel=channel,
+        rgb=rgb,
+        tta=tta,
+        modality=modality,
+        diameter=diameter,
     )
     gen = iter_segment_planes(model, read, indices, settings)
     done = 0
@@ -119,17 +136,22 @@ def _plane_result(model: Model, item: PlaneDone) -> PlaneResult:
     else:
         fg = (1.0 - seg.probs[0]).astype(np.float16)
         dist = seg.probs[model.card.architecture.n_classes].astype(np.float16)
-    return PlaneResult(item.index, seg.labels, fg, dist, item.seconds, seg.modality or "none")
+    return PlaneResult(item.index, seg.labels, fg, dist, item.seconds, seg.modality or "none", seg.factor, seg.diameter)
 
 
 def rethreshold_planes(
-    maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]], postprocess: PostprocessConfig
+    maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, float]], postprocess: PostprocessConfig
 ) -> Generator[Progress | PlaneResult, None, int]:
-    """Recompute instance labels from cached probability maps (no network)."""
+    """Recompute instance labels from cached probability maps (no network).
+
+    ``maps`` holds, per plane, the foreground probability, the distance map and the plane's
+    rescaling factor (the thresholds' sizes are given at the network's scale).
+    """
     total = len(maps)
-    for k, (index, (fg, dist)) in enumerate(maps.items()):
+    for k, (index, (fg, dist, factor)) in enumerate(maps.items()):
         t0 = time.perf_counter()
-        labels = instances_from_maps(fg.astype(np.float32), dist.astype(np.float32), postprocess)
+        pp = postprocess_at(postprocess, factor)
+        labels = instances_from_maps(fg.astype(np.float32), dist.astype(np.float32), pp)
         yield PlaneResult(index, labels, None, None, time.perf_counter() - t0)
         yield Progress(k + 1, total, "thresholds")
     return total

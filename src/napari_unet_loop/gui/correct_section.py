@@ -608,7 +608,7 @@ class CorrectSection(QGroupBox):
             self.uncertainty_check.setChecked(False)
             return
         data = np.zeros(layer.data.shape, np.float32)
-        for plane, (fg, _) in maps.items():
+        for plane, (fg, *_) in maps.items():
             data[plane] = 1 - np.abs(2 * fg.astype(np.float32) - 1)
         self._uncertainty_name = f"{layer.name} uncertainty"
         show_map(self.viewer, self._uncertainty_name, data, layer, "inferno", opacity=0.5)

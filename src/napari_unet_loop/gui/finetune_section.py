@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import changed_objects, correction_weight, edited_region
-from ..core.finetune import check_samples, preset, training_record
+from ..core.finetune import check_samples, preset, record_sizes, to_network_scale, training_record
 from ..core.image import InputError, prepare_input
 from ..core.metrics import correction_agreement, score
 from ..core.model_files import Model, ModelCard, ModelError
@@ -462,7 +462,10 @@ class FineTuneSection(QGroupBox):
             model = self._start_model()
             device = self.main_device()
             samples, described = self.build_samples(model)
-            train, val = split_validation(samples, 0.15, seed=0)
+            # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
+            chosen = self.main.diameter_choice()
+            scaled = to_network_scale(samples, model.card, chosen if isinstance(chosen, float) else None)
+            train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.currentText() != START_SCRATCH)
             pp = self.main.postprocess_config()
         except (InputError, ModelError, ReadError, ValueError) as exc:
@@ -484,6 +487,7 @@ class FineTuneSection(QGroupBox):
             "val_names": [s.name for s in val],
             "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "modality": self.training_modality(model),
+            "scaled": scaled,
         }
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -496,7 +500,7 @@ class FineTuneSection(QGroupBox):
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
         self.result_label.setText(
             f"Fine-tuning {model.name} on {device}: {len(train)} training and {len(val)} validation sample(s), "
-            f"{budget}. You can keep annotating."
+            f"{budget}{_size_note(scaled, model)}. You can keep annotating."
         )
         worker.start()
         return worker
@@ -568,6 +572,8 @@ class FineTuneSection(QGroupBox):
             normalization=parent.card.normalization,
             modality=finetuned_modality(parent.card.modality, run.get("modality", parent.card.modality)),
             postprocess=postprocess,
+            diameter=parent.card.diameter,
+            default_diameter=parent.card.default_diameter,
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
             training=training_record(  # the same record as the command line's train
@@ -582,9 +588,12 @@ class FineTuneSection(QGroupBox):
                 modality=run.get("modality", parent.card.modality),
                 started=run.get("started"),
                 data=dict(run["described"]),
+                object_diameter=run["scaled"].diameter,
+                rescaled_by=run["scaled"].factor,
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
+        record_sizes(card, run["scaled"])
         if tuned is not None:
             card.metrics["threshold_tuning"] = {"ap50_before": tuned[0], "ap50_after": tuned[1]}
         model = Model(run["net"], card)
@@ -771,6 +780,14 @@ def finetuned_modality(parent: str, trained: str) -> str:
     if trained == "none":
         return "none"
     return parent if parent != "none" else "auto"
+
+
+def _size_note(scaled, model: Model) -> str:
+    """``; objects 62 px, shown at 0.32x`` when the training images are rescaled."""
+    if scaled.diameter is None or scaled.factor == 1.0:
+        return ""
+    net = model.card.diameter
+    return f"; objects {scaled.diameter:.0f} px, shown to the network at {scaled.factor:.2g}x ({net:.0f} px)"
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -203,7 +203,10 @@ class ModelManager:
         self.model_info.setText(
             f"{card.description or card.name}{score}"
             f"<br><small>U-Net depth {arch.depth}, width {arch.base_width}, {arch.in_channels} input "
-            f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}</small>"
+            f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}"
+            f"{f'; objects {model.image_diameter:.0f} px' if model.image_diameter else ''}</small>"
         )
         self.model_info.setToolTip(str(model.path))
         self._schedule_detect()
+        if hasattr(self, "diameter_row"):
+            self.diameter_row.refresh()

@@ -44,6 +44,7 @@ from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
+from .diameter import DiameterRow
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
 from .layers import (
@@ -221,6 +222,8 @@ class UNetLoopWidget(ModelManager, QWidget):
         self.modality_label = QLabel("")
         self.modality_label.setWordWrap(True)
         form.addRow(self.modality_label)
+        self.diameter_row = DiameterRow(self._measured_labels, self._model_diameter)
+        form.addRow("Object size", self.diameter_row)
         # detection reads a subsample of the plane on screen: run it once after a burst of changes
         self._detect_timer = QTimer(self)
         self._detect_timer.setSingleShot(True)
@@ -414,6 +417,26 @@ class UNetLoopWidget(ModelManager, QWidget):
     def image_channel(self, image: Image) -> int | None:
         """The dock's channel choice for ``image`` (``None``: another image, or nothing to choose)."""
         return self.channel_combo.currentData() if self.is_dock_image(image) else None
+
+    def _measured_labels(self) -> Labels | None:
+        """The labels layer the object size is measured on: the selected one, else the image's."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels):
+            return active
+        image = self.image_layer()
+        name = f"{image.name} labels" if image is not None else None
+        layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
+        return layer if isinstance(layer, Labels) else None
+
+    def _model_diameter(self) -> float | None:
+        try:
+            return self.current_model().image_diameter
+        except ModelError:
+            return None
+
+    def diameter_choice(self) -> float | str | None:
+        """The Object size choice: ``None`` (the model's), pixels, or ``"auto"``."""
+        return self.diameter_row.value()
 
     def modality_choice(self) -> str | None:
         """The Imaging choice: ``None`` for Auto (the model's setting), else a kind or ``"none"``."""
@@ -644,6 +667,7 @@ class UNetLoopWidget(ModelManager, QWidget):
             "kind": "segment",
             "tile": self.tile_size(),
             "modality_setting": self.modality_combo.currentData(),
+            "diameter_setting": self.diameter_choice(),
             "modalities": {},
             "new_layer_name": new_layer_name,
             "on_done": on_done,
@@ -664,6 +688,7 @@ class UNetLoopWidget(ModelManager, QWidget):
             pp,
             self.tta_check.isChecked(),
             self.modality_choice(),
+            self.diameter_choice(),
             _start_thread=False,
         )
         self._start(worker, f"Segmenting '{image.name}' with {model.name} on {device}...")
@@ -836,7 +861,7 @@ class UNetLoopWidget(ModelManager, QWidget):
                 write_plane(target, res.index, labels)  # one undoable step
         self.tracker.record_output(target, res.index, res.labels)
         if res.fg is not None:
-            self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist)
+            self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist, res.factor)
         meta = dict(target.metadata.get(META_KEY, {}))
         model = run.get("model")
         if model is not None:
@@ -856,6 +881,9 @@ class UNetLoopWidget(ModelManager, QWidget):
                 meta["modality"] = "mixed"
                 meta["modality_planes"] = [[list(ix), kind] for ix, kind in used.items()]
             meta["modality_setting"] = run.get("modality_setting") or "auto"
+        if res.diameter is not None:  # the object size the plane was segmented for
+            meta["diameter"] = round(float(res.diameter), 2)
+            meta["diameter_setting"] = run.get("diameter_setting") or "model"
         meta["thresholds"] = run["pp"].to_dict()
         target.metadata[META_KEY] = meta
         run["done"] += 1

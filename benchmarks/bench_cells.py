@@ -1,0 +1,210 @@
+"""Fine-tuning on cells larger than the shipped model's nuclei: object size handling, measured.
+
+The rows of ``bench_finetune.py`` are about new kinds of image; these are about new *sizes*.
+Cell-like sets are made from the shared data:
+
+* **dsb-x3**: DSB2018 fluorescence images upscaled 3 times (nuclei of about 60 px instead of
+  20): fine-tuning pool from the validation split, held-out images from the test split.
+* **isbi-x2**: ISBI 2012 EM slices upscaled 2 times (cells of about 56 px: a new kind and a new
+  size): pool from slices 0-19, held out the last 10 (cells as in ``bench_finetune.py``).
+
+Each run takes the path of ``napari-unet-loop train --from default`` then ``evaluate``, with
+the same core functions: k annotated images read as the model reads them, rescaled to the
+model's object diameter (measured on the labels: ``core.finetune.to_network_scale``), a 15 %
+validation stripe of each (keep-best), the shared fine-tune preset for ``--minutes``,
+thresholds re-tuned on the stripes, the child's object sizes recorded; then the held-out
+images are segmented as ``segment`` does (``core.segment.segment``: rescaled by the child's
+default diameter) and scored (AP@0.5, SEG, pooled). ``--no-rescale`` rows repeat the run as the
+plugin did before object sizes (images at their own scale): "today's" baseline.
+
+Run ``python benchmarks/bench_cells.py --help``; the default (k = 1, 2, 5 and the baseline at
+k = 2, 5 minutes each, both sets) takes about 45 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import cpu_name, read_list, write_json
+from napari_unet_loop.core.finetune import preset, record_sizes, to_network_scale
+from napari_unet_loop.core.image import prepare_input
+from napari_unet_loop.core.metrics import matching, pool
+from napari_unet_loop.core.modality import detect
+from napari_unet_loop.core.model_files import Model, load
+from napari_unet_loop.core.sampling import Sample, split_validation
+from napari_unet_loop.core.segment import input_modality, segment
+from napari_unet_loop.core.train import iter_train, tune_thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "src/napari_unet_loop/models/splits"
+DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
+SETS = ("dsb-x3", "isbi-x2")
+
+
+def imread(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+def upscale(a: np.ndarray, n: int) -> np.ndarray:
+    """Each pixel becomes n x n (labels stay labels; images get blocky edges like a zoomed camera)."""
+    return np.repeat(np.repeat(a, n, axis=0), n, axis=1)
+
+
+def isbi_instances(mask: np.ndarray, min_size: int = 30) -> np.ndarray:
+    from skimage.measure import label
+
+    lab = label(mask == 255, connectivity=1)
+    sizes = np.bincount(lab.ravel())
+    small = sizes < min_size
+    small[0] = False
+    lab[small[lab]] = 0
+    return lab.astype(np.int32)
+
+
+def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:
+    """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale."""
+    rng = np.random.default_rng(seed)
+    if name == "dsb-x3":
+        folder = root / "dsb2018"
+        test, val = read_list(SPLITS / "dsb2018-test.txt"), read_list(SPLITS / "dsb2018-val.txt")
+
+        def fluo(names: list[str]) -> list[str]:
+            out = []
+            for n in names:
+                img = imread(folder / "images" / f"{n}.png")
+                if detect(img).modality == "fluorescence" and max(img.shape[:2]) <= 520:
+                    out.append(n)
+            return out
+
+        candidates = fluo(val)
+        pool_names = [candidates[i] for i in rng.permutation(len(candidates))][:n_pool]
+        held_names = fluo(test)[:n_heldout]
+
+        def item(n: str):
+            return (
+                n,
+                upscale(imread(folder / "images" / f"{n}.png"), 3),
+                upscale(imread(folder / "labels" / f"{n}.png"), 3),
+            )
+
+        desc = f"DSB2018 fluorescence x3: pool {len(pool_names)} validation-split images, {len(held_names)} test-split"
+    elif name == "isbi-x2":
+        folder = root / "isbi2012"
+        names = sorted((p.stem for p in (folder / "images").glob("*.png")), key=int)
+        pool_names = [names[:20][i] for i in rng.permutation(20)][:n_pool]
+        held_names = names[-10:][:n_heldout]
+
+        def item(n: str):
+            return (
+                n,
+                upscale(imread(folder / "images" / f"{n}.png"), 2),
+                upscale(isbi_instances(imread(folder / "labels" / f"{n}.png")), 2),
+            )
+
+        desc = f"ISBI 2012 EM x2: pool slices 0-19, held out {len(held_names)} of slices 20-29"
+    else:
+        raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
+    return [item(n) for n in pool_names], [item(n) for n in held_names], desc
+
+
+def score(model: Model, heldout: list) -> dict[str, Any]:
+    """Segment the held-out images as ``segment`` does and pool their scores."""
+    t0 = time.perf_counter()
+    results = [matching(lab, segment(model, img).labels) for _, img, lab in heldout]
+    out = {k: round(float(v), 4) for k, v in pool(results).to_dict().items() if k in ("ap50", "ap75", "f1_50", "seg")}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def finetune(start: Model, items: list, minutes: float, rescale: bool, seed: int) -> tuple[Model, dict[str, Any]]:
+    """The ``train --from`` path on ``items``: returns the child and what the run did."""
+    card = copy.deepcopy(start.card)
+    samples = []
+    for name, img, lab in items:
+        kind = input_modality(start, img)
+        x = prepare_input(img, card.architecture.in_channels, card.normalization, modality=kind)
+        samples.append(Sample(x, lab, name=name, kind=kind or ""))
+    t0 = time.perf_counter()
+    scaled = to_network_scale(samples, card) if rescale else None
+    train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
+    config = preset(True, minutes=minutes, seed=seed)
+    net = copy.deepcopy(start.net)
+    gen = iter_train(net, train, val, config, "cpu", card.postprocess)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        result = stop.value
+    if val:
+        card.postprocess, _, _ = tune_thresholds(net, val, "cpu", card.postprocess)
+    if scaled is not None:
+        record_sizes(card, scaled)
+    run = {
+        "steps": result.steps,
+        "patches": result.patches,
+        "patches_per_s": round(result.patches / max(result.seconds, 1e-9), 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "diameter": None if scaled is None else round(float(scaled.diameter or 0), 1),
+        "factor": None if scaled is None else round(scaled.factor, 3),
+        "improved": result.improved,
+    }
+    return Model(net.eval(), card), run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=None, help="shared data folder")
+    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated: {', '.join(SETS)}")
+    p.add_argument("--k", default="1,2,5", help="annotated images per run (comma-separated)")
+    p.add_argument("--minutes", type=float, default=5.0, help="fine-tuning budget per run")
+    p.add_argument("--baseline-k", type=int, default=2, help="k of the run without rescaling (0: none)")
+    p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    args = p.parse_args(argv)
+    root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
+    if root is None:
+        raise SystemExit("no shared data folder found; use --data")
+    torch.set_num_threads(os.cpu_count() or 1)
+    ks = [int(k) for k in args.k.split(",") if k]
+    start = load("default")
+    print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
+          f"python {platform.python_version()}")  # fmt: skip
+    print(f"model    {start.name}: object diameter {start.card.diameter} px; fine-tune {args.minutes:g} min per run")
+    report: dict[str, Any] = {"minutes": args.minutes, "sets": {}}
+    for name in [s for s in args.sets.split(",") if s]:
+        pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, args.seed)
+        print(f"\n{name}: {desc}")
+        base = score(start, heldout)
+        print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
+        rows: list[dict[str, Any]] = [{"run": "start", **base}]
+        plan = ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
+        for k, rescale in plan:
+            child, run = finetune(start, pool_items[:k], args.minutes, rescale, args.seed)
+            s = score(child, heldout)
+            label = f"k={k} {'rescaled' if rescale else 'as is (before)'}"
+            size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
+            print(
+                f"  {label:<22} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
+                f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}",
+                flush=True,
+            )
+            rows.append({"run": label, "k": k, "rescale": rescale, **run, **s})
+        report["sets"][name] = {"description": desc, "rows": rows}
+    write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
