@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet_loop.gui import model_manager
+from napari_unet_loop.gui import input_section, model_manager, segment_output
 from napari_unet_loop.gui import widget as widget_mod
 from napari_unet_loop.gui.widget import IF_EDITED_NEW, IF_EDITED_REPLACE, UNetLoopWidget
 
@@ -17,7 +17,7 @@ TIMEOUT = 120_000
 def messages(monkeypatch):
     """Collect the notifications the widget shows."""
     seen = {"error": [], "warning": [], "info": []}
-    for mod in (widget_mod, model_manager):  # the dock and its model management
+    for mod in (widget_mod, model_manager, input_section, segment_output):  # the dock and its mixins
         for kind in seen:
             if hasattr(mod, f"show_{kind}"):
                 monkeypatch.setattr(mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
@@ -145,7 +145,7 @@ def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
     viewer.add_image(discs[0], name="cells")
     run(qtbot, w)
     out = viewer.layers["cells labels"]
-    fg, dist = w._maps[out.__wrapped__ if hasattr(out, "__wrapped__") else out][()]
+    fg, dist, _ = w._maps[out.__wrapped__ if hasattr(out, "__wrapped__") else out][()]
 
     def no_network(*a, **k):
         raise AssertionError("re-thresholding must not run the network")

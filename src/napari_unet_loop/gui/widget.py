@@ -36,53 +36,33 @@ from qtpy.QtWidgets import (
 from ..core import model_files
 from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.image import InputError
-from ..core.modality import LABELS as MODALITY_LABELS
-from ..core.modality import ModalityReport, detect
 from ..core.model_files import Model, ModelError
 from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
-from .diameter import DiameterRow
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
+from .input_section import InputChoices
 from .layers import (
     META_KEY,
-    RESEGMENTED,
     LabelsTracker,
-    Layout,
     check_image_layer,
     current_index,
     is_helper,
-    layout,
-    out_transform,
-    plane_sample,
-    plane_shape,
     read_plane,
-    show_map,
     stack_shape,
     unwrap,
-    write_plane,
 )
 from .model_manager import ModelManager
+from .segment_output import IF_EDITED_NEW, IF_EDITED_REPLACE, SegmentOutput
 
 if TYPE_CHECKING:
     import napari
 
-IF_EDITED_NEW = "make a new layer"
-IF_EDITED_REPLACE = "replace it (Ctrl+Z undoes)"
-# the Imaging choices: (shown text, value); "auto" means the model's own setting
-IMAGING_CHOICES = (
-    ("Auto", "auto"),
-    ("Fluorescence", "fluorescence"),
-    ("Brightfield", "brightfield"),
-    ("H&E (stained tissue)", "he"),
-    ("As is (no conversion)", "none"),
-)
 
-
-class UNetLoopWidget(ModelManager, QWidget):
+class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
     """Segment the chosen image layer with a U-Net into an instance Labels layer.
 
     Parameters
@@ -184,53 +164,6 @@ class UNetLoopWidget(ModelManager, QWidget):
                 self.tabs.setCurrentIndex(i)
                 return
         raise KeyError(title)
-
-    def _build_input(self) -> QGroupBox:
-        box = QGroupBox("Input")
-        form = QFormLayout(box)
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Image layer to segment (follows the layer you select)")
-        self.image_combo.currentIndexChanged.connect(lambda i: self._update_input_state())
-        form.addRow("Image", self.image_combo)
-        self.channel_axis_combo = QComboBox()
-        self.channel_axis_combo.setToolTip(
-            "Axis of the layer that holds channels (leave 'none' for grey or RGB images)"
-        )
-        self.channel_axis_combo.currentIndexChanged.connect(lambda i: self._update_channels())
-        form.addRow("Channel axis", self.channel_axis_combo)
-        self.channel_combo = QComboBox()
-        self.channel_combo.setToolTip("Channel to segment; for RGB images the mean of R, G and B by default")
-        form.addRow("Channel", self.channel_combo)
-        self.shape_label = QLabel("")
-        self.shape_label.setWordWrap(True)
-        form.addRow(self.shape_label)
-        self.modality_combo = QComboBox()
-        for text, value in IMAGING_CHOICES:
-            self.modality_combo.addItem(text, value)
-        self.modality_combo.setToolTip(
-            "How the image was taken. The network sees nuclei as bright objects on a dark background: "
-            "brightfield images are inverted, and for H&E (stained tissue) the haematoxylin (nuclear "
-            "stain) channel is used.\n"
-            "Auto: the model's setting (models that support it detect each image's kind; the line "
-            "below shows what was detected).\n"
-            "Fluorescence / Brightfield / H&E: override the detection.\n"
-            "As is: feed the grey image without conversion.\n"
-            "Applies to every image this dock segments or fine-tunes on."
-        )
-        self.modality_combo.currentIndexChanged.connect(lambda i: self._schedule_detect())
-        form.addRow("Imaging", self.modality_combo)
-        self.modality_label = QLabel("")
-        self.modality_label.setWordWrap(True)
-        form.addRow(self.modality_label)
-        self.diameter_row = DiameterRow(self._measured_labels, self._model_diameter)
-        form.addRow("Object size", self.diameter_row)
-        # detection reads a subsample of the plane on screen: run it once after a burst of changes
-        self._detect_timer = QTimer(self)
-        self._detect_timer.setSingleShot(True)
-        self._detect_timer.setInterval(150)
-        self._detect_timer.timeout.connect(self.update_detected)
-        self.channel_combo.currentIndexChanged.connect(lambda i: self._schedule_detect())
-        return box
 
     def _build_model(self) -> QGroupBox:
         box = QGroupBox("Model")
@@ -396,173 +329,6 @@ class UNetLoopWidget(ModelManager, QWidget):
         elif isinstance(active, Labels) and not is_helper(active):  # the tools work on the layer selected
             self.correct_section.follow(active)
             self.export_section.follow(active)
-
-    def image_layer(self) -> Image | None:
-        """The chosen image layer (``None`` when there is none)."""
-        name = self.image_combo.currentText()
-        if name and name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            return layer if isinstance(layer, Image) else None
-        return None
-
-    def is_dock_image(self, image: Image) -> bool:
-        """Whether ``image`` is the one chosen in the dock: the dock's channel settings belong to it."""
-        chosen = self.image_layer()
-        return chosen is not None and unwrap(chosen) is unwrap(image)
-
-    def image_layout(self, image: Image) -> Layout:
-        """The axes of ``image``, with the dock's channel axis when it is the dock's image."""
-        return layout(image, self.channel_axis_combo.currentData() if self.is_dock_image(image) else None)
-
-    def image_channel(self, image: Image) -> int | None:
-        """The dock's channel choice for ``image`` (``None``: another image, or nothing to choose)."""
-        return self.channel_combo.currentData() if self.is_dock_image(image) else None
-
-    def _measured_labels(self) -> Labels | None:
-        """The labels layer the object size is measured on: the selected one, else the image's."""
-        active = self.viewer.layers.selection.active
-        if isinstance(active, Labels):
-            return active
-        image = self.image_layer()
-        name = f"{image.name} labels" if image is not None else None
-        layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
-        return layer if isinstance(layer, Labels) else None
-
-    def _model_diameter(self) -> float | None:
-        try:
-            return self.current_model().image_diameter
-        except ModelError:
-            return None
-
-    def diameter_choice(self) -> float | str | None:
-        """The Object size choice: ``None`` (the model's), pixels, or ``"auto"``."""
-        return self.diameter_row.value()
-
-    def modality_choice(self) -> str | None:
-        """The Imaging choice: ``None`` for Auto (the model's setting), else a kind or ``"none"``."""
-        value = self.modality_combo.currentData()
-        return None if value in (None, "auto") else str(value)
-
-    def _schedule_detect(self) -> None:
-        self._detect_timer.start()
-
-    def detect_modality(self, image: Image | None = None) -> ModalityReport | None:
-        """What the plane on screen of ``image`` (the dock's image by default) looks like.
-
-        Reads a subsample of the plane (see :func:`.layers.plane_sample`), with the dock's
-        channel settings when it is the dock's image.
-
-        Returns
-        -------
-        ModalityReport or None
-            ``None`` when there is no image, or its plane is too large to sample here.
-
-        Raises
-        ------
-        InputError
-            If the plane cannot be read as an image (e.g. a bad channel axis).
-        """
-        image = image if image is not None else self.image_layer()
-        if image is None:
-            return None
-        lay = self.image_layout(image)
-        index = current_index(image, lay, self.viewer.dims.point) if lay.stack_axes else ()
-        sample = plane_sample(image, lay, index)
-        if sample is None:
-            return None
-        rgb = bool(image.rgb) if sample.ndim == 3 else None
-        return detect(sample, rgb=rgb, channel=self.image_channel(image))
-
-    def update_detected(self) -> str:
-        """Show what was detected for the chosen image and how the model will take it.
-
-        Returns
-        -------
-        str
-            The text shown (empty without an image layer).
-        """
-        self._detect_timer.stop()
-        text = self._detected_text()
-        self.modality_label.setText(text)
-        return text
-
-    def _detected_text(self) -> str:
-        if self.image_layer() is None:
-            return ""
-        try:
-            card = self.current_model().card
-        except ModelError:
-            card = None
-        if card is not None and card.architecture.in_channels != 1:
-            return "This model reads the image's channels as they are (no conversion)."
-        try:
-            report = self.detect_modality()
-        except (InputError, ValueError, TypeError, IndexError) as exc:
-            return f"Cannot detect the imaging: {exc}"
-        choice = self.modality_choice()
-        setting = (card.modality if card is not None else "auto") if choice is None else choice
-        if report is None:
-            found = "Detected when segmenting (the plane is too large to sample here)"
-        else:
-            found = f"Detected: {report.describe()}"
-        if setting == "none":
-            who = "this model takes" if choice is None else "using"
-            return f"{found}; {who} the image as it is (no conversion)."
-        if setting == "auto":
-            return f"{found}."
-        used = MODALITY_LABELS.get(setting, setting)
-        if report is not None and report.modality == setting:
-            return f"{found}."
-        if choice is None:
-            return f"{found}; this model always treats images as {used}."
-        return f"{found}; using {used} (your choice)."
-
-    def _update_input_state(self) -> None:
-        layer = self.image_layer()
-        previous = self.channel_axis_combo.currentData()
-        self.channel_axis_combo.blockSignals(True)
-        self.channel_axis_combo.clear()
-        self.channel_axis_combo.addItem("none", None)
-        if layer is not None and not layer.rgb:
-            for ax in range(layer.ndim - 2):
-                self.channel_axis_combo.addItem(f"axis {ax} ({layer_data_len(layer, ax)})", ax)
-        if previous is not None and self.channel_axis_combo.findData(previous) >= 0:
-            self.channel_axis_combo.setCurrentIndex(self.channel_axis_combo.findData(previous))
-        self.channel_axis_combo.blockSignals(False)
-        self.channel_axis_combo.setEnabled(self.channel_axis_combo.count() > 1)
-        self._update_channels()
-
-    def _update_channels(self) -> None:
-        layer = self.image_layer()
-        previous = self.channel_combo.currentText()
-        self.channel_combo.clear()
-        ax = self.channel_axis_combo.currentData()
-        if layer is not None and layer.rgb:
-            self.channel_combo.addItem("mean of R, G, B", None)
-            for i, c in enumerate("RGB"):
-                self.channel_combo.addItem(c, i)
-        elif layer is not None and ax is not None:
-            for i in range(layer_data_len(layer, ax)):
-                self.channel_combo.addItem(f"channel {i}", i)
-        if previous and self.channel_combo.findText(previous) >= 0:  # keep the user's choice
-            self.channel_combo.setCurrentIndex(self.channel_combo.findText(previous))
-        self.channel_combo.setEnabled(self.channel_combo.count() > 0)
-        n_stack = 1
-        if layer is None:
-            self.shape_label.setText("No image layer: open an image or File > Open Sample.")
-        else:
-            try:
-                lay = layout(layer, ax)
-                n_stack = int(np.prod(stack_shape(layer, lay))) if lay.stack_axes else 1
-                h, w = plane_shape(layer)
-                kind = "RGB" if layer.rgb else f"{layer_data_dtype(layer)}"
-                extra = f", {n_stack} planes" if n_stack > 1 else ""
-                self.shape_label.setText(f"{h} x {w} px, {kind}{extra}")
-            except InputError as exc:
-                self.shape_label.setText(str(exc))
-        self.segment_stack_btn.setEnabled(n_stack > 1 and self._worker is None)
-        self.segment_btn.setText("Segment slice" if n_stack > 1 else "Segment")
-        self._schedule_detect()
 
     def _reset_thresholds(self) -> None:
         try:
@@ -779,157 +545,6 @@ class UNetLoopWidget(ModelManager, QWidget):
             self.status.setText(f"Failed: {item.message}")
             show_error(item.message)
 
-    def _output_layer(self) -> Labels:
-        """The labels layer this run writes to, created or chosen on first use."""
-        run = self._run
-        target = run.get("target")
-        if target is not None and target in self.viewer.layers:
-            return target
-        image, lay = run["image"], run["layout"]
-        if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
-            run["target"] = self._replacement_layer(target, np.zeros(target.data.shape, np.int32))
-            return run["target"]
-        out_shape = (*stack_shape(image, lay), *plane_shape(image))
-        if run.get("new_layer_name"):
-            target = self._add_labels(
-                run["new_layer_name"],
-                np.zeros(out_shape, np.int32),
-                metadata={META_KEY: {"role": RESEGMENTED}},
-                **out_transform(image, lay),
-            )
-            run["target"] = target
-            return target
-        name = f"{image.name} labels"
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        if isinstance(existing, Labels) and existing.data.shape == out_shape:
-            if not self.tracker.is_edited(existing) or self.if_edited_combo.currentText() == IF_EDITED_REPLACE:
-                run["target"] = existing
-                return existing
-            show_info(f"'{name}' holds your edits, so the result goes to a new layer.")
-        target = self._add_labels(name, np.zeros(out_shape, np.int32), **out_transform(image, lay))
-        run["target"] = target
-        return target
-
-    def _add_labels(self, name: str, data: np.ndarray | None, **kwargs) -> Labels:
-        if data is None:
-            raise RuntimeError("no shape for the new labels layer")
-        # napari adds " [1]", " [2]"... to repeated names: the user's layer is never replaced
-        layer = self.viewer.add_labels(data, name=name, **kwargs)
-        st = self.tracker.state(layer)
-        st.ours, st.edited = True, False
-        self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
-        # the newest result is what the user corrects and exports next
-        self.correct_section.follow(layer)
-        self.export_section.follow(layer)
-        return layer
-
-    def _replacement_layer(self, old: Labels, data: np.ndarray) -> Labels:
-        """A new labels layer standing in for ``old``.
-
-        It gets ``old``'s name (napari numbers it), transform, provenance, and kept
-        probabilities for re-thresholding.
-        """
-        new = self._add_labels(old.name, data, **like_layer(old))
-        maps = self._maps.get(unwrap(old))
-        if maps:
-            self._maps[unwrap(new)] = dict(maps)
-        return new
-
-    def _fits(self, target: Labels, labels: np.ndarray) -> bool:
-        """Whether ``labels``' ids fit the data type of the layer they go to."""
-        dtype = target.data.dtype
-        return np.issubdtype(dtype, np.integer) and (not labels.size or int(labels.max()) <= np.iinfo(dtype).max)
-
-    def _write_result(self, res: PlaneResult) -> None:
-        run = self._run
-        target = self._output_layer()
-        if not self._fits(target, res.labels):
-            # e.g. replacing a user's 8-bit mask layer with 300 objects: ids would wrap and merge objects
-            old = target
-            target = run["target"] = self._replacement_layer(old, np.asarray(old.data).astype(np.int32))
-            show_warning(
-                f"'{old.name}' ({old.data.dtype}) cannot hold ids up to {int(res.labels.max())}, so the result "
-                f"goes to a new 32-bit layer '{target.name}' (a copy of it with the result written in)."
-            )
-        self.tracker.state(target)
-        labels = res.labels.astype(target.data.dtype, copy=False)
-        with self.tracker.writing(target):
-            if run.get("created") is unwrap(target):  # a layer made by this run: no undo copy needed
-                target.data[res.index] = labels
-                target.refresh()
-            else:
-                write_plane(target, res.index, labels)  # one undoable step
-        self.tracker.record_output(target, res.index, res.labels)
-        if res.fg is not None:
-            self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist, res.factor)
-        meta = dict(target.metadata.get(META_KEY, {}))
-        model = run.get("model")
-        if model is not None:
-            meta.update(
-                model_name=model.name,
-                model_path=str(model.path),
-                model_card=model_files.card_summary(model.card),
-                tile_size=run.get("tile") or "auto",
-            )
-        if res.modality is not None:  # what the network saw the image as
-            used = run.setdefault("modalities", {})
-            used[res.index] = res.modality
-            if len(set(used.values())) == 1:
-                meta["modality"] = res.modality
-                meta.pop("modality_planes", None)
-            else:  # Auto in a stack whose planes look different
-                meta["modality"] = "mixed"
-                meta["modality_planes"] = [[list(ix), kind] for ix, kind in used.items()]
-            meta["modality_setting"] = run.get("modality_setting") or "auto"
-        if res.diameter is not None:  # the object size the plane was segmented for
-            meta["diameter"] = round(float(res.diameter), 2)
-            meta["diameter_setting"] = run.get("diameter_setting") or "model"
-        meta["thresholds"] = run["pp"].to_dict()
-        target.metadata[META_KEY] = meta
-        run["done"] += 1
-        run["objects"] += int(res.labels.max())
-        if self.show_maps_check.isChecked():
-            self._show_maps(target, res.index)
-
-    def _show_maps(self, target: Labels, index: tuple[int, ...]) -> None:
-        maps = self._maps.get(unwrap(target), {})
-        if index not in maps:
-            return
-        shape = target.data.shape
-        for which, name in ((0, f"{target.name} foreground probability"), (1, f"{target.name} distance map")):
-            old = self.viewer.layers[name].data if name in self.viewer.layers else None
-            data = old if old is not None and old.shape == shape else np.zeros(shape, np.float32)
-            data[index] = maps[index][which].astype(np.float32)
-            show_map(self.viewer, name, data, target, "magma", opacity=0.6, visible=which == 0).refresh()
-        # keep the labels on top of the maps
-        idx = self.viewer.layers.index(target)
-        self.viewer.layers.move(idx, len(self.viewer.layers))
-
-    def _summary(self, verb: str) -> str:
-        run = self._run
-        n, total = run["done"], len(run["indices"])
-        secs = time.perf_counter() - run["t0"]
-        target = run.get("target")
-        where = f" in '{target.name}'" if target is not None else ""
-        planes = f"{n} of {total} planes, " if total > 1 else ""
-        return f"{verb}: {planes}{run['objects']} objects{where} ({secs:.1f} s).{self._modality_summary()}"
-
-    def _modality_summary(self) -> str:
-        """How the network saw the image in this run, for the status line."""
-        used = list((self._run.get("modalities") or {}).values())
-        if not used:
-            return ""
-
-        def name(kind: str) -> str:
-            return "as it is (no conversion)" if kind == "none" else MODALITY_LABELS.get(kind, kind)
-
-        kinds = sorted(set(used), key=used.index)
-        if kinds == ["none"]:
-            return " Image taken as it is (no conversion)."
-        if len(kinds) == 1:
-            return f" Imaging: {name(kinds[0])}."
-        return " Imaging: " + ", ".join(f"{name(k)} ({used.count(k)} planes)" for k in kinds) + "."
-
     def _on_finished(self) -> None:
         if self._worker is None:
             return
@@ -987,28 +602,6 @@ class UNetLoopWidget(ModelManager, QWidget):
     def _on_errored(self, exc: Exception) -> None:
         self._run["failed"] = True
         self.status.setText(f"Failed: {exc}")
-
-
-def like_layer(layer: Labels) -> dict:
-    """Transform and provenance of a labels layer, for a new layer that replaces it."""
-    kw = {"scale": layer.scale, "translate": layer.translate, "metadata": dict(layer.metadata)}
-    for attr in ("axis_labels", "units"):
-        value = getattr(layer, attr, None)
-        if value is not None:
-            kw[attr] = value
-    return kw
-
-
-def layer_data_len(layer: Image, axis: int) -> int:
-    """Length of one axis of an image layer's full-resolution data."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    return int(data.shape[axis])
-
-
-def layer_data_dtype(layer: Image) -> str:
-    """Data type name of an image layer."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    return str(data.dtype)
 
 
 __all__ = ["UNetLoopWidget"]
