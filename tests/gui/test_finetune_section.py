@@ -9,6 +9,7 @@ import pytest
 
 from napari_unet_loop.core import model_files
 from napari_unet_loop.gui import finetune_section as ft_mod
+from napari_unet_loop.gui import segment_output, training_data
 from napari_unet_loop.gui import widget as widget_mod
 from napari_unet_loop.gui.finetune_section import REGION_EDITED, REGION_SHAPES, START_SCRATCH
 from napari_unet_loop.gui.widget import UNetLoopWidget
@@ -20,9 +21,10 @@ TIMEOUT = 180_000
 @pytest.fixture
 def messages(monkeypatch):
     seen = {"error": [], "warning": [], "info": []}
-    for mod in (ft_mod, widget_mod):
+    for mod in (ft_mod, widget_mod, training_data, segment_output):  # the sections and their mixins
         for kind in seen:
-            monkeypatch.setattr(mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
+            if hasattr(mod, f"show_{kind}"):
+                monkeypatch.setattr(mod, f"show_{kind}", lambda m, kind=kind: seen[kind].append(str(m)))
     return seen
 
 

@@ -1,0 +1,222 @@
+"""The Fine-tune section's training data: which image/labels pairs and folders, which pixels were reviewed, as samples.
+
+A mixin of :class:`~napari_unet_loop.gui.finetune_section.FineTuneSection`: it reads the ticked
+pairs and folders into training samples the way segmentation reads images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog
+from scipy import ndimage as ndi
+
+from ..core.edits import changed_objects, correction_weight, edited_region
+from ..core.finetune import check_samples
+from ..core.image import InputError, prepare_input
+from ..core.model_files import Model
+from ..core.sampling import Sample
+from ..io.images import ReadError, pair_files, read_image
+from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, stack_shape
+
+REGION_WHOLE = "whole image (all reviewed)"
+REGION_EDITED = "only what I edited or accepted (+ margin)"
+REGION_SHAPES = "inside Shapes layer: "
+
+
+class TrainingData:
+    """Training data of the Fine-tune section (a mixin)."""
+
+    def find_pairs(self) -> list[tuple[str, str]]:
+        """``(image name, labels name)`` pairs in the viewer: labels of an image's shape, named after it first."""
+        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, Image) and not is_helper(lyr)]
+        pairs = []
+        for labels in self.viewer.layers:
+            if not isinstance(labels, Labels) or is_helper(labels):
+                continue
+            fits = [img for img in images if self._fits(img, labels)]
+            named = [img for img in fits if labels.name.startswith(f"{img.name} labels")]
+            if named or fits:
+                pairs.append(((named or fits)[0].name, labels.name))
+        return pairs
+
+    def _fits(self, image: Image, labels: Labels) -> bool:
+        try:
+            lay = self.main.image_layout(image)
+        except InputError:
+            return False
+        return tuple(labels.data.shape) == (*stack_shape(image, lay), *plane_shape(image))
+
+    def chosen_pairs(self) -> list[tuple]:
+        """The ticked pairs."""
+        return [
+            self.pairs_list.item(i).data(Qt.UserRole)
+            for i in range(self.pairs_list.count())
+            if self.pairs_list.item(i).checkState() == Qt.Checked
+        ]
+
+    def update_corrections(self) -> None:
+        """Show how many objects the user corrected in the ticked layers."""
+        total = 0
+        for pair in self.chosen_pairs():
+            if pair[0] == "folder" or pair[1] not in self.viewer.layers:
+                continue
+            for original, current in self.tracker.corrections(self.viewer.layers[pair[1]]).values():
+                total += changed_objects(original, current)
+        self.corrections_label.setText(f"{total} object(s) corrected" if total else "no corrections yet")
+
+    def _choose_folders(self) -> None:
+        images = QFileDialog.getExistingDirectory(self, "Folder of images")
+        if not images:
+            return
+        labels = QFileDialog.getExistingDirectory(self, "Folder of label files (matched to the images by name)")
+        if labels:
+            self.add_folders(images, labels)
+
+    def add_folders(self, images_dir: str | Path, labels_dir: str | Path) -> bool:
+        """Add a folder pair of images and label files to the training data."""
+        try:
+            n = len(pair_files(images_dir, labels_dir))
+        except ReadError as exc:
+            show_error(str(exc))
+            return False
+        self._folders.append((Path(images_dir), Path(labels_dir)))
+        self.reset_choices()
+        show_info(f"{n} image/label file pairs added from {Path(images_dir).name}")
+        return True
+
+    # ------------------------------------------------------------------ data
+    def _region_masks(self, labels: Labels, index, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(ignore, weight)`` for one plane, from the reviewed-region choice and the corrections."""
+        mode = self.region_combo.currentText()
+        corr = self.tracker.corrections(labels).get(index)
+        weight = None
+        if corr is not None and self.weight_spin.value() > 1:
+            weight = correction_weight(corr[0], corr[1], self.weight_spin.value())
+        if mode == REGION_EDITED:
+            region = np.zeros(shape, bool) if corr is None else edited_region(corr[0], corr[1])
+            accepted = [
+                lab
+                for plane, lab in labels.metadata.get(META_KEY, {}).get("reviewed", [])
+                if tuple(plane) == tuple(index)
+            ]
+            if accepted:  # objects accepted in the review queue count as reviewed
+                current = np.asarray(labels.data[index])
+                region |= ndi.binary_dilation(np.isin(current, accepted), iterations=4)
+            return ~region, weight
+        if mode.startswith(REGION_SHAPES):
+            name = mode[len(REGION_SHAPES) :]
+            if name not in self.viewer.layers:
+                raise InputError(f"the Shapes layer '{name}' is gone; choose another reviewed region")
+            shapes = self.viewer.layers[name]
+            if len(shapes.data) == 0:
+                raise InputError(f"the Shapes layer '{name}' holds no shapes: draw rectangles around reviewed areas")
+            masks = np.asarray(shapes.to_masks(mask_shape=shape)) if shapes.ndim == 2 else None
+            if masks is None:
+                raise InputError("the reviewed-region Shapes layer must be 2D (draw it on the image plane)")
+            return ~masks.any(0), weight
+        return None, weight
+
+    def build_samples(self, model: Model) -> tuple[list[Sample], dict]:
+        """Read the ticked pairs and folders into training samples (on the main thread).
+
+        Raises
+        ------
+        InputError
+            For missing layers, shape mismatches, empty labels or too little annotation.
+        """
+        card = model.card
+        modality = self.training_modality(model)
+        samples: list[Sample] = []
+        described: list[str] = []
+        pairs = self.chosen_pairs()
+        if not pairs:
+            raise InputError(
+                "no training data: segment an image (its labels layer appears here) or add a labels layer "
+                "of the image's shape, correct it, and tick it"
+            )
+        for pair in pairs:
+            if pair[0] == "folder":
+                _, images_dir, labels_dir = pair
+                for img_path, lab_path in pair_files(images_dir, labels_dir):
+                    try:
+                        x = prepare_input(
+                            read_image(img_path), card.architecture.in_channels, card.normalization, modality=modality
+                        )
+                        samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
+                    except ValueError as exc:
+                        raise InputError(f"{img_path.name}: {exc}") from exc
+                described.append(f"folder {images_dir}")
+                continue
+            image_name, labels_name = pair
+            for name, kind in ((image_name, Image), (labels_name, Labels)):
+                if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
+                    raise InputError(f"the layer '{name}' is gone; tick the pairs again")
+            image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
+            lay = self.main.image_layout(image)
+            expected = (*stack_shape(image, lay), *plane_shape(image))
+            if tuple(labels.data.shape) != expected:
+                raise InputError(
+                    f"labels '{labels.name}' have shape {tuple(labels.data.shape)}, but image '{image.name}' "
+                    f"needs {expected}"
+                )
+            if not np.issubdtype(labels.data.dtype, np.integer):
+                raise InputError(f"labels '{labels.name}' are {labels.data.dtype}: label ids must be whole numbers")
+            n_before = len(samples)
+            for index in self._planes(labels, lay):
+                lab = np.asarray(labels.data[index])
+                if lab.min() < 0:
+                    raise InputError(f"labels '{labels.name}' hold negative values; ids must be 0 or positive")
+                ignore, weight = self._region_masks(labels, index, lab.shape)
+                if ignore is not None and ignore.all():
+                    continue
+                channel = self.main.image_channel(image)
+                x = prepare_input(
+                    read_plane(image, lay, index),
+                    card.architecture.in_channels,
+                    card.normalization,
+                    rgb=image.rgb or None,
+                    channel=channel,
+                    modality=modality,
+                )
+                samples.append(Sample(x, lab, ignore, weight, name=f"{labels.name}{list(index) if index else ''}"))
+            described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
+        if not samples:
+            raise InputError("nothing to train on: no plane is reviewed (edit some objects, or choose another region)")
+        annotated = check_samples(samples)  # the same checks as the command line's train
+        return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
+
+    def training_modality(self, model: Model) -> str:
+        """How training images reach the network: as segmentation feeds them.
+
+        The dock's Imaging choice when it is not Auto, else the model card's setting
+        (``"auto"``: each image detected and converted; ``"none"``: grey as it is).
+        """
+        choice = self.main.modality_choice()
+        return model.card.modality if choice is None else choice
+
+    def _planes(self, labels: Labels, lay: Layout) -> list[tuple[int, ...]]:
+        """Planes to train on: in a stack, those the user corrected, or that hold labels the plugin did not write.
+
+        A plane the plugin wrote and nobody touched is the model's own output, not ground truth.
+        """
+        if not lay.stack_axes:
+            return [()]
+        corrections = self.tracker.corrections(labels)
+        data = labels.data
+        out = []
+        for ix in np.ndindex(*data.shape[: len(lay.stack_axes)]):
+            ix = tuple(int(i) for i in ix)
+            if ix in corrections:
+                original, current = corrections[ix]
+                if not np.array_equal(original, current):
+                    out.append(ix)
+            elif np.asarray(data[ix]).any():
+                out.append(ix)
+        return out
+
+    # ------------------------------------------------------------------ running
