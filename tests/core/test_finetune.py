@@ -91,3 +91,23 @@ def test_samples_are_rescaled_to_the_network_diameter(discs):
     assert scratch.factor == 1.0 and scratch.samples[0] is sample
     record_sizes(fresh, scratch)
     assert fresh.diameter == fresh.default_diameter == pytest.approx(30.0, rel=0.05)
+
+
+def test_retuned_thresholds_are_kept_only_when_the_gain_beats_the_noise(monkeypatch, discs):
+    from napari_unet_loop.core import finetune
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.5, 0.5, 8), PostprocessConfig(0.6, 0.4, 16)
+    assert finetune.validation_objects(val) == labels.max() == 9
+    noise = finetune.tuning_noise(0.5, 9)
+    assert noise == pytest.approx((0.25 / 9) ** 0.5)
+    assert finetune.tuning_noise(1.0, 100) == pytest.approx((0.09 / 100) ** 0.5)  # never zero
+    for gain, kept in ((noise * 0.9, False), (noise * 1.1, True)):
+        monkeypatch.setattr(
+            "napari_unet_loop.core.train.tune_thresholds", lambda *a, g=gain, **k: (found, 0.5, 0.5 + g)
+        )
+        r = finetune.retune(None, val, "cpu", start)
+        assert r.kept is kept and r.postprocess == (found if kept else start)
+        assert r.to_dict()["validation_objects"] == 9 and r.to_dict()["kept"] is kept

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core import model_files
 from ..core.checkpoint import save_checkpoint
 from ..core.device import resolve_device
-from ..core.finetune import Scaled, check_samples, preset, record_sizes, to_network_scale, training_record
+from ..core.finetune import Scaled, check_samples, preset, record_sizes, retune, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.sampling import balance_kinds, split_validation
@@ -199,17 +199,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 130
     if val and args.tune:
-        from ..core.train import tune_thresholds
-
         try:
-            pp, ap_before, ap_after = tune_thresholds(model.net, val, device, model.card.postprocess, args.precision)
+            retuned = retune(model.net, val, device, model.card.postprocess, args.precision)
         except KeyboardInterrupt:
             where = f"the best weights so far are in {out}" if best_snapshot is not None else "no model written"
             _log(f"interrupted while tuning the thresholds; {where}")
             return 130
-        _log(f"thresholds tuned on the validation data: AP50 {ap_before:.4f} -> {ap_after:.4f} with {pp.to_dict()}")
-        model.card.postprocess = pp
-        tuning.update(ap50_before=ap_before, ap50_after=ap_after, on="validation data")
+        verdict = (
+            f"kept {retuned.postprocess.to_dict()}"
+            if retuned.kept
+            else "kept the starting thresholds: the gain is within the noise of "
+            f"{retuned.n_objects} validation objects (+-{retuned.noise:.3f})"
+        )
+        _log(f"thresholds tuned on the validation data: AP50 {retuned.before:.4f} -> {retuned.after:.4f}; {verdict}")
+        model.card.postprocess = retuned.postprocess
+        tuning.update(retuned.to_dict())
     write(
         result.best,
         True,

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.finetune import Retuned, retune
 from ..core.postprocess import PostprocessConfig
 from ..core.sampling import Sample
-from ..core.train import TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train, tune_thresholds
+from ..core.train import TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train
 from ._segment_worker import Failure
 
 
@@ -22,15 +23,15 @@ class Finished:
     result : TrainResult
         Scores and history of the run.
     postprocess : PostprocessConfig
-        Thresholds tuned for the new weights on the validation samples (the starting
-        ones when there is no validation data).
-    tuned : tuple of float or None
-        Validation AP@0.5 with the starting and with the tuned thresholds.
+        Thresholds for the new weights: re-tuned on the validation samples when that beat the
+        noise, else the starting ones (also without validation data).
+    tuned : Retuned or None
+        The threshold search and its verdict (``None`` without validation data).
     """
 
     result: TrainResult
     postprocess: PostprocessConfig
-    tuned: tuple[float, float] | None = None
+    tuned: Retuned | None = None
 
 
 def train_in_worker(
@@ -46,7 +47,8 @@ def train_in_worker(
 
     Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
     with a message; the network handed in is then unchanged. After training, the
-    thresholds are tuned for the new weights on the validation samples.
+    thresholds are re-tuned for the new weights on the validation samples (see
+    :func:`~napari_unet_loop.core.finetune.retune`).
     """
     try:
         result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)
@@ -56,5 +58,5 @@ def train_in_worker(
     if not val:
         yield Finished(result, postprocess)
         return
-    pp, before, after = tune_thresholds(net, val, device, postprocess, config.precision)
-    yield Finished(result, pp, (before, after))
+    retuned = retune(net, val, device, postprocess, config.precision)
+    yield Finished(result, retuned.postprocess, retuned)

@@ -396,7 +396,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         )
         record_sizes(card, run["scaled"])
         if tuned is not None:
-            card.metrics["threshold_tuning"] = {"ap50_before": tuned[0], "ap50_after": tuned[1]}
+            card.metrics["threshold_tuning"] = tuned.to_dict()
         model = Model(run["net"], card)
         self.progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
@@ -415,7 +415,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.result_label.setText(msg)
             return
         retuned = ""
-        if tuned is not None and tuned[1] > tuned[0]:
+        if tuned is not None and tuned.kept:
             # chosen on the validation tiles: their score there is not a gain measured on unseen data
             retuned = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{retuned}")
