@@ -17,7 +17,8 @@ Each run takes the path of ``napari-unet-loop train --from default`` then ``eval
 the same core functions: k annotated images read as the model reads them, rescaled to the
 model's object diameter (measured on the labels: ``core.finetune.to_network_scale``), a 15 %
 validation stripe of each (keep-best), the shared fine-tune preset for ``--minutes``,
-thresholds re-tuned on the stripes, the child's object sizes recorded; then the held-out
+thresholds re-tuned on the stripes and kept when the gain beats the noise (``core.finetune.retune``),
+the child's object sizes recorded; then the held-out
 images are segmented as ``segment`` does (``core.segment.segment``: rescaled by the child's
 default diameter) and scored (AP@0.5, SEG, pooled). ``--no-rescale`` rows repeat the run as the
 plugin did before object sizes (images at their own scale): "today's" baseline.
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from _common import cpu_name, read_list, write_json
-from napari_unet_loop.core.finetune import preset, record_sizes, to_network_scale
+from napari_unet_loop.core.finetune import preset, record_sizes, retune, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect
@@ -48,7 +49,7 @@ from napari_unet_loop.core.model_files import Model, load
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import input_modality, segment
-from napari_unet_loop.core.train import iter_train, tune_thresholds
+from napari_unet_loop.core.train import iter_train
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "src/napari_unet_loop/models/splits"
@@ -161,10 +162,10 @@ def finetune(start: Model, items: list, minutes: float, rescale: bool, seed: int
         result = stop.value
     start_pp = card.postprocess
     tuned = None
-    if val:
-        card.postprocess, before, after = tune_thresholds(net, val, "cpu", card.postprocess)
-        n_val = int(sum(len(np.unique(s.labels[s.labels > 0])) for s in val))
-        tuned = {"val_ap50_before": round(before, 4), "val_ap50_after": round(after, 4), "val_objects": n_val}
+    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain beats the noise
+        retuned = retune(net, val, "cpu", card.postprocess)
+        card.postprocess = retuned.postprocess
+        tuned = retuned.to_dict()
     if scaled is not None:
         record_sizes(card, scaled)
     run = {
