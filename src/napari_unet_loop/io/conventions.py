@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .labels import decode_unit, label_dtype
+from .labels import label_dtype
+from .units import unit_name
 
 FORMATS = ("tif", "png", "zarr", "csv", "roi")
 """The export formats, by short name."""
@@ -50,49 +51,6 @@ _SUFFIX_FORMATS = {
 #: Axes orders accepted for labels: 2D, or Z and/or T stacks of 2D planes.
 LABEL_AXES = ("YX", "ZYX", "TYX", "TZYX")
 
-#: Unit spellings mapped to the OME-NGFF (UDUNITS-2) names.
-_UNIT_NAMES = {
-    "um": "micrometer",
-    "µm": "micrometer",
-    "μm": "micrometer",
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "micrometre": "micrometer",
-    "micrometer": "micrometer",
-    "nm": "nanometer",
-    "nanometre": "nanometer",
-    "nanometer": "nanometer",
-    "mm": "millimeter",
-    "millimetre": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "centimetre": "centimeter",
-    "centimeter": "centimeter",
-    "m": "meter",
-    "metre": "meter",
-    "meter": "meter",
-    "s": "second",
-    "sec": "second",
-    "second": "second",
-    "ms": "millisecond",
-    "millisecond": "millisecond",
-    "min": "minute",
-    "minute": "minute",
-    "h": "hour",
-    "hour": "hour",
-}
-SHORT_UNITS = {
-    "micrometer": "um",
-    "nanometer": "nm",
-    "millimeter": "mm",
-    "centimeter": "cm",
-    "meter": "m",
-    "second": "s",
-    "millisecond": "ms",
-    "minute": "min",
-    "hour": "h",
-}
-_NO_UNIT = ("", "pixel", "pixels", "px", "none", "dimensionless")
 
 #: Smallest side (pixels) the coarsest OME-Zarr pyramid level may have.
 MIN_LEVEL_SIZE = 64
@@ -324,30 +282,6 @@ def normalize_scale(scale: Sequence[float] | None, ndim: int) -> list[float] | N
     if not all(math.isfinite(v) and v > 0 for v in vals):
         raise ExportError(f"scale must hold positive pixel sizes, got {tuple(scale)}")
     return vals
-
-
-def unit_name(unit: Any) -> str | None:
-    """Canonical (OME-NGFF) name of a unit such as ``um``/``µm`` -> ``micrometer``; ``None`` for pixels.
-
-    Parameters
-    ----------
-    unit : str, pint.Unit or None
-        A unit; anything with a ``str()`` works.
-    """
-    if unit is None:
-        return None
-    text = decode_unit(str(unit).strip())
-    if text.lower() in _NO_UNIT:
-        return None
-    return _UNIT_NAMES.get(text, _UNIT_NAMES.get(text.lower(), text))
-
-
-def short_unit(unit: str | None) -> str:
-    """Short unit symbol (``um``, ``nm``, ``s``) for column headers and ImageJ; ``px`` for none."""
-    name = unit_name(unit)
-    if name is None:
-        return "px"
-    return SHORT_UNITS.get(name, name)
 
 
 def normalize_units(

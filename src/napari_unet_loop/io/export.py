@@ -35,7 +35,6 @@ from .conventions import (
     _SUFFIX_FORMATS,
     FORMATS,
     LABEL_AXES,
-    SHORT_UNITS,
     SUFFIXES,
     ExportError,
     ExportJob,
@@ -53,9 +52,7 @@ from .conventions import (
     parse_formats,
     plain_name,
     safe_name,
-    short_unit,
     sidecar_path,
-    unit_name,
 )
 from .formats import WRITERS
 from .formats.csv import measure_table, write_csv
@@ -72,6 +69,7 @@ from .sidecar import (
     sidecar_matches,
     write_provenance,
 )
+from .units import SHORT_UNITS, short_unit, unit_name
 
 __all__ = [
     "FORMATS",

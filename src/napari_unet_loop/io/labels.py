@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..core.atomic import atomic_path
+from .units import UNIT_IN_CM, imagej_unit
 
 UINT16_MAX = np.iinfo(np.uint16).max
 
 #: Axes orders a label TIFF may have (ImageJ's hyperstack order, without channels).
 TIFF_AXES = ("YX", "ZYX", "TYX", "TZYX")
-
-#: Length units as ImageJ writes them in its TIFF description.
-_IMAGEJ_UNITS = {
-    "micrometer": "um",
-    "micrometre": "um",
-    "micron": "um",
-    "µm": "um",
-    "μm": "um",
-    "nanometer": "nm",
-    "nanometre": "nm",
-    "millimeter": "mm",
-    "millimetre": "mm",
-    "centimeter": "cm",
-    "centimetre": "cm",
-    "meter": "m",
-    "metre": "m",
-}
-#: Length of one unit in centimetres (for the TIFF resolution tags of non-ImageJ files).
-_UNIT_IN_CM = {"um": 1e-4, "nm": 1e-7, "mm": 0.1, "cm": 1.0, "m": 100.0}
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
@@ -53,30 +34,6 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     if top <= np.iinfo(np.uint32).max:
         return np.dtype(np.uint32)
     raise ValueError(f"label id {top} exceeds the uint32 range")
-
-
-_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-
-
-def decode_unit(text: str) -> str:
-    r"""Decode the ``\uXXXX`` escapes ImageJ writes in TIFF descriptions (``\u00B5m`` -> ``µm``)."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-
-
-def imagej_unit(unit: str | None) -> str | None:
-    """The short unit ImageJ writes (``um``, ``nm``, ...) for a unit name, or ``None`` for no unit.
-
-    Parameters
-    ----------
-    unit : str or None
-        A unit name such as ``micrometer``, ``µm`` or ``um``; ``pixel`` and ``None`` mean uncalibrated.
-    """
-    if unit is None:
-        return None
-    u = decode_unit(str(unit).strip())
-    if u.lower() in ("", "pixel", "pixels", "px", "none"):
-        return None
-    return _IMAGEJ_UNITS.get(u.lower(), _IMAGEJ_UNITS.get(u, u))
 
 
 def write_tiff(
@@ -155,8 +112,8 @@ def write_tiff(
             kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
         else:
             metadata["scale"] = full_scale
-            if short in _UNIT_IN_CM:  # resolution tags in pixels per centimetre, read by any TIFF reader
-                kwargs["resolution"] = (1.0 / (sx * _UNIT_IN_CM[short]), 1.0 / (sy * _UNIT_IN_CM[short]))
+            if short in UNIT_IN_CM:  # resolution tags in pixels per centimetre, read by any TIFF reader
+                kwargs["resolution"] = (1.0 / (sx * UNIT_IN_CM[short]), 1.0 / (sy * UNIT_IN_CM[short]))
                 kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
             else:
                 kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
@@ -221,7 +178,7 @@ def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str 
     resunit = tags.get("ResolutionUnit")
     if rx is not None and ry is not None and resunit is not None and resunit.value == 3:  # centimetre
         unit = unit or "um"
-        factor = _UNIT_IN_CM.get(unit, 1e-4)
+        factor = UNIT_IN_CM.get(unit, 1e-4)
         scale = [1.0] * ndim
         scale[-2:] = [ry / factor, rx / factor]
         return scale, unit

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .conventions import LABEL_AXES, SHORT_UNITS, unit_name
+from .conventions import LABEL_AXES
 from .images import ReadError
 from .labels import label_dtype, read_tiff_scale
 from .sidecar import read_sidecar
+from .units import SHORT_UNITS, unit_name
 
 LayerData = tuple[Any, dict, str]
 """A napari layer data tuple: ``(data, layer kwargs, layer type)``."""

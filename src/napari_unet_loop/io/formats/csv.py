@@ -22,8 +22,8 @@ from ..conventions import (
     normalize_axes,
     normalize_scale,
     normalize_units,
-    short_unit,
 )
+from ..units import short_unit
 
 # --------------------------------------------------------------------------------------------------
 # CSV measurements

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..conventions import ExportJob, ExportResult
-from ..labels import UINT16_MAX, imagej_unit, write_tiff
+from ..labels import UINT16_MAX, write_tiff
+from ..units import imagej_unit
 
 
 def export(job: ExportJob) -> ExportResult:
