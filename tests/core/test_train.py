@@ -580,3 +580,26 @@ def test_balance_kinds_gives_rare_kinds_their_share(discs, disc_img):
     p_he = sampler.p[-1]
     assert p_he == pytest.approx(shares["he"], rel=1e-6)  # the sampler draws he patches that often
     assert sum(sampler.p[:-1]) == pytest.approx(shares["fluorescence"], rel=1e-6)
+
+
+def test_the_validation_stripe_never_takes_the_only_example_of_a_size():
+    """One large object among small ones: the stripe goes where the large one stays in training."""
+    from napari_unet_loop.core.sampling import Sample, split_validation
+
+    labels = np.zeros((200, 100), np.int32)
+    k = 1
+    for y in range(10, 200, 25):  # small objects down the whole image
+        labels[y : y + 8, 5:13] = k
+        k += 1
+    labels[60:100, 40:90] = k  # the one large object
+    for seed in range(8):
+        train, val = split_validation([Sample(np.zeros((1, 200, 100), np.float32), labels)], 0.2, seed=seed)
+        assert len(val) == 1
+        assert (val[0].labels == k).sum() * 2 <= (labels == k).sum(), seed  # the large one mostly trains
+        assert (train[0].labels == k)[~train[0].ignore].any()
+    # a single object: it is never mostly held out (a stripe may cut its edge, or the sample trains whole)
+    one = np.zeros((200, 100), np.int32)
+    one[80:120, 30:70] = 1
+    for seed in range(8):
+        train, val = split_validation([Sample(np.zeros((1, 200, 100), np.float32), one)], 0.2, seed=seed)
+        assert not val or (val[0].labels == 1).sum() * 2 <= (one == 1).sum()

@@ -81,7 +81,10 @@ def split_validation(
     The stripe (``fraction`` of the annotated extent along the longer side, at
     least 32 px, across the reviewed extent, placed where at least a quarter of its
     pixels are reviewed and an object lies) becomes a validation sample; in the training sample it is marked
-    ignored, so no validation label is ever trained on.
+    ignored, so no validation label is ever trained on. The stripe never takes the only example of
+    an object's size: every object it holds for the most part has one of similar area (half to
+    twice) left to train on (see :func:`_keeps_examples`), so a stripe may cut the edge of a
+    one-of-a-kind object but not take most of it; where no place qualifies, the sample trains whole.
 
     Parameters
     ----------
@@ -118,10 +121,11 @@ def split_validation(
         # a stripe across the reviewed extent, where at least a quarter of the pixels were reviewed and an
         # object lies; try a few places
         starts = rng.permutation(np.arange(lo, hi - width + 1))[:64]
+        areas = np.bincount(np.where(valid, s.labels, 0).ravel())
         for a in starts:
             sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
             v = valid[sl]
-            if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any():
+            if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any() and _keeps_examples(s.labels, sl, v, areas):
                 break
         else:
             train.append(s)  # nowhere to hold out: this sample trains, without validation from it
@@ -140,6 +144,39 @@ def split_validation(
             )
         )
     return train, val
+
+
+def _keeps_examples(labels: np.ndarray, sl: tuple[slice, slice], valid: np.ndarray, areas: np.ndarray) -> bool:
+    """Whether holding out ``labels[sl]`` leaves, for each object it mostly holds, one of similar size to train on.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The sample's labels.
+    sl : tuple of slice
+        The stripe.
+    valid : numpy.ndarray
+        Reviewed pixels of the stripe.
+    areas : numpy.ndarray
+        Reviewed pixels of each object in the whole sample (``bincount`` by id).
+
+    Returns
+    -------
+    bool
+        ``False`` when an object mostly inside the stripe is the only one of its size (area
+        within half to twice) in the sample, so validation would take away its only example.
+    """
+    inside = np.bincount(np.where(valid, labels[sl], 0).ravel(), minlength=areas.size)
+    ids = np.flatnonzero(inside[1:] * 2 > areas[1 : inside.size]) + 1  # objects mostly in the stripe
+    if ids.size == 0:
+        return True
+    held = np.zeros(areas.size, bool)
+    held[ids] = True
+    left = areas[1:][~held[1:] & (areas[1:] > 0)]
+    for area in areas[ids]:
+        if not np.any((left >= area / 2) & (left <= area * 2)):
+            return False
+    return True
 
 
 def balance_kinds(samples: list[Sample], shares: dict[str, float]) -> dict[str, float]:
