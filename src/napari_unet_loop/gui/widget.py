@@ -224,12 +224,18 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         form.addRow("Seed threshold", self.seed_spin)
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(0, 100000)
-        self.min_size_spin.setToolTip("Objects with fewer pixels are removed")
+        self.min_size_spin.setToolTip(
+            "Objects with fewer pixels are removed. Pixels at the model's object size: when Object size "
+            "rescales the image, this grows with it (e.g. x9 for objects 3x the model's)"
+        )
         form.addRow("Minimum size (px)", self.min_size_spin)
         self.sigma_spin = QDoubleSpinBox()
         self.sigma_spin.setRange(0.0, 10.0)
         self.sigma_spin.setSingleStep(0.5)
-        self.sigma_spin.setToolTip("Smooth the distance map before seeding (pixels): fewer splits of large objects")
+        self.sigma_spin.setToolTip(
+            "Smooth the distance map before seeding (pixels at the model's object size, scaled like the "
+            "minimum size): fewer splits of large objects"
+        )
         form.addRow("Seed smoothing (px)", self.sigma_spin)
         row = QHBoxLayout()
         self.rethreshold_btn = QPushButton("Apply thresholds")
