@@ -170,8 +170,10 @@ def iter_predict(
     out = np.empty((cfg.out_channels, *image.shape[-2:]), dtype=out_dtype)
     dtype = autocast_dtype(device, precision)
     net.eval().to(device)
-    if device.type == "cuda":
+    if device.type in ("cuda", "cpu"):
+        # channels-last convolutions: on a 2-core CPU 1.7x faster in fp32 (docs/performance.md)
         net.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one tile shape per run: autotuning pays off
     while True:
         try:
@@ -217,6 +219,8 @@ def _predict_tiles(
                 x = x.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             else:
                 x = x.to(device)
+                if device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
             y = _forward(net, x, dtype, cfg.n_classes, tta).cpu().numpy()
         for t, yt in zip(chunk, y):
             out[:, t.y : t.y + t.h, t.x : t.x + t.w] = grid.core_of(yt, t)

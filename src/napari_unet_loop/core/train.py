@@ -421,7 +421,9 @@ def iter_train(
     # train a copy: the caller's network only ever receives the final best weights, so a run
     # that fails, is stopped by closing the generator, or crashes leaves it untouched
     user_net = net
-    net = copy.deepcopy(user_net).to(device)
+    # channels-last memory: the convolutions of a training step run 1.4x faster on a 2-core CPU in bf16
+    # (125 -> 88 ms for 8 patches of 128 px, measured in docs/performance.md); values are unchanged
+    net = copy.deepcopy(user_net).to(device, memory_format=torch.channels_last)
     sampler = PatchSampler(train_samples, config, device)
     val_targets = [make_targets(s.labels, s.ignore, config.w0, config.sigma) for s in val_samples]
     dtype = training_dtype(device, config.precision)
@@ -511,6 +513,7 @@ def iter_train(
             g["lr"] = config.learning_rate * _lr_factor(step, f, warmup)
         try:
             x, cls, w, dist = sampler.batch(batch)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = net(x)
             l_cls, l_dist = loss_terms(logits, cls, w, dist, net.config.n_classes)
