@@ -890,7 +890,9 @@ def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_pa
     assert card.training["rescaled_by"] == pytest.approx(1 / 3, abs=0.01)
     # the child rescales a new image of such cells by default; --diameter overrides, auto measures
     seg_out = tmp_path / "seg"
+    capsys.readouterr()
     assert main(["segment", str(images / "c0.png"), "-o", str(seg_out), "--model", str(out)]) == 0
+    assert "objects 30 px" in capsys.readouterr().err  # the log says the image was rescaled
     prov = json.loads((seg_out / "c0.tif.json").read_text())["provenance"]
     assert prov["diameter_setting"] == "model" and prov["diameter"] == pytest.approx(30.0, abs=0.5)
     for value in ("60", "auto"):

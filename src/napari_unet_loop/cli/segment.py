@@ -95,13 +95,23 @@ def cmd_segment(args: argparse.Namespace) -> int:
             failed += 1
             continue
         _log(
-            f"{f.name}: {count_objects(labels)} objects{f' (as {_shown(kind)})' if kind else ''}, "
+            f"{f.name}: {count_objects(labels)} objects{_seen_as(kind, summary.diameter(), model)}, "
             f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
         )
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
     return 0
+
+
+def _seen_as(kind: str | None, diameter, model) -> str:
+    """`` (as fluorescence, objects 40 px)``: how the image was read, the size only when it was rescaled."""
+    parts = [f"as {_shown(kind)}"] if kind else []
+    if isinstance(diameter, float) and model.card.diameter and abs(diameter / model.card.diameter - 1) > 0.05:
+        parts.append(f"objects {diameter:.0f} px")
+    elif isinstance(diameter, list):
+        parts.append("objects " + ", ".join("-" if d is None else f"{d:.0f}" for d in diameter[:5]) + " px")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _shown(kinds: str) -> str:
