@@ -1,9 +1,11 @@
-"""The training presets shared by the dock's Fine-tune and the command line's ``train``.
+"""The fine-tune policy shared by the dock's Fine-tune and the command line's ``train``.
 
-One home for the settings a user does not choose, so ``napari-unet-loop train --from default``
-trains as the dock's Fine-tune does (same patch, batch, learning rate, normalisation statistics,
-augmentation, validation interval), and training from scratch with the batch and learning rate of
-the shipped model's first stage, plus a light blur.
+One home for what a user does not choose, so ``napari-unet-loop train --from default`` trains as
+the dock's Fine-tune does: the presets (same patch, batch, learning rate, normalisation statistics,
+augmentation, validation interval; from scratch, the batch and learning rate of the shipped
+model's first stage, plus a light blur), the checks that refuse data that cannot teach, the
+samples brought to the network's object size and the sizes recorded in the new card, the threshold
+re-tuning rule, and the card's training record.
 """
 
 from __future__ import annotations
