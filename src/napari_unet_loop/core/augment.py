@@ -12,15 +12,17 @@ a random Gaussian blur apply to the image only.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .config import Settings
+
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Settings):
     """What augmentation does; every field can be switched off.
 
     Parameters
@@ -42,6 +44,8 @@ class AugmentConfig:
         of the patches (0: none): out-of-focus and low-resolution nuclei.
     """
 
+    _what = "augmentation"
+
     flip: bool = True
     rotate: bool = True
     zoom: tuple[float, float] = (0.75, 1.33)
@@ -50,20 +54,12 @@ class AugmentConfig:
     intensity: float = 0.5
     blur: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as a JSON-compatible dict."""
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
-        """Build from a dict, rejecting unknown keys."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown augmentation keys: {sorted(unknown)}")
-        data = dict(data)
+    def _convert(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """JSON stores the zoom range as a list."""
         if "zoom" in data:
             data["zoom"] = tuple(data["zoom"])
-        return cls(**data)
+        return data
 
 
 NO_AUGMENT = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0, blur=0.0)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from .config import Settings
 
 MIN_SIDE = 8
 
@@ -19,7 +20,7 @@ class ConstantImageError(InputError):
 
 
 @dataclass(frozen=True)
-class Normalization:
+class Normalization(Settings):
     """Percentile normalisation: ``(x - p_low) / (p_high - p_low)``.
 
     Parameters
@@ -28,24 +29,14 @@ class Normalization:
         Percentiles mapped to 0 and 1.
     """
 
+    _what = "normalisation"
+
     low: float = 1.0
     high: float = 99.8
 
     def __post_init__(self) -> None:
         if not 0 <= self.low < self.high <= 100:
             raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normalization:
-        """Build from a dict, rejecting unknown keys."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown normalisation keys: {sorted(unknown)}")
-        return cls(**data)
 
 
 def _is_alpha(plane: np.ndarray) -> bool:

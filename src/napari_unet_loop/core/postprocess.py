@@ -13,16 +13,17 @@ This runs without the network: changing the thresholds only re-runs this step.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential, watershed
 
+from .config import Settings
+
 
 @dataclass(frozen=True)
-class PostprocessConfig:
+class PostprocessConfig(Settings):
     """Thresholds of the instance post-processing.
 
     Parameters
@@ -38,6 +39,8 @@ class PostprocessConfig:
         spurious splits of large objects (0: none).
     """
 
+    _what = "post-processing"
+
     fg_threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int = 8
@@ -50,18 +53,6 @@ class PostprocessConfig:
             raise ValueError("min_size must be >= 0")
         if self.dist_sigma < 0:
             raise ValueError("dist_sigma must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostprocessConfig:
-        """Build from a dict, rejecting unknown keys."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown post-processing keys: {sorted(unknown)}")
-        return cls(**data)
 
 
 def tune(

@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import AugmentConfig
+from .config import Settings
 from .device import autocast_dtype
 from .metrics import MatchCounts, SegCounts, matching, pool
 from .postprocess import PostprocessConfig, instances
@@ -51,7 +52,7 @@ class StopFlag(Protocol):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of a training run.
 
     Parameters
@@ -94,6 +95,9 @@ class TrainConfig:
         Random seed.
     """
 
+    _what = "training"
+    _nested = {"augment": AugmentConfig}
+
     patch_size: int = 128
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -125,23 +129,6 @@ class TrainConfig:
             raise ValueError("patch_size must be >= 16 and batch_size >= 1")
         if self.select_by not in ("ap50", "loss"):
             raise ValueError("select_by must be 'ap50' or 'loss'")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-compatible dict."""
-        d = asdict(self)
-        d["augment"] = self.augment.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training keys: {sorted(unknown)}")
-        data = dict(data)
-        if isinstance(data.get("augment"), dict):
-            data["augment"] = AugmentConfig.from_dict(data["augment"])
-        return cls(**data)
 
 
 @dataclass

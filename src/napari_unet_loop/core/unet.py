@@ -15,11 +15,12 @@ interior, boundary) followed by one distance-map channel; see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .config import Settings
 
 NORMS = ("batch", "group", "none")
 # upper bounds of the architecture fields: checked before anything is built, so a hostile or
@@ -28,7 +29,7 @@ LIMITS = {"in_channels": 64, "n_classes": 64, "n_dist": 16, "depth": 6, "base_wi
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Settings):
     """Architecture of a :class:`UNet`.
 
     Parameters
@@ -46,6 +47,8 @@ class UNetConfig:
     norm : str
         ``"batch"``, ``"group"`` or ``"none"``: normalisation after each conv.
     """
+
+    _what = "architecture"
 
     in_channels: int = 1
     n_classes: int = 3
@@ -79,25 +82,6 @@ class UNetConfig:
     def size_multiple(self) -> int:
         """Input height and width must be multiples of this number."""
         return 2**self.depth
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as a JSON-compatible dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        """Build a configuration from a dict, rejecting unknown keys.
-
-        Raises
-        ------
-        ValueError
-            If ``data`` holds keys that are not fields of the configuration.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown architecture keys: {sorted(unknown)}")
-        return cls(**data)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
