@@ -11,7 +11,7 @@ Cell-like sets are made from the shared data:
   sizes learns one default diameter that fits few of them (measured once on DSB fluorescence
   x3 of all sizes: k = 1, 5 min, held-out AP@0.5 0.541 -> 0.467).
 * **isbi-x2**: ISBI 2012 EM slices upscaled 2 times (cells of about 56 px: a new kind and a new
-  size): pool from slices 0-19, held out the last 10 (cells as in ``bench_finetune.py``).
+  size): pool from slices 0-19, held out the last 10 (cells as ``bench_finetune.isbi_instances`` makes them).
 
 Each run takes the path of ``napari-unet-loop train --from default`` then ``evaluate``, with
 the same core functions: k annotated images read as the model reads them, rescaled to the
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from _common import cpu_name, read_list, write_json
+from bench_finetune import DATA_CANDIDATES, SPLITS, imread, isbi_instances  # the same data, read the same way
 from napari_unet_loop.core.finetune import preset, record_sizes, retune, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
@@ -51,33 +52,13 @@ from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import input_modality, segment
 from napari_unet_loop.core.train import iter_train
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "src/napari_unet_loop/models/splits"
-DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
 SETS = ("dsb-x6", "isbi-x2")
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
-
-
-def imread(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))
 
 
 def upscale(a: np.ndarray, n: int) -> np.ndarray:
     """Each pixel becomes n x n (labels stay labels; images get blocky edges like a zoomed camera)."""
     return np.repeat(np.repeat(a, n, axis=0), n, axis=1)
-
-
-def isbi_instances(mask: np.ndarray, min_size: int = 30) -> np.ndarray:
-    from skimage.measure import label
-
-    lab = label(mask == 255, connectivity=1)
-    sizes = np.bincount(lab.ravel())
-    small = sizes < min_size
-    small[0] = False
-    lab[small[lab]] = 0
-    return lab.astype(np.int32)
 
 
 def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:

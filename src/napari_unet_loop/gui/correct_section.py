@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import proofread as pr
-from .layers import HELPER, META_KEY, is_helper, show_map, unwrap
+from .layers import HELPER, META_KEY, is_helper, labels_name, show_map, unwrap
 
 if TYPE_CHECKING:
     from .widget import UNetLoopWidget
@@ -200,7 +200,7 @@ class CorrectSection(QGroupBox):
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
         image = self.main.image_layer()
-        preferred = f"{image.name} labels" if image is not None else None
+        preferred = labels_name(image) if image is not None else None
         if current in names:
             self.layer_combo.setCurrentText(current)
         elif preferred in names:
@@ -286,7 +286,7 @@ class CorrectSection(QGroupBox):
             if layer is None:
                 raise pr.ProofreadError("no labels layer to correct: segment an image first")
             image = self.main.image_layer()
-            if image is not None and f"{image.name} labels" == layer.name:
+            if image is not None and labels_name(image) == layer.name:
                 expected = tuple(image.data.shape[:-1] if image.rgb else image.data.shape)
                 if self.main.channel_axis_combo.currentData() is None and tuple(layer.data.shape) != expected:
                     raise pr.ProofreadError(

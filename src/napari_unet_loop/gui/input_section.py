@@ -17,7 +17,7 @@ from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.modality import ModalityReport, detect
 from ..core.model_files import ModelError
 from .diameter import DiameterRow
-from .layers import Layout, current_index, layout, plane_sample, plane_shape, stack_shape, unwrap
+from .layers import Layout, current_index, labels_of, layout, plane_sample, plane_shape, stack_shape, unwrap
 
 # the Imaging choices: (shown text, value); "auto" means the model's own setting
 IMAGING_CHOICES = (
@@ -105,10 +105,7 @@ class InputChoices:
         active = self.viewer.layers.selection.active
         if isinstance(active, Labels):
             return active
-        image = self.image_layer()
-        name = f"{image.name} labels" if image is not None else None
-        layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
-        return layer if isinstance(layer, Labels) else None
+        return labels_of(self.viewer, self.image_layer())
 
     def _model_diameter(self) -> float | None:
         try:

@@ -178,6 +178,20 @@ def plane_sample(layer: Image, lay: Layout, index: tuple[int, ...], max_pixels: 
     return plane
 
 
+def labels_name(image: Image) -> str:
+    """The name of an image's labels layer, as Segment names it (``"<image> labels"``)."""
+    return f"{image.name} labels"
+
+
+def labels_of(viewer, image: Image | None) -> Labels | None:
+    """The labels layer Segment writes for ``image`` (:func:`labels_name`), if the viewer holds one."""
+    if image is None:
+        return None
+    name = labels_name(image)
+    layer = viewer.layers[name] if name in viewer.layers else None
+    return layer if isinstance(layer, Labels) else None
+
+
 def out_transform(layer: Image, lay: Layout) -> dict:
     """Scale, translate and axis names for a labels layer that matches ``layer``."""
     axes = list(lay.out_axes)

@@ -18,6 +18,8 @@ from ._segment_worker import PlaneResult
 from .layers import (
     META_KEY,
     RESEGMENTED,
+    labels_name,
+    labels_of,
     out_transform,
     plane_shape,
     show_map,
@@ -53,9 +55,9 @@ class SegmentOutput:
             )
             run["target"] = target
             return target
-        name = f"{image.name} labels"
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        if isinstance(existing, Labels) and existing.data.shape == out_shape:
+        name = labels_name(image)
+        existing = labels_of(self.viewer, image)
+        if existing is not None and existing.data.shape == out_shape:
             if not self.tracker.is_edited(existing) or self.if_edited_combo.currentText() == IF_EDITED_REPLACE:
                 run["target"] = existing
                 return existing

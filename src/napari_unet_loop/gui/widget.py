@@ -51,6 +51,7 @@ from .layers import (
     check_image_layer,
     current_index,
     is_helper,
+    labels_of,
     read_plane,
     stack_shape,
     unwrap,
@@ -511,12 +512,8 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
 
     def _last_output(self) -> Labels | None:
         """The chosen image's labels layer, if the plugin keeps its probabilities."""
-        image = self.image_layer()
-        if image is not None:
-            name = f"{image.name} labels"
-            if name in self.viewer.layers and unwrap(self.viewer.layers[name]) in self._maps:
-                return self.viewer.layers[name]
-        return None
+        layer = labels_of(self.viewer, self.image_layer())
+        return layer if layer is not None and unwrap(layer) in self._maps else None
 
     def _start(self, worker, message: str) -> None:
         self._worker = worker
