@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also segment label files found in folders beside their images (x_labels.png beside x.png)",
     )
     _add_model_args(p)
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="none|local|local:N|ADDRESS",
+        help="segment TIFF and OME-Zarr images block by block into an OME-Zarr, holding one block in memory: none "
+        "(this process), local (a dask LocalCluster sized to the machine), local:N (N worker processes) or the "
+        "address of a running dask scheduler (tcp://host:8786); OME-Zarr inputs always go block by block",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted block-wise run (its <name>.zarr.partial folder) without redoing what it wrote",
+    )
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="segment images and score them against label files")

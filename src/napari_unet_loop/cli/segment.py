@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ..core import model_files
 from ..core.device import resolve_device
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
+from ..core.segment import LARGE_PIXELS
 from ..io.export import (
     ExportError,
     check_writable,
@@ -17,7 +21,8 @@ from ..io.export import (
     export_target,
     output_names,
 )
-from ..io.images import ReadError, expand_inputs
+from ..io.images import ReadError, declared_shape, expand_inputs, is_zarr_dir
+from ..parallel import ClusterError
 from ._common import (
     CLIError,
     _formats,
@@ -52,7 +57,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     check_writable(outdir)  # before any segmenting
     try:
-        stems = output_names([f.stem for f in files], [str(f) for f in files])
+        stems = output_names([_stem(f) for f in files], [str(f) for f in files])
     except ExportError as exc:
         raise CLIError(str(exc)) from None
     if not args.overwrite:
@@ -63,8 +68,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
     failed = 0
     prov = _provenance(model, pp, args)
+    if args.cluster is not None and not any(_blockwise(f, args, formats) for f in files):
+        _log("note: --cluster splits TIFF and OME-Zarr images into blocks; these inputs are segmented in this process")
     for f, stem in zip(files, stems):
         t0 = time.perf_counter()
+        if _blockwise(f, args, formats):
+            try:
+                written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov)
+            except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
+                _log(f"error: {f}: {exc}")
+                failed += 1
+                continue
+            _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")
+            continue
         try:
             image, image_axes = _read(f, args, model.card.architecture.in_channels)
             labels, axes, summary = _segment_array(image, image_axes, model, args, device, pp)
@@ -102,6 +118,75 @@ def cmd_segment(args: argparse.Namespace) -> int:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
     return 0
+
+
+def _stem(f: Path) -> str:
+    """The name outputs take from an input: ``cells`` for ``cells.tif`` and for ``cells.ome.zarr``."""
+    if is_zarr_dir(f):
+        name = f.name[: -len(".zarr")] if f.name.lower().endswith(".zarr") else f.name
+        return name[: -len(".ome")] if name.lower().endswith(".ome") else name
+    return f.stem
+
+
+def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:
+    """Whether an input goes block by block into an OME-Zarr.
+
+    So do OME-Zarr inputs, TIFFs with ``--cluster`` or ``--resume``, and TIFF planes too large to
+    segment at once when the output is OME-Zarr only.
+    """
+    if is_zarr_dir(f):
+        return True
+    if f.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    if args.cluster is not None or args.resume:
+        return True
+    shape = declared_shape(f)
+    return formats == ["zarr"] and shape is not None and len(shape) == 2 and shape[0] * shape[1] > LARGE_PIXELS
+
+
+def _segment_blockwise(
+    f: Path, stem: str, args: argparse.Namespace, model, device, pp, formats: list[str], outdir: Path, prov: dict
+) -> tuple[str, int, str]:
+    """Segment one image block by block into ``<stem>.zarr`` (then the other formats from it).
+
+    Returns
+    -------
+    tuple
+        What was written (for the log), the number of objects and the modality the image was seen as.
+    """
+    import zarr
+
+    from ..io.lazy import open_lazy
+    from ..parallel import segment_to_zarr
+
+    if args.diameter == "auto":
+        raise InputError("block-wise runs take the object diameter in pixels (--diameter PX), not auto")
+    if args.stitch_z is not None:
+        raise InputError("--stitch-z joins the planes of a Z stack; block-wise runs segment one 2D plane")
+    source = open_lazy(f)
+    target = export_target(outdir, "zarr", stem) if "zarr" in formats else outdir / f".{stem}.blocks.zarr"
+    result = segment_to_zarr(
+        source, model, target, block=args.block or 2048, cluster=args.cluster or "none", resume=args.resume,
+        overwrite=args.overwrite or "zarr" not in formats, postprocess=pp, diameter=args.diameter,
+        modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
+        precision=args.precision, tta=args.tta, name=stem, log=lambda msg: _log(f"{f.name}: {msg}"),
+        provenance={**prov, "input": str(f)},
+    )  # fmt: skip
+    written = [str(result.path)] if "zarr" in formats else []
+    others = [fmt for fmt in formats if fmt != "zarr"]
+    if others:  # the other formats need the labels in memory: read them back from the store
+        group = zarr.open_group(str(result.path), mode="r")["labels"]
+        labels = np.asarray(group[next(iter(group.group_keys()))]["0"])
+        for fmt in others:
+            res = export_labels(
+                labels, outdir, fmt, name=stem, axes="YX", overwrite=args.overwrite,
+                scale=source.scale, units=source.unit,
+                provenance={**prov, "input": str(f), "modality": result.modality},
+            )  # fmt: skip
+            written += [str(p) for p in res.paths]
+        if "zarr" not in formats:
+            shutil.rmtree(result.path, ignore_errors=True)
+    return ", ".join(written), result.objects, result.modality
 
 
 def _seen_as(kind: str | None, diameter, model) -> str:

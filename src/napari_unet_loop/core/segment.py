@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .image import ConstantImageError, InputError, input_limits, prepare_input
+from .image import ConstantImageError, InputError, prepare_input
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
@@ -30,7 +30,6 @@ from .scale import (
 )
 
 LARGE_PIXELS = 6144 * 6144  # planes above this are segmented block by block
-MIN_BLOCK = 64  # smallest block side for block-wise segmentation
 AUTO_PASSES = 3  # most segmentations to estimate an image's object diameter
 AUTO_FITS = 1.5  # a pass whose objects measure within 1.5x of the diameter it assumed fits
 AUTO_AGREE = 0.15  # a measured diameter within 15 % of the one used: estimated
@@ -344,13 +343,10 @@ def iter_segment_blocks(
     modality: str | None = None,
     factor: float = 1.0,
 ) -> Generator[Progress, None, np.ndarray]:
-    """Segment a large plane block by block, holding only the image, the labels and one block's work.
+    """Segment a large plane block by block in this process, holding only the image, the labels and one block's work.
 
-    Each block's core is predicted with ``margin`` pixels of context for the objects and
-    the network's halo beyond that (real image content, mirrored only at the image
-    border, on the whole image's pooling grid), so the probabilities equal whole-image
-    ones. Instances are found in core plus margin; an object is kept by the block whose
-    core holds its centre, so objects crossing block borders are whole and appear once.
+    The blocks and the rules that make the result independent of how the work is cut are
+    in :mod:`.blocks`; a cluster (:mod:`napari_unet_loop.parallel`) gives the same labels.
     Objects wider than twice ``margin`` may be cut.
 
     Parameters
@@ -385,60 +381,25 @@ def iter_segment_blocks(
     Returns
     -------
     numpy.ndarray
-        Instance labels, 1..N.
+        Instance labels, unique ids (see :mod:`.blocks`).
     """
-    from scipy import ndimage as ndi
+    from .blocks import paste, plan_blocks, segment_block
 
-    from .postprocess import instances_from_maps
-    from .predict import model_halo, predict
-
-    if block < MIN_BLOCK:
-        raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")
-    card = model.card
-    pp = postprocess or card.postprocess
-    h, w = image.shape[:2]
-    kind = input_modality(model, image, modality, rgb, channel) or "none"
-    limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
-    m = card.architecture.size_multiple
-    halo = math.ceil(model_halo(model.net) / factor) + (2 if factor != 1.0 else 0)
-    margin = max(margin, math.ceil(margin / factor))
-    labels = np.zeros((h, w), np.int32) if out is None else out
-    next_id = 1
-    cores = [(y, x) for y in range(0, h, block) for x in range(0, w, block)]
-    yield Progress(0, len(cores), "blocks")
-    n_cls = card.architecture.n_classes
-    for k, (y0, x0) in enumerate(cores):
-        y1, x1 = min(y0 + block, h), min(x0 + block, w)
-        ry0, rx0, ry1, rx1 = max(y0 - margin, 0), max(x0 - margin, 0), min(y1 + margin, h), min(x1 + margin, w)
-        # window: the region plus the network's halo of real pixels, starting on the whole image's
-        # pooling grid; mirrored content at its inner edges only reaches the halo, which is dropped
-        wy0, wx0 = max(ry0 - halo, 0) // m * m, max(rx0 - halo, 0) // m * m
-        wy1, wx1 = min(ry1 + halo, h), min(rx1 + halo, w)
-        window = np.asarray(image[wy0:wy1, wx0:wx1])
-        x = prepare_input(window, card.architecture.in_channels, card.normalization, rgb, channel, limits, kind)
-        if factor != 1.0:
-            x = resize(x, scaled_shape(x.shape[-2:], factor))
-        probs = predict(model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta)
-        if factor != 1.0:
-            probs = resize(probs, window.shape[:2])
-        sl = (slice(ry0 - wy0, ry1 - wy0), slice(rx0 - wx0, rx1 - wx0))
-        local = instances_from_maps(1.0 - probs[0][sl], probs[n_cls][sl], pp)
-        n = int(local.max())
-        if n:
-            centres = np.asarray(ndi.center_of_mass(np.ones_like(local), local, np.arange(1, n + 1)))
-            cy, cx = centres[:, 0] + ry0, centres[:, 1] + rx0
-            keep = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
-            target = labels[ry0:ry1, rx0:rx1]
-            free = (local > 0) & (target == 0)
-            # ids only for kept objects that still get pixels (none already written by a neighbour)
-            keep &= np.bincount(local[free], minlength=n + 1)[1:] > 0
-            lut = np.zeros(n + 1, np.int64)
-            lut[1:][keep] = np.arange(next_id, next_id + int(keep.sum()))
-            next_id += int(keep.sum())
-            new = lut[local]
-            write = (new > 0) & free
-            target[write] = new[write]
-        yield Progress(k + 1, len(cores), "blocks")
+    job = plan_blocks(
+        model, image, block, margin, postprocess, rgb, channel, modality, factor,
+        device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta,
+    )  # fmt: skip
+    grid = job.grid
+    labels = np.zeros(grid.shape, np.int32) if out is None else out
+    offset = 0
+    yield Progress(0, len(grid), "blocks")
+    for i in range(len(grid)):
+        # blocks run in row-major order, so writing where still free is merge_core's first-block rule
+        local = segment_block(model, image, job, i)
+        ry0, rx0, ry1, rx1 = grid.region(i)
+        paste(labels[ry0:ry1, rx0:rx1], (ry0, rx0), local, (ry0, rx0), offset)
+        offset += int(local.max())
+        yield Progress(i + 1, len(grid), "blocks")
     return labels
 
 

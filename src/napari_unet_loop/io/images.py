@@ -149,6 +149,12 @@ def file_axes(path: str | os.PathLike) -> str | None:
     return axes
 
 
+def is_zarr_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zarr store (a folder with zarr v2 or v3 metadata): one image, not a folder of them."""
+    p = Path(path)
+    return p.is_dir() and any((p / f).is_file() for f in (".zgroup", ".zarray", ".zattrs", "zarr.json"))
+
+
 def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | None = None) -> list[Path]:
     """Expand files and folders into a sorted list of image files.
 
@@ -169,8 +175,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | Non
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q))
+        if is_zarr_dir(p):
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if (q.is_file() and is_image_file(q)) or is_zarr_dir(q))
             if not found:
                 raise ReadError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             if skipped is not None:

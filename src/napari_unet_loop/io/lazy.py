@@ -1,0 +1,257 @@
+"""Images read lazily, a window at a time: OME-Zarr (NGFF 0.4 and 0.5) and (Big)TIFF through ``tifffile.aszarr``.
+
+:func:`open_lazy` reads only the metadata and returns a :class:`LazySource`: a small, picklable
+description (path, which array, axes, scale) that any process, a cluster worker included, turns
+into a :class:`PlaneView` with :meth:`LazySource.open`. The view shows the highest resolution as
+``(Y, X)`` or ``(Y, X, C)`` and reads only the pixels a slice asks for, so memory follows the
+window, not the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .images import ReadError, is_zarr_dir
+
+
+@dataclass(frozen=True)
+class LazySource:
+    """Where a large image lives and how to read it; opened anywhere with :meth:`open`.
+
+    Attributes
+    ----------
+    path : str
+        The ``.zarr`` folder or TIFF file.
+    kind : str
+        ``"zarr"`` or ``"tiff"``.
+    array : str
+        The highest-resolution array inside the zarr store (``"0"``); ``""`` for TIFF.
+    axes : str
+        Axes of the stored array (``"YX"``, ``"CYX"``, ``"YXS"``, ``"TCZYX"`` ...).
+    shape : tuple of int
+        Shape of the stored array.
+    dtype : str
+        Its data type.
+    scale : list of float or None
+        Pixel size along Y and X.
+    unit : str or None
+        Spatial unit along Y and X.
+    """
+
+    path: str
+    kind: str
+    array: str
+    axes: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: list[float] | None = None
+    unit: str | None = None
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """``(Y, X)``."""
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    @property
+    def channels(self) -> int:
+        """Number of channels (``C`` or ``S``), 1 without a channel axis."""
+        chan = [a for a in self.axes if a in "CS"]
+        return self.shape[self.axes.index(chan[0])] if chan else 1
+
+    def open(self) -> PlaneView:
+        """The image as a lazily read ``(Y, X[, C])`` view."""
+        return PlaneView(_open_array(self), self.axes)
+
+
+def _open_array(src: LazySource):
+    import zarr
+
+    if src.kind == "tiff":
+        import tifffile
+
+        return zarr.open(tifffile.imread(src.path, aszarr=True, level=0), mode="r")
+    return zarr.open_group(src.path, mode="r")[src.array]
+
+
+class PlaneView:
+    """A stored array seen as ``(Y, X)`` or ``(Y, X, C)``: slicing reads only that window.
+
+    Axes other than Y, X and the channel axis must have length 1.
+
+    Parameters
+    ----------
+    array : array-like
+        A zarr (or numpy) array.
+    axes : str
+        Its axes.
+    """
+
+    def __init__(self, array, axes: str) -> None:
+        self.array = array
+        self.axes = axes
+        chan = [a for a in axes if a in "CS"]
+        self._chan = chan[0] if chan else None
+        order = [axes.index("Y"), axes.index("X")] + ([axes.index(self._chan)] if self._chan else [])
+        self.shape = tuple(int(array.shape[k]) for k in order)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        ys = key[0] if len(key) > 0 else slice(None)
+        xs = key[1] if len(key) > 1 else slice(None)
+        cs = key[2] if len(key) > 2 else slice(None)
+        index = tuple({"Y": ys, "X": xs}.get(a, cs if a == self._chan else 0) for a in self.axes)
+        data = np.asarray(self.array[index])
+        kept = [a for a, k in zip(self.axes, index) if not isinstance(k, int)]
+        want = [a for a in ("Y", "X", self._chan) if a in kept]
+        return np.transpose(data, [kept.index(a) for a in want])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _multiscales(attrs: dict) -> list | None:
+    """The ``multiscales`` list of NGFF 0.4 (top level) or 0.5 (under ``ome``) attributes."""
+    if "multiscales" in attrs:
+        return attrs["multiscales"]
+    ome = attrs.get("ome")
+    return ome.get("multiscales") if isinstance(ome, dict) else None
+
+
+def open_lazy(path: str | os.PathLike) -> LazySource:
+    """Describe a large image without reading its pixels.
+
+    Parameters
+    ----------
+    path : path-like
+        An OME-Zarr image folder (its first multiscale's highest resolution is used) or a TIFF
+        file (BigTIFF, tiled or pyramidal: level 0 of its first series).
+
+    Returns
+    -------
+    LazySource
+        The description; only 2D planes (with optional channels) are read lazily.
+
+    Raises
+    ------
+    ReadError
+        A zarr store that is not an OME-Zarr image (no ``multiscales``), a resolution level that
+        is listed but missing, a file that cannot be read, or an image with several planes
+        along T or Z.
+    """
+    import zarr
+
+    p = Path(path)
+    if p.is_dir():
+        if not is_zarr_dir(p):
+            raise ReadError(f"{p} is a folder, not a zarr store")
+        try:
+            node = zarr.open(str(p), mode="r")
+        except Exception as exc:  # noqa: BLE001 - any zarr failure is reported the same way
+            raise ReadError(f"cannot open {p} as zarr: {exc}") from exc
+        if not isinstance(node, zarr.Group):
+            raise ReadError(
+                f"{p} is a plain zarr array, not an OME-Zarr image: it has no 'multiscales' metadata that says its "
+                "axes and pixel size (write it as OME-Zarr, e.g. with ome-zarr-py)"
+            )
+        ms = _multiscales(dict(node.attrs))
+        if not ms:
+            raise ReadError(
+                f"{p} is a zarr group but not an OME-Zarr image: its attributes have no 'multiscales' "
+                "(open the image group inside it, or write it as OME-Zarr)"
+            )
+        first = ms[0]
+        datasets = first.get("datasets") or []
+        if not datasets:
+            raise ReadError(f"{p}: its multiscales metadata lists no resolution levels")
+        level = str(datasets[0]["path"])
+        if level not in node:
+            raise ReadError(f"{p}: resolution level '{level}' is listed in its multiscales metadata but missing")
+        arr = node[level]
+        raw_axes = first.get("axes")
+        if raw_axes:
+            names = [a["name"] if isinstance(a, dict) else a for a in raw_axes]
+            units = [a.get("unit") if isinstance(a, dict) else None for a in raw_axes]
+        else:
+            names = list("tczyx"[-arr.ndim :])
+            units = [None] * arr.ndim
+        axes = "".join(n.upper() for n in names)
+        scale = None
+        for t in datasets[0].get("coordinateTransformations") or []:
+            if t.get("type") == "scale":
+                scale = [float(v) for v in t["scale"]]
+        src = LazySource(
+            str(p),
+            "zarr",
+            level,
+            axes,
+            tuple(int(n) for n in arr.shape),
+            str(arr.dtype),
+            [scale[axes.index("Y")], scale[axes.index("X")]] if scale and "Y" in axes and "X" in axes else None,
+            units[axes.index("Y")] if "Y" in axes else None,
+        )
+    else:
+        src = _open_tiff(p)
+    _check_plane(src)
+    return src
+
+
+def _open_tiff(p: Path) -> LazySource:
+    """The description of a TIFF file's first series, level 0."""
+    import tifffile
+
+    from .labels import read_tiff_scale
+
+    if not p.is_file():
+        raise ReadError(f"{p} does not exist or is not a file")
+    try:
+        with tifffile.TiffFile(p) as tif:
+            series = tif.series[0]
+            level = series.levels[0] if series.levels else series
+            axes = series.axes.upper().replace("I", "Z").replace("Q", "Z")
+            shape = tuple(int(n) for n in level.shape)
+            dtype = str(level.dtype)
+            try:
+                yx_scale, unit = read_tiff_scale(tif, 2, "YX")
+            except Exception:  # noqa: BLE001 - a file without readable resolution tags has no scale
+                yx_scale, unit = None, None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is reported the same way
+        raise ReadError(f"cannot read {p} as a TIFF image: {exc}") from exc
+    return LazySource(str(p), "tiff", "", axes, shape, dtype, yx_scale, unit)
+
+
+def _check_plane(src: LazySource) -> None:
+    """Refuse what the lazy path cannot segment: no Y/X, or several planes along other axes."""
+    if "Y" not in src.axes or "X" not in src.axes:
+        raise ReadError(f"{src.path}: axes {src.axes} have no Y and X")
+    extra = {a: n for a, n in zip(src.axes, src.shape) if a not in "YXCS" and n > 1}
+    if extra:
+        shown = ", ".join(f"{n} along {a}" for a, n in extra.items())
+        raise ReadError(
+            f"{src.path}: {shown}; large images are segmented lazily one 2D plane at a time only "
+            "(write one plane per file, or segment the stack in memory without --cluster)"
+        )
+
+
+def source_record(src: LazySource) -> dict[str, Any]:
+    """The source as JSON-safe data (for a job's record, which ``--resume`` compares)."""
+    return json.loads(
+        json.dumps(
+            {
+                "path": str(Path(src.path).resolve()),
+                "kind": src.kind,
+                "array": src.array,
+                "axes": src.axes,
+                "shape": list(src.shape),
+                "dtype": src.dtype,
+            }
+        )
+    )

@@ -1,0 +1,437 @@
+"""Segment images larger than memory into an OME-Zarr, block by block, in this process or on a dask cluster.
+
+The work is the same wherever it runs: :func:`napari_unet_loop.core.blocks.segment_block` per block,
+then :func:`~napari_unet_loop.core.blocks.merge_core` per output chunk, with ids offset by the
+blocks' counts, so the labels are byte-identical for ``cluster="none"`` (this process), a
+``LocalCluster`` or a remote scheduler, and do not depend on the order the tasks ran in.
+
+Phase 1 (one task per block) writes each block's labels to the store's scratch area and a marker;
+phase 2 (one task per core) merges the blocks that reach the core and writes the core's chunk of
+every resolution level. Tasks are idempotent, so dask may retry them on another worker when one
+dies, and ``resume=True`` picks up an interrupted run where its markers say it stopped (see
+:mod:`napari_unet_loop.io.chunked`). Memory per task follows the block size, not the image's.
+
+Workers need this package, torch and the model file at the same path (a shared file system).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core import model_files
+from .core.blocks import BlockJob, id_offsets, merge_core, plan_blocks, segment_block
+from .core.image import InputError
+from .core.postprocess import PostprocessConfig
+from .core.scale import postprocess_at
+from .io.chunked import LabelsStore
+from .io.lazy import LazySource, source_record
+
+MAX_UINT32 = 2**32 - 1
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be started or reached, or a task failed on every try."""
+
+
+@dataclass(frozen=True)
+class BlockwiseSpec:
+    """What every task needs: small and picklable, sent to each worker.
+
+    Attributes
+    ----------
+    source : LazySource
+        The image.
+    model : str
+        Path of the model file (every worker loads it once).
+    job : BlockJob
+        The plan shared by all blocks.
+    target : str
+        The final ``.zarr`` folder (its ``.partial`` sibling is written).
+    threads : int
+        Torch threads per worker (0: torch's default).
+    """
+
+    source: LazySource
+    model: str
+    job: BlockJob
+    target: str
+    threads: int = 0
+
+
+@dataclass
+class BlockwiseResult:
+    """What a run did."""
+
+    path: Path
+    objects: int
+    blocks: int
+    seconds: float
+    resumed_blocks: int = 0
+    resumed_cores: int = 0
+    factor: float = 1.0
+    modality: str = "none"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+_MODELS: dict[str, model_files.Model] = {}
+
+
+def _worker_model(spec: BlockwiseSpec) -> model_files.Model:
+    """The model, loaded once per process (worker) and kept."""
+    model = _MODELS.get(spec.model)
+    if model is None:
+        if spec.threads:
+            import torch
+
+            torch.set_num_threads(spec.threads)
+        model = _MODELS[spec.model] = model_files.load(spec.model)
+    return model
+
+
+def _worker_device(spec: BlockwiseSpec) -> BlockJob:
+    """The plan with this worker's GPU when the run uses CUDA: one GPU per worker, round robin."""
+    device = str(spec.job.predict.get("device", "cpu"))
+    if device != "cuda":
+        return spec.job
+    import dataclasses
+
+    import torch
+
+    n = torch.cuda.device_count()
+    index = 0
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        index = (int(name) if str(name).isdigit() else abs(hash(name))) % max(n, 1)
+    except (ImportError, ValueError):
+        pass
+    return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": f"cuda:{index}"})
+
+
+def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
+    """Phase 1: segment block ``i``, keep its labels in the store; return its object count."""
+    model = model or _worker_model(spec)
+    local = segment_block(model, spec.source.open(), _worker_device(spec), i)
+    return LabelsStore.attach(spec.target).write_block(i, local)
+
+
+def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
+    """Phase 2: merge the blocks that reach core ``i`` and write its chunk of every level; return its largest id."""
+    store = LabelsStore.attach(spec.target)
+    grid = spec.job.grid
+    results = {}
+    for j in grid.sources(i):
+        ry0, rx0, ry1, rx1 = grid.region(j)
+        results[j] = store.read_block(j, (ry1 - ry0, rx1 - rx0))
+    labels = merge_core(grid, i, results, offsets, np.dtype(store.job["dtype"]))
+    y0, x0, _, _ = grid.core(i)
+    store.write_core((y0, x0), labels, i)
+    return int(labels.max()) if labels.size else 0
+
+
+# ------------------------------------------------------------------------------------------ executors
+
+
+def cluster_size(device: str) -> tuple[int, int]:
+    """Workers and torch threads per worker for ``local``: one per GPU, else half the cores, 2 threads each."""
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        import torch
+
+        n = max(torch.cuda.device_count(), 1)
+        return n, max(cores // n, 1)
+    n = max(cores // 2, 1)
+    return n, max(cores // n, 1)
+
+
+class _Executor:
+    """Runs a phase's tasks: here (``none``) or on a dask cluster; reports progress."""
+
+    def __init__(self, cluster, device: str, log: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.log = log
+        self.client = None
+        self._own = None
+        self._close_client = True
+        self.threads = 0
+        if cluster == "none":
+            return
+        if not isinstance(cluster, str):  # a distributed.Client the caller runs
+            self.client, self._close_client = cluster, False
+            return
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:  # pragma: no cover - distributed is a dependency
+            raise ClusterError(f"--cluster needs dask.distributed ({exc}); pip install distributed") from None
+        if cluster == "local" or cluster.startswith("local:"):
+            n, threads = cluster_size(device)
+            if cluster.startswith("local:"):
+                try:
+                    n = int(cluster.split(":", 1)[1])
+                except ValueError:
+                    raise ClusterError(f"cluster {cluster!r}: give local:N with N a number of workers") from None
+                if n < 1:
+                    raise ClusterError(f"cluster {cluster!r}: at least one worker")
+                threads = max((os.cpu_count() or 1) // n, 1)
+            self.threads = threads
+            self._own = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+            )
+            self.client = Client(self._own)
+            log(f"local dask cluster: {n} worker process(es), {threads} torch thread(s) each")
+        else:
+            try:
+                self.client = Client(cluster, timeout="10s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ClusterError(f"cannot reach the dask scheduler at {cluster}: {exc}") from None
+            workers = len(self.client.scheduler_info().get("workers", {}))
+            log(f"dask scheduler {cluster}: {workers} worker(s)")
+
+    def close(self) -> None:
+        if self.client is not None and self._close_client:
+            self.client.close()
+        if self._own is not None:
+            self._own.close()
+
+    def map(self, fn, items: Sequence[int], what: str, *args) -> dict[int, Any]:
+        """Run ``fn(*args[:1], i, *args[1:])`` for each item; return results by item."""
+        total = len(items)
+        out: dict[int, Any] = {}
+        if not total:
+            return out
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def progress(done: int) -> None:
+            now = time.perf_counter()
+            if done == total or now - last[0] >= 10:
+                last[0] = now
+                eta = (now - t0) / done * (total - done)
+                self.log(f"{what} {done}/{total}" + (f", about {_duration(eta)} left" if done < total else ""))
+
+        if self.client is None:
+            for k, i in enumerate(items):
+                out[i] = fn(args[0], i, *args[1:])
+                progress(k + 1)
+            return out
+        from distributed import as_completed
+
+        futures = {
+            self.client.submit(fn, args[0], i, *args[1:], key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3): i
+            for i in items
+        }
+        for k, fut in enumerate(as_completed(futures)):
+            i = futures[fut]
+            try:
+                out[i] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a task that failed on every try ends the run
+                for f in futures:
+                    f.cancel()
+                raise ClusterError(
+                    f"{what} {i} failed on the cluster after retries: {type(exc).__name__}: {exc} "
+                    "(every worker needs napari-unet-loop, torch and the model file at the same path)"
+                ) from exc
+            progress(k + 1)
+        return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def segment_to_zarr(
+    source: LazySource,
+    model: model_files.Model,
+    target: str | os.PathLike,
+    *,
+    block: int = 2048,
+    margin: int = 128,
+    cluster: Any = "none",
+    resume: bool = False,
+    overwrite: bool = False,
+    postprocess: PostprocessConfig | None = None,
+    diameter: float | None = None,
+    modality: str | None = None,
+    channel: int | None = None,
+    device: str = "cpu",
+    tile: int | None = None,
+    precision: str = "auto",
+    batch_size: int | None = None,
+    tta: bool = False,
+    name: str = "labels",
+    provenance: dict | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+    stop_after: int | None = None,
+) -> BlockwiseResult:
+    """Segment a (large) 2D image into ``target`` (an OME-Zarr), block by block.
+
+    Parameters
+    ----------
+    source : LazySource
+        The image (see :func:`napari_unet_loop.io.lazy.open_lazy`).
+    model : Model
+        The model; it must have a file (workers load it from there).
+    target : path-like
+        The ``.zarr`` folder to write.
+    block, margin : int
+        Core side (and output chunk) and context for the objects, in pixels.
+    cluster : str or distributed.Client
+        ``"none"`` (this process), ``"local"``, ``"local:N"`` (a LocalCluster of N worker
+        processes), a scheduler address (``tcp://host:8786``), or a client of a cluster the
+        caller runs (left open).
+    resume : bool
+        Continue an interrupted run's partial store (same input, model and settings).
+    overwrite : bool
+        Replace an existing complete ``target``.
+    postprocess : PostprocessConfig, optional
+        Thresholds (the card's when omitted), for objects of the network's size.
+    diameter : float, optional
+        Object diameter in the image, in pixels (see :mod:`napari_unet_loop.core.scale`).
+    modality : str, optional
+        Imaging modality (``"auto"`` is resolved once on the whole image).
+    channel : int, optional
+        Channel to segment in a multichannel image.
+    device, tile, precision, batch_size, tta
+        Prediction settings.
+    name : str
+        Name of the labels group.
+    provenance : dict, optional
+        Recorded in the store.
+    log : callable
+        Receives progress lines.
+    stop_after : int, optional
+        Stop after this many tasks (blocks, then chunks), leaving the partial store as an
+        interrupted run would (for tests of ``resume``).
+
+    Returns
+    -------
+    BlockwiseResult
+        The store and counts.
+
+    Raises
+    ------
+    InputError
+        Bad settings for this image.
+    ClusterError
+        The cluster cannot be used, or a task failed on every try.
+    FileExistsError, napari_unet_loop.io.chunked.JobMismatchError
+        The target exists, or a partial run of another job is in the way.
+    """
+    from .core.segment import diameter_factor
+
+    if model.path is None:
+        raise InputError("block-wise segmentation on workers needs a model saved to a file")
+    t_start = time.perf_counter()
+    image = source.open()
+    if source.channels > 1 and channel is None and not (source.channels in (3, 4) and "S" in source.axes):
+        raise InputError(f"the image has {source.channels} channels: choose the one to segment")
+    d, factor = diameter_factor(model, diameter)
+    pp = postprocess_at(postprocess or model.card.postprocess, factor)
+    job = plan_blocks(
+        model, image, block, margin, pp, None, channel, modality, factor,
+        device=str(device), tile=tile, precision=precision, batch_size=batch_size, tta=tta,
+    )  # fmt: skip
+    grid = job.grid
+    region = grid.block + 2 * grid.margin
+    record = {
+        "input": source_record(source),
+        "model": str(Path(model.path).resolve()),
+        "model_bytes": Path(model.path).stat().st_size,
+        "plan": {
+            "block": grid.block,
+            "margin": grid.margin,
+            "factor": job.factor,
+            "modality": job.modality,
+            "limits": job.limits,
+            "postprocess": job.postprocess.to_dict(),
+            "channel": channel,
+        },
+    }
+    executor = _Executor(cluster, str(device), log)
+    try:
+        store = LabelsStore.create(
+            target,
+            job=record,
+            shape=grid.shape,
+            block=grid.block,
+            region=region,
+            n_blocks=len(grid),
+            name=name,
+            scale=source.scale,
+            unit=source.unit,
+            overwrite=overwrite,
+            resume=resume,
+        )
+    except BaseException:
+        executor.close()
+        raise
+    spec = BlockwiseSpec(source, str(Path(model.path).resolve()), job, str(Path(target)), executor.threads)
+    if executor.client is None:
+        _MODELS.setdefault(spec.model, model)
+    timings = {"plan": time.perf_counter() - t_start}
+    try:
+        done = store.done("blocks")
+        todo = [i for i in range(len(grid)) if i not in done]
+        resumed_blocks = len(grid) - len(todo)
+        if resumed_blocks:
+            log(f"resuming: {resumed_blocks} of {len(grid)} block(s) already done")
+        if stop_after is not None:
+            todo = todo[:stop_after]
+        t0 = time.perf_counter()
+        executor.map(run_block, todo, "block", spec)
+        timings["blocks"] = time.perf_counter() - t0
+        done = store.done("blocks")
+        if len(done) < len(grid):
+            return BlockwiseResult(store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks)
+        counts = [done[i]["n"] for i in range(len(grid))]
+        if sum(counts) > MAX_UINT32:
+            raise InputError(f"{sum(counts)} objects do not fit 32-bit labels; use larger blocks or a coarser image")
+        offsets = [int(o) for o in id_offsets(counts)]
+        cores_done = store.done("cores")
+        todo_cores = [i for i in range(len(grid)) if i not in cores_done]
+        if stop_after is not None:
+            todo_cores = todo_cores[: max(stop_after - len(todo), 0)]
+        t0 = time.perf_counter()
+        executor.map(run_core, todo_cores, "chunk", spec, offsets)
+        timings["stitch"] = time.perf_counter() - t0
+        if len(store.done("cores")) < len(grid):
+            return BlockwiseResult(store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks)
+    finally:
+        executor.close()
+    maxima = [m["max"] for m in store.done("cores").values()]
+    path = store.finish(
+        {
+            "provenance": {
+                **(provenance or {}),
+                "input": source.path,
+                "modality": job.modality,
+                "diameter": d,
+                "block": grid.block,
+                "margin": grid.margin,
+            },
+        }
+    )
+    n_objects = sum(counts)
+    log(f"{n_objects} object id(s) over {len(grid)} block(s); largest id {max(maxima, default=0)}")
+    return BlockwiseResult(
+        path,
+        n_objects,
+        len(grid),
+        time.perf_counter() - t_start,
+        resumed_blocks,
+        len(cores_done),
+        job.factor,
+        job.modality,
+        timings,
+    )

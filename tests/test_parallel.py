@@ -1,0 +1,189 @@
+"""Block-wise segmentation into OME-Zarr, here and on a dask LocalCluster: same labels, resumable, fault tolerant."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_unet_loop.core import model_files
+from napari_unet_loop.core.metrics import score
+from napari_unet_loop.core.segment import segment
+from napari_unet_loop.io.chunked import JobMismatchError, LabelsStore, partial_path
+from napari_unet_loop.io.lazy import open_lazy
+from napari_unet_loop.parallel import ClusterError, segment_to_zarr
+
+pytestmark = pytest.mark.slow
+BLOCK = 192
+
+
+@pytest.fixture(scope="module")
+def model():
+    try:
+        return model_files.load("default")
+    except model_files.ModelError:
+        pytest.skip("the shipped model is not available")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """Nuclei-like discs (radius 6-10 px), many across the block borders, as a tiled TIFF."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(3)
+    img = np.zeros((520, 450), np.float32)
+    for _ in range(170):
+        img[disk((rng.integers(0, 520), rng.integers(0, 450)), rng.integers(6, 11), shape=img.shape)] = 1
+    img = (img * 180 + rng.normal(20, 5, img.shape)).clip(0, 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("big") / "cells.tif"
+    tifffile.imwrite(path, img, tile=(128, 128))
+    return path, img
+
+
+def labels_of(path) -> np.ndarray:
+    group = zarr.open_group(str(path), mode="r")["labels"]
+    return np.asarray(group[next(iter(group.group_keys()))]["0"])
+
+
+@pytest.fixture(scope="module")
+def reference(model, image, tmp_path_factory):
+    """The run in this process (cluster none)."""
+    path, _ = image
+    out = tmp_path_factory.mktemp("ref") / "cells.zarr"
+    result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48)
+    return result, labels_of(out)
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def test_in_process_equals_whole_image_and_in_memory_blocks(model, image, reference):
+    _, img = image
+    result, labels = reference
+    assert labels.dtype == np.uint32 and labels.shape == img.shape
+    assert result.blocks == 9 and result.objects > 100
+    ids = np.unique(labels[labels > 0])
+    assert len(ids) == result.objects  # unique ids, none lost here
+    whole = segment(model, img).labels
+    s = score(whole, labels)
+    assert s.n_true == s.n_pred and s.ap75 == 1.0  # objects smaller than the margin: as whole-image
+    blocks = segment(model, img, block=BLOCK).labels  # the single-process block-wise path
+    assert np.array_equal(blocks, labels)  # same grid, same margin: byte for byte (int32 vs uint32)
+
+
+def test_local_cluster_gives_identical_labels(model, image, reference, client, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, cluster=client)
+    assert np.array_equal(labels_of(out), reference[1])
+    assert result.objects == reference[0].objects
+
+
+def test_other_block_size_same_objects_unique_ids(model, image, reference, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    segment_to_zarr(open_lazy(path), model, out, block=128, margin=48)
+    labels = labels_of(out)
+    s = score(reference[1], labels)
+    assert s.n_true == s.n_pred and s.ap75 == 1.0
+    # every id is one connected object: ids never repeat across blocks
+    from scipy import ndimage as ndi
+
+    found = ndi.find_objects(labels.astype(np.int64))
+    pieces = sum(ndi.label(labels[sl] == i + 1)[1] for i, sl in enumerate(found) if sl is not None)
+    assert pieces == len(np.unique(labels[labels > 0]))
+
+
+def test_resume_finishes_an_interrupted_run(model, image, reference, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    src = open_lazy(path)
+    part = segment_to_zarr(src, model, out, block=BLOCK, margin=48, stop_after=4)
+    assert not out.exists() and part.path == partial_path(out)  # nothing half-done is named .zarr
+    with pytest.raises(JobMismatchError, match="--resume"):
+        segment_to_zarr(src, model, out, block=BLOCK, margin=48)
+    with pytest.raises(JobMismatchError, match="another run"):
+        segment_to_zarr(src, model, out, block=BLOCK, margin=96, resume=True)
+    # a block that was being written when the run died: data there, no marker -> redone, not trusted
+    store = LabelsStore.attach(out)
+    store._group()["_scratch"][5] = np.full(store._group()["_scratch"].shape[1:], 7, np.uint32)
+    done_before = set(store.done("blocks"))
+    assert done_before == {0, 1, 2, 3}
+    result = segment_to_zarr(src, model, out, block=BLOCK, margin=48, resume=True)
+    assert result.resumed_blocks == 4
+    assert np.array_equal(labels_of(out), reference[1])
+    assert not partial_path(out).exists()
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)["napari_unet_loop"]
+    assert attrs["provenance"]["block"] == BLOCK
+
+
+def test_a_corrupt_chunk_without_marker_is_rewritten(model, image, reference, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    src = open_lazy(path)
+    segment_to_zarr(src, model, out, block=BLOCK, margin=48, stop_after=9)  # all blocks, no cores yet
+    store = LabelsStore.attach(out)
+    group = store._group()["labels"][store.labels_name]
+    group["0"][:BLOCK, :BLOCK] = 12345  # a chunk left over by a killed run, never marked done
+    segment_to_zarr(src, model, out, block=BLOCK, margin=48, resume=True)
+    assert np.array_equal(labels_of(out), reference[1])
+
+
+def test_a_killed_worker_does_not_change_the_labels(model, image, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+    )
+    killed = []
+    with distributed.Client(cluster) as c:
+        pids = list(c.run(os.getpid).values())
+
+        def kill_one():  # as soon as the first block is done, one worker dies mid-run
+            markers = partial_path(out) / "_progress" / "blocks"
+            deadline = time.time() + 120
+            while time.time() < deadline and not (markers.is_dir() and any(markers.glob("*.json"))):
+                time.sleep(0.05)
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+        t = threading.Thread(target=kill_one, daemon=True)
+        t.start()
+        segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, cluster=c)
+        t.join(10)
+    cluster.close()
+    assert killed
+    assert np.array_equal(labels_of(out), reference[1])
+
+
+def test_unreachable_scheduler_is_a_clear_error(model, image, tmp_path):
+    pytest.importorskip("distributed")
+    path, _ = image
+    with pytest.raises(ClusterError, match="cannot reach the dask scheduler"):
+        segment_to_zarr(open_lazy(path), model, tmp_path / "x.zarr", block=BLOCK, cluster="tcp://127.0.0.1:9")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_job_record_names_the_input_and_model(model, image, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, stop_after=1)
+    job = json.loads((partial_path(out) / "job.json").read_text())
+    assert job["input"]["shape"] == [520, 450] and job["model"].endswith(".safetensors")
+    assert job["plan"]["block"] == BLOCK
