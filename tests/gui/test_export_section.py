@@ -113,6 +113,24 @@ def test_no_format_ticked(viewer_section, messages):
     assert "format" in messages["error"][0]
 
 
+def test_a_layer_named_like_the_all_choice_is_one_layer(qtbot, viewer_section, tmp_path, messages):
+    """The "all labels layers" choice is told by its item data, not its text: a layer of that name is one layer."""
+    viewer, sec = viewer_section
+    viewer.add_labels(np.ones((20, 20), np.int32), name=ALL_LAYERS)
+    viewer.add_labels(np.full((20, 20), 2, np.int32), name="b")
+    sec.layer_combo.setCurrentIndex(sec.layer_combo.count() - 1)  # the "all" entry comes last
+    assert sec._all_chosen()
+    viewer.add_labels(np.ones((20, 20), np.int32), name="c")  # the list is rebuilt: the choice is kept
+    assert sec._all_chosen()
+    sec.layer_combo.setCurrentText(ALL_LAYERS)  # the first item of that text: the layer
+    assert not sec._all_chosen()
+    sec.folder_edit.setText(str(tmp_path))
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "tif")
+    run(qtbot, sec)
+    assert [p.name for p in tmp_path.glob("*.tif")] == ["all_labels_layers.tif"]
+
+
 def test_layers_whose_file_names_collide_are_refused(viewer_section, tmp_path, messages):
     """Layers "a b" and "a_b" would both be written as a_b.*: refused before anything is written."""
     viewer, sec = viewer_section

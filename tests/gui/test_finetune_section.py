@@ -213,6 +213,8 @@ def test_only_a_few_pixels_annotated(setup, messages):
     viewer.add_shapes([np.array([[0, 0], [0, 5], [5, 5], [5, 0]])], shape_type="rectangle", name="reviewed")
     ft.reset_choices()
     ft.region_combo.setCurrentText(REGION_SHAPES + "reviewed")
+    ft.reset_choices()  # the choice is kept, by its item data
+    assert ft.region_combo.currentData() == ("shapes", "reviewed")
     assert ft.start() is None
     assert "pixels are annotated" in messages["error"][0]
 

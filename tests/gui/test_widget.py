@@ -7,7 +7,8 @@ import pytest
 
 from napari_unet_loop.gui import input_section, model_manager, segment_output
 from napari_unet_loop.gui import widget as widget_mod
-from napari_unet_loop.gui.widget import IF_EDITED_NEW, IF_EDITED_REPLACE, UNetLoopWidget
+from napari_unet_loop.gui.segment_output import IF_EDITED_NEW, IF_EDITED_REPLACE
+from napari_unet_loop.gui.widget import UNetLoopWidget
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000
@@ -50,6 +51,14 @@ def test_plugin_docks_through_npe2(make_napari_viewer_proxy):
     assert isinstance(widget, UNetLoopWidget)
 
 
+def test_idle_state_and_tile_size_from_item_data(viewer_widget):
+    viewer, w = viewer_widget
+    assert w._run.kind == "idle" and w._run.target is None  # no job yet
+    assert w.tile_size() is None  # "auto"
+    w.tile_combo.setCurrentIndex(1)
+    assert w.tile_size() == w.tile_combo.currentData() == int(w.tile_combo.currentText())
+
+
 def test_segment_creates_labels_layer_with_scale(qtbot, viewer_widget, discs):
     viewer, w = viewer_widget
     image, _ = discs
@@ -73,7 +82,7 @@ def test_replace_into_a_narrow_layer_goes_to_a_new_layer_when_ids_do_not_fit(
     viewer.add_image(discs[0], name="cells")
     mask = viewer.add_labels(np.zeros(discs[0].shape, np.uint8), name="cells labels")  # e.g. an 8-bit mask file
     mask.data[:4, :4] = 3
-    w.if_edited_combo.setCurrentText(widget_mod.IF_EDITED_REPLACE)
+    w.if_edited_combo.setCurrentText(IF_EDITED_REPLACE)
     real = _segment_worker.segment_planes
 
     def many_ids(*args, **kwargs):  # as if the image held over 255 objects
@@ -198,7 +207,7 @@ def test_cancel_in_the_middle_of_a_stack_keeps_finished_planes(qtbot, viewer_wid
     worker = w.segment(stack=True)
     worker.yielded.connect(lambda item: w.cancel() if isinstance(item, PlaneResult) else None)
     wait(qtbot, w)
-    done = w._run["done"]
+    done = w._run.done
     assert 1 <= done < n
     out = viewer.layers["long labels"]
     assert "Cancelled" in w.status.text()

@@ -56,6 +56,7 @@ TOOLS: dict[str, tuple[str, str, str]] = {
 }
 PICKS = "proofreading picks"  # the helper Points layer showing merge picks, split seeds and cut points
 QUEUE_DELAY_MS = 300  # re-rank the review queue this long after the last brush stroke
+# click actions: text shown -> tool (the combo's item data; None: clicks do nothing)
 CLICK_ACTIONS = {
     "off": None,
     "delete": "delete",
@@ -106,9 +107,10 @@ class CorrectSection(QGroupBox):
         self.layer_combo.currentIndexChanged.connect(lambda i: self._bind_keys())
         form.addRow("Labels", self.layer_combo)
         self.click_combo = QComboBox()
-        self.click_combo.addItems(list(CLICK_ACTIONS))
+        for text, action in CLICK_ACTIONS.items():
+            self.click_combo.addItem(text, action)
         self.click_combo.setToolTip("What a click on an object does (pan/zoom mode); or use the keys")
-        self.click_combo.currentTextChanged.connect(self._click_mode_changed)
+        self.click_combo.currentIndexChanged.connect(lambda i: self._click_mode_changed())
         form.addRow("Click to", self.click_combo)
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
@@ -233,14 +235,14 @@ class CorrectSection(QGroupBox):
             real.bind_key(key, lambda lyr, name=name: self.run_tool(name, layer=lyr), overwrite=True)
         real.mouse_drag_callbacks.append(self._on_click)
 
-    def _click_mode_changed(self, text: str) -> None:
+    def _click_mode_changed(self) -> None:
         layer = self.labels_layer()
-        if layer is not None and CLICK_ACTIONS.get(text):
+        if layer is not None and self.click_combo.currentData():
             layer.mode = "pan_zoom"
             self.viewer.layers.selection.active = layer
 
     def _on_click(self, layer, event) -> None:
-        action = CLICK_ACTIONS.get(self.click_combo.currentText())
+        action = self.click_combo.currentData()
         if action is None or layer.mode != "pan_zoom" or event.type != "mouse_press":
             return
         if layer.name != self.layer_combo.currentText():

@@ -41,6 +41,7 @@ FORMAT_NAMES = {
     "roi": "ImageJ ROIs (.zip)",
 }
 ALL_LAYERS = "all labels layers"
+ALL_KEY = "all"  # item data of the ALL_LAYERS choice (layer items have none: their text is the layer name)
 REPLACE_TEXT = "Replace existing files"
 
 
@@ -254,19 +255,27 @@ class ExportSection(QGroupBox):
 
     def reset_choices(self, event=None) -> None:
         """Refresh the list of labels layers."""
-        current = self.layer_combo.currentText()
+        current, was_all = self.layer_combo.currentText(), self._all_chosen()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
         self.layer_combo.clear()
-        self.layer_combo.addItems(names + ([ALL_LAYERS] if len(names) > 1 else []))
-        if current in names or current == ALL_LAYERS:
+        self.layer_combo.addItems(names)
+        if len(names) > 1:
+            self.layer_combo.addItem(ALL_LAYERS, ALL_KEY)
+        if was_all and self.layer_combo.findData(ALL_KEY) >= 0:
+            self.layer_combo.setCurrentIndex(self.layer_combo.findData(ALL_KEY))
+        elif not was_all and current in names:
             self.layer_combo.setCurrentText(current)
+
+    def _all_chosen(self) -> bool:
+        """Whether the choice is to export all labels layers."""
+        return self.layer_combo.currentData() == ALL_KEY
 
     def follow(self, layer) -> None:
         """Export ``layer`` (the labels layer the user selected, or the newest result).
 
         A choice of all labels layers is kept.
         """
-        if not isinstance(layer, Labels) or is_helper(layer) or self.layer_combo.currentText() == ALL_LAYERS:
+        if not isinstance(layer, Labels) or is_helper(layer) or self._all_chosen():
             return
         if self.layer_combo.findText(layer.name) < 0:
             self.reset_choices()
@@ -294,7 +303,7 @@ class ExportSection(QGroupBox):
             show_warning("An export is running.")
             return None
         choice = self.layer_combo.currentText()
-        if choice == ALL_LAYERS:
+        if self._all_chosen():
             layers = [lyr for lyr in self.viewer.layers if isinstance(lyr, Labels)]
         elif choice and choice in self.viewer.layers:
             layers = [self.viewer.layers[choice]]

@@ -7,7 +7,7 @@ import datetime as _dt
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from .layers import (
     role,
 )
 from .plot import LossPlot
+from .runs import FinetuneRun
 from .training_data import REGION_EDITED, REGION_SHAPES, REGION_WHOLE, TrainingData
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 START_CURRENT = "the current model"
 START_DEFAULT = "the shipped default model"
 START_SCRATCH = "scratch (random weights)"
+# "Start from" choices: key (the combo's item data) -> text shown
+START_CHOICES = {"current": START_CURRENT, "default": START_DEFAULT, "scratch": START_SCRATCH}
 
 
 class FineTuneSection(TrainingData, QGroupBox):
@@ -77,7 +80,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._worker = None
         self._stop: threading.Event | None = None
         self._folders: list[tuple[Path, Path]] = []
-        self._run: dict[str, Any] = {}
+        self._run: FinetuneRun | None = None  # the running or last fine-tune
         self._previous_model: str | None = None
         self._rejected: Model | None = None
         self.steps_override: int | None = None  # tests and scripts: a step budget instead of minutes
@@ -119,7 +122,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.minutes_spin.setToolTip("Time budget; Stop ends earlier and keeps the best model so far")
         form.addRow("Train for", self.minutes_spin)
         self.start_combo = QComboBox()
-        self.start_combo.addItems([START_CURRENT, START_DEFAULT, START_SCRATCH])
+        for key, text in START_CHOICES.items():
+            self.start_combo.addItem(text, key)
         form.addRow("Start from", self.start_combo)
         self.freeze_check = QCheckBox("Freeze the encoder (faster, for small corrections)")
         self.freeze_check.setToolTip("Train only the expanding path: about twice as fast on a CPU")
@@ -209,22 +213,26 @@ class FineTuneSection(TrainingData, QGroupBox):
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked)
             self.pairs_list.addItem(item)
-        current = self.region_combo.currentText()
+        current = self.region_combo.currentData()
         self.region_combo.clear()
-        self.region_combo.addItems([REGION_WHOLE, REGION_EDITED])
+        # item data: (kind, Shapes layer name or None), read by the training data
+        self.region_combo.addItem(REGION_WHOLE, ("whole", None))
+        self.region_combo.addItem(REGION_EDITED, ("edited", None))
         for layer in self.viewer.layers:
             if isinstance(layer, Shapes):
-                self.region_combo.addItem(REGION_SHAPES + layer.name)
-        if current and self.region_combo.findText(current) >= 0:
-            self.region_combo.setCurrentText(current)
+                self.region_combo.addItem(REGION_SHAPES + layer.name, ("shapes", layer.name))
+        for i in range(self.region_combo.count()):  # keep the choice (by its data: no text parsing)
+            if self.region_combo.itemData(i) == current:
+                self.region_combo.setCurrentIndex(i)
+                break
         self.update_corrections()
 
     def _start_model(self) -> Model:
-        choice = self.start_combo.currentText()
-        if choice == START_DEFAULT:
+        choice = self.start_combo.currentData()
+        if choice == "default":
             return model_files.load("default")
         current = self.main.current_model()
-        if choice == START_SCRATCH:
+        if choice == "scratch":
             return model_files.new_model(
                 current.card.architecture,
                 name="scratch",
@@ -267,7 +275,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             chosen = self.main.diameter_choice()
             scaled = to_network_scale(samples, model.card, chosen if isinstance(chosen, float) else None)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
-            config = self.config(fine_tune=self.start_combo.currentText() != START_SCRATCH)
+            config = self.config(fine_tune=self.start_combo.currentData() != "scratch")
             pp = self.main.postprocess_config()
         except (InputError, ModelError, ReadError, ValueError) as exc:
             show_error(str(exc))
@@ -275,21 +283,21 @@ class FineTuneSection(TrainingData, QGroupBox):
             return None
         net = copy.deepcopy(model.net)
         self._stop = threading.Event()
-        self._run = {
-            "parent": model,
-            "net": net,
-            "config": config,
-            "described": described,
-            "device": device,
-            "pp": pp,
-            "pairs": self.chosen_pairs(),
-            "t0": time.perf_counter(),
-            "train_names": [s.name for s in train],
-            "val_names": [s.name for s in val],
-            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "modality": self.training_modality(model),
-            "scaled": scaled,
-        }
+        self._run = FinetuneRun(
+            parent=model,
+            net=net,
+            config=config,
+            described=described,
+            device=device,
+            pp=pp,
+            pairs=self.chosen_pairs(),
+            t0=time.perf_counter(),
+            train_names=[s.name for s in train],
+            val_names=[s.name for s in val],
+            started=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            modality=self.training_modality(model),
+            scaled=scaled,
+        )
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
         self.plot.clear()
@@ -339,7 +347,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             elif ev.kind == "val":
                 self.plot.add_val(ev.step, ev.val["ap50"], ev.is_best)
         elif isinstance(ev, Failure):
-            self._run["failed"] = ev.message
+            if self._run is not None:
+                self._run.failed = ev.message
             show_error(f"Fine-tuning failed; the model is unchanged. {ev.message}")
             self.result_label.setText(f"Failed, model unchanged: {ev.message}")
         elif isinstance(ev, Finished):
@@ -361,7 +370,9 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     def _finish(self, result, postprocess, tuned=None) -> None:
         run = self._run
-        parent: Model = run["parent"]
+        if run is None:  # no fine-tune started: nothing to finish
+            return
+        parent = run.parent
         try:
             name = self._model_name(parent)
         except ModelError as exc:
@@ -371,33 +382,33 @@ class FineTuneSection(TrainingData, QGroupBox):
             name=name,
             architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
             normalization=parent.card.normalization,
-            modality=finetuned_modality(parent.card.modality, run.get("modality", parent.card.modality)),
+            modality=finetuned_modality(parent.card.modality, run.modality),
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
             training=training_record(  # the same record as the command line's train
-                run["config"],
-                run["device"],
-                run["train_names"],
-                run["val_names"],
+                run.config,
+                run.device,
+                run.train_names,
+                run.val_names,
                 steps=result.steps,
                 seconds=result.seconds,
                 patches=result.patches,
                 stopped=result.stopped,
-                modality=run.get("modality", parent.card.modality),
-                started=run.get("started"),
-                data=dict(run["described"]),
-                object_diameter=run["scaled"].diameter,
-                rescaled_by=run["scaled"].factor,
+                modality=run.modality,
+                started=run.started,
+                data=dict(run.described),
+                object_diameter=run.scaled.diameter,
+                rescaled_by=run.scaled.factor,
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
-        record_sizes(card, run["scaled"])
+        record_sizes(card, run.scaled)
         if tuned is not None:
             card.metrics["threshold_tuning"] = tuned.to_dict()
-        model = Model(run["net"], card)
+        model = Model(run.net, card)
         self.progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
         scores = ""
@@ -449,7 +460,7 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     def resegment(self, model: Model) -> None:
         """Segment the trained images again with ``model``, each into a new layer, and compare."""
-        for pair in self._run.get("pairs", []):
+        for pair in self._run.pairs if self._run is not None else []:
             if pair[0] == "folder":
                 continue
             image_name, labels_name = pair

@@ -15,6 +15,7 @@ from ..core import model_files
 from ..core.model_files import Model, ModelError
 
 OTHER_MODEL = "Other model file..."
+OTHER_KEY = "open file"  # item data of the OTHER_MODEL entry (model items have none: their text is the name)
 MAX_LOADED = 3  # models kept in memory by the dock (the others are loaded again from their files)
 
 
@@ -30,7 +31,7 @@ class ModelManager:
         self.model_combo.clear()
         for name in self._model_paths:
             self.model_combo.addItem(name)
-        self.model_combo.addItem(OTHER_MODEL)
+        self.model_combo.addItem(OTHER_MODEL, OTHER_KEY)
         if current in self._model_paths:
             self.model_combo.setCurrentText(current)
         self._selected_model = self.model_combo.currentText()
@@ -38,7 +39,7 @@ class ModelManager:
         self._show_model_info()
 
     def _on_model_chosen(self, index: int) -> None:
-        if self.model_combo.currentText() == OTHER_MODEL:
+        if self.model_combo.currentData() == OTHER_KEY:
             path, _ = QFileDialog.getOpenFileName(self, "Open a model file", "", "Models (*.safetensors)")
             if not path or self.add_model_file(path) is None:
                 self.refresh_models(select=self._selected_model)  # cancelled or unreadable: keep the model

@@ -7,6 +7,7 @@ results arrive here plane by plane from the worker.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Labels
@@ -28,42 +29,53 @@ from .layers import (
     write_plane,
 )
 
+if TYPE_CHECKING:
+    from .runs import SegmentRun
+
 IF_EDITED_NEW = "make a new layer"
 IF_EDITED_REPLACE = "replace it (Ctrl+Z undoes)"
+# "If labels were edited" choices: key (the combo's item data) -> text shown
+IF_EDITED_CHOICES = {"new": IF_EDITED_NEW, "replace": IF_EDITED_REPLACE}
 
 
 class SegmentOutput:
     """The output side of :class:`~napari_unet_loop.gui.widget.UNetLoopWidget` (a mixin)."""
 
+    _run: SegmentRun  # the running or last job, set by the widget
+
+    def _replace_edited(self) -> bool:
+        """Whether the "If labels were edited" choice is to replace the edited layer (else: a new layer)."""
+        return self.if_edited_combo.currentData() == "replace"
+
     def _output_layer(self) -> Labels:
         """The labels layer this run writes to, created or chosen on first use."""
         run = self._run
-        target = run.get("target")
+        target = run.target
         if target is not None and target in self.viewer.layers:
             return target
-        image, lay = run["image"], run["layout"]
+        image, lay = run.image, run.layout
         if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
-            run["target"] = self._replacement_layer(target, np.zeros(target.data.shape, np.int32))
-            return run["target"]
+            run.target = self._replacement_layer(target, np.zeros(target.data.shape, np.int32))
+            return run.target
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
-        if run.get("new_layer_name"):
+        if run.new_layer_name:
             target = self._add_labels(
-                run["new_layer_name"],
+                run.new_layer_name,
                 np.zeros(out_shape, np.int32),
                 metadata={META_KEY: {"role": RESEGMENTED}},
                 **out_transform(image, lay),
             )
-            run["target"] = target
+            run.target = target
             return target
         name = labels_name(image)
         existing = labels_of(self.viewer, image)
         if existing is not None and existing.data.shape == out_shape:
-            if not self.tracker.is_edited(existing) or self.if_edited_combo.currentText() == IF_EDITED_REPLACE:
-                run["target"] = existing
+            if not self.tracker.is_edited(existing) or self._replace_edited():
+                run.target = existing
                 return existing
             show_info(f"'{name}' holds your edits, so the result goes to a new layer.")
         target = self._add_labels(name, np.zeros(out_shape, np.int32), **out_transform(image, lay))
-        run["target"] = target
+        run.target = target
         return target
 
     def _add_labels(self, name: str, data: np.ndarray | None, **kwargs) -> Labels:
@@ -73,7 +85,7 @@ class SegmentOutput:
         layer = self.viewer.add_labels(data, name=name, **kwargs)
         st = self.tracker.state(layer)
         st.ours, st.edited = True, False
-        self._run["created"] = unwrap(layer)  # nothing to undo in it: planes are assigned directly
+        self._run.created = unwrap(layer)  # nothing to undo in it: planes are assigned directly
         # the newest result is what the user corrects and exports next
         self.correct_section.follow(layer)
         self.export_section.follow(layer)
@@ -102,7 +114,7 @@ class SegmentOutput:
         if not self._fits(target, res.labels):
             # e.g. replacing a user's 8-bit mask layer with 300 objects: ids would wrap and merge objects
             old = target
-            target = run["target"] = self._replacement_layer(old, np.asarray(old.data).astype(np.int32))
+            target = run.target = self._replacement_layer(old, np.asarray(old.data).astype(np.int32))
             show_warning(
                 f"'{old.name}' ({old.data.dtype}) cannot hold ids up to {int(res.labels.max())}, so the result "
                 f"goes to a new 32-bit layer '{target.name}' (a copy of it with the result written in)."
@@ -110,7 +122,7 @@ class SegmentOutput:
         self.tracker.state(target)
         labels = res.labels.astype(target.data.dtype, copy=False)
         with self.tracker.writing(target):
-            if run.get("created") is unwrap(target):  # a layer made by this run: no undo copy needed
+            if run.created is unwrap(target):  # a layer made by this run: no undo copy needed
                 target.data[res.index] = labels
                 target.refresh()
             else:
@@ -119,16 +131,16 @@ class SegmentOutput:
         if res.fg is not None:
             self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist, res.factor)
         meta = dict(target.metadata.get(META_KEY, {}))
-        model = run.get("model")
+        model = run.model
         if model is not None:
             meta.update(
                 model_name=model.name,
                 model_path=str(model.path),
                 model_card=model_files.card_summary(model.card),
-                tile_size=run.get("tile") or "auto",
+                tile_size=run.tile or "auto",
             )
         if res.modality is not None:  # what the network saw the image as
-            used = run.setdefault("modalities", {})
+            used = run.modalities
             used[res.index] = res.modality
             if len(set(used.values())) == 1:
                 meta["modality"] = res.modality
@@ -136,14 +148,14 @@ class SegmentOutput:
             else:  # Auto in a stack whose planes look different
                 meta["modality"] = "mixed"
                 meta["modality_planes"] = [[list(ix), kind] for ix, kind in used.items()]
-            meta["modality_setting"] = run.get("modality_setting") or "auto"
+            meta["modality_setting"] = run.modality_setting or "auto"
         if res.diameter is not None:  # the object size the plane was segmented for
             meta["diameter"] = round(float(res.diameter), 2)
-            meta["diameter_setting"] = run.get("diameter_setting") or "model"
-        meta["thresholds"] = run["pp"].to_dict()
+            meta["diameter_setting"] = run.diameter_setting or "model"
+        meta["thresholds"] = run.pp.to_dict()
         target.metadata[META_KEY] = meta
-        run["done"] += 1
-        run["objects"] += int(res.labels.max())
+        run.done += 1
+        run.objects += int(res.labels.max())
         if self.show_maps_check.isChecked():
             self._show_maps(target, res.index)
 
@@ -163,16 +175,16 @@ class SegmentOutput:
 
     def _summary(self, verb: str) -> str:
         run = self._run
-        n, total = run["done"], len(run["indices"])
-        secs = time.perf_counter() - run["t0"]
-        target = run.get("target")
+        n, total = run.done, len(run.indices)
+        secs = time.perf_counter() - run.t0
+        target = run.target
         where = f" in '{target.name}'" if target is not None else ""
         planes = f"{n} of {total} planes, " if total > 1 else ""
-        return f"{verb}: {planes}{run['objects']} objects{where} ({secs:.1f} s).{self._modality_summary()}"
+        return f"{verb}: {planes}{run.objects} objects{where} ({secs:.1f} s).{self._modality_summary()}"
 
     def _modality_summary(self) -> str:
         """How the network saw the image in this run, for the status line."""
-        used = list((self._run.get("modalities") or {}).values())
+        used = list(self._run.modalities.values())
         if not used:
             return ""
 

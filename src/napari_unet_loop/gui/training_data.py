@@ -23,6 +23,8 @@ from ..core.sampling import Sample
 from ..io.images import ReadError, pair_files, read_image
 from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, stack_shape
 
+# texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
+# kind one of "whole", "edited", "shapes"
 REGION_WHOLE = "whole image (all reviewed)"
 REGION_EDITED = "only what I edited or accepted (+ margin)"
 REGION_SHAPES = "inside Shapes layer: "
@@ -92,12 +94,12 @@ class TrainingData:
     # ------------------------------------------------------------------ data
     def _region_masks(self, labels: Labels, index, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(ignore, weight)`` for one plane, from the reviewed-region choice and the corrections."""
-        mode = self.region_combo.currentText()
+        mode, name = self.region_combo.currentData() or ("whole", None)
         corr = self.tracker.corrections(labels).get(index)
         weight = None
         if corr is not None and self.weight_spin.value() > 1:
             weight = correction_weight(corr[0], corr[1], self.weight_spin.value())
-        if mode == REGION_EDITED:
+        if mode == "edited":
             region = np.zeros(shape, bool) if corr is None else edited_region(corr[0], corr[1])
             accepted = [
                 lab
@@ -108,8 +110,7 @@ class TrainingData:
                 current = np.asarray(labels.data[index])
                 region |= ndi.binary_dilation(np.isin(current, accepted), iterations=4)
             return ~region, weight
-        if mode.startswith(REGION_SHAPES):
-            name = mode[len(REGION_SHAPES) :]
+        if mode == "shapes":
             if name not in self.viewer.layers:
                 raise InputError(f"the Shapes layer '{name}' is gone; choose another reviewed region")
             shapes = self.viewer.layers[name]

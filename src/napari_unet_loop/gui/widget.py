@@ -57,7 +57,8 @@ from .layers import (
     unwrap,
 )
 from .model_manager import ModelManager
-from .segment_output import IF_EDITED_NEW, IF_EDITED_REPLACE, SegmentOutput
+from .runs import SegmentRun
+from .segment_output import IF_EDITED_CHOICES, SegmentOutput
 
 if TYPE_CHECKING:
     import napari
@@ -81,7 +82,7 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         self._model_paths: dict[str, Path] = {}
         # per labels layer: {plane index: (foreground probability, distance)} for re-thresholding
         self._maps: weakref.WeakKeyDictionary[Labels, dict] = weakref.WeakKeyDictionary()
-        self._run: dict[str, Any] = {}
+        self._run = SegmentRun()  # the running or last job
         self._selected_model = model_files.DEFAULT_MODEL
 
         outer = QVBoxLayout(self)
@@ -197,7 +198,9 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         self.device_label = QLabel("")
         form.addRow(self.device_label)
         self.tile_combo = QComboBox()
-        self.tile_combo.addItems(["auto", *[str(t) for t in TILE_CHOICES]])
+        self.tile_combo.addItem("auto", None)
+        for t in TILE_CHOICES:
+            self.tile_combo.addItem(str(t), t)
         self.tile_combo.setToolTip(
             "Core tile size in pixels. 'auto' picks it from free memory. Every size gives the "
             "same result: tiles overlap by half the network's receptive field."
@@ -261,7 +264,8 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         lay = QVBoxLayout(box)
         form = QFormLayout()
         self.if_edited_combo = QComboBox()
-        self.if_edited_combo.addItems([IF_EDITED_NEW, IF_EDITED_REPLACE])
+        for key, text in IF_EDITED_CHOICES.items():
+            self.if_edited_combo.addItem(text, key)
         self.if_edited_combo.setToolTip(
             "What to do when the output labels layer holds your edits. Unedited results of an "
             "earlier run are replaced in place; Ctrl+Z on the labels layer brings them back."
@@ -365,8 +369,8 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
 
     def tile_size(self) -> int | None:
         """Chosen core tile size (``None``: automatic)."""
-        text = self.tile_combo.currentText()
-        return None if text == "auto" else int(text)
+        size = self.tile_combo.currentData()
+        return None if size is None else int(size)
 
     # ------------------------------------------------------------------ running
     def _busy(self, busy: bool) -> None:
@@ -427,24 +431,20 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         elif indices is None:
             indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
         channel = self.image_channel(image)
-        self._run = {
-            "image": image,
-            "layout": lay,
-            "model": model,
-            "pp": pp,
-            "indices": indices,
-            "target": None,
-            "t0": time.perf_counter(),
-            "done": 0,
-            "objects": 0,
-            "kind": "segment",
-            "tile": self.tile_size(),
-            "modality_setting": self.modality_combo.currentData(),
-            "diameter_setting": self.diameter_choice(),
-            "modalities": {},
-            "new_layer_name": new_layer_name,
-            "on_done": on_done,
-        }
+        self._run = SegmentRun(
+            kind="segment",
+            image=image,
+            layout=lay,
+            model=model,
+            pp=pp,
+            indices=indices,
+            t0=time.perf_counter(),
+            tile=self.tile_size(),
+            modality_setting=self.modality_combo.currentData(),
+            diameter_setting=self.diameter_choice(),
+            new_layer_name=new_layer_name,
+            on_done=on_done,
+        )
 
         def read(index, image=image, lay=lay):
             return read_plane(image, lay, index)
@@ -491,21 +491,10 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         except ValueError as exc:
             show_error(str(exc))
             return None
-        if self.tracker.is_edited(target) and self.if_edited_combo.currentText() != IF_EDITED_REPLACE:
+        if self.tracker.is_edited(target) and not self._replace_edited():
             show_info(f"'{target.name}' holds your edits, so the new thresholds go to a new layer.")
             target = self._replacement_layer(target, np.zeros_like(target.data))
-        self._run = {
-            "image": None,
-            "layout": None,
-            "model": None,
-            "pp": pp,
-            "indices": list(maps),
-            "target": target,
-            "t0": time.perf_counter(),
-            "done": 0,
-            "objects": 0,
-            "kind": "rethreshold",
-        }
+        self._run = SegmentRun(kind="rethreshold", pp=pp, indices=list(maps), target=target, t0=time.perf_counter())
         worker = create_worker(rethreshold_planes, dict(maps), pp, _start_thread=False)
         self._start(worker, f"Re-thresholding '{target.name}'...")
         return worker
@@ -544,22 +533,22 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         elif isinstance(item, Notice):
             show_info(item.message)
         elif isinstance(item, Failure):
-            self._run["failed"] = True
+            self._run.failed = True
             self.status.setText(f"Failed: {item.message}")
             show_error(item.message)
 
     def _on_finished(self) -> None:
         if self._worker is None:
             return
-        aborted = self._run.get("aborted", False)
-        ok = not aborted and not self._run.get("failed")
+        run = self._run
+        ok = not run.aborted and not run.failed
         if ok:
             self.progress.setValue(self.progress.maximum())
             self.status.setText(self._summary("Done"))
         self._busy(False)
         self.update_detected()
-        callback, target = self._run.get("on_done"), self._run.get("target")
-        if ok and target is not None and self._run.get("kind") == "segment" and self.stitch_check.isChecked():
+        callback, target = run.on_done, run.target
+        if ok and target is not None and run.kind == "segment" and self.stitch_check.isChecked():
             self.stitch_stack(target)
         if ok and callback is not None and target is not None:
             callback(target)
@@ -599,11 +588,11 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         return n
 
     def _on_aborted(self) -> None:
-        self._run["aborted"] = True
+        self._run.aborted = True
         self.status.setText(self._summary("Cancelled") + " Finished planes are kept; the others are unchanged.")
 
     def _on_errored(self, exc: Exception) -> None:
-        self._run["failed"] = True
+        self._run.failed = True
         self.status.setText(f"Failed: {exc}")
 
 
