@@ -913,3 +913,152 @@ def test_a_model_without_a_diameter_refuses_one(tmp_path, folders, tiny_model_pa
     args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]
     assert main([*args, "--diameter", "30"]) == 1
     assert "records no object diameter" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ block-wise, OME-Zarr
+
+
+def _discs_plane(shape=(260, 290), n=45, seed=4) -> np.ndarray:
+    """Bright discs (radius 6-10) on a dark background, some across the 128-pixel block borders."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 20, np.uint8)
+    for _ in range(n):
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(6, 11)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 200
+    return img
+
+
+def _write_ome_zarr(path, img, version="0.4", scale=(0.5, 0.5)):
+    import zarr
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    fmt, zarr_format = {"0.4": (FormatV04(), 2), "0.5": (FormatV05(), 3)}[version]
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    write_image(
+        img, root, axes="yx", fmt=fmt, scale_factors=(), scale=dict(zip("yx", scale)),
+        axes_units={"y": "micrometer", "x": "micrometer"},
+    )  # fmt: skip
+    return path
+
+
+def _zarr_labels(path) -> np.ndarray:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")["labels"]
+    return np.asarray(group[next(iter(group.group_keys()))]["0"])
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_segment_ome_zarr_block_by_block_to_zarr_and_tif(tmp_path, tiny_model_path, capsys, version):
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.io.readers import read_ome_zarr
+
+    img = _discs_plane()
+    src = _write_ome_zarr(tmp_path / "cells.ome.zarr", img, version)
+    out = tmp_path / "out"
+    args = ["segment", str(src), "-o", str(out), "--format", "zarr,tif", "--block", "128"]
+    assert main([*args, "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "block 9/9" in err and "cells.ome.zarr: " in err and "error" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json", "cells.zarr"]  # ".ome" dropped
+    labels = _zarr_labels(out / "cells.zarr")
+    assert labels.shape == img.shape and labels.dtype == np.uint32 and labels.any()
+    np.testing.assert_array_equal(tifffile.imread(out / "cells.tif"), labels)
+    assert open_lazy(out / "cells.tif").scale == pytest.approx([0.5, 0.5])  # the input's pixel size, in both
+    (data, kwargs, kind) = read_ome_zarr(out / "cells.zarr")[-1]
+    assert kind == "labels" and list(kwargs["scale"]) == pytest.approx([0.5, 0.5])
+    prov = json.loads((out / "cells.tif.json").read_text())["provenance"]
+    assert prov["input"] == str(src)
+
+
+def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_model_path, capsys):
+    src = _write_ome_zarr(tmp_path / "cells.zarr", _discs_plane())
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json"]  # no hidden block store left
+
+
+def test_tiff_with_cluster_none_goes_block_by_block_like_the_ome_zarr(tmp_path, tiny_model_path, capsys):
+    img = _discs_plane()
+    tifffile.imwrite(tmp_path / "a.tif", img, tile=(64, 64))
+    _write_ome_zarr(tmp_path / "b.ome.zarr", img)
+    out = tmp_path / "out"
+    args = ["--block", "128", "--model", str(tiny_model_path), "--format", "zarr"]
+    assert main(["segment", str(tmp_path / "a.tif"), "-o", str(out), "--cluster", "none", *args]) == 0
+    assert main(["segment", str(tmp_path / "b.ome.zarr"), "-o", str(out), *args]) == 0
+    assert "block 9/9" in capsys.readouterr().err
+    np.testing.assert_array_equal(_zarr_labels(out / "a.zarr"), _zarr_labels(out / "b.zarr"))
+
+
+def test_segment_resume_finishes_an_interrupted_block_wise_run(tmp_path, tiny_model_path, capsys):
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.io.chunked import partial_path
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.parallel import segment_to_zarr
+
+    src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())
+    out = tmp_path / "out"
+    model = model_files.load(tiny_model_path)
+    # what an interrupted `segment ... --block 128` leaves: the CLI's settings (default margin, the card's thresholds)
+    part = segment_to_zarr(
+        open_lazy(src), model, out / "cells.zarr", block=128, postprocess=model.card.postprocess, name="cells",
+        stop_after=2,
+    )  # fmt: skip
+    assert part.path == partial_path(out / "cells.zarr") and not (out / "cells.zarr").exists()
+    args = ["segment", str(src), "-o", str(out), "--format", "zarr", "--block", "128", "--model", str(tiny_model_path)]
+    assert main(args) == 1  # without --resume: the leftover is not silently redone or overwritten
+    err = capsys.readouterr().err
+    assert "error: " in err and "--resume" in err
+    assert main([*args, "--resume"]) == 0
+    assert "resuming: 2 of 9 block(s) already done" in capsys.readouterr().err
+    assert not part.path.exists()
+    fresh = tmp_path / "fresh"
+    assert main(["segment", str(src), "-o", str(fresh), *args[4:]]) == 0
+    np.testing.assert_array_equal(_zarr_labels(out / "cells.zarr"), _zarr_labels(fresh / "cells.zarr"))
+
+
+def test_zarr_that_is_not_ome_zarr_is_a_clear_error(tmp_path, tiny_model_path, capsys):
+    import zarr
+
+    arr = zarr.open_array(str(tmp_path / "raw.zarr"), mode="w", shape=(100, 100), dtype="uint8", zarr_format=2)
+    arr[:] = 5
+    zarr.open_group(str(tmp_path / "group.zarr"), mode="w").create_array("x", shape=(100, 100), dtype="uint8")
+    out = tmp_path / "out"
+    for name, words in [("raw.zarr", "plain zarr array"), ("group.zarr", "no 'multiscales'")]:
+        code = main(["segment", str(tmp_path / name), "-o", str(out), "--model", str(tiny_model_path)])
+        assert code in (1, 2)
+        err = capsys.readouterr().err
+        line = next(line for line in err.splitlines() if line.startswith("error:"))
+        assert name in line and words in line and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unreachable_cluster_is_a_clear_error(tmp_path, tiny_model_path, capsys, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    real = distributed.Client
+
+    def quick(*args, **kwargs):  # the same refusal, without the 10 s wait
+        return real(*args, **{**kwargs, "timeout": "1s"})
+
+    monkeypatch.setattr(distributed, "Client", quick)
+    src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())
+    out = tmp_path / "out"
+    args = ["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]
+    assert main([*args, "--cluster", "tcp://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())  # no partial store either
+
+
+def test_rerun_into_the_input_folder_ignores_its_own_zarr_outputs(tmp_path, tiny_model_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "cells.tif", _discs_plane((100, 120), n=8))
+    args = ["segment", str(images), "-o", str(images), "--format", "zarr", "--model", str(tiny_model_path)]
+    assert main(args) == 0
+    assert (images / "cells.zarr").is_dir()
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err  # worked before zarr folders were inputs

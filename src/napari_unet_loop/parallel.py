@@ -96,24 +96,29 @@ def _worker_model(spec: BlockwiseSpec) -> model_files.Model:
 
 
 def _worker_device(spec: BlockwiseSpec) -> BlockJob:
-    """The plan with this worker's GPU when the run uses CUDA: one GPU per worker, round robin."""
+    """The plan with this worker's device: ``auto`` resolved here, ``cuda`` one GPU per worker (round robin)."""
     device = str(spec.job.predict.get("device", "cpu"))
-    if device != "cuda":
+    if device not in ("auto", "cuda"):
         return spec.job
     import dataclasses
 
     import torch
 
-    n = torch.cuda.device_count()
-    index = 0
-    try:
-        from distributed import get_worker
+    from .core.device import resolve_device
 
-        name = get_worker().name
-        index = (int(name) if str(name).isdigit() else abs(hash(name))) % max(n, 1)
-    except (ImportError, ValueError):
-        pass
-    return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": f"cuda:{index}"})
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        n = max(torch.cuda.device_count(), 1)
+        index = 0
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+            index = (int(name) if str(name).isdigit() else sum(map(ord, str(name)))) % n
+        except (ImportError, ValueError):  # not on a dask worker: the first GPU
+            pass
+        resolved = torch.device("cuda", index)
+    return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": str(resolved)})
 
 
 def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
@@ -130,7 +135,7 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
     results = {}
     for j in grid.sources(i):
         ry0, rx0, ry1, rx1 = grid.region(j)
-        results[j] = store.read_block(j, (ry1 - ry0, rx1 - rx0))
+        results[j] = store.block_view(j, (ry1 - ry0, rx1 - rx0))  # only the part over this core is read
     labels = merge_core(grid, i, results, offsets, np.dtype(store.job["dtype"]))
     y0, x0, _, _ = grid.core(i)
     store.write_core((y0, x0), labels, i)
@@ -302,7 +307,9 @@ def segment_to_zarr(
         Imaging modality (``"auto"`` is resolved once on the whole image).
     channel : int, optional
         Channel to segment in a multichannel image.
-    device, tile, precision, batch_size, tta
+    device : str
+        ``"cpu"``, ``"cuda"`` (one GPU per worker), ``"auto"`` (chosen on each worker) ...
+    tile, precision, batch_size, tta
         Prediction settings.
     name : str
         Name of the labels group.

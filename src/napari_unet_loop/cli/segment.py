@@ -51,7 +51,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         )
     if not files:
         raise CLIError("nothing to segment: the folder(s) hold only label files")
-    device = resolve_device(args.device)
+    # on a remote cluster the workers' devices count, not this machine's: each worker resolves it
+    remote = args.cluster is not None and args.cluster != "none" and not args.cluster.startswith("local")
+    device = args.device if remote else resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
     outdir = Path(args.output)
@@ -83,6 +85,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             continue
         try:
             image, image_axes = _read(f, args, model.card.architecture.in_channels)
+            if isinstance(device, str):  # a remote cluster's run, and an image that is not block-wise: here
+                device = resolve_device(device)
             labels, axes, summary = _segment_array(image, image_axes, model, args, device, pp)
             kind = _kind(summary)
         except (InputError, ReadError) as exc:
@@ -165,6 +169,8 @@ def _segment_blockwise(
         raise InputError("--stitch-z joins the planes of a Z stack; block-wise runs segment one 2D plane")
     source = open_lazy(f)
     target = export_target(outdir, "zarr", stem) if "zarr" in formats else outdir / f".{stem}.blocks.zarr"
+    if target.resolve() == f.resolve():
+        raise InputError(f"the output {target} would replace the input image: choose another output folder")
     result = segment_to_zarr(
         source, model, target, block=args.block or 2048, cluster=args.cluster or "none", resume=args.resume,
         overwrite=args.overwrite or "zarr" not in formats, postprocess=pp, diameter=args.diameter,

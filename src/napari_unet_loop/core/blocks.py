@@ -231,11 +231,17 @@ def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:
     )
     if job.factor != 1.0:
         x = resize(x, scaled_shape(x.shape[-2:], job.factor))
+    del window
     probs = predict(model.net, x, **job.predict)
+    del x
+    n_cls = card.architecture.n_classes
+    maps = probs[[0, n_cls]]  # background and distance: all the instances need
+    del probs
     if job.factor != 1.0:
-        probs = resize(probs, window.shape[:2])
+        maps = resize(np.ascontiguousarray(maps), (wy1 - wy0, wx1 - wx0))
     sl = (slice(ry0 - wy0, ry1 - wy0), slice(rx0 - wx0, rx1 - wx0))
-    local = instances_from_maps(1.0 - probs[0][sl], probs[card.architecture.n_classes][sl], job.postprocess)
+    local = instances_from_maps(1.0 - maps[0][sl], maps[1][sl], job.postprocess)
+    del maps
     n = int(local.max())
     out = np.zeros(local.shape, np.uint32)
     if n:
@@ -280,7 +286,8 @@ def merge_core(grid: BlockGrid, i: int, results: Mapping[int, np.ndarray], offse
     i : int
         Core index.
     results : mapping
-        :func:`segment_block` results of (at least) :meth:`BlockGrid.sources` ``(i)``.
+        :func:`segment_block` results of (at least) :meth:`BlockGrid.sources` ``(i)``: arrays, or
+        anything with a ``shape`` that 2D slicing reads (only the part over the core is read).
     offsets : sequence of int
         :func:`id_offsets` of all blocks.
     dtype : numpy dtype

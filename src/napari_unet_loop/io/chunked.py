@@ -233,6 +233,10 @@ class LabelsStore:
         """Block ``i``'s labels over its region of ``shape``."""
         return np.asarray(self._group()["_scratch"][i, : shape[0], : shape[1]])
 
+    def block_view(self, i: int, shape: Sequence[int]) -> _BlockView:
+        """Block ``i``'s labels over its region of ``shape``, read only where sliced."""
+        return _BlockView(self._group()["_scratch"], i, (int(shape[0]), int(shape[1])))
+
     def write_core(self, origin: tuple[int, int], labels: np.ndarray, i: int) -> None:
         """Write one core (a chunk of every level) and mark it done."""
         root = self._group()
@@ -267,6 +271,19 @@ class LabelsStore:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
+
+
+class _BlockView:
+    """One block's labels in the scratch array, read a window at a time (``shape`` and 2D slicing)."""
+
+    def __init__(self, scratch, i: int, shape: tuple[int, int]) -> None:
+        self.scratch, self.i, self.shape = scratch, i, shape
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        return np.asarray(self.scratch[self.i, y0:y1, x0:x1])
 
 
 def _write_meta(root, labels, group: str, shape, levels: int, scale, unit) -> None:

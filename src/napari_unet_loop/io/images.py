@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -155,6 +156,29 @@ def is_zarr_dir(path: str | os.PathLike) -> bool:
     return p.is_dir() and any((p / f).is_file() for f in (".zgroup", ".zarray", ".zattrs", "zarr.json"))
 
 
+def _image_store(path: Path) -> bool:
+    """Whether a folder inside an input folder is an OME-Zarr image to segment.
+
+    Not: hidden folders and ``.partial`` ones (runs in progress), and the label stores this package
+    writes (the outputs of an earlier run, with or without a copy of the image); named one by one,
+    any zarr folder is an input.
+    """
+    if path.name.startswith(".") or path.name.endswith(".partial") or not is_zarr_dir(path):
+        return False
+    for meta, key in ((".zattrs", None), ("zarr.json", "attributes")):
+        f = path / meta
+        if f.is_file():
+            try:
+                attrs = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return True  # unreadable metadata: let the reader say what is wrong
+            attrs = attrs.get(key, {}) if key else attrs
+            ours = attrs.get("napari_unet_loop") if isinstance(attrs, dict) else None
+            if isinstance(ours, dict) and ("labels_name" in ours or ours.get("placeholder_image")):
+                return False
+    return True
+
+
 def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | None = None) -> list[Path]:
     """Expand files and folders into a sorted list of image files.
 
@@ -178,7 +202,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | Non
         if is_zarr_dir(p):
             out.append(p)
         elif p.is_dir():
-            found = sorted(q for q in p.iterdir() if (q.is_file() and is_image_file(q)) or is_zarr_dir(q))
+            found = sorted(q for q in p.iterdir() if (q.is_file() and is_image_file(q)) or _image_store(q))
             if not found:
                 raise ReadError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             if skipped is not None:

@@ -10,6 +10,7 @@ window, not the image.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ class PlaneView:
         cs = key[2] if len(key) > 2 else slice(None)
         index = tuple({"Y": ys, "X": xs}.get(a, cs if a == self._chan else 0) for a in self.axes)
         data = np.asarray(self.array[index])
-        kept = [a for a, k in zip(self.axes, index) if not isinstance(k, int)]
+        kept = [a for a, k in zip(self.axes, index) if not isinstance(k, numbers.Integral)]
         want = [a for a in ("Y", "X", self._chan) if a in kept]
         return np.transpose(data, [kept.index(a) for a in want])
 
