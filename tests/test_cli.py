@@ -1046,7 +1046,7 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path, tiny_model_path, capsys,
     src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())
     out = tmp_path / "out"
     args = ["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]
-    assert main([*args, "--cluster", "tcp://127.0.0.1:9"]) == 1
+    assert main([*args, "--cluster", "tcp://127.0.0.1:9"]) == 2  # refused before any work
     err = capsys.readouterr().err
     assert "error: " in err and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err
     assert "Traceback" not in err

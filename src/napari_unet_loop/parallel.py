@@ -157,10 +157,28 @@ def cluster_size(device: str) -> tuple[int, int]:
     return n, max(cores // n, 1)
 
 
-class _Executor:
-    """Runs a phase's tasks: here (``none``) or on a dask cluster; reports progress."""
+class Cluster:
+    """Where tasks run: here (``"none"``), a LocalCluster, a remote scheduler, or a caller's ``distributed.Client``.
 
-    def __init__(self, cluster, device: str, log: Callable[[str], None]) -> None:
+    Start it once for many images (``with Cluster("local", "cpu", print) as c: ...``, then
+    ``segment_to_zarr(..., cluster=c)``); it reports progress of each phase through ``log``.
+
+    Parameters
+    ----------
+    cluster : str or distributed.Client
+        ``"none"``, ``"local"``, ``"local:N"``, a scheduler address, or a client (left open).
+    device : str
+        The run's device (sizes ``"local"``: one worker per GPU).
+    log : callable
+        Receives progress lines.
+
+    Raises
+    ------
+    ClusterError
+        A bad ``local:N``, or a scheduler that cannot be reached.
+    """
+
+    def __init__(self, cluster, device: str = "cpu", log: Callable[[str], None] = lambda _msg: None) -> None:
         self.cluster = cluster
         self.log = log
         self.client = None
@@ -200,14 +218,22 @@ class _Executor:
             workers = len(self.client.scheduler_info().get("workers", {}))
             log(f"dask scheduler {cluster}: {workers} worker(s)")
 
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Close what this object started (not a caller's client)."""
         if self.client is not None and self._close_client:
             self.client.close()
         if self._own is not None:
             self._own.close()
 
-    def map(self, fn, items: Sequence[int], what: str, *args) -> dict[int, Any]:
-        """Run ``fn(*args[:1], i, *args[1:])`` for each item; return results by item."""
+    def map(self, fn, items: Sequence[int], what: str, *args, log: Callable[[str], None] | None = None) -> dict:
+        """Run ``fn(*args[:1], i, *args[1:])`` for each item; return results by item (progress to ``log``)."""
+        log = log or self.log
         total = len(items)
         out: dict[int, Any] = {}
         if not total:
@@ -220,7 +246,7 @@ class _Executor:
             if done == total or now - last[0] >= 10:
                 last[0] = now
                 eta = (now - t0) / done * (total - done)
-                self.log(f"{what} {done}/{total}" + (f", about {_duration(eta)} left" if done < total else ""))
+                log(f"{what} {done}/{total}" + (f", about {_duration(eta)} left" if done < total else ""))
 
         if self.client is None:
             for k, i in enumerate(items):
@@ -291,10 +317,10 @@ def segment_to_zarr(
         The ``.zarr`` folder to write.
     block, margin : int
         Core side (and output chunk) and context for the objects, in pixels.
-    cluster : str or distributed.Client
+    cluster : str, Cluster or distributed.Client
         ``"none"`` (this process), ``"local"``, ``"local:N"`` (a LocalCluster of N worker
-        processes), a scheduler address (``tcp://host:8786``), or a client of a cluster the
-        caller runs (left open).
+        processes), a scheduler address (``tcp://host:8786``), or a :class:`Cluster` or client
+        the caller runs (left open, e.g. for many images).
     resume : bool
         Continue an interrupted run's partial store (same input, model and settings).
     overwrite : bool
@@ -365,7 +391,8 @@ def segment_to_zarr(
             "channel": channel,
         },
     }
-    executor = _Executor(cluster, str(device), log)
+    own = not isinstance(cluster, Cluster)
+    executor = Cluster(cluster, str(device), log) if own else cluster
     try:
         store = LabelsStore.create(
             target,
@@ -381,7 +408,8 @@ def segment_to_zarr(
             resume=resume,
         )
     except BaseException:
-        executor.close()
+        if own:
+            executor.close()
         raise
     spec = BlockwiseSpec(source, str(Path(model.path).resolve()), job, str(Path(target)), executor.threads)
     if executor.client is None:
@@ -396,7 +424,7 @@ def segment_to_zarr(
         if stop_after is not None:
             todo = todo[:stop_after]
         t0 = time.perf_counter()
-        executor.map(run_block, todo, "block", spec)
+        executor.map(run_block, todo, "block", spec, log=log)
         timings["blocks"] = time.perf_counter() - t0
         done = store.done("blocks")
         if len(done) < len(grid):
@@ -410,12 +438,13 @@ def segment_to_zarr(
         if stop_after is not None:
             todo_cores = todo_cores[: max(stop_after - len(todo), 0)]
         t0 = time.perf_counter()
-        executor.map(run_core, todo_cores, "chunk", spec, offsets)
+        executor.map(run_core, todo_cores, "chunk", spec, offsets, log=log)
         timings["stitch"] = time.perf_counter() - t0
         if len(store.done("cores")) < len(grid):
             return BlockwiseResult(store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks)
     finally:
-        executor.close()
+        if own:
+            executor.close()
     maxima = [m["max"] for m in store.done("cores").values()]
     path = store.finish(
         {

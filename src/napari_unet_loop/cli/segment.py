@@ -22,7 +22,7 @@ from ..io.export import (
     output_names,
 )
 from ..io.images import ReadError, declared_shape, expand_inputs, is_zarr_dir
-from ..parallel import ClusterError
+from ..parallel import Cluster, ClusterError
 from ._common import (
     CLIError,
     _formats,
@@ -68,15 +68,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if existing:
             raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
+    blockwise = [_blockwise(f, args, formats) for f in files]
+    if args.cluster is not None and not any(blockwise):
+        _log("note: --cluster splits TIFF and OME-Zarr images into blocks; these inputs are segmented in this process")
+    # one cluster for all the images (started only when one of them goes block by block)
+    try:
+        cluster = Cluster(args.cluster if any(blockwise) and args.cluster else "none", str(device), _log)
+    except ClusterError as exc:
+        raise CLIError(str(exc)) from None
+    with cluster:
+        return _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster)
+
+
+def _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster) -> int:
+    """Segment and write each input in turn; return the exit status."""
     failed = 0
     prov = _provenance(model, pp, args)
-    if args.cluster is not None and not any(_blockwise(f, args, formats) for f in files):
-        _log("note: --cluster splits TIFF and OME-Zarr images into blocks; these inputs are segmented in this process")
-    for f, stem in zip(files, stems):
+    for f, stem, by_blocks in zip(files, stems, blockwise):
         t0 = time.perf_counter()
-        if _blockwise(f, args, formats):
+        if by_blocks:
             try:
-                written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov)
+                written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov, cluster)
             except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
                 _log(f"error: {f}: {exc}")
                 failed += 1
@@ -149,7 +161,16 @@ def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:
 
 
 def _segment_blockwise(
-    f: Path, stem: str, args: argparse.Namespace, model, device, pp, formats: list[str], outdir: Path, prov: dict
+    f: Path,
+    stem: str,
+    args: argparse.Namespace,
+    model,
+    device,
+    pp,
+    formats: list[str],
+    outdir: Path,
+    prov: dict,
+    cluster: Cluster,
 ) -> tuple[str, int, str]:
     """Segment one image block by block into ``<stem>.zarr`` (then the other formats from it).
 
@@ -172,7 +193,7 @@ def _segment_blockwise(
     if target.resolve() == f.resolve():
         raise InputError(f"the output {target} would replace the input image: choose another output folder")
     result = segment_to_zarr(
-        source, model, target, block=args.block or 2048, cluster=args.cluster or "none", resume=args.resume,
+        source, model, target, block=args.block or 2048, cluster=cluster, resume=args.resume,
         overwrite=args.overwrite or "zarr" not in formats, postprocess=pp, diameter=args.diameter,
         modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
         precision=args.precision, tta=args.tta, name=stem, log=lambda msg: _log(f"{f.name}: {msg}"),
