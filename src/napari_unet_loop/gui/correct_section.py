@@ -35,7 +35,7 @@ from ..core import proofread as pr
 from .layers import HELPER, META_KEY, is_helper, labels_name, show_map, unwrap
 
 if TYPE_CHECKING:
-    from .widget import UNetLoopWidget
+    from .session import Session
 
 # action -> (button text, key on the labels layer, tooltip)
 TOOLS: dict[str, tuple[str, str, str]] = {
@@ -75,14 +75,14 @@ class CorrectSection(QGroupBox):
 
     Parameters
     ----------
-    main : UNetLoopWidget
-        The dock widget (viewer, probability maps, edit tracking).
+    session : Session
+        The dock's session: the viewer, the kept probability maps, the chosen image and channel axis.
     """
 
-    def __init__(self, main: UNetLoopWidget) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__("Correct")
-        self.main = main
-        self.viewer = main.viewer
+        self.session = session
+        self.viewer = session.viewer
         self.picks: list[tuple[tuple[int, ...], tuple[float, float]]] = []
         self.seeds: list[tuple[tuple[int, ...], tuple[float, float]]] = []
         self.cut_points: list[tuple[tuple[int, ...], tuple[float, float]]] = []
@@ -201,7 +201,7 @@ class CorrectSection(QGroupBox):
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
-        image = self.main.image_layer()
+        image = self.session.image_layer()
         preferred = labels_name(image) if image is not None else None
         if current in names:
             self.layer_combo.setCurrentText(current)
@@ -287,10 +287,10 @@ class CorrectSection(QGroupBox):
         try:
             if layer is None:
                 raise pr.ProofreadError("no labels layer to correct: segment an image first")
-            image = self.main.image_layer()
+            image = self.session.image_layer()
             if image is not None and labels_name(image) == layer.name:
                 expected = tuple(image.data.shape[:-1] if image.rgb else image.data.shape)
-                if self.main.channel_axis_combo.currentData() is None and tuple(layer.data.shape) != expected:
+                if self.session.channel_axis() is None and tuple(layer.data.shape) != expected:
                     raise pr.ProofreadError(
                         f"'{layer.name}' has shape {tuple(layer.data.shape)} but its image {expected}"
                     )
@@ -445,7 +445,7 @@ class CorrectSection(QGroupBox):
             self.viewer.layers.selection.active = layer
 
     def _maps(self, layer: Labels, plane: tuple[int, ...]):
-        return self.main._maps.get(unwrap(layer), {}).get(plane)
+        return self.session.maps_of(layer).get(plane)
 
     def _distance_map(self, layer: Labels, plane):
         maps = self._maps(layer, plane)
@@ -604,7 +604,7 @@ class CorrectSection(QGroupBox):
     def show_uncertainty(self) -> None:
         """Add the model's uncertainty of the corrected layer's planes as an image layer."""
         layer = self.labels_layer()
-        maps = self.main._maps.get(unwrap(layer), {}) if layer is not None else {}
+        maps = self.session.maps_of(layer) if layer is not None else {}
         if not maps:
             show_error("no probability maps for this layer: segment it with the plugin first")
             self.uncertainty_check.setChecked(False)

@@ -54,7 +54,7 @@ from .runs import FinetuneRun
 from .training_data import REGION_EDITED, REGION_SHAPES, REGION_WHOLE, TrainingData
 
 if TYPE_CHECKING:
-    from .widget import UNetLoopWidget
+    from .session import Session
 
 START_CURRENT = "the current model"
 START_DEFAULT = "the shipped default model"
@@ -68,15 +68,16 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     Parameters
     ----------
-    main : UNetLoopWidget
-        The dock widget (model, device, thresholds, segmentation and edit tracking).
+    session : Session
+        The dock's session: edit tracking, busy state, the chosen image settings, model, device
+        and thresholds, and the dock's segmentation.
     """
 
-    def __init__(self, main: UNetLoopWidget) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__("Fine-tune")
-        self.main = main
-        self.viewer = main.viewer
-        self.tracker = main.tracker
+        self.session = session
+        self.viewer = session.viewer
+        self.tracker = session.tracker
         self._worker = None
         self._stop: threading.Event | None = None
         self._folders: list[tuple[Path, Path]] = []
@@ -231,7 +232,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         choice = self.start_combo.currentData()
         if choice == "default":
             return model_files.load("default")
-        current = self.main.current_model()
+        current = self.session.current_model()
         if choice == "scratch":
             return model_files.new_model(
                 current.card.architecture,
@@ -264,7 +265,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         if self._worker is not None:
             show_warning("A fine-tune is already running: Stop it first.")
             return None
-        if self.main._worker is not None:
+        if self.session.busy:
             show_warning("A segmentation is running: wait for it to finish.")
             return None
         try:
@@ -272,11 +273,11 @@ class FineTuneSection(TrainingData, QGroupBox):
             device = self.main_device()
             samples, described = self.build_samples(model)
             # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
-            chosen = self.main.diameter_choice()
+            chosen = self.session.diameter_choice()
             scaled = to_network_scale(samples, model.card, chosen if isinstance(chosen, float) else None)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.currentData() != "scratch")
-            pp = self.main.postprocess_config()
+            pp = self.session.postprocess_config()
         except (InputError, ModelError, ReadError, ValueError) as exc:
             show_error(str(exc))
             self.result_label.setText(f"Not started: {exc}")
@@ -315,10 +316,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         return worker
 
     def main_device(self):
-        """The device chosen in the Model section."""
-        from ..core.device import resolve_device
-
-        return resolve_device(self.main.device_combo.currentText())
+        """The device chosen in the Model section (:meth:`.session.Session.device`)."""
+        return self.session.device()
 
     def stop(self) -> None:
         """End training after the current step; the best weights so far are kept."""
@@ -330,11 +329,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.train_btn.setEnabled(not busy)
         self.stop_btn.setEnabled(busy)
         self.preview_btn.setEnabled(not busy)
-        if busy or self.main._worker is None:  # the re-segmentation may be running already
-            for button in (self.main.segment_btn, self.main.segment_stack_btn, self.main.rethreshold_btn):
-                button.setEnabled(not busy)
-        if not busy and self.main._worker is None:
-            self.main._update_channels()  # Segment stack only where there is a stack
+        self.session.set_training(busy)  # the dock's Segment buttons follow
 
     def _on_event(self, ev) -> None:
         if isinstance(ev, TrainEvent):
@@ -448,10 +443,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         except (OSError, ModelError) as exc:
             show_error(f"Could not save the fine-tuned model: {exc}")
             return
-        self._previous_model = self.main.model_combo.currentText()
-        self.main.cache_model(model.name, model)
-        self.main.refresh_models(select=model.name)
-        self.main._reset_thresholds()  # the new model's (tuned) thresholds
+        self._previous_model = self.session.model_name()
+        self.session.cache_model(model.name, model)
+        self.session.select_model(model.name)  # with the new model's (tuned) thresholds
         self.revert_btn.setEnabled(True)
         self.result_label.setText(f"{message} Saved as '{model.name}' ({path.parent}).")
         show_info(f"Fine-tuned model saved as '{model.name}' and selected.")
@@ -469,8 +463,8 @@ class FineTuneSection(TrainingData, QGroupBox):
                 continue
             image = self.viewer.layers[image_name]
             labels = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
-            planes = self._planes(labels, self.main.image_layout(image)) if labels is not None else None
-            self.main.segment(
+            planes = self._planes(labels, self.session.image_layout(image)) if labels is not None else None
+            self.session.segment(
                 layer=image,
                 new_layer_name=f"{image_name} labels ({model.name})",
                 indices=planes,
@@ -519,8 +513,7 @@ class FineTuneSection(TrainingData, QGroupBox):
     def revert(self) -> None:
         """Select the model that was current before the last fine-tune."""
         if self._previous_model:
-            self.main.refresh_models(select=self._previous_model)
-            self.main._reset_thresholds()
+            self.session.select_model(self._previous_model)
             show_info(f"Back to '{self._previous_model}'. The fine-tuned model stays in your model folder.")
             self.result_label.setText(f"Reverted to '{self._previous_model}'.")
             self.revert_btn.setEnabled(False)

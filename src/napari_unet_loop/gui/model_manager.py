@@ -1,7 +1,8 @@
 """Model management for the dock: the model list, model files (import, export, rename, delete), loading.
 
 A mixin of :class:`~napari_unet_loop.gui.widget.UNetLoopWidget`: it uses the widget's
-``model_combo``, ``model_info`` and ``_model_paths`` / ``_models`` and never imports the widget.
+``model_combo``, ``model_info``, ``_model_paths`` / ``_models`` and ``session`` (told which model
+is chosen, :meth:`.session.Session.note_model`) and never imports the widget.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class ModelManager:
         self._selected_model = self.model_combo.currentText()
         self.model_combo.blockSignals(False)
         self._show_model_info()
+        self.session.note_model(self._selected_model)
+
+    def select_model(self, name: str) -> None:
+        """Reload the model list, select ``name`` (if it is there) and take its thresholds."""
+        self.refresh_models(select=name)
+        self._reset_thresholds()
 
     def _on_model_chosen(self, index: int) -> None:
         if self.model_combo.currentData() == OTHER_KEY:
@@ -47,6 +54,7 @@ class ModelManager:
         self._selected_model = self.model_combo.currentText()
         self._show_model_info()
         self._reset_thresholds()
+        self.session.note_model(self._selected_model)
 
     def add_model_file(self, path: str | Path) -> Model | None:
         """Load a model file, add it to the model list and select it."""

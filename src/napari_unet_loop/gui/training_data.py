@@ -1,7 +1,8 @@
 """The Fine-tune section's training data: which image/labels pairs and folders, which pixels were reviewed, as samples.
 
 A mixin of :class:`~napari_unet_loop.gui.finetune_section.FineTuneSection`: it reads the ticked
-pairs and folders into training samples the way segmentation reads images.
+pairs and folders into training samples the way segmentation reads images, with the dock's
+layout, channel and imaging choices from the section's ``session`` (:class:`.session.Session`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class TrainingData:
 
     def _fits(self, image: Image, labels: Labels) -> bool:
         try:
-            lay = self.main.image_layout(image)
+            lay = self.session.image_layout(image)
         except InputError:
             return False
         return tuple(labels.data.shape) == (*stack_shape(image, lay), *plane_shape(image))
@@ -158,7 +159,7 @@ class TrainingData:
                 if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
                     raise InputError(f"the layer '{name}' is gone; tick the pairs again")
             image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
-            lay = self.main.image_layout(image)
+            lay = self.session.image_layout(image)
             expected = (*stack_shape(image, lay), *plane_shape(image))
             if tuple(labels.data.shape) != expected:
                 raise InputError(
@@ -175,7 +176,7 @@ class TrainingData:
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
-                channel = self.main.image_channel(image)
+                channel = self.session.image_channel(image)
                 x = prepare_input(
                     read_plane(image, lay, index),
                     card.architecture.in_channels,
@@ -197,7 +198,7 @@ class TrainingData:
         The dock's Imaging choice when it is not Auto, else the model card's setting
         (``"auto"``: each image detected and converted; ``"none"``: grey as it is).
         """
-        choice = self.main.modality_choice()
+        choice = self.session.modality_choice()
         return model.card.modality if choice is None else choice
 
     def _planes(self, labels: Labels, lay: Layout) -> list[tuple[int, ...]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,6 @@ from .finetune_section import FineTuneSection
 from .input_section import InputChoices
 from .layers import (
     META_KEY,
-    LabelsTracker,
     check_image_layer,
     current_index,
     is_helper,
@@ -59,6 +57,7 @@ from .layers import (
 from .model_manager import ModelManager
 from .runs import SegmentRun
 from .segment_output import IF_EDITED_CHOICES, SegmentOutput
+from .session import DockCalls, Session
 
 if TYPE_CHECKING:
     import napari
@@ -71,17 +70,22 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
     ----------
     napari_viewer : napari.viewer.Viewer
         The viewer the widget is docked in.
+
+    Attributes
+    ----------
+    session : Session
+        The state the sections share (tracker, kept maps, busy state) and the dock's choices and
+        actions, registered here; the Correct and Fine-tune sections get it instead of the widget.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.tracker = LabelsTracker()
-        self._worker = None
+        self.session = Session(self.viewer, parent=self)
+        self.session.register(self._dock_calls())
+        self.session.training_changed.connect(self._on_training_changed)
         self._models: dict[str, Model] = {}
         self._model_paths: dict[str, Path] = {}
-        # per labels layer: {plane index: (foreground probability, distance)} for re-thresholding
-        self._maps: weakref.WeakKeyDictionary[Labels, dict] = weakref.WeakKeyDictionary()
         self._run = SegmentRun()  # the running or last job
         self._selected_model = model_files.DEFAULT_MODEL
 
@@ -97,9 +101,9 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         self.scroll = self._add_tab(
             "Segment", [self._build_input(), self._build_model(), self._build_thresholds(), self._build_run()]
         )
-        self.correct_section = CorrectSection(self)
+        self.correct_section = CorrectSection(self.session)
         self._add_tab("Correct", [self.correct_section])
-        self.finetune_section = FineTuneSection(self)
+        self.finetune_section = FineTuneSection(self.session)
         self._add_tab("Fine-tune", [self.finetune_section])
         self.export_section = ExportSection(self.viewer, tracker=self.tracker)
         self._add_tab("Export", [self.export_section])
@@ -125,6 +129,54 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
         self.reset_choices()
         self._follow_active()
         self.update_detected()
+
+    # ------------------------------------------------------------------ session
+    @property
+    def tracker(self):
+        """The session's edit tracker (:class:`~napari_unet_loop.gui.layers.LabelsTracker`)."""
+        return self.session.tracker
+
+    @property
+    def _maps(self):
+        """The session's kept probabilities, per labels layer: ``{plane index: (fg, dist, factor)}``."""
+        return self.session.maps
+
+    @property
+    def _worker(self):
+        """The running segmentation or re-thresholding worker (``None`` when idle), kept by the session."""
+        return self.session.worker
+
+    @_worker.setter
+    def _worker(self, worker) -> None:
+        self.session.worker = worker
+
+    def _dock_calls(self) -> DockCalls:
+        """The widget's choices and actions, for the sections through the session."""
+        return DockCalls(
+            image_layer=self.image_layer,
+            image_layout=self.image_layout,
+            image_channel=self.image_channel,
+            channel_axis=lambda: self.channel_axis_combo.currentData(),
+            modality_choice=self.modality_choice,
+            diameter_choice=self.diameter_choice,
+            current_model=self.current_model,
+            model_name=lambda: self.model_combo.currentText(),
+            device_choice=lambda: self.device_combo.currentText(),
+            postprocess_config=self.postprocess_config,
+            tile_size=self.tile_size,
+            cache_model=self.cache_model,
+            select_model=self.select_model,
+            segment=self.segment,
+            rethreshold=self.rethreshold,
+        )
+
+    def _on_training_changed(self, training: bool) -> None:
+        """No segmentation while a fine-tune runs (a re-segmentation started meanwhile keeps its state)."""
+        if training or self._worker is None:
+            for button in (self.segment_btn, self.segment_stack_btn, self.rethreshold_btn):
+                button.setEnabled(not training)
+        if not training and self._worker is None:
+            self._update_channels()  # Segment stack only where there is a stack
 
     # ------------------------------------------------------------------ building
     def _add_tab(self, title: str, sections: list[QWidget]) -> QScrollArea:
