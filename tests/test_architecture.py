@@ -36,9 +36,11 @@ def test_the_contracts_are_kept():
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [
-        ("core/segment.py", "import napari", "core and io import neither napari nor Qt"),
-        ("io/readers.py", "from ..gui import widget", "Front ends (gui, cli) on top of io"),
-        ("core/metrics.py", "from ..io import images", "Front ends (gui, cli) on top of io"),
+        ("core/segment.py", "import napari", "core, io and parallel import neither napari nor Qt"),
+        ("io/readers.py", "from ..gui import widget", "Front ends (gui, cli) on top of parallel"),
+        ("core/metrics.py", "from ..io import images", "Front ends (gui, cli) on top of parallel"),
+        ("parallel/cluster.py", "import qtpy", "core, io and parallel import neither napari nor Qt"),
+        ("io/lazy.py", "from ..parallel import cluster", "Front ends (gui, cli) on top of parallel"),
         ("gui/correct_section.py", "from . import widget", "Dock sections and helpers never import the dock widget"),
         ("io/readers.py", "from . import export", "Readers do not import the writers"),
     ],

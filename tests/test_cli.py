@@ -796,12 +796,12 @@ def test_tiny_tiles_are_refused(tmp_path, folders, capsys):
 def test_a_full_disk_is_called_so_and_names_the_file(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
     import errno
 
-    import napari_unet_loop.cli.segment as cli_mod
+    import napari_unet_loop.parallel.files as files_mod
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "nuclei_small.tif"))
 
-    monkeypatch.setattr(cli_mod, "export_labels", full)
+    monkeypatch.setattr(files_mod, "export_labels", full)
     images, _ = folders
     args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
     assert main(args) == 1
@@ -980,7 +980,10 @@ def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_mode
     assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json"]  # no hidden block store left
 
 
-def test_tiff_with_cluster_none_goes_block_by_block_like_the_ome_zarr(tmp_path, tiny_model_path, capsys):
+def test_tiff_with_cluster_none_goes_block_by_block_like_the_ome_zarr(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import napari_unet_loop.cli.segment as cli_segment
+
+    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 100 * 100)  # this small plane counts as large
     img = _discs_plane()
     tifffile.imwrite(tmp_path / "a.tif", img, tile=(64, 64))
     _write_ome_zarr(tmp_path / "b.ome.zarr", img)
@@ -1062,3 +1065,20 @@ def test_rerun_into_the_input_folder_ignores_its_own_zarr_outputs(tmp_path, tiny
     assert (images / "cells.zarr").is_dir()
     capsys.readouterr()
     assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err  # worked before zarr folders were inputs
+
+
+def test_a_folder_on_a_cluster_is_one_task_per_file_with_the_same_labels(tmp_path, tiny_model_path, capsys):
+    pytest.importorskip("distributed")
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        tifffile.imwrite(images / f"field{k}.tif", _discs_plane((90, 110), n=6, seed=k))
+    args = ["--model", str(tiny_model_path), "--format", "tif,csv"]
+    assert main(["segment", str(images), "-o", str(tmp_path / "here"), *args]) == 0
+    assert main(["segment", str(images), "-o", str(tmp_path / "there"), "--cluster", "local:2", *args]) == 0
+    err = capsys.readouterr().err
+    assert "3 image(s) as one task each on the cluster" in err and "error" not in err
+    for k in range(3):
+        here, there = (tifffile.imread(tmp_path / d / f"field{k}.tif") for d in ("here", "there"))
+        np.testing.assert_array_equal(here, there)
+        assert (tmp_path / "there" / f"field{k}.csv").read_text() == (tmp_path / "here" / f"field{k}.csv").read_text()

@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from ..core import model_files
-from ..core.axes import guess_axes, to_stack
+from ..core.axes import to_stack
 from ..core.device import DEVICE_CHOICES
-from ..core.image import InputError, prepare_input, to_grey
+from ..core.image import InputError, prepare_input
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.modality import detect
 from ..core.postprocess import PostprocessConfig
-from ..core.predict import run
 from ..core.sampling import Sample
-from ..core.segment import PlaneDone, PlanesSummary, SegmentSettings, input_modality, iter_segment_planes
-from ..core.stitch import stitch_stack
+from ..core.segment import PlanesSummary, SegmentSettings, input_modality
+from ..io.conventions import os_error_text
 from ..io.export import (
     ExportError,
     parse_formats,
 )
-from ..io.images import file_axes, read_image
+from ..io.images import read_image
+from ..parallel.files import modality_of, read_with_axes, segment_array
 
 
 class CLIError(Exception):
@@ -63,14 +63,7 @@ def _tile(text: str) -> int:
     return value
 
 
-def _oserror(exc: OSError) -> str:
-    """An operating-system error in words, naming the file (a full disk says so)."""
-    import errno
-
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    if exc.errno == errno.ENOSPC:
-        return f"disk full while writing{where}: free some space or write elsewhere"
-    return f"{exc.strerror or exc}{where}" if exc.strerror else str(exc)
+_oserror = os_error_text
 
 
 def _iou(text: str) -> float:
@@ -197,29 +190,17 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
         If the axes do not fit the image, or it has a channel axis, the model takes one
         channel and no ``--channel`` was given.
     """
-    data = read_image(path)
-    axes = (args.axes or file_axes(path) or guess_axes(data.shape)).upper()
-    if len(axes) != data.ndim:
-        raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
-    needs_choice = in_channels == 1 and getattr(args, "channel", None) is None
-    chan = "C" if "C" in axes else "S" if "S" in axes else None
-    n = data.shape[axes.index(chan)] if chan else 1
-    if needs_choice and n > 1 and not (chan == "S" and n in (2, 3, 4)):  # grey + alpha, RGB(A): known
-        raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment with --channel")
-    return data, axes
+    try:
+        return read_with_axes(path, args.axes, in_channels, getattr(args, "channel", None))
+    except InputError as exc:
+        if "choose the one to segment" in str(exc):
+            raise InputError(f"{exc} with --channel") from None
+        raise
 
 
-def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, PlanesSummary]:
-    """Segment an array of any supported layout, with its axes (the shared plane loop of core).
-
-    Returns
-    -------
-    tuple
-        Labels of shape (stacked axes..., Y, X), their axes (e.g. ``"YX"``, ``"ZYX"``) and the
-        summary of the planes (imaging modality and object diameter each was segmented as).
-    """
-    stack, stack_shape = to_stack(data, axes)
-    settings = SegmentSettings(
+def _settings(args, device, pp: PostprocessConfig) -> SegmentSettings:
+    """The segment settings the command-line options ask for."""
+    return SegmentSettings(
         device=device,
         tile=args.tile,
         precision=args.precision,
@@ -230,31 +211,15 @@ def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tupl
         modality=getattr(args, "modality", None),
         diameter=getattr(args, "diameter", None),
     )
-    planes: dict[tuple[int, ...], np.ndarray] = {}
-
-    def keep(item) -> None:
-        if isinstance(item, PlaneDone):
-            planes[item.index] = item.labels
-
-    summary = run(iter_segment_planes(model, lambda i: stack[i[0]], [(k,) for k in range(len(stack))], settings), keep)
-    note = summary.note()
-    if note:
-        _log(f"note: {note}")
-    labels = np.stack([planes[(k,)] for k in range(len(stack))])
-    out_axes = "".join(a for a in axes if a in "TZ") + "YX"
-    labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
-    stitch = getattr(args, "stitch_z", None)
-    if stitch is not None:
-        if "Z" not in out_axes:
-            _log("note: --stitch-z joins the planes of a Z stack; this image has none")
-        else:
-            labels = stitch_stack(labels, stitch)  # Z is the axis before Y and X (ZYX, TZYX)
-    return labels, out_axes, summary
 
 
-def _kind(summary: PlanesSummary) -> str | None:
-    """The imaging modality (or modalities) the planes were seen as (``None``: grey as it is)."""
-    return ", ".join(sorted({k for k in summary.modalities.values() if k})) or None
+def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, PlanesSummary]:
+    """Segment an array of any supported layout with the command line's settings (see :func:`segment_array`)."""
+    log = lambda msg: _log(msg.replace("Z stitching joins", "--stitch-z joins"))  # noqa: E731 - the flag's name
+    return segment_array(data, axes, model, _settings(args, device, pp), getattr(args, "stitch_z", None), log)
+
+
+_kind = modality_of
 
 
 def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
@@ -276,23 +241,6 @@ def _provenance(model, pp: PostprocessConfig, args) -> dict:
         "precision": args.precision,
         "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
     }
-
-
-def count_objects(labels: np.ndarray) -> int:
-    """Number of objects (distinct non-zero ids; in a stack, per plane, summed)."""
-    planes = labels.reshape(-1, *labels.shape[-2:])
-    return int(sum(np.count_nonzero(np.bincount(p[p > 0].ravel())) for p in planes))
-
-
-def _intensity_image(image: np.ndarray, axes: str, args) -> np.ndarray | None:
-    """The image as a grey array of the labels' shape, for measurements and OME-Zarr."""
-    stack, stack_shape = to_stack(image, axes)
-    if stack.ndim == 4:  # channels last: reduced as for segmenting (channel, mean of RGB, grey of grey + alpha)
-        try:
-            stack = np.stack([to_grey(p, channel=args.channel) for p in stack])
-        except InputError:  # several channels and none chosen (a multichannel model): their mean
-            stack = stack.astype(np.float32).mean(-1)
-    return stack.reshape((*stack_shape, *stack.shape[-2:])) if stack_shape else stack[0]
 
 
 def _read_list(path: str | None) -> set[str] | None:

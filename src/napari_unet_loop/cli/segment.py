@@ -22,19 +22,14 @@ from ..io.export import (
     output_names,
 )
 from ..io.images import ReadError, declared_shape, expand_inputs, is_zarr_dir
-from ..parallel import Cluster, ClusterError
+from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
     CLIError,
     _formats,
-    _intensity_image,
-    _kind,
     _log,
-    _oserror,
     _postprocess,
     _provenance,
-    _read,
-    _segment_array,
-    count_objects,
+    _settings,
 )
 
 
@@ -69,11 +64,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
     blockwise = [_blockwise(f, args, formats) for f in files]
-    if args.cluster is not None and not any(blockwise):
-        _log("note: --cluster splits TIFF and OME-Zarr images into blocks; these inputs are segmented in this process")
     # one cluster for all the images (started only when one of them goes block by block)
     try:
-        cluster = Cluster(args.cluster if any(blockwise) and args.cluster else "none", str(device), _log)
+        cluster = Cluster(args.cluster or "none", str(device), _log)
     except ClusterError as exc:
         raise CLIError(str(exc)) from None
     with cluster:
@@ -81,55 +74,62 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster) -> int:
-    """Segment and write each input in turn; return the exit status."""
+    """Segment and write each input; return the exit status.
+
+    Block-wise images go one after the other (their blocks in parallel), the others as one job
+    per file (in parallel on a cluster).
+    """
     failed = 0
     prov = _provenance(model, pp, args)
     for f, stem, by_blocks in zip(files, stems, blockwise):
-        t0 = time.perf_counter()
-        if by_blocks:
-            try:
-                written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov, cluster)
-            except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
-                _log(f"error: {f}: {exc}")
-                failed += 1
-                continue
-            _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")
+        if not by_blocks:
             continue
+        t0 = time.perf_counter()
         try:
-            image, image_axes = _read(f, args, model.card.architecture.in_channels)
-            if isinstance(device, str):  # a remote cluster's run, and an image that is not block-wise: here
-                device = resolve_device(device)
-            labels, axes, summary = _segment_array(image, image_axes, model, args, device, pp)
-            kind = _kind(summary)
-        except (InputError, ReadError) as exc:
+            written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov, cluster)
+        except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
             _log(f"error: {f}: {exc}")
             failed += 1
             continue
-        written = []
-        try:
-            for fmt in formats:
-                res = export_labels(
-                    labels,
-                    outdir,
-                    fmt,
-                    name=stem,
-                    axes=axes,
-                    overwrite=args.overwrite,
-                    image=_intensity_image(image, image_axes, args) if fmt in ("csv", "zarr") else None,
-                    provenance={**prov, "input": str(f), "modality": kind or "none", "diameter": summary.diameter()},
-                    objects_3d=args.stitch_z is not None and "Z" in axes,
-                )
-                written += [str(p) for p in res.paths]
-                for note in res.notes:
-                    _log(f"note: {f.name} ({fmt}): {note}")
-        except (ExportError, OSError, ValueError) as exc:  # this file's outputs; the others go on
-            _log(f"error: {f}: cannot write its labels: {_oserror(exc) if isinstance(exc, OSError) else exc}")
+        _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")
+    settings = _settings(args, device, pp)
+    jobs = [
+        FileJob(
+            str(f),
+            stem,
+            str(outdir),
+            tuple(formats),
+            str(model.path),
+            settings,
+            args.axes,
+            args.stitch_z,
+            args.overwrite,
+            prov,
+        )  # fmt: skip
+        for f, stem, by_blocks in zip(files, stems, blockwise)
+        if not by_blocks
+    ]
+
+    def report(job: FileJob, result) -> None:
+        nonlocal failed
+        name = Path(job.path).name
+        if isinstance(result, Exception):
             failed += 1
-            continue
+            msg = str(result)
+            if "choose the one to segment" in msg:
+                msg += " with --channel"
+            _log(f"error: {job.path}: {msg.replace('Z stitching joins', '--stitch-z joins')}")
+            return
+        for note in result.notes:
+            _log(note.replace("Z stitching joins", "--stitch-z joins"))
         _log(
-            f"{f.name}: {count_objects(labels)} objects{_seen_as(kind, summary.diameter(), model)}, "
-            f"{time.perf_counter() - t0:.1f} s -> {', '.join(written)}"
+            f"{name}: {result.objects} objects{_seen_as(result.modality, result.diameter, model)}, "
+            f"{result.seconds:.1f} s -> {', '.join(result.written)}"
         )
+
+    if jobs and cluster.client is not None:
+        _log(f"{len(jobs)} image(s) as one task each on the cluster")
+    segment_files(jobs, cluster, model, report)
     if failed:
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
@@ -147,17 +147,18 @@ def _stem(f: Path) -> str:
 def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:
     """Whether an input goes block by block into an OME-Zarr.
 
-    So do OME-Zarr inputs, TIFFs with ``--cluster`` or ``--resume``, and TIFF planes too large to
-    segment at once when the output is OME-Zarr only.
+    OME-Zarr inputs do; so do TIFF planes above 6144 x 6144 with ``--cluster`` or ``--resume``, or
+    when the only output is OME-Zarr. Other images are one job each (one task per file on a cluster).
     """
     if is_zarr_dir(f):
         return True
     if f.suffix.lower() not in (".tif", ".tiff"):
         return False
-    if args.cluster is not None or args.resume:
-        return True
     shape = declared_shape(f)
-    return formats == ["zarr"] and shape is not None and len(shape) == 2 and shape[0] * shape[1] > LARGE_PIXELS
+    big = shape is not None and len(shape) >= 2 and shape[-2] * shape[-1] > LARGE_PIXELS
+    if shape is not None and len(shape) == 3 and shape[-1] in (3, 4):  # YXS
+        big = shape[0] * shape[1] > LARGE_PIXELS
+    return big and (args.cluster is not None or args.resume or formats == ["zarr"])
 
 
 def _segment_blockwise(

@@ -434,6 +434,16 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def os_error_text(exc: OSError) -> str:
+    """An operating-system error in words, naming the file (a full disk says so)."""
+    import errno
+
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"disk full while writing{where}: free some space or write elsewhere"
+    return f"{exc.strerror or exc}{where}" if exc.strerror else str(exc)
+
+
 def check_writable(folder: str | os.PathLike) -> None:
     """Raise a clear :class:`PermissionError` if files cannot be created in ``folder``.
 

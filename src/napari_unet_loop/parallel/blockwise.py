@@ -25,19 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from .core import model_files
-from .core.blocks import BlockJob, id_offsets, merge_core, plan_blocks, segment_block
-from .core.image import InputError
-from .core.postprocess import PostprocessConfig
-from .core.scale import postprocess_at
-from .io.chunked import LabelsStore
-from .io.lazy import LazySource, source_record
+from ..core import model_files
+from ..core.blocks import BlockJob, id_offsets, merge_core, plan_blocks, segment_block
+from ..core.image import InputError
+from ..core.postprocess import PostprocessConfig
+from ..core.scale import postprocess_at
+from ..io.chunked import LabelsStore
+from ..io.lazy import LazySource, source_record
+from .cluster import Cluster, keep_model, worker_model
 
 MAX_UINT32 = 2**32 - 1
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot be started or reached, or a task failed on every try."""
 
 
 @dataclass(frozen=True)
@@ -80,21 +77,6 @@ class BlockwiseResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-_MODELS: dict[str, model_files.Model] = {}
-
-
-def _worker_model(spec: BlockwiseSpec) -> model_files.Model:
-    """The model, loaded once per process (worker) and kept."""
-    model = _MODELS.get(spec.model)
-    if model is None:
-        if spec.threads:
-            import torch
-
-            torch.set_num_threads(spec.threads)
-        model = _MODELS[spec.model] = model_files.load(spec.model)
-    return model
-
-
 def _worker_device(spec: BlockwiseSpec) -> BlockJob:
     """The plan with this worker's device: ``auto`` resolved here, ``cuda`` one GPU per worker (round robin)."""
     device = str(spec.job.predict.get("device", "cpu"))
@@ -104,7 +86,7 @@ def _worker_device(spec: BlockwiseSpec) -> BlockJob:
 
     import torch
 
-    from .core.device import resolve_device
+    from ..core.device import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is None:
@@ -123,7 +105,7 @@ def _worker_device(spec: BlockwiseSpec) -> BlockJob:
 
 def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
     """Phase 1: segment block ``i``, keep its labels in the store; return its object count."""
-    model = model or _worker_model(spec)
+    model = model or worker_model(spec.model, spec.threads)
     local = segment_block(model, spec.source.open(), _worker_device(spec), i)
     return LabelsStore.attach(spec.target).write_block(i, local)
 
@@ -143,139 +125,6 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ executors
-
-
-def cluster_size(device: str) -> tuple[int, int]:
-    """Workers and torch threads per worker for ``local``: one per GPU, else half the cores, 2 threads each."""
-    cores = os.cpu_count() or 1
-    if device.startswith("cuda"):
-        import torch
-
-        n = max(torch.cuda.device_count(), 1)
-        return n, max(cores // n, 1)
-    n = max(cores // 2, 1)
-    return n, max(cores // n, 1)
-
-
-class Cluster:
-    """Where tasks run: here (``"none"``), a LocalCluster, a remote scheduler, or a caller's ``distributed.Client``.
-
-    Start it once for many images (``with Cluster("local", "cpu", print) as c: ...``, then
-    ``segment_to_zarr(..., cluster=c)``); it reports progress of each phase through ``log``.
-
-    Parameters
-    ----------
-    cluster : str or distributed.Client
-        ``"none"``, ``"local"``, ``"local:N"``, a scheduler address, or a client (left open).
-    device : str
-        The run's device (sizes ``"local"``: one worker per GPU).
-    log : callable
-        Receives progress lines.
-
-    Raises
-    ------
-    ClusterError
-        A bad ``local:N``, or a scheduler that cannot be reached.
-    """
-
-    def __init__(self, cluster, device: str = "cpu", log: Callable[[str], None] = lambda _msg: None) -> None:
-        self.cluster = cluster
-        self.log = log
-        self.client = None
-        self._own = None
-        self._close_client = True
-        self.threads = 0
-        if cluster == "none":
-            return
-        if not isinstance(cluster, str):  # a distributed.Client the caller runs
-            self.client, self._close_client = cluster, False
-            return
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as exc:  # pragma: no cover - distributed is a dependency
-            raise ClusterError(f"--cluster needs dask.distributed ({exc}); pip install distributed") from None
-        if cluster == "local" or cluster.startswith("local:"):
-            n, threads = cluster_size(device)
-            if cluster.startswith("local:"):
-                try:
-                    n = int(cluster.split(":", 1)[1])
-                except ValueError:
-                    raise ClusterError(f"cluster {cluster!r}: give local:N with N a number of workers") from None
-                if n < 1:
-                    raise ClusterError(f"cluster {cluster!r}: at least one worker")
-                threads = max((os.cpu_count() or 1) // n, 1)
-            self.threads = threads
-            self._own = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
-            )
-            self.client = Client(self._own)
-            log(f"local dask cluster: {n} worker process(es), {threads} torch thread(s) each")
-        else:
-            try:
-                self.client = Client(cluster, timeout="10s")
-            except (OSError, TimeoutError, ValueError) as exc:
-                raise ClusterError(f"cannot reach the dask scheduler at {cluster}: {exc}") from None
-            workers = len(self.client.scheduler_info().get("workers", {}))
-            log(f"dask scheduler {cluster}: {workers} worker(s)")
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close what this object started (not a caller's client)."""
-        if self.client is not None and self._close_client:
-            self.client.close()
-        if self._own is not None:
-            self._own.close()
-
-    def map(self, fn, items: Sequence[int], what: str, *args, log: Callable[[str], None] | None = None) -> dict:
-        """Run ``fn(*args[:1], i, *args[1:])`` for each item; return results by item (progress to ``log``)."""
-        log = log or self.log
-        total = len(items)
-        out: dict[int, Any] = {}
-        if not total:
-            return out
-        t0 = time.perf_counter()
-        last = [t0]
-
-        def progress(done: int) -> None:
-            now = time.perf_counter()
-            if done == total or now - last[0] >= 10:
-                last[0] = now
-                eta = (now - t0) / done * (total - done)
-                log(f"{what} {done}/{total}" + (f", about {_duration(eta)} left" if done < total else ""))
-
-        if self.client is None:
-            for k, i in enumerate(items):
-                out[i] = fn(args[0], i, *args[1:])
-                progress(k + 1)
-            return out
-        from distributed import as_completed
-
-        futures = {
-            self.client.submit(fn, args[0], i, *args[1:], key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3): i
-            for i in items
-        }
-        for k, fut in enumerate(as_completed(futures)):
-            i = futures[fut]
-            try:
-                out[i] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a task that failed on every try ends the run
-                for f in futures:
-                    f.cancel()
-                raise ClusterError(
-                    f"{what} {i} failed on the cluster after retries: {type(exc).__name__}: {exc} "
-                    "(every worker needs napari-unet-loop, torch and the model file at the same path)"
-                ) from exc
-            progress(k + 1)
-        return out
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -361,7 +210,7 @@ def segment_to_zarr(
     FileExistsError, napari_unet_loop.io.chunked.JobMismatchError
         The target exists, or a partial run of another job is in the way.
     """
-    from .core.segment import diameter_factor
+    from ..core.segment import diameter_factor
 
     if model.path is None:
         raise InputError("block-wise segmentation on workers needs a model saved to a file")
@@ -413,7 +262,7 @@ def segment_to_zarr(
         raise
     spec = BlockwiseSpec(source, str(Path(model.path).resolve()), job, str(Path(target)), executor.threads)
     if executor.client is None:
-        _MODELS.setdefault(spec.model, model)
+        keep_model(spec.model, model)
     timings = {"plan": time.perf_counter() - t_start}
     try:
         done = store.done("blocks")
