@@ -36,7 +36,7 @@ def test_npe2_validate_cli():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("package", ["core", "io"])
+@pytest.mark.parametrize("package", ["core", "io", "parallel"])
 def test_headless_packages_import_neither_napari_nor_qt(package):
     code = (
         "import importlib, pkgutil, sys\n"

@@ -187,3 +187,37 @@ def test_job_record_names_the_input_and_model(model, image, tmp_path):
     job = json.loads((partial_path(out) / "job.json").read_text())
     assert job["input"]["shape"] == [520, 450] and job["model"].endswith(".safetensors")
     assert job["plan"]["block"] == BLOCK
+
+
+def test_chunks_that_do_not_divide_the_block_are_noted(model, image, tmp_path):
+    path, _ = image  # tiles of 128 px, blocks of 192
+    lines: list[str] = []
+    segment_to_zarr(open_lazy(path), model, tmp_path / "c.zarr", block=BLOCK, margin=48, log=lines.append)
+    assert any("chunks of 128 x 128 px, which do not divide the block (192 px)" in ln for ln in lines)
+    lines.clear()
+    segment_to_zarr(open_lazy(path), model, tmp_path / "d.zarr", block=256, margin=48, log=lines.append)
+    assert not any("do not divide" in ln for ln in lines)
+
+
+def test_a_full_disk_keeps_what_was_written_for_resume(model, image, reference, tmp_path, monkeypatch):
+    import errno
+
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    real = LabelsStore.write_core
+    calls = []
+
+    def fills_up(self, origin, labels, i):
+        calls.append(i)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out))
+        return real(self, origin, labels, i)
+
+    monkeypatch.setattr(LabelsStore, "write_core", fills_up)
+    with pytest.raises(OSError, match="No space"):
+        segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48)
+    assert not out.exists() and partial_path(out).is_dir()
+    monkeypatch.setattr(LabelsStore, "write_core", real)
+    result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, resume=True)
+    assert result.resumed_blocks == 9 and result.resumed_cores == 2
+    assert np.array_equal(labels_of(out), reference[1])

@@ -27,6 +27,7 @@ from ._common import (
     CLIError,
     _formats,
     _log,
+    _oserror,
     _postprocess,
     _provenance,
     _settings,
@@ -89,6 +90,10 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
             written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov, cluster)
         except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
             _log(f"error: {f}: {exc}")
+            failed += 1
+            continue
+        except OSError as exc:  # a full disk, a lost file system: the partial store stays for --resume
+            _log(f"error: {f}: {_oserror(exc)}; what was written is kept: run again with --resume to finish")
             failed += 1
             continue
         _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")

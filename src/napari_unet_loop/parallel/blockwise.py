@@ -130,6 +130,15 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
 # ------------------------------------------------------------------------------------------ driver
 
 
+def _input_chunks(image) -> tuple[int, int] | None:
+    """The (Y, X) chunk shape of a lazily read image, when it has one."""
+    array, axes = getattr(image, "array", None), getattr(image, "axes", "")
+    chunks = getattr(array, "chunks", None)
+    if not chunks or "Y" not in axes or "X" not in axes:
+        return None
+    return int(chunks[axes.index("Y")]), int(chunks[axes.index("X")])
+
+
 def segment_to_zarr(
     source: LazySource,
     model: model_files.Model,
@@ -226,6 +235,13 @@ def segment_to_zarr(
     )  # fmt: skip
     grid = job.grid
     region = grid.block + 2 * grid.margin
+    chunks = _input_chunks(image)
+    if chunks and any(grid.block % c for c in chunks):
+        log(
+            f"note: the image is stored in chunks of {chunks[0]} x {chunks[1]} px, which do not divide the block "
+            f"({grid.block} px): blocks read parts of chunks (slower, same labels); a block size that is a "
+            "multiple of the chunks reads each chunk once"
+        )
     record = {
         "input": source_record(source),
         "model": str(Path(model.path).resolve()),
