@@ -124,12 +124,34 @@ def current_index(layer: Image, lay: Layout, world_point) -> tuple[int, ...]:
     return tuple(int(np.clip(np.round(data_pt[i]), 0, shape[i] - 1)) for i in lay.stack_axes)
 
 
-def read_plane(layer: Image, lay: Layout, index: tuple[int, ...]) -> np.ndarray:
-    """Read one 2D plane (``(Y, X)``, ``(Y, X, 3|4)`` or ``(Y, X, C)``) into memory."""
+def read_plane(
+    layer: Image, lay: Layout, index: tuple[int, ...], window: tuple[slice, slice] | None = None
+) -> np.ndarray:
+    """Read one 2D plane (``(Y, X)``, ``(Y, X, 3|4)`` or ``(Y, X, C)``) into memory.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The image layer (level 0 of a multiscale one).
+    lay : Layout
+        Its axes.
+    index : tuple of int
+        Position along the stacked axes.
+    window : tuple of slice, optional
+        Rows and columns to read (full-resolution pixels); the whole plane when omitted.
+        Only that part is read from lazy (dask, zarr) data.
+
+    Returns
+    -------
+    numpy.ndarray
+        The plane, or its window.
+    """
     data = layer_data(layer)
     key: list = [slice(None)] * data.ndim
     for ax, i in zip(lay.stack_axes, index):
         key[ax] = i
+    if window is not None:
+        key[lay.ndim - 2], key[lay.ndim - 1] = window
     plane = np.asarray(data[tuple(key)])
     if lay.channel_axis is not None:
         # the channel axis is the only leading axis left: move it last

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..core.train import TrainConfig
     from ..core.unet import UNet
     from .layers import Layout
+    from .region import RegionPlan
 
 SegmentKind = Literal["idle", "segment", "rethreshold"]
 
@@ -71,6 +72,9 @@ class SegmentRun:
         Called with ``target`` when the job finishes successfully.
     created : napari.layers.Labels or None
         The (unwrapped) layer created by this job: its planes are assigned directly, without undo copies.
+    region : RegionPlan or None
+        The part of one plane segmented (Region: Visible region or Inside the rectangle); ``None``
+        for whole planes.
     failed : bool
         A plane or the worker failed.
     aborted : bool
@@ -94,6 +98,7 @@ class SegmentRun:
     new_layer_name: str | None = None
     on_done: Callable[[Labels], Any] | None = None
     created: Labels | None = None
+    region: RegionPlan | None = None
     failed: bool = False
     aborted: bool = False
 

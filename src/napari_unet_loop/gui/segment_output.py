@@ -57,6 +57,9 @@ class SegmentOutput:
         if image is None:  # re-threshold target removed meanwhile: write to a fresh layer
             run.target = self._replacement_layer(target, np.zeros(target.data.shape, np.int32))
             return run.target
+        if run.region is not None:  # part of one plane: a layer of the region's size (see .region)
+            run.target = self._region_layer(run)
+            return run.target
         out_shape = (*stack_shape(image, lay), *plane_shape(image))
         if run.new_layer_name:
             target = self._add_labels(
@@ -180,6 +183,8 @@ class SegmentOutput:
         target = run.target
         where = f" in '{target.name}'" if target is not None else ""
         planes = f"{n} of {total} planes, " if total > 1 else ""
+        if run.region is not None and run.region.index:  # a region is segmented in one plane, never the stack
+            where += " (the plane on screen only)"
         return f"{verb}: {planes}{run.objects} objects{where} ({secs:.1f} s).{self._modality_summary()}"
 
     def _modality_summary(self) -> str:

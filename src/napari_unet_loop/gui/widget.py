@@ -55,6 +55,7 @@ from .layers import (
     unwrap,
 )
 from .model_manager import ModelManager
+from .region import RegionChoice, large_plane_hint, segment_window
 from .runs import SegmentRun
 from .segment_output import IF_EDITED_CHOICES, SegmentOutput
 from .session import DockCalls, Session
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
     import napari
 
 
-class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
+class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QWidget):
     """Segment the chosen image layer with a U-Net into an instance Labels layer.
 
     Parameters
@@ -323,6 +324,7 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
             "earlier run are replaced in place; Ctrl+Z on the labels layer brings them back."
         )
         form.addRow("If labels were edited", self.if_edited_combo)
+        form.addRow("Region", self._build_region())
         row3d = QHBoxLayout()
         self.stitch_check = QCheckBox("Join planes into 3D objects")
         self.stitch_check.setToolTip(
@@ -445,6 +447,10 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
     ):
         """Segment the chosen image (its current plane, or every plane when ``stack``).
 
+        With the Region choice at Visible region or Inside the rectangle, a run of the dock's
+        own (no ``layer``, ``new_layer_name`` or ``indices``) segments that part of the plane
+        on screen only, into a labels layer of its size (see :mod:`.region`).
+
         Parameters
         ----------
         stack : bool
@@ -473,12 +479,19 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
             model = self.current_model()
             device = resolve_device(self.device_combo.currentText())
             pp = self.postprocess_config()
+            own = layer is None and new_layer_name is None and indices is None  # the Region choice is for these
+            plan = self.plan_region(image, lay, stack) if own else None
         except (InputError, ModelError, DeviceError, ValueError) as exc:
             show_error(str(exc))
             self.status.setText(f"Not started: {exc}")
             return None
         shape = stack_shape(image, lay)
-        if indices is None and stack and shape:
+        hint = large_plane_hint(image) if plan is None else None
+        if hint:
+            show_info(hint)
+        if plan is not None:
+            indices = [plan.index]
+        elif indices is None and stack and shape:
             indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
         elif indices is None:
             indices = [current_index(image, lay, self.viewer.dims.point) if shape else ()]
@@ -496,13 +509,15 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
             diameter_setting=self.diameter_choice(),
             new_layer_name=new_layer_name,
             on_done=on_done,
+            region=plan,
         )
 
-        def read(index, image=image, lay=lay):
-            return read_plane(image, lay, index)
+        def read(index, image=image, lay=lay, window=plan.window.slices if plan else None):
+            return read_plane(image, lay, index, window)
 
+        job = (segment_planes,) if plan is None else (segment_window, segment_planes, plan)
         worker = create_worker(
-            segment_planes,
+            *job,
             model,
             read,
             indices,
@@ -516,7 +531,8 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
             self.diameter_choice(),
             _start_thread=False,
         )
-        self._start(worker, f"Segmenting '{image.name}' with {model.name} on {device}...")
+        part = f" {plan.label()}" if plan else ""
+        self._start(worker, f"Segmenting '{image.name}'{part} with {model.name} on {device}...")
         return worker
 
     def rethreshold(self, labels_layer: Labels | None = None):
@@ -553,7 +569,7 @@ class UNetLoopWidget(InputChoices, SegmentOutput, ModelManager, QWidget):
 
     def _last_output(self) -> Labels | None:
         """The chosen image's labels layer, if the plugin keeps its probabilities."""
-        layer = labels_of(self.viewer, self.image_layer())
+        layer = self._last_region_output() or labels_of(self.viewer, self.image_layer())
         return layer if layer is not None and unwrap(layer) in self._maps else None
 
     def _start(self, worker, message: str) -> None:
