@@ -172,17 +172,17 @@ class Cluster:
 
         t0 = time.perf_counter()
         futures = {
-            self.client.submit(fn, job, **kwargs, key=f"{what}-{k}-{os.getpid()}-{t0}"): job
+            self.client.submit(fn, job, **kwargs, key=f"{what}-{k}-{os.getpid()}-{t0}"): (k, job)
             for k, job in enumerate(jobs)
         }
-        for k, fut in enumerate(as_completed(futures)):
-            job = futures[fut]
+        for fut in as_completed(futures):
+            k, job = futures[fut]
             try:
                 out: Any = fut.result()
             except Exception as exc:  # noqa: BLE001 - handed to the caller with its job
                 out = exc
-                if not isinstance(exc, (ValueError, OSError)):
-                    out = ClusterError(f"{what} {k} could not run on the cluster: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, (ValueError, OSError)):  # the job's own errors (input, files) stay as they are
+                    out = ClusterError(f"{what} {k + 1} could not run on the cluster: {type(exc).__name__}: {exc}")
             yield job, out
 
 
