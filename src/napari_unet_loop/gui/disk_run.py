@@ -1,0 +1,196 @@
+"""Segment a whole image file larger than memory into an OME-Zarr on disk, in the background, from the dock.
+
+The image layer must come from an OME-Zarr or TIFF file (``layer.source.path``, or the ``source``
+this plugin's reader records): the run reads that file block by block with
+:func:`napari_unet_loop.parallel.segment_to_zarr` (the same labels as ``napari-unet-loop segment
+IMAGE --format zarr``), in this process, with the dock's model, thresholds, device, imaging and
+object size. Memory follows the block size. When it is done, the store opens as a lazy
+(multiscale) labels layer aligned with the image. An interrupted run is continued by running it
+again (its ``.partial`` folder is resumed).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
+
+from ..core.image import InputError
+from ..io.images import ReadError, is_zarr_dir
+from ..io.lazy import open_lazy
+from ..parallel import ClusterError, segment_to_zarr
+from .layers import labels_name
+
+if TYPE_CHECKING:
+    from napari.layers import Image
+
+    from .session import Session
+
+BLOCK = 2048
+
+
+def source_file(layer: Image) -> Path | None:
+    """The OME-Zarr folder or TIFF file an image layer was read from, if any."""
+    candidates = [getattr(getattr(layer, "source", None), "path", None), (layer.metadata or {}).get("source")]
+    for c in candidates:
+        if not c:
+            continue
+        p = Path(str(c))
+        if is_zarr_dir(p) or (p.is_file() and p.suffix.lower() in (".tif", ".tiff")):
+            return p
+    return None
+
+
+def store_name(path: Path) -> str:
+    """``cells`` for ``cells.ome.zarr``, ``cells.zarr`` and ``cells.tif``."""
+    name = path.name
+    for suffix in (".zarr", ".ome", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "labels"
+
+
+def run_to_disk(source_path: Path, target: Path, model, **settings) -> Generator[str, None, Path]:
+    """Run :func:`segment_to_zarr` in a thread and yield its progress lines; return the finished store.
+
+    An existing partial store of the same run is resumed.
+    """
+    lines: queue.Queue = queue.Queue()
+    outcome: dict = {}
+    partial = target.with_name(target.name + ".partial")
+
+    def work() -> None:
+        try:
+            src = open_lazy(source_path)
+            outcome["result"] = segment_to_zarr(
+                src, model, target, resume=partial.exists(), overwrite=True, log=lines.put, **settings
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed back to the worker, which raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    while thread.is_alive() or not lines.empty():
+        try:
+            yield lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"].path
+
+
+class DiskRun(QWidget):
+    """A row: *Whole image to OME-Zarr...*, its status, and the lazy labels layer at the end.
+
+    Parameters
+    ----------
+    session : Session
+        The dock's session (its choices of image, model, thresholds, device, imaging, object size).
+    """
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        self.worker = None
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.button = QPushButton("Whole image to OME-Zarr...")
+        self.button.setToolTip(
+            "For images larger than memory opened from an OME-Zarr or TIFF file: segment the whole file block by "
+            "block into <name>.zarr in a folder you choose, in the background, then open it as a (lazy) labels "
+            "layer. The same labels as `napari-unet-loop segment FILE --format zarr`; running it again "
+            "continues an interrupted run."
+        )
+        self.button.clicked.connect(lambda: self.start())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row.addWidget(self.button)
+        row.addWidget(self.status, 1)
+
+    def start(self, folder: str | Path | None = None):
+        """Start the run into ``folder`` (asked for when omitted); return the worker or ``None``."""
+        if self.worker is not None:
+            show_info("A run to OME-Zarr is already going.")
+            return None
+        image = self.session.image_layer()
+        path = source_file(image) if image is not None else None
+        if path is None:
+            show_error(
+                "Whole image to OME-Zarr reads the image's file: open the image from an OME-Zarr folder or a TIFF "
+                "file (this layer has none), or use Segment with Region set to Visible region."
+            )
+            return None
+        try:
+            model = self.session.current_model()
+            settings = dict(
+                block=BLOCK,
+                postprocess=self.session.postprocess_config(),
+                diameter=self._diameter(),
+                modality=self.session.modality_choice(),
+                channel=self.session.image_channel(image),
+                device=str(self.session.device()),
+                tile=self.session.tile_size(),
+                name=store_name(path),
+                provenance={"model_name": model.name, "input": str(path), "from": "dock"},
+            )
+        except (InputError, ValueError) as exc:
+            show_error(str(exc))
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the labels (OME-Zarr)")
+            if not folder:
+                return None
+        target = Path(folder) / f"{store_name(path)}.zarr"
+        if target.resolve() == path.resolve():
+            show_error(f"{target} is the image itself: choose another folder")
+            return None
+        worker = create_worker(run_to_disk, path, target, model, **settings, _start_thread=False)
+        worker.yielded.connect(self.status.setText)
+        worker.returned.connect(lambda store, image=image: self._open(store, image))
+        worker.errored.connect(self._failed)
+        worker.finished.connect(self._done)
+        self.worker = worker
+        self.button.setEnabled(False)
+        self.status.setText(f"Segmenting {path.name} into {target}...")
+        worker.start()
+        return worker
+
+    def _diameter(self) -> float | None:
+        d = self.session.diameter_choice()
+        if d == "auto":
+            raise InputError("Whole image to OME-Zarr takes the object size in pixels (Set), not Estimate")
+        return d
+
+    def _open(self, store: Path, image: Image) -> None:
+        from ..io.readers import read_ome_zarr
+
+        viewer = self.session.viewer
+        for data, kwargs, kind in read_ome_zarr(store):
+            if kind != "labels":
+                continue
+            kwargs = {
+                **kwargs,
+                "name": f"{labels_name(image)} (OME-Zarr)",
+                "scale": list(image.scale)[-2:],
+                "translate": list(image.translate)[-2:],
+            }
+            viewer.add_labels(data, **kwargs)
+        self.status.setText(f"Done: {store} (opened as a labels layer; edits there are not written back)")
+        show_info(f"Labels written to {store}")
+
+    def _failed(self, exc: BaseException) -> None:
+        known = (InputError, ReadError, ClusterError, OSError, ValueError)
+        msg = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+        self.status.setText(f"Failed: {msg} (run it again to continue what was written)")
+        show_error(f"Whole image to OME-Zarr failed: {msg}")
+
+    def _done(self) -> None:
+        self.worker = None
+        self.button.setEnabled(True)

@@ -1,0 +1,110 @@
+"""GUI tests: a whole image file segmented into an OME-Zarr in the background, opened as a labels layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_unet_loop.core import model_files
+from napari_unet_loop.core.postprocess import PostprocessConfig
+from napari_unet_loop.gui import disk_run
+from napari_unet_loop.gui.disk_run import DiskRun, source_file, store_name
+from napari_unet_loop.gui.session import DockCalls, Session
+from napari_unet_loop.io.lazy import open_lazy
+from napari_unet_loop.parallel import segment_to_zarr
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+def _ome_zarr(path, img):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(img, root, scale_factors=(), fmt=FormatV04(), axes=["y", "x"], storage_options={"chunks": (128, 128)})
+    return path
+
+
+def _discs(shape=(300, 260), n=25, seed=2):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape, np.float32)
+    for _ in range(n):
+        cy, cx, r = rng.integers(10, shape[0] - 10), rng.integers(10, shape[1] - 10), rng.integers(6, 10)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    return (img * 180 + rng.normal(20, 5, shape)).clip(0, 255).astype(np.uint8)
+
+
+def _session(viewer, image, model, pp):
+    calls = {name: (lambda *a, **k: None) for name in DockCalls.__dataclass_fields__}
+    calls.update(
+        image_layer=lambda: image,
+        image_channel=lambda _img: None,
+        modality_choice=lambda: None,
+        diameter_choice=lambda: None,
+        current_model=lambda: model,
+        device_choice=lambda: "cpu",
+        postprocess_config=lambda: pp,
+        tile_size=lambda: None,
+    )
+    session = Session(viewer)
+    session.register(DockCalls(**calls))
+    return session
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen = []
+    monkeypatch.setattr(disk_run, "show_error", lambda m: seen.append(str(m)))
+    monkeypatch.setattr(disk_run, "show_info", lambda m: None)
+    return seen
+
+
+def test_whole_file_to_ome_zarr_opens_as_labels_equal_to_the_command(
+    make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors, monkeypatch
+):
+    monkeypatch.setattr(disk_run, "BLOCK", 128)  # several blocks on a small image
+    viewer = make_napari_viewer_proxy()
+    img = _discs()
+    src = _ome_zarr(tmp_path / "slide.ome.zarr", img)
+    image = viewer.add_image(img, name="slide", metadata={"source": str(src)}, scale=(0.5, 0.5))
+    model = model_files.load(tiny_model_path)
+    pp = PostprocessConfig(fg_threshold=0.5, seed_threshold=0.5, min_size=8)
+    row = DiskRun(_session(viewer, image, model, pp))
+    qtbot.addWidget(row)
+    worker = row.start(tmp_path / "out")
+    assert worker is not None, errors
+    qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
+    assert not errors
+    assert row.status.text().startswith("Done"), row.status.text()
+    layer = viewer.layers[-1]
+    assert layer.name == "slide labels (OME-Zarr)" and list(layer.scale) == [0.5, 0.5]
+    expected_store = segment_to_zarr(open_lazy(src), model, tmp_path / "cli" / "slide.zarr", block=128, postprocess=pp)
+    group = zarr.open_group(str(expected_store.path), mode="r")["labels"]
+    expected = np.asarray(group[next(iter(group.group_keys()))]["0"])
+    assert expected.max() > 0
+    np.testing.assert_array_equal(np.asarray(layer.data), expected)
+
+
+def test_a_layer_without_a_file_is_refused_with_a_hint(make_napari_viewer_proxy, qtbot, tiny_model_path, errors):
+    viewer = make_napari_viewer_proxy()
+    image = viewer.add_image(_discs(), name="made in memory")
+    row = DiskRun(_session(viewer, image, model_files.load(tiny_model_path), PostprocessConfig()))
+    qtbot.addWidget(row)
+    assert row.start("/tmp") is None
+    assert errors and "open the image from an OME-Zarr folder or a TIFF file" in errors[0]
+    assert "Visible region" in errors[0]
+
+
+def test_source_and_store_names(tmp_path):
+    src = _ome_zarr(tmp_path / "cells.ome.zarr", _discs((70, 80), n=3))
+
+    class Layer:
+        metadata = {"source": str(src)}
+        source = None
+
+    assert source_file(Layer()) == src
+    assert store_name(src) == "cells"
+    assert store_name(tmp_path / "b.tif") == "b"
