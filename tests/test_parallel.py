@@ -115,7 +115,7 @@ def test_resume_finishes_an_interrupted_run(model, image, reference, tmp_path):
     src = open_lazy(path)
     part = segment_to_zarr(src, model, out, block=BLOCK, margin=48, stop_after=4)
     assert not out.exists() and part.path == partial_path(out)  # nothing half-done is named .zarr
-    with pytest.raises(JobMismatchError, match="--resume"):
+    with pytest.raises(JobMismatchError, match="resume it"):
         segment_to_zarr(src, model, out, block=BLOCK, margin=48)
     with pytest.raises(JobMismatchError, match="another run"):
         segment_to_zarr(src, model, out, block=BLOCK, margin=96, resume=True)

@@ -14,6 +14,8 @@ from ..core.device import resolve_device
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.segment import LARGE_PIXELS
+from ..io.chunked import JobMismatchError
+from ..io.conventions import TargetExistsError
 from ..io.export import (
     ExportError,
     check_writable,
@@ -89,7 +91,12 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
         try:
             written, n, kind = _segment_blockwise(f, stem, args, model, device, pp, formats, outdir, prov, cluster)
         except (InputError, ReadError, ExportError, ClusterError, FileExistsError) as exc:
-            _log(f"error: {f}: {exc}")
+            hint = ""  # the settings the messages name, as this front end spells them
+            if isinstance(exc, TargetExistsError):
+                hint = " Use --overwrite to replace it."
+            elif isinstance(exc, JobMismatchError) and "resume it" in str(exc):
+                hint = " (--resume)"
+            _log(f"error: {f}: {exc}{hint}")
             failed += 1
             continue
         except OSError as exc:  # a full disk, a lost file system: the partial store stays for --resume

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import _fsync_dir
-from .conventions import MAX_LEVELS, MIN_LEVEL_SIZE, ExportError, _json_safe, safe_name
+from .conventions import MAX_LEVELS, MIN_LEVEL_SIZE, ExportError, TargetExistsError, _json_safe, safe_name
 
 PARTIAL = ".partial"
 
@@ -138,7 +138,7 @@ class LabelsStore:
 
         target = Path(target)
         if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; use --overwrite to replace it")
+            raise TargetExistsError(f"{target} exists.", [target])
         partial = partial_path(target)
         record = {
             **_json_safe(dict(job)),
@@ -152,7 +152,7 @@ class LabelsStore:
         if partial.exists():
             if not resume:
                 raise JobMismatchError(
-                    f"{partial} holds an interrupted run: continue it with --resume, or delete the folder to start over"
+                    f"{partial} holds an interrupted run of this output: resume it, or delete the folder to start over"
                 )
             old = json.loads((partial / "job.json").read_text()) if (partial / "job.json").is_file() else None
             if old != record:

@@ -238,7 +238,7 @@ def _check_plane(src: LazySource) -> None:
         shown = ", ".join(f"{n} along {a}" for a, n in extra.items())
         raise ReadError(
             f"{src.path}: {shown}; large images are segmented lazily one 2D plane at a time only "
-            "(write one plane per file, or segment the stack in memory without --cluster)"
+            "(write one plane per file, or segment the stack plane by plane in memory)"
         )
 
 

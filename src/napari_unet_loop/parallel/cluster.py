@@ -82,7 +82,7 @@ class Cluster:
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:  # pragma: no cover - distributed is a dependency
-            raise ClusterError(f"--cluster needs dask.distributed ({exc}); pip install distributed") from None
+            raise ClusterError(f"a dask cluster needs dask.distributed ({exc}): pip install distributed") from None
         if cluster == "local" or cluster.startswith("local:"):
             n, threads = cluster_size(device)
             if cluster.startswith("local:"):
