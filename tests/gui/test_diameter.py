@@ -75,7 +75,7 @@ def test_segmenting_at_a_set_diameter_records_it_and_rethresholds_at_that_scale(
     from napari_unet_loop.core.postprocess import instances_from_maps
     from napari_unet_loop.core.scale import postprocess_at
 
-    w.min_size_spin.setValue(2500)  # 2,500 px at the network scale: 22,500 px here, more than the whole image
+    w.min_size_spin.value = 2500  # 2,500 px at the network scale: 22,500 px here, more than the whole image
     pp = w.postprocess_config()
     assert w.rethreshold() is not None
     qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)

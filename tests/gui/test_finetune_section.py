@@ -107,7 +107,7 @@ def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatc
     assert ft.use_anyway_btn.isVisibleTo(ft)
     assert "not better" in messages["warning"][0]
     n_models = len(model_files.list_models())
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     ft.use_anyway()
     assert len(model_files.list_models()) == n_models + 1
     assert w.model_combo.currentText() != "tiny"
@@ -117,7 +117,7 @@ def test_stop_keeps_best_so_far(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)
     ft.steps_override = 10_000
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     worker = ft.start()
     qtbot.waitUntil(lambda: len(ft.plot.losses) >= 2, timeout=TIMEOUT)
     ft.stop()
@@ -130,7 +130,7 @@ def test_stop_right_at_the_start(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)
     ft.steps_override = 10_000
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     assert ft.start() is not None
     ft.stop()
     qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
@@ -141,7 +141,7 @@ def test_two_finetunes_at_once_are_refused(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)
     ft.steps_override = 10_000
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     assert ft.start() is not None
     assert ft.start() is None
     assert "already running" in messages["warning"][0]
@@ -263,8 +263,9 @@ def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs)
     iio.imwrite(tmp_path / "img" / "a.png", discs[0].clip(0, 255).astype(np.uint8))
     iio.imwrite(tmp_path / "lab" / "a.png", discs[1].astype(np.uint16))
     ft.add_folders(tmp_path / "img", tmp_path / "lab")
-    ft.start_combo.setCurrentText(START_SCRATCH)
-    ft.resegment_check.setChecked(False)
+    ft.start_combo.value = "scratch"
+    assert ft.start_combo.current_choice == START_SCRATCH  # shown as its text
+    ft.resegment_check.value = False
     finetune(qtbot, ft)
     assert "Training done" in ft.result_label.text() or "not better" in ft.result_label.text()
 
@@ -283,7 +284,7 @@ def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monke
     monkeypatch.setattr(
         "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
     )
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     ft.name_edit.setText("lab-nuclei")
     finetune(qtbot, ft)
     first = model_files.load("lab-nuclei")
@@ -386,7 +387,7 @@ def test_finetuned_card_keeps_the_conversion_it_was_trained_with(qtbot, setup, m
     monkeypatch.setattr(
         "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
     )
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     ft.name_edit.setText("bf-nuclei")
     w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
     finetune(qtbot, ft)
@@ -444,7 +445,7 @@ def test_dock_finetune_equals_train_from_for_the_same_seed(qtbot, tmp_path, setu
         iio.imwrite(images / f"c{i}.png", (lab > 0).astype(np.uint8) * 180 + 30)
         tifffile.imwrite(labels / f"c{i}.tif", lab)
     assert ft.add_folders(images, labels)
-    ft.resegment_check.setChecked(False)
+    ft.resegment_check.value = False
     ft.name_edit.setText("dock-ft")
     finetune(qtbot, ft)
     dock = ft._rejected if ft._rejected is not None else model_files.load("dock-ft")

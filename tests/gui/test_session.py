@@ -84,10 +84,10 @@ def test_sections_get_the_session_not_the_widget(viewer_widget):
     assert unwrap(session.image_layer()) is unwrap(w.image_layer()) is unwrap(image)
     assert session.model_name() == w.model_combo.currentText()
     assert session.current_model() is w.current_model()
-    assert session.device_choice() == w.device_combo.currentText()
+    assert session.device_choice() == w.device_combo.value
     assert session.postprocess_config() == w.postprocess_config()
-    w.tile_combo.setCurrentIndex(1)
-    assert session.tile_size() == w.tile_size() == w.tile_combo.currentData()
+    w.tile_combo.value = w.tile_combo.choices[1]
+    assert session.tile_size() == w.tile_size() == w.tile_combo.value
     assert session.channel_axis() is None
     w.channel_axis_combo.setCurrentIndex(w.channel_axis_combo.findData(0))
     assert session.channel_axis() == 0

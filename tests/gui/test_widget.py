@@ -55,8 +55,8 @@ def test_idle_state_and_tile_size_from_item_data(viewer_widget):
     viewer, w = viewer_widget
     assert w._run.kind == "idle" and w._run.target is None  # no job yet
     assert w.tile_size() is None  # "auto"
-    w.tile_combo.setCurrentIndex(1)
-    assert w.tile_size() == w.tile_combo.currentData() == int(w.tile_combo.currentText())
+    w.tile_combo.value = w.tile_combo.choices[1]
+    assert w.tile_size() == w.tile_combo.value == int(w.tile_combo.current_choice)
 
 
 def test_segment_creates_labels_layer_with_scale(qtbot, viewer_widget, discs):
@@ -109,7 +109,7 @@ def test_rerun_replaces_unedited_layer_undoably(qtbot, viewer_widget, discs):
     run(qtbot, w)
     out = viewer.layers["cells labels"]
     first = out.data.copy()
-    w.fg_spin.setValue(0.3)
+    w.fg_spin.value = 0.3
     run(qtbot, w)
     assert len([lyr for lyr in viewer.layers if lyr.name.startswith("cells labels")]) == 1
     second = out.data.copy()
@@ -160,9 +160,9 @@ def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
         raise AssertionError("re-thresholding must not run the network")
 
     monkeypatch.setattr(widget_mod, "segment_planes", no_network)
-    w.fg_spin.setValue(0.05)
-    w.seed_spin.setValue(0.95)
-    w.min_size_spin.setValue(0)
+    w.fg_spin.value = 0.05
+    w.seed_spin.value = 0.95
+    w.min_size_spin.value = 0
     assert w.rethreshold() is not None
     wait(qtbot, w)
     from napari_unet_loop.core.postprocess import instances_from_maps
@@ -349,7 +349,7 @@ def test_shipped_model_cannot_be_deleted(viewer_widget, messages):
 def test_probability_maps_and_uncertainty_layers(qtbot, viewer_widget, discs):
     viewer, w = viewer_widget
     viewer.add_image(np.stack([discs[0], discs[0]]), name="st")
-    w.show_maps_check.setChecked(True)
+    w.show_maps_check.value = True
     run(qtbot, w)
     fg = viewer.layers["st labels foreground probability"]
     assert fg.data.shape == (2, *discs[0].shape)
@@ -385,8 +385,8 @@ def test_undoing_a_replaced_result_is_not_a_correction(qtbot, viewer_widget, dis
     viewer.add_image(discs[0], name="cells")
     run(qtbot, w)
     out = viewer.layers["cells labels"]
-    w.fg_spin.setValue(0.3)
-    w.seed_spin.setValue(0.9)
+    w.fg_spin.value = 0.3
+    w.seed_spin.value = 0.9
     run(qtbot, w)  # replaces the unedited layer in place, one undo step
     out.undo()  # back to the first result: the user corrected nothing
     ((original, current),) = w.tracker.corrections(out).values()

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -43,6 +42,7 @@ from ..core.unet import UNetConfig
 from ..io.images import ReadError
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
+from .forms import add_rows
 from .layers import (
     HELPER,
     META_KEY,
@@ -110,30 +110,37 @@ class FineTuneSection(TrainingData, QGroupBox):
             "fix one corner of a big image and train on it."
         )
         form.addRow("Reviewed", self.region_combo)
-        self.weight_spin = QDoubleSpinBox()
-        self.weight_spin.setRange(1.0, 20.0)
-        self.weight_spin.setValue(3.0)
-        self.weight_spin.setToolTip("Loss weight of the pixels you corrected (1: no extra weight)")
-        form.addRow("Weight of corrections", self.weight_spin)
-        self.minutes_spin = QDoubleSpinBox()
-        self.minutes_spin.setRange(0.25, 600.0)
-        self.minutes_spin.setSingleStep(0.5)
-        self.minutes_spin.setValue(2.0)
-        self.minutes_spin.setSuffix(" min")
-        self.minutes_spin.setToolTip("Time budget; Stop ends earlier and keeps the best model so far")
-        form.addRow("Train for", self.minutes_spin)
-        self.start_combo = QComboBox()
-        for key, text in START_CHOICES.items():
-            self.start_combo.addItem(text, key)
-        form.addRow("Start from", self.start_combo)
-        self.freeze_check = QCheckBox("Freeze the encoder (faster, for small corrections)")
-        self.freeze_check.setToolTip("Train only the expanding path: about twice as fast on a CPU")
-        form.addRow(self.freeze_check)
+        self.weight_spin = FloatSpinBox(
+            min=1.0,
+            max=20.0,
+            step=1.0,
+            value=3.0,
+            label="Weight of corrections",
+            tooltip="Loss weight of the pixels you corrected (1: no extra weight)",
+        )
+        self.minutes_spin = FloatSpinBox(
+            min=0.25,
+            max=600.0,
+            step=0.5,
+            value=2.0,
+            label="Train for",
+            tooltip="Time budget; Stop ends earlier and keeps the best model so far",
+        )
+        self.minutes_spin.native.setSuffix(" min")  # no suffix in magicgui
+        # "Start from": value the key ("current", "default", "scratch"), shown as its text
+        self.start_combo = ComboBox(choices=[(text, key) for key, text in START_CHOICES.items()], label="Start from")
+        self.freeze_check = CheckBox(
+            text="Freeze the encoder (faster, for small corrections)",
+            tooltip="Train only the expanding path: about twice as fast on a CPU",
+        )
+        add_rows(form, self.weight_spin, self.minutes_spin, self.start_combo, self.freeze_check)
         row = QHBoxLayout()
-        self.elastic_check = QCheckBox("Elastic deformation")
-        self.elastic_check.setChecked(True)
-        self.elastic_check.setToolTip("U-Net paper augmentation: 3x3 grid of random shifts, 10 px std")
-        row.addWidget(self.elastic_check)
+        self.elastic_check = CheckBox(
+            text="Elastic deformation",
+            value=True,
+            tooltip="U-Net paper augmentation: 3x3 grid of random shifts, 10 px std",
+        )
+        row.addWidget(self.elastic_check.native)
         self.preview_btn = QPushButton("Preview augmentation")
         self.preview_btn.setToolTip("Show a few augmented training patches as an image layer")
         self.preview_btn.clicked.connect(lambda: self.preview_augmentation())
@@ -143,9 +150,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.name_edit.setPlaceholderText("automatic (parent name + date)")
         self.name_edit.setToolTip("Name of the fine-tuned model in your model folder")
         form.addRow("Save as", self.name_edit)
-        self.resegment_check = QCheckBox("Re-segment with the new model (into a new layer)")
-        self.resegment_check.setChecked(True)
-        form.addRow(self.resegment_check)
+        self.resegment_check = CheckBox(text="Re-segment with the new model (into a new layer)", value=True)
+        add_rows(form, self.resegment_check)
 
         row = QHBoxLayout()
         self.train_btn = QPushButton("Fine-tune")
@@ -229,7 +235,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.update_corrections()
 
     def _start_model(self) -> Model:
-        choice = self.start_combo.currentData()
+        choice = self.start_combo.value
         if choice == "default":
             return model_files.load("default")
         current = self.session.current_model()
@@ -244,14 +250,14 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     def config(self, fine_tune: bool) -> TrainConfig:
         """Training settings from the widgets."""
-        minutes = None if self.steps_override else float(self.minutes_spin.value())
+        minutes = None if self.steps_override else float(self.minutes_spin.value)
         return preset(
             fine_tune,
             minutes=minutes,
             steps=self.steps_override,
             val_every_s=self.val_every_override,  # None: the preset's interval
-            freeze_encoder=self.freeze_check.isChecked(),
-            augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.isChecked() else 0.0),
+            freeze_encoder=self.freeze_check.value,
+            augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.value else 0.0),
         )
 
     def start(self):
@@ -276,7 +282,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             chosen = self.session.diameter_choice()
             scaled = to_network_scale(samples, model.card, chosen if isinstance(chosen, float) else None)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
-            config = self.config(fine_tune=self.start_combo.currentData() != "scratch")
+            config = self.config(fine_tune=self.start_combo.value != "scratch")
             pp = self.session.postprocess_config()
         except (InputError, ModelError, ReadError, ValueError) as exc:
             show_error(str(exc))
@@ -449,7 +455,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.revert_btn.setEnabled(True)
         self.result_label.setText(f"{message} Saved as '{model.name}' ({path.parent}).")
         show_info(f"Fine-tuned model saved as '{model.name}' and selected.")
-        if self.resegment_check.isChecked():
+        if self.resegment_check.value:
             self.resegment(model)
 
     def resegment(self, model: Model) -> None:

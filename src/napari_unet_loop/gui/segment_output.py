@@ -159,7 +159,7 @@ class SegmentOutput:
         target.metadata[META_KEY] = meta
         run.done += 1
         run.objects += int(res.labels.max())
-        if self.show_maps_check.isChecked():
+        if self.show_maps_check.value:
             self._show_maps(target, res.index)
 
     def _show_maps(self, target: Labels, index: tuple[int, ...]) -> None:

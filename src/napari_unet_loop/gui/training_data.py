@@ -98,8 +98,8 @@ class TrainingData:
         mode, name = self.region_combo.currentData() or ("whole", None)
         corr = self.tracker.corrections(labels).get(index)
         weight = None
-        if corr is not None and self.weight_spin.value() > 1:
-            weight = correction_weight(corr[0], corr[1], self.weight_spin.value())
+        if corr is not None and self.weight_spin.value > 1:
+            weight = correction_weight(corr[0], corr[1], self.weight_spin.value)
         if mode == "edited":
             region = np.zeros(shape, bool) if corr is None else edited_region(corr[0], corr[1])
             accepted = [

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -24,7 +25,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QStyle,
     QTabWidget,
     QToolButton,
@@ -43,6 +43,7 @@ from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
+from .forms import add_rows, set_clamped
 from .input_section import InputChoices
 from .layers import (
     META_KEY,
@@ -162,7 +163,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             diameter_choice=self.diameter_choice,
             current_model=self.current_model,
             model_name=lambda: self.model_combo.currentText(),
-            device_choice=lambda: self.device_combo.currentText(),
+            device_choice=lambda: self.device_combo.value,
             postprocess_config=self.postprocess_config,
             tile_size=self.tile_size,
             cache_model=self.cache_model,
@@ -243,25 +244,26 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         form.addRow(self.model_info)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", *available_devices()])
-        self.device_combo.setToolTip("auto: CUDA GPU, then Apple MPS, then CPU")
-        self.device_combo.currentIndexChanged.connect(lambda i: self._update_device_label())
-        form.addRow("Device", self.device_combo)
+        self.device_combo = ComboBox(
+            choices=["auto", *available_devices()],
+            label="Device",
+            tooltip="auto: CUDA GPU, then Apple MPS, then CPU",
+        )
+        self.device_combo.changed.connect(lambda value: self._update_device_label())
+        add_rows(form, self.device_combo)
         self.device_label = QLabel("")
         form.addRow(self.device_label)
-        self.tile_combo = QComboBox()
-        self.tile_combo.addItem("auto", None)
-        for t in TILE_CHOICES:
-            self.tile_combo.addItem(str(t), t)
-        self.tile_combo.setToolTip(
-            "Core tile size in pixels. 'auto' picks it from free memory. Every size gives the "
-            "same result: tiles overlap by half the network's receptive field."
+        self.tile_combo = ComboBox(
+            choices=[("auto", None), *((str(t), t) for t in TILE_CHOICES)],
+            label="Tile size",
+            tooltip="Core tile size in pixels. 'auto' picks it from free memory. Every size gives the "
+            "same result: tiles overlap by half the network's receptive field.",
         )
-        form.addRow("Tile size", self.tile_combo)
-        self.tta_check = QCheckBox("Test-time augmentation (4x slower)")
-        self.tta_check.setToolTip("Average the network over the four flips of each tile: smoother, fewer false splits")
-        form.addRow(self.tta_check)
+        self.tta_check = CheckBox(
+            text="Test-time augmentation (4x slower)",
+            tooltip="Average the network over the four flips of each tile: smoother, fewer false splits",
+        )
+        add_rows(form, self.tile_combo, self.tta_check)
         self.refresh_models()
         self._update_device_label()
         return box
@@ -269,31 +271,37 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
     def _build_thresholds(self) -> QGroupBox:
         box = QGroupBox("Instances")
         form = QFormLayout(box)
-        self.fg_spin = QDoubleSpinBox()
-        self.fg_spin.setRange(0.05, 0.95)
-        self.fg_spin.setSingleStep(0.05)
-        self.fg_spin.setToolTip("Foreground probability above which a pixel belongs to an object")
-        form.addRow("Foreground threshold", self.fg_spin)
-        self.seed_spin = QDoubleSpinBox()
-        self.seed_spin.setRange(0.05, 0.95)
-        self.seed_spin.setSingleStep(0.05)
-        self.seed_spin.setToolTip("Distance-map level that seeds one object each: higher splits less")
-        form.addRow("Seed threshold", self.seed_spin)
-        self.min_size_spin = QSpinBox()
-        self.min_size_spin.setRange(0, 100000)
-        self.min_size_spin.setToolTip(
-            "Objects with fewer pixels are removed. Pixels at the model's object size: when Object size "
-            "rescales the image, this grows with it (e.g. x9 for objects 3x the model's)"
+        self.fg_spin = FloatSpinBox(
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            label="Foreground threshold",
+            tooltip="Foreground probability above which a pixel belongs to an object",
         )
-        form.addRow("Minimum size (px)", self.min_size_spin)
-        self.sigma_spin = QDoubleSpinBox()
-        self.sigma_spin.setRange(0.0, 10.0)
-        self.sigma_spin.setSingleStep(0.5)
-        self.sigma_spin.setToolTip(
-            "Smooth the distance map before seeding (pixels at the model's object size, scaled like the "
-            "minimum size): fewer splits of large objects"
+        self.seed_spin = FloatSpinBox(
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            label="Seed threshold",
+            tooltip="Distance-map level that seeds one object each: higher splits less",
         )
-        form.addRow("Seed smoothing (px)", self.sigma_spin)
+        self.min_size_spin = SpinBox(
+            min=0,
+            max=100000,
+            step=1,
+            label="Minimum size (px)",
+            tooltip="Objects with fewer pixels are removed. Pixels at the model's object size: when Object size "
+            "rescales the image, this grows with it (e.g. x9 for objects 3x the model's)",
+        )
+        self.sigma_spin = FloatSpinBox(
+            min=0.0,
+            max=10.0,
+            step=0.5,
+            label="Seed smoothing (px)",
+            tooltip="Smooth the distance map before seeding (pixels at the model's object size, scaled like the "
+            "minimum size): fewer splits of large objects",
+        )
+        add_rows(form, self.fg_spin, self.seed_spin, self.min_size_spin, self.sigma_spin)
         row = QHBoxLayout()
         self.rethreshold_btn = QPushButton("Apply thresholds")
         self.rethreshold_btn.setToolTip(
@@ -306,9 +314,10 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self.defaults_btn.clicked.connect(self._reset_thresholds)
         row.addWidget(self.defaults_btn)
         form.addRow(row)
-        self.show_maps_check = QCheckBox("Show probability maps")
-        self.show_maps_check.setToolTip("Add the foreground probability and distance map as image layers")
-        form.addRow(self.show_maps_check)
+        self.show_maps_check = CheckBox(
+            text="Show probability maps", tooltip="Add the foreground probability and distance map as image layers"
+        )
+        add_rows(form, self.show_maps_check)
         self._reset_thresholds()
         return box
 
@@ -400,14 +409,14 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             pp = self.current_model().card.postprocess
         except ModelError:
             pp = PostprocessConfig()
-        self.fg_spin.setValue(pp.fg_threshold)
-        self.seed_spin.setValue(pp.seed_threshold)
-        self.min_size_spin.setValue(pp.min_size)
-        self.sigma_spin.setValue(pp.dist_sigma)
+        set_clamped(self.fg_spin, pp.fg_threshold)
+        set_clamped(self.seed_spin, pp.seed_threshold)
+        set_clamped(self.min_size_spin, pp.min_size)
+        set_clamped(self.sigma_spin, pp.dist_sigma)
 
     def _update_device_label(self) -> None:
         try:
-            dev = resolve_device(self.device_combo.currentText())
+            dev = resolve_device(self.device_combo.value)
             self.device_label.setText(f"Runs on: {dev}")
         except DeviceError as exc:
             self.device_label.setText(str(exc))
@@ -415,20 +424,20 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
     def postprocess_config(self) -> PostprocessConfig:
         """Thresholds as set in the widget."""
         return PostprocessConfig(
-            fg_threshold=round(self.fg_spin.value(), 4),
-            seed_threshold=round(self.seed_spin.value(), 4),
-            min_size=self.min_size_spin.value(),
-            dist_sigma=round(self.sigma_spin.value(), 4),
+            fg_threshold=round(self.fg_spin.value, 4),
+            seed_threshold=round(self.seed_spin.value, 4),
+            min_size=self.min_size_spin.value,
+            dist_sigma=round(self.sigma_spin.value, 4),
         )
 
     def tile_size(self) -> int | None:
         """Chosen core tile size (``None``: automatic)."""
-        size = self.tile_combo.currentData()
+        size = self.tile_combo.value
         return None if size is None else int(size)
 
     # ------------------------------------------------------------------ running
     def _busy(self, busy: bool) -> None:
-        for w in (self.segment_btn, self.rethreshold_btn, self.model_combo, self.device_combo):
+        for w in (self.segment_btn, self.rethreshold_btn, self.model_combo, self.device_combo.native):
             w.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy)
         if not busy:
@@ -477,7 +486,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             image = check_image_layer(layer if layer is not None else self.image_layer())
             lay = self.image_layout(image)
             model = self.current_model()
-            device = resolve_device(self.device_combo.currentText())
+            device = resolve_device(self.device_combo.value)
             pp = self.postprocess_config()
             own = layer is None and new_layer_name is None and indices is None  # the Region choice is for these
             plan = self.plan_region(image, lay, stack) if own else None
@@ -526,7 +535,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             device,
             self.tile_size(),
             pp,
-            self.tta_check.isChecked(),
+            self.tta_check.value,
             self.modality_choice(),
             self.diameter_choice(),
             _start_thread=False,
