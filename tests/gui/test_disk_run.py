@@ -108,3 +108,24 @@ def test_source_and_store_names(tmp_path):
     assert source_file(Layer()) == src
     assert store_name(src) == "cells"
     assert store_name(tmp_path / "b.tif") == "b"
+
+
+def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors):
+    from napari_unet_loop.gui.widget import UNetLoopWidget
+
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    viewer.window.add_dock_widget(w, name="U-Net Loop")
+    assert w.add_model_file(tiny_model_path) is not None
+    img = _discs()
+    src = _ome_zarr(tmp_path / "plate.ome.zarr", img)
+    viewer.add_image(img, name="plate", metadata={"source": str(src)})
+    w.fg_spin.value = 0.6  # the dock's threshold reaches the run
+    assert w.disk_run.start(tmp_path / "out") is not None, errors
+    qtbot.waitUntil(lambda: w.disk_run.worker is None, timeout=TIMEOUT)
+    assert not errors and w.disk_run.status.text().startswith("Done")
+    attrs = dict(zarr.open_group(str(tmp_path / "out" / "plate.zarr"), mode="r").attrs)["napari_unet_loop"]
+    assert attrs["provenance"]["model_name"] == "tiny"
+    assert viewer.layers[-1].name == "plate labels (OME-Zarr)"
+    store = tmp_path / "out" / "plate.zarr" / "labels" / "plate" / "0"
+    assert store.is_dir()

@@ -41,6 +41,7 @@ from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
+from .disk_run import DiskRun
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
 from .forms import add_rows, set_clamped
@@ -374,6 +375,8 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.status)
+        self.disk_run = DiskRun(self.session)  # whole image files larger than memory, into OME-Zarr
+        lay.addWidget(self.disk_run)
         return box
 
     # ------------------------------------------------------------------ choices
