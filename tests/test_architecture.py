@@ -54,3 +54,16 @@ def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):
     res = _lint(copy)
     assert res.returncode != 0
     assert f"{contract}" in res.stdout and "BROKEN" in res.stdout
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle anywhere in the package (imports at run time, function-level ones included)."""
+    import grimp
+
+    graph = grimp.build_graph("napari_unet_loop", exclude_type_checking_imports=True)
+    circles = set()
+    for a in graph.modules:
+        for b in graph.find_modules_directly_imported_by(a):
+            if a != b and graph.chain_exists(importer=b, imported=a):
+                circles.add(tuple(sorted((a, b))))
+    assert not circles, sorted(circles)

@@ -174,8 +174,8 @@ def plan_blocks(
     InputError
         For a block smaller than :data:`MIN_BLOCK`.
     """
+    from .modality import input_modality
     from .predict import model_halo
-    from .segment import input_modality
 
     if block < MIN_BLOCK:
         raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")

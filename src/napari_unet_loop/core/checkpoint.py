@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .train import TrainConfig, TrainingError
+from .errors import TrainingError
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 CHECKPOINT_FORMAT = 1
 

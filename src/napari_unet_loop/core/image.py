@@ -6,17 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .channels import _is_alpha, sample_step, to_grey  # noqa: F401 - part of this module's interface
 from .config import Settings
+from .errors import ConstantImageError, InputError  # noqa: F401 - raised here, imported from here elsewhere
 
 MIN_SIDE = 8
-
-
-class InputError(ValueError):
-    """An input the segmentation cannot work on; the message says why and what to do."""
-
-
-class ConstantImageError(InputError):
-    """The image (or plane) holds one value only: there is nothing to segment."""
 
 
 @dataclass(frozen=True)
@@ -37,61 +31,6 @@ class Normalization(Settings):
     def __post_init__(self) -> None:
         if not 0 <= self.low < self.high <= 100:
             raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
-
-
-def _is_alpha(plane: np.ndarray) -> bool:
-    """Whether a channel looks like an opacity channel: one value everywhere (all opaque)."""
-    return bool(plane.min() == plane.max())
-
-
-def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = None) -> np.ndarray:
-    """Reduce a 2D image with optional channels to one grey plane.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(Y, X)``, ``(Y, X, 1|2)`` grey (with alpha), ``(Y, X, 3|4)`` RGB(A), or
-        ``(Y, X, C)`` multichannel.
-    rgb : bool, optional
-        Whether a last axis of 3 or 4 is RGB(A) colour. ``None`` guesses: a last
-        axis of 3 or 4 is colour.
-    channel : int, optional
-        For multichannel images, the channel to segment. For RGB(A) images the
-        default is the mean of R, G and B, for grey + alpha images (an opacity
-        channel of one value) the grey channel.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float32`` 2D image.
-
-    Raises
-    ------
-    InputError
-        If the image is not 2D after channel handling or the channel does not exist.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        n_ch = image.shape[-1]
-        if rgb is None and n_ch not in (1, 2):
-            rgb = n_ch in (3, 4)
-        if channel is not None:
-            if not -n_ch <= channel < n_ch:
-                raise InputError(f"channel {channel} does not exist: the image has {n_ch} channels")
-            image = image[..., channel]
-        elif rgb is None and (n_ch == 1 or (n_ch == 2 and _is_alpha(image[..., 1]))):  # grey (+ alpha, LA PNG)
-            image = image[..., 0]
-        elif rgb:
-            image = image[..., :3].astype(np.float32).mean(-1)
-        else:
-            raise InputError(
-                f"image of shape {image.shape} has {n_ch} channels in its last axis: choose the channel to segment"
-            )
-    if image.ndim != 2:
-        raise InputError(f"expected a 2D image (with optional channels), got shape {image.shape}")
-    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"image data type {image.dtype} is not a number type")
-    return image.astype(np.float32, copy=False)
 
 
 def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -> tuple[float, float]:
@@ -227,18 +166,6 @@ def _planes(
             f"(shape {image.shape}); choose a model made for this kind of image"
         )
     return [image[..., c].astype(np.float32) for c in range(in_channels)]
-
-
-def sample_step(shape: tuple[int, ...], max_pixels: int) -> int:
-    """The stride that reads about ``max_pixels`` pixels of a ``(Y, X)`` plane (1: every pixel).
-
-    Examples
-    --------
-    >>> sample_step((4000, 4000), 1_000_000)
-    4
-    """
-    h, w = shape[:2]
-    return max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
 
 
 def input_limits(

@@ -21,8 +21,14 @@ dark background (fluorescence shown with a colour table) counts as fluorescence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .model_files import Model
 
 MODALITIES = ("fluorescence", "brightfield", "he")
 CHOICES = ("auto", *MODALITIES)
@@ -85,7 +91,7 @@ def _is_rgb(image: np.ndarray, rgb: bool | None) -> bool:
 
 
 def _subsample(image: np.ndarray, max_pixels: int = _SAMPLE_PIXELS) -> np.ndarray:
-    from .image import sample_step
+    from .channels import sample_step
 
     step = sample_step(image.shape[:2], max_pixels)
     return np.asarray(image[::step, ::step])
@@ -116,7 +122,7 @@ def detect(image: np.ndarray, rgb: bool | None = None, channel: int | None = Non
     >>> detect(img).modality
     'brightfield'
     """
-    from .image import to_grey
+    from .channels import to_grey
 
     sample = _subsample(image)
     if channel is None and _is_rgb(sample, rgb):
@@ -195,7 +201,7 @@ def to_fluorescence_like(
     numpy.ndarray
         ``float32`` 2D plane (not yet normalised).
     """
-    from .image import to_grey
+    from .channels import to_grey
 
     if modality not in MODALITIES:
         raise ValueError(f"unknown imaging modality {modality!r}: choose from {', '.join(MODALITIES)}")
@@ -205,3 +211,40 @@ def to_fluorescence_like(
     if modality in ("brightfield", "he"):  # dark nuclei on a bright field; a grey "stained" image as brightfield
         return -grey
     return grey
+
+
+def input_modality(
+    model: Model, image, modality: str | None = None, rgb: bool | None = None, channel: int | None = None
+) -> str | None:
+    """The modality an image is converted from before the network, with ``"auto"`` resolved.
+
+    Parameters
+    ----------
+    model : Model
+        Its card's ``modality`` is the default.
+    image : array-like
+        The whole image (large ones are read on a subsample).
+    modality : str, optional
+        ``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"`` or ``"none"``; the
+        model's setting when omitted.
+    rgb, channel
+        As for :func:`iter_segment`.
+
+    Returns
+    -------
+    str or None
+        A kind from :data:`.modality.MODALITIES`, or ``None`` (grey as it is: models made
+        before modalities, and multichannel models).
+
+    Raises
+    ------
+    InputError
+        For an unknown modality.
+    """
+    m = model.card.modality if modality is None else modality
+    if m == "none" or model.card.architecture.in_channels != 1:
+        return None
+    try:
+        return resolve(m, image, rgb, channel)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .augment import jitter_intensity, random_blur, sampling_grid, warp
+from .errors import TrainingError
 from .targets import check_labels, make_targets
 from .tiling import reflect_indices
 
@@ -252,8 +253,6 @@ class PatchSampler:
             areas.append(n_valid)
             draws.append(s.draw)
         if not self.items:
-            from .train import TrainingError
-
             raise TrainingError("no annotated pixels to train on: every pixel is ignored")
         p = np.sqrt(np.asarray(areas, np.float64)) * np.asarray(draws, np.float64)
         self.p = p / p.sum()

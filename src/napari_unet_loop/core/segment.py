@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .image import ConstantImageError, InputError, prepare_input
+from .modality import input_modality
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
 from .predict import Progress, iter_predict, run
@@ -61,45 +62,6 @@ class Segmentation:
     modality: str | None = None
     diameter: float | None = None
     factor: float = 1.0
-
-
-def input_modality(
-    model: Model, image, modality: str | None = None, rgb: bool | None = None, channel: int | None = None
-) -> str | None:
-    """The modality an image is converted from before the network, with ``"auto"`` resolved.
-
-    Parameters
-    ----------
-    model : Model
-        Its card's ``modality`` is the default.
-    image : array-like
-        The whole image (large ones are read on a subsample).
-    modality : str, optional
-        ``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"`` or ``"none"``; the
-        model's setting when omitted.
-    rgb, channel
-        As for :func:`iter_segment`.
-
-    Returns
-    -------
-    str or None
-        A kind from :data:`.modality.MODALITIES`, or ``None`` (grey as it is: models made
-        before modalities, and multichannel models).
-
-    Raises
-    ------
-    InputError
-        For an unknown modality.
-    """
-    from .modality import resolve
-
-    m = model.card.modality if modality is None else modality
-    if m == "none" or model.card.architecture.in_channels != 1:
-        return None
-    try:
-        return resolve(m, image, rgb, channel)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
 
 
 def iter_segment(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .augment import AugmentConfig
 from .config import Settings
 from .device import autocast_dtype
+from .errors import TrainingError  # noqa: F401 - raised here, imported from here elsewhere
 from .metrics import MatchCounts, SegCounts, matching, pool
 from .postprocess import PostprocessConfig, instances
 from .predict import predict
@@ -37,10 +38,6 @@ from .unet import UNet
 
 MIN_VAL_SIDE = 32
 MAX_CENTRES = 1_000_000
-
-
-class TrainingError(RuntimeError):
-    """Training could not go on; the model it started from is unchanged."""
 
 
 class StopFlag(Protocol):
