@@ -706,6 +706,7 @@ def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch,
     out = tmp_path / "o"
     args = ["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]
     assert main([*args, "--stitch-z", "0.5", "--format", "tif,csv"]) == 0
+    assert "stack.tif: 3 objects" in capsys.readouterr().err  # 3D objects counted once, not per plane
     labels = tifffile.imread(out / "stack.tif")
     assert labels.shape == (9, 64, 64) and len(np.unique(labels[labels > 0])) == 3
     for i in (1, 2, 3):

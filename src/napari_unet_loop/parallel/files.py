@@ -214,9 +214,9 @@ def segment_file(job: FileJob, model: model_files.Model | None = None, threads: 
             notes += [f"note: {Path(job.path).name} ({fmt}): {n}" for n in res.notes]
     except (ExportError, OSError, ValueError) as exc:  # this file's outputs; the others go on
         raise WriteError(f"cannot write its labels: {os_error_text(exc) if isinstance(exc, OSError) else exc}") from exc
-    return FileResult(
-        job.path, written, count_objects(labels), kind, summary.diameter(), time.perf_counter() - t0, notes
-    )
+    objects_3d = job.stitch_z is not None and "Z" in axes
+    n = int(np.count_nonzero(np.unique(labels))) if objects_3d else count_objects(labels)  # 3D objects: once
+    return FileResult(job.path, written, n, kind, summary.diameter(), time.perf_counter() - t0, notes)
 
 
 def segment_files(
