@@ -1083,3 +1083,16 @@ def test_a_folder_on_a_cluster_is_one_task_per_file_with_the_same_labels(tmp_pat
         here, there = (tifffile.imread(tmp_path / d / f"field{k}.tif") for d in ("here", "there"))
         np.testing.assert_array_equal(here, there)
         assert (tmp_path / "there" / f"field{k}.csv").read_text() == (tmp_path / "here" / f"field{k}.csv").read_text()
+
+
+def test_a_large_tiff_stack_is_segmented_plane_by_plane_not_block_wise(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import napari_unet_loop.cli.segment as cli_segment
+
+    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 50 * 50)  # each plane counts as large
+    stack = np.stack([_discs_plane((90, 110), n=5, seed=s) for s in range(3)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "zarr"]) == 0, capsys.readouterr().err
+    assert "block" not in capsys.readouterr().err  # the stack went through the plane loop
+    assert (out / "stack.zarr").is_dir()

@@ -221,3 +221,15 @@ def test_a_full_disk_keeps_what_was_written_for_resume(model, image, reference, 
     result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, resume=True)
     assert result.resumed_blocks == 9 and result.resumed_cores == 2
     assert np.array_equal(labels_of(out), reference[1])
+
+
+def test_resume_with_other_prediction_settings_is_refused(model, image, tmp_path):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, stop_after=2)
+    with pytest.raises(JobMismatchError, match="predict"):
+        segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, resume=True, tta=True)
+    job = json.loads((partial_path(out) / "job.json").read_text())
+    assert len(job["model_sha256"]) == 64 and job["predict"] == {"device": "cpu", "precision": "auto", "tta": False}
+    result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, stop_after=1, resume=True)
+    assert not result.complete and result.path == partial_path(out)

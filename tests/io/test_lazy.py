@@ -319,3 +319,31 @@ def test_zarr_folders_are_one_image_input(tmp_path):
     assert [p.name for p in expand_inputs([tmp_path])] == ["a.ome.zarr", "b.tif", "c.zarr"]
     # a store named itself is one input, not a folder of images
     assert expand_inputs([tmp_path / "a.ome.zarr"]) == [tmp_path / "a.ome.zarr"]
+
+
+def _hand_written_ngff(path, axes, shape=(1, 40, 50), datasets=None):
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    root.create_array("0", shape=shape, chunks=shape, dtype="uint8", fill_value=0)
+    if datasets is None:
+        datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.5]}]}]
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    return path
+
+
+def test_axes_named_otherwise_are_read_by_their_type(tmp_path):
+    axes = [{"name": "ch", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    src = open_lazy(_hand_written_ngff(tmp_path / "a.zarr", axes))
+    assert src.axes == "CYX" and src.plane_shape == (40, 50) and src.scale == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("axes", "datasets", "match"),
+    [
+        ([{"name": "q", "type": "space"}, {"name": "y"}, {"name": "x"}], None, "malformed: axis 'q'"),
+        ([{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}], [{"no path": 1}], "malformed"),
+        ([{"name": "y"}, {"name": "x"}], None, "names 2 axes but level '0' has 3"),
+    ],
+)
+def test_malformed_ngff_metadata_is_a_read_error(tmp_path, axes, datasets, match):
+    with pytest.raises(ReadError, match=match):
+        open_lazy(_hand_written_ngff(tmp_path / "b.zarr", axes, datasets=datasets))

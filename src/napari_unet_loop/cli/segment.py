@@ -23,7 +23,8 @@ from ..io.export import (
     export_target,
     output_names,
 )
-from ..io.images import ReadError, declared_shape, expand_inputs, is_zarr_dir
+from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels
+from ..io.lazy import open_lazy
 from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
     CLIError,
@@ -67,7 +68,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
     blockwise = [_blockwise(f, args, formats) for f in files]
-    # one cluster for all the images (started only when one of them goes block by block)
+    # one cluster for all the images: blocks of large images and whole small files are its tasks
     try:
         cluster = Cluster(args.cluster or "none", str(device), _log)
     except ClusterError as exc:
@@ -104,7 +105,8 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
             failed += 1
             continue
         _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")
-    settings = _settings(args, device, pp)
+    # on a cluster each worker chooses its device (one GPU each): the setting travels as text
+    settings = _settings(args, str(device).split(":")[0] if cluster.client is not None else device, pp)
     jobs = [
         FileJob(
             str(f),
@@ -166,11 +168,14 @@ def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:
         return True
     if f.suffix.lower() not in (".tif", ".tiff"):
         return False
-    shape = declared_shape(f)
-    big = shape is not None and len(shape) >= 2 and shape[-2] * shape[-1] > LARGE_PIXELS
-    if shape is not None and len(shape) == 3 and shape[-1] in (3, 4):  # YXS
-        big = shape[0] * shape[1] > LARGE_PIXELS
-    return big and (args.cluster is not None or args.resume or formats == ["zarr"])
+    if args.stitch_z is not None or args.diameter == "auto" or args.axes:
+        return False  # stacks, auto diameters and explicit axes: the per-file path
+    try:
+        source = open_lazy(f)  # one 2D plane (with channels) only: stacks go plane by plane in memory
+    except ReadError:
+        return False
+    h, w = source.plane_shape
+    return h * w > LARGE_PIXELS and (args.cluster is not None or args.resume or formats == ["zarr"])
 
 
 def _segment_blockwise(
@@ -194,17 +199,25 @@ def _segment_blockwise(
     """
     import zarr
 
-    from ..io.lazy import open_lazy
     from ..parallel import segment_to_zarr
 
     if args.diameter == "auto":
         raise InputError("block-wise runs take the object diameter in pixels (--diameter PX), not auto")
     if args.stitch_z is not None:
         raise InputError("--stitch-z joins the planes of a Z stack; block-wise runs segment one 2D plane")
+    if args.axes:
+        raise InputError("block-wise runs read the axes the OME-Zarr declares; --axes is for other files")
     source = open_lazy(f)
     target = export_target(outdir, "zarr", stem) if "zarr" in formats else outdir / f".{stem}.blocks.zarr"
     if target.resolve() == f.resolve():
         raise InputError(f"the output {target} would replace the input image: choose another output folder")
+    others = [fmt for fmt in formats if fmt != "zarr"]
+    h, w = source.plane_shape
+    if others and h * w > max_pixels():  # refused before any work, not after it
+        raise InputError(
+            f"the labels ({h} x {w}) are too large to write as {', '.join(others)} in memory: "
+            "write --format zarr only (and convert parts of it later)"
+        )
     result = segment_to_zarr(
         source, model, target, block=args.block or 2048, cluster=cluster, resume=args.resume,
         overwrite=args.overwrite or "zarr" not in formats, postprocess=pp, diameter=args.diameter,
@@ -212,8 +225,9 @@ def _segment_blockwise(
         precision=args.precision, tta=args.tta, name=stem, log=lambda msg: _log(f"{f.name}: {msg}"),
         provenance={**prov, "input": str(f)},
     )  # fmt: skip
+    if not result.complete:
+        raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
     written = [str(result.path)] if "zarr" in formats else []
-    others = [fmt for fmt in formats if fmt != "zarr"]
     if others:  # the other formats need the labels in memory: read them back from the store
         group = zarr.open_group(str(result.path), mode="r")["labels"]
         labels = np.asarray(group[next(iter(group.group_keys()))]["0"])

@@ -276,7 +276,9 @@ def paste(target: np.ndarray, origin: tuple[int, int], local: np.ndarray, at: tu
     dst[write] = src[write].astype(np.int64) + int(offset)
 
 
-def merge_core(grid: BlockGrid, i: int, results: Mapping[int, np.ndarray], offsets: Sequence[int], dtype) -> np.ndarray:
+def merge_core(
+    grid: BlockGrid, i: int, results: Mapping[int, np.ndarray], offsets: Mapping[int, int] | Sequence[int], dtype
+) -> np.ndarray:
     """The final labels of core ``i`` from the results of the blocks that reach it.
 
     Parameters
@@ -288,8 +290,8 @@ def merge_core(grid: BlockGrid, i: int, results: Mapping[int, np.ndarray], offse
     results : mapping
         :func:`segment_block` results of (at least) :meth:`BlockGrid.sources` ``(i)``: arrays, or
         anything with a ``shape`` that 2D slicing reads (only the part over the core is read).
-    offsets : sequence of int
-        :func:`id_offsets` of all blocks.
+    offsets : sequence or mapping of int
+        :func:`id_offsets` of all blocks (or of those that reach core ``i``, by block index).
     dtype : numpy dtype
         Of the returned labels.
 

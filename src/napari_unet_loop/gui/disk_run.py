@@ -22,6 +22,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from ..core.image import InputError
+from ..core.model_files import ModelError
+from ..io.chunked import JobMismatchError
 from ..io.images import ReadError, is_zarr_dir
 from ..io.lazy import open_lazy
 from ..parallel import ClusterError, segment_to_zarr
@@ -68,9 +70,7 @@ def run_to_disk(source_path: Path, target: Path, model, **settings) -> Generator
     def work() -> None:
         try:
             src = open_lazy(source_path)
-            outcome["result"] = segment_to_zarr(
-                src, model, target, resume=partial.exists(), overwrite=True, log=lines.put, **settings
-            )
+            outcome["result"] = segment_to_zarr(src, model, target, resume=partial.exists(), log=lines.put, **settings)
         except BaseException as exc:  # noqa: BLE001 - handed back to the worker, which raises it
             outcome["error"] = exc
 
@@ -140,7 +140,7 @@ class DiskRun(QWidget):
                 name=store_name(path),
                 provenance={"model_name": model.name, "input": str(path), "from": "dock"},
             )
-        except (InputError, ValueError) as exc:
+        except (InputError, ModelError, ValueError) as exc:
             show_error(str(exc))
             return None
         if folder is None:
@@ -150,6 +150,9 @@ class DiskRun(QWidget):
         target = Path(folder) / f"{store_name(path)}.zarr"
         if target.resolve() == path.resolve():
             show_error(f"{target} is the image itself: choose another folder")
+            return None
+        if target.exists():
+            show_error(f"{target} exists: choose another folder, or delete it first (nothing is replaced)")
             return None
         worker = create_worker(run_to_disk, path, target, model, **settings, _start_thread=False)
         worker.yielded.connect(self.status.setText)
@@ -188,7 +191,10 @@ class DiskRun(QWidget):
     def _failed(self, exc: BaseException) -> None:
         known = (InputError, ReadError, ClusterError, OSError, ValueError)
         msg = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
-        self.status.setText(f"Failed: {msg} (run it again to continue what was written)")
+        if isinstance(exc, JobMismatchError):  # another run's leftovers: resuming cannot help
+            self.status.setText(f"Failed: {msg}")
+        else:
+            self.status.setText(f"Failed: {msg} (run it again to continue what was written)")
         show_error(f"Whole image to OME-Zarr failed: {msg}")
 
     def _done(self) -> None:

@@ -252,22 +252,27 @@ class LabelsStore:
         _write_json(self._marker("cores", i), {"max": int(labels.max()) if labels.size else 0})
 
     def finish(self, attrs: Mapping[str, Any] | None = None) -> Path:
-        """Drop the scratch data, record ``attrs`` and move the store into place (replacing an older one)."""
+        """Record ``attrs``, move the store into place (replacing an older one), then drop the scratch data.
+
+        The rename comes first: a crash before it leaves a partial store whose markers are all
+        there (a resume finishes it at once), a crash after it a complete store with some
+        scratch folders inside (ignored by readers).
+        """
         import zarr
 
         root = zarr.open_group(str(self.partial), mode="r+")
         meta = dict(root.attrs.get("napari_unet_loop") or {})
         meta.update(_json_safe(dict(attrs or {})))
         root.attrs["napari_unet_loop"] = meta
-        shutil.rmtree(self.partial / "_scratch", ignore_errors=True)
-        shutil.rmtree(self.partial / "_progress", ignore_errors=True)
-        (self.partial / "job.json").unlink(missing_ok=True)
         old = None
         if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}-x")
             os.replace(self.target, old)
         os.replace(self.partial, self.target)
         _fsync_dir(self.target.parent)
+        for leftover in ("_scratch", "_progress"):
+            shutil.rmtree(self.target / leftover, ignore_errors=True)
+        (self.target / "job.json").unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target

@@ -169,26 +169,19 @@ def open_lazy(path: str | os.PathLike) -> LazySource:
                 f"{p} is a zarr group but not an OME-Zarr image: its attributes have no 'multiscales' "
                 "(open the image group inside it, or write it as OME-Zarr)"
             )
-        first = ms[0]
-        datasets = first.get("datasets") or []
-        if not datasets:
-            raise ReadError(f"{p}: its multiscales metadata lists no resolution levels")
-        level = str(datasets[0]["path"])
+        try:
+            level, names, units, scale = _ngff_level(ms)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ReadError(f"{p}: its OME-Zarr multiscales metadata is malformed: {exc}") from None
         if level not in node:
             raise ReadError(f"{p}: resolution level '{level}' is listed in its multiscales metadata but missing")
         arr = node[level]
-        raw_axes = first.get("axes")
-        if raw_axes:
-            names = [a["name"] if isinstance(a, dict) else a for a in raw_axes]
-            units = [a.get("unit") if isinstance(a, dict) else None for a in raw_axes]
-        else:
-            names = list("tczyx"[-arr.ndim :])
+        if names is None:
+            names = list("TCZYX"[-arr.ndim :])
             units = [None] * arr.ndim
-        axes = "".join(n.upper() for n in names)
-        scale = None
-        for t in datasets[0].get("coordinateTransformations") or []:
-            if t.get("type") == "scale":
-                scale = [float(v) for v in t["scale"]]
+        if len(names) != arr.ndim:
+            raise ReadError(f"{p}: its metadata names {len(names)} axes but level '{level}' has {arr.ndim}")
+        axes = "".join(names)
         src = LazySource(
             str(p),
             "zarr",
@@ -196,7 +189,9 @@ def open_lazy(path: str | os.PathLike) -> LazySource:
             axes,
             tuple(int(n) for n in arr.shape),
             str(arr.dtype),
-            [scale[axes.index("Y")], scale[axes.index("X")]] if scale and "Y" in axes and "X" in axes else None,
+            [scale[axes.index("Y")], scale[axes.index("X")]]
+            if scale and len(scale) == len(axes) and "Y" in axes and "X" in axes
+            else None,
             units[axes.index("Y")] if "Y" in axes else None,
         )
     else:
@@ -227,6 +222,35 @@ def _open_tiff(p: Path) -> LazySource:
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported the same way
         raise ReadError(f"cannot read {p} as a TIFF image: {exc}") from exc
     return LazySource(str(p), "tiff", "", axes, shape, dtype, yx_scale, unit)
+
+
+_AXIS_TYPES = {"time": "T", "channel": "C"}
+
+
+def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | None]:
+    """The highest resolution's path, axis letters (by name, else by type), units and scale."""
+    first = ms[0]
+    datasets = first.get("datasets") or []
+    if not datasets:
+        raise ValueError("its multiscales metadata lists no resolution levels")
+    level = str(datasets[0]["path"])
+    names = units = None
+    raw_axes = first.get("axes")
+    if raw_axes:
+        names, units = [], []
+        for a in raw_axes:
+            name = (a["name"] if isinstance(a, dict) else a).lower()
+            kind = a.get("type") if isinstance(a, dict) else None
+            letter = name.upper() if name in ("t", "c", "z", "y", "x") else _AXIS_TYPES.get(kind or "")
+            if letter is None:
+                raise ValueError(f"axis {name!r} is none of t, c, z, y, x")
+            names.append(letter)
+            units.append(a.get("unit") if isinstance(a, dict) else None)
+    scale = None
+    for t in datasets[0].get("coordinateTransformations") or []:
+        if t.get("type") == "scale":
+            scale = [float(v) for v in t["scale"]]
+    return level, names, units or [], scale
 
 
 def _check_plane(src: LazySource) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from ..core.postprocess import PostprocessConfig
 from ..core.scale import postprocess_at
 from ..io.chunked import LabelsStore
 from ..io.lazy import LazySource, source_record
-from .cluster import Cluster, keep_model, worker_model
+from .cluster import Cluster, keep_model, worker_device, worker_model
 
 MAX_UINT32 = 2**32 - 1
 
@@ -75,32 +75,17 @@ class BlockwiseResult:
     factor: float = 1.0
     modality: str = "none"
     timings: dict[str, float] = field(default_factory=dict)
+    complete: bool = True
 
 
 def _worker_device(spec: BlockwiseSpec) -> BlockJob:
-    """The plan with this worker's device: ``auto`` resolved here, ``cuda`` one GPU per worker (round robin)."""
+    """The plan with this worker's device (see :func:`.cluster.worker_device`)."""
     device = str(spec.job.predict.get("device", "cpu"))
     if device not in ("auto", "cuda"):
         return spec.job
     import dataclasses
 
-    import torch
-
-    from ..core.device import resolve_device
-
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and resolved.index is None:
-        n = max(torch.cuda.device_count(), 1)
-        index = 0
-        try:
-            from distributed import get_worker
-
-            name = get_worker().name
-            index = (int(name) if str(name).isdigit() else sum(map(ord, str(name)))) % n
-        except (ImportError, ValueError):  # not on a dask worker: the first GPU
-            pass
-        resolved = torch.device("cuda", index)
-    return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": str(resolved)})
+    return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": str(worker_device(device))})
 
 
 def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
@@ -110,7 +95,7 @@ def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = Non
     return LabelsStore.attach(spec.target).write_block(i, local)
 
 
-def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
+def run_core(spec: BlockwiseSpec, i: int, offsets: Mapping[int, int] | Sequence[int]) -> int:
     """Phase 2: merge the blocks that reach core ``i`` and write its chunk of every level; return its largest id."""
     store = LabelsStore.attach(spec.target)
     grid = spec.job.grid
@@ -124,10 +109,23 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Sequence[int]) -> int:
     return int(labels.max()) if labels.size else 0
 
 
-# ------------------------------------------------------------------------------------------ executors
-
-
 # ------------------------------------------------------------------------------------------ driver
+
+
+def _sha256(path: Path) -> str:
+    """The file's content hash: a model written again at the same path is another model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _device_kind(device) -> str:
+    """``cpu``, ``cuda``, ``mps`` or ``auto``: what may change the labels (autocast), not which GPU."""
+    return str(device).split(":")[0]
 
 
 def _input_chunks(image) -> tuple[int, int] | None:
@@ -245,7 +243,8 @@ def segment_to_zarr(
     record = {
         "input": source_record(source),
         "model": str(Path(model.path).resolve()),
-        "model_bytes": Path(model.path).stat().st_size,
+        "model_sha256": _sha256(Path(model.path)),
+        "predict": {"device": _device_kind(device), "precision": precision, "tta": bool(tta)},
         "plan": {
             "block": grid.block,
             "margin": grid.margin,
@@ -293,7 +292,9 @@ def segment_to_zarr(
         timings["blocks"] = time.perf_counter() - t0
         done = store.done("blocks")
         if len(done) < len(grid):
-            return BlockwiseResult(store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks)
+            return BlockwiseResult(
+                store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks, complete=False
+            )
         counts = [done[i]["n"] for i in range(len(grid))]
         if sum(counts) > MAX_UINT32:
             raise InputError(f"{sum(counts)} objects do not fit 32-bit labels; use larger blocks or a coarser image")
@@ -303,10 +304,15 @@ def segment_to_zarr(
         if stop_after is not None:
             todo_cores = todo_cores[: max(stop_after - len(todo), 0)]
         t0 = time.perf_counter()
-        executor.map(run_core, todo_cores, "chunk", spec, offsets, log=log)
+        sources = grid.sources  # each chunk task carries only the offsets of the blocks that reach it
+        executor.map(
+            run_core, todo_cores, "chunk", spec, log=log, extra=lambda i: ({j: offsets[j] for j in sources(i)},)
+        )
         timings["stitch"] = time.perf_counter() - t0
         if len(store.done("cores")) < len(grid):
-            return BlockwiseResult(store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks)
+            return BlockwiseResult(
+                store.partial, 0, len(grid), time.perf_counter() - t_start, resumed_blocks, complete=False
+            )
     finally:
         if own:
             executor.close()

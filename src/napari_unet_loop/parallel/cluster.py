@@ -18,8 +18,8 @@ _MODELS: dict[str, model_files.Model] = {}
 
 
 def keep_model(path: str, model: model_files.Model) -> None:
-    """Use an already loaded model for ``path`` in this process (no second load)."""
-    _MODELS.setdefault(path, model)
+    """Use this loaded model for ``path`` in this process (no second load; replaces an older one)."""
+    _MODELS[path] = model
 
 
 def worker_model(path: str, threads: int = 0) -> model_files.Model:
@@ -32,6 +32,31 @@ def worker_model(path: str, threads: int = 0) -> model_files.Model:
             torch.set_num_threads(threads)
         model = _MODELS[path] = model_files.load(path)
     return model
+
+
+def worker_device(device: str):
+    """The torch device this process (a worker) uses: ``auto`` resolved here, ``cuda`` one GPU per worker.
+
+    A dask worker named ``k`` (a LocalCluster's workers are 0, 1, ...) takes GPU ``k`` modulo the
+    number of GPUs it sees; outside a worker, the first GPU.
+    """
+    import torch
+
+    from ..core.device import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        n = max(torch.cuda.device_count(), 1)
+        index = 0
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+            index = (int(name) if str(name).isdigit() else sum(map(ord, str(name)))) % n
+        except (ImportError, ValueError):  # not on a dask worker: the first GPU
+            pass
+        resolved = torch.device("cuda", index)
+    return resolved
 
 
 def cluster_size(device: str) -> tuple[int, int]:
@@ -120,9 +145,18 @@ class Cluster:
         if self._own is not None:
             self._own.close()
 
-    def map(self, fn, items: Sequence[int], what: str, *args, log: Callable[[str], None] | None = None) -> dict:
-        """Run ``fn(*args[:1], i, *args[1:])`` for each item; return results by item (progress to ``log``)."""
+    def map(
+        self,
+        fn,
+        items: Sequence[int],
+        what: str,
+        *args,
+        log: Callable[[str], None] | None = None,
+        extra: Callable[[int], tuple] | None = None,
+    ) -> dict:
+        """Run ``fn(args[0], i, *args[1:], *extra(i))`` for each item; return results by item (progress to ``log``)."""
         log = log or self.log
+        more = extra or (lambda _i: ())
         total = len(items)
         out: dict[int, Any] = {}
         if not total:
@@ -139,13 +173,13 @@ class Cluster:
 
         if self.client is None:
             for k, i in enumerate(items):
-                out[i] = fn(args[0], i, *args[1:])
+                out[i] = fn(args[0], i, *args[1:], *more(i))
                 progress(k + 1)
             return out
         from distributed import as_completed
 
         futures = {
-            self.client.submit(fn, args[0], i, *args[1:], key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3): i
+            self.client.submit(fn, args[0], i, *args[1:], *more(i), key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3): i
             for i in items
         }
         for k, fut in enumerate(as_completed(futures)):

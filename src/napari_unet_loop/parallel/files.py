@@ -25,7 +25,7 @@ from ..core.stitch import stitch_stack
 from ..io.conventions import os_error_text
 from ..io.export import ExportError, export_labels
 from ..io.images import file_axes, read_image
-from .cluster import Cluster, worker_model
+from .cluster import Cluster, worker_device, worker_model
 
 
 class WriteError(ExportError):
@@ -180,13 +180,11 @@ def segment_file(job: FileJob, model: model_files.Model | None = None, threads: 
     WriteError
         A label file could not be written.
     """
-    from ..core.device import resolve_device
-
     t0 = time.perf_counter()
     model = model or worker_model(job.model, threads)
     settings = job.settings
-    if isinstance(settings.device, str):
-        settings = replace(settings, device=resolve_device(settings.device))
+    if isinstance(settings.device, str):  # "cuda" on a cluster: one GPU per worker
+        settings = replace(settings, device=worker_device(settings.device))
     notes: list[str] = []
     image, image_axes = read_with_axes(job.path, job.axes, model.card.architecture.in_channels, settings.channel)
     labels, axes, summary = segment_array(image, image_axes, model, settings, job.stitch_z, notes.append)
