@@ -88,10 +88,27 @@ def _worker_device(spec: BlockwiseSpec) -> BlockJob:
     return dataclasses.replace(spec.job, predict={**spec.job.predict, "device": str(worker_device(device))})
 
 
+_OPEN: dict[tuple, object] = {}
+
+
+def _opened(source: LazySource):
+    """The image opened once per process (a TIFF store holds a file handle), kept for the next blocks.
+
+    Keyed by path, array and modification time, so a file written again is opened again.
+    """
+    key = (source.path, source.array, os.stat(source.path).st_mtime_ns)
+    view = _OPEN.get(key)
+    if view is None:
+        for old in [k for k in _OPEN if k[:2] == key[:2]]:
+            del _OPEN[old]
+        view = _OPEN[key] = source.open()
+    return view
+
+
 def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
     """Phase 1: segment block ``i``, keep its labels in the store; return its object count."""
     model = model or worker_model(spec.model, spec.threads)
-    local = segment_block(model, spec.source.open(), _worker_device(spec), i)
+    local = segment_block(model, _opened(spec.source), _worker_device(spec), i)
     return LabelsStore.attach(spec.target).write_block(i, local)
 
 
@@ -223,8 +240,9 @@ def segment_to_zarr(
         raise InputError("block-wise segmentation on workers needs a model saved to a file")
     t_start = time.perf_counter()
     image = source.open()
-    if source.channels > 1 and channel is None and not (source.channels in (3, 4) and "S" in source.axes):
-        raise InputError(f"the image has {source.channels} channels: choose the one to segment")
+    n_ch, one = source.channels, model.card.architecture.in_channels == 1
+    if one and n_ch > 1 and channel is None and not (n_ch in (2, 3, 4) and "S" in source.axes):  # as per file
+        raise InputError(f"the image has {n_ch} channels: choose the one to segment")
     d, factor = diameter_factor(model, diameter)
     pp = postprocess_at(postprocess or model.card.postprocess, factor)
     job = plan_blocks(
