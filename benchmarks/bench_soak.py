@@ -394,8 +394,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     widget = UNetLoopWidget(viewer)
     viewer.window.add_dock_widget(widget, name="U-Net Loop")
     model_name = choose_model(widget, args.model, root)
-    widget.device_combo.setCurrentText(args.device)
-    if widget.device_combo.currentText() != args.device:
+    if args.device in widget.device_combo.choices:
+        widget.device_combo.value = args.device
+    if widget.device_combo.value != args.device:
         raise SystemExit(f"--device {args.device} is not available here")
     ft = widget.finetune_section
     ft.steps_override = args.steps

@@ -81,9 +81,9 @@ def main() -> None:
     labels.paint((60, 60), int(labels.data.max()) + 1)
     labels.paint((300, 420), 0)
     ft = w.finetune_section
-    ft.minutes_spin.setValue(args.finetune_minutes)
+    ft.minutes_spin.value = args.finetune_minutes
     ft.name_edit.setText("dsb2018-nuclei-ft-screenshot")
-    ft.resegment_check.setChecked(True)
+    ft.resegment_check.value = True
     ft.start()
     wait(app, lambda: ft._worker is None)
     wait(app, lambda: w._worker is None)
