@@ -9,8 +9,8 @@ import pytest
 import zarr
 
 from napari_unet_loop.io import chunked
-from napari_unet_loop.io.chunked import JobMismatchError, LabelsStore, partial_path, pyramid_levels
-from napari_unet_loop.io.conventions import MAX_LEVELS, ExportError
+from napari_unet_loop.io.chunked import JobMismatchError, LabelsStore, partial_path
+from napari_unet_loop.io.conventions import MAX_LEVELS, ExportError, pyramid_levels
 from napari_unet_loop.io.readers import read_ome_zarr
 
 SHAPE = (301, 517)  # odd on purpose: the last row and column of cores are ragged

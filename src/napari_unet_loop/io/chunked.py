@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import _fsync_dir
-from .conventions import MAX_LEVELS, MIN_LEVEL_SIZE, ExportError, TargetExistsError, _json_safe, safe_name
+from .conventions import ExportError, TargetExistsError, _json_safe, pyramid_levels, safe_name
 
 PARTIAL = ".partial"
 
@@ -39,16 +39,6 @@ def partial_path(target: str | os.PathLike) -> Path:
     """Where a store is built before it is complete: ``<target>.partial``."""
     target = Path(target)
     return target.with_name(target.name + PARTIAL)
-
-
-def pyramid_levels(shape_yx: Sequence[int], block: int) -> int:
-    """Downsampled levels: halve while the smaller side stays at least MIN_LEVEL_SIZE and blocks halve evenly."""
-    levels = 0
-    while (
-        levels < MAX_LEVELS and min(shape_yx) // 2 ** (levels + 1) >= MIN_LEVEL_SIZE and block % 2 ** (levels + 1) == 0
-    ):
-        levels += 1
-    return levels
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -434,6 +434,22 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def pyramid_levels(shape_yx: Sequence[int], block: int | None = None) -> int:
+    """Downsampled levels of a multiscale store: halve while the smaller side stays at least MIN_LEVEL_SIZE.
+
+    At most MAX_LEVELS; with ``block`` (the chunk of the full resolution), only while it halves
+    evenly, so each chunk maps to one chunk of every level.
+    """
+    levels = 0
+    while (
+        levels < MAX_LEVELS
+        and min(shape_yx) // 2 ** (levels + 1) >= MIN_LEVEL_SIZE
+        and (block is None or block % 2 ** (levels + 1) == 0)
+    ):
+        levels += 1
+    return levels
+
+
 def os_error_text(exc: OSError) -> str:
     """An operating-system error in words, naming the file (a full disk says so)."""
     import errno

@@ -62,9 +62,9 @@ from .formats.zarr import write_ome_zarr
 from .labels import UINT16_MAX
 from .sidecar import (
     _move_aside,
-    _sha256,
     _sidecar_record,
     edit_summary,
+    file_sha256,
     read_sidecar,
     sidecar_matches,
     write_provenance,
@@ -238,7 +238,7 @@ def export_labels(
         result.notes = notes + [n for n in result.notes if n not in notes]
         if side is not None:
             used_image = img if key in ("csv", "zarr") else None
-            extra["sha256"] = {p.name: _sha256(p) for p in result.paths if p.is_file()}
+            extra["sha256"] = {p.name: file_sha256(p) for p in result.paths if p.is_file()}
             record = _sidecar_record(
                 key, result.paths, data, axes, name, vals, unit_list, used_image, result.notes, provenance, extra
             )

@@ -221,7 +221,7 @@ def _move_aside(path: Path) -> Path | None:
     return aside
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes (to tell whether a record still describes the file)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -254,4 +254,4 @@ def sidecar_matches(path: str | os.PathLike) -> bool | None:
     sums = record.get("sha256")
     if not sums or path.name not in sums:
         return None
-    return _sha256(path) == sums[path.name]
+    return file_sha256(path) == sums[path.name]

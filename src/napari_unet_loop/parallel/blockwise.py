@@ -32,6 +32,7 @@ from ..core.postprocess import PostprocessConfig
 from ..core.scale import postprocess_at
 from ..io.chunked import LabelsStore
 from ..io.lazy import LazySource, source_record
+from ..io.sidecar import file_sha256
 from .cluster import Cluster, keep_model, worker_device, worker_model
 
 MAX_UINT32 = 2**32 - 1
@@ -127,17 +128,6 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Mapping[int, int] | Sequence[
 
 
 # ------------------------------------------------------------------------------------------ driver
-
-
-def _sha256(path: Path) -> str:
-    """The file's content hash: a model written again at the same path is another model."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _device_kind(device) -> str:
@@ -261,7 +251,7 @@ def segment_to_zarr(
     record = {
         "input": source_record(source),
         "model": str(Path(model.path).resolve()),
-        "model_sha256": _sha256(Path(model.path)),
+        "model_sha256": file_sha256(Path(model.path)),  # a model written again at its path is another
         "predict": {"device": _device_kind(device), "precision": precision, "tta": bool(tta)},
         "plan": {
             "block": grid.block,

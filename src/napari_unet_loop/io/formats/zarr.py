@@ -11,8 +11,6 @@ import numpy as np
 
 from ...core.atomic import atomic_dir
 from ..conventions import (
-    MAX_LEVELS,
-    MIN_LEVEL_SIZE,
     ExportError,
     ExportJob,
     ExportResult,
@@ -22,6 +20,7 @@ from ..conventions import (
     normalize_axes,
     normalize_scale,
     normalize_units,
+    pyramid_levels,
     safe_name,
 )
 
@@ -33,9 +32,7 @@ from ..conventions import (
 def _pyramid_factors(shape_yx: Sequence[int], levels: int | None) -> tuple[int, ...]:
     """Downsampling factors (2, 4, ...) keeping the coarsest level at least MIN_LEVEL_SIZE pixels."""
     if levels is None:
-        levels = 0
-        while levels < MAX_LEVELS and min(shape_yx) // 2 ** (levels + 1) >= MIN_LEVEL_SIZE:
-            levels += 1
+        levels = pyramid_levels(shape_yx)
     return tuple(2**i for i in range(1, int(levels) + 1))
 
 
