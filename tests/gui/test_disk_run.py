@@ -9,8 +9,9 @@ import zarr
 from napari_unet_loop.core import model_files
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.gui import disk_run
-from napari_unet_loop.gui.disk_run import DiskRun, source_file, store_name
+from napari_unet_loop.gui.disk_run import DiskRun, source_file
 from napari_unet_loop.gui.session import DockCalls, Session
+from napari_unet_loop.io.images import output_stem
 from napari_unet_loop.io.lazy import open_lazy
 from napari_unet_loop.parallel import segment_to_zarr
 
@@ -106,8 +107,8 @@ def test_source_and_store_names(tmp_path):
         source = None
 
     assert source_file(Layer()) == src
-    assert store_name(src) == "cells"
-    assert store_name(tmp_path / "b.tif") == "b"
+    assert output_stem(src) == "cells"
+    assert output_stem(tmp_path / "b.tif") == "b"
 
 
 def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors):

@@ -193,9 +193,21 @@ def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
     try:
         return read_with_axes(path, args.axes, in_channels, getattr(args, "channel", None))
     except InputError as exc:
-        if "choose the one to segment" in str(exc):
-            raise InputError(f"{exc} with --channel") from None
-        raise
+        raise InputError(_flags(str(exc))) from None
+
+
+# the settings headless messages name, and how this front end spells them
+_FLAGS = (
+    ("choose the one to segment", "choose the one to segment with --channel"),
+    ("Z stitching joins", "--stitch-z joins"),
+)
+
+
+def _flags(text: str) -> str:
+    """A message of core, io or parallel with the settings it names given as this command line's flags."""
+    for plain, flag in _FLAGS:
+        text = text.replace(plain, flag)
+    return text
 
 
 def _settings(args, device, pp: PostprocessConfig) -> SegmentSettings:
@@ -215,8 +227,9 @@ def _settings(args, device, pp: PostprocessConfig) -> SegmentSettings:
 
 def _segment_array(data: np.ndarray, axes: str, model, args, device, pp) -> tuple[np.ndarray, str, PlanesSummary]:
     """Segment an array of any supported layout with the command line's settings (see :func:`segment_array`)."""
-    log = lambda msg: _log(msg.replace("Z stitching joins", "--stitch-z joins"))  # noqa: E731 - the flag's name
-    return segment_array(data, axes, model, _settings(args, device, pp), getattr(args, "stitch_z", None), log)
+    return segment_array(
+        data, axes, model, _settings(args, device, pp), getattr(args, "stitch_z", None), lambda m: _log(_flags(m))
+    )
 
 
 _kind = modality_of

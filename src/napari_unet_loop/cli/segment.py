@@ -23,11 +23,12 @@ from ..io.export import (
     export_target,
     output_names,
 )
-from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels
+from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels, output_stem
 from ..io.lazy import open_lazy
 from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
     CLIError,
+    _flags,
     _formats,
     _log,
     _oserror,
@@ -58,7 +59,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     check_writable(outdir)  # before any segmenting
     try:
-        stems = output_names([_stem(f) for f in files], [str(f) for f in files])
+        stems = output_names([output_stem(f) for f in files], [str(f) for f in files])
     except ExportError as exc:
         raise CLIError(str(exc)) from None
     if not args.overwrite:
@@ -97,7 +98,7 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
                 hint = " Use --overwrite to replace it."
             elif isinstance(exc, JobMismatchError) and "resume it" in str(exc):
                 hint = " (--resume)"
-            _log(f"error: {f}: {exc}{hint}")
+            _log(f"error: {f}: {_flags(str(exc))}{hint}")
             failed += 1
             continue
         except OSError as exc:  # a full disk, a lost file system: the partial store stays for --resume
@@ -129,13 +130,10 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
         name = Path(job.path).name
         if isinstance(result, Exception):
             failed += 1
-            msg = str(result)
-            if "choose the one to segment" in msg:
-                msg += " with --channel"
-            _log(f"error: {job.path}: {msg.replace('Z stitching joins', '--stitch-z joins')}")
+            _log(f"error: {job.path}: {_flags(str(result))}")
             return
         for note in result.notes:
-            _log(note.replace("Z stitching joins", "--stitch-z joins"))
+            _log(_flags(note))
         _log(
             f"{name}: {result.objects} objects{_seen_as(result.modality, result.diameter, model)}, "
             f"{result.seconds:.1f} s -> {', '.join(result.written)}"
@@ -148,14 +146,6 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
         _log(f"error: {failed} of {len(files)} image(s) could not be segmented or written; the others were")
         return 1
     return 0
-
-
-def _stem(f: Path) -> str:
-    """The name outputs take from an input: ``cells`` for ``cells.tif`` and for ``cells.ome.zarr``."""
-    if is_zarr_dir(f):
-        name = f.name[: -len(".zarr")] if f.name.lower().endswith(".zarr") else f.name
-        return name[: -len(".ome")] if name.lower().endswith(".ome") else name
-    return f.stem
 
 
 def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:

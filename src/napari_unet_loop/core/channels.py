@@ -72,3 +72,20 @@ def sample_step(shape: tuple[int, ...], max_pixels: int) -> int:
     """
     h, w = shape[:2]
     return max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+
+
+def check_channel_choice(axes: str, shape, in_channels: int, channel: int | None) -> None:
+    """Refuse an image whose channels a one-channel model cannot read without a chosen channel.
+
+    Grey + alpha and RGB(A) samples (``S`` of 2-4) are known; any other channel axis of more
+    than one channel needs ``channel``.
+
+    Raises
+    ------
+    InputError
+        Saying how many channels there are and that one must be chosen.
+    """
+    chan = "C" if "C" in axes else "S" if "S" in axes else None
+    n = int(shape[axes.index(chan)]) if chan else 1
+    if in_channels == 1 and channel is None and n > 1 and not (chan == "S" and n in (2, 3, 4)):
+        raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment")

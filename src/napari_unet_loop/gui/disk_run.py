@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidge
 from ..core.image import InputError
 from ..core.model_files import ModelError
 from ..io.chunked import JobMismatchError
-from ..io.images import ReadError, is_zarr_dir
+from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy
 from ..parallel import ClusterError, segment_to_zarr
 from .layers import labels_name
@@ -47,15 +47,6 @@ def source_file(layer: Image) -> Path | None:
         if is_zarr_dir(p) or (p.is_file() and p.suffix.lower() in (".tif", ".tiff")):
             return p
     return None
-
-
-def store_name(path: Path) -> str:
-    """``cells`` for ``cells.ome.zarr``, ``cells.zarr`` and ``cells.tif``."""
-    name = path.name
-    for suffix in (".zarr", ".ome", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "labels"
 
 
 def run_to_disk(source_path: Path, target: Path, model, **settings) -> Generator[str, None, Path]:
@@ -137,7 +128,7 @@ class DiskRun(QWidget):
                 channel=self.session.image_channel(image),
                 device=str(self.session.device()),
                 tile=self.session.tile_size(),
-                name=store_name(path),
+                name=output_stem(path),
                 provenance={"model_name": model.name, "input": str(path), "from": "dock"},
             )
         except (InputError, ModelError, ValueError) as exc:
@@ -147,7 +138,7 @@ class DiskRun(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Folder for the labels (OME-Zarr)")
             if not folder:
                 return None
-        target = Path(folder) / f"{store_name(path)}.zarr"
+        target = Path(folder) / f"{output_stem(path)}.zarr"
         if target.resolve() == path.resolve():
             show_error(f"{target} is the image itself: choose another folder")
             return None

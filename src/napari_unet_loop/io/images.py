@@ -156,6 +156,15 @@ def is_zarr_dir(path: str | os.PathLike) -> bool:
     return p.is_dir() and any((p / f).is_file() for f in (".zgroup", ".zarray", ".zattrs", "zarr.json"))
 
 
+def output_stem(path: str | os.PathLike) -> str:
+    """The name outputs take from an input: ``cells`` for ``cells.tif`` and for ``cells.ome.zarr``."""
+    p = Path(path)
+    if is_zarr_dir(p):
+        name = p.name[: -len(".zarr")] if p.name.lower().endswith(".zarr") else p.name
+        return name[: -len(".ome")] if name.lower().endswith(".ome") else name
+    return p.stem
+
+
 def _image_store(path: Path) -> bool:
     """Whether a folder inside an input folder is an OME-Zarr image to segment.
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core import model_files
 from ..core.blocks import BlockJob, id_offsets, merge_core, plan_blocks, segment_block
+from ..core.channels import check_channel_choice
 from ..core.image import InputError
 from ..core.postprocess import PostprocessConfig
 from ..core.scale import postprocess_at
@@ -230,9 +231,7 @@ def segment_to_zarr(
         raise InputError("block-wise segmentation on workers needs a model saved to a file")
     t_start = time.perf_counter()
     image = source.open()
-    n_ch, one = source.channels, model.card.architecture.in_channels == 1
-    if one and n_ch > 1 and channel is None and not (n_ch in (2, 3, 4) and "S" in source.axes):  # as per file
-        raise InputError(f"the image has {n_ch} channels: choose the one to segment")
+    check_channel_choice(source.axes, source.shape, model.card.architecture.in_channels, channel)  # as per file
     d, factor = diameter_factor(model, diameter)
     pp = postprocess_at(postprocess or model.card.postprocess, factor)
     job = plan_blocks(

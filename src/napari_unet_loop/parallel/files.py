@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core import model_files
 from ..core.axes import guess_axes, to_stack
+from ..core.channels import check_channel_choice
 from ..core.image import InputError, to_grey
 from ..core.predict import run
 from ..core.segment import PlaneDone, PlanesSummary, SegmentSettings, iter_segment_planes
@@ -49,10 +50,7 @@ def read_with_axes(
     axes = (axes or file_axes(path) or guess_axes(data.shape)).upper()
     if len(axes) != data.ndim:
         raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
-    chan = "C" if "C" in axes else "S" if "S" in axes else None
-    n = data.shape[axes.index(chan)] if chan else 1
-    if in_channels == 1 and channel is None and n > 1 and not (chan == "S" and n in (2, 3, 4)):
-        raise InputError(f"the image has {n} channels (axes {axes}): choose the one to segment")
+    check_channel_choice(axes, data.shape, in_channels, channel)
     return data, axes
 
 
