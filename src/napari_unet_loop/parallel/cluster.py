@@ -59,15 +59,20 @@ def worker_device(device: str):
     return resolved
 
 
-def cluster_size(device: str) -> tuple[int, int]:
-    """Workers and torch threads per worker for ``local``: one per GPU, else half the cores, 2 threads each."""
+def cluster_size(device: str, workers: int | None = None) -> tuple[int, int]:
+    """Workers and torch threads per worker for ``local`` (one per GPU, else half the cores) or ``local:N``.
+
+    The machine's cores are shared out between the workers.
+    """
     cores = os.cpu_count() or 1
-    if device.startswith("cuda"):
+    if workers is not None:
+        n = workers
+    elif device.startswith("cuda"):
         import torch
 
         n = max(torch.cuda.device_count(), 1)
-        return n, max(cores // n, 1)
-    n = max(cores // 2, 1)
+    else:
+        n = max(cores // 2, 1)
     return n, max(cores // n, 1)
 
 
@@ -109,15 +114,15 @@ class Cluster:
         except ImportError as exc:  # pragma: no cover - distributed is a dependency
             raise ClusterError(f"a dask cluster needs dask.distributed ({exc}): pip install distributed") from None
         if cluster == "local" or cluster.startswith("local:"):
-            n, threads = cluster_size(device)
+            asked = None
             if cluster.startswith("local:"):
                 try:
-                    n = int(cluster.split(":", 1)[1])
+                    asked = int(cluster.split(":", 1)[1])
                 except ValueError:
                     raise ClusterError(f"cluster {cluster!r}: give local:N with N a number of workers") from None
-                if n < 1:
+                if asked < 1:
                     raise ClusterError(f"cluster {cluster!r}: at least one worker")
-                threads = max((os.cpu_count() or 1) // n, 1)
+            n, threads = cluster_size(device, asked)
             self.threads = threads
             self._own = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
