@@ -334,6 +334,7 @@ def segment_to_zarr(
                 "block": grid.block,
                 "margin": grid.margin,
             },
+            "max_label": max(maxima, default=0),  # new objects drawn in corrections get ids above it
         }
     )
     n_objects = sum(counts)

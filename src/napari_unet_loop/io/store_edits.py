@@ -1,0 +1,386 @@
+"""Corrections to a labels OME-Zarr on disk, written back chunk by chunk and safe against crashes.
+
+A labels store larger than memory is corrected a window at a time: :meth:`StoreEditor.window`
+reads a rectangle of the full-resolution labels into memory, :meth:`StoreWindow.write_back`
+writes it back. Only the pixels that changed since the window was read (or last written back)
+are written, so two windows that overlap do not undo each other; only the chunks they fall in
+are touched, and every multiscale level of those chunks is brought up to date (nearest
+neighbour: level ``k`` holds every ``f``-th pixel of level 0, as the store was built).
+
+What keeps corrections safe lives in ``<store>/_edits/``:
+
+``pending/<row>_<col>.npy``
+    A chunk's new content, written (atomically) before the chunk itself and removed once every
+    level of it is written. A crash in between leaves it behind; the next :class:`StoreEditor`
+    on the store writes it again (:meth:`StoreEditor.recover`) before anything else, so a
+    half-written chunk never stays.
+``originals/<row>_<col>.npy``
+    A chunk as it was before its first correction: the way back (:meth:`StoreEditor.revert`).
+``log.jsonl``
+    One line per write-back: when, the window, the chunks and the pixels changed.
+
+New objects: an id drawn in a window that the window did not hold when it was read (napari's
+*new label* counts from the window's own largest id) gets an id above the store's largest, the
+same one for the window's whole life. The store's largest id is kept in the root's
+``napari_unet_loop`` attributes (``max_label``) and raised *before* a chunk with a new id is
+written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.atomic import _fsync_dir, atomic_path
+from .conventions import ExportError
+
+#: Folder inside the store that holds the edit journal, the originals and the log.
+EDITS = "_edits"
+#: Attribute group of this plugin in the store's root attributes.
+ATTRS = "napari_unet_loop"
+
+
+class StoreEditError(ExportError):
+    """A store that cannot be corrected in place (not an OME-Zarr labels store, not 2D, read-only)."""
+
+
+@dataclass
+class WriteReport:
+    """What one write-back did.
+
+    Attributes
+    ----------
+    pixels : int
+        Pixels whose label changed.
+    chunks : list of tuple of int
+        Level-0 chunks written, as ``(row, column)`` chunk indices.
+    new_ids : dict
+        Ids drawn in the window mapped to the ids they got in the store (this write-back only).
+    """
+
+    pixels: int = 0
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    new_ids: dict[int, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if not self.pixels:
+            return "no change to write"
+        new = f", {len(self.new_ids)} new object id(s)" if self.new_ids else ""
+        return f"{self.pixels} pixel(s) in {len(self.chunks)} chunk(s){new}"
+
+
+def _key(chunk: tuple[int, int]) -> str:
+    return f"{chunk[0]}_{chunk[1]}"
+
+
+def _unkey(name: str) -> tuple[int, int]:
+    a, b = name.split("_")
+    return int(a), int(b)
+
+
+def _save_npy(path: Path, data: np.ndarray) -> None:
+    """Write an array atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, data, allow_pickle=False)
+
+
+def _labels_group(root, name: str | None):
+    """The labels group ``name`` (or the first one listed) of an OME-Zarr root, with its name."""
+    try:
+        labels = root["labels"]
+    except KeyError:
+        raise StoreEditError("the store holds no labels group (labels/)") from None
+    listed = list(dict(labels.attrs).get("labels") or [])
+    if name is None:
+        if not listed:
+            listed = sorted(k for k, _ in labels.groups())
+        if not listed:
+            raise StoreEditError("the store's labels/ group lists no labels")
+        name = str(listed[0])
+    try:
+        return labels[name], name
+    except KeyError:
+        raise StoreEditError(f"the store has no labels named {name!r} (it has: {', '.join(listed)})") from None
+
+
+def _dataset_paths(group) -> list[str]:
+    """The multiscale level paths of an NGFF group (0.4 in the attributes, 0.5 under ``ome``)."""
+    attrs = dict(group.attrs)
+    attrs = attrs.get("ome", attrs)
+    try:
+        return [str(d["path"]) for d in attrs["multiscales"][0]["datasets"]]
+    except (KeyError, IndexError, TypeError):
+        raise StoreEditError("the labels group has no multiscales metadata") from None
+
+
+class StoreEditor:
+    """Correct the labels of an OME-Zarr store in place (see the module docstring).
+
+    Opening it finishes any write-back a crash interrupted.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` folder.
+    name : str, optional
+        The labels group (default: the first one listed).
+
+    Raises
+    ------
+    StoreEditError
+        The folder is not a finished OME-Zarr labels store of 2D labels, or cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None) -> None:
+        import zarr
+
+        self.path = Path(path)
+        if self.path.name.endswith(".partial"):
+            raise StoreEditError(f"{self.path} is an unfinished run: finish it (resume) before correcting it")
+        if not os.access(self.path, os.W_OK):
+            raise StoreEditError(f"{self.path} cannot be written (read-only): copy the store to correct it")
+        try:
+            self.root = zarr.open_group(str(self.path), mode="r+")
+        except Exception as exc:  # noqa: BLE001 - any zarr failure means: not a store we can edit
+            raise StoreEditError(f"{self.path} is not a zarr store: {exc}") from exc
+        self.group, self.name = _labels_group(self.root, name)
+        self.levels = [self.group[p] for p in _dataset_paths(self.group)]
+        base = self.levels[0]
+        if base.ndim != 2:
+            raise StoreEditError(f"only 2D labels are corrected in place (these have {base.ndim} dimensions)")
+        self.shape: tuple[int, int] = (int(base.shape[0]), int(base.shape[1]))
+        self.chunks: tuple[int, int] = (int(base.chunks[0]), int(base.chunks[1]))
+        self.dtype = np.dtype(base.dtype)
+        self.factors = [self._factor(a) for a in self.levels]
+        self.folder = self.path / EDITS
+        self.recovered = self.recover()
+
+    def _factor(self, arr) -> int:
+        """The integer step of a level (its shape is level 0's divided by it, rounded up or down), checked."""
+        f = max(1, round(self.shape[0] / max(int(arr.shape[0]), 1)))
+        fits = [(n // f, -(-n // f)) for n in self.shape]
+        if not all(int(s) in fit for s, fit in zip(arr.shape, fits, strict=True)):
+            raise StoreEditError(
+                f"level of shape {tuple(arr.shape)} is not the {self.shape} labels reduced by a whole factor"
+            )
+        return f
+
+    # ---------------------------------------------------------------- reading
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``y0:y1`` and columns ``x0:x1`` of the full-resolution labels."""
+        return np.asarray(self.levels[0][y0:y1, x0:x1])
+
+    def max_label(self) -> int:
+        """The largest id in the store (recorded in its attributes, else found chunk by chunk once)."""
+        meta = dict(self.root.attrs.get(ATTRS) or {})
+        if "max_label" in meta:
+            return int(meta["max_label"])
+        base, (cy, cx) = self.levels[0], self.chunks
+        top = 0
+        for y in range(0, self.shape[0], cy):
+            for x in range(0, self.shape[1], cx):
+                top = max(top, int(np.max(base[y : y + cy, x : x + cx], initial=0)))
+        self._set_max_label(top)
+        return top
+
+    def _set_max_label(self, value: int) -> None:
+        meta = dict(self.root.attrs.get(ATTRS) or {})
+        meta["max_label"] = int(value)
+        self.root.attrs[ATTRS] = meta
+
+    def window(self, y0: int, y1: int, x0: int, x1: int) -> StoreWindow:
+        """A window of the labels to correct in memory and write back (clipped to the store)."""
+        y0, x0 = max(0, int(y0)), max(0, int(x0))
+        y1, x1 = min(self.shape[0], int(y1)), min(self.shape[1], int(x1))
+        if y1 <= y0 or x1 <= x0:
+            raise StoreEditError(f"the window {y0}:{y1}, {x0}:{x1} holds no pixel of the {self.shape} labels")
+        return StoreWindow(self, (y0, x0), self.read(y0, y1, x0, x1))
+
+    # ---------------------------------------------------------------- writing
+
+    def _chunk_slices(self, chunk: tuple[int, int]) -> tuple[slice, slice]:
+        (iy, ix), (cy, cx) = chunk, self.chunks
+        return slice(iy * cy, min((iy + 1) * cy, self.shape[0])), slice(ix * cx, min((ix + 1) * cx, self.shape[1]))
+
+    def _write_chunk(self, chunk: tuple[int, int], data: np.ndarray) -> None:
+        """Write a level-0 chunk's content into every level."""
+        ys, xs = self._chunk_slices(chunk)
+        for arr, f in zip(self.levels, self.factors, strict=True):
+            # the level's rows and columns whose level-0 pixel lies in the chunk
+            a, b = -(-ys.start // f), min(-(-ys.stop // f), int(arr.shape[0]))
+            c, d = -(-xs.start // f), min(-(-xs.stop // f), int(arr.shape[1]))
+            if b > a and d > c:
+                arr[a:b, c:d] = data[a * f - ys.start :: f, c * f - xs.start :: f][: b - a, : d - c]
+
+    def _commit(self, chunks: dict[tuple[int, int], np.ndarray], keep_originals: bool) -> None:
+        """Journal, then write, then clear: each chunk's new content survives a crash at any point."""
+        pending = self.folder / "pending"
+        originals = self.folder / "originals"
+        pending.mkdir(parents=True, exist_ok=True)
+        originals.mkdir(parents=True, exist_ok=True)
+        for chunk, data in chunks.items():
+            original = originals / f"{_key(chunk)}.npy"
+            if keep_originals and not original.exists():
+                _save_npy(original, self.read(*_flat(self._chunk_slices(chunk))))
+            _save_npy(pending / f"{_key(chunk)}.npy", data)
+        _fsync_dir(pending)
+        for chunk, data in chunks.items():
+            self._write_chunk(chunk, data)
+            (pending / f"{_key(chunk)}.npy").unlink()
+
+    def recover(self) -> int:
+        """Write again the chunks a crash left in the journal; return how many."""
+        pending = self.folder / "pending"
+        todo = sorted(pending.glob("*.npy")) if pending.is_dir() else []
+        for f in todo:
+            try:
+                data = np.load(f, allow_pickle=False)
+            except (OSError, ValueError):  # a journal entry is renamed into place whole: never half
+                f.unlink(missing_ok=True)
+                continue
+            self._write_chunk(_unkey(f.stem), data)
+            f.unlink()
+        return len(todo)
+
+    def edited_chunks(self) -> list[tuple[int, int]]:
+        """Chunks corrected since the store was written (those with an original kept)."""
+        originals = self.folder / "originals"
+        return sorted(_unkey(f.stem) for f in originals.glob("*.npy")) if originals.is_dir() else []
+
+    def revert(self) -> int:
+        """Put every corrected chunk back as the segmentation wrote it; return how many chunks."""
+        chunks = {c: np.load(self.folder / "originals" / f"{_key(c)}.npy") for c in self.edited_chunks()}
+        self._commit(chunks, keep_originals=False)
+        for c in chunks:
+            (self.folder / "originals" / f"{_key(c)}.npy").unlink()
+        self._log({"reverted": [list(c) for c in chunks]})
+        return len(chunks)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entry = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **entry}
+        with open(self.folder / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The write-backs and reverts so far (oldest first)."""
+        log = self.folder / "log.jsonl"
+        if not log.is_file():
+            return []
+        out = []
+        for line in log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line cut by a crash
+                continue
+        return out
+
+
+def _flat(slices: tuple[slice, slice]) -> tuple[int, int, int, int]:
+    ys, xs = slices
+    return ys.start, ys.stop, xs.start, xs.stop
+
+
+class StoreWindow:
+    """A rectangle of a store's labels held in memory, to correct and write back.
+
+    Parameters
+    ----------
+    editor : StoreEditor
+        The store.
+    origin : tuple of int
+        Row and column of the window's first pixel in the store.
+    labels : numpy.ndarray
+        The window's labels as read; :attr:`data` is a copy to edit.
+    """
+
+    def __init__(self, editor: StoreEditor, origin: tuple[int, int], labels: np.ndarray) -> None:
+        self.editor = editor
+        self.origin = (int(origin[0]), int(origin[1]))
+        self.data = labels.copy()
+        self._written = labels.copy()  # what the store holds for the window, as far as this window knows
+        self._known = set(np.unique(labels).tolist())  # ids the window held when read: not new objects
+        self.remap: dict[int, int] = {}  # ids drawn here -> their ids in the store
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of the window in the store."""
+        (y0, x0), (h, w) = self.origin, self.data.shape
+        return y0, y0 + h, x0, x0 + w
+
+    def next_id(self) -> int:
+        """An id no object of the store has: the one to draw a new object with."""
+        return max(self.editor.max_label(), max(self.remap.values(), default=0)) + 1
+
+    def write_back(self, data: np.ndarray | None = None) -> WriteReport:
+        """Write the pixels changed since the last write-back into the store (every level).
+
+        Parameters
+        ----------
+        data : numpy.ndarray, optional
+            The window's labels now (default :attr:`data`), e.g. a napari layer's data.
+
+        Returns
+        -------
+        WriteReport
+            What was written.
+        """
+        data = self.data if data is None else np.asarray(data)
+        if data.shape != self._written.shape:
+            raise StoreEditError(
+                f"the labels are {data.shape}, the window {self._written.shape}: they must not change shape"
+            )
+        changed = data != self._written
+        report = WriteReport()
+        if not changed.any():
+            return report
+        values = data[changed].astype(self.editor.dtype, copy=False)
+        fresh = [int(v) for v in np.unique(values) if v and int(v) not in self._known and int(v) not in self.remap]
+        if fresh:
+            top = self.next_id() - 1
+            for k, v in enumerate(fresh, start=1):
+                self.remap[v] = report.new_ids[v] = top + k
+            self.editor._set_max_label(top + len(fresh))  # before any chunk holds the new ids
+        if self.remap:
+            keys = np.fromiter(self.remap, dtype=np.int64)
+            hit = np.isin(values, keys)
+            if hit.any():
+                lookup = dict(self.remap)
+                values = values.copy()
+                values[hit] = [lookup[int(v)] for v in values[hit]]
+        rows, cols = np.nonzero(changed)
+        y0, x0 = self.origin
+        cy, cx = self.editor.chunks
+        gy, gx = rows + y0, cols + x0
+        which = (gy // cy) * (self.editor.shape[1] // cx + 1) + gx // cx
+        chunks: dict[tuple[int, int], np.ndarray] = {}
+        for code in np.unique(which):
+            sel = which == code
+            chunk = (int(gy[sel][0] // cy), int(gx[sel][0] // cx))
+            ys, xs = self.editor._chunk_slices(chunk)
+            content = self.editor.read(ys.start, ys.stop, xs.start, xs.stop).copy()
+            content[gy[sel] - ys.start, gx[sel] - xs.start] = values[sel]
+            chunks[chunk] = content
+        self.editor._commit(chunks, keep_originals=True)
+        self._written = data.copy()
+        report.pixels, report.chunks = int(changed.sum()), sorted(chunks)
+        self.editor._log(
+            {"window": list(self.bounds), "pixels": report.pixels, "chunks": [list(c) for c in report.chunks],
+             "new_ids": {str(k): v for k, v in report.new_ids.items()}}
+        )  # fmt: skip
+        return report
+
+    def dirty(self, data: np.ndarray | None = None) -> bool:
+        """Whether the labels differ from what was last written back."""
+        data = self.data if data is None else np.asarray(data)
+        return bool((data != self._written).any())

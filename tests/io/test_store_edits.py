@@ -1,0 +1,205 @@
+"""Corrections written back into a labels OME-Zarr: changed chunks only, every level, ids, crash safety, revert."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_unet_loop.io import store_edits
+from napari_unet_loop.io.chunked import LabelsStore
+from napari_unet_loop.io.formats.zarr import write_ome_zarr
+from napari_unet_loop.io.store_edits import StoreEditError, StoreEditor
+
+SHAPE = (301, 517)  # ragged last row and column of chunks
+BLOCK = 128
+
+
+def build(target, full: np.ndarray, max_label: bool = True):
+    """A finished block-wise labels store holding ``full`` (chunks of BLOCK, three levels)."""
+    cols, rows = -(-SHAPE[1] // BLOCK), -(-SHAPE[0] // BLOCK)
+    store = LabelsStore.create(
+        target, job={"input": "a.tif"}, shape=SHAPE, block=BLOCK, region=BLOCK, n_blocks=rows * cols
+    )
+    for i in range(rows * cols):
+        y0, x0 = (i // cols) * BLOCK, (i % cols) * BLOCK
+        store.write_core((y0, x0), full[y0 : y0 + BLOCK, x0 : x0 + BLOCK], i)
+    return store.finish({"max_label": int(full.max())} if max_label else {})
+
+
+def blobs() -> np.ndarray:
+    """Squares of ids 1..40 on a grid (some cut by chunk borders)."""
+    full = np.zeros(SHAPE, np.uint32)
+    k = 0
+    for y in range(5, SHAPE[0] - 20, 60):
+        for x in range(5, SHAPE[1] - 20, 60):
+            k += 1
+            full[y : y + 20, x : x + 20] = k
+    return full
+
+
+def levels(path) -> list[np.ndarray]:
+    group = zarr.open_group(str(path), mode="r")["labels"]["labels"]
+    return [np.asarray(group[str(k)]) for k in range(len(list(group.arrays())))]
+
+
+def check_pyramid(path, expected: np.ndarray) -> None:
+    for k, lvl in enumerate(levels(path)):
+        np.testing.assert_array_equal(lvl, expected[:: 2**k, :: 2**k])
+
+
+@pytest.fixture
+def store(tmp_path):
+    return build(tmp_path / "big.zarr", blobs())
+
+
+def test_a_window_writes_back_its_changed_pixels_into_every_level(store):
+    full = blobs()
+    editor = StoreEditor(store)
+    assert editor.shape == SHAPE and editor.chunks == (BLOCK, BLOCK) and editor.factors == [1, 2, 4]
+    win = editor.window(100, 250, 100, 300)
+    np.testing.assert_array_equal(win.data, full[100:250, 100:300])
+    assert not win.dirty()
+    label = int(win.data[25, 25])
+    assert label  # the square at (125, 125)
+    win.data[win.data == label] = 0  # erase one object
+    win.data[130:140, 180:190] = int(win.data[85, 85])  # paint onto another (id of the square at 185, 185)
+    report = win.write_back()
+    expected = full.copy()
+    expected[100:250, 100:300] = win.data
+    check_pyramid(store, expected)
+    touched = {(y // BLOCK, x // BLOCK) for y, x in zip(*np.nonzero(expected != full))}
+    assert report.chunks == sorted(touched) and report.pixels == int((expected != full).sum())
+    assert not win.dirty() and str(win.write_back()) == "no change to write"  # nothing new: nothing written
+
+
+def test_only_changed_pixels_are_written_so_overlapping_windows_keep_each_others_edits(store):
+    editor = StoreEditor(store)
+    a = editor.window(0, 200, 0, 200)
+    b = editor.window(100, 300, 100, 300)  # read before a's write-back
+    one, two = int(a.data[5, 5]), int(b.data[25, 25])  # ids each window holds
+    a.data[120:130, 120:130] = one
+    a.write_back()
+    b.data[150:160, 150:160] = two
+    b.write_back()  # b's stale copy of a's pixels is not written
+    now = editor.read(0, SHAPE[0], 0, SHAPE[1])
+    assert (now[120:130, 120:130] == one).all() and (now[250:260, 250:260] == two).all()
+
+
+def test_new_objects_get_ids_above_the_stores_largest(store):
+    editor = StoreEditor(store)
+    top = editor.max_label()
+    assert top == blobs().max()
+    win = editor.window(0, 120, 0, 120)
+    local_new = int(win.data.max()) + 1  # what napari's "new label" offers in the window
+    assert local_new <= top  # an id other objects of the store already have
+    win.data[100:110, 100:110] = local_new
+    report = win.write_back()
+    assert report.new_ids == {local_new: top + 1}
+    assert editor.read(100, 110, 100, 110).tolist() == [[top + 1] * 10] * 10
+    assert StoreEditor(store).max_label() == top + 1  # recorded in the store
+    win.data[0:3, 0:3] = local_new  # more of the same new object: the same store id
+    assert win.write_back().new_ids == {}
+    assert (editor.read(0, 3, 0, 3) == top + 1).all()
+    assert win.next_id() == top + 2
+
+
+def test_the_largest_id_is_found_once_when_the_store_does_not_record_it(tmp_path):
+    path = build(tmp_path / "b.zarr", blobs(), max_label=False)
+    editor = StoreEditor(path)
+    assert editor.max_label() == blobs().max()
+    assert dict(zarr.open_group(str(path)).attrs)["napari_unet_loop"]["max_label"] == blobs().max()
+
+
+def test_a_crash_between_journal_and_chunks_is_repaired_on_the_next_open(store, monkeypatch):
+    full = blobs()
+    editor = StoreEditor(store)
+    win = editor.window(0, 301, 0, 517)
+    win.data[10:30, 300:320] = 0  # erase the square at (5, 305): chunk (0, 2)
+    win.data[250:260, 0:10] = 3  # chunk (1, 0)... and (2, 0)
+    real = StoreEditor._write_chunk
+    calls = []
+
+    def dies_after_one(self, chunk, data):
+        if calls:
+            raise KeyboardInterrupt("power cut")  # the process ends in the middle of a write-back
+        calls.append(chunk)
+        real(self, chunk, data)
+
+    monkeypatch.setattr(StoreEditor, "_write_chunk", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        win.write_back()
+    monkeypatch.setattr(StoreEditor, "_write_chunk", real)
+    assert list((store / store_edits.EDITS / "pending").glob("*.npy"))  # the journal kept the rest
+    again = StoreEditor(store)  # the next session
+    assert again.recovered >= 1
+    assert not list((store / store_edits.EDITS / "pending").glob("*.npy"))
+    check_pyramid(store, win.data)
+    assert (win.data != full).any()
+
+
+def test_revert_puts_the_segmentation_back(store):
+    full = blobs()
+    editor = StoreEditor(store)
+    win = editor.window(0, 301, 0, 517)
+    win.data[:] = 0
+    win.write_back()
+    held = sorted({(int(y) // BLOCK, int(x) // BLOCK) for y, x in zip(*np.nonzero(full))})
+    assert editor.edited_chunks() == held  # the chunks that held objects (the empty ones did not change)
+    assert editor.revert() == len(held)
+    check_pyramid(store, full)
+    assert editor.edited_chunks() == []
+    kinds = [("reverted" in e, "window" in e) for e in editor.history()]
+    assert kinds == [(False, True), (True, False)]
+
+
+def test_the_log_records_each_write_back(store):
+    editor = StoreEditor(store)
+    win = editor.window(0, 50, 0, 50)
+    win.data[0:4, 0:4] = 5
+    win.write_back()
+    (entry,) = editor.history()
+    assert entry["window"] == [0, 50, 0, 50] and entry["pixels"] == 16 and entry["chunks"] == [[0, 0]]
+    assert json.loads((store / store_edits.EDITS / "log.jsonl").read_text().splitlines()[0])["pixels"] == 16
+
+
+def test_an_export_written_by_write_ome_zarr_can_be_corrected(tmp_path):
+    full = blobs()
+    path = tmp_path / "e.zarr"
+    write_ome_zarr(path, full)
+    editor = StoreEditor(path)
+    win = editor.window(0, 64, 0, 64)
+    one = int(win.data[10, 10])
+    win.data[:] = one  # the object grown over the whole window
+    win.write_back()
+    assert (editor.read(0, 64, 0, 64) == one).all()
+    np.testing.assert_array_equal(editor.read(64, 301, 0, 517), full[64:, :])
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p: zarr.open_group(str(p), mode="w"), "no labels group"),
+        (lambda p: p.mkdir(), "not a zarr store"),
+        (lambda p: (p.parent / (p.name + ".partial")).mkdir() or p.parent / (p.name + ".partial"), "unfinished run"),
+    ],
+)
+def test_what_cannot_be_corrected_says_why(tmp_path, make, words):
+    path = tmp_path / "x.zarr"
+    made = make(path)
+    target = made if isinstance(made, type(path)) else path
+    with pytest.raises(StoreEditError, match=words):
+        StoreEditor(target)
+
+
+def test_a_window_outside_the_labels_is_refused(store):
+    with pytest.raises(StoreEditError, match="holds no pixel"):
+        StoreEditor(store).window(400, 500, 0, 10)
+
+
+def test_a_write_back_of_another_shape_is_refused(store):
+    win = StoreEditor(store).window(0, 10, 0, 10)
+    with pytest.raises(StoreEditError, match="must not change shape"):
+        win.write_back(np.zeros((5, 5), np.uint32))
