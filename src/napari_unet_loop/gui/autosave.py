@@ -31,7 +31,9 @@ from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidg
 
 from ..core.atomic import atomic_path
 from ..io.labels import write_tiff
+from ..io.store_edits import StoreEditError
 from .layers import META_KEY, LabelsTracker, unwrap
+from .store_edit import refresh_store_layers, store_window, write_back
 
 if TYPE_CHECKING:
     import napari
@@ -132,6 +134,7 @@ class _Saved:
     history: tuple[int, int] | None = None  # undo/redo queue lengths when last saved or checked
     redrawn: bool = False  # redrawn since then (an undo redraws the layer)
     failed: bool = False  # a failure was reported (once, until a save succeeds)
+    store_failed: bool = False  # a store window's write-back failed (reported once, until one succeeds)
     supersedes: list = field(default_factory=list)  # notes of autosaves this layer was restored from
 
 
@@ -241,6 +244,12 @@ class Autosaver:
             if layer.name not in names:
                 continue
             state = self.tracker.state(layer)
+            window = store_window(layer)
+            if window is not None:  # a window of an OME-Zarr store: the store is its autosave
+                if not window.dirty(unwrap(layer).data) or self._write_back(layer):
+                    state.dirty = False
+                    continue
+                state.dirty = True  # the store cannot take them now: a TIFF autosave keeps them meanwhile
             rec = self._saved.get(layer)
             if not state.dirty and rec is not None and self._changed(layer, rec):
                 state.dirty = True  # an undo or redo: napari sends no edit event for them
@@ -253,6 +262,24 @@ class Autosaver:
                 continue
             state.dirty = False
         return written
+
+    def _write_back(self, layer: Labels) -> bool:
+        """Write a store window's changes into its store; whether that worked (a failure is reported once)."""
+        try:
+            report = write_back(layer)
+        except (StoreEditError, OSError) as exc:
+            rec = self._record(layer)
+            if not rec.store_failed:  # once, not every minute; it is retried at every tick
+                rec.store_failed = True
+                show_error(
+                    f"Writing '{layer.name}' back to its OME-Zarr store failed: {exc}. The corrections are "
+                    "autosaved meanwhile, and written back as soon as the store can take them."
+                )
+            return False
+        self._record(layer).store_failed = False
+        if report is not None and report.pixels:
+            refresh_store_layers(self.viewer, store_window(layer).editor.path)
+        return True
 
     def _record_edits(self, layer: Labels) -> None:
         """Keep the edit history in the layer's metadata, so File > Save records it too (as of this save)."""

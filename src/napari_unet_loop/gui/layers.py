@@ -56,9 +56,9 @@ def layer_data(layer: Image):
 
 
 def plane_shape(layer: Image) -> tuple[int, int]:
-    """Height and width of the layer's image plane."""
+    """Height and width of the layer's image plane (of an image or labels layer)."""
     shape = layer_data(layer).shape
-    return tuple(shape[-3:-1]) if layer.rgb else tuple(shape[-2:])  # type: ignore[return-value]
+    return tuple(shape[-3:-1]) if getattr(layer, "rgb", False) else tuple(shape[-2:])  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

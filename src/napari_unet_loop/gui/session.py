@@ -69,6 +69,8 @@ class DockCalls:
         The dock's :meth:`~napari_unet_loop.gui.widget.UNetLoopWidget.segment`.
     rethreshold : callable
         The dock's :meth:`~napari_unet_loop.gui.widget.UNetLoopWidget.rethreshold`.
+    region_choice : callable
+        ``() -> str``: the Region choice (``"plane"``, ``"view"`` or ``"rectangle"``).
     """
 
     image_layer: Callable[[], Image | None]
@@ -86,6 +88,7 @@ class DockCalls:
     select_model: Callable[[str], None]
     segment: Callable[..., Any]
     rethreshold: Callable[..., Any]
+    region_choice: Callable[[], str] = lambda: "view"
 
 
 class Session(QObject):
@@ -255,6 +258,10 @@ class Session(QObject):
     def tile_size(self) -> int | None:
         """The chosen core tile size (``None``: automatic)."""
         return self.dock.tile_size()
+
+    def region_choice(self) -> str:
+        """The Region choice: ``"plane"``, ``"view"`` or ``"rectangle"``."""
+        return self.dock.region_choice()
 
     # ------------------------------------------------------------------ the dock's actions
     def cache_model(self, name: str, model: Model) -> None:

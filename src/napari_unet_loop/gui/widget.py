@@ -61,6 +61,7 @@ from .region import RegionChoice, large_plane_hint, segment_window
 from .runs import SegmentRun
 from .segment_output import IF_EDITED_CHOICES, SegmentOutput
 from .session import DockCalls, Session
+from .store_edit import StoreCorrections
 
 if TYPE_CHECKING:
     import napari
@@ -171,6 +172,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             select_model=self.select_model,
             segment=self.segment,
             rethreshold=self.rethreshold,
+            region_choice=self.region_choice,
         )
 
     def _on_training_changed(self, training: bool) -> None:
@@ -377,6 +379,8 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         lay.addWidget(self.status)
         self.disk_run = DiskRun(self.session)  # whole image files larger than memory, into OME-Zarr
         lay.addWidget(self.disk_run)
+        self.store_edits = StoreCorrections(self.session)  # correct such a store a window at a time
+        lay.addWidget(self.store_edits)
         return box
 
     # ------------------------------------------------------------------ choices

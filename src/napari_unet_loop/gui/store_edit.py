@@ -1,0 +1,197 @@
+"""Correct labels stored in an OME-Zarr larger than memory: a window at a time, written back chunk by chunk.
+
+napari does not paint on multiscale (lazy) labels, so a store's labels layer is corrected
+through a *window*: *Correct region* reads the visible region (or the drawn rectangle, by
+the dock's Region choice) of the store's full-resolution labels into an ordinary labels
+layer placed over it, where every napari and dock tool works. Its changes go back into the
+store (:class:`napari_unet_loop.io.store_edits.StoreWindow`: only the changed pixels, only
+their chunks, every level, journalled so that a crash never leaves a half-written chunk) at
+each autosave tick (the :class:`~napari_unet_loop.gui.autosave.Autosaver` does it instead of
+a TIFF autosave), on *Write back*, when the window's layer is removed and when napari quits.
+The store's own layer is then redrawn with the corrections.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari.layers import Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
+
+from ..io.images import is_zarr_dir
+from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow, WriteReport
+from .layers import META_KEY, unwrap
+from .region import RegionError, rectangle_region, visible_region
+
+if TYPE_CHECKING:
+    from .session import Session
+
+#: Largest window read into memory (pixels): 4096 x 4096 labels are 64 MB.
+MAX_WINDOW_PIXELS = 4096 * 4096
+
+# the open windows: labels layer -> its window of a store
+_WINDOWS: weakref.WeakKeyDictionary[Labels, StoreWindow] = weakref.WeakKeyDictionary()
+
+
+def store_path(layer) -> Path | None:
+    """The OME-Zarr folder a labels layer was read from, if any."""
+    source = getattr(getattr(layer, "source", None), "path", None) or (layer.metadata or {}).get("source")
+    if not source:
+        return None
+    path = Path(str(source))
+    return path if is_zarr_dir(path) else None
+
+
+def store_window(layer) -> StoreWindow | None:
+    """The store window a labels layer holds, or ``None`` for an ordinary labels layer."""
+    return _WINDOWS.get(unwrap(layer)) if layer is not None else None
+
+
+def write_back(layer: Labels) -> WriteReport | None:
+    """Write a window layer's changes into its store (``None``: not a window layer).
+
+    Raises
+    ------
+    StoreEditError, OSError
+        When the store cannot be written; the layer keeps the changes (and they are retried).
+    """
+    window = store_window(layer)
+    if window is None:
+        return None
+    return window.write_back(unwrap(layer).data)
+
+
+def refresh_store_layers(viewer, path: Path) -> None:
+    """Redraw the layers that show ``path`` (dask reads the chunks again: napari's dask cache is emptied)."""
+    try:
+        from napari.utils import _dask_utils
+
+        cache = getattr(_dask_utils, "_DASK_CACHE", None)
+        if cache is not None and getattr(cache, "cache", None) is not None:
+            cache.cache.clear()
+    except ImportError:  # pragma: no cover - napari without a dask cache
+        pass
+    for layer in viewer.layers:
+        if isinstance(layer, Labels) and store_window(layer) is None and store_path(layer) == path:
+            layer.refresh()
+
+
+class StoreCorrections(QWidget):
+    """A row: *Correct region of OME-Zarr labels*, *Write back*, and what was written.
+
+    Parameters
+    ----------
+    session : Session
+        The dock's session (its viewer and Region choice).
+    """
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.open_btn = QPushButton("Correct region in store")
+        self.open_btn.setToolTip(
+            "For labels in an OME-Zarr on disk (e.g. from 'Whole image to OME-Zarr...' or File > Open), which "
+            "napari cannot paint on: read the visible region (or the rectangle, by the Region choice) of the "
+            "selected store labels layer into a labels layer you can correct. Its changes are written back into "
+            "the store chunk by chunk at every autosave, on 'Write back', and when the layer is closed."
+        )
+        self.open_btn.clicked.connect(lambda: self.open_window())
+        self.write_btn = QPushButton("Write back")
+        self.write_btn.setToolTip("Write the corrections of every store window into its store now")
+        self.write_btn.clicked.connect(lambda: self.write_all())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row.addWidget(self.open_btn)
+        row.addWidget(self.write_btn)
+        row.addWidget(self.status, 1)
+        viewer = session.viewer
+        viewer.layers.events.removing.connect(self._removing)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.write_all)
+
+    def _store_layer(self) -> Labels:
+        active = self.session.viewer.layers.selection.active
+        layers = [active] + [layer for layer in reversed(list(self.session.viewer.layers)) if layer is not active]
+        for layer in layers:
+            if isinstance(layer, Labels) and store_window(layer) is None and store_path(layer) is not None:
+                return layer
+        raise StoreEditError(
+            "Correct region needs the labels layer of an OME-Zarr store: open the store (File > Open, or "
+            "'Whole image to OME-Zarr...') and select its labels layer"
+        )
+
+    def open_window(self) -> Labels | None:
+        """Read the chosen region of the selected store labels layer into a new labels layer; return it."""
+        viewer = self.session.viewer
+        try:
+            layer = self._store_layer()
+            path = store_path(layer)
+            if layer.ndim != 2:
+                raise StoreEditError("only 2D store labels are corrected by region")
+            choose = rectangle_region if self.session.region_choice() == "rectangle" else visible_region
+            region = choose(viewer, layer)
+            if region.shape[0] * region.shape[1] > MAX_WINDOW_PIXELS:
+                raise RegionError(
+                    f"the region is {region.shape[0]} x {region.shape[1]} px: zoom in (or draw a smaller rectangle "
+                    f"and choose Region: Inside the rectangle) to at most {MAX_WINDOW_PIXELS} pixels"
+                )
+            editor = StoreEditor(path, name=None)
+            window = editor.window(region.y0, region.y1, region.x0, region.x1)
+        except (StoreEditError, RegionError, OSError) as exc:
+            show_error(str(exc))
+            return None
+        if editor.recovered:
+            show_info(f"{editor.recovered} chunk(s) of corrections a crash had interrupted were written to {path.name}")
+        scale = [float(s) for s in layer.scale[-2:]]
+        translate = [float(t) + o * s for t, o, s in zip(layer.translate[-2:], window.origin, scale, strict=True)]
+        y0, y1, x0, x1 = window.bounds
+        new = viewer.add_labels(
+            window.data,
+            name=f"{layer.name} [{y0}:{y1}, {x0}:{x1}] (store)",
+            scale=scale,
+            translate=translate,
+            metadata={META_KEY: {"store": str(path), "window": [y0, y1, x0, x1]}},
+        )
+        _WINDOWS[unwrap(new)] = window
+        new.selected_label = window.next_id()  # a new object: an id no object of the store has
+        self.status.setText(f"Correcting {path.name} [{y0}:{y1}, {x0}:{x1}]; changes go back at each autosave")
+        return new
+
+    def write_all(self) -> list[WriteReport]:
+        """Write every window's changes into its store; return the reports (failures are shown)."""
+        reports = []
+        for layer in list(self.session.viewer.layers):
+            window = store_window(layer)
+            if window is None or not window.dirty(unwrap(layer).data):
+                continue
+            report = self._write(layer)
+            if report is not None:
+                reports.append(report)
+        if not reports:
+            self.status.setText("Nothing to write back")
+        return reports
+
+    def _write(self, layer: Labels) -> WriteReport | None:
+        try:
+            report = write_back(layer)
+        except (StoreEditError, OSError) as exc:
+            show_error(f"Writing '{layer.name}' back to its store failed: {exc}. The layer keeps the corrections.")
+            return None
+        if report is not None and report.pixels:
+            path = store_window(layer).editor.path
+            refresh_store_layers(self.session.viewer, path)
+            self.status.setText(f"Wrote {report} to {path.name}")
+        return report
+
+    def _removing(self, event) -> None:
+        """A window layer being closed: its last changes go to the store first."""
+        layer = self.session.viewer.layers[event.index] if isinstance(event.index, int) else None
+        window = store_window(layer)
+        if window is not None and window.dirty(unwrap(layer).data):
+            self._write(layer)

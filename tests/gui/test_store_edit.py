@@ -1,0 +1,172 @@
+"""GUI tests: labels in an OME-Zarr store corrected a window at a time and written back chunk by chunk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_unet_loop.gui import autosave, store_edit
+from napari_unet_loop.gui.autosave import Autosaver
+from napari_unet_loop.gui.session import DockCalls, Session
+from napari_unet_loop.gui.store_edit import StoreCorrections, store_window
+from napari_unet_loop.io import readers
+from napari_unet_loop.io.chunked import LabelsStore
+from napari_unet_loop.io.readers import read_ome_zarr
+
+pytestmark = pytest.mark.gui
+SHAPE = (300, 420)
+BLOCK = 128
+
+
+def _labels() -> np.ndarray:
+    full = np.zeros(SHAPE, np.uint32)
+    k = 0
+    for y in range(10, SHAPE[0] - 30, 50):
+        for x in range(10, SHAPE[1] - 30, 50):
+            k += 1
+            full[y : y + 24, x : x + 24] = k
+    return full
+
+
+def _store(path, full):
+    cols, rows = -(-SHAPE[1] // BLOCK), -(-SHAPE[0] // BLOCK)
+    store = LabelsStore.create(
+        path, job={"input": "a.tif"}, shape=SHAPE, block=BLOCK, region=BLOCK, n_blocks=rows * cols, scale=(0.5, 0.5)
+    )
+    for i in range(rows * cols):
+        y0, x0 = (i // cols) * BLOCK, (i % cols) * BLOCK
+        store.write_core((y0, x0), full[y0 : y0 + BLOCK, x0 : x0 + BLOCK], i)
+    return store.finish({"max_label": int(full.max())})
+
+
+def _on_disk(path) -> np.ndarray:
+    return np.asarray(zarr.open_group(str(path), mode="r")["labels"]["labels"]["0"])
+
+
+@pytest.fixture
+def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
+    errors: list[str] = []
+    for module in (store_edit, autosave):
+        monkeypatch.setattr(module, "show_error", lambda m: errors.append(str(m)))
+        monkeypatch.setattr(module, "show_info", lambda m: None)
+    monkeypatch.setattr(readers, "LAZY_LABELS_BYTES", 0)  # the store opens lazy, as a large one would
+    full = _labels()
+    path = _store(tmp_path / "slide.zarr", full)
+    viewer = make_napari_viewer_proxy()
+    ((data, kwargs, _kind),) = read_ome_zarr(path)
+    lazy = viewer.add_labels(data, **{**kwargs, "translate": (10.0, 20.0)})
+    assert lazy.multiscale and not lazy.editable  # napari does not paint on it
+    calls = {name: (lambda *a, **k: None) for name in DockCalls.__dataclass_fields__}
+    calls["region_choice"] = lambda: "rectangle"
+    session = Session(viewer)
+    session.register(DockCalls(**calls))
+    row = StoreCorrections(session)
+    qtbot.addWidget(row)
+    saver = Autosaver(viewer, session.tracker, folder=tmp_path / "autosave")
+    yield viewer, lazy, row, saver, path, full, errors
+    saver.timer.stop()
+
+
+def _rectangle(viewer, lazy, y0, y1, x0, x1):
+    """A rectangle over pixels y0:y1, x0:x1 of the lazy layer, drawn in world coordinates."""
+    corners = np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]], float)
+    world = corners * np.asarray(lazy.scale) + np.asarray(lazy.translate)
+    viewer.add_shapes([world], shape_type="rectangle", name="box")
+    viewer.layers.selection.active = lazy
+
+
+def test_a_window_is_corrected_and_written_back_at_the_autosave(setup):
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 40, 200, 100, 300)
+    win_layer = row.open_window()
+    assert win_layer is not None, errors
+    np.testing.assert_array_equal(win_layer.data, full[40:200, 100:300])
+    np.testing.assert_allclose(win_layer.translate, (10 + 40 * 0.5, 20 + 100 * 0.5))  # over the store's pixels
+    assert win_layer.selected_label == full.max() + 1  # a new object gets an id the store does not hold
+    target = int(win_layer.data[30, 30])
+    assert target
+    win_layer.data_setitem(np.nonzero(win_layer.data == target), 0)  # erase an object, as the eraser does
+    win_layer.paint((100, 150), win_layer.selected_label)  # draw a new one
+    written = saver.save_dirty()
+    assert written == [] and not list((path.parent / "autosave").glob("*.tif"))  # the store is the autosave
+    expected = full.copy()
+    expected[40:200, 100:300] = win_layer.data
+    np.testing.assert_array_equal(_on_disk(path), expected)
+    np.testing.assert_array_equal(np.asarray(lazy.data[0]), expected)  # the store's layer shows the correction
+    assert errors == []
+
+
+def test_write_back_button_and_closing_the_window_write_the_corrections(setup):
+    viewer, lazy, row, _saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 128, 0, 128)
+    win_layer = row.open_window()
+    one = int(win_layer.data[15, 15])
+    win_layer.paint((60, 60), one)
+    (report,) = row.write_all()
+    assert report.pixels > 0 and report.chunks == [(0, 0)]
+    assert _on_disk(path)[60, 60] == one
+    assert row.write_all() == []  # nothing left to write
+    win_layer.paint((100, 100), one)  # a last stroke, then the layer is closed
+    viewer.layers.remove(win_layer)
+    assert _on_disk(path)[100, 100] == one
+    assert errors == []
+
+
+def test_an_undo_after_a_write_back_is_written_back_too(setup):
+    viewer, lazy, row, saver, path, full, _errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((70, 70), 1)
+    saver.save_dirty()
+    assert _on_disk(path)[70, 70] == 1
+    win_layer.undo()  # napari sends no edit event for it
+    saver.save_dirty()
+    assert _on_disk(path)[70, 70] == full[70, 70]
+
+
+def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(setup):
+    viewer, lazy, row, saver, path, _full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((50, 50), 2)
+
+    def refuse(_layer):
+        raise OSError(28, "No space left on device")
+
+    store_edit_write_back = autosave.write_back
+    autosave.write_back = refuse
+    try:
+        written = saver.save_dirty()
+        saver.save_dirty()
+    finally:
+        autosave.write_back = store_edit_write_back
+    assert len(written) == 1 and written[0].suffix == ".tif"  # nothing lost meanwhile
+    assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
+    saver.save_dirty()  # the store takes them again
+    assert _on_disk(path)[50, 50] == 2
+
+
+def test_correct_region_needs_a_store_layer_and_a_small_enough_region(setup, monkeypatch):
+    viewer, lazy, row, _saver, _path, _full, errors = setup
+    viewer.layers.selection.active = lazy
+    monkeypatch.setattr(store_edit, "MAX_WINDOW_PIXELS", 100)
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    assert row.open_window() is None and "zoom in" in errors[-1]
+    plain = viewer.add_labels(np.zeros((10, 10), np.uint32))
+    viewer.layers.remove(lazy)
+    viewer.layers.selection.active = plain
+    assert row.open_window() is None and "labels layer of an OME-Zarr store" in errors[-1]
+    assert store_window(plain) is None
+
+
+def test_a_read_only_store_is_refused_with_a_clear_message(setup, monkeypatch):
+    viewer, lazy, row, _saver, path, _full, errors = setup
+    from napari_unet_loop.io import store_edits
+
+    real = os.access
+    monkeypatch.setattr(store_edits.os, "access", lambda p, mode: False if str(p) == str(path) else real(p, mode))
+    _rectangle(viewer, lazy, 0, 50, 0, 50)
+    assert row.open_window() is None and "read-only" in errors[-1]
