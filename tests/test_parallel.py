@@ -130,6 +130,30 @@ def test_resume_finishes_an_interrupted_run(model, image, reference, tmp_path):
     assert not partial_path(out).exists()
     attrs = dict(zarr.open_group(str(out), mode="r").attrs)["napari_unet_loop"]
     assert attrs["provenance"]["block"] == BLOCK
+    assert attrs["max_label"] == int(reference[1].max())  # corrections draw new objects above it
+
+
+@pytest.mark.parametrize("where", ["none", "client"])
+def test_a_stop_request_ends_the_run_between_tasks_and_resume_finishes_it(
+    model, image, reference, tmp_path, request, where
+):
+    path, _ = image
+    out = tmp_path / "cells.zarr"
+    cluster = request.getfixturevalue("client") if where == "client" else "none"
+    markers = partial_path(out) / "_progress" / "blocks"
+
+    def two_blocks_done() -> bool:  # a Cancel button pressed once two blocks are written
+        return len(list(markers.glob("*.json"))) >= 2
+
+    part = segment_to_zarr(
+        open_lazy(path), model, out, block=BLOCK, margin=48, cluster=cluster, should_stop=two_blocks_done
+    )
+    assert not part.complete and not out.exists()
+    done = len(LabelsStore.attach(out).done("blocks"))
+    assert 2 <= done < 9  # stopped between tasks (tasks already running on workers may finish)
+    result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, resume=True)
+    assert result.resumed_blocks == done
+    assert np.array_equal(labels_of(out), reference[1])
 
 
 def test_a_corrupt_chunk_without_marker_is_rewritten(model, image, reference, tmp_path):

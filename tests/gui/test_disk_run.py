@@ -130,3 +130,34 @@ def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, 
     assert viewer.layers[-1].name == "plate labels (OME-Zarr)"
     store = tmp_path / "out" / "plate.zarr" / "labels" / "plate" / "0"
     assert store.is_dir()
+
+
+def test_cancel_keeps_what_was_written_and_a_new_run_continues_it(
+    make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors, monkeypatch
+):
+    monkeypatch.setattr(disk_run, "BLOCK", 128)
+    viewer = make_napari_viewer_proxy()
+    img = _discs()
+    src = _ome_zarr(tmp_path / "slide.ome.zarr", img)
+    image = viewer.add_image(img, name="slide", metadata={"source": str(src)})
+    model = model_files.load(tiny_model_path)
+    pp = PostprocessConfig(fg_threshold=0.5, seed_threshold=0.5, min_size=8)
+    row = DiskRun(_session(viewer, image, model, pp))
+    qtbot.addWidget(row)
+    assert row.start(tmp_path / "out") is not None, errors
+    assert row.button.text() == "Cancel"
+    row.button.click()  # Cancel, at once: the run stops after the block under way
+    qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
+    assert row.status.text().startswith("Cancelled"), row.status.text()
+    assert row.button.text() == disk_run.START_TEXT and row.button.isEnabled()
+    target = tmp_path / "out" / "slide.zarr"
+    assert not target.exists() and (tmp_path / "out" / "slide.zarr.partial").is_dir()
+    assert len(viewer.layers) == 1  # nothing opened
+    assert row.start(tmp_path / "out") is not None  # the same folder: the partial run is continued
+    qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
+    assert row.status.text().startswith("Done"), row.status.text()
+    expected_store = segment_to_zarr(open_lazy(src), model, tmp_path / "cli" / "slide.zarr", block=128, postprocess=pp)
+    group = zarr.open_group(str(expected_store.path), mode="r")["labels"]
+    expected = np.asarray(group[next(iter(group.group_keys()))]["0"])
+    np.testing.assert_array_equal(np.asarray(viewer.layers[-1].data), expected)
+    assert not errors

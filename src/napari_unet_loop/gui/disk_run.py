@@ -26,7 +26,7 @@ from ..core.model_files import ModelError
 from ..io.chunked import JobMismatchError
 from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy
-from ..parallel import ClusterError, segment_to_zarr
+from ..parallel import BlockwiseResult, ClusterError, segment_to_zarr
 from .layers import labels_name
 
 if TYPE_CHECKING:
@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from .session import Session
 
 BLOCK = 2048
+START_TEXT = "Whole image to OME-Zarr..."
+START_TIP = (
+    "For images larger than memory opened from an OME-Zarr or TIFF file: segment the whole file block by "
+    "block into <name>.zarr in a folder you choose, in the background, then open it as a (lazy) labels "
+    "layer. The same labels as `napari-unet-loop segment FILE --format zarr`; running it again "
+    "continues an interrupted (or cancelled) run."
+)
 
 
 def source_file(layer: Image) -> Path | None:
@@ -49,19 +56,25 @@ def source_file(layer: Image) -> Path | None:
     return None
 
 
-def run_to_disk(source_path: Path, target: Path, model, **settings) -> Generator[str, None, Path]:
-    """Run :func:`segment_to_zarr` in a thread and yield its progress lines; return the finished store.
+def run_to_disk(
+    source_path: Path, target: Path, model, stop: threading.Event | None = None, **settings
+) -> Generator[str, None, BlockwiseResult]:
+    """Run :func:`segment_to_zarr` in a thread and yield its progress lines; return its result.
 
-    An existing partial store of the same run is resumed.
+    An existing partial store of the same run is resumed. Setting ``stop`` ends the run after
+    the tasks under way (``result.complete`` is then False and the partial store stays).
     """
     lines: queue.Queue = queue.Queue()
     outcome: dict = {}
     partial = target.with_name(target.name + ".partial")
+    halt = stop.is_set if stop is not None else None
 
     def work() -> None:
         try:
             src = open_lazy(source_path)
-            outcome["result"] = segment_to_zarr(src, model, target, resume=partial.exists(), log=lines.put, **settings)
+            outcome["result"] = segment_to_zarr(
+                src, model, target, resume=partial.exists(), log=lines.put, should_stop=halt, **settings
+            )
         except BaseException as exc:  # noqa: BLE001 - handed back to the worker, which raises it
             outcome["error"] = exc
 
@@ -74,7 +87,7 @@ def run_to_disk(source_path: Path, target: Path, model, **settings) -> Generator
             continue
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"].path
+    return outcome["result"]
 
 
 class DiskRun(QWidget):
@@ -92,18 +105,28 @@ class DiskRun(QWidget):
         self.worker = None
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
-        self.button = QPushButton("Whole image to OME-Zarr...")
-        self.button.setToolTip(
-            "For images larger than memory opened from an OME-Zarr or TIFF file: segment the whole file block by "
-            "block into <name>.zarr in a folder you choose, in the background, then open it as a (lazy) labels "
-            "layer. The same labels as `napari-unet-loop segment FILE --format zarr`; running it again "
-            "continues an interrupted run."
-        )
-        self.button.clicked.connect(lambda: self.start())
+        self.button = QPushButton(START_TEXT)
+        self.button.setToolTip(START_TIP)
+        self.button.clicked.connect(self._clicked)
+        self._stop = threading.Event()
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row.addWidget(self.button)
         row.addWidget(self.status, 1)
+
+    def _clicked(self) -> None:
+        if self.worker is None:
+            self.start()
+        else:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the run after the blocks under way; what was written stays, and a new run continues it."""
+        if self.worker is None:
+            return
+        self._stop.set()
+        self.button.setEnabled(False)
+        self.status.setText("Cancelling after the blocks under way...")
 
     def start(self, folder: str | Path | None = None):
         """Start the run into ``folder`` (asked for when omitted); return the worker or ``None``."""
@@ -145,13 +168,15 @@ class DiskRun(QWidget):
         if target.exists():
             show_error(f"{target} exists: choose another folder, or delete it first (nothing is replaced)")
             return None
-        worker = create_worker(run_to_disk, path, target, model, **settings, _start_thread=False)
+        self._stop = threading.Event()
+        worker = create_worker(run_to_disk, path, target, model, self._stop, **settings, _start_thread=False)
         worker.yielded.connect(self.status.setText)
-        worker.returned.connect(lambda store, image=image: self._open(store, image))
+        worker.returned.connect(lambda result, image=image: self._ended(result, image))
         worker.errored.connect(self._failed)
         worker.finished.connect(self._done)
         self.worker = worker
-        self.button.setEnabled(False)
+        self.button.setText("Cancel")
+        self.button.setToolTip("Stop after the blocks under way; running it again continues from there")
         self.status.setText(f"Segmenting {path.name} into {target}...")
         worker.start()
         return worker
@@ -161,6 +186,15 @@ class DiskRun(QWidget):
         if d == "auto":
             raise InputError("Whole image to OME-Zarr takes the object size in pixels (Set), not Estimate")
         return d
+
+    def _ended(self, result: BlockwiseResult, image: Image) -> None:
+        if result.complete:
+            self._open(result.path, image)
+            return
+        self.status.setText(
+            f"Cancelled: the blocks written so far are kept in {result.path}; "
+            "'Whole image to OME-Zarr...' into the same folder continues from there"
+        )
 
     def _open(self, store: Path, image: Image) -> None:
         from ..io.readers import read_ome_zarr
@@ -176,7 +210,9 @@ class DiskRun(QWidget):
                 "translate": list(image.translate)[-2:],
             }
             viewer.add_labels(data, **kwargs)
-        self.status.setText(f"Done: {store} (opened as a labels layer; edits there are not written back)")
+        self.status.setText(
+            f"Done: {store} (opened as a labels layer; to correct it, select it and use Correct region in store)"
+        )
         show_info(f"Labels written to {store}")
 
     def _failed(self, exc: BaseException) -> None:
@@ -190,4 +226,6 @@ class DiskRun(QWidget):
 
     def _done(self) -> None:
         self.worker = None
+        self.button.setText(START_TEXT)
+        self.button.setToolTip(START_TIP)
         self.button.setEnabled(True)

@@ -168,6 +168,7 @@ def segment_to_zarr(
     provenance: dict | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     stop_after: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BlockwiseResult:
     """Segment a (large) 2D image into ``target`` (an OME-Zarr), block by block.
 
@@ -210,6 +211,9 @@ def segment_to_zarr(
     stop_after : int, optional
         Stop after this many tasks (blocks, then chunks), leaving the partial store as an
         interrupted run would (for tests of ``resume``).
+    should_stop : callable, optional
+        Asked between tasks: when it returns True the run stops there, leaving a partial
+        store that ``resume`` continues (a Cancel button).
 
     Returns
     -------
@@ -295,7 +299,7 @@ def segment_to_zarr(
         if stop_after is not None:
             todo = todo[:stop_after]
         t0 = time.perf_counter()
-        executor.map(run_block, todo, "block", spec, log=log)
+        executor.map(run_block, todo, "block", spec, log=log, should_stop=should_stop)
         timings["blocks"] = time.perf_counter() - t0
         done = store.done("blocks")
         if len(done) < len(grid):
@@ -313,7 +317,13 @@ def segment_to_zarr(
         t0 = time.perf_counter()
         sources = grid.sources  # each chunk task carries only the offsets of the blocks that reach it
         executor.map(
-            run_core, todo_cores, "chunk", spec, log=log, extra=lambda i: ({j: offsets[j] for j in sources(i)},)
+            run_core,
+            todo_cores,
+            "chunk",
+            spec,
+            log=log,
+            extra=lambda i: ({j: offsets[j] for j in sources(i)},),
+            should_stop=should_stop,
         )
         timings["stitch"] = time.perf_counter() - t0
         if len(store.done("cores")) < len(grid):

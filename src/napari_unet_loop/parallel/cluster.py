@@ -158,8 +158,13 @@ class Cluster:
         *args,
         log: Callable[[str], None] | None = None,
         extra: Callable[[int], tuple] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict:
-        """Run ``fn(args[0], i, *args[1:], *extra(i))`` for each item; return results by item (progress to ``log``)."""
+        """Run ``fn(args[0], i, *args[1:], *extra(i))`` for each item; return results by item (progress to ``log``).
+
+        ``should_stop`` is asked between tasks; when it says yes, the tasks not started are
+        dropped (those running on a cluster are cancelled) and the results so far come back.
+        """
         log = log or self.log
         more = extra or (lambda _i: ())
         total = len(items)
@@ -176,8 +181,11 @@ class Cluster:
                 eta = (now - t0) / done * (total - done)
                 log(f"{what} {done}/{total}" + (f", about {_duration(eta)} left" if done < total else ""))
 
+        stop = should_stop or (lambda: False)
         if self.client is None:
             for k, i in enumerate(items):
+                if stop():
+                    break
                 out[i] = fn(args[0], i, *args[1:], *more(i))
                 progress(k + 1)
             return out
@@ -199,6 +207,10 @@ class Cluster:
                     "(every worker needs napari-unet-loop, torch and the model file at the same path)"
                 ) from exc
             progress(k + 1)
+            if stop():
+                for f in futures:
+                    f.cancel()
+                break
         return out
 
     def run_each(self, fn, jobs: Sequence[Any], what: str, **kwargs) -> Iterator[tuple[Any, Any]]:
