@@ -11,6 +11,7 @@ from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.gui import disk_run
 from napari_unet_loop.gui.disk_run import DiskRun, source_file
 from napari_unet_loop.gui.session import DockCalls, Session
+from napari_unet_loop.gui.store_edit import store_window, write_back
 from napari_unet_loop.io.images import output_stem
 from napari_unet_loop.io.lazy import open_lazy
 from napari_unet_loop.parallel import segment_to_zarr
@@ -87,6 +88,16 @@ def test_whole_file_to_ome_zarr_opens_as_labels_equal_to_the_command(
     expected = np.asarray(group[next(iter(group.group_keys()))]["0"])
     assert expected.max() > 0
     np.testing.assert_array_equal(np.asarray(layer.data), expected)
+    # small enough to hold: the layer is a window over the whole store, and corrections go back into it
+    assert store_window(layer) is not None and layer.editable
+    layer.paint((150, 130), layer.selected_label)
+    assert write_back(layer).pixels > 0
+    written = zarr.open_group(str(tmp_path / "out" / "slide.zarr"), mode="r")["labels"]
+    on_disk = np.asarray(written[next(iter(written.group_keys()))]["0"])
+    np.testing.assert_array_equal(
+        on_disk[140:160, 120:140] > expected.max(), layer.data[140:160, 120:140] > expected.max()
+    )
+    assert (on_disk > expected.max()).any()
 
 
 def test_a_layer_without_a_file_is_refused_with_a_hint(make_napari_viewer_proxy, qtbot, tiny_model_path, errors):

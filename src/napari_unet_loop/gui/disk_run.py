@@ -26,8 +26,10 @@ from ..core.model_files import ModelError
 from ..io.chunked import JobMismatchError
 from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy
+from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow
 from ..parallel import BlockwiseResult, ClusterError, segment_to_zarr
 from .layers import labels_name
+from .store_edit import add_window_layer
 
 if TYPE_CHECKING:
     from napari.layers import Image
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 BLOCK = 2048
+#: Up to this many pixels the finished store opens as one editable layer written back into it (8192 x 8192).
+WHOLE_WINDOW_PIXELS = 8192 * 8192
 START_TEXT = "Whole image to OME-Zarr..."
 START_TIP = (
     "For images larger than memory opened from an OME-Zarr or TIFF file: segment the whole file block by "
@@ -200,19 +204,25 @@ class DiskRun(QWidget):
         from ..io.readers import read_ome_zarr
 
         viewer = self.session.viewer
+        name = f"{labels_name(image)} (OME-Zarr)"
+        scale, translate = list(image.scale)[-2:], list(image.translate)[-2:]
         for data, kwargs, kind in read_ome_zarr(store):
             if kind != "labels":
                 continue
-            kwargs = {
-                **kwargs,
-                "name": f"{labels_name(image)} (OME-Zarr)",
-                "scale": list(image.scale)[-2:],
-                "translate": list(image.translate)[-2:],
-            }
-            viewer.add_labels(data, **kwargs)
-        self.status.setText(
-            f"Done: {store} (opened as a labels layer; to correct it, select it and use Correct region in store)"
-        )
+            how = "to correct it, select it and use Correct region in store"
+            if not isinstance(data, list) and data.ndim == 2 and data.size <= WHOLE_WINDOW_PIXELS:
+                try:  # small enough to hold: the layer is a window over the whole store, written back as you edit
+                    window = StoreWindow(StoreEditor(store), (0, 0), data)
+                except StoreEditError as exc:
+                    show_error(f"{exc}: the labels open as a layer whose edits stay in napari")
+                else:
+                    add_window_layer(viewer, window, name, scale, translate)
+                    self.status.setText(f"Done: {store} (your corrections to it go back into it at each autosave)")
+                    break
+            # lazy (multiscale), or too large to hold twice: corrected a window at a time
+            viewer.add_labels(data, **{**kwargs, "name": name, "scale": scale, "translate": translate})
+            self.status.setText(f"Done: {store} (opened as a labels layer; {how})")
+            break
         show_info(f"Labels written to {store}")
 
     def _failed(self, exc: BaseException) -> None:

@@ -79,6 +79,26 @@ def refresh_store_layers(viewer, path: Path) -> None:
             layer.refresh()
 
 
+def add_window_layer(viewer, window: StoreWindow, name: str, scale, translate) -> Labels:
+    """Add a store window as an editable labels layer over the store's pixels (``scale``/``translate``: the store's).
+
+    The layer's changes are written back into the store (see the module docstring); its
+    selected label is an id no object of the store has.
+    """
+    scale = [float(s) for s in scale]
+    translate = [float(t) + o * s for t, o, s in zip(translate, window.origin, scale, strict=True)]
+    layer = viewer.add_labels(
+        window.data,
+        name=name,
+        scale=scale,
+        translate=translate,
+        metadata={META_KEY: {"store": str(window.editor.path), "window": list(window.bounds)}},
+    )
+    _WINDOWS[unwrap(layer)] = window
+    layer.selected_label = window.next_id()
+    return layer
+
+
 class StoreCorrections(QWidget):
     """A row: *Correct region of OME-Zarr labels*, *Write back*, and what was written.
 
@@ -148,18 +168,10 @@ class StoreCorrections(QWidget):
             return None
         if editor.recovered:
             show_info(f"{editor.recovered} chunk(s) of corrections a crash had interrupted were written to {path.name}")
-        scale = [float(s) for s in layer.scale[-2:]]
-        translate = [float(t) + o * s for t, o, s in zip(layer.translate[-2:], window.origin, scale, strict=True)]
         y0, y1, x0, x1 = window.bounds
-        new = viewer.add_labels(
-            window.data,
-            name=f"{layer.name} [{y0}:{y1}, {x0}:{x1}] (store)",
-            scale=scale,
-            translate=translate,
-            metadata={META_KEY: {"store": str(path), "window": [y0, y1, x0, x1]}},
+        new = add_window_layer(
+            viewer, window, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] (store)", layer.scale[-2:], layer.translate[-2:]
         )
-        _WINDOWS[unwrap(new)] = window
-        new.selected_label = window.next_id()  # a new object: an id no object of the store has
         self.status.setText(f"Correcting {path.name} [{y0}:{y1}, {x0}:{x1}]; changes go back at each autosave")
         return new
 
