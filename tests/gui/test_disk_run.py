@@ -146,7 +146,7 @@ def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, 
 def test_cancel_keeps_what_was_written_and_a_new_run_continues_it(
     make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors, monkeypatch
 ):
-    monkeypatch.setattr(disk_run, "BLOCK", 128)
+    monkeypatch.setattr(disk_run, "BLOCK", 64)  # 25 blocks: the run is still going when Cancel is clicked
     viewer = make_napari_viewer_proxy()
     img = _discs()
     src = _ome_zarr(tmp_path / "slide.ome.zarr", img)
@@ -157,17 +157,23 @@ def test_cancel_keeps_what_was_written_and_a_new_run_continues_it(
     qtbot.addWidget(row)
     assert row.start(tmp_path / "out") is not None, errors
     assert row.button.text() == "Cancel"
-    row.button.click()  # Cancel, at once: the run stops after the block under way
+    markers = tmp_path / "out" / "slide.zarr.partial" / "_progress" / "blocks"
+    qtbot.waitUntil(lambda: markers.is_dir() and any(markers.glob("*.json")), timeout=TIMEOUT)
+    row.button.click()  # Cancel once a block is written: the run stops after the block under way
     qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
     assert row.status.text().startswith("Cancelled"), row.status.text()
     assert row.button.text() == disk_run.START_TEXT and row.button.isEnabled()
     target = tmp_path / "out" / "slide.zarr"
-    assert not target.exists() and (tmp_path / "out" / "slide.zarr.partial").is_dir()
+    kept = len(list(markers.glob("*.json")))
+    assert not target.exists() and 1 <= kept < 25
     assert len(viewer.layers) == 1  # nothing opened
-    assert row.start(tmp_path / "out") is not None  # the same folder: the partial run is continued
+    lines: list[str] = []
+    worker = row.start(tmp_path / "out")  # the same folder: the partial run is continued
+    worker.yielded.connect(lines.append)
     qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
     assert row.status.text().startswith("Done"), row.status.text()
-    expected_store = segment_to_zarr(open_lazy(src), model, tmp_path / "cli" / "slide.zarr", block=128, postprocess=pp)
+    assert f"resuming: {kept} of 25 block(s) already done" in lines
+    expected_store = segment_to_zarr(open_lazy(src), model, tmp_path / "cli" / "slide.zarr", block=64, postprocess=pp)
     group = zarr.open_group(str(expected_store.path), mode="r")["labels"]
     expected = np.asarray(group[next(iter(group.group_keys()))]["0"])
     np.testing.assert_array_equal(np.asarray(viewer.layers[-1].data), expected)

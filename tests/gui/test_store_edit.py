@@ -10,6 +10,7 @@ import zarr
 
 from napari_unet_loop.gui import autosave, store_edit
 from napari_unet_loop.gui.autosave import Autosaver
+from napari_unet_loop.gui.layers import LabelsTracker
 from napari_unet_loop.gui.session import DockCalls, Session
 from napari_unet_loop.gui.store_edit import StoreCorrections, store_window
 from napari_unet_loop.io import readers
@@ -99,7 +100,7 @@ def test_a_window_is_corrected_and_written_back_at_the_autosave(setup):
     assert errors == []
 
 
-def test_write_back_button_and_closing_the_window_write_the_corrections(setup):
+def test_write_back_button_writes_the_corrections(setup):
     viewer, lazy, row, _saver, path, full, errors = setup
     _rectangle(viewer, lazy, 0, 128, 0, 128)
     win_layer = row.open_window()
@@ -109,9 +110,6 @@ def test_write_back_button_and_closing_the_window_write_the_corrections(setup):
     assert report.pixels > 0 and report.chunks == [(0, 0)]
     assert _on_disk(path)[60, 60] == one
     assert row.write_all() == []  # nothing left to write
-    win_layer.paint((100, 100), one)  # a last stroke, then the layer is closed
-    viewer.layers.remove(win_layer)
-    assert _on_disk(path)[100, 100] == one
     assert errors == []
 
 
@@ -147,6 +145,44 @@ def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(set
     assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
     saver.save_dirty()  # the store takes them again
     assert _on_disk(path)[50, 50] == 2
+    assert not list(saver.folder.glob("*.tif"))  # the older TIFF copy goes: a crash must not offer it
+
+
+@pytest.mark.parametrize("how", ["close", "quit"])
+def test_corrections_the_store_refuses_at_close_or_quit_are_kept_as_an_autosave(setup, monkeypatch, how):
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((50, 50), 2)
+
+    def refuse(_layer):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(autosave, "write_back", refuse)
+    if how == "close":
+        viewer.layers.remove(win_layer)
+    saver.discard_session()  # what napari's quit runs
+    assert _on_disk(path)[50, 50] == full[50, 50]
+    assert any("kept as an autosave" in e for e in errors)
+    later = Autosaver(viewer, LabelsTracker(), folder=saver.folder)  # napari started again
+    (note,) = later.pending()
+    assert note["layer"] == win_layer.name
+    later.timer.stop()
+
+
+def test_closing_a_window_and_quitting_write_the_last_changes_back(setup):
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    first = row.open_window()
+    one = int(first.data[15, 15])  # an object of the window
+    first.paint((40, 40), one)
+    viewer.layers.remove(first)  # closed before any autosave tick
+    assert _on_disk(path)[40, 40] == one
+    second = row.open_window()
+    second.paint((45, 45), one)
+    saver.discard_session()  # quit before any autosave tick
+    assert _on_disk(path)[45, 45] == one
+    assert not list(saver.folder.glob("*.tif")) and errors == []
 
 
 def test_correct_region_needs_a_store_layer_and_a_small_enough_region(setup, monkeypatch):

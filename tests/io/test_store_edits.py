@@ -58,7 +58,9 @@ def store(tmp_path):
 def test_a_window_writes_back_its_changed_pixels_into_every_level(store):
     full = blobs()
     editor = StoreEditor(store)
-    assert editor.shape == SHAPE and editor.chunks == (BLOCK, BLOCK) and editor.factors == [1, 2, 4]
+    assert editor.shape == SHAPE and editor.chunks == (BLOCK, BLOCK)
+    for k, (iy, ix) in enumerate(editor.sampling):  # level k shows every 2**k-th pixel, as the store was built
+        assert iy.tolist() == list(range(0, SHAPE[0], 2**k)) and ix.tolist() == list(range(0, SHAPE[1], 2**k))
     win = editor.window(100, 250, 100, 300)
     np.testing.assert_array_equal(win.data, full[100:250, 100:300])
     assert not win.dirty()
@@ -165,17 +167,68 @@ def test_the_log_records_each_write_back(store):
     assert json.loads((store / store_edits.EDITS / "log.jsonl").read_text().splitlines()[0])["pixels"] == 16
 
 
-def test_an_export_written_by_write_ome_zarr_can_be_corrected(tmp_path):
-    full = blobs()
+def export_levels(path) -> list[np.ndarray]:
+    group = zarr.open_group(str(path), mode="r")["labels"]["labels"]
+    return [np.asarray(group[k]) for k in sorted(group.array_keys())]
+
+
+@pytest.mark.parametrize(("shape", "levels"), [(SHAPE, None), ((1030, 1030), 5)])
+def test_an_export_written_by_write_ome_zarr_is_corrected_at_every_level_as_it_samples(tmp_path, shape, levels):
+    rng = np.random.default_rng(1)
+    full = np.kron(rng.integers(1, 60, (shape[0] // 10 + 1, shape[1] // 10 + 1)), np.ones((10, 10)))
+    full = full[: shape[0], : shape[1]].astype(np.uint32)
     path = tmp_path / "e.zarr"
-    write_ome_zarr(path, full)
+    write_ome_zarr(path, full, levels=levels)
     editor = StoreEditor(path)
-    win = editor.window(0, 64, 0, 64)
+    win = editor.window(37, 700, 101, 900)
     one = int(win.data[10, 10])
-    win.data[:] = one  # the object grown over the whole window
+    win.data[5:300, 7:333] = one  # an object grown over chunk borders
     win.write_back()
-    assert (editor.read(0, 64, 0, 64) == one).all()
-    np.testing.assert_array_equal(editor.read(64, 301, 0, 517), full[64:, :])
+    edited = full.copy()
+    edited[37:700, 101:900] = win.data
+    again = tmp_path / "again.zarr"
+    write_ome_zarr(again, edited, levels=levels)  # what an export of the corrected labels holds
+    got, want = export_levels(path), export_levels(again)
+    assert len(got) == len(want) >= 3
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"level {k}")
+
+
+def test_two_editors_of_one_store_never_give_two_new_objects_one_id(store):
+    a = StoreEditor(store).window(0, 100, 0, 100)  # two windows, each with its own editor (as two dock clicks)
+    b = StoreEditor(store).window(150, 300, 150, 300)
+    a.data[90:95, 90:95] = int(a.data.max()) + 1
+    b.data[50:55, 50:55] = int(b.data.max()) + 1
+    (ida,) = a.write_back().new_ids.values()
+    (idb,) = b.write_back().new_ids.values()
+    assert ida != idb and ida > blobs().max() and idb > blobs().max()
+    assert StoreEditor(store).max_label() == max(ida, idb)
+
+
+def test_a_failed_write_back_is_finished_first_and_a_later_undo_still_reaches_the_store(store, monkeypatch):
+    full = blobs()
+    editor = StoreEditor(store)
+    win = editor.window(0, 301, 0, 517)
+    one = int(win.data[10, 10])
+    win.data[100:140, 100:140] = one  # chunks (0, 0), (0, 1), (1, 0), (1, 1)
+    real = StoreEditor._write_chunk
+    calls = []
+
+    def disk_full_after_one(self, chunk, data):
+        if calls:
+            raise OSError(28, "No space left on device")
+        calls.append(chunk)
+        real(self, chunk, data)
+
+    monkeypatch.setattr(StoreEditor, "_write_chunk", disk_full_after_one)
+    with pytest.raises(OSError, match="No space"):
+        win.write_back()
+    monkeypatch.setattr(StoreEditor, "_write_chunk", real)
+    assert win.dirty()  # the journal still holds chunks: the autosave tries again
+    win.data[100:140, 100:140] = full[100:140, 100:140]  # the user undoes the stroke meanwhile
+    win.write_back()  # the journal goes in first, then the undo on top of it
+    assert not win.dirty()
+    check_pyramid(store, full)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidg
 
 from ..core.atomic import atomic_path
 from ..io.labels import write_tiff
-from ..io.store_edits import StoreEditError
 from .layers import META_KEY, LabelsTracker, unwrap
 from .store_edit import refresh_store_layers, store_window, write_back
 
@@ -184,6 +183,7 @@ class Autosaver:
         self._saved: weakref.WeakKeyDictionary[Labels, _Saved] = weakref.WeakKeyDictionary()
         self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names
         self._superseded: set[str] = set()  # TIFFs restored here, deleted once saved again
+        self._kept: set[str] = set()  # autosaves of store windows closed while their store refused: never discarded
         self._lock = None
         app = QApplication.instance()
         if app is not None:  # a clean exit leaves nothing to restore; a crash leaves the autosaves
@@ -198,8 +198,11 @@ class Autosaver:
         layer = event.value
         if not isinstance(layer, Labels):
             return
+        # a store window closed: its last changes go into its store (else its autosave stays)
+        keep = self._store_windows_out([layer])
+        self._kept |= keep  # offered after a restart, even after a clean quit
         rec = self._saved.pop(unwrap(layer), None)
-        if rec is None:
+        if rec is None or rec.stem in keep:
             return
         for suffix in (".tif", ".json"):
             (self.folder / f"{rec.stem}{suffix}").unlink(missing_ok=True)
@@ -264,10 +267,14 @@ class Autosaver:
         return written
 
     def _write_back(self, layer: Labels) -> bool:
-        """Write a store window's changes into its store; whether that worked (a failure is reported once)."""
+        """Write a store window's changes into its store; whether that worked (a failure is reported once).
+
+        After a success, a TIFF autosave kept while the store refused is deleted: the store
+        holds the corrections, and a crash must not offer the older copy.
+        """
         try:
             report = write_back(layer)
-        except (StoreEditError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a full disk, a damaged chunk...: the layer keeps the corrections
             rec = self._record(layer)
             if not rec.store_failed:  # once, not every minute; it is retried at every tick
                 rec.store_failed = True
@@ -276,10 +283,47 @@ class Autosaver:
                     "autosaved meanwhile, and written back as soon as the store can take them."
                 )
             return False
-        self._record(layer).store_failed = False
+        rec = self._record(layer)
+        if rec.store_failed or rec.checksum is not None:  # a TIFF autosave from a tick the store refused
+            for suffix in (".tif", ".json"):
+                (self.folder / f"{rec.stem}{suffix}").unlink(missing_ok=True)
+            rec.checksum = None
+        rec.store_failed = False
         if report is not None and report.pixels:
-            refresh_store_layers(self.viewer, store_window(layer).editor.path)
+            try:
+                refresh_store_layers(self.viewer, store_window(layer).editor.path)
+            except Exception:  # noqa: BLE001 - a redraw must never stop the autosave
+                pass
         return True
+
+    def _store_windows_out(self, layers) -> set[str]:
+        """Write back the store windows among ``layers`` with changes; return the stems of TIFFs to keep.
+
+        A window whose store refuses is saved as a TIFF autosave instead, which is kept (offered
+        after a restart), and the user is told.
+        """
+        keep: set[str] = set()
+        for layer in layers:
+            window = store_window(layer)
+            if window is None:
+                continue
+            try:
+                dirty = window.dirty(unwrap(layer).data)
+            except Exception:  # noqa: BLE001 - a store gone missing: keep the corrections
+                dirty = True
+            if not dirty or self._write_back(layer):
+                continue
+            try:
+                self._save(layer)
+            except Exception as exc:  # noqa: BLE001 - nothing more can be done for it here
+                show_error(f"'{layer.name}': its corrections could not be written back nor autosaved: {exc}")
+                continue
+            keep.add(self._record(layer).stem)
+            show_error(
+                f"'{layer.name}' could not be written back into its store: its corrections are kept as an "
+                "autosave, offered for restore when napari starts again"
+            )
+        return keep
 
     def _record_edits(self, layer: Labels) -> None:
         """Keep the edit history in the layer's metadata, so File > Save records it too (as of this save)."""
@@ -464,10 +508,17 @@ class Autosaver:
             self.timer.stop()
         except RuntimeError:  # the dock (owner of the timer) is gone already
             pass
+        try:  # store windows: their last changes go into their stores first
+            keep = self._store_windows_out(list(self.viewer.layers))
+        except Exception:  # noqa: BLE001 - the viewer is gone already
+            keep = set()
+        keep |= self._kept
         for note_path in self.folder.glob(f"{self.session}-*.json"):
-            note_path.unlink(missing_ok=True)
+            if note_path.stem not in keep:
+                note_path.unlink(missing_ok=True)
         for tif in self.folder.glob(f"{self.session}-*.tif"):
-            tif.unlink(missing_ok=True)
+            if tif.stem not in keep:
+                tif.unlink(missing_ok=True)
         self._release_lock()
         (self.folder / f"{self.session}.lock").unlink(missing_ok=True)
 

@@ -174,7 +174,7 @@ class DiskRun(QWidget):
             return None
         self._stop = threading.Event()
         worker = create_worker(run_to_disk, path, target, model, self._stop, **settings, _start_thread=False)
-        worker.yielded.connect(self.status.setText)
+        worker.yielded.connect(self._progress)
         worker.returned.connect(lambda result, image=image: self._ended(result, image))
         worker.errored.connect(self._failed)
         worker.finished.connect(self._done)
@@ -190,6 +190,9 @@ class DiskRun(QWidget):
         if d == "auto":
             raise InputError("Whole image to OME-Zarr takes the object size in pixels (Set), not Estimate")
         return d
+
+    def _progress(self, line: str) -> None:
+        self.status.setText(f"Cancelling after the blocks under way... ({line})" if self._stop.is_set() else line)
 
     def _ended(self, result: BlockwiseResult, image: Image) -> None:
         if result.complete:

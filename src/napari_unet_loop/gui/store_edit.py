@@ -6,8 +6,9 @@ the dock's Region choice) of the store's full-resolution labels into an ordinary
 layer placed over it, where every napari and dock tool works. Its changes go back into the
 store (:class:`napari_unet_loop.io.store_edits.StoreWindow`: only the changed pixels, only
 their chunks, every level, journalled so that a crash never leaves a half-written chunk) at
-each autosave tick (the :class:`~napari_unet_loop.gui.autosave.Autosaver` does it instead of
-a TIFF autosave), on *Write back*, when the window's layer is removed and when napari quits.
+each autosave tick, when the window's layer is closed and when napari quits (the
+:class:`~napari_unet_loop.gui.autosave.Autosaver` does it instead of a TIFF autosave, and keeps a
+TIFF autosave while the store refuses), and on *Write back*.
 The store's own layer is then redrawn with the corrections.
 """
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from ..io.images import is_zarr_dir
 from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow, WriteReport
@@ -129,11 +130,6 @@ class StoreCorrections(QWidget):
         row.addWidget(self.open_btn)
         row.addWidget(self.write_btn)
         row.addWidget(self.status, 1)
-        viewer = session.viewer
-        viewer.layers.events.removing.connect(self._removing)
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.write_all)
 
     def _store_layer(self) -> Labels:
         active = self.session.viewer.layers.selection.active
@@ -166,6 +162,9 @@ class StoreCorrections(QWidget):
         except (StoreEditError, RegionError, OSError) as exc:
             show_error(str(exc))
             return None
+        except Exception as exc:  # noqa: BLE001 - e.g. a damaged chunk: said, never raised into napari
+            show_error(f"Cannot read the region from the store: {type(exc).__name__}: {exc}")
+            return None
         if editor.recovered:
             show_info(f"{editor.recovered} chunk(s) of corrections a crash had interrupted were written to {path.name}")
         y0, y1, x0, x1 = window.bounds
@@ -192,18 +191,14 @@ class StoreCorrections(QWidget):
     def _write(self, layer: Labels) -> WriteReport | None:
         try:
             report = write_back(layer)
-        except (StoreEditError, OSError) as exc:
-            show_error(f"Writing '{layer.name}' back to its store failed: {exc}. The layer keeps the corrections.")
+        except Exception as exc:  # noqa: BLE001 - a full disk, a damaged chunk...: said, and retried at the autosave
+            show_error(
+                f"Writing '{layer.name}' back to its store failed: {exc}. The layer keeps the corrections "
+                "(autosaved meanwhile); they are written back when the store can take them."
+            )
             return None
         if report is not None and report.pixels:
             path = store_window(layer).editor.path
             refresh_store_layers(self.session.viewer, path)
             self.status.setText(f"Wrote {report} to {path.name}")
         return report
-
-    def _removing(self, event) -> None:
-        """A window layer being closed: its last changes go to the store first."""
-        layer = self.session.viewer.layers[event.index] if isinstance(event.index, int) else None
-        window = store_window(layer)
-        if window is not None and window.dirty(unwrap(layer).data):
-            self._write(layer)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,14 +111,84 @@ def _labels_group(root, name: str | None):
         raise StoreEditError(f"the store has no labels named {name!r} (it has: {', '.join(listed)})") from None
 
 
-def _dataset_paths(group) -> list[str]:
-    """The multiscale level paths of an NGFF group (0.4 in the attributes, 0.5 under ``ome``)."""
+def _datasets(group) -> list[dict]:
+    """The multiscale levels of an NGFF group (0.4 in the attributes, 0.5 under ``ome``)."""
     attrs = dict(group.attrs)
     attrs = attrs.get("ome", attrs)
     try:
-        return [str(d["path"]) for d in attrs["multiscales"][0]["datasets"]]
+        datasets = [dict(d) for d in attrs["multiscales"][0]["datasets"]]
+        [str(d["path"]) for d in datasets]
     except (KeyError, IndexError, TypeError):
         raise StoreEditError("the labels group has no multiscales metadata") from None
+    return datasets
+
+
+def _transform(dataset: dict, ndim: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """A level's NGFF scale (``None`` when not given) and translation (zero when not given)."""
+    scale, shift = None, np.zeros(ndim)
+    for t in dataset.get("coordinateTransformations") or []:
+        if t.get("type") == "scale" and "scale" in t:
+            scale = np.asarray(t["scale"], float)[-ndim:]
+        elif t.get("type") == "translation" and "translation" in t:
+            shift = np.asarray(t["translation"], float)[-ndim:]
+    return scale, shift
+
+
+def _sampling(n0: int, n: int, scale0, shift0, scale, shift) -> np.ndarray:
+    """For each pixel of a level along one axis, the level-0 pixel it shows (nearest pixel centre).
+
+    From the NGFF transforms: level pixel ``j`` sits at ``shift + j * scale``, level-0 pixel
+    ``i`` at ``shift0 + i * scale0``. Without transforms the level is every ``n0 / n``-th pixel.
+    """
+    j = np.arange(n)
+    if scale is None or scale0 is None or scale0 <= 0:
+        return np.minimum(j * max(1, round(n0 / max(n, 1))), n0 - 1)
+    return np.clip(np.floor((shift + j * scale - shift0) / scale0 + 0.5), 0, n0 - 1).astype(np.int64)
+
+
+def _resized(transforms: list[tuple[np.ndarray | None, np.ndarray]]) -> bool:
+    """Whether the levels were made by resizing (a translation of half a level pixel less half a level-0 one)."""
+    scale0, shift0 = transforms[0]
+    if scale0 is None or len(transforms) < 2:
+        return False
+    for scale, shift in transforms[1:]:
+        if scale is None or not np.allclose(shift - shift0, (scale - scale0) / 2, rtol=1e-6, atol=1e-9):
+            return False
+    return bool(np.any(transforms[1][1] != shift0))
+
+
+def _level_sampling(datasets: list[dict], shapes: list[tuple[int, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each level and axis, which level-0 pixel each of its pixels shows.
+
+    Levels built by taking every f-th pixel (this plugin's stores) are described exactly by their
+    NGFF transforms. Levels resized one from the other (ome-zarr-py's writer, which this plugin's
+    OME-Zarr export uses: nearest neighbour at pixel centres, level k from level k-1) are
+    recognised by their translations and followed level by level, since their transforms give the
+    geometry, not the pixels picked.
+    """
+    transforms = [_transform(d, 2) for d in datasets]
+    n0 = shapes[0]
+    if _resized(transforms):
+        out = [tuple(np.arange(n) for n in n0[-2:])]
+        for prev, shape in zip(shapes[:-1], shapes[1:], strict=False):
+            step = []
+            for a in (0, 1):
+                j = np.arange(shape[a])
+                src = np.minimum(np.floor((j + 0.5) * prev[a] / shape[a]).astype(np.int64), prev[a] - 1)
+                step.append(out[-1][a][src])
+            out.append(tuple(step))
+        return out  # type: ignore[return-value]
+    scale0, shift0 = transforms[0]
+    return [
+        tuple(  # type: ignore[misc]
+            _sampling(
+                n0[a], shape[a], None if scale0 is None else scale0[a], shift0[a],
+                None if scale is None else scale[a], shift[a],
+            )
+            for a in (0, 1)
+        )
+        for (scale, shift), shape in zip(transforms, shapes, strict=True)
+    ]  # fmt: skip
 
 
 class StoreEditor:
@@ -151,26 +222,17 @@ class StoreEditor:
         except Exception as exc:  # noqa: BLE001 - any zarr failure means: not a store we can edit
             raise StoreEditError(f"{self.path} is not a zarr store: {exc}") from exc
         self.group, self.name = _labels_group(self.root, name)
-        self.levels = [self.group[p] for p in _dataset_paths(self.group)]
+        datasets = _datasets(self.group)
+        self.levels = [self.group[str(d["path"])] for d in datasets]
         base = self.levels[0]
         if base.ndim != 2:
             raise StoreEditError(f"only 2D labels are corrected in place (these have {base.ndim} dimensions)")
         self.shape: tuple[int, int] = (int(base.shape[0]), int(base.shape[1]))
         self.chunks: tuple[int, int] = (int(base.chunks[0]), int(base.chunks[1]))
         self.dtype = np.dtype(base.dtype)
-        self.factors = [self._factor(a) for a in self.levels]
+        self.sampling = _level_sampling(datasets, [tuple(int(n) for n in a.shape) for a in self.levels])
         self.folder = self.path / EDITS
         self.recovered = self.recover()
-
-    def _factor(self, arr) -> int:
-        """The integer step of a level (its shape is level 0's divided by it, rounded up or down), checked."""
-        f = max(1, round(self.shape[0] / max(int(arr.shape[0]), 1)))
-        fits = [(n // f, -(-n // f)) for n in self.shape]
-        if not all(int(s) in fit for s, fit in zip(arr.shape, fits, strict=True)):
-            raise StoreEditError(
-                f"level of shape {tuple(arr.shape)} is not the {self.shape} labels reduced by a whole factor"
-            )
-        return f
 
     # ---------------------------------------------------------------- reading
 
@@ -178,9 +240,15 @@ class StoreEditor:
         """Rows ``y0:y1`` and columns ``x0:x1`` of the full-resolution labels."""
         return np.asarray(self.levels[0][y0:y1, x0:x1])
 
+    def _attrs(self) -> dict[str, Any]:
+        """The plugin's root attributes as they are on disk now (other editors of the store may have moved them)."""
+        import zarr
+
+        return dict(dict(zarr.open_group(str(self.path), mode="r").attrs).get(ATTRS) or {})
+
     def max_label(self) -> int:
         """The largest id in the store (recorded in its attributes, else found chunk by chunk once)."""
-        meta = dict(self.root.attrs.get(ATTRS) or {})
+        meta = self._attrs()
         if "max_label" in meta:
             return int(meta["max_label"])
         base, (cy, cx) = self.levels[0], self.chunks
@@ -192,9 +260,13 @@ class StoreEditor:
         return top
 
     def _set_max_label(self, value: int) -> None:
-        meta = dict(self.root.attrs.get(ATTRS) or {})
-        meta["max_label"] = int(value)
-        self.root.attrs[ATTRS] = meta
+        """Raise the recorded largest id to ``value`` (never lower it)."""
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="r+")
+        meta = dict(dict(root.attrs).get(ATTRS) or {})
+        meta["max_label"] = max(int(value), int(meta.get("max_label", 0)))
+        root.attrs[ATTRS] = meta
 
     def window(self, y0: int, y1: int, x0: int, x1: int) -> StoreWindow:
         """A window of the labels to correct in memory and write back (clipped to the store)."""
@@ -211,33 +283,53 @@ class StoreEditor:
         return slice(iy * cy, min((iy + 1) * cy, self.shape[0])), slice(ix * cx, min((ix + 1) * cx, self.shape[1]))
 
     def _write_chunk(self, chunk: tuple[int, int], data: np.ndarray) -> None:
-        """Write a level-0 chunk's content into every level."""
+        """Write a level-0 chunk's content into every level (the level pixels that show one of its pixels)."""
         ys, xs = self._chunk_slices(chunk)
-        for arr, f in zip(self.levels, self.factors, strict=True):
-            # the level's rows and columns whose level-0 pixel lies in the chunk
-            a, b = -(-ys.start // f), min(-(-ys.stop // f), int(arr.shape[0]))
-            c, d = -(-xs.start // f), min(-(-xs.stop // f), int(arr.shape[1]))
+        for arr, (iy, ix) in zip(self.levels, self.sampling, strict=True):
+            a, b = np.searchsorted(iy, ys.start), np.searchsorted(iy, ys.stop)
+            c, d = np.searchsorted(ix, xs.start), np.searchsorted(ix, xs.stop)
             if b > a and d > c:
-                arr[a:b, c:d] = data[a * f - ys.start :: f, c * f - xs.start :: f][: b - a, : d - c]
+                arr[a:b, c:d] = data[np.ix_(iy[a:b] - ys.start, ix[c:d] - xs.start)]
 
-    def _commit(self, chunks: dict[tuple[int, int], np.ndarray], keep_originals: bool) -> None:
-        """Journal, then write, then clear: each chunk's new content survives a crash at any point."""
+    def _commit(
+        self, chunks: dict[tuple[int, int], np.ndarray], keep_originals: bool, journaled: Callable[[], None] | None
+    ) -> None:
+        """Journal every chunk, then write them (see :meth:`recover`).
+
+        Once the whole journal is on disk the change is made: ``journaled`` is called, and the
+        chunks are written from the journal, now or (after a failure or a crash) by the next
+        write-back or editor. A failure while journaling leaves no entry of this change.
+        """
         pending = self.folder / "pending"
         originals = self.folder / "originals"
         pending.mkdir(parents=True, exist_ok=True)
         originals.mkdir(parents=True, exist_ok=True)
-        for chunk, data in chunks.items():
-            original = originals / f"{_key(chunk)}.npy"
-            if keep_originals and not original.exists():
-                _save_npy(original, self.read(*_flat(self._chunk_slices(chunk))))
-            _save_npy(pending / f"{_key(chunk)}.npy", data)
-        _fsync_dir(pending)
-        for chunk, data in chunks.items():
-            self._write_chunk(chunk, data)
-            (pending / f"{_key(chunk)}.npy").unlink()
+        written: list[Path] = []
+        try:
+            for chunk, data in chunks.items():
+                original = originals / f"{_key(chunk)}.npy"
+                if keep_originals and not original.exists():
+                    _save_npy(original, self.read(*_flat(self._chunk_slices(chunk))))
+                entry = pending / f"{_key(chunk)}.npy"
+                _save_npy(entry, data)
+                written.append(entry)
+            _fsync_dir(originals)
+            _fsync_dir(pending)
+        except BaseException:
+            for entry in written:  # not all of the change is journaled: none of it is
+                entry.unlink(missing_ok=True)
+            raise
+        if journaled is not None:
+            journaled()
+        self.recover()
 
     def recover(self) -> int:
-        """Write again the chunks a crash left in the journal; return how many."""
+        """Write the chunks the journal holds into the store, then clear them; return how many.
+
+        Entries are left by a crash or a failed write (a full disk) in the middle of a
+        write-back; every write-back and every new editor writes them first, so the journal is
+        always applied before anything newer is read or written.
+        """
         pending = self.folder / "pending"
         todo = sorted(pending.glob("*.npy")) if pending.is_dir() else []
         for f in todo:
@@ -247,8 +339,16 @@ class StoreEditor:
                 f.unlink(missing_ok=True)
                 continue
             self._write_chunk(_unkey(f.stem), data)
-            f.unlink()
+        if todo and hasattr(os, "sync"):
+            os.sync()  # the chunks are on disk before their entries go (a power cut, not only a crash)
+        for f in todo:
+            f.unlink(missing_ok=True)
         return len(todo)
+
+    def pending(self) -> bool:
+        """Whether the journal holds chunks not yet written into the store."""
+        folder = self.folder / "pending"
+        return folder.is_dir() and any(folder.glob("*.npy"))
 
     def edited_chunks(self) -> list[tuple[int, int]]:
         """Chunks corrected since the store was written (those with an original kept)."""
@@ -258,7 +358,7 @@ class StoreEditor:
     def revert(self) -> int:
         """Put every corrected chunk back as the segmentation wrote it; return how many chunks."""
         chunks = {c: np.load(self.folder / "originals" / f"{_key(c)}.npy") for c in self.edited_chunks()}
-        self._commit(chunks, keep_originals=False)
+        self._commit(chunks, keep_originals=False, journaled=None)
         for c in chunks:
             (self.folder / "originals" / f"{_key(c)}.npy").unlink()
         self._log({"reverted": [list(c) for c in chunks]})
@@ -340,6 +440,7 @@ class StoreWindow:
             raise StoreEditError(
                 f"the labels are {data.shape}, the window {self._written.shape}: they must not change shape"
             )
+        self.editor.recover()  # what an earlier failed write-back journaled goes in first: chunks are read below
         changed = data != self._written
         report = WriteReport()
         if not changed.any():
@@ -371,16 +472,20 @@ class StoreWindow:
             content = self.editor.read(ys.start, ys.stop, xs.start, xs.stop).copy()
             content[gy[sel] - ys.start, gx[sel] - xs.start] = values[sel]
             chunks[chunk] = content
-        self.editor._commit(chunks, keep_originals=True)
-        self._written = data.copy()
+
         report.pixels, report.chunks = int(changed.sum()), sorted(chunks)
-        self.editor._log(
-            {"window": list(self.bounds), "pixels": report.pixels, "chunks": [list(c) for c in report.chunks],
-             "new_ids": {str(k): v for k, v in report.new_ids.items()}}
-        )  # fmt: skip
+
+        def journaled() -> None:  # the change is made: later write-backs compare with it
+            self._written = data.copy()
+            self.editor._log(
+                {"window": list(self.bounds), "pixels": report.pixels, "chunks": [list(c) for c in report.chunks],
+                 "new_ids": {str(k): v for k, v in report.new_ids.items()}}
+            )  # fmt: skip
+
+        self.editor._commit(chunks, keep_originals=True, journaled=journaled)
         return report
 
     def dirty(self, data: np.ndarray | None = None) -> bool:
-        """Whether the labels differ from what was last written back."""
+        """Whether the labels differ from what was last written back, or a write-back is still in the journal."""
         data = self.data if data is None else np.asarray(data)
-        return bool((data != self._written).any())
+        return bool((data != self._written).any()) or self.editor.pending()

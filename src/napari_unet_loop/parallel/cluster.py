@@ -162,8 +162,11 @@ class Cluster:
     ) -> dict:
         """Run ``fn(args[0], i, *args[1:], *extra(i))`` for each item; return results by item (progress to ``log``).
 
-        ``should_stop`` is asked between tasks; when it says yes, the tasks not started are
-        dropped (those running on a cluster are cancelled) and the results so far come back.
+        On a cluster, at most :meth:`in_flight` tasks are submitted at a time (the next one as
+        each ends), which keeps every worker busy without handing the scheduler a whole slide.
+        ``should_stop`` is asked between tasks; when it says yes, no task is started any more,
+        the ones submitted are waited for (their writes land before this returns) and the
+        results so far come back.
         """
         log = log or self.log
         more = extra or (lambda _i: ())
@@ -191,11 +194,28 @@ class Cluster:
             return out
         from distributed import as_completed
 
-        futures = {
-            self.client.submit(fn, args[0], i, *args[1:], *more(i), key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3): i
-            for i in items
-        }
-        for k, fut in enumerate(as_completed(futures)):
+        if stop():
+            return out
+        futures: dict[Any, int] = {}
+        todo = iter(items)
+
+        def submit() -> Any | None:
+            i = next(todo, None)
+            if i is None:
+                return None
+            fut = self.client.submit(
+                fn, args[0], i, *args[1:], *more(i), key=f"{what}-{i}-{os.getpid()}-{t0}", retries=3
+            )
+            futures[fut] = i
+            return fut
+
+        window = [self.in_flight(), time.perf_counter()]  # workers may join later (an adaptive cluster)
+        first = [f for f in (submit() for _ in range(window[0])) if f is not None]
+        running = as_completed(first)
+        outstanding = len(first)
+        stopped = False
+        for k, fut in enumerate(running):
+            outstanding -= 1
             i = futures[fut]
             try:
                 out[i] = fut.result()
@@ -207,11 +227,23 @@ class Cluster:
                     "(every worker needs napari-unet-loop, torch and the model file at the same path)"
                 ) from exc
             progress(k + 1)
-            if stop():
-                for f in futures:
-                    f.cancel()
-                break
+            stopped = stopped or stop()
+            if stopped:
+                continue
+            if time.perf_counter() - window[1] > 1.0:
+                window[:] = [self.in_flight(), time.perf_counter()]
+            while outstanding < window[0] and (nxt := submit()) is not None:
+                running.add(nxt)
+                outstanding += 1
         return out
+
+    def in_flight(self) -> int:
+        """How many tasks :meth:`map` keeps submitted at once: twice the cluster's threads (at least 2)."""
+        try:
+            threads = sum(int(n) for n in self.client.nthreads().values())
+        except Exception:  # noqa: BLE001 - a scheduler that does not say: a modest window
+            threads = 4
+        return max(2 * threads, 2)
 
     def run_each(self, fn, jobs: Sequence[Any], what: str, **kwargs) -> Iterator[tuple[Any, Any]]:
         """Run ``fn(job, **kwargs)`` for each job on the cluster; yield ``(job, result or exception)`` as they end.
