@@ -75,8 +75,10 @@ def refresh_store_layers(viewer, path: Path) -> None:
             cache.cache.clear()
     except ImportError:  # pragma: no cover - napari without a dask cache
         pass
+    path = Path(path).resolve()
     for layer in viewer.layers:
-        if isinstance(layer, Labels) and store_window(layer) is None and store_path(layer) == path:
+        source = store_path(layer) if isinstance(layer, Labels) and store_window(layer) is None else None
+        if source is not None and source.resolve() == path:
             layer.refresh()
 
 
