@@ -290,8 +290,14 @@ class PatchSampler:
             item = self.items[k]
             cy, cx = self._centre(item)
             h, w = item["shape"]
-            iy = torch.from_numpy(reflect_indices(cy - half, cy - half + s, h)).to(self.device)
-            ix = torch.from_numpy(reflect_indices(cx - half, cx - half + s, w)).to(self.device)
+            y0, x0 = cy - half, cx - half
+            if y0 >= 0 and x0 >= 0 and y0 + s <= h and x0 + s <= w:  # inside the image: a view (stack copies it)
+                imgs.append(item["image"][:, y0 : y0 + s, x0 : x0 + s])
+                conts.append(item["cont"][:, y0 : y0 + s, x0 : x0 + s])
+                clss.append(item["cls"][y0 : y0 + s, x0 : x0 + s])
+                continue
+            iy = torch.from_numpy(reflect_indices(y0, y0 + s, h)).to(self.device)
+            ix = torch.from_numpy(reflect_indices(x0, x0 + s, w)).to(self.device)
             imgs.append(item["image"].index_select(1, iy).index_select(2, ix))
             conts.append(item["cont"].index_select(1, iy).index_select(2, ix))
             clss.append(item["cls"].index_select(0, iy).index_select(1, ix))
