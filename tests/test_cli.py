@@ -974,6 +974,36 @@ def test_segment_ome_zarr_block_by_block_to_zarr_and_tif(tmp_path, tiny_model_pa
     assert prov["input"] == str(src)
 
 
+def test_segment_an_ome_zarr_z_stack_a_plane_at_a_time_with_stitching(tmp_path, tiny_model_path, capsys):
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from napari_unet_loop.io.readers import read_ome_zarr
+
+    stack = np.stack([_discs_plane(seed=0)] * 4)  # the same nuclei in 4 planes: one 3D object each when joined
+    root = zarr.open_group(str(tmp_path / "stack.ome.zarr"), mode="w", zarr_format=2)
+    write_image(
+        stack, root, axes="zyx", fmt=FormatV04(), scale_factors=(), scale={"z": 2.0, "y": 0.5, "x": 0.5},
+        axes_units={a: "micrometer" for a in "zyx"},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "stack.ome.zarr"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "zarr,tif", "--stitch-z", "0.5", "--block", "128"]) == 0
+    err = capsys.readouterr().err
+    assert "plane 4/4" in err and "3D object(s) over 4 plane(s)" in err and "error" not in err
+    labels = _zarr_labels(out / "stack.zarr")
+    assert labels.shape == stack.shape and labels.any()
+    np.testing.assert_array_equal(labels[0], labels[3])  # identical planes: the same 3D ids in each
+    np.testing.assert_array_equal(tifffile.imread(out / "stack.tif"), labels)
+    (_, kwargs, kind) = read_ome_zarr(out / "stack.zarr")[-1]
+    assert kind == "labels" and list(kwargs["scale"]) == pytest.approx([2.0, 0.5, 0.5])
+    # a 2D image has no planes to join
+    flat = _write_ome_zarr(tmp_path / "flat.ome.zarr", _discs_plane())
+    code = main(["segment", str(flat), "-o", str(out), "--stitch-z", "0.5", "--model", str(tiny_model_path)])
+    assert code == 1 and "this image is one 2D plane" in capsys.readouterr().err
+
+
 def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_model_path, capsys):
     src = _write_ome_zarr(tmp_path / "cells.zarr", _discs_plane())
     out = tmp_path / "out"

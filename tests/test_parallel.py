@@ -257,3 +257,76 @@ def test_resume_with_other_prediction_settings_is_refused(model, image, tmp_path
     assert len(job["model_sha256"]) == 64 and job["predict"] == {"device": "cpu", "precision": "auto", "tta": False}
     result = segment_to_zarr(open_lazy(path), model, out, block=BLOCK, margin=48, stop_after=1, resume=True)
     assert not result.complete and result.path == partial_path(out)
+
+
+# ------------------------------------------------------------------ Z stacks, a plane at a time
+
+
+@pytest.fixture(scope="module")
+def spheres(tmp_path_factory):
+    """Separated spheres and ellipsoids (radius 7-12 px) in a 20 x 160 x 150 stack, as an OME-Zarr (ZYX)."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    rng = np.random.default_rng(5)
+    zz, yy, xx = np.mgrid[:20, :160, :150]
+    vol = np.zeros((20, 160, 150), np.float32)
+    centres = [(10, 30, 30), (9, 30, 110), (11, 100, 40), (10, 110, 115), (8, 70, 75)]
+    for cz, cy, cx in centres:
+        rz, ry, rx = rng.uniform(5, 7), rng.uniform(8, 12), rng.uniform(8, 12)
+        vol[((zz - cz) / rz) ** 2 + ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = 1
+    vol = (vol * 180 + rng.normal(20, 5, vol.shape)).clip(0, 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("stack") / "stack.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(
+        vol, root, scale_factors=(), fmt=FormatV04(), axes=["z", "y", "x"], storage_options={"chunks": (1, 64, 64)}
+    )
+    return path, vol, len(centres)
+
+
+def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres, tmp_path, client):
+    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.parallel import segment_volume_to_zarr
+    from napari_unet_loop.parallel.files import segment_array
+
+    path, vol, n = spheres
+    settings = SegmentSettings(device="cpu")
+    expected, axes, _ = segment_array(vol, "ZYX", model, settings, stitch_z=0.5)
+    assert axes == "ZYX" and len(np.unique(expected[expected > 0])) == n  # one 3D object per sphere
+    src = open_lazy(path, stack=True)
+    assert src.depth == 20
+    out = tmp_path / "stack.zarr"
+    part = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, stop_after=12)
+    assert not part.complete and not out.exists()  # interrupted in phase 1...
+    result = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, resume=True, cluster=client)
+    assert result.complete and result.resumed_blocks == 12 and result.objects == n
+    got = labels_of(out)
+    assert got.shape == vol.shape
+    np.testing.assert_array_equal(got, expected)  # the same 3D objects as in memory
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)["napari_unet_loop"]
+    assert attrs["max_label"] == n
+    # without stitching: ids unique over the stack, one per 2D object, planes in order
+    flat = tmp_path / "flat.zarr"
+    per_plane = segment_volume_to_zarr(src, model, flat, settings, block=64)
+    planes = labels_of(flat)
+    sizes = [len(np.unique(p[p > 0])) for p in planes]
+    assert per_plane.objects == sum(sizes) == len(np.unique(planes[planes > 0]))
+    for a, b in zip(planes[:-1], planes[1:], strict=True):
+        assert (a.max() if a.any() else 0) < (b[b > 0].min() if b.any() else np.inf)
+
+
+def test_a_stack_interrupted_while_joining_planes_is_finished_by_resume(model, spheres, tmp_path):
+    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.parallel import segment_volume_to_zarr
+
+    path, _, n = spheres
+    settings = SegmentSettings(device="cpu")
+    src = open_lazy(path, stack=True)
+    out = tmp_path / "stack.zarr"
+    part = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, stop_after=20 + 7)
+    assert not part.complete and len(LabelsStore.attach(out).done("final")) == 7  # 7 planes joined
+    result = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, resume=True)
+    assert result.objects == n and len(np.unique(labels_of(out))) == n + 1
+    with pytest.raises(JobMismatchError, match="another run"):
+        segment_volume_to_zarr(src, model, tmp_path / "x.zarr", settings, block=64, stop_after=1)
+        segment_volume_to_zarr(src, model, tmp_path / "x.zarr", settings, stitch_z=0.3, block=64, resume=True)

@@ -193,28 +193,39 @@ def _segment_blockwise(
 
     if args.diameter == "auto":
         raise InputError("block-wise runs take the object diameter in pixels (--diameter PX), not auto")
-    if args.stitch_z is not None:
-        raise InputError("--stitch-z joins the planes of a Z stack; block-wise runs segment one 2D plane")
     if args.axes:
         raise InputError("block-wise runs read the axes the OME-Zarr declares; --axes is for other files")
-    source = open_lazy(f)
+    source = open_lazy(f, stack=True)
+    stack = source.depth > 1
+    if args.stitch_z is not None and not stack:
+        raise InputError("--stitch-z joins the planes of a Z stack; this image is one 2D plane")
     target = export_target(outdir, "zarr", stem) if "zarr" in formats else outdir / f".{stem}.blocks.zarr"
     if target.resolve() == f.resolve():
         raise InputError(f"the output {target} would replace the input image: choose another output folder")
     others = [fmt for fmt in formats if fmt != "zarr"]
     h, w = source.plane_shape
-    if others and h * w > max_pixels():  # refused before any work, not after it
+    if others and source.depth * h * w > max_pixels():  # refused before any work, not after it
         raise InputError(
-            f"the labels ({h} x {w}) are too large to write as {', '.join(others)} in memory: "
-            "write --format zarr only (and convert parts of it later)"
+            f"the labels ({' x '.join(str(n) for n in ((source.depth,) if stack else ()) + (h, w))}) are too large "
+            f"to write as {', '.join(others)} in memory: write --format zarr only (and convert parts of it later)"
         )
-    result = segment_to_zarr(
-        source, model, target, block=args.block or 2048, cluster=cluster, resume=args.resume,
-        overwrite=args.overwrite or "zarr" not in formats, postprocess=pp, diameter=args.diameter,
-        modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
-        precision=args.precision, tta=args.tta, name=stem, log=lambda msg: _log(f"{f.name}: {msg}"),
-        provenance={**prov, "input": str(f)},
+    common = dict(
+        cluster=cluster, resume=args.resume, overwrite=args.overwrite or "zarr" not in formats, name=stem,
+        log=lambda msg: _log(f"{f.name}: {msg}"), provenance={**prov, "input": str(f)},
     )  # fmt: skip
+    if stack:  # a Z stack: a plane at a time, planes joined with two in memory
+        from ..parallel import segment_volume_to_zarr
+
+        result = segment_volume_to_zarr(
+            source, model, target, _settings(args, str(device), pp), stitch_z=args.stitch_z,
+            block=args.block or 2048, **common,
+        )  # fmt: skip
+    else:
+        result = segment_to_zarr(
+            source, model, target, block=args.block or 2048, postprocess=pp, diameter=args.diameter,
+            modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
+            precision=args.precision, tta=args.tta, **common,
+        )  # fmt: skip
     if not result.complete:
         raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
     written = [str(result.path)] if "zarr" in formats else []
@@ -223,9 +234,10 @@ def _segment_blockwise(
         labels = np.asarray(group[next(iter(group.group_keys()))]["0"])
         for fmt in others:
             res = export_labels(
-                labels, outdir, fmt, name=stem, axes="YX", overwrite=args.overwrite,
-                scale=source.scale, units=source.unit,
-                provenance={**prov, "input": str(f), "modality": result.modality},
+                labels, outdir, fmt, name=stem, axes="ZYX" if stack else "YX", overwrite=args.overwrite,
+                scale=[source.z_scale or 1.0, *source.scale] if stack and source.scale else source.scale,
+                units=source.unit, provenance={**prov, "input": str(f), "modality": result.modality},
+                objects_3d=stack and args.stitch_z is not None,
             )  # fmt: skip
             written += [str(p) for p in res.paths]
         if "zarr" not in formats:

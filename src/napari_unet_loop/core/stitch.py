@@ -78,32 +78,59 @@ def stitch_planes(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     out = np.zeros(labels.shape, np.int64)
     next_id = 1
     for z in range(labels.shape[0]):
-        plane = labels[z].astype(np.int64, copy=False)
-        ids = np.unique(plane[plane > 0])
-        lut = {}
-        if z > 0 and ids.size:
-            prev = out[z - 1]
-            ids_cur, ids_prev, iou, contained = _overlaps(plane, prev)
-            passes = iou >= threshold
-            keep = passes | (contained >= CONTAINED)
-            ids_cur, ids_prev, iou, passes = ids_cur[keep], ids_prev[keep], iou[keep], passes[keep]
-            # greedy: pairs passing the IoU threshold first, best first; each object of either plane is used once
-            for k in np.lexsort((-iou, ~passes)):
-                c, p = int(ids_cur[k]), int(ids_prev[k])
-                if c not in lut and p not in lut.values():
-                    lut[c] = p
-        for i in ids:
-            if int(i) not in lut:
-                lut[int(i)] = next_id
-                next_id += 1
-        if ids.size:
-            table = np.zeros(int(ids.max()) + 1, np.int64)
-            for c, new in lut.items():
-                table[c] = new
-            out[z] = table[plane]
+        out[z], next_id = stitch_next(out[z - 1] if z > 0 else None, labels[z], next_id, threshold)
     top = int(out.max())
     dtype = np.int32 if top < 2**31 else np.int64
     return out.astype(dtype)
+
+
+def stitch_next(
+    previous: np.ndarray | None, plane: np.ndarray, next_id: int, threshold: float = 0.5
+) -> tuple[np.ndarray, int]:
+    """One step of :func:`stitch_planes`: the ids of ``plane`` given the plane before it, already stitched.
+
+    Two planes in memory at a time, so a stack larger than memory is stitched plane by plane
+    (:func:`napari_unet_loop.parallel.volume.segment_volume_to_zarr`) with the same result.
+
+    Parameters
+    ----------
+    previous : numpy.ndarray or None
+        The plane before, with its final (3D) ids; ``None`` for the first plane.
+    plane : numpy.ndarray
+        This plane's labels, ids of its own.
+    next_id : int
+        The first id no 3D object has yet.
+    threshold : float
+        As for :func:`stitch_planes`.
+
+    Returns
+    -------
+    tuple
+        The plane with 3D ids (int64), and the next free id.
+    """
+    plane = np.asarray(plane).astype(np.int64, copy=False)
+    ids = np.unique(plane[plane > 0])
+    lut: dict[int, int] = {}
+    if previous is not None and ids.size:
+        ids_cur, ids_prev, iou, contained = _overlaps(plane, np.asarray(previous))
+        passes = iou >= threshold
+        keep = passes | (contained >= CONTAINED)
+        ids_cur, ids_prev, iou, passes = ids_cur[keep], ids_prev[keep], iou[keep], passes[keep]
+        # greedy: pairs passing the IoU threshold first, best first; each object of either plane is used once
+        for k in np.lexsort((-iou, ~passes)):
+            c, p = int(ids_cur[k]), int(ids_prev[k])
+            if c not in lut and p not in lut.values():
+                lut[c] = p
+    for i in ids:
+        if int(i) not in lut:
+            lut[int(i)] = next_id
+            next_id += 1
+    if not ids.size:
+        return np.zeros(plane.shape, np.int64), next_id
+    table = np.zeros(int(ids.max()) + 1, np.int64)
+    for c, new in lut.items():
+        table[c] = new
+    return table[plane], next_id
 
 
 def stitch_stack(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -77,7 +77,7 @@ class LabelsStore:
         target: str | os.PathLike,
         *,
         job: Mapping[str, Any],
-        shape: tuple[int, int],
+        shape: tuple[int, ...],
         block: int,
         region: int,
         n_blocks: int,
@@ -87,6 +87,7 @@ class LabelsStore:
         unit: str | None = None,
         overwrite: bool = False,
         resume: bool = False,
+        z_scale: float | None = None,
     ) -> LabelsStore:
         """Start a store, or pick up the partial one of the same run.
 
@@ -97,7 +98,8 @@ class LabelsStore:
         job : mapping
             What the run is (input, model, settings): kept in ``job.json`` and compared on resume.
         shape : tuple of int
-            ``(Y, X)`` of the labels.
+            ``(Y, X)`` of the labels, or ``(Z, Y, X)`` for a stack (written a plane at a time:
+            :meth:`write_plane`; chunks of one plane).
         block : int
             Core side: the chunk of the full-resolution labels.
         region : int
@@ -116,6 +118,8 @@ class LabelsStore:
             Whether an existing complete ``target`` may be replaced (when this run finishes).
         resume : bool
             Continue the partial store of an interrupted run (it must be the same run).
+        z_scale : float, optional
+            Spacing of the planes of a stack.
 
         Raises
         ------
@@ -153,22 +157,30 @@ class LabelsStore:
                 )
             return cls(target)
         partial.mkdir(parents=True)
-        levels = pyramid_levels(shape, block)
+        stack = shape[:-2]  # (Z,) for a stack
+        yx = shape[-2:]
+        levels = pyramid_levels(yx, block)
         root = zarr.open_group(str(partial), mode="w", zarr_format=2)
         group = safe_name(name).replace(" ", "_")
         labels = root.require_group("labels").require_group(group)
         for k in range(levels + 1):
             f = 2**k
-            lvl_shape = (-(-shape[0] // f), -(-shape[1] // f))
-            chunks = (min(block // f, lvl_shape[0]), min(block // f, lvl_shape[1]))
+            lvl_shape = (*stack, -(-yx[0] // f), -(-yx[1] // f))
+            chunks = (*(1 for _ in stack), min(block // f, lvl_shape[-2]), min(block // f, lvl_shape[-1]))
             root.create_array(str(k), shape=lvl_shape, chunks=chunks, dtype="uint8", fill_value=0)
             labels.create_array(str(k), shape=lvl_shape, chunks=chunks, dtype=dtype, fill_value=0)
-        root.create_array(
-            "_scratch", shape=(n_blocks, region, region), chunks=(1, region, region), dtype="uint32", fill_value=0
-        )
-        for sub in ("blocks", "cores"):
+        if stack:  # each plane's own labels until its final ids are written
+            root.create_array(
+                "_scratch", shape=tuple(shape), chunks=(1, min(block, yx[0]), min(block, yx[1])), dtype="uint32",
+                fill_value=0,
+            )  # fmt: skip
+        else:
+            root.create_array(
+                "_scratch", shape=(n_blocks, region, region), chunks=(1, region, region), dtype="uint32", fill_value=0
+            )
+        for sub in ("planes", "final") if stack else ("blocks", "cores"):
             (partial / "_progress" / sub).mkdir(parents=True)
-        _write_meta(root, labels, group, shape, levels, scale, unit)
+        _write_meta(root, labels, group, shape, levels, scale, unit, z_scale)
         _write_json(partial / "job.json", record)
         return cls(target)
 
@@ -241,6 +253,32 @@ class LabelsStore:
             level += 1
         _write_json(self._marker("cores", i), {"max": int(labels.max()) if labels.size else 0})
 
+    def write_plane(self, z: int, labels: np.ndarray, final: bool, record: Mapping[str, Any]) -> None:
+        """Write plane ``z`` of a stack and mark it done.
+
+        With ``final`` False the plane's own labels go to the scratch array (marker
+        ``planes/z``); with ``final`` True its labels with their ids over the whole stack go
+        into every level (marker ``final/z``). ``record`` is what the marker keeps.
+        """
+        root = self._group()
+        if not final:
+            root["_scratch"][z] = labels
+            _write_json(self._marker("planes", z), dict(record))
+            return
+        group = root["labels"][self.labels_name]
+        level = 0
+        while str(level) in group:
+            f = 2**level
+            group[str(level)][z] = labels[::f, ::f]
+            level += 1
+        _write_json(self._marker("final", z), dict(record))
+
+    def read_plane(self, z: int, final: bool) -> np.ndarray:
+        """Plane ``z`` of a stack: its own labels (scratch) or, with ``final``, as written into the labels."""
+        root = self._group()
+        arr = root["labels"][self.labels_name]["0"] if final else root["_scratch"]
+        return np.asarray(arr[z])
+
     def finish(self, attrs: Mapping[str, Any] | None = None) -> Path:
         """Record ``attrs``, move the store into place (replacing an older one), then drop the scratch data.
 
@@ -281,18 +319,17 @@ class _BlockView:
         return np.asarray(self.scratch[self.i, y0:y1, x0:x1])
 
 
-def _write_meta(root, labels, group: str, shape, levels: int, scale, unit) -> None:
+def _write_meta(root, labels, group: str, shape, levels: int, scale, unit, z_scale=None) -> None:
     """NGFF 0.4 multiscales of the placeholder image and of the labels, and the labels' listing."""
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
     sy, sx = (float(scale[0]), float(scale[1])) if scale else (1.0, 1.0)
-    axes = [
-        {"name": "y", "type": "space", **({"unit": unit} if unit else {})},
-        {"name": "x", "type": "space", **({"unit": unit} if unit else {})},
-    ]
+    stack = len(shape) == 3
+    axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("zyx" if stack else "yx")]
+    z = [float(z_scale or 1.0)] if stack else []
     datasets = [
-        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [sy * 2**k, sx * 2**k]}]}
+        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [*z, sy * 2**k, sx * 2**k]}]}
         for k in range(levels + 1)
     ]
     fmt = FormatV04()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ class LazySource:
         Pixel size along Y and X.
     unit : str or None
         Spatial unit along Y and X.
+    at : tuple of (str, int)
+        Fixed positions along other axes (``(("Z", 4),)``: plane 4 of a stack, see :meth:`plane`);
+        axes not named there are read at 0.
+    z_scale : float or None
+        Spacing of the Z planes (same unit), for a stack.
     """
 
     path: str
@@ -53,6 +58,19 @@ class LazySource:
     dtype: str
     scale: list[float] | None = None
     unit: str | None = None
+    at: tuple[tuple[str, int], ...] = ()
+    z_scale: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Number of Z planes (1 without a Z axis)."""
+        return self.shape[self.axes.index("Z")] if "Z" in self.axes else 1
+
+    def plane(self, z: int) -> LazySource:
+        """Plane ``z`` of a Z stack, as a source of its own."""
+        if not 0 <= z < self.depth:
+            raise IndexError(f"plane {z} of a stack of {self.depth}")
+        return replace(self, at=(*((a, i) for a, i in self.at if a != "Z"), ("Z", int(z))))
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -67,7 +85,7 @@ class LazySource:
 
     def open(self) -> PlaneView:
         """The image as a lazily read ``(Y, X[, C])`` view."""
-        return PlaneView(_open_array(self), self.axes)
+        return PlaneView(_open_array(self), self.axes, dict(self.at))
 
 
 def _open_array(src: LazySource):
@@ -83,7 +101,7 @@ def _open_array(src: LazySource):
 class PlaneView:
     """A stored array seen as ``(Y, X)`` or ``(Y, X, C)``: slicing reads only that window.
 
-    Axes other than Y, X and the channel axis must have length 1.
+    Other axes are read at the position ``at`` gives them (0 when not given).
 
     Parameters
     ----------
@@ -91,11 +109,14 @@ class PlaneView:
         A zarr (or numpy) array.
     axes : str
         Its axes.
+    at : dict, optional
+        Positions along other axes, e.g. ``{"Z": 4}``.
     """
 
-    def __init__(self, array, axes: str) -> None:
+    def __init__(self, array, axes: str, at: dict[str, int] | None = None) -> None:
         self.array = array
         self.axes = axes
+        self.at = dict(at or {})
         chan = [a for a in axes if a in "CS"]
         self._chan = chan[0] if chan else None
         order = [axes.index("Y"), axes.index("X")] + ([axes.index(self._chan)] if self._chan else [])
@@ -108,7 +129,7 @@ class PlaneView:
         ys = key[0] if len(key) > 0 else slice(None)
         xs = key[1] if len(key) > 1 else slice(None)
         cs = key[2] if len(key) > 2 else slice(None)
-        index = tuple({"Y": ys, "X": xs}.get(a, cs if a == self._chan else 0) for a in self.axes)
+        index = tuple({"Y": ys, "X": xs}.get(a, cs if a == self._chan else self.at.get(a, 0)) for a in self.axes)
         data = np.asarray(self.array[index])
         kept = [a for a, k in zip(self.axes, index) if not isinstance(k, numbers.Integral)]
         want = [a for a in ("Y", "X", self._chan) if a in kept]
@@ -127,7 +148,7 @@ def _multiscales(attrs: dict) -> list | None:
     return ome.get("multiscales") if isinstance(ome, dict) else None
 
 
-def open_lazy(path: str | os.PathLike) -> LazySource:
+def open_lazy(path: str | os.PathLike, stack: bool = False) -> LazySource:
     """Describe a large image without reading its pixels.
 
     Parameters
@@ -135,18 +156,20 @@ def open_lazy(path: str | os.PathLike) -> LazySource:
     path : path-like
         An OME-Zarr image folder (its first multiscale's highest resolution is used) or a TIFF
         file (BigTIFF, tiled or pyramidal: level 0 of its first series).
+    stack : bool
+        Accept a Z stack (read a plane at a time with :meth:`LazySource.plane`).
 
     Returns
     -------
     LazySource
-        The description; only 2D planes (with optional channels) are read lazily.
+        The description: a 2D plane (with optional channels), or with ``stack`` a Z stack of them.
 
     Raises
     ------
     ReadError
         A zarr store that is not an OME-Zarr image (no ``multiscales``), a resolution level that
         is listed but missing, a file that cannot be read, or an image with several planes
-        along T or Z.
+        along T (or along Z, without ``stack``).
     """
     import zarr
 
@@ -193,10 +216,11 @@ def open_lazy(path: str | os.PathLike) -> LazySource:
             if scale and len(scale) == len(axes) and "Y" in axes and "X" in axes
             else None,
             units[axes.index("Y")] if "Y" in axes else None,
+            z_scale=scale[axes.index("Z")] if scale and len(scale) == len(axes) and "Z" in axes else None,
         )
     else:
         src = _open_tiff(p)
-    _check_plane(src)
+    _check_plane(src, stack)
     return src
 
 
@@ -253,16 +277,18 @@ def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | No
     return level, names, units or [], scale
 
 
-def _check_plane(src: LazySource) -> None:
-    """Refuse what the lazy path cannot segment: no Y/X, or several planes along other axes."""
+def _check_plane(src: LazySource, stack: bool = False) -> None:
+    """Refuse what the lazy path cannot segment: no Y/X, or several planes along other axes (but Z in a stack)."""
     if "Y" not in src.axes or "X" not in src.axes:
         raise ReadError(f"{src.path}: axes {src.axes} have no Y and X")
-    extra = {a: n for a, n in zip(src.axes, src.shape) if a not in "YXCS" and n > 1}
+    allowed = "YXCS" + ("Z" if stack else "")
+    extra = {a: n for a, n in zip(src.axes, src.shape) if a not in allowed and n > 1}
     if extra:
         shown = ", ".join(f"{n} along {a}" for a, n in extra.items())
+        what = "2D planes and Z stacks" if stack else "one 2D plane at a time"
         raise ReadError(
-            f"{src.path}: {shown}; large images are segmented lazily one 2D plane at a time only "
-            "(write one plane per file, or segment the stack plane by plane in memory)"
+            f"{src.path}: {shown}; large images are segmented lazily as {what} only "
+            "(write one time point per file, or segment the stack in memory)"
         )
 
 
@@ -277,6 +303,7 @@ def source_record(src: LazySource) -> dict[str, Any]:
                 "axes": src.axes,
                 "shape": list(src.shape),
                 "dtype": src.dtype,
+                **({"at": [list(p) for p in src.at]} if src.at else {}),
             }
         )
     )
