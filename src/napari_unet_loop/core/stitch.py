@@ -111,6 +111,7 @@ def stitch_next(
     plane = np.asarray(plane).astype(np.int64, copy=False)
     ids = np.unique(plane[plane > 0])
     lut: dict[int, int] = {}
+    used: set[int] = set()  # ids of the plane before already continued (a set: planes of 10^5 objects)
     if previous is not None and ids.size:
         ids_cur, ids_prev, iou, contained = _overlaps(plane, np.asarray(previous))
         passes = iou >= threshold
@@ -119,8 +120,9 @@ def stitch_next(
         # greedy: pairs passing the IoU threshold first, best first; each object of either plane is used once
         for k in np.lexsort((-iou, ~passes)):
             c, p = int(ids_cur[k]), int(ids_prev[k])
-            if c not in lut and p not in lut.values():
+            if c not in lut and p not in used:
                 lut[c] = p
+                used.add(p)
     for i in ids:
         if int(i) not in lut:
             lut[int(i)] = next_id

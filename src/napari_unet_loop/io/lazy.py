@@ -285,11 +285,12 @@ def _check_plane(src: LazySource, stack: bool = False) -> None:
     extra = {a: n for a, n in zip(src.axes, src.shape) if a not in allowed and n > 1}
     if extra:
         shown = ", ".join(f"{n} along {a}" for a, n in extra.items())
+        if set(extra) == {"Z"}:
+            advice = "the command line (`napari-unet-loop segment`) reads Z stacks a plane at a time"
+        else:
+            advice = "write one time point per file"
         what = "2D planes and Z stacks" if stack else "one 2D plane at a time"
-        raise ReadError(
-            f"{src.path}: {shown}; large images are segmented lazily as {what} only "
-            "(write one time point per file, or segment the stack in memory)"
-        )
+        raise ReadError(f"{src.path}: {shown}; large images are read lazily as {what} here ({advice})")
 
 
 def source_record(src: LazySource) -> dict[str, Any]:

@@ -106,7 +106,8 @@ def segment_volume_to_zarr(
         How each plane is segmented (as :func:`napari_unet_loop.parallel.files.segment_array` does).
     stitch_z : float, optional
         IoU to join objects of consecutive planes into 3D objects (as ``--stitch-z``); without it,
-        ids are unique over the stack, one per 2D object.
+        ids are unique over the stack, one per 2D object (plane after plane; the in-memory path
+        numbers each plane from 1 instead).
     block : int
         Chunk side of the labels (Y and X; one plane deep).
     cluster : str, Cluster or distributed.Client
@@ -197,7 +198,7 @@ def segment_volume_to_zarr(
     if len(done) < depth:
         return BlockwiseResult(store.partial, 0, depth, time.perf_counter() - t_start, resumed, complete=False)
     kinds = [done[z].get("modality") for z in range(depth) if done[z].get("modality")]
-    modality = max(set(kinds), key=kinds.count) if kinds else "none"  # what most planes were seen as
+    modality = max(sorted(set(kinds)), key=kinds.count) if kinds else "none"  # most planes' (ties: by name)
     if sum(done[z]["n"] for z in range(depth)) > MAX_UINT32:
         raise InputError("the stack has more objects than 32-bit labels hold")
     # phase 2, here: each plane's ids over the stack, after the plane before it
