@@ -178,3 +178,42 @@ def test_cancel_keeps_what_was_written_and_a_new_run_continues_it(
     expected = np.asarray(group[next(iter(group.group_keys()))]["0"])
     np.testing.assert_array_equal(np.asarray(viewer.layers[-1].data), expected)
     assert not errors
+
+
+def test_a_z_stack_goes_a_plane_at_a_time_joined_into_3d_objects(
+    make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors
+):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.parallel import segment_volume_to_zarr
+
+    viewer = make_napari_viewer_proxy()
+    stack = np.stack([_discs(seed=3)] * 3)
+    src = tmp_path / "stack.ome.zarr"
+    root = zarr.open_group(str(src), mode="w", zarr_format=2)
+    write_image(stack, root, scale_factors=(), fmt=FormatV04(), axes=["z", "y", "x"])
+    image = viewer.add_image(stack, name="stack", metadata={"source": str(src)}, scale=(2.0, 0.5, 0.5))
+    model = model_files.load(tiny_model_path)
+    pp = PostprocessConfig(fg_threshold=0.5, seed_threshold=0.5, min_size=8)
+    session = _session(viewer, image, model, pp)
+    calls = {name: getattr(session.dock, name) for name in DockCalls.__dataclass_fields__}
+    session.register(DockCalls(**{**calls, "stitch_choice": lambda: 0.5}))
+    row = DiskRun(session)
+    qtbot.addWidget(row)
+    assert row.start(tmp_path / "out") is not None, errors
+    qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
+    assert row.status.text().startswith("Done"), row.status.text()
+    layer = viewer.layers[-1]
+    assert layer.name == "stack labels (OME-Zarr)" and list(layer.scale) == [2.0, 0.5, 0.5]
+    expected = segment_volume_to_zarr(
+        open_lazy(src, stack=True), model, tmp_path / "cli" / "stack.zarr",
+        SegmentSettings(device="cpu", postprocess=pp), stitch_z=0.5,
+    )  # fmt: skip
+    group = zarr.open_group(str(expected.path), mode="r")["labels"]
+    want = np.asarray(group[next(iter(group.group_keys()))]["0"])
+    assert want.shape == stack.shape and want.any()
+    np.testing.assert_array_equal(np.asarray(layer.data), want)
+    np.testing.assert_array_equal(want[0], want[2])  # the same nuclei in every plane: one 3D id each
+    assert not errors

@@ -4,9 +4,11 @@ The image layer must come from an OME-Zarr or TIFF file (``layer.source.path``, 
 this plugin's reader records): the run reads that file block by block with
 :func:`napari_unet_loop.parallel.segment_to_zarr` (the same labels as ``napari-unet-loop segment
 IMAGE --format zarr``), in this process, with the dock's model, thresholds, device, imaging and
-object size. Memory follows the block size. When it is done, the store opens as a lazy
-(multiscale) labels layer aligned with the image. An interrupted run is continued by running it
-again (its ``.partial`` folder is resumed).
+object size. Memory follows the block size. An OME-Zarr Z stack goes a plane at a time
+(:func:`napari_unet_loop.parallel.segment_volume_to_zarr`), its planes joined into 3D objects when
+*Join planes into 3D objects* is on. When it is done, the store opens as a labels layer aligned
+with the image. An interrupted (or cancelled) run is continued by running it again (its
+``.partial`` folder is resumed).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidge
 
 from ..core.image import InputError
 from ..core.model_files import ModelError
+from ..core.segment import SegmentSettings
 from ..io.chunked import JobMismatchError
 from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy
 from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow
-from ..parallel import BlockwiseResult, ClusterError, segment_to_zarr
+from ..parallel import BlockwiseResult, ClusterError, segment_to_zarr, segment_volume_to_zarr
 from .layers import labels_name
 from .store_edit import add_window_layer
 
@@ -75,7 +78,15 @@ def run_to_disk(
 
     def work() -> None:
         try:
-            src = open_lazy(source_path)
+            src = open_lazy(source_path, stack=True)
+            if src.depth > 1:  # a Z stack: a plane at a time (joined into 3D objects when asked)
+                outcome["result"] = segment_volume_to_zarr(
+                    src, model, target, _plane_settings(settings), stitch_z=settings.get("stitch_z"),
+                    block=settings["block"], resume=partial.exists(), name=settings["name"],
+                    provenance=settings["provenance"], log=lines.put, should_stop=halt,
+                )  # fmt: skip
+                return
+            settings.pop("stitch_z", None)
             outcome["result"] = segment_to_zarr(
                 src, model, target, resume=partial.exists(), log=lines.put, should_stop=halt, **settings
             )
@@ -92,6 +103,14 @@ def run_to_disk(
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _plane_settings(settings: dict) -> SegmentSettings:
+    """The dock's settings for :func:`segment_to_zarr` as the plane settings of a stack."""
+    return SegmentSettings(
+        device=settings["device"], tile=settings["tile"], postprocess=settings["postprocess"],
+        channel=settings["channel"], modality=settings["modality"], diameter=settings["diameter"],
+    )  # fmt: skip
 
 
 class DiskRun(QWidget):
@@ -157,6 +176,7 @@ class DiskRun(QWidget):
                 tile=self.session.tile_size(),
                 name=output_stem(path),
                 provenance={"model_name": model.name, "input": str(path), "from": "dock"},
+                stitch_z=self.session.stitch_choice(),
             )
         except (InputError, ModelError, ValueError) as exc:
             show_error(str(exc))
@@ -208,10 +228,11 @@ class DiskRun(QWidget):
 
         viewer = self.session.viewer
         name = f"{labels_name(image)} (OME-Zarr)"
-        scale, translate = list(image.scale)[-2:], list(image.translate)[-2:]
         for data, kwargs, kind in read_ome_zarr(store):
             if kind != "labels":
                 continue
+            nd = (data[0] if isinstance(data, list) else data).ndim  # 3 for a stack: (Z, Y, X)
+            scale, translate = list(image.scale)[-nd:], list(image.translate)[-nd:]
             how = "to correct it, select it and use Correct region in store"
             if not isinstance(data, list) and data.ndim == 2 and data.size <= WHOLE_WINDOW_PIXELS:
                 try:  # small enough to hold: the layer is a window over the whole store, written back as you edit

@@ -71,6 +71,8 @@ class DockCalls:
         The dock's :meth:`~napari_unet_loop.gui.widget.UNetLoopWidget.rethreshold`.
     region_choice : callable
         ``() -> str``: the Region choice (``"plane"``, ``"view"`` or ``"rectangle"``).
+    stitch_choice : callable
+        ``() -> float | None``: the IoU that joins planes into 3D objects (``None``: not asked for).
     """
 
     image_layer: Callable[[], Image | None]
@@ -89,6 +91,7 @@ class DockCalls:
     segment: Callable[..., Any]
     rethreshold: Callable[..., Any]
     region_choice: Callable[[], str] = lambda: "view"
+    stitch_choice: Callable[[], float | None] = lambda: None
 
 
 class Session(QObject):
@@ -262,6 +265,10 @@ class Session(QObject):
     def region_choice(self) -> str:
         """The Region choice: ``"plane"``, ``"view"`` or ``"rectangle"``."""
         return self.dock.region_choice()
+
+    def stitch_choice(self) -> float | None:
+        """The IoU that joins planes into 3D objects (``None``: *Join planes* is off)."""
+        return self.dock.stitch_choice()
 
     # ------------------------------------------------------------------ the dock's actions
     def cache_model(self, name: str, model: Model) -> None:

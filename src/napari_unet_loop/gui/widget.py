@@ -173,6 +173,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             segment=self.segment,
             rethreshold=self.rethreshold,
             region_choice=self.region_choice,
+            stitch_choice=lambda: self.stitch_spin.value() if self.stitch_check.isChecked() else None,
         )
 
     def _on_training_changed(self, training: bool) -> None:
