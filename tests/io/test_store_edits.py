@@ -256,3 +256,15 @@ def test_a_write_back_of_another_shape_is_refused(store):
     win = StoreEditor(store).window(0, 10, 0, 10)
     with pytest.raises(StoreEditError, match="must not change shape"):
         win.write_back(np.zeros((5, 5), np.uint32))
+
+
+def test_a_new_object_beyond_the_stores_id_range_is_refused(tmp_path):
+    full = blobs().astype(np.uint16)
+    path = tmp_path / "u16.zarr"
+    write_ome_zarr(path, full)
+    root = zarr.open_group(str(path), mode="r+")
+    root.attrs["napari_unet_loop"] = {**dict(root.attrs)["napari_unet_loop"], "max_label": 65535}
+    win = StoreEditor(path).window(0, 50, 0, 50)
+    win.data[40:45, 40:45] = 999  # new to the window
+    with pytest.raises(StoreEditError, match="no id left"):
+        win.write_back()

@@ -157,7 +157,7 @@ class StoreCorrections(QWidget):
             if region.shape[0] * region.shape[1] > MAX_WINDOW_PIXELS:
                 raise RegionError(
                     f"the region is {region.shape[0]} x {region.shape[1]} px: zoom in (or draw a smaller rectangle "
-                    f"and choose Region: Inside the rectangle) to at most {MAX_WINDOW_PIXELS} pixels"
+                    "and choose Region: Inside the rectangle) to at most 4096 x 4096 px at a time"
                 )
             editor = StoreEditor(path, name=None)
             window = editor.window(region.y0, region.y1, region.x0, region.x1)

@@ -117,7 +117,8 @@ def _datasets(group) -> list[dict]:
     attrs = attrs.get("ome", attrs)
     try:
         datasets = [dict(d) for d in attrs["multiscales"][0]["datasets"]]
-        [str(d["path"]) for d in datasets]
+        if not all("path" in d for d in datasets):
+            raise KeyError("path")
     except (KeyError, IndexError, TypeError):
         raise StoreEditError("the labels group has no multiscales metadata") from None
     return datasets
@@ -449,6 +450,11 @@ class StoreWindow:
         fresh = [int(v) for v in np.unique(values) if v and int(v) not in self._known and int(v) not in self.remap]
         if fresh:
             top = self.next_id() - 1
+            if top + len(fresh) > np.iinfo(self.editor.dtype).max:
+                raise StoreEditError(
+                    f"the store's {self.editor.dtype} labels have no id left for {len(fresh)} new object(s) "
+                    f"(largest id {top}): export the labels as 32-bit to add objects"
+                )
             for k, v in enumerate(fresh, start=1):
                 self.remap[v] = report.new_ids[v] = top + k
             self.editor._set_max_label(top + len(fresh))  # before any chunk holds the new ids
