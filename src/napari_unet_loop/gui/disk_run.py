@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from .session import Session
 
 BLOCK = 2048
-#: Up to this many pixels the finished store opens as one editable layer written back into it (8192 x 8192).
-WHOLE_WINDOW_PIXELS = 8192 * 8192
+#: Up to this many pixels the finished store opens as one editable layer written back into it (6144 x 6144,
+#: the size above which planes go block-wise: the layer, its window and what was written are three copies).
+WHOLE_WINDOW_PIXELS = 6144 * 6144
 START_TEXT = "Whole image to OME-Zarr..."
 START_TIP = (
     "For images larger than memory opened from an OME-Zarr or TIFF file: segment the whole file block by "
