@@ -16,6 +16,7 @@ from napari_unet_loop.gui.store_edit import StoreCorrections, store_window
 from napari_unet_loop.io import readers
 from napari_unet_loop.io.chunked import LabelsStore
 from napari_unet_loop.io.readers import read_ome_zarr
+from napari_unet_loop.io.store_edits import StoreWindow
 
 pytestmark = pytest.mark.gui
 SHAPE = (300, 420)
@@ -91,7 +92,8 @@ def test_a_window_is_corrected_and_written_back_at_the_autosave(setup):
     assert target
     win_layer.data_setitem(np.nonzero(win_layer.data == target), 0)  # erase an object, as the eraser does
     win_layer.paint((100, 150), win_layer.selected_label)  # draw a new one
-    written = saver.save_dirty()
+    written = saver.save_dirty()  # the write-back runs in a thread: the viewer stays responsive
+    saver.finish_write_backs()
     assert written == [] and not list((path.parent / "autosave").glob("*.tif"))  # the store is the autosave
     expected = full.copy()
     expected[40:200, 100:300] = win_layer.data
@@ -119,32 +121,65 @@ def test_an_undo_after_a_write_back_is_written_back_too(setup):
     win_layer = row.open_window()
     win_layer.paint((70, 70), 1)
     saver.save_dirty()
+    saver.finish_write_backs()
     assert _on_disk(path)[70, 70] == 1
     win_layer.undo()  # napari sends no edit event for it
     saver.save_dirty()
+    saver.finish_write_backs()
     assert _on_disk(path)[70, 70] == full[70, 70]
 
 
-def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(setup):
-    viewer, lazy, row, saver, path, _full, errors = setup
+def test_edits_made_while_a_write_back_runs_are_written_at_the_next_tick(setup, monkeypatch):
+    import threading
+
+    viewer, lazy, row, saver, path, full, errors = setup
     _rectangle(viewer, lazy, 0, 100, 0, 100)
     win_layer = row.open_window()
-    win_layer.paint((50, 50), 2)
+    one = int(win_layer.data[15, 15])
+    win_layer.paint((40, 40), one)
+    release = threading.Event()
+    real = StoreWindow.write_back
 
-    def refuse(_layer):
+    def slow(self, data=None):
+        release.wait(30)
+        return real(self, data)
+
+    monkeypatch.setattr(StoreWindow, "write_back", slow)
+    saver.save_dirty()  # returns at once: the write-back waits in its thread
+    assert saver._jobs and _on_disk(path)[40, 40] == full[40, 40]
+    win_layer.paint((60, 60), one)  # the user goes on meanwhile
+    saver.save_dirty()  # a tick while it runs: no second write-back of the same window
+    assert len(saver._jobs) == 1
+    release.set()
+    saver.finish_write_backs()
+    assert _on_disk(path)[40, 40] == one and _on_disk(path)[60, 60] == full[60, 60]  # as copied at the tick
+    saver.save_dirty()
+    saver.finish_write_backs()
+    assert _on_disk(path)[60, 60] == one and errors == []
+
+
+def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(setup, monkeypatch):
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    one = int(win_layer.data[15, 15])
+    win_layer.paint((50, 50), one)
+
+    def refuse(self, data=None):
         raise OSError(28, "No space left on device")
 
-    store_edit_write_back = autosave.write_back
-    autosave.write_back = refuse
-    try:
-        written = saver.save_dirty()
+    with monkeypatch.context() as m:
+        m.setattr(StoreWindow, "write_back", refuse)
         saver.save_dirty()
-    finally:
-        autosave.write_back = store_edit_write_back
-    assert len(written) == 1 and written[0].suffix == ".tif"  # nothing lost meanwhile
+        saver.finish_write_backs()
+        assert len(list(saver.folder.glob("*.tif"))) == 1  # nothing lost meanwhile: a TIFF autosave at once
+        saver.save_dirty()  # the next tick tries the store again
+        saver.finish_write_backs()
     assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
+    assert _on_disk(path)[50, 50] == full[50, 50]
     saver.save_dirty()  # the store takes them again
-    assert _on_disk(path)[50, 50] == 2
+    saver.finish_write_backs()
+    assert _on_disk(path)[50, 50] == one
     assert not list(saver.folder.glob("*.tif"))  # the older TIFF copy goes: a crash must not offer it
 
 

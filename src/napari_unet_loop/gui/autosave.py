@@ -14,8 +14,10 @@ import errno
 import itertools
 import json
 import os
+import queue
 import re
 import socket
+import threading
 import uuid
 import weakref
 import zlib
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from ..core.atomic import atomic_path
@@ -124,6 +126,12 @@ def _pid_alive(info: dict) -> bool:
     return recorded is None or abs(started - recorded) < 1.0  # not a new process with a reused id
 
 
+class _Done(QObject):
+    """Carries the end of a background write-back to the main thread."""
+
+    done = Signal()
+
+
 @dataclass
 class _Saved:
     """Autosave bookkeeping of one labels layer."""
@@ -184,6 +192,10 @@ class Autosaver:
         self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names
         self._superseded: set[str] = set()  # TIFFs restored here, deleted once saved again
         self._kept: set[str] = set()  # autosaves of store windows closed while their store refused: never discarded
+        self._jobs: dict[int, threading.Thread] = {}  # store windows being written back, by id
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._signal = _Done(parent)
+        self._signal.done.connect(self._drain)
         self._lock = None
         app = QApplication.instance()
         if app is not None:  # a clean exit leaves nothing to restore; a crash leaves the autosaves
@@ -249,10 +261,17 @@ class Autosaver:
             state = self.tracker.state(layer)
             window = store_window(layer)
             if window is not None:  # a window of an OME-Zarr store: the store is its autosave
-                if not window.dirty(unwrap(layer).data) or self._write_back(layer):
+                if id(window) in self._jobs:
+                    continue  # its write-back is under way: the next tick looks again
+                if not window.dirty(unwrap(layer).data):
                     state.dirty = False
                     continue
-                state.dirty = True  # the store cannot take them now: a TIFF autosave keeps them meanwhile
+                self._start_write_back(layer, window)  # in the background: the viewer stays responsive
+                refused = self._saved.get(layer)
+                if refused is None or not refused.store_failed:
+                    state.dirty = False
+                    continue
+                state.dirty = True  # the store refused last time: a TIFF autosave keeps them meanwhile
             rec = self._saved.get(layer)
             if not state.dirty and rec is not None and self._changed(layer, rec):
                 state.dirty = True  # an undo or redo: napari sends no edit event for them
@@ -266,24 +285,67 @@ class Autosaver:
             state.dirty = False
         return written
 
-    def _write_back(self, layer: Labels) -> bool:
-        """Write a store window's changes into its store; whether that worked (a failure is reported once).
+    def _start_write_back(self, layer: Labels, window) -> None:
+        """Write a store window's changes back in a thread, from a copy of the layer taken now.
 
-        After a success, a TIFF autosave kept while the store refused is deleted: the store
-        holds the corrections, and a crash must not offer the older copy.
+        Edits made meanwhile stay in the layer and are written at a later tick. The outcome
+        comes back to the main thread (:meth:`_drain`).
         """
-        try:
-            report = write_back(layer)
-        except Exception as exc:  # noqa: BLE001 - a full disk, a damaged chunk...: the layer keeps the corrections
-            rec = self._record(layer)
+        data = np.array(unwrap(layer).data, copy=True)
+        ref = weakref.ref(unwrap(layer))
+
+        def work() -> None:
+            try:
+                outcome = (window.write_back(data), None)
+            except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+                outcome = (None, exc)
+            self._results.put((ref, window, *outcome))
+            try:
+                self._signal.done.emit()
+            except RuntimeError:  # the dock went: finish_write_backs or the next tick drains
+                pass
+
+        thread = threading.Thread(target=work, name="store write-back", daemon=True)
+        self._jobs[id(window)] = thread
+        thread.start()
+
+    def _drain(self) -> None:
+        """Handle the write-backs that ended (in the main thread)."""
+        while True:
+            try:
+                ref, window, report, exc = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._jobs.pop(id(window), None)
+            layer = ref()
+            if layer is not None:
+                self._written_back(layer, report, exc)
+
+    def finish_write_backs(self) -> None:
+        """Wait for the write-backs under way and handle their outcome (before another write of the same store)."""
+        for thread in list(self._jobs.values()):
+            thread.join()
+        self._drain()
+
+    def _written_back(self, layer: Labels, report, exc: Exception | None) -> bool:
+        """After a write-back: report a failure once; after a success drop a TIFF kept meanwhile and redraw.
+
+        A TIFF autosave kept while the store refused is deleted once the store holds the
+        corrections, so a crash never offers the older copy.
+        """
+        rec = self._record(layer)
+        if exc is not None:
             if not rec.store_failed:  # once, not every minute; it is retried at every tick
                 rec.store_failed = True
                 show_error(
                     f"Writing '{layer.name}' back to its OME-Zarr store failed: {exc}. The corrections are "
                     "autosaved meanwhile, and written back as soon as the store can take them."
                 )
+            try:  # nothing lost meanwhile: a TIFF autosave, now
+                self._save(layer)
+            except Exception as error:  # noqa: BLE001 - reported once, retried at every tick
+                self._report(layer, error)
             return False
-        rec = self._record(layer)
         if rec.store_failed or rec.checksum is not None:  # a TIFF autosave from a tick the store refused
             for suffix in (".tif", ".json"):
                 (self.folder / f"{rec.stem}{suffix}").unlink(missing_ok=True)
@@ -295,6 +357,15 @@ class Autosaver:
             except Exception:  # noqa: BLE001 - a redraw must never stop the autosave
                 pass
         return True
+
+    def _write_back(self, layer: Labels) -> bool:
+        """Write a store window's changes into its store now (after those under way); whether that worked."""
+        self.finish_write_backs()
+        try:
+            report, exc = write_back(layer), None
+        except Exception as error:  # noqa: BLE001 - a full disk, a damaged chunk...: the layer keeps the corrections
+            report, exc = None, error
+        return self._written_back(layer, report, exc)
 
     def _store_windows_out(self, layers) -> set[str]:
         """Write back the store windows among ``layers`` with changes; return the stems of TIFFs to keep.
@@ -313,12 +384,11 @@ class Autosaver:
                 dirty = True
             if not dirty or self._write_back(layer):
                 continue
-            try:
-                self._save(layer)
-            except Exception as exc:  # noqa: BLE001 - nothing more can be done for it here
-                show_error(f"'{layer.name}': its corrections could not be written back nor autosaved: {exc}")
+            stem = self._record(layer).stem
+            if not (self.folder / f"{stem}.tif").exists():  # _write_back autosaved them, unless that failed too
+                show_error(f"'{layer.name}': its corrections could not be written back nor autosaved")
                 continue
-            keep.add(self._record(layer).stem)
+            keep.add(stem)
             show_error(
                 f"'{layer.name}' could not be written back into its store: its corrections are kept as an "
                 "autosave, offered for restore when napari starts again"

@@ -6,7 +6,8 @@ the dock's Region choice) of the store's full-resolution labels into an ordinary
 layer placed over it, where every napari and dock tool works. Its changes go back into the
 store (:class:`napari_unet_loop.io.store_edits.StoreWindow`: only the changed pixels, only
 their chunks, every level, journalled so that a crash never leaves a half-written chunk) at
-each autosave tick, when the window's layer is closed and when napari quits (the
+each autosave tick (in a background thread, from a copy of the layer, so the viewer stays
+responsive), when the window's layer is closed and when napari quits (the
 :class:`~napari_unet_loop.gui.autosave.Autosaver` does it instead of a TIFF autosave, and keeps a
 TIFF autosave while the store refuses), and on *Write back*.
 The store's own layer is then redrawn with the corrections.
@@ -15,6 +16,7 @@ The store's own layer is then redrawn with the corrections.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,11 +111,16 @@ class StoreCorrections(QWidget):
     ----------
     session : Session
         The dock's session (its viewer and Region choice).
+    before_write : callable, optional
+        Called before *Write back* writes (the autosave's
+        :meth:`~napari_unet_loop.gui.autosave.Autosaver.finish_write_backs`: one write-back of a
+        window at a time, in order).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, before_write: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.session = session
+        self.before_write = before_write or (lambda: None)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         self.open_btn = QPushButton("Correct region in store")
@@ -178,6 +185,7 @@ class StoreCorrections(QWidget):
 
     def write_all(self) -> list[WriteReport]:
         """Write every window's changes into its store; return the reports (failures are shown)."""
+        self.before_write()
         reports = []
         for layer in list(self.session.viewer.layers):
             window = store_window(layer)

@@ -380,7 +380,8 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         lay.addWidget(self.status)
         self.disk_run = DiskRun(self.session)  # whole image files larger than memory, into OME-Zarr
         lay.addWidget(self.disk_run)
-        self.store_edits = StoreCorrections(self.session)  # correct such a store a window at a time
+        # correct such a store a window at a time; Write back waits for the autosave's write-backs under way
+        self.store_edits = StoreCorrections(self.session, before_write=self.autosaver.finish_write_backs)
         lay.addWidget(self.store_edits)
         return box
 
