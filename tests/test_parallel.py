@@ -284,6 +284,23 @@ def spheres(tmp_path_factory):
     return path, vol, len(centres)
 
 
+def _one_object_per_sphere(labels: np.ndarray, vol: np.ndarray) -> int:
+    """How many spheres are one 3D object each: nearly all of a sphere's labelled voxels share one id, its own.
+
+    Objects the model finds in the planes of pure noise at the ends of the stack are not counted.
+    """
+    from scipy import ndimage as ndi
+
+    spheres, n = ndi.label(vol > 100)
+    ids = []
+    for k in range(1, n + 1):
+        inside = labels[(spheres == k) & (labels > 0)]
+        top = np.bincount(inside).argmax() if inside.size else 0
+        if inside.size and (inside == top).mean() >= 0.95 and (spheres == k).sum() * 0.8 <= inside.size:
+            ids.append(int(top))
+    return len(set(ids)) if len(set(ids)) == len(ids) else -1
+
+
 def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres, tmp_path, client):
     from napari_unet_loop.core.segment import SegmentSettings
     from napari_unet_loop.parallel import segment_volume_to_zarr
@@ -292,19 +309,20 @@ def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres
     path, vol, n = spheres
     settings = SegmentSettings(device="cpu")
     expected, axes, _ = segment_array(vol, "ZYX", model, settings, stitch_z=0.5)
-    assert axes == "ZYX" and len(np.unique(expected[expected > 0])) == n  # one 3D object per sphere
+    assert axes == "ZYX"
+    assert _one_object_per_sphere(expected, vol) == n
     src = open_lazy(path, stack=True)
     assert src.depth == 20
     out = tmp_path / "stack.zarr"
     part = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, stop_after=12)
     assert not part.complete and not out.exists()  # interrupted in phase 1...
     result = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, resume=True, cluster=client)
-    assert result.complete and result.resumed_blocks == 12 and result.objects == n
+    assert result.complete and result.resumed_blocks == 12
     got = labels_of(out)
     assert got.shape == vol.shape
     np.testing.assert_array_equal(got, expected)  # the same 3D objects as in memory
     attrs = dict(zarr.open_group(str(out), mode="r").attrs)["napari_unet_loop"]
-    assert attrs["max_label"] == n
+    assert attrs["max_label"] == result.objects == len(np.unique(got[got > 0]))
     # without stitching: ids unique over the stack, one per 2D object, planes in order
     flat = tmp_path / "flat.zarr"
     per_plane = segment_volume_to_zarr(src, model, flat, settings, block=64)
@@ -330,5 +348,5 @@ def test_a_stack_interrupted_while_joining_planes_is_finished_by_resume(model, s
         segment_volume_to_zarr(src, model, out, settings, stitch_z=0.5, block=64, resume=True)
     result = segment_volume_to_zarr(src, model, out, settings, stitch_z=0.3, block=64, resume=True)
     expected, _, _ = segment_array(vol, "ZYX", model, settings, stitch_z=0.3)
-    assert result.objects == n
     np.testing.assert_array_equal(labels_of(out), expected)  # as if never interrupted
+    assert result.objects == len(np.unique(expected[expected > 0])) and _one_object_per_sphere(expected, vol) == n
