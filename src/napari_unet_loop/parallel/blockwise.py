@@ -131,6 +131,23 @@ def run_core(spec: BlockwiseSpec, i: int, offsets: Mapping[int, int] | Sequence[
 # ------------------------------------------------------------------------------------------ driver
 
 
+def start_run(cluster, device: str, log: Callable[[str], None], create: Callable[[], LabelsStore]):
+    """The run's executor (a new :class:`Cluster` unless one is given) and its store, made by ``create``.
+
+    Returns ``(executor, own, store)``; ``own`` says the caller closes the executor. When the
+    store cannot be made, an executor made here is closed before the error goes on.
+    """
+    own = not isinstance(cluster, Cluster)
+    executor = Cluster(cluster or "none", device, log) if own else cluster
+    try:
+        store = create()
+    except BaseException:
+        if own:
+            executor.close()
+        raise
+    return executor, own, store
+
+
 def _device_kind(device) -> str:
     """``cpu``, ``cuda``, ``mps`` or ``auto``: what may change the labels (autocast), not which GPU."""
     return str(device).split(":")[0]
@@ -266,26 +283,13 @@ def segment_to_zarr(
             "channel": channel,
         },
     }
-    own = not isinstance(cluster, Cluster)
-    executor = Cluster(cluster, str(device), log) if own else cluster
-    try:
-        store = LabelsStore.create(
-            target,
-            job=record,
-            shape=grid.shape,
-            block=grid.block,
-            region=region,
-            n_blocks=len(grid),
-            name=name,
-            scale=source.scale,
-            unit=source.unit,
-            overwrite=overwrite,
-            resume=resume,
-        )
-    except BaseException:
-        if own:
-            executor.close()
-        raise
+    executor, own, store = start_run(
+        cluster, str(device), log,
+        lambda: LabelsStore.create(
+            target, job=record, shape=grid.shape, block=grid.block, region=region, n_blocks=len(grid), name=name,
+            scale=source.scale, unit=source.unit, overwrite=overwrite, resume=resume,
+        ),
+    )  # fmt: skip
     spec = BlockwiseSpec(source, str(Path(model.path).resolve()), job, str(Path(target)), executor.threads)
     if executor.client is None:
         keep_model(spec.model, model)

@@ -29,8 +29,8 @@ from ..core.stitch import stitch_next
 from ..io.chunked import LabelsStore
 from ..io.lazy import LazySource, source_record
 from ..io.sidecar import file_sha256
-from .blockwise import MAX_UINT32, BlockwiseResult
-from .cluster import Cluster, keep_model, worker_device, worker_model
+from .blockwise import MAX_UINT32, BlockwiseResult, start_run
+from .cluster import keep_model, worker_device, worker_model
 from .files import modality_of, segment_array
 
 
@@ -165,17 +165,13 @@ def segment_volume_to_zarr(
         },
         "stitch_z": stitch_z,
     }  # fmt: skip
-    own = not isinstance(cluster, Cluster)
-    executor = Cluster(cluster or "none", str(settings.device), log) if own else cluster
-    try:
-        store = LabelsStore.create(
+    executor, own, store = start_run(
+        cluster, str(settings.device), log,
+        lambda: LabelsStore.create(
             target, job=record, shape=(depth, h, w), block=block, region=0, n_blocks=0, name=name,
             scale=source.scale, unit=source.unit, overwrite=overwrite, resume=resume, z_scale=source.z_scale,
-        )  # fmt: skip
-    except BaseException:
-        if own:
-            executor.close()
-        raise
+        ),
+    )  # fmt: skip
     spec = VolumeSpec(source, str(Path(model.path).resolve()), settings, str(Path(target)), executor.threads)
     if executor.client is None:
         keep_model(spec.model, model)
