@@ -27,9 +27,9 @@ from ..core.image import InputError
 from ..core.segment import SegmentSettings
 from ..core.stitch import stitch_next
 from ..io.chunked import LabelsStore
-from ..io.lazy import LazySource, source_record
+from ..io.lazy import LazySource, PlaneView, source_record
 from ..io.sidecar import file_sha256
-from .blockwise import MAX_UINT32, BlockwiseResult, start_run
+from .blockwise import MAX_UINT32, BlockwiseResult, _opened, start_run
 from .cluster import keep_model, worker_device, worker_model
 from .files import modality_of, segment_array
 
@@ -65,8 +65,8 @@ def run_plane(spec: VolumeSpec, z: int, model: model_files.Model | None = None) 
     settings = spec.settings
     if isinstance(settings.device, str):
         settings = replace(settings, device=worker_device(settings.device))
-    plane = spec.source.plane(z).open()
-    data = np.asarray(plane)
+    stack = _opened(spec.source)  # opened once per worker, as block-wise runs do (a TIFF is parsed once)
+    data = np.asarray(PlaneView(stack.array, stack.axes, {**stack.at, "Z": z}))
     labels, _, summary = segment_array(data, "YXC" if data.ndim == 3 else "YX", model, settings)
     labels = labels.astype(np.uint32, copy=False)
     n = int(labels.max()) if labels.size else 0
