@@ -89,3 +89,13 @@ def test_to_stack_with_axes_between_the_plane():
 def test_to_stack_errors(shape, axes, match):
     with pytest.raises(InputError, match=match):
         to_stack(np.zeros(shape), axes)
+
+
+def test_z_stack_of_groups_the_planes_of_one_z_stack():
+    from napari_unet_loop.core.axes import z_stack_of
+
+    assert z_stack_of((3, 4), None) is None
+    of = z_stack_of((3, 4), 1)  # (T, Z): the planes of one time point
+    assert of((2, 1)) == [(2, 0), (2, 1), (2, 2), (2, 3)]
+    of = z_stack_of((3, 4), 0)  # (Z, T)
+    assert of((1, 3)) == [(0, 3), (1, 3), (2, 3)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .image import InputError
@@ -82,3 +84,36 @@ def to_stack(data: np.ndarray, axes: str) -> tuple[np.ndarray, tuple[int, ...]]:
     stack_shape = tuple(data.shape[i] for i in stack)
     n = int(np.prod(stack_shape)) if stack_shape else 1
     return arr.reshape((n, *arr.shape[len(stack) :])), stack_shape
+
+
+def z_stack_of(
+    stack_shape: tuple[int, ...], z: int | None
+) -> Callable[[tuple[int, ...]], list[tuple[int, ...]]] | None:
+    """The planes normalised together with a plane: those of its Z stack.
+
+    Parameters
+    ----------
+    stack_shape : tuple of int
+        Shape of the stacked axes (e.g. ``(T, Z)``).
+    z : int or None
+        Which of them is Z (``None``: none is, every plane stands alone).
+
+    Returns
+    -------
+    callable or None
+        ``stack_of(index)``: the positions of every plane that shares all stack positions but
+        Z with ``index`` (for :func:`napari_unet_loop.core.segment.iter_segment_planes`);
+        ``None`` without a Z axis.
+
+    Examples
+    --------
+    >>> z_stack_of((2, 3), 1)((1, 0))
+    [(1, 0), (1, 1), (1, 2)]
+    """
+    if z is None:
+        return None
+
+    def stack_of(index: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [(*index[:z], j, *index[z + 1 :]) for j in range(stack_shape[z])]
+
+    return stack_of

@@ -138,6 +138,7 @@ def plan_blocks(
     channel: int | None = None,
     modality: str | None = None,
     factor: float = 1.0,
+    limits: Sequence[tuple[float, float]] | None = None,
     **predict_options,
 ) -> BlockJob:
     """Fix what every block shares: the grid, the modality and the normalisation limits of the whole plane.
@@ -161,6 +162,9 @@ def plan_blocks(
         ``"auto"`` is resolved here, once, on the whole plane.
     factor : float
         Rescaling of each block before the network (see :mod:`.scale`); margin and halo grow with ``1 / factor``.
+    limits : sequence of tuple, optional
+        Normalisation limits per input channel when fixed beforehand (e.g. over a Z stack, see
+        :func:`.segment.stack_settings`); measured on the whole plane when omitted.
     **predict_options
         ``device``, ``tile``, ``precision``, ``batch_size``, ``tta`` for :func:`.predict.predict`.
 
@@ -181,7 +185,9 @@ def plan_blocks(
         raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")
     card = model.card
     kind = input_modality(model, image, modality, rgb, channel) or "none"
-    limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
+    if limits is None:
+        limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
+    limits = [(float(lo), float(hi)) for lo, hi in limits]
     halo = math.ceil(model_halo(model.net) / factor) + (2 if factor != 1.0 else 0)
     grid = BlockGrid(
         (int(image.shape[0]), int(image.shape[1])),

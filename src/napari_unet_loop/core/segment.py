@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,7 @@ def iter_segment(
     block: int | None = None,
     modality: str | None = None,
     diameter: float | str | None = None,
+    limits: Sequence[tuple[float, float]] | None = None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment one 2D image (with optional channels) into instances.
 
@@ -114,6 +115,10 @@ def iter_segment(
         network at the size it was trained at (see :mod:`.scale`). ``"auto"`` estimates it
         from a first segmentation (see :func:`iter_estimate_diameter`); omitted, the model
         card's ``default_diameter``.
+    limits : sequence of tuple, optional
+        Per input channel, the grey values normalised to 0 and 1, when they are fixed for more
+        than this image (a Z stack's, see :func:`stack_settings`); the image's own percentiles
+        when omitted.
 
     Yields
     ------
@@ -129,12 +134,18 @@ def iter_segment(
     ------
     InputError
         For a diameter the model cannot use (it records none, or the value is not positive).
+    ConstantImageError
+        For a constant image (with ``limits`` too: a blank plane of a stack stays blank).
     """
     h, w = image.shape[:2]
     kind = input_modality(model, image, modality, rgb, channel)
+    if limits is not None:
+        limits = [(float(lo), float(hi)) for lo, hi in limits]
+        if isinstance(image, np.ndarray) and image.size and image.min() == image.max():
+            raise ConstantImageError(f"image is constant (every pixel is {image.flat[0]}): nothing to segment")
     options = dict(
         device=device, tile=tile, precision=precision, postprocess=postprocess, rgb=rgb, channel=channel,
-        batch_size=batch_size, tta=tta, block=block, modality=kind or "none",
+        batch_size=batch_size, tta=tta, block=block, modality=kind or "none", limits=limits,
     )  # fmt: skip
     if isinstance(diameter, str):
         if diameter != "auto":
@@ -157,9 +168,12 @@ def iter_segment(
             tta=tta,
             modality=kind or "none",
             factor=factor,
+            limits=limits,
         )
         return Segmentation(labels, None, kind, d, factor)
-    x = prepare_input(image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, modality=kind)
+    x = prepare_input(
+        image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, limits, modality=kind
+    )
     if factor != 1.0:
         x = resize(x, scaled_shape((h, w), factor))
     probs = yield from iter_predict(
@@ -304,6 +318,7 @@ def iter_segment_blocks(
     out: np.ndarray | None = None,
     modality: str | None = None,
     factor: float = 1.0,
+    limits: Sequence[tuple[float, float]] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Segment a large plane block by block in this process, holding only the image, the labels and one block's work.
 
@@ -334,6 +349,9 @@ def iter_segment_blocks(
         resized back, ``postprocess`` is taken as given for the image's grid, and the margin
         and halo grow with ``1 / factor``. The pooling grid of the rescaled blocks then differs
         from a whole-image rescale's, so probabilities agree up to interpolation, not bit for bit.
+    limits : sequence of tuple, optional
+        Normalisation limits fixed beforehand (as for :func:`iter_segment`); measured on the
+        whole plane when omitted.
 
     Yields
     ------
@@ -348,7 +366,7 @@ def iter_segment_blocks(
     from .blocks import paste, plan_blocks, segment_block
 
     job = plan_blocks(
-        model, image, block, margin, postprocess, rgb, channel, modality, factor,
+        model, image, block, margin, postprocess, rgb, channel, modality, factor, limits,
         device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta,
     )  # fmt: skip
     grid = job.grid
@@ -393,6 +411,9 @@ class SegmentSettings:
         Imaging modality (the model card's when ``None``).
     diameter : float, str or None
         Object diameter in pixels, or ``"auto"`` (the model card's default when ``None``).
+    limits : tuple of tuple or None
+        Normalisation limits per input channel shared by all planes (a Z stack's, set by
+        :func:`stack_settings`); each plane's own percentiles when ``None``.
     """
 
     device: torch.device | str = "cpu"
@@ -406,6 +427,7 @@ class SegmentSettings:
     rgb: bool | None = None
     modality: str | None = None
     diameter: float | str | None = None
+    limits: tuple[tuple[float, float], ...] | None = None
 
     def kwargs(self, plane: np.ndarray) -> dict:
         """Keyword arguments of :func:`iter_segment` for one plane."""
@@ -421,7 +443,77 @@ class SegmentSettings:
             block=self.block,
             modality=self.modality,
             diameter=self.diameter,
+            limits=self.limits,
         )
+
+
+STACK_PLANES = 32  # most planes of a stack read to fix its modality and normalisation limits
+STACK_PIXELS = 4_000_000  # most pixels read over those planes
+
+
+def stack_settings(
+    model: Model,
+    read: Callable[[tuple[int, ...]], np.ndarray],
+    stack: Sequence[tuple[int, ...]],
+    settings: SegmentSettings = SegmentSettings(),
+) -> SegmentSettings:
+    """Settings that treat the planes of one Z stack alike: one imaging modality, one normalisation.
+
+    Each plane normalised by its own percentiles stretches the noise of a plane without
+    objects (above or below the sample) to the full range, and the network then finds
+    objects in it. As Cellpose does for Z stacks by default (``norm3D``), the percentiles
+    are taken over the stack instead: on a strided sample of up to :data:`STACK_PLANES`
+    planes spread evenly over it, :data:`STACK_PIXELS` pixels in all; ``"auto"`` modality is
+    detected on the same sample.
+
+    Parameters
+    ----------
+    model : Model
+        The model (its normalisation percentiles and input channels).
+    read : callable
+        ``read(index)`` returns the plane at a stack position.
+    stack : sequence of tuple
+        The positions of the stack's planes (a plane of it may be segmented alone: the limits
+        are the stack's all the same, so it gets the labels the whole stack gives it).
+    settings : SegmentSettings
+        The settings to complete (a ``modality`` or ``limits`` already set is kept).
+
+    Returns
+    -------
+    SegmentSettings
+        ``settings`` with ``modality`` resolved and ``limits`` set; unchanged for a stack of
+        one plane, and for one that is constant throughout (its planes are blank).
+
+    Raises
+    ------
+    InputError
+        For a modality the model cannot use, or planes holding NaN or infinity.
+    """
+    from .channels import sample_step
+    from .image import input_limits
+
+    if len(stack) < 2 or settings.limits is not None:
+        return settings
+    picked = list(stack)
+    if len(stack) > STACK_PLANES:  # spread evenly, the first and the last included
+        last = len(stack) - 1
+        picked = list(dict.fromkeys(stack[round(k * last / (STACK_PLANES - 1))] for k in range(STACK_PLANES)))
+    samples = []
+    for index in picked:
+        plane = read(index)
+        step = sample_step(np.shape(plane)[:2], STACK_PIXELS // len(picked))
+        samples.append(np.asarray(plane[::step, ::step]))
+    mosaic = np.concatenate(samples, axis=0)  # the planes' samples one under another: one image
+    rgb = settings.rgb if mosaic.ndim == 3 else None
+    kind = input_modality(model, mosaic, settings.modality, rgb, settings.channel)
+    card = model.card
+    try:
+        limits = input_limits(
+            mosaic, card.architecture.in_channels, card.normalization, rgb, settings.channel, modality=kind
+        )
+    except ConstantImageError:
+        return settings
+    return replace(settings, modality=kind or "none", limits=tuple((float(lo), float(hi)) for lo, hi in limits))
 
 
 @dataclass
@@ -495,12 +587,14 @@ def iter_segment_planes(
     read: Callable[[tuple[int, ...]], np.ndarray],
     indices: Sequence[tuple[int, ...]],
     settings: SegmentSettings = SegmentSettings(),
+    stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,
 ) -> Generator[Progress | PlaneDone, None, PlanesSummary]:
     """Segment planes one after another: the loop the dock and the command line share.
 
     A blank (constant) plane is not an error: it gets empty labels, and the returned summary
     lists it (a blank field of view is normal in a plate). Other input problems stop the run
-    with :class:`PlaneError`; planes yielded before it are finished.
+    with :class:`PlaneError`; planes yielded before it are finished. The planes of a Z stack
+    (``stack_of``) share one modality and one normalisation (:func:`stack_settings`).
 
     Parameters
     ----------
@@ -512,6 +606,10 @@ def iter_segment_planes(
         Stack positions to segment (``[()]`` for a single image).
     settings : SegmentSettings
         Device, tiles, thresholds, channel, modality...
+    stack_of : callable, optional
+        ``stack_of(index)`` gives the positions of all planes of the Z stack that holds
+        ``index`` (itself alone for a plane that is not part of one); every plane is an image
+        of its own when omitted.
 
     Yields
     ------
@@ -530,10 +628,20 @@ def iter_segment_planes(
     """
     total = len(indices)
     summary = PlanesSummary(total)
+    stacks: dict[tuple[tuple[int, ...], ...], SegmentSettings] = {}
     for k, index in enumerate(indices):
         t0 = time.perf_counter()
+        plane_settings = settings
+        if stack_of is not None:
+            stack = tuple(stack_of(index))
+            if stack not in stacks:
+                try:
+                    stacks[stack] = stack_settings(model, read, stack, settings)
+                except InputError as exc:
+                    raise PlaneError(index, total, exc) from exc
+            plane_settings = stacks[stack]
         plane = read(index)
-        gen = iter_segment(model, plane, **settings.kwargs(plane))
+        gen = iter_segment(model, plane, **plane_settings.kwargs(plane))
         seg = None
         while True:
             try:
