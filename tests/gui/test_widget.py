@@ -512,12 +512,34 @@ def test_auto_model_segments_with_the_detected_modality(qtbot, viewer_widget, tm
 def test_auto_in_a_stack_of_different_planes_records_each(qtbot, viewer_widget, tmp_path):
     viewer, w = viewer_widget
     w.add_model_file(auto_model(tmp_path))
-    viewer.add_image(np.stack([blobs(False), blobs(True)]), name="st")
+    viewer.add_image(np.stack([blobs(False), blobs(True)]), name="st", axis_labels=("t", "y", "x"))  # time points
     run(qtbot, w, stack=True)
     meta = viewer.layers["st labels"].metadata["napari_unet_loop"]
     assert meta["modality"] == "mixed"
     assert meta["modality_planes"] == [[[0], "fluorescence"], [[1], "brightfield"]]
     assert "fluorescence (1 planes), brightfield (1 planes)" in w.status.text()
+
+
+def test_the_planes_of_a_z_stack_are_normalised_together_time_points_apart(qtbot, viewer_widget, discs, monkeypatch):
+    from napari_unet_loop.core import segment as core_segment
+
+    seen = []  # the normalisation limits each plane is prepared with (None: its own percentiles)
+    prepare = core_segment.prepare_input
+    monkeypatch.setattr(
+        core_segment, "prepare_input", lambda image, *a, **kw: seen.append(a[4]) or prepare(image, *a, **kw)
+    )
+    viewer, w = viewer_widget
+    noise = np.random.default_rng(0).normal(20, 5, discs[0].shape)
+    data = np.stack([noise, noise + 100 * (discs[0] > 0)]).astype(np.float32)  # a plane of noise, one of nuclei
+    viewer.add_image(data, name="t", axis_labels=("t", "y", "x"))
+    run(qtbot, w, stack=True, layer=viewer.layers["t"])
+    assert seen == [None, None]  # time points: each by its own percentiles
+    viewer.add_image(data, name="z")  # no axis names: the stacked axis is Z
+    run(qtbot, w, stack=True, layer=viewer.layers["z"])
+    ((lo, hi),) = seen[2]
+    assert seen[3] == seen[2] and hi > np.percentile(noise, 99.8) + 50  # the stack's limits, for every plane
+    run(qtbot, w, layer=viewer.layers["z"], indices=[(0,)], new_layer_name="z0")  # the noise plane alone
+    assert seen[4] == seen[2]  # still the stack's
 
 
 @pytest.mark.parametrize("image", [np.zeros((64, 64), np.uint8), np.full((64, 64), 7, np.uint16)])

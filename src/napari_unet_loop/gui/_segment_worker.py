@@ -82,6 +82,7 @@ def segment_planes(
     tta: bool = False,
     modality: str | None = None,
     diameter: float | str | None = None,
+    stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,
 ) -> Generator[Progress | PlaneResult | Failure | Notice, None, int]:
     """Run :func:`~napari_unet_loop.core.segment.iter_segment_planes` for the dock.
 
@@ -89,7 +90,9 @@ def segment_planes(
     re-thresholding), an input problem into a :class:`Failure` (planes finished before it
     are kept) and the blank planes into a :class:`Notice` at the end. ``modality`` is the
     imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``),
-    ``diameter`` the objects' diameter in pixels or ``"auto"`` (the model card's when ``None``).
+    ``diameter`` the objects' diameter in pixels or ``"auto"`` (the model card's when ``None``),
+    ``stack_of`` the planes of a plane's Z stack (normalised together; see
+    :func:`~napari_unet_loop.core.segment.iter_segment_planes`).
 
     Returns
     -------
@@ -106,7 +109,7 @@ def segment_planes(
         modality=modality,
         diameter=diameter,
     )
-    gen = iter_segment_planes(model, read, indices, settings)
+    gen = iter_segment_planes(model, read, indices, settings, stack_of)
     done = 0
     while True:
         try:

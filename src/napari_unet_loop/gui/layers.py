@@ -117,6 +117,28 @@ def stack_shape(layer: Image, lay: Layout) -> tuple[int, ...]:
     return tuple(shape[i] for i in lay.stack_axes)
 
 
+TIME_NAMES = ("t", "time", "frame", "frames")
+
+
+def z_position(layer: Image, lay: Layout) -> int | None:
+    """Which stacked axis is Z (its position in a plane's stack index), ``None`` when none is.
+
+    An axis named ``z`` (napari's axis labels) is Z; otherwise the stacked axis just before
+    the image plane is, as for joining planes into 3D objects, unless it is named as time
+    (``t``, ``time``, ``frame``). Planes of one Z stack are normalised together.
+    """
+    if not lay.stack_axes:
+        return None
+    names = [str(n).strip().lower() for n in (getattr(layer, "axis_labels", None) or ())]
+    if len(names) == lay.ndim:
+        named = [k for k, i in enumerate(lay.stack_axes) if names[i] in ("z", "depth")]
+        if named:
+            return named[0]
+        if names[lay.stack_axes[-1]] in TIME_NAMES:
+            return None
+    return len(lay.stack_axes) - 1
+
+
 def current_index(layer: Image, lay: Layout, world_point) -> tuple[int, ...]:
     """Index along the stacked axes of the plane the viewer shows now."""
     data_pt = np.asarray(layer.world_to_data(world_point))

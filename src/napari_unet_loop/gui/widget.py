@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import model_files
+from ..core.axes import z_stack_of
 from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.image import InputError
 from ..core.model_files import Model, ModelError
@@ -55,6 +56,7 @@ from .layers import (
     read_plane,
     stack_shape,
     unwrap,
+    z_position,
 )
 from .model_manager import ModelManager
 from .region import RegionChoice, large_plane_hint, segment_window
@@ -547,6 +549,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             self.tta_check.value,
             self.modality_choice(),
             self.diameter_choice(),
+            stack_of=z_stack_of(shape, z_position(image, lay)) if shape else None,
             _start_thread=False,
         )
         part = f" {plan.label()}" if plan else ""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import model_files
-from ..core.axes import guess_axes, to_stack
+from ..core.axes import STACK_AXES, guess_axes, to_stack, z_stack_of
 from ..core.channels import check_channel_choice
 from ..core.image import InputError, to_grey
 from ..core.predict import run
@@ -64,6 +64,9 @@ def segment_array(
 ) -> tuple[np.ndarray, str, PlanesSummary]:
     """Segment an array of any supported layout, plane by plane (the shared plane loop of core).
 
+    The planes of a Z stack share one modality and one normalisation (see
+    :func:`napari_unet_loop.core.segment.stack_settings`); time points are apart.
+
     Returns
     -------
     tuple
@@ -71,18 +74,24 @@ def segment_array(
         summary of the planes (imaging modality and object diameter each was segmented as).
     """
     stack, stack_shape = to_stack(data, axes)
+    stacked = "".join(a for a in axes.upper() if a in STACK_AXES)
     planes: dict[tuple[int, ...], np.ndarray] = {}
 
     def keep(item) -> None:
         if isinstance(item, PlaneDone):
             planes[item.index] = item.labels
 
-    summary = run(iter_segment_planes(model, lambda i: stack[i[0]], [(k,) for k in range(len(stack))], settings), keep)
+    def read(index: tuple[int, ...]) -> np.ndarray:
+        return stack[int(np.ravel_multi_index(index, stack_shape)) if index else 0]
+
+    indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*stack_shape)]
+    stack_of = z_stack_of(stack_shape, stacked.index("Z") if "Z" in stacked else None)
+    summary = run(iter_segment_planes(model, read, indices, settings, stack_of), keep)
     note = summary.note()
     if note:
         log(f"note: {note}")
-    labels = np.stack([planes[(k,)] for k in range(len(stack))])
-    out_axes = "".join(a for a in axes if a in "TZ") + "YX"
+    labels = np.stack([planes[i] for i in indices])
+    out_axes = stacked + "YX"
     labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
     if stitch_z is not None:
         if "Z" not in out_axes:

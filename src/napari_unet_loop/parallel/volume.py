@@ -24,7 +24,7 @@ import numpy as np
 from ..core import model_files
 from ..core.channels import check_channel_choice
 from ..core.image import InputError
-from ..core.segment import SegmentSettings
+from ..core.segment import SegmentSettings, stack_settings
 from ..core.stitch import stitch_next
 from ..io.chunked import LabelsStore
 from ..io.lazy import LazySource, PlaneView, source_record
@@ -153,6 +153,13 @@ def segment_volume_to_zarr(
     )  # fmt: skip
     depth = source.depth
     h, w = source.plane_shape
+    opened = _opened(source)
+    settings = stack_settings(  # one modality and one normalisation for the stack, as in memory
+        model,
+        lambda i: PlaneView(opened.array, opened.axes, {**opened.at, "Z": i[0]}),
+        [(z,) for z in range(depth)],
+        settings,
+    )
     pp = settings.postprocess or model.card.postprocess
     record = {
         "input": source_record(source),
@@ -162,6 +169,7 @@ def segment_volume_to_zarr(
             "device": str(settings.device).split(":")[0], "tile": settings.tile, "precision": settings.precision,
             "tta": bool(settings.tta), "block": settings.block, "postprocess": pp.to_dict(),
             "channel": settings.channel, "modality": settings.modality, "diameter": settings.diameter,
+            "limits": None if settings.limits is None else [list(lim) for lim in settings.limits],
         },
         "stitch_z": stitch_z,
     }  # fmt: skip
