@@ -65,9 +65,9 @@ def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
     calls["region_choice"] = lambda: "rectangle"
     session = Session(viewer)
     session.register(DockCalls(**calls))
-    row = StoreCorrections(session)
-    qtbot.addWidget(row)
     saver = Autosaver(viewer, session.tracker, folder=tmp_path / "autosave")
+    row = StoreCorrections(session, saver.write_back_now)
+    qtbot.addWidget(row)
     yield viewer, lazy, row, saver, path, full, errors
     saver.timer.stop()
 
@@ -181,6 +181,27 @@ def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(set
     saver.finish_write_backs()
     assert _on_disk(path)[50, 50] == one
     assert not list(saver.folder.glob("*.tif"))  # the older TIFF copy goes: a crash must not offer it
+
+
+def test_write_back_button_on_a_store_that_refuses_keeps_an_autosave_and_says_so(setup, monkeypatch):
+    """The button writes as the autosave tick does: refused, the corrections are autosaved at once."""
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((50, 50), 2)
+
+    def refuse(_layer):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(autosave, "write_back", refuse)
+        assert row.write_all() == [] and row.write_all() == []
+    assert "Not written back" in row.status.text()
+    assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
+    assert len(list(saver.folder.glob("*.tif"))) == 1 and _on_disk(path)[50, 50] == full[50, 50]
+    (report,) = row.write_all()  # the store takes them again: the TIFF copy goes
+    assert report.pixels and _on_disk(path)[50, 50] == 2 and not list(saver.folder.glob("*.tif"))
+    assert row.status.text().startswith("Wrote ")
 
 
 @pytest.mark.parametrize("how", ["close", "quit"])

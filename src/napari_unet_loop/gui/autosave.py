@@ -39,6 +39,8 @@ from .store_edit import refresh_store_layers, store_window, write_back
 if TYPE_CHECKING:
     import napari
 
+    from ..io.store_edits import WriteReport
+
 INTERVAL_S = 60
 
 # sessions of this process that are running (their autosaves belong to a live viewer)
@@ -358,14 +360,26 @@ class Autosaver:
                 pass
         return True
 
-    def _write_back(self, layer: Labels) -> bool:
-        """Write a store window's changes into its store now (after those under way); whether that worked."""
+    def write_back_now(self, layer: Labels) -> tuple[WriteReport | None, bool]:
+        """Write a store window's changes into its store now, after the write-backs under way.
+
+        The one way the dock writes a window back outside the autosave tick (*Write back*,
+        closing the layer, quitting napari), with the tick's rules: a store that refuses is
+        reported once and the corrections are autosaved as a TIFF meanwhile; a store that
+        takes them drops that TIFF and has its layers redrawn.
+
+        Returns
+        -------
+        tuple
+            The :class:`~napari_unet_loop.io.store_edits.WriteReport` (``None`` when nothing was
+            written) and whether the store holds the corrections.
+        """
         self.finish_write_backs()
         try:
             report, exc = write_back(layer), None
         except Exception as error:  # noqa: BLE001 - a full disk, a damaged chunk...: the layer keeps the corrections
             report, exc = None, error
-        return self._written_back(layer, report, exc)
+        return report, self._written_back(layer, report, exc)
 
     def _store_windows_out(self, layers) -> set[str]:
         """Write back the store windows among ``layers`` with changes; return the stems of TIFFs to keep.
@@ -382,10 +396,10 @@ class Autosaver:
                 dirty = window.dirty(unwrap(layer).data)
             except Exception:  # noqa: BLE001 - a store gone missing: keep the corrections
                 dirty = True
-            if not dirty or self._write_back(layer):
+            if not dirty or self.write_back_now(layer)[1]:
                 continue
             stem = self._record(layer).stem
-            if not (self.folder / f"{stem}.tif").exists():  # _write_back autosaved them, unless that failed too
+            if not (self.folder / f"{stem}.tif").exists():  # write_back_now autosaved them, unless that failed too
                 show_error(f"'{layer.name}': its corrections could not be written back nor autosaved")
                 continue
             keep.add(stem)

@@ -111,16 +111,17 @@ class StoreCorrections(QWidget):
     ----------
     session : Session
         The dock's session (its viewer and Region choice).
-    before_write : callable, optional
-        Called before *Write back* writes (the autosave's
-        :meth:`~napari_unet_loop.gui.autosave.Autosaver.finish_write_backs`: one write-back of a
-        window at a time, in order).
+    write : callable
+        ``write(layer)`` writes a window back now and returns ``(report, ok)``: the autosave's
+        :meth:`~napari_unet_loop.gui.autosave.Autosaver.write_back_now`, so the button, the
+        autosave tick, closing a layer and quitting write back in one way (one write-back of a
+        window at a time, a store that refuses reported once, the corrections autosaved meanwhile).
     """
 
-    def __init__(self, session: Session, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(self, session: Session, write: Callable[[Labels], tuple[WriteReport | None, bool]]) -> None:
         super().__init__()
         self.session = session
-        self.before_write = before_write or (lambda: None)
+        self.write = write
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         self.open_btn = QPushButton("Correct region in store")
@@ -184,31 +185,24 @@ class StoreCorrections(QWidget):
         return new
 
     def write_all(self) -> list[WriteReport]:
-        """Write every window's changes into its store; return the reports (failures are shown)."""
-        self.before_write()
-        reports = []
+        """Write every window's changes into its store; return the reports of those written."""
+        reports, failed = [], []
         for layer in list(self.session.viewer.layers):
             window = store_window(layer)
             if window is None or not window.dirty(unwrap(layer).data):
                 continue
-            report = self._write(layer)
-            if report is not None:
+            report, ok = self.write(layer)
+            if not ok:
+                failed.append(layer.name)
+            elif report is not None:
                 reports.append(report)
-        if not reports:
+        if failed:
+            self.status.setText(
+                f"Not written back: {', '.join(failed)} (the store refused; the corrections are autosaved and "
+                "written back when it takes them)"
+            )
+        elif reports:
+            self.status.setText("Wrote " + "; ".join(str(r) for r in reports))
+        else:
             self.status.setText("Nothing to write back")
         return reports
-
-    def _write(self, layer: Labels) -> WriteReport | None:
-        try:
-            report = write_back(layer)
-        except Exception as exc:  # noqa: BLE001 - a full disk, a damaged chunk...: said, and retried at the autosave
-            show_error(
-                f"Writing '{layer.name}' back to its store failed: {exc}. The layer keeps the corrections "
-                "(autosaved meanwhile); they are written back when the store can take them."
-            )
-            return None
-        if report is not None and report.pixels:
-            path = store_window(layer).editor.path
-            refresh_store_layers(self.session.viewer, path)
-            self.status.setText(f"Wrote {report} to {path.name}")
-        return report

@@ -383,7 +383,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self.disk_run = DiskRun(self.session)  # whole image files larger than memory, into OME-Zarr
         lay.addWidget(self.disk_run)
         # correct such a store a window at a time; Write back waits for the autosave's write-backs under way
-        self.store_edits = StoreCorrections(self.session, before_write=self.autosaver.finish_write_backs)
+        self.store_edits = StoreCorrections(self.session, self.autosaver.write_back_now)
         lay.addWidget(self.store_edits)
         return box
 
