@@ -1115,14 +1115,41 @@ def test_a_folder_on_a_cluster_is_one_task_per_file_with_the_same_labels(tmp_pat
         assert (tmp_path / "there" / f"field{k}.csv").read_text() == (tmp_path / "here" / f"field{k}.csv").read_text()
 
 
-def test_a_large_tiff_stack_is_segmented_plane_by_plane_not_block_wise(tmp_path, tiny_model_path, capsys, monkeypatch):
+def test_a_large_tiff_stack_goes_a_plane_at_a_time_into_ome_zarr_as_in_memory(
+    tmp_path, tiny_model_path, capsys, monkeypatch
+):
     import napari_unet_loop.cli.segment as cli_segment
 
-    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 50 * 50)  # each plane counts as large
     stack = np.stack([_discs_plane((90, 110), n=5, seed=s) for s in range(3)])
+    stack[2] = np.random.default_rng(0).normal(20, 5, stack[2].shape).clip(0, 255)  # a plane of noise only
     tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    args = ["segment", str(tmp_path / "stack.tif"), "--model", str(tiny_model_path), "--stitch-z", "0.5"]
+    assert main([*args, "-o", str(tmp_path / "whole"), "--format", "tif"]) == 0  # small: read whole, in memory
+    assert "plane 3/3" not in capsys.readouterr().err
+    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 50 * 50)  # this stack counts as large
     out = tmp_path / "out"
-    args = ["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]
-    assert main([*args, "--format", "zarr"]) == 0, capsys.readouterr().err
-    assert "block" not in capsys.readouterr().err  # the stack went through the plane loop
-    assert (out / "stack.zarr").is_dir()
+    assert main([*args, "-o", str(out), "--format", "zarr"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "plane 3/3" in err and "3D object(s) over 3 plane(s)" in err and "error" not in err
+    )  # lazily, a plane at a time
+    expected = tifffile.imread(tmp_path / "whole" / "stack.tif")
+    np.testing.assert_array_equal(_zarr_labels(out / "stack.zarr"), expected)  # the same stack normalisation
+    # a time series is not a Z stack: read whole
+    tifffile.imwrite(tmp_path / "movie.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "movie.tif"),
+                "-o",
+                str(out),
+                "--format",
+                "zarr",
+                "--model",
+                str(tiny_model_path),
+            ]
+        )
+        == 0
+    )
+    assert "plane 3/3" not in capsys.readouterr().err and (out / "movie.zarr").is_dir()

@@ -149,23 +149,26 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
 
 
 def _blockwise(f: Path, args: argparse.Namespace, formats: list[str]) -> bool:
-    """Whether an input goes block by block into an OME-Zarr.
+    """Whether an input goes block by block (a Z stack: a plane at a time) into an OME-Zarr.
 
-    OME-Zarr inputs do; so do TIFF planes above 6144 x 6144 with ``--cluster`` or ``--resume``, or
-    when the only output is OME-Zarr. Other images are one job each (one task per file on a cluster).
+    OME-Zarr inputs do; so do TIFF planes, and TIFF Z stacks, of more than 6144 x 6144 pixels in
+    all, with ``--cluster`` or ``--resume``, or when the only output is OME-Zarr. Other images are
+    one job each, read whole (one task per file on a cluster).
     """
     if is_zarr_dir(f):
         return True
     if f.suffix.lower() not in (".tif", ".tiff"):
         return False
-    if args.stitch_z is not None or args.diameter == "auto" or args.axes:
-        return False  # stacks, auto diameters and explicit axes: the per-file path
+    if args.diameter == "auto" or args.axes:
+        return False  # auto diameters and explicit axes: the per-file path
     try:
-        source = open_lazy(f)  # one 2D plane (with channels) only: stacks go plane by plane in memory
+        source = open_lazy(f, stack=True)  # 2D planes (with channels) and Z stacks; time series go in memory
     except ReadError:
         return False
+    if args.stitch_z is not None and source.depth == 1:
+        return False  # the per-file path notes that a 2D image has no planes to join
     h, w = source.plane_shape
-    return h * w > LARGE_PIXELS and (args.cluster is not None or args.resume or formats == ["zarr"])
+    return source.depth * h * w > LARGE_PIXELS and (args.cluster is not None or args.resume or formats == ["zarr"])
 
 
 def _segment_blockwise(
