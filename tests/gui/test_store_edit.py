@@ -72,6 +72,11 @@ def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
     saver.timer.stop()
 
 
+def _no_space(*_args):
+    """A write-back into a full disk."""
+    raise OSError(28, "No space left on device")
+
+
 def _rectangle(viewer, lazy, y0, y1, x0, x1):
     """A rectangle over pixels y0:y1, x0:x1 of the lazy layer, drawn in world coordinates."""
     corners = np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]], float)
@@ -165,11 +170,8 @@ def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(set
     one = int(win_layer.data[15, 15])
     win_layer.paint((50, 50), one)
 
-    def refuse(self, data=None):
-        raise OSError(28, "No space left on device")
-
     with monkeypatch.context() as m:
-        m.setattr(StoreWindow, "write_back", refuse)
+        m.setattr(StoreWindow, "write_back", _no_space)
         saver.save_dirty()
         saver.finish_write_backs()
         assert len(list(saver.folder.glob("*.tif"))) == 1  # nothing lost meanwhile: a TIFF autosave at once
@@ -190,11 +192,8 @@ def test_write_back_button_on_a_store_that_refuses_keeps_an_autosave_and_says_so
     win_layer = row.open_window()
     win_layer.paint((50, 50), 2)
 
-    def refuse(_layer):
-        raise OSError(28, "No space left on device")
-
     with monkeypatch.context() as m:
-        m.setattr(autosave, "write_back", refuse)
+        m.setattr(autosave, "write_back", _no_space)
         assert row.write_all() == [] and row.write_all() == []
     assert "Not written back" in row.status.text()
     assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
@@ -211,10 +210,7 @@ def test_corrections_the_store_refuses_at_close_or_quit_are_kept_as_an_autosave(
     win_layer = row.open_window()
     win_layer.paint((50, 50), 2)
 
-    def refuse(_layer):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(autosave, "write_back", refuse)
+    monkeypatch.setattr(autosave, "write_back", _no_space)
     if how == "close":
         viewer.layers.remove(win_layer)
     saver.discard_session()  # what napari's quit runs
