@@ -216,4 +216,10 @@ def test_a_z_stack_goes_a_plane_at_a_time_joined_into_3d_objects(
     assert want.shape == stack.shape and want.any()
     np.testing.assert_array_equal(np.asarray(layer.data), want)
     np.testing.assert_array_equal(want[0], want[2])  # the same nuclei in every plane: one 3D id each
+    assert store_window(layer) is not None  # small: the whole stack opens editable, written back as you edit
+    layer.data_setitem((np.array([1]), np.array([5]), np.array([7])), layer.selected_label)  # a new object
+    report = write_back(layer)
+    assert report.pixels == 1 and list(report.new_ids.values()) == [int(want.max()) + 1]
+    out = zarr.open_group(str(tmp_path / "out" / "stack.zarr"), mode="r")["labels"]
+    assert np.asarray(out[next(iter(out.group_keys()))]["0"])[1, 5, 7] == want.max() + 1
     assert not errors

@@ -258,3 +258,49 @@ def test_a_read_only_store_is_refused_with_a_clear_message(setup, monkeypatch):
     monkeypatch.setattr(store_edits.os, "access", lambda p, mode: False if str(p) == str(path) else real(p, mode))
     _rectangle(viewer, lazy, 0, 50, 0, 50)
     assert row.open_window() is None and "read-only" in errors[-1]
+
+
+def test_a_z_stack_store_is_corrected_in_a_window_of_the_planes_around_the_one_on_screen(
+    make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot
+):
+    errors: list[str] = []
+    monkeypatch.setattr(store_edit, "show_error", lambda m: errors.append(str(m)))
+    monkeypatch.setattr(readers, "LAZY_LABELS_BYTES", 0)
+    full = np.zeros((7, 120, 160), np.uint32)
+    for z in range(7):
+        full[z, 20:50, 30:70] = 1
+        full[z, 70:100, 90:140] = 2
+    store = LabelsStore.create(
+        tmp_path / "stack.zarr", job={"input": "s.tif"}, shape=full.shape, block=64, region=0, n_blocks=0
+    )
+    for z, plane in enumerate(full):
+        store.write_plane(z, plane, final=True, record={})
+    path = store.finish({"max_label": 2})
+    viewer = make_napari_viewer_proxy()
+    ((data, kwargs, _kind),) = read_ome_zarr(path)
+    lazy = viewer.add_labels(data, **kwargs)
+    assert lazy.ndim == 3 and not lazy.editable
+    calls = {name: (lambda *a, **k: None) for name in DockCalls.__dataclass_fields__}
+    calls["region_choice"] = lambda: "rectangle"
+    session = Session(viewer)
+    session.register(DockCalls(**calls))
+    saver = Autosaver(viewer, session.tracker, folder=tmp_path / "autosave")
+    row = StoreCorrections(session, saver.write_back_now)
+    qtbot.addWidget(row)
+    box = [[5, 10, 20], [5, 10, 149], [5, 109, 149], [5, 109, 20]]  # drawn on plane 5, as napari draws on a stack
+    viewer.add_shapes([box], shape_type="rectangle", name="box")
+    viewer.layers.selection.active = lazy
+    viewer.dims.set_current_step(0, 5)
+    monkeypatch.setattr(store_edit, "MAX_WINDOW_PIXELS", 100 * 130 * 3)  # three planes of the rectangle fit
+    win_layer = row.open_window()
+    assert win_layer is not None, errors
+    assert store_window(win_layer).bounds == (4, 7, 10, 110, 20, 150)  # around plane 5, kept inside the stack
+    np.testing.assert_allclose(win_layer.translate, (4, 10, 20))
+    win_layer.data_setitem((np.array([1]), np.array([60]), np.array([60])), 2)  # plane 5
+    (report,) = row.write_all()
+    assert report.chunks == [(5, 1, 1)]  # plane 5, row and column of 64 px chunks
+    expected = full.copy()
+    expected[5, 70, 80] = 2
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(str(path), mode="r")["labels"]["labels"]["0"]), expected)
+    saver.timer.stop()
+    assert not errors

@@ -191,3 +191,27 @@ def test_tiling_of_small_cells_opens_as_labels_and_blank_first_planes_are_skippe
     tifffile.imwrite(tmp_path / "stack.tif", noisy)
     assert read_labels(tmp_path / "stack.tif")[0][2] == "image"
     assert read_labels(tmp_path / "stack.tif", force=True)[0][2] == "labels"  # the export command insists
+
+
+@pytest.mark.parametrize("shape", [(120, 160), (7, 120, 160)])
+def test_lazy_labels_of_one_level_open_as_two_for_napari(tmp_path, monkeypatch, shape):
+    """napari takes a list of one array for that array's levels: a store of one level gets a lazy second."""
+    from napari.layers import Labels
+
+    from napari_unet_loop.io import readers
+    from napari_unet_loop.io.chunked import LabelsStore
+
+    full = np.zeros(shape, np.uint32)
+    full[..., 20:50, 30:70] = 1
+    store = LabelsStore.create(tmp_path / "one.zarr", job={"input": "x"}, shape=shape, block=64, region=0, n_blocks=0)
+    if len(shape) == 3:
+        for z, plane in enumerate(full):
+            store.write_plane(z, plane, final=True, record={})
+    else:
+        store.write_core((0, 0), full, 0)
+    monkeypatch.setattr(readers, "LAZY_LABELS_BYTES", 0)
+    ((data, kwargs, kind),) = readers.read_ome_zarr(store.finish({}))
+    assert kind == "labels" and kwargs["multiscale"] and len(data) == 2
+    layer = Labels(data, **kwargs)
+    assert layer.ndim == len(shape) and layer.level_shapes[1].tolist() == [*shape[:-2], 60, 80]
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), full)

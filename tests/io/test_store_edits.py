@@ -268,3 +268,74 @@ def test_a_new_object_beyond_the_stores_id_range_is_refused(tmp_path):
     win.data[40:45, 40:45] = 999  # new to the window
     with pytest.raises(StoreEditError, match="no id left"):
         win.write_back()
+
+
+STACK = (6, 150, 200)
+
+
+def stack_blobs() -> np.ndarray:
+    """A Z stack of cuboids (ids 1..k), each a few planes deep, some cut by chunk borders."""
+    full = np.zeros(STACK, np.uint32)
+    k = 0
+    for z in (0, 3):
+        for y in range(5, STACK[1] - 20, 45):
+            for x in range(5, STACK[2] - 20, 45):
+                k += 1
+                full[z : z + 3, y : y + 20, x : x + 20] = k
+    return full
+
+
+def build_stack(target, full: np.ndarray):
+    """A finished plane-at-a-time labels store of a Z stack (chunks one plane deep, levels in Y and X)."""
+    store = LabelsStore.create(
+        target, job={"input": "s.tif"}, shape=full.shape, block=64, region=0, n_blocks=0, z_scale=2.0
+    )
+    for z, plane in enumerate(full):
+        store.write_plane(z, plane, final=True, record={"n": int(plane.max())})
+    return store.finish({"max_label": int(full.max())})
+
+
+def test_a_z_stack_store_is_corrected_in_a_box_of_planes_at_every_level(tmp_path):
+    full = stack_blobs()
+    path = build_stack(tmp_path / "stack.zarr", full)
+    editor = StoreEditor(path)
+    assert editor.ndim == 3 and editor.shape == STACK and editor.chunks[0] == 1
+    win = editor.window(20, 140, 30, 190, planes=(1, 5))
+    assert win.bounds == (1, 5, 20, 140, 30, 190)
+    np.testing.assert_array_equal(win.data, full[1:5, 20:140, 30:190])
+    one = int(full[1, 60, 60])  # a cuboid of planes 0-2
+    assert one and win.data[0, 40, 30] == one
+    win.data[1:3, 40:60, 40:80] = one  # grown onto planes 2 and 3, over a chunk border
+    win.data[3, 100:110, 100:110] = int(win.data.max()) + 1  # a new object on one plane
+    report = win.write_back()
+    (new,) = report.new_ids.values()
+    assert new == full.max() + 1
+    expected = full.copy()
+    expected[1:5, 20:140, 30:190] = np.where(win.data == int(win.data.max()), new, win.data)
+    group = zarr.open_group(str(path), mode="r")["labels"]["labels"]
+    for k in range(len(list(group.arrays()))):
+        np.testing.assert_array_equal(np.asarray(group[str(k)]), expected[:, :: 2**k, :: 2**k], err_msg=f"level {k}")
+    touched = {(z, y // 64, x // 64) for z, y, x in zip(*np.nonzero(expected != full))}
+    assert report.chunks == sorted(touched) and all(len(c) == 3 for c in report.chunks)
+    assert editor.revert() == len(touched)  # the way back works per plane chunk too
+    np.testing.assert_array_equal(np.asarray(group["0"]), full)
+    with pytest.raises(StoreEditError, match="holds no pixel"):
+        editor.window(0, 10, 0, 10, planes=(6, 9))
+
+
+def test_a_z_stack_exported_by_write_ome_zarr_is_corrected_as_it_samples(tmp_path):
+    full = stack_blobs()
+    path = tmp_path / "e.zarr"
+    write_ome_zarr(path, full, axes="zyx")
+    win = StoreEditor(path).window(0, 150, 0, 200)  # every plane by default
+    assert win.data.shape == STACK
+    win.data[2:4, 10:90, 10:90] = 7
+    win.write_back()
+    edited = full.copy()
+    edited[2:4, 10:90, 10:90] = 7
+    again = tmp_path / "again.zarr"
+    write_ome_zarr(again, edited, axes="zyx")
+    got, want = export_levels(path), export_levels(again)
+    assert len(got) == len(want) >= 2
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"level {k}")

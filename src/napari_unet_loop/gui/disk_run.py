@@ -19,6 +19,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
@@ -235,9 +236,9 @@ class DiskRun(QWidget):
             nd = (data[0] if isinstance(data, list) else data).ndim  # 3 for a stack: (Z, Y, X)
             scale, translate = list(image.scale)[-nd:], list(image.translate)[-nd:]
             how = "to correct it, select it and use Correct region in store"
-            if not isinstance(data, list) and data.ndim == 2 and data.size <= WHOLE_WINDOW_PIXELS:
+            if not isinstance(data, list) and data.size <= WHOLE_WINDOW_PIXELS:
                 try:  # small enough to hold: the layer is a window over the whole store, written back as you edit
-                    window = StoreWindow(StoreEditor(store), (0, 0), data)
+                    window = StoreWindow(StoreEditor(store), (0,) * data.ndim, np.asarray(data))
                 except StoreEditError as exc:
                     show_error(f"{exc}: the labels open as a layer whose edits stay in napari")
                 else:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
@@ -153,22 +154,33 @@ class StoreCorrections(QWidget):
         )
 
     def open_window(self) -> Labels | None:
-        """Read the chosen region of the selected store labels layer into a new labels layer; return it."""
+        """Read the chosen region of the selected store labels layer into a new labels layer; return it.
+
+        In a Z stack the window takes every plane when they fit in :data:`MAX_WINDOW_PIXELS`,
+        else as many as fit around the plane on screen.
+        """
         viewer = self.session.viewer
         try:
             layer = self._store_layer()
             path = store_path(layer)
-            if layer.ndim != 2:
-                raise StoreEditError("only 2D store labels are corrected by region")
+            if layer.ndim not in (2, 3):
+                raise StoreEditError("only 2D store labels and Z stacks are corrected by region")
             choose = rectangle_region if self.session.region_choice() == "rectangle" else visible_region
             region = choose(viewer, layer)
-            if region.shape[0] * region.shape[1] > MAX_WINDOW_PIXELS:
+            area = region.shape[0] * region.shape[1]
+            if area > MAX_WINDOW_PIXELS:
                 raise RegionError(
                     f"the region is {region.shape[0]} x {region.shape[1]} px: zoom in (or draw a smaller rectangle "
                     "and choose Region: Inside the rectangle) to at most 4096 x 4096 px at a time"
                 )
             editor = StoreEditor(path, name=None)
-            window = editor.window(region.y0, region.y1, region.x0, region.x1)
+            planes = None
+            if editor.ndim == 3:
+                depth, fit = editor.shape[0], max(1, MAX_WINDOW_PIXELS // area)
+                here = int(np.clip(np.round(layer.world_to_data(viewer.dims.point)[0]), 0, depth - 1))
+                z0 = int(np.clip(here - fit // 2, 0, max(0, depth - fit)))
+                planes = (z0, min(depth, z0 + fit))
+            window = editor.window(region.y0, region.y1, region.x0, region.x1, planes=planes)
         except (StoreEditError, RegionError, OSError) as exc:
             show_error(str(exc))
             return None
@@ -177,11 +189,12 @@ class StoreCorrections(QWidget):
             return None
         if editor.recovered:
             show_info(f"{editor.recovered} chunk(s) of corrections a crash had interrupted were written to {path.name}")
-        y0, y1, x0, x1 = window.bounds
+        b, nd = window.bounds, editor.ndim
+        where = ", ".join(f"{b[2 * k]}:{b[2 * k + 1]}" for k in range(nd))
         new = add_window_layer(
-            viewer, window, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] (store)", layer.scale[-2:], layer.translate[-2:]
+            viewer, window, f"{layer.name} [{where}] (store)", layer.scale[-nd:], layer.translate[-nd:]
         )
-        self.status.setText(f"Correcting {path.name} [{y0}:{y1}, {x0}:{x1}]; changes go back at each autosave")
+        self.status.setText(f"Correcting {path.name} [{where}]; changes go back at each autosave")
         return new
 
     def write_all(self) -> list[WriteReport]:

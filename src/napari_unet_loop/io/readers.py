@@ -420,6 +420,8 @@ def read_ome_zarr(path: str | os.PathLike) -> list[LayerData]:
             level0 = node.data[0]
             if level0.nbytes > LAZY_LABELS_BYTES:
                 data: Any = list(node.data)
+                if len(data) == 1:  # napari reads a list of one array as that array's levels: add a lazy one
+                    data.append(data[0][..., ::2, ::2])
             else:
                 data = np.asarray(level0)
             label_axes = axes.upper() if axes.upper() in LABEL_AXES else _stack_axes_for(level0.ndim, None)

@@ -1,20 +1,21 @@
 """Corrections to a labels OME-Zarr on disk, written back chunk by chunk and safe against crashes.
 
 A labels store larger than memory is corrected a window at a time: :meth:`StoreEditor.window`
-reads a rectangle of the full-resolution labels into memory, :meth:`StoreWindow.write_back`
-writes it back. Only the pixels that changed since the window was read (or last written back)
-are written, so two windows that overlap do not undo each other; only the chunks they fall in
-are touched, and every multiscale level of those chunks is brought up to date (nearest
-neighbour: level ``k`` holds every ``f``-th pixel of level 0, as the store was built).
+reads a rectangle of the full-resolution labels (of a Z stack: a box, a range of planes deep)
+into memory, :meth:`StoreWindow.write_back` writes it back. Only the pixels that changed since
+the window was read (or last written back) are written, so two windows that overlap do not undo
+each other; only the chunks they fall in are touched, and every multiscale level of those chunks
+is brought up to date (nearest neighbour: level ``k`` holds every ``f``-th pixel of level 0, as
+the store was built).
 
 What keeps corrections safe lives in ``<store>/_edits/``:
 
-``pending/<row>_<col>.npy``
+``pending/<row>_<col>.npy`` (``<plane>_<row>_<col>.npy`` in a Z stack)
     A chunk's new content, written (atomically) before the chunk itself and removed once every
     level of it is written. A crash in between leaves it behind; the next :class:`StoreEditor`
     on the store writes it again (:meth:`StoreEditor.recover`) before anything else, so a
     half-written chunk never stays.
-``originals/<row>_<col>.npy``
+``originals/<row>_<col>.npy`` (as above)
     A chunk as it was before its first correction: the way back (:meth:`StoreEditor.revert`).
 ``log.jsonl``
     One line per write-back: when, the window, the chunks and the pixels changed.
@@ -48,7 +49,7 @@ ATTRS = "napari_unet_loop"
 
 
 class StoreEditError(ExportError):
-    """A store that cannot be corrected in place (not an OME-Zarr labels store, not 2D, read-only)."""
+    """A store that cannot be corrected in place (not an OME-Zarr labels store, not 2D or 3D, read-only)."""
 
 
 @dataclass
@@ -60,13 +61,13 @@ class WriteReport:
     pixels : int
         Pixels whose label changed.
     chunks : list of tuple of int
-        Level-0 chunks written, as ``(row, column)`` chunk indices.
+        Level-0 chunks written, as ``(row, column)`` chunk indices (``(plane, row, column)`` in a Z stack).
     new_ids : dict
         Ids drawn in the window mapped to the ids they got in the store (this write-back only).
     """
 
     pixels: int = 0
-    chunks: list[tuple[int, int]] = field(default_factory=list)
+    chunks: list[tuple[int, ...]] = field(default_factory=list)
     new_ids: dict[int, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -76,13 +77,12 @@ class WriteReport:
         return f"{self.pixels} pixel(s) in {len(self.chunks)} chunk(s){new}"
 
 
-def _key(chunk: tuple[int, int]) -> str:
-    return f"{chunk[0]}_{chunk[1]}"
+def _key(chunk: tuple[int, ...]) -> str:
+    return "_".join(str(int(i)) for i in chunk)
 
 
-def _unkey(name: str) -> tuple[int, int]:
-    a, b = name.split("_")
-    return int(a), int(b)
+def _unkey(name: str) -> tuple[int, ...]:
+    return tuple(int(i) for i in name.split("_"))
 
 
 def _save_npy(path: Path, data: np.ndarray) -> None:
@@ -167,13 +167,14 @@ def _level_sampling(datasets: list[dict], shapes: list[tuple[int, ...]]) -> list
     recognised by their translations and followed level by level, since their transforms give the
     geometry, not the pixels picked.
     """
-    transforms = [_transform(d, 2) for d in datasets]
+    ndim = len(shapes[0])
+    transforms = [_transform(d, ndim) for d in datasets]
     n0 = shapes[0]
     if _resized(transforms):
-        out = [tuple(np.arange(n) for n in n0[-2:])]
+        out = [tuple(np.arange(n) for n in n0)]
         for prev, shape in zip(shapes[:-1], shapes[1:], strict=False):
             step = []
-            for a in (0, 1):
+            for a in range(ndim):
                 j = np.arange(shape[a])
                 src = np.minimum(np.floor((j + 0.5) * prev[a] / shape[a]).astype(np.int64), prev[a] - 1)
                 step.append(out[-1][a][src])
@@ -186,7 +187,7 @@ def _level_sampling(datasets: list[dict], shapes: list[tuple[int, ...]]) -> list
                 n0[a], shape[a], None if scale0 is None else scale0[a], shift0[a],
                 None if scale is None else scale[a], shift[a],
             )
-            for a in (0, 1)
+            for a in range(ndim)
         )
         for (scale, shift), shape in zip(transforms, shapes, strict=True)
     ]  # fmt: skip
@@ -207,7 +208,8 @@ class StoreEditor:
     Raises
     ------
     StoreEditError
-        The folder is not a finished OME-Zarr labels store of 2D labels, or cannot be written.
+        The folder is not a finished OME-Zarr labels store of 2D or 3D (Z stack) labels, or cannot
+        be written.
     """
 
     def __init__(self, path: str | os.PathLike, name: str | None = None) -> None:
@@ -226,10 +228,12 @@ class StoreEditor:
         datasets = _datasets(self.group)
         self.levels = [self.group[str(d["path"])] for d in datasets]
         base = self.levels[0]
-        if base.ndim != 2:
-            raise StoreEditError(f"only 2D labels are corrected in place (these have {base.ndim} dimensions)")
-        self.shape: tuple[int, int] = (int(base.shape[0]), int(base.shape[1]))
-        self.chunks: tuple[int, int] = (int(base.chunks[0]), int(base.chunks[1]))
+        if base.ndim not in (2, 3):
+            raise StoreEditError(
+                f"only 2D labels and Z stacks are corrected in place (these have {base.ndim} dimensions)"
+            )
+        self.shape: tuple[int, ...] = tuple(int(n) for n in base.shape)
+        self.chunks: tuple[int, ...] = tuple(int(n) for n in base.chunks)
         self.dtype = np.dtype(base.dtype)
         self.sampling = _level_sampling(datasets, [tuple(int(n) for n in a.shape) for a in self.levels])
         self.folder = self.path / EDITS
@@ -237,9 +241,19 @@ class StoreEditor:
 
     # ---------------------------------------------------------------- reading
 
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Rows ``y0:y1`` and columns ``x0:x1`` of the full-resolution labels."""
-        return np.asarray(self.levels[0][y0:y1, x0:x1])
+    @property
+    def ndim(self) -> int:
+        """2 for a plane, 3 for a Z stack."""
+        return len(self.shape)
+
+    def read(self, *bounds: int) -> np.ndarray:
+        """Part of the full-resolution labels.
+
+        ``read(y0, y1, x0, x1)``: rows ``y0:y1``, columns ``x0:x1``; in a Z stack
+        ``read(z0, z1, y0, y1, x0, x1)``.
+        """
+        where = tuple(slice(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True))
+        return np.asarray(self.levels[0][where])
 
     def _attrs(self) -> dict[str, Any]:
         """The plugin's root attributes as they are on disk now (other editors of the store may have moved them)."""
@@ -252,11 +266,9 @@ class StoreEditor:
         meta = self._attrs()
         if "max_label" in meta:
             return int(meta["max_label"])
-        base, (cy, cx) = self.levels[0], self.chunks
         top = 0
-        for y in range(0, self.shape[0], cy):
-            for x in range(0, self.shape[1], cx):
-                top = max(top, int(np.max(base[y : y + cy, x : x + cx], initial=0)))
+        for chunk in np.ndindex(*self.grid):
+            top = max(top, int(np.max(self.levels[0][self._chunk_slices(chunk)], initial=0)))
         self._set_max_label(top)
         return top
 
@@ -269,31 +281,51 @@ class StoreEditor:
         meta["max_label"] = max(int(value), int(meta.get("max_label", 0)))
         root.attrs[ATTRS] = meta
 
-    def window(self, y0: int, y1: int, x0: int, x1: int) -> StoreWindow:
-        """A window of the labels to correct in memory and write back (clipped to the store)."""
-        y0, x0 = max(0, int(y0)), max(0, int(x0))
-        y1, x1 = min(self.shape[0], int(y1)), min(self.shape[1], int(x1))
-        if y1 <= y0 or x1 <= x0:
-            raise StoreEditError(f"the window {y0}:{y1}, {x0}:{x1} holds no pixel of the {self.shape} labels")
-        return StoreWindow(self, (y0, x0), self.read(y0, y1, x0, x1))
+    def window(self, y0: int, y1: int, x0: int, x1: int, planes: tuple[int, int] | None = None) -> StoreWindow:
+        """A window of the labels to correct in memory and write back (clipped to the store).
+
+        Parameters
+        ----------
+        y0, y1, x0, x1 : int
+            Rows and columns.
+        planes : tuple of int, optional
+            In a Z stack, the planes ``z0:z1`` (all of them when omitted).
+        """
+        wanted = [(int(y0), int(y1)), (int(x0), int(x1))]
+        if self.ndim == 3:
+            wanted.insert(0, (0, self.shape[0]) if planes is None else (int(planes[0]), int(planes[1])))
+        elif planes is not None:
+            raise StoreEditError("planes are for Z stacks; these labels are one 2D plane")
+        bounds = [(max(0, a), min(n, b)) for (a, b), n in zip(wanted, self.shape, strict=True)]
+        if any(b <= a for a, b in bounds):
+            shown = ", ".join(f"{a}:{b}" for a, b in bounds)
+            raise StoreEditError(f"the window {shown} holds no pixel of the {self.shape} labels")
+        return StoreWindow(self, tuple(a for a, _ in bounds), self.read(*(v for ab in bounds for v in ab)))
 
     # ---------------------------------------------------------------- writing
 
-    def _chunk_slices(self, chunk: tuple[int, int]) -> tuple[slice, slice]:
-        (iy, ix), (cy, cx) = chunk, self.chunks
-        return slice(iy * cy, min((iy + 1) * cy, self.shape[0])), slice(ix * cx, min((ix + 1) * cx, self.shape[1]))
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True))
 
-    def _write_chunk(self, chunk: tuple[int, int], data: np.ndarray) -> None:
+    def _chunk_slices(self, chunk: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(chunk, self.chunks, self.shape, strict=True))
+
+    def _write_chunk(self, chunk: tuple[int, ...], data: np.ndarray) -> None:
         """Write a level-0 chunk's content into every level (the level pixels that show one of its pixels)."""
-        ys, xs = self._chunk_slices(chunk)
-        for arr, (iy, ix) in zip(self.levels, self.sampling, strict=True):
-            a, b = np.searchsorted(iy, ys.start), np.searchsorted(iy, ys.stop)
-            c, d = np.searchsorted(ix, xs.start), np.searchsorted(ix, xs.stop)
-            if b > a and d > c:
-                arr[a:b, c:d] = data[np.ix_(iy[a:b] - ys.start, ix[c:d] - xs.start)]
+        where = self._chunk_slices(chunk)
+        for arr, picks in zip(self.levels, self.sampling, strict=True):
+            spans = [
+                (np.searchsorted(p, s.start), np.searchsorted(p, s.stop)) for p, s in zip(picks, where, strict=True)
+            ]
+            if all(b > a for a, b in spans):
+                arr[tuple(slice(a, b) for a, b in spans)] = data[
+                    np.ix_(*(p[a:b] - s.start for p, (a, b), s in zip(picks, spans, where, strict=True)))
+                ]
 
     def _commit(
-        self, chunks: dict[tuple[int, int], np.ndarray], keep_originals: bool, journaled: Callable[[], None] | None
+        self, chunks: dict[tuple[int, ...], np.ndarray], keep_originals: bool, journaled: Callable[[], None] | None
     ) -> None:
         """Journal every chunk, then write them (see :meth:`recover`).
 
@@ -351,7 +383,7 @@ class StoreEditor:
         folder = self.folder / "pending"
         return folder.is_dir() and any(folder.glob("*.npy"))
 
-    def edited_chunks(self) -> list[tuple[int, int]]:
+    def edited_chunks(self) -> list[tuple[int, ...]]:
         """Chunks corrected since the store was written (those with an original kept)."""
         originals = self.folder / "originals"
         return sorted(_unkey(f.stem) for f in originals.glob("*.npy")) if originals.is_dir() else []
@@ -387,37 +419,40 @@ class StoreEditor:
         return out
 
 
-def _flat(slices: tuple[slice, slice]) -> tuple[int, int, int, int]:
-    ys, xs = slices
-    return ys.start, ys.stop, xs.start, xs.stop
+def _flat(slices: tuple[slice, ...]) -> tuple[int, ...]:
+    return tuple(v for s in slices for v in (s.start, s.stop))
 
 
 class StoreWindow:
-    """A rectangle of a store's labels held in memory, to correct and write back.
+    """A rectangle of a store's labels (a box of a Z stack's) held in memory, to correct and write back.
 
     Parameters
     ----------
     editor : StoreEditor
         The store.
     origin : tuple of int
-        Row and column of the window's first pixel in the store.
+        Row and column of the window's first pixel in the store (plane, row and column in a Z stack).
     labels : numpy.ndarray
         The window's labels as read; :attr:`data` is a copy to edit.
     """
 
-    def __init__(self, editor: StoreEditor, origin: tuple[int, int], labels: np.ndarray) -> None:
+    def __init__(self, editor: StoreEditor, origin: tuple[int, ...], labels: np.ndarray) -> None:
+        if len(origin) != editor.ndim or labels.ndim != editor.ndim:
+            raise StoreEditError(
+                f"a window of {editor.ndim}D labels needs a {editor.ndim}D origin and labels "
+                f"(got {len(origin)} and {labels.ndim})"
+            )
         self.editor = editor
-        self.origin = (int(origin[0]), int(origin[1]))
+        self.origin = tuple(int(o) for o in origin)
         self.data = labels.copy()
         self._written = labels.copy()  # what the store holds for the window, as far as this window knows
         self._known = set(np.unique(labels).tolist())  # ids the window held when read: not new objects
         self.remap: dict[int, int] = {}  # ids drawn here -> their ids in the store
 
     @property
-    def bounds(self) -> tuple[int, int, int, int]:
-        """``(y0, y1, x0, x1)`` of the window in the store."""
-        (y0, x0), (h, w) = self.origin, self.data.shape
-        return y0, y0 + h, x0, x0 + w
+    def bounds(self) -> tuple[int, ...]:
+        """``(y0, y1, x0, x1)`` of the window in the store (``(z0, z1, y0, y1, x0, x1)`` in a Z stack)."""
+        return tuple(v for o, n in zip(self.origin, self.data.shape, strict=True) for v in (o, o + n))
 
     def next_id(self) -> int:
         """An id no object of the store has: the one to draw a new object with."""
@@ -465,18 +500,17 @@ class StoreWindow:
                 lookup = dict(self.remap)
                 values = values.copy()
                 values[hit] = [lookup[int(v)] for v in values[hit]]
-        rows, cols = np.nonzero(changed)
-        y0, x0 = self.origin
-        cy, cx = self.editor.chunks
-        gy, gx = rows + y0, cols + x0
-        which = (gy // cy) * (self.editor.shape[1] // cx + 1) + gx // cx
-        chunks: dict[tuple[int, int], np.ndarray] = {}
+        where = [i + o for i, o in zip(np.nonzero(changed), self.origin, strict=True)]  # in the store
+        which = np.ravel_multi_index(
+            [g // c for g, c in zip(where, self.editor.chunks, strict=True)], self.editor.grid
+        )  # each changed pixel's chunk
+        chunks: dict[tuple[int, ...], np.ndarray] = {}
         for code in np.unique(which):
             sel = which == code
-            chunk = (int(gy[sel][0] // cy), int(gx[sel][0] // cx))
-            ys, xs = self.editor._chunk_slices(chunk)
-            content = self.editor.read(ys.start, ys.stop, xs.start, xs.stop).copy()
-            content[gy[sel] - ys.start, gx[sel] - xs.start] = values[sel]
+            chunk = tuple(int(i) for i in np.unravel_index(int(code), self.editor.grid))
+            slices = self.editor._chunk_slices(chunk)
+            content = self.editor.read(*_flat(slices)).copy()
+            content[tuple(g[sel] - s.start for g, s in zip(where, slices, strict=True))] = values[sel]
             chunks[chunk] = content
 
         report.pixels, report.chunks = int(changed.sum()), sorted(chunks)
