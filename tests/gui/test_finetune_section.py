@@ -313,6 +313,31 @@ def test_channel_axis_image_pairs_and_trains(qtbot, make_napari_viewer_proxy, ti
     assert samples[0].image.shape[-2:] == discs[0].shape
 
 
+def test_the_planes_of_a_z_stack_train_with_the_stacks_normalisation(
+    qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages
+):
+    from napari_unet_loop.core.image import intensity_limits, prepare_input
+
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    w.add_model_file(tiny_model_path)
+    image, labels = discs
+    stack = np.stack([2 * image, image]).astype(np.float32)  # a brighter plane (not annotated), then this one
+    viewer.add_image(stack, name="z")
+    viewer.add_labels(np.stack([np.zeros_like(labels), labels]), name="z labels")
+    ft = w.finetune_section
+    model = w.current_model()
+    norm = model.card.normalization
+    (sample,), _ = ft.build_samples(model)  # the annotated plane (the empty one is not trained on)
+    limits = [intensity_limits(stack, norm)]  # over the stack, as segmenting it takes them
+    together, alone = prepare_input(stack[1], 1, norm, limits=limits), prepare_input(stack[1], 1, norm)
+    assert np.abs(together - alone).max() > 0.05
+    np.testing.assert_allclose(sample.image, together, rtol=1e-5)
+    viewer.layers["z"].axis_labels = ("t", "y", "x")  # time points: each plane by its own percentiles
+    (sample,), _ = ft.build_samples(model)
+    np.testing.assert_allclose(sample.image, alone, rtol=1e-5)
+
+
 def test_helper_and_resegmented_layers_are_not_training_data(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)

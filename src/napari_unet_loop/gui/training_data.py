@@ -7,6 +7,7 @@ layout, channel and imaging choices from the section's ``session`` (:class:`.ses
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,15 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 from scipy import ndimage as ndi
 
+from ..core.axes import z_stack_of
 from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
 from ..core.model_files import Model
 from ..core.sampling import Sample
+from ..core.segment import SegmentSettings, stack_settings
 from ..io.images import ReadError, pair_files, read_image
-from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, stack_shape
+from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, stack_shape, z_position
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
 # kind one of "whole", "edited", "shapes"
@@ -169,6 +172,9 @@ class TrainingData:
             if not np.issubdtype(labels.data.dtype, np.integer):
                 raise InputError(f"labels '{labels.name}' are {labels.data.dtype}: label ids must be whole numbers")
             n_before = len(samples)
+            channel = self.session.image_channel(image)
+            stack_of = z_stack_of(stack_shape(image, lay), z_position(image, lay))
+            stacks: dict[tuple, SegmentSettings] = {}  # a Z stack's planes train as they are segmented: together
             for index in self._planes(labels, lay):
                 lab = np.asarray(labels.data[index])
                 if lab.min() < 0:
@@ -176,14 +182,20 @@ class TrainingData:
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
-                channel = self.session.image_channel(image)
+                fed = SegmentSettings(rgb=image.rgb or None, channel=channel, modality=modality)
+                if stack_of is not None:
+                    stack = tuple(stack_of(index))
+                    if stack not in stacks:
+                        stacks[stack] = stack_settings(model, partial(read_plane, image, lay), stack, fed)
+                    fed = stacks[stack]
                 x = prepare_input(
                     read_plane(image, lay, index),
                     card.architecture.in_channels,
                     card.normalization,
-                    rgb=image.rgb or None,
+                    rgb=fed.rgb,
                     channel=channel,
-                    modality=modality,
+                    limits=fed.limits,
+                    modality=fed.modality,
                 )
                 samples.append(Sample(x, lab, ignore, weight, name=f"{labels.name}{list(index) if index else ''}"))
             described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
