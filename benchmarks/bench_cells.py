@@ -122,8 +122,10 @@ def score(model: Model, heldout: list, **options) -> dict[str, Any]:
     return out
 
 
-def finetune(start: Model, items: list, minutes: float, rescale: bool, seed: int) -> tuple[Model, dict[str, Any]]:
-    """The ``train --from`` path on ``items``: returns the child and what the run did."""
+def finetune(
+    start: Model, items: list, minutes: float, rescale: bool, seed: int, freeze_encoder: bool = False
+) -> tuple[Model, dict[str, Any]]:
+    """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did."""
     card = copy.deepcopy(start.card)
     samples = []
     for name, img, lab in items:
@@ -133,7 +135,7 @@ def finetune(start: Model, items: list, minutes: float, rescale: bool, seed: int
     t0 = time.perf_counter()
     scaled = to_network_scale(samples, card) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
-    config = preset(True, minutes=minutes, seed=seed)
+    config = preset(True, minutes=minutes, seed=seed, freeze_encoder=freeze_encoder or None)
     net = copy.deepcopy(start.net)
     gen = iter_train(net, train, val, config, "cpu", card.postprocess)
     try:
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-k", type=int, default=2, help="k of the run without rescaling (0: none)")
     p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
     root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
@@ -182,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     start = load("default")
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
-    print(f"model    {start.name}: object diameter {start.card.diameter} px; fine-tune {args.minutes:g} min per run")
-    report: dict[str, Any] = {"minutes": args.minutes, "sets": {}}
+    frozen = ", encoder frozen" if args.freeze_encoder else ""
+    print(f"model    {start.name}: object diameter {start.card.diameter} px; {args.minutes:g} min per run{frozen}")
+    report: dict[str, Any] = {"minutes": args.minutes, "freeze_encoder": args.freeze_encoder, "sets": {}}
     for name in [s for s in args.sets.split(",") if s]:
         pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, args.seed)
         print(f"\n{name}: {desc}")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = [{"run": "start", **base}]
         plan = ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
         for k, rescale in plan:
-            child, run = finetune(start, pool_items[:k], args.minutes, rescale, args.seed)
+            child, run = finetune(start, pool_items[:k], args.minutes, rescale, args.seed, args.freeze_encoder)
             s = score(child, heldout)
             # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
             untuned = copy.copy(child)
