@@ -237,6 +237,28 @@ def test_closing_a_window_and_quitting_write_the_last_changes_back(setup):
     assert not list(saver.folder.glob("*.tif")) and errors == []
 
 
+def test_revert_puts_the_segmentation_back_and_reads_the_open_windows_again(setup, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((50, 50), 2)
+    row.write_all()
+    win_layer.paint((80, 20), 3)  # not written back yet
+    assert _on_disk(path)[50, 50] == 2
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.StandardButton.No)
+    assert row.revert_store() is None and _on_disk(path)[50, 50] == 2  # asked, and the user said no
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.StandardButton.Yes)
+    viewer.layers.selection.active = win_layer  # a window names its store too
+    assert row.revert_store() >= 1
+    np.testing.assert_array_equal(_on_disk(path), full)
+    np.testing.assert_array_equal(win_layer.data, full[:100, :100])  # the window shows the store again
+    assert not store_window(win_layer).dirty(win_layer.data)
+    assert row.revert_store(confirm=False) == 0 and "Nothing to revert" in row.status.text()
+    assert errors == []
+
+
 def test_correct_region_needs_a_store_layer_and_a_small_enough_region(setup, monkeypatch):
     viewer, lazy, row, _saver, _path, _full, errors = setup
     viewer.layers.selection.active = lazy

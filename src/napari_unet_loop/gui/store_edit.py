@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 from ..io.images import is_zarr_dir
 from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow, WriteReport
@@ -136,10 +136,17 @@ class StoreCorrections(QWidget):
         self.write_btn = QPushButton("Write back")
         self.write_btn.setToolTip("Write the corrections of every store window into its store now")
         self.write_btn.clicked.connect(lambda: self.write_all())
+        self.revert_btn = QPushButton("Revert...")
+        self.revert_btn.setToolTip(
+            "Put the segmentation back in every chunk of the selected store that was corrected (asks first); "
+            "its open correction windows are read again"
+        )
+        self.revert_btn.clicked.connect(lambda: self.revert_store())
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row.addWidget(self.open_btn)
         row.addWidget(self.write_btn)
+        row.addWidget(self.revert_btn)
         row.addWidget(self.status, 1)
 
     def _store_layer(self) -> Labels:
@@ -196,6 +203,53 @@ class StoreCorrections(QWidget):
         )
         self.status.setText(f"Correcting {path.name} [{where}]; changes go back at each autosave")
         return new
+
+    def revert_store(self, confirm: bool = True) -> int | None:
+        """Put the segmentation back in the corrected chunks of the selected store; return how many.
+
+        The store is the selected layer's: a store labels layer, or a correction window over one.
+        Its windows are written back first (so no write-back lands after the revert), then read
+        again from the reverted store. Returns ``None`` when refused or not confirmed.
+        """
+        viewer = self.session.viewer
+        active = viewer.layers.selection.active
+        try:
+            window = store_window(active)
+            path = window.editor.path if window is not None else store_path(self._store_layer())
+            editor = StoreEditor(path, name=None)
+            count = len(editor.edited_chunks())
+        except (StoreEditError, OSError) as exc:
+            show_error(str(exc))
+            return None
+        if not count:
+            self.status.setText(f"Nothing to revert: no chunk of {path.name} was corrected")
+            return 0
+        question = (
+            f"Put the segmentation back in the {count} corrected chunk(s) of {path.name}? The corrections in them "
+            "are lost; open correction windows over it are read again."
+        )
+        if confirm and QMessageBox.question(self, "Revert store", question) != QMessageBox.StandardButton.Yes:
+            return None
+        windows = [
+            layer
+            for layer in viewer.layers
+            if (w := store_window(layer)) is not None and w.editor.path.resolve() == Path(path).resolve()
+        ]
+        for layer in windows:
+            if store_window(layer).dirty(unwrap(layer).data):
+                self.write(layer)  # after the write-backs under way: nothing of theirs lands after the revert
+        try:
+            reverted = editor.revert()
+        except (StoreEditError, OSError) as exc:
+            show_error(f"Reverting {path.name} failed: {exc}. Running Revert again finishes it.")
+            return None
+        for layer in windows:
+            window = store_window(layer)
+            layer.data = window.reload()
+            layer.selected_label = window.next_id()
+        refresh_store_layers(viewer, Path(path))
+        self.status.setText(f"Reverted {reverted} chunk(s) of {path.name} to the segmentation")
+        return reverted
 
     def write_all(self) -> list[WriteReport]:
         """Write every window's changes into its store; return the reports of those written."""

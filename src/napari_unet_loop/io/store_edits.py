@@ -525,6 +525,19 @@ class StoreWindow:
         self.editor._commit(chunks, keep_originals=True, journaled=journaled)
         return report
 
+    def reload(self) -> np.ndarray:
+        """Read the window's labels from the store again (after :meth:`StoreEditor.revert`); return them.
+
+        What was drawn in the window and not written back is dropped; ids handed out before stay
+        used (the store's largest id never goes down).
+        """
+        self.editor.recover()
+        fresh = self.editor.read(*self.bounds)
+        self.data, self._written = fresh.copy(), fresh.copy()
+        self._known = set(np.unique(fresh).tolist())
+        self.remap = {}
+        return self.data
+
     def dirty(self, data: np.ndarray | None = None) -> bool:
         """Whether the labels differ from what was last written back, or a write-back is still in the journal."""
         data = self.data if data is None else np.asarray(data)
