@@ -1135,6 +1135,20 @@ def test_a_large_tiff_stack_goes_a_plane_at_a_time_into_ome_zarr_as_in_memory(
     )  # lazily, a plane at a time
     expected = tifffile.imread(tmp_path / "whole" / "stack.tif")
     np.testing.assert_array_equal(_zarr_labels(out / "stack.zarr"), expected)  # the same stack normalisation
+    # without --stitch-z the same objects, with ids that run on over the stack (in memory: from 1 in each plane)
+    plain = [a for a in args if a not in ("--stitch-z", "0.5")]
+    assert main([*plain, "-o", str(tmp_path / "whole2"), "--format", "tif"]) == 0
+    assert main([*plain, "-o", str(tmp_path / "lazy2"), "--format", "zarr"]) == 0
+    capsys.readouterr()
+    per_plane, over_stack = (
+        tifffile.imread(tmp_path / "whole2" / "stack.tif"),
+        _zarr_labels(tmp_path / "lazy2" / "stack.zarr"),
+    )
+    for a, b in zip(per_plane, over_stack, strict=True):
+        pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+        assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]  # one to one
+    ids = [set(np.unique(p[p > 0]).tolist()) for p in over_stack]
+    assert all(not (x & y) for k, x in enumerate(ids) for y in ids[k + 1 :])  # no id in two planes
     # a time series is not a Z stack: read whole
     tifffile.imwrite(tmp_path / "movie.tif", stack, imagej=True, metadata={"axes": "TYX"})
     assert (

@@ -326,11 +326,42 @@ def test_planes_of_a_z_stack_segment_alike_alone_or_together(model, discs):
     assert not np.array_equal(apart[(0,)].result.probs, together[(0,)].result.probs)
 
 
-def test_a_plane_of_nan_in_a_stack_stops_the_run_with_its_position(model, discs):
+def test_a_plane_of_nan_in_a_stack_stops_the_run_with_its_position(model, discs, monkeypatch):
     from napari_unet_loop.core.axes import z_stack_of
-    from napari_unet_loop.core.segment import PlaneError, SegmentSettings, iter_segment_planes
+    from napari_unet_loop.core.segment import PlaneDone, PlaneError, SegmentSettings, iter_segment_planes
 
     stack = _noisy_stack(discs)
-    stack[2, 5, 5] = np.nan
-    with pytest.raises(PlaneError, match="NaN"):
+    stack[2, 4, 4] = np.nan  # in the pixels the stack's normalisation reads
+    with pytest.raises(PlaneError, match=r"plane \(2,\): it holds NaN") as caught:
         run(iter_segment_planes(model, lambda i: stack[i[0]], [(0,), (1,)], SegmentSettings(), z_stack_of((4,), 0)))
+    assert caught.value.index == (2,)  # the plane at fault, not the one being segmented
+    from napari_unet_loop.core import segment as seg
+
+    monkeypatch.setattr(seg, "STACK_PIXELS", 4 * 32 * 32)  # every other row and column of each plane is read
+    stack[2, 4, 4], stack[1, 5, 5] = 0.0, np.nan  # in a pixel it does not read: found when plane 1 is segmented
+    done = []
+    with pytest.raises(PlaneError, match=r"plane \(1,\).*NaN"):
+        run(
+            iter_segment_planes(model, lambda i: stack[i[0]], [(0,), (1,)], SegmentSettings(), z_stack_of((4,), 0)),
+            lambda item: done.append(item.index) if isinstance(item, PlaneDone) else None,
+        )
+    assert done == [(0,)]
+
+
+@pytest.mark.parametrize("kind", ["rgb", "channel"])
+def test_a_plane_blank_in_what_is_read_stays_blank_in_a_normalised_stack(model, discs, kind):
+    """Blank is judged on what the network reads: the chosen channel, or an RGB plane of one colour."""
+    from napari_unet_loop.core.axes import z_stack_of
+    from napari_unet_loop.core.segment import SegmentSettings, iter_segment_planes
+
+    grey = _noisy_stack(discs)[:3]
+    if kind == "rgb":
+        stack = np.repeat(grey[..., None], 3, axis=-1).clip(0, 255).astype(np.uint8)
+        stack[1] = (200, 30, 90)  # one flat colour
+        settings = SegmentSettings(rgb=True)
+    else:
+        stack = np.stack([grey, np.random.default_rng(1).normal(size=grey.shape)], axis=-1).astype(np.float32)
+        stack[1, ..., 0] = 3.0  # the chosen channel is blank, the other is not
+        settings = SegmentSettings(channel=0)
+    summary = run(iter_segment_planes(model, lambda i: stack[i[0]], [(0,), (1,), (2,)], settings, z_stack_of((3,), 0)))
+    assert summary.blank == [(1,)]

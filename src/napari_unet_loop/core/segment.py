@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .image import ConstantImageError, InputError, prepare_input
+from .image import ConstantImageError, InputError, input_limits, prepare_input
 from .modality import input_modality
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
@@ -141,8 +141,6 @@ def iter_segment(
     kind = input_modality(model, image, modality, rgb, channel)
     if limits is not None:
         limits = [(float(lo), float(hi)) for lo, hi in limits]
-        if isinstance(image, np.ndarray) and image.size and image.min() == image.max():
-            raise ConstantImageError(f"image is constant (every pixel is {image.flat[0]}): nothing to segment")
     options = dict(
         device=device, tile=tile, precision=precision, postprocess=postprocess, rgb=rgb, channel=channel,
         batch_size=batch_size, tta=tta, block=block, modality=kind or "none", limits=limits,
@@ -154,6 +152,10 @@ def iter_segment(
     d, factor = diameter_factor(model, diameter)
     pp = postprocess_at(postprocess or model.card.postprocess, factor)
     if block is not None or h * w > LARGE_PIXELS:
+        if limits is not None:  # a blank plane stays blank: its own percentiles (a subsample) say so
+            input_limits(
+                image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, modality=kind
+            )
         labels = yield from iter_segment_blocks(
             model,
             image,
@@ -174,6 +176,8 @@ def iter_segment(
     x = prepare_input(
         image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, limits, modality=kind
     )
+    if limits is not None and any(c.min() == c.max() for c in x):  # a blank plane of a stack stays blank
+        raise ConstantImageError("image is constant (one value everywhere, in the channel read): nothing to segment")
     if factor != 1.0:
         x = resize(x, scaled_shape((h, w), factor))
     probs = yield from iter_predict(
@@ -486,11 +490,13 @@ def stack_settings(
 
     Raises
     ------
+    PlaneError
+        For a plane holding NaN or infinity (in the pixels read here; the others are found when
+        the plane is segmented).
     InputError
-        For a modality the model cannot use, or planes holding NaN or infinity.
+        For a modality the model cannot use.
     """
     from .channels import sample_step
-    from .image import input_limits
 
     if len(stack) < 2 or settings.limits is not None:
         return settings
@@ -502,7 +508,13 @@ def stack_settings(
     for index in picked:
         plane = read(index)
         step = sample_step(np.shape(plane)[:2], STACK_PIXELS // len(picked))
-        samples.append(np.asarray(plane[::step, ::step]))
+        sample = np.array(plane[::step, ::step])  # a copy: the plane itself is not kept
+        del plane
+        if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+            raise PlaneError(
+                index, len(stack), InputError("it holds NaN or infinite values; replace them (e.g. with 0) first")
+            )
+        samples.append(sample)
     mosaic = np.concatenate(samples, axis=0)  # the planes' samples one under another: one image
     rgb = settings.rgb if mosaic.ndim == 3 else None
     kind = input_modality(model, mosaic, settings.modality, rgb, settings.channel)
@@ -637,6 +649,8 @@ def iter_segment_planes(
             if stack not in stacks:
                 try:
                     stacks[stack] = stack_settings(model, read, stack, settings)
+                except PlaneError:  # it names the plane of the stack at fault
+                    raise
                 except InputError as exc:
                     raise PlaneError(index, total, exc) from exc
             plane_settings = stacks[stack]

@@ -258,15 +258,15 @@ class StoreCorrections(QWidget):
             window = store_window(layer)
             if window is None or not window.dirty(unwrap(layer).data):
                 continue
-            report, ok = self.write(layer)
+            report, ok = self.write(layer)  # after a write-back under way, which may have written it all
             if not ok:
                 failed.append(layer.name)
-            elif report is not None:
+            elif report is not None and report.pixels:
                 reports.append(report)
         if failed:
             self.status.setText(
-                f"Not written back: {', '.join(failed)} (the store refused; the corrections are autosaved and "
-                "written back when it takes them)"
+                f"Not written back: {', '.join(failed)} (the store refused; the layer keeps the corrections, and "
+                "they are tried again at each autosave)"
             )
         elif reports:
             self.status.setText("Wrote " + "; ".join(str(r) for r in reports))
