@@ -28,3 +28,20 @@ def test_z_position(shape, names, channel_axis, expected):
     kw = {} if names is None else {"axis_labels": names}
     layer = Image(np.zeros(shape, np.float32), **kw)
     assert z_position(layer, layout(layer, channel_axis)) == expected
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("window", [None, (slice(10, 90), slice(5, 61))])
+def test_sample_plane_is_the_strided_plane(lazy, window):
+    import dask.array as da
+
+    from napari_unet_loop.core.channels import sample_step
+    from napari_unet_loop.gui.layers import read_plane, sample_plane
+
+    data = np.random.default_rng(0).random((3, 100, 70)).astype(np.float32)
+    layer = Image(da.from_array(data, chunks=(1, 32, 32)) if lazy else data)
+    lay = layout(layer)
+    plane = read_plane(layer, lay, (1,), window)
+    step = sample_step(plane.shape, 500)
+    assert step > 1
+    np.testing.assert_array_equal(sample_plane(layer, lay, (1,), 500, window), plane[::step, ::step])

@@ -536,8 +536,12 @@ def test_the_planes_of_a_z_stack_are_normalised_together_time_points_apart(qtbot
     assert seen == [None, None]  # time points: each by its own percentiles
     viewer.add_image(data, name="z")  # no axis names: the stacked axis is Z
     run(qtbot, w, stack=True, layer=viewer.layers["z"])
+    from napari_unet_loop.core.segment import SegmentSettings, stack_settings
+
     ((lo, hi),) = seen[2]
     assert seen[3] == seen[2] and hi > np.percentile(noise, 99.8) + 50  # the stack's limits, for every plane
+    in_memory = stack_settings(w.current_model(), lambda i: data[i[0]], [(0,), (1,)], SegmentSettings())
+    assert list(in_memory.limits) == seen[2]  # the dock reads strided samples: the limits the CLI finds
     run(qtbot, w, layer=viewer.layers["z"], indices=[(0,)], new_layer_name="z0")  # the noise plane alone
     assert seen[4] == seen[2]  # still the stack's
 

@@ -460,6 +460,7 @@ def stack_settings(
     read: Callable[[tuple[int, ...]], np.ndarray],
     stack: Sequence[tuple[int, ...]],
     settings: SegmentSettings = SegmentSettings(),
+    sample: Callable[[tuple[int, ...], int], np.ndarray] | None = None,
 ) -> SegmentSettings:
     """Settings that treat the planes of one Z stack alike: one imaging modality, one normalisation.
 
@@ -481,6 +482,10 @@ def stack_settings(
         are the stack's all the same, so it gets the labels the whole stack gives it).
     settings : SegmentSettings
         The settings to complete (a ``modality`` or ``limits`` already set is kept).
+    sample : callable, optional
+        ``sample(index, max_pixels)``: a plane strided by
+        ``core.channels.sample_step(plane_shape, max_pixels)``, for stacks whose planes are
+        cheaper to read that way (lazy layers); ``read`` and a stride when omitted.
 
     Returns
     -------
@@ -505,16 +510,20 @@ def stack_settings(
         last = len(stack) - 1
         picked = list(dict.fromkeys(stack[round(k * last / (STACK_PLANES - 1))] for k in range(STACK_PLANES)))
     samples = []
+    budget = STACK_PIXELS // len(picked)
     for index in picked:
-        plane = read(index)
-        step = sample_step(np.shape(plane)[:2], STACK_PIXELS // len(picked))
-        sample = np.array(plane[::step, ::step])  # a copy: the plane itself is not kept
-        del plane
-        if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+        if sample is not None:
+            part = np.asarray(sample(index, budget))
+        else:
+            plane = read(index)
+            step = sample_step(np.shape(plane)[:2], budget)
+            part = np.array(plane[::step, ::step])  # a copy: the plane itself is not kept
+            del plane
+        if np.issubdtype(part.dtype, np.floating) and not np.isfinite(part).all():
             raise PlaneError(
                 index, len(stack), InputError("it holds NaN or infinite values; replace them (e.g. with 0) first")
             )
-        samples.append(sample)
+        samples.append(part)
     mosaic = np.concatenate(samples, axis=0)  # the planes' samples one under another: one image
     rgb = settings.rgb if mosaic.ndim == 3 else None
     kind = input_modality(model, mosaic, settings.modality, rgb, settings.channel)
@@ -600,6 +609,7 @@ def iter_segment_planes(
     indices: Sequence[tuple[int, ...]],
     settings: SegmentSettings = SegmentSettings(),
     stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,
+    sample: Callable[[tuple[int, ...], int], np.ndarray] | None = None,
 ) -> Generator[Progress | PlaneDone, None, PlanesSummary]:
     """Segment planes one after another: the loop the dock and the command line share.
 
@@ -622,6 +632,8 @@ def iter_segment_planes(
         ``stack_of(index)`` gives the positions of all planes of the Z stack that holds
         ``index`` (itself alone for a plane that is not part of one); every plane is an image
         of its own when omitted.
+    sample : callable, optional
+        Strided reads of a plane for the stack's normalisation (see :func:`stack_settings`).
 
     Yields
     ------
@@ -648,7 +660,7 @@ def iter_segment_planes(
             stack = tuple(stack_of(index))
             if stack not in stacks:
                 try:
-                    stacks[stack] = stack_settings(model, read, stack, settings)
+                    stacks[stack] = stack_settings(model, read, stack, settings, sample)
                 except PlaneError:  # it names the plane of the stack at fault
                     raise
                 except InputError as exc:

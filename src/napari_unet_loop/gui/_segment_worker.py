@@ -83,6 +83,7 @@ def segment_planes(
     modality: str | None = None,
     diameter: float | str | None = None,
     stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,
+    sample: Callable[[tuple[int, ...], int], np.ndarray] | None = None,
 ) -> Generator[Progress | PlaneResult | Failure | Notice, None, int]:
     """Run :func:`~napari_unet_loop.core.segment.iter_segment_planes` for the dock.
 
@@ -91,8 +92,8 @@ def segment_planes(
     are kept) and the blank planes into a :class:`Notice` at the end. ``modality`` is the
     imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``),
     ``diameter`` the objects' diameter in pixels or ``"auto"`` (the model card's when ``None``),
-    ``stack_of`` the planes of a plane's Z stack (normalised together; see
-    :func:`~napari_unet_loop.core.segment.iter_segment_planes`).
+    ``stack_of`` the planes of a plane's Z stack (normalised together, from strided reads by
+    ``sample``; see :func:`~napari_unet_loop.core.segment.iter_segment_planes`).
 
     Returns
     -------
@@ -109,7 +110,7 @@ def segment_planes(
         modality=modality,
         diameter=diameter,
     )
-    gen = iter_segment_planes(model, read, indices, settings, stack_of)
+    gen = iter_segment_planes(model, read, indices, settings, stack_of, sample)
     done = 0
     while True:
         try:

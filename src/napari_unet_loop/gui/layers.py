@@ -147,7 +147,7 @@ def current_index(layer: Image, lay: Layout, world_point) -> tuple[int, ...]:
 
 
 def read_plane(
-    layer: Image, lay: Layout, index: tuple[int, ...], window: tuple[slice, slice] | None = None
+    layer: Image, lay: Layout, index: tuple[int, ...], window: tuple[slice, slice] | None = None, step: int = 1
 ) -> np.ndarray:
     """Read one 2D plane (``(Y, X)``, ``(Y, X, 3|4)`` or ``(Y, X, C)``) into memory.
 
@@ -162,6 +162,8 @@ def read_plane(
     window : tuple of slice, optional
         Rows and columns to read (full-resolution pixels); the whole plane when omitted.
         Only that part is read from lazy (dask, zarr) data.
+    step : int
+        Read every ``step``-th row and column only (a strided sample).
 
     Returns
     -------
@@ -172,13 +174,28 @@ def read_plane(
     key: list = [slice(None)] * data.ndim
     for ax, i in zip(lay.stack_axes, index):
         key[ax] = i
-    if window is not None:
-        key[lay.ndim - 2], key[lay.ndim - 1] = window
+    rows, cols = window if window is not None else (slice(None), slice(None))
+    key[lay.ndim - 2], key[lay.ndim - 1] = slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step)
     plane = np.asarray(data[tuple(key)])
     if lay.channel_axis is not None:
         # the channel axis is the only leading axis left: move it last
         plane = np.moveaxis(plane, 0, -1)
     return plane
+
+
+def sample_plane(
+    layer: Image, lay: Layout, index: tuple[int, ...], max_pixels: int, window: tuple[slice, slice] | None = None
+) -> np.ndarray:
+    """About ``max_pixels`` pixels of a plane (or its window), strided as a sample of the plane in memory would be.
+
+    The sampler :func:`napari_unet_loop.core.segment.stack_settings` takes: lazy (dask, zarr)
+    data is read at the stride only, not whole.
+    """
+    h, w = plane_shape(layer)
+    if window is not None:
+        h = len(range(*window[0].indices(h)))
+        w = len(range(*window[1].indices(w)))
+    return read_plane(layer, lay, index, window, step=sample_step((h, w), max_pixels))
 
 
 LAZY_SAMPLE_PIXELS = 64_000_000  # lazy (dask, zarr) planes above this are not sampled on the main thread

@@ -25,7 +25,7 @@ from ..core.model_files import Model
 from ..core.sampling import Sample
 from ..core.segment import SegmentSettings, stack_settings
 from ..io.images import ReadError, pair_files, read_image
-from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, stack_shape, z_position
+from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, sample_plane, stack_shape, z_position
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
 # kind one of "whole", "edited", "shapes"
@@ -186,7 +186,9 @@ class TrainingData:
                 if stack_of is not None:
                     stack = tuple(stack_of(index))
                     if stack not in stacks:
-                        stacks[stack] = stack_settings(model, partial(read_plane, image, lay), stack, fed)
+                        stacks[stack] = stack_settings(
+                            model, partial(read_plane, image, lay), stack, fed, partial(sample_plane, image, lay)
+                        )
                     fed = stacks[stack]
                 x = prepare_input(
                     read_plane(image, lay, index),

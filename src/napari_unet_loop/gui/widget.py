@@ -54,6 +54,7 @@ from .layers import (
     is_helper,
     labels_of,
     read_plane,
+    sample_plane,
     stack_shape,
     unwrap,
     z_position,
@@ -535,6 +536,9 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         def read(index, image=image, lay=lay, window=plan.window.slices if plan else None):
             return read_plane(image, lay, index, window)
 
+        def sample(index, max_pixels, image=image, lay=lay, window=plan.window.slices if plan else None):
+            return sample_plane(image, lay, index, max_pixels, window)
+
         job = (segment_planes,) if plan is None else (segment_window, segment_planes, plan)
         worker = create_worker(
             *job,
@@ -550,6 +554,7 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             self.modality_choice(),
             self.diameter_choice(),
             stack_of=z_stack_of(shape, z_position(image, lay)) if shape else None,
+            sample=sample,
             _start_thread=False,
         )
         part = f" {plan.label()}" if plan else ""
