@@ -28,6 +28,9 @@ def test_z_position(shape, names, channel_axis, expected):
     kw = {} if names is None else {"axis_labels": names}
     layer = Image(np.zeros(shape, np.float32), **kw)
     assert z_position(layer, layout(layer, channel_axis)) == expected
+    if names is not None and len(names[0]) == 1:  # the same axes noted by a reader in the metadata
+        noted = Image(np.zeros(shape, np.float32), metadata={"axes": "".join(names).upper()})
+        assert z_position(noted, layout(noted, channel_axis)) == expected
 
 
 @pytest.mark.parametrize("lazy", [False, True])

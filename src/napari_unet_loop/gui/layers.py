@@ -123,14 +123,18 @@ TIME_NAMES = ("t", "time", "frame", "frames")
 def z_position(layer: Image, lay: Layout) -> int | None:
     """Which stacked axis is Z (its position in a plane's stack index), ``None`` when none is.
 
-    An axis named ``z`` (napari's axis labels) is Z; otherwise the stacked axis just before
-    the image plane is, as for joining planes into 3D objects, unless it is named as time
-    (``t``, ``time``, ``frame``). Planes of one Z stack are normalised together.
+    An axis named ``z`` (napari's axis labels, or the axes a reader noted in the layer's
+    metadata, e.g. ``"TYX"`` from a TIFF's ImageJ or OME metadata) is Z; otherwise the stacked
+    axis just before the image plane is, as for joining planes into 3D objects, unless it is
+    named as time (``t``, ``time``, ``frame``). Planes of one Z stack are normalised together.
     """
     if not lay.stack_axes:
         return None
-    names = [str(n).strip().lower() for n in (getattr(layer, "axis_labels", None) or ())]
-    if len(names) == lay.ndim:
+    labels = [str(n).strip().lower() for n in (getattr(layer, "axis_labels", None) or ())]
+    noted = str((getattr(layer, "metadata", None) or {}).get("axes") or "").lower()
+    for names in (labels, list(noted)):
+        if len(names) != lay.ndim:
+            continue
         named = [k for k, i in enumerate(lay.stack_axes) if names[i] in ("z", "depth")]
         if named:
             return named[0]
