@@ -339,3 +339,32 @@ def test_a_z_stack_exported_by_write_ome_zarr_is_corrected_as_it_samples(tmp_pat
     assert len(got) == len(want) >= 2
     for k, (a, b) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_array_equal(a, b, err_msg=f"level {k}")
+
+
+def test_a_crash_in_a_z_stack_write_back_is_repaired_on_the_next_open(tmp_path, monkeypatch):
+    full = stack_blobs()
+    path = build_stack(tmp_path / "stack.zarr", full)
+    win = StoreEditor(path).window(0, 150, 0, 200)
+    win.data[1:5, 60:130, 60:130] = 2  # 4 planes x 3 x 3 chunks of 64 px
+    real = StoreEditor._write_chunk
+    calls = []
+
+    def dies_after_three(self, chunk, data):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("power cut")
+        calls.append(chunk)
+        real(self, chunk, data)
+
+    monkeypatch.setattr(StoreEditor, "_write_chunk", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        win.write_back()
+    monkeypatch.setattr(StoreEditor, "_write_chunk", real)
+    pending = sorted(f.stem for f in (path / store_edits.EDITS / "pending").glob("*.npy"))
+    assert pending and all(len(name.split("_")) == 3 for name in pending)  # plane_row_col
+    again = StoreEditor(path)  # the next session
+    assert again.recovered == len(pending) == 4 * 3 * 3  # the whole journal is written again
+    group = zarr.open_group(str(path), mode="r")["labels"]["labels"]
+    for k in range(len(list(group.arrays()))):
+        np.testing.assert_array_equal(np.asarray(group[str(k)]), win.data[:, :: 2**k, :: 2**k], err_msg=f"level {k}")
+    assert again.revert() == 4 * 3 * 3
+    np.testing.assert_array_equal(np.asarray(group["0"]), full)
