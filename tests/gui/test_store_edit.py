@@ -61,6 +61,13 @@ def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
     ((data, kwargs, _kind),) = read_ome_zarr(path)
     lazy = viewer.add_labels(data, **{**kwargs, "translate": (10.0, 20.0)})
     assert lazy.multiscale and not lazy.editable  # napari does not paint on it
+    saver, row = _row(viewer, tmp_path, qtbot)
+    yield viewer, lazy, row, saver, path, full, errors
+    saver.timer.stop()
+
+
+def _row(viewer, tmp_path, qtbot) -> tuple[Autosaver, StoreCorrections]:
+    """The dock's store row (Region: Inside the rectangle) and the autosave it writes back through."""
     calls = {name: (lambda *a, **k: None) for name in DockCalls.__dataclass_fields__}
     calls["region_choice"] = lambda: "rectangle"
     session = Session(viewer)
@@ -68,8 +75,7 @@ def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
     saver = Autosaver(viewer, session.tracker, folder=tmp_path / "autosave")
     row = StoreCorrections(session, saver.write_back_now)
     qtbot.addWidget(row)
-    yield viewer, lazy, row, saver, path, full, errors
-    saver.timer.stop()
+    return saver, row
 
 
 def _no_space(*_args):
@@ -302,13 +308,7 @@ def test_a_z_stack_store_is_corrected_in_a_window_of_the_planes_around_the_one_o
     ((data, kwargs, _kind),) = read_ome_zarr(path)
     lazy = viewer.add_labels(data, **kwargs)
     assert lazy.ndim == 3 and not lazy.editable
-    calls = {name: (lambda *a, **k: None) for name in DockCalls.__dataclass_fields__}
-    calls["region_choice"] = lambda: "rectangle"
-    session = Session(viewer)
-    session.register(DockCalls(**calls))
-    saver = Autosaver(viewer, session.tracker, folder=tmp_path / "autosave")
-    row = StoreCorrections(session, saver.write_back_now)
-    qtbot.addWidget(row)
+    saver, row = _row(viewer, tmp_path, qtbot)
     box = [[5, 10, 20], [5, 10, 149], [5, 109, 149], [5, 109, 20]]  # drawn on plane 5, as napari draws on a stack
     viewer.add_shapes([box], shape_type="rectangle", name="box")
     viewer.layers.selection.active = lazy

@@ -115,25 +115,30 @@ def test_the_largest_id_is_found_once_when_the_store_does_not_record_it(tmp_path
     assert dict(zarr.open_group(str(path)).attrs)["napari_unet_loop"]["max_label"] == blobs().max()
 
 
+def _crash_after(n: int, win, monkeypatch) -> None:
+    """Write ``win`` back in a process that ends after ``n`` chunks are written (a power cut)."""
+    real = StoreEditor._write_chunk
+    calls = []
+
+    def dies(self, chunk, data):
+        if len(calls) == n:
+            raise KeyboardInterrupt("power cut")  # the process ends in the middle of a write-back
+        calls.append(chunk)
+        real(self, chunk, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(StoreEditor, "_write_chunk", dies)
+        with pytest.raises(KeyboardInterrupt):
+            win.write_back()
+
+
 def test_a_crash_between_journal_and_chunks_is_repaired_on_the_next_open(store, monkeypatch):
     full = blobs()
     editor = StoreEditor(store)
     win = editor.window(0, 301, 0, 517)
     win.data[10:30, 300:320] = 0  # erase the square at (5, 305): chunk (0, 2)
     win.data[250:260, 0:10] = 3  # chunk (1, 0)... and (2, 0)
-    real = StoreEditor._write_chunk
-    calls = []
-
-    def dies_after_one(self, chunk, data):
-        if calls:
-            raise KeyboardInterrupt("power cut")  # the process ends in the middle of a write-back
-        calls.append(chunk)
-        real(self, chunk, data)
-
-    monkeypatch.setattr(StoreEditor, "_write_chunk", dies_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        win.write_back()
-    monkeypatch.setattr(StoreEditor, "_write_chunk", real)
+    _crash_after(1, win, monkeypatch)
     assert list((store / store_edits.EDITS / "pending").glob("*.npy"))  # the journal kept the rest
     again = StoreEditor(store)  # the next session
     assert again.recovered >= 1
@@ -346,19 +351,7 @@ def test_a_crash_in_a_z_stack_write_back_is_repaired_on_the_next_open(tmp_path, 
     path = build_stack(tmp_path / "stack.zarr", full)
     win = StoreEditor(path).window(0, 150, 0, 200)
     win.data[1:5, 60:130, 60:130] = 2  # 4 planes x 3 x 3 chunks of 64 px
-    real = StoreEditor._write_chunk
-    calls = []
-
-    def dies_after_three(self, chunk, data):
-        if len(calls) == 3:
-            raise KeyboardInterrupt("power cut")
-        calls.append(chunk)
-        real(self, chunk, data)
-
-    monkeypatch.setattr(StoreEditor, "_write_chunk", dies_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        win.write_back()
-    monkeypatch.setattr(StoreEditor, "_write_chunk", real)
+    _crash_after(3, win, monkeypatch)
     pending = sorted(f.stem for f in (path / store_edits.EDITS / "pending").glob("*.npy"))
     assert pending and all(len(name.split("_")) == 3 for name in pending)  # plane_row_col
     again = StoreEditor(path)  # the next session
