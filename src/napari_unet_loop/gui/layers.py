@@ -178,8 +178,11 @@ def read_plane(
     key: list = [slice(None)] * data.ndim
     for ax, i in zip(lay.stack_axes, index):
         key[ax] = i
-    rows, cols = window if window is not None else (slice(None), slice(None))
-    key[lay.ndim - 2], key[lay.ndim - 1] = slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step)
+    if window is not None:
+        key[lay.ndim - 2], key[lay.ndim - 1] = window
+    if step != 1:
+        key[lay.ndim - 2] = slice(key[lay.ndim - 2].start, key[lay.ndim - 2].stop, step)
+        key[lay.ndim - 1] = slice(key[lay.ndim - 1].start, key[lay.ndim - 1].stop, step)
     plane = np.asarray(data[tuple(key)])
     if lay.channel_axis is not None:
         # the channel axis is the only leading axis left: move it last
