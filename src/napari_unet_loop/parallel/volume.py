@@ -59,14 +59,19 @@ class VolumeSpec:
     threads: int = 0
 
 
+def _plane(source: LazySource, z: int) -> PlaneView:
+    """Plane ``z`` of the stack, lazily, from the stack opened once per process (a TIFF is parsed once)."""
+    stack = _opened(source)
+    return PlaneView(stack.array, stack.axes, {**stack.at, "Z": z})
+
+
 def run_plane(spec: VolumeSpec, z: int, model: model_files.Model | None = None) -> int:
     """Phase 1: segment plane ``z`` and keep its own labels in the store; return its object count."""
     model = model or worker_model(spec.model, spec.threads)
     settings = spec.settings
     if isinstance(settings.device, str):
         settings = replace(settings, device=worker_device(settings.device))
-    stack = _opened(spec.source)  # opened once per worker, as block-wise runs do (a TIFF is parsed once)
-    data = np.asarray(PlaneView(stack.array, stack.axes, {**stack.at, "Z": z}))
+    data = np.asarray(_plane(spec.source, z))
     labels, _, summary = segment_array(data, "YXC" if data.ndim == 3 else "YX", model, settings)
     labels = labels.astype(np.uint32, copy=False)
     n = int(labels.max()) if labels.size else 0
@@ -153,12 +158,8 @@ def segment_volume_to_zarr(
     )  # fmt: skip
     depth = source.depth
     h, w = source.plane_shape
-    opened = _opened(source)
     settings = stack_settings(  # one modality and one normalisation for the stack, as in memory
-        model,
-        lambda i: PlaneView(opened.array, opened.axes, {**opened.at, "Z": i[0]}),
-        [(z,) for z in range(depth)],
-        settings,
+        model, lambda i: _plane(source, i[0]), [(z,) for z in range(depth)], settings
     )
     pp = settings.postprocess or model.card.postprocess
     record = {
