@@ -78,6 +78,12 @@ def _row(viewer, tmp_path, qtbot) -> tuple[Autosaver, StoreCorrections]:
     return saver, row
 
 
+def _tick(saver: Autosaver) -> None:
+    """An autosave tick, then its background write-backs waited for."""
+    saver.save_dirty()
+    saver.finish_write_backs()
+
+
 def _no_space(*_args):
     """A write-back into a full disk."""
     raise OSError(28, "No space left on device")
@@ -131,12 +137,10 @@ def test_an_undo_after_a_write_back_is_written_back_too(setup):
     _rectangle(viewer, lazy, 0, 100, 0, 100)
     win_layer = row.open_window()
     win_layer.paint((70, 70), 1)
-    saver.save_dirty()
-    saver.finish_write_backs()
+    _tick(saver)
     assert _on_disk(path)[70, 70] == 1
     win_layer.undo()  # napari sends no edit event for it
-    saver.save_dirty()
-    saver.finish_write_backs()
+    _tick(saver)
     assert _on_disk(path)[70, 70] == full[70, 70]
 
 
@@ -164,8 +168,7 @@ def test_edits_made_while_a_write_back_runs_are_written_at_the_next_tick(setup, 
     release.set()
     saver.finish_write_backs()
     assert _on_disk(path)[40, 40] == one and _on_disk(path)[60, 60] == full[60, 60]  # as copied at the tick
-    saver.save_dirty()
-    saver.finish_write_backs()
+    _tick(saver)
     assert _on_disk(path)[60, 60] == one and errors == []
 
 
@@ -178,15 +181,12 @@ def test_a_store_that_cannot_be_written_keeps_the_corrections_in_an_autosave(set
 
     with monkeypatch.context() as m:
         m.setattr(StoreWindow, "write_back", _no_space)
-        saver.save_dirty()
-        saver.finish_write_backs()
+        _tick(saver)
         assert len(list(saver.folder.glob("*.tif"))) == 1  # nothing lost meanwhile: a TIFF autosave at once
-        saver.save_dirty()  # the next tick tries the store again
-        saver.finish_write_backs()
+        _tick(saver)  # the next tick tries the store again
     assert len([e for e in errors if "back to its OME-Zarr store failed" in e]) == 1  # said once
     assert _on_disk(path)[50, 50] == full[50, 50]
-    saver.save_dirty()  # the store takes them again
-    saver.finish_write_backs()
+    _tick(saver)  # the store takes them again
     assert _on_disk(path)[50, 50] == one
     assert not list(saver.folder.glob("*.tif"))  # the older TIFF copy goes: a crash must not offer it
 
