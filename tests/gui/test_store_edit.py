@@ -228,6 +228,28 @@ def test_corrections_the_store_refuses_at_close_or_quit_are_kept_as_an_autosave(
     later.timer.stop()
 
 
+def test_quit_when_neither_the_store_nor_the_autosave_takes_the_last_changes_keeps_the_earlier_one(setup, monkeypatch):
+    """The message says what is kept: an earlier tick's autosave, not the newest corrections."""
+    viewer, lazy, row, saver, path, full, errors = setup
+    _rectangle(viewer, lazy, 0, 100, 0, 100)
+    win_layer = row.open_window()
+    win_layer.paint((50, 50), 2)
+    monkeypatch.setattr(StoreWindow, "write_back", _no_space)  # the tick's write-back...
+    monkeypatch.setattr(autosave, "write_back", _no_space)  # ... and quit's: the store refuses
+    _tick(saver)  # a TIFF autosave of the window as it is now
+    (tif,) = saver.folder.glob("*.tif")
+    win_layer.paint((70, 70), 3)  # newer corrections...
+    monkeypatch.setattr(Autosaver, "_write", _no_space)  # ... that the disk refuses as well
+    saver.discard_session()
+    assert tif.exists() and _on_disk(path)[70, 70] == full[70, 70]
+    assert not any("kept as an autosave" in e for e in errors)  # that would claim the newest corrections
+    assert any("latest corrections could not be written back nor autosaved; an earlier autosave" in e for e in errors)
+    later = Autosaver(viewer, LabelsTracker(), folder=saver.folder)  # napari started again
+    (note,) = later.pending()  # the earlier autosave is offered
+    assert note["layer"] == win_layer.name
+    later.timer.stop()
+
+
 def test_closing_a_window_and_quitting_write_the_last_changes_back(setup):
     viewer, lazy, row, saver, path, full, errors = setup
     _rectangle(viewer, lazy, 0, 100, 0, 100)

@@ -385,7 +385,8 @@ class Autosaver:
         """Write back the store windows among ``layers`` with changes; return the stems of TIFFs to keep.
 
         A window whose store refuses is saved as a TIFF autosave instead, which is kept (offered
-        after a restart), and the user is told.
+        after a restart), and the user is told. When that save fails too, an autosave from an
+        earlier tick is still kept, and the user is told its newest corrections are lost.
         """
         keep: set[str] = set()
         for layer in layers:
@@ -398,11 +399,16 @@ class Autosaver:
                 dirty = True
             if not dirty or self.write_back_now(layer)[1]:
                 continue
-            stem = self._record(layer).stem
-            if not (self.folder / f"{stem}.tif").exists():  # write_back_now autosaved them, unless that failed too
-                show_error(f"'{layer.name}': its corrections could not be written back nor autosaved")
+            rec = self._record(layer)
+            older = (self.folder / f"{rec.stem}.tif").exists()
+            if rec.failed:  # write_back_now's TIFF autosave failed too (the record says so, not the file)
+                kept = ""
+                if older:
+                    keep.add(rec.stem)
+                    kept = "; an earlier autosave of it is kept, offered for restore when napari starts again"
+                show_error(f"'{layer.name}': its latest corrections could not be written back nor autosaved{kept}")
                 continue
-            keep.add(stem)
+            keep.add(rec.stem)
             show_error(
                 f"'{layer.name}' could not be written back into its store: its corrections are kept as an "
                 "autosave, offered for restore when napari starts again"
