@@ -12,6 +12,10 @@ Cell-like sets are made from the shared data:
   x3 of all sizes: k = 1, 5 min, held-out AP@0.5 0.541 -> 0.467).
 * **isbi-x2**: ISBI 2012 EM slices upscaled 2 times (cells of about 56 px: a new kind and a new
   size): pool from slices 0-19, held out the last 10 (cells as ``bench_finetune.isbi_instances`` makes them).
+* **isbi** and **dsb-colour** (not run by default): the two sets of ``bench_finetune.py`` on this
+  path: the ISBI slices as they are (cells of about 28 px), and the DSB2018 colour (H&E-like)
+  images, the shipped model's weakest kind (pool: validation-split colour images first, then
+  training-split ones; held out: the test-split colour images).
 
 Each run takes the path of ``napari-unet-loop train --from default`` then ``evaluate``, with
 the same core functions: k annotated images read as the model reads them, rescaled to the
@@ -52,7 +56,8 @@ from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import input_modality, segment
 from napari_unet_loop.core.train import iter_train
 
-SETS = ("dsb-x6", "isbi-x2")
+SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
+ALL_SETS = (*SETS, "isbi", "dsb-colour")
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
 
@@ -94,22 +99,42 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
             f"DSB2018 fluorescence, nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
             f"{len(candidates)} validation-split images, held out {len(held_names)} test-split images"
         )
-    elif name == "isbi-x2":
+    elif name in ("isbi-x2", "isbi"):
         folder = root / "isbi2012"
         names = sorted((p.stem for p in (folder / "images").glob("*.png")), key=int)
         pool_names = [names[:20][i] for i in rng.permutation(20)][:n_pool]
         held_names = names[-10:][:n_heldout]
+        times = 2 if name == "isbi-x2" else 1
 
         def item(n: str):
             return (
                 n,
-                upscale(imread(folder / "images" / f"{n}.png"), 2),
-                upscale(isbi_instances(imread(folder / "labels" / f"{n}.png")), 2),
+                upscale(imread(folder / "images" / f"{n}.png"), times),
+                upscale(isbi_instances(imread(folder / "labels" / f"{n}.png")), times),
             )
 
-        desc = f"ISBI 2012 EM x2: pool slices 0-19, held out {len(held_names)} of slices 20-29"
+        desc = f"ISBI 2012 EM x{times}: pool slices 0-19, held out {len(held_names)} of slices 20-29"
+    elif name == "dsb-colour":
+        folder = root / "dsb2018"
+        test, val = read_list(SPLITS / "dsb2018-test.txt"), set(read_list(SPLITS / "dsb2018-val.txt"))
+        colour = [p.stem for p in sorted((folder / "images").glob("*.png")) if detect(imread(p)).modality == "he"]
+        others = [n for n in colour if n not in test]
+        firsts, rest = [n for n in others if n in val], [n for n in others if n not in val]
+        # validation-split images first: the shipped model never trained on them
+        pool_names = [firsts[i] for i in rng.permutation(len(firsts))] + [rest[i] for i in rng.permutation(len(rest))]
+        pool_names = pool_names[:n_pool]
+        held_names = [n for n in colour if n in test][:n_heldout]
+
+        def item(n: str):
+            return n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")
+
+        desc = (
+            f"DSB2018 colour (H&E-like): pool {len(pool_names)} non-test images "
+            f"({sum(n in val for n in pool_names)} from the validation split), "
+            f"held out {len(held_names)} test-split images"
+        )
     else:
-        raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
+        raise SystemExit(f"unknown set {name!r}; known: {', '.join(ALL_SETS)}")
     return [item(n) for n in pool_names], [item(n) for n in held_names], desc
 
 
@@ -168,13 +193,14 @@ def finetune(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=None, help="shared data folder")
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated: {', '.join(SETS)}")
+    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(ALL_SETS)}")
     p.add_argument("--k", default="1,2,5", help="annotated images per run (comma-separated)")
-    p.add_argument("--minutes", type=float, default=5.0, help="fine-tuning budget per run")
+    p.add_argument("--minutes", default="5", help="fine-tuning budget per run (comma-separated for a sweep)")
     p.add_argument("--baseline-k", type=int, default=2, help="k of the run without rescaling (0: none)")
     p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
+    p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
     root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
@@ -182,38 +208,44 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no shared data folder found; use --data")
     torch.set_num_threads(os.cpu_count() or 1)
     ks = [int(k) for k in args.k.split(",") if k]
+    budgets = [float(m) for m in args.minutes.split(",") if m]
     start = load("default")
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
     frozen = ", encoder frozen" if args.freeze_encoder else ""
-    print(f"model    {start.name}: object diameter {start.card.diameter} px; {args.minutes:g} min per run{frozen}")
-    report: dict[str, Any] = {"minutes": args.minutes, "freeze_encoder": args.freeze_encoder, "sets": {}}
+    each = ", ".join(f"{m:g}" for m in budgets)
+    print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} min per run{frozen}")
+    report: dict[str, Any] = {"minutes": budgets, "freeze_encoder": args.freeze_encoder, "sets": {}}
     for name in [s for s in args.sets.split(",") if s]:
         pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, args.seed)
         print(f"\n{name}: {desc}")
         base = score(start, heldout)
         print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
         rows: list[dict[str, Any]] = [{"run": "start", **base}]
-        plan = ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
-        for k, rescale in plan:
-            child, run = finetune(start, pool_items[:k], args.minutes, rescale, args.seed, args.freeze_encoder)
+        plan = [
+            (minutes, k, rescale)
+            for minutes in budgets
+            for k, rescale in ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
+        ]
+        for minutes, k, rescale in plan:
+            child, run = finetune(start, pool_items[:k], minutes, rescale, args.seed, args.freeze_encoder)
             s = score(child, heldout)
             # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
             untuned = copy.copy(child)
             untuned.card = copy.deepcopy(child.card)
             untuned.card.postprocess = run.pop("start_postprocess")
             s["untuned"] = score(untuned, heldout)
-            if rescale:
+            if rescale and not args.no_auto:
                 s["auto"] = score(child, heldout, diameter="auto")
-            label = f"k={k} {'rescaled' if rescale else 'as is (before)'}"
+            label = f"{minutes:g} min k={k} {'rescaled' if rescale else 'as is (before)'}"
             size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
             print(
-                f"  {label:<22} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
+                f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
                 f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
-                + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if rescale else ""),
+                + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else ""),
                 flush=True,
             )
-            rows.append({"run": label, "k": k, "rescale": rescale, **run, **s})
+            rows.append({"run": label, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})
         report["sets"][name] = {"description": desc, "rows": rows}
     write_json(args.json, report)
     return 0
