@@ -481,6 +481,26 @@ def test_evaluate_by_kind_scores_each_kind_of_image_apart(folders, tiny_model_pa
     assert main(args[:-1]) == 0 and "by_kind" not in json.loads(capsys.readouterr().out)  # only when asked
 
 
+def test_evaluate_errors_sort_every_miss_by_kind(folders, tiny_model_path, capsys):
+    images, labels = folders
+    args = ["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json", "--by-kind", "--errors"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    e = report["errors"]
+    # every true object has one fate and every unmatched prediction one kind: the counts add up to the scores
+    assert e["found"] == round(report["recall_50"] * report["n_true"])
+    assert e["found"] + e["missed"] + e["split"] + e["merged"] + e["outline"] == report["n_true"]
+    assert e["found"] + e["invented"] + e["pieces"] == report["n_pred"]
+    for kind, scores in report["by_kind"].items():
+        (one,) = [p for p in report["per_image"] if p["kind"] == kind]
+        assert scores["errors"] == one["errors"]
+    assert sum(p["errors"]["missed"] for p in report["per_image"]) == e["missed"]
+    assert main(args[:3] + ["--model", str(tiny_model_path), "--by-kind", "--errors"]) == 0  # as text
+    out = capsys.readouterr().out
+    assert out.count("errors: ") == 3 and "merged" in out and "invented" in out
+    assert main(args[:-1]) == 0 and "errors" not in json.loads(capsys.readouterr().out)  # only when asked
+
+
 def test_segment_modality_auto_and_override(tmp_path, folders, tiny_model_path, capsys):
     images, _ = folders
     he = images / "nuclei_he_stain.png"

@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
 
-from napari_unet_loop.core.metrics import MatchCounts, SegCounts, matching, matching_planes, pool, score
+from napari_unet_loop.core.metrics import (
+    ErrorCounts,
+    MatchCounts,
+    SegCounts,
+    error_kinds,
+    matching,
+    matching_planes,
+    pool,
+    score,
+)
 
 
 def _example():
@@ -269,3 +278,43 @@ def test_correction_agreement_does_not_credit_one_object_twice():
     corrected[2:8, 10:18] = 2  # split into equal halves: IoU 0.5 with the merge each
     agree = correction_agreement(original, corrected, original)
     assert (agree.n_fixed, agree.n_fixed_found) == (2, 0)
+
+
+def _errors_scene():
+    """One true object of each fate, side by side on a 40 x 120 canvas, and its segmentation."""
+    true = np.zeros((40, 120), np.int32)
+    pred = np.zeros_like(true)
+    true[5:15, 5:15] = 1  # found
+    pred[5:15, 5:15] = 7
+    true[5:15, 20:30] = 2  # missed: nothing there
+    true[5:15, 35:45] = 3  # split in three (the largest piece: IoU 0.4)
+    pred[5:15, 35:38], pred[5:15, 38:41], pred[5:15, 41:45] = 8, 9, 13
+    true[5:15, 50:53], true[5:15, 53:56], true[5:15, 56:60] = 4, 5, 14  # three neighbours merged into one
+    pred[5:15, 50:60] = 10
+    true[5:15, 65:75] = 6  # outline too far off: a prediction three times as large
+    pred[3:20, 63:80] = 11
+    pred[25:35, 100:110] = 12  # invented: no true object there
+    return true, pred
+
+
+def test_error_kinds_name_each_objects_fate():
+    true, pred = _errors_scene()
+    e = error_kinds(true, pred)
+    assert e == ErrorCounts(found=1, missed=1, split=1, merged=3, outline=1, invented=1, pieces=5)
+    # the same bookkeeping as matching: found = TP, lost true objects = FN, unmatched predictions = FP
+    m = matching(true, pred)[0][0.5]
+    assert (e.found, e.missed + e.split + e.merged + e.outline, e.invented + e.pieces) == (m.tp, m.fn, m.fp)
+    assert e.summary() == "1 missed, 3 merged, 1 split, 1 outline off; 1 invented, 5 extra pieces"
+
+
+def test_error_kinds_pool_over_images_and_planes_and_skip_unreviewed_objects():
+    true, pred = _errors_scene()
+    one = error_kinds(true, pred)
+    assert error_kinds(np.stack([true, true]), np.stack([pred, pred])) == one + one
+    ignore = np.zeros(true.shape, bool)
+    ignore[:, 18:32] = True  # the missed object was never reviewed
+    assert error_kinds(true, pred, ignore=ignore).missed == 0
+    assert error_kinds(true, true) == ErrorCounts(found=len(np.unique(true)) - 1)
+    assert error_kinds(np.zeros((5, 5), int), np.zeros((5, 5), int)) == ErrorCounts()
+    with pytest.raises(ValueError, match="shape"):
+        error_kinds(true, pred[:, :10])

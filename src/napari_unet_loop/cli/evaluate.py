@@ -9,7 +9,7 @@ import time
 from ..core import model_files
 from ..core.axes import to_stack
 from ..core.device import resolve_device
-from ..core.metrics import matching_planes, pool
+from ..core.metrics import ErrorCounts, error_kinds, matching_planes, pool
 from ..core.modality import MODALITIES, detect
 from ..io.images import pair_files, read_image
 from ._common import CLIError, _log, _postprocess, _read, _segment_array
@@ -23,6 +23,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pp = _postprocess(args, model)
     results, per_image = [], []
     by_kind: dict[str, list] = {}
+    errors: dict[str, ErrorCounts] = {}  # by kind of image, "" for all
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         truth = read_image(lab_path)
@@ -34,10 +35,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results.append((counts, seg))
         s = pool([(counts, seg)]).to_dict()
         entry = {"name": img_path.stem, **s}
+        kind = ""
         if args.by_kind:
             kind = detect(to_stack(image, axes)[0][0], channel=args.channel).modality
             by_kind.setdefault(kind, []).append((counts, seg))
             entry["kind"] = kind
+        if args.errors:
+            e = error_kinds(truth, labels)
+            entry["errors"] = e.to_dict()
+            for key in dict.fromkeys(["", kind]):
+                errors[key] = errors.get(key, ErrorCounts()) + e
         per_image.append(entry)
         if not args.json or args.verbose:
             _log(
@@ -53,8 +60,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
         "per_image": per_image,
     }
+    if args.errors:
+        report["errors"] = errors.get("", ErrorCounts()).to_dict()
     if args.by_kind:
         report["by_kind"] = {k: pool(by_kind[k]).to_dict() for k in MODALITIES if k in by_kind}
+        for k in report["by_kind"] if args.errors else ():
+            report["by_kind"][k]["errors"] = errors[k].to_dict()
     if args.json:
         print(json.dumps(report, indent=None if args.compact else 2))
     else:
@@ -62,9 +73,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{summary['n_images']} images: AP50 {summary['ap50']:.4f}  AP75 {summary['ap75']:.4f}  "
             f"F1@0.5 {summary['f1_50']:.4f}  PQ {summary['pq']:.4f}  SEG {summary['seg']:.4f}"
         )
+        if args.errors:
+            print(f"  errors: {errors.get('', ErrorCounts()).summary()}")
         for kind, k in report.get("by_kind", {}).items():
             print(
                 f"  {kind:<12} {k['n_images']:4d} images: AP50 {k['ap50']:.4f}  precision {k['precision_50']:.4f}  "
                 f"recall {k['recall_50']:.4f}  SEG {k['seg']:.4f}"
             )
+            if args.errors:
+                print(f"  {'':<12} errors: {errors[kind].summary()}")
     return 0

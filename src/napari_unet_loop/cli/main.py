@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score fluorescence, brightfield and H&E images apart (the kind is detected from the image)",
     )
+    p.add_argument(
+        "--errors",
+        action="store_true",
+        help="also count the errors by kind: true objects missed, merged, split or badly outlined; "
+        "predictions invented or extra pieces",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -6,6 +6,10 @@
 * CTC SEG: for each true object, the IoU with the predicted object covering more
   than half of it (else 0), averaged over true objects.
 
+* :func:`error_kinds`: what went wrong, object by object: true objects missed, merged
+  with a neighbour, split, or found with an outline too far off; predicted objects
+  invented where there is none, or extra pieces of a true one.
+
 Counts are returned so results can be pooled over images (:func:`pool`).
 """
 
@@ -254,6 +258,109 @@ def pool(results: list[tuple[dict[float, MatchCounts], SegCounts]]) -> Scores:
         seg=seg.seg,
         n_true=m50.tp + m50.fn,
         n_pred=m50.tp + m50.fp,
+    )
+
+
+@dataclass
+class ErrorCounts:
+    """What went wrong, object by object, at IoU 0.5; poolable over images (``+``).
+
+    Every true object is one of ``found`` (a prediction with IoU >= 0.5), ``missed`` (less
+    than half of it inside predicted objects), ``split`` (two or more predictions each hold
+    at least a fifth of it), ``merged`` (the prediction holding most of it also holds most of
+    another true object) or ``outline`` (found, but the outline is too far off: IoU < 0.5),
+    tested in that order. Every prediction matched to none is ``invented`` (less than half
+    of it inside true objects, and holding no more than half of any) or a ``piece`` (of a
+    split, merged or badly outlined object).
+
+    Attributes
+    ----------
+    found, missed, split, merged, outline : int
+        True objects, by what happened to them.
+    invented, pieces : int
+        Unmatched predicted objects, by where they lie.
+    """
+
+    found: int = 0
+    missed: int = 0
+    split: int = 0
+    merged: int = 0
+    outline: int = 0
+    invented: int = 0
+    pieces: int = 0
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def to_dict(self) -> dict:
+        """Return the counts as a dict."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: ``"12 missed, 30 merged, 4 split, 9 outline off; 20 invented, 35 extra pieces"``."""
+        return (
+            f"{self.missed} missed, {self.merged} merged, {self.split} split, {self.outline} outline off; "
+            f"{self.invented} invented, {self.pieces} extra pieces"
+        )
+
+
+def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> ErrorCounts:
+    """Sort a segmentation's errors by kind (see :class:`ErrorCounts`).
+
+    Parameters
+    ----------
+    true, pred : numpy.ndarray
+        Instance label images of the same shape; a stack (more than two axes) is sorted
+        plane by plane, as :func:`matching_planes` scores it.
+    ignore : numpy.ndarray, optional
+        Boolean mask of unreviewed pixels; true objects mostly inside it are left out.
+
+    Returns
+    -------
+    ErrorCounts
+        The counts.
+    """
+    true, pred = np.asarray(true), np.asarray(pred)
+    if true.shape != pred.shape:
+        raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
+    if true.ndim > 2:
+        planes = zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
+        return sum((error_kinds(t, p) for t, p in planes), ErrorCounts())
+    if ignore is not None and ignore.any():
+        true = _drop_ignored(true, ignore)
+    ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
+    nt, np_ = len(area_t), len(area_p)
+    good = iou >= 0.5
+    found = np.zeros(nt, bool)
+    found[ti[good]] = True
+    matched = np.zeros(np_, bool)
+    matched[pi[good]] = True
+    share = inter / area_t[ti]  # of each true object, the part in each prediction
+    covered = np.bincount(ti, share, minlength=nt)
+    pieces = np.bincount(ti[share >= 0.2], minlength=nt)
+    most = np.bincount(pi[share > 0.5], minlength=np_)  # true objects each prediction holds most of
+    # the prediction holding most of each true object: the last of its pairs sorted by intersection
+    order = np.lexsort((inter, ti))
+    last = np.r_[ti[order][1:] != ti[order][:-1], True] if ti.size else np.zeros(0, bool)
+    main = np.full(nt, -1)
+    main_share = np.zeros(nt)
+    main[ti[order][last]] = pi[order][last]
+    main_share[ti[order][last]] = share[order][last]
+    others = np.where(main >= 0, most[np.maximum(main, 0)] - (main_share > 0.5), 0)
+    lost = ~found
+    missed = lost & (covered < 0.5)
+    split = lost & ~missed & (pieces >= 2)
+    merged = lost & ~missed & ~split & (others >= 1)
+    inside = np.bincount(pi, inter, minlength=np_) / np.maximum(area_p, 1)
+    invented = ~matched & (inside < 0.5) & (most == 0)  # mostly background, and holding no true object
+    return ErrorCounts(
+        found=int(found.sum()),
+        missed=int(missed.sum()),
+        split=int(split.sum()),
+        merged=int(merged.sum()),
+        outline=int((lost & ~missed & ~split & ~merged).sum()),
+        invented=int(invented.sum()),
+        pieces=int((~matched & ~invented).sum()),
     )
 
 
