@@ -1,0 +1,176 @@
+"""Train the default model on a lent GPU in one call: pack the data here, train and score it there.
+
+A GPU machine is lent to some sessions only, for 15 minutes in all, and it starts bare: the
+data must travel with the working tree (64 MiB at most) and the whole run must fit one call.
+This script does both halves with the project's own ``train``, ``tune`` and ``evaluate``:
+
+``pack`` (here, once): the DSB2018 training and validation images (the test split stays
+behind) in one compressed ``.npz``: grey images as one ``uint8`` plane (their R, G and B are
+equal, so the network input is the same), colour images as RGB, labels as ``uint16``. Every
+packed image is checked to give the network the very input its file gives (imaging kind
+detected, converted and normalised as ``train`` does), so the packed data train the same model.
+
+``run`` (there): unpacks to TIFF files, runs ``train`` (``--device cuda`` and the stage's
+settings; extra flags after ``--`` go to ``train``), ``tune --write`` and ``evaluate --by-kind``
+on the validation images, and leaves the model, its card and the logs in ``--out`` (the
+device's ``$OUT``). Score the returned model on the test split here, with ``evaluate``.
+
+    python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz         # 47 MiB, 25 s
+    # on the device, in one call (carry the folder holding the .npz):
+    PYTHONPATH=src python3 benchmarks/gpu_train.py run gpu/dsb2018.npz --out $OUT --minutes 7 \\
+        -- --from scratch --width 32 --patch 256 --batch 64 --lr 2e-3
+
+Dry run on this CPU (a minute): ``run ... --device cpu --minutes 0.3 -- --from scratch --width 8``.
+The device has PyTorch, scikit-image, scipy, tifffile and safetensors, which is all ``train``,
+``tune`` and ``evaluate`` import (no napari, Qt, dask or zarr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import read_list
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "src" / "napari_unet_loop" / "models" / "splits"
+DATA = ROOT.parent / "shared" / "data" / "dsb2018"
+
+
+def compact(image: np.ndarray) -> np.ndarray:
+    """The image with nothing the network does not read: alpha dropped, equal R, G, B as one grey plane."""
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return np.ascontiguousarray(rgb[..., 0])
+        return np.ascontiguousarray(rgb)
+    return image
+
+
+def network_input(image: np.ndarray) -> np.ndarray:
+    """What ``train`` feeds the shipped model's architecture from ``image`` (kind detected, converted, normalised)."""
+    from napari_unet_loop.core.image import Normalization, prepare_input
+    from napari_unet_loop.core.modality import detect
+
+    kind = detect(image).modality
+    return prepare_input(image, 1, Normalization(), modality=kind)
+
+
+def pack(args: argparse.Namespace) -> int:
+    """Write the training and validation images and labels into one compressed ``.npz``."""
+    from napari_unet_loop.io.images import pair_files, read_image
+
+    test = set(read_list(SPLITS / "dsb2018-test.txt"))
+    pairs = [(i, lab) for i, lab in pair_files(args.data / "images", args.data / "labels") if i.stem not in test]
+    arrays: dict[str, np.ndarray] = {}
+    names = []
+    for n, (img_path, lab_path) in enumerate(pairs):
+        image, labels = read_image(img_path), read_image(lab_path)
+        small = compact(image)
+        if n % args.check_every == 0 and not np.array_equal(network_input(image), network_input(small)):
+            raise SystemExit(f"{img_path.name}: the packed image would reach the network differently")
+        if labels.max() > np.iinfo(np.uint16).max:
+            raise SystemExit(f"{lab_path.name}: more objects than uint16 holds")
+        arrays[f"image_{n}"] = small.astype(np.uint8) if small.dtype != np.uint8 and small.max() < 256 else small
+        arrays[f"labels_{n}"] = labels.astype(np.uint16)
+        names.append(img_path.stem)
+    arrays["names"] = np.array(names)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".part.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(args.out)
+    size = args.out.stat().st_size / 2**20
+    print(f"packed {len(names)} images (test split left out) into {args.out}: {size:.1f} MiB")
+    return 0
+
+
+def unpack(npz: Path, folder: Path) -> int:
+    """Write a packed ``.npz`` back as ``images/NAME.tif`` and ``labels/NAME.tif``; returns the image count."""
+    import tifffile
+
+    data = np.load(npz)
+    names = [str(n) for n in data["names"]]
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for n, name in enumerate(names):
+        tifffile.imwrite(folder / "images" / f"{name}.tif", data[f"image_{n}"])
+        tifffile.imwrite(folder / "labels" / f"{name}.tif", data[f"labels_{n}"])
+    return len(names)
+
+
+def cli(*argv: str, log: Path) -> None:
+    """Run ``napari-unet-loop ARGV`` with this interpreter, its output teed into ``log``; stop on failure."""
+    cmd = [sys.executable, "-m", "napari_unet_loop.cli", *argv]
+    print("$ napari-unet-loop " + " ".join(argv), flush=True)
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            fh.write(line)
+            print(line, end="", flush=True)
+    if proc.wait():
+        raise SystemExit(f"napari-unet-loop {argv[0]} failed (exit {proc.returncode}); see {log}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Unpack, train, tune and evaluate on the validation images; everything worth keeping goes to ``--out``."""
+    t0 = time.time()
+    work = args.work
+    n = unpack(args.npz, work)
+    print(f"unpacked {n} images into {work} in {time.time() - t0:.0f} s", flush=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    model = out / "model.safetensors"
+    val = str(SPLITS / "dsb2018-val.txt")
+    images, labels = str(work / "images"), str(work / "labels")
+    train_args = list(args.train_args)
+    cli(
+        "train", images, labels, "--out", str(model), "--val-list", val, "--device", args.device,
+        "--minutes", str(args.minutes), "--modality", "auto", "--no-tune", "--overwrite", *train_args,
+        log=out / "train.log",
+    )  # fmt: skip
+    cli("tune", images, labels, "--model", str(model), "--include", val, "--device", args.device, "--write",
+        log=out / "tune.log")  # fmt: skip
+    val_dir = work / "val"
+    for sub in ("images", "labels"):
+        (val_dir / sub).mkdir(parents=True, exist_ok=True)
+        for name in read_list(SPLITS / "dsb2018-val.txt"):
+            src = work / sub / f"{name}.tif"
+            dst = val_dir / sub / src.name
+            if src.exists() and not dst.exists():
+                dst.symlink_to(src)
+    cli("evaluate", str(val_dir / "images"), str(val_dir / "labels"), "--model", str(model), "--by-kind", "--json",
+        "--device", args.device, log=out / "val.log")  # fmt: skip
+    (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1), "train_args": train_args}) + "\n")
+    print(f"done in {time.time() - t0:.0f} s: {model}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run ``pack`` or ``run``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="run ... -- FLAGS: FLAGS go to train")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", help="pack the training and validation images (here)")
+    pk.add_argument("--data", type=Path, default=DATA, help="the DSB2018 folder (images/, labels/)")
+    pk.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    pk.add_argument("--check-every", type=int, default=1, help="check every Nth image's network input")
+    rn = sub.add_parser("run", help="unpack, train, tune and evaluate (on the device)")
+    rn.add_argument("npz", type=Path)
+    rn.add_argument("--out", type=Path, required=True, help="where the model and logs go ($OUT)")
+    rn.add_argument("--work", type=Path, default=Path("/tmp/dsb2018"), help="where to unpack")
+    rn.add_argument("--minutes", type=float, default=7.0, help="training budget, wall time (default 7)")
+    rn.add_argument("--device", default="cuda")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to train as it is
+    args = p.parse_args(argv[:cut])
+    args.train_args = argv[cut + 1 :]
+    return pack(args) if args.cmd == "pack" else run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
