@@ -257,6 +257,39 @@ def test_auto_diameter_measures_the_objects_it_finds(sized, discs):
     assert seg.labels.max() == 6
 
 
+def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monkeypatch):
+    """A model whose card sets upscale_small: objects under its diameter / 1.5 are segmented enlarged."""
+    from napari_unet_loop.core import segment as segment_module
+
+    bright_is_object(sized)
+    small = discs((120, 120), 6, radius=(2, 3), gap=6)  # 5-7 px across, for a model of 10 px
+    image = (small > 0).astype(np.float32)
+    assert segment(sized, image, tile=64, precision="fp32").factor == 1.0  # the card does not ask
+    sized.card.upscale_small = True
+    seg = segment(sized, image, tile=64, precision="fp32")
+    assert seg.factor == pytest.approx(10.0 / seg.diameter) and seg.factor > 1.5
+    assert seg.labels.shape == image.shape and seg.labels.max() == small.max()
+    # what was asked is done as asked: a given diameter, or a plane of a stack (its planes alike)
+    assert segment(sized, image, tile=64, precision="fp32", diameter=10.0).factor == 1.0
+    limits = [(0.0, 1.0)]
+    assert segment(sized, image, tile=64, precision="fp32", limits=limits).factor == 1.0
+
+    calls = []
+    real = segment_module.iter_segment
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("diameter"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", counted)
+    large = discs((120, 120), 4, radius=(6, 7), gap=6)  # about the model's size: one pass, as it was
+    assert segment(sized, (large > 0).astype(np.float32), tile=64, precision="fp32").factor == 1.0
+    assert calls == [None]
+    calls.clear()
+    segment(sized, image, tile=64, precision="fp32")
+    assert calls[0] is None and 2 <= len(calls) <= 4 and all(d < 10.0 / 1.5 for d in calls[1:])
+
+
 def _noisy_stack(discs, seed: int = 0) -> np.ndarray:
     """Four planes: discs in planes 1 and 2, white noise only in planes 0 and 3."""
     rng = np.random.default_rng(seed)

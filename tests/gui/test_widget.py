@@ -509,6 +509,25 @@ def test_auto_model_segments_with_the_detected_modality(qtbot, viewer_widget, tm
     assert w.modality_label.text().startswith("Detected: brightfield")
 
 
+def test_the_shipped_model_enlarges_small_nuclei_and_says_so(qtbot, viewer_widget):
+    from napari_unet_loop.core import model_files
+
+    viewer, w = viewer_widget
+    w.add_model_file(str(model_files.load("default").path))
+    yy, xx = np.mgrid[:128, :128]
+    nuclei = np.zeros((128, 128), bool)
+    for cy in range(12, 128, 20):
+        for cx in range(12, 128, 20):
+            nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 4**2  # 9 px across: the model knows ~20 px
+    noise = np.random.default_rng(0).normal(0, 4, nuclei.shape)
+    viewer.add_image((np.where(nuclei, 200.0, 20.0) + noise).astype(np.float32), name="small")
+    run(qtbot, w)
+    meta = viewer.layers["small labels"].metadata["napari_unet_loop"]
+    assert meta["diameter_setting"] == "model" and meta["diameter"] < 13  # segmented for its small nuclei
+    assert "Small objects (about" in w.status.text() and "segmented enlarged" in w.status.text()
+    assert viewer.layers["small labels"].data.max() >= 30  # 36 nuclei
+
+
 def test_auto_in_a_stack_of_different_planes_records_each(qtbot, viewer_widget, tmp_path):
     viewer, w = viewer_widget
     w.add_model_file(auto_model(tmp_path))

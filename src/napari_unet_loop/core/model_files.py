@@ -69,6 +69,12 @@ class ModelCard:
     default_diameter : float or None
         Object diameter (pixels) assumed in a user's image when none is given: the one of the
         images the model was trained or fine-tuned on (``None``: ``diameter``).
+    upscale_small : bool
+        When no diameter is given: an image whose objects come out much smaller than
+        ``diameter`` is segmented again, enlarged to it (see
+        :func:`napari_unet_loop.core.segment.iter_segment`). For a model trained on objects
+        of many sizes at their own scale (the shipped one), which still splits small
+        touching nuclei less well than large ones.
     description : str
         What the model is for.
     parent : str or None
@@ -88,6 +94,7 @@ class ModelCard:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     diameter: float | None = None
     default_diameter: float | None = None
+    upscale_small: bool = False
     description: str = ""
     parent: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +116,7 @@ class ModelCard:
             "postprocess": self.postprocess.to_dict(),
             "diameter": self.diameter,
             "default_diameter": self.default_diameter,
+            "upscale_small": self.upscale_small,
             "parent": self.parent,
             "training": self.training,
             "metrics": self.metrics,
@@ -139,6 +147,7 @@ class ModelCard:
             postprocess=PostprocessConfig.from_dict(data.get("postprocess", {})),
             diameter=check_diameter(data.get("diameter"), "diameter"),
             default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
+            upscale_small=_card_flag(data, "upscale_small"),
             description=data.get("description", ""),
             parent=data.get("parent"),
             training=data.get("training", {}),
@@ -146,6 +155,14 @@ class ModelCard:
             created=data.get("created", ""),
             format_version=version,
         )
+
+
+def _card_flag(data: dict[str, Any], key: str) -> bool:
+    """A yes/no setting of a card (absent: no), checked."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _card_modality(value: Any) -> str:

@@ -114,7 +114,8 @@ def iter_segment(
         Object diameter in the image (pixels): the image is rescaled so its objects reach the
         network at the size it was trained at (see :mod:`.scale`). ``"auto"`` estimates it
         from a first segmentation (see :func:`iter_estimate_diameter`); omitted, the model
-        card's ``default_diameter``.
+        card's ``default_diameter`` (a model whose card sets ``upscale_small`` enlarges images
+        of objects much smaller than its diameter: see :func:`_upscale_small`).
     limits : sequence of tuple, optional
         Per input channel, the grey values normalised to 0 and 1, when they are fixed for more
         than this image (a Z stack's, see :func:`stack_settings`); the image's own percentiles
@@ -188,7 +189,40 @@ def iter_segment(
         probs = resize(probs, (h, w))
     labels = instances(probs, pp, model.card.architecture.n_classes)
     yield Progress(1, 1, "instances")
-    return Segmentation(labels, probs, kind, d, factor)
+    seg = Segmentation(labels, probs, kind, d, factor)
+    if diameter is None and limits is None and model.card.upscale_small:
+        return (yield from _upscale_small(model, image, seg, options))
+    return seg
+
+
+def _upscale_small(
+    model: Model, image: np.ndarray, seg: Segmentation, options: dict
+) -> Generator[Progress, None, Segmentation]:
+    """A model's ``upscale_small`` rule: objects much smaller than its diameter are segmented enlarged.
+
+    When the median diameter of what ``seg`` found is under the diameter it assumed (the
+    model's default) divided by :data:`AUTO_FITS`, the image is segmented again, enlarged for
+    that diameter, and measured again while the measurement moves by more than
+    :data:`AUTO_AGREE` (at most :data:`AUTO_PASSES` times). Images of objects of the model's size or larger are left as
+    they were segmented: a network trained on nuclei of 10 to 50 px at their own scale segments
+    large ones well and splits small touching ones less well (measured in docs/model.md).
+    """
+    small = float(model.image_diameter or 0) / AUTO_FITS
+    lowest = float(model.card.diameter or 0) / MAX_FACTOR
+    found = median_diameter([seg.labels])
+    if found is None or found >= small:
+        return seg
+    current, result = max(found, lowest), seg
+    for _ in range(AUTO_PASSES):
+        candidate = yield from iter_segment(model, image, diameter=current, **options)
+        again = median_diameter([candidate.labels])
+        if again is None:  # nothing found enlarged: keep what was
+            break
+        result = candidate
+        if abs(again / current - 1.0) <= AUTO_AGREE or again >= small:
+            break
+        current = max(again, lowest)
+    return result
 
 
 def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None, float]:

@@ -387,6 +387,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,
+            upscale_small=parent.card.upscale_small,  # as train --from keeps its starting card's
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
             training=training_record(  # the same record as the command line's train

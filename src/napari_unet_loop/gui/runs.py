@@ -66,6 +66,9 @@ class SegmentRun:
         The Object size choice: ``None`` (the model's), pixels, or ``"auto"``.
     modalities : dict
         Per plane index, how the network saw that plane (a modality kind or ``"none"``).
+    enlarged : dict
+        Per plane index, the object diameter of a plane the model chose to enlarge (its card's
+        ``upscale_small``: objects much smaller than it knows), with no Object size set.
     new_layer_name : str or None
         Write to a new labels layer of this name instead of the image's labels layer.
     on_done : callable or None
@@ -95,6 +98,7 @@ class SegmentRun:
     modality_setting: str | None = None
     diameter_setting: float | str | None = None
     modalities: dict[tuple[int, ...], str] = field(default_factory=dict)
+    enlarged: dict[tuple[int, ...], float] = field(default_factory=dict)
     new_layer_name: str | None = None
     on_done: Callable[[Labels], Any] | None = None
     created: Labels | None = None

@@ -155,6 +155,9 @@ class SegmentOutput:
         if res.diameter is not None:  # the object size the plane was segmented for
             meta["diameter"] = round(float(res.diameter), 2)
             meta["diameter_setting"] = run.diameter_setting or "model"
+            if run.diameter_setting is None and res.factor > 1.0 and run.model is not None:
+                if run.model.image_diameter is not None and res.diameter < run.model.image_diameter:
+                    run.enlarged[res.index] = float(res.diameter)  # the model's upscale_small rule
         meta["thresholds"] = run.pp.to_dict()
         target.metadata[META_KEY] = meta
         run.done += 1
@@ -185,7 +188,17 @@ class SegmentOutput:
         planes = f"{n} of {total} planes, " if total > 1 else ""
         if run.region is not None and run.region.index:  # a region is segmented in one plane, never the stack
             where += " (the plane on screen only)"
-        return f"{verb}: {planes}{run.objects} objects{where} ({secs:.1f} s).{self._modality_summary()}"
+        notes = self._modality_summary() + self._size_summary()
+        return f"{verb}: {planes}{run.objects} objects{where} ({secs:.1f} s).{notes}"
+
+    def _size_summary(self) -> str:
+        """Planes of small objects the model enlarged on its own (no Object size set), for the status line."""
+        enlarged = list(self._run.enlarged.values())
+        if not enlarged:
+            return ""
+        d = float(np.median(enlarged))
+        planes = f" in {len(enlarged)} plane(s)" if len(self._run.indices) > 1 else ""
+        return f" Small objects (about {d:.0f} px){planes}: segmented enlarged; set Object size to choose."
 
     def _modality_summary(self) -> str:
         """How the network saw the image in this run, for the status line."""
