@@ -174,6 +174,14 @@ def test_card_dict_round_trip():
     card = ModelCard(name="x", architecture=TINY, description="d", parent="p", metrics={"seg": 0.5})
     again = ModelCard.from_dict(card.to_dict())
     assert again == card
+    card.upscale_small = True
+    assert ModelCard.from_dict(card.to_dict()).upscale_small is True
+    older = {k: v for k, v in card.to_dict().items() if k != "upscale_small"}  # a card from before the setting
+    assert ModelCard.from_dict(older).upscale_small is False
+
+
+def test_the_shipped_model_enlarges_small_objects():
+    assert load("default").card.upscale_small is True  # measured in docs/model.md
 
 
 def test_user_dir_respects_the_environment(tmp_path, monkeypatch):
@@ -296,6 +304,7 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
         ({"postprocess": [0.5]}, "postprocess must be a JSON object"),
         ({"modality": 3}, "modality must be a string"),
         ({"modality": "phase"}, "unknown imaging modality"),
+        ({"upscale_small": "yes"}, "upscale_small must be true or false"),
     ],
 )
 def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words):
