@@ -290,6 +290,21 @@ def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monke
     assert calls[0] is None and 2 <= len(calls) <= 4 and all(d < 10.0 / 1.5 for d in calls[1:])
 
 
+def test_auto_diameter_of_small_isolated_nuclei_is_not_a_blob_of_a_shrunk_pass():
+    """Shrunk 4x, 9 px nuclei melt into one blob of the whole image: that pass measures nothing."""
+    from napari_unet_loop.core import model_files
+
+    model = model_files.load("default")
+    yy, xx = np.mgrid[:128, :128]
+    nuclei = np.zeros((128, 128), bool)
+    for cy in range(12, 128, 20):
+        for cx in range(12, 128, 20):
+            nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 4**2  # 36 nuclei, 9 px across
+    image = (np.where(nuclei, 200.0, 20.0) + np.random.default_rng(0).normal(0, 4, nuclei.shape)).astype(np.float32)
+    seg = segment(model, image, diameter="auto")
+    assert 6 < seg.diameter < 12 and seg.labels.max() == 36  # was: 138 px and no object
+
+
 def _noisy_stack(discs, seed: int = 0) -> np.ndarray:
     """Four planes: discs in planes 1 and 2, white noise only in planes 0 and 3."""
     rng = np.random.default_rng(seed)

@@ -35,6 +35,7 @@ AUTO_PASSES = 3  # most segmentations to estimate an image's object diameter
 AUTO_FITS = 1.5  # a pass whose objects measure within 1.5x of the diameter it assumed fits
 AUTO_AGREE = 0.15  # a measured diameter within 15 % of the one used: estimated
 AUTO_PIXELS = 2048 * 2048  # larger images are measured on a central crop of this size
+AUTO_MIN_OBJECTS = 2  # a pass that finds fewer objects measures nothing (one blob is no size)
 
 
 @dataclass
@@ -273,8 +274,10 @@ def iter_estimate_diameter(
     its own scale finds them at that scale; smaller assumptions go first because a coarse pass
     can merge small objects into clumps that look self-consistent). Its measurement is
     then refined: segmented again at the measured diameter while that changes it by more
-    than :data:`AUTO_AGREE` (at most ``passes`` times). Measured on the validation split in
-    docs/model.md.
+    than :data:`AUTO_AGREE` (at most ``passes`` times). A pass that finds fewer than
+    :data:`AUTO_MIN_OBJECTS` objects measures nothing (a shrunk pass can melt small objects
+    into one blob), and a refining pass that finds nothing leaves the pass before it.
+    Measured on the validation split in docs/model.md.
 
     Parameters
     ----------
@@ -314,7 +317,7 @@ def iter_estimate_diameter(
 
     def measure(d: float):
         seg = yield from iter_segment(model, crop, diameter=d, **options)
-        found = median_diameter([seg.labels])
+        found = median_diameter([seg.labels]) if seg.labels.max() >= AUTO_MIN_OBJECTS else None
         tried[d] = (seg, None if found is None else min(max(found, lo), hi))
 
     for d in (base, 2 * base, 4 * base):  # the first that agrees with itself, else the one that agrees best
@@ -328,8 +331,11 @@ def iter_estimate_diameter(
         found = tried[current][1]
         if found is None or abs(found / current - 1.0) <= AUTO_AGREE or found in tried:
             break
-        current = found
+        previous, current = current, found
         yield from measure(current)
+        if tried[current][1] is None:  # nothing found at the size measured: the pass before stands
+            current = previous
+            break
     if crop is image:
         return tried[current][0]
     return (yield from iter_segment(model, image, diameter=current, **options))
