@@ -70,10 +70,10 @@ class ModelCard:
         Object diameter (pixels) assumed in a user's image when none is given: the one of the
         images the model was trained or fine-tuned on (``None``: ``diameter``).
     upscale_small : bool
-        When no diameter is given: an image whose objects come out much smaller than
-        ``diameter`` is segmented again, enlarged to it (see
+        When no diameter is given: an image whose objects come out much smaller than the
+        model's default diameter is segmented again, enlarged for them (see
         :func:`napari_unet_loop.core.segment.iter_segment`). For a model trained on objects
-        of many sizes at their own scale (the shipped one), which still splits small
+        of many sizes at their own scale (the shipped one), which still separates small
         touching nuclei less well than large ones.
     description : str
         What the model is for.
