@@ -215,6 +215,11 @@ class Scores:
         return asdict(self)
 
 
+def _planes(true: np.ndarray, pred: np.ndarray):
+    """Pairs of true and predicted 2D planes (the last two axes) of two stacks of one shape."""
+    return zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
+
+
 def matching_planes(
     true: np.ndarray, pred: np.ndarray, thresholds: tuple[float, ...] = (0.5, 0.75)
 ) -> tuple[dict[float, MatchCounts], SegCounts]:
@@ -229,10 +234,7 @@ def matching_planes(
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim <= 2:
         return matching(true, pred, thresholds)
-    per_plane = [
-        matching(t, p, thresholds)
-        for t, p in zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
-    ]
+    per_plane = [matching(t, p, thresholds) for t, p in _planes(true, pred)]
     counts = {t: sum((c[t] for c, _ in per_plane[1:]), per_plane[0][0][t]) for t in thresholds}
     seg = sum((s for _, s in per_plane[1:]), per_plane[0][1])
     return counts, seg
@@ -324,8 +326,7 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim > 2:
-        planes = zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
-        return sum((error_kinds(t, p) for t, p in planes), ErrorCounts())
+        return sum((error_kinds(t, p) for t, p in _planes(true, pred)), ErrorCounts())
     if ignore is not None and ignore.any():
         true = _drop_ignored(true, ignore)
     ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
