@@ -49,11 +49,11 @@ from bench_finetune import DATA_CANDIDATES, SPLITS, imread, isbi_instances  # th
 from napari_unet_loop.core.finetune import preset, record_sizes, retune, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.modality import detect
+from napari_unet_loop.core.modality import detect, input_modality
 from napari_unet_loop.core.model_files import Model, load
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
-from napari_unet_loop.core.segment import input_modality, segment
+from napari_unet_loop.core.segment import segment
 from napari_unet_loop.core.train import iter_train
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"

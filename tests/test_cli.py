@@ -590,12 +590,12 @@ def _stub(make):
 
 def test_segment_counts_objects_not_the_largest_id(tmp_path, monkeypatch, tiny_model_path, capsys):
     import napari_unet_loop.cli as cli_mod
-    import napari_unet_loop.core.segment as seg_mod
+    import napari_unet_loop.core.planes as planes_mod
     from napari_unet_loop.core.segment import Segmentation
 
     labels = np.zeros((64, 64), np.int32)
     labels[5:10, 5:10], labels[20:30, 20:30] = 1, 9  # two objects, largest id 9
-    monkeypatch.setattr(seg_mod, "iter_segment", _stub(lambda *a, **k: Segmentation(labels, None)))
+    monkeypatch.setattr(planes_mod, "iter_segment", _stub(lambda *a, **k: Segmentation(labels, None)))
     iio.imwrite(tmp_path / "img.png", iio.imread(sample_path("nuclei_small"))[:64, :64])
     assert main(["segment", str(tmp_path / "img.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]) == 0
     assert "img.png: 2 objects" in capsys.readouterr().err
@@ -708,7 +708,7 @@ def test_odd_file_names_do_not_stop_a_batch(tmp_path, tiny_model_path, capsys):
 
 def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch, tiny_model_path, capsys):
     """``--stitch-z 0.5`` on a Z stack of separated nuclei: one 3D object each (per-plane labels stubbed)."""
-    import napari_unet_loop.core.segment as seg_mod
+    import napari_unet_loop.core.planes as planes_mod
     from napari_unet_loop.core.segment import Segmentation
 
     zz, yy, xx = np.mgrid[:9, :64, :64]
@@ -721,7 +721,7 @@ def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch,
         lab = next(planes)
         return Segmentation(np.where(lab > 0, 4 - lab, 0).astype(np.int32), None)
 
-    monkeypatch.setattr(seg_mod, "iter_segment", _stub(per_plane))
+    monkeypatch.setattr(planes_mod, "iter_segment", _stub(per_plane))
     tifffile.imwrite(tmp_path / "stack.tif", (balls > 0).astype(np.uint8) * 200, metadata={"axes": "ZYX"})
     out = tmp_path / "o"
     args = ["segment", str(tmp_path / "stack.tif"), "-o", str(out), "--model", str(tiny_model_path)]
@@ -738,14 +738,14 @@ def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch,
 def test_stitched_stack_is_measured_in_3d(tmp_path, monkeypatch, tiny_model_path):
     import csv
 
-    import napari_unet_loop.core.segment as seg_mod
+    import napari_unet_loop.core.planes as planes_mod
     from napari_unet_loop.core.segment import Segmentation
 
     stack = np.zeros((5, 32, 32), np.int32)
     stack[1:4, 8:16, 8:16] = 1
     stack[:, 20:28, 18:30] = 2
     planes = iter(list(stack))
-    monkeypatch.setattr(seg_mod, "iter_segment", _stub(lambda m, p, **k: Segmentation(next(planes).copy(), None)))
+    monkeypatch.setattr(planes_mod, "iter_segment", _stub(lambda m, p, **k: Segmentation(next(planes).copy(), None)))
     tifffile.imwrite(tmp_path / "s.tif", (stack > 0).astype(np.uint8) * 100, imagej=True, metadata={"axes": "ZYX"})
     out = tmp_path / "o"
     args = ["segment", str(tmp_path / "s.tif"), "-o", str(out), "--model", str(tiny_model_path)]

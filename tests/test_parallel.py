@@ -299,7 +299,7 @@ def _one_object_per_sphere(labels: np.ndarray, vol: np.ndarray) -> int:
 
 
 def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres, tmp_path, client):
-    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.core.planes import SegmentSettings
     from napari_unet_loop.parallel import segment_volume_to_zarr
     from napari_unet_loop.parallel.files import segment_array
 
@@ -332,7 +332,7 @@ def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres
 
 
 def test_a_stack_interrupted_while_joining_planes_is_finished_by_resume(model, spheres, tmp_path):
-    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.core.planes import SegmentSettings
     from napari_unet_loop.parallel import segment_volume_to_zarr
     from napari_unet_loop.parallel.files import segment_array
 

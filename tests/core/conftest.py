@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet_loop.core.model_files import new_model
+from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.unet import UNet, UNetConfig
 
 TINY = UNetConfig(depth=2, base_width=4)
@@ -69,3 +71,9 @@ def tiny_net():
     """A freshly initialised small U-Net (depth 2, width 4, batch norm), fixed seed."""
     torch.manual_seed(0)
     return UNet(TINY)
+
+
+@pytest.fixture
+def model():
+    """A tiny untrained model (depth 2, width 4) with loose thresholds, for segmentation paths."""
+    return new_model(TINY, name="tiny", seed=0, postprocess=PostprocessConfig(0.3, 0.4, 3))

@@ -186,7 +186,7 @@ def test_a_z_stack_goes_a_plane_at_a_time_joined_into_3d_objects(
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_image
 
-    from napari_unet_loop.core.segment import SegmentSettings
+    from napari_unet_loop.core.planes import SegmentSettings
     from napari_unet_loop.parallel import segment_volume_to_zarr
 
     viewer = make_napari_viewer_proxy()

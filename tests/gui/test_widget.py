@@ -472,16 +472,16 @@ def test_detection_reads_the_plane_on_screen_of_a_stack(viewer_widget):
 
 
 def test_explicit_imaging_choice_reaches_the_segmentation_and_is_recorded(qtbot, viewer_widget, monkeypatch):
-    from napari_unet_loop.core import segment as seg_mod
+    from napari_unet_loop.core import planes as planes_mod
 
     seen = []
-    real = seg_mod.iter_segment
+    real = planes_mod.iter_segment
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("modality"))
         return (yield from real(*args, **kwargs))
 
-    monkeypatch.setattr(seg_mod, "iter_segment", spy)
+    monkeypatch.setattr(planes_mod, "iter_segment", spy)
     viewer, w = viewer_widget
     viewer.add_image(blobs(bright_background=False), name="cells")  # looks like fluorescence
     w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
@@ -555,7 +555,7 @@ def test_the_planes_of_a_z_stack_are_normalised_together_time_points_apart(qtbot
     assert seen == [None, None]  # time points: each by its own percentiles
     viewer.add_image(data, name="z")  # no axis names: the stacked axis is Z
     run(qtbot, w, stack=True, layer=viewer.layers["z"])
-    from napari_unet_loop.core.segment import SegmentSettings, stack_settings
+    from napari_unet_loop.core.planes import SegmentSettings, stack_settings
 
     ((lo, hi),) = seen[2]
     assert seen[3] == seen[2] and hi > np.percentile(noise, 99.8) + 50  # the stack's limits, for every plane

@@ -13,10 +13,10 @@ from ..core.axes import to_stack
 from ..core.device import DEVICE_CHOICES
 from ..core.image import InputError, prepare_input
 from ..core.modality import CHOICES as MODALITY_CHOICES
-from ..core.modality import detect
+from ..core.modality import detect, input_modality
+from ..core.planes import PlanesSummary, SegmentSettings
 from ..core.postprocess import PostprocessConfig
 from ..core.sampling import Sample
-from ..core.segment import PlanesSummary, SegmentSettings, input_modality
 from ..io.conventions import os_error_text
 from ..io.export import (
     ExportError,

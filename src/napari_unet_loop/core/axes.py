@@ -102,7 +102,7 @@ def z_stack_of(
     -------
     callable or None
         ``stack_of(index)``: the positions of every plane that shares all stack positions but
-        Z with ``index`` (for :func:`napari_unet_loop.core.segment.iter_segment_planes`);
+        Z with ``index`` (for :func:`napari_unet_loop.core.planes.iter_segment_planes`);
         ``None`` without a Z axis.
 
     Examples

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.model_files import Model
+from ..core.planes import PlaneDone, PlaneError, SegmentSettings, iter_segment_planes
 from ..core.postprocess import PostprocessConfig, instances_from_maps
 from ..core.predict import Progress
 from ..core.scale import postprocess_at
-from ..core.segment import PlaneDone, PlaneError, SegmentSettings, iter_segment_planes
 
 
 @dataclass
@@ -85,7 +85,7 @@ def segment_planes(
     stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,
     sample: Callable[[tuple[int, ...], int], np.ndarray] | None = None,
 ) -> Generator[Progress | PlaneResult | Failure | Notice, None, int]:
-    """Run :func:`~napari_unet_loop.core.segment.iter_segment_planes` for the dock.
+    """Run :func:`~napari_unet_loop.core.planes.iter_segment_planes` for the dock.
 
     Turns each finished plane into a :class:`PlaneResult` (with the float16 maps kept for
     re-thresholding), an input problem into a :class:`Failure` (planes finished before it
@@ -93,7 +93,7 @@ def segment_planes(
     imaging modality (``"auto"``, a kind, or ``"none"``; the model card's when ``None``),
     ``diameter`` the objects' diameter in pixels or ``"auto"`` (the model card's when ``None``),
     ``stack_of`` the planes of a plane's Z stack (normalised together, from strided reads by
-    ``sample``; see :func:`~napari_unet_loop.core.segment.iter_segment_planes`).
+    ``sample``; see :func:`~napari_unet_loop.core.planes.iter_segment_planes`).
 
     Returns
     -------

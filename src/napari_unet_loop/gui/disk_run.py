@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidge
 
 from ..core.image import InputError
 from ..core.model_files import ModelError
-from ..core.segment import SegmentSettings
+from ..core.planes import SegmentSettings
 from ..io.chunked import JobMismatchError
 from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy

@@ -195,7 +195,7 @@ def sample_plane(
 ) -> np.ndarray:
     """About ``max_pixels`` pixels of a plane (or its window), strided as a sample of the plane in memory would be.
 
-    The sampler :func:`napari_unet_loop.core.segment.stack_settings` takes: lazy (dask, zarr)
+    The sampler :func:`napari_unet_loop.core.planes.stack_settings` takes: lazy (dask, zarr)
     data is read at the stride only, not whole.
     """
     h, w = plane_shape(layer)

@@ -22,8 +22,8 @@ from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
 from ..core.model_files import Model
+from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from ..core.segment import SegmentSettings, stack_settings
 from ..io.images import ReadError, pair_files, read_image
 from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, sample_plane, stack_shape, z_position
 

@@ -1,7 +1,7 @@
 """One image file in, its label files out: the job ``segment`` runs per file, here or as a cluster task.
 
 :func:`read_with_axes` reads a file and its axes, :func:`segment_array` runs the shared plane loop
-(:func:`napari_unet_loop.core.segment.iter_segment_planes`) with optional Z stitching, and
+(:func:`napari_unet_loop.core.planes.iter_segment_planes`) with optional Z stitching, and
 :func:`segment_file` does both and writes every format asked for. A :class:`FileJob` holds all a job
 needs (no argparse namespace, no open model), so a folder of images becomes one task per file on a
 dask cluster (:func:`segment_files`), each worker loading the model once.
@@ -20,8 +20,8 @@ from ..core import model_files
 from ..core.axes import STACK_AXES, guess_axes, to_stack, z_stack_of
 from ..core.channels import check_channel_choice
 from ..core.image import InputError, to_grey
+from ..core.planes import PlaneDone, PlanesSummary, SegmentSettings, iter_segment_planes
 from ..core.predict import run
-from ..core.segment import PlaneDone, PlanesSummary, SegmentSettings, iter_segment_planes
 from ..core.stitch import stitch_stack
 from ..io.conventions import os_error_text
 from ..io.export import ExportError, export_labels
@@ -65,7 +65,7 @@ def segment_array(
     """Segment an array of any supported layout, plane by plane (the shared plane loop of core).
 
     The planes of a Z stack share one modality and one normalisation (see
-    :func:`napari_unet_loop.core.segment.stack_settings`); time points are apart.
+    :func:`napari_unet_loop.core.planes.stack_settings`); time points are apart.
 
     Returns
     -------

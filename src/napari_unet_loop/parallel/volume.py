@@ -24,7 +24,7 @@ import numpy as np
 from ..core import model_files
 from ..core.channels import check_channel_choice
 from ..core.image import InputError
-from ..core.segment import SegmentSettings, stack_settings
+from ..core.planes import SegmentSettings, stack_settings
 from ..core.stitch import stitch_next
 from ..io.chunked import LabelsStore
 from ..io.lazy import LazySource, PlaneView, source_record
