@@ -7,7 +7,7 @@ asked or estimated); :mod:`.planes` runs it over the planes of a stack.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,20 +209,79 @@ def _upscale_small(
     """
     small = float(model.image_diameter or 0) / AUTO_FITS
     lowest = float(model.card.diameter or 0) / MAX_FACTOR
-    found = median_diameter([seg.labels])
+
+    def measure(candidate: Segmentation) -> float | None:
+        found = median_diameter([candidate.labels])
+        return None if found is None else max(found, lowest)
+
+    found = measure(seg)
     if found is None or found >= small:
         return seg
-    current, result = max(found, lowest), seg
-    for _ in range(AUTO_PASSES):
-        candidate = yield from iter_segment(model, image, diameter=current, **options)
-        again = median_diameter([candidate.labels])
-        if again is None:  # nothing found enlarged: keep what was
-            break
-        result = candidate
-        if abs(again / current - 1.0) <= AUTO_AGREE or again >= small:
-            break
-        current = max(again, lowest)
+    result, _ = yield from _refine(
+        lambda d: iter_segment(model, image, diameter=d, **options),
+        measure,
+        seg,
+        float(model.image_diameter),
+        found,
+        AUTO_PASSES,
+        done=lambda d: d >= small,
+    )
     return result
+
+
+def _refine(
+    segment_at: Callable[[float], Generator[Progress, None, Segmentation]],
+    measure: Callable[[Segmentation], float | None],
+    seg: Segmentation,
+    assumed: float,
+    found: float | None,
+    passes: int,
+    done: Callable[[float], bool] = lambda d: False,
+    tried: Iterable[float] = (),
+) -> Generator[Progress, None, tuple[Segmentation, float]]:
+    """Segment again at the diameter measured until the measurement settles.
+
+    The one refining loop of :func:`iter_estimate_diameter` and :func:`_upscale_small`: while
+    the diameter ``found`` in ``seg`` differs from the one it ``assumed`` by more than
+    :data:`AUTO_AGREE` (and is not ``done`` nor already ``tried``), segment at ``found``
+    and measure again, at most ``passes`` times. A pass that measures nothing leaves the pass
+    before it.
+
+    Parameters
+    ----------
+    segment_at : callable
+        ``segment_at(diameter)``: a generator of :func:`iter_segment` for that diameter.
+    measure : callable
+        ``measure(segmentation)``: its object diameter, ``None`` when it measures nothing.
+    seg : Segmentation
+        The pass to start from.
+    assumed : float
+        The diameter ``seg`` was segmented for.
+    found : float or None
+        ``measure(seg)``.
+    passes : int
+        Most passes.
+    done : callable, optional
+        ``done(diameter)``: a measurement that needs no further pass.
+    tried : iterable of float, optional
+        Diameters segmented already (a measurement that returns to one of them stops).
+
+    Returns
+    -------
+    tuple
+        The last pass kept and the diameter it was segmented for.
+    """
+    seen = set(tried)
+    for _ in range(passes):
+        if found is None or abs(found / assumed - 1.0) <= AUTO_AGREE or found in seen or done(found):
+            break
+        candidate = yield from segment_at(found)
+        seen.add(found)
+        again = measure(candidate)
+        if again is None:  # nothing measured at that size: the pass before stands
+            break
+        seg, assumed, found = candidate, found, again
+    return seg, assumed
 
 
 def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None, float]:
@@ -314,29 +373,26 @@ def iter_estimate_diameter(
     base = float(model.image_diameter)
     tried: dict[float, tuple[Segmentation, float | None]] = {}
 
-    def measure(d: float):
-        seg = yield from iter_segment(model, crop, diameter=d, **options)
+    def clamped(seg: Segmentation) -> float | None:
         found = median_diameter([seg.labels]) if seg.labels.max() >= AUTO_MIN_OBJECTS else None
-        tried[d] = (seg, None if found is None else min(max(found, lo), hi))
+        return None if found is None else min(max(found, lo), hi)
 
-    for d in (base, 2 * base, 4 * base):  # the first that agrees with itself, else the one that agrees best
-        yield from measure(min(d, hi))
-        found = tried[min(d, hi)][1]
-        if found is not None and abs(math.log(found / min(d, hi))) <= math.log(AUTO_FITS):
+    for d in (min(base, hi), min(2 * base, hi), min(4 * base, hi)):  # the first that agrees with itself...
+        if d in tried:  # capped at the largest diameter already
+            break
+        seg = yield from iter_segment(model, crop, diameter=d, **options)
+        tried[d] = (seg, clamped(seg))
+        found = tried[d][1]
+        if found is not None and abs(math.log(found / d)) <= math.log(AUTO_FITS):
             break
     fits = [(abs(math.log(f / d)), d) for d, (_, f) in tried.items() if f is not None]
-    current = min(fits)[1] if fits else base
-    for _ in range(passes):
-        found = tried[current][1]
-        if found is None or abs(found / current - 1.0) <= AUTO_AGREE or found in tried:
-            break
-        previous, current = current, found
-        yield from measure(current)
-        if tried[current][1] is None:  # nothing found at the size measured: the pass before stands
-            current = previous
-            break
+    start = min(fits)[1] if fits else min(base, hi)  # ... else the one that agrees best, else the default
+    seg, found = tried[start]
+    seg, current = yield from _refine(
+        lambda d: iter_segment(model, crop, diameter=d, **options), clamped, seg, start, found, passes, tried=tried
+    )
     if crop is image:
-        return tried[current][0]
+        return seg
     return (yield from iter_segment(model, image, diameter=current, **options))
 
 
