@@ -224,6 +224,34 @@ def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_pat
     assert "test" not in model_files.load(model).card.metrics  # scores for other thresholds are dropped
 
 
+def test_tune_for_one_imaging_kind_and_segment_with_it(tmp_path, folders, tiny_model_path, capsys):
+    """``tune --kind he --write`` tunes on the H&E images only; segment then records what each kind uses."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    images, labels = folders
+    model = tmp_path / "t.safetensors"
+    m = model_files.load(tiny_model_path)
+    m.card.modality = "auto"
+    model_files.save(m, model)
+    assert main(["tune", str(images), str(labels), "--model", str(model), "--kind", "he", "--write"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    card = model_files.load(model).card
+    assert out["kind"] == "he" and card.metrics["threshold_tuning_by_kind"]["he"]["images"] == 1  # of 2
+    assert card.thresholds("he").to_dict() == out["thresholds"] and card.postprocess == m.card.postprocess
+    assert main(["tune", str(images), str(labels), "--model", str(model), "--kind", "brightfield"]) == 2
+    assert "none of the images is detected as brightfield" in capsys.readouterr().err
+    # a setting given on the command line replaces that setting in each kind's thresholds
+    card.postprocess_by_kind = {"he": PostprocessConfig(0.6, 0.5, 40, 1.0)}
+    model_files.save(model_files.Model(m.net, card), model, overwrite=True)
+    seg = tmp_path / "seg"
+    args = ["segment", str(images / "nuclei_he_stain.png"), "-o", str(seg), "--model", str(model), "--min-size", "5"]
+    assert main(args) == 0
+    prov = json.loads((seg / "nuclei_he_stain.tif.json").read_text())["provenance"]
+    assert prov["modality"] == "he" and prov["thresholds_by_kind"]["he"] == PostprocessConfig(0.6, 0.5, 5, 1.0).to_dict()
+    assert prov["thresholds"] == {**m.card.postprocess.to_dict(), "min_size": 5}
+
+
 def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):
     from napari_unet_loop.io.images import read_image
 

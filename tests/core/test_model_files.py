@@ -180,6 +180,28 @@ def test_card_dict_round_trip():
     assert ModelCard.from_dict(older).upscale_small is False
 
 
+def test_thresholds_per_imaging_kind():
+    general = PostprocessConfig(0.5, 0.5, 8, 1.0)
+    card = ModelCard(name="x", architecture=TINY, postprocess=general)
+    card.postprocess_by_kind = {"brightfield": PostprocessConfig(0.85, 0.5, 24, 1.0)}
+    assert card.thresholds("brightfield") == PostprocessConfig(0.85, 0.5, 24, 1.0)
+    assert card.thresholds("fluorescence") == card.thresholds(None) == card.thresholds("none") == general
+    # a mapping replaces those settings in the kind's thresholds; a full set is used as it is
+    assert card.thresholds("brightfield", {"min_size": 3}) == PostprocessConfig(0.85, 0.5, 3, 1.0)
+    assert card.thresholds("he", {"min_size": 3}) == PostprocessConfig(0.5, 0.5, 3, 1.0)
+    mine = PostprocessConfig(0.3, 0.3, 0, 0.0)
+    assert card.thresholds("brightfield", mine) is mine
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        card.thresholds("brightfield", {"fg_threshold": 1.5})
+    again = ModelCard.from_dict(card.to_dict())
+    assert again.postprocess_by_kind == card.postprocess_by_kind
+    # a kind's entry names only what differs from the general thresholds; older cards have none
+    data = {**card.to_dict(), "postprocess_by_kind": {"he": {"min_size": 40}}}
+    assert ModelCard.from_dict(data).thresholds("he") == PostprocessConfig(0.5, 0.5, 40, 1.0)
+    older = {k: v for k, v in card.to_dict().items() if k != "postprocess_by_kind"}
+    assert ModelCard.from_dict(older).postprocess_by_kind == {}
+
+
 def test_the_shipped_model_enlarges_small_objects():
     assert load("default").card.upscale_small is True  # measured in docs/model.md
 
@@ -305,6 +327,10 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
         ({"modality": 3}, "modality must be a string"),
         ({"modality": "phase"}, "unknown imaging modality"),
         ({"upscale_small": "yes"}, "upscale_small must be true or false"),
+        ({"postprocess_by_kind": [1]}, "postprocess_by_kind must be a JSON object"),
+        ({"postprocess_by_kind": {"phase": {}}}, "unknown imaging kind 'phase'"),
+        ({"postprocess_by_kind": {"he": 0.5}}, r"postprocess_by_kind\['he'\] must be a JSON object"),
+        ({"postprocess_by_kind": {"he": {"fg_threshold": 2}}}, "strictly between 0 and 1"),
     ],
 )
 def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words):

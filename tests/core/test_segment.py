@@ -153,6 +153,30 @@ def test_segment_converts_the_image_by_modality(model, discs, disc_img):
         segment(model, bright_field, modality="phase")
 
 
+def test_thresholds_follow_the_imaging_kind(model, discs, disc_img, monkeypatch):
+    """A card's thresholds for one imaging kind apply to images of that kind, whole or block by block."""
+    from napari_unet_loop.core import postprocess as pp_mod
+
+    used = []  # the thresholds of each post-processing (whole image, or each block)
+    real = pp_mod.instances_from_maps
+    monkeypatch.setattr(pp_mod, "instances_from_maps", lambda fg, d, pp: used.append(pp) or real(fg, d, pp))
+    model.card.modality = "auto"
+    general, bright = model.card.postprocess, PostprocessConfig(0.85, 0.45, 24, 1.0)
+    model.card.postprocess_by_kind = {"brightfield": bright}
+    labels = discs((64, 64), 4)
+    bright_field = np.clip(230 - disc_img(labels) * 180, 0, 255).astype(np.uint8)
+    segment(model, bright_field, tile=32)
+    assert used == [bright]
+    segment(model, bright_field, tile=32, block=64)  # each block's post-processing
+    assert len(used) > 1 and set(used) == {bright}
+    used.clear()
+    segment(model, bright_field, tile=32, modality="fluorescence")  # another kind: the general thresholds
+    segment(model, bright_field, tile=32, postprocess={"min_size": 5})  # a setting given replaces the kind's
+    mine = PostprocessConfig(0.4, 0.4, 0)
+    segment(model, bright_field, tile=32, postprocess=mine)  # a full set is used as it is
+    assert used == [general, PostprocessConfig(0.85, 0.45, 5, 1.0), mine]
+
+
 # ----------------------------------------------------------------------------- object size
 
 

@@ -453,6 +453,38 @@ def test_imaging_defaults_to_auto_and_shows_what_was_detected(viewer_widget, tmp
     assert w.update_detected().endswith("using brightfield (your choice).")
 
 
+def test_thresholds_follow_the_imaging_kind_unless_changed(viewer_widget, tmp_path):
+    """The Instances thresholds are the model's for the kind shown under Imaging, until the user sets them."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    viewer, w = viewer_widget
+    model = model_files.load(auto_model(tmp_path))
+    bright = PostprocessConfig(0.85, 0.45, 24, 1.0)
+    model.card.postprocess_by_kind = {"brightfield": bright}
+    path = tmp_path / "by-kind.safetensors"
+    model_files.save(model, path)
+    w.add_model_file(str(path))
+    general = model.card.postprocess
+    viewer.add_image(blobs(bright_background=False), name="fluo")
+    w.update_detected()
+    assert w.postprocess_config() == general
+    viewer.add_image(blobs(bright_background=True), name="bf")
+    assert "thresholds for brightfield images" in w.update_detected()
+    assert w.postprocess_config() == bright
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("fluorescence"))  # the user's choice counts
+    w.update_detected()
+    assert w.postprocess_config() == general
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("auto"))
+    w.update_detected()
+    w.fg_spin.value = 0.6  # set by hand: kept when the kind changes
+    viewer.layers.selection.active = viewer.layers["fluo"]
+    w.update_detected()
+    assert w.postprocess_config().fg_threshold == 0.6
+    w.defaults_btn.click()  # Model defaults: the fluorescence image's
+    assert w.postprocess_config() == general
+
+
 def test_detection_follows_the_selected_layer_by_itself(qtbot, viewer_widget):
     viewer, w = viewer_widget
     viewer.add_image(blobs(bright_background=False), name="fluo")

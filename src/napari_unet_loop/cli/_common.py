@@ -15,7 +15,6 @@ from ..core.image import InputError, prepare_input
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.modality import detect, input_modality
 from ..core.planes import PlanesSummary, SegmentSettings
-from ..core.postprocess import PostprocessConfig
 from ..core.sampling import Sample
 from ..io.conventions import os_error_text
 from ..io.export import (
@@ -169,16 +168,31 @@ def _add_modality_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _postprocess(args: argparse.Namespace, model: model_files.Model) -> PostprocessConfig:
-    base = model.card.postprocess.to_dict()
-    for key in ("fg_threshold", "seed_threshold", "min_size"):
-        value = getattr(args, key)
-        if value is not None:
-            base[key] = value
+def _postprocess(args: argparse.Namespace, model: model_files.Model) -> dict[str, float] | None:
+    """The thresholds given on the command line, checked; ``None`` when none is.
+
+    They replace those settings in the model's thresholds for each image's imaging kind
+    (see :meth:`napari_unet_loop.core.model_files.ModelCard.thresholds`).
+    """
+    given = {k: getattr(args, k) for k in ("fg_threshold", "seed_threshold", "min_size")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
     try:
-        return PostprocessConfig(**base)
+        for kind in (None, *model.card.postprocess_by_kind):
+            model.card.thresholds(kind, given)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
+    return given
+
+
+def _thresholds_record(model: model_files.Model, given: dict[str, float] | None) -> dict:
+    """The thresholds a run uses, for its report: ``thresholds``, and ``thresholds_by_kind`` where they differ."""
+    card = model.card
+    record: dict = {"thresholds": card.thresholds(None, given).to_dict()}
+    if card.postprocess_by_kind:
+        record["thresholds_by_kind"] = {k: card.thresholds(k, given).to_dict() for k in card.postprocess_by_kind}
+    return record
 
 
 def _read(path: Path, args, in_channels: int = 1) -> tuple[np.ndarray, str]:
@@ -210,7 +224,7 @@ def _flags(text: str) -> str:
     return text
 
 
-def _settings(args, device, pp: PostprocessConfig) -> SegmentSettings:
+def _settings(args, device, pp: dict[str, float] | None) -> SegmentSettings:
     """The segment settings the command-line options ask for."""
     return SegmentSettings(
         device=device,
@@ -243,12 +257,12 @@ def _formats(values: list[str] | None, default: str = "tif") -> list[str]:
         raise CLIError(str(exc)) from None
 
 
-def _provenance(model, pp: PostprocessConfig, args) -> dict:
+def _provenance(model, pp: dict[str, float] | None, args) -> dict:
     return {
         "model_name": model.name,
         "model_path": str(model.path),
         "model_card": model_files.card_summary(model.card),
-        "thresholds": pp.to_dict(),
+        **_thresholds_record(model, pp),
         "tile_size": args.tile or "auto",
         "diameter_setting": getattr(args, "diameter", None) or "model",
         "precision": args.precision,

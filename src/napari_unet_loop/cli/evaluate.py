@@ -12,7 +12,7 @@ from ..core.device import resolve_device
 from ..core.metrics import ErrorCounts, error_kinds, matching_planes, pool
 from ..core.modality import MODALITIES, detect
 from ..io.images import pair_files, read_image
-from ._common import CLIError, _log, _postprocess, _read, _segment_array
+from ._common import CLIError, _log, _postprocess, _read, _segment_array, _thresholds_record
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         **summary,
         "model": model.name,
         "device": str(device),
-        "thresholds": pp.to_dict(),
+        **_thresholds_record(model, pp),
         "seconds": round(time.perf_counter() - t0, 2),
         "per_image": per_image,
     }

@@ -11,6 +11,7 @@ from ..core import __version__, model_files
 from ..core.checkpoint import load_checkpoint
 from ..core.device import DEVICE_CHOICES, DeviceError
 from ..core.image import InputError
+from ..core.modality import MODALITIES
 from ..core.model_files import ModelError
 from ..core.train import TrainingError
 from ..io.export import (
@@ -217,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None)
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
+    p.add_argument(
+        "--kind",
+        default=None,
+        choices=MODALITIES,
+        help="tune the thresholds for images of one imaging kind only (detected per image; the others are "
+        "skipped): segment uses them for images of that kind",
+    )
     _add_modality_arg(p)
     p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")

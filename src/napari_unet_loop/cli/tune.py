@@ -28,23 +28,33 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("no image/label pairs to tune on")
     # the images as the model reads them (its imaging modality, or --modality), as segment does
     samples = _load_samples(pairs, model, args)
+    kind = args.kind
+    if kind is not None:  # the images of that kind only (the kind each image is detected as)
+        samples = [s for s in samples if s.kind == kind]
+        _log(f"{len(samples)} of {len(pairs)} images are {kind}")
+        if not samples:
+            raise CLIError(f"none of the images is detected as {kind}: nothing to tune on")
     # ... and at the size segment shows them to the network (the thresholds' sizes are the network's)
     samples = to_network_scale(samples, model.card, model.image_diameter).samples
-    best, before, ap = tune_thresholds(model.net, samples, device, model.card.postprocess, tile=args.tile, tta=args.tta)
-    _log(f"{len(pairs)} images: AP50 {before:.4f} with {model.card.postprocess.to_dict()}")
+    start = model.card.thresholds(kind)
+    best, before, ap = tune_thresholds(model.net, samples, device, start, tile=args.tile, tta=args.tta)
+    what = f"{len(samples)} {kind} images" if kind else f"{len(samples)} images"
+    _log(f"{what}: AP50 {before:.4f} with {start.to_dict()}")
     _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
-    print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict()}))
+    print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict(), "kind": kind}))
     if args.write:
-        model.card.postprocess = best
-        model.card.metrics = {
-            **{k: v for k, v in model.card.metrics.items() if k != "test"},  # test scores were for the old thresholds
-            "threshold_tuning": {
-                "images": len(pairs),
-                "ap50_before": before,
-                "ap50_after": ap,
-                "include": args.include,
-            },
-        }
+        record = {"images": len(samples), "ap50_before": before, "ap50_after": ap, "include": args.include}
+        metrics = {k: v for k, v in model.card.metrics.items() if k != "test"}  # test scores: the old thresholds
+        if kind is None:
+            model.card.postprocess = best
+            metrics["threshold_tuning"] = record
+        else:
+            by_kind = {k: v for k, v in model.card.postprocess_by_kind.items() if k != kind}
+            if best != model.card.postprocess:
+                by_kind[kind] = best
+            model.card.postprocess_by_kind = by_kind
+            metrics["threshold_tuning_by_kind"] = {**metrics.get("threshold_tuning_by_kind", {}), kind: record}
+        model.card.metrics = metrics
         model_files.save(model, model.path, overwrite=True)
         _log(f"wrote the thresholds into {model.path}")
     return 0

@@ -155,7 +155,8 @@ def plan_blocks(
     margin : int
         Context for the objects around each core, in the image's pixels before rescaling.
     postprocess : PostprocessConfig, optional
-        Post-processing for the image's grid (the card's when omitted).
+        Post-processing for the image's grid (the card's for the image's imaging kind, rescaled,
+        when omitted).
     rgb, channel
         How channels are read (see :func:`.image.prepare_input`).
     modality : str, optional
@@ -180,6 +181,7 @@ def plan_blocks(
     """
     from .modality import input_modality
     from .predict import model_halo
+    from .scale import postprocess_at
 
     if block < MIN_BLOCK:
         raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")
@@ -197,7 +199,9 @@ def plan_blocks(
         card.architecture.size_multiple,
     )
     options = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in predict_options.items()}
-    return BlockJob(grid, postprocess or card.postprocess, limits, kind, float(factor), rgb, channel, options)
+    if postprocess is None:
+        postprocess = postprocess_at(card.thresholds(kind), factor)
+    return BlockJob(grid, postprocess, limits, kind, float(factor), rgb, channel, options)
 
 
 def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:

@@ -18,7 +18,8 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ class ModelCard:
         made before modalities existed) feeds the grey image as it is.
     postprocess : PostprocessConfig
         Default instance thresholds (sizes in pixels at the network's scale).
+    postprocess_by_kind : dict
+        Thresholds for images of one imaging kind (``"fluorescence"``, ``"brightfield"``,
+        ``"he"``) where they differ from ``postprocess``; see :meth:`thresholds`. Empty for
+        most models (fine-tuned ones re-tune ``postprocess`` on their own data).
     diameter : float or None
         Median object diameter (pixels) the network was trained at: images are rescaled so
         their objects reach it at this size (see :mod:`.scale`); ``None`` (models made before
@@ -92,6 +97,7 @@ class ModelCard:
     normalization: Normalization = field(default_factory=Normalization)
     modality: str = "none"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    postprocess_by_kind: dict[str, PostprocessConfig] = field(default_factory=dict)
     diameter: float | None = None
     default_diameter: float | None = None
     upscale_small: bool = False
@@ -101,6 +107,37 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
+
+    def thresholds(
+        self, kind: str | None, given: PostprocessConfig | Mapping[str, Any] | None = None
+    ) -> PostprocessConfig:
+        """The instance thresholds for an image of one imaging kind.
+
+        Parameters
+        ----------
+        kind : str or None
+            The image's imaging kind as the network sees it (``None`` or ``"none"``: unknown).
+        given : PostprocessConfig or mapping, optional
+            Thresholds chosen by the user: a full set is used as it is; a mapping replaces
+            those settings only, in the kind's thresholds.
+
+        Returns
+        -------
+        PostprocessConfig
+            ``given``, or the kind's thresholds (``postprocess_by_kind``, else ``postprocess``)
+            with ``given``'s settings.
+
+        Raises
+        ------
+        ValueError
+            For a setting out of range.
+        TypeError
+            For an unknown setting.
+        """
+        if isinstance(given, PostprocessConfig):
+            return given
+        base = self.postprocess_by_kind.get(kind or "", self.postprocess)
+        return replace(base, **dict(given)) if given else base
 
     def to_dict(self) -> dict[str, Any]:
         """Return the card as a JSON-compatible dict."""
@@ -114,6 +151,7 @@ class ModelCard:
             "normalization": self.normalization.to_dict(),
             "modality": self.modality,
             "postprocess": self.postprocess.to_dict(),
+            "postprocess_by_kind": {k: v.to_dict() for k, v in self.postprocess_by_kind.items()},
             "diameter": self.diameter,
             "default_diameter": self.default_diameter,
             "upscale_small": self.upscale_small,
@@ -139,12 +177,14 @@ class ModelCard:
         for key in ("architecture", "normalization", "postprocess"):
             if key in data and not isinstance(data[key], dict):
                 raise TypeError(f"{key} must be a JSON object")
+        postprocess = PostprocessConfig.from_dict(data.get("postprocess", {}))
         return cls(
             name=str(data["name"]),
             architecture=UNetConfig.from_dict(data["architecture"]),
             normalization=Normalization.from_dict(data.get("normalization", {})),
             modality=_card_modality(data.get("modality", "none")),
-            postprocess=PostprocessConfig.from_dict(data.get("postprocess", {})),
+            postprocess=postprocess,
+            postprocess_by_kind=_card_thresholds_by_kind(data.get("postprocess_by_kind") or {}, postprocess),
             diameter=check_diameter(data.get("diameter"), "diameter"),
             default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
             upscale_small=_card_flag(data, "upscale_small"),
@@ -163,6 +203,22 @@ def _card_flag(data: dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{key} must be true or false, got {value!r}")
     return value
+
+
+def _card_thresholds_by_kind(value: Any, general: PostprocessConfig) -> dict[str, PostprocessConfig]:
+    """A card's thresholds per imaging kind, checked (a setting left out is the ``general`` one)."""
+    from .modality import MODALITIES
+
+    if not isinstance(value, dict):
+        raise TypeError("postprocess_by_kind must be a JSON object")
+    out = {}
+    for kind, pp in value.items():
+        if kind not in MODALITIES:
+            raise ValueError(f"postprocess_by_kind: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
+        if not isinstance(pp, dict):
+            raise TypeError(f"postprocess_by_kind[{kind!r}] must be a JSON object")
+        out[kind] = PostprocessConfig.from_dict({**general.to_dict(), **pp})
+    return out
 
 
 def _card_modality(value: Any) -> str:

@@ -8,8 +8,9 @@ gives the planes of one Z stack one imaging modality and one normalisation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,9 @@ class SegmentSettings:
         Average the network over four flips.
     block : int or None
         Segment block by block with this block side.
-    postprocess : PostprocessConfig or None
-        Thresholds (the model card's when ``None``).
+    postprocess : PostprocessConfig, mapping or None
+        Thresholds: the model card's for each plane's imaging kind when ``None``, with a
+        mapping's settings replaced (see :meth:`.model_files.ModelCard.thresholds`).
     channel : int or None
         Channel to segment in multichannel planes.
     rgb : bool or None
@@ -61,7 +63,7 @@ class SegmentSettings:
     batch_size: int | None = None
     tta: bool = False
     block: int | None = None
-    postprocess: PostprocessConfig | None = None
+    postprocess: PostprocessConfig | Mapping[str, Any] | None = None
     channel: int | None = None
     rgb: bool | None = None
     modality: str | None = None

@@ -7,8 +7,9 @@ asked or estimated); :mod:`.planes` runs it over the planes of a stack.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ def iter_segment(
     device: torch.device | str = "cpu",
     tile: int | None = None,
     precision: str = "auto",
-    postprocess: PostprocessConfig | None = None,
+    postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
     rgb: bool | None = None,
     channel: int | None = None,
     batch_size: int | None = None,
@@ -94,8 +95,9 @@ def iter_segment(
         Core tile side; automatic when omitted.
     precision : str
         ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-    postprocess : PostprocessConfig, optional
-        Thresholds; the model card's defaults when omitted.
+    postprocess : PostprocessConfig or mapping, optional
+        Thresholds; the model card's for the image's imaging kind when omitted, with a
+        mapping's settings replaced (see :meth:`.model_files.ModelCard.thresholds`).
     rgb : bool, optional
         Whether a last axis of 3 or 4 is colour.
     channel : int, optional
@@ -151,7 +153,7 @@ def iter_segment(
             raise InputError(f"unknown object diameter {diameter!r}: give a number of pixels or 'auto'")
         return (yield from iter_estimate_diameter(model, image, **options))
     d, factor = diameter_factor(model, diameter)
-    pp = postprocess_at(postprocess or model.card.postprocess, factor)
+    pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     if block is not None or h * w > LARGE_PIXELS:
         if limits is not None:  # a blank plane stays blank: its own percentiles (a subsample) say so
             input_limits(

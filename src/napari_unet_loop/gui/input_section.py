@@ -161,23 +161,34 @@ class InputChoices:
             The text shown (empty without an image layer).
         """
         self._detect_timer.stop()
-        text = self._detected_text()
+        text, kind = self._detected()
+        if kind is not None:
+            try:
+                if kind in self.current_model().card.postprocess_by_kind:
+                    text += f" Instances: the model's thresholds for {MODALITY_LABELS.get(kind, kind)} images."
+            except ModelError:
+                pass
         self.modality_label.setText(text)
+        self.follow_kind(kind)
         return text
 
-    def _detected_text(self) -> str:
+    def follow_kind(self, kind: str | None) -> None:
+        """React to the imaging kind of the chosen image changing (the dock sets its thresholds)."""
+
+    def _detected(self) -> tuple[str, str | None]:
+        """The text to show, and the imaging kind the model will see the image as (``None``: unknown, as is)."""
         if self.image_layer() is None:
-            return ""
+            return "", None
         try:
             card = self.current_model().card
         except ModelError:
             card = None
         if card is not None and card.architecture.in_channels != 1:
-            return "This model reads the image's channels as they are (no conversion)."
+            return "This model reads the image's channels as they are (no conversion).", None
         try:
             report = self.detect_modality()
         except (InputError, ValueError, TypeError, IndexError) as exc:
-            return f"Cannot detect the imaging: {exc}"
+            return f"Cannot detect the imaging: {exc}", None
         choice = self.modality_choice()
         setting = (card.modality if card is not None else "auto") if choice is None else choice
         if report is None:
@@ -186,15 +197,15 @@ class InputChoices:
             found = f"Detected: {report.describe()}"
         if setting == "none":
             who = "this model takes" if choice is None else "using"
-            return f"{found}; {who} the image as it is (no conversion)."
+            return f"{found}; {who} the image as it is (no conversion).", None
         if setting == "auto":
-            return f"{found}."
+            return f"{found}.", None if report is None else report.modality
         used = MODALITY_LABELS.get(setting, setting)
         if report is not None and report.modality == setting:
-            return f"{found}."
+            return f"{found}.", setting
         if choice is None:
-            return f"{found}; this model always treats images as {used}."
-        return f"{found}; using {used} (your choice)."
+            return f"{found}; this model always treats images as {used}.", setting
+        return f"{found}; using {used} (your choice).", setting
 
     def _update_input_state(self) -> None:
         layer = self.image_layer()

@@ -95,6 +95,8 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self._model_paths: dict[str, Path] = {}
         self._run = SegmentRun()  # the running or last job
         self._selected_model = model_files.DEFAULT_MODEL
+        self._thresholds_kind: str | None = None  # the imaging kind whose thresholds the dock shows
+        self._thresholds_shown: PostprocessConfig | None = None  # as last set from the model (not edited)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -317,7 +319,9 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self.rethreshold_btn.clicked.connect(lambda: self.rethreshold())
         row.addWidget(self.rethreshold_btn)
         self.defaults_btn = QPushButton("Model defaults")
-        self.defaults_btn.setToolTip("Reset the thresholds to the values stored with the model")
+        self.defaults_btn.setToolTip(
+            "Reset the thresholds to the values stored with the model (for images of the kind shown under Imaging)"
+        )
         self.defaults_btn.clicked.connect(self._reset_thresholds)
         row.addWidget(self.defaults_btn)
         form.addRow(row)
@@ -417,14 +421,25 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             self.export_section.follow(active)
 
     def _reset_thresholds(self) -> None:
+        """Show the model's thresholds for the chosen image's imaging kind."""
         try:
-            pp = self.current_model().card.postprocess
+            pp = self.current_model().card.thresholds(self._thresholds_kind)
         except ModelError:
             pp = PostprocessConfig()
         set_clamped(self.fg_spin, pp.fg_threshold)
         set_clamped(self.seed_spin, pp.seed_threshold)
         set_clamped(self.min_size_spin, pp.min_size)
         set_clamped(self.sigma_spin, pp.dist_sigma)
+        self._thresholds_shown = self.postprocess_config()
+
+    def follow_kind(self, kind: str | None) -> None:
+        """Thresholds follow the imaging kind of the chosen image, unless the user has changed them."""
+        if kind == self._thresholds_kind:
+            return
+        untouched = self.postprocess_config() == self._thresholds_shown
+        self._thresholds_kind = kind
+        if untouched:
+            self._reset_thresholds()
 
     def _update_device_label(self) -> None:
         try:

@@ -172,7 +172,7 @@ def segment_to_zarr(
     cluster: Any = "none",
     resume: bool = False,
     overwrite: bool = False,
-    postprocess: PostprocessConfig | None = None,
+    postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
     diameter: float | None = None,
     modality: str | None = None,
     channel: int | None = None,
@@ -207,8 +207,10 @@ def segment_to_zarr(
         Continue an interrupted run's partial store (same input, model and settings).
     overwrite : bool
         Replace an existing complete ``target``.
-    postprocess : PostprocessConfig, optional
-        Thresholds (the card's when omitted), for objects of the network's size.
+    postprocess : PostprocessConfig or mapping, optional
+        Thresholds for objects of the network's size: the card's for the image's imaging kind
+        when omitted, with a mapping's settings replaced (see
+        :meth:`napari_unet_loop.core.model_files.ModelCard.thresholds`).
     diameter : float, optional
         Object diameter in the image, in pixels (see :mod:`napari_unet_loop.core.scale`).
     modality : str, optional
@@ -246,6 +248,7 @@ def segment_to_zarr(
     FileExistsError, napari_unet_loop.io.chunked.JobMismatchError
         The target exists, or a partial run of another job is in the way.
     """
+    from ..core.modality import input_modality
     from ..core.segment import diameter_factor
 
     if model.path is None:
@@ -254,9 +257,10 @@ def segment_to_zarr(
     image = source.open()
     check_channel_choice(source.axes, source.shape, model.card.architecture.in_channels, channel)  # as per file
     d, factor = diameter_factor(model, diameter)
-    pp = postprocess_at(postprocess or model.card.postprocess, factor)
+    kind = input_modality(model, image, modality, None, channel) or "none"  # its thresholds, and once for all
+    pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     job = plan_blocks(
-        model, image, block, margin, pp, None, channel, modality, factor,
+        model, image, block, margin, pp, None, channel, kind, factor,
         device=str(device), tile=tile, precision=precision, batch_size=batch_size, tta=tta,
     )  # fmt: skip
     grid = job.grid

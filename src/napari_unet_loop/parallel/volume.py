@@ -161,7 +161,7 @@ def segment_volume_to_zarr(
     settings = stack_settings(  # one modality and one normalisation for the stack, as in memory
         model, lambda i: _plane(source, i[0]), [(z,) for z in range(depth)], settings
     )
-    pp = settings.postprocess or model.card.postprocess
+    pp = model.card.thresholds(settings.modality, settings.postprocess)
     record = {
         "input": source_record(source),
         "model": str(Path(model.path).resolve()),
