@@ -248,8 +248,14 @@ def test_tune_for_one_imaging_kind_and_segment_with_it(tmp_path, folders, tiny_m
     args = ["segment", str(images / "nuclei_he_stain.png"), "-o", str(seg), "--model", str(model), "--min-size", "5"]
     assert main(args) == 0
     prov = json.loads((seg / "nuclei_he_stain.tif.json").read_text())["provenance"]
-    assert prov["modality"] == "he" and prov["thresholds_by_kind"]["he"] == PostprocessConfig(0.6, 0.5, 5, 1.0).to_dict()
+    assert prov["modality"] == "he"
+    assert prov["thresholds_by_kind"]["he"] == PostprocessConfig(0.6, 0.5, 5, 1.0).to_dict()
     assert prov["thresholds"] == {**m.card.postprocess.to_dict(), "min_size": 5}
+    # a child fine-tuned from it tunes its own thresholds: the parent's per kind are not carried over
+    child = tmp_path / "child.safetensors"
+    train = ["train", str(images), str(labels), "--out", str(child), "--from", str(model), "--steps", "1"]
+    assert main([*train, "--patch", "64", "--batch", "2", "--no-tune"]) == 0
+    assert model_files.load(child).card.postprocess_by_kind == {}
 
 
 def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):

@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         parent = model.name
         model.card.parent = parent
         model.card.name = out.stem
+        model.card.postprocess_by_kind = {}  # tuned for the parent's network: a child has its own (as in the dock)
         if args.modality:
             model.card.modality = args.modality
     start_card = model.card.to_dict()
