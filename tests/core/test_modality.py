@@ -15,7 +15,12 @@ from napari_unet_loop.sample_data import load_sample
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("nuclei_fluorescence", "fluorescence"), ("nuclei_small", "fluorescence"), ("nuclei_he_stain", "he")],
+    [
+        ("nuclei_fluorescence", "fluorescence"),
+        ("nuclei_small", "fluorescence"),
+        ("nuclei_he_stain", "he"),
+        ("nuclei_brightfield", "brightfield"),
+    ],
 )
 def test_detect_tells_the_sample_images_apart(name, kind):
     image, _ = load_sample(name)

