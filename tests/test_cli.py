@@ -276,6 +276,30 @@ def test_tune_for_one_imaging_kind_and_segment_with_it(tmp_path, folders, tiny_m
     assert model_files.load(child).card.postprocess_by_kind == {}
 
 
+def test_train_and_tune_on_z_stacks_take_their_annotated_planes(tmp_path, tiny_model_path, capsys):
+    """A folder of Z stacks (as Cell Tracking Challenge 3D sets ship) trains on each annotated plane."""
+    images, labels = tmp_path / "01", tmp_path / "01_GT"
+    images.mkdir()
+    labels.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    for t in range(2):
+        stack = np.random.default_rng(t).normal(10, 2, (4, 64, 64)).astype(np.float32)
+        lab = np.zeros((4, 64, 64), np.uint16)
+        for z in (1, 2):
+            disc = (yy - 20 - 10 * t) ** 2 + (xx - 30) ** 2 <= 81
+            stack[z][disc] += 100
+            lab[z][disc] = 1
+        tifffile.imwrite(images / f"t00{t}.tif", stack, metadata={"axes": "ZYX"})
+        tifffile.imwrite(labels / f"man_seg00{t}.tif", lab)
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    assert main([*args, "--patch", "32", "--batch", "2", "--no-tune"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["data"]["n_train"] + card["training"]["data"]["n_val"] >= 4  # 2 planes of 2 stacks
+    assert main(["tune", str(images), str(labels), "--model", str(out)]) == 0
+    assert "4 images" in capsys.readouterr().err
+
+
 def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys):
     from napari_unet_loop.io.images import read_image
 
@@ -884,20 +908,20 @@ def test_a_full_disk_is_called_so_and_names_the_file(tmp_path, folders, tiny_mod
 
 def test_tune_reads_images_as_the_model_does(tmp_path, folders, tiny_model_path, monkeypatch):
     """``tune`` prepares the images with the model's imaging modality, exactly as segment and train do."""
-    import napari_unet_loop.cli._common as common
+    import napari_unet_loop.io.training as training_mod
     from napari_unet_loop.core import model_files
 
     model = model_files.load(tiny_model_path)
     model.card.modality = "auto"
     path = model_files.save(model, tmp_path / "auto.safetensors")
     seen = []
-    real = common.prepare_input
+    real = training_mod.prepare_input
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("modality"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(common, "prepare_input", spy)
+    monkeypatch.setattr(training_mod, "prepare_input", spy)
     images, labels = folders
     assert main(["tune", str(images), str(labels), "--model", str(path)]) == 0
     assert sorted(seen) == ["fluorescence", "he"]  # each image converted as detected, not taken as it is

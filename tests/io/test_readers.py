@@ -168,7 +168,8 @@ def test_integer_microscopy_images_open_as_images_not_labels(tmp_path):
     from napari_unet_loop.sample_data import SAMPLES, sample_path
 
     for name in SAMPLES:
-        grey = iio.imread(sample_path(name))[..., :3].mean(-1)
+        image = iio.imread(sample_path(name))
+        grey = image[..., :3].mean(-1) if image.ndim == 3 else image.astype(float)
         tifffile.imwrite(tmp_path / f"{name}.tif", (grey * 200).astype(np.uint16))
         iio.imwrite(tmp_path / f"{name}.png", grey.astype(np.uint8))
         tifffile.imwrite(tmp_path / f"{name}_masks.tif", iio.imread(sample_path(name, labels=True)))

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core import model_files
-from ..core.axes import to_stack
 from ..core.device import DEVICE_CHOICES
-from ..core.image import InputError, prepare_input
+from ..core.image import InputError
 from ..core.modality import CHOICES as MODALITY_CHOICES
-from ..core.modality import detect, input_modality
 from ..core.planes import PlanesSummary, SegmentSettings
 from ..core.sampling import Sample
 from ..io.conventions import os_error_text
@@ -21,8 +19,9 @@ from ..io.export import (
     ExportError,
     parse_formats,
 )
-from ..io.images import read_image
-from ..parallel.files import modality_of, read_with_axes, segment_array
+from ..io.images import read_with_axes
+from ..io.training import training_samples
+from ..parallel.files import modality_of, segment_array
 
 
 class CLIError(Exception):
@@ -277,32 +276,16 @@ def _read_list(path: str | None) -> set[str] | None:
     return {Path(n).stem for n in names}
 
 
-def _one_plane(data: np.ndarray, axes: str) -> np.ndarray:
-    """The single 2D plane (channels last) of an annotated image, for training and tuning."""
-    stack, stack_shape = to_stack(data, axes)
-    if stack.shape[0] != 1:
-        raise InputError(
-            f"holds {stack.shape[0]} planes (stack shape {stack_shape}); training and tuning take 2D images: "
-            "give --axes if one axis is channels (e.g. CYX), or save one file per plane"
-        )
-    return stack[0]
-
-
 def _load_samples(pairs, model: model_files.Model, args) -> list[Sample]:
-    """Annotated images prepared as ``model`` reads them (``--modality`` or its card's), each with its detected kind."""
-    samples = []
-    setting = getattr(args, "modality", None) or model.card.modality
-    in_channels, norm = model.card.architecture.in_channels, model.card.normalization
-    for img_path, lab_path in pairs:
-        try:
-            plane = _one_plane(*_read(img_path, args, in_channels))
-            kind = detect(plane, channel=args.channel).modality  # for balancing, and "auto" (detected once)
-            use = input_modality(model, plane, kind if setting == "auto" else setting, channel=args.channel)
-            x = prepare_input(plane, in_channels, norm, channel=args.channel, modality=use)
-            samples.append(Sample(x, read_image(lab_path), name=img_path.stem, kind=kind))
-        except (InputError, ValueError) as exc:
-            raise CLIError(f"{img_path.name}: {exc}") from exc
-    return samples
+    """Annotated images prepared as ``model`` reads them (``--modality`` or its card's), each with its detected kind.
+
+    A stack gives one sample per plane whose labels hold an object (see
+    :func:`napari_unet_loop.io.training.training_samples`).
+    """
+    try:
+        return training_samples(pairs, model, getattr(args, "modality", None), args.channel, args.axes)
+    except InputError as exc:
+        raise CLIError(_flags(str(exc))) from exc
 
 
 def _fmt(v: dict | None) -> str:

@@ -24,7 +24,8 @@ from ..core.image import InputError, prepare_input
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from ..io.images import ReadError, pair_files, read_image
+from ..io.images import ReadError, pair_files
+from ..io.training import training_samples
 from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, sample_plane, stack_shape, z_position
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
@@ -145,17 +146,11 @@ class TrainingData:
                 "of the image's shape, correct it, and tick it"
             )
         for pair in pairs:
-            if pair[0] == "folder":
+            if pair[0] == "folder":  # read as the command line's train reads them
                 _, images_dir, labels_dir = pair
-                for img_path, lab_path in pair_files(images_dir, labels_dir):
-                    try:
-                        x = prepare_input(
-                            read_image(img_path), card.architecture.in_channels, card.normalization, modality=modality
-                        )
-                        samples.append(Sample(x, read_image(lab_path), name=img_path.stem))
-                    except ValueError as exc:
-                        raise InputError(f"{img_path.name}: {exc}") from exc
-                described.append(f"folder {images_dir}")
+                n_before = len(samples)
+                samples.extend(training_samples(pair_files(images_dir, labels_dir), model, modality))
+                described.append(f"folder {images_dir} ({len(samples) - n_before} image(s) or plane(s))")
                 continue
             image_name, labels_name = pair
             for name, kind in ((image_name, Image), (labels_name, Labels)):

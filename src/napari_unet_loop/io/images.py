@@ -318,3 +318,28 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
         f"no image in {images_dir} has a label file of the same name in {labels_dir} "
         "(matched by base name, by base name without _mask/_labels/..., or by frame number)"
     )
+
+
+def read_with_axes(
+    path: str | Path, axes: str | None = None, in_channels: int = 1, channel: int | None = None
+) -> tuple[np.ndarray, str]:
+    """An image file and its axes: ``axes`` if given, else what the file declares, else guessed from the shape.
+
+    Raises
+    ------
+    InputError
+        If the axes do not fit the image, or it has a channel axis, the model takes one
+        channel and no channel was chosen.
+    napari_unet_loop.io.images.ReadError
+        If the file cannot be read.
+    """
+    from ..core.axes import guess_axes
+    from ..core.channels import check_channel_choice
+    from ..core.image import InputError
+
+    data = read_image(path)
+    axes = (axes or file_axes(path) or guess_axes(data.shape)).upper()
+    if len(axes) != data.ndim:
+        raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
+    check_channel_choice(axes, data.shape, in_channels, channel)
+    return data, axes

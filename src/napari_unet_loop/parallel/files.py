@@ -1,8 +1,8 @@
 """One image file in, its label files out: the job ``segment`` runs per file, here or as a cluster task.
 
-:func:`read_with_axes` reads a file and its axes, :func:`segment_array` runs the shared plane loop
-(:func:`napari_unet_loop.core.planes.iter_segment_planes`) with optional Z stitching, and
-:func:`segment_file` does both and writes every format asked for. A :class:`FileJob` holds all a job
+:func:`~napari_unet_loop.io.images.read_with_axes` reads a file and its axes, :func:`segment_array`
+runs the shared plane loop (:func:`napari_unet_loop.core.planes.iter_segment_planes`) with optional Z
+stitching, and :func:`segment_file` does both and writes every format asked for. A :class:`FileJob` holds all a job
 needs (no argparse namespace, no open model), so a folder of images becomes one task per file on a
 dask cluster (:func:`segment_files`), each worker loading the model once.
 """
@@ -17,41 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from ..core import model_files
-from ..core.axes import STACK_AXES, guess_axes, to_stack, z_stack_of
-from ..core.channels import check_channel_choice
+from ..core.axes import STACK_AXES, to_stack, z_stack_of
 from ..core.image import InputError, to_grey
 from ..core.planes import PlaneDone, PlanesSummary, SegmentSettings, iter_segment_planes
 from ..core.predict import run
 from ..core.stitch import stitch_stack
 from ..io.conventions import os_error_text
 from ..io.export import ExportError, export_labels
-from ..io.images import file_axes, read_image
+from ..io.images import read_with_axes
 from .cluster import Cluster, worker_device, worker_model
 
 
 class WriteError(ExportError):
     """The labels were made but a file could not be written."""
-
-
-def read_with_axes(
-    path: str | Path, axes: str | None = None, in_channels: int = 1, channel: int | None = None
-) -> tuple[np.ndarray, str]:
-    """An image file and its axes: ``axes`` if given, else what the file declares, else guessed from the shape.
-
-    Raises
-    ------
-    InputError
-        If the axes do not fit the image, or it has a channel axis, the model takes one
-        channel and no channel was chosen.
-    napari_unet_loop.io.images.ReadError
-        If the file cannot be read.
-    """
-    data = read_image(path)
-    axes = (axes or file_axes(path) or guess_axes(data.shape)).upper()
-    if len(axes) != data.ndim:
-        raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
-    check_channel_choice(axes, data.shape, in_channels, channel)
-    return data, axes
 
 
 def segment_array(

@@ -1,0 +1,127 @@
+"""Annotated image files as training samples, read the way ``segment`` reads them.
+
+One home for turning image/label file pairs into :class:`~napari_unet_loop.core.sampling.Sample`
+objects: the command line's ``train`` and ``tune`` and the dock's *Add folders...* all call
+:func:`training_samples`. An image is read with its axes (:func:`.images.read_with_axes`); a file
+that holds a stack (Z, T) gives one sample per plane whose labels hold an object, and the planes
+of a Z stack are normalised together, as the plane loop segments them
+(:func:`napari_unet_loop.core.planes.stack_settings`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..core.axes import STACK_AXES, to_stack, z_stack_of
+from ..core.image import InputError, prepare_input
+from ..core.modality import detect, input_modality
+from ..core.model_files import Model
+from ..core.planes import SegmentSettings, stack_settings
+from ..core.sampling import Sample
+from .images import read_image, read_with_axes
+
+
+class SampleFileError(InputError):
+    """A training file cannot be used; ``path`` names it, the message says why."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path.name}: {message}")
+        self.path = path
+
+
+def training_samples(
+    pairs: Sequence[tuple[Path, Path]],
+    model: Model,
+    modality: str | None = None,
+    channel: int | None = None,
+    axes: str | None = None,
+) -> list[Sample]:
+    """Image/label file pairs as training samples, prepared as ``model`` segments them.
+
+    Parameters
+    ----------
+    pairs : sequence of tuple
+        ``(image file, label file)`` pairs (e.g. from :func:`.images.pair_files`).
+    model : Model
+        The model to train (its input channels, normalisation and imaging modality).
+    modality : str, optional
+        Imaging modality (``"auto"`` detects each image's kind); the model card's when omitted.
+    channel : int, optional
+        Channel to train on in multichannel images.
+    axes : str, optional
+        Axes of the image files (e.g. ``"ZCYX"``); what each file declares, else guessed.
+
+    Returns
+    -------
+    list of Sample
+        One per 2D image, and one per annotated plane of a stack (named ``stem[z]``); each
+        with the kind of imaging it was detected as (for balancing and per-kind scores).
+
+    Raises
+    ------
+    SampleFileError
+        For a file that cannot be read, labels whose shape does not match the image's planes,
+        or bad channel or axes choices.
+    """
+    from .images import ReadError
+
+    setting = modality or model.card.modality
+    samples = []
+    for img_path, lab_path in pairs:
+        try:
+            data, file_axes = read_with_axes(img_path, axes, model.card.architecture.in_channels, channel)
+            labels = np.asarray(read_image(lab_path))
+            samples.extend(_file_samples(model, data, file_axes, labels, Path(img_path).stem, setting, channel))
+        except (InputError, ReadError, ValueError) as exc:
+            raise SampleFileError(Path(img_path), str(exc)) from exc
+    return samples
+
+
+def _file_samples(
+    model: Model, data: np.ndarray, axes: str, labels: np.ndarray, stem: str, setting: str, channel: int | None
+) -> list[Sample]:
+    card = model.card
+    in_channels, norm = card.architecture.in_channels, card.normalization
+    stack, stack_shape = to_stack(data, axes)
+    if stack.shape[0] == 1:  # one 2D image
+        plane = stack[0]
+        kind = detect(plane, channel=channel).modality  # for balancing, and "auto" (detected once)
+        use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
+        x = prepare_input(plane, in_channels, norm, channel=channel, modality=use)
+        return [Sample(x, labels, name=stem, kind=kind)]
+    planes_shape = (*stack_shape, *stack.shape[1:3])
+    if labels.shape != planes_shape:
+        raise InputError(
+            f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} "
+            f"(axes {''.join(a for a in axes if a in STACK_AXES)}YX)"
+        )
+    flat = labels.reshape(stack.shape[0], *stack.shape[1:3])
+    indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*stack_shape)]
+    stacked = "".join(a for a in axes if a in STACK_AXES)
+    stack_of = z_stack_of(stack_shape, stacked.index("Z") if "Z" in stacked else None)
+
+    def read(index: tuple[int, ...]) -> np.ndarray:
+        return stack[int(np.ravel_multi_index(index, stack_shape))]
+
+    stacks: dict[tuple, SegmentSettings] = {}
+    samples = []
+    for k, index in enumerate(indices):
+        if not flat[k].any():  # a plane without objects is not taken as annotated
+            continue
+        plane = read(index)
+        fed = SegmentSettings(channel=channel, modality=setting)
+        if stack_of is not None:  # the planes of a Z stack train as they are segmented: together
+            stack_ix = tuple(stack_of(index))
+            if stack_ix not in stacks:
+                stacks[stack_ix] = stack_settings(model, read, stack_ix, fed)
+            fed = stacks[stack_ix]
+        use = input_modality(model, plane, fed.modality, channel=channel)
+        x = prepare_input(plane, in_channels, norm, channel=channel, limits=fed.limits, modality=use)
+        kind = detect(plane, channel=channel).modality
+        samples.append(Sample(x, flat[k], name=f"{stem}{list(index)}", kind=kind))
+    if not samples:
+        raise InputError(f"no plane of the {len(indices)} holds a labelled object")
+    return samples
