@@ -58,7 +58,7 @@ class LossPlot(QWidget):
         font = QFont(p.font())
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
         p.setFont(font)
-        left, right, top, bottom = 38, 34, 8, 20
+        left, right, top, bottom = 38, 34, 20, 20  # the legend sits above the plot, clear of the curves
         area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
         p.setPen(QPen(fg, 1))
         p.drawRect(area)
@@ -87,9 +87,9 @@ class LossPlot(QWidget):
         p.drawText(QRectF(area.right() + 4, area.bottom() - 6, right, 12), Qt.AlignLeft, "0")
         p.drawText(QRectF(area.left(), area.bottom() + 3, area.width(), 14), Qt.AlignRight, f"step {x_max}")
         p.setPen(QPen(LOSS_COLOUR, 1))
-        p.drawText(QRectF(area.left() + 4, area.top() + 2, 160, 14), Qt.AlignLeft, "loss (smoothed; raw faint)")
+        p.drawText(QRectF(area.left(), 1, 170, 14), Qt.AlignLeft, "loss (smoothed; raw faint)")
         p.setPen(QPen(VAL_COLOUR, 1))
-        p.drawText(QRectF(area.right() - 124, area.top() + 2, 120, 14), Qt.AlignRight, "validation AP@0.5")
+        p.drawText(QRectF(area.right() - 150, 1, 150, 14), Qt.AlignRight, "validation AP@0.5")
         if self.baseline is not None:
             p.setPen(QPen(BASE_COLOUR, 1, Qt.DashLine))
             p.drawLine(QPointF(area.left(), y_val(self.baseline)), QPointF(area.right(), y_val(self.baseline)))
