@@ -27,17 +27,18 @@ def changed_mask(original: np.ndarray, current: np.ndarray) -> np.ndarray:
 def changed_objects(original: np.ndarray, current: np.ndarray) -> int:
     """Number of objects touched by corrections.
 
-    An object counts once whether it was added, removed, reshaped, split or merged:
-    the distinct ids of ``current`` inside the changed pixels, plus the ids of
-    ``original`` there that no longer exist in ``current`` (deleted objects).
+    An object counts once whether it was added, removed, reshaped (grown, or trimmed by a
+    neighbour drawn over it), split or merged: the distinct ids inside the changed pixels,
+    before or after. These are the objects
+    :func:`napari_unet_loop.core.metrics.correction_agreement` judges, drawn or reshaped, plus
+    those erased.
     """
     diff = changed_mask(original, current)
     if not diff.any():
         return 0
-    now = set(np.unique(current[diff]).tolist()) - {0}
-    before = set(np.unique(original[diff]).tolist()) - {0}
-    gone = before - set(np.unique(current).tolist())
-    return len(now) + len(gone)
+    now = set(np.unique(current[diff]).tolist())
+    before = set(np.unique(original[diff]).tolist())
+    return len((now | before) - {0})
 
 
 def edited_region(original: np.ndarray, current: np.ndarray, margin: int = 16) -> np.ndarray:
