@@ -236,9 +236,12 @@ def test_tune_writes_thresholds_into_the_model(tmp_path, folders, tiny_model_pat
     m.card.metrics = {"test": {"ap50": 0.5}}
     model_files.save(m, model)
     assert main(["tune", str(images), str(labels), "--model", str(model), "--write"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["after"] >= out["before"]
     assert model_files.load(model).card.postprocess.to_dict() == out["thresholds"]
+    assert out["objects"] > 0 and out["noise"] > 0  # one standard error of AP@0.5 on that many objects
+    assert ("within the noise" in captured.err) == (out["after"] - out["before"] <= out["noise"])
     assert "test" not in model_files.load(model).card.metrics  # scores for other thresholds are dropped
 
 

@@ -7,7 +7,7 @@ import json
 
 from ..core import model_files
 from ..core.device import resolve_device
-from ..core.finetune import to_network_scale
+from ..core.finetune import to_network_scale, tuning_noise, validation_objects
 from ..io.images import pair_files
 from ._common import CLIError, _load_samples, _log, _read_list
 
@@ -41,7 +41,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     what = f"{len(samples)} {kind} images" if kind else f"{len(samples)} images"
     _log(f"{what}: AP50 {before:.4f} with {start.to_dict()}")
     _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
-    print(json.dumps({"before": before, "after": ap, "thresholds": best.to_dict(), "kind": kind}))
+    n_objects = validation_objects(samples)
+    noise = tuning_noise(before, n_objects)
+    if ap - before <= noise:  # as train's re-tune judges it (docs/model.md)
+        _log(
+            f"note: the gain ({ap - before:+.4f}) is within the noise of {n_objects} objects (+-{noise:.3f}): "
+            "it may not carry over to other images" + ("; --write stores it all the same" if args.write else "")
+        )
+    report = {"before": before, "after": ap, "thresholds": best.to_dict(), "kind": kind}
+    print(json.dumps({**report, "objects": n_objects, "noise": noise}))
     if args.write:
         record = {"images": len(samples), "ap50_before": before, "ap50_after": ap, "include": args.include}
         metrics = {k: v for k, v in model.card.metrics.items() if k != "test"}  # test scores: the old thresholds
