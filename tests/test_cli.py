@@ -272,11 +272,15 @@ def test_tune_for_one_imaging_kind_and_segment_with_it(tmp_path, folders, tiny_m
     assert prov["modality"] == "he"
     assert prov["thresholds_by_kind"]["he"] == PostprocessConfig(0.6, 0.5, 5, 1.0).to_dict()
     assert prov["thresholds"] == {**m.card.postprocess.to_dict(), "min_size": 5}
-    # a child fine-tuned from it tunes its own thresholds: the parent's per kind are not carried over
+    # a child fine-tuned on H&E images starts from the parent's H&E thresholds (as the dock, whose
+    # thresholds follow its image's kind) and keeps none per kind: it tunes its own
     child = tmp_path / "child.safetensors"
+    (tmp_path / "he.txt").write_text("nuclei_he_stain\n")
     train = ["train", str(images), str(labels), "--out", str(child), "--from", str(model), "--steps", "1"]
+    train += ["--include", str(tmp_path / "he.txt"), "--val-fraction", "0.3"]
     assert main([*train, "--patch", "64", "--batch", "2", "--no-tune"]) == 0
-    assert model_files.load(child).card.postprocess_by_kind == {}
+    grown = model_files.load(child).card
+    assert grown.postprocess_by_kind == {} and grown.postprocess == PostprocessConfig(0.6, 0.5, 40, 1.0)
 
 
 def test_train_and_tune_on_z_stacks_take_their_annotated_planes(tmp_path, tiny_model_path, capsys):

@@ -111,3 +111,21 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_beats_the_noise(monkeypa
         r = finetune.retune(None, val, "cpu", start)
         assert r.kept is kept and r.postprocess == (found if kept else start)
         assert r.to_dict()["validation_objects"] == 9 and r.to_dict()["kept"] is kept
+
+
+def test_a_fine_tune_starts_from_the_thresholds_of_its_images_kind():
+    from napari_unet_loop.core.finetune import start_thresholds
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.sampling import Sample
+
+    general, bright = PostprocessConfig(0.75, 0.5, 32, 2.0), PostprocessConfig(0.85, 0.5, 24, 1.0)
+    by_kind = {"brightfield": bright}
+
+    def samples(*kinds):
+        return [Sample(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.int32), kind=k) for k in kinds]
+
+    assert start_thresholds(general, by_kind, samples("brightfield", "brightfield", "he")) == bright
+    assert start_thresholds(general, by_kind, samples("he", "he", "brightfield")) == general  # no H&E entry
+    assert start_thresholds(general, by_kind, samples("brightfield", "fluorescence")) == general  # a tie
+    assert start_thresholds(general, by_kind, samples("", "")) == general  # kinds unknown
+    assert start_thresholds(general, {}, samples("brightfield")) == general

@@ -14,7 +14,16 @@ from pathlib import Path
 from ..core import model_files
 from ..core.checkpoint import save_checkpoint
 from ..core.device import resolve_device
-from ..core.finetune import Scaled, check_samples, preset, record_sizes, retune, to_network_scale, training_record
+from ..core.finetune import (
+    Scaled,
+    check_samples,
+    preset,
+    record_sizes,
+    retune,
+    start_thresholds,
+    to_network_scale,
+    training_record,
+)
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.sampling import balance_kinds, split_validation
@@ -47,9 +56,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         parent = model.name
         model.card.parent = parent
         model.card.name = out.stem
-        model.card.postprocess_by_kind = {}  # tuned for the parent's network: a child has its own (as in the dock)
         if args.modality:
             model.card.modality = args.modality
+    # a child starts from the parent's thresholds for its images' kind, and keeps none per kind (as in the dock)
+    parent_by_kind, model.card.postprocess_by_kind = model.card.postprocess_by_kind, {}
     start_card = model.card.to_dict()
     include, exclude, val_names = (
         _read_list(args.include),
@@ -78,6 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         scaled = _network_scale(_load_samples(pairs, model, args), model, args)
         train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
     record_sizes(model.card, scaled)
+    if parent_by_kind and resume is None:
+        model.card.postprocess = start_thresholds(model.card.postprocess, parent_by_kind, [*train, *val])
+        start_card["postprocess"] = model.card.postprocess.to_dict()  # what --resume starts from
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     try:

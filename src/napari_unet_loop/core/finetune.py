@@ -26,6 +26,7 @@ from .train import TrainConfig
 
 if TYPE_CHECKING:
     from .model_files import ModelCard
+    from .postprocess import PostprocessConfig
 
 MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
@@ -304,6 +305,35 @@ class Retuned:
             "kept": self.kept,
             "on": "validation data",
         }
+
+
+def start_thresholds(general: PostprocessConfig, by_kind: dict, samples: Sequence[Sample]) -> PostprocessConfig:
+    """The thresholds a fine-tune starts from: the parent's for the imaging kind of most of its images.
+
+    The dock starts from its Instances thresholds, which show the parent's thresholds for the kind
+    of its image; ``train --from`` does the same with the kind most of its images are (ties and
+    unknown kinds: the general thresholds).
+
+    Parameters
+    ----------
+    general : PostprocessConfig
+        The parent's general thresholds.
+    by_kind : dict
+        The parent's thresholds per imaging kind (``ModelCard.postprocess_by_kind``).
+    samples : sequence of Sample
+        The fine-tune's images.
+
+    Returns
+    -------
+    PostprocessConfig
+    """
+    kinds = [s.kind for s in samples if s.kind]
+    if not kinds:
+        return general
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    top = max(counts.values())
+    leaders = [k for k, n in counts.items() if n == top]
+    return by_kind.get(leaders[0], general) if len(leaders) == 1 else general
 
 
 def tuning_noise(ap50: float, n_objects: int) -> float:
