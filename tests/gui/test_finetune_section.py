@@ -246,6 +246,32 @@ def test_edited_region_needs_edits(qtbot, setup, messages):
     assert 0 < reviewed.mean() < 0.2
 
 
+def test_a_folder_of_z_stacks_trains_on_its_annotated_planes(tmp_path, setup, messages):
+    """*Add folders...* reads files as ``train`` does: a Z stack gives one sample per annotated plane."""
+    import tifffile
+    from qtpy.QtCore import Qt
+
+    viewer, w, ft = setup
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    stack = np.random.default_rng(0).normal(10, 2, (3, 64, 64)).astype(np.float32)
+    labels = np.zeros((3, 64, 64), np.uint16)
+    for z in (0, 2):
+        disc = (yy - 20 - 10 * z) ** 2 + (xx - 30) ** 2 <= 100
+        stack[z][disc] += 100
+        labels[z][disc] = 1
+    tifffile.imwrite(tmp_path / "img" / "s.tif", stack, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "lab" / "s.tif", labels)
+    assert ft.add_folders(tmp_path / "img", tmp_path / "lab")
+    for i in range(ft.pairs_list.count()):  # the folder only
+        item = ft.pairs_list.item(i)
+        item.setCheckState(Qt.Checked if item.data(Qt.UserRole)[0] == "folder" else Qt.Unchecked)
+    samples, described = ft.build_samples(w.current_model())
+    assert [s.name for s in samples] == ["s[0]", "s[2]"]
+    assert described["sources"] == [f"folder {tmp_path / 'img'} (2 image(s) or plane(s))"]
+
+
 def test_float_labels_from_a_folder(tmp_path, setup, messages):
     import imageio.v3 as iio
     import tifffile
