@@ -46,7 +46,7 @@ import torch
 
 from _common import cpu_name, read_list, write_json
 from bench_finetune import DATA_CANDIDATES, SPLITS, imread, isbi_instances  # the same data, read the same way
-from napari_unet_loop.core.finetune import preset, record_sizes, retune, to_network_scale
+from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_thresholds, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality
@@ -157,6 +157,9 @@ def finetune(
         kind = input_modality(start, img)
         x = prepare_input(img, card.architecture.in_channels, card.normalization, modality=kind)
         samples.append(Sample(x, lab, name=name, kind=kind or ""))
+    # as train --from: the parent's thresholds for the images' kind to start from, none per kind kept
+    card.postprocess = start_thresholds(card.postprocess, card.postprocess_by_kind, samples)
+    card.postprocess_by_kind = {}
     t0 = time.perf_counter()
     scaled = to_network_scale(samples, card) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
