@@ -99,3 +99,17 @@ def test_z_stack_of_groups_the_planes_of_one_z_stack():
     assert of((2, 1)) == [(2, 0), (2, 1), (2, 2), (2, 3)]
     of = z_stack_of((3, 4), 0)  # (Z, T)
     assert of((1, 3)) == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_planes_of_an_array_by_stack_position():
+    from napari_unet_loop.core.axes import Planes
+
+    data = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # T, Z, Y, X
+    planes = Planes.of(data, "tzyx")
+    assert planes.shape == (2, 3) and planes.axes == "TZ" and len(planes.indices) == 6
+    np.testing.assert_array_equal(planes.read((1, 2)), data[1, 2])
+    assert planes.stack_of()((1, 0)) == [(1, 0), (1, 1), (1, 2)]  # the Z stack of time point 1
+    single = Planes.of(data[0, 0], "YX")
+    assert single.indices == [()] and single.stack_of() is None
+    np.testing.assert_array_equal(single.read(()), data[0, 0])
+    assert Planes.of(data[0], "TYX").stack_of() is None  # time points stand alone

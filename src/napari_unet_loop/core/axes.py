@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -117,3 +118,41 @@ def z_stack_of(
         return [(*index[:z], j, *index[z + 1 :]) for j in range(stack_shape[z])]
 
     return stack_of
+
+
+@dataclass
+class Planes:
+    """The 2D planes of an array, by stack position: what the plane loop and training read.
+
+    Attributes
+    ----------
+    stack : numpy.ndarray
+        ``(N, Y, X[, C])``, as :func:`to_stack` gives it.
+    shape : tuple of int
+        Shape of the stacked axes (``()`` for a single plane).
+    axes : str
+        The stacked axes, in order (e.g. ``"TZ"``; ``""`` for a single plane).
+    """
+
+    stack: np.ndarray
+    shape: tuple[int, ...]
+    axes: str
+
+    @classmethod
+    def of(cls, data: np.ndarray, axes: str) -> Planes:
+        """The planes of ``data`` read with ``axes`` (see :func:`to_stack` for what it refuses)."""
+        stack, shape = to_stack(data, axes)
+        return cls(stack, shape, "".join(a for a in axes.upper() if a in STACK_AXES))
+
+    @property
+    def indices(self) -> list[tuple[int, ...]]:
+        """Every stack position, in order (``[()]`` for a single plane)."""
+        return [tuple(int(i) for i in ix) for ix in np.ndindex(*self.shape)]
+
+    def read(self, index: tuple[int, ...]) -> np.ndarray:
+        """The plane at a stack position."""
+        return self.stack[int(np.ravel_multi_index(index, self.shape)) if index else 0]
+
+    def stack_of(self) -> Callable[[tuple[int, ...]], list[tuple[int, ...]]] | None:
+        """The planes of each plane's Z stack (:func:`z_stack_of`); ``None`` without a Z axis."""
+        return z_stack_of(self.shape, self.axes.index("Z") if "Z" in self.axes else None)

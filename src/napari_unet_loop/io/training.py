@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.axes import STACK_AXES, to_stack, z_stack_of
+from ..core.axes import Planes
 from ..core.image import InputError, prepare_input
 from ..core.modality import detect, input_modality
 from ..core.model_files import Model
@@ -83,45 +83,47 @@ def training_samples(
 def _file_samples(
     model: Model, data: np.ndarray, axes: str, labels: np.ndarray, stem: str, setting: str, channel: int | None
 ) -> list[Sample]:
-    card = model.card
-    in_channels, norm = card.architecture.in_channels, card.normalization
-    stack, stack_shape = to_stack(data, axes)
-    if stack.shape[0] == 1:  # one 2D image
-        plane = stack[0]
-        kind = detect(plane, channel=channel).modality  # for balancing, and "auto" (detected once)
-        use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
-        x = prepare_input(plane, in_channels, norm, channel=channel, modality=use)
-        return [Sample(x, labels, name=stem, kind=kind)]
-    planes_shape = (*stack_shape, *stack.shape[1:3])
+    source = Planes.of(data, axes)
+    if source.stack.shape[0] == 1:  # one 2D image
+        return [_plane_sample(model, source.read(()), labels, stem, setting, channel)]
+    planes_shape = (*source.shape, *source.stack.shape[1:3])
     if labels.shape != planes_shape:
         raise InputError(
-            f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} "
-            f"(axes {''.join(a for a in axes if a in STACK_AXES)}YX)"
+            f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} (axes {source.axes}YX)"
         )
-    flat = labels.reshape(stack.shape[0], *stack.shape[1:3])
-    indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*stack_shape)]
-    stacked = "".join(a for a in axes if a in STACK_AXES)
-    stack_of = z_stack_of(stack_shape, stacked.index("Z") if "Z" in stacked else None)
-
-    def read(index: tuple[int, ...]) -> np.ndarray:
-        return stack[int(np.ravel_multi_index(index, stack_shape))]
-
+    stack_of = source.stack_of()
     stacks: dict[tuple, SegmentSettings] = {}
     samples = []
-    for k, index in enumerate(indices):
-        if not flat[k].any():  # a plane without objects is not taken as annotated
+    for index in source.indices:
+        if not labels[index].any():  # a plane without objects is not taken as annotated
             continue
-        plane = read(index)
         fed = SegmentSettings(channel=channel, modality=setting)
         if stack_of is not None:  # the planes of a Z stack train as they are segmented: together
             stack_ix = tuple(stack_of(index))
             if stack_ix not in stacks:
-                stacks[stack_ix] = stack_settings(model, read, stack_ix, fed)
+                stacks[stack_ix] = stack_settings(model, source.read, stack_ix, fed)
             fed = stacks[stack_ix]
-        use = input_modality(model, plane, fed.modality, channel=channel)
-        x = prepare_input(plane, in_channels, norm, channel=channel, limits=fed.limits, modality=use)
-        kind = detect(plane, channel=channel).modality
-        samples.append(Sample(x, flat[k], name=f"{stem}{list(index)}", kind=kind))
+        name = f"{stem}{list(index)}"
+        samples.append(_plane_sample(model, source.read(index), labels[index], name, fed.modality, channel, fed.limits))
     if not samples:
-        raise InputError(f"no plane of the {len(indices)} holds a labelled object")
+        raise InputError(f"no plane of the {len(source.indices)} holds a labelled object")
     return samples
+
+
+def _plane_sample(
+    model: Model,
+    plane: np.ndarray,
+    labels: np.ndarray,
+    name: str,
+    setting: str,
+    channel: int | None,
+    limits: tuple[tuple[float, float], ...] | None = None,
+) -> Sample:
+    """One plane as a sample: converted by its kind (detected once: for balancing, and ``"auto"``)."""
+    card = model.card
+    kind = detect(plane, channel=channel).modality
+    use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
+    x = prepare_input(
+        plane, card.architecture.in_channels, card.normalization, channel=channel, limits=limits, modality=use
+    )
+    return Sample(x, labels, name=name, kind=kind)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import model_files
-from ..core.axes import STACK_AXES, to_stack, z_stack_of
+from ..core.axes import Planes, to_stack
 from ..core.image import InputError, to_grey
 from ..core.planes import PlaneDone, PlanesSummary, SegmentSettings, iter_segment_planes
 from ..core.predict import run
@@ -51,26 +51,21 @@ def segment_array(
         Labels of shape (stacked axes..., Y, X), their axes (e.g. ``"YX"``, ``"ZYX"``) and the
         summary of the planes (imaging modality and object diameter each was segmented as).
     """
-    stack, stack_shape = to_stack(data, axes)
-    stacked = "".join(a for a in axes.upper() if a in STACK_AXES)
+    source = Planes.of(data, axes)
     planes: dict[tuple[int, ...], np.ndarray] = {}
 
     def keep(item) -> None:
         if isinstance(item, PlaneDone):
             planes[item.index] = item.labels
 
-    def read(index: tuple[int, ...]) -> np.ndarray:
-        return stack[int(np.ravel_multi_index(index, stack_shape)) if index else 0]
-
-    indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*stack_shape)]
-    stack_of = z_stack_of(stack_shape, stacked.index("Z") if "Z" in stacked else None)
-    summary = run(iter_segment_planes(model, read, indices, settings, stack_of), keep)
+    indices = source.indices
+    summary = run(iter_segment_planes(model, source.read, indices, settings, source.stack_of()), keep)
     note = summary.note()
     if note:
         log(f"note: {note}")
     labels = np.stack([planes[i] for i in indices])
-    out_axes = stacked + "YX"
-    labels = labels.reshape((*stack_shape, *labels.shape[-2:])) if stack_shape else labels[0]
+    out_axes = source.axes + "YX"
+    labels = labels.reshape((*source.shape, *labels.shape[-2:])) if source.shape else labels[0]
     if stitch_z is not None:
         if "Z" not in out_axes:
             log("note: Z stitching joins the planes of a Z stack; this image has none")
