@@ -169,11 +169,8 @@ class InputChoices:
             except ModelError:
                 pass
         self.modality_label.setText(text)
-        self.follow_kind(kind)
+        self.follow_kind(kind)  # the Instances thresholds follow it (.thresholds_section)
         return text
-
-    def follow_kind(self, kind: str | None) -> None:
-        """React to the imaging kind of the chosen image changing (the dock sets its thresholds)."""
 
     def _detected(self) -> tuple[str, str | None]:
         """The text to show, and the imaging kind the model will see the image as (``None``: unknown, as is)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -37,7 +37,6 @@ from ..core.axes import z_stack_of
 from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.image import InputError
 from ..core.model_files import Model, ModelError
-from ..core.postprocess import PostprocessConfig
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
@@ -45,7 +44,7 @@ from .correct_section import CorrectSection
 from .disk_run import DiskRun
 from .export_section import ExportSection
 from .finetune_section import FineTuneSection
-from .forms import add_rows, set_clamped
+from .forms import add_rows
 from .input_section import InputChoices
 from .layers import (
     META_KEY,
@@ -65,12 +64,13 @@ from .runs import SegmentRun
 from .segment_output import IF_EDITED_CHOICES, SegmentOutput
 from .session import DockCalls, Session
 from .store_edit import StoreCorrections
+from .thresholds_section import ThresholdChoices
 
 if TYPE_CHECKING:
     import napari
 
 
-class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QWidget):
+class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput, ModelManager, QWidget):
     """Segment the chosen image layer with a U-Net into an instance Labels layer.
 
     Parameters
@@ -95,8 +95,6 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self._model_paths: dict[str, Path] = {}
         self._run = SegmentRun()  # the running or last job
         self._selected_model = model_files.DEFAULT_MODEL
-        self._thresholds_kind: str | None = None  # the imaging kind whose thresholds the dock shows
-        self._thresholds_shown: PostprocessConfig | None = None  # as last set from the model (not edited)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -277,61 +275,6 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
         self._update_device_label()
         return box
 
-    def _build_thresholds(self) -> QGroupBox:
-        box = QGroupBox("Instances")
-        form = QFormLayout(box)
-        self.fg_spin = FloatSpinBox(
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            label="Foreground threshold",
-            tooltip="Foreground probability above which a pixel belongs to an object",
-        )
-        self.seed_spin = FloatSpinBox(
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            label="Seed threshold",
-            tooltip="Distance-map level that seeds one object each: higher splits less",
-        )
-        self.min_size_spin = SpinBox(
-            min=0,
-            max=100000,
-            step=1,
-            label="Minimum size (px)",
-            tooltip="Objects with fewer pixels are removed. Pixels at the model's object size: when Object size "
-            "rescales the image, this grows with it (e.g. x9 for objects 3x the model's)",
-        )
-        self.sigma_spin = FloatSpinBox(
-            min=0.0,
-            max=10.0,
-            step=0.5,
-            label="Seed smoothing (px)",
-            tooltip="Smooth the distance map before seeding (pixels at the model's object size, scaled like the "
-            "minimum size): fewer splits of large objects",
-        )
-        add_rows(form, self.fg_spin, self.seed_spin, self.min_size_spin, self.sigma_spin)
-        row = QHBoxLayout()
-        self.rethreshold_btn = QPushButton("Apply thresholds")
-        self.rethreshold_btn.setToolTip(
-            "Recompute the labels of the last segmentation with these thresholds, without the network"
-        )
-        self.rethreshold_btn.clicked.connect(lambda: self.rethreshold())
-        row.addWidget(self.rethreshold_btn)
-        self.defaults_btn = QPushButton("Model defaults")
-        self.defaults_btn.setToolTip(
-            "Reset the thresholds to the values stored with the model (for images of the kind shown under Imaging)"
-        )
-        self.defaults_btn.clicked.connect(self._reset_thresholds)
-        row.addWidget(self.defaults_btn)
-        form.addRow(row)
-        self.show_maps_check = CheckBox(
-            text="Show probability maps", tooltip="Add the foreground probability and distance map as image layers"
-        )
-        add_rows(form, self.show_maps_check)
-        self._reset_thresholds()
-        return box
-
     def _build_run(self) -> QGroupBox:
         box = QGroupBox("Segment")
         lay = QVBoxLayout(box)
@@ -420,42 +363,12 @@ class UNetLoopWidget(InputChoices, RegionChoice, SegmentOutput, ModelManager, QW
             self.correct_section.follow(active)
             self.export_section.follow(active)
 
-    def _reset_thresholds(self) -> None:
-        """Show the model's thresholds for the chosen image's imaging kind."""
-        try:
-            pp = self.current_model().card.thresholds(self._thresholds_kind)
-        except ModelError:
-            pp = PostprocessConfig()
-        set_clamped(self.fg_spin, pp.fg_threshold)
-        set_clamped(self.seed_spin, pp.seed_threshold)
-        set_clamped(self.min_size_spin, pp.min_size)
-        set_clamped(self.sigma_spin, pp.dist_sigma)
-        self._thresholds_shown = self.postprocess_config()
-
-    def follow_kind(self, kind: str | None) -> None:
-        """Thresholds follow the imaging kind of the chosen image, unless the user has changed them."""
-        if kind == self._thresholds_kind:
-            return
-        untouched = self.postprocess_config() == self._thresholds_shown
-        self._thresholds_kind = kind
-        if untouched:
-            self._reset_thresholds()
-
     def _update_device_label(self) -> None:
         try:
             dev = resolve_device(self.device_combo.value)
             self.device_label.setText(f"Runs on: {dev}")
         except DeviceError as exc:
             self.device_label.setText(str(exc))
-
-    def postprocess_config(self) -> PostprocessConfig:
-        """Thresholds as set in the widget."""
-        return PostprocessConfig(
-            fg_threshold=round(self.fg_spin.value, 4),
-            seed_threshold=round(self.seed_spin.value, 4),
-            min_size=self.min_size_spin.value,
-            dist_sigma=round(self.sigma_spin.value, 4),
-        )
 
     def tile_size(self) -> int | None:
         """Chosen core tile size (``None``: automatic)."""
