@@ -48,8 +48,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"note: the gain ({ap - before:+.4f}) is within the noise of {n_objects} objects (+-{noise:.3f}): "
             "it may not carry over to other images" + ("; --write stores it all the same" if args.write else "")
         )
-    report = {"before": before, "after": ap, "thresholds": best.to_dict(), "kind": kind}
-    print(json.dumps({**report, "objects": n_objects, "noise": noise}))
+    print(
+        json.dumps(
+            {
+                "before": before,
+                "after": ap,
+                "thresholds": best.to_dict(),
+                "kind": kind,
+                "objects": n_objects,
+                "noise": noise,
+            }
+        )
+    )
     if args.write:
         record = {"images": len(samples), "ap50_before": before, "ap50_after": ap, "include": args.include}
         metrics = {k: v for k, v in model.card.metrics.items() if k != "test"}  # test scores: the old thresholds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -327,13 +328,10 @@ def start_thresholds(general: PostprocessConfig, by_kind: dict, samples: Sequenc
     -------
     PostprocessConfig
     """
-    kinds = [s.kind for s in samples if s.kind]
-    if not kinds:
+    leaders = Counter(s.kind for s in samples if s.kind).most_common(2)
+    if not leaders or (len(leaders) == 2 and leaders[0][1] == leaders[1][1]):
         return general
-    counts = {k: kinds.count(k) for k in set(kinds)}
-    top = max(counts.values())
-    leaders = [k for k, n in counts.items() if n == top]
-    return by_kind.get(leaders[0], general) if len(leaders) == 1 else general
+    return by_kind.get(leaders[0][0], general)
 
 
 def tuning_noise(ap50: float, n_objects: int) -> float:
