@@ -7,6 +7,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "src/napari_unet_loop/models/splits"  # the shipped model's test and validation lists
+DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
+
 
 def cpu_name() -> str:
     """The CPU's model name (Linux), else what the platform module knows."""
@@ -32,3 +36,11 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {path}")
+
+
+def find_dsb2018(path: Path | None) -> Path:
+    """The ``dsb2018`` folder (``images/``, ``labels/``) in ``path``, else in the usual data folders."""
+    for p in [path] if path is not None else DATA_CANDIDATES:
+        if (p / "dsb2018" / "images").is_dir():
+            return p / "dsb2018"
+    raise SystemExit(f"no DSB2018 data found (tried {', '.join(str(p) for p in DATA_CANDIDATES)}); use --data")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import read_list, write_json
+from _common import SPLITS, find_dsb2018, read_list, write_json
 from napari_unet_loop.core.finetune import to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
@@ -30,18 +30,6 @@ from napari_unet_loop.core.postprocess import instances, tune
 from napari_unet_loop.core.predict import predict
 from napari_unet_loop.core.sampling import Sample
 from napari_unet_loop.io.images import read_image
-
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "src/napari_unet_loop/models/splits"
-DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
-
-
-def find_data(path: Path | None) -> Path:
-    """The ``dsb2018`` folder (images/, labels/)."""
-    for p in [path] if path is not None else DATA_CANDIDATES:
-        if (p / "dsb2018" / "images").is_dir():
-            return p / "dsb2018"
-    raise SystemExit(f"no DSB2018 data found (tried {', '.join(str(p) for p in DATA_CANDIDATES)}); use --data")
 
 
 def training_names(data: Path) -> list[str]:
@@ -80,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="folder holding dsb2018/ (default ../shared/data)")
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = ap.parse_args(argv)
-    data = find_data(args.data)
+    data = find_dsb2018(args.data)
     model = load(args.model)
     general = model.card.postprocess
     n_classes = model.card.architecture.n_classes

@@ -53,15 +53,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cpu_name, read_list, write_json
+from _common import SPLITS, cpu_name, find_dsb2018, read_list, write_json
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import MODALITIES, detect, to_fluorescence_like
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "src/napari_unet_loop/models/splits"
 TEST_LIST = SPLITS / "dsb2018-test.txt"
 VAL_LIST = SPLITS / "dsb2018-val.txt"
-DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
 SHIPPED = "dsb2018-nuclei"
 SHORT = {"fluorescence": "fluo", "brightfield": "bf", "he": "H&E"}  # table headers
 # classical pipeline: the grid searched on the validation split
@@ -96,13 +93,6 @@ class PeerUnavailable(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def find_data(path: Path | None) -> Path:
-    for p in [path] if path is not None else DATA_CANDIDATES:
-        if (p / "dsb2018" / "images").is_dir():
-            return p / "dsb2018"
-    raise SystemExit(f"no DSB2018 data found (tried {', '.join(str(p) for p in DATA_CANDIDATES)}); use --data")
 
 
 def imread(path: Path) -> np.ndarray:
@@ -514,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    folder = find_data(args.data)
+    folder = find_dsb2018(args.data)
     test_names, val_names = read_list(TEST_LIST), read_list(VAL_LIST)
     held = set(test_names) | set(val_names)
     train_names = [p.stem for p in sorted((folder / "images").glob("*.png")) if p.stem not in held]
