@@ -22,14 +22,13 @@ import numpy as np
 
 from _common import SPLITS, find_dsb2018, read_list, write_json
 from napari_unet_loop.core.finetune import to_network_scale
-from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.modality import MODALITIES, detect, input_modality
+from napari_unet_loop.core.modality import MODALITIES, detect
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.postprocess import instances, tune
 from napari_unet_loop.core.predict import predict
-from napari_unet_loop.core.sampling import Sample
 from napari_unet_loop.io.images import read_image
+from napari_unet_loop.io.training import training_samples
 
 
 def training_names(data: Path) -> list[str]:
@@ -39,18 +38,17 @@ def training_names(data: Path) -> list[str]:
 
 
 def network_maps(model, data: Path, names: list[str], kind: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(probabilities, labels)`` at the network's scale of the images detected as ``kind``."""
-    card = model.card
-    samples = []
+    """``(probabilities, labels)`` at the network's scale of the images detected as ``kind``.
+
+    The images are read as ``tune --kind`` reads them (``io.training.training_samples``).
+    """
+    pairs = []
     for name in names:
-        image = read_image(next((data / "images").glob(f"{name}.*")))
-        if detect(image).modality != kind:
-            continue
-        use = input_modality(model, image, "auto")
-        x = prepare_input(image, card.architecture.in_channels, card.normalization, modality=use)
-        labels = read_image(next((data / "labels").glob(f"{name}.*")))
-        samples.append(Sample(x, labels, name=name, kind=kind))
-    samples = to_network_scale(samples, card, model.image_diameter).samples
+        image_path = next((data / "images").glob(f"{name}.*"))
+        if detect(read_image(image_path)).modality == kind:
+            pairs.append((image_path, next((data / "labels").glob(f"{name}.*"))))
+    samples = training_samples(pairs, model, "auto")
+    samples = to_network_scale(samples, model.card, model.image_diameter).samples
     return [(predict(model.net, s.image, device="cpu"), s.labels) for s in samples]
 
 
