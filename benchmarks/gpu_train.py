@@ -36,10 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import read_list
+from _common import ROOT, SPLITS, read_list
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "src" / "napari_unet_loop" / "models" / "splits"
 DATA = ROOT.parent / "shared" / "data" / "dsb2018"
 
 
