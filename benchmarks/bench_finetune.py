@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cpu_name, read_list
+from _common import DATA_CANDIDATES, SPLITS, cpu_name, read_list
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
@@ -66,9 +66,6 @@ from napari_unet_loop.core.train import (
 )
 from napari_unet_loop.core.unet import UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "src/napari_unet_loop/models/splits"
-DATA_CANDIDATES = (ROOT.parent / "shared/data", Path("/work/shared/data"))
 DATASETS = ("isbi", "dsb")
 DSB_SUBSETS = ("colour", "brightfield", "fluorescence")
 ISBI_MIN_SIZE = 30
