@@ -1,7 +1,7 @@
 """Fine-tuning on cells larger than the shipped model's nuclei: object size handling, measured.
 
-The rows of ``bench_finetune.py`` are about new kinds of image; these are about new *sizes*.
-Cell-like sets are made from the shared data:
+The one fine-tuning benchmark: new kinds of image and new *sizes*, on the path a user takes.
+Sets made from the shared data:
 
 * **dsb-x6**: DSB2018 fluorescence images of one common kind, wide fields of small nuclei
   (median diameter 9-14 px, up to 520 px wide), upscaled 6 times (nuclei of 54-84 px instead of
@@ -11,11 +11,12 @@ Cell-like sets are made from the shared data:
   sizes learns one default diameter that fits few of them (measured once on DSB fluorescence
   x3 of all sizes: k = 1, 5 min, held-out AP@0.5 0.541 -> 0.467).
 * **isbi-x2**: ISBI 2012 EM slices upscaled 2 times (cells of about 56 px: a new kind and a new
-  size): pool from slices 0-19, held out the last 10 (cells as ``bench_finetune.isbi_instances`` makes them).
-* **isbi** and **dsb-colour** (not run by default): the two sets of ``bench_finetune.py`` on this
-  path: the ISBI slices as they are (cells of about 28 px), and the DSB2018 colour (H&E-like)
-  images, the shipped model's weakest kind (pool: validation-split colour images first, then
-  training-split ones; held out: the test-split colour images).
+  size): pool from slices 0-19, held out the last 10 (cells: 4-connected components of the interior
+  mask, those under 30 px dropped; ``_common.isbi_instances``).
+* **isbi** and **dsb-colour** (not run by default): new kinds of image: the ISBI slices as they are
+  (cells of about 28 px), and the DSB2018 colour (H&E-like) images, the shipped model's weakest kind
+  (pool: validation-split colour images first, then training-split ones; held out: the test-split
+  colour images).
 
 Each run takes the path of ``napari-unet-loop train --from default`` then ``evaluate``, with
 the same core functions: k annotated images read as the model reads them, rescaled to the
@@ -44,8 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cpu_name, read_list, write_json
-from bench_finetune import DATA_CANDIDATES, SPLITS, imread, isbi_instances  # the same data, read the same way
+from _common import DATA_CANDIDATES, SPLITS, cpu_name, imread, isbi_instances, read_list, write_json
+from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_thresholds, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
@@ -138,17 +139,23 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
     return [item(n) for n in pool_names], [item(n) for n in held_names], desc
 
 
-def score(model: Model, heldout: list, **options) -> dict[str, Any]:
+def score(model: Model, heldout: list, device: torch.device | str = "cpu", **options) -> dict[str, Any]:
     """Segment the held-out images as ``segment`` does (``options`` as its flags) and pool their scores."""
     t0 = time.perf_counter()
-    results = [matching(lab, segment(model, img, **options).labels) for _, img, lab in heldout]
+    results = [matching(lab, segment(model, img, device=device, **options).labels) for _, img, lab in heldout]
     out = {k: round(float(v), 4) for k, v in pool(results).to_dict().items() if k in ("ap50", "ap75", "f1_50", "seg")}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
 def finetune(
-    start: Model, items: list, minutes: float, rescale: bool, seed: int, freeze_encoder: bool = False
+    start: Model,
+    items: list,
+    minutes: float,
+    rescale: bool,
+    seed: int,
+    freeze_encoder: bool = False,
+    device: torch.device | str = "cpu",
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did."""
     card = copy.deepcopy(start.card)
@@ -165,7 +172,7 @@ def finetune(
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
     config = preset(True, minutes=minutes, seed=seed, freeze_encoder=freeze_encoder or None)
     net = copy.deepcopy(start.net)
-    gen = iter_train(net, train, val, config, "cpu", card.postprocess)
+    gen = iter_train(net, train, val, config, device, card.postprocess)
     try:
         while True:
             next(gen)
@@ -174,7 +181,7 @@ def finetune(
     start_pp = card.postprocess
     tuned = None
     if val:  # the rule of the dock and train: re-tuned thresholds only when the gain beats the noise
-        retuned = retune(net, val, "cpu", card.postprocess)
+        retuned = retune(net, val, device, card.postprocess)
         card.postprocess = retuned.postprocess
         tuned = retuned.to_dict()
     if scaled is not None:
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
+    p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
@@ -210,19 +218,24 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         raise SystemExit("no shared data folder found; use --data")
     torch.set_num_threads(os.cpu_count() or 1)
+    device = resolve_device(args.device)
     ks = [int(k) for k in args.k.split(",") if k]
     budgets = [float(m) for m in args.minutes.split(",") if m]
     start = load("default")
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
+    if device.type == "cuda":
+        print(f"device   {torch.cuda.get_device_name(device)}")
     frozen = ", encoder frozen" if args.freeze_encoder else ""
     each = ", ".join(f"{m:g}" for m in budgets)
     print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} min per run{frozen}")
-    report: dict[str, Any] = {"minutes": budgets, "freeze_encoder": args.freeze_encoder, "sets": {}}
+    report: dict[str, Any] = {
+        "minutes": budgets, "freeze_encoder": args.freeze_encoder, "device": str(device), "sets": {},
+    }  # fmt: skip
     for name in [s for s in args.sets.split(",") if s]:
         pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, args.seed)
         print(f"\n{name}: {desc}")
-        base = score(start, heldout)
+        base = score(start, heldout, device)
         print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
         rows: list[dict[str, Any]] = [{"run": "start", **base}]
         plan = [
@@ -231,15 +244,15 @@ def main(argv: list[str] | None = None) -> int:
             for k, rescale in ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
         ]
         for minutes, k, rescale in plan:
-            child, run = finetune(start, pool_items[:k], minutes, rescale, args.seed, args.freeze_encoder)
-            s = score(child, heldout)
+            child, run = finetune(start, pool_items[:k], minutes, rescale, args.seed, args.freeze_encoder, device)
+            s = score(child, heldout, device)
             # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
             untuned = copy.copy(child)
             untuned.card = copy.deepcopy(child.card)
             untuned.card.postprocess = run.pop("start_postprocess")
-            s["untuned"] = score(untuned, heldout)
+            s["untuned"] = score(untuned, heldout, device)
             if rescale and not args.no_auto:
-                s["auto"] = score(child, heldout, diameter="auto")
+                s["auto"] = score(child, heldout, device, diameter="auto")
             label = f"{minutes:g} min k={k} {'rescaled' if rescale else 'as is (before)'}"
             size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
             print(

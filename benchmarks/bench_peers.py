@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import SPLITS, cpu_name, find_dsb2018, read_list, write_json
+from _common import SPLITS, cpu_name, find_dsb2018, imread, read_list, write_json
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import MODALITIES, detect, to_fluorescence_like
 
@@ -93,12 +93,6 @@ class PeerUnavailable(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def imread(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))
 
 
 def load_items(folder: Path, names: list[str]) -> list[Item]:
