@@ -9,7 +9,7 @@ from napari_unet_loop.core.sampling import Sample
 
 def test_presets():
     ft = preset(True, minutes=5)
-    assert (ft.patch_size, ft.batch_size, ft.learning_rate, ft.freeze_norm) == (128, 8, 5e-4, True)
+    assert (ft.patch_size, ft.batch_size, ft.learning_rate, ft.freeze_norm) == (128, 8, 2e-3, True)
     assert ft.augment == AugmentConfig(blur=0.0) and ft.val_every_s == 30.0
     scratch = preset(False, minutes=120)
     assert (scratch.batch_size, scratch.learning_rate, scratch.freeze_norm) == (16, 2e-3, False)

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default 5e-4 fine-tuning, as the dock; 2e-3 from scratch)",
+        help="learning rate (default 2e-3, fine-tuning as the dock does and from scratch)",
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
