@@ -1,4 +1,4 @@
-"""Fine-tuning on cells larger than the shipped model's nuclei: object size handling, measured.
+"""Fine-tuning the shipped model on new kinds of image and on cells larger than its nuclei, measured.
 
 The one fine-tuning benchmark: new kinds of image and new *sizes*, on the path a user takes.
 Sets made from the shared data:
