@@ -54,19 +54,14 @@ def correct_worst(labels, truth: np.ndarray, n: int) -> int:
     int
         The number of nuclei redrawn (those found with IoU under 0.5, at most ``n``).
     """
+    from napari_unet_loop.core.metrics import overlap
+
     pred = np.asarray(labels.data)
-    scores = []
-    for t in range(1, int(truth.max()) + 1):
-        mask = truth == t
-        if not mask.any():
-            continue
-        ids, counts = np.unique(pred[mask], return_counts=True)
-        best = 0.0
-        for i, c in zip(ids, counts):
-            if i:
-                best = max(best, c / (mask.sum() + (pred == i).sum() - c))
-        scores.append((best, t))
-    worst = [t for best, t in sorted(scores) if best < 0.5][:n]
+    ti, _, _, iou, area_t, _ = overlap(truth, pred)
+    best = np.zeros(len(area_t))
+    np.maximum.at(best, ti, iou)  # each true nucleus's best IoU with any predicted object
+    true_ids = np.unique(truth[truth > 0])
+    worst = [int(t) for b, t in sorted(zip(best.tolist(), true_ids.tolist())) if b < 0.5][:n]
     next_id = int(pred.max()) + 1
     for k, t in enumerate(worst):
         labels.data_setitem(np.nonzero(truth == t), next_id + k)
