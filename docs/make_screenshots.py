@@ -6,8 +6,8 @@ Run from the repository root (on a machine without a display: under ``xvfb-run -
 
 It writes
 - ``dock.png``: the dock on the dense fluorescence sample, segmented with the shipped model;
-- ``finetune.png``: the Fine-tune section after a short fine-tune on a corrected labels layer (the
-  nuclei the model got most wrong, redrawn as the sample's ground truth has them), with its live loss
+- ``finetune.png``: the Fine-tune section after a short fine-tune on a corrected labels layer (around
+  the whole nuclei the model got most wrong, redrawn as the sample's ground truth has them), with its live loss
   / validation curve (``finetune-window.png``: the whole window then);
 - ``correct.png`` (and ``correct-window.png``): the Correct section with the review queue;
 - ``export.png``: the Export section.
@@ -44,16 +44,21 @@ CORRECTIONS = 6  # nuclei redrawn before the fine-tune
 
 
 def correct_worst(labels, truth: np.ndarray, n: int) -> int:
-    """Redraw the ``n`` true nuclei the segmentation got most wrong, as the ground truth has them.
+    """Correct the areas around the ``n`` whole nuclei the segmentation got most wrong, as a biologist would.
 
-    Each is painted with a new label over what the model gave it (a merged neighbour keeps the
-    rest), through the layer's edit history as a brush would, so the dock counts it as corrected.
+    Only nuclei a person would redraw are chosen: not cut by the image border and at least half the
+    median nucleus area (the slivers along the border and the specks below the minimum size are
+    not what a user corrects). Around each, the model's objects over it are erased and every true
+    nucleus they covered is drawn as the ground truth has it, through the layer's edit history
+    as a brush would, so the dock counts them as corrected.
 
     Returns
     -------
     int
-        The number of nuclei redrawn (those found with IoU under 0.5, at most ``n``).
+        The number of nuclei chosen (found with IoU under 0.5, at most ``n``).
     """
+    from skimage.segmentation import clear_border
+
     from napari_unet_loop.core.metrics import overlap
 
     pred = np.asarray(labels.data)
@@ -61,10 +66,18 @@ def correct_worst(labels, truth: np.ndarray, n: int) -> int:
     best = np.zeros(len(area_t))
     np.maximum.at(best, ti, iou)  # each true nucleus's best IoU with any predicted object
     true_ids = np.unique(truth[truth > 0])
-    worst = [int(t) for b, t in sorted(zip(best.tolist(), true_ids.tolist())) if b < 0.5][:n]
-    next_id = int(pred.max()) + 1
-    for k, t in enumerate(worst):
-        labels.data_setitem(np.nonzero(truth == t), next_id + k)
+    areas = np.bincount(truth.ravel())
+    whole = set(np.unique(clear_border(truth)).tolist()) - {0}
+    big = set(true_ids[areas[true_ids] >= 0.5 * np.median(areas[true_ids])].tolist())
+    worst = [int(t) for b, t in sorted(zip(best.tolist(), true_ids.tolist())) if b < 0.5 and t in whole & big][:n]
+    next_id, drawn = int(pred.max()) + 1, set()
+    for t in worst:
+        covered = np.isin(pred, np.setdiff1d(np.unique(pred[truth == t]), [0])) & ~np.isin(truth, list(drawn))
+        labels.data_setitem(np.nonzero(covered), 0)
+        for u in sorted(set(np.unique(truth[covered | (truth == t)]).tolist()) - {0} - drawn):
+            labels.data_setitem(np.nonzero(truth == u), next_id)
+            next_id += 1
+            drawn.add(u)
     return len(worst)
 
 
@@ -111,7 +124,7 @@ def main() -> None:
     # corrections as a biologist makes them, then a short fine-tune with its live curve
     labels = viewer.layers["nuclei_fluorescence labels"]
     fixed = correct_worst(labels, load_sample("nuclei_fluorescence")[1], CORRECTIONS)
-    print(f"corrected {fixed} nuclei the model got wrong (drawn as the ground truth has them)")
+    print(f"corrected the areas of {fixed} nuclei the model got wrong (drawn as the ground truth has them)")
     ft = w.finetune_section
     ft.minutes_spin.value = args.finetune_minutes
     ft.name_edit.setText("dsb2018-nuclei-ft-screenshot")
