@@ -43,42 +43,18 @@ def wait(app, predicate, timeout: float = 900) -> None:
 CORRECTIONS = 6  # nuclei redrawn before the fine-tune
 
 
-def correct_worst(labels, truth: np.ndarray, n: int) -> int:
-    """Correct the areas around the ``n`` whole nuclei the segmentation got most wrong, as a biologist would.
+def correct_worst(labels, truth: np.ndarray, n: int) -> str:
+    """Correct the areas around the ``n`` whole nuclei the model got most wrong (``core.proofread.correct_worst``).
 
-    Only nuclei a person would redraw are chosen: not cut by the image border and at least half the
-    median nucleus area (the slivers along the border and the specks below the minimum size are
-    not what a user corrects). Around each, the model's objects over it are erased and every true
-    nucleus they covered is drawn as the ground truth has it, through the layer's edit history
-    as a brush would, so the dock counts them as corrected.
-
-    Returns
-    -------
-    int
-        The number of nuclei chosen (found with IoU under 0.5, at most ``n``).
+    The changed pixels go through the layer's edit history as a brush would, so the dock counts
+    them as corrected. Returns what was done.
     """
-    from skimage.segmentation import clear_border
+    from napari_unet_loop.core.proofread import correct_worst as simulated
 
-    from napari_unet_loop.core.metrics import overlap
-
-    pred = np.asarray(labels.data)
-    ti, _, _, iou, area_t, _ = overlap(truth, pred)
-    best = np.zeros(len(area_t))
-    np.maximum.at(best, ti, iou)  # each true nucleus's best IoU with any predicted object
-    true_ids = np.unique(truth[truth > 0])
-    areas = np.bincount(truth.ravel())
-    whole = set(np.unique(clear_border(truth)).tolist()) - {0}
-    big = set(true_ids[areas[true_ids] >= 0.5 * np.median(areas[true_ids])].tolist())
-    worst = [int(t) for b, t in sorted(zip(best.tolist(), true_ids.tolist())) if b < 0.5 and t in whole & big][:n]
-    next_id, drawn = int(pred.max()) + 1, set()
-    for t in worst:
-        covered = np.isin(pred, np.setdiff1d(np.unique(pred[truth == t]), [0])) & ~np.isin(truth, list(drawn))
-        labels.data_setitem(np.nonzero(covered), 0)
-        for u in sorted(set(np.unique(truth[covered | (truth == t)]).tolist()) - {0} - drawn):
-            labels.data_setitem(np.nonzero(truth == u), next_id)
-            next_id += 1
-            drawn.add(u)
-    return len(worst)
+    edit = simulated(np.asarray(labels.data), truth, n)
+    changed = np.nonzero(edit.after != edit.before)
+    labels.data_setitem(changed, edit.after[changed])
+    return edit.message
 
 
 def main() -> None:
@@ -123,8 +99,7 @@ def main() -> None:
 
     # corrections as a biologist makes them, then a short fine-tune with its live curve
     labels = viewer.layers["nuclei_fluorescence labels"]
-    fixed = correct_worst(labels, load_sample("nuclei_fluorescence")[1], CORRECTIONS)
-    print(f"corrected the areas of {fixed} nuclei the model got wrong (drawn as the ground truth has them)")
+    print(correct_worst(labels, load_sample("nuclei_fluorescence")[1], CORRECTIONS))
     ft = w.finetune_section
     ft.minutes_spin.value = args.finetune_minutes
     ft.name_edit.setText("dsb2018-nuclei-ft-screenshot")

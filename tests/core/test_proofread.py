@@ -165,3 +165,32 @@ def test_add_object_adds_only_the_clicked_one_of_two_touching():
     added = edit.after > 0
     assert added[a[edit.box] & ~b[edit.box]].all()
     assert not added[b[edit.box] & ~a[edit.box]].any()
+
+
+def test_correct_worst_redraws_the_wrong_areas_from_the_truth():
+    """The simulated proofreader fixes a merge and a miss, worst first, and leaves border slivers alone."""
+    from napari_unet_loop.core.metrics import correction_agreement
+
+    truth = np.zeros((100, 140), np.int32)
+    truth[disk((25, 25), 10)] = 1  # found
+    truth[disk((25, 70), 10)] = 2  # merged with 3 by the model
+    truth[disk((25, 92), 10)] = 3
+    truth[disk((70, 40), 10)] = 4  # missed
+    truth[disk((70, 135), 10, shape=truth.shape)] = 5  # cut by the border, missed: a sliver nobody redraws
+    pred = np.zeros_like(truth)
+    pred[truth == 1] = 7
+    pred[(truth == 2) | (truth == 3)] = 8
+    pred[20:31, 75:85] = 8  # and the gap between them: IoU under 0.5 for both
+    edit = pr.correct_worst(pred, truth, 5)
+    fixed = apply(pred, edit)
+    assert "3 object(s), 3 drawn" in edit.message
+    np.testing.assert_array_equal(fixed == 7, truth == 1)  # right objects keep their id
+    assert not (fixed[truth == 5]).any()  # the border sliver stays missed
+    for t in (2, 3, 4):  # each drawn as the truth has it, with an id of its own
+        ids = np.unique(fixed[truth == t])
+        assert ids.size == 1 and ids[0] not in (0, 7, 8) and (fixed == ids[0]).sum() == (truth == t).sum()
+    ag = correction_agreement(pred, fixed, truth)
+    assert ag.n_fixed == ag.n_fixed_found == 3  # the truth gets every correction right
+    assert pr.correct_worst(pred, truth, 1).message.startswith("corrected the areas of 1 object(s)")
+    with pytest.raises(pr.ProofreadError, match="shape"):
+        pr.correct_worst(pred, truth[:50], 1)
