@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+CORRECTION_WEIGHT = 3.0  # the dock's default loss weight of corrected pixels
+
 
 def changed_mask(original: np.ndarray, current: np.ndarray) -> np.ndarray:
     """Pixels whose label differs between ``original`` and ``current``.
@@ -65,7 +67,9 @@ def edited_region(original: np.ndarray, current: np.ndarray, margin: int = 16) -
     return region
 
 
-def correction_weight(original: np.ndarray, current: np.ndarray, weight: float, width: int = 3) -> np.ndarray:
+def correction_weight(
+    original: np.ndarray, current: np.ndarray, weight: float = CORRECTION_WEIGHT, width: int = 3
+) -> np.ndarray:
     """Per-pixel loss weight: ``weight`` on and near corrected pixels, 1 elsewhere."""
     diff = changed_mask(original, current)
     out = np.ones(diff.shape, np.float32)

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..core import model_files
 from ..core.augment import AugmentConfig
+from ..core.edits import CORRECTION_WEIGHT
 from ..core.finetune import preset, record_sizes, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.metrics import correction_agreement, score
@@ -114,7 +115,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             min=1.0,
             max=20.0,
             step=1.0,
-            value=3.0,
+            value=CORRECTION_WEIGHT,
             label="Weight of corrections",
             tooltip="Loss weight of the pixels you corrected (1: no extra weight)",
         )
