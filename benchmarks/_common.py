@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_thresholds, to_network_scale
+from napari_unet_loop.core.image import prepare_input
+from napari_unet_loop.core.metrics import matching, pool
+from napari_unet_loop.core.modality import input_modality
+from napari_unet_loop.core.model_files import Model
+from napari_unet_loop.core.sampling import Sample, split_validation
+from napari_unet_loop.core.segment import segment
+from napari_unet_loop.core.train import iter_train
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "src/napari_unet_loop/models/splits"  # the shipped model's test and validation lists
@@ -78,3 +90,81 @@ def isbi_instances(mask: np.ndarray) -> np.ndarray:
     small[0] = False
     lab[small[lab]] = 0
     return relabel_sequential(lab)[0].astype(np.int32)
+
+
+def score(
+    model: Model, heldout: list, device: torch.device | str = "cpu", true_size: bool = False, **options
+) -> dict[str, Any]:
+    """Segment the held-out images as ``segment`` does (``options`` as its flags) and pool their scores.
+
+    ``true_size``: each image at the median diameter of its true objects (the object size a user
+    gives), not the model's default: scores that follow the weights, not the size the model assumes.
+    """
+    from napari_unet_loop.core.scale import median_diameter
+
+    t0 = time.perf_counter()
+    results = []
+    for _, img, lab in heldout:
+        size = {"diameter": median_diameter([lab])} if true_size else {}
+        results.append(matching(lab, segment(model, img, device=device, **options, **size).labels))
+    out = {k: round(float(v), 4) for k, v in pool(results).to_dict().items() if k in ("ap50", "ap75", "f1_50", "seg")}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def finetune(
+    start: Model,
+    items: list,
+    minutes: float,
+    rescale: bool,
+    seed: int,
+    freeze_encoder: bool = False,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+) -> tuple[Model, dict[str, Any]]:
+    """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
+
+    ``items`` are ``(name, image, labels)``, or ``(name, image, labels, weight)`` with a per-pixel loss
+    weight (the dock's extra weight on corrected pixels, ``core.edits.correction_weight``). ``steps``
+    replaces the time budget by a step budget (results that do not follow the machine's load).
+    """
+    card = copy.deepcopy(start.card)
+    samples = []
+    for name, img, lab, *weight in items:
+        kind = input_modality(start, img)
+        x = prepare_input(img, card.architecture.in_channels, card.normalization, modality=kind)
+        samples.append(Sample(x, lab, weight=weight[0] if weight else None, name=name, kind=kind or ""))
+    # as train --from: the parent's thresholds for the images' kind to start from, none per kind kept
+    card.postprocess = start_thresholds(card.postprocess, card.postprocess_by_kind, samples)
+    card.postprocess_by_kind = {}
+    t0 = time.perf_counter()
+    scaled = to_network_scale(samples, card) if rescale else None
+    train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
+    config = preset(True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None)
+    net = copy.deepcopy(start.net)
+    gen = iter_train(net, train, val, config, device, card.postprocess)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        result = stop.value
+    start_pp = card.postprocess
+    tuned = None
+    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain beats the noise
+        retuned = retune(net, val, device, card.postprocess)
+        card.postprocess = retuned.postprocess
+        tuned = retuned.to_dict()
+    if scaled is not None:
+        record_sizes(card, scaled)
+    run = {
+        "steps": result.steps,
+        "patches": result.patches,
+        "patches_per_s": round(result.patches / max(result.seconds, 1e-9), 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "diameter": None if scaled is None else round(float(scaled.diameter or 0), 1),
+        "factor": None if scaled is None else round(scaled.factor, 3),
+        "improved": result.improved,
+        "tuning": tuned,
+        "start_postprocess": start_pp,
+    }
+    return Model(net.eval(), card), run

@@ -38,24 +38,17 @@ import argparse
 import copy
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from _common import DATA_CANDIDATES, SPLITS, cpu_name, imread, isbi_instances, read_list, write_json
+from _common import DATA_CANDIDATES, SPLITS, cpu_name, finetune, imread, isbi_instances, read_list, score, write_json
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
-from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_thresholds, to_network_scale
-from napari_unet_loop.core.image import prepare_input
-from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.modality import detect, input_modality
-from napari_unet_loop.core.model_files import Model, load
-from napari_unet_loop.core.sampling import Sample, split_validation
+from napari_unet_loop.core.modality import detect
+from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
-from napari_unet_loop.core.segment import segment
-from napari_unet_loop.core.train import iter_train
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
 ALL_SETS = (*SETS, "isbi", "dsb-colour")
@@ -137,67 +130,6 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
     else:
         raise SystemExit(f"unknown set {name!r}; known: {', '.join(ALL_SETS)}")
     return [item(n) for n in pool_names], [item(n) for n in held_names], desc
-
-
-def score(model: Model, heldout: list, device: torch.device | str = "cpu", **options) -> dict[str, Any]:
-    """Segment the held-out images as ``segment`` does (``options`` as its flags) and pool their scores."""
-    t0 = time.perf_counter()
-    results = [matching(lab, segment(model, img, device=device, **options).labels) for _, img, lab in heldout]
-    out = {k: round(float(v), 4) for k, v in pool(results).to_dict().items() if k in ("ap50", "ap75", "f1_50", "seg")}
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
-
-def finetune(
-    start: Model,
-    items: list,
-    minutes: float,
-    rescale: bool,
-    seed: int,
-    freeze_encoder: bool = False,
-    device: torch.device | str = "cpu",
-) -> tuple[Model, dict[str, Any]]:
-    """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did."""
-    card = copy.deepcopy(start.card)
-    samples = []
-    for name, img, lab in items:
-        kind = input_modality(start, img)
-        x = prepare_input(img, card.architecture.in_channels, card.normalization, modality=kind)
-        samples.append(Sample(x, lab, name=name, kind=kind or ""))
-    # as train --from: the parent's thresholds for the images' kind to start from, none per kind kept
-    card.postprocess = start_thresholds(card.postprocess, card.postprocess_by_kind, samples)
-    card.postprocess_by_kind = {}
-    t0 = time.perf_counter()
-    scaled = to_network_scale(samples, card) if rescale else None
-    train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
-    config = preset(True, minutes=minutes, seed=seed, freeze_encoder=freeze_encoder or None)
-    net = copy.deepcopy(start.net)
-    gen = iter_train(net, train, val, config, device, card.postprocess)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        result = stop.value
-    start_pp = card.postprocess
-    tuned = None
-    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain beats the noise
-        retuned = retune(net, val, device, card.postprocess)
-        card.postprocess = retuned.postprocess
-        tuned = retuned.to_dict()
-    if scaled is not None:
-        record_sizes(card, scaled)
-    run = {
-        "steps": result.steps,
-        "patches": result.patches,
-        "patches_per_s": round(result.patches / max(result.seconds, 1e-9), 1),
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "diameter": None if scaled is None else round(float(scaled.diameter or 0), 1),
-        "factor": None if scaled is None else round(scaled.factor, 3),
-        "improved": result.improved,
-        "tuning": tuned,
-        "start_postprocess": start_pp,
-    }
-    return Model(net.eval(), card), run
 
 
 def main(argv: list[str] | None = None) -> int:
