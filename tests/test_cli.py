@@ -693,6 +693,7 @@ def test_segment_counts_objects_not_the_largest_id(tmp_path, monkeypatch, tiny_m
         (["--minutes", "nan"], "positive number of minutes"),
         (["--minutes", "-1"], "positive number of minutes"),
         (["--lr", "nan", "--steps", "1"], "learning rate"),
+        (["--anchor", "-1", "--steps", "1"], "anchor must be"),
     ],
 )
 def test_train_refuses_nonsense_settings(tmp_path, folders, tiny_model_path, capsys, extra, words):
@@ -860,8 +861,24 @@ def test_train_from_a_model_uses_the_docks_fine_tune_settings(tmp_path, folders,
     assert main([*args, "--minutes", "0.02", "--no-tune", "--seed", "0"]) == 0
     config = model_files.load(out).card.training["config"]
     dock = json.loads(json.dumps(preset(True, minutes=0.02).to_dict()))
-    for key in ("patch_size", "batch_size", "learning_rate", "freeze_norm", "val_every_s", "augment", "weight_decay"):
+    for key in (
+        *("patch_size", "batch_size", "learning_rate", "freeze_norm", "anchor"),
+        *("val_every_s", "augment", "weight_decay"),
+    ):
         assert config[key] == dock[key], key
+
+
+def test_train_anchor_is_for_fine_tuning(tmp_path, folders, tiny_model_path, capsys):
+    """``--anchor`` sets the pull toward the starting model; from scratch there is none to pull toward."""
+    from napari_unet_loop.core import model_files
+
+    images, labels = folders
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--steps", "2", "--no-tune"]
+    assert main([*args, "--from", "scratch", "--anchor", "5"]) == 2
+    assert "needs --from MODEL" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--from", str(tiny_model_path), "--anchor", "7"]) == 0
+    assert model_files.load(out).card.training["config"]["anchor"] == 7.0
 
 
 @pytest.mark.parametrize(

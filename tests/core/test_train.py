@@ -437,6 +437,8 @@ def test_validate_scores_and_keeps_the_training_mode(tiny_net, val_sample):
         {"patch_size": 8},
         {"batch_size": 0},
         {"select_by": "f1"},
+        {"anchor": -1.0},
+        {"anchor": 1000.0, "learning_rate": 2e-3},  # more than all the way back each step
     ],
 )
 def test_train_config_validation(kwargs):
@@ -530,9 +532,11 @@ def test_no_validation_where_nothing_reviewed_fits():
     assert val == [] and train[0].ignore is None
 
 
-def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, val_sample, tmp_path):
-    """A run cut after step 3 and resumed from its checkpoint ends where an uncut run ends."""
-    config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0))
+@pytest.mark.parametrize("anchor", [0.0, 20.0])
+def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, val_sample, tmp_path, anchor):
+    """A run cut after step 3 and resumed from its checkpoint ends where an uncut run ends (the anchor's
+    starting weights come from the checkpoint: the resumed network starts from random ones)."""
+    config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0), anchor=anchor)
     whole = UNet(tiny_net.config)
     whole.load_state_dict(tiny_net.state_dict())
     events, uncut = _drain(iter_train(whole, [sample], [val_sample], config, checkpoint_every_s=0.0))
@@ -568,6 +572,32 @@ def test_resume_refuses_other_settings_and_other_files(tiny_net, sample, tmp_pat
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="cannot read"):
         checkpoint_mod.load_checkpoint(bad)
+
+
+def test_resume_of_a_checkpoint_made_before_a_setting_existed(tiny_net, sample):
+    """A setting added later (here the anchor) had its default then: the old checkpoint still resumes."""
+    events, _ = _drain(iter_train(tiny_net, [sample], [], _config(steps=3), checkpoint_every_s=0.0))
+    state = next(e.checkpoint for e in events if e.kind == "checkpoint")
+    del state["config"]["anchor"], state["anchor"]
+    _, result = _drain(iter_train(tiny_net, [sample], [], _config(steps=3), resume=state))
+    assert result.steps == 3
+    with pytest.raises(TrainingError, match="other training settings.*anchor"):
+        _drain(iter_train(tiny_net, [sample], [], _config(steps=3, anchor=5.0), resume=state))
+
+
+def test_anchor_keeps_the_weights_near_the_start(tiny_net, sample):
+    """Each step pulls every trained weight back toward its start: the run strays less, the statistics too."""
+    start = _state(tiny_net)
+
+    def strayed(**kw):
+        net = UNet(tiny_net.config)
+        net.load_state_dict(start)
+        _drain(iter_train(net, [sample], [], _config(steps=8, freeze_norm=True, **kw)))
+        end = _state(net)
+        return sum(float((end[k] - start[k]).norm()) for k in start if end[k].is_floating_point())
+
+    free, anchored = strayed(), strayed(anchor=80.0)  # 80 x 1e-2: 80 % of the way back after each step
+    assert 0 < anchored < 0.5 * free
 
 
 def test_balance_kinds_gives_rare_kinds_their_share(discs, disc_img):

@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="learning rate (default 2e-3, fine-tuning as the dock does and from scratch)",
     )
+    p.add_argument(
+        "--anchor",
+        type=float,
+        default=None,
+        help="when fine-tuning, pull the weights back toward the starting model's after each step by learning "
+        "rate x ANCHOR of their distance (default: the dock's preset; 0: off, for images far from the model's)",
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
         "--update-norm",

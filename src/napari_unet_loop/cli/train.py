@@ -40,6 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.suffix != model_files.SUFFIX:
         out = out.with_name(out.name + model_files.SUFFIX)
     resume = getattr(args, "resume_state", None)
+    if args.anchor and args.start == "scratch":
+        raise CLIError("--anchor pulls toward a starting model's weights: it needs --from MODEL, not scratch")
     if out.exists() and not args.overwrite and resume is None:
         raise CLIError(f"{out} exists; use --overwrite to replace it")
     ckpt_path = out.with_suffix(".ckpt")
@@ -122,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
         freeze_norm=False if args.update_norm else None,
+        anchor=args.anchor,
         precision=args.precision,
         seed=args.seed,
         select_by=args.select_by,

@@ -32,8 +32,9 @@ def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
     """
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
-    theirs = dict(state.get("config") or {})
     ours = config.to_dict()
+    # settings added since the checkpoint was written had their defaults then
+    theirs = type(config)().to_dict() | dict(state.get("config") or {})
     differ = sorted(k for k in set(theirs) | set(ours) if _plain(theirs.get(k)) != _plain(ours.get(k)))
     if differ:
         raise TrainingError(f"the checkpoint was made with other training settings ({', '.join(differ)})")

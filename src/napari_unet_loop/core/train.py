@@ -86,6 +86,12 @@ class TrainConfig(Settings):
         Share of patches centred on a random object pixel (the rest anywhere).
     select_by : str
         Validation score that picks the best weights: ``"ap50"`` or ``"loss"``.
+    anchor : float
+        Pull toward the starting weights (L2-SP, decoupled as AdamW decouples weight decay):
+        after each step every trained weight moves ``learning rate x anchor`` of its distance
+        back to where the run started, so a weight strays about ``1 / anchor`` at most where
+        the data keep pushing it, and returns where they do not. For fine-tuning a good model
+        on a few images; 0 (off) from scratch.
     augment : AugmentConfig
         Augmentation.
     seed : int
@@ -110,6 +116,7 @@ class TrainConfig(Settings):
     dist_weight: float = 1.0
     fg_fraction: float = 0.3
     select_by: str = "ap50"
+    anchor: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
 
@@ -126,6 +133,11 @@ class TrainConfig(Settings):
             raise ValueError("patch_size must be >= 16 and batch_size >= 1")
         if self.select_by not in ("ap50", "loss"):
             raise ValueError("select_by must be 'ap50' or 'loss'")
+        if not (math.isfinite(self.anchor) and 0 <= self.anchor * self.learning_rate <= 1):
+            raise ValueError(
+                f"anchor must be 0 or positive, at most 1 / learning rate ({1 / self.learning_rate:g}), "
+                f"got {self.anchor}"
+            )
 
 
 @dataclass
@@ -341,6 +353,12 @@ def _set_trainable(net: UNet, config: TrainConfig) -> list[torch.nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+@torch.no_grad()
+def _pull(params: list[torch.nn.Parameter], anchor: list[torch.Tensor], amount: float) -> None:
+    """Move each parameter ``amount`` (0-1) of its distance back toward its anchor value."""
+    torch._foreach_lerp_(params, anchor, amount)
+
+
 def _lr_factor(step: int, fraction: float, warmup: int) -> float:
     warm = min(1.0, (step + 1) / max(warmup, 1))
     return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
@@ -412,6 +430,8 @@ def iter_train(
     val_targets = [make_targets(s.labels, s.ignore, config.w0, config.sigma) for s in val_samples]
     dtype = training_dtype(device, config.precision)
     params = _set_trainable(net, config)
+    # the starting weights the anchor pulls toward (a resumed run brings them from its checkpoint)
+    anchor = [p.detach().clone() for p in params] if config.anchor > 0 else None
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict[str, Any]] = []
@@ -447,6 +467,8 @@ def iter_train(
         step, patches, batch = int(resume["step"]), int(resume["patches"]), int(resume["batch_size"])
         t0 = time.perf_counter() - float(resume["elapsed"])  # the budget and schedule go on where they were
         baseline, best, best_state = resume["baseline"], resume["best"], resume["best_state"]
+        if anchor is not None:
+            anchor = [t.to(device) for t in resume["anchor"]]
         history = list(resume["history"])
         sampler.set_state(resume["rng"])
     elif val_samples:
@@ -471,6 +493,7 @@ def iter_train(
             "best_state": copy.deepcopy(best_state) if best_state is not None else None,
             "history": list(history),
             "rng": sampler.get_state(),
+            "anchor": None if anchor is None else [t.detach().clone() for t in anchor],
         }
 
     expected = config.minutes * 60 if config.minutes is not None else math.nan
@@ -515,6 +538,8 @@ def iter_train(
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if anchor is not None:
+                _pull(params, anchor, opt.param_groups[0]["lr"] * config.anchor)
         except torch.OutOfMemoryError as exc:
             opt.zero_grad(set_to_none=True)
             if device.type == "cuda":
