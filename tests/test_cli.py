@@ -878,7 +878,10 @@ def test_train_anchor_is_for_fine_tuning(tmp_path, folders, tiny_model_path, cap
     assert main([*args, "--from", "scratch", "--anchor", "5"]) == 2
     assert "needs --from MODEL" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--from", str(tiny_model_path), "--anchor", "7"]) == 0
-    assert model_files.load(out).card.training["config"]["anchor"] == 7.0
+    record = model_files.load(out).card.training
+    assert record["config"]["anchor"] == 7.0
+    # the pull applied: the anchor times the starting model's validation AP@0.5
+    assert record["anchor_applied"] == pytest.approx(7.0 * record["baseline"]["ap50"], abs=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -533,10 +533,18 @@ def test_no_validation_where_nothing_reviewed_fits():
 
 
 @pytest.mark.parametrize("anchor", [0.0, 20.0])
-def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, val_sample, tmp_path, anchor):
+def test_resume_from_a_checkpoint_continues_the_run_exactly(
+    tiny_net, sample, val_sample, tmp_path, anchor, monkeypatch
+):
     """A run cut after step 3 and resumed from its checkpoint ends where an uncut run ends (the anchor's
     starting weights come from the checkpoint: the resumed network starts from random ones)."""
     config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0), anchor=anchor)
+    if anchor:  # a start the validation trusts (so the anchor pulls), scores that follow the weights
+
+        def validate(net, *args, **kwargs):
+            return {"ap50": 0.5, "loss": float(sum(p.abs().sum() for p in net.parameters()))}
+
+        monkeypatch.setattr(train_mod, "validate", validate)
     whole = UNet(tiny_net.config)
     whole.load_state_dict(tiny_net.state_dict())
     events, uncut = _drain(iter_train(whole, [sample], [val_sample], config, checkpoint_every_s=0.0))
@@ -552,6 +560,7 @@ def test_resume_from_a_checkpoint_continues_the_run_exactly(tiny_net, sample, va
     cut = UNet(tiny_net.config)  # weights come from the checkpoint
     events2, resumed = _drain(iter_train(cut, [sample], [val_sample], config, resume=state))
     assert events2[0].kind == "start" and "resumed at step 3" in events2[0].message
+    assert resumed.anchor == uncut.anchor == anchor * 0.5
     steps = [e.step for e in events2 if e.kind == "step"]
     assert steps == [4, 5, 6]  # the step count carries on
     assert resumed.steps == uncut.steps == 6 and resumed.patches == uncut.patches
@@ -585,19 +594,28 @@ def test_resume_of_a_checkpoint_made_before_a_setting_existed(tiny_net, sample):
         _drain(iter_train(tiny_net, [sample], [], _config(steps=3, anchor=5.0), resume=state))
 
 
-def test_anchor_keeps_the_weights_near_the_start(tiny_net, sample):
-    """Each step pulls every trained weight back toward its start: the run strays less, the statistics too."""
+def test_anchor_pulls_toward_the_start_as_far_as_the_start_is_trusted(tiny_net, sample, val_sample, monkeypatch):
+    """Each step pulls the trained weights back toward the start, by anchor x the start's validation AP@0.5."""
     start = _state(tiny_net)
 
-    def strayed(**kw):
+    def strayed(anchor, baseline_ap50):
+        _scripted_validate(monkeypatch, [baseline_ap50, 2.0])  # the start, then the end (better: kept)
         net = UNet(tiny_net.config)
         net.load_state_dict(start)
-        _drain(iter_train(net, [sample], [], _config(steps=8, freeze_norm=True, **kw)))
+        config = _config(steps=8, freeze_norm=True, anchor=anchor)
+        events, result = _drain(iter_train(net, [sample], [val_sample], config))
         end = _state(net)
-        return sum(float((end[k] - start[k]).norm()) for k in start if end[k].is_floating_point())
+        distance = sum(float((end[k] - start[k]).norm()) for k in start if end[k].is_floating_point())
+        return distance, result.anchor, events[0].message
 
-    free, anchored = strayed(), strayed(anchor=80.0)  # 80 x 1e-2: 80 % of the way back after each step
-    assert 0 < anchored < 0.5 * free
+    free, no_pull, _ = strayed(0.0, 1.0)
+    held, pull, message = strayed(80.0, 1.0)  # 80 x 1e-2 x 1.0: 80 % of the way back after each step
+    half, half_pull, _ = strayed(80.0, 0.5)
+    untrusted, zero, plain = strayed(80.0, 0.0)  # the start gets nothing right: no pull at all
+    assert (no_pull, pull, half_pull, zero) == (0.0, 80.0, 40.0, 0.0)
+    assert 0 < held < half < 0.6 * free
+    assert untrusted == pytest.approx(free, rel=1e-6)  # the same run as without an anchor
+    assert "held near the starting weights (anchor 80)" in message and "held near" not in plain
 
 
 def test_balance_kinds_gives_rare_kinds_their_share(discs, disc_img):

@@ -238,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "steps": result.steps,
             "patches": result.patches,
             "seconds": round(result.seconds, 1),
+            "anchor_applied": round(result.anchor, 3),
             "baseline": result.baseline,
             "history": _thin(result.history),
         },

@@ -87,11 +87,14 @@ class TrainConfig(Settings):
     select_by : str
         Validation score that picks the best weights: ``"ap50"`` or ``"loss"``.
     anchor : float
-        Pull toward the starting weights (L2-SP, decoupled as AdamW decouples weight decay):
-        after each step every trained weight moves ``learning rate x anchor`` of its distance
-        back to where the run started, so a weight strays about ``1 / anchor`` at most where
-        the data keep pushing it, and returns where they do not. For fine-tuning a good model
-        on a few images; 0 (off) from scratch.
+        Pull toward the starting weights (L2-SP, decoupled as AdamW decouples weight decay),
+        in proportion to how well the starting model already does on the validation data:
+        after each step every trained weight moves ``learning rate x anchor x AP@0.5`` of its
+        distance back to where the run started (AP@0.5 of the starting weights on the
+        validation samples), so a weight strays about ``1 / (anchor x AP@0.5)`` at most where the
+        data keep pushing it. A model that already segments the user's images well keeps what
+        it knows while it learns the corrections; one that does not (a new kind of image, AP@0.5
+        near 0) is left free to learn it. Without validation data there is no pull. 0: off.
     augment : AugmentConfig
         Augmentation.
     seed : int
@@ -204,6 +207,9 @@ class TrainResult:
         Losses and validation scores over time.
     batch_size : int
         The batch size used at the end (smaller if memory ran short).
+    anchor : float
+        The pull toward the starting weights that was applied (``config.anchor`` x the starting
+        weights' validation AP@0.5; 0 when off or without validation data).
     """
 
     baseline: dict[str, float] | None
@@ -215,6 +221,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]]
     batch_size: int
+    anchor: float = 0.0
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -431,7 +438,7 @@ def iter_train(
     dtype = training_dtype(device, config.precision)
     params = _set_trainable(net, config)
     # the starting weights the anchor pulls toward (a resumed run brings them from its checkpoint)
-    anchor = [p.detach().clone() for p in params] if config.anchor > 0 else None
+    start_weights = [p.detach().clone() for p in params] if config.anchor > 0 else None
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict[str, Any]] = []
@@ -467,14 +474,18 @@ def iter_train(
         step, patches, batch = int(resume["step"]), int(resume["patches"]), int(resume["batch_size"])
         t0 = time.perf_counter() - float(resume["elapsed"])  # the budget and schedule go on where they were
         baseline, best, best_state = resume["baseline"], resume["best"], resume["best_state"]
-        if anchor is not None:
-            anchor = [t.to(device) for t in resume["anchor"]]
+        if resume.get("anchor") is not None:
+            start_weights = [t.to(device) for t in resume["anchor"]]
         history = list(resume["history"])
         sampler.set_state(resume["rng"])
     elif val_samples:
         baseline = run_val(0)
         best, best_state = baseline, copy.deepcopy(net.state_dict())
         history.append({"step": 0, "time": time.perf_counter() - t0, "val": baseline})
+    # trust in the starting model, measured on the user's validation data: the pull it earns
+    trust = float(baseline["ap50"]) if baseline is not None else 0.0
+    pull = config.anchor * trust if math.isfinite(trust) else 0.0
+    anchor = start_weights if pull > 0 else None
 
     def checkpoint() -> dict[str, Any]:
         from .checkpoint import CHECKPOINT_FORMAT
@@ -506,6 +517,7 @@ def iter_train(
         val=baseline,
         message=f"training on {sum(s.n_annotated for s in train_samples)} annotated pixels "
         f"({len(train_samples)} sample(s)), validating on {len(val_samples)}"
+        + (f"; held near the starting weights (anchor {pull:.3g})" if anchor is not None else "")
         + (f"; resumed at step {step}" if resume is not None else ""),
     )
     last_val = last_ckpt = time.perf_counter()
@@ -539,7 +551,7 @@ def iter_train(
             scaler.step(opt)
             scaler.update()
             if anchor is not None:
-                _pull(params, anchor, opt.param_groups[0]["lr"] * config.anchor)
+                _pull(params, anchor, opt.param_groups[0]["lr"] * pull)
         except torch.OutOfMemoryError as exc:
             opt.zero_grad(set_to_none=True)
             if device.type == "cuda":
@@ -593,6 +605,7 @@ def iter_train(
         seconds=time.perf_counter() - t0,
         history=history,
         batch_size=batch,
+        anchor=pull,
     )
 
 

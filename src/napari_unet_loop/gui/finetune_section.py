@@ -405,6 +405,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                 data=dict(run.described),
                 object_diameter=run.scaled.diameter,
                 rescaled_by=run.scaled.factor,
+                anchor_applied=round(result.anchor, 3),
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
