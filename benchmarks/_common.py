@@ -121,12 +121,14 @@ def finetune(
     freeze_encoder: bool = False,
     device: torch.device | str = "cpu",
     steps: int | None = None,
+    anchor: float | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
     ``items`` are ``(name, image, labels)``, or ``(name, image, labels, weight)`` with a per-pixel loss
     weight (the dock's extra weight on corrected pixels, ``core.edits.correction_weight``). ``steps``
-    replaces the time budget by a step budget (results that do not follow the machine's load).
+    replaces the time budget by a step budget (results that do not follow the machine's load);
+    ``anchor`` replaces the preset's (``None``: the preset's).
     """
     card = copy.deepcopy(start.card)
     samples = []
@@ -140,7 +142,9 @@ def finetune(
     t0 = time.perf_counter()
     scaled = to_network_scale(samples, card) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
-    config = preset(True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None)
+    config = preset(
+        True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None, anchor=anchor
+    )
     net = copy.deepcopy(start.net)
     gen = iter_train(net, train, val, config, device, card.postprocess)
     try:
@@ -164,6 +168,7 @@ def finetune(
         "diameter": None if scaled is None else round(float(scaled.diameter or 0), 1),
         "factor": None if scaled is None else round(scaled.factor, 3),
         "improved": result.improved,
+        "anchor_applied": round(result.anchor, 2),
         "tuning": tuned,
         "start_postprocess": start_pp,
     }

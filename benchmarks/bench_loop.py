@@ -51,7 +51,7 @@ def images_of_kind(folder: Path, split: str, kind: str) -> list[str]:
 
 
 def loop_once(
-    start, user: tuple, heldout: list, n_corr: int, minutes: float, steps: int | None, seed: int, device
+    start, user: tuple, heldout: list, n_corr: int, minutes: float, steps: int | None, seed: int, device, anchor=None
 ) -> dict[str, Any]:
     """One turn of the loop on the ``user`` image ``(name, image, truth)``; the scores before and after."""
     name, img, truth = user
@@ -59,7 +59,8 @@ def loop_once(
     edit = correct_worst(original, truth, n_corr)
     corrected = edit.after
     weight = correction_weight(original, corrected)
-    child, run = finetune(start, [(name, img, corrected, weight)], minutes, True, seed, device=device, steps=steps)
+    item = (name, img, corrected, weight)
+    child, run = finetune(start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor)
     again = segment(child, img, device=device).labels
     new, old = correction_agreement(original, corrected, again), correction_agreement(original, corrected, original)
     row = {
@@ -70,6 +71,7 @@ def loop_once(
         "right_new": new.n_fixed_found,
         "steps": run["steps"],
         "improved": run["improved"],
+        "anchor_applied": run["anchor_applied"],
         "retuned": bool(run["tuning"] and run["tuning"]["kept"]),
     }
     if heldout:
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corrections", type=int, default=6, help="nuclei whose areas the proofreader corrects")
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget per turn")
     p.add_argument("--steps", type=int, default=None, help="a step budget instead (steady on a busy machine)")
+    p.add_argument("--anchor", type=float, default=None, help="the fine-tune's anchor (default: the preset's)")
     p.add_argument("--heldout", type=int, default=5, help="other images of the kind scored before and after")
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
             items = [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
             held_items = items[1 : 1 + args.heldout]
-            row = loop_once(start, items[0], held_items, args.corrections, args.minutes, args.steps, seed, device)
+            row = loop_once(
+                start, items[0], held_items, args.corrections, args.minutes, args.steps, seed, device, args.anchor
+            )
             rows.append(row)
             held = ""
             if "heldout_old" in row:
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 held = f"; {len(held_items)} held out: AP50 {o['ap50']:.3f} -> {n['ap50']:.3f}, "
                 held += f"SEG {o['seg']:.3f} -> {n['seg']:.3f}"
             print(
-                f"  seed {seed} {row['image'][:12]}: {row['corrected']}; {row['steps']} steps; "
+                f"  seed {seed} {row['image'][:12]}: {row['corrected']}; {row['steps']} steps, "
+                f"anchor {row['anchor_applied']:g}; "
                 f"right {row['right_old']} -> {row['right_new']} of {row['drawn_or_reshaped']}{held}",
                 flush=True,
             )
