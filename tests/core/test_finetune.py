@@ -9,10 +9,10 @@ from napari_unet_loop.core.sampling import Sample
 
 def test_presets():
     ft = preset(True, minutes=5)
-    assert (ft.patch_size, ft.batch_size, ft.learning_rate, ft.freeze_norm) == (128, 8, 2e-3, True)
+    assert (ft.patch_size, ft.batch_size, ft.learning_rate, ft.freeze_norm, ft.anchor) == (128, 8, 2e-3, True, 30.0)
     assert ft.augment == AugmentConfig(blur=0.0) and ft.val_every_s == 30.0
     scratch = preset(False, minutes=120)
-    assert (scratch.batch_size, scratch.learning_rate, scratch.freeze_norm) == (16, 2e-3, False)
+    assert (scratch.batch_size, scratch.learning_rate, scratch.freeze_norm, scratch.anchor) == (16, 2e-3, False, 0.0)
     assert scratch.augment.blur == 1.0 and scratch.val_every_s == 720.0
     assert preset(True, minutes=None, steps=3).val_every_s == 60.0
     assert preset(True, batch_size=None, learning_rate=1e-3).learning_rate == 1e-3  # None keeps the preset
