@@ -429,11 +429,13 @@ class FineTuneSection(TrainingData, QGroupBox):
             show_warning(msg)
             self.result_label.setText(msg)
             return
-        retuned = ""
+        notes = ""
         if tuned is not None and tuned.kept:
             # chosen on the validation tiles: their score there is not a gain measured on unseen data
-            retuned = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
-        self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{retuned}")
+            notes = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
+        if result.anchor > 0:  # how much the start's own validation score held the weights near it
+            notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
+        self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
 
     def use_anyway(self) -> None:
         """Save and select the fine-tuned model that did not beat its parent."""
