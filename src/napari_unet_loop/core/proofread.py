@@ -424,7 +424,7 @@ def relabel_sequential(labels: np.ndarray) -> Edit:
 
 
 def correct_worst(labels: np.ndarray, truth: np.ndarray, n: int) -> Edit:
-    """Correct the areas around the ``n`` nuclei ``labels`` got most wrong, from ground truth: a simulated proofreader.
+    """Correct the areas around the ``n`` objects ``labels`` got most wrong, from ground truth: a simulated proofreader.
 
     For benchmarks, demos and tests of the correct -> fine-tune loop. It corrects what a person
     would: whole objects of ``truth`` (not cut by the plane's border, at least half the median

@@ -363,7 +363,8 @@ def _set_trainable(net: UNet, config: TrainConfig) -> list[torch.nn.Parameter]:
 @torch.no_grad()
 def _pull(params: list[torch.nn.Parameter], anchor: list[torch.Tensor], amount: float) -> None:
     """Move each parameter ``amount`` (0-1) of its distance back toward its anchor value."""
-    torch._foreach_lerp_(params, anchor, amount)
+    for p, a in zip(params, anchor):
+        p.lerp_(a, amount)
 
 
 def _lr_factor(step: int, fraction: float, warmup: int) -> float:
