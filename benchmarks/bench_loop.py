@@ -109,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{kind}: {len(names)} {args.split}-split images")
         rows = []
         for seed in [int(s) for s in args.seeds.split(",") if s]:
-            order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+            # the user's image, then its held-out ones: only these are read
+            order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))][: 1 + args.heldout]
             items = [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
-            held_items = items[1 : 1 + args.heldout]
+            held_items = items[1:]
             row = loop_once(
                 start, items[0], held_items, args.corrections, args.minutes, args.steps, seed, device, args.anchor
             )
