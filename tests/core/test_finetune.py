@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_unet_loop.core.augment import AugmentConfig
-from napari_unet_loop.core.finetune import FINE_TUNE, FROM_SCRATCH, preset, validation_interval
+from napari_unet_loop.core.finetune import FINE_TUNE, FROM_SCRATCH, preset, validation_interval, validation_steps
 from napari_unet_loop.core.image import InputError
 from napari_unet_loop.core.sampling import Sample
 
@@ -14,13 +14,18 @@ def test_presets():
     scratch = preset(False, minutes=120)
     assert (scratch.batch_size, scratch.learning_rate, scratch.freeze_norm, scratch.anchor) == (16, 2e-3, False, 0.0)
     assert scratch.augment.blur == 1.0 and scratch.val_every_s == 720.0
-    assert preset(True, minutes=None, steps=3).val_every_s == 60.0
+    assert ft.val_every_steps is None  # a time budget validates by time
+    by_steps = preset(True, minutes=None, steps=300)
+    assert by_steps.val_every_steps == 30  # a step budget alone: at fixed steps, whatever the load
+    assert preset(True, minutes=None, steps=300, val_every_s=5.0).val_every_steps is None  # asked for by time
+    assert preset(True, minutes=2, steps=300).val_every_steps is None
     assert preset(True, batch_size=None, learning_rate=1e-3).learning_rate == 1e-3  # None keeps the preset
     assert set(FINE_TUNE) == set(FROM_SCRATCH)
 
 
 def test_validation_interval():
     assert validation_interval(0.5) == 10.0 and validation_interval(10) == 60.0 and validation_interval(None) == 60.0
+    assert validation_steps(1000) == 100 and validation_steps(3) == 1 and validation_steps(None) is None
 
 
 def test_unknown_settings_are_refused():

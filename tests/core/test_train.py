@@ -162,6 +162,17 @@ def test_keep_best_loads_the_best_validated_weights(tiny_net, sample, val_sample
     assert result.improved
 
 
+def test_validation_at_fixed_steps_ignores_the_clock(tiny_net, sample, val_sample, monkeypatch):
+    """With ``val_every_steps`` the validations fall on the same steps however fast the machine runs."""
+    _scripted_validate(monkeypatch, [0.1, 0.2, 0.3, 0.4])
+    config = _config(steps=6, val_every_steps=2, val_every_s=0.0)  # by time it would validate at every step
+    events, result = _drain(iter_train(tiny_net, [sample], [val_sample], config))
+    assert [e.step for e in events if e.kind == "val"] == [2, 4, 6]
+    assert [h["step"] for h in result.history if "val" in h] == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="val_every_steps"):
+        _config(val_every_steps=0)
+
+
 def test_keep_best_reverts_to_the_start_when_training_makes_things_worse(tiny_net, sample, val_sample, monkeypatch):
     _scripted_validate(monkeypatch, [0.8, 0.5, 0.6, 0.7])
     start = _state(tiny_net)

@@ -61,6 +61,17 @@ def validation_interval(minutes: float | None) -> float:
     return max(10.0, minutes * 60 / 10) if minutes else 60.0
 
 
+def validation_steps(steps: int | None) -> int | None:
+    """Steps between validations for a step budget: ten per run, so the run does not follow the load.
+
+    Examples
+    --------
+    >>> validation_steps(600), validation_steps(5), validation_steps(None)
+    (60, 1, None)
+    """
+    return max(1, steps // 10) if steps else None
+
+
 def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> TrainConfig:
     """Training settings for fine-tuning a model (``fine_tune``) or training one from scratch.
 
@@ -70,7 +81,8 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
         Start from a trained model (the dock's Fine-tune, ``train --from MODEL``) or from
         random weights (``train --from scratch``).
     minutes : float or None
-        Time budget (``None`` with ``steps`` in ``overrides``).
+        Time budget (``None`` with ``steps`` in ``overrides``: then it validates every tenth of
+        the steps, unless ``val_every_s`` is given).
     **overrides
         Any :class:`~napari_unet_loop.core.train.TrainConfig` field the user set; ``None``
         values keep the preset.
@@ -90,6 +102,10 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
     base: dict[str, Any] = dict(FINE_TUNE if fine_tune else FROM_SCRATCH)
     base["minutes"] = minutes
     base["val_every_s"] = validation_interval(minutes)
+    if minutes is None and overrides.get("val_every_s") is None:
+        # a step budget alone: validate at fixed steps, so the same seed gives the same weights on a busy
+        # machine (a time interval validated once a minute, at steps that followed the load)
+        base["val_every_steps"] = validation_steps(overrides.get("steps"))
     base["augment"] = AugmentConfig(blur=base.pop("blur"))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)

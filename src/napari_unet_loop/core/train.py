@@ -66,6 +66,10 @@ class TrainConfig(Settings):
         Step budget.
     val_every_s : float
         Seconds of training between validations.
+    val_every_steps : int or None
+        Steps between validations instead (``None``: by time). Validating at fixed steps makes a
+        run with a step budget independent of the machine's load: the same seed keeps the same
+        weights, on a busy machine or an idle one.
     freeze_encoder : bool
         Train only the expanding path (fast CPU fine-tunes of a good model).
     freeze_norm : bool
@@ -111,6 +115,7 @@ class TrainConfig(Settings):
     minutes: float | None = 5.0
     steps: int | None = None
     val_every_s: float = 30.0
+    val_every_steps: int | None = None
     freeze_encoder: bool = False
     freeze_norm: bool = False
     precision: str = "auto"
@@ -130,6 +135,8 @@ class TrainConfig(Settings):
             raise ValueError(f"the time budget must be a positive number of minutes, got {self.minutes}")
         if self.steps is not None and self.steps <= 0:
             raise ValueError("steps must be positive")
+        if self.val_every_steps is not None and self.val_every_steps <= 0:
+            raise ValueError(f"val_every_steps must be positive, got {self.val_every_steps}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"the learning rate must be a positive number, got {self.learning_rate}")
         if self.patch_size < 16 or self.batch_size < 1:
@@ -571,7 +578,11 @@ def iter_train(
         history.append({"step": step, "time": time.perf_counter() - t0, "loss": lv})
         yield TrainEvent("step", step, f, time.perf_counter() - t0, eta(step, f), loss=lv)
         done = f >= 1.0 or (stop is not None and stop.is_set())
-        if val_samples and (time.perf_counter() - last_val >= config.val_every_s or done):
+        if config.val_every_steps is not None:
+            due = step % config.val_every_steps == 0
+        else:
+            due = time.perf_counter() - last_val >= config.val_every_s
+        if val_samples and (due or done):
             scores = run_val(step)
             last_val = time.perf_counter()
             is_best = _better(scores, best, config.select_by)
