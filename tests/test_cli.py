@@ -544,6 +544,56 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     assert "cannot read the training checkpoint" in capsys.readouterr().err
 
 
+def test_train_resume_keeps_the_settings_the_run_began_with(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """A release that changes the fine-tune preset does not strand a cut run: it goes on as it began."""
+    import napari_unet_loop.cli.train as cli_mod
+    import napari_unet_loop.core.finetune as ft_mod
+    from napari_unet_loop.core import model_files
+
+    images, labels = folders
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
+    args += ["--steps", "4", "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
+    real_save = cli_mod.save_checkpoint
+
+    def save_then_die(state, path, extra):
+        real_save(state, path, extra)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "save_checkpoint", save_then_die)
+    assert main(args) == 130
+    monkeypatch.setattr(cli_mod, "save_checkpoint", real_save)
+    # the next release: another learning rate and anchor in the preset
+    monkeypatch.setitem(ft_mod.FINE_TUNE, "learning_rate", 1e-4)
+    monkeypatch.setitem(ft_mod.FINE_TUNE, "anchor", 5.0)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out.with_suffix(".ckpt"))]) == 0
+    err = capsys.readouterr().err
+    assert "goes on with the settings it began with (anchor, learning_rate differ" in err
+    config = model_files.load(out).card.training["config"]
+    assert config["learning_rate"] == 2e-3 and config["anchor"] == 30.0 and config["steps"] == 4
+
+
+def test_old_checkpoints_resume_with_settings_added_since_off():
+    """A setting that did not exist when the checkpoint was written takes its default, which is off."""
+    from napari_unet_loop.core.checkpoint import CHECKPOINT_FORMAT, run_settings, setting_differences
+    from napari_unet_loop.core.errors import TrainingError
+    from napari_unet_loop.core.finetune import preset
+
+    stored = preset(True, minutes=3).to_dict()
+    for added in ("anchor", "val_every_steps"):
+        del stored[added]
+    del stored["augment"]["blur"]
+    own = run_settings({"format": CHECKPOINT_FORMAT, "config": stored})
+    assert own.anchor == 0.0 and own.val_every_steps is None and own.augment.blur == 0.0
+    assert setting_differences(own, preset(True, minutes=3)) == ["anchor"]
+    with pytest.raises(TrainingError, match="cannot be read"):
+        run_settings({"format": CHECKPOINT_FORMAT, "config": {"patch": 3}})
+    with pytest.raises(TrainingError, match="not a training checkpoint"):
+        run_settings({"format": -1})
+
+
 def test_train_needs_data_or_a_checkpoint(capsys):
     assert main(["train"]) == 2
     assert "IMAGES, LABELS and --out" in capsys.readouterr().err

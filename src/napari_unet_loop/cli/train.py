@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..core import model_files
-from ..core.checkpoint import save_checkpoint
+from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
 from ..core.finetune import (
     Scaled,
@@ -130,6 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         select_by=args.select_by,
         augment=augment,
     )
+    if resume is not None:
+        # the run goes on with the settings it began with, even if this release's presets changed since
+        own = run_settings(resume)
+        changed = setting_differences(own, config)
+        if changed:
+            _log(f"the run goes on with the settings it began with ({', '.join(changed)} differ from today's)")
+        config = own
     _log(
         f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
         f"{len(train)} training and {len(val)} validation sample(s), budget "

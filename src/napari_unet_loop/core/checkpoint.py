@@ -30,14 +30,37 @@ def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
     TrainingError
         If it is not a training checkpoint of this format, or its settings differ.
     """
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
-    ours = config.to_dict()
-    # settings added since the checkpoint was written had their defaults then
-    theirs = type(config)().to_dict() | dict(state.get("config") or {})
-    differ = sorted(k for k in set(theirs) | set(ours) if _plain(theirs.get(k)) != _plain(ours.get(k)))
+    differ = setting_differences(run_settings(state), config)
     if differ:
         raise TrainingError(f"the checkpoint was made with other training settings ({', '.join(differ)})")
+
+
+def run_settings(state: dict[str, Any]) -> TrainConfig:
+    """The training settings a checkpointed run was started with: the ones that continue it.
+
+    A setting added to :class:`~napari_unet_loop.core.train.TrainConfig` since the checkpoint was
+    written takes its default, which is off (what the run did then), so a run goes on as it began
+    even after a release changes the presets.
+
+    Raises
+    ------
+    TrainingError
+        If it is not a training checkpoint of this format, or its settings cannot be read.
+    """
+    from .train import TrainConfig
+
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
+    try:
+        return TrainConfig.from_dict(dict(state.get("config") or {}))
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"the checkpoint's training settings cannot be read ({exc})") from None
+
+
+def setting_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Names of the settings in which two training configurations differ, sorted."""
+    da, db = a.to_dict(), b.to_dict()
+    return sorted(k for k in set(da) | set(db) if _plain(da.get(k)) != _plain(db.get(k)))
 
 
 def _plain(value: Any) -> Any:
