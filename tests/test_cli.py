@@ -580,18 +580,19 @@ def test_old_checkpoints_resume_with_settings_added_since_off():
     from napari_unet_loop.core.checkpoint import CHECKPOINT_FORMAT, run_settings, setting_differences
     from napari_unet_loop.core.errors import TrainingError
     from napari_unet_loop.core.finetune import preset
+    from napari_unet_loop.core.train import TrainConfig
 
     stored = preset(True, minutes=3).to_dict()
     for added in ("anchor", "val_every_steps"):
         del stored[added]
     del stored["augment"]["blur"]
-    own = run_settings({"format": CHECKPOINT_FORMAT, "config": stored})
+    own = run_settings({"format": CHECKPOINT_FORMAT, "config": stored}, TrainConfig)
     assert own.anchor == 0.0 and own.val_every_steps is None and own.augment.blur == 0.0
     assert setting_differences(own, preset(True, minutes=3)) == ["anchor"]
     with pytest.raises(TrainingError, match="cannot be read"):
-        run_settings({"format": CHECKPOINT_FORMAT, "config": {"patch": 3}})
+        run_settings({"format": CHECKPOINT_FORMAT, "config": {"patch": 3}}, TrainConfig)
     with pytest.raises(TrainingError, match="not a training checkpoint"):
-        run_settings({"format": -1})
+        run_settings({"format": -1}, TrainConfig)
 
 
 def test_train_needs_data_or_a_checkpoint(capsys):

@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if resume is not None:
         # the run goes on with the settings it began with, even if this release's presets changed since
-        own = run_settings(resume)
+        own = run_settings(resume, type(config))
         changed = setting_differences(own, config)
         if changed:
             _log(f"the run goes on with the settings it began with ({', '.join(changed)} differ from today's)")

@@ -30,29 +30,35 @@ def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
     TrainingError
         If it is not a training checkpoint of this format, or its settings differ.
     """
-    differ = setting_differences(run_settings(state), config)
+    differ = setting_differences(run_settings(state, type(config)), config)
     if differ:
         raise TrainingError(f"the checkpoint was made with other training settings ({', '.join(differ)})")
 
 
-def run_settings(state: dict[str, Any]) -> TrainConfig:
+def run_settings(state: dict[str, Any], kind: type[TrainConfig]) -> TrainConfig:
     """The training settings a checkpointed run was started with: the ones that continue it.
 
     A setting added to :class:`~napari_unet_loop.core.train.TrainConfig` since the checkpoint was
     written takes its default, which is off (what the run did then), so a run goes on as it began
     even after a release changes the presets.
 
+    Parameters
+    ----------
+    state : dict
+        From :func:`load_checkpoint`.
+    kind : type
+        :class:`~napari_unet_loop.core.train.TrainConfig` (passed in: this module does not import
+        the training loop that imports it).
+
     Raises
     ------
     TrainingError
         If it is not a training checkpoint of this format, or its settings cannot be read.
     """
-    from .train import TrainConfig
-
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError("not a training checkpoint of this version of napari-unet-loop")
     try:
-        return TrainConfig.from_dict(dict(state.get("config") or {}))
+        return kind.from_dict(dict(state.get("config") or {}))
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"the checkpoint's training settings cannot be read ({exc})") from None
 
