@@ -154,8 +154,8 @@ def finetune(
         result = stop.value
     start_pp = card.postprocess
     tuned = None
-    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain beats the noise
-        retuned = retune(net, val, device, card.postprocess)
+    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain clears the bar
+        retuned = retune(net, val, device, card.postprocess, trust=result.trust)
         card.postprocess = retuned.postprocess
         tuned = retuned.to_dict()
     if scaled is not None:

@@ -357,7 +357,9 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     card = model_files.load(out).card
     record = card.metrics["threshold_tuning"]
     assert record["ap50_after"] >= record["ap50_before"]
-    assert record["kept"] == (record["ap50_after"] - record["ap50_before"] > record["noise"])
+    assert record["kept"] == (record["ap50_after"] - record["ap50_before"] > record["bar"])
+    assert record["bar"] == pytest.approx(record["noise"] * (1 + record["trust"]), abs=1e-3)
+    assert record["trust"] == pytest.approx(card.training["baseline"]["ap50"], abs=1e-4)  # the start's stripe AP@0.5
     if not record["kept"]:  # a gain within the noise of the validation objects: the starting thresholds stay
         assert card.postprocess == model_files.load(tiny_model_path).card.postprocess
     assert main([*args, "--overwrite", "--no-tune"]) == 0

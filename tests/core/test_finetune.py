@@ -98,7 +98,7 @@ def test_samples_are_rescaled_to_the_network_diameter(discs):
     assert fresh.diameter == fresh.default_diameter == pytest.approx(30.0, rel=0.05)
 
 
-def test_retuned_thresholds_are_kept_only_when_the_gain_beats_the_noise(monkeypatch, discs):
+def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypatch, discs):
     from napari_unet_loop.core import finetune
     from napari_unet_loop.core.postprocess import PostprocessConfig
 
@@ -109,13 +109,23 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_beats_the_noise(monkeypa
     noise = finetune.tuning_noise(0.5, 9)
     assert noise == pytest.approx((0.25 / 9) ** 0.5)
     assert finetune.tuning_noise(1.0, 100) == pytest.approx((0.09 / 100) ** 0.5)  # never zero
-    for gain, kept in ((noise * 0.9, False), (noise * 1.1, True)):
+    # trust: the starting model's validation AP@0.5 raises the bar to noise x (1 + trust)
+    for gain, trust, kept in (
+        (noise * 0.9, 0.0, False),
+        (noise * 1.1, 0.0, True),
+        (noise * 1.1, 0.8, False),  # a model that already did well: its thresholds stay
+        (noise * 1.9, 0.8, True),
+        (noise * 1.1, float("nan"), True),  # no measure of trust: the noise alone
+    ):
         monkeypatch.setattr(
             "napari_unet_loop.core.train.tune_thresholds", lambda *a, g=gain, **k: (found, 0.5, 0.5 + g)
         )
-        r = finetune.retune(None, val, "cpu", start)
+        r = finetune.retune(None, val, "cpu", start, trust=trust)
         assert r.kept is kept and r.postprocess == (found if kept else start)
+        assert r.found == found and r.to_dict()["found"] == found.to_dict()  # what the search proposed, kept or not
         assert r.to_dict()["validation_objects"] == 9 and r.to_dict()["kept"] is kept
+        assert ("starting thresholds" in r.verdict()) is not kept
+        assert ("already scored 0.80" in r.verdict()) is (trust == 0.8 and not kept)
 
 
 def test_a_fine_tune_starts_from_the_thresholds_of_its_images_kind():

@@ -224,17 +224,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if val and args.tune:
         try:
-            retuned = retune(model.net, val, device, model.card.postprocess, args.precision)
+            retuned = retune(model.net, val, device, model.card.postprocess, args.precision, result.trust)
         except KeyboardInterrupt:
             where = f"the best weights so far are in {out}" if best_snapshot is not None else "no model written"
             _log(f"interrupted while tuning the thresholds; {where}")
             return 130
-        verdict = (
-            f"kept {retuned.postprocess.to_dict()}"
-            if retuned.kept
-            else "kept the starting thresholds: the gain is within the noise of "
-            f"{retuned.n_objects} validation objects (+-{retuned.noise:.3f})"
-        )
+        verdict = retuned.verdict() + (f": {retuned.postprocess.to_dict()}" if retuned.kept else "")
         _log(f"thresholds tuned on the validation data: AP50 {retuned.before:.4f} -> {retuned.after:.4f}; {verdict}")
         model.card.postprocess = retuned.postprocess
         tuning.update(retuned.to_dict())

@@ -215,8 +215,12 @@ class TrainResult:
     batch_size : int
         The batch size used at the end (smaller if memory ran short).
     anchor : float
-        The pull toward the starting weights that was applied (``config.anchor`` x the starting
-        weights' validation AP@0.5; 0 when off or without validation data).
+        The pull toward the starting weights that was applied (``config.anchor`` x ``trust``;
+        0 when off or without validation data).
+    trust : float
+        The starting weights' validation AP@0.5 (0 without validation data): how well the model
+        the run started from already did on the user's data. The anchor's pull and the bar that
+        re-tuned thresholds must clear (``core.finetune.retune``) both grow with it.
     """
 
     baseline: dict[str, float] | None
@@ -229,6 +233,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     batch_size: int
     anchor: float = 0.0
+    trust: float = 0.0
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -492,7 +497,8 @@ def iter_train(
         history.append({"step": 0, "time": time.perf_counter() - t0, "val": baseline})
     # trust in the starting model, measured on the user's validation data: the pull it earns
     trust = float(baseline["ap50"]) if baseline is not None else 0.0
-    pull = config.anchor * trust if math.isfinite(trust) else 0.0
+    trust = trust if math.isfinite(trust) else 0.0
+    pull = config.anchor * trust
     anchor = start_weights if pull > 0 else None
 
     def checkpoint() -> dict[str, Any]:
@@ -618,6 +624,7 @@ def iter_train(
         history=history,
         batch_size=batch,
         anchor=pull,
+        trust=trust,
     )
 
 

@@ -58,5 +58,5 @@ def train_in_worker(
     if not val:
         yield Finished(result, postprocess)
         return
-    retuned = retune(net, val, device, postprocess, config.precision)
+    retuned = retune(net, val, device, postprocess, config.precision, result.trust)
     yield Finished(result, retuned.postprocess, retuned)
