@@ -512,15 +512,13 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
         viewer.close()
 
 
-def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
-    """A run killed after a checkpoint goes on with --resume: same settings, the step count carries on."""
+def _cut_run(folders, tiny_model_path, out, monkeypatch, steps=5):
+    """Run ``train --from`` on the folders and kill it right after the checkpoint at step 2."""
     import napari_unet_loop.cli.train as cli_mod
-    from napari_unet_loop.core import model_files
 
     images, labels = folders
-    out = tmp_path / "ft.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
-    args += ["--steps", "5", "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
+    args += ["--steps", str(steps), "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
     real_save = cli_mod.save_checkpoint
 
     def save_then_die(state, path, extra):
@@ -530,13 +528,22 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
 
     monkeypatch.setattr(cli_mod, "save_checkpoint", save_then_die)
     assert main(args) == 130
-    ckpt = out.with_suffix(".ckpt")
-    assert ckpt.exists() and f"--resume {ckpt}" in capsys.readouterr().err
     monkeypatch.setattr(cli_mod, "save_checkpoint", real_save)
+    return out.with_suffix(".ckpt")
+
+
+def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """A run killed after a checkpoint goes on with --resume: same settings, the step count carries on."""
+    from napari_unet_loop.core import model_files
+
+    out = tmp_path / "ft.safetensors"
+    ckpt = _cut_run(folders, tiny_model_path, out, monkeypatch)
+    assert ckpt.exists() and f"--resume {ckpt}" in capsys.readouterr().err
 
     assert main(["train", "--resume", str(ckpt)]) == 0
     err = capsys.readouterr().err
     assert "resuming at step 2" in err and "resumed at step 2" in err
+    assert "goes on with the settings it began with" not in err  # nothing changed since
     card = model_files.load(out).card
     assert card.training["steps"] == 5 and card.training["final"] is True
     assert {"data", "config", "device", "steps", "seconds", "validated", "modality"} <= set(card.training)
@@ -548,29 +555,16 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
 
 def test_train_resume_keeps_the_settings_the_run_began_with(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
     """A release that changes the fine-tune preset does not strand a cut run: it goes on as it began."""
-    import napari_unet_loop.cli.train as cli_mod
     import napari_unet_loop.core.finetune as ft_mod
     from napari_unet_loop.core import model_files
 
-    images, labels = folders
     out = tmp_path / "ft.safetensors"
-    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
-    args += ["--steps", "4", "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
-    real_save = cli_mod.save_checkpoint
-
-    def save_then_die(state, path, extra):
-        real_save(state, path, extra)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli_mod, "save_checkpoint", save_then_die)
-    assert main(args) == 130
-    monkeypatch.setattr(cli_mod, "save_checkpoint", real_save)
+    ckpt = _cut_run(folders, tiny_model_path, out, monkeypatch, steps=4)
     # the next release: another learning rate and anchor in the preset
     monkeypatch.setitem(ft_mod.FINE_TUNE, "learning_rate", 1e-4)
     monkeypatch.setitem(ft_mod.FINE_TUNE, "anchor", 5.0)
     capsys.readouterr()
-    assert main(["train", "--resume", str(out.with_suffix(".ckpt"))]) == 0
+    assert main(["train", "--resume", str(ckpt)]) == 0
     err = capsys.readouterr().err
     assert "goes on with the settings it began with (anchor, learning_rate differ" in err
     config = model_files.load(out).card.training["config"]
