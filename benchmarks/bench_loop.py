@@ -50,16 +50,31 @@ def images_of_kind(folder: Path, split: str, kind: str) -> list[str]:
     return [n for n in names if detect(imread(folder / "images" / f"{n}.png")).modality == kind]
 
 
+def turn_images(folder: Path, names: list[str], seed: int, heldout: int) -> list[tuple]:
+    """``(name, image, truth)`` of one turn: the user's image, then ``heldout`` others (only these are read)."""
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))][: 1 + heldout]
+    return [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
+
+
+def corrected_item(start, user: tuple, n_corr: int, device) -> tuple[np.ndarray, Any, tuple]:
+    """The model's labels of the ``user`` image, the proofreader's edit, and the fine-tuning item.
+
+    The item is ``(name, image, corrected labels, per-pixel weight)``, corrected pixels weighted as the
+    dock weights them.
+    """
+    name, img, truth = user
+    original = segment(start, img, device=device).labels
+    edit = correct_worst(original, truth, n_corr)
+    return original, edit, (name, img, edit.after, correction_weight(original, edit.after))
+
+
 def loop_once(
     start, user: tuple, heldout: list, n_corr: int, minutes: float, steps: int | None, seed: int, device, anchor=None
 ) -> dict[str, Any]:
     """One turn of the loop on the ``user`` image ``(name, image, truth)``; the scores before and after."""
-    name, img, truth = user
-    original = segment(start, img, device=device).labels
-    edit = correct_worst(original, truth, n_corr)
+    name, img, _ = user
+    original, edit, item = corrected_item(start, user, n_corr, device)
     corrected = edit.after
-    weight = correction_weight(original, corrected)
-    item = (name, img, corrected, weight)
     child, run = finetune(start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor)
     again = segment(child, img, device=device).labels
     new, old = correction_agreement(original, corrected, again), correction_agreement(original, corrected, original)
@@ -109,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{kind}: {len(names)} {args.split}-split images")
         rows = []
         for seed in [int(s) for s in args.seeds.split(",") if s]:
-            # the user's image, then its held-out ones: only these are read
-            order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))][: 1 + args.heldout]
-            items = [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
+            items = turn_images(folder, names, seed, args.heldout)
             held_items = items[1:]
             row = loop_once(
                 start, items[0], held_items, args.corrections, args.minutes, args.steps, seed, device, args.anchor

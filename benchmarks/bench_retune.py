@@ -36,11 +36,9 @@ import torch
 
 import bench_cells
 import bench_loop
-from _common import DATA_CANDIDATES, cpu_name, find_dsb2018, finetune, imread, score, write_json
-from napari_unet_loop.core.edits import correction_weight
+from _common import DATA_CANDIDATES, cpu_name, find_dsb2018, finetune, score, write_json
 from napari_unet_loop.core.model_files import load
-from napari_unet_loop.core.proofread import correct_worst
-from napari_unet_loop.core.segment import segment
+from napari_unet_loop.core.postprocess import PostprocessConfig
 
 CASES = [
     *(f"loop:{kind}:{seed}" for seed in range(9) for kind in ("fluorescence", "he") if seed < 8 or kind == "he"),
@@ -65,13 +63,8 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
     if parts[0] == "loop":
         kind, seed = parts[1], int(parts[2])
         folder = find_dsb2018(None)
-        names = bench_loop.images_of_kind(folder, "val", kind)
-        order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))][:6]
-        items = [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
-        name, img, truth = items[0]
-        original = segment(start, img, device=device).labels
-        corrected = correct_worst(original, truth, 6).after
-        train = [(name, img, corrected, correction_weight(original, corrected))]
+        items = bench_loop.turn_images(folder, bench_loop.images_of_kind(folder, "val", kind), seed, 5)
+        train = [bench_loop.corrected_item(start, items[0], 6, device)[2]]
         heldout, options = items[1:], {"true_size": True}
     elif parts[0] == "cells":
         name, k, seed = parts[1], int(parts[2]), int(parts[3])
@@ -83,10 +76,10 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
     child, run = finetune(start, train, 1.0, True, seed, device=device, steps=steps)
     tuning = run["tuning"]
     held = {}
-    for which, pp in (("start", run["start_postprocess"]), ("found", tuning["found"])):
+    for which, pp in (("start", run["start_postprocess"]), ("found", PostprocessConfig.from_dict(tuning["found"]))):
         model = copy.copy(child)
         model.card = copy.deepcopy(child.card)
-        model.card.postprocess = type(run["start_postprocess"]).from_dict(pp) if isinstance(pp, dict) else pp
+        model.card.postprocess = pp
         held[which] = score(model, heldout, device, **options)["ap50"]
     return {
         "case": case,

@@ -455,5 +455,7 @@ def retune(
     n = validation_objects(val)
     noise = tuning_noise(before, n)
     trust = min(max(float(trust), 0.0), 1.0) if math.isfinite(trust) else 0.0
-    kept = after - before > noise * (1.0 + trust)
-    return Retuned(pp if kept else start, float(before), float(after), noise, kept, n, trust, pp)
+    judged = Retuned(start, float(before), float(after), noise, False, n, trust, pp)
+    if after - before > judged.bar:  # the one formula of the bar: Retuned.bar
+        judged.postprocess, judged.kept = pp, True
+    return judged
