@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_thresholds, to_network_scale
+from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_kind, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import input_modality
@@ -130,22 +130,21 @@ def finetune(
     replaces the time budget by a step budget (results that do not follow the machine's load);
     ``anchor`` replaces the preset's (``None``: the preset's).
     """
-    card = copy.deepcopy(start.card)
     samples = []
     for name, img, lab, *weight in items:
         kind = input_modality(start, img)
-        x = prepare_input(img, card.architecture.in_channels, card.normalization, modality=kind)
+        x = prepare_input(img, start.card.architecture.in_channels, start.card.normalization, modality=kind)
         samples.append(Sample(x, lab, weight=weight[0] if weight else None, name=name, kind=kind or ""))
-    # as train --from: the parent's thresholds for the images' kind to start from, none per kind kept
-    card.postprocess = start_thresholds(card.postprocess, card.postprocess_by_kind, samples)
-    card.postprocess_by_kind = {}
+    # as train --from: the parent's weights and thresholds for the images' kind to start from, none per kind kept
+    begin = start.for_kind(start_kind(samples))
+    card = copy.deepcopy(begin.card)
     t0 = time.perf_counter()
     scaled = to_network_scale(samples, card) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
     config = preset(
         True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None, anchor=anchor
     )
-    net = copy.deepcopy(start.net)
+    net = copy.deepcopy(begin.net)
     gen = iter_train(net, train, val, config, device, card.postprocess)
     try:
         while True:

@@ -283,6 +283,70 @@ def test_tune_for_one_imaging_kind_and_segment_with_it(tmp_path, folders, tiny_m
     assert grown.postprocess_by_kind == {} and grown.postprocess == PostprocessConfig(0.6, 0.5, 40, 1.0)
 
 
+def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """``models --add-kind he=FILE`` gives a model H&E weights; segment, tune and train --from use them."""
+    import torch
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core import train as train_mod
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.unet import UNetConfig
+
+    images, labels = folders
+    base, spec, combo = tmp_path / "base.safetensors", tmp_path / "he.safetensors", tmp_path / "combo.safetensors"
+    model_files.save(model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto"), base)
+    he_pp = PostprocessConfig(0.6, 0.45, 12, 1.0)
+    net = model_files.new_model(UNetConfig(depth=2, base_width=4), seed=5, modality="auto", postprocess=he_pp)
+    model_files.save(net, spec)
+    add = ["models", "--add-kind", f"he={spec}", "--model", str(base)]
+    assert main(add) == 2 and "needs --out" in capsys.readouterr().err
+    assert main(["models", "--add-kind", f"phase={spec}", "--model", str(base), "--out", str(combo)]) == 2
+    assert "KIND one of" in capsys.readouterr().err
+    assert main([*add, "--out", str(combo)]) == 0
+    assert "own weights and thresholds for he images" in capsys.readouterr().err
+    assert main([*add, "--out", str(combo)]) == 2  # exists
+    loaded = model_files.load(combo)
+    assert loaded.name == "combo" and set(loaded.nets_by_kind) == {"he"} and loaded.card.thresholds("he") == he_pp
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+    # segment: the H&E image goes to the H&E network, the fluorescence one to the general network
+    seg = tmp_path / "seg"
+    assert main(["segment", str(images), "-o", str(seg), "--model", str(combo)]) == 0
+    prov = json.loads((seg / "nuclei_he_stain.tif.json").read_text())["provenance"]
+    assert prov["modality"] == "he" and prov["thresholds_by_kind"]["he"] == he_pp.to_dict()
+    # tune: the general thresholds leave the H&E image out; --kind he tunes the H&E network's
+    seen = []
+    real = train_mod.tune_thresholds
+    monkeypatch.setattr(
+        train_mod,
+        "tune_thresholds",
+        lambda net, samples, *a, **k: seen.append((net, samples)) or real(net, samples, *a, **k),
+    )
+    assert main(["tune", str(images), str(labels), "--model", str(combo)]) == 0
+    assert "1 image(s) left out: the model has its own weights and thresholds for he images" in capsys.readouterr().err
+    assert same(seen[-1][0], loaded.net) and [s.kind for s in seen[-1][1]] == ["fluorescence"]
+    assert main(["tune", str(images), str(labels), "--model", str(combo), "--kind", "he", "--write"]) == 0
+    assert same(seen[-1][0], loaded.net_for("he")) and [s.kind for s in seen[-1][1]] == ["he"]
+    assert "he" in model_files.load(combo).card.postprocess_by_kind  # own weights keep own thresholds
+    # train --from: a fine-tune on H&E images starts from the H&E weights and thresholds
+    (tmp_path / "he.txt").write_text("nuclei_he_stain\n")
+    child = tmp_path / "child.safetensors"
+    train = ["train", str(images), str(labels), "--out", str(child), "--from", str(combo), "--steps", "1"]
+    train += ["--include", str(tmp_path / "he.txt"), "--val-fraction", "0.3", "--patch", "64", "--batch", "2"]
+    assert main([*train, "--no-tune", "--anchor", "0"]) == 0
+    grown = model_files.load(child)
+    assert grown.nets_by_kind == {} and grown.card.weights_by_kind == {} and grown.card.postprocess_by_kind == {}
+    start = model_files.load(combo)
+    assert grown.card.postprocess == start.card.thresholds("he")
+
+    def dist(a, b):
+        return sum(float((x - y).abs().sum()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    assert dist(grown.net, start.net_for("he")) < 0.1 * dist(grown.net, start.net)
+
+
 def test_train_and_tune_on_z_stacks_take_their_annotated_planes(tmp_path, tiny_model_path, capsys):
     """A folder of Z stacks (as Cell Tracking Challenge 3D sets ship) trains on each annotated plane."""
     images, labels = tmp_path / "01", tmp_path / "01_GT"

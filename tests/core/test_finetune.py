@@ -128,19 +128,15 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypat
         assert ("already scored 0.80" in r.verdict()) is (trust == 0.8 and not kept)
 
 
-def test_a_fine_tune_starts_from_the_thresholds_of_its_images_kind():
-    from napari_unet_loop.core.finetune import start_thresholds
-    from napari_unet_loop.core.postprocess import PostprocessConfig
+def test_a_fine_tune_starts_from_the_kind_most_of_its_images_are():
+    from napari_unet_loop.core.finetune import start_kind
     from napari_unet_loop.core.sampling import Sample
-
-    general, bright = PostprocessConfig(0.75, 0.5, 32, 2.0), PostprocessConfig(0.85, 0.5, 24, 1.0)
-    by_kind = {"brightfield": bright}
 
     def samples(*kinds):
         return [Sample(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.int32), kind=k) for k in kinds]
 
-    assert start_thresholds(general, by_kind, samples("brightfield", "brightfield", "he")) == bright
-    assert start_thresholds(general, by_kind, samples("he", "he", "brightfield")) == general  # no H&E entry
-    assert start_thresholds(general, by_kind, samples("brightfield", "fluorescence")) == general  # a tie
-    assert start_thresholds(general, by_kind, samples("", "")) == general  # kinds unknown
-    assert start_thresholds(general, {}, samples("brightfield")) == general
+    assert start_kind(samples("brightfield", "brightfield", "he")) == "brightfield"
+    assert start_kind(samples("he", "he", "brightfield")) == "he"
+    assert start_kind(samples("brightfield", "fluorescence")) is None  # a tie
+    assert start_kind(samples("", "")) is None  # kinds unknown
+    assert start_kind([]) is None

@@ -202,6 +202,68 @@ def test_thresholds_per_imaging_kind():
     assert ModelCard.from_dict(older).postprocess_by_kind == {}
 
 
+def _predicts_like(net, other):
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        return torch.equal(net.eval()(x), other.eval()(x))
+
+
+def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_path):
+    m = _model(seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
+    he = _model(name="he-only", seed=1, modality="he", postprocess=PostprocessConfig(0.7, 0.4, 20, 2.0))
+    he.card.training = {"steps": 5, "history": [1, 2], "data": {"train_names": ["a"], "images": "x"}}
+    model_files.add_kind_weights(m, "he", he)
+    assert m.net_for("he") is he.net and m.net_for("fluorescence") is m.net and m.net_for(None) is m.net
+    assert m.card.thresholds("he") == PostprocessConfig(0.7, 0.4, 20, 2.0)  # own weights, own thresholds
+    record = m.card.weights_by_kind["he"]
+    assert record["name"] == "he-only" and "history" not in record["training"]  # the summary, not the bulk
+    assert record["training"]["data"] == {"images": "x"}
+    path = save(m, tmp_path / "both")
+    loaded = load(path)
+    assert set(loaded.nets_by_kind) == {"he"} and loaded.card.weights_by_kind == m.card.weights_by_kind
+    assert _same_weights(loaded.net_for("he"), he.net) and _same_weights(loaded.net, m.net)
+    assert not _predicts_like(loaded.net_for("he"), loaded.net)  # two networks, not one twice
+    assert not loaded.net_for("he").training
+    # a fine-tune on H&E images starts from the H&E weights and thresholds, and keeps nothing per kind
+    start = loaded.for_kind("he")
+    assert start.net is loaded.net_for("he") and start.nets_by_kind == {}
+    assert start.card.postprocess == PostprocessConfig(0.7, 0.4, 20, 2.0)
+    assert start.card.postprocess_by_kind == {} and start.card.weights_by_kind == {}
+    assert loaded.card.weights_by_kind and loaded.card.postprocess_by_kind  # the model itself is unchanged
+    general = loaded.for_kind("brightfield")
+    assert general.net is loaded.net and general.card.postprocess == PostprocessConfig(0.5, 0.5, 8, 1.0)
+    save(start, tmp_path / "child")  # one network: saves as a model of its own
+    assert load(tmp_path / "child.safetensors").nets_by_kind == {}
+
+
+def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
+    m = _model(modality="auto")
+    with pytest.raises(ModelError, match="network differs"):
+        model_files.add_kind_weights(m, "he", new_model(UNetConfig(depth=2, base_width=8), modality="auto"))
+    with pytest.raises(ModelError, match="normalisation differs"):
+        model_files.add_kind_weights(m, "he", _model(modality="auto", normalization=Normalization(2.0, 99.0)))
+    with pytest.raises(ModelError, match="not as he images"):
+        model_files.add_kind_weights(m, "he", _model(modality="brightfield"))
+    with pytest.raises(ModelError, match="unknown imaging kind"):
+        model_files.add_kind_weights(m, "phase", _model(modality="auto"))
+    assert m.nets_by_kind == {} and m.card.weights_by_kind == {}  # nothing half done
+    # networks and card must agree before anything is written
+    m.nets_by_kind["he"] = _model(seed=2).net
+    with pytest.raises(ValueError, match="do not match"):
+        save(m, tmp_path / "m")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_card_naming_weights_the_file_lacks_is_a_model_error(tmp_path):
+    card = {**_model().card.to_dict(), "weights_by_kind": {"he": {}}}
+    with pytest.raises(ModelError, match="do not match"):
+        load(_write_with_card(tmp_path / "a.safetensors", card))
+    for bad, words in (({"phase": {}}, "unknown imaging kind"), ({"he": 3}, "JSON object"), ([1], "JSON object")):
+        card = {**_model().card.to_dict(), "weights_by_kind": bad}
+        with pytest.raises(ModelError, match=words):
+            load(_write_with_card(tmp_path / "b.safetensors", card))
+
+
 def test_the_shipped_model_enlarges_small_objects():
     assert load("default").card.upscale_small is True  # measured in docs/model.md
 

@@ -177,6 +177,31 @@ def test_thresholds_follow_the_imaging_kind(model, discs, disc_img, monkeypatch)
     assert used == [general, PostprocessConfig(0.85, 0.45, 5, 1.0), mine]
 
 
+def test_a_kind_with_its_own_weights_is_segmented_by_them(model, discs, disc_img):
+    """Images of a kind the model has its own network for go to it, whole, tiled or block by block."""
+    from napari_unet_loop.core import model_files
+
+    model.card.modality = "auto"
+    labels = discs((64, 64), 4)
+    bright_field = np.clip(230 - disc_img(labels) * 180, 0, 255).astype(np.uint8)
+    before = segment(model, bright_field, tile=32)
+    own = new_model(TINY, seed=7, modality="auto", postprocess=PostprocessConfig(0.6, 0.4, 3, 0.0))
+    model_files.add_kind_weights(model, "brightfield", own)
+    kind = segment(model, bright_field, tile=32)
+    assert kind.modality == "brightfield" and not np.allclose(kind.probs, before.probs)
+    alone = segment(own, bright_field, tile=32, modality="brightfield")  # the specialist on its own
+    np.testing.assert_allclose(kind.probs, alone.probs, atol=1e-6)
+    np.testing.assert_array_equal(kind.labels, instances(kind.probs, PostprocessConfig(0.6, 0.4, 3, 0.0)))
+    tiled = segment(model, bright_field, tile=16)
+    np.testing.assert_allclose(tiled.probs, kind.probs, atol=1e-4)
+    blocks = segment(model, bright_field, tile=32, block=64)
+    np.testing.assert_array_equal(blocks.labels > 0, kind.labels > 0)
+    other = segment(model, bright_field, tile=32, modality="fluorescence")  # another kind: the general network
+    np.testing.assert_allclose(
+        other.probs, segment(model.for_kind(None), bright_field, tile=32, modality="fluorescence").probs
+    )
+
+
 # ----------------------------------------------------------------------------- object size
 
 

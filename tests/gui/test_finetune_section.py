@@ -453,6 +453,41 @@ def test_finetuned_card_keeps_the_conversion_it_was_trained_with(qtbot, setup, m
     assert card.modality == "auto"  # trained on converted images: detect and convert each image
 
 
+def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
+    qtbot, tmp_path, setup, messages, monkeypatch
+):
+    """On an image of a kind the model has its own weights for, the dock fine-tunes those weights."""
+    import torch
+
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto")
+    own_pp = PostprocessConfig(0.6, 0.45, 12, 1.0)
+    own = model_files.new_model(UNetConfig(depth=2, base_width=4), seed=3, modality="auto", postprocess=own_pp)
+    model_files.add_kind_weights(base, "brightfield", own)
+    path = tmp_path / "by-kind.safetensors"
+    model_files.save(base, path)
+    w.add_model_file(str(path))
+    w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
+    assert "own weights and thresholds for brightfield images" in w.update_detected()
+    assert w.postprocess_config() == own_pp
+    segment(qtbot, w)
+    started = []
+    real = ft_mod.train_in_worker
+
+    def spy(net, *args, **kwargs):  # a generator, as the worker needs
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return (yield from real(net, *args, **kwargs))
+
+    monkeypatch.setattr(ft_mod, "train_in_worker", spy)
+    ft.resegment_check.value = False
+    finetune(qtbot, ft)
+    assert started and all(torch.equal(started[0][k], v) for k, v in own.net.state_dict().items())
+    assert not messages["error"]
+
+
 def test_evidence_note_warns_when_validation_rests_on_few_objects():
     from napari_unet_loop.gui.finetune_section import MIN_VAL_OBJECTS, evidence_note
 

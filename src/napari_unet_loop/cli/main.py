@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..core import __version__, model_files
 from ..core.checkpoint import load_checkpoint
@@ -30,9 +31,25 @@ from .tune import cmd_tune
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List shipped and user models."""
-    for name, path in model_files.list_models().items():
-        print(f"{name}\t{path}")
+    """List shipped and user models, or give a model its own weights for one imaging kind."""
+    if args.add_kind is None:
+        if args.out or args.model:
+            raise CLIError("--model and --out go with --add-kind KIND=FILE")
+        for name, path in model_files.list_models().items():
+            kinds = model_files.load(path).card.weights_by_kind if args.verbose else {}
+            print(f"{name}\t{path}" + (f"\town weights for: {', '.join(kinds)}" if kinds else ""))
+        return 0
+    kind, sep, file = args.add_kind.partition("=")
+    if not sep or kind not in MODALITIES or not file:
+        raise CLIError(f"--add-kind takes KIND=FILE with KIND one of {', '.join(MODALITIES)}, got {args.add_kind!r}")
+    if not args.out:
+        raise CLIError("--add-kind needs --out FILE for the combined model")
+    model = model_files.load(args.model or "default")
+    specialist = model_files.load(file)
+    model_files.add_kind_weights(model, kind, specialist)
+    model.card.name = Path(args.out).stem
+    out = model_files.save(model, args.out, overwrite=args.overwrite)
+    _log(f"wrote {out}: {model.name} with its own weights and thresholds for {kind} images (from {specialist.name})")
     return 0
 
 
@@ -237,7 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("models", help="list shipped and user models")
+    p = sub.add_parser(
+        "models",
+        help="list shipped and user models, or give a model its own weights for one imaging kind",
+        description="List shipped and user models. With --add-kind KIND=FILE: write a copy of --model (default: "
+        "the shipped one) whose images of that kind go to FILE's network, with FILE's thresholds (FILE: a model "
+        "of the same network trained on such images only, e.g. with train --include).",
+    )
+    p.add_argument(
+        "--add-kind", default=None, metavar="KIND=FILE", help="imaging kind and the model that answers for it"
+    )
+    p.add_argument("--model", default=None, help="the model to extend (default: the shipped one)")
+    p.add_argument("--out", default=None, help="the combined model file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("-v", "--verbose", action="store_true", help="also say which kinds have their own weights")
     p.set_defaults(func=cmd_models)
     return parser
 

@@ -20,7 +20,7 @@ from ..core.finetune import (
     preset,
     record_sizes,
     retune,
-    start_thresholds,
+    start_kind,
     to_network_scale,
     training_record,
 )
@@ -60,9 +60,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.card.name = out.stem
         if args.modality:
             model.card.modality = args.modality
-    # a child starts from the parent's thresholds for its images' kind, and keeps none per kind (as in the dock)
-    parent_by_kind, model.card.postprocess_by_kind = model.card.postprocess_by_kind, {}
-    start_card = model.card.to_dict()
     include, exclude, val_names = (
         _read_list(args.include),
         _read_list(args.exclude),
@@ -89,10 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         scaled = _network_scale(_load_samples(pairs, model, args), model, args)
         train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
+    if resume is None:
+        # a child starts from the parent's weights and thresholds for the kind most of its images are,
+        # and keeps none per kind (as the dock starts from those of its image's kind)
+        model = model.for_kind(start_kind([*train, *val]))
+    start_card = model.card.to_dict()  # what --resume starts from
     record_sizes(model.card, scaled)
-    if parent_by_kind and resume is None:
-        model.card.postprocess = start_thresholds(model.card.postprocess, parent_by_kind, [*train, *val])
-        start_card["postprocess"] = model.card.postprocess.to_dict()  # what --resume starts from
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     try:

@@ -34,10 +34,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         _log(f"{len(samples)} of {len(pairs)} images are {kind}")
         if not samples:
             raise CLIError(f"none of the images is detected as {kind}: nothing to tune on")
+    else:  # the general thresholds: for images the general network reads
+        own = set(model.card.weights_by_kind)
+        left = [s for s in samples if s.kind in own]
+        if left:
+            samples = [s for s in samples if s.kind not in own]
+            _log(
+                f"{len(left)} image(s) left out: the model has its own weights and thresholds for "
+                f"{', '.join(sorted({s.kind for s in left}))} images (tune those with --kind)"
+            )
+        if not samples:
+            raise CLIError("no image left to tune the general thresholds on")
     # ... and at the size segment shows them to the network (the thresholds' sizes are the network's)
     samples = to_network_scale(samples, model.card, model.image_diameter).samples
     start = model.card.thresholds(kind)
-    best, before, ap = tune_thresholds(model.net, samples, device, start, tile=args.tile, tta=args.tta)
+    best, before, ap = tune_thresholds(model.net_for(kind), samples, device, start, tile=args.tile, tta=args.tta)
     what = f"{len(samples)} {kind} images" if kind else f"{len(samples)} images"
     _log(f"{what}: AP50 {before:.4f} with {start.to_dict()}")
     _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
@@ -68,7 +79,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             metrics["threshold_tuning"] = record
         else:
             by_kind = {k: v for k, v in model.card.postprocess_by_kind.items() if k != kind}
-            if best != model.card.postprocess:
+            if best != model.card.postprocess or kind in model.card.weights_by_kind:  # own weights, own thresholds
                 by_kind[kind] = best
             model.card.postprocess_by_kind = by_kind
             metrics["threshold_tuning_by_kind"] = {**metrics.get("threshold_tuning_by_kind", {}), kind: record}

@@ -190,7 +190,7 @@ def plan_blocks(
     if limits is None:
         limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
     limits = [(float(lo), float(hi)) for lo, hi in limits]
-    halo = math.ceil(model_halo(model.net) / factor) + (2 if factor != 1.0 else 0)
+    halo = math.ceil(model_halo(model.net_for(kind)) / factor) + (2 if factor != 1.0 else 0)
     grid = BlockGrid(
         (int(image.shape[0]), int(image.shape[1])),
         int(block),
@@ -242,7 +242,7 @@ def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:
     if job.factor != 1.0:
         x = resize(x, scaled_shape(x.shape[-2:], job.factor))
     del window
-    probs = predict(model.net, x, **job.predict)
+    probs = predict(model.net_for(job.modality), x, **job.predict)
     del x
     n_cls = card.architecture.n_classes
     maps = probs[[0, n_cls]]  # background and distance: all the instances need

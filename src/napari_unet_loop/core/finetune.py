@@ -27,7 +27,6 @@ from .train import TrainConfig
 
 if TYPE_CHECKING:
     from .model_files import ModelCard
-    from .postprocess import PostprocessConfig
 
 MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
@@ -360,30 +359,27 @@ class Retuned:
         return "kept the starting thresholds: " + why
 
 
-def start_thresholds(general: PostprocessConfig, by_kind: dict, samples: Sequence[Sample]) -> PostprocessConfig:
-    """The thresholds a fine-tune starts from: the parent's for the imaging kind of most of its images.
+def start_kind(samples: Sequence[Sample]) -> str | None:
+    """The imaging kind a fine-tune starts from: the kind most of its images are.
 
-    The dock starts from its Instances thresholds, which show the parent's thresholds for the kind
-    of its image; ``train --from`` does the same with the kind most of its images are (ties and
-    unknown kinds: the general thresholds).
+    The fine-tune starts from the parent's weights and thresholds for that kind
+    (:meth:`.model_files.Model.for_kind`). The dock starts from those of the kind its Instances
+    section shows (its image's); ``train --from`` from those of the kind most of its images
+    are. Ties and unknown kinds: ``None`` (the general weights and thresholds).
 
     Parameters
     ----------
-    general : PostprocessConfig
-        The parent's general thresholds.
-    by_kind : dict
-        The parent's thresholds per imaging kind (``ModelCard.postprocess_by_kind``).
     samples : sequence of Sample
         The fine-tune's images.
 
     Returns
     -------
-    PostprocessConfig
+    str or None
     """
     leaders = Counter(s.kind for s in samples if s.kind).most_common(2)
     if not leaders or (len(leaders) == 2 and leaders[0][1] == leaders[1][1]):
-        return general
-    return by_kind.get(leaders[0][0], general)
+        return None
+    return leaders[0][0]
 
 
 def tuning_noise(ap50: float, n_objects: int) -> float:

@@ -67,6 +67,11 @@ class ModelCard:
         Thresholds for images of one imaging kind (``"fluorescence"``, ``"brightfield"``,
         ``"he"``) where they differ from ``postprocess``; see :meth:`thresholds`. Empty for
         most models (fine-tuned ones re-tune ``postprocess`` on their own data).
+    weights_by_kind : dict
+        Imaging kinds that have their own network weights in the file (a specialist trained on
+        images of that kind only), each with how those weights were made (command, data,
+        validation scores). Such a kind always has its own thresholds in ``postprocess_by_kind``.
+        Empty for most models; see :meth:`Model.net_for`.
     diameter : float or None
         Median object diameter (pixels) the network was trained at: images are rescaled so
         their objects reach it at this size (see :mod:`.scale`); ``None`` (models made before
@@ -98,6 +103,7 @@ class ModelCard:
     modality: str = "none"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     postprocess_by_kind: dict[str, PostprocessConfig] = field(default_factory=dict)
+    weights_by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
     diameter: float | None = None
     default_diameter: float | None = None
     upscale_small: bool = False
@@ -152,6 +158,7 @@ class ModelCard:
             "modality": self.modality,
             "postprocess": self.postprocess.to_dict(),
             "postprocess_by_kind": {k: v.to_dict() for k, v in self.postprocess_by_kind.items()},
+            "weights_by_kind": self.weights_by_kind,
             "diameter": self.diameter,
             "default_diameter": self.default_diameter,
             "upscale_small": self.upscale_small,
@@ -185,6 +192,7 @@ class ModelCard:
             modality=_card_modality(data.get("modality", "none")),
             postprocess=postprocess,
             postprocess_by_kind=_card_thresholds_by_kind(data.get("postprocess_by_kind") or {}, postprocess),
+            weights_by_kind=_card_weights_by_kind(data.get("weights_by_kind") or {}),
             diameter=check_diameter(data.get("diameter"), "diameter"),
             default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
             upscale_small=_card_flag(data, "upscale_small"),
@@ -221,6 +229,25 @@ def _card_thresholds_by_kind(value: Any, general: PostprocessConfig) -> dict[str
     return out
 
 
+def _card_weights_by_kind(value: Any) -> dict[str, dict[str, Any]]:
+    """A card's list of imaging kinds with their own weights, checked."""
+    from .modality import MODALITIES
+
+    if not isinstance(value, dict):
+        raise TypeError("weights_by_kind must be a JSON object")
+    for kind, record in value.items():
+        if kind not in MODALITIES:
+            raise ValueError(f"weights_by_kind: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
+        if not isinstance(record, dict):
+            raise TypeError(f"weights_by_kind[{kind!r}] must be a JSON object")
+    return dict(value)
+
+
+def _kind_prefix(kind: str) -> str:
+    """The prefix of a kind's own tensors in a model file."""
+    return f"by_kind.{kind}."
+
+
 def _card_modality(value: Any) -> str:
     """A card's modality setting, checked."""
     from .modality import check_choice
@@ -244,11 +271,48 @@ class Model:
         Its card.
     path : pathlib.Path or None
         The file it came from.
+    nets_by_kind : dict
+        Networks of the same architecture for images of one imaging kind (the card's
+        ``weights_by_kind``); every other image goes to ``net``. See :meth:`net_for`.
     """
 
     net: UNet
     card: ModelCard
     path: Path | None = None
+    nets_by_kind: dict[str, UNet] = field(default_factory=dict)
+
+    def net_for(self, kind: str | None) -> UNet:
+        """The network for an image of one imaging kind: the kind's own, else the general one.
+
+        Parameters
+        ----------
+        kind : str or None
+            The imaging kind the image reaches the network as (``None`` or ``"none"``: unknown).
+
+        Returns
+        -------
+        UNet
+        """
+        return self.nets_by_kind.get(kind or "", self.net)
+
+    def for_kind(self, kind: str | None) -> Model:
+        """The model as one network for images of one kind: where a fine-tune on such images starts.
+
+        The kind's weights and thresholds become the general ones; nothing per kind is kept
+        (a fine-tuned child tunes its own thresholds on the user's data). The networks are
+        shared with this model, not copied.
+
+        Parameters
+        ----------
+        kind : str or None
+            The imaging kind (``None``: the general network and thresholds).
+
+        Returns
+        -------
+        Model
+        """
+        card = replace(self.card, postprocess=self.card.thresholds(kind), postprocess_by_kind={}, weights_by_kind={})
+        return Model(self.net_for(kind), card, self.path)
 
     @property
     def name(self) -> str:
@@ -354,7 +418,10 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
     # compare the tensor shapes in the file's header with the card's network, built without memory,
     # before allocating or reading anything
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in UNet(card.architecture).state_dict().items()}
+        one = {k: tuple(v.shape) for k, v in UNet(card.architecture).state_dict().items()}
+    expected = dict(one)
+    for kind in card.weights_by_kind:
+        expected.update({_kind_prefix(kind) + k: v for k, v in one.items()})
     if shapes != expected:
         wrong = sorted(set(shapes) ^ set(expected)) or sorted(k for k in shapes if shapes[k] != expected[k])
         raise ModelError(
@@ -363,11 +430,16 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
         )
     try:
         tensors = load_file(str(path))
-        net = UNet(card.architecture)
-        net.load_state_dict(tensors, strict=True)
+        nets = {}
+        for kind in ["", *card.weights_by_kind]:
+            prefix = _kind_prefix(kind) if kind else ""
+            net = UNet(card.architecture)
+            net.load_state_dict({k: tensors[prefix + k] for k in one}, strict=True)
+            nets[kind] = net.eval()
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"the weights in {path} cannot be loaded: {exc}") from exc
-    return Model(net.eval(), card, path)
+    general = nets.pop("")
+    return Model(general, card, path, nets)
 
 
 def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -390,8 +462,18 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
     path = Path(path)
     if path.suffix != SUFFIX:
         path = path.with_name(path.name + SUFFIX)
+    if set(model.nets_by_kind) != set(model.card.weights_by_kind):
+        raise ValueError(
+            f"the model's networks per imaging kind ({', '.join(sorted(model.nets_by_kind)) or 'none'}) do not match "
+            f"its card's weights_by_kind ({', '.join(sorted(model.card.weights_by_kind)) or 'none'})"
+        )
     card = model.card.to_dict()
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
+    state = {}
+    for kind, net in [("", model.net), *sorted(model.nets_by_kind.items())]:
+        prefix = _kind_prefix(kind) if kind else ""
+        state.update(
+            {prefix + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+        )
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
     with atomic_path(path.with_suffix(".json")) as tmp:
@@ -460,3 +542,55 @@ def new_model(config: UNetConfig, name: str = "untrained", seed: int = 0, **card
     """Create a freshly initialised model."""
     torch.manual_seed(seed)
     return Model(UNet(config), ModelCard(name=name, architecture=config, **card))
+
+
+def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[str, Any] | None = None) -> Model:
+    """Give ``model`` its own weights and thresholds for images of one imaging kind.
+
+    The specialist is a model of the same network and input (trained on images of that
+    kind only, e.g. fine-tuned from ``model`` with ``train --include``); its weights answer
+    for that kind from now on, with its general thresholds.
+
+    Parameters
+    ----------
+    model : Model
+        The model to extend (changed in place).
+    kind : str
+        The imaging kind (``"fluorescence"``, ``"brightfield"`` or ``"he"``).
+    specialist : Model
+        The model whose weights and thresholds the kind gets.
+    record : dict, optional
+        What to record in the card's ``weights_by_kind`` (the default: the specialist's
+        name, description, training record without its history, and metrics).
+
+    Returns
+    -------
+    Model
+        ``model``.
+
+    Raises
+    ------
+    ModelError
+        If the specialist's network, normalisation or input differ from the model's.
+    """
+    from .modality import MODALITIES
+
+    if kind not in MODALITIES:
+        raise ModelError(f"unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
+    mine, theirs = model.card, specialist.card
+    for what, a, b in (
+        ("network", mine.architecture.to_dict(), theirs.architecture.to_dict()),
+        ("normalisation", mine.normalization.to_dict(), theirs.normalization.to_dict()),
+        ("object diameter", mine.diameter, theirs.diameter),
+    ):
+        if a != b:
+            raise ModelError(f"{specialist.name} cannot answer for {kind} images in {model.name}: its {what} differs")
+    if theirs.modality not in ("auto", kind):
+        raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
+    if record is None:
+        summary = card_summary(theirs)
+        record = {key: summary.get(key) for key in ("name", "description", "training", "metrics", "created")}
+    model.nets_by_kind[kind] = specialist.net
+    model.card.weights_by_kind[kind] = record
+    model.card.postprocess_by_kind[kind] = theirs.postprocess
+    return model

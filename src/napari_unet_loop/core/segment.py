@@ -184,7 +184,7 @@ def iter_segment(
     if factor != 1.0:
         x = resize(x, scaled_shape((h, w), factor))
     probs = yield from iter_predict(
-        model.net, x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
+        model.net_for(kind), x, device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta
     )
     yield Progress(0, 1, "instances")
     if factor != 1.0:

@@ -289,7 +289,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             show_error(str(exc))
             self.result_label.setText(f"Not started: {exc}")
             return None
-        net = copy.deepcopy(model.net)
+        # the weights for the kind the Instances thresholds follow (the model's own for it, if it has them)
+        net = copy.deepcopy(model.net_for(self.session.thresholds_kind()))
         self._stop = threading.Event()
         self._run = FinetuneRun(
             parent=model,

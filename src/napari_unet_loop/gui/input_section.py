@@ -164,10 +164,14 @@ class InputChoices:
         text, kind = self._detected()
         if kind is not None:
             try:
-                if kind in self.current_model().card.postprocess_by_kind:
-                    text += f" Instances: the model's thresholds for {MODALITY_LABELS.get(kind, kind)} images."
+                card = self.current_model().card
             except ModelError:
-                pass
+                card = None
+            label = MODALITY_LABELS.get(kind, kind)
+            if card is not None and kind in card.weights_by_kind:
+                text += f" Network and instances: the model's own weights and thresholds for {label} images."
+            elif card is not None and kind in card.postprocess_by_kind:
+                text += f" Instances: the model's thresholds for {label} images."
         self.modality_label.setText(text)
         self.follow_kind(kind)  # the Instances thresholds follow it (.thresholds_section)
         return text

@@ -73,6 +73,8 @@ class DockCalls:
         ``() -> str``: the Region choice (``"plane"``, ``"view"`` or ``"rectangle"``).
     stitch_choice : callable
         ``() -> float | None``: the IoU that joins planes into 3D objects (``None``: not asked for).
+    thresholds_kind : callable
+        ``() -> str | None``: the imaging kind the Instances thresholds follow (``None``: unknown).
     """
 
     image_layer: Callable[[], Image | None]
@@ -92,6 +94,7 @@ class DockCalls:
     rethreshold: Callable[..., Any]
     region_choice: Callable[[], str] = lambda: "view"
     stitch_choice: Callable[[], float | None] = lambda: None
+    thresholds_kind: Callable[[], str | None] = lambda: None
 
 
 class Session(QObject):
@@ -257,6 +260,10 @@ class Session(QObject):
     def postprocess_config(self) -> PostprocessConfig:
         """The thresholds set in the Instances section."""
         return self.dock.postprocess_config()
+
+    def thresholds_kind(self) -> str | None:
+        """The imaging kind the Instances thresholds follow (the chosen image's; ``None``: unknown)."""
+        return self.dock.thresholds_kind()
 
     def tile_size(self) -> int | None:
         """The chosen core tile size (``None``: automatic)."""

@@ -97,6 +97,10 @@ class ThresholdChoices:
         if untouched:
             self._reset_thresholds()
 
+    def thresholds_kind(self) -> str | None:
+        """The imaging kind whose thresholds (and weights, where the model has its own) the dock uses."""
+        return self._thresholds_kind
+
     def postprocess_config(self) -> PostprocessConfig:
         """Thresholds as set in the widget."""
         return PostprocessConfig(

@@ -177,6 +177,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
             rethreshold=self.rethreshold,
             region_choice=self.region_choice,
             stitch_choice=lambda: self.stitch_spin.value() if self.stitch_check.isChecked() else None,
+            thresholds_kind=self.thresholds_kind,
         )
 
     def _on_training_changed(self, training: bool) -> None:
