@@ -470,6 +470,7 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     path = tmp_path / "by-kind.safetensors"
     model_files.save(base, path)
     w.add_model_file(str(path))
+    assert "own weights for brightfield images" in w.model_info.text()
     w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
     assert "own weights and thresholds for brightfield images" in w.update_detected()
     assert w.postprocess_config() == own_pp

@@ -13,6 +13,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from ..core import model_files
+from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.model_files import Model, ModelError
 
 OTHER_MODEL = "Other model file..."
@@ -209,11 +210,13 @@ class ModelManager:
             else ""
         )
         arch = card.architecture
+        own = ", ".join(MODALITY_LABELS.get(k, k) for k in card.weights_by_kind)
         self.model_info.setText(
             f"{card.description or card.name}{score}"
             f"<br><small>U-Net depth {arch.depth}, width {arch.base_width}, {arch.in_channels} input "
             f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}"
-            f"{f'; objects {model.image_diameter:.0f} px' if model.image_diameter else ''}</small>"
+            f"{f'; objects {model.image_diameter:.0f} px' if model.image_diameter else ''}"
+            f"{f'; own weights for {own} images' if own else ''}</small>"
         )
         self.model_info.setToolTip(str(model.path))
         self._schedule_detect()
