@@ -28,6 +28,9 @@ images are segmented as ``segment`` does (``core.segment.segment``: rescaled by 
 default diameter) and scored (AP@0.5, SEG, pooled). ``--no-rescale`` rows repeat the run as the
 plugin did before object sizes (images at their own scale): "today's" baseline.
 
+``--steps`` replaces the time budget by a step budget; ``--seeds`` repeats every row with other
+pools and training seeds and prints each row's mean and spread.
+
 Run ``python benchmarks/bench_cells.py --help``; the default (k = 1, 2, 5 and the baseline at
 k = 2, 5 minutes each, both sets) takes about 45 minutes on a 2-core CPU.
 """
@@ -140,7 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", default="5", help="fine-tuning budget per run (comma-separated for a sweep)")
     p.add_argument("--baseline-k", type=int, default=2, help="k of the run without rescaling (0: none)")
     p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="pool choice and training seed (see --seeds)")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: each row is run once per seed (another pool of k "
+        "images, another training seed) and the table ends with each row's mean and spread",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="a step budget per run instead of --minutes (results that do not "
+        "follow the machine's load; validation at ten fixed steps, as train --steps)",
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
@@ -159,44 +175,80 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         print(f"device   {torch.cuda.get_device_name(device)}")
     frozen = ", encoder frozen" if args.freeze_encoder else ""
-    each = ", ".join(f"{m:g}" for m in budgets)
-    print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} min per run{frozen}")
+    each = f"{args.steps} steps" if args.steps else ", ".join(f"{m:g}" for m in budgets) + " min"
+    print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} per run{frozen}")
     report: dict[str, Any] = {
         "minutes": budgets, "freeze_encoder": args.freeze_encoder, "device": str(device), "sets": {},
     }  # fmt: skip
+    seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
+    budgets = [None] if args.steps else budgets
     for name in [s for s in args.sets.split(",") if s]:
-        pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, args.seed)
-        print(f"\n{name}: {desc}")
-        base = score(start, heldout, device)
-        print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
-        rows: list[dict[str, Any]] = [{"run": "start", **base}]
-        plan = [
-            (minutes, k, rescale)
-            for minutes in budgets
-            for k, rescale in ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
-        ]
-        for minutes, k, rescale in plan:
-            child, run = finetune(start, pool_items[:k], minutes, rescale, args.seed, args.freeze_encoder, device)
-            s = score(child, heldout, device)
-            # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
-            untuned = copy.copy(child)
-            untuned.card = copy.deepcopy(child.card)
-            untuned.card.postprocess = run.pop("start_postprocess")
-            s["untuned"] = score(untuned, heldout, device)
-            if rescale and not args.no_auto:
-                s["auto"] = score(child, heldout, device, diameter="auto")
-            label = f"{minutes:g} min k={k} {'rescaled' if rescale else 'as is (before)'}"
-            size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
-            print(
-                f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
-                f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
-                + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else ""),
-                flush=True,
-            )
-            rows.append({"run": label, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})
-        report["sets"][name] = {"description": desc, "rows": rows}
+        rows: list[dict[str, Any]] = []
+        for seed in seeds:
+            rows += run_set(name, root, ks, budgets, seed, start, device, args)
+        report["sets"][name] = {"rows": rows}
+        if len(seeds) > 1:
+            print_spread(rows)
     write_json(args.json, report)
     return 0
+
+
+def print_spread(rows: list[dict[str, Any]]) -> None:
+    """Each run's mean and spread (lowest-highest) over the seeds."""
+    print("  over the seeds:")
+    for label in dict.fromkeys(r["run"] for r in rows):
+        same = [r for r in rows if r["run"] == label]
+        ap, seg = np.array([r["ap50"] for r in same]), np.array([r["seg"] for r in same])
+        print(
+            f"    {label:<30} AP50 {ap.mean():.3f} ({ap.min():.3f}-{ap.max():.3f})  "
+            f"SEG {seg.mean():.3f} ({seg.min():.3f}-{seg.max():.3f})  n={len(same)}"
+        )
+
+
+def run_set(
+    name: str,
+    root: Path,
+    ks: list[int],
+    budgets: list[float | None],
+    seed: int,
+    start: Any,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """One set with one seed (its pool of images and its training seed): the start's scores, then each run's."""
+    pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, seed)
+    print(f"\n{name} (seed {seed}): {desc}")
+    base = score(start, heldout, device)
+    print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
+    rows: list[dict[str, Any]] = [{"run": "start", "seed": seed, "description": desc, **base}]
+    plan = [
+        (minutes, k, rescale)
+        for minutes in budgets
+        for k, rescale in ([(args.baseline_k, False)] if args.baseline_k else []) + [(k, True) for k in ks]
+    ]
+    for minutes, k, rescale in plan:
+        child, run = finetune(
+            start, pool_items[:k], minutes, rescale, seed, args.freeze_encoder, device, steps=args.steps
+        )
+        s = score(child, heldout, device)
+        # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
+        untuned = copy.copy(child)
+        untuned.card = copy.deepcopy(child.card)
+        untuned.card.postprocess = run.pop("start_postprocess")
+        s["untuned"] = score(untuned, heldout, device)
+        if rescale and not args.no_auto:
+            s["auto"] = score(child, heldout, device, diameter="auto")
+        budget = f"{args.steps} steps" if args.steps else f"{minutes:g} min"
+        label = f"{budget} k={k} {'rescaled' if rescale else 'as is (before)'}"
+        size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
+        print(
+            f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
+            f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
+            + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else ""),
+            flush=True,
+        )
+        rows.append({"run": label, "seed": seed, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})
+    return rows
 
 
 if __name__ == "__main__":
