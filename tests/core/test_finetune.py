@@ -128,6 +128,15 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypat
         assert ("already scored 0.80" in r.verdict()) is (trust == 0.8 and not kept)
 
 
+def test_the_verdict_without_validation_objects_says_so():
+    from napari_unet_loop.core.finetune import Retuned, tuning_noise
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    r = Retuned(PostprocessConfig(), 0.0, 0.0, tuning_noise(0.0, 0), False, 0, 0.5, PostprocessConfig())
+    assert r.verdict() == "kept the starting thresholds: no validation object to judge a gain by"
+    assert "inf" not in r.verdict()
+
+
 def test_a_fine_tune_starts_from_the_kind_most_of_its_images_are():
     from napari_unet_loop.core.finetune import start_kind
     from napari_unet_loop.core.sampling import Sample

@@ -348,6 +348,8 @@ class Retuned:
         """One line for the user: which thresholds were kept, and why."""
         if self.kept:
             return f"kept the re-tuned thresholds (gain {self.after - self.before:+.3f} > {self.bar:.3f})"
+        if self.n_objects == 0:
+            return "kept the starting thresholds: no validation object to judge a gain by"
         why = f"the gain ({self.after - self.before:+.3f}) is within the noise of {self.n_objects} validation objects"
         if self.trust > 0:
             why += (
