@@ -347,6 +347,27 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
     assert dist(grown.net, start.net_for("he")) < 0.1 * dist(grown.net, start.net)
 
 
+def test_models_lists_shipped_and_user_models_and_their_own_weights(tmp_path, tiny_model_path, capsys, monkeypatch):
+    from napari_unet_loop.core import model_files
+
+    folder = tmp_path / "user-models"
+    folder.mkdir()
+    monkeypatch.setenv("NAPARI_UNET_LOOP_MODELS", str(folder))
+    combo = model_files.load(tiny_model_path)
+    combo.card.modality = "auto"
+    model_files.add_kind_weights(combo, "he", combo.for_kind(None))
+    model_files.save(combo, folder / "combo.safetensors")
+    (folder / "broken.safetensors").write_bytes(b"not a model")
+    assert main(["models"]) == 0
+    plain = capsys.readouterr().out
+    assert "combo\t" in plain and "broken\t" in plain and "own weights" not in plain
+    assert main(["models", "-v"]) == 0
+    lines = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["combo"].endswith("own weights for: he") and "cannot be read" in lines["broken"]
+    assert main(["models", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "go with --add-kind" in capsys.readouterr().err
+
+
 def test_train_and_tune_on_z_stacks_take_their_annotated_planes(tmp_path, tiny_model_path, capsys):
     """A folder of Z stacks (as Cell Tracking Challenge 3D sets ship) trains on each annotated plane."""
     images, labels = tmp_path / "01", tmp_path / "01_GT"

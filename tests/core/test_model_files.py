@@ -246,6 +246,8 @@ def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
         model_files.add_kind_weights(m, "he", _model(modality="brightfield"))
     with pytest.raises(ModelError, match="unknown imaging kind"):
         model_files.add_kind_weights(m, "phase", _model(modality="auto"))
+    with pytest.raises(ModelError, match="would never be used"):
+        model_files.add_kind_weights(_model(modality="none"), "he", _model(modality="auto"))
     assert m.nets_by_kind == {} and m.card.weights_by_kind == {}  # nothing half done
     # networks and card must agree before anything is written
     m.nets_by_kind["he"] = _model(seed=2).net

@@ -36,8 +36,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.out or args.model:
             raise CLIError("--model and --out go with --add-kind KIND=FILE")
         for name, path in model_files.list_models().items():
-            kinds = model_files.load(path).card.weights_by_kind if args.verbose else {}
-            print(f"{name}\t{path}" + (f"\town weights for: {', '.join(kinds)}" if kinds else ""))
+            line = f"{name}\t{path}"
+            if args.verbose:
+                try:
+                    kinds = ", ".join(model_files.load(path).card.weights_by_kind)
+                    line += f"\town weights for: {kinds}" if kinds else ""
+                except ModelError as exc:
+                    line += f"\tcannot be read: {exc}"
+            print(line)
         return 0
     kind, sep, file = args.add_kind.partition("=")
     if not sep or kind not in MODALITIES or not file:

@@ -471,8 +471,12 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
     state = {}
     for kind, net in [("", model.net), *sorted(model.nets_by_kind.items())]:
         prefix = _kind_prefix(kind) if kind else ""
+        # a copy per network: the same weights may answer for two kinds (safetensors refuses shared memory)
         state.update(
-            {prefix + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+            {
+                prefix + k: v.detach().to("cpu", torch.float32).clone(memory_format=torch.contiguous_format)
+                for k, v in net.state_dict().items()
+            }
         )
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
@@ -587,6 +591,11 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
             raise ModelError(f"{specialist.name} cannot answer for {kind} images in {model.name}: its {what} differs")
     if theirs.modality not in ("auto", kind):
         raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
+    if mine.modality != "auto":
+        raise ModelError(
+            f"{model.name} does not detect each image's kind (its imaging setting is {mine.modality!r}, not 'auto'): "
+            f"weights for {kind} images would never be used"
+        )
     if record is None:
         summary = card_summary(theirs)
         record = {key: summary.get(key) for key in ("name", "description", "training", "metrics", "created")}
