@@ -49,7 +49,7 @@ def network_maps(model, data: Path, names: list[str], kind: str) -> list[tuple[n
             pairs.append((image_path, next((data / "labels").glob(f"{name}.*"))))
     samples = training_samples(pairs, model, "auto")
     samples = to_network_scale(samples, model.card, model.image_diameter).samples
-    return [(predict(model.net, s.image, device="cpu"), s.labels) for s in samples]
+    return [(predict(model.net_for(kind), s.image, device="cpu"), s.labels) for s in samples]
 
 
 def score(items, pp, n_classes: int):
