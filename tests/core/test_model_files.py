@@ -246,6 +246,13 @@ def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
         model_files.add_kind_weights(m, "he", _model(modality="brightfield"))
     with pytest.raises(ModelError, match="unknown imaging kind"):
         model_files.add_kind_weights(m, "phase", _model(modality="auto"))
+    with pytest.raises(ModelError, match="objects of 40 px.*objects of 20 px"):
+        model_files.add_kind_weights(
+            _model(modality="auto", diameter=20.0), "he", _model(modality="auto", diameter=20.0, default_diameter=40.0)
+        )
+    near = _model(modality="auto", diameter=20.0)
+    model_files.add_kind_weights(near, "he", _model(modality="auto", diameter=20.0, default_diameter=24.0))
+    assert "he" in near.nets_by_kind  # within the training zoom range
     with pytest.raises(ModelError, match="would never be used"):
         model_files.add_kind_weights(_model(modality="none"), "he", _model(modality="auto"))
     assert m.nets_by_kind == {} and m.card.weights_by_kind == {}  # nothing half done

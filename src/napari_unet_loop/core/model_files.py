@@ -243,6 +243,9 @@ def _card_weights_by_kind(value: Any) -> dict[str, dict[str, Any]]:
     return dict(value)
 
 
+_SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range
+
+
 def _kind_prefix(kind: str) -> str:
     """The prefix of a kind's own tensors in a model file."""
     return f"by_kind.{kind}."
@@ -591,6 +594,13 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
             raise ModelError(f"{specialist.name} cannot answer for {kind} images in {model.name}: its {what} differs")
     if theirs.modality not in ("auto", kind):
         raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
+    a, b = model.image_diameter, specialist.image_diameter
+    if a and b and max(a, b) / min(a, b) > _SAME_SIZE:
+        raise ModelError(
+            f"{specialist.name} takes images as objects of {b:.0f} px, {model.name} as objects of {a:.0f} px: "
+            f"{kind} images would reach its network at another size than it learnt (fine-tune it with "
+            f"--diameter {a:.0f}, or keep it as a model of its own)"
+        )
     if mine.modality != "auto":
         raise ModelError(
             f"{model.name} does not detect each image's kind (its imaging setting is {mine.modality!r}, not 'auto'): "
