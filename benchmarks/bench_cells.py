@@ -182,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     budgets = [None] if args.steps else budgets
+    report.update(steps=args.steps, seeds=seeds, minutes=[] if args.steps else budgets)
     for name in [s for s in args.sets.split(",") if s]:
         rows: list[dict[str, Any]] = []
         for seed in seeds:
             rows += run_set(name, root, ks, budgets, seed, start, device, args)
-        report["sets"][name] = {"rows": rows}
+        report["sets"][name] = {"description": rows[0]["description"], "rows": rows}
         if len(seeds) > 1:
             print_spread(rows)
     write_json(args.json, report)

@@ -336,7 +336,9 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
     train = ["train", str(images), str(labels), "--out", str(child), "--from", str(combo), "--steps", "1"]
     train += ["--include", str(tmp_path / "he.txt"), "--val-fraction", "0.3", "--patch", "64", "--batch", "2"]
     assert main([*train, "--no-tune", "--anchor", "0"]) == 0
+    assert "most of these images are he: starting from combo's own weights" in capsys.readouterr().err
     grown = model_files.load(child)
+    assert grown.card.training["start_weights"] == "he"
     assert grown.nets_by_kind == {} and grown.card.weights_by_kind == {} and grown.card.postprocess_by_kind == {}
     start = model_files.load(combo)
     assert grown.card.postprocess == start.card.thresholds("he")

@@ -80,7 +80,7 @@ def test_save_load_round_trip(tmp_path):
     assert c.postprocess == PostprocessConfig(0.4, 0.6, 12)
     assert c.description == "test model" and c.parent == "dsb2018-nuclei"
     assert c.training == {"steps": 10, "images": ["a.tif"]} and c.metrics == {"ap50": 0.8}
-    assert c.created == o.created and c.format_version == FORMAT_VERSION
+    assert c.created == o.created and c.format_version == 1  # one network: the format every release reads
     assert loaded.path == path
     with safe_open(str(path), framework="pt") as fh:
         meta = json.loads(fh.metadata()[CARD_KEY])
@@ -210,7 +210,8 @@ def _predicts_like(net, other):
 
 def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_path):
     m = _model(seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
-    he = _model(name="he-only", seed=1, modality="he", postprocess=PostprocessConfig(0.7, 0.4, 20, 2.0))
+    he_pp = PostprocessConfig(0.7, 0.4, 20, 2.0)
+    he = _model(name="he-only", seed=1, modality="he", postprocess=he_pp)
     he.card.training = {"steps": 5, "history": [1, 2], "data": {"train_names": ["a"], "images": "x"}}
     model_files.add_kind_weights(m, "he", he)
     assert m.net_for("he") is he.net and m.net_for("fluorescence") is m.net and m.net_for(None) is m.net
@@ -221,6 +222,7 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
     path = save(m, tmp_path / "both")
     loaded = load(path)
     assert set(loaded.nets_by_kind) == {"he"} and loaded.card.weights_by_kind == m.card.weights_by_kind
+    assert loaded.card.format_version == FORMAT_VERSION == 2  # older plugins say "newer", not "damaged"
     assert _same_weights(loaded.net_for("he"), he.net) and _same_weights(loaded.net, m.net)
     assert not _predicts_like(loaded.net_for("he"), loaded.net)  # two networks, not one twice
     assert not loaded.net_for("he").training
@@ -232,8 +234,13 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
     assert loaded.card.weights_by_kind and loaded.card.postprocess_by_kind  # the model itself is unchanged
     general = loaded.for_kind("brightfield")
     assert general.net is loaded.net and general.card.postprocess == PostprocessConfig(0.5, 0.5, 8, 1.0)
+    assert start.path is None  # no file holds this network with this card
     save(start, tmp_path / "child")  # one network: saves as a model of its own
     assert load(tmp_path / "child.safetensors").nets_by_kind == {}
+    # a specialist that itself has weights of its own for the kind gives those, with their thresholds
+    again = _model(seed=4, modality="auto")
+    model_files.add_kind_weights(again, "he", loaded)
+    assert again.net_for("he") is loaded.net_for("he") and again.card.thresholds("he") == he_pp
 
 
 def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):

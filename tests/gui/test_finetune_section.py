@@ -484,9 +484,15 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
 
     monkeypatch.setattr(ft_mod, "train_in_worker", spy)
     ft.resegment_check.value = False
-    finetune(qtbot, ft)
-    assert started and all(torch.equal(started[0][k], v) for k, v in own.net.state_dict().items())
+    ft.name_edit.setText("from-own-weights")
+    worker = ft.start()
+    assert "Fine-tuning base (its own weights for brightfield images)" in ft.result_label.text()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert worker is not None and started
+    assert all(torch.equal(started[0][k], v) for k, v in own.net.state_dict().items())
     assert not messages["error"]
+    child = model_files.load("from-own-weights")
+    assert child.card.training["start_weights"] == "brightfield" and child.nets_by_kind == {}
 
 
 def test_evidence_note_warns_when_validation_rests_on_few_objects():

@@ -290,6 +290,7 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
         _log(f"resuming at step {state['step']}: napari-unet-loop {' '.join(extra['argv'])}")
         old.resume, old.resume_state, old.resume_card = args.resume, state, card
         old.resume_started = extra.get("started")
+        old.resume_start_weights = extra.get("start_weights")
         if args.device != "auto":
             old.device = args.device
         args, argv = old, list(extra["argv"])

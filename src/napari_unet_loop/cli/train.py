@@ -86,10 +86,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         scaled = _network_scale(_load_samples(pairs, model, args), model, args)
         train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
+    start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
     if resume is None:
         # a child starts from the parent's weights and thresholds for the kind most of its images are,
         # and keeps none per kind (as the dock starts from those of its image's kind)
-        model = model.for_kind(start_kind([*train, *val]))
+        kind = start_kind([*train, *val])
+        if kind in model.card.weights_by_kind:
+            start_weights = kind
+            _log(f"most of these images are {kind}: starting from {parent}'s own weights and thresholds for them")
+        model = model.for_kind(kind)
     start_card = model.card.to_dict()  # what --resume starts from
     record_sizes(model.card, scaled)
     if not train:
@@ -173,6 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             rescaled_by=scaled.factor,
             final=final,
             command=" ".join(["napari-unet-loop", *sys.argv[1:]]),
+            **({"start_weights": start_weights} if start_weights else {}),
             **extra,
         )
         model_files.save(model, out, overwrite=True)
@@ -190,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     last = 0.0
     best_snapshot = None
-    ckpt_extra = {"argv": args.argv, "card": json.dumps(start_card), "started": started}
+    ckpt_extra = {"argv": args.argv, "card": json.dumps(start_card), "started": started, "start_weights": start_weights}
     try:
         while True:
             ev = next(gen)

@@ -34,7 +34,8 @@ from .scale import check_diameter
 from .unet import UNet, UNetConfig
 
 CARD_KEY = "napari_unet_loop.card"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest file format this plugin reads
+ONE_NETWORK_FORMAT = 1  # files written as format 1 hold one network: older plugins read them
 DEFAULT_MODEL = "dsb2018-nuclei"
 SUFFIX = ".safetensors"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -112,7 +113,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
-    format_version: int = FORMAT_VERSION
+    format_version: int = ONE_NETWORK_FORMAT
 
     def thresholds(
         self, kind: str | None, given: PostprocessConfig | Mapping[str, Any] | None = None
@@ -151,14 +152,16 @@ class ModelCard:
 
         return {
             "name": self.name,
-            "format_version": self.format_version,
+            # format 2 only where it is needed, so that older plugins read every other file and say
+            # "update" (not "damaged") for a file with networks they cannot use
+            "format_version": FORMAT_VERSION if self.weights_by_kind else ONE_NETWORK_FORMAT,
             "description": self.description,
             "architecture": self.architecture.to_dict(),
             "normalization": self.normalization.to_dict(),
             "modality": self.modality,
             "postprocess": self.postprocess.to_dict(),
             "postprocess_by_kind": {k: v.to_dict() for k, v in self.postprocess_by_kind.items()},
-            "weights_by_kind": self.weights_by_kind,
+            "weights_by_kind": dict(self.weights_by_kind),
             "diameter": self.diameter,
             "default_diameter": self.default_diameter,
             "upscale_small": self.upscale_small,
@@ -315,7 +318,7 @@ class Model:
         Model
         """
         card = replace(self.card, postprocess=self.card.thresholds(kind), postprocess_by_kind={}, weights_by_kind={})
-        return Model(self.net_for(kind), card, self.path)
+        return Model(self.net_for(kind), card)  # no file holds these weights and this card
 
     @property
     def name(self) -> str:
@@ -461,6 +464,12 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
     -------
     pathlib.Path
         The written model file.
+
+    Raises
+    ------
+    ValueError
+        If the model's networks per imaging kind do not match its card's ``weights_by_kind``
+        (nothing is written).
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -578,7 +587,10 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     Raises
     ------
     ModelError
-        If the specialist's network, normalisation or input differ from the model's.
+        For an unknown kind; if the specialist's network, normalisation or network object
+        diameter differ from the model's, or its default object diameter by more than the
+        training zoom (1.33x); if it reads images as another kind; if the model does not
+        detect each image's kind (its imaging setting is not ``"auto"``).
     """
     from .modality import MODALITIES
 
@@ -609,7 +621,8 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     if record is None:
         summary = card_summary(theirs)
         record = {key: summary.get(key) for key in ("name", "description", "training", "metrics", "created")}
-    model.nets_by_kind[kind] = specialist.net
+    own = specialist.for_kind(kind)  # a specialist with weights of its own for the kind gives those
+    model.nets_by_kind[kind] = own.net
     model.card.weights_by_kind[kind] = record
-    model.card.postprocess_by_kind[kind] = theirs.postprocess
+    model.card.postprocess_by_kind[kind] = own.card.postprocess
     return model

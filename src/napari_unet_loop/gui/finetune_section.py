@@ -36,6 +36,7 @@ from ..core.edits import CORRECTION_WEIGHT
 from ..core.finetune import preset, record_sizes, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.metrics import correction_agreement, score
+from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.model_files import Model, ModelCard, ModelError
 from ..core.sampling import PatchSampler, split_validation
 from ..core.train import TrainConfig, TrainEvent, TrainingError
@@ -290,7 +291,9 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.result_label.setText(f"Not started: {exc}")
             return None
         # the weights for the kind the Instances thresholds follow (the model's own for it, if it has them)
-        net = copy.deepcopy(model.net_for(self.session.thresholds_kind()))
+        kind = self.session.thresholds_kind()
+        own = kind if kind in model.card.weights_by_kind else None
+        net = copy.deepcopy(model.net_for(kind))
         self._stop = threading.Event()
         self._run = FinetuneRun(
             parent=model,
@@ -306,6 +309,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             started=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             modality=self.training_modality(model),
             scaled=scaled,
+            start_weights=own,
         )
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -316,8 +320,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._worker = worker
         self._set_busy(True)
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
+        start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
         self.result_label.setText(
-            f"Fine-tuning {model.name} on {device}: {len(train)} training and {len(val)} validation sample(s), "
+            f"Fine-tuning {model.name}{start} on {device}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{_size_note(scaled, model)}. You can keep annotating."
         )
         worker.start()
@@ -407,6 +412,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                 object_diameter=run.scaled.diameter,
                 rescaled_by=run.scaled.factor,
                 anchor_applied=round(result.anchor, 3),
+                **({"start_weights": run.start_weights} if run.start_weights else {}),
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )

@@ -141,6 +141,9 @@ class FinetuneRun:
         When training started (:func:`time.perf_counter`).
     failed : str or None
         The failure message, if training failed.
+    start_weights : str or None
+        The imaging kind whose own weights of the parent the run started from (``None``: its
+        general weights).
     """
 
     parent: Model
@@ -157,6 +160,7 @@ class FinetuneRun:
     scaled: Scaled
     t0: float = field(default_factory=time.perf_counter)
     failed: str | None = None
+    start_weights: str | None = None
 
 
 __all__ = ["FinetuneRun", "SegmentRun"]
