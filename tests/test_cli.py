@@ -314,8 +314,12 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
     # segment: the H&E image goes to the H&E network, the fluorescence one to the general network
     seg = tmp_path / "seg"
     assert main(["segment", str(images), "-o", str(seg), "--model", str(combo)]) == 0
+    said = capsys.readouterr().err
+    assert "(as H&E / stained tissue, the model's own weights for them)" in said
+    assert "(as fluorescence)" in said
     prov = json.loads((seg / "nuclei_he_stain.tif.json").read_text())["provenance"]
     assert prov["modality"] == "he" and prov["thresholds_by_kind"]["he"] == he_pp.to_dict()
+    assert prov["weights_by_kind"] == ["he"]
     # tune: the general thresholds leave the H&E image out; --kind he tunes the H&E network's
     seen = []
     real = train_mod.tune_thresholds

@@ -186,11 +186,17 @@ def _postprocess(args: argparse.Namespace, model: model_files.Model) -> dict[str
 
 
 def _thresholds_record(model: model_files.Model, given: dict[str, float] | None) -> dict:
-    """The thresholds a run uses, for its report: ``thresholds``, and ``thresholds_by_kind`` where they differ."""
+    """The thresholds (and networks) a run uses, for its report.
+
+    ``thresholds``; ``thresholds_by_kind`` where they differ; ``weights_by_kind``: the imaging kinds
+    the model has networks of their own for.
+    """
     card = model.card
     record: dict = {"thresholds": card.thresholds(None, given).to_dict()}
     if card.postprocess_by_kind:
         record["thresholds_by_kind"] = {k: card.thresholds(k, given).to_dict() for k in card.postprocess_by_kind}
+    if card.weights_by_kind:  # the kinds whose images went to a network of their own
+        record["weights_by_kind"] = sorted(card.weights_by_kind)
     return record
 
 

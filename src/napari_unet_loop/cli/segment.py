@@ -251,6 +251,8 @@ def _segment_blockwise(
 def _seen_as(kind: str | None, diameter, model) -> str:
     """`` (as fluorescence, objects 40 px)``: how the image was read, the size only when it was rescaled."""
     parts = [f"as {_shown(kind)}"] if kind else []
+    if kind in model.card.weights_by_kind:
+        parts.append("the model's own weights for them")
     if isinstance(diameter, float) and model.card.diameter and abs(diameter / model.card.diameter - 1) > 0.05:
         parts.append(f"objects {diameter:.0f} px")
     elif isinstance(diameter, list):
