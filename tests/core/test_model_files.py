@@ -223,6 +223,7 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
     loaded = load(path)
     assert set(loaded.nets_by_kind) == {"he"} and loaded.card.weights_by_kind == m.card.weights_by_kind
     assert loaded.card.format_version == FORMAT_VERSION == 2  # older plugins say "newer", not "damaged"
+    assert model_files.read_card(path) == loaded.card  # from the header alone
     assert _same_weights(loaded.net_for("he"), he.net) and _same_weights(loaded.net, m.net)
     assert not _predicts_like(loaded.net_for("he"), loaded.net)  # two networks, not one twice
     assert not loaded.net_for("he").training

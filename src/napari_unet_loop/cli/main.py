@@ -39,7 +39,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             line = f"{name}\t{path}"
             if args.verbose:
                 try:
-                    kinds = ", ".join(model_files.load(path).card.weights_by_kind)
+                    kinds = ", ".join(model_files.read_card(path).weights_by_kind)
                     line += f"\town weights for: {kinds}" if kinds else ""
                 except ModelError as exc:
                     line += f"\tcannot be read: {exc}"

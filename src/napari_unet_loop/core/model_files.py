@@ -394,16 +394,14 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path:
     raise ModelError(f"no model named {name_or_path!r} (known: {known}); give a name or a path")
 
 
-def load(name_or_path: str | os.PathLike | None = "default") -> Model:
-    """Load a model by name or path.
+def _read_header(path: Path) -> tuple[ModelCard, dict[str, tuple[int, ...]]]:
+    """A model file's card and tensor shapes, from its header (no weights are read).
 
     Raises
     ------
     ModelError
-        If the file is missing, corrupt, not a napari-unet-loop model, or its weights
-        do not fit its card.
+        If the file is corrupt, not a safetensors file, or holds no valid model card.
     """
-    path = resolve(name_or_path)
     try:
         from safetensors import safe_open
 
@@ -418,9 +416,33 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
         data = json.loads(meta[CARD_KEY])
         if not isinstance(data, dict):
             raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-        card = ModelCard.from_dict(data)
+        return ModelCard.from_dict(data), shapes
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"the model card in {path} is invalid: {exc}") from exc
+
+
+def read_card(name_or_path: str | os.PathLike | None = "default") -> ModelCard:
+    """A model's card, read from its file's header without loading the weights (for listings).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, corrupt, or not a napari-unet-loop model.
+    """
+    return _read_header(resolve(name_or_path))[0]
+
+
+def load(name_or_path: str | os.PathLike | None = "default") -> Model:
+    """Load a model by name or path.
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, corrupt, not a napari-unet-loop model, or its weights
+        do not fit its card.
+    """
+    path = resolve(name_or_path)
+    card, shapes = _read_header(path)
     # compare the tensor shapes in the file's header with the card's network, built without memory,
     # before allocating or reading anything
     with torch.device("meta"):
