@@ -177,16 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     frozen = ", encoder frozen" if args.freeze_encoder else ""
     each = f"{args.steps} steps" if args.steps else ", ".join(f"{m:g}" for m in budgets) + " min"
     print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} per run{frozen}")
-    report: dict[str, Any] = {
-        "minutes": budgets, "freeze_encoder": args.freeze_encoder, "device": str(device), "sets": {},
-    }  # fmt: skip
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
+    report: dict[str, Any] = {
+        "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
+        "freeze_encoder": args.freeze_encoder, "device": str(device), "sets": {},
+    }  # fmt: skip
     budgets = [None] if args.steps else budgets
-    report.update(steps=args.steps, seeds=seeds, minutes=[] if args.steps else budgets)
+    starts: dict[tuple, dict[str, Any]] = {}  # the start's scores per held-out set (seeds change only the pool)
     for name in [s for s in args.sets.split(",") if s]:
         rows: list[dict[str, Any]] = []
         for seed in seeds:
-            rows += run_set(name, root, ks, budgets, seed, start, device, args)
+            rows += run_set(name, root, ks, budgets, seed, start, device, args, starts)
         report["sets"][name] = {"description": rows[0]["description"], "rows": rows}
         if len(seeds) > 1:
             print_spread(rows)
@@ -215,11 +216,19 @@ def run_set(
     start: Any,
     device: torch.device,
     args: argparse.Namespace,
+    starts: dict[tuple, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """One set with one seed (its pool of images and its training seed): the start's scores, then each run's."""
+    """One set with one seed (its pool of images and its training seed): the start's scores, then each run's.
+
+    ``starts`` keeps the start's scores per held-out set, so that seeds drawing other pools from the
+    same set do not segment its held-out images again.
+    """
     pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, seed)
     print(f"\n{name} (seed {seed}): {desc}")
-    base = score(start, heldout, device)
+    held = (name, *(item[0] for item in heldout))
+    if held not in starts:
+        starts[held] = score(start, heldout, device)
+    base = starts[held]
     print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
     rows: list[dict[str, Any]] = [{"run": "start", "seed": seed, "description": desc, **base}]
     plan = [

@@ -178,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             rescaled_by=scaled.factor,
             final=final,
             command=" ".join(["napari-unet-loop", *sys.argv[1:]]),
-            **({"start_weights": start_weights} if start_weights else {}),
+            start_weights=start_weights,
             **extra,
         )
         model_files.save(model, out, overwrite=True)

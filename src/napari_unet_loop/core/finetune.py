@@ -156,6 +156,7 @@ def training_record(
     stopped: bool = False,
     started: str | None = None,
     data: dict[str, Any] | None = None,
+    start_weights: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The model card's ``training`` record: one schema for models trained in the dock and by ``train``.
@@ -178,6 +179,9 @@ def training_record(
         ISO date and time the run started.
     data : dict, optional
         More about the data (e.g. folders, the dock's layer pairs, annotated pixels).
+    start_weights : str, optional
+        The imaging kind whose own weights of the parent the run started from (recorded only
+        when given: ``None`` is the parent's general weights).
     **extra
         Further fields of the front end (e.g. the command line, the split lists).
 
@@ -186,7 +190,8 @@ def training_record(
     dict
         ``data`` (``n_train``, ``n_val``, ``train_names``, ``val_names`` and ``data``'s fields),
         ``config``, ``device``, ``started``, ``steps``, ``patches``, ``seconds``, ``stopped_by_user``,
-        ``validated`` (whether anything was validated), ``modality``, then ``extra``.
+        ``validated`` (whether anything was validated), ``modality``, ``start_weights`` when
+        given, then ``extra``.
     """
     return {
         "data": {
@@ -205,6 +210,7 @@ def training_record(
         "stopped_by_user": bool(stopped),
         "validated": bool(val),
         "modality": modality,
+        **({"start_weights": start_weights} if start_weights else {}),
         **extra,
     }
 

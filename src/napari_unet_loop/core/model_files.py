@@ -195,7 +195,7 @@ class ModelCard:
             modality=_card_modality(data.get("modality", "none")),
             postprocess=postprocess,
             postprocess_by_kind=_card_thresholds_by_kind(data.get("postprocess_by_kind") or {}, postprocess),
-            weights_by_kind=_card_weights_by_kind(data.get("weights_by_kind") or {}),
+            weights_by_kind=_card_by_kind(data.get("weights_by_kind") or {}, "weights_by_kind"),
             diameter=check_diameter(data.get("diameter"), "diameter"),
             default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
             upscale_small=_card_flag(data, "upscale_small"),
@@ -216,34 +216,26 @@ def _card_flag(data: dict[str, Any], key: str) -> bool:
     return value
 
 
+def _card_by_kind(value: Any, key: str) -> dict[str, dict[str, Any]]:
+    """A card's entries per imaging kind (``key``: the card field), checked: known kinds, JSON objects."""
+    from .modality import MODALITIES
+
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} must be a JSON object")
+    for kind, entry in value.items():
+        if kind not in MODALITIES:
+            raise ValueError(f"{key}: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
+        if not isinstance(entry, dict):
+            raise TypeError(f"{key}[{kind!r}] must be a JSON object")
+    return dict(value)
+
+
 def _card_thresholds_by_kind(value: Any, general: PostprocessConfig) -> dict[str, PostprocessConfig]:
     """A card's thresholds per imaging kind, checked (a setting left out is the ``general`` one)."""
-    from .modality import MODALITIES
-
-    if not isinstance(value, dict):
-        raise TypeError("postprocess_by_kind must be a JSON object")
-    out = {}
-    for kind, pp in value.items():
-        if kind not in MODALITIES:
-            raise ValueError(f"postprocess_by_kind: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
-        if not isinstance(pp, dict):
-            raise TypeError(f"postprocess_by_kind[{kind!r}] must be a JSON object")
-        out[kind] = PostprocessConfig.from_dict({**general.to_dict(), **pp})
-    return out
-
-
-def _card_weights_by_kind(value: Any) -> dict[str, dict[str, Any]]:
-    """A card's list of imaging kinds with their own weights, checked."""
-    from .modality import MODALITIES
-
-    if not isinstance(value, dict):
-        raise TypeError("weights_by_kind must be a JSON object")
-    for kind, record in value.items():
-        if kind not in MODALITIES:
-            raise ValueError(f"weights_by_kind: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
-        if not isinstance(record, dict):
-            raise TypeError(f"weights_by_kind[{kind!r}] must be a JSON object")
-    return dict(value)
+    return {
+        kind: PostprocessConfig.from_dict({**general.to_dict(), **pp})
+        for kind, pp in _card_by_kind(value, "postprocess_by_kind").items()
+    }
 
 
 _SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range

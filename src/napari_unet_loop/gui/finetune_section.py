@@ -412,7 +412,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                 object_diameter=run.scaled.diameter,
                 rescaled_by=run.scaled.factor,
                 anchor_applied=round(result.anchor, 3),
-                **({"start_weights": run.start_weights} if run.start_weights else {}),
+                start_weights=run.start_weights,
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
