@@ -18,6 +18,7 @@ from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import input_modality
 from napari_unet_loop.core.model_files import Model
 from napari_unet_loop.core.sampling import Sample, split_validation
+from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import segment
 from napari_unet_loop.core.train import iter_train
 
@@ -100,7 +101,6 @@ def score(
     ``true_size``: each image at the median diameter of its true objects (the object size a user
     gives), not the model's default: scores that follow the weights, not the size the model assumes.
     """
-    from napari_unet_loop.core.scale import median_diameter
 
     t0 = time.perf_counter()
     results = []
@@ -122,13 +122,16 @@ def finetune(
     device: torch.device | str = "cpu",
     steps: int | None = None,
     anchor: float | None = None,
+    min_factor: float | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
     ``items`` are ``(name, image, labels)``, or ``(name, image, labels, weight)`` with a per-pixel loss
     weight (the dock's extra weight on corrected pixels, ``core.edits.correction_weight``). ``steps``
     replaces the time budget by a step budget (results that do not follow the machine's load);
-    ``anchor`` replaces the preset's (``None``: the preset's).
+    ``anchor`` replaces the preset's (``None``: the preset's). ``min_factor`` shrinks images by at most
+    that much (objects reach the network larger than its diameter; the child's default diameter then
+    rescales held-out images by the same factor): an experiment, not what ``train`` does.
     """
     samples = []
     for name, img, lab, *weight in items:
@@ -139,7 +142,12 @@ def finetune(
     begin = start.for_kind(start_kind(samples))
     card = copy.deepcopy(begin.card)
     t0 = time.perf_counter()
-    scaled = to_network_scale(samples, card) if rescale else None
+    diameter = None
+    if rescale and min_factor:
+        d = median_diameter([s.labels for s in samples], [s.ignore for s in samples])
+        if d and card.diameter and card.diameter / d < min_factor:
+            diameter = card.diameter / min_factor  # "objects of this size" gives a factor of min_factor
+    scaled = to_network_scale(samples, card, diameter) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
     config = preset(
         True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None, anchor=anchor
