@@ -149,3 +149,26 @@ def test_a_fine_tune_starts_from_the_kind_most_of_its_images_are():
     assert start_kind(samples("brightfield", "fluorescence")) is None  # a tie
     assert start_kind(samples("", "")) is None  # kinds unknown
     assert start_kind([]) is None
+
+
+def test_weights_for_one_kind_train_at_the_models_object_size_and_refuse_what_could_not_join():
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.finetune import one_kind_diameter
+    from napari_unet_loop.core.unet import UNetConfig
+
+    def samples(*kinds):
+        return [Sample(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.int32), kind=k) for k in kinds]
+
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="m", modality="auto")
+    model.card.diameter = 20.0
+    assert one_kind_diameter(model, samples("he", "he"), "he", None) == 20.0  # the model's size, not the labels'
+    assert one_kind_diameter(model, samples("he"), "he", 24.0) == 24.0  # the user's, within the zoom range
+    with pytest.raises(InputError, match="objects of 20 px and yours are set to 40 px"):
+        one_kind_diameter(model, samples("he"), "he", 40.0)
+    with pytest.raises(InputError, match="some training images are fluorescence"):
+        one_kind_diameter(model, samples("he", "fluorescence"), "he", None)
+    with pytest.raises(InputError, match="kind is not known"):
+        one_kind_diameter(model, samples("he"), None, None)
+    model.card.modality = "none"
+    with pytest.raises(InputError, match="does not detect each image's kind"):
+        one_kind_diameter(model, samples("he"), "he", None)

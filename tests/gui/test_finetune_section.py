@@ -495,6 +495,59 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     assert child.card.training["start_weights"] == "brightfield" and child.nets_by_kind == {}
 
 
+def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
+    qtbot, tmp_path, setup, messages, monkeypatch
+):
+    """*Only for images of this kind*: the new model is the parent plus weights of its own for the kind."""
+    import torch
+
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto", seed=5)
+    base.card.diameter = 12.0
+    path = tmp_path / "base.safetensors"
+    model_files.save(base, path)
+    w.add_model_file(str(path))
+    segment(qtbot, w)
+    scores = iter([0.1, 0.5])
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
+    )
+    ft.resegment_check.value = False
+    ft.name_edit.setText("base-own-fluo")
+    ft.kind_only_check.value = True
+    assert {s.kind for s in ft.build_samples(w.current_model())[0]} == {"fluorescence"}  # as they reach the net
+    worker = ft.start()
+    assert worker is not None, messages["error"]
+    assert "for fluorescence images only" in ft.result_label.text()
+    assert ft._run.scaled.diameter == 12.0  # the model's object size, not the labels' measure
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert not messages["error"]
+    assert "answer for fluorescence images only; other images keep base's" in ft.result_label.text()
+    joined = model_files.load("base-own-fluo")
+    assert joined.card.parent == "base" and joined.card.modality == "auto"
+    assert set(joined.card.weights_by_kind) == {"fluorescence"} and "fluorescence" in joined.card.postprocess_by_kind
+    assert joined.card.diameter == 12.0 and joined.card.default_diameter is None
+    general = joined.net.state_dict()
+    assert all(torch.equal(general[k], v) for k, v in base.net.state_dict().items())  # the others keep base's
+    own = joined.nets_by_kind["fluorescence"].state_dict()
+    assert not all(torch.equal(own[k], v) for k, v in base.net.state_dict().items())  # trained
+    assert w.model_combo.currentText() == "base-own-fluo"  # selected
+
+
+def test_weights_for_this_kind_only_are_refused_for_a_model_that_does_not_detect_kinds(qtbot, setup, messages):
+    viewer, w, ft = setup  # the tiny model takes images as they are (imaging "none")
+    segment(qtbot, w)
+    ft.kind_only_check.value = True
+    assert ft.start() is None
+    assert "does not detect each image's kind" in messages["error"][-1]
+    assert "Not started" in ft.result_label.text()
+    ft.start_combo.value = "scratch"
+    assert ft.start() is None
+    assert "adds weights to a trained model" in messages["error"][-1]
+
+
 def test_evidence_note_warns_when_validation_rests_on_few_objects():
     from napari_unet_loop.gui.finetune_section import MIN_VAL_OBJECTS, evidence_note
 

@@ -26,7 +26,7 @@ from .scale import check_diameter, median_diameter, resize, resize_labels, scale
 from .train import TrainConfig
 
 if TYPE_CHECKING:
-    from .model_files import ModelCard
+    from .model_files import Model, ModelCard
 
 MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
@@ -388,6 +388,68 @@ def start_kind(samples: Sequence[Sample]) -> str | None:
     if not leaders or (len(leaders) == 2 and leaders[0][1] == leaders[1][1]):
         return None
     return leaders[0][0]
+
+
+def one_kind_diameter(
+    model: Model, samples: Sequence[Sample], kind: str | None, diameter: float | None
+) -> float | None:
+    """Check a fine-tune whose weights will answer for one imaging kind inside ``model``; the size to train at.
+
+    The fine-tuned weights join ``model`` as its own weights for ``kind``
+    (:func:`.model_files.add_kind_weights`); its other images keep its weights. The model
+    segments images of that kind at its one default object size, so the images train at that
+    size too: ``diameter`` (the user's object size) when given, else the model's, not the
+    labels' measure.
+
+    Parameters
+    ----------
+    model : Model
+        The model the fine-tune starts from and joins.
+    samples : sequence of Sample
+        The training samples; each one's ``kind`` is how it reached the network.
+    kind : str or None
+        The imaging kind the weights are for.
+    diameter : float, optional
+        The object size the user set, pixels.
+
+    Returns
+    -------
+    float or None
+        The object diameter to rescale the samples by (:func:`to_network_scale`).
+
+    Raises
+    ------
+    InputError
+        When the model does not detect each image's kind, the kind is unknown, the images are
+        of another kind too, or the user's object size is further from the model's than its
+        weights for one kind may be (:data:`.model_files.SAME_SIZE`).
+    """
+    from .modality import LABELS, MODALITIES
+    from .model_files import SAME_SIZE
+
+    if model.card.modality != "auto":
+        raise InputError(
+            f"{model.name} does not detect each image's kind (imaging {model.card.modality!r}): "
+            "weights for one kind would never be used; fine-tune a model of its own"
+        )
+    if kind not in MODALITIES:
+        raise InputError("the image's imaging kind is not known: choose it under Imaging first")
+    label = LABELS.get(kind, kind)
+    others = sorted({s.kind for s in samples if s.kind and s.kind != kind})
+    if others:
+        raise InputError(
+            f"weights for {label} images only, but some training images are "
+            f"{', '.join(LABELS.get(k, k) for k in others)}: untick those, or fine-tune a model of its own"
+        )
+    own = model.image_diameter
+    d = diameter if diameter is not None else own
+    if own and d and max(own, d) / min(own, d) > SAME_SIZE:
+        raise InputError(
+            f"{model.name} takes images as objects of {own:.0f} px and yours are set to {d:.0f} px: a model "
+            f"has one object size, so its weights for {label} images must learn them at its size. Clear "
+            "Object size, or fine-tune a model of its own"
+        )
+    return d
 
 
 def tuning_noise(ap50: float, n_objects: int) -> float:

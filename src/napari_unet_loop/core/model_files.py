@@ -238,7 +238,7 @@ def _card_thresholds_by_kind(value: Any, general: PostprocessConfig) -> dict[str
     }
 
 
-_SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range
+SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range
 
 
 def _kind_prefix(kind: str) -> str:
@@ -621,7 +621,7 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     if theirs.modality not in ("auto", kind):
         raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
     a, b = model.image_diameter, specialist.image_diameter
-    if a and b and max(a, b) / min(a, b) > _SAME_SIZE:
+    if a and b and max(a, b) / min(a, b) > SAME_SIZE:
         raise ModelError(
             f"{specialist.name} takes images as objects of {b:.0f} px, {model.name} as objects of {a:.0f} px: "
             f"{kind} images would reach its network at another size than it learnt (fine-tune it with "

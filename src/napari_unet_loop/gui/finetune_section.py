@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from ..core import model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import CORRECTION_WEIGHT
-from ..core.finetune import preset, record_sizes, to_network_scale, training_record
+from ..core.finetune import one_kind_diameter, preset, record_sizes, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.metrics import correction_agreement, score
 from ..core.modality import LABELS as MODALITY_LABELS
@@ -135,7 +135,13 @@ class FineTuneSection(TrainingData, QGroupBox):
             text="Freeze the encoder (faster, for small corrections)",
             tooltip="Train only the expanding path: about twice as fast on a CPU",
         )
-        add_rows(form, self.weight_spin, self.minutes_spin, self.start_combo, self.freeze_check)
+        self.kind_only_check = CheckBox(
+            text="Only for images of this kind (the model keeps its weights for the others)",
+            tooltip="The new model is the starting one with weights of its own for this image's kind "
+            "(e.g. H&E), learnt from your corrections; fluorescence or brightfield images keep its weights. "
+            "The images train at the model's object size.",
+        )
+        add_rows(form, self.weight_spin, self.minutes_spin, self.start_combo, self.kind_only_check, self.freeze_check)
         row = QHBoxLayout()
         self.elastic_check = CheckBox(
             text="Elastic deformation",
@@ -282,7 +288,13 @@ class FineTuneSection(TrainingData, QGroupBox):
             samples, described = self.build_samples(model)
             # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
             chosen = self.session.diameter_choice()
-            scaled = to_network_scale(samples, model.card, chosen if isinstance(chosen, float) else None)
+            chosen = chosen if isinstance(chosen, float) else None
+            only_kind = self.session.thresholds_kind() if self.kind_only_check.value else None
+            if self.kind_only_check.value:  # weights for one kind inside the model: at the model's object size
+                if self.start_combo.value == "scratch":
+                    raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")
+                chosen = one_kind_diameter(model, samples, only_kind, chosen)
+            scaled = to_network_scale(samples, model.card, chosen)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.value != "scratch")
             pp = self.session.postprocess_config()
@@ -310,6 +322,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             modality=self.training_modality(model),
             scaled=scaled,
             start_weights=own,
+            only_kind=only_kind,
         )
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -321,6 +334,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._set_busy(True)
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
         start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
+        if only_kind:
+            start += f", for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {device}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{_size_note(scaled, model)}. You can keep annotating."
@@ -416,7 +431,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             ),
             metrics={"validation": result.best, "validation_start": result.baseline},
         )
-        record_sizes(card, run.scaled)
+        if not run.only_kind:  # weights for one kind join the parent, at its object sizes
+            record_sizes(card, run.scaled)
         if tuned is not None:
             card.metrics["threshold_tuning"] = tuned.to_dict()
         model = Model(run.net, card)
@@ -451,7 +467,28 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.use_anyway_btn.setVisible(False)
             self._accept(model, "Using the fine-tuned model although it scored lower on validation.")
 
+    def _join(self, child: Model) -> Model:
+        """The run's parent with ``child``'s weights and thresholds for its one kind (the parent unchanged)."""
+        parent, kind = self._run.parent, self._run.only_kind
+        card = copy.deepcopy(parent.card)
+        card.name, card.parent = child.name, parent.name
+        card.created = child.card.created
+        label = MODALITY_LABELS.get(kind, kind)
+        card.description = (
+            f"{parent.card.description or parent.name}, with weights of its own for {label} images fine-tuned in napari"
+        )
+        joined = Model(parent.net, card, nets_by_kind=dict(parent.nets_by_kind))
+        return model_files.add_kind_weights(joined, kind, child)
+
     def _accept(self, model: Model, message: str) -> None:
+        if self._run is not None and self._run.only_kind:
+            try:
+                model = self._join(model)
+                label = MODALITY_LABELS.get(self._run.only_kind, self._run.only_kind)
+                parent = self._run.parent.name
+                message += f" The new weights answer for {label} images only; other images keep {parent}'s."
+            except ModelError as exc:
+                show_error(f"Could not give {self._run.parent.name} these weights: {exc}. Saved as a model of its own.")
         if model.name in model_files.list_models():  # never replace a saved model, the parent least of all
             taken = model.name
             model.card.name = self._model_name(model, use_edit=False)

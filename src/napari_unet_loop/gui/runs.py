@@ -144,6 +144,10 @@ class FinetuneRun:
     start_weights : str or None
         The imaging kind whose own weights of the parent the run started from (``None``: its
         general weights).
+    only_kind : str or None
+        The imaging kind the trained weights will answer for inside the parent (the parent's
+        own weights for that kind; its other images keep its weights), or ``None``: the
+        trained network becomes a model of its own.
     """
 
     parent: Model
@@ -161,6 +165,7 @@ class FinetuneRun:
     t0: float = field(default_factory=time.perf_counter)
     failed: str | None = None
     start_weights: str | None = None
+    only_kind: str | None = None
 
 
 __all__ = ["FinetuneRun", "SegmentRun"]

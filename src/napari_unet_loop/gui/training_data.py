@@ -21,6 +21,7 @@ from ..core.axes import z_stack_of
 from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
+from ..core.modality import input_modality
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
@@ -185,16 +186,20 @@ class TrainingData:
                             model, partial(read_plane, image, lay), stack, fed, partial(sample_plane, image, lay)
                         )
                     fed = stacks[stack]
+                plane = read_plane(image, lay, index)
+                # the kind the plane reaches the network as (the Imaging choice, else detected), as train's samples
+                kind = input_modality(model, plane, fed.modality, rgb=fed.rgb, channel=channel)
                 x = prepare_input(
-                    read_plane(image, lay, index),
+                    plane,
                     card.architecture.in_channels,
                     card.normalization,
                     rgb=fed.rgb,
                     channel=channel,
                     limits=fed.limits,
-                    modality=fed.modality,
+                    modality=kind,
                 )
-                samples.append(Sample(x, lab, ignore, weight, name=f"{labels.name}{list(index) if index else ''}"))
+                name = f"{labels.name}{list(index) if index else ''}"
+                samples.append(Sample(x, lab, ignore, weight, name=name, kind=kind or ""))
             described.append(f"{labels.name} ({len(samples) - n_before} plane(s)) on {image.name}")
         if not samples:
             raise InputError("nothing to train on: no plane is reviewed (edit some objects, or choose another region)")
