@@ -335,7 +335,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
         start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
         if only_kind:
-            start += f", for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
+            start += f" for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {device}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{_size_note(scaled, model)}. You can keep annotating."
