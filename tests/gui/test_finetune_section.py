@@ -42,6 +42,15 @@ def setup(make_napari_viewer_proxy, tiny_model_path, discs):
     return viewer, w, ft
 
 
+def fake_validation(monkeypatch, *ap50, **extra):
+    """Validation scores in this order (the start's first), the last one again after them."""
+    scores = iter(ap50)
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.validate",
+        lambda *a, **k: {"ap50": next(scores, ap50[-1]), "loss": 1.0, **extra},
+    )
+
+
 def segment(qtbot, w):
     assert w.segment() is not None
     qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
@@ -71,10 +80,7 @@ def test_whole_loop_segment_correct_finetune_resegment(qtbot, setup, messages, m
     assert ft.corrections_label.text().startswith(f"{judged.n_fixed + judged.n_removed} object")
     before = corrected.data.copy()
     # the tiny test model improves or not at random: make validation say it improved
-    scores = iter([0.1, 0.5])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
-    )
+    fake_validation(monkeypatch, 0.1, 0.5)
     ft.name_edit.setText("my-finetune")
     finetune(qtbot, ft)
     assert "my-finetune" in model_files.list_models()
@@ -104,10 +110,7 @@ def test_whole_loop_segment_correct_finetune_resegment(qtbot, setup, messages, m
 def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.8, 0.3])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.3), "loss": 1.0}
-    )
+    fake_validation(monkeypatch, 0.8, 0.3)
     finetune(qtbot, ft)
     assert w.model_combo.currentText() == "tiny"
     assert ft.use_anyway_btn.isVisibleTo(ft)
@@ -158,10 +161,7 @@ def test_two_finetunes_at_once_are_refused(qtbot, setup, messages):
 def test_image_removed_while_training(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.1, 0.5])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
-    )
+    fake_validation(monkeypatch, 0.1, 0.5)
     ft.steps_override = 30
     assert ft.start() is not None
     viewer.layers.remove("cells")
@@ -312,10 +312,8 @@ def test_augmentation_preview(qtbot, setup, messages):
 def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.1, 0.5, 0.5, 0.5, 0.1, 0.5, 0.5, 0.5])  # baseline, then one validation per step (3 steps)
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
-    )
+    # baseline, then one validation per step (3 steps), twice
+    fake_validation(monkeypatch, 0.1, 0.5, 0.5, 0.5, 0.1, 0.5, 0.5, 0.5)
     ft.resegment_check.value = False
     ft.name_edit.setText("lab-nuclei")
     finetune(qtbot, ft)
@@ -440,10 +438,7 @@ def test_training_samples_get_the_segmentation_input(qtbot, setup, messages, mon
 def test_finetuned_card_keeps_the_conversion_it_was_trained_with(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.1, 0.5])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
-    )
+    fake_validation(monkeypatch, 0.1, 0.5)
     ft.resegment_check.value = False
     ft.name_edit.setText("bf-nuclei")
     w.modality_combo.setCurrentIndex(w.modality_combo.findData("brightfield"))
@@ -510,10 +505,7 @@ def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     model_files.save(base, path)
     w.add_model_file(str(path))
     segment(qtbot, w)
-    scores = iter([0.1, 0.5])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate", lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0}
-    )
+    fake_validation(monkeypatch, 0.1, 0.5)
     ft.resegment_check.value = False
     ft.name_edit.setText("base-own-fluo")
     ft.kind_only_check.value = True
@@ -561,11 +553,7 @@ def test_evidence_note_warns_when_validation_rests_on_few_objects():
 def test_fine_tune_report_says_what_the_score_rests_on(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)
-    scores = iter([0.1, 0.5])
-    monkeypatch.setattr(
-        "napari_unet_loop.core.train.validate",
-        lambda *a, **k: {"ap50": next(scores, 0.5), "loss": 1.0, "n_true": 4},
-    )
+    fake_validation(monkeypatch, 0.1, 0.5, n_true=4)
     finetune(qtbot, ft)
     text = ft.result_label.text()
     assert "on 4 validation object(s)" in text and "too few to tell" in text
