@@ -136,7 +136,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             tooltip="Train only the expanding path: about twice as fast on a CPU",
         )
         self.kind_only_check = CheckBox(
-            text="Only for images of this kind (the model keeps its weights for the others)",
+            text="Only for images of this kind (others keep the model)",
             tooltip="The new model is the starting one with weights of its own for this image's kind "
             "(e.g. H&E), learnt from your corrections; fluorescence or brightfield images keep its weights. "
             "The images train at the model's object size.",
