@@ -123,6 +123,7 @@ def finetune(
     steps: int | None = None,
     anchor: float | None = None,
     min_factor: float | None = None,
+    batch: int | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -131,7 +132,8 @@ def finetune(
     replaces the time budget by a step budget (results that do not follow the machine's load);
     ``anchor`` replaces the preset's (``None``: the preset's). ``min_factor`` shrinks images by at most
     that much (objects reach the network larger than its diameter; the child's default diameter then
-    rescales held-out images by the same factor): an experiment, not what ``train`` does.
+    rescales held-out images by the same factor): an experiment, not what ``train`` does. ``batch``
+    replaces the preset's batch size.
     """
     samples = []
     for name, img, lab, *weight in items:
@@ -150,7 +152,13 @@ def finetune(
     scaled = to_network_scale(samples, card, diameter) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
     config = preset(
-        True, None if steps else minutes, steps=steps, seed=seed, freeze_encoder=freeze_encoder or None, anchor=anchor
+        True,
+        None if steps else minutes,
+        steps=steps,
+        seed=seed,
+        freeze_encoder=freeze_encoder or None,
+        anchor=anchor,
+        batch_size=batch,
     )
     net = copy.deepcopy(begin.net)
     gen = iter_train(net, train, val, config, device, card.postprocess)

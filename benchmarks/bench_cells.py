@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="an experiment: shrink images by at most this factor (e.g. 0.5) when rescaling to the model's size",
     )
+    p.add_argument("--batch", type=int, default=None, help="patches per step instead of the preset's 8")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
-        "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "device": str(device), "sets": {},
+        "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
+        "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
     starts: dict[tuple, dict[str, Any]] = {}  # the start's scores per held-out set (seeds change only the pool)
@@ -253,6 +255,7 @@ def run_set(
             device,
             steps=args.steps,
             min_factor=args.min_factor,
+            batch=args.batch,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
