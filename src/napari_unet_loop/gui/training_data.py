@@ -187,7 +187,7 @@ class TrainingData:
                         )
                     fed = stacks[stack]
                 plane = read_plane(image, lay, index)
-                # the kind the plane reaches the network as (the Imaging choice, else detected), as train's samples
+                # the kind the plane reaches the network as: the Imaging choice, else the detected kind
                 kind = input_modality(model, plane, fed.modality, rgb=fed.rgb, channel=channel)
                 x = prepare_input(
                     plane,
