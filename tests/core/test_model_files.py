@@ -244,6 +244,24 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
     assert again.net_for("he") is loaded.net_for("he") and again.card.thresholds("he") == he_pp
 
 
+def test_with_kind_weights_makes_a_new_model_and_leaves_the_base_as_it_was():
+    base = _model(name="base", seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
+    base.card.postprocess_by_kind = {"brightfield": PostprocessConfig(0.8, 0.5, 24, 1.0)}
+    he = _model(name="he-only", seed=1, modality="he", postprocess=PostprocessConfig(0.7, 0.4, 20, 2.0))
+    joined = model_files.with_kind_weights(base, "he", he, "joined")
+    assert (joined.name, joined.card.parent) == ("joined", "base") and "for H&E / stained tissue" in (
+        joined.card.description
+    )
+    assert joined.net is base.net and joined.net_for("he") is he.net
+    assert set(joined.card.postprocess_by_kind) == {"brightfield", "he"}
+    assert (
+        base.nets_by_kind == {}
+        and base.card.weights_by_kind == {}
+        and set(base.card.postprocess_by_kind) == {"brightfield"}
+    )
+    assert base.name == "base" and base.card.parent is None
+
+
 def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
     m = _model(modality="auto")
     with pytest.raises(ModelError, match="network differs"):

@@ -50,10 +50,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise CLIError(f"--add-kind takes KIND=FILE with KIND one of {', '.join(MODALITIES)}, got {args.add_kind!r}")
     if not args.out:
         raise CLIError("--add-kind needs --out FILE for the combined model")
-    model = model_files.load(args.model or "default")
+    base = model_files.load(args.model or "default")
     specialist = model_files.load(file)
-    model_files.add_kind_weights(model, kind, specialist)
-    model.card.name = Path(args.out).stem
+    model = model_files.with_kind_weights(base, kind, specialist, Path(args.out).stem)
     out = model_files.save(model, args.out, overwrite=args.overwrite)
     _log(f"wrote {out}: {model.name} with its own weights and thresholds for {kind} images (from {specialist.name})")
     return 0

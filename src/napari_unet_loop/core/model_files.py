@@ -45,6 +45,11 @@ class ModelError(RuntimeError):
     """A model file is missing, unreadable or unusable; the message says which and why."""
 
 
+def _now() -> str:
+    """The time now, ISO 8601 with the time zone (a card's ``created``)."""
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 @dataclass
 class ModelCard:
     """Everything about a model besides its weights.
@@ -112,7 +117,7 @@ class ModelCard:
     parent: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    created: str = field(default_factory=_now)
     format_version: int = ONE_NETWORK_FORMAT
 
     def thresholds(
@@ -640,3 +645,40 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     model.card.weights_by_kind[kind] = record
     model.card.postprocess_by_kind[kind] = own.card.postprocess
     return model
+
+
+def with_kind_weights(model: Model, kind: str, specialist: Model, name: str) -> Model:
+    """A new model named ``name``: ``model`` with ``specialist``'s weights and thresholds for ``kind`` images.
+
+    ``model`` is left as it is (its networks are shared, not copied); the new card names it as
+    the parent. What ``models --add-kind`` and the dock's *Only for images of this kind* save.
+
+    Parameters
+    ----------
+    model : Model
+        The model whose other images keep its weights.
+    kind : str
+        The imaging kind.
+    specialist : Model
+        The model whose weights and thresholds the kind gets (see :func:`add_kind_weights`).
+    name : str
+        The new model's name.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelError
+        As :func:`add_kind_weights`.
+    """
+    from .modality import LABELS
+
+    card = replace(model.card, name=name, parent=model.name, created=_now())
+    card.postprocess_by_kind = dict(model.card.postprocess_by_kind)
+    card.weights_by_kind = dict(model.card.weights_by_kind)
+    card.description = (
+        f"{model.card.description or model.name}, with weights of its own for {LABELS.get(kind, kind)} images"
+    )
+    return add_kind_weights(Model(model.net, card, nets_by_kind=dict(model.nets_by_kind)), kind, specialist)

@@ -467,23 +467,10 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.use_anyway_btn.setVisible(False)
             self._accept(model, "Using the fine-tuned model although it scored lower on validation.")
 
-    def _join(self, child: Model) -> Model:
-        """The run's parent with ``child``'s weights and thresholds for its one kind (the parent unchanged)."""
-        parent, kind = self._run.parent, self._run.only_kind
-        card = copy.deepcopy(parent.card)
-        card.name, card.parent = child.name, parent.name
-        card.created = child.card.created
-        label = MODALITY_LABELS.get(kind, kind)
-        card.description = (
-            f"{parent.card.description or parent.name}, with weights of its own for {label} images fine-tuned in napari"
-        )
-        joined = Model(parent.net, card, nets_by_kind=dict(parent.nets_by_kind))
-        return model_files.add_kind_weights(joined, kind, child)
-
     def _accept(self, model: Model, message: str) -> None:
         if self._run is not None and self._run.only_kind:
             try:
-                model = self._join(model)
+                model = model_files.with_kind_weights(self._run.parent, self._run.only_kind, model, model.name)
                 label = MODALITY_LABELS.get(self._run.only_kind, self._run.only_kind)
                 parent = self._run.parent.name
                 message += f" The new weights answer for {label} images only; other images keep {parent}'s."
