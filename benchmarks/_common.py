@@ -144,10 +144,10 @@ def finetune(
     begin = start.for_kind(start_kind(samples))
     card = copy.deepcopy(begin.card)
     t0 = time.perf_counter()
-    diameter = None
+    diameter = None  # to_network_scale measures the labels
     if rescale and min_factor:
-        d = median_diameter([s.labels for s in samples], [s.ignore for s in samples])
-        if d and card.diameter and card.diameter / d < min_factor:
+        diameter = median_diameter([s.labels for s in samples], [s.ignore for s in samples])
+        if diameter and card.diameter and card.diameter / diameter < min_factor:
             diameter = card.diameter / min_factor  # "objects of this size" gives a factor of min_factor
     scaled = to_network_scale(samples, card, diameter) if rescale else None
     train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)

@@ -422,10 +422,10 @@ def one_kind_diameter(
     InputError
         When the model does not detect each image's kind, the kind is unknown, the images are
         of another kind too, or the user's object size is further from the model's than its
-        weights for one kind may be (:data:`.model_files.SAME_SIZE`).
+        weights for one kind may be (:func:`.model_files.same_size`).
     """
     from .modality import LABELS, MODALITIES
-    from .model_files import SAME_SIZE
+    from .model_files import same_size
 
     if model.card.modality != "auto":
         raise InputError(
@@ -443,7 +443,7 @@ def one_kind_diameter(
         )
     own = model.image_diameter
     d = diameter if diameter is not None else own
-    if own and d and max(own, d) / min(own, d) > SAME_SIZE:
+    if not same_size(own, d):
         raise InputError(
             f"{model.name} takes images as objects of {own:.0f} px and yours are set to {d:.0f} px: a model "
             f"has one object size, so its weights for {label} images must learn them at its size. Clear "

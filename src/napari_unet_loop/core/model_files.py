@@ -246,6 +246,20 @@ def _card_thresholds_by_kind(value: Any, general: PostprocessConfig) -> dict[str
 SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range
 
 
+def same_size(a: float | None, b: float | None) -> bool:
+    """Whether two default object diameters may share one model (unknown ones always may).
+
+    Weights for one imaging kind learnt their images at ``b`` px; the model segments them at
+    ``a`` px. Within :data:`SAME_SIZE` of each other (the training zoom range) they agree.
+
+    Examples
+    --------
+    >>> same_size(20.0, 25.0), same_size(20.0, 40.0), same_size(None, 40.0)
+    (True, False, True)
+    """
+    return not (a and b) or max(a, b) / min(a, b) <= SAME_SIZE
+
+
 def _kind_prefix(kind: str) -> str:
     """The prefix of a kind's own tensors in a model file."""
     return f"by_kind.{kind}."
@@ -626,7 +640,7 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     if theirs.modality not in ("auto", kind):
         raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
     a, b = model.image_diameter, specialist.image_diameter
-    if a and b and max(a, b) / min(a, b) > SAME_SIZE:
+    if not same_size(a, b):
         raise ModelError(
             f"{specialist.name} takes images as objects of {b:.0f} px, {model.name} as objects of {a:.0f} px: "
             f"{kind} images would reach its network at another size than it learnt (fine-tune it with "

@@ -289,10 +289,11 @@ class FineTuneSection(TrainingData, QGroupBox):
             # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
             chosen = self.session.diameter_choice()
             chosen = chosen if isinstance(chosen, float) else None
-            only_kind = self.session.thresholds_kind() if self.kind_only_check.value else None
+            only_kind = None
             if self.kind_only_check.value:  # weights for one kind inside the model: at the model's object size
                 if self.start_combo.value == "scratch":
                     raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")
+                only_kind = self.session.thresholds_kind()
                 chosen = one_kind_diameter(model, samples, only_kind, chosen)
             scaled = to_network_scale(samples, model.card, chosen)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
