@@ -6,6 +6,7 @@ import copy
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_kind, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.modality import input_modality
+from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
 from napari_unet_loop.core.model_files import Model
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
@@ -124,6 +125,7 @@ def finetune(
     anchor: float | None = None,
     min_factor: float | None = None,
     batch: int | None = None,
+    settle: bool = True,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -133,8 +135,13 @@ def finetune(
     ``anchor`` replaces the preset's (``None``: the preset's). ``min_factor`` shrinks images by at most
     that much (objects reach the network larger than its diameter; the child's default diameter then
     rescales held-out images by the same factor): an experiment, not what ``train`` does. ``batch``
-    replaces the preset's batch size.
+    replaces the preset's batch size. ``settle=False``: grey images in doubt read each by the
+    detection's line, as before ``kind_in_doubt`` (an experiment).
     """
+    if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
+        # as train --from: grey images between fluorescence and brightfield are all read one way
+        doubt = settle_doubt([detect(img) for _, img, *_ in items], start.card.kind_in_doubt)
+        start = Model(start.net, replace(start.card, kind_in_doubt=doubt), start.path, start.nets_by_kind)
     samples = []
     for name, img, lab, *weight in items:
         kind = input_modality(start, img)

@@ -13,6 +13,12 @@ Sets made from the shared data:
 * **isbi-x2**: ISBI 2012 EM slices upscaled 2 times (cells of about 56 px: a new kind and a new
   size): pool from slices 0-19, held out the last 10 (cells: 4-connected components of the interior
   mask, those under 30 px dropped; ``_common.isbi_instances``).
+* **phc-x6** (not run by default): the dsb-x6 images' nuclei rendered as positive phase contrast
+  (:func:`phase_contrast`: each object a dome of optical path length, the image that minus its blur,
+  after Yin et al. 2012's imaging model: dark bodies, bright halos, a mid-grey field), a stand-in
+  for phase-contrast cells of 54-84 px. Such frames lie between fluorescence and brightfield for
+  the imaging detection; ``--no-settle`` reads each by the detection's line, as the plugin did
+  before ``kind_in_doubt``.
 * **isbi** and **dsb-colour** (not run by default): new kinds of image: the ISBI slices as they are
   (cells of about 28 px), and the DSB2018 colour (H&E-like) images, the shipped model's weakest kind
   (pool: validation-split colour images first, then training-split ones; held out: the test-split
@@ -54,7 +60,7 @@ from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
-ALL_SETS = (*SETS, "isbi", "dsb-colour")
+ALL_SETS = (*SETS, "phc-x6", "isbi", "dsb-colour")
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
 
@@ -63,10 +69,34 @@ def upscale(a: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(np.repeat(a, n, axis=0), n, axis=1)
 
 
+def phase_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Instance labels rendered as a positive phase-contrast image (``uint8``).
+
+    Each object is a dome of optical path length (square root of the distance to its edge, a
+    random height of 0.7-1.3); the image is a mid-grey field minus that path length less its blur
+    over a third of the median object diameter (Yin et al. 2012, ``g = C - (delta - airy) * f``,
+    with a Gaussian for the airy pattern): bodies darker than the field, bright halos around them,
+    plus camera noise.
+    """
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    path = np.zeros(labels.shape, np.float32)
+    for i, box in enumerate(ndi.find_objects(labels), 1):
+        if box is None:
+            continue
+        inside = labels[box] == i
+        d = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+        path[box][inside] = (np.sqrt(d / max(d.max(), 1.0)) * rng.uniform(0.7, 1.3))[inside]
+    sigma = (median_diameter([labels]) or 20.0) / 3
+    image = 110.0 - 80.0 * (path - ndi.gaussian_filter(path, sigma)) + rng.normal(0.0, 3.0, labels.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:
     """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale."""
     rng = np.random.default_rng(seed)
-    if name == "dsb-x6":
+    if name in ("dsb-x6", "phc-x6"):
         folder = root / "dsb2018"
         test, val = read_list(SPLITS / "dsb2018-test.txt"), read_list(SPLITS / "dsb2018-val.txt")
 
@@ -86,14 +116,14 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         held_names = band(test)[:n_heldout]
 
         def item(n: str):
-            return (
-                n,
-                upscale(imread(folder / "images" / f"{n}.png"), 6),
-                upscale(imread(folder / "labels" / f"{n}.png"), 6),
-            )
+            labels = upscale(imread(folder / "labels" / f"{n}.png"), 6)
+            if name == "phc-x6":
+                return n, phase_contrast(labels, seed=int(n[:8], 16)), labels
+            return n, upscale(imread(folder / "images" / f"{n}.png"), 6), labels
 
         desc = (
-            f"DSB2018 fluorescence, nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
+            f"{'phase contrast rendered from ' if name == 'phc-x6' else ''}DSB2018 fluorescence, "
+            f"nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
             f"{len(candidates)} validation-split images, held out {len(held_names)} test-split images"
         )
     elif name in ("isbi-x2", "isbi"):
@@ -164,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an experiment: shrink images by at most this factor (e.g. 0.5) when rescaling to the model's size",
     )
     p.add_argument("--batch", type=int, default=None, help="patches per step instead of the preset's 8")
+    p.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="an experiment: read each grey image between fluorescence and brightfield by the detection's line, "
+        "not all of a fine-tune's one way (the plugin before kind_in_doubt)",
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
@@ -188,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
         "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
+        "settle": not args.no_settle,
         "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
@@ -256,6 +293,7 @@ def run_set(
             steps=args.steps,
             min_factor=args.min_factor,
             batch=args.batch,
+            settle=not args.no_settle,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private user-model folder and a tiny, fast model file."""
+"""Shared fixtures: a private user-model folder, a tiny, fast model file, frames like phase contrast."""
 
 from __future__ import annotations
 
@@ -61,3 +61,25 @@ def discs():
     rng = np.random.default_rng(0)
     image = (labels > 0) * 200.0 + rng.normal(20, 5, labels.shape)
     return image.astype(np.float32), labels
+
+
+@pytest.fixture
+def phase_like():
+    """Make grey frames like phase contrast: a mid-grey field, dark cell bodies, bright halos, one disc labelled.
+
+    ``make(background, seed=0)`` returns ``(image, labels)``, 96 x 96; the field lies at
+    ``background`` between the image's 1st and 99.8th percentiles (what
+    :func:`napari_unet_loop.core.modality.detect` reads), e.g. 0.30 and 0.40 on either side of
+    the line between fluorescence and brightfield.
+    """
+
+    def make(background: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        image = np.full((96, 96), 255 * background)
+        image.flat[rng.choice(image.size, image.size * 3 // 100, replace=False)] = 0  # cell bodies
+        image.flat[rng.choice(image.size, image.size // 100, replace=False)] = 255  # halos
+        yy, xx = np.mgrid[:96, :96]
+        labels = ((yy - 40) ** 2 + (xx - 50) ** 2 <= 15**2).astype(np.uint16)
+        return image.astype(np.uint8), labels
+
+    return make

@@ -754,6 +754,33 @@ def test_train_records_modality_and_kind_balance(tmp_path, folders, tiny_model_p
     assert "KIND=SHARE" in capsys.readouterr().err
 
 
+def test_train_reads_frames_in_doubt_alike_and_the_child_keeps_reading_them_so(
+    tmp_path, tiny_model_path, capsys, phase_like
+):
+    """Phase-contrast-like frames on either side of the fluorescence/brightfield line: one kind for all."""
+    import imageio.v3 as iio
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.modality import input_modality
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for n, background in enumerate((0.33, 0.41)):
+        image, lab = phase_like(background, seed=n)
+        iio.imwrite(images / f"t{n}.png", image)
+        iio.imwrite(labels / f"t{n}.png", lab)
+    out = tmp_path / "child.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    assert main([*args, "--patch", "64", "--batch", "2", "--no-tune", "--modality", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 2 training images lie between fluorescence and brightfield" in err
+    assert "all are read as brightfield" in err
+    child = model_files.load(out)
+    assert child.card.kind_in_doubt == "brightfield"  # the median frame, 0.37, lies above the line
+    assert input_modality(child, phase_like(0.30)[0]) == "brightfield"  # a frame below the line too
+    assert input_modality(child, np.full((8, 8), 9, np.uint8)) == "fluorescence"  # nothing to tell: as before
+
+
 @pytest.mark.parametrize("value", [0, 7])
 def test_a_blank_image_gets_empty_labels_not_an_error(tmp_path, tiny_model_path, capsys, value):
     """A blank field of view is normal in a plate: empty labels, a note, exit 0 (as a blank plane in a stack)."""

@@ -4,12 +4,19 @@ import pytest
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.modality import (
     CHOICES,
+    DOUBT_BAND,
+    ModalityReport,
     check_choice,
     detect,
+    doubt_note,
     haematoxylin,
+    input_modality,
     resolve,
+    settle_doubt,
     to_fluorescence_like,
 )
+from napari_unet_loop.core.model_files import new_model
+from napari_unet_loop.core.unet import UNetConfig
 from napari_unet_loop.sample_data import load_sample
 
 
@@ -89,3 +96,42 @@ def test_detect_reads_large_images_on_a_subsample():
     big = np.tile(255 - image[..., 0], (8, 8))  # 2048 x 2048
     assert detect(big).modality == "brightfield"
     assert detect(np.zeros((32, 32), np.uint8)).modality == "fluorescence"  # constant: nothing to tell
+
+
+def test_frames_between_fluorescence_and_brightfield_are_in_doubt(phase_like):
+    def in_between(background, seed=0):
+        return phase_like(background, seed)[0]
+
+    low, high = detect(in_between(0.30)), detect(in_between(0.40))
+    assert (low.modality, high.modality) == ("fluorescence", "brightfield")  # two frames, two ways by the line
+    assert low.in_doubt and high.in_doubt
+    assert DOUBT_BAND[0] < low.background < high.background < DOUBT_BAND[1]
+    for name in ("nuclei_fluorescence", "nuclei_brightfield", "nuclei_he_stain"):  # the samples are not
+        assert not detect(load_sample(name)[0]).in_doubt
+    assert not ModalityReport("he", 0.4, 0.1).in_doubt  # colour: not a grey image
+    # a model fine-tuned on such frames reads every frame in between as they were read; the others as detected
+    assert low.read_as("brightfield") == high.read_as("brightfield") == "brightfield"
+    assert low.read_as(None) == "fluorescence"
+    assert resolve("auto", in_between(0.30), kind_in_doubt="brightfield") == "brightfield"
+    assert resolve("auto", load_sample("nuclei_fluorescence")[0], kind_in_doubt="brightfield") == "fluorescence"
+    assert resolve("fluorescence", in_between(0.40), kind_in_doubt="brightfield") == "fluorescence"  # a choice
+
+
+def test_a_training_set_in_doubt_settles_on_one_kind(phase_like):
+    frames = [detect(phase_like(b, seed)[0]) for seed, b in enumerate((0.30, 0.38, 0.40))]
+    assert settle_doubt(frames) == "brightfield"  # the median frame lies above the line
+    assert settle_doubt(frames[:1] * 2 + frames[1:2]) == "fluorescence"
+    assert settle_doubt(frames, "fluorescence") == "fluorescence"  # the starting model learnt them that way
+    clear = [detect(load_sample("nuclei_fluorescence")[0])]
+    assert settle_doubt(clear) is None and doubt_note(clear, None) is None
+    note = doubt_note([*frames, *clear], "brightfield")
+    assert note.startswith("3 of 4 training images lie between fluorescence and brightfield (background 0.30-0.40)")
+
+
+def test_input_modality_follows_the_card(phase_like):
+    model = new_model(UNetConfig(depth=2, base_width=4), name="t", modality="auto")
+    frame = phase_like(0.30)[0]
+    assert input_modality(model, frame) == "fluorescence"
+    model.card.kind_in_doubt = "brightfield"
+    assert input_modality(model, frame) == "brightfield"
+    assert input_modality(model, frame, "fluorescence") == "fluorescence"

@@ -178,6 +178,10 @@ def test_card_dict_round_trip():
     assert ModelCard.from_dict(card.to_dict()).upscale_small is True
     older = {k: v for k, v in card.to_dict().items() if k != "upscale_small"}  # a card from before the setting
     assert ModelCard.from_dict(older).upscale_small is False
+    card.kind_in_doubt = "brightfield"
+    assert ModelCard.from_dict(card.to_dict()).kind_in_doubt == "brightfield"
+    older = {k: v for k, v in card.to_dict().items() if k != "kind_in_doubt"}
+    assert ModelCard.from_dict(older).kind_in_doubt is None
 
 
 def test_thresholds_per_imaging_kind():
@@ -424,6 +428,7 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
         ({"modality": 3}, "modality must be a string"),
         ({"modality": "phase"}, "unknown imaging modality"),
         ({"upscale_small": "yes"}, "upscale_small must be true or false"),
+        ({"kind_in_doubt": "he"}, "kind_in_doubt must be one of fluorescence, brightfield"),
         ({"postprocess_by_kind": [1]}, "postprocess_by_kind must be a JSON object"),
         ({"postprocess_by_kind": {"phase": {}}}, "unknown imaging kind 'phase'"),
         ({"postprocess_by_kind": {"he": 0.5}}, r"postprocess_by_kind\['he'\] must be a JSON object"),

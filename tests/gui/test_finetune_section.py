@@ -598,3 +598,35 @@ def test_dock_finetune_equals_train_from_for_the_same_seed(qtbot, tmp_path, setu
     assert dock.card.postprocess == cli.card.postprocess
     for key, value in cli.net.state_dict().items():
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
+
+
+def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path, setup, messages, phase_like):
+    """Phase-contrast-like frames on either side of the fluorescence/brightfield line: one kind for all."""
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="detects", modality="auto")
+    path = tmp_path / "detects.safetensors"
+    model_files.save(model, path)
+    w.add_model_file(str(path))
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    for n, background in enumerate((0.33, 0.41)):
+        image, labels = phase_like(background, seed=n)
+        viewer.add_image(np.tile(image, (2, 2)), name=f"frame{n}")
+        viewer.add_labels(np.tile(labels, (2, 2)), name=f"frame{n} labels")
+    ft.reset_choices()
+    assert len(ft.chosen_pairs()) == 2
+    samples, info = ft.build_samples(w.current_model())
+    assert [s.kind for s in samples] == ["brightfield", "brightfield"]  # not one each side of the line
+    assert info["kind_in_doubt"] == "brightfield"
+    ft.resegment_check.value = False
+    ft.name_edit.setText("phase")
+    worker = ft.start()
+    assert "2 of 2 training images lie between fluorescence and brightfield" in ft.result_label.text()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert worker is not None and not messages["error"]
+    assert model_files.load("phase").card.kind_in_doubt == "brightfield"
+    w.select_model("phase")
+    w.image_combo.setCurrentIndex(w.image_combo.findText("frame0"))  # 0.33: fluorescence by the line alone
+    assert "this model reads it as brightfield" in w.update_detected()

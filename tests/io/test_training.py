@@ -7,7 +7,7 @@ import tifffile
 from napari_unet_loop.core.image import intensity_limits, prepare_input
 from napari_unet_loop.core.model_files import new_model
 from napari_unet_loop.core.unet import UNetConfig
-from napari_unet_loop.io.training import SampleFileError, training_samples
+from napari_unet_loop.io.training import SampleFileError, training_reports, training_samples
 from napari_unet_loop.sample_data import sample_path
 
 TINY = UNetConfig(depth=2, base_width=4)
@@ -43,6 +43,27 @@ def test_a_2d_image_is_read_as_segment_reads_it(auto_model):
     assert sample.kind == "he" and sample.name == "nuclei_he_stain"
     np.testing.assert_array_equal(sample.image, want)
     np.testing.assert_array_equal(sample.labels, iio.imread(sample_path("nuclei_he_stain", labels=True)))
+
+
+def test_frames_in_doubt_are_read_as_the_model_reads_them(tmp_path, auto_model, phase_like):
+    """Two frames on either side of the fluorescence/brightfield line reach the network alike."""
+    import imageio.v3 as iio
+
+    pairs = []
+    for n, background in enumerate((0.30, 0.40)):
+        image, labels = phase_like(background, seed=n)
+        iio.imwrite(tmp_path / f"t{n}.png", image)
+        iio.imwrite(tmp_path / f"l{n}.png", labels)
+        pairs.append((tmp_path / f"t{n}.png", tmp_path / f"l{n}.png"))
+    reports = training_reports(pairs, auto_model)
+    assert [r.modality for r in reports] == ["fluorescence", "brightfield"] and all(r.in_doubt for r in reports)
+    assert training_reports(pairs, auto_model, "brightfield") == []  # a chosen kind: nothing detected
+    assert [s.kind for s in training_samples(pairs, auto_model)] == ["fluorescence", "brightfield"]
+    auto_model.card.kind_in_doubt = "brightfield"
+    samples = training_samples(pairs, auto_model)
+    assert [s.kind for s in samples] == ["brightfield", "brightfield"]
+    want = prepare_input(iio.imread(pairs[0][0]), 1, auto_model.card.normalization, modality="brightfield")
+    np.testing.assert_array_equal(samples[0].image, want)
 
 
 def test_a_z_stack_gives_its_annotated_planes_normalised_together(tmp_path, auto_model):

@@ -37,7 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         entry = {"name": img_path.stem, **s}
         kind = ""
         if args.by_kind:
-            kind = detect(to_stack(image, axes)[0][0], channel=args.channel).modality
+            kind = detect(to_stack(image, axes)[0][0], channel=args.channel).read_as(model.card.kind_in_doubt)
             by_kind.setdefault(kind, []).append((counts, seg))
             entry["kind"] = kind
         if args.errors:

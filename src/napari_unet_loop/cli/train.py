@@ -25,11 +25,12 @@ from ..core.finetune import (
     training_record,
 )
 from ..core.image import InputError
-from ..core.modality import MODALITIES
+from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train
 from ..core.unet import UNet, UNetConfig
 from ..io.images import pair_files
+from ..io.training import training_reports
 from ._common import CLIError, _fmt, _load_samples, _log, _read_list
 
 
@@ -76,6 +77,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if val_names is not None and not any(p[0].stem in val_names for p in pairs):
         raise CLIError(f"no image matches the names in --val-list {args.val_list}: nothing to validate on")
+    # grey images between fluorescence and brightfield (phase contrast, DIC) all reach the network alike,
+    # and the new model reads such images as they were read here (a resumed run: as it began)
+    reports = training_reports(pairs, model, getattr(args, "modality", None), args.channel, args.axes)
+    model.card.kind_in_doubt = settle_doubt(reports, model.card.kind_in_doubt)
+    note = doubt_note(reports, model.card.kind_in_doubt)
+    if note:
+        _log(note)
     if val_names is not None:
         train_pairs = [p for p in pairs if p[0].stem not in val_names]
         val_pairs = [p for p in pairs if p[0].stem in val_names]

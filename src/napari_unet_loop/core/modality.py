@@ -16,10 +16,19 @@ On the 599 DSB2018 images the background position is <= 0.19 for every fluoresce
 and >= 0.43 for every brightfield or stained one (the line is drawn at 0.35); every stained
 image has a colour of at least 0.02, every grey brightfield image 0. A coloured image with a
 dark background (fluorescence shown with a colour table) counts as fluorescence.
+
+Between those two groups (a background position above 0.19 and below 0.43) lies no DSB image:
+the rule there is a guess. Phase contrast and DIC images (a mid-grey field with bright and dark
+structures) and dense fluorescence often land in that band, and frames of one experiment can
+fall on either side of 0.35, so that the network would see some inverted and some not. A
+model fine-tuned on grey images in the band therefore reads every grey image in the band as
+its training images were read (:attr:`ModelCard.kind_in_doubt
+<napari_unet_loop.core.model_files.ModelCard>`, decided by :func:`settle_doubt`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +48,10 @@ LABELS = {
 }
 BRIGHT_BACKGROUND = 0.35  # median position in the grey range above which the background is bright
 COLOUR = 0.02  # relative colourfulness above which an image counts as colour
+# no DSB2018 image has its background between these: the highest fluorescence 0.1885, the lowest
+# brightfield or stained 0.433; grey images in between are read as a model's kind_in_doubt
+DOUBT_BAND = (0.19, 0.43)
+GREY_KINDS = ("fluorescence", "brightfield")  # what a grey image in doubt can be read as
 _SAMPLE_PIXELS = 1_000_000
 
 
@@ -59,6 +72,22 @@ class ModalityReport:
     modality: str
     background: float
     colour: float
+
+    @property
+    def in_doubt(self) -> bool:
+        """Whether this is a grey image whose background lies in :data:`DOUBT_BAND`."""
+        return self.colour <= COLOUR and DOUBT_BAND[0] < self.background < DOUBT_BAND[1]
+
+    def read_as(self, kind_in_doubt: str | None) -> str:
+        """The kind a model reads this image as: ``kind_in_doubt`` for an image in doubt, else the detected one.
+
+        Examples
+        --------
+        >>> r = ModalityReport("fluorescence", 0.3, 0.0)
+        >>> r.read_as(None), r.read_as("brightfield"), ModalityReport("fluorescence", 0.1, 0.0).read_as("brightfield")
+        ('fluorescence', 'brightfield', 'fluorescence')
+        """
+        return kind_in_doubt if kind_in_doubt and self.in_doubt else self.modality
 
     def describe(self) -> str:
         """One line for people: the kind and why."""
@@ -148,12 +177,85 @@ def detect(image: np.ndarray, rgb: bool | None = None, channel: int | None = Non
     return ModalityReport(kind, round(background, 4), round(colour, 4))
 
 
-def resolve(modality: str | None, image: np.ndarray, rgb: bool | None = None, channel: int | None = None) -> str:
-    """The modality to use for ``image``: ``"auto"`` detected, ``None``/``"none"`` as fluorescence (no change)."""
+def resolve(
+    modality: str | None,
+    image: np.ndarray,
+    rgb: bool | None = None,
+    channel: int | None = None,
+    kind_in_doubt: str | None = None,
+) -> str:
+    """The modality to use for ``image``: ``"auto"`` detected, ``None``/``"none"`` as fluorescence (no change).
+
+    ``kind_in_doubt``: how a detected grey image in :data:`DOUBT_BAND` is read (``None``: by
+    the 0.35 line).
+    """
     m = check_choice(modality) if modality not in (None, "none") else "fluorescence"
     if m == "auto":
-        return detect(image, rgb, channel).modality
+        return detect(image, rgb, channel).read_as(kind_in_doubt)
     return m
+
+
+def check_kind_in_doubt(value: object) -> str | None:
+    """A card's ``kind_in_doubt``, checked: ``None`` or one of :data:`GREY_KINDS`."""
+    if value is None:
+        return None
+    if value not in GREY_KINDS:
+        raise ValueError(f"kind_in_doubt must be one of {', '.join(GREY_KINDS)} (or null), got {value!r}")
+    return str(value)
+
+
+def settle_doubt(reports: Sequence[ModalityReport], kind_in_doubt: str | None = None) -> str | None:
+    """How a training set's grey images in doubt are read, all of them alike.
+
+    Parameters
+    ----------
+    reports : sequence of ModalityReport
+        What :func:`detect` found on each training image.
+    kind_in_doubt : str, optional
+        The starting model's setting: kept when it has one (its network learnt images in
+        doubt that way).
+
+    Returns
+    -------
+    str or None
+        ``kind_in_doubt`` if given; else, when some images are in doubt, the kind the 0.35 line
+        gives the median of their background positions; else ``None``.
+
+    Examples
+    --------
+    >>> frames = [ModalityReport("fluorescence", 0.33, 0.0), ModalityReport("brightfield", 0.37, 0.0),
+    ...           ModalityReport("brightfield", 0.39, 0.0)]
+    >>> settle_doubt(frames), settle_doubt(frames, "fluorescence"), settle_doubt(frames[:1] * 2)
+    ('brightfield', 'fluorescence', 'fluorescence')
+    >>> settle_doubt([ModalityReport("fluorescence", 0.05, 0.0)]) is None
+    True
+    """
+    if kind_in_doubt:
+        return kind_in_doubt
+    doubtful = [r.background for r in reports if r.in_doubt]
+    if not doubtful:
+        return None
+    return "brightfield" if float(np.median(doubtful)) > BRIGHT_BACKGROUND else "fluorescence"
+
+
+def doubt_note(reports: Sequence[ModalityReport], kind_in_doubt: str | None) -> str | None:
+    """One line for people on training images in doubt and how they are read (``None``: none in doubt).
+
+    Examples
+    --------
+    >>> frames = [ModalityReport("fluorescence", 0.33, 0.0), ModalityReport("brightfield", 0.4, 0.0)]
+    >>> print(doubt_note(frames, "brightfield"))  # doctest: +NORMALIZE_WHITESPACE
+    2 of 2 training images lie between fluorescence and brightfield (background 0.33-0.40):
+    all are read as brightfield, as the new model will read such images
+    """
+    doubtful = [r.background for r in reports if r.in_doubt]
+    if not doubtful or not kind_in_doubt:
+        return None
+    return (
+        f"{len(doubtful)} of {len(reports)} training images lie between fluorescence and brightfield "
+        f"(background {min(doubtful):.2f}-{max(doubtful):.2f}): all are read as {LABELS[kind_in_doubt]}, "
+        "as the new model will read such images"
+    )
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
@@ -221,7 +323,8 @@ def input_modality(
     Parameters
     ----------
     model : Model
-        Its card's ``modality`` is the default.
+        Its card's ``modality`` is the default; its ``kind_in_doubt`` reads a grey image in
+        :data:`DOUBT_BAND`.
     image : array-like
         The whole image (large ones are read on a subsample).
     modality : str, optional
@@ -245,6 +348,6 @@ def input_modality(
     if m == "none" or model.card.architecture.in_channels != 1:
         return None
     try:
-        return resolve(m, image, rgb, channel)
+        return resolve(m, image, rgb, channel, model.card.kind_in_doubt)
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -67,6 +67,13 @@ class ModelCard:
         kind (fluorescence, brightfield, H&E) and turns it into bright nuclei on a dark
         background (see :mod:`.modality`); a kind forces that conversion; ``"none"`` (models
         made before modalities existed) feeds the grey image as it is.
+    kind_in_doubt : str or None
+        With ``modality`` ``"auto"``: how a grey image whose background lies where the
+        detection has no evidence (:data:`.modality.DOUBT_BAND`: phase contrast, DIC, dense
+        fluorescence) is read, ``"fluorescence"`` or ``"brightfield"``: the way the images
+        of a fine-tune in that band were read (:func:`.modality.settle_doubt`), so that every
+        frame of such an experiment reaches the network alike. ``None``: by the detection's
+        line.
     postprocess : PostprocessConfig
         Default instance thresholds (sizes in pixels at the network's scale).
     postprocess_by_kind : dict
@@ -107,6 +114,7 @@ class ModelCard:
     architecture: UNetConfig
     normalization: Normalization = field(default_factory=Normalization)
     modality: str = "none"
+    kind_in_doubt: str | None = None
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     postprocess_by_kind: dict[str, PostprocessConfig] = field(default_factory=dict)
     weights_by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,6 +172,7 @@ class ModelCard:
             "architecture": self.architecture.to_dict(),
             "normalization": self.normalization.to_dict(),
             "modality": self.modality,
+            "kind_in_doubt": self.kind_in_doubt,
             "postprocess": self.postprocess.to_dict(),
             "postprocess_by_kind": {k: v.to_dict() for k, v in self.postprocess_by_kind.items()},
             "weights_by_kind": dict(self.weights_by_kind),
@@ -198,6 +207,7 @@ class ModelCard:
             architecture=UNetConfig.from_dict(data["architecture"]),
             normalization=Normalization.from_dict(data.get("normalization", {})),
             modality=_card_modality(data.get("modality", "none")),
+            kind_in_doubt=_card_kind_in_doubt(data.get("kind_in_doubt")),
             postprocess=postprocess,
             postprocess_by_kind=_card_thresholds_by_kind(data.get("postprocess_by_kind") or {}, postprocess),
             weights_by_kind=_card_by_kind(data.get("weights_by_kind") or {}, "weights_by_kind"),
@@ -263,6 +273,13 @@ def same_size(a: float | None, b: float | None) -> bool:
 def _kind_prefix(kind: str) -> str:
     """The prefix of a kind's own tensors in a model file."""
     return f"by_kind.{kind}."
+
+
+def _card_kind_in_doubt(value: Any) -> str | None:
+    """A card's ``kind_in_doubt``, checked."""
+    from .modality import check_kind_in_doubt
+
+    return check_kind_in_doubt(value)
 
 
 def _card_modality(value: Any) -> str:

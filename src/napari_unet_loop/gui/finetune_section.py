@@ -340,6 +340,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {device}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{_size_note(scaled, model)}. You can keep annotating."
+            + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
         )
         worker.start()
         return worker
@@ -407,6 +408,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
             normalization=parent.card.normalization,
             modality=finetuned_modality(parent.card.modality, run.modality),
+            kind_in_doubt=run.described.get("kind_in_doubt", parent.card.kind_in_doubt),
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,

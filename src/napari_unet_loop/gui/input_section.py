@@ -200,7 +200,13 @@ class InputChoices:
             who = "this model takes" if choice is None else "using"
             return f"{found}; {who} the image as it is (no conversion).", None
         if setting == "auto":
-            return f"{found}.", None if report is None else report.modality
+            if report is None:
+                return f"{found}.", None
+            read = report.read_as(card.kind_in_doubt if card is not None else None)
+            if read != report.modality:  # between fluorescence and brightfield: as its fine-tune's images were
+                label = MODALITY_LABELS.get(read, read)
+                return f"{found}; in between, this model reads it as {label}, as it was fine-tuned.", read
+            return f"{found}.", report.modality
         used = MODALITY_LABELS.get(setting, setting)
         if report is not None and report.modality == setting:
             return f"{found}.", setting

@@ -7,6 +7,7 @@ layout, channel and imaging choices from the section's ``session`` (:class:`.ses
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from ..core.axes import z_stack_of
 from ..core.edits import changed_objects, correction_weight, edited_region
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
-from ..core.modality import input_modality
+from ..core.modality import ModalityReport, detect, doubt_note, input_modality, settle_doubt
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
 from ..io.images import ReadError, pair_files
-from ..io.training import training_samples
+from ..io.training import training_reports, training_samples
 from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, sample_plane, stack_shape, z_position
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
@@ -136,7 +137,6 @@ class TrainingData:
         InputError
             For missing layers, shape mismatches, empty labels or too little annotation.
         """
-        card = model.card
         modality = self.training_modality(model)
         samples: list[Sample] = []
         described: list[str] = []
@@ -146,6 +146,13 @@ class TrainingData:
                 "no training data: segment an image (its labels layer appears here) or add a labels layer "
                 "of the image's shape, correct it, and tick it"
             )
+        # grey images between fluorescence and brightfield (phase contrast, DIC) all reach the network alike,
+        # as the new model will read them (train --from does the same)
+        reports = self._detect_planes(model, modality, pairs)
+        doubt = settle_doubt(reports, model.card.kind_in_doubt)
+        if doubt != model.card.kind_in_doubt:
+            model = Model(model.net, replace(model.card, kind_in_doubt=doubt), model.path, model.nets_by_kind)
+        card = model.card
         for pair in pairs:
             if pair[0] == "folder":  # read as the command line's train reads them
                 _, images_dir, labels_dir = pair
@@ -204,7 +211,40 @@ class TrainingData:
         if not samples:
             raise InputError("nothing to train on: no plane is reviewed (edit some objects, or choose another region)")
         annotated = check_samples(samples)  # the same checks as the command line's train
-        return samples, {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
+        info = {"sources": described, "n_samples": len(samples), "annotated_pixels": annotated}
+        if doubt:
+            info["kind_in_doubt"] = doubt
+            note = doubt_note(reports, doubt)
+            if note:
+                info["doubt_note"] = note
+        return samples, info
+
+    def _detect_planes(self, model: Model, modality: str, pairs: list[tuple]) -> list[ModalityReport]:
+        """What the imaging detection finds on the annotated planes of the ticked pairs and folders.
+
+        Empty unless images are detected (``"auto"``, one-channel models). A pair that cannot be
+        read is skipped here: reading it into samples says why.
+        """
+        if modality != "auto" or model.card.architecture.in_channels != 1:
+            return []
+        reports: list[ModalityReport] = []
+        for pair in pairs:
+            try:
+                if pair[0] == "folder":
+                    reports.extend(training_reports(pair_files(pair[1], pair[2]), model, modality))
+                    continue
+                image, labels = (self.viewer.layers[n] if n in self.viewer.layers else None for n in pair)
+                if not isinstance(image, Image) or not isinstance(labels, Labels):
+                    continue
+                lay = self.session.image_layout(image)
+                channel = self.session.image_channel(image)
+                for index in self._planes(labels, lay):
+                    if np.asarray(labels.data[index]).any():
+                        plane = read_plane(image, lay, index)
+                        reports.append(detect(plane, rgb=image.rgb or None, channel=channel))
+            except (InputError, ReadError, ValueError, IndexError):
+                continue
+        return reports
 
     def training_modality(self, model: Model) -> str:
         """How training images reach the network: as segmentation feeds them.

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.axes import Planes
 from ..core.image import InputError, prepare_input
-from ..core.modality import detect, input_modality
+from ..core.modality import ModalityReport, detect, input_modality
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
@@ -80,23 +80,74 @@ def training_samples(
     return samples
 
 
+def training_reports(
+    pairs: Sequence[tuple[Path, Path]],
+    model: Model,
+    modality: str | None = None,
+    channel: int | None = None,
+    axes: str | None = None,
+) -> list[ModalityReport]:
+    """What the imaging detection finds on each annotated plane of image/label file pairs.
+
+    For :func:`napari_unet_loop.core.modality.settle_doubt`: a training set's grey images in
+    doubt are all read alike. Only where the images are detected (``modality`` or the card's
+    ``"auto"``, one-channel models); files that cannot be read are left to
+    :func:`training_samples`, which says why.
+
+    Returns
+    -------
+    list of ModalityReport
+        One per plane whose labels hold an object (empty when nothing is detected).
+    """
+    from .images import ReadError
+
+    if (modality or model.card.modality) != "auto" or model.card.architecture.in_channels != 1:
+        return []
+    reports = []
+    for img_path, lab_path in pairs:
+        try:
+            data, file_axes = read_with_axes(img_path, axes, 1, channel)
+            labels = np.asarray(read_image(lab_path))
+            for plane, _, _ in _annotated_planes(Planes.of(data, file_axes), labels):
+                reports.append(detect(plane, channel=channel))
+        except (InputError, ReadError, ValueError):
+            continue
+    return reports
+
+
+def _annotated_planes(source: Planes, labels: np.ndarray):
+    """``(plane, its labels, index)`` for each plane of ``source`` whose labels hold an object.
+
+    Raises
+    ------
+    InputError
+        For labels whose shape does not match the image's planes, or none annotated.
+    """
+    if source.stack.shape[0] == 1:  # one 2D image
+        yield source.read(()), labels, ()
+        return
+    planes_shape = (*source.shape, *source.stack.shape[1:3])
+    if labels.shape != planes_shape:
+        raise InputError(
+            f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} (axes {source.axes}YX)"
+        )
+    annotated = [index for index in source.indices if labels[index].any()]  # empty planes are not annotated
+    if not annotated:
+        raise InputError(f"no plane of the {len(source.indices)} holds a labelled object")
+    for index in annotated:
+        yield source.read(index), labels[index], index
+
+
 def _file_samples(
     model: Model, data: np.ndarray, axes: str, labels: np.ndarray, stem: str, setting: str, channel: int | None
 ) -> list[Sample]:
     source = Planes.of(data, axes)
     if source.stack.shape[0] == 1:  # one 2D image
         return [_plane_sample(model, source.read(()), labels, stem, setting, channel)]
-    planes_shape = (*source.shape, *source.stack.shape[1:3])
-    if labels.shape != planes_shape:
-        raise InputError(
-            f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} (axes {source.axes}YX)"
-        )
     stack_of = source.stack_of()
     stacks: dict[tuple, SegmentSettings] = {}
     samples = []
-    for index in source.indices:
-        if not labels[index].any():  # a plane without objects is not taken as annotated
-            continue
+    for plane, plane_labels, index in _annotated_planes(source, labels):
         fed = SegmentSettings(channel=channel, modality=setting)
         if stack_of is not None:  # the planes of a Z stack train as they are segmented: together
             stack_ix = tuple(stack_of(index))
@@ -104,9 +155,7 @@ def _file_samples(
                 stacks[stack_ix] = stack_settings(model, source.read, stack_ix, fed)
             fed = stacks[stack_ix]
         name = f"{stem}{list(index)}"
-        samples.append(_plane_sample(model, source.read(index), labels[index], name, fed.modality, channel, fed.limits))
-    if not samples:
-        raise InputError(f"no plane of the {len(source.indices)} holds a labelled object")
+        samples.append(_plane_sample(model, plane, plane_labels, name, fed.modality, channel, fed.limits))
     return samples
 
 
@@ -121,7 +170,7 @@ def _plane_sample(
 ) -> Sample:
     """One plane as a sample: converted by its kind (detected once: for balancing, and ``"auto"``)."""
     card = model.card
-    kind = detect(plane, channel=channel).modality
+    kind = detect(plane, channel=channel).read_as(card.kind_in_doubt)
     use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
     x = prepare_input(
         plane, card.architecture.in_channels, card.normalization, channel=channel, limits=limits, modality=use
