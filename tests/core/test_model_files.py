@@ -266,6 +266,17 @@ def test_with_kind_weights_makes_a_new_model_and_leaves_the_base_as_it_was():
     assert base.name == "base" and base.card.parent is None
 
 
+def test_weights_for_a_kind_bring_how_they_read_images_in_doubt():
+    base = _model(name="base", modality="auto")
+    phase = _model(name="phase", seed=1, modality="auto")
+    phase.card.kind_in_doubt = "brightfield"  # fine-tuned on phase-contrast frames, read as brightfield
+    assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "brightfield"
+    assert model_files.with_kind_weights(base, "fluorescence", phase, "j").card.kind_in_doubt is None
+    assert base.card.kind_in_doubt is None
+    base.card.kind_in_doubt = "fluorescence"  # the base's own reading stays
+    assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "fluorescence"
+
+
 def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
     m = _model(modality="auto")
     with pytest.raises(ModelError, match="network differs"):

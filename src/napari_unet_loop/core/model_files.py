@@ -675,6 +675,9 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     model.nets_by_kind[kind] = own.net
     model.card.weights_by_kind[kind] = record
     model.card.postprocess_by_kind[kind] = own.card.postprocess
+    if mine.kind_in_doubt is None and theirs.kind_in_doubt == kind:
+        # the specialist learnt grey images in doubt as this kind: they go to its weights, read that way
+        mine.kind_in_doubt = kind
     return model
 
 
