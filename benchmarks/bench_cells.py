@@ -55,12 +55,13 @@ import torch
 
 from _common import DATA_CANDIDATES, SPLITS, cpu_name, finetune, imread, isbi_instances, read_list, score, write_json
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
-from napari_unet_loop.core.modality import detect
+from napari_unet_loop.core.modality import detect, input_modality
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
 ALL_SETS = (*SETS, "phc-x6", "isbi", "dsb-colour")
+GREY_FLIP = {"fluorescence": "brightfield", "brightfield": "fluorescence"}
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
 
@@ -201,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         "not all of a fine-tune's one way (the plugin before kind_in_doubt)",
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
+    p.add_argument(
+        "--crossed",
+        action="store_true",
+        help="also score each child with the held-out frames read as the other grey kind (fluorescence <-> "
+        "brightfield): what a frame that falls on the other side of the detection's line costs",
+    )
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -303,13 +310,19 @@ def run_set(
         s["untuned"] = score(untuned, heldout, device)
         if rescale and not args.no_auto:
             s["auto"] = score(child, heldout, device, diameter="auto")
+        if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
+            kinds = [input_modality(child, img) for _, img, _ in heldout]
+            read = max(set(kinds), key=kinds.count)
+            if read in GREY_FLIP:
+                s["crossed"] = {"read_as": GREY_FLIP[read], **score(child, heldout, device, modality=GREY_FLIP[read])}
         budget = f"{args.steps} steps" if args.steps else f"{minutes:g} min"
         label = f"{budget} k={k} {'rescaled' if rescale else 'as is (before)'}"
         size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"
         print(
             f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
             f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
-            + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else ""),
+            + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else "")
+            + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else ""),
             flush=True,
         )
         rows.append({"run": label, "seed": seed, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})

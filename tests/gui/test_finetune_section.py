@@ -628,5 +628,7 @@ def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path
     assert worker is not None and not messages["error"]
     assert model_files.load("phase").card.kind_in_doubt == "brightfield"
     w.select_model("phase")
+    info = w.model_info.text()
+    assert "grey images in between read as brightfield" in info and ", fine-tuned in napari. AP@0.5" in info
     w.image_combo.setCurrentIndex(w.image_combo.findText("frame0"))  # 0.33: fluorescence by the line alone
     assert "this model reads it as brightfield" in w.update_detected()

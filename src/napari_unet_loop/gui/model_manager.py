@@ -211,12 +211,17 @@ class ModelManager:
         )
         arch = card.architecture
         own = ", ".join(MODALITY_LABELS.get(k, k) for k in card.weights_by_kind)
+        about = (card.description or card.name).rstrip()
+        if score and not about.endswith((".", "!", "?")):
+            about += "."  # a sentence of its own before the score
+        doubt = card.kind_in_doubt
         self.model_info.setText(
-            f"{card.description or card.name}{score}"
+            f"{about}{score}"
             f"<br><small>U-Net depth {arch.depth}, width {arch.base_width}, {arch.in_channels} input "
             f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}"
             f"{f'; objects {model.image_diameter:.0f} px' if model.image_diameter else ''}"
-            f"{f'; own weights for {own} images' if own else ''}</small>"
+            f"{f'; own weights for {own} images' if own else ''}"
+            f"{f'; grey images in between read as {MODALITY_LABELS.get(doubt, doubt)}' if doubt else ''}</small>"
         )
         self.model_info.setToolTip(str(model.path))
         self._schedule_detect()
