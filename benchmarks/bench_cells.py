@@ -19,6 +19,9 @@ Sets made from the shared data:
   for phase-contrast cells of 54-84 px. Such frames lie between fluorescence and brightfield for
   the imaging detection; ``--no-settle`` reads each by the detection's line, as the plugin did
   before ``kind_in_doubt``.
+* **dic-x6** (not run by default): the same nuclei rendered as DIC (:func:`dic_contrast`: the
+  slope of the path length along a diagonal shear); sparse fields of such relief lie on either side
+  of the detection's line.
 * **isbi** and **dsb-colour** (not run by default): new kinds of image: the ISBI slices as they are
   (cells of about 28 px), and the DSB2018 colour (H&E-like) images, the shipped model's weakest kind
   (pool: validation-split colour images first, then training-split ones; held out: the test-split
@@ -60,7 +63,7 @@ from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
-ALL_SETS = (*SETS, "phc-x6", "isbi", "dsb-colour")
+ALL_SETS = (*SETS, "phc-x6", "dic-x6", "isbi", "dsb-colour")
 GREY_FLIP = {"fluorescence": "brightfield", "brightfield": "fluorescence"}
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
@@ -70,18 +73,11 @@ def upscale(a: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(np.repeat(a, n, axis=0), n, axis=1)
 
 
-def phase_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
-    """Instance labels rendered as a positive phase-contrast image (``uint8``).
-
-    Each object is a dome of optical path length (square root of the distance to its edge, a
-    random height of 0.7-1.3); the image is a mid-grey field minus that path length less its blur
-    over a third of the median object diameter (Yin et al. 2012, ``g = C - (delta - airy) * f``,
-    with a Gaussian for the airy pattern): bodies darker than the field, bright halos around them,
-    plus camera noise.
-    """
+def path_length(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Optical path length of instance labels: each object a dome (square root of the distance to its
+    edge), of a random height of 0.7-1.3."""
     from scipy import ndimage as ndi
 
-    rng = np.random.default_rng(seed)
     path = np.zeros(labels.shape, np.float32)
     for i, box in enumerate(ndi.find_objects(labels), 1):
         if box is None:
@@ -89,15 +85,46 @@ def phase_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
         inside = labels[box] == i
         d = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
         path[box][inside] = (np.sqrt(d / max(d.max(), 1.0)) * rng.uniform(0.7, 1.3))[inside]
+    return path
+
+
+def phase_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Instance labels rendered as a positive phase-contrast image (``uint8``).
+
+    A mid-grey field minus the optical path length (:func:`path_length`) less its blur over a
+    third of the median object diameter (Yin et al. 2012, ``g = C - (delta - airy) * f``, with a
+    Gaussian for the airy pattern): bodies darker than the field, bright halos around them, plus
+    camera noise.
+    """
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    path = path_length(labels, rng)
     sigma = (median_diameter([labels]) or 20.0) / 3
     image = 110.0 - 80.0 * (path - ndi.gaussian_filter(path, sigma)) + rng.normal(0.0, 3.0, labels.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def dic_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Instance labels rendered as a DIC image (``uint8``): a mid-grey field plus the slope of the
+    (slightly blurred) optical path length along the diagonal shear, the relief of differential
+    interference contrast (one side of each object bright, the other dark), plus camera noise."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    p = ndi.gaussian_filter(path_length(labels, rng), 1.5)
+    slope = np.roll(p, -2, 1) - np.roll(p, 2, 1) + np.roll(p, -2, 0) - np.roll(p, 2, 0)
+    image = 120.0 + 150.0 * slope + rng.normal(0.0, 3.0, labels.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+RENDERED = {"phc-x6": phase_contrast, "dic-x6": dic_contrast}  # sets rendered from the dsb-x6 labels
+
+
 def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:
     """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale."""
     rng = np.random.default_rng(seed)
-    if name in ("dsb-x6", "phc-x6"):
+    if name in ("dsb-x6", "phc-x6", "dic-x6"):
         folder = root / "dsb2018"
         test, val = read_list(SPLITS / "dsb2018-test.txt"), read_list(SPLITS / "dsb2018-val.txt")
 
@@ -118,12 +145,12 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
 
         def item(n: str):
             labels = upscale(imread(folder / "labels" / f"{n}.png"), 6)
-            if name == "phc-x6":
-                return n, phase_contrast(labels, seed=int(n[:8], 16)), labels
+            if name in RENDERED:
+                return n, RENDERED[name](labels, seed=int(n[:8], 16)), labels
             return n, upscale(imread(folder / "images" / f"{n}.png"), 6), labels
 
         desc = (
-            f"{'phase contrast rendered from ' if name == 'phc-x6' else ''}DSB2018 fluorescence, "
+            f"{name[:3].upper() + ' rendered from ' if name in RENDERED else ''}DSB2018 fluorescence, "
             f"nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
             f"{len(candidates)} validation-split images, held out {len(held_names)} test-split images"
         )
