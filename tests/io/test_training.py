@@ -43,6 +43,13 @@ def test_a_2d_image_is_read_as_segment_reads_it(auto_model):
     assert sample.kind == "he" and sample.name == "nuclei_he_stain"
     np.testing.assert_array_equal(sample.image, want)
     np.testing.assert_array_equal(sample.labels, iio.imread(sample_path("nuclei_he_stain", labels=True)))
+    # an Imaging choice: the kind the image reaches the network as (balancing, the weights a fine-tune starts from)
+    pair = [(path, sample_path("nuclei_he_stain", labels=True))]
+    (chosen,) = training_samples(pair, auto_model, "brightfield")
+    assert chosen.kind == "brightfield"
+    np.testing.assert_array_equal(
+        chosen.image, prepare_input(image, 1, auto_model.card.normalization, modality="brightfield")
+    )
 
 
 def test_frames_in_doubt_are_read_as_the_model_reads_them(tmp_path, auto_model, phase_like):

@@ -58,7 +58,8 @@ def training_samples(
     -------
     list of Sample
         One per 2D image, and one per annotated plane of a stack (named ``stem[z]``); each
-        with the kind of imaging it was detected as (for balancing and per-kind scores).
+        with the kind of imaging it reaches the network as (for balancing, the weights a
+        fine-tune starts from, and per-kind scores).
 
     Raises
     ------
@@ -168,11 +169,15 @@ def _plane_sample(
     channel: int | None,
     limits: tuple[tuple[float, float], ...] | None = None,
 ) -> Sample:
-    """One plane as a sample: converted by its kind (detected once: for balancing, and ``"auto"``)."""
+    """One plane as a sample, converted by its kind.
+
+    Its ``kind``: the one it reaches the network as (an Imaging choice included, as the dock's
+    samples), else the detected one (models that take grey as it is).
+    """
     card = model.card
     kind = detect(plane, channel=channel).read_as(card.kind_in_doubt)
     use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
     x = prepare_input(
         plane, card.architecture.in_channels, card.normalization, channel=channel, limits=limits, modality=use
     )
-    return Sample(x, labels, name=name, kind=kind)
+    return Sample(x, labels, name=name, kind=use or kind)
