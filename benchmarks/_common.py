@@ -6,7 +6,6 @@ import copy
 import json
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +140,7 @@ def finetune(
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
         doubt = settle_doubt([detect(img) for _, img, *_ in items], start.card.kind_in_doubt)
-        start = Model(start.net, replace(start.card, kind_in_doubt=doubt), start.path, start.nets_by_kind)
+        start = start.reading_in_doubt_as(doubt)
     samples = []
     for name, img, lab, *weight in items:
         kind = input_modality(start, img)

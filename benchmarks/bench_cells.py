@@ -58,13 +58,12 @@ import torch
 
 from _common import DATA_CANDIDATES, SPLITS, cpu_name, finetune, imread, isbi_instances, read_list, score, write_json
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
-from napari_unet_loop.core.modality import detect, input_modality
+from napari_unet_loop.core.modality import GREY_KINDS, detect, input_modality
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
 
 SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
 ALL_SETS = (*SETS, "phc-x6", "dic-x6", "isbi", "dsb-colour")
-GREY_FLIP = {"fluorescence": "brightfield", "brightfield": "fluorescence"}
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
 
@@ -340,8 +339,9 @@ def run_set(
         if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
             kinds = [input_modality(child, img) for _, img, _ in heldout]
             read = max(set(kinds), key=kinds.count)
-            if read in GREY_FLIP:
-                s["crossed"] = {"read_as": GREY_FLIP[read], **score(child, heldout, device, modality=GREY_FLIP[read])}
+            if read in GREY_KINDS:
+                other = next(k for k in GREY_KINDS if k != read)
+                s["crossed"] = {"read_as": other, **score(child, heldout, device, modality=other)}
         budget = f"{args.steps} steps" if args.steps else f"{minutes:g} min"
         label = f"{budget} k={k} {'rescaled' if rescale else 'as is (before)'}"
         size = f"d {run['diameter']:.0f} px x{run['factor']:.2f}" if rescale else "no rescaling"

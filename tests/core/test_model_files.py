@@ -273,6 +273,9 @@ def test_weights_for_a_kind_bring_how_they_read_images_in_doubt():
     assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "brightfield"
     assert model_files.with_kind_weights(base, "fluorescence", phase, "j").card.kind_in_doubt is None
     assert base.card.kind_in_doubt is None
+    reading = base.reading_in_doubt_as("brightfield")  # a copy that shares the networks
+    assert reading.card.kind_in_doubt == "brightfield" and reading.net is base.net and base.card.kind_in_doubt is None
+    assert base.reading_in_doubt_as(None) is base
     base.card.kind_in_doubt = "fluorescence"  # the base's own reading stays
     assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "fluorescence"
 

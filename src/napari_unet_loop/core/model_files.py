@@ -329,6 +329,12 @@ class Model:
         """
         return self.nets_by_kind.get(kind or "", self.net)
 
+    def reading_in_doubt_as(self, kind: str | None) -> Model:
+        """The model reading grey images in doubt as ``kind`` (its card's ``kind_in_doubt``), networks shared."""
+        if kind == self.card.kind_in_doubt:
+            return self
+        return Model(self.net, replace(self.card, kind_in_doubt=kind), self.path, self.nets_by_kind)
+
     def for_kind(self, kind: str | None) -> Model:
         """The model as one network for images of one kind: where a fine-tune on such images starts.
 

@@ -7,7 +7,6 @@ layout, channel and imaging choices from the section's ``session`` (:class:`.ses
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +27,17 @@ from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
 from ..io.images import ReadError, pair_files
 from ..io.training import training_reports, training_samples
-from .layers import META_KEY, Layout, is_helper, plane_shape, read_plane, sample_plane, stack_shape, z_position
+from .layers import (
+    META_KEY,
+    Layout,
+    is_helper,
+    plane_sample,
+    plane_shape,
+    read_plane,
+    sample_plane,
+    stack_shape,
+    z_position,
+)
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
 # kind one of "whole", "edited", "shapes"
@@ -150,8 +159,7 @@ class TrainingData:
         # as the new model will read them (train --from does the same)
         reports = self._detect_planes(model, modality, pairs)
         doubt = settle_doubt(reports, model.card.kind_in_doubt)
-        if doubt != model.card.kind_in_doubt:
-            model = Model(model.net, replace(model.card, kind_in_doubt=doubt), model.path, model.nets_by_kind)
+        model = model.reading_in_doubt_as(doubt)
         card = model.card
         for pair in pairs:
             if pair[0] == "folder":  # read as the command line's train reads them
@@ -239,8 +247,9 @@ class TrainingData:
                 lay = self.session.image_layout(image)
                 channel = self.session.image_channel(image)
                 for index in self._planes(labels, lay):
-                    if np.asarray(labels.data[index]).any():
-                        plane = read_plane(image, lay, index)
+                    if np.asarray(labels.data[index]).any():  # detect()'s own subsample, not the whole plane
+                        plane = plane_sample(image, lay, index)
+                        plane = read_plane(image, lay, index) if plane is None else plane
                         reports.append(detect(plane, rgb=image.rgb or None, channel=channel))
             except (InputError, ReadError, ValueError, IndexError):
                 continue
