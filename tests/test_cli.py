@@ -354,14 +354,14 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
 
 
 def test_models_lists_shipped_and_user_models_and_their_own_weights(tmp_path, tiny_model_path, capsys, monkeypatch):
-    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core import kind_weights, model_files
 
     folder = tmp_path / "user-models"
     folder.mkdir()
     monkeypatch.setenv("NAPARI_UNET_LOOP_MODELS", str(folder))
     combo = model_files.load(tiny_model_path)
     combo.card.modality = "auto"
-    model_files.add_kind_weights(combo, "he", combo.for_kind(None))
+    kind_weights.add_kind_weights(combo, "he", combo.for_kind(None))
     model_files.save(combo, folder / "combo.safetensors")
     (folder / "broken.safetensors").write_bytes(b"not a model")
     assert main(["models"]) == 0

@@ -77,3 +77,32 @@ def tiny_net():
 def model():
     """A tiny untrained model (depth 2, width 4) with loose thresholds, for segmentation paths."""
     return new_model(TINY, name="tiny", seed=0, postprocess=PostprocessConfig(0.3, 0.4, 3))
+
+
+@pytest.fixture
+def make_model():
+    """Factory of tiny models with a card: ``make_model(name="tiny", seed=0, **card)``.
+
+    Their batch-norm buffers are not the trivial ones, so that saving and loading check them too.
+    """
+
+    def make(name: str = "tiny", seed: int = 0, **card):
+        m = new_model(TINY, name=name, seed=seed, **card)
+        for mod in m.net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-1, 1)
+                mod.running_var.uniform_(0.5, 2)
+        return m
+
+    return make
+
+
+@pytest.fixture
+def same_weights():
+    """``same_weights(net_a, net_b)``: whether two networks hold the same tensors under the same names."""
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    return same

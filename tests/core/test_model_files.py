@@ -41,23 +41,8 @@ def user_models(tmp_path, monkeypatch):
     return folder
 
 
-def _model(name="tiny", seed=0, **card):
-    m = new_model(TINY, name=name, seed=seed, **card)
-    # non-trivial batch-norm buffers, so that they are checked too
-    for mod in m.net.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-1, 1)
-            mod.running_var.uniform_(0.5, 2)
-    return m
-
-
-def _same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def test_save_load_round_trip(tmp_path):
-    m = _model(
+def test_save_load_round_trip(tmp_path, make_model, same_weights):
+    m = make_model(
         description="test model",
         parent="dsb2018-nuclei",
         normalization=Normalization(2.0, 99.0),
@@ -71,7 +56,7 @@ def test_save_load_round_trip(tmp_path):
     card_json = json.loads(path.with_suffix(".json").read_text())
     assert card_json["name"] == "tiny" and card_json["parent"] == "dsb2018-nuclei"
     loaded = load(path)
-    assert _same_weights(loaded.net, m.net)
+    assert same_weights(loaded.net, m.net)
     assert not loaded.net.training
     c, o = loaded.card, m.card
     assert c.name == "tiny" and loaded.name == "tiny"
@@ -87,8 +72,8 @@ def test_save_load_round_trip(tmp_path):
     assert meta["software"]["torch"] == torch.__version__
 
 
-def test_loaded_model_predicts_like_the_saved_one(tmp_path):
-    m = _model()
+def test_loaded_model_predicts_like_the_saved_one(tmp_path, make_model):
+    m = make_model()
     m.net.eval()
     path = save(m, tmp_path / "m.safetensors")
     x = torch.randn(1, 1, 16, 16)
@@ -96,13 +81,13 @@ def test_loaded_model_predicts_like_the_saved_one(tmp_path):
         torch.testing.assert_close(load(path).net(x), m.net(x))
 
 
-def test_save_refuses_to_overwrite_when_asked(tmp_path):
-    path = save(_model(seed=0), tmp_path / "m.safetensors")
+def test_save_refuses_to_overwrite_when_asked(tmp_path, make_model):
+    path = save(make_model(seed=0), tmp_path / "m.safetensors")
     before = path.read_bytes()
     with pytest.raises(FileExistsError):
-        save(_model(seed=1), path, overwrite=False)
+        save(make_model(seed=1), path, overwrite=False)
     assert path.read_bytes() == before
-    save(_model(seed=1), path, overwrite=True)
+    save(make_model(seed=1), path, overwrite=True)
     assert path.read_bytes() != before
 
 
@@ -113,15 +98,15 @@ def test_corrupt_file_is_a_model_error(tmp_path):
         load(bad)
 
 
-def test_truncated_file_is_a_model_error(tmp_path):
-    path = save(_model(), tmp_path / "m.safetensors")
+def test_truncated_file_is_a_model_error(tmp_path, make_model):
+    path = save(make_model(), tmp_path / "m.safetensors")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError):
         load(path)
 
 
-def test_plain_safetensors_file_is_not_a_model(tmp_path):
+def test_plain_safetensors_file_is_not_a_model(tmp_path, make_model):
     path = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(3)}, str(path))
     with pytest.raises(ModelError, match="not a napari-unet-loop model"):
@@ -139,8 +124,8 @@ def test_missing_file_is_a_model_error(tmp_path):
         load(tmp_path)
 
 
-def test_weights_not_matching_the_card(tmp_path):
-    m = _model()
+def test_weights_not_matching_the_card(tmp_path, make_model):
+    m = make_model()
     m.card.architecture = UNetConfig(depth=2, base_width=8)  # card says wider than the weights
     path = save(m, tmp_path / "m.safetensors")
     with pytest.raises(ModelError, match="do not match"):
@@ -148,13 +133,13 @@ def test_weights_not_matching_the_card(tmp_path):
 
 
 def _write_with_card(path: Path, card: dict):
-    state = {k: v.contiguous() for k, v in _model().net.state_dict().items()}
+    state = {k: v.contiguous() for k, v in new_model(TINY).net.state_dict().items()}
     save_file(state, str(path), metadata={CARD_KEY: json.dumps(card)})
     return path
 
 
-def test_invalid_cards_are_model_errors(tmp_path):
-    good = _model().card.to_dict()
+def test_invalid_cards_are_model_errors(tmp_path, make_model):
+    good = make_model().card.to_dict()
     unknown_key = {**good, "architecture": {**good["architecture"], "heads": 2}}
     with pytest.raises(ModelError, match="invalid"):
         load(_write_with_card(tmp_path / "a.safetensors", unknown_key))
@@ -206,113 +191,12 @@ def test_thresholds_per_imaging_kind():
     assert ModelCard.from_dict(older).postprocess_by_kind == {}
 
 
-def _predicts_like(net, other):
-    x = torch.randn(1, 1, 16, 16)
-    with torch.no_grad():
-        return torch.equal(net.eval()(x), other.eval()(x))
-
-
-def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_path):
-    m = _model(seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
-    he_pp = PostprocessConfig(0.7, 0.4, 20, 2.0)
-    he = _model(name="he-only", seed=1, modality="he", postprocess=he_pp)
-    he.card.training = {"steps": 5, "history": [1, 2], "data": {"train_names": ["a"], "images": "x"}}
-    model_files.add_kind_weights(m, "he", he)
-    assert m.net_for("he") is he.net and m.net_for("fluorescence") is m.net and m.net_for(None) is m.net
-    assert m.card.thresholds("he") == PostprocessConfig(0.7, 0.4, 20, 2.0)  # own weights, own thresholds
-    record = m.card.weights_by_kind["he"]
-    assert record["name"] == "he-only" and "history" not in record["training"]  # the summary, not the bulk
-    assert record["training"]["data"] == {"images": "x"}
-    path = save(m, tmp_path / "both")
-    loaded = load(path)
-    assert set(loaded.nets_by_kind) == {"he"} and loaded.card.weights_by_kind == m.card.weights_by_kind
-    assert loaded.card.format_version == FORMAT_VERSION == 2  # older plugins say "newer", not "damaged"
-    assert model_files.read_card(path) == loaded.card  # from the header alone
-    assert _same_weights(loaded.net_for("he"), he.net) and _same_weights(loaded.net, m.net)
-    assert not _predicts_like(loaded.net_for("he"), loaded.net)  # two networks, not one twice
-    assert not loaded.net_for("he").training
-    # a fine-tune on H&E images starts from the H&E weights and thresholds, and keeps nothing per kind
-    start = loaded.for_kind("he")
-    assert start.net is loaded.net_for("he") and start.nets_by_kind == {}
-    assert start.card.postprocess == PostprocessConfig(0.7, 0.4, 20, 2.0)
-    assert start.card.postprocess_by_kind == {} and start.card.weights_by_kind == {}
-    assert loaded.card.weights_by_kind and loaded.card.postprocess_by_kind  # the model itself is unchanged
-    general = loaded.for_kind("brightfield")
-    assert general.net is loaded.net and general.card.postprocess == PostprocessConfig(0.5, 0.5, 8, 1.0)
-    assert start.path is None  # no file holds this network with this card
-    save(start, tmp_path / "child")  # one network: saves as a model of its own
-    assert load(tmp_path / "child.safetensors").nets_by_kind == {}
-    # a specialist that itself has weights of its own for the kind gives those, with their thresholds
-    again = _model(seed=4, modality="auto")
-    model_files.add_kind_weights(again, "he", loaded)
-    assert again.net_for("he") is loaded.net_for("he") and again.card.thresholds("he") == he_pp
-
-
-def test_with_kind_weights_makes_a_new_model_and_leaves_the_base_as_it_was():
-    base = _model(name="base", seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
-    base.card.postprocess_by_kind = {"brightfield": PostprocessConfig(0.8, 0.5, 24, 1.0)}
-    he = _model(name="he-only", seed=1, modality="he", postprocess=PostprocessConfig(0.7, 0.4, 20, 2.0))
-    joined = model_files.with_kind_weights(base, "he", he, "joined")
-    assert (joined.name, joined.card.parent) == ("joined", "base") and "for H&E / stained tissue" in (
-        joined.card.description
-    )
-    assert joined.net is base.net and joined.net_for("he") is he.net
-    assert set(joined.card.postprocess_by_kind) == {"brightfield", "he"}
-    assert (
-        base.nets_by_kind == {}
-        and base.card.weights_by_kind == {}
-        and set(base.card.postprocess_by_kind) == {"brightfield"}
-    )
-    assert base.name == "base" and base.card.parent is None
-
-
-def test_weights_for_a_kind_bring_how_they_read_images_in_doubt():
-    base = _model(name="base", modality="auto")
-    phase = _model(name="phase", seed=1, modality="auto")
-    phase.card.kind_in_doubt = "brightfield"  # fine-tuned on phase-contrast frames, read as brightfield
-    assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "brightfield"
-    assert model_files.with_kind_weights(base, "fluorescence", phase, "j").card.kind_in_doubt is None
-    assert base.card.kind_in_doubt is None
-    reading = base.reading_in_doubt_as("brightfield")  # a copy that shares the networks
-    assert reading.card.kind_in_doubt == "brightfield" and reading.net is base.net and base.card.kind_in_doubt is None
-    assert base.reading_in_doubt_as(None) is base
-    base.card.kind_in_doubt = "fluorescence"  # the base's own reading stays
-    assert model_files.with_kind_weights(base, "brightfield", phase, "j").card.kind_in_doubt == "fluorescence"
-
-
-def test_own_weights_for_a_kind_must_fit_the_model(tmp_path):
-    m = _model(modality="auto")
-    with pytest.raises(ModelError, match="network differs"):
-        model_files.add_kind_weights(m, "he", new_model(UNetConfig(depth=2, base_width=8), modality="auto"))
-    with pytest.raises(ModelError, match="normalisation differs"):
-        model_files.add_kind_weights(m, "he", _model(modality="auto", normalization=Normalization(2.0, 99.0)))
-    with pytest.raises(ModelError, match="not as he images"):
-        model_files.add_kind_weights(m, "he", _model(modality="brightfield"))
-    with pytest.raises(ModelError, match="unknown imaging kind"):
-        model_files.add_kind_weights(m, "phase", _model(modality="auto"))
-    with pytest.raises(ModelError, match="objects of 40 px.*objects of 20 px"):
-        model_files.add_kind_weights(
-            _model(modality="auto", diameter=20.0), "he", _model(modality="auto", diameter=20.0, default_diameter=40.0)
-        )
-    near = _model(modality="auto", diameter=20.0)
-    model_files.add_kind_weights(near, "he", _model(modality="auto", diameter=20.0, default_diameter=24.0))
-    assert "he" in near.nets_by_kind  # within the training zoom range
-    with pytest.raises(ModelError, match="would never be used"):
-        model_files.add_kind_weights(_model(modality="none"), "he", _model(modality="auto"))
-    assert m.nets_by_kind == {} and m.card.weights_by_kind == {}  # nothing half done
-    # networks and card must agree before anything is written
-    m.nets_by_kind["he"] = _model(seed=2).net
-    with pytest.raises(ValueError, match="do not match"):
-        save(m, tmp_path / "m")
-    assert not (tmp_path / "m.safetensors").exists()
-
-
-def test_a_card_naming_weights_the_file_lacks_is_a_model_error(tmp_path):
-    card = {**_model().card.to_dict(), "weights_by_kind": {"he": {}}}
+def test_a_card_naming_weights_the_file_lacks_is_a_model_error(tmp_path, make_model):
+    card = {**make_model().card.to_dict(), "weights_by_kind": {"he": {}}}
     with pytest.raises(ModelError, match="do not match"):
         load(_write_with_card(tmp_path / "a.safetensors", card))
     for bad, words in (({"phase": {}}, "unknown imaging kind"), ({"he": 3}, "JSON object"), ([1], "JSON object")):
-        card = {**_model().card.to_dict(), "weights_by_kind": bad}
+        card = {**make_model().card.to_dict(), "weights_by_kind": bad}
         with pytest.raises(ModelError, match=words):
             load(_write_with_card(tmp_path / "b.safetensors", card))
 
@@ -329,36 +213,36 @@ def test_user_dir_respects_the_environment(tmp_path, monkeypatch):
     assert default.name == "models" and "napari-unet-loop" in str(default)
 
 
-def test_save_user_model_and_list(user_models):
-    path = save_user_model(_model(name="whatever"), "my-model")
+def test_save_user_model_and_list(user_models, make_model):
+    path = save_user_model(make_model(name="whatever"), "my-model")
     assert path == user_models / "my-model.safetensors"
     assert list_models()["my-model"] == path
     assert resolve("my-model") == path
     assert load("my-model").name == "my-model"  # the card takes the new name
     with pytest.raises(FileExistsError):
-        save_user_model(_model(), "my-model")
-    save_user_model(_model(seed=3), "my-model", overwrite=True)
+        save_user_model(make_model(), "my-model")
+    save_user_model(make_model(seed=3), "my-model", overwrite=True)
 
 
-def test_user_models_shadow_shipped_ones(tmp_path, monkeypatch, user_models):
+def test_user_models_shadow_shipped_ones(tmp_path, monkeypatch, user_models, make_model):
     shipped = tmp_path / "shipped"
-    save(_model(name=DEFAULT_MODEL), shipped / f"{DEFAULT_MODEL}.safetensors")
-    save(_model(name="only-shipped"), shipped / "only-shipped.safetensors")
+    save(make_model(name=DEFAULT_MODEL), shipped / f"{DEFAULT_MODEL}.safetensors")
+    save(make_model(name="only-shipped"), shipped / "only-shipped.safetensors")
     monkeypatch.setattr(model_files, "shipped_dir", lambda: shipped)
     assert resolve("default") == shipped / f"{DEFAULT_MODEL}.safetensors"
     assert resolve(None) == shipped / f"{DEFAULT_MODEL}.safetensors"
-    user = save_user_model(_model(seed=5), DEFAULT_MODEL)
+    user = save_user_model(make_model(seed=5), DEFAULT_MODEL)
     found = list_models()
     assert found[DEFAULT_MODEL] == user
     assert found["only-shipped"] == shipped / "only-shipped.safetensors"
     assert resolve("default") == user
 
 
-def test_import_model(tmp_path, user_models):
-    src = save(_model(name="orig"), tmp_path / "downloaded.safetensors")
+def test_import_model(tmp_path, user_models, make_model, same_weights):
+    src = save(make_model(name="orig"), tmp_path / "downloaded.safetensors")
     p = import_model(src)
     assert p == user_models / "downloaded.safetensors"
-    assert _same_weights(load(p).net, load(src).net)
+    assert same_weights(load(p).net, load(src).net)
     p2 = import_model(src, name="renamed")
     assert load("renamed").name == "renamed"
     assert p2.is_file()
@@ -368,7 +252,7 @@ def test_import_model(tmp_path, user_models):
         import_model(src, name="../escape")
 
 
-def test_import_of_a_broken_file_writes_nothing(tmp_path, user_models):
+def test_import_of_a_broken_file_writes_nothing(tmp_path, user_models, make_model):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelError):
@@ -376,8 +260,8 @@ def test_import_of_a_broken_file_writes_nothing(tmp_path, user_models):
     assert not (user_models / "broken.safetensors").exists()
 
 
-def test_export_model(tmp_path):
-    save_user_model(_model(), "to-share")
+def test_export_model(tmp_path, make_model):
+    save_user_model(make_model(), "to-share")
     target = tmp_path / "out" / "shared.safetensors"
     assert export_model("to-share", target) == target
     assert target.read_bytes() == resolve("to-share").read_bytes()
@@ -388,8 +272,8 @@ def test_export_model(tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_delete_user_model(user_models):
-    path = save_user_model(_model(), "gone")
+def test_delete_user_model(user_models, make_model):
+    path = save_user_model(make_model(), "gone")
     assert path.with_suffix(".json").exists()
     delete_user_model("gone")
     assert not path.exists() and not path.with_suffix(".json").exists()
@@ -411,18 +295,18 @@ def test_check_name_rejects(name):
         check_name(name)
 
 
-def test_new_model_is_seeded():
+def test_new_model_is_seeded(same_weights):
     a, b, c = new_model(TINY, seed=1), new_model(TINY, seed=1), new_model(TINY, seed=2)
-    assert _same_weights(a.net, b.net)
-    assert not _same_weights(a.net, c.net)
+    assert same_weights(a.net, b.net)
+    assert not same_weights(a.net, c.net)
     assert a.card.architecture == TINY and a.name == "untrained"
     assert isinstance(a, Model)
 
 
 @pytest.mark.parametrize("card", ["[]", "1", "null"])
-def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
+def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card, make_model):
     p = tmp_path / "odd.safetensors"
-    state = {k: v.contiguous() for k, v in _model().net.state_dict().items()}
+    state = {k: v.contiguous() for k, v in make_model().net.state_dict().items()}
     save_file(state, str(p), metadata={CARD_KEY: card})
     with pytest.raises(ModelError):
         load(p)
@@ -449,17 +333,17 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card):
         ({"postprocess_by_kind": {"he": {"fg_threshold": 2}}}, "strictly between 0 and 1"),
     ],
 )
-def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words):
+def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words, make_model):
     """A card is checked (types, bounds) before any network is built or memory allocated."""
-    card = _model().card.to_dict()
+    card = make_model().card.to_dict()
     for key, value in change.items():
         card[key] = {**card[key], **value} if isinstance(value, dict) else value
     with pytest.raises(ModelError, match=words):
         load(_write_with_card(tmp_path / "h.safetensors", card))
 
 
-def test_tensor_shapes_are_checked_from_the_header_before_loading(tmp_path, monkeypatch):
-    m = _model()
+def test_tensor_shapes_are_checked_from_the_header_before_loading(tmp_path, monkeypatch, make_model):
+    m = make_model()
     m.card.architecture = UNetConfig(depth=m.card.architecture.depth, base_width=m.card.architecture.base_width + 4)
     path = save(m, tmp_path / "m.safetensors")
     # the weights are never read for a card that does not fit them

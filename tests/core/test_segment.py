@@ -179,14 +179,14 @@ def test_thresholds_follow_the_imaging_kind(model, discs, disc_img, monkeypatch)
 
 def test_a_kind_with_its_own_weights_is_segmented_by_them(model, discs, disc_img):
     """Images of a kind the model has its own network for go to it, whole, tiled or block by block."""
-    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core import kind_weights
 
     model.card.modality = "auto"
     labels = discs((64, 64), 4)
     bright_field = np.clip(230 - disc_img(labels) * 180, 0, 255).astype(np.uint8)
     before = segment(model, bright_field, tile=32)
     own = new_model(TINY, seed=7, modality="auto", postprocess=PostprocessConfig(0.6, 0.4, 3, 0.0))
-    model_files.add_kind_weights(model, "brightfield", own)
+    kind_weights.add_kind_weights(model, "brightfield", own)
     kind = segment(model, bright_field, tile=32)
     assert kind.modality == "brightfield" and not np.allclose(kind.probs, before.probs)
     alone = segment(own, bright_field, tile=32, modality="brightfield")  # the specialist on its own

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from napari_unet_loop.core import model_files
+from napari_unet_loop.core import kind_weights, model_files
 from napari_unet_loop.gui import finetune_section as ft_mod
 from napari_unet_loop.gui import segment_output, training_data
 from napari_unet_loop.gui import widget as widget_mod
@@ -461,7 +461,7 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto")
     own_pp = PostprocessConfig(0.6, 0.45, 12, 1.0)
     own = model_files.new_model(UNetConfig(depth=2, base_width=4), seed=3, modality="auto", postprocess=own_pp)
-    model_files.add_kind_weights(base, "brightfield", own)
+    kind_weights.add_kind_weights(base, "brightfield", own)
     path = tmp_path / "by-kind.safetensors"
     model_files.save(base, path)
     w.add_model_file(str(path))

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core import __version__, model_files
+from ..core import __version__, kind_weights, model_files
 from ..core.checkpoint import load_checkpoint
 from ..core.device import DEVICE_CHOICES, DeviceError
 from ..core.image import InputError
@@ -52,7 +52,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise CLIError("--add-kind needs --out FILE for the combined model")
     base = model_files.load(args.model or "default")
     specialist = model_files.load(file)
-    model = model_files.with_kind_weights(base, kind, specialist, Path(args.out).stem)
+    model = kind_weights.with_kind_weights(base, kind, specialist, Path(args.out).stem)
     out = model_files.save(model, args.out, overwrite=args.overwrite)
     _log(f"wrote {out}: {model.name} with its own weights and thresholds for {kind} images (from {specialist.name})")
     return 0

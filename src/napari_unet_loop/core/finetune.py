@@ -396,7 +396,7 @@ def one_kind_diameter(
     """Check a fine-tune whose weights will answer for one imaging kind inside ``model``; the size to train at.
 
     The fine-tuned weights join ``model`` as its own weights for ``kind``
-    (:func:`.model_files.add_kind_weights`); its other images keep its weights. The model
+    (:func:`.kind_weights.add_kind_weights`); its other images keep its weights. The model
     segments images of that kind at its one default object size, so the images train at that
     size too: ``diameter`` (the user's object size) when given, else the model's, not the
     labels' measure.
@@ -422,10 +422,10 @@ def one_kind_diameter(
     InputError
         When the model does not detect each image's kind, the kind is unknown, the images are
         of another kind too, or the user's object size is further from the model's than its
-        weights for one kind may be (:func:`.model_files.same_size`).
+        weights for one kind may be (:func:`.kind_weights.same_size`).
     """
+    from .kind_weights import same_size
     from .modality import LABELS, MODALITIES
-    from .model_files import same_size
 
     if model.card.modality != "auto":
         raise InputError(

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core import model_files
+from ..core import kind_weights, model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import CORRECTION_WEIGHT
 from ..core.finetune import one_kind_diameter, preset, record_sizes, to_network_scale, training_record
@@ -473,7 +473,7 @@ class FineTuneSection(TrainingData, QGroupBox):
     def _accept(self, model: Model, message: str) -> None:
         if self._run is not None and self._run.only_kind:
             try:
-                model = model_files.with_kind_weights(self._run.parent, self._run.only_kind, model, model.name)
+                model = kind_weights.with_kind_weights(self._run.parent, self._run.only_kind, model, model.name)
                 label = MODALITY_LABELS.get(self._run.only_kind, self._run.only_kind)
                 parent = self._run.parent.name
                 message += f" The new weights answer for {label} images only; other images keep {parent}'s."
