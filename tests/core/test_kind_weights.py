@@ -53,8 +53,13 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
 def test_with_kind_weights_makes_a_new_model_and_leaves_the_base_as_it_was(make_model):
     base = make_model(name="base", seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
     base.card.postprocess_by_kind = {"brightfield": PostprocessConfig(0.8, 0.5, 24, 1.0)}
+    base.card.metrics = {"test": {"ap50": 0.8}}
     he = make_model(name="he-only", seed=1, modality="he", postprocess=PostprocessConfig(0.7, 0.4, 20, 2.0))
+    he.card.metrics = {"validation": {"ap50": 0.6}}
     joined = with_kind_weights(base, "he", he, "joined")
+    # the base's scores are not the joined model's; the kind's own stay with its weights
+    assert joined.card.metrics == {} and joined.card.weights_by_kind["he"]["metrics"] == he.card.metrics
+    assert base.card.metrics == {"test": {"ap50": 0.8}}
     assert (joined.name, joined.card.parent) == ("joined", "base") and "for H&E / stained tissue" in (
         joined.card.description
     )

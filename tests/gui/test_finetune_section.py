@@ -501,6 +501,7 @@ def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     viewer, w, ft = setup
     base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto", seed=5)
     base.card.diameter = 12.0
+    base.card.metrics = {"test": {"ap50": 0.93}}
     path = tmp_path / "base.safetensors"
     model_files.save(base, path)
     w.add_model_file(str(path))
@@ -526,6 +527,11 @@ def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     own = joined.nets_by_kind["fluorescence"].state_dict()
     assert not all(torch.equal(own[k], v) for k, v in base.net.state_dict().items())  # trained
     assert w.model_combo.currentText() == "base-own-fluo"  # selected
+    # the base's scores are not the joined model's: the model text gives the kind's own validation score
+    assert joined.card.metrics == {}
+    ap50 = joined.card.weights_by_kind["fluorescence"]["metrics"]["validation"]["ap50"]
+    assert f"own weights for fluorescence images (AP@0.5 {ap50:.2f}, validation)" in w.model_info.text()
+    assert "0.93" not in w.model_info.text()
 
 
 def test_weights_for_this_kind_only_are_refused_for_a_model_that_does_not_detect_kinds(qtbot, setup, messages):

@@ -108,7 +108,8 @@ def with_kind_weights(model: Model, kind: str, specialist: Model, name: str) -> 
     """A new model named ``name``: ``model`` with ``specialist``'s weights and thresholds for ``kind`` images.
 
     ``model`` is left as it is (its networks are shared, not copied); the new card names it as
-    the parent. What ``models --add-kind`` and the dock's *Only for images of this kind* save.
+    the parent. Its scores are not the new model's: the card keeps none (the kind's own are in
+    ``weights_by_kind``). What ``models --add-kind`` and the dock's *Only for images of this kind* save.
 
     Parameters
     ----------
@@ -132,7 +133,7 @@ def with_kind_weights(model: Model, kind: str, specialist: Model, name: str) -> 
     """
     from .modality import LABELS
 
-    card = replace(model.card, name=name, parent=model.name, created=now_iso())
+    card = replace(model.card, name=name, parent=model.name, created=now_iso(), metrics={})
     card.postprocess_by_kind = dict(model.card.postprocess_by_kind)
     card.weights_by_kind = dict(model.card.weights_by_kind)
     card.description = (

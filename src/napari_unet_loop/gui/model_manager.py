@@ -210,7 +210,7 @@ class ModelManager:
             else ""
         )
         arch = card.architecture
-        own = ", ".join(MODALITY_LABELS.get(k, k) for k in card.weights_by_kind)
+        own = ", ".join(_own_weights(k, record) for k, record in card.weights_by_kind.items())
         about = (card.description or card.name).rstrip()
         if score and not about.endswith((".", "!", "?")):
             about += "."  # a sentence of its own before the score
@@ -220,10 +220,24 @@ class ModelManager:
             f"<br><small>U-Net depth {arch.depth}, width {arch.base_width}, {arch.in_channels} input "
             f"channel(s){'; fine-tuned from ' + card.parent if card.parent else ''}"
             f"{f'; objects {model.image_diameter:.0f} px' if model.image_diameter else ''}"
-            f"{f'; own weights for {own} images' if own else ''}"
+            f"{f'; own weights for {own}' if own else ''}"
             f"{f'; grey images in between read as {MODALITY_LABELS.get(doubt, doubt)}' if doubt else ''}</small>"
         )
         self.model_info.setToolTip(str(model.path))
         self._schedule_detect()
         if hasattr(self, "diameter_row"):
             self.diameter_row.refresh()
+
+
+def _own_weights(kind: str, record: dict) -> str:
+    """A kind with weights of its own, with their score where the card records one.
+
+    Examples
+    --------
+    >>> _own_weights("he", {"metrics": {"validation": {"ap50": 0.714}}})
+    'H&E / stained tissue images (AP@0.5 0.71, validation)'
+    """
+    metrics = record.get("metrics") or {}
+    which = next((w for w in ("test", "validation") if "ap50" in (metrics.get(w) or {})), None)
+    label = MODALITY_LABELS.get(kind, kind)
+    return f"{label} images" + (f" (AP@0.5 {metrics[which]['ap50']:.2f}, {which})" if which else "")
