@@ -22,6 +22,14 @@ Sets made from the shared data:
 * **dic-x6** (not run by default): the same nuclei rendered as DIC (:func:`dic_contrast`: the
   slope of the path length along a diagonal shear); sparse fields of such relief lie on either side
   of the detection's line.
+* **phc-isbi** and **dic-isbi** (not run by default): the isbi-x2 cells rendered the same two ways:
+  packed cells touching across thin gaps, of all sizes (median about 58 px).
+* **phc-frames** and **dic-frames** (not run by default): camera frames of a few large cells, the
+  regime of the Cell Tracking Challenge's phase-contrast and DIC sets: each phc-x6 image cut to the
+  520 x 696 px window with the most nuclei (2-26 of 46-116 px), each ISBI slice upscaled 4 times
+  and cut to the 512 x 512 px window with the most cells (18-26 of 71-96 px), rendered as DIC.
+  Shrunk to the model's object size, a frame is a small image (about 110-200 px), with few objects
+  to learn from and a validation stripe of a handful of them.
 * **isbi** and **dsb-colour** (not run by default): new kinds of image: the ISBI slices as they are
   (cells of about 28 px), and the DSB2018 colour (H&E-like) images, the shipped model's weakest kind
   (pool: validation-split colour images first, then training-split ones; held out: the test-split
@@ -62,8 +70,9 @@ from napari_unet_loop.core.modality import GREY_KINDS, detect, input_modality
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.scale import median_diameter
 
-SETS = ("dsb-x6", "isbi-x2")  # the default; also "isbi" and "dsb-colour"
-ALL_SETS = (*SETS, "phc-x6", "dic-x6", "isbi", "dsb-colour")
+SETS = ("dsb-x6", "isbi-x2")  # the default
+RENDERED_SETS = ("phc-x6", "dic-x6", "phc-isbi", "dic-isbi", "phc-frames", "dic-frames")  # see RENDERED
+ALL_SETS = (*SETS, *RENDERED_SETS, "isbi", "isbi-x4", "dsb-colour")
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
 
 
@@ -117,13 +126,60 @@ def dic_contrast(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-RENDERED = {"phc-x6": phase_contrast, "dic-x6": dic_contrast}  # sets rendered from the dsb-x6 labels
+# sets rendered from another set's labels: (renderer, source set, crop). From dsb-x6, scattered nuclei of
+# 54-84 px; from isbi-x2, packed cells touching across thin gaps, some of them hundreds of px long. The
+# "frames" sets cut each image to a camera frame of few cells (the window with the most): phc-frames 520 x 696 px of
+# scattered cells, dic-frames 512 x 512 px of about 15-25 packed cells of about 115 px (ISBI x4), the
+# frame sizes of the Cell Tracking Challenge's phase-contrast and DIC sets. Shrunk to the model's object
+# size, such a frame is a small image (about 110 px for dic-frames): little to learn from, narrow stripes
+RENDERED = {
+    "phc-x6": (phase_contrast, "dsb-x6", None),
+    "dic-x6": (dic_contrast, "dsb-x6", None),
+    "phc-isbi": (phase_contrast, "isbi-x2", None),
+    "dic-isbi": (dic_contrast, "isbi-x2", None),
+    "phc-frames": (phase_contrast, "dsb-x6", (520, 696)),
+    "dic-frames": (dic_contrast, "isbi-x4", (512, 512)),
+}
+
+
+def frame(labels: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    """The ``shape`` window of instance labels that holds the most object centres (on a 32 px grid; all
+    of them for ``None``), ids renumbered 1..n: a camera frame of a field of cells."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import relabel_sequential
+
+    if shape is None:
+        return labels
+    h, w = (min(m, n) for m, n in zip(shape, labels.shape))
+    centres = np.zeros(labels.shape, np.int64)
+    for box in ndi.find_objects(labels):
+        if box is not None:
+            centres[tuple((b.start + b.stop) // 2 for b in box)] += 1
+    table = np.pad(centres.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # summed-area table
+
+    def count(o: tuple[int, int]) -> int:
+        (y, x), (y1, x1) = o, (o[0] + h, o[1] + w)
+        return int(table[y1, x1] - table[y, x1] - table[y1, x] + table[y, x])
+
+    grid = [(y, x) for y in range(0, labels.shape[0] - h + 1, 32) for x in range(0, labels.shape[1] - w + 1, 32)]
+    top, left = max(grid, key=count)
+    return relabel_sequential(labels[top : top + h, left : left + w])[0]
 
 
 def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:
     """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale."""
+    if name in RENDERED:
+        render, source, crop = RENDERED[name]
+        pool, heldout, desc = load_set(source, root, n_pool, n_heldout, seed)
+
+        def again(items: list) -> list:
+            cut = [(n, frame(labels, crop)) for n, _, labels in items]
+            return [(n, render(labels, seed=int(n[:8], 16)), labels) for n, labels in cut]
+
+        cut_to = f", each cut to the {crop[0]} x {crop[1]} px window with the most cells" if crop else ""
+        return again(pool), again(heldout), f"{name[:3].upper()} rendered from {desc}{cut_to}"
     rng = np.random.default_rng(seed)
-    if name in ("dsb-x6", "phc-x6", "dic-x6"):
+    if name == "dsb-x6":
         folder = root / "dsb2018"
         test, val = read_list(SPLITS / "dsb2018-test.txt"), read_list(SPLITS / "dsb2018-val.txt")
 
@@ -143,22 +199,20 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         held_names = band(test)[:n_heldout]
 
         def item(n: str):
-            labels = upscale(imread(folder / "labels" / f"{n}.png"), 6)
-            if name in RENDERED:
-                return n, RENDERED[name](labels, seed=int(n[:8], 16)), labels
-            return n, upscale(imread(folder / "images" / f"{n}.png"), 6), labels
+            image, labels = (imread(folder / sub / f"{n}.png") for sub in ("images", "labels"))
+            return n, upscale(image, 6), upscale(labels, 6)
 
         desc = (
-            f"{name[:3].upper() + ' rendered from ' if name in RENDERED else ''}DSB2018 fluorescence, "
+            f"DSB2018 fluorescence, "
             f"nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
             f"{len(candidates)} validation-split images, held out {len(held_names)} test-split images"
         )
-    elif name in ("isbi-x2", "isbi"):
+    elif name in ("isbi-x2", "isbi", "isbi-x4"):
         folder = root / "isbi2012"
         names = sorted((p.stem for p in (folder / "images").glob("*.png")), key=int)
         pool_names = [names[:20][i] for i in rng.permutation(20)][:n_pool]
         held_names = names[-10:][:n_heldout]
-        times = 2 if name == "isbi-x2" else 1
+        times = int(name.split("-x")[1]) if "-x" in name else 1
 
         def item(n: str):
             return (
@@ -222,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--batch", type=int, default=None, help="patches per step instead of the preset's 8")
     p.add_argument(
+        "--anchor",
+        type=float,
+        default=None,
+        help="an experiment: the pull toward the starting weights instead of the preset's (0: none)",
+    )
+    p.add_argument(
         "--no-settle",
         action="store_true",
         help="an experiment: read each grey image between fluorescence and brightfield by the detection's line, "
@@ -257,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
         "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
-        "settle": not args.no_settle,
+        "anchor": args.anchor, "settle": not args.no_settle,
         "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
@@ -327,6 +387,7 @@ def run_set(
             min_factor=args.min_factor,
             batch=args.batch,
             settle=not args.no_settle,
+            anchor=args.anchor,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
