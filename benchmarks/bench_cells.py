@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also score each child with the held-out frames read as the other grey kind (fluorescence <-> "
         "brightfield): what a frame that falls on the other side of the detection's line costs",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score each child with test-time augmentation (segment --tta: the 4 flips averaged)",
+    )
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -395,6 +400,8 @@ def run_set(
         untuned.card = copy.deepcopy(child.card)
         untuned.card.postprocess = run.pop("start_postprocess")
         s["untuned"] = score(untuned, heldout, device)
+        if args.tta:
+            s["tta"] = score(child, heldout, device, tta=True)
         if rescale and not args.no_auto:
             s["auto"] = score(child, heldout, device, diameter="auto")
         if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
@@ -410,7 +417,8 @@ def run_set(
             f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
             f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
             + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else "")
-            + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else ""),
+            + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else "")
+            + (f"  tta AP50 {s['tta']['ap50']:.3f} SEG {s['tta']['seg']:.3f}" if "tta" in s else ""),
             flush=True,
         )
         rows.append({"run": label, "seed": seed, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})
