@@ -1049,6 +1049,38 @@ def test_train_anchor_is_for_fine_tuning(tmp_path, folders, tiny_model_path, cap
     assert record["anchor_applied"] == pytest.approx(7.0 * record["baseline"]["ap50"], abs=1e-3)
 
 
+def test_train_only_kind_gives_the_starting_model_weights_of_its_own(tmp_path, folders, tiny_model_path, capsys):
+    """``--only-kind he``: the --from model with new weights for H&E images, as the dock's Only for this kind."""
+    import torch
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    images, labels = folders
+    out = tmp_path / "joined.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--steps", "2", "--only-kind", "he"]
+    assert main([*args, "--from", "scratch"]) == 2
+    assert "needs --from MODEL" in capsys.readouterr().err
+    assert main([*args, "--from", str(tiny_model_path)]) == 2  # it takes every image as grey: no kinds
+    assert "--only-kind: tiny does not detect each image's kind" in capsys.readouterr().err
+    start = model_files.new_model(UNetConfig(depth=2, base_width=4), name="tinyauto", modality="auto", seed=0)
+    path = model_files.save(start, tmp_path / "tinyauto")
+    assert main([*args, "--from", str(path)]) == 2  # one of the two images is fluorescence
+    assert "--only-kind: weights for H&E / stained tissue images only" in capsys.readouterr().err and not out.exists()
+    only_he = tmp_path / "he.txt"
+    only_he.write_text("nuclei_he_stain\n")
+    assert main([*args, "--from", str(path), "--include", str(only_he)]) == 0
+    assert "answer for he images only, other images keep tinyauto's" in capsys.readouterr().err
+    base, joined = model_files.load(path), model_files.load(out)
+    assert (joined.name, joined.card.parent, set(joined.card.weights_by_kind)) == ("joined", "tinyauto", {"he"})
+    assert joined.card.metrics == {} and "he" in joined.card.postprocess_by_kind
+    general = joined.net.state_dict()
+    assert all(torch.equal(general[k], v) for k, v in base.net.state_dict().items())  # other images keep tiny's
+    own = joined.nets_by_kind["he"].state_dict()
+    assert not all(torch.equal(own[k], v) for k, v in base.net.state_dict().items())  # trained
+    assert joined.card.weights_by_kind["he"]["training"]["steps"] == 2
+
+
 @pytest.mark.parametrize(
     "alias, suffix", [("rois", ".zip"), ("imagej", ".zip"), ("ome.zarr", ".zarr"), ("TIFF", ".tif")]
 )

@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="object diameter in the training images, in pixels (default: measured on the labels); images are "
         "rescaled to the starting model's diameter and the new model segments images like them by default",
     )
+    p.add_argument(
+        "--only-kind",
+        default=None,
+        choices=MODALITIES,
+        help="the new weights answer for images of this kind only: --out is the --from model with weights of "
+        "its own for them (as the dock's 'Only for images of this kind'; trained at that model's object size)",
+    )
     p.add_argument("--intensity", type=float, default=None, help="intensity augmentation strength, 0-1 (default 0.5)")
     p.add_argument(
         "--blur", type=float, default=None, help="largest random blur in pixels (default 1 from scratch, 0 fine-tuning)"

@@ -11,12 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-from ..core import model_files
+from ..core import kind_weights, model_files
 from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
 from ..core.finetune import (
     Scaled,
     check_samples,
+    one_kind_diameter,
     preset,
     record_sizes,
     retune,
@@ -43,6 +44,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume_state", None)
     if args.anchor and args.start == "scratch":
         raise CLIError("--anchor pulls toward a starting model's weights: it needs --from MODEL, not scratch")
+    only_kind = getattr(args, "only_kind", None)
+    if only_kind and args.start == "scratch":
+        raise CLIError("--only-kind adds weights to a trained model: it needs --from MODEL, not scratch")
+    if only_kind and args.modality not in (None, "auto"):
+        raise CLIError("--only-kind: the model goes on detecting each image's kind; leave out --modality")
     if out.exists() and not args.overwrite and resume is None:
         raise CLIError(f"{out} exists; use --overwrite to replace it")
     ckpt_path = out.with_suffix(".ckpt")
@@ -89,10 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_pairs = [p for p in pairs if p[0].stem in val_names]
         train = _load_samples(train_pairs, model, args)
         val = _load_samples(val_pairs, model, args)
-        scaled = _network_scale([*train, *val], model, args)
+        scaled = _network_scale([*train, *val], model, args, only_kind)
         train, val = scaled.samples[: len(train)], scaled.samples[len(train) :]
     else:
-        scaled = _network_scale(_load_samples(pairs, model, args), model, args)
+        scaled = _network_scale(_load_samples(pairs, model, args), model, args, only_kind)
         train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
     start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
     if resume is None:
@@ -104,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             _log(f"most of these images are {kind}: starting from {parent}'s own weights and thresholds for them")
         model = model.for_kind(kind)
     start_card = model.card.to_dict()  # what --resume starts from
-    record_sizes(model.card, scaled)
+    if not only_kind:  # weights for one kind join the --from model, at its object sizes
+        record_sizes(model.card, scaled)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
     try:
@@ -189,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             start_weights=start_weights,
             **extra,
         )
-        model_files.save(model, out, overwrite=True)
+        model_files.save(_joined(model, args.start, only_kind, out) if only_kind else model, out, overwrite=True)
 
     gen = iter_train(
         model.net,
@@ -264,19 +271,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     _log(
         f"wrote {out} ({result.steps} steps, {result.patches} patches, {result.seconds / 60:.1f} min)"
         + (f"; validation {_fmt(result.best)}" if result.best else "")
+        + (f"; the new weights answer for {only_kind} images only, other images keep {parent}'s" if only_kind else "")
     )
     return 0
 
 
-def _network_scale(samples, model: model_files.Model, args: argparse.Namespace) -> Scaled:
-    """The samples at the network's scale (``--diameter`` or measured on the labels), said in the log."""
+def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:
+    """``--only-kind``: the ``--from`` model (as its file holds it) with ``model``'s weights for ``kind`` images."""
     try:
-        scaled = to_network_scale(samples, model.card, getattr(args, "diameter", None))
+        return kind_weights.with_kind_weights(model_files.load(start), kind, model, out.stem)
+    except model_files.ModelError as exc:
+        raise CLIError(f"--only-kind: {exc}") from None
+
+
+def _network_scale(samples, model: model_files.Model, args: argparse.Namespace, only_kind: str | None = None) -> Scaled:
+    """The samples at the network's scale (``--diameter`` or measured on the labels), said in the log.
+
+    With ``only_kind`` the weights join the model, which has one object size: the samples train
+    at its size unless ``--diameter`` says otherwise (:func:`~napari_unet_loop.core.finetune.one_kind_diameter`).
+    """
+    diameter = getattr(args, "diameter", None)
+    if only_kind:
+        try:
+            start = model_files.Model(model.net, dataclasses.replace(model.card, name=model.card.parent or model.name))
+            diameter = one_kind_diameter(start, samples, only_kind, diameter)  # named as --from names it
+        except InputError as exc:
+            raise CLIError(f"--only-kind: {exc}") from None
+    try:
+        scaled = to_network_scale(samples, model.card, diameter)
     except InputError as exc:
         raise CLIError(f"--diameter: {exc}") from None
     if scaled.diameter is None:
         return scaled
-    how = "given" if getattr(args, "diameter", None) else "measured on the labels"
+    how = "given" if getattr(args, "diameter", None) else ("the model's" if only_kind else "measured on the labels")
     if scaled.factor != 1.0:
         _log(
             f"objects {scaled.diameter:.1f} px across ({how}); images rescaled by {scaled.factor:.3g} "

@@ -439,15 +439,15 @@ def one_kind_diameter(
     if others:
         raise InputError(
             f"weights for {label} images only, but some training images are "
-            f"{', '.join(LABELS.get(k, k) for k in others)}: untick those, or fine-tune a model of its own"
+            f"{', '.join(LABELS.get(k, k) for k in others)}: leave those out, or fine-tune a model of its own"
         )
     own = model.image_diameter
     d = diameter if diameter is not None else own
     if not same_size(own, d):
         raise InputError(
             f"{model.name} takes images as objects of {own:.0f} px and yours are set to {d:.0f} px: a model "
-            f"has one object size, so its weights for {label} images must learn them at its size. Clear "
-            "Object size, or fine-tune a model of its own"
+            f"has one object size, so its weights for {label} images must learn them at its size. Leave the "
+            "object size unset, or fine-tune a model of its own"
         )
     return d
 
