@@ -126,6 +126,10 @@ def test_a_training_set_in_doubt_settles_on_one_kind(phase_like):
     assert settle_doubt(clear) is None and doubt_note(clear, None) is None
     note = doubt_note([*frames, *clear], "brightfield")
     assert note.startswith("3 of 4 training images lie between fluorescence and brightfield (background 0.30-0.40)")
+    assert doubt_note([frames[0], *clear], "brightfield").startswith("1 of 2 training images lies between")
+    assert doubt_note(frames[:1], "brightfield").startswith(
+        "The training image lies between fluorescence and brightfield (background 0.30): it is read as brightfield"
+    )
 
 
 def test_input_modality_follows_the_card(phase_like):

@@ -247,15 +247,20 @@ def doubt_note(reports: Sequence[ModalityReport], kind_in_doubt: str | None) -> 
     >>> print(doubt_note(frames, "brightfield"))  # doctest: +NORMALIZE_WHITESPACE
     2 of 2 training images lie between fluorescence and brightfield (background 0.33-0.40):
     all are read as brightfield, as the new model will read such images
+    >>> print(doubt_note(frames[:1], "brightfield"))  # doctest: +NORMALIZE_WHITESPACE
+    The training image lies between fluorescence and brightfield (background 0.33):
+    it is read as brightfield, as the new model will read such images
     """
     doubtful = [r.background for r in reports if r.in_doubt]
     if not doubtful or not kind_in_doubt:
         return None
-    return (
-        f"{len(doubtful)} of {len(reports)} training images lie between fluorescence and brightfield "
-        f"(background {min(doubtful):.2f}-{max(doubtful):.2f}): all are read as {LABELS[kind_in_doubt]}, "
-        "as the new model will read such images"
-    )
+    low, high = f"{min(doubtful):.2f}", f"{max(doubtful):.2f}"
+    where = f"between fluorescence and brightfield (background {low if low == high else low + '-' + high})"
+    how = f"read as {LABELS[kind_in_doubt]}, as the new model will read such images"
+    if len(reports) == 1:
+        return f"The training image lies {where}: it is {how}"
+    which = f"{len(doubtful)} of {len(reports)} training images"
+    return f"{which} lie {where}: all are {how}" if len(doubtful) > 1 else f"{which} lies {where}: it is {how}"
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
