@@ -370,9 +370,15 @@ def run_set(
     print(f"\n{name} (seed {seed}): {desc}")
     held = (name, *(item[0] for item in heldout))
     if held not in starts:
-        starts[held] = score(start, heldout, device)
+        # as segment does (the model's object size), and with each image at its true objects' size: what
+        # the start knows of these images when a user gives their object size
+        starts[held] = {**score(start, heldout, device), "true_size": score(start, heldout, device, true_size=True)}
     base = starts[held]
-    print(f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}")
+    sized = base["true_size"]
+    print(
+        f"  start                                             AP50 {base['ap50']:.3f}  SEG {base['seg']:.3f}"
+        f"   at the true object size AP50 {sized['ap50']:.3f}  SEG {sized['seg']:.3f}"
+    )
     rows: list[dict[str, Any]] = [{"run": "start", "seed": seed, "description": desc, **base}]
     plan = [
         (minutes, k, rescale)
