@@ -603,12 +603,12 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
         viewer.close()
 
 
-def _cut_run(folders, tiny_model_path, out, monkeypatch, steps=5):
-    """Run ``train --from`` on the folders and kill it right after the checkpoint at step 2."""
+def _cut_run(folders, tiny_model_path, out, monkeypatch, steps=5, extra=()):
+    """Run ``train --from`` on the folders (with ``extra`` flags) and kill it right after the checkpoint at step 2."""
     import napari_unet_loop.cli.train as cli_mod
 
     images, labels = folders
-    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), *extra]
     args += ["--steps", str(steps), "--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
     real_save = cli_mod.save_checkpoint
 
@@ -642,6 +642,25 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     assert not ckpt.exists()  # a finished run leaves no checkpoint behind
     assert main(["train", "--resume", str(ckpt)]) == 2  # gone: a clear error, no traceback
     assert "cannot read the training checkpoint" in capsys.readouterr().err
+
+
+def test_train_resume_of_an_only_kind_run_writes_the_joined_model(tmp_path, folders, capsys, monkeypatch):
+    """A cut ``--only-kind`` run resumes, and what it writes is still the --from model plus the kind's weights."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    start = model_files.new_model(UNetConfig(depth=2, base_width=4), name="tinyauto", modality="auto", seed=0)
+    path = model_files.save(start, tmp_path / "tinyauto")
+    only_he = tmp_path / "he.txt"
+    only_he.write_text("nuclei_he_stain\n")
+    out = tmp_path / "joined.safetensors"
+    ckpt = _cut_run(folders, path, out, monkeypatch, extra=("--only-kind", "he", "--include", str(only_he)))
+    assert ckpt.exists()
+    assert main(["train", "--resume", str(ckpt)]) == 0
+    assert "answer for he images only, other images keep tinyauto's" in capsys.readouterr().err
+    joined = model_files.load(out)
+    assert (joined.card.parent, set(joined.card.weights_by_kind)) == ("tinyauto", {"he"})
+    assert joined.card.weights_by_kind["he"]["training"]["steps"] == 5 and not ckpt.exists()
 
 
 def test_train_resume_keeps_the_settings_the_run_began_with(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
