@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(args.folds):
         held = [items[i] for i in order[k :: args.folds]]
         rest = [items[i] for i in order if i not in set(order[k :: args.folds])]
-        best, _, _ = tune([(1.0 - p[0], p[n_classes]) for p, _ in rest], [t for _, t in rest], start=general)
+        best = tune([(1.0 - p[0], p[n_classes]) for p, _ in rest], [t for _, t in rest], start=general).config
         before, after = score(held, general, n_classes), score(held, best, n_classes)
         rows.append(
             {

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -100,7 +102,7 @@ def test_samples_are_rescaled_to_the_network_diameter(discs):
 
 def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypatch, discs):
     from napari_unet_loop.core import finetune
-    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned
 
     labels = discs((120, 120), 9, radius=(6, 8))
     val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
@@ -118,7 +120,8 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypat
         (noise * 1.1, float("nan"), True),  # no measure of trust: the noise alone
     ):
         monkeypatch.setattr(
-            "napari_unet_loop.core.train.tune_thresholds", lambda *a, g=gain, **k: (found, 0.5, 0.5 + g)
+            "napari_unet_loop.core.train.tune_thresholds",
+            lambda *a, g=gain, **k: Tuned(found, 0.5 + g, 0.7, 0.5, 0.7, 0.01, 9, found, 20),
         )
         r = finetune.retune(None, val, "cpu", start, trust=trust)
         assert r.kept is kept and r.postprocess == (found if kept else start)
@@ -126,6 +129,35 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypat
         assert r.to_dict()["validation_objects"] == 9 and r.to_dict()["kept"] is kept
         assert ("starting thresholds" in r.verdict()) is not kept
         assert ("already scored 0.80" in r.verdict()) is (trust == 0.8 and not kept)
+
+
+def test_retuned_thresholds_that_fit_the_masks_better_are_kept_at_no_loss_of_ap50(monkeypatch, discs):
+    """AP@0.5 at its top on a few objects: a SEG gain beyond its paired noise keeps the thresholds."""
+    from napari_unet_loop.core import finetune
+    from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.85, 0.5, 24), PostprocessConfig(0.65, 0.5, 24)
+    for ap_after, seg_after, se, trust, kept in (
+        (1.0, 0.85, 0.01, 0.0, True),  # SEG +0.03 > 0.01: masks the size of the annotations
+        (1.0, 0.85, 0.02, 0.6, False),  # the bar grows with trust: 0.032
+        (1.0, 0.825, 0.01, 0.0, False),  # +0.005: within the noise
+        (0.9, 0.90, 0.01, 0.0, False),  # a SEG gain that costs AP@0.5 is not one
+        (1.0, 0.90, float("inf"), 0.0, False),  # one object: no measure of the noise
+    ):
+        monkeypatch.setattr(
+            "napari_unet_loop.core.train.tune_thresholds",
+            lambda *a, t=Tuned(found, ap_after, seg_after, 1.0, 0.82, se, 9, start, 30), **k: t,
+        )
+        r = finetune.retune(None, val, "cpu", start, trust=trust)
+        assert (r.kept, r.for_seg, r.for_ap50) == (kept, kept, False)
+        assert r.postprocess == (found if kept else start)
+        assert ("masks fit the annotations better (SEG 0.820 -> 0.850" in r.verdict()) is kept
+        record = r.to_dict()
+        assert record["seg_before"] == 0.82 and record["seg_after"] == round(seg_after, 4)
+        assert record["seg_noise"] == (None if se == float("inf") else se)
+        json.dumps(record)  # the card's record stays JSON (no inf)
 
 
 def test_the_verdict_without_validation_objects_says_so():

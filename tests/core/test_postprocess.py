@@ -161,10 +161,31 @@ def test_tune_finds_better_thresholds_than_a_bad_start():
         maps.append((fg.astype(np.float32), distance_map(lab)))
         truths.append(lab)
     bad = PostprocessConfig(fg_threshold=0.8, seed_threshold=0.9, min_size=0)
-    best, ap, tried = tune(maps, truths, start=bad)
+    found = tune(maps, truths, start=bad)
     from napari_unet_loop.core.metrics import matching, pool
 
     ap_bad = pool([matching(t, instances_from_maps(f, d, bad)) for (f, d), t in zip(maps, truths)]).ap50
-    assert ap > ap_bad + 0.2
-    assert best.fg_threshold < 0.7
-    assert len(tried) < 10 * 7 * 8 * 4 / 3  # far fewer than the full grid
+    assert found.start_ap50 == pytest.approx(ap_bad)
+    assert found.ap50 > ap_bad + 0.2
+    assert found.config.fg_threshold < 0.7
+    assert found.evaluated < 10 * 7 * 8 * 4 / 3  # far fewer than the full grid
+
+
+def test_tune_draws_the_masks_the_size_of_the_annotations_among_settings_of_equal_ap50():
+    """Every foreground threshold finds all four discs; the lowest draws them as large as the truth."""
+    from skimage.draw import disk
+
+    from napari_unet_loop.core.postprocess import PostprocessConfig, tune
+    from napari_unet_loop.core.targets import distance_map
+
+    lab = np.zeros((96, 96), np.int32)
+    for i, (c, r) in enumerate(zip(((24, 24), (24, 70), (70, 24), (70, 70)), (10, 12, 13, 15)), start=1):
+        lab[disk(c, r, shape=lab.shape)] = i
+    dist = distance_map(lab)
+    fg = np.where(lab > 0, np.clip(0.6 + 1.2 * dist, 0, 1), 0).astype(np.float32)  # surest at the centres
+    start = PostprocessConfig(0.85, 0.5, 24, 1.0)
+    found = tune([(fg, dist)], [lab], start=start)
+    assert found.start_ap50 == found.ap50 == 1.0  # every setting on the way finds all four
+    assert found.by_ap50 == start  # AP@0.5 alone sees no reason to move
+    assert found.config.fg_threshold <= 0.55 and found.seg > found.start_seg + 0.1
+    assert found.n_objects == 4 and 0 < found.seg_gain_se < found.seg - found.start_seg

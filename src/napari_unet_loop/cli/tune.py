@@ -48,10 +48,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     # ... and at the size segment shows them to the network (the thresholds' sizes are the network's)
     samples = to_network_scale(samples, model.card, model.image_diameter).samples
     start = model.card.thresholds(kind)
-    best, before, ap = tune_thresholds(model.net_for(kind), samples, device, start, tile=args.tile, tta=args.tta)
+    found = tune_thresholds(model.net_for(kind), samples, device, start, tile=args.tile, tta=args.tta)
+    best, before, ap = found.config, found.start_ap50, found.ap50
     what = f"{len(samples)} {kind} images" if kind else f"{len(samples)} images"
-    _log(f"{what}: AP50 {before:.4f} with {start.to_dict()}")
-    _log(f"best thresholds found: AP50 {ap:.4f} with {best.to_dict()}")
+    _log(f"{what}: AP50 {before:.4f} SEG {found.start_seg:.4f} with {start.to_dict()}")
+    _log(f"best thresholds found: AP50 {ap:.4f} SEG {found.seg:.4f} with {best.to_dict()}")
     n_objects = validation_objects(samples)
     noise = tuning_noise(before, n_objects)
     if ap - before <= noise:  # as train's re-tune judges it (docs/model.md)
@@ -64,6 +65,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             {
                 "before": before,
                 "after": ap,
+                "seg_before": found.start_seg,
+                "seg_after": found.seg,
                 "thresholds": best.to_dict(),
                 "kind": kind,
                 "objects": n_objects,
@@ -72,7 +75,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     )
     if args.write:
-        record = {"images": len(samples), "ap50_before": before, "ap50_after": ap, "include": args.include}
+        record = {
+            "images": len(samples),
+            "ap50_before": before,
+            "ap50_after": ap,
+            "seg_before": round(found.start_seg, 4),
+            "seg_after": round(found.seg, 4),
+            "include": args.include,
+        }
         metrics = {k: v for k, v in model.card.metrics.items() if k != "test"}  # test scores: the old thresholds
         if kind is None:
             model.card.postprocess = best

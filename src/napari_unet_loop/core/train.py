@@ -30,7 +30,7 @@ from .config import Settings
 from .device import autocast_dtype
 from .errors import TrainingError  # noqa: F401 - raised here, imported from here elsewhere
 from .metrics import MatchCounts, SegCounts, matching, pool
-from .postprocess import PostprocessConfig, instances
+from .postprocess import PostprocessConfig, Tuned, instances
 from .predict import predict
 from .sampling import PatchSampler, Sample
 from .targets import make_targets
@@ -636,16 +636,16 @@ def tune_thresholds(
     precision: str = "auto",
     tile: int | None = None,
     tta: bool = False,
-) -> tuple[PostprocessConfig, float, float]:
+) -> Tuned:
     """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
 
     The network runs once per sample (``tile`` and ``tta`` as in :func:`predict`); only
-    the post-processing is repeated.
+    the post-processing is repeated (:func:`~napari_unet_loop.core.postprocess.tune`).
 
     Returns
     -------
-    tuple
-        ``(thresholds, AP@0.5 with start, AP@0.5 with thresholds)``, pooled over the samples.
+    Tuned
+        The thresholds found, pooled AP@0.5 and SEG with them and with ``start``.
     """
     from .postprocess import tune
 
@@ -656,5 +656,4 @@ def tune_thresholds(
         maps.append((1.0 - probs[0], probs[n_cls]))
         truths.append(s.labels)
         ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
-    best, after, tried = tune(maps, truths, start=start, ignores=ignores)
-    return best, dict(tried)[start], after
+    return tune(maps, truths, start=start, ignores=ignores)
