@@ -189,3 +189,24 @@ def test_tune_draws_the_masks_the_size_of_the_annotations_among_settings_of_equa
     assert found.by_ap50 == start  # AP@0.5 alone sees no reason to move
     assert found.config.fg_threshold <= 0.55 and found.seg > found.start_seg + 0.1
     assert found.n_objects == 4 and 0 < found.seg_gain_se < found.seg - found.start_seg
+
+
+def test_tune_reach_moves_only_the_foreground_threshold_and_keeps_the_starts_ap50():
+    """The masks' reach: as large as the truth, down to where faint background blobs would become objects."""
+    from skimage.draw import disk
+
+    from napari_unet_loop.core.postprocess import PostprocessConfig, tune
+    from napari_unet_loop.core.targets import distance_map
+
+    lab = np.zeros((96, 96), np.int32)
+    for i, (c, r) in enumerate(zip(((24, 24), (24, 70), (70, 24), (70, 70)), (10, 12, 13, 15)), start=1):
+        lab[disk(c, r, shape=lab.shape)] = i
+    dist = distance_map(lab)
+    fg = np.where(lab > 0, np.clip(0.6 + 1.2 * dist, 0, 1), 0).astype(np.float32)
+    fg[44:52, 4:12] = 0.52  # a faint blob: an object at any threshold under 0.52
+    start = PostprocessConfig(0.85, 0.5, 24, 1.0)
+    found = tune([(fg, dist)], [lab], start=start)
+    reach = found.reach
+    assert reach == PostprocessConfig(0.55, start.seed_threshold, start.min_size, start.dist_sigma)
+    assert found.reach_seg > found.start_seg + 0.1
+    assert 0 < found.reach_seg_se < found.reach_seg - found.start_seg

@@ -326,6 +326,11 @@ class Retuned:
         One standard error of the SEG gain, from the per-object differences (paired).
     by_ap50 : PostprocessConfig or None
         What the search by AP@0.5 alone found, before SEG chose among its equals.
+    reach : PostprocessConfig or None
+        The starting thresholds with only the foreground threshold moved to the best SEG at the
+        start's AP@0.5 (``Tuned.reach``).
+    reach_seg, reach_seg_noise : float
+        Its validation SEG, and one standard error of its SEG gain (paired).
     """
 
     postprocess: Any
@@ -340,6 +345,9 @@ class Retuned:
     seg_after: float = math.nan
     seg_noise: float = math.inf
     by_ap50: Any = None
+    reach: Any = None
+    reach_seg: float = math.nan
+    reach_seg_noise: float = math.inf
 
     @property
     def bar(self) -> float:
@@ -381,6 +389,9 @@ class Retuned:
             "kept": self.kept,
             "found": None if self.found is None else self.found.to_dict(),
             "found_by_ap50": None if self.by_ap50 is None else self.by_ap50.to_dict(),
+            "found_for_reach": None if self.reach is None else self.reach.to_dict(),
+            "reach_seg": r4(self.reach_seg),
+            "reach_seg_noise": r4(self.reach_seg_noise),
             "on": "validation data",
         }
 
@@ -570,7 +581,7 @@ def retune(
     trust = min(max(float(trust), 0.0), 1.0) if math.isfinite(trust) else 0.0
     judged = Retuned(
         start, float(t.start_ap50), float(t.ap50), tuning_noise(t.start_ap50, n), False, n, trust, t.config,
-        float(t.start_seg), float(t.seg), t.seg_gain_se, t.by_ap50,
+        float(t.start_seg), float(t.seg), t.seg_gain_se, t.by_ap50, t.reach, float(t.reach_seg), t.reach_seg_se,
     )  # fmt: skip
     if judged.for_ap50 or judged.for_seg:  # the bars' one formula each: Retuned.bar and Retuned.seg_bar
         judged.postprocess, judged.kept = t.config, True

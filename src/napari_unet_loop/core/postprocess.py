@@ -77,6 +77,11 @@ class Tuned:
         What the search by AP@0.5 alone found, before SEG chose among its equals.
     evaluated : int
         Settings scored.
+    reach : PostprocessConfig or None
+        The starting thresholds with only the foreground threshold moved, to the best SEG that
+        keeps the start's AP@0.5: the masks' reach changed, the objects found not searched.
+    reach_seg, reach_seg_se : float
+        Its SEG, and one standard error of its SEG gain over the start (paired, as ``seg_gain_se``).
     """
 
     config: PostprocessConfig
@@ -88,6 +93,9 @@ class Tuned:
     n_objects: int
     by_ap50: PostprocessConfig
     evaluated: int
+    reach: PostprocessConfig | None = None
+    reach_seg: float = math.nan
+    reach_seg_se: float = math.inf
 
 
 def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
@@ -199,9 +207,19 @@ def tune(
 
     best = ascend(by_ap50, seg_keeping_ap50)
     (a0, s0, o0), (a1, s1, o1) = scores(start), scores(best)
-    diff = o1 - o0
-    se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
-    return Tuned(best, a1, s1, a0, s0, se, int(o0.size), by_ap50, len(cache))
+
+    def paired_se(o: np.ndarray) -> float:
+        diff = o - o0
+        return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
+
+    # the masks' reach alone: the start with its foreground threshold moved, the start's AP@0.5 kept
+    reaches = [start, *(PostprocessConfig(**{**start.to_dict(), "fg_threshold": v}) for v in fg_thresholds)]
+    reach = max(reaches, key=lambda c: (scores(c)[0] >= a0, scores(c)[1], c == start))
+    _, reach_seg, reach_objects = scores(reach)
+    return Tuned(
+        best, a1, s1, a0, s0, paired_se(o1), int(o0.size), by_ap50, len(cache),
+        reach, reach_seg, paired_se(reach_objects),
+    )  # fmt: skip
 
 
 def foreground_probability(probs: np.ndarray) -> np.ndarray:
