@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -46,11 +47,13 @@ def read_list(path: Path) -> list[str]:
 
 
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
-    """Write a benchmark's report as JSON (folders made as needed); nothing without a path."""
+    """Write a benchmark's report as JSON, atomically (folders made as needed); nothing without a path."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 
