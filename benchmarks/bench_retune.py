@@ -18,17 +18,21 @@ and renderings of those): the rule is chosen on them. ``dsb-colour``, ``dsb-x6``
 
 For each case it prints the stripe's evidence (AP@0.5 and SEG before and after the search, its
 objects, the starting model's stripe AP@0.5 or *trust*, the bars) and the held-out AP@0.5 / SEG of
-the fine-tuned model with its starting thresholds, with what the search by AP@0.5 alone found and
-with what the search found. Then the mean held-out AP@0.5 / SEG of each keep rule.
+the fine-tuned model with its starting thresholds, with what the search by AP@0.5 alone found, with
+what the search found, and with the starting thresholds whose foreground threshold alone moved to
+the best stripe SEG at the start's AP@0.5 (*reach*), and which thresholds each keep rule takes. The
+cases so far are written to ``--json`` after each one (a cut run keeps them); at the end, the mean
+held-out AP@0.5 / SEG of each keep rule.
 
-Run ``python benchmarks/bench_retune.py --help``; the default cases (38) take about 45 minutes on
-a 2-core CPU.
+Run ``python benchmarks/bench_retune.py --help``; the default cases (38) took about 45 minutes on
+one 2-core CPU and about 5 minutes each (over 3 hours) on another (2026-12-04).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import platform
@@ -130,16 +134,28 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated loop:KIND:SEED or cells:SET:K:SEED")
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps per case")
-    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument(
+        "--json", type=Path, default=None, help="write the report here; cases it already holds are not run again"
+    )
     args = p.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    done, others = {}, []  # cases of an earlier run: asked for again, and not (kept in the file as other_cases)
+    if args.json is not None and args.json.exists():  # a cut run goes on where it stopped
+        earlier = json.loads(args.json.read_text())
+        for r in [*earlier.get("cases", []), *earlier.get("other_cases", [])]:
+            if r["case"] in cases:
+                done[r["case"]] = r
+            else:
+                others.append(r)
+        print(f"{len(done)} of the {len(cases)} cases read from {args.json}")
     torch.set_num_threads(os.cpu_count() or 1)
     start = load("default")
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
     print(f"model    {start.name}; {args.steps} steps per fine-tune\n")
     rows = []
-    for case in [c for c in args.cases.split(",") if c]:
-        r = run_case(case, start, args.steps, "cpu")
+    for case in cases:
+        r = done.get(case) or run_case(case, start, args.steps, "cpu")
         rows.append(r)
         h = r["held"]
         seg_bar = "-" if r["seg_bar"] is None else f"{r['seg_bar']:.3f}"
@@ -153,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             f"the rules keep: {', '.join(rule(r) for rule in RULES.values())}",
             flush=True,
         )
-        write_json(args.json, {"steps": args.steps, "cases": rows})  # a cut run keeps its cases
+        if case not in done:
+            pending = [done[c] for c in cases[len(rows) :] if c in done]
+            write_json(args.json, {"steps": args.steps, "cases": [*rows, *pending], "other_cases": others})
     print(f"\nmean held-out AP@0.5 / SEG over {len(rows)} fine-tunes, by keep rule (cases where it re-tunes):")
-    report: dict[str, Any] = {"steps": args.steps, "cases": rows, "rules": {}}
+    report: dict[str, Any] = {"steps": args.steps, "cases": rows, "other_cases": others, "rules": {}}
     for name, rule in [*RULES.items(), ("oracle (best held-out SEG of those scored)", None)]:
         if rule is None:
             picked, kept = [max(r["held"].values(), key=lambda v: v["seg"]) for r in rows], None
@@ -164,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             kept = sum(rule(r) != "start" for r in rows)
         ap50, seg = (float(np.mean([p[k] for p in picked])) if picked else math.nan for k in ("ap50", "seg"))
         report["rules"][name] = {"mean_ap50": round(ap50, 4), "mean_seg": round(seg, 4), "kept": kept}
-        print(f"  {name:<76} {ap50:.4f} / {seg:.4f}" + ("" if kept is None else f"  ({kept})"))
+        print(f"  {name:<{max(map(len, RULES))}} {ap50:.4f} / {seg:.4f}" + ("" if kept is None else f"  ({kept})"))
     write_json(args.json, report)
     return 0
 
