@@ -212,7 +212,8 @@ def tune(
         diff = o - o0
         return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
 
-    # the masks' reach alone: the start with its foreground threshold moved, the start's AP@0.5 kept
+    # the masks' reach alone: the start with its foreground threshold moved, the start's AP@0.5 kept;
+    # no post-processing runs for it: the first ascent from the start scored these settings first
     reaches = [start, *(PostprocessConfig(**{**start.to_dict(), "fg_threshold": v}) for v in fg_thresholds)]
     reach = max(reaches, key=lambda c: (scores(c)[0] >= a0, scores(c)[1], c == start))
     _, reach_seg, reach_objects = scores(reach)
