@@ -1,11 +1,13 @@
 import pytest
 import torch
 
+from napari_unet_loop.core import device
 from napari_unet_loop.core.device import (
     DEVICE_CHOICES,
     DeviceError,
     autocast_dtype,
     available_devices,
+    cpu_bf16_native,
     resolve_device,
 )
 
@@ -77,3 +79,27 @@ def test_autocast_dtype():
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_autocast_dtype_on_cuda():
     assert autocast_dtype(torch.device("cuda"), "auto") in (torch.bfloat16, torch.float16)
+
+
+@pytest.mark.parametrize(
+    ("machine", "avx512_bf16", "amx", "onednn", "native"),
+    [
+        ("x86_64", False, False, True, False),  # AVX-512 without BF16: oneDNN emulates bf16, slowly
+        ("x86_64", True, False, True, True),
+        ("AMD64", False, True, True, True),
+        ("aarch64", False, False, True, True),  # ARM: oneDNN's answer needs the hardware there
+        ("aarch64", False, False, False, False),
+    ],
+)
+def test_cpu_bf16_native_needs_bf16_in_hardware(monkeypatch, machine, avx512_bf16, amx, onednn, native):
+    monkeypatch.setattr(device.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert cpu_bf16_native() is native
+
+
+def test_cpu_bf16_native_is_false_when_pytorch_cannot_say(monkeypatch):
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert cpu_bf16_native() is False

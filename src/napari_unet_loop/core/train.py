@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .augment import AugmentConfig
 from .config import Settings
-from .device import autocast_dtype
+from .device import autocast_dtype, cpu_bf16_native
 from .errors import TrainingError  # noqa: F401 - raised here, imported from here elsewhere
 from .metrics import MatchCounts, SegCounts, matching, pool
 from .postprocess import PostprocessConfig, Tuned, instances
@@ -237,14 +237,13 @@ class TrainResult:
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Autocast dtype for training: like prediction, plus bf16 on CPUs that support it."""
+    """Autocast dtype for training: like prediction, plus bf16 on CPUs that compute it in hardware.
+
+    Where bf16 is only emulated (AVX-512 without BF16) ``"auto"`` trains in fp32, 2.5x faster
+    there (:func:`.device.cpu_bf16_native`).
+    """
     if precision == "auto" and device.type == "cpu":
-        try:
-            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-                return torch.bfloat16
-        except (AttributeError, RuntimeError):
-            pass
-        return None
+        return torch.bfloat16 if cpu_bf16_native() else None
     return autocast_dtype(device, precision)
 
 
