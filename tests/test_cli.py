@@ -133,6 +133,9 @@ def test_train_from_scratch_then_segment_with_it(tmp_path, folders, capsys):
     assert main(args) == 0
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["architecture"]["depth"] == 2 and card["training"]["steps"] == 3
+    # what "auto" trained in, said and recorded: bf16 only where the CPU computes it in hardware
+    used = card["training"]["precision_used"]
+    assert used in ("fp32", "bf16") and f"training from scratch on cpu ({used})" in capsys.readouterr().err
     assert main(["segment", str(images), "-o", str(tmp_path / "o"), "--model", str(model)]) == 0
     assert main(args) == 2  # no silent overwrite of a model file
     assert "--overwrite" in capsys.readouterr().err
@@ -639,7 +642,9 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     assert "goes on with the settings it began with" not in err  # nothing changed since
     card = model_files.load(out).card
     assert card.training["steps"] == 5 and card.training["final"] is True
-    assert {"data", "config", "device", "steps", "seconds", "validated", "modality"} <= set(card.training)
+    assert {"data", "config", "device", "precision_used", "steps", "seconds", "validated", "modality"} <= set(
+        card.training
+    )
     assert card.parent == "tiny" and card.training["config"]["steps"] == 5
     assert not ckpt.exists()  # a finished run leaves no checkpoint behind
     assert main(["train", "--resume", str(ckpt)]) == 2  # gone: a clear error, no traceback

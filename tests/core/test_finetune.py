@@ -64,6 +64,11 @@ def test_training_record_has_one_schema():
     assert rec["data"] == {"n_train": 2, "n_val": 1, "train_names": ["a", "b"], "val_names": ["a[validation]"]}
     assert rec["steps"] == 3 and rec["seconds"] == 1.2 and rec["validated"] is True and rec["x"] == 1
     assert rec["config"] == config.to_dict() and rec["modality"] == "auto"
+    assert rec["precision_used"] in ("fp32", "bf16")  # what "auto" became on this CPU
+    fp32 = training_record(
+        preset(True, minutes=1, precision="fp32"), "cpu", [], [], steps=0, seconds=0, modality="auto"
+    )
+    assert fp32["precision_used"] == "fp32"
 
 
 # ----------------------------------------------------------------------------- object size

@@ -28,7 +28,7 @@ from ..core.finetune import (
 from ..core.image import InputError
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.sampling import balance_kinds, split_validation
-from ..core.train import iter_train
+from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
 from ..io.images import pair_files
 from ..io.training import training_reports
@@ -157,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             _log(f"the run goes on with the settings it began with ({', '.join(changed)} differ from today's)")
         config = own
     _log(
-        f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device}: "
+        f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device} "
+        f"({training_precision(device, config.precision)}): "
         f"{len(train)} training and {len(val)} validation sample(s), budget "
         f"{str(args.minutes) + ' min' if args.minutes else ''}{' ' if args.minutes and args.steps else ''}"
         f"{str(args.steps) + ' steps' if args.steps else ''}"

@@ -23,7 +23,7 @@ from .augment import AugmentConfig
 from .image import InputError
 from .sampling import Sample
 from .scale import check_diameter, median_diameter, resize, resize_labels, scale_factor, scaled_shape
-from .train import TrainConfig
+from .train import TrainConfig, training_precision
 
 if TYPE_CHECKING:
     from .model_files import Model, ModelCard
@@ -189,7 +189,8 @@ def training_record(
     -------
     dict
         ``data`` (``n_train``, ``n_val``, ``train_names``, ``val_names`` and ``data``'s fields),
-        ``config``, ``device``, ``started``, ``steps``, ``patches``, ``seconds``, ``stopped_by_user``,
+        ``config``, ``device``, ``precision_used`` (what the run computed in: ``"fp32"``,
+        ``"bf16"`` or ``"fp16"``), ``started``, ``steps``, ``patches``, ``seconds``, ``stopped_by_user``,
         ``validated`` (whether anything was validated), ``modality``, ``start_weights`` when
         given, then ``extra``.
     """
@@ -203,6 +204,7 @@ def training_record(
         },
         "config": config.to_dict(),
         "device": str(device),
+        "precision_used": training_precision(device, config.precision),
         "started": started,
         "steps": steps,
         "patches": patches,

@@ -247,6 +247,18 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return autocast_dtype(device, precision)
 
 
+def training_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """What a training run computes in, as a word for messages and model cards.
+
+    Examples
+    --------
+    >>> training_precision("cpu", "fp32")
+    'fp32'
+    """
+    dtype = training_dtype(torch.device(device), precision)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 def loss_terms(
     logits: torch.Tensor,
     classes: torch.Tensor,
