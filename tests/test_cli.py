@@ -49,6 +49,21 @@ def test_segment_refuses_to_overwrite(tmp_path, folders, tiny_model_path, capsys
     assert main([*args, "--overwrite"]) == 0
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_hardware_says_it_is_slower(
+    tmp_path, folders, tiny_model_path, capsys, monkeypatch, native
+):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("napari_unet_loop.cli.main"), "cpu_bf16_native", lambda: native)
+    images, _ = folders
+    args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]
+    assert main([*args, "--device", "cpu", "--precision", "bf16"]) == 0
+    assert ("runs emulated, slower than fp32" in capsys.readouterr().err) is not native
+    assert main([*args, "--device", "cpu", "--overwrite"]) == 0  # auto: nothing to say
+    assert "emulated" not in capsys.readouterr().err
+
+
 def test_segment_other_formats(tmp_path, folders, tiny_model_path):
     images, _ = folders
     args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]

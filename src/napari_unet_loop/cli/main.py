@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core import __version__, kind_weights, model_files
 from ..core.checkpoint import load_checkpoint
-from ..core.device import DEVICE_CHOICES, DeviceError
+from ..core.device import DEVICE_CHOICES, DeviceError, cpu_bf16_native, resolve_device
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.model_files import ModelError
@@ -308,6 +308,14 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
     return args
 
 
+def _note_emulated_bf16(args: argparse.Namespace) -> None:
+    """Say so when ``--precision bf16`` asks a CPU without bf16 hardware: it runs emulated, slower than fp32."""
+    if getattr(args, "precision", None) != "bf16" or str(getattr(args, "device", "auto")) not in ("auto", "cpu"):
+        return
+    if resolve_device(args.device).type == "cpu" and not cpu_bf16_native():
+        _log("note: this CPU has no bf16 hardware; --precision bf16 runs emulated, slower than fp32 (auto)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -316,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "command", None) == "train":
             args = _train_args(parser, args, argv)
+        _note_emulated_bf16(args)
         return args.func(args)
     except KeyboardInterrupt:  # Ctrl-C while starting, reading or writing: one line, no traceback
         _log("interrupted")
