@@ -136,6 +136,10 @@ def _kill_at_random(cmd, env, rng, settle, runs):
         proc.wait()
 
 
+def _outputs(folder, pattern: str) -> list:
+    return [p for p in folder.glob(pattern) if not p.name.startswith(".")]
+
+
 def test_random_kills_during_segment_leave_whole_files(tmp_path, tiny_model_path):
     """``segment`` killed at random moments: each output is whole (or absent), records match, leftovers go."""
     import imageio.v3 as iio
@@ -152,11 +156,13 @@ def test_random_kills_during_segment_leave_whole_files(tmp_path, tiny_model_path
     cmd = [sys.executable, "-m", "napari_unet_loop.cli", "segment", str(src), "-o", str(out)]
     cmd += ["--model", str(tiny_model_path), "--format", "tif,zarr", "--overwrite"]
     _kill_at_random(cmd, env, np.random.default_rng(1), settle=1.5, runs=4)
-    for tif in out.glob("*.tif"):
+    # the outputs, not a killed writer's hidden temporary files (".img1.part-<pid>-....tif", which
+    # pathlib's glob matches too): those are leftovers the next run removes, checked below
+    for tif in _outputs(out, "*.tif"):
         labels = tifffile.imread(tif)  # a whole TIFF, never a torn one
         assert labels.shape == image.shape[:2]
         assert sidecar_matches(tif) in (None, True)
-    for store in out.glob("*.zarr"):
+    for store in _outputs(out, "*.zarr"):
         assert sidecar_matches(store) in (None, True)
     subprocess.run(cmd, env=env, check=True, capture_output=True)  # the next run finishes and cleans up
     assert sorted(p.name for p in out.glob("*.tif")) == [f"img{i}.tif" for i in range(6)]
