@@ -22,7 +22,7 @@ import torch
 from napari_unet_loop.core.device import resolve_device
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.sampling import Sample
-from napari_unet_loop.core.train import TrainConfig, iter_train, training_dtype
+from napari_unet_loop.core.train import TrainConfig, iter_train, training_dtype, training_precision
 from napari_unet_loop.core.unet import UNet, UNetConfig
 from napari_unet_loop.io.images import pair_files, read_image
 
@@ -100,7 +100,7 @@ def main() -> None:
     ours = args.batch / float(np.median(times))
     print(
         f"device {device} ({torch.__version__}, {torch.get_num_threads()} threads), "
-        f"precision {training_dtype(device, args.precision) or 'fp32'}"
+        f"precision {training_precision(device, args.precision)}"
     )
     print(f"U-Net depth {args.depth}, width {args.width}; patches {args.patch} x {args.patch}, batch {args.batch}")
     print(f"network alone (device-resident batches):     {alone:8.1f} patches/s")
