@@ -482,6 +482,9 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     ft.name_edit.setText("from-own-weights")
     worker = ft.start()
     assert "Fine-tuning base (its own weights for brightfield images)" in ft.result_label.text()
+    from napari_unet_loop.core.train import training_precision
+
+    assert f"on cpu ({training_precision('cpu')}):" in ft.result_label.text()  # what it computes in, as train logs
     qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
     assert worker is not None and started
     assert all(torch.equal(started[0][k], v) for k, v in own.net.state_dict().items())

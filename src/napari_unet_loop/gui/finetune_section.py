@@ -39,7 +39,7 @@ from ..core.metrics import correction_agreement, score
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.model_files import Model, ModelCard, ModelError
 from ..core.sampling import PatchSampler, split_validation
-from ..core.train import TrainConfig, TrainEvent, TrainingError
+from ..core.train import TrainConfig, TrainEvent, TrainingError, training_precision
 from ..core.unet import UNetConfig
 from ..io.images import ReadError
 from ._segment_worker import Failure
@@ -337,8 +337,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
         if only_kind:
             start += f" for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
+        where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
         self.result_label.setText(
-            f"Fine-tuning {model.name}{start} on {device}: {len(train)} training and {len(val)} validation sample(s), "
+            f"Fine-tuning {model.name}{start} on {where}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{_size_note(scaled, model)}. You can keep annotating."
             + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
         )
