@@ -105,6 +105,22 @@ def test_samples_are_rescaled_to_the_network_diameter(discs):
     assert fresh.diameter == fresh.default_diameter == pytest.approx(30.0, rel=0.05)
 
 
+def test_validation_objects_counts_what_validation_scores():
+    """An object mostly in unreviewed pixels is left out of the scores, so it does not shrink the noise bar."""
+    from napari_unet_loop.core import finetune
+
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 5:15] = 1  # reviewed
+    labels[5:15, 25:35] = 2  # 30 of 100 pixels unreviewed: scored
+    labels[5:15, 45:55] = 3  # 70 of 100 pixels unreviewed: not scored
+    ignore = np.zeros(labels.shape, bool)
+    ignore[5:15, 32:35] = True
+    ignore[5:15, 48:] = True
+    sample = Sample(np.zeros((1, 40, 60), np.float32), labels, ignore)
+    assert finetune.validation_objects([sample]) == 2
+    assert finetune.validation_objects([Sample(np.zeros((1, 40, 60), np.float32), labels)]) == 3
+
+
 def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypatch, discs):
     from napari_unet_loop.core import finetune
     from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned

@@ -523,10 +523,12 @@ def tuning_noise(ap50: float, n_objects: int) -> float:
 
 def validation_objects(samples: Sequence[Sample]) -> int:
     """Objects in validation samples (those mostly in reviewed pixels, as validation scores them)."""
+    from .metrics import _drop_ignored
+
     n = 0
     for s in samples:
-        ids = np.unique(s.labels[s.labels > 0]) if s.ignore is None else np.unique(s.labels[(s.labels > 0) & ~s.ignore])
-        n += int(ids.size)
+        labels = s.labels if s.ignore is None or not s.ignore.any() else _drop_ignored(s.labels, s.ignore)
+        n += int(np.unique(labels[labels > 0]).size)
     return n
 
 
