@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 import _common
 import bench_cells
 from _common import DATA_CANDIDATES
-from napari_unet_loop.core.finetune import Retuned, tuning_noise, validation_objects
+from napari_unet_loop.core.finetune import judge, validation_objects
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.postprocess import PostprocessConfig, instances_from_maps, tune
@@ -127,13 +126,13 @@ def report(path: Path) -> dict:
     z = np.load(path)
     meta = json.loads(str(z["meta"]))
     start = PostprocessConfig.from_dict(meta["start_pp"])
+    heldout = [
+        (z[f"h_fg_{j}"].astype(np.float32), z[f"h_d_{j}"].astype(np.float32), z[f"h_lab_{j}"], h["factor"])
+        for j, h in enumerate(meta["held"])
+    ]  # read (decompressed) once, thresholded once per setting
 
     def held(pp: PostprocessConfig) -> tuple[float, float]:
-        scores = []
-        for j, h in enumerate(meta["held"]):
-            fg, d = z[f"h_fg_{j}"].astype(np.float32), z[f"h_d_{j}"].astype(np.float32)
-            scores.append(matching(z[f"h_lab_{j}"], instances_from_maps(fg, d, postprocess_at(pp, h["factor"]))))
-        pooled = pool(scores)
+        pooled = pool([matching(lab, instances_from_maps(fg, d, postprocess_at(pp, f))) for fg, d, lab, f in heldout])
         return round(pooled.ap50, 4), round(pooled.seg, 4)
 
     row = {"case": meta["case"], "steps": meta["steps"], "start": held(start)}
@@ -143,13 +142,9 @@ def report(path: Path) -> dict:
             maps.append((z[f"{tag}_fg_{i}"].astype(np.float32), z[f"{tag}_d_{i}"].astype(np.float32)))
             labs.append(z[f"{tag}_lab_{i}"])
             igs.append(z[f"{tag}_ig_{i}"] if f"{tag}_ig_{i}" in z else None)
-        t = tune(maps, labs, start=start, ignores=igs)
         n = validation_objects([Sample(np.zeros((1, *lab.shape), np.float32), lab, ig) for lab, ig in zip(labs, igs)])
-        trust = min(max(float(meta["trust"]), 0.0), 1.0) if math.isfinite(meta["trust"]) else 0.0
-        r = Retuned(start, float(t.start_ap50), float(t.ap50), tuning_noise(t.start_ap50, n), False, n, trust)
-        r.seg_before, r.seg_after, r.seg_noise = float(t.start_seg), float(t.seg), t.seg_gain_se
-        kept = t.config if (r.for_ap50 or r.for_seg) else start  # the keep rule of core.finetune.retune
-        row[tag] = {"objects": n, "kept": kept != start, "thresholds": kept.to_dict(), "held": held(kept)}
+        r = judge(tune(maps, labs, start=start, ignores=igs), n, start, meta["trust"])  # retune's keep rule
+        row[tag] = {"objects": n, "kept": r.kept, "thresholds": r.postprocess.to_dict(), "held": held(r.postprocess)}
     return row
 
 

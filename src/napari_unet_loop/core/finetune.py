@@ -580,8 +580,28 @@ def retune(
     """
     from .train import tune_thresholds
 
-    t = tune_thresholds(net, val, device, start, precision)
-    n = validation_objects(val)
+    return judge(tune_thresholds(net, val, device, start, precision), validation_objects(val), start, trust)
+
+
+def judge(t: Any, n: int, start: Any, trust: float = 0.0) -> Retuned:
+    """Keep what a threshold search found only when its gain clears the bar (the rule of :func:`retune`).
+
+    Parameters
+    ----------
+    t : Tuned
+        What the search on the validation samples found (:func:`.postprocess.tune`).
+    n : int
+        Validation objects (:func:`validation_objects`).
+    start : PostprocessConfig
+        The thresholds the run started with.
+    trust : float
+        The starting model's validation AP@0.5 before training (NaN: 0).
+
+    Returns
+    -------
+    Retuned
+        The thresholds to keep and the evidence.
+    """
     trust = min(max(float(trust), 0.0), 1.0) if math.isfinite(trust) else 0.0
     judged = Retuned(
         start, float(t.start_ap50), float(t.ap50), tuning_noise(t.start_ap50, n), False, n, trust, t.config,
