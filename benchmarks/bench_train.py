@@ -7,12 +7,18 @@ One run, same network, same patch size and batch:
    rotation, zoom, elastic deformation, intensity), loss with the border weight map, and
    the optimiser step - everything a fine-tune does except validation.
 
+With ``--compile`` the network alone is timed again under ``torch.compile`` (its first steps,
+where the compilation happens, timed apart): whether compiling would pay in a fine-tune of a few
+minutes.
+
     python benchmarks/bench_train.py [--device cpu|cuda] [--steps 30] [--patch 128] [--batch 16] [--width 16]
+        [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -35,30 +41,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def network_alone(net: UNet, device, batch: int, patch: int, steps: int, precision: str) -> float:
-    """Patches per second of forward + backward + step on device-resident random batches."""
+def network_alone(
+    net: torch.nn.Module, device, batch: int, patch: int, steps: int, precision: str
+) -> tuple[float, float]:
+    """Patches per second of forward + backward + step on device-resident random batches, and the
+    seconds the three warm-up steps took (where ``torch.compile`` compiles)."""
     dtype = training_dtype(device, precision)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
-    x = torch.randn(batch, net.config.in_channels, patch, patch, device=device)
-    target = torch.randint(0, net.config.n_classes, (batch, patch, patch), device=device)
+    cfg = getattr(net, "_orig_mod", net).config  # a compiled network wraps the UNet
+    x = torch.randn(batch, cfg.in_channels, patch, patch, device=device).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, cfg.n_classes, (batch, patch, patch), device=device)
     net.train()
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             y = net(x)
-        loss = torch.nn.functional.cross_entropy(y[:, : net.config.n_classes].float(), target)
+        loss = torch.nn.functional.cross_entropy(y[:, : cfg.n_classes].float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    t0 = time.perf_counter()
     for _ in range(3):
         step()
     sync(device)
+    warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     sync(device)
-    return batch * steps / (time.perf_counter() - t0)
+    return batch * steps / (time.perf_counter() - t0), warmup
 
 
 def main() -> None:
@@ -73,14 +85,18 @@ def main() -> None:
     p.add_argument("--images", type=int, default=40, help="DSB2018 images to draw patches from")
     p.add_argument("--precision", default="auto")
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--compile", action="store_true", help="also time the network alone under torch.compile")
     args = p.parse_args()
     device = resolve_device(args.device)
     cfg = UNetConfig(depth=args.depth, base_width=args.width)
     torch.manual_seed(0)
-    net = UNet(cfg).to(device)
-    if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
-    alone = network_alone(net, device, args.batch, args.patch, args.steps, args.precision)
+    net = UNet(cfg).to(device, memory_format=torch.channels_last)  # as iter_train trains it
+    alone, _ = network_alone(net, device, args.batch, args.patch, args.steps, args.precision)
+    if args.compile:
+        eager = copy.deepcopy(net)
+        compiled, compile_s = network_alone(
+            torch.compile(eager), device, args.batch, args.patch, args.steps, args.precision
+        )
 
     pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
     samples = [Sample(prepare_input(read_image(i), 1), read_image(lab), name=i.stem) for i, lab in pairs]
@@ -106,6 +122,10 @@ def main() -> None:
     print(f"network alone (device-resident batches):     {alone:8.1f} patches/s")
     print(f"iter_train (augmentation + loss included):   {ours:8.1f} patches/s")
     print(f"ratio ours / network alone:                  {ours / alone:8.2f}")
+    if args.compile:
+        print(f"network alone, torch.compile:                {compiled:8.1f} patches/s")
+        print(f"ratio compiled / network alone:              {compiled / alone:8.2f}")
+        print(f"compiling (first 3 steps):                   {compile_s:8.1f} s")
 
 
 if __name__ == "__main__":
