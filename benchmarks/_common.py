@@ -197,3 +197,35 @@ def finetune(
         "start_postprocess": start_pp,
     }
     return Model(net.eval(), card), run
+
+
+def save_heldout(child: Model, heldout: list, n_classes: int, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Segment the held-out ``(name, image, labels)`` with ``child`` as ``segment`` does; put its foreground
+    and distance maps and the labels in ``arrays`` (``h_fg_j``, ``h_d_j``, ``h_lab_j``, float16) and return
+    each image's name and rescaling factor, so that any thresholds can be scored later (:func:`heldout_scorer`)."""
+    held = []
+    for j, (name, img, lab) in enumerate(heldout):
+        seg = segment(child, img, device="cpu")
+        arrays[f"h_fg_{j}"] = (1.0 - seg.probs[0]).astype(np.float16)
+        arrays[f"h_d_{j}"] = seg.probs[n_classes].astype(np.float16)
+        arrays[f"h_lab_{j}"] = lab.astype(np.int32)
+        held.append({"name": name, "factor": seg.factor})
+    return held
+
+
+def heldout_scorer(z: Any, held: list[dict[str, Any]]):
+    """What :func:`save_heldout` saved, read (decompressed) once: a function of thresholds that returns the
+    held-out pooled ``(AP@0.5, SEG)``, rounded to 4 decimals."""
+    from napari_unet_loop.core.postprocess import instances_from_maps
+    from napari_unet_loop.core.scale import postprocess_at
+
+    maps = [
+        (z[f"h_fg_{j}"].astype(np.float32), z[f"h_d_{j}"].astype(np.float32), z[f"h_lab_{j}"], h["factor"])
+        for j, h in enumerate(held)
+    ]
+
+    def scores(pp: Any) -> tuple[float, float]:
+        pooled = pool([matching(lab, instances_from_maps(fg, d, postprocess_at(pp, f))) for fg, d, lab, f in maps])
+        return round(pooled.ap50, 4), round(pooled.seg, 4)
+
+    return scores

@@ -30,15 +30,12 @@ import torch
 
 import _common
 import bench_cells
-from _common import DATA_CANDIDATES
+from _common import DATA_CANDIDATES, heldout_scorer, save_heldout
 from napari_unet_loop.core.finetune import judge, validation_objects
-from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.model_files import load
-from napari_unet_loop.core.postprocess import PostprocessConfig, instances_from_maps, tune
+from napari_unet_loop.core.postprocess import PostprocessConfig, tune
 from napari_unet_loop.core.predict import predict
 from napari_unet_loop.core.sampling import Sample
-from napari_unet_loop.core.scale import postprocess_at
-from napari_unet_loop.core.segment import segment
 
 CONTEXT_PX = 16
 CASES = [f"{s}:{k}:{seed}" for s in ("dic-frames", "isbi") for seed in (0,) for k in (1, 2, 5)]
@@ -111,13 +108,8 @@ def run_case(case: str, start, steps: int, path: Path) -> None:
             if v.ignore is not None:
                 arrays[f"{tag}_ig_{i}"] = v.ignore
     meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_val": len(seen["context"]),
-            "start_pp": run["start_postprocess"].to_dict(), "held": []}  # fmt: skip
-    for j, (hn, img, lab) in enumerate(heldout):
-        seg = segment(child, img, device="cpu")
-        arrays[f"h_fg_{j}"] = (1.0 - seg.probs[0]).astype(np.float16)
-        arrays[f"h_d_{j}"] = seg.probs[n_cls].astype(np.float16)
-        arrays[f"h_lab_{j}"] = lab.astype(np.int32)
-        meta["held"].append({"name": hn, "factor": seg.factor})
+            "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
+    meta["held"] = save_heldout(child, heldout, n_cls, arrays)
     np.savez_compressed(path, meta=json.dumps(meta), **arrays)
 
 
@@ -126,15 +118,7 @@ def report(path: Path) -> dict:
     z = np.load(path)
     meta = json.loads(str(z["meta"]))
     start = PostprocessConfig.from_dict(meta["start_pp"])
-    heldout = [
-        (z[f"h_fg_{j}"].astype(np.float32), z[f"h_d_{j}"].astype(np.float32), z[f"h_lab_{j}"], h["factor"])
-        for j, h in enumerate(meta["held"])
-    ]  # read (decompressed) once, thresholded once per setting
-
-    def held(pp: PostprocessConfig) -> tuple[float, float]:
-        pooled = pool([matching(lab, instances_from_maps(fg, d, postprocess_at(pp, f))) for fg, d, lab, f in heldout])
-        return round(pooled.ap50, 4), round(pooled.seg, 4)
-
+    held = heldout_scorer(z, meta["held"])
     row = {"case": meta["case"], "steps": meta["steps"], "start": held(start)}
     for tag in ("alone", "context"):
         maps, labs, igs = [], [], []

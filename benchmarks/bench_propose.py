@@ -1,0 +1,230 @@
+"""Re-tuning after a fine-tune: thresholds proposed on all the annotations, verified on the stripe.
+
+The shipped re-tune (``core.finetune.retune``) searches the thresholds on the validation stripe
+alone: a handful of objects on small frames, so the search follows their noise. The alternative
+measured here: the search runs on all the annotated pixels (the trained region, which the network
+has seen, and the stripe), where there are 2-5 times more objects, and the stripe, which the
+network has not seen, only verifies what it found with the shipped keep rule
+(``core.finetune.judge``); when that fails, the shipped stripe search decides as before.
+Rules scored, each on the same trained network:
+
+* ``stripe``: the shipped rule, search and verdict on the stripe;
+* ``all``: search and verdict on all the annotations (the naive pooling);
+* ``all, verified``: the search on all the annotations, verdict on the stripe, else ``stripe``;
+* ``all + reach, verified``: as above, with the foreground threshold (how far the masks reach) then
+  re-chosen on the stripe for its best SEG at the same stripe AP@0.5: the trained pixels' maps are
+  sharper than new images', so the reach is chosen on pixels the network has not seen;
+* ``stripe, user's scale``: the shipped search on the stripe scored as ``segment`` scores a new image:
+  the network's maps resized back to the stripe's own grid, the annotations at their own resolution
+  (not shrunk to the network's scale by nearest neighbours, where thin gaps between cells vanish),
+  the post-processing sizes scaled (``core.scale.postprocess_at``).
+
+Each case (``SET:K:SEED``, ``bench_cells``' sets) is one fine-tune on ``K`` images on the path of
+``train --from default`` (a step budget; keep-best on the stripe, as shipped). The script saves per
+case the trained network's outputs on the trained and the validation samples and on the held-out
+images (``--out DIR``, one ``.npz`` each; a cut run goes on where it stopped), then re-tunes offline
+by each rule and scores what each keeps on the held-out images. ``--report`` only re-reads the
+saved cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import _common
+import bench_cells
+from _common import DATA_CANDIDATES, heldout_scorer, save_heldout
+from napari_unet_loop.core.finetune import Retuned, judge, validation_objects
+from napari_unet_loop.core.metrics import matching, pool
+from napari_unet_loop.core.model_files import load
+from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned, _object_seg, instances_from_maps, tune
+from napari_unet_loop.core.predict import predict
+from napari_unet_loop.core.sampling import Sample
+from napari_unet_loop.core.scale import postprocess_at, resize
+
+CASES = [f"{s}:{k}:0" for s in ("dic-frames", "isbi", "phc-isbi") for k in (1, 2, 5)]
+CASES += [f"{s}:{k}:1" for s in ("dic-frames", "isbi") for k in (1, 2, 5)]
+RULES = ("stripe", "all", "all, verified", "all + reach, verified", "stripe, user's scale")
+FG = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)  # tune's foreground thresholds
+
+
+def run_case(case: str, start, steps: int, path: Path) -> None:
+    """Fine-tune for one case; save the network's outputs on the trained and validation samples and held out."""
+    name, k, seed = case.split(":")
+    k, seed = int(k), int(seed)
+    root = next(d for d in DATA_CANDIDATES if d and d.is_dir())
+    pool_items, heldout, _ = bench_cells.load_set(name, root, 5, 10 if name.startswith("isbi") else 8, seed)
+    seen: dict = {}
+    split, retune = _common.split_validation, _common.retune
+
+    def split_seen(samples, fraction, seed):
+        seen["train"], seen["val"] = split(samples, fraction, seed)
+        return seen["train"], seen["val"]
+
+    def keep_net(net, val, device, pp, trust=0.0, **kwargs):
+        seen.update(net=net, trust=trust)
+        return retune(net, val, device, pp, trust=trust, **kwargs)
+
+    _common.split_validation, _common.retune = split_seen, keep_net
+    try:
+        child, run = _common.finetune(start, pool_items[:k], 5.0, True, seed, device="cpu", steps=steps)
+    finally:
+        _common.split_validation, _common.retune = split, retune
+    net, n_cls = seen["net"], child.card.architecture.n_classes
+    arrays = {}
+    for tag in ("train", "val"):
+        for i, s in enumerate(seen[tag]):
+            p = predict(net, s.image, device="cpu")
+            arrays[f"{tag}_fg_{i}"] = (1.0 - p[0]).astype(np.float16)
+            arrays[f"{tag}_d_{i}"] = p[n_cls].astype(np.float16)
+            arrays[f"{tag}_lab_{i}"] = s.labels.astype(np.int32)
+            if s.ignore is not None:
+                arrays[f"{tag}_ig_{i}"] = s.ignore
+    meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_train": len(seen["train"]),
+            "n_val": len(seen["val"]), "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
+    meta["held"] = save_heldout(child, heldout, n_cls, arrays)
+    np.savez_compressed(path, meta=json.dumps(meta), **arrays)
+
+
+def scored(maps, truths, ignores, cfg: PostprocessConfig) -> tuple[float, float, np.ndarray]:
+    """Pooled AP@0.5, SEG and per-object SEG of ``cfg`` on saved maps (as ``tune`` scores a setting)."""
+    from scipy import ndimage as ndi
+
+    plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
+    counts, per = [], []
+    for (f, d), t, ig in zip(maps, truths, ignores):
+        pred = instances_from_maps(f, ndi.gaussian_filter(d, cfg.dist_sigma) if cfg.dist_sigma else d, plain)
+        counts.append(matching(t, pred, ignore=ig))
+        per.append(_object_seg(t, pred, ig))
+    p = pool(counts)
+    return p.ap50, p.seg, np.concatenate(per) if per else np.zeros(0)
+
+
+def verify(candidate: PostprocessConfig, maps, truths, ignores, start: PostprocessConfig) -> Tuned:
+    """``candidate`` against ``start`` on the given maps, as a search result for :func:`judge`."""
+    a0, s0, o0 = scored(maps, truths, ignores, start)
+    a1, s1, o1 = scored(maps, truths, ignores, candidate)
+    diff = o1 - o0
+    se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
+    return Tuned(candidate, a1, s1, a0, s0, se, int(o0.size), candidate, 2)
+
+
+def user_scale(meta: dict, stripe: tuple, trained: tuple, start: PostprocessConfig, trust: float) -> Retuned:
+    """The shipped search and keep rule on the stripes at the user's scale; thresholds back at the network's.
+
+    The case's annotated images are made again (``bench_cells.load_set``); each stripe is found on its
+    image as the trained sample's ignored band and cut from the original labels, and the saved maps
+    are resized to it (bilinear, as ``segment`` resizes probabilities).
+    """
+    name, k, seed = meta["case"].split(":")
+    root = next(d for d in DATA_CANDIDATES if d and d.is_dir())
+    items = bench_cells.load_set(name, root, int(k), 0, int(seed))[0]
+    maps, truths, factors = [], [], []
+    for (f, d), band, (_, _, labels) in zip(stripe[0], trained[2], items):
+        axis = 0 if band.all(1).any() and not band.all(0).any() else 1  # a band of rows, or of columns
+        along = np.flatnonzero(band.all(1 - axis))
+        n, big = labels.shape[axis], band.shape[axis]
+        b0, b1 = round(int(along[0]) * n / big), round((int(along[-1]) + 1) * n / big)
+        truth = labels[b0:b1] if axis == 0 else labels[:, b0:b1]
+        grown = resize(np.stack([f, d]), truth.shape)
+        maps.append((grown[0], grown[1]))
+        truths.append(truth)
+        factors.append(big / n)
+    factor = float(np.mean(factors))
+    at = postprocess_at(start, factor)
+    found = tune(
+        maps,
+        truths,
+        start=at,
+        min_sizes=tuple(round(m / factor**2) for m in (0, 8, 16, 24, 32, 48, 64, 96)),  # tune's, on the user's grid
+        dist_sigmas=tuple(s / factor for s in (0.0, 1.0, 2.0, 3.0)),
+    )
+    r = judge(found, validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t) for t in truths]), at, trust)
+    back = PostprocessConfig(**{**r.postprocess.to_dict(), "min_size": round(r.postprocess.min_size * factor**2),
+                                "dist_sigma": round(r.postprocess.dist_sigma * factor, 3)})  # fmt: skip
+    return dataclasses.replace(r, postprocess=back if r.kept else start)
+
+
+def report(path: Path) -> dict:
+    """Re-tune by each rule on the saved maps; held-out AP@0.5 / SEG of what each keeps."""
+    z = np.load(path)
+    meta = json.loads(str(z["meta"]))
+    start, trust = PostprocessConfig.from_dict(meta["start_pp"]), meta["trust"]
+    held = heldout_scorer(z, meta["held"])
+
+    def read(tag: str) -> tuple[list, list, list]:
+        maps, truths, ignores = [], [], []
+        for i in range(meta[f"n_{tag}"]):
+            maps.append((z[f"{tag}_fg_{i}"].astype(np.float32), z[f"{tag}_d_{i}"].astype(np.float32)))
+            truths.append(z[f"{tag}_lab_{i}"])
+            ignores.append(z[f"{tag}_ig_{i}"] if f"{tag}_ig_{i}" in z else None)
+        return maps, truths, ignores
+
+    def objects(truths, ignores) -> int:
+        return validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t, i) for t, i in zip(truths, ignores)])
+
+    trained, stripe = read("train"), read("val")
+    both = tuple(a + b for a, b in zip(trained, stripe))
+    n_stripe, n_all = objects(*stripe[1:]), objects(*both[1:])
+    shipped = judge(tune(*stripe[:2], start=start, ignores=stripe[2]), n_stripe, start, trust)
+    on_all = tune(*both[:2], start=start, ignores=both[2])
+    pooled = judge(on_all, n_all, start, trust)
+    verified = judge(verify(on_all.config, *stripe, start), n_stripe, start, trust)
+    ap_all = scored(*stripe, on_all.config)[0]
+    reaches = [on_all.config, *(PostprocessConfig(**{**on_all.config.to_dict(), "fg_threshold": v}) for v in FG)]
+
+    def reach_key(c: PostprocessConfig) -> tuple:
+        a, s, _ = scored(*stripe, c)
+        return a >= ap_all, s, c == on_all.config
+
+    reached = judge(verify(max(reaches, key=reach_key), *stripe, start), n_stripe, start, trust)
+    user = user_scale(meta, stripe, trained, start, trust)
+    row = {"case": meta["case"], "steps": meta["steps"], "objects": [n_stripe, n_all], "start": {"held": held(start)}}
+    kept = (shipped, pooled, verified if verified.kept else shipped, reached if reached.kept else shipped, user)
+    for rule, r in zip(RULES, kept):
+        row[rule] = {"kept": r.kept, "thresholds": r.postprocess.to_dict(), "held": held(r.postprocess)}
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default=",".join(CASES), help="comma-separated SET:K:SEED (bench_cells' sets)")
+    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per case (900: about 5 CPU minutes)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
+    p.add_argument("--report", action="store_true", help="only report the cases already saved")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = None
+    rows = []
+    for case in [c for c in args.cases.split(",") if c]:
+        path = args.out / (case.replace(":", "_") + ".npz")
+        if not path.exists():
+            if args.report:
+                continue
+            start = start or load("default")
+            run_case(case, start, args.steps, path)
+        r = report(path)
+        rows.append(r)
+        cells = "; ".join(f"{rule} {r[rule]['held'][0]:.3f} / {r[rule]['held'][1]:.3f}" for rule in ("start", *RULES))
+        n = r["objects"]
+        print(f"{r['case']:<16} {r['steps']} steps, {n[0]} / {n[1]} objects (stripe / all); AP@0.5 / SEG: {cells}")
+    if rows:
+        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
+        for rule in RULES:
+            ap, seg = (float(np.mean([r[rule]["held"][i] for r in rows])) for i in (0, 1))
+            print(f"  {rule:<24} {ap:.4f} / {seg:.4f}")
+    _common.write_json(args.json, {"steps": args.steps, "cases": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
