@@ -229,3 +229,102 @@ def heldout_scorer(z: Any, held: list[dict[str, Any]]):
         return round(pooled.ap50, 4), round(pooled.seg, 4)
 
     return scores
+
+
+def add_case_arguments(p: Any, cases: list[str]) -> None:
+    """The arguments of the benchmarks that save one fine-tune per ``SET:K:SEED`` case and report offline."""
+    p.add_argument("--cases", default=",".join(cases), help="comma-separated SET:K:SEED (bench_cells' sets)")
+    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per case (900: about 5 CPU minutes)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
+    p.add_argument("--report", action="store_true", help="only report the cases already saved")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+
+
+def case_reports(args: Any, run_case: Any, report: Any):
+    """Each case's report row (``report(path)``), its outputs fine-tuned and saved first (``run_case(case, start,
+    steps, path)``) when ``args.out`` lacks them, unless ``args.report``."""
+    from napari_unet_loop.core.model_files import load
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = None
+    for case in [c for c in args.cases.split(",") if c]:
+        path = args.out / (case.replace(":", "_") + ".npz")
+        if not path.exists():
+            if args.report:
+                continue
+            start = start or load("default")
+            run_case(case, start, args.steps, path)
+        yield report(path)
+
+
+def saved_maps(z: Any, tag: str, n: int) -> tuple[list, list, list]:
+    """``(maps, truths, ignores)`` of ``n`` samples saved as ``{tag}_fg_i``, ``{tag}_d_i``, ``{tag}_lab_i`` and
+    (when there are unreviewed pixels) ``{tag}_ig_i``."""
+    maps, truths, ignores = [], [], []
+    for i in range(n):
+        maps.append((z[f"{tag}_fg_{i}"].astype(np.float32), z[f"{tag}_d_{i}"].astype(np.float32)))
+        truths.append(z[f"{tag}_lab_{i}"])
+        ignores.append(z[f"{tag}_ig_{i}"] if f"{tag}_ig_{i}" in z else None)
+    return maps, truths, ignores
+
+
+def watched_finetune(case: str, start: Model, steps: int, split: Any = None) -> tuple[Model, dict, dict, list]:
+    """One ``SET:K:SEED`` case (``bench_cells``' sets) fine-tuned on the ``train --from`` path, watched.
+
+    Returns ``(child, run, seen, heldout)``: :func:`finetune`'s child and record, what the run used
+    (``seen``: ``train`` and ``val``, the samples ``split_validation`` made; ``judged``, the
+    validation samples keep-best and the re-tune scored; ``net``, the trained network; ``trust``) and
+    the held-out ``(name, image, labels)``. ``split(samples, train, val)``, when given, returns the
+    ``(train, val)`` to use instead of the shipped split.
+    """
+    import sys
+
+    import bench_cells
+
+    name, k, seed = case.split(":")
+    root = next(d for d in DATA_CANDIDATES if d and d.is_dir())
+    items, heldout, _ = bench_cells.load_set(name, root, 5, 10 if name.startswith("isbi") else 8, int(seed))
+    seen: dict[str, Any] = {}
+    module = sys.modules[__name__]
+    plain_split, plain_retune = module.split_validation, module.retune
+
+    def split_seen(samples, fraction, seed):
+        seen["train"], seen["val"] = plain_split(samples, fraction, seed)
+        return (seen["train"], seen["val"]) if split is None else split(samples, seen["train"], seen["val"])
+
+    def retune_seen(net, val, device, pp, trust=0.0, **kwargs):
+        seen.update(net=net, judged=val, trust=trust)
+        return plain_retune(net, val, device, pp, trust=trust, **kwargs)
+
+    module.split_validation, module.retune = split_seen, retune_seen
+    try:
+        child, run = finetune(start, items[: int(k)], 5.0, True, int(seed), device="cpu", steps=steps)
+    finally:
+        module.split_validation, module.retune = plain_split, plain_retune
+    return child, run, seen, heldout
+
+
+def save_maps(net: Any, samples: list, tag: str, n_classes: int, arrays: dict[str, np.ndarray]) -> None:
+    """The network's foreground and distance maps on ``samples``, with their labels and unreviewed pixels, put in
+    ``arrays`` as :func:`saved_maps` reads them."""
+    from napari_unet_loop.core.predict import predict
+
+    for i, s in enumerate(samples):
+        p = predict(net, s.image, device="cpu")
+        arrays[f"{tag}_fg_{i}"] = (1.0 - p[0]).astype(np.float16)
+        arrays[f"{tag}_d_{i}"] = p[n_classes].astype(np.float16)
+        arrays[f"{tag}_lab_{i}"] = s.labels.astype(np.int32)
+        if s.ignore is not None:
+            arrays[f"{tag}_ig_{i}"] = s.ignore
+
+
+def report_means(args: Any, rows: list[dict[str, Any]], rules: dict[str, str]) -> None:
+    """Print each rule's mean held-out ``(AP@0.5, SEG)`` over the case rows (``rules``: row key -> label) and
+    write the rows to ``args.json``."""
+    if rows:
+        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
+        for key, label in rules.items():
+            ap, seg = (float(np.mean([r[key]["held"][i] for r in rows])) for i in (0, 1))
+            print(f"  {label:<24} {ap:.4f} / {seg:.4f}")
+    write_json(args.json, {"steps": args.steps, "cases": rows})

@@ -25,6 +25,10 @@ case the trained network's outputs on the trained and the validation samples and
 images (``--out DIR``, one ``.npz`` each; a cut run goes on where it stopped), then re-tunes offline
 by each rule and scores what each keeps on the held-out images. ``--report`` only re-reads the
 saved cases.
+
+Measured 2026-12-04 on the 15 default cases (docs/model.md, *Thresholds proposed on all the
+annotations*): the rules on all the annotations gained about 0.017 AP@0.5 and no SEG, the user's
+scale lost both; not adopted.
 """
 
 from __future__ import annotations
@@ -32,20 +36,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import _common
 import bench_cells
-from _common import DATA_CANDIDATES, heldout_scorer, save_heldout
+from _common import (
+    DATA_CANDIDATES,
+    add_case_arguments,
+    case_reports,
+    heldout_scorer,
+    report_means,
+    save_heldout,
+    save_maps,
+    saved_maps,
+    watched_finetune,
+)
 from napari_unet_loop.core.finetune import Retuned, judge, validation_objects
 from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned, _object_seg, instances_from_maps, tune
-from napari_unet_loop.core.predict import predict
 from napari_unet_loop.core.sampling import Sample
 from napari_unet_loop.core.scale import postprocess_at, resize
 
@@ -57,36 +66,10 @@ FG = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)  # tune's foreground
 
 def run_case(case: str, start, steps: int, path: Path) -> None:
     """Fine-tune for one case; save the network's outputs on the trained and validation samples and held out."""
-    name, k, seed = case.split(":")
-    k, seed = int(k), int(seed)
-    root = next(d for d in DATA_CANDIDATES if d and d.is_dir())
-    pool_items, heldout, _ = bench_cells.load_set(name, root, 5, 10 if name.startswith("isbi") else 8, seed)
-    seen: dict = {}
-    split, retune = _common.split_validation, _common.retune
-
-    def split_seen(samples, fraction, seed):
-        seen["train"], seen["val"] = split(samples, fraction, seed)
-        return seen["train"], seen["val"]
-
-    def keep_net(net, val, device, pp, trust=0.0, **kwargs):
-        seen.update(net=net, trust=trust)
-        return retune(net, val, device, pp, trust=trust, **kwargs)
-
-    _common.split_validation, _common.retune = split_seen, keep_net
-    try:
-        child, run = _common.finetune(start, pool_items[:k], 5.0, True, seed, device="cpu", steps=steps)
-    finally:
-        _common.split_validation, _common.retune = split, retune
-    net, n_cls = seen["net"], child.card.architecture.n_classes
-    arrays = {}
-    for tag in ("train", "val"):
-        for i, s in enumerate(seen[tag]):
-            p = predict(net, s.image, device="cpu")
-            arrays[f"{tag}_fg_{i}"] = (1.0 - p[0]).astype(np.float16)
-            arrays[f"{tag}_d_{i}"] = p[n_cls].astype(np.float16)
-            arrays[f"{tag}_lab_{i}"] = s.labels.astype(np.int32)
-            if s.ignore is not None:
-                arrays[f"{tag}_ig_{i}"] = s.ignore
+    child, run, seen, heldout = watched_finetune(case, start, steps)
+    n_cls, arrays = child.card.architecture.n_classes, {}
+    save_maps(seen["net"], seen["train"], "train", n_cls, arrays)
+    save_maps(seen["net"], seen["val"], "val", n_cls, arrays)
     meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_train": len(seen["train"]),
             "n_val": len(seen["val"]), "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
     meta["held"] = save_heldout(child, heldout, n_cls, arrays)
@@ -159,18 +142,10 @@ def report(path: Path) -> dict:
     start, trust = PostprocessConfig.from_dict(meta["start_pp"]), meta["trust"]
     held = heldout_scorer(z, meta["held"])
 
-    def read(tag: str) -> tuple[list, list, list]:
-        maps, truths, ignores = [], [], []
-        for i in range(meta[f"n_{tag}"]):
-            maps.append((z[f"{tag}_fg_{i}"].astype(np.float32), z[f"{tag}_d_{i}"].astype(np.float32)))
-            truths.append(z[f"{tag}_lab_{i}"])
-            ignores.append(z[f"{tag}_ig_{i}"] if f"{tag}_ig_{i}" in z else None)
-        return maps, truths, ignores
-
     def objects(truths, ignores) -> int:
         return validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t, i) for t, i in zip(truths, ignores)])
 
-    trained, stripe = read("train"), read("val")
+    trained, stripe = saved_maps(z, "train", meta["n_train"]), saved_maps(z, "val", meta["n_val"])
     both = tuple(a + b for a, b in zip(trained, stripe))
     n_stripe, n_all = objects(*stripe[1:]), objects(*both[1:])
     shipped = judge(tune(*stripe[:2], start=start, ignores=stripe[2]), n_stripe, start, trust)
@@ -195,34 +170,15 @@ def report(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated SET:K:SEED (bench_cells' sets)")
-    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per case (900: about 5 CPU minutes)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
-    p.add_argument("--report", action="store_true", help="only report the cases already saved")
-    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    add_case_arguments(p, CASES)
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(os.cpu_count() or 1)
-    start = None
     rows = []
-    for case in [c for c in args.cases.split(",") if c]:
-        path = args.out / (case.replace(":", "_") + ".npz")
-        if not path.exists():
-            if args.report:
-                continue
-            start = start or load("default")
-            run_case(case, start, args.steps, path)
-        r = report(path)
+    for r in case_reports(args, run_case, report):
         rows.append(r)
         cells = "; ".join(f"{rule} {r[rule]['held'][0]:.3f} / {r[rule]['held'][1]:.3f}" for rule in ("start", *RULES))
         n = r["objects"]
         print(f"{r['case']:<16} {r['steps']} steps, {n[0]} / {n[1]} objects (stripe / all); AP@0.5 / SEG: {cells}")
-    if rows:
-        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
-        for rule in RULES:
-            ap, seg = (float(np.mean([r[rule]["held"][i] for r in rows])) for i in (0, 1))
-            print(f"  {rule:<24} {ap:.4f} / {seg:.4f}")
-    _common.write_json(args.json, {"steps": args.steps, "cases": rows})
+    report_means(args, rows, {rule: rule for rule in RULES})
     return 0
 
 

@@ -22,19 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import _common
-import bench_cells
-from _common import DATA_CANDIDATES, heldout_scorer, save_heldout
+from _common import (
+    add_case_arguments,
+    case_reports,
+    heldout_scorer,
+    report_means,
+    save_heldout,
+    save_maps,
+    saved_maps,
+    watched_finetune,
+)
 from napari_unet_loop.core.finetune import judge, validation_objects
-from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.postprocess import PostprocessConfig, tune
-from napari_unet_loop.core.predict import predict
 from napari_unet_loop.core.sampling import Sample
 
 CONTEXT_PX = 16
@@ -70,44 +73,17 @@ def in_context(sample: Sample, trained: Sample, stripe: Sample) -> Sample:
 
 def run_case(case: str, start, steps: int, path: Path) -> None:
     """Fine-tune for one case; save the network's outputs on both validation samples and the held-out images."""
-    name, k, seed = case.split(":")
-    k, seed = int(k), int(seed)
-    root = next(d for d in DATA_CANDIDATES if d and d.is_dir())
-    pool_items, heldout, _ = bench_cells.load_set(name, root, 5, 10 if name.startswith("isbi") else 8, seed)
-    seen: dict = {}
-    split, retune = _common.split_validation, _common.retune
 
-    def split_in_context(samples, fraction, seed):
-        train, val = split(samples, fraction, seed)
-        by_name = {s.name: s for s in samples}
-        trained = {t.name: t for t in train}
-        seen["stripes"] = val
-        context = []
-        for v in val:
-            original = v.name.removesuffix("[validation]")
-            context.append(in_context(by_name[original], trained[original], v))
-        return train, context
+    def in_surroundings(samples, train, val):
+        by_name, trained = {s.name: s for s in samples}, {t.name: t for t in train}
+        original = [v.name.removesuffix("[validation]") for v in val]
+        return train, [in_context(by_name[o], trained[o], v) for o, v in zip(original, val)]
 
-    def keep_net(net, val, device, pp, trust=0.0, **kwargs):
-        seen.update(net=net, context=val, trust=trust)
-        return retune(net, val, device, pp, trust=trust, **kwargs)
-
-    _common.split_validation, _common.retune = split_in_context, keep_net
-    try:
-        child, run = _common.finetune(start, pool_items[:k], 5.0, True, seed, device="cpu", steps=steps)
-    finally:
-        _common.split_validation, _common.retune = split, retune
-    net, n_cls = seen["net"], child.card.architecture.n_classes
-    arrays = {}
-    for tag, vals in (("context", seen["context"]), ("alone", seen["stripes"])):
-        for i, v in enumerate(vals):
-            p = predict(net, v.image, device="cpu")
-            arrays[f"{tag}_fg_{i}"] = (1.0 - p[0]).astype(np.float16)
-            arrays[f"{tag}_d_{i}"] = p[n_cls].astype(np.float16)
-            arrays[f"{tag}_lab_{i}"] = v.labels.astype(np.int32)
-            if v.ignore is not None:
-                arrays[f"{tag}_ig_{i}"] = v.ignore
-    meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_val": len(seen["context"]),
+    child, run, seen, heldout = watched_finetune(case, start, steps, in_surroundings)
+    n_cls, arrays = child.card.architecture.n_classes, {}
+    save_maps(seen["net"], seen["judged"], "context", n_cls, arrays)
+    save_maps(seen["net"], seen["val"], "alone", n_cls, arrays)
+    meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_val": len(seen["judged"]),
             "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
     meta["held"] = save_heldout(child, heldout, n_cls, arrays)
     np.savez_compressed(path, meta=json.dumps(meta), **arrays)
@@ -121,11 +97,7 @@ def report(path: Path) -> dict:
     held = heldout_scorer(z, meta["held"])
     row = {"case": meta["case"], "steps": meta["steps"], "start": held(start)}
     for tag in ("alone", "context"):
-        maps, labs, igs = [], [], []
-        for i in range(meta["n_val"]):
-            maps.append((z[f"{tag}_fg_{i}"].astype(np.float32), z[f"{tag}_d_{i}"].astype(np.float32)))
-            labs.append(z[f"{tag}_lab_{i}"])
-            igs.append(z[f"{tag}_ig_{i}"] if f"{tag}_ig_{i}" in z else None)
+        maps, labs, igs = saved_maps(z, tag, meta["n_val"])
         n = validation_objects([Sample(np.zeros((1, *lab.shape), np.float32), lab, ig) for lab, ig in zip(labs, igs)])
         r = judge(tune(maps, labs, start=start, ignores=igs), n, start, meta["trust"])  # retune's keep rule
         row[tag] = {"objects": n, "kept": r.kept, "thresholds": r.postprocess.to_dict(), "held": held(r.postprocess)}
@@ -134,36 +106,17 @@ def report(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated SET:K:SEED (bench_cells' sets)")
-    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per case (900: about 5 CPU minutes)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
-    p.add_argument("--report", action="store_true", help="only report the cases already saved")
-    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    add_case_arguments(p, CASES)
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(os.cpu_count() or 1)
-    start = None
     rows = []
-    for case in [c for c in args.cases.split(",") if c]:
-        path = args.out / (case.replace(":", "_") + ".npz")
-        if not path.exists():
-            if args.report:
-                continue
-            start = start or load("default")
-            run_case(case, start, args.steps, path)
-        r = report(path)
+    for r in case_reports(args, run_case, report):
         rows.append(r)
         a, c = r["alone"], r["context"]
         print(f"{r['case']:<16} {r['steps']} steps  held-out AP@0.5 / SEG: start {r['start'][0]:.3f} / "
               f"{r['start'][1]:.3f}; stripe alone ({a['objects']} objects{', kept' if a['kept'] else ''}) "
               f"{a['held'][0]:.3f} / {a['held'][1]:.3f}; in its surroundings ({c['objects']} objects"
               f"{', kept' if c['kept'] else ''}) {c['held'][0]:.3f} / {c['held'][1]:.3f}", flush=True)  # fmt: skip
-    if rows:
-        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
-        for tag in ("alone", "context"):
-            ap, seg = (float(np.mean([r[tag]["held"][i] for r in rows])) for i in (0, 1))
-            print(f"  {'stripe alone (shipped)' if tag == 'alone' else 'in its surroundings':<24} {ap:.4f} / {seg:.4f}")
-    _common.write_json(args.json, {"steps": args.steps, "cases": rows})
+    report_means(args, rows, {"alone": "stripe alone (shipped)", "context": "in its surroundings"})
     return 0
 
 
