@@ -111,6 +111,68 @@ def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -
     return out
 
 
+class SettingScores:
+    """How :func:`tune` scores thresholds on given maps: pooled AP@0.5, SEG and per-object SEG.
+
+    Calling it with a :class:`PostprocessConfig` returns ``(AP@0.5, SEG, per-object SEG)``, the
+    true objects scored in order. Each setting is scored once, each seed smoothing computed once.
+
+    Parameters
+    ----------
+    maps : list of tuple
+        ``(foreground probability, distance map)`` per image.
+    truths : list of numpy.ndarray
+        True labels per image.
+    ignores : list of numpy.ndarray, optional
+        Per image, the unreviewed pixels (objects mostly inside are not scored).
+    """
+
+    def __init__(
+        self,
+        maps: list[tuple[np.ndarray, np.ndarray]],
+        truths: list[np.ndarray],
+        ignores: list[np.ndarray | None] | None = None,
+    ) -> None:
+        self.maps, self.truths = maps, truths
+        self.ignores = ignores or [None] * len(truths)
+        self._smoothed: dict[float, list] = {}
+        self._cache: dict[PostprocessConfig, tuple[float, float, np.ndarray]] = {}
+
+    @property
+    def evaluated(self) -> int:
+        """Settings scored so far."""
+        return len(self._cache)
+
+    def __call__(self, cfg: PostprocessConfig) -> tuple[float, float, np.ndarray]:
+        """Pooled AP@0.5, SEG and per-object SEG of ``cfg`` on the maps."""
+        from .metrics import matching, pool
+
+        if cfg not in self._cache:
+            if cfg.dist_sigma not in self._smoothed:
+                self._smoothed[cfg.dist_sigma] = [
+                    (f, ndi.gaussian_filter(d.astype(np.float32), cfg.dist_sigma) if cfg.dist_sigma else d)
+                    for f, d in self.maps
+                ]
+            plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
+            counts, per_object = [], []
+            for (f, d), t, ig in zip(self._smoothed[cfg.dist_sigma], self.truths, self.ignores):
+                pred = instances_from_maps(f, d, plain)
+                counts.append(matching(t, pred, ignore=ig))
+                per_object.append(_object_seg(t, pred, ig))
+            pooled = pool(counts)
+            self._cache[cfg] = (pooled.ap50, pooled.seg, np.concatenate(per_object) if per_object else np.zeros(0))
+        return self._cache[cfg]
+
+
+def paired_gain_se(after: np.ndarray, before: np.ndarray) -> float:
+    """One standard error of the mean per-object gain ``after - before``.
+
+    The same objects scored both ways (paired); ``inf`` with fewer than two objects.
+    """
+    diff = after - before
+    return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
+
+
 def tune(
     maps: list[tuple[np.ndarray, np.ndarray]],
     truths: list[np.ndarray],
@@ -152,29 +214,7 @@ def tune(
     Tuned
         The thresholds found, their scores and the start's; ``start`` is always scored.
     """
-    from .metrics import matching, pool
-
-    smoothed: dict[float, list] = {}
-    cache: dict[PostprocessConfig, tuple[float, float, np.ndarray]] = {}
-    ignores = ignores or [None] * len(truths)
-
-    def scores(cfg: PostprocessConfig) -> tuple[float, float, np.ndarray]:
-        if cfg not in cache:
-            if cfg.dist_sigma not in smoothed:
-                smoothed[cfg.dist_sigma] = [
-                    (f, ndi.gaussian_filter(d.astype(np.float32), cfg.dist_sigma) if cfg.dist_sigma else d)
-                    for f, d in maps
-                ]
-            plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
-            counts, per_object = [], []
-            for (f, d), t, ig in zip(smoothed[cfg.dist_sigma], truths, ignores):
-                pred = instances_from_maps(f, d, plain)
-                counts.append(matching(t, pred, ignore=ig))
-                per_object.append(_object_seg(t, pred, ig))
-            pooled = pool(counts)
-            cache[cfg] = (pooled.ap50, pooled.seg, np.concatenate(per_object) if per_object else np.zeros(0))
-        return cache[cfg]
-
+    scores = SettingScores(maps, truths, ignores)
     space = {
         "fg_threshold": fg_thresholds,
         "seed_threshold": seed_thresholds,
@@ -208,18 +248,14 @@ def tune(
     best = ascend(by_ap50, seg_keeping_ap50)
     (a0, s0, o0), (a1, s1, o1) = scores(start), scores(best)
 
-    def paired_se(o: np.ndarray) -> float:
-        diff = o - o0
-        return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
-
     # the masks' reach alone: the start with its foreground threshold moved, the start's AP@0.5 kept;
     # no post-processing runs for it: the first ascent from the start scored these settings first
     reaches = [start, *(PostprocessConfig(**{**start.to_dict(), "fg_threshold": v}) for v in fg_thresholds)]
     reach = max(reaches, key=lambda c: (scores(c)[0] >= a0, scores(c)[1], c == start))
     _, reach_seg, reach_objects = scores(reach)
     return Tuned(
-        best, a1, s1, a0, s0, paired_se(o1), int(o0.size), by_ap50, len(cache),
-        reach, reach_seg, paired_se(reach_objects),
+        best, a1, s1, a0, s0, paired_gain_se(o1, o0), int(o0.size), by_ap50, scores.evaluated,
+        reach, reach_seg, paired_gain_se(reach_objects, o0),
     )  # fmt: skip
 
 
