@@ -231,23 +231,29 @@ def heldout_scorer(z: Any, held: list[dict[str, Any]]):
     return scores
 
 
-def add_case_arguments(p: Any, cases: list[str]) -> None:
-    """The arguments of the benchmarks that save one fine-tune per ``SET:K:SEED`` case and report offline."""
+def case_benchmark(doc: str, cases: list[str], argv: list[str] | None, run_case: Any, report: Any,
+                   line: Any, rules: dict[str, str]) -> int:  # fmt: skip
+    """The main of the benchmarks that save one fine-tune per ``SET:K:SEED`` case and report offline.
+
+    Each case's outputs are fine-tuned and saved (``run_case(case, start, steps, path)``) when ``--out``
+    lacks them (unless ``--report``), then reported (``report(path)`` -> a row, printed by ``line(row)``);
+    each rule's mean held-out ``(AP@0.5, SEG)`` follows (``rules``: row key -> label), and ``--json``
+    gets the rows.
+    """
+    import argparse
+
+    from napari_unet_loop.core.model_files import load
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(cases), help="comma-separated SET:K:SEED (bench_cells' sets)")
     p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per case (900: about 5 CPU minutes)")
     p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
     p.add_argument("--report", action="store_true", help="only report the cases already saved")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
-
-
-def case_reports(args: Any, run_case: Any, report: Any):
-    """Each case's report row (``report(path)``), its outputs fine-tuned and saved first (``run_case(case, start,
-    steps, path)``) when ``args.out`` lacks them, unless ``args.report``."""
-    from napari_unet_loop.core.model_files import load
-
+    args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    start = None
+    start, rows = None, []
     for case in [c for c in args.cases.split(",") if c]:
         path = args.out / (case.replace(":", "_") + ".npz")
         if not path.exists():
@@ -255,7 +261,31 @@ def case_reports(args: Any, run_case: Any, report: Any):
                 continue
             start = start or load("default")
             run_case(case, start, args.steps, path)
-        yield report(path)
+        rows.append(report(path))
+        print(line(rows[-1]), flush=True)
+    if rows:
+        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
+        for key, label in rules.items():
+            ap, seg = (float(np.mean([r[key]["held"][i] for r in rows])) for i in (0, 1))
+            print(f"  {label:<24} {ap:.4f} / {seg:.4f}")
+    write_json(args.json, {"steps": args.steps, "cases": rows})
+    return 0
+
+
+def stripe_band(trained_ignore: np.ndarray) -> tuple[int, int, int]:
+    """``(axis, first, stop)``: where a trained sample's validation stripe lies, a band of rows (axis 0) or of
+    columns (axis 1), read from its ignored pixels."""
+    axis = 0 if trained_ignore.all(1).any() and not trained_ignore.all(0).any() else 1
+    along = np.flatnonzero(trained_ignore.any(1 - axis))
+    return axis, int(along[0]), int(along[-1]) + 1
+
+
+def objects_scored(truths: list[np.ndarray], ignores: list[np.ndarray | None] | None = None) -> int:
+    """The validation objects of saved labels (``core.finetune.validation_objects``)."""
+    from napari_unet_loop.core.finetune import validation_objects
+
+    ignores = ignores or [None] * len(truths)
+    return validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t, i) for t, i in zip(truths, ignores)])
 
 
 def saved_maps(z: Any, tag: str, n: int) -> tuple[list, list, list]:
@@ -317,14 +347,3 @@ def save_maps(net: Any, samples: list, tag: str, n_classes: int, arrays: dict[st
         arrays[f"{tag}_lab_{i}"] = s.labels.astype(np.int32)
         if s.ignore is not None:
             arrays[f"{tag}_ig_{i}"] = s.ignore
-
-
-def report_means(args: Any, rows: list[dict[str, Any]], rules: dict[str, str]) -> None:
-    """Print each rule's mean held-out ``(AP@0.5, SEG)`` over the case rows (``rules``: row key -> label) and
-    write the rows to ``args.json``."""
-    if rows:
-        print(f"\nmean over {len(rows)} cases, held-out AP@0.5 / SEG:")
-        for key, label in rules.items():
-            ap, seg = (float(np.mean([r[key]["held"][i] for r in rows])) for i in (0, 1))
-            print(f"  {label:<24} {ap:.4f} / {seg:.4f}")
-    write_json(args.json, {"steps": args.steps, "cases": rows})

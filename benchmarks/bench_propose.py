@@ -33,7 +33,6 @@ scale lost both; not adopted.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -43,19 +42,17 @@ import numpy as np
 import bench_cells
 from _common import (
     DATA_CANDIDATES,
-    add_case_arguments,
-    case_reports,
+    case_benchmark,
     heldout_scorer,
-    report_means,
+    objects_scored,
     save_heldout,
     save_maps,
     saved_maps,
+    stripe_band,
     watched_finetune,
 )
-from napari_unet_loop.core.finetune import Retuned, judge, validation_objects
-from napari_unet_loop.core.metrics import matching, pool
-from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned, _object_seg, instances_from_maps, tune
-from napari_unet_loop.core.sampling import Sample
+from napari_unet_loop.core.finetune import Retuned, judge
+from napari_unet_loop.core.postprocess import PostprocessConfig, SettingScores, Tuned, paired_gain_se, tune
 from napari_unet_loop.core.scale import postprocess_at, resize
 
 CASES = [f"{s}:{k}:0" for s in ("dic-frames", "isbi", "phc-isbi") for k in (1, 2, 5)]
@@ -76,27 +73,10 @@ def run_case(case: str, start, steps: int, path: Path) -> None:
     np.savez_compressed(path, meta=json.dumps(meta), **arrays)
 
 
-def scored(maps, truths, ignores, cfg: PostprocessConfig) -> tuple[float, float, np.ndarray]:
-    """Pooled AP@0.5, SEG and per-object SEG of ``cfg`` on saved maps (as ``tune`` scores a setting)."""
-    from scipy import ndimage as ndi
-
-    plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
-    counts, per = [], []
-    for (f, d), t, ig in zip(maps, truths, ignores):
-        pred = instances_from_maps(f, ndi.gaussian_filter(d, cfg.dist_sigma) if cfg.dist_sigma else d, plain)
-        counts.append(matching(t, pred, ignore=ig))
-        per.append(_object_seg(t, pred, ig))
-    p = pool(counts)
-    return p.ap50, p.seg, np.concatenate(per) if per else np.zeros(0)
-
-
-def verify(candidate: PostprocessConfig, maps, truths, ignores, start: PostprocessConfig) -> Tuned:
-    """``candidate`` against ``start`` on the given maps, as a search result for :func:`judge`."""
-    a0, s0, o0 = scored(maps, truths, ignores, start)
-    a1, s1, o1 = scored(maps, truths, ignores, candidate)
-    diff = o1 - o0
-    se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
-    return Tuned(candidate, a1, s1, a0, s0, se, int(o0.size), candidate, 2)
+def verify(candidate: PostprocessConfig, scores: SettingScores, start: PostprocessConfig) -> Tuned:
+    """``candidate`` against ``start`` on ``scores``' maps, as a search result for :func:`judge`."""
+    (a0, s0, o0), (a1, s1, o1) = scores(start), scores(candidate)
+    return Tuned(candidate, a1, s1, a0, s0, paired_gain_se(o1, o0), int(o0.size), candidate, scores.evaluated)
 
 
 def user_scale(meta: dict, stripe: tuple, trained: tuple, start: PostprocessConfig, trust: float) -> Retuned:
@@ -111,10 +91,9 @@ def user_scale(meta: dict, stripe: tuple, trained: tuple, start: PostprocessConf
     items = bench_cells.load_set(name, root, int(k), 0, int(seed))[0]
     maps, truths, factors = [], [], []
     for (f, d), band, (_, _, labels) in zip(stripe[0], trained[2], items):
-        axis = 0 if band.all(1).any() and not band.all(0).any() else 1  # a band of rows, or of columns
-        along = np.flatnonzero(band.all(1 - axis))
+        axis, a0, a1 = stripe_band(band)
         n, big = labels.shape[axis], band.shape[axis]
-        b0, b1 = round(int(along[0]) * n / big), round((int(along[-1]) + 1) * n / big)
+        b0, b1 = round(a0 * n / big), round(a1 * n / big)
         truth = labels[b0:b1] if axis == 0 else labels[:, b0:b1]
         grown = resize(np.stack([f, d]), truth.shape)
         maps.append((grown[0], grown[1]))
@@ -129,7 +108,7 @@ def user_scale(meta: dict, stripe: tuple, trained: tuple, start: PostprocessConf
         min_sizes=tuple(round(m / factor**2) for m in (0, 8, 16, 24, 32, 48, 64, 96)),  # tune's, on the user's grid
         dist_sigmas=tuple(s / factor for s in (0.0, 1.0, 2.0, 3.0)),
     )
-    r = judge(found, validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t) for t in truths]), at, trust)
+    r = judge(found, objects_scored(truths), at, trust)
     back = PostprocessConfig(**{**r.postprocess.to_dict(), "min_size": round(r.postprocess.min_size * factor**2),
                                 "dist_sigma": round(r.postprocess.dist_sigma * factor, 3)})  # fmt: skip
     return dataclasses.replace(r, postprocess=back if r.kept else start)
@@ -142,24 +121,22 @@ def report(path: Path) -> dict:
     start, trust = PostprocessConfig.from_dict(meta["start_pp"]), meta["trust"]
     held = heldout_scorer(z, meta["held"])
 
-    def objects(truths, ignores) -> int:
-        return validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t, i) for t, i in zip(truths, ignores)])
-
     trained, stripe = saved_maps(z, "train", meta["n_train"]), saved_maps(z, "val", meta["n_val"])
     both = tuple(a + b for a, b in zip(trained, stripe))
-    n_stripe, n_all = objects(*stripe[1:]), objects(*both[1:])
+    n_stripe, n_all = objects_scored(*stripe[1:]), objects_scored(*both[1:])
     shipped = judge(tune(*stripe[:2], start=start, ignores=stripe[2]), n_stripe, start, trust)
     on_all = tune(*both[:2], start=start, ignores=both[2])
     pooled = judge(on_all, n_all, start, trust)
-    verified = judge(verify(on_all.config, *stripe, start), n_stripe, start, trust)
-    ap_all = scored(*stripe, on_all.config)[0]
+    on_stripe = SettingScores(*stripe)
+    verified = judge(verify(on_all.config, on_stripe, start), n_stripe, start, trust)
+    ap_all = on_stripe(on_all.config)[0]
     reaches = [on_all.config, *(PostprocessConfig(**{**on_all.config.to_dict(), "fg_threshold": v}) for v in FG)]
 
     def reach_key(c: PostprocessConfig) -> tuple:
-        a, s, _ = scored(*stripe, c)
+        a, s, _ = on_stripe(c)
         return a >= ap_all, s, c == on_all.config
 
-    reached = judge(verify(max(reaches, key=reach_key), *stripe, start), n_stripe, start, trust)
+    reached = judge(verify(max(reaches, key=reach_key), on_stripe, start), n_stripe, start, trust)
     user = user_scale(meta, stripe, trained, start, trust)
     row = {"case": meta["case"], "steps": meta["steps"], "objects": [n_stripe, n_all], "start": {"held": held(start)}}
     kept = (shipped, pooled, verified if verified.kept else shipped, reached if reached.kept else shipped, user)
@@ -168,18 +145,15 @@ def report(path: Path) -> dict:
     return row
 
 
+def line(r: dict) -> str:
+    """One case's report row, printed."""
+    cells = "; ".join(f"{rule} {r[rule]['held'][0]:.3f} / {r[rule]['held'][1]:.3f}" for rule in ("start", *RULES))
+    n = r["objects"]
+    return f"{r['case']:<16} {r['steps']} steps, {n[0]} / {n[1]} objects (stripe / all); AP@0.5 / SEG: {cells}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_case_arguments(p, CASES)
-    args = p.parse_args(argv)
-    rows = []
-    for r in case_reports(args, run_case, report):
-        rows.append(r)
-        cells = "; ".join(f"{rule} {r[rule]['held'][0]:.3f} / {r[rule]['held'][1]:.3f}" for rule in ("start", *RULES))
-        n = r["objects"]
-        print(f"{r['case']:<16} {r['steps']} steps, {n[0]} / {n[1]} objects (stripe / all); AP@0.5 / SEG: {cells}")
-    report_means(args, rows, {rule: rule for rule in RULES})
-    return 0
+    return case_benchmark(__doc__, CASES, argv, run_case, report, line, {rule: rule for rule in RULES})
 
 
 if __name__ == "__main__":

@@ -20,23 +20,22 @@ SEG in every case; not adopted.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from _common import (
-    add_case_arguments,
-    case_reports,
+    case_benchmark,
     heldout_scorer,
-    report_means,
+    objects_scored,
     save_heldout,
     save_maps,
     saved_maps,
+    stripe_band,
     watched_finetune,
 )
-from napari_unet_loop.core.finetune import judge, validation_objects
+from napari_unet_loop.core.finetune import judge
 from napari_unet_loop.core.postprocess import PostprocessConfig, tune
 from napari_unet_loop.core.sampling import Sample
 
@@ -50,10 +49,7 @@ def in_context(sample: Sample, trained: Sample, stripe: Sample) -> Sample:
     ``trained`` is the training sample (the stripe ignored), ``stripe`` the shipped validation
     sample (the stripe cut out alone); ``sample`` has no ignored pixels of its own.
     """
-    held = trained.ignore
-    axis = 0 if held.all(1).any() and not held.all(0).any() else 1  # a band of rows, or of columns
-    along = np.flatnonzero(held.any(1 - axis))
-    a0, a1 = int(along[0]), int(along[-1]) + 1
+    axis, a0, a1 = stripe_band(trained.ignore)
     band = (slice(a0, a1), slice(None)) if axis == 0 else (slice(None), slice(a0, a1))
     assert np.array_equal(sample.labels[band], stripe.labels)
     ids = np.unique(stripe.labels)
@@ -98,26 +94,24 @@ def report(path: Path) -> dict:
     row = {"case": meta["case"], "steps": meta["steps"], "start": held(start)}
     for tag in ("alone", "context"):
         maps, labs, igs = saved_maps(z, tag, meta["n_val"])
-        n = validation_objects([Sample(np.zeros((1, *lab.shape), np.float32), lab, ig) for lab, ig in zip(labs, igs)])
+        n = objects_scored(labs, igs)
         r = judge(tune(maps, labs, start=start, ignores=igs), n, start, meta["trust"])  # retune's keep rule
         row[tag] = {"objects": n, "kept": r.kept, "thresholds": r.postprocess.to_dict(), "held": held(r.postprocess)}
     return row
 
 
+def line(r: dict) -> str:
+    """One case's report row, printed."""
+    a, c = r["alone"], r["context"]
+    return (f"{r['case']:<16} {r['steps']} steps  held-out AP@0.5 / SEG: start {r['start'][0]:.3f} / "
+            f"{r['start'][1]:.3f}; stripe alone ({a['objects']} objects{', kept' if a['kept'] else ''}) "
+            f"{a['held'][0]:.3f} / {a['held'][1]:.3f}; in its surroundings ({c['objects']} objects"
+            f"{', kept' if c['kept'] else ''}) {c['held'][0]:.3f} / {c['held'][1]:.3f}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_case_arguments(p, CASES)
-    args = p.parse_args(argv)
-    rows = []
-    for r in case_reports(args, run_case, report):
-        rows.append(r)
-        a, c = r["alone"], r["context"]
-        print(f"{r['case']:<16} {r['steps']} steps  held-out AP@0.5 / SEG: start {r['start'][0]:.3f} / "
-              f"{r['start'][1]:.3f}; stripe alone ({a['objects']} objects{', kept' if a['kept'] else ''}) "
-              f"{a['held'][0]:.3f} / {a['held'][1]:.3f}; in its surroundings ({c['objects']} objects"
-              f"{', kept' if c['kept'] else ''}) {c['held'][0]:.3f} / {c['held'][1]:.3f}", flush=True)  # fmt: skip
-    report_means(args, rows, {"alone": "stripe alone (shipped)", "context": "in its surroundings"})
-    return 0
+    rules = {"alone": "stripe alone (shipped)", "context": "in its surroundings"}
+    return case_benchmark(__doc__, CASES, argv, run_case, report, line, rules)
 
 
 if __name__ == "__main__":

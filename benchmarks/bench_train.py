@@ -93,9 +93,8 @@ def main() -> None:
     net = UNet(cfg).to(device, memory_format=torch.channels_last)  # as iter_train trains it
     alone, _ = network_alone(net, device, args.batch, args.patch, args.steps, args.precision)
     if args.compile:
-        eager = copy.deepcopy(net)
         compiled, compile_s = network_alone(
-            torch.compile(eager), device, args.batch, args.patch, args.steps, args.precision
+            torch.compile(copy.deepcopy(net)), device, args.batch, args.patch, args.steps, args.precision
         )
 
     pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
