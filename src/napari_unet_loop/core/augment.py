@@ -116,14 +116,16 @@ def sampling_grid(
     theta[:, 0, 1] = -s * sin
     theta[:, 1, 0] = s * sin * flip
     theta[:, 1, 1] = s * cos
-    grid = F.affine_grid(theta, [n, 1, out_size, out_size], align_corners=False)
+    # the draws above are few numbers on the CPU (reproducible); the grids are large and
+    # are built where they are used (64 grids of 256 px: 0.36 s on 2 CPU cores)
+    grid = F.affine_grid(theta.to(device), [n, 1, out_size, out_size], align_corners=False)
     if config.elastic_sigma > 0:
         k = config.elastic_grid
         # displacement in source pixels -> normalised source units (2 / src_size per px)
         coarse = torch.randn(n, 2, k, k, generator=generator) * (config.elastic_sigma * 2 / src_size)
-        field = F.interpolate(coarse, size=(out_size, out_size), mode="bicubic", align_corners=True)
+        field = F.interpolate(coarse.to(device), size=(out_size, out_size), mode="bicubic", align_corners=True)
         grid = grid + field.permute(0, 2, 3, 1)
-    return grid.to(device)
+    return grid
 
 
 def warp(
