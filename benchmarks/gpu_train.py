@@ -10,28 +10,36 @@ equal, so the network input is the same), colour images as RGB, labels as ``uint
 packed image is checked to give the network the very input its file gives (imaging kind
 detected, converted and normalised as ``train`` does), so the packed data train the same model.
 
-``run`` (there): unpacks to TIFF files, runs ``train`` (``--device cuda`` and the stage's
-settings; extra flags after ``--`` go to ``train``), ``tune --write`` and ``evaluate --by-kind``
-on the validation images, and leaves the model, its card and the logs in ``--out`` (the
-device's ``$OUT``). Score the returned model on the test split here, with ``evaluate``.
+``run`` (there): unpacks to TIFF files, then runs each training variant (``--variant NAME=FLAGS``,
+repeated, or one named ``model`` from the flags after ``--``) as its own process, all at once on
+the one GPU: ``train`` (``--device cuda`` and the variant's flags), ``tune --write`` and
+``evaluate --by-kind`` on the validation images. Each variant's log goes to ``--out/NAME.log``
+and, for the first ``--keep``, its model and card to ``--out/NAME.safetensors`` (the device's
+``$OUT`` returns 8 files of 16 MiB at most). Score the returned models on the test split here,
+with ``evaluate``.
 
     python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz         # 47 MiB, 25 s
     # on the device, in one call (carry the folder holding the .npz):
     PYTHONPATH=src python3 benchmarks/gpu_train.py run gpu/dsb2018.npz --out $OUT --minutes 7 \\
-        -- --from scratch --width 32 --patch 256 --batch 64 --lr 2e-3
+        --variant 'cont=--from default --patch 256 --batch 32 --lr 1e-3' \\
+        --variant 'w16=--from scratch --width 16 --patch 256 --batch 64 --lr 2e-3'
 
 Dry run on this CPU (a minute): ``run ... --device cpu --minutes 0.3 -- --from scratch --width 8``.
 The device has PyTorch, scikit-image, scipy, tifffile and safetensors, which is all ``train``,
-``tune`` and ``evaluate`` import (no napari, Qt, dask or zarr).
+``tune`` and ``evaluate`` compute with (no napari, Qt, dask or zarr); it lacks ``platformdirs``,
+so ``run`` names the model folder itself (:func:`preflight`). A dry run here does not show what
+the device lacks; ``preflight`` checks every variant's ``--from`` before the first one trains.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,37 +111,69 @@ def unpack(npz: Path, folder: Path) -> int:
 
 
 def cli(*argv: str, log: Path) -> None:
-    """Run ``napari-unet-loop ARGV`` with this interpreter, its output teed into ``log``; stop on failure."""
+    """Run ``napari-unet-loop ARGV`` with this interpreter, its output appended to ``log``; stop on failure."""
     cmd = [sys.executable, "-m", "napari_unet_loop.cli", *argv]
-    print("$ napari-unet-loop " + " ".join(argv), flush=True)
-    with log.open("w") as fh:
+    tag = log.stem
+    print(f"[{tag}] $ napari-unet-loop " + " ".join(argv), flush=True)
+    with log.open("a") as fh:
+        fh.write("$ napari-unet-loop " + " ".join(argv) + "\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             fh.write(line)
-            print(line, end="", flush=True)
+            fh.flush()
+            print(f"[{tag}] {line}", end="", flush=True)
     if proc.wait():
         raise SystemExit(f"napari-unet-loop {argv[0]} failed (exit {proc.returncode}); see {log}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Unpack, train, tune and evaluate on the validation images; everything worth keeping goes to ``--out``."""
+def variant(name: str, flags: list[str], args: argparse.Namespace, keep: bool) -> float:
+    """Train, tune and evaluate one variant on the validation images; returns its wall time in seconds.
+
+    The log goes to ``--out/NAME.log``; the model to ``--out/NAME.safetensors`` when ``keep``, else
+    beside the unpacked data (a device call returns 8 files of 16 MiB at most).
+    """
     t0 = time.time()
-    work = args.work
-    n = unpack(args.npz, work)
-    print(f"unpacked {n} images into {work} in {time.time() - t0:.0f} s", flush=True)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / "model.safetensors"
+    work, out = args.work, args.out
+    model = (out if keep else work) / f"{name}.safetensors"
+    log = out / f"{name}.log"
     val = str(SPLITS / "dsb2018-val.txt")
     images, labels = str(work / "images"), str(work / "labels")
-    train_args = list(args.train_args)
     cli(
         "train", images, labels, "--out", str(model), "--val-list", val, "--device", args.device,
-        "--minutes", str(args.minutes), "--modality", "auto", "--no-tune", "--overwrite", *train_args,
-        log=out / "train.log",
+        "--minutes", str(args.minutes), "--modality", "auto", "--no-tune", "--overwrite", *flags, log=log,
     )  # fmt: skip
     cli("tune", images, labels, "--model", str(model), "--include", val, "--device", args.device, "--write",
-        log=out / "tune.log")  # fmt: skip
+        log=log)  # fmt: skip
+    val_dir = work / "val"
+    cli("evaluate", str(val_dir / "images"), str(val_dir / "labels"), "--model", str(model), "--by-kind", "--json",
+        "--device", args.device, log=log)  # fmt: skip
+    return time.time() - t0
+
+
+def preflight(variants: list[Variant], work: Path) -> None:
+    """Fail before any training when a variant's ``--from`` model cannot be found there.
+
+    The device's Python holds the packages ``train`` computes with but not the package's own
+    dependencies (``platformdirs``, which names the user's model folder): the folder is set here
+    through ``NAPARI_UNET_LOOP_MODELS``, for the variants' processes too.
+    """
+    from napari_unet_loop.core.model_files import load
+
+    os.environ.setdefault("NAPARI_UNET_LOOP_MODELS", str(work / "models"))
+    for v in variants:
+        start = v.flags[v.flags.index("--from") + 1] if "--from" in v.flags[:-1] else "default"
+        if start != "scratch":
+            load(start)  # reads the weights too: a broken file fails here, not minutes in
+
+
+def run(args: argparse.Namespace) -> int:
+    """Unpack, then train, tune and evaluate every variant at once (one process each, one GPU shared)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.time()
+    work = args.work
+    preflight(args.variants, work)
+    n = unpack(args.npz, work)
     val_dir = work / "val"
     for sub in ("images", "labels"):
         (val_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -142,11 +182,36 @@ def run(args: argparse.Namespace) -> int:
             dst = val_dir / sub / src.name
             if src.exists() and not dst.exists():
                 dst.symlink_to(src)
-    cli("evaluate", str(val_dir / "images"), str(val_dir / "labels"), "--model", str(model), "--by-kind", "--json",
-        "--device", args.device, log=out / "val.log")  # fmt: skip
-    (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1), "train_args": train_args}) + "\n")
-    print(f"done in {time.time() - t0:.0f} s: {model}", flush=True)
+    print(f"unpacked {n} images into {work} in {time.time() - t0:.0f} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = [(v.name, v.flags) for v in args.variants]
+    with ThreadPoolExecutor(len(variants)) as pool:
+        jobs = {
+            name: pool.submit(variant, name, flags, args, k < args.keep) for k, (name, flags) in enumerate(variants)
+        }
+        for name, job in jobs.items():
+            try:
+                print(f"[{name}] done in {job.result():.0f} s", flush=True)
+            except SystemExit as exc:
+                print(f"[{name}] {exc}", flush=True)
+    print(f"all done in {time.time() - t0:.0f} s", flush=True)
     return 0
+
+
+@dataclass
+class Variant:
+    """One training run: a name for its files and the flags for ``train``."""
+
+    name: str
+    flags: list[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``NAME=FLAGS`` (FLAGS split as a shell would)."""
+        name, sep, flags = text.partition("=")
+        if not sep or not name.isidentifier():
+            raise argparse.ArgumentTypeError(f"{text!r}: give NAME=FLAGS, e.g. 'w16=--from scratch --width 16'")
+        return cls(name, shlex.split(flags))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--work", type=Path, default=Path("/tmp/dsb2018"), help="where to unpack")
     rn.add_argument("--minutes", type=float, default=7.0, help="training budget, wall time (default 7)")
     rn.add_argument("--device", default="cuda")
+    rn.add_argument(
+        "--variant", dest="variants", action="append", type=Variant.parse, default=[], metavar="NAME=FLAGS",
+        help="a training run of its own, all at once on the one GPU (repeat); FLAGS go to train",
+    )  # fmt: skip
+    rn.add_argument("--keep", type=int, default=2, help="return the models of the first KEEP variants (default 2)")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to train as it is
     args = p.parse_args(argv[:cut])
-    args.train_args = argv[cut + 1 :]
+    if args.cmd == "run" and cut < len(argv):
+        args.variants.insert(0, Variant("model", argv[cut + 1 :]))
+    if args.cmd == "run" and not args.variants:
+        p.error("run needs FLAGS after -- or at least one --variant")
     return pack(args) if args.cmd == "pack" else run(args)
 
 
