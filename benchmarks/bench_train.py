@@ -3,16 +3,22 @@
 One run, same network, same patch size and batch:
 
 1. the network alone: forward + backward + AdamW step on batches already on the device;
-2. ``iter_train``: patches cut from real DSB2018 images, augmented on the device (flips,
-   rotation, zoom, elastic deformation, intensity), loss with the border weight map, and
-   the optimiser step - everything a fine-tune does except validation.
+2. the batches alone: ``PatchSampler.batch``, patches cut from real DSB2018 images and augmented
+   on the device (flips, rotation, zoom, elastic deformation, blur, intensity), no network: the
+   most the training loop can reach, whatever the network;
+3. ``iter_train``: those batches, the loss with the border weight map and the optimiser step -
+   everything a fine-tune does except validation.
 
 With ``--compile`` the network alone is timed again under ``torch.compile`` (its first steps,
 where the compilation happens, timed apart): whether compiling would pay in a fine-tune of a few
 minutes.
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--steps 30] [--patch 128] [--batch 16] [--width 16]
-        [--compile]
+        [--compile] [--npz gpu/dsb2018.npz]
+
+``--npz`` reads the images from ``gpu_train.py pack``'s file instead of ``../shared/data``, which
+a lent GPU machine does not have (carry the file's folder): on the device, run this first, for a
+minute, to see whether the batches or the network set the pace at the kit's batch and patch size.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 
 from napari_unet_loop.core.device import resolve_device
 from napari_unet_loop.core.image import prepare_input
-from napari_unet_loop.core.sampling import Sample
+from napari_unet_loop.core.sampling import PatchSampler, Sample
 from napari_unet_loop.core.train import TrainConfig, iter_train, training_dtype, training_precision
 from napari_unet_loop.core.unet import UNet, UNetConfig
 from napari_unet_loop.io.images import pair_files, read_image
@@ -73,6 +79,32 @@ def network_alone(
     return batch * steps / (time.perf_counter() - t0), warmup
 
 
+def batches_alone(samples: list[Sample], config: TrainConfig, device: torch.device, steps: int) -> float:
+    """Patches per second of cutting and augmenting training batches, without the network."""
+    sampler = PatchSampler(samples, config, device)
+    for _ in range(2):
+        sampler.batch(config.batch_size)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        sampler.batch(config.batch_size)
+    sync(device)
+    return config.batch_size * steps / (time.perf_counter() - t0)
+
+
+def read_samples(args: argparse.Namespace) -> list[Sample]:
+    """The first ``--images`` image/label pairs, from ``--npz`` or the DSB2018 folder, as network input."""
+    if args.npz is not None:
+        data = np.load(args.npz)
+        names = [str(n) for n in data["names"]][: args.images]
+        return [
+            Sample(prepare_input(data[f"image_{k}"], 1), data[f"labels_{k}"].astype(np.int32), name=name)
+            for k, name in enumerate(names)
+        ]
+    pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
+    return [Sample(prepare_input(read_image(i), 1), read_image(lab), name=i.stem) for i, lab in pairs]
+
+
 def main() -> None:
     """Run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,6 +117,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=40, help="DSB2018 images to draw patches from")
     p.add_argument("--precision", default="auto")
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--npz", type=Path, default=None, help="images from gpu_train.py pack's file instead of --data")
     p.add_argument("--compile", action="store_true", help="also time the network alone under torch.compile")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -97,11 +130,11 @@ def main() -> None:
             torch.compile(copy.deepcopy(net)), device, args.batch, args.patch, args.steps, args.precision
         )
 
-    pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
-    samples = [Sample(prepare_input(read_image(i), 1), read_image(lab), name=i.stem) for i, lab in pairs]
+    samples = read_samples(args)
     config = TrainConfig(
         patch_size=args.patch, batch_size=args.batch, steps=args.steps + 3, minutes=None, precision=args.precision
     )
+    batches = batches_alone(samples, config, device, args.steps)
     net = UNet(cfg)
     times = []
     t_prev = None
@@ -119,6 +152,7 @@ def main() -> None:
     )
     print(f"U-Net depth {args.depth}, width {args.width}; patches {args.patch} x {args.patch}, batch {args.batch}")
     print(f"network alone (device-resident batches):     {alone:8.1f} patches/s")
+    print(f"batches alone (cut + augmented, no network): {batches:8.1f} patches/s")
     print(f"iter_train (augmentation + loss included):   {ours:8.1f} patches/s")
     print(f"ratio ours / network alone:                  {ours / alone:8.2f}")
     if args.compile:

@@ -20,7 +20,7 @@ with ``evaluate``.
 
     python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz         # 47 MiB, 25 s
     # on the device, in one call (carry the folder holding the .npz):
-    PYTHONPATH=src python3 benchmarks/gpu_train.py run gpu/dsb2018.npz --out $OUT --minutes 7 \\
+    PYTHONPATH=src python3 benchmarks/gpu_train.py run gpu/dsb2018.npz --out $OUT --minutes 6.5 \\
         --variant 'cont=--from default --patch 256 --batch 32 --lr 1e-3' \\
         --variant 'w16=--from scratch --width 16 --patch 256 --batch 64 --lr 2e-3'
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("npz", type=Path)
     rn.add_argument("--out", type=Path, required=True, help="where the model and logs go ($OUT)")
     rn.add_argument("--work", type=Path, default=Path("/tmp/dsb2018"), help="where to unpack")
-    rn.add_argument("--minutes", type=float, default=7.0, help="training budget, wall time (default 7)")
+    rn.add_argument("--minutes", type=float, default=6.5, help="training budget, wall time (default 6.5)")
     rn.add_argument("--device", default="cuda")
     rn.add_argument(
         "--variant", dest="variants", action="append", type=Variant.parse, default=[], metavar="NAME=FLAGS",
