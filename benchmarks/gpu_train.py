@@ -189,13 +189,15 @@ def run(args: argparse.Namespace) -> int:
         jobs = {
             name: pool.submit(variant, name, flags, args, k < args.keep) for k, (name, flags) in enumerate(variants)
         }
+        failed = 0
         for name, job in jobs.items():
             try:
                 print(f"[{name}] done in {job.result():.0f} s", flush=True)
-            except SystemExit as exc:
+            except SystemExit as exc:  # the others run on
+                failed += 1
                 print(f"[{name}] {exc}", flush=True)
-    print(f"all done in {time.time() - t0:.0f} s", flush=True)
-    return 0
+    print(f"all done in {time.time() - t0:.0f} s" + (f"; {failed} variant(s) failed" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 @dataclass
