@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from napari_unet_loop.core.augment import (
     NO_AUGMENT,
@@ -111,6 +112,19 @@ def test_elastic_deformation_moves_pixels_by_about_sigma():
     assert 0.4 * sigma < std < 1.5 * sigma
     # the field is smooth: neighbouring pixels move almost alike
     assert float((shift_px[:, 1:] - shift_px[:, :-1]).abs().max()) < sigma / 2
+
+
+def test_elastic_field_is_bicubic_upsampling_of_the_coarse_draws():
+    """The field is built axis by axis; it must equal 2-D bicubic upsampling of the same draws."""
+    sigma, k, out, src = 10.0, 3, 48, 64
+    elastic = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=sigma, elastic_grid=k)
+    grid = sampling_grid(5, out, src, elastic, torch.Generator().manual_seed(3))
+    plain = sampling_grid(5, out, src, NO_AUGMENT)
+    g = torch.Generator().manual_seed(3)
+    torch.rand(5, generator=g)  # the zoom's draw comes first
+    coarse = torch.randn(5, 2, k, k, generator=g) * (sigma * 2 / src)
+    expected = F.interpolate(coarse, size=(out, out), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    assert torch.allclose(grid - plain, expected, atol=1e-5)
 
 
 def test_draws_are_reproducible_with_a_generator():
