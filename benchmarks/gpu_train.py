@@ -14,14 +14,15 @@ detected, converted and normalised as ``train`` does), so the packed data train 
 repeated, or one named ``model`` from the flags after ``--``) as its own process, all at once on
 the one GPU: ``train`` (``--device cuda`` and the variant's flags), ``tune --write`` and
 ``evaluate --by-kind`` on the validation images. Each variant's log goes to ``--out/NAME.log``
-and, for the first ``--keep``, its model and card to ``--out/NAME.safetensors`` (the device's
-``$OUT`` returns 8 files of 16 MiB at most). Score the returned models on the test split here,
-with ``evaluate``.
+and, for the first ``--keep``, its model and card to ``--out/NAME.safetensors`` and ``.json``
+(the device's ``$OUT`` returns 8 files of 16 MiB at most: logs + 2 x keep <= 8, and only models of
+base width 16 fit; width 32 is 30 MiB). Score the returned models on the test split here, with
+``evaluate``.
 
     python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz         # 47 MiB, 25 s
     # on the device, in one call (carry the folder holding the .npz):
     PYTHONPATH=src python3 benchmarks/gpu_train.py run gpu/dsb2018.npz --out $OUT --minutes 6.5 \\
-        --variant 'cont=--from default --patch 256 --batch 32 --lr 1e-3' \\
+        --variant 'cont=--from default --anchor 0 --update-norm --patch 256 --batch 32 --lr 1e-3' \\
         --variant 'w16=--from scratch --width 16 --patch 256 --batch 64 --lr 2e-3'
 
 Dry run on this CPU (a minute): ``run ... --device cpu --minutes 0.3 -- --from scratch --width 8``.
@@ -136,6 +137,7 @@ def variant(name: str, flags: list[str], args: argparse.Namespace, keep: bool) -
     work, out = args.work, args.out
     model = (out if keep else work) / f"{name}.safetensors"
     log = out / f"{name}.log"
+    log.write_text("")  # train, tune and evaluate append to it
     val = str(SPLITS / "dsb2018-val.txt")
     images, labels = str(work / "images"), str(work / "labels")
     cli(
@@ -160,8 +162,13 @@ def preflight(variants: list[Variant], work: Path) -> None:
     from napari_unet_loop.core.model_files import load
 
     os.environ.setdefault("NAPARI_UNET_LOOP_MODELS", str(work / "models"))
+    starts = argparse.ArgumentParser(prog="train", add_help=False)
+    starts.add_argument("--from", dest="start", default="default")
     for v in variants:
-        start = v.flags[v.flags.index("--from") + 1] if "--from" in v.flags[:-1] else "default"
+        try:
+            start = starts.parse_known_args(v.flags)[0].start  # as train reads it: --from=X, the last one
+        except SystemExit:
+            raise SystemExit(f"variant {v.name}: --from needs a model name, a path or scratch") from None
         if start != "scratch":
             load(start)  # reads the weights too: a broken file fails here, not minutes in
 
@@ -193,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         for name, job in jobs.items():
             try:
                 print(f"[{name}] done in {job.result():.0f} s", flush=True)
-            except SystemExit as exc:  # the others run on
+            except (SystemExit, Exception) as exc:  # the others run on
                 failed += 1
                 print(f"[{name}] {exc}", flush=True)
     print(f"all done in {time.time() - t0:.0f} s" + (f"; {failed} variant(s) failed" if failed else ""), flush=True)
@@ -242,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         args.variants.insert(0, Variant("model", argv[cut + 1 :]))
     if args.cmd == "run" and not args.variants:
         p.error("run needs FLAGS after -- or at least one --variant")
+    if args.cmd == "run" and len({v.name for v in args.variants}) < len(args.variants):
+        p.error("each --variant needs a name of its own (the flags after -- are named 'model')")
+    if args.cmd == "pack" and cut < len(argv):
+        p.error("pack takes no flags after --")
     return pack(args) if args.cmd == "pack" else run(args)
 
 

@@ -88,8 +88,9 @@ def sampling_grid(
         The geometric augmentation to draw.
     generator : torch.Generator, optional
         Random generator (on the CPU) for reproducible draws.
-    device : torch.device or str
-        Device of the returned grid.
+    device : torch.device or str, optional
+        Where the grid is computed and returned (default the CPU); the random draws are made
+        on the CPU with ``generator`` whatever the device.
 
     Returns
     -------
@@ -124,22 +125,24 @@ def sampling_grid(
         k = config.elastic_grid
         # displacement in source pixels -> normalised source units (2 / src_size per px)
         coarse = torch.randn(n, 2, k, k, generator=generator) * (config.elastic_sigma * 2 / src_size)
-        w = _cubic_weights(k, out_size).to(device)
+        w = _cubic_weights(k, out_size, torch.device(device))
         field = torch.einsum("yi,ncij,xj->nyxc", w, coarse.to(device), w)  # bicubic upsampling, axis by axis
         grid = grid + field
     return grid
 
 
 @functools.lru_cache(maxsize=8)
-def _cubic_weights(k: int, size: int) -> torch.Tensor:
-    """``(size, k)`` weights of bicubic upsampling (corners aligned) along one axis.
+def _cubic_weights(k: int, size: int, device: torch.device) -> torch.Tensor:
+    """``(size, k)`` weights of bicubic upsampling (corners aligned) along one axis, on ``device``.
 
     Bicubic upsampling is separable, so ``W @ C @ W.T`` equals ``F.interpolate(C, mode="bicubic",
     align_corners=True)`` for a ``k x k`` grid ``C``: two small matrix products (3x faster on a CPU),
-    and no bicubic upsampling kernel needed on the device (Apple MPS lacked one for years).
+    and no bicubic upsampling kernel needed on the device (some devices, e.g. older Apple MPS
+    builds, have none). Cached: never modify the returned tensor.
     """
     eye = torch.eye(k).reshape(k, 1, k, 1)
-    return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=True)[:, 0, :, 0].T.contiguous()
+    w = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=True)[:, 0, :, 0].T.contiguous()
+    return w.to(device)
 
 
 def warp(
