@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call for a session that is lent a GPU: the training-speed check, then the
+# default-model candidates side by side (docs/model.md, "The first lent GPU").
+#
+# Here, once:   python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz
+# On the device, with `carry: ["gpu"]` and timeout_s 600 (the whole call takes about 8.5 minutes):
+#               bash benchmarks/gpu_session.sh
+# Back here: bench_train.txt, then per variant NAME.log, NAME.safetensors and NAME.json (7 files).
+# Score the models on the test split here with `napari-unet-loop evaluate ... --by-kind`.
+#
+# Dry run on a CPU (minutes; what the device lacks is checked by gpu_train's preflight there):
+#   OUT=/tmp/gs DEVICE=cpu MINUTES=0.3 STEPS=2 BATCH=4 bash benchmarks/gpu_session.sh
+set -u
+: "${OUT:?OUT must name the folder whose files come back}"
+DEVICE=${DEVICE:-cuda}
+MINUTES=${MINUTES:-5.5}
+STEPS=${STEPS:-20}
+BATCH=${BATCH:-64}
+export PYTHONUNBUFFERED=1 PYTHONPATH=src
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+
+# 1. Do the batches or the network set the pace? (about a minute)
+timeout 120 "$PY" benchmarks/bench_train.py --device "$DEVICE" --patch 256 --batch "$BATCH" --steps "$STEPS" \
+    --images 40 --npz gpu/dsb2018.npz 2>&1 | tee "$OUT/bench_train.txt"
+
+# 2. The shipped model continued at 256 px patches, beside a width-16 network from scratch.
+COMMON="--balance-kinds he=0.22,brightfield=0.12 --intensity 0.7 --blur 1.0 --select-by loss --checkpoint-every 60"
+"$PY" benchmarks/gpu_train.py run gpu/dsb2018.npz --out "$OUT" --device "$DEVICE" --minutes "$MINUTES" \
+    --variant "cont=--from default --anchor 0 --update-norm --patch 256 --batch $((BATCH / 2)) --lr 1e-3 $COMMON --seed 7" \
+    --variant "w16=--from scratch --width 16 --patch 256 --batch $BATCH --lr 2e-3 $COMMON --seed 8"
