@@ -8,15 +8,17 @@
 # Back here: bench_train.txt, then per variant NAME.log, NAME.safetensors and NAME.json (7 files).
 # Score the models on the test split here with `napari-unet-loop evaluate ... --by-kind`.
 #
-# Dry run on a CPU (minutes; what the device lacks is checked by gpu_train's preflight there):
-#   OUT=/tmp/gs DEVICE=cpu MINUTES=0.3 STEPS=2 BATCH=4 bash benchmarks/gpu_session.sh
+# Dry run on a CPU, with the device's Python imitated (the package's dependencies it lacks fail to
+# import: benchmarks/device_python/sitecustomize.py), about 5 minutes:
+#   OUT=/tmp/gs DEVICE=cpu MINUTES=0.3 STEPS=2 BATCH=4 PYTHON=.venv/bin/python \
+#       PYTHONPATH=benchmarks/device_python bash benchmarks/gpu_session.sh
 set -u
 : "${OUT:?OUT must name the folder whose files come back}"
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-5.5}
 STEPS=${STEPS:-20}
 BATCH=${BATCH:-64}
-export PYTHONUNBUFFERED=1 PYTHONPATH=src
+export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
