@@ -52,13 +52,21 @@ from _common import (
     watched_finetune,
 )
 from napari_unet_loop.core.finetune import Retuned, judge
-from napari_unet_loop.core.postprocess import PostprocessConfig, SettingScores, Tuned, paired_gain_se, tune
+from napari_unet_loop.core.postprocess import (
+    DIST_SIGMAS,
+    FG_THRESHOLDS,
+    MIN_SIZES,
+    PostprocessConfig,
+    SettingScores,
+    Tuned,
+    paired_gain_se,
+    tune,
+)
 from napari_unet_loop.core.scale import postprocess_at, resize
 
 CASES = [f"{s}:{k}:0" for s in ("dic-frames", "isbi", "phc-isbi") for k in (1, 2, 5)]
 CASES += [f"{s}:{k}:1" for s in ("dic-frames", "isbi") for k in (1, 2, 5)]
 RULES = ("stripe", "all", "all, verified", "all + reach, verified", "stripe, user's scale")
-FG = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)  # tune's foreground thresholds
 
 
 def run_case(case: str, start, steps: int, path: Path) -> None:
@@ -105,8 +113,8 @@ def user_scale(meta: dict, stripe: tuple, trained: tuple, start: PostprocessConf
         maps,
         truths,
         start=at,
-        min_sizes=tuple(round(m / factor**2) for m in (0, 8, 16, 24, 32, 48, 64, 96)),  # tune's, on the user's grid
-        dist_sigmas=tuple(s / factor for s in (0.0, 1.0, 2.0, 3.0)),
+        min_sizes=tuple(round(m / factor**2) for m in MIN_SIZES),  # tune's, on the user's grid
+        dist_sigmas=tuple(s / factor for s in DIST_SIGMAS),
     )
     r = judge(found, objects_scored(truths), at, trust)
     back = PostprocessConfig(**{**r.postprocess.to_dict(), "min_size": round(r.postprocess.min_size * factor**2),
@@ -130,7 +138,7 @@ def report(path: Path) -> dict:
     on_stripe = SettingScores(*stripe)
     verified = judge(verify(on_all.config, on_stripe, start), n_stripe, start, trust)
     ap_all = on_stripe(on_all.config)[0]
-    reaches = [on_all.config, *(PostprocessConfig(**{**on_all.config.to_dict(), "fg_threshold": v}) for v in FG)]
+    reaches = [on_all.config, *(dataclasses.replace(on_all.config, fg_threshold=v) for v in FG_THRESHOLDS)]
 
     def reach_key(c: PostprocessConfig) -> tuple:
         a, s, _ = on_stripe(c)

@@ -111,6 +111,13 @@ def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -
     return out
 
 
+# the values :func:`tune` tries for each setting (at the network's scale)
+FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+SEED_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+MIN_SIZES = (0, 8, 16, 24, 32, 48, 64, 96)
+DIST_SIGMAS = (0.0, 1.0, 2.0, 3.0)
+
+
 class SettingScores:
     """How :func:`tune` scores thresholds on given maps: pooled AP@0.5, SEG and per-object SEG.
 
@@ -177,10 +184,10 @@ def tune(
     maps: list[tuple[np.ndarray, np.ndarray]],
     truths: list[np.ndarray],
     start: PostprocessConfig = PostprocessConfig(),
-    fg_thresholds=(0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85),
-    seed_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-    min_sizes=(0, 8, 16, 24, 32, 48, 64, 96),
-    dist_sigmas=(0.0, 1.0, 2.0, 3.0),
+    fg_thresholds=FG_THRESHOLDS,
+    seed_thresholds=SEED_THRESHOLDS,
+    min_sizes=MIN_SIZES,
+    dist_sigmas=DIST_SIGMAS,
     rounds: int = 3,
     ignores: list[np.ndarray | None] | None = None,
 ) -> Tuned:
