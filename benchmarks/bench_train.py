@@ -95,11 +95,11 @@ def batches_alone(samples: list[Sample], config: TrainConfig, device: torch.devi
 def read_samples(args: argparse.Namespace) -> list[Sample]:
     """The first ``--images`` image/label pairs, from ``--npz`` or the DSB2018 folder, as network input."""
     if args.npz is not None:
-        data = np.load(args.npz)
-        names = [str(n) for n in data["names"]][: args.images]
+        from gpu_train import packed
+
         return [
-            Sample(prepare_input(data[f"image_{k}"], 1), data[f"labels_{k}"].astype(np.int32), name=name)
-            for k, name in enumerate(names)
+            Sample(prepare_input(image, 1), labels.astype(np.int32), name=name)
+            for name, image, labels in packed(args.npz, args.images)
         ]
     pairs = pair_files(args.data / "images", args.data / "labels")[: args.images]
     return [Sample(prepare_input(read_image(i), 1), read_image(lab), name=i.stem) for i, lab in pairs]

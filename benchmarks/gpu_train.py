@@ -40,6 +40,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,17 +98,24 @@ def pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def packed(npz: Path, limit: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """The ``(name, image, labels)`` that :func:`pack` wrote, in order (the first ``limit`` of them)."""
+    data = np.load(npz)
+    for n, name in enumerate([str(n) for n in data["names"]][:limit]):
+        yield name, data[f"image_{n}"], data[f"labels_{n}"]
+
+
 def unpack(npz: Path, folder: Path) -> int:
     """Write a packed ``.npz`` back as ``images/NAME.tif`` and ``labels/NAME.tif``; returns the image count."""
     import tifffile
 
-    data = np.load(npz)
-    names = [str(n) for n in data["names"]]
     for sub in ("images", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    for n, name in enumerate(names):
-        tifffile.imwrite(folder / "images" / f"{name}.tif", data[f"image_{n}"])
-        tifffile.imwrite(folder / "labels" / f"{name}.tif", data[f"labels_{n}"])
+    names = []
+    for name, image, labels in packed(npz):
+        tifffile.imwrite(folder / "images" / f"{name}.tif", image)
+        tifffile.imwrite(folder / "labels" / f"{name}.tif", labels)
+        names.append(name)
     return len(names)
 
 
