@@ -5,7 +5,7 @@
 # Here, once:   python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz
 # On the device, with `carry: ["gpu"]` and timeout_s 600 (the whole call takes about 8.5 minutes):
 #               bash benchmarks/gpu_session.sh
-# Back here: bench_train.txt, then per variant NAME.log, NAME.safetensors and NAME.json (7 files).
+# Back here: bench_train.txt, then per variant NAME.log, NAME.safetensors and NAME.json (10 files).
 # Score the models on the test split here with `napari-unet-loop evaluate ... --by-kind`.
 #
 # Dry run on a CPU, with the device's Python imitated (the package's dependencies it lacks fail to
@@ -27,9 +27,11 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used --f
 timeout 120 "$PY" benchmarks/bench_train.py --device "$DEVICE" --patch 256 --batch "$BATCH" --steps "$STEPS" \
     --images 40 --npz gpu/dsb2018.npz 2>&1 | tee "$OUT/bench_train.txt"
 
-# 2. The shipped model continued at 256 px patches, beside a width-16 network from scratch; validation
-#    every 90 s (the first GPU run validated every 45 s, the CPU scoring 30 images each time).
+# 2. The shipped model continued at 256 px patches (learning rates 1e-3 and 3e-4), beside a width-16
+#    network from scratch; validation every 90 s (the first GPU run validated every 45 s, the CPU
+#    scoring 30 images each time).
 COMMON="--balance-kinds he=0.22,brightfield=0.12 --intensity 0.7 --blur 1.0 --select-by loss --checkpoint-every 60 --val-every 90"
-"$PY" benchmarks/gpu_train.py run gpu/dsb2018.npz --out "$OUT" --device "$DEVICE" --minutes "$MINUTES" \
+"$PY" benchmarks/gpu_train.py run gpu/dsb2018.npz --out "$OUT" --device "$DEVICE" --minutes "$MINUTES" --keep 3 \
     --variant "cont=--from default --anchor 0 --update-norm --patch 256 --batch $((BATCH / 2)) --lr 1e-3 $COMMON --seed 7" \
+    --variant "cont3=--from default --anchor 0 --update-norm --patch 256 --batch $((BATCH / 2)) --lr 3e-4 $COMMON --seed 9" \
     --variant "w16=--from scratch --width 16 --patch 256 --batch $BATCH --lr 2e-3 $COMMON --seed 8"

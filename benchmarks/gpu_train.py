@@ -13,11 +13,11 @@ detected, converted and normalised as ``train`` does), so the packed data train 
 ``run`` (there): unpacks to TIFF files, then runs each training variant (``--variant NAME=FLAGS``,
 repeated, or one named ``model`` from the flags after ``--``) as its own process, all at once on
 the one GPU: ``train`` (``--device cuda`` and the variant's flags), ``tune --write`` and
-``evaluate --by-kind`` on the validation images. Each variant's log goes to ``--out/NAME.log``
-and, for the first ``--keep``, its model and card to ``--out/NAME.safetensors`` and ``.json``
-(the device's ``$OUT`` returns 8 files of 16 MiB at most: logs + 2 x keep <= 8, and only models of
-base width 16 fit; width 32 is 30 MiB). Score the returned models on the test split here, with
-``evaluate``.
+``evaluate --by-kind`` on the validation images (``--no-score``: train only). Each variant's log
+goes to ``--out/NAME.log`` and, for the first ``--keep``, its model and card to
+``--out/NAME.safetensors`` and ``.json`` (the device's ``$OUT`` returns 8 files of 16 MiB at most:
+logs + 2 x keep <= 8, and only models of base width 16 fit; width 32 is 30 MiB).
+Score the returned models on the test split here, with ``evaluate``.
 
     python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz         # 47 MiB, 25 s
     # on the device, in one call (carry the folder holding the .npz):
@@ -152,6 +152,8 @@ def variant(name: str, flags: list[str], args: argparse.Namespace, keep: bool) -
         "train", images, labels, "--out", str(model), "--val-list", val, "--device", args.device,
         "--minutes", str(args.minutes), "--modality", "auto", "--no-tune", "--overwrite", *flags, log=log,
     )  # fmt: skip
+    if not args.score:  # scored here afterwards, on images of the variant's choosing
+        return time.time() - t0
     cli("tune", images, labels, "--model", str(model), "--include", val, "--device", args.device, "--write",
         log=log)  # fmt: skip
     val_dir = work / "val"
@@ -250,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a training run of its own, all at once on the one GPU (repeat); FLAGS go to train",
     )  # fmt: skip
     rn.add_argument("--keep", type=int, default=2, help="return the models of the first KEEP variants (default 2)")
+    rn.add_argument(
+        "--no-score", dest="score", action="store_false",
+        help="train only: no tune and evaluate on the 30 validation images (e.g. variants trained on one kind)",
+    )  # fmt: skip
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to train as it is
     args = p.parse_args(argv[:cut])

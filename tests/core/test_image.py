@@ -5,6 +5,7 @@ from napari_unet_loop.core.image import (
     MIN_SIDE,
     InputError,
     Normalization,
+    input_limits,
     normalize,
     prepare_input,
     to_grey,
@@ -136,7 +137,15 @@ def test_prepare_input_multichannel_model():
 @pytest.mark.parametrize("shape, in_channels, have", [((20, 30, 3), 2, 3), ((20, 30), 3, 1), ((20, 30, 4), 3, 4)])
 def test_prepare_input_channel_count_mismatch(shape, in_channels, have):
     with pytest.raises(InputError, match=f"expects {in_channels} channels.*has {have}"):
-        prepare_input(np.random.default_rng(0).random(shape), in_channels=in_channels)
+        prepare_input(np.random.default_rng(0).random(shape), in_channels=in_channels, rgb=False)
+
+
+def test_an_rgb_model_reads_an_rgba_image_as_its_rgb():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((20, 30, 1), 255, np.uint8)], -1)  # an RGBA PNG
+    np.testing.assert_array_equal(prepare_input(rgba, in_channels=3), prepare_input(rgb, in_channels=3))
+    assert input_limits(rgba, in_channels=3) == input_limits(rgb, in_channels=3)
 
 
 def test_prepare_input_passes_errors_on():
