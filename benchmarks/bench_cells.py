@@ -289,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
     p.add_argument(
+        "--start",
+        default="default",
+        help="an experiment: the model every run starts from (a name or a file) instead of the shipped one",
+    )
+    p.add_argument(
         "--crossed",
         action="store_true",
         help="also score each child with the held-out frames read as the other grey kind (fluorescence <-> "
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     ks = [int(k) for k in args.k.split(",") if k]
     budgets = [float(m) for m in args.minutes.split(",") if m]
-    start = load("default")
+    start = load(args.start)
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
     if device.type == "cuda":

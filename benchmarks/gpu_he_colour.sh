@@ -5,7 +5,8 @@
 # image's R, G and B (each normalised on its own), the other the haematoxylin plane
 # (docs/model.md, "Colour input for H&E").
 #
-# Here, once: python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz, and the lists
+# Here, once: python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz
+#             python benchmarks/gpu_train.py lists gpu/dsb2018.npz --kind he   # 4 s
 #   gpu/he_train.txt (70 H&E images of the training split), gpu/he_val.txt (the 5 H&E images of the
 #   validation split and 15 of the training split, held out), gpu/he_all.txt (both).
 # On the device, with `carry: ["gpu"]`:  bash benchmarks/gpu_he_colour.sh

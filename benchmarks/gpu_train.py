@@ -25,6 +25,9 @@ Score the returned models on the test split here, with ``evaluate``.
         --variant 'cont=--from default --anchor 0 --update-norm --patch 256 --batch 32 --lr 1e-3' \\
         --variant 'w16=--from scratch --width 16 --patch 256 --batch 64 --lr 2e-3'
 
+``lists`` (here): the packed images of one imaging kind as lists to train and validate on, for a
+variant that learns that kind only (``--include KIND_all.txt --val-list KIND_val.txt``).
+
 Dry run on this CPU (a minute): ``run ... --device cpu --minutes 0.3 -- --from scratch --width 8``.
 The device has PyTorch, scikit-image, scipy, tifffile and safetensors, which is all ``train``,
 ``tune`` and ``evaluate`` compute with (no napari, Qt, dask or zarr); it lacks ``platformdirs``,
@@ -95,6 +98,35 @@ def pack(args: argparse.Namespace) -> int:
     tmp.replace(args.out)
     size = args.out.stat().st_size / 2**20
     print(f"packed {len(names)} images (test split left out) into {args.out}: {size:.1f} MiB")
+    return 0
+
+
+def kind_lists(args: argparse.Namespace) -> int:
+    """Write lists of the packed images of one imaging kind: ``KIND_train.txt``, ``KIND_val.txt``, ``KIND_all.txt``.
+
+    The validation list holds the kind's images of the validation split and ``--hold`` of its
+    training-split images drawn at random (``--seed``); the training list the rest of the
+    training split's. What a variant trained on one kind passes as ``--include KIND_all.txt
+    --val-list KIND_val.txt``.
+    """
+    from napari_unet_loop.core.modality import detect
+
+    val_split = set(read_list(SPLITS / "dsb2018-val.txt"))
+    train, val = [], []
+    for name, image, _ in packed(args.npz):
+        if detect(image).modality == args.kind:
+            (val if name in val_split else train).append(name)
+    train.sort()
+    hold = set(np.random.default_rng(args.seed).choice(train, args.hold, replace=False)) if args.hold else set()
+    lists = {
+        "train": [n for n in train if n not in hold],
+        "val": sorted(val) + sorted(hold),
+    }
+    lists["all"] = lists["train"] + lists["val"]
+    for what, names in lists.items():
+        path = args.out / f"{args.kind}_{what}.txt"
+        path.write_text("".join(f"{n}\n" for n in names))
+        print(f"{path}: {len(names)} images")
     return 0
 
 
@@ -234,13 +266,19 @@ class Variant:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run ``pack`` or ``run``."""
+    """Parse the command line and run ``pack``, ``lists`` or ``run``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="run ... -- FLAGS: FLAGS go to train")
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", help="pack the training and validation images (here)")
     pk.add_argument("--data", type=Path, default=DATA, help="the DSB2018 folder (images/, labels/)")
     pk.add_argument("--out", type=Path, required=True, help="the .npz to write")
     pk.add_argument("--check-every", type=int, default=1, help="check every Nth image's network input")
+    kl = sub.add_parser("lists", help="lists of one imaging kind's packed images, to train on that kind (here)")
+    kl.add_argument("npz", type=Path)
+    kl.add_argument("--kind", default="he", help="the imaging kind (default he)")
+    kl.add_argument("--hold", type=int, default=15, help="training-split images held out to validate (default 15)")
+    kl.add_argument("--seed", type=int, default=14)
+    kl.add_argument("--out", type=Path, default=Path("gpu"), help="the folder to write the lists in (default gpu)")
     rn = sub.add_parser("run", help="unpack, train, tune and evaluate (on the device)")
     rn.add_argument("npz", type=Path)
     rn.add_argument("--out", type=Path, required=True, help="where the model and logs go ($OUT)")
@@ -265,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("run needs FLAGS after -- or at least one --variant")
     if args.cmd == "run" and len({v.name for v in args.variants}) < len(args.variants):
         p.error("each --variant needs a name of its own (the flags after -- are named 'model')")
-    if args.cmd == "pack" and cut < len(argv):
-        p.error("pack takes no flags after --")
-    return pack(args) if args.cmd == "pack" else run(args)
+    if args.cmd in ("pack", "lists") and cut < len(argv):
+        p.error(f"{args.cmd} takes no flags after --")
+    return {"pack": pack, "lists": kind_lists, "run": run}[args.cmd](args)
 
 
 if __name__ == "__main__":
