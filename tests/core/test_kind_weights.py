@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -91,6 +93,9 @@ def test_own_weights_for_a_kind_must_fit_the_model(tmp_path, make_model):
     m = make_model(modality="auto")
     with pytest.raises(ModelError, match="network differs"):
         add_kind_weights(m, "he", new_model(UNetConfig(depth=2, base_width=8), modality="auto"))
+    colour = new_model(replace(m.card.architecture, in_channels=3), modality="none")  # train --in-channels 3
+    with pytest.raises(ModelError, match="reads 3 input channel.*1, and .*same input.*model of its own"):
+        add_kind_weights(m, "he", colour)
     with pytest.raises(ModelError, match="normalisation differs"):
         add_kind_weights(m, "he", make_model(modality="auto", normalization=Normalization(2.0, 99.0)))
     with pytest.raises(ModelError, match="not as he images"):

@@ -70,6 +70,12 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     if kind not in MODALITIES:
         raise ModelError(f"unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
     mine, theirs = model.card, specialist.card
+    if mine.architecture.in_channels != theirs.architecture.in_channels:
+        raise ModelError(
+            f"{specialist.name} cannot answer for {kind} images in {model.name}: it reads "
+            f"{theirs.architecture.in_channels} input channel(s), {model.name} {mine.architecture.in_channels}, "
+            f"and a model's weights for each kind read the same input (use {specialist.name} as a model of its own)"
+        )
     for what, a, b in (
         ("network", mine.architecture.to_dict(), theirs.architecture.to_dict()),
         ("normalisation", mine.normalization.to_dict(), theirs.normalization.to_dict()),
