@@ -3,7 +3,7 @@
 # haematoxylin plane the shipped model reads? Two width-16 networks from scratch, side by side on
 # the one GPU, the same 70 H&E training images, batches, steps of time and seed; one reads the
 # image's R, G and B (each normalised on its own), the other the haematoxylin plane
-# (docs/model.md, "Colour input for H&E").
+# (docs/model.md, "The second lent GPU").
 #
 # Here, once: python benchmarks/gpu_train.py pack --out gpu/dsb2018.npz
 #             python benchmarks/gpu_train.py lists gpu/dsb2018.npz --kind he   # 4 s

@@ -123,6 +123,7 @@ def kind_lists(args: argparse.Namespace) -> int:
         "val": sorted(val) + sorted(hold),
     }
     lists["all"] = lists["train"] + lists["val"]
+    args.out.mkdir(parents=True, exist_ok=True)
     for what, names in lists.items():
         path = args.out / f"{args.kind}_{what}.txt"
         path.write_text("".join(f"{n}\n" for n in names))
