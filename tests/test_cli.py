@@ -156,6 +156,22 @@ def test_train_from_scratch_then_segment_with_it(tmp_path, folders, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_a_colour_model_trains_and_segments_on_rgba_pngs(tmp_path, folders, capsys):
+    """``train --in-channels 3`` on the sample PNGs (RGBA, as most exported slides), then ``segment`` with it."""
+    images, labels = folders
+    model = tmp_path / "colour.safetensors"
+    tiny = ["--steps", "3", "--depth", "2", "--width", "4", "--patch", "64", "--batch", "2"]
+    assert main(["train", str(images), str(labels), "--out", str(model), "--from", "scratch", "--in-channels", "3",
+                 *tiny]) == 0  # fmt: skip
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["architecture"]["in_channels"] == 3 and card["modality"] == "none"  # R, G and B as they are
+    out = tmp_path / "o"
+    assert main(["segment", str(images / "nuclei_he_stain.png"), "-o", str(out), "--model", str(model)]) == 0
+    assert tifffile.imread(out / "nuclei_he_stain.tif").shape == (256, 320)
+    assert main(["models", "--add-kind", f"he={model}", "--model", "default", "--out", str(tmp_path / "j")]) == 2
+    assert "reads 3 input channel(s)" in capsys.readouterr().err  # stays a model of its own
+
+
 def test_export_command(tmp_path, folders):
     _, labels = folders
     out = tmp_path / "exp"
