@@ -159,7 +159,9 @@ def _planes(
         from .modality import resolve, to_fluorescence_like
 
         return [to_fluorescence_like(image, resolve(modality, image, rgb, channel), rgb=rgb, channel=channel)]
-    if image.ndim == 3 and in_channels == 3 and image.shape[-1] == 4 and rgb is not False:
+    from .modality import _is_rgb  # the one rule for "a last axis of 3 or 4 is colour"
+
+    if in_channels == 3 and image.shape[-1:] == (4,) and _is_rgb(image, rgb):
         image = image[..., :3]  # RGBA, as grey models read it: the alpha plane is opacity, not a colour
     if image.ndim != 3 or image.shape[-1] != in_channels:
         have = 1 if image.ndim == 2 else image.shape[-1]
