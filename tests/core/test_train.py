@@ -300,7 +300,7 @@ def test_loss_decreases_on_an_easy_task(discs, disc_img):
 
 def test_split_validation_holds_out_a_stripe(discs, disc_img):
     labels = discs((200, 100), 10, seed=4)
-    s = Sample(disc_img(labels), labels, name="tall")
+    s = Sample(disc_img(labels), labels, name="tall", kind="he")
     train, val = split_validation([s], fraction=0.15, seed=0)
     assert len(train) == len(val) == 1
     t, v = train[0], val[0]
@@ -314,6 +314,7 @@ def test_split_validation_holds_out_a_stripe(discs, disc_img):
     np.testing.assert_array_equal(v.labels, labels[a : a + 32])
     np.testing.assert_array_equal(v.image, s.image[:, a : a + 32])
     assert v.name == "tall[validation]" and v.ignore is None
+    assert t.kind == v.kind == "he"  # per-kind scores, and the kind a fine-tune starts from
     np.testing.assert_array_equal(t.labels, labels)
     assert t.n_annotated == labels.size - 32 * 100
 

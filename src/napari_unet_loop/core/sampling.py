@@ -142,6 +142,7 @@ def split_validation(
                 None if s.ignore is None else s.ignore[sl],
                 None,
                 f"{s.name}[validation]",
+                kind=s.kind,  # a stripe is of its image's kind (per-kind scores, the kind a fine-tune starts from)
             )
         )
     return train, val
