@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_kind, to_network_scale
+from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_kind, start_model, to_network_scale
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
@@ -144,13 +144,20 @@ def finetune(
         # as train --from: grey images between fluorescence and brightfield are all read one way
         doubt = settle_doubt([detect(img) for _, img, *_ in items], start.card.kind_in_doubt)
         start = start.reading_in_doubt_as(doubt)
-    samples = []
-    for name, img, lab, *weight in items:
-        kind = input_modality(start, img)
-        x = prepare_input(img, start.card.architecture.in_channels, start.card.normalization, modality=kind)
-        samples.append(Sample(x, lab, weight=weight[0] if weight else None, name=name, kind=kind or ""))
+
+    def prepared(model: Model) -> list[Sample]:
+        samples = []
+        for name, img, lab, *weight in items:
+            kind = input_modality(model, img)
+            x = prepare_input(img, model.input_channels(kind), model.card.normalization, modality=kind)
+            samples.append(Sample(x, lab, weight=weight[0] if weight else None, name=name, kind=kind or ""))
+        return samples
+
+    samples = prepared(start)
     # as train --from: the parent's weights and thresholds for the images' kind to start from, none per kind kept
-    begin = start.for_kind(start_kind(samples))
+    begin, ready = start_model(start, start_kind(samples), samples)
+    if not ready:  # as train --from: H&E images prepared for a colour network of their own, as the start reads them
+        samples = prepared(begin)
     card = copy.deepcopy(begin.card)
     t0 = time.perf_counter()
     diameter = None  # to_network_scale measures the labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import imageio.v3 as iio
@@ -168,8 +169,9 @@ def test_a_colour_model_trains_and_segments_on_rgba_pngs(tmp_path, folders, caps
     out = tmp_path / "o"
     assert main(["segment", str(images / "nuclei_he_stain.png"), "-o", str(out), "--model", str(model)]) == 0
     assert tifffile.imread(out / "nuclei_he_stain.tif").shape == (256, 320)
-    assert main(["models", "--add-kind", f"he={model}", "--model", "default", "--out", str(tmp_path / "j")]) == 2
-    assert "reads 3 input channel(s)" in capsys.readouterr().err  # stays a model of its own
+    add = ["models", "--add-kind", f"fluorescence={model}", "--model", "default", "--out", str(tmp_path / "j")]
+    assert main(add) == 2  # grey images have no colour to read: it stays a model of its own
+    assert re.search(r"reads 3 input channel\(s\), \S+ 1; only H&E images may", capsys.readouterr().err)
 
 
 def test_export_command(tmp_path, folders):
@@ -385,6 +387,55 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
         return sum(float((x - y).abs().sum()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
     assert dist(grown.net, start.net_for("he")) < 0.1 * dist(grown.net, start.net)
+
+
+def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp_path, folders, capsys):
+    """A grey model with a colour network for H&E: segment, train --from on H&E, on a mix, --only-kind he."""
+    from dataclasses import replace
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    images, labels = folders
+    tiny = UNetConfig(depth=2, base_width=4)
+    base, colour, combo = (tmp_path / f"{n}.safetensors" for n in ("base", "colour", "combo"))
+    model_files.save(model_files.new_model(tiny, name="base", modality="auto"), base)
+    model_files.save(model_files.new_model(replace(tiny, in_channels=3), seed=5, modality="none"), colour)
+    assert main(["models", "--add-kind", f"he={colour}", "--model", str(base), "--out", str(combo)]) == 0
+    assert model_files.read_card(combo).weights_by_kind["he"]["in_channels"] == 3
+    seg = tmp_path / "seg"
+    assert main(["segment", str(images), "-o", str(seg), "--model", str(combo)]) == 0
+    assert "(as H&E / stained tissue, the model's own weights for them)" in capsys.readouterr().err
+    he_list = tmp_path / "he.txt"
+    he_list.write_text("nuclei_he_stain\n")
+    train = ["train", str(images), str(labels), "--from", str(combo), "--steps", "1", "--val-fraction", "0.3"]
+    train += ["--patch", "64", "--batch", "2", "--no-tune", "--anchor", "0"]
+    # on H&E images: the child is the colour network, a colour model of its own
+    child = tmp_path / "child.safetensors"
+    assert main([*train, "--out", str(child), "--include", str(he_list)]) == 0
+    grown = model_files.load(child)
+    assert grown.card.architecture.in_channels == 3 and grown.card.modality == "none"
+    assert grown.card.training["start_weights"] == "he" and grown.card.training["kinds"]["he"] == 1
+    # on a fluorescence and an H&E image: the general grey network, the H&E image as its haematoxylin plane
+    both = tmp_path / "both.safetensors"
+    assert main([*train, "--out", str(both)]) == 0
+    grey = model_files.load(both)
+    assert grey.card.architecture.in_channels == 1 and grey.card.modality == "auto"
+    assert grey.card.training["kinds"] == {"fluorescence": 1, "brightfield": 0, "he": 1}
+    # mostly H&E and one fluorescence image: the colour network cannot read the grey one
+    shutil.copy(images / "nuclei_he_stain.png", images / "he_again.png")
+    shutil.copy(labels / "nuclei_he_stain.tif", labels / "he_again.tif")
+    assert main([*train, "--out", str(tmp_path / "refused.safetensors")]) == 2
+    said = capsys.readouterr().err
+    assert "colour network for H&E / stained tissue images, which reads colour images only" in said
+    assert (
+        "1 of its images are of other kinds (nuclei_small)" in said and not (tmp_path / "refused.safetensors").exists()
+    )
+    # --only-kind he: the fine-tuned colour network joins the model again
+    joined = tmp_path / "joined.safetensors"
+    assert main([*train, "--out", str(joined), "--include", str(he_list), "--only-kind", "he"]) == 0
+    again = model_files.load(joined)
+    assert again.input_channels("he") == 3 and again.input_channels("fluorescence") == 1
 
 
 def test_models_lists_shipped_and_user_models_and_their_own_weights(tmp_path, tiny_model_path, capsys, monkeypatch):

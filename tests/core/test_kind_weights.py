@@ -5,7 +5,15 @@ import torch
 
 from napari_unet_loop.core.image import Normalization
 from napari_unet_loop.core.kind_weights import add_kind_weights, same_size, with_kind_weights
-from napari_unet_loop.core.model_files import FORMAT_VERSION, ModelError, load, new_model, read_card, save
+from napari_unet_loop.core.model_files import (
+    FORMAT_VERSION,
+    ONE_INPUT_FORMAT,
+    ModelError,
+    load,
+    new_model,
+    read_card,
+    save,
+)
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.unet import UNetConfig
 
@@ -30,7 +38,7 @@ def test_a_kind_with_its_own_weights_round_trips_and_answers_for_its_images(tmp_
     path = save(m, tmp_path / "both")
     loaded = load(path)
     assert set(loaded.nets_by_kind) == {"he"} and loaded.card.weights_by_kind == m.card.weights_by_kind
-    assert loaded.card.format_version == FORMAT_VERSION == 2  # older plugins say "newer", not "damaged"
+    assert loaded.card.format_version == ONE_INPUT_FORMAT == 2  # older plugins say "newer", not "damaged"
     assert read_card(path) == loaded.card  # from the header alone
     assert same_weights(loaded.net_for("he"), he.net) and same_weights(loaded.net, m.net)
     assert not _predicts_like(loaded.net_for("he"), loaded.net)  # two networks, not one twice
@@ -94,8 +102,10 @@ def test_own_weights_for_a_kind_must_fit_the_model(tmp_path, make_model):
     with pytest.raises(ModelError, match="network differs"):
         add_kind_weights(m, "he", new_model(UNetConfig(depth=2, base_width=8), modality="auto"))
     colour = new_model(replace(m.card.architecture, in_channels=3), modality="none")  # train --in-channels 3
-    with pytest.raises(ModelError, match="reads 3 input channel.*1, and .*same input.*model of its own"):
-        add_kind_weights(m, "he", colour)
+    with pytest.raises(ModelError, match="reads 3 input channel.*1; only H&E .*model of its own"):
+        add_kind_weights(m, "fluorescence", colour)  # grey images have no colour to read
+    with pytest.raises(ModelError, match="reads 1 input channel.*3; only H&E"):
+        add_kind_weights(new_model(colour.card.architecture, modality="auto"), "he", make_model(modality="auto"))
     with pytest.raises(ModelError, match="normalisation differs"):
         add_kind_weights(m, "he", make_model(modality="auto", normalization=Normalization(2.0, 99.0)))
     with pytest.raises(ModelError, match="not as he images"):
@@ -121,3 +131,32 @@ def test_own_weights_for_a_kind_must_fit_the_model(tmp_path, make_model):
 def test_same_size_is_the_training_zoom_range():
     assert same_size(20.0, 26.0) and same_size(26.0, 20.0) and not same_size(20.0, 27.0)
     assert same_size(None, 90.0) and same_size(20.0, None)
+
+
+def test_a_colour_network_answers_for_he_images_in_a_grey_model(tmp_path, make_model, same_weights):
+    m = make_model(seed=0, modality="auto", postprocess=PostprocessConfig(0.5, 0.5, 8, 1.0))
+    colour = new_model(replace(m.card.architecture, in_channels=3), name="he-colour", seed=2, modality="none")
+    colour.card.postprocess = PostprocessConfig(0.7, 0.4, 20, 2.0)
+    add_kind_weights(m, "he", colour)
+    assert m.card.weights_by_kind["he"]["in_channels"] == 3 and m.card.weights_by_kind["he"]["name"] == "he-colour"
+    assert [m.input_channels(k) for k in ("he", "fluorescence", "brightfield", None)] == [3, 1, 1, 1]
+    path = save(m, tmp_path / "both")
+    loaded = load(path)
+    # older plugins, which build every kind's network with the general input, say "newer", not "damaged"
+    assert loaded.card.format_version == FORMAT_VERSION == 3 and read_card(path) == loaded.card
+    assert loaded.input_channels("he") == 3 and same_weights(loaded.net_for("he"), colour.net)
+    assert loaded.card.thresholds("he") == PostprocessConfig(0.7, 0.4, 20, 2.0)
+    # a fine-tune on H&E images starts from a colour model of one network, which reads the image as it is
+    start = loaded.for_kind("he")
+    assert start.card.architecture.in_channels == 3 and start.card.modality == "none" and start.nets_by_kind == {}
+    assert load(save(start, tmp_path / "child")).card.architecture.in_channels == 3
+    grey = loaded.for_kind("fluorescence")
+    assert grey.card.architecture.in_channels == 1 and grey.card.modality == "auto"
+    # the colour model fine-tuned on H&E images joins the model again (the dock's "only for images of this kind")
+    again = with_kind_weights(m, "he", start, "again")
+    assert again.input_channels("he") == 3 and again.net_for("he") is start.net
+    # a card whose record and network disagree is not written
+    m.card.weights_by_kind["he"] = {**m.card.weights_by_kind["he"], "in_channels": 1}
+    with pytest.raises(ValueError, match="reads 3 input channel.*card says 1"):
+        save(m, tmp_path / "bad")
+    assert not (tmp_path / "bad.safetensors").exists()

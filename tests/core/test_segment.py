@@ -345,3 +345,34 @@ def test_auto_diameter_of_small_isolated_nuclei_is_not_a_blob_of_a_shrunk_pass()
     image = (np.where(nuclei, 200.0, 20.0) + np.random.default_rng(0).normal(0, 4, nuclei.shape)).astype(np.float32)
     seg = segment(model, image, diameter="auto")
     assert 6 < seg.diameter < 12 and seg.labels.max() == 36  # was: 138 px and no object
+
+
+def test_a_colour_network_for_he_images_reads_their_colour(model, discs, disc_img):
+    """A grey model's own colour network for H&E images gets R, G and B, whole, tiled or block by block."""
+    from dataclasses import replace
+
+    from napari_unet_loop.core import kind_weights
+
+    model.card.modality = "auto"
+    labels = discs((64, 64), 4)
+    nuclei = disc_img(labels)[..., None]
+    stained = np.clip(np.array([235, 190, 215]) * (1 - nuclei) + np.array([90, 50, 140]) * nuclei, 0, 255)
+    stained = stained.astype(np.uint8)
+    colour = new_model(
+        replace(TINY, in_channels=3), seed=7, modality="none", postprocess=PostprocessConfig(0.6, 0.4, 3)
+    )
+    kind_weights.add_kind_weights(model, "he", colour)
+    seg = segment(model, stained, tile=32)
+    alone = segment(colour, stained, tile=32)  # the colour network on its own, as a model of its own
+    assert seg.modality == "he" and alone.modality is None
+    np.testing.assert_allclose(seg.probs, alone.probs, atol=1e-6)
+    np.testing.assert_array_equal(seg.labels, instances(seg.probs, PostprocessConfig(0.6, 0.4, 3)))
+    rgba = np.concatenate([stained, np.full((64, 64, 1), 255, np.uint8)], axis=-1)  # PNGs: RGBA
+    np.testing.assert_allclose(segment(model, rgba, tile=32).probs, seg.probs, atol=1e-6)
+    np.testing.assert_allclose(segment(model, stained, tile=16).probs, seg.probs, atol=1e-4)
+    blocks = segment(model, stained, tile=32, block=64)
+    np.testing.assert_array_equal(blocks.labels > 0, seg.labels > 0)
+    grey = segment(model, stained, tile=32, modality="brightfield")  # read as another kind: the grey network
+    assert grey.modality == "brightfield" and grey.probs.shape == seg.probs.shape
+    with pytest.raises(InputError, match="reads H&E / stained tissue images in colour.*not colour"):
+        segment(model, stained.mean(-1), tile=32, modality="he")  # a grey image has no colour to read

@@ -493,6 +493,59 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     assert child.card.training["start_weights"] == "brightfield" and child.nets_by_kind == {}
 
 
+def test_a_fine_tune_on_he_images_trains_the_models_colour_network_for_them(
+    qtbot, tmp_path, setup, messages, monkeypatch, discs
+):
+    """A grey model with a colour network for H&E: the dock fine-tunes it on R, G and B, as a model or as the kind's."""
+    from dataclasses import replace
+
+    import torch
+
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    tiny = UNetConfig(depth=2, base_width=4)
+    base = model_files.new_model(tiny, name="base", modality="auto")
+    colour = model_files.new_model(replace(tiny, in_channels=3), seed=3, modality="none")
+    kind_weights.add_kind_weights(base, "he", colour)
+    path = tmp_path / "colour-he.safetensors"
+    model_files.save(base, path)
+    w.add_model_file(str(path))
+    nuclei = (np.tile(discs[1], (2, 2)) > 0)[..., None]
+    noise = np.random.default_rng(0).normal(0, 6, (*nuclei.shape[:2], 3))
+    stained = np.clip(np.array([235, 190, 215]) * ~nuclei + np.array([90, 50, 140]) * nuclei + noise, 0, 255)
+    stained = stained.astype(np.uint8)
+    viewer.add_image(stained, name="stained", rgb=True)
+    segment(qtbot, w)
+    assert not messages["error"]
+    samples = ft.build_samples(w.current_model())[0]
+    assert {(s.kind, s.image.shape[0]) for s in samples} == {("he", 3)}  # R, G and B, as they reach the net
+    started = []
+    real = ft_mod.train_in_worker
+
+    def spy(net, *args, **kwargs):  # a generator, as the worker needs
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return (yield from real(net, *args, **kwargs))
+
+    monkeypatch.setattr(ft_mod, "train_in_worker", spy)
+    ft.resegment_check.value = False
+    ft.name_edit.setText("he-colour-child")
+    finetune(qtbot, ft)
+    assert not messages["error"]
+    assert all(torch.equal(started[0][k], v) for k, v in colour.net.state_dict().items())
+    child = model_files.load("he-colour-child")
+    assert child.card.architecture.in_channels == 3 and child.card.modality == "none" and child.nets_by_kind == {}
+    assert child.card.training["start_weights"] == "he"
+    # only for images of this kind: the trained colour network joins the model again
+    w.add_model_file(str(path))  # selects it again
+    ft.name_edit.setText("colour-he-again")
+    ft.kind_only_check.value = True
+    finetune(qtbot, ft)
+    assert not messages["error"]
+    joined = model_files.load("colour-he-again")
+    assert joined.input_channels("he") == 3 and joined.input_channels("fluorescence") == 1
+
+
 def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     qtbot, tmp_path, setup, messages, monkeypatch
 ):

@@ -39,7 +39,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             line = f"{name}\t{path}"
             if args.verbose:
                 try:
-                    kinds = ", ".join(model_files.read_card(path).weights_by_kind)
+                    own = model_files.read_card(path).weights_by_kind
+                    kinds = ", ".join(k + (" (colour)" if r.get("in_channels") == 3 else "") for k, r in own.items())
                     line += f"\town weights for: {kinds}" if kinds else ""
                 except ModelError as exc:
                     line += f"\tcannot be read: {exc}"

@@ -22,6 +22,7 @@ from ..core.finetune import (
     record_sizes,
     retune,
     start_kind,
+    start_model,
     to_network_scale,
     training_record,
 )
@@ -90,16 +91,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     note = doubt_note(reports, model.card.kind_in_doubt)
     if note:
         _log(note)
-    if val_names is not None:
-        train_pairs = [p for p in pairs if p[0].stem not in val_names]
-        val_pairs = [p for p in pairs if p[0].stem in val_names]
-        train = _load_samples(train_pairs, model, args)
-        val = _load_samples(val_pairs, model, args)
-        scaled = _network_scale([*train, *val], model, args, only_kind)
-        train, val = scaled.samples[: len(train)], scaled.samples[len(train) :]
-    else:
+
+    def prepared(model: model_files.Model) -> tuple[list, list, Scaled]:
+        """The training and validation samples as ``model`` reads them, at the network's scale."""
+        if val_names is not None:
+            train_pairs = [p for p in pairs if p[0].stem not in val_names]
+            val_pairs = [p for p in pairs if p[0].stem in val_names]
+            train = _load_samples(train_pairs, model, args)
+            val = _load_samples(val_pairs, model, args)
+            scaled = _network_scale([*train, *val], model, args, only_kind)
+            return scaled.samples[: len(train)], scaled.samples[len(train) :], scaled
         scaled = _network_scale(_load_samples(pairs, model, args), model, args, only_kind)
-        train, val = split_validation(scaled.samples, args.val_fraction, args.seed)
+        return *split_validation(scaled.samples, args.val_fraction, args.seed), scaled
+
+    train, val, scaled = prepared(model)
     start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
     if resume is None:
         # a child starts from the parent's weights and thresholds for the kind most of its images are,
@@ -108,7 +113,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if kind in model.card.weights_by_kind:
             start_weights = kind
             _log(f"most of these images are {kind}: starting from {parent}'s own weights and thresholds for them")
-        model = model.for_kind(kind)
+        try:
+            model, ready = start_model(model, kind, [*train, *val])
+        except InputError as exc:
+            raise CLIError(str(exc)) from None
+        if not ready:  # H&E images prepared for the parent's colour network for them: as this one reads them
+            train, val, scaled = prepared(model)
     start_card = model.card.to_dict()  # what --resume starts from
     if not only_kind:  # weights for one kind join the --from model, at its object sizes
         record_sizes(model.card, scaled)

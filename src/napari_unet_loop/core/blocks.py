@@ -188,7 +188,7 @@ def plan_blocks(
     card = model.card
     kind = input_modality(model, image, modality, rgb, channel) or "none"
     if limits is None:
-        limits = input_limits(image, card.architecture.in_channels, card.normalization, rgb, channel, modality=kind)
+        limits = input_limits(image, model.input_channels(kind), card.normalization, rgb, channel, modality=kind)
     limits = [(float(lo), float(hi)) for lo, hi in limits]
     halo = math.ceil(model_halo(model.net_for(kind)) / factor) + (2 if factor != 1.0 else 0)
     grid = BlockGrid(
@@ -237,7 +237,7 @@ def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:
     wy0, wx0, wy1, wx1 = grid.window(i)
     window = np.asarray(image[wy0:wy1, wx0:wx1])
     x = prepare_input(
-        window, card.architecture.in_channels, card.normalization, job.rgb, job.channel, job.limits, job.modality
+        window, model.input_channels(job.modality), card.normalization, job.rgb, job.channel, job.limits, job.modality
     )
     if job.factor != 1.0:
         x = resize(x, scaled_shape(x.shape[-2:], job.factor))

@@ -443,6 +443,55 @@ def start_kind(samples: Sequence[Sample]) -> str | None:
     return leaders[0][0]
 
 
+def start_model(parent: Model, kind: str | None, samples: Sequence[Sample]) -> tuple[Model, bool]:
+    """What a fine-tune starts from, and whether its samples, prepared by the parent, fit that network.
+
+    The start is the parent's network and thresholds for ``kind``
+    (:meth:`.model_files.Model.for_kind`). A grey model may read H&E images with a colour
+    network of its own (3 input channels, :meth:`.model_files.ModelCard.architecture_for`), and
+    the parent prepared those images as R, G and B: a fine-tune that starts from that network
+    trains on such images only; one that starts from a grey network reads H&E images as their
+    haematoxylin plane, and they must be prepared again, as the start reads them.
+
+    Parameters
+    ----------
+    parent : Model
+        The model fine-tuned.
+    kind : str or None
+        The imaging kind it starts from (:func:`start_kind`, or the dock image's).
+    samples : sequence of Sample
+        The fine-tune's images, prepared as ``parent`` reads them.
+
+    Returns
+    -------
+    start : Model
+        One network, with the kind's thresholds.
+    ready : bool
+        ``True`` if every sample holds the input channels the start's network reads; else
+        prepare them again with ``start``.
+
+    Raises
+    ------
+    InputError
+        If the start is a kind's own colour network and some images are of other kinds.
+    """
+    from .modality import LABELS
+
+    start = parent.for_kind(kind)
+    if parent.card.architecture_for(kind) != parent.card.architecture:
+        others = list(dict.fromkeys(s.name.removesuffix("[validation]") for s in samples if s.kind != kind))
+        if others:
+            label = LABELS.get(kind, kind)
+            raise InputError(
+                f"the fine-tune starts from the model's colour network for {label} images, which reads "
+                f"colour images only, and {len(others)} of its images are of other kinds ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}): fine-tune on the {label} images alone, and on the others "
+                "in a run of their own"
+            )
+    channels = start.card.architecture.in_channels
+    return start, all(s.image.shape[0] == channels for s in samples)
+
+
 def one_kind_diameter(
     model: Model, samples: Sequence[Sample], kind: str | None, diameter: float | None
 ) -> float | None:

@@ -3,7 +3,9 @@
 What ``models --add-kind`` and the dock's *Only for images of this kind* build.
 
 A model that detects each image's kind may answer for one kind with another network of the
-same architecture and input: a *specialist* fine-tuned on images of that kind only. Its
+same architecture and input: a *specialist* fine-tuned on images of that kind only. For H&E
+images the specialist may read the image's colour (R, G and B) where the model reads a grey
+plane (the kind's record then says ``in_channels: 3``). Its
 weights and thresholds are stored in the same model file (``by_kind.<kind>.`` tensors,
 ``weights_by_kind`` and ``postprocess_by_kind`` on the card); :meth:`.model_files.Model.for_kind`
 picks them.
@@ -38,7 +40,8 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
 
     The specialist is a model of the same network and input (trained on images of that
     kind only, e.g. fine-tuned from ``model`` with ``train --include``); its weights answer
-    for that kind from now on, with its general thresholds.
+    for that kind from now on, with its general thresholds. For H&E images it may be a
+    colour network of the same architecture (3 input channels, R, G and B) in a grey model.
 
     Parameters
     ----------
@@ -63,27 +66,36 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
         For an unknown kind; if the specialist's network, normalisation or network object
         diameter differ from the model's, or its default object diameter by more than the
         training zoom (1.33x); if it reads images as another kind; if the model does not
-        detect each image's kind (its imaging setting is not ``"auto"``).
+        detect each image's kind (its imaging setting is not ``"auto"``); for other input
+        channels than the model's but a colour network for H&E images in a grey model.
     """
     from .modality import MODALITIES
 
     if kind not in MODALITIES:
         raise ModelError(f"unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
-    mine, theirs = model.card, specialist.card
-    if mine.architecture.in_channels != theirs.architecture.in_channels:
+    own = specialist.for_kind(kind)  # a specialist with weights of its own for the kind gives those
+    mine, theirs = model.card, own.card
+    channels = theirs.architecture.in_channels
+    colour = channels == 3 and mine.architecture.in_channels == 1 and kind == "he"
+    if channels != mine.architecture.in_channels and not colour:
         raise ModelError(
             f"{specialist.name} cannot answer for {kind} images in {model.name}: it reads "
-            f"{theirs.architecture.in_channels} input channel(s), {model.name} {mine.architecture.in_channels}, "
-            f"and a model's weights for each kind read the same input (use {specialist.name} as a model of its own)"
+            f"{channels} input channel(s), {model.name} {mine.architecture.in_channels}; only H&E images may "
+            f"have a colour network (3 channels) in a grey model, and the other kinds' weights read the same "
+            f"input as the model (use {specialist.name} as a model of its own)"
         )
     for what, a, b in (
-        ("network", mine.architecture.to_dict(), theirs.architecture.to_dict()),
+        (
+            "network",
+            mine.architecture.to_dict(),
+            replace(theirs.architecture, in_channels=mine.architecture.in_channels).to_dict(),
+        ),
         ("normalisation", mine.normalization.to_dict(), theirs.normalization.to_dict()),
         ("object diameter", mine.diameter, theirs.diameter),
     ):
         if a != b:
             raise ModelError(f"{specialist.name} cannot answer for {kind} images in {model.name}: its {what} differs")
-    if theirs.modality not in ("auto", kind):
+    if theirs.modality not in (("none",) if colour else ("auto", kind)):
         raise ModelError(f"{specialist.name} reads images as {theirs.modality!r}, not as {kind} images")
     a, b = model.image_diameter, specialist.image_diameter
     if not same_size(a, b):
@@ -100,7 +112,8 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
     if record is None:
         summary = card_summary(theirs)
         record = {key: summary.get(key) for key in ("name", "description", "training", "metrics", "created")}
-    own = specialist.for_kind(kind)  # a specialist with weights of its own for the kind gives those
+    if colour:
+        record = {**record, "in_channels": channels}  # the kind's network reads R, G and B
     model.nets_by_kind[kind] = own.net
     model.card.weights_by_kind[kind] = record
     model.card.postprocess_by_kind[kind] = own.card.postprocess

@@ -347,12 +347,20 @@ def input_modality(
     Raises
     ------
     InputError
-        For an unknown modality.
+        For an unknown modality; for a kind whose own network reads colour (H&E in a grey
+        model with a colour network for it) and an image that is not colour, or a channel of it.
     """
     m = model.card.modality if modality is None else modality
     if m == "none" or model.card.architecture.in_channels != 1:
         return None
     try:
-        return resolve(m, image, rgb, channel, model.card.kind_in_doubt)
+        kind = resolve(m, image, rgb, channel, model.card.kind_in_doubt)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if model.input_channels(kind) != 1 and (channel is not None or not _is_rgb(np.asarray(image[:1, :1]), rgb)):
+        raise InputError(
+            f"{model.name} reads {LABELS[kind]} images in colour (R, G and B), and this "
+            f"{'channel' if channel is not None else 'image'} is not colour: choose its imaging kind "
+            "(e.g. brightfield for a grey stained image)"
+        )
+    return kind

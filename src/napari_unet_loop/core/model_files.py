@@ -34,8 +34,9 @@ from .scale import check_diameter
 from .unet import UNet, UNetConfig
 
 CARD_KEY = "napari_unet_loop.card"
-FORMAT_VERSION = 2  # the newest file format this plugin reads
+FORMAT_VERSION = 3  # the newest file format this plugin reads
 ONE_NETWORK_FORMAT = 1  # files written as format 1 hold one network: older plugins read them
+ONE_INPUT_FORMAT = 2  # format 2: networks per imaging kind, all reading the same input channels
 DEFAULT_MODEL = "dsb2018-nuclei"
 SUFFIX = ".safetensors"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -84,7 +85,10 @@ class ModelCard:
         Imaging kinds that have their own network weights in the file (a specialist trained on
         images of that kind only), each with how those weights were made (command, data,
         validation scores). Such a kind always has its own thresholds in ``postprocess_by_kind``.
-        Empty for most models; see :meth:`Model.net_for`.
+        A record's ``in_channels`` (3: R, G and B) says that the kind's network reads the image
+        itself instead of the grey plane the general network reads (``architecture``'s other
+        settings are shared); see :meth:`architecture_for`. Empty for most models; see
+        :meth:`Model.net_for`.
     diameter : float or None
         Median object diameter (pixels) the network was trained at: images are rescaled so
         their objects reach it at this size (see :mod:`.scale`); ``None`` (models made before
@@ -159,15 +163,41 @@ class ModelCard:
         base = self.postprocess_by_kind.get(kind or "", self.postprocess)
         return replace(base, **dict(given)) if given else base
 
+    def architecture_for(self, kind: str | None) -> UNetConfig:
+        """The network that reads images of one imaging kind.
+
+        ``architecture``, with the input channels of the kind's own weights where their record
+        in ``weights_by_kind`` gives them (a colour network for H&E in a grey model).
+
+        Parameters
+        ----------
+        kind : str or None
+            The imaging kind the image reaches the network as (``None`` or ``"none"``: unknown).
+
+        Returns
+        -------
+        UNetConfig
+        """
+        channels = self.weights_by_kind.get(kind or "", {}).get("in_channels")
+        if channels is None or channels == self.architecture.in_channels:
+            return self.architecture
+        return replace(self.architecture, in_channels=channels)
+
+    def _format(self) -> int:
+        """The oldest file format that holds this card's networks."""
+        if any(self.architecture_for(kind) != self.architecture for kind in self.weights_by_kind):
+            return FORMAT_VERSION
+        return ONE_INPUT_FORMAT if self.weights_by_kind else ONE_NETWORK_FORMAT
+
     def to_dict(self) -> dict[str, Any]:
         """Return the card as a JSON-compatible dict."""
         from . import __version__ as version  # local: avoid an import cycle at package import
 
         return {
             "name": self.name,
-            # format 2 only where it is needed, so that older plugins read every other file and say
-            # "update" (not "damaged") for a file with networks they cannot use
-            "format_version": FORMAT_VERSION if self.weights_by_kind else ONE_NETWORK_FORMAT,
+            # a newer format only where it is needed, so that older plugins read every other file and
+            # say "update" (not "damaged") for a file with networks they cannot use
+            "format_version": self._format(),
             "description": self.description,
             "architecture": self.architecture.to_dict(),
             "normalization": self.normalization.to_dict(),
@@ -242,6 +272,9 @@ def _card_by_kind(value: Any, key: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{key}: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
         if not isinstance(entry, dict):
             raise TypeError(f"{key}[{kind!r}] must be a JSON object")
+        channels = entry.get("in_channels")
+        if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+            raise ValueError(f"{key}[{kind!r}]: in_channels must be 1 (grey) or 3 (colour), got {channels!r}")
     return dict(value)
 
 
@@ -289,8 +322,9 @@ class Model:
     path : pathlib.Path or None
         The file it came from.
     nets_by_kind : dict
-        Networks of the same architecture for images of one imaging kind (the card's
-        ``weights_by_kind``); every other image goes to ``net``. See :meth:`net_for`.
+        Networks for images of one imaging kind (the card's ``weights_by_kind``), of the same
+        architecture but for their input channels (:meth:`ModelCard.architecture_for`); every
+        other image goes to ``net``. See :meth:`net_for`.
     """
 
     net: UNet
@@ -311,6 +345,24 @@ class Model:
         UNet
         """
         return self.nets_by_kind.get(kind or "", self.net)
+
+    def input_channels(self, kind: str | None) -> int:
+        """How many channels the network for an image of one imaging kind reads.
+
+        1: the grey plane the image's kind is turned into (:mod:`.modality`); 3: the image's
+        R, G and B (a colour network, the general one or a kind's own). What every caller of
+        :func:`.image.prepare_input` and :func:`.image.input_limits` passes as ``in_channels``.
+
+        Parameters
+        ----------
+        kind : str or None
+            The imaging kind the image reaches the network as (``None`` or ``"none"``: unknown).
+
+        Returns
+        -------
+        int
+        """
+        return self.card.architecture_for(kind).in_channels
 
     def reading_in_doubt_as(self, kind: str | None) -> Model:
         """The model reading grey images in doubt as ``kind`` (its card's ``kind_in_doubt``), networks shared."""
@@ -335,6 +387,9 @@ class Model:
         Model
         """
         card = replace(self.card, postprocess=self.card.thresholds(kind), postprocess_by_kind={}, weights_by_kind={})
+        arch = self.card.architecture_for(kind)
+        if arch != self.card.architecture:  # the kind's own colour network: it reads the image as it is
+            card = replace(card, architecture=arch, modality="none", kind_in_doubt=None)
         return Model(self.net_for(kind), card)  # no file holds these weights and this card
 
     @property
@@ -463,10 +518,12 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
     # compare the tensor shapes in the file's header with the card's network, built without memory,
     # before allocating or reading anything
     with torch.device("meta"):
-        one = {k: tuple(v.shape) for k, v in UNet(card.architecture).state_dict().items()}
-    expected = dict(one)
-    for kind in card.weights_by_kind:
-        expected.update({_kind_prefix(kind) + k: v for k, v in one.items()})
+        nets = {kind: UNet(card.architecture_for(kind or None)) for kind in ["", *card.weights_by_kind]}
+        one = {kind: {k: tuple(v.shape) for k, v in net.state_dict().items()} for kind, net in nets.items()}
+    expected = {}
+    for kind, shapes_of_kind in one.items():
+        prefix = _kind_prefix(kind) if kind else ""
+        expected.update({prefix + k: v for k, v in shapes_of_kind.items()})
     if shapes != expected:
         wrong = sorted(set(shapes) ^ set(expected)) or sorted(k for k in shapes if shapes[k] != expected[k])
         raise ModelError(
@@ -478,8 +535,8 @@ def load(name_or_path: str | os.PathLike | None = "default") -> Model:
         nets = {}
         for kind in ["", *card.weights_by_kind]:
             prefix = _kind_prefix(kind) if kind else ""
-            net = UNet(card.architecture)
-            net.load_state_dict({k: tensors[prefix + k] for k in one}, strict=True)
+            net = UNet(card.architecture_for(kind or None))
+            net.load_state_dict({k: tensors[prefix + k] for k in one[kind]}, strict=True)
             nets[kind] = net.eval()
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"the weights in {path} cannot be loaded: {exc}") from exc
@@ -507,8 +564,8 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
     Raises
     ------
     ValueError
-        If the model's networks per imaging kind do not match its card's ``weights_by_kind``
-        (nothing is written).
+        If the model's networks per imaging kind do not match its card's ``weights_by_kind``,
+        or a network's input channels its card's (nothing is written).
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -518,6 +575,13 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
             f"the model's networks per imaging kind ({', '.join(sorted(model.nets_by_kind)) or 'none'}) do not match "
             f"its card's weights_by_kind ({', '.join(sorted(model.card.weights_by_kind)) or 'none'})"
         )
+    for kind, net in [(None, model.net), *model.nets_by_kind.items()]:
+        wanted = model.card.architecture_for(kind).in_channels
+        if net.config.in_channels != wanted:
+            raise ValueError(
+                f"the network for {kind or 'every'} image(s) reads {net.config.in_channels} input channel(s), "
+                f"its card says {wanted}"
+            )
     card = model.card.to_dict()
     state = {}
     for kind, net in [("", model.net), *sorted(model.nets_by_kind.items())]:

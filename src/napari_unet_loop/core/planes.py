@@ -167,7 +167,7 @@ def stack_settings(
     card = model.card
     try:
         limits = input_limits(
-            mosaic, card.architecture.in_channels, card.normalization, rgb, settings.channel, modality=kind
+            mosaic, model.input_channels(kind), card.normalization, rgb, settings.channel, modality=kind
         )
     except ConstantImageError:
         return settings

@@ -156,9 +156,7 @@ def iter_segment(
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     if block is not None or h * w > LARGE_PIXELS:
         if limits is not None:  # a blank plane stays blank: its own percentiles (a subsample) say so
-            input_limits(
-                image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, modality=kind
-            )
+            input_limits(image, model.input_channels(kind), model.card.normalization, rgb, channel, modality=kind)
         labels = yield from iter_segment_blocks(
             model,
             image,
@@ -176,9 +174,7 @@ def iter_segment(
             limits=limits,
         )
         return Segmentation(labels, None, kind, d, factor)
-    x = prepare_input(
-        image, model.card.architecture.in_channels, model.card.normalization, rgb, channel, limits, modality=kind
-    )
+    x = prepare_input(image, model.input_channels(kind), model.card.normalization, rgb, channel, limits, modality=kind)
     if limits is not None and any(c.min() == c.max() for c in x):  # a blank plane of a stack stays blank
         raise ConstantImageError("image is constant (one value everywhere, in the channel read): nothing to segment")
     if factor != 1.0:

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from ..core import kind_weights, model_files
 from ..core.augment import AugmentConfig
 from ..core.edits import CORRECTION_WEIGHT
-from ..core.finetune import one_kind_diameter, preset, record_sizes, to_network_scale, training_record
+from ..core.finetune import one_kind_diameter, preset, record_sizes, start_model, to_network_scale, training_record
 from ..core.image import InputError
 from ..core.metrics import correction_agreement, score
 from ..core.modality import LABELS as MODALITY_LABELS
@@ -286,6 +286,11 @@ class FineTuneSection(TrainingData, QGroupBox):
             model = self._start_model()
             device = self.main_device()
             samples, described = self.build_samples(model)
+            # the weights for the kind the Instances thresholds follow (the model's own for it, if it has them)
+            kind = self.session.thresholds_kind()
+            start, ready = start_model(model, kind, samples)
+            if not ready:  # H&E images prepared for the model's colour network for them: as the start reads them
+                samples, described = self.build_samples(start)
             # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
             chosen = self.session.diameter_choice()
             chosen = chosen if isinstance(chosen, float) else None
@@ -303,10 +308,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             show_error(str(exc))
             self.result_label.setText(f"Not started: {exc}")
             return None
-        # the weights for the kind the Instances thresholds follow (the model's own for it, if it has them)
-        kind = self.session.thresholds_kind()
         own = kind if kind in model.card.weights_by_kind else None
-        net = copy.deepcopy(model.net_for(kind))
+        net = copy.deepcopy(start.net)
         self._stop = threading.Event()
         self._run = FinetuneRun(
             parent=model,
@@ -404,12 +407,14 @@ class FineTuneSection(TrainingData, QGroupBox):
         except ModelError as exc:
             show_error(f"{exc}; using an automatic name")
             name = self._model_name(parent, use_edit=False)
+        # a kind's own colour network (H&E in a grey model) makes a colour model: it reads the image as it is
+        colour = run.net.config.in_channels != parent.card.architecture.in_channels
         card = ModelCard(
             name=name,
-            architecture=UNetConfig.from_dict(parent.card.architecture.to_dict()),
+            architecture=UNetConfig.from_dict(run.net.config.to_dict()),
             normalization=parent.card.normalization,
-            modality=finetuned_modality(parent.card.modality, run.modality),
-            kind_in_doubt=run.described.get("kind_in_doubt", parent.card.kind_in_doubt),
+            modality="none" if colour else finetuned_modality(parent.card.modality, run.modality),
+            kind_in_doubt=None if colour else run.described.get("kind_in_doubt", parent.card.kind_in_doubt),
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,

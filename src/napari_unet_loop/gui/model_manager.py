@@ -236,8 +236,13 @@ def _own_weights(kind: str, record: dict) -> str:
     --------
     >>> _own_weights("he", {"metrics": {"validation": {"ap50": 0.714}}})
     'H&E / stained tissue images (AP@0.5 0.71, validation)'
+    >>> _own_weights("he", {"in_channels": 3})
+    'H&E / stained tissue images (read in colour)'
     """
     metrics = record.get("metrics") or {}
     which = next((w for w in ("test", "validation") if "ap50" in (metrics.get(w) or {})), None)
+    notes = [f"AP@0.5 {metrics[which]['ap50']:.2f}, {which}"] if which else []
+    if record.get("in_channels") == 3:
+        notes.insert(0, "read in colour")
     label = MODALITY_LABELS.get(kind, kind)
-    return f"{label} images" + (f" (AP@0.5 {metrics[which]['ap50']:.2f}, {which})" if which else "")
+    return f"{label} images" + (f" ({'; '.join(notes)})" if notes else "")

@@ -206,7 +206,7 @@ class TrainingData:
                 kind = input_modality(model, plane, fed.modality, rgb=fed.rgb, channel=channel)
                 x = prepare_input(
                     plane,
-                    card.architecture.in_channels,
+                    model.input_channels(kind),
                     card.normalization,
                     rgb=fed.rgb,
                     channel=channel,

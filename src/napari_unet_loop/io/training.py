@@ -178,6 +178,6 @@ def _plane_sample(
     kind = detect(plane, channel=channel).read_as(card.kind_in_doubt)
     use = input_modality(model, plane, kind if setting == "auto" else setting, channel=channel)
     x = prepare_input(
-        plane, card.architecture.in_channels, card.normalization, channel=channel, limits=limits, modality=use
+        plane, model.input_channels(use), card.normalization, channel=channel, limits=limits, modality=use
     )
     return Sample(x, labels, name=name, kind=use or kind)

@@ -1,0 +1,79 @@
+"""Give the shipped model its colour network for H&E images, and record in its card what that changed.
+
+The shipped network reads every image as one grey plane (an H&E image as its haematoxylin
+plane). A colour copy of it, fine-tuned on the H&E images of the training split
+(``colour_init.py``, then ``train --from``; docs/model.md, *Colour weights for H&E in the shipped
+model*), reads them better; a model may hold such a network for H&E images beside its grey one
+(card ``weights_by_kind.he.in_channels: 3``). This script joins the two into the shipped file,
+keeping its name, training record and the other kinds' weights and thresholds, and records the
+scores of ``evaluate`` before and after on the validation and test splits:
+
+    napari-unet-loop evaluate val/images val/labels --model default --by-kind --json > val-before.json
+    napari-unet-loop evaluate val/images val/labels --model joined.safetensors --by-kind --json > val.json
+    napari-unet-loop evaluate test/images test/labels --model joined.safetensors --by-kind --errors --json > test.json
+    python benchmarks/ship_he_weights.py --he he.safetensors --val-before val-before.json --val val.json \
+        --test test.json
+
+where ``joined.safetensors`` is ``napari-unet-loop models --add-kind he=he.safetensors --out joined.safetensors``
+(the same networks and thresholds this script writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from napari_unet_loop.core.kind_weights import add_kind_weights
+from napari_unet_loop.core.model_files import DEFAULT_MODEL, load, save, shipped_dir
+
+KEYS = ("ap50", "seg")
+
+
+def _scores(result: dict) -> dict:
+    """AP@0.5 and SEG, overall and per imaging kind, of an ``evaluate --json`` result."""
+    out = {k: round(float(result[k]), 4) for k in KEYS}
+    for kind, sub in (result.get("by_kind") or {}).items():
+        out[kind] = {k: round(float(sub[k]), 4) for k in KEYS}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Join, record, write."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--he", type=Path, required=True, help="the colour model for H&E images (3 input channels)")
+    p.add_argument("--val-before", type=Path, required=True, help="evaluate --by-kind --json of the shipped model")
+    p.add_argument("--val", type=Path, required=True, help="evaluate --by-kind --json of the joined model, validation")
+    p.add_argument("--test", type=Path, required=True, help="evaluate --by-kind --json of the joined model, test")
+    p.add_argument("--out", type=Path, default=shipped_dir() / f"{DEFAULT_MODEL}.safetensors")
+    args = p.parse_args(argv)
+    model, he = load(DEFAULT_MODEL), load(args.he)
+    val_before, val, test = (json.loads(f.read_text()) for f in (args.val_before, args.val, args.test))
+    before = model.card.metrics
+    old_test = before.get("test", {})
+    if "he" in model.card.weights_by_kind:
+        raise SystemExit(f"{model.name} already has weights of its own for H&E images")
+    add_kind_weights(model, "he", he)
+    test.update({"model": model.name, "errors": test.get("errors", old_test.get("errors"))})
+    model.card.metrics = {
+        **before,
+        "test": test,
+        "he_weights": {
+            "rule": "images detected as H&E read R, G and B with a network of their own (weights_by_kind.he), "
+            "the shipped network copied to read colour (benchmarks/colour_init.py) and fine-tuned on the 70 H&E "
+            "images of the training split; the other images keep the grey network",
+            "validation_before": _scores(val_before),
+            "validation_after": _scores(val),
+            "test_before": _scores(old_test),
+            "test_after": _scores(test),
+        },
+    }
+    if model.card.description and "H&E images in colour" not in model.card.description:
+        model.card.description += "; H&E images read in colour by weights of their own"
+    print("wrote", save(model, args.out))
+    print(json.dumps(model.card.metrics["he_weights"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
