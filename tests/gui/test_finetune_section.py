@@ -516,6 +516,9 @@ def test_a_fine_tune_on_he_images_trains_the_models_colour_network_for_them(
     stained = np.clip(np.array([235, 190, 215]) * ~nuclei + np.array([90, 50, 140]) * nuclei + noise, 0, 255)
     stained = stained.astype(np.uint8)
     viewer.add_image(stained, name="stained", rgb=True)
+    assert "own weights and thresholds for H&E / stained tissue images (they read the image's R, G and B)" in (
+        w.update_detected()
+    )
     segment(qtbot, w)
     assert not messages["error"]
     samples = ft.build_samples(w.current_model())[0]

@@ -169,7 +169,8 @@ class InputChoices:
                 card = None
             label = MODALITY_LABELS.get(kind, kind)
             if card is not None and kind in card.weights_by_kind:
-                text += f" Network and instances: the model's own weights and thresholds for {label} images."
+                colour = " (they read the image's R, G and B)" if card.architecture_for(kind).in_channels == 3 else ""
+                text += f" Network and instances: the model's own weights and thresholds for {label} images{colour}."
             elif card is not None and kind in card.postprocess_by_kind:
                 text += f" Instances: the model's thresholds for {label} images."
         self.modality_label.setText(text)
