@@ -91,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     data = args.data or next(d / "dsb2018" for d in DATA_CANDIDATES if (d / "dsb2018").is_dir())
     model = load(args.model)
-    if model.card.architecture.in_channels != 1 or model.card.weights_by_kind:
-        raise SystemExit(f"{model.name}: give a grey model of one network")
+    if model.card.architecture.in_channels != 1:
+        raise SystemExit(f"{model.name}: give a grey model")
+    if model.card.weights_by_kind:  # the shipped model since its colour H&E weights
+        kinds = ", ".join(model.card.weights_by_kind)
+        print(f"{model.name}: copying its general grey network (its own weights for {kinds} are left out)")
+        model = model.for_kind(None)
     images = [read_image(data / "images" / f"{n}.png") for n in read_list(args.images)]
     a, b, r2 = haematoxylin_fit(images, model.card.normalization)
     fit = f"{a[0]:.3f} R + {a[1]:.3f} G + {a[2]:.3f} B + {b:.3f}"

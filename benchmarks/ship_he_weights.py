@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=Path, required=True, help="evaluate --by-kind --json of the joined model, validation")
     p.add_argument("--test", type=Path, required=True, help="evaluate --by-kind --json of the joined model, test")
     p.add_argument("--out", type=Path, default=shipped_dir() / f"{DEFAULT_MODEL}.safetensors")
+    p.add_argument("--name", default=f"{DEFAULT_MODEL}-he-colour", help="the H&E weights' name in the card")
+    p.add_argument("--earlier", type=Path, nargs="*", default=[], help="the fine-tunes --he continued, first to last")
     args = p.parse_args(argv)
     model, he = load(DEFAULT_MODEL), load(args.he)
     val_before, val, test = (json.loads(f.read_text()) for f in (args.val_before, args.val, args.test))
@@ -53,7 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     old_test = before.get("test", {})
     if "he" in model.card.weights_by_kind:
         raise SystemExit(f"{model.name} already has weights of its own for H&E images")
+    he.card.name = args.name
     add_kind_weights(model, "he", he)
+    record = model.card.weights_by_kind["he"]
+    stages = [load(f).card.training for f in args.earlier] + [he.card.training]
+    record["training"]["stages"] = [
+        {k: t.get(k) for k in ("command", "steps", "patches", "seconds", "started")} for t in stages
+    ]
+    record["description"] = (
+        f"the grey {model.name} network copied to read R, G and B (benchmarks/colour_init.py: its first "
+        f"convolution reads a linear fit of the haematoxylin plane), then fine-tuned on the H&E images of the "
+        f"training split in {len(stages)} stage(s) of {sum(int(t.get('steps') or 0) for t in stages)} steps"
+    )
     test.update({"model": model.name, "errors": test.get("errors", old_test.get("errors"))})
     model.card.metrics = {
         **before,
