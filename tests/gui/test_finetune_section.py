@@ -56,6 +56,19 @@ def segment(qtbot, w):
     qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
 
 
+def starting_weights(monkeypatch) -> list[dict]:
+    """The weights each fine-tune's network starts from, as the worker receives them."""
+    started = []
+    real = ft_mod.train_in_worker
+
+    def spy(net, *args, **kwargs):  # a generator, as the worker needs
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return (yield from real(net, *args, **kwargs))
+
+    monkeypatch.setattr(ft_mod, "train_in_worker", spy)
+    return started
+
+
 def finetune(qtbot, ft):
     worker = ft.start()
     assert worker is not None
@@ -470,14 +483,7 @@ def test_a_fine_tune_starts_from_the_models_own_weights_for_its_images_kind(
     assert "own weights and thresholds for brightfield images" in w.update_detected()
     assert w.postprocess_config() == own_pp
     segment(qtbot, w)
-    started = []
-    real = ft_mod.train_in_worker
-
-    def spy(net, *args, **kwargs):  # a generator, as the worker needs
-        started.append({k: v.clone() for k, v in net.state_dict().items()})
-        return (yield from real(net, *args, **kwargs))
-
-    monkeypatch.setattr(ft_mod, "train_in_worker", spy)
+    started = starting_weights(monkeypatch)
     ft.resegment_check.value = False
     ft.name_edit.setText("from-own-weights")
     worker = ft.start()
@@ -523,14 +529,7 @@ def test_a_fine_tune_on_he_images_trains_the_models_colour_network_for_them(
     assert not messages["error"]
     samples = ft.build_samples(w.current_model())[0]
     assert {(s.kind, s.image.shape[0]) for s in samples} == {("he", 3)}  # R, G and B, as they reach the net
-    started = []
-    real = ft_mod.train_in_worker
-
-    def spy(net, *args, **kwargs):  # a generator, as the worker needs
-        started.append({k: v.clone() for k, v in net.state_dict().items()})
-        return (yield from real(net, *args, **kwargs))
-
-    monkeypatch.setattr(ft_mod, "train_in_worker", spy)
+    started = starting_weights(monkeypatch)
     ft.resegment_check.value = False
     ft.name_edit.setText("he-colour-child")
     finetune(qtbot, ft)
