@@ -46,7 +46,11 @@ class InputChoices:
         self.channel_axis_combo.currentIndexChanged.connect(lambda i: self._update_channels())
         form.addRow("Channel axis", self.channel_axis_combo)
         self.channel_combo = QComboBox()
-        self.channel_combo.setToolTip("Channel to segment; for RGB images the mean of R, G and B by default")
+        self.channel_combo.setToolTip(
+            "Channel to segment. RGB images by default as their imaging kind reads them: fluorescence as the "
+            "mean of R, G and B, brightfield inverted, H&E as the haematoxylin plane, or in colour where the "
+            "model has colour weights for H&E"
+        )
         form.addRow("Channel", self.channel_combo)
         self.shape_label = QLabel("")
         self.shape_label.setWordWrap(True)
@@ -236,7 +240,9 @@ class InputChoices:
         self.channel_combo.clear()
         ax = self.channel_axis_combo.currentData()
         if layer is not None and layer.rgb:
-            self.channel_combo.addItem("mean of R, G, B", None)
+            # the kind decides: fluorescence their mean, brightfield the inverted mean, H&E the
+            # haematoxylin plane, or R, G and B for a model whose H&E weights read colour
+            self.channel_combo.addItem("R, G, B, as Imaging reads them", None)
             for i, c in enumerate("RGB"):
                 self.channel_combo.addItem(c, i)
         elif layer is not None and ax is not None:
