@@ -331,6 +331,9 @@ def test_card_that_is_not_a_json_object_is_a_model_error(tmp_path, card, make_mo
         ({"postprocess_by_kind": {"phase": {}}}, "unknown imaging kind 'phase'"),
         ({"postprocess_by_kind": {"he": 0.5}}, r"postprocess_by_kind\['he'\] must be a JSON object"),
         ({"postprocess_by_kind": {"he": {"fg_threshold": 2}}}, "strictly between 0 and 1"),
+        ({"weights_by_kind": {"he": {"in_channels": 10**9}}}, r"in_channels must be 1 \(grey\) or 3 \(colour\)"),
+        ({"weights_by_kind": {"he": {"in_channels": True}}}, r"in_channels must be 1 \(grey\) or 3"),
+        ({"weights_by_kind": {"he": {"in_channels": 3}}}, "do not match its architecture"),  # no such tensors
     ],
 )
 def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, change, words, make_model):
