@@ -664,6 +664,55 @@ def test_dock_finetune_equals_train_from_for_the_same_seed(qtbot, tmp_path, setu
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
 
 
+def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot, tmp_path, setup, messages):
+    """On H&E images, a model's colour weights for them: the dock and ``train --from`` train the same colour child."""
+    from dataclasses import replace
+
+    import imageio.v3 as iio
+    import tifffile
+    import torch
+
+    from napari_unet_loop.cli import main
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    tiny = UNetConfig(depth=2, base_width=4)
+    parent = model_files.new_model(tiny, name="greyhe", seed=1, modality="auto")
+    kind_weights.add_kind_weights(parent, "he", model_files.new_model(replace(tiny, in_channels=3), seed=2))
+    path = model_files.save(parent, tmp_path / "greyhe.safetensors")
+    w.add_model_file(path)
+    images, labels = tmp_path / "img", tmp_path / "lab"
+    images.mkdir()
+    labels.mkdir()
+    yy, xx = np.mgrid[:128, :128]
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        lab = np.zeros((128, 128), np.uint16)
+        for k, (cy, cx) in enumerate([(30, 30), (34, 96), (96, 40), (100, 100)]):
+            lab[(yy - cy - 3 * i) ** 2 + (xx - cx) ** 2 <= 10**2] = k + 1
+        nuclei = (lab > 0)[..., None]
+        rgb = np.array([235, 190, 215]) * ~nuclei + np.array([90, 50, 140]) * nuclei + rng.normal(0, 6, (128, 128, 3))
+        iio.imwrite(images / f"s{i}.png", np.clip(rgb, 0, 255).astype(np.uint8))
+        tifffile.imwrite(labels / f"s{i}.tif", lab)
+    viewer.add_image(iio.imread(images / "s0.png"), name="s0", rgb=True)  # the dock starts from its image's kind
+    assert "H&E" in w.update_detected()  # what the dock's detection timer does
+    assert ft.add_folders(images, labels)
+    ft.resegment_check.value = False
+    ft.name_edit.setText("dock-he")
+    finetune(qtbot, ft)
+    assert not messages["error"]
+    dock = ft._rejected if ft._rejected is not None else model_files.load("dock-he")
+    out = tmp_path / "cli.safetensors"
+    args = ["train", str(images), str(labels), "--from", str(path), "--out", str(out), "--steps", "3"]
+    assert main([*args, "--val-every", "0", "--seed", "0"]) == 0
+    cli = model_files.load(out)
+    assert dock.card.architecture.in_channels == cli.card.architecture.in_channels == 3
+    assert dock.card.training["start_weights"] == cli.card.training["start_weights"] == "he"
+    assert dock.card.postprocess == cli.card.postprocess
+    for key, value in cli.net.state_dict().items():
+        torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
+
+
 def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path, setup, messages, phase_like):
     """Phase-contrast-like frames on either side of the fluorescence/brightfield line: one kind for all."""
     from napari_unet_loop.core.unet import UNetConfig
