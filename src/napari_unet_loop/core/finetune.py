@@ -21,7 +21,7 @@ import numpy as np
 
 from .augment import AugmentConfig
 from .image import InputError
-from .sampling import Sample
+from .sampling import VALIDATION_SUFFIX, Sample
 from .scale import check_diameter, median_diameter, resize, resize_labels, scale_factor, scaled_shape
 from .train import TrainConfig, training_precision
 
@@ -479,7 +479,7 @@ def start_model(parent: Model, kind: str | None, samples: Sequence[Sample]) -> t
 
     start = parent.for_kind(kind)
     if parent.card.architecture_for(kind) != parent.card.architecture:
-        others = list(dict.fromkeys(s.name.removesuffix("[validation]") for s in samples if s.kind != kind))
+        others = list(dict.fromkeys(s.name.removesuffix(VALIDATION_SUFFIX) for s in samples if s.kind != kind))
         if others:
             label = LABELS.get(kind, kind)
             raise InputError(

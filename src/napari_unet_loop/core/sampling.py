@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MIN_VAL_SIDE = 32
 MAX_CENTRES = 1_000_000
+VALIDATION_SUFFIX = "[validation]"  # a validation stripe's name: its sample's, with this after it
 
 
 @dataclass
@@ -141,7 +142,7 @@ def split_validation(
                 s.labels[sl],
                 None if s.ignore is None else s.ignore[sl],
                 None,
-                f"{s.name}[validation]",
+                f"{s.name}{VALIDATION_SUFFIX}",
                 kind=s.kind,  # a stripe is of its image's kind (per-kind scores, the kind a fine-tune starts from)
             )
         )
