@@ -39,8 +39,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             line = f"{name}\t{path}"
             if args.verbose:
                 try:
-                    own = model_files.read_card(path).weights_by_kind
-                    kinds = ", ".join(k + (" (colour)" if r.get("in_channels") == 3 else "") for k, r in own.items())
+                    card = model_files.read_card(path)
+                    colour = {k for k in card.weights_by_kind if card.architecture_for(k).in_channels == 3}
+                    kinds = ", ".join(k + (" (colour)" if k in colour else "") for k in card.weights_by_kind)
                     line += f"\town weights for: {kinds}" if kinds else ""
                 except ModelError as exc:
                     line += f"\tcannot be read: {exc}"
