@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             "test_after": _scores(test),
         },
     }
-    if model.card.description and "H&E images in colour" not in model.card.description:
-        model.card.description += "; H&E images read in colour by weights of their own"
+    # the description stays the grey network's: fine-tuned children inherit it, and a child of one network
+    # has no H&E weights (the Model section says which kinds have their own, from weights_by_kind)
     print("wrote", save(model, args.out))
     print(json.dumps(model.card.metrics["he_weights"], indent=1))
     return 0
