@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet_loop.core.finetune import preset, record_sizes, retune, start_kind, start_model, to_network_scale
+from napari_unet_loop.core.finetune import (
+    augmentation,
+    preset,
+    record_sizes,
+    retune,
+    start_kind,
+    start_model,
+    to_network_scale,
+)
 from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
@@ -128,6 +136,7 @@ def finetune(
     min_factor: float | None = None,
     batch: int | None = None,
     settle: bool = True,
+    stain: float | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -138,7 +147,8 @@ def finetune(
     that much (objects reach the network larger than its diameter; the child's default diameter then
     rescales held-out images by the same factor): an experiment, not what ``train`` does. ``batch``
     replaces the preset's batch size. ``settle=False``: grey images in doubt read each by the
-    detection's line, as before ``kind_in_doubt`` (an experiment).
+    detection's line, as before ``kind_in_doubt`` (an experiment). ``stain`` replaces the preset's
+    stain mix on colour patches (``core.augment.mix_stains``).
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -175,6 +185,7 @@ def finetune(
         freeze_encoder=freeze_encoder or None,
         anchor=anchor,
         batch_size=batch,
+        augment=augmentation(True, stain=stain),
     )
     net = copy.deepcopy(begin.net)
     gen = iter_train(net, train, val, config, device, card.postprocess)

@@ -282,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an experiment: the pull toward the starting weights instead of the preset's (0: none)",
     )
     p.add_argument(
+        "--stain",
+        type=float,
+        default=None,
+        help="the strength of the random stain mix on colour patches instead of the preset's (0: none)",
+    )
+    p.add_argument(
         "--no-settle",
         action="store_true",
         help="an experiment: read each grey image between fluorescence and brightfield by the detection's line, "
@@ -327,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
         "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
-        "anchor": args.anchor, "settle": not args.no_settle,
+        "anchor": args.anchor, "settle": not args.no_settle, "stain": args.stain,
         "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
@@ -404,6 +410,7 @@ def run_set(
             batch=args.batch,
             settle=not args.no_settle,
             anchor=args.anchor,
+            stain=args.stain,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto

@@ -7,6 +7,7 @@ from napari_unet_loop.core.augment import (
     NO_AUGMENT,
     AugmentConfig,
     jitter_intensity,
+    mix_stains,
     sampling_grid,
     warp,
 )
@@ -148,6 +149,35 @@ def test_jitter_intensity():
     for i in range(4):
         r = np.corrcoef(a[i].ravel().numpy(), image[i].ravel().numpy())[0, 1]
         assert r > 0.8
+
+
+def test_stain_mix_changes_the_hue_of_colour_patches_only():
+    gen = torch.Generator().manual_seed(0)
+    colour = torch.rand(6, 3, 16, 16, generator=gen)
+    # strength 0 and grey patches: unchanged, and the very same tensor
+    assert mix_stains(colour, 0.0) is colour
+    grey = torch.rand(6, 1, 16, 16, generator=gen)
+    assert mix_stains(grey, 1.0, gen) is grey
+    a = mix_stains(colour, 1.0, torch.Generator().manual_seed(1))
+    b = mix_stains(colour, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert a.shape == colour.shape
+    # each patch gets its own mix, and it changes the colours
+    assert not torch.allclose(a, colour, atol=1e-2)
+    change = (a - colour).abs().mean(dim=(1, 2, 3))
+    assert change.min() > 0 and change.std() > 0
+    # white background and neutral greys (equal channels) keep their value: only hues change
+    neutral = torch.rand(6, 1, 16, 16, generator=gen).expand(6, 3, 16, 16).clone()
+    neutral[..., :4, :] = 1.0
+    assert torch.allclose(mix_stains(neutral, 1.0, gen), neutral, atol=1e-6)
+    # a moderate change: each channel keeps most of its own structure
+    for i in range(6):
+        for c in range(3):
+            r = np.corrcoef(a[i, c].ravel().numpy(), colour[i, c].ravel().numpy())[0, 1]
+            assert r > 0.6
+    # the strength scales the change
+    weak = mix_stains(colour, 0.2, torch.Generator().manual_seed(1))
+    assert (weak - colour).abs().mean() < (a - colour).abs().mean() / 3
 
 
 def test_config_dict_round_trip():

@@ -745,3 +745,18 @@ def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path
     assert "grey images in between read as brightfield" in info and ", fine-tuned in napari. AP@0.5" in info
     w.image_combo.setCurrentIndex(w.image_combo.findText("frame0"))  # 0.33: fluorescence by the line alone
     assert "this model reads it as brightfield" in w.update_detected()
+
+
+@pytest.mark.parametrize("fine_tune", [True, False])
+def test_the_elastic_check_box_changes_the_presets_augmentation_and_nothing_else(setup, fine_tune):
+    """The dock's settings are ``train``'s preset with the check boxes applied (blur, stain mix kept)."""
+    from dataclasses import replace
+
+    from napari_unet_loop.core.finetune import preset
+
+    _, _, ft = setup
+    own = preset(fine_tune).augment
+    ft.elastic_check.value = True
+    assert ft.config(fine_tune).augment == own
+    ft.elastic_check.value = False
+    assert ft.config(fine_tune).augment == replace(own, elastic_sigma=0.0)

@@ -16,6 +16,7 @@ from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
 from ..core.finetune import (
     Scaled,
+    augmentation,
     check_samples,
     one_kind_diameter,
     preset,
@@ -139,10 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         shares = balance_kinds(train, _parse_shares(args.balance_kinds))
         _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     fine_tune = args.start != "scratch"
-    augment = dataclasses.replace(
-        preset(fine_tune).augment,
-        **{k: v for k, v in (("intensity", args.intensity), ("blur", args.blur)) if v is not None},
-    )
+    augment = augmentation(fine_tune, intensity=args.intensity, blur=args.blur)
     config = preset(
         fine_tune,
         minutes=args.minutes,

@@ -5,8 +5,9 @@ degrees, or any angle), a zoom and the U-Net paper's elastic deformation: a
 coarse 3x3 grid of random displacements (standard deviation 10 px) upsampled
 bicubically to a smooth field. The grid is applied with ``grid_sample`` to the
 image (bicubic), the continuous targets (bilinear) and the class map (nearest),
-with mirrored borders. Intensity jitter (gamma, contrast, brightness, noise) and
-a random Gaussian blur apply to the image only.
+with mirrored borders. Intensity jitter (gamma, contrast, brightness, noise), a
+random Gaussian blur and, on colour patches, a random stain mix apply to the image
+only.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class AugmentConfig(Settings):
     blur : float
         Largest standard deviation (pixels) of a random Gaussian blur applied to half
         of the patches (0: none): out-of-focus and low-resolution nuclei.
+    stain : float
+        Strength of the random stain mix on colour (3-channel) patches, 0 to 1 (0: none): the
+        hue of H&E and other stained slides, which differs from lab to lab (see :func:`mix_stains`).
+        Grey patches are left as they are.
     """
 
     _what = "augmentation"
@@ -54,6 +59,7 @@ class AugmentConfig(Settings):
     elastic_grid: int = 3
     intensity: float = 0.5
     blur: float = 0.0
+    stain: float = 0.0
 
     @classmethod
     def _convert(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +69,9 @@ class AugmentConfig(Settings):
         return data
 
 
-NO_AUGMENT = AugmentConfig(flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0, blur=0.0)
+NO_AUGMENT = AugmentConfig(
+    flip=False, rotate=False, zoom=(1.0, 1.0), elastic_sigma=0.0, intensity=0.0, blur=0.0, stain=0.0
+)
 
 
 def sampling_grid(
@@ -215,6 +223,39 @@ def jitter_intensity(image: torch.Tensor, strength: float, generator: torch.Gene
     gen = None if dev.type != "cpu" else generator
     out = out + noise * torch.randn(out.shape, generator=gen, device=dev)
     return out
+
+
+def mix_stains(image: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mix the colour channels of stained-slide patches at random, as other stains and scanners do.
+
+    Each channel is normalised on its own before the network, which removes a slide's per-channel
+    gain and offset; what is left of a stain change is its hue: how much of each dye each channel
+    sees. Each patch's absorbance-like planes ``1 - x`` (white background at 0, dye > 0) are
+    multiplied by a random 3x3 matrix whose rows sum to one: every channel takes in up to
+    ``0.3 * strength`` of each other channel (or gives it up), so neutral greys and the white
+    background stay as they are while the dyes' colours change.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(N, C, H, W)`` patches normalised to about ``[0, 1]``; changed only when ``C == 3``.
+    strength : float
+        0 (no change) to 1 (strong mixing).
+    generator : torch.Generator, optional
+        Random generator (on the CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        The mixed patches (the input itself when nothing changes).
+    """
+    n, c = image.shape[:2]
+    if strength <= 0 or c != 3:
+        return image
+    off = (torch.rand(n, 3, 3, generator=generator) * 2 - 1) * 0.3 * strength
+    off = off * (1 - torch.eye(3))
+    mix = (off + torch.diag_embed(1 - off.sum(2))).to(image.device, image.dtype)
+    return 1 - torch.einsum("ncd,ndhw->nchw", mix, 1 - image)
 
 
 def random_blur(image: torch.Tensor, max_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -44,6 +44,7 @@ FINE_TUNE = {
     # k = 1, 2, 5 unchanged within noise; a fixed pull of 30 halved ISBI's AP@0.5 (docs/model.md)
     "anchor": 30.0,
     "blur": 0.0,
+    "stain": 0.0,
 }
 FROM_SCRATCH = {
     "patch_size": 128,
@@ -52,6 +53,7 @@ FROM_SCRATCH = {
     "freeze_norm": False,
     "anchor": 0.0,  # random starting weights: nothing to keep
     "blur": 1.0,  # out-of-focus and dim nuclei, for a model meant for many kinds of image
+    "stain": 0.0,
 }
 
 
@@ -105,9 +107,40 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
         # a step budget alone: validate at fixed steps, so the same seed gives the same weights on a busy
         # machine (a time interval validated once a minute, at steps that followed the load)
         base["val_every_steps"] = validation_steps(overrides.get("steps"))
-    base["augment"] = AugmentConfig(blur=base.pop("blur"))
+    base["augment"] = augmentation(fine_tune, blur=base.pop("blur"), stain=base.pop("stain"))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
+
+
+def augmentation(fine_tune: bool, **changes: Any) -> AugmentConfig:
+    """The preset's augmentation, with the fields a user changed (``None``: the preset's).
+
+    The one place the dock's check boxes and ``train``'s flags meet the preset, so that a setting
+    one of them leaves alone keeps the preset's value in both.
+
+    Parameters
+    ----------
+    fine_tune : bool
+        The fine-tuning preset (else the from-scratch one).
+    **changes
+        :class:`~napari_unet_loop.core.augment.AugmentConfig` fields to change.
+
+    Returns
+    -------
+    AugmentConfig
+        The augmentation.
+
+    Examples
+    --------
+    >>> augmentation(False).blur
+    1.0
+    >>> augmentation(False, elastic_sigma=0.0).blur
+    1.0
+    """
+    base = FINE_TUNE if fine_tune else FROM_SCRATCH
+    fields = {"blur": base["blur"], "stain": base["stain"]}
+    fields.update({k: v for k, v in changes.items() if v is not None})
+    return AugmentConfig(**fields)
 
 
 def check_samples(samples: Sequence[Sample]) -> int:

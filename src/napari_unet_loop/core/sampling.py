@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .augment import jitter_intensity, random_blur, sampling_grid, warp
+from .augment import jitter_intensity, mix_stains, random_blur, sampling_grid, warp
 from .errors import TrainingError
 from .targets import check_labels, make_targets
 from .tiling import reflect_indices
@@ -306,6 +306,7 @@ class PatchSampler:
         grid = sampling_grid(n, self.config.patch_size, s, self.config.augment, self.gen, self.device)
         x, cont, cls = warp(grid, torch.stack(imgs), torch.stack(conts), torch.stack(clss))
         x = random_blur(x, self.config.augment.blur, self.gen)
+        x = mix_stains(x, self.config.augment.stain, self.gen)
         x = jitter_intensity(x, self.config.augment.intensity, self.gen)
         assert cont is not None and cls is not None
         return x, cls, cont[:, 0], cont[:, 1].clamp(0, 1)

@@ -31,9 +31,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import kind_weights, model_files
-from ..core.augment import AugmentConfig
 from ..core.edits import CORRECTION_WEIGHT
-from ..core.finetune import one_kind_diameter, preset, record_sizes, start_model, to_network_scale, training_record
+from ..core.finetune import (
+    augmentation,
+    one_kind_diameter,
+    preset,
+    record_sizes,
+    start_model,
+    to_network_scale,
+    training_record,
+)
 from ..core.image import InputError
 from ..core.metrics import correction_agreement, score
 from ..core.modality import LABELS as MODALITY_LABELS
@@ -265,7 +272,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             steps=self.steps_override,
             val_every_s=self.val_every_override,  # None: the preset's interval
             freeze_encoder=self.freeze_check.value,
-            augment=AugmentConfig(elastic_sigma=10.0 if self.elastic_check.value else 0.0),
+            augment=augmentation(fine_tune, elastic_sigma=None if self.elastic_check.value else 0.0),
         )
 
     def start(self):
