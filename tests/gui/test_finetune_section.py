@@ -664,8 +664,13 @@ def test_dock_finetune_equals_train_from_for_the_same_seed(qtbot, tmp_path, setu
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
 
 
-def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot, tmp_path, setup, messages):
-    """On H&E images, a model's colour weights for them: the dock and ``train --from`` train the same colour child."""
+@pytest.mark.parametrize("shown", ["he", "fluorescence"])
+def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot, tmp_path, setup, messages, shown):
+    """On H&E images, a model's colour weights for them: the dock and ``train --from`` train the same colour child.
+
+    Also with a fluorescence image shown in the dock: the run starts from the weights for the kind
+    most of the ticked data is, as ``train --from`` does, not from those of the image shown.
+    """
     from dataclasses import replace
 
     import imageio.v3 as iio
@@ -694,12 +699,26 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
         rgb = np.array([235, 190, 215]) * ~nuclei + np.array([90, 50, 140]) * nuclei + rng.normal(0, 6, (128, 128, 3))
         iio.imwrite(images / f"s{i}.png", np.clip(rgb, 0, 255).astype(np.uint8))
         tifffile.imwrite(labels / f"s{i}.tif", lab)
-    viewer.add_image(iio.imread(images / "s0.png"), name="s0", rgb=True)  # the dock starts from its image's kind
-    assert "H&E" in w.update_detected()  # what the dock's detection timer does
+    if shown == "he":
+        viewer.add_image(iio.imread(images / "s0.png"), name="s0", rgb=True)
+        assert "H&E" in w.update_detected()  # what the dock's detection timer does
+    else:  # a dark image of bright nuclei, not among the training data
+        viewer.add_image((np.hypot(yy - 64, xx - 64) < 20) * 200.0 + 10, name="grey")
+        assert "fluorescence" in w.update_detected()
     assert ft.add_folders(images, labels)
     ft.resegment_check.value = False
     ft.name_edit.setText("dock-he")
-    finetune(qtbot, ft)
+    if shown != "he":  # weights for the kind shown, trained on another kind's images: refused, with the reason
+        ft.kind_only_check.value = True
+        assert ft.start() is None
+        assert "trains weights for the kind of the image shown (fluorescence)" in messages["error"][-1]
+        assert "most of the ticked images are H&E / stained tissue images" in messages["error"][-1]
+        ft.kind_only_check.value = False
+        messages["error"].clear()
+    assert ft.start() is not None
+    told = "starting from its weights and thresholds for H&E / stained tissue images, as most of the ticked data is"
+    assert (told in ft.result_label.text()) == (shown != "he"), ft.result_label.text()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
     assert not messages["error"]
     dock = ft._rejected if ft._rejected is not None else model_files.load("dock-he")
     out = tmp_path / "cli.safetensors"

@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
     if resume is None:
         # a child starts from the parent's weights and thresholds for the kind most of its images are,
-        # and keeps none per kind (as the dock starts from those of its image's kind)
+        # and keeps none per kind (as the dock's Fine-tune)
         kind = start_kind([*train, *val])
         if kind in model.card.weights_by_kind:
             start_weights = kind

@@ -457,9 +457,8 @@ def start_kind(samples: Sequence[Sample]) -> str | None:
     """The imaging kind a fine-tune starts from: the kind most of its images are.
 
     The fine-tune starts from the parent's weights and thresholds for that kind
-    (:meth:`.model_files.Model.for_kind`). The dock starts from those of the kind its Instances
-    section shows (its image's); ``train --from`` from those of the kind most of its images
-    are. Ties and unknown kinds: ``None`` (the general weights and thresholds).
+    (:meth:`.model_files.Model.for_kind`); the dock's Fine-tune and ``train --from`` both
+    ask this function. Ties and unknown kinds: ``None`` (the general weights and thresholds).
 
     Parameters
     ----------

@@ -37,6 +37,7 @@ from ..core.finetune import (
     one_kind_diameter,
     preset,
     record_sizes,
+    start_kind,
     start_model,
     to_network_scale,
     training_record,
@@ -293,8 +294,9 @@ class FineTuneSection(TrainingData, QGroupBox):
             model = self._start_model()
             device = self.main_device()
             samples, described = self.build_samples(model)
-            # the weights for the kind the Instances thresholds follow (the model's own for it, if it has them)
-            kind = self.session.thresholds_kind()
+            # as train --from: the weights and thresholds for the kind most of the ticked images are (the
+            # model's own for it, if it has them); the Instances thresholds when that is the kind they follow
+            kind = start_kind(samples)
             start, ready = start_model(model, kind, samples)
             if not ready:  # H&E images prepared for the model's colour network for them: as the start reads them
                 samples, described = self.build_samples(start)
@@ -306,11 +308,19 @@ class FineTuneSection(TrainingData, QGroupBox):
                 if self.start_combo.value == "scratch":
                     raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")
                 only_kind = self.session.thresholds_kind()
+                if only_kind != kind:  # the weights would be trained from, and on, another kind's
+                    most = f"{MODALITY_LABELS.get(kind, kind)} images" if kind else "of mixed kinds"
+                    raise InputError(
+                        "'Only for images of this kind' trains weights for the kind of the image shown "
+                        f"({MODALITY_LABELS.get(only_kind, only_kind or 'unknown')}), but most of the ticked images "
+                        f"are {most}: tick images of the kind shown, or show one of the ticked images"
+                    )
                 chosen = one_kind_diameter(model, samples, only_kind, chosen)
             scaled = to_network_scale(samples, model.card, chosen)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.value != "scratch")
-            pp = self.session.postprocess_config()
+            shown = kind == self.session.thresholds_kind()
+            pp = self.session.postprocess_config() if shown else start.card.postprocess
         except (InputError, ModelError, ReadError, ValueError) as exc:
             show_error(str(exc))
             self.result_label.setText(f"Not started: {exc}")
@@ -345,6 +355,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._set_busy(True)
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
         start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
+        if not shown:  # not the kind of the image shown: say whose weights and thresholds the run starts from
+            which = f"{MODALITY_LABELS.get(kind, kind)} images" if kind else "mixed kinds of image"
+            start += f", starting from its weights and thresholds for {which}, as most of the ticked data is"
         if only_kind:
             start += f" for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
         where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
