@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .channels import is_colour
 from .image import InputError
 
 STACK_AXES = "TZ"
@@ -33,12 +34,12 @@ def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
         If the axes cannot be told from the shape alone.
     """
     nd = len(shape)
-    colour = shape[-1] in (3, 4) if rgb is None else rgb
     if nd == 2:
         return "YX"
     if nd == 3:
         grey_alpha = rgb is None and shape[-1] in (1, 2) and min(shape[:2]) >= 8
-        return "YXS" if colour or grey_alpha else "ZYX"
+        channels = is_colour(shape) if rgb is None else rgb  # napari's flag: a last axis of channels
+        return "YXS" if channels or grey_alpha else "ZYX"
     if nd == 4 and rgb:
         return "ZYXS"
     raise InputError(

@@ -7,6 +7,31 @@ import numpy as np
 from .errors import InputError
 
 
+def is_colour(shape: tuple[int, ...], rgb: bool | None = None) -> bool:
+    """Whether an image's last axis is colour: the one rule for "a last axis of 3 or 4 is RGB(A)".
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape: ``(Y, X, S)`` for a 2D image with a colour or channel axis.
+    rgb : bool, optional
+        Whether a last axis of 3 or 4 is colour (napari's ``rgb`` flag); ``None`` guesses that it is.
+
+    Returns
+    -------
+    bool
+        ``True`` for a 3D shape whose last axis holds 3 or 4 values, unless ``rgb`` says no.
+
+    Examples
+    --------
+    >>> is_colour((64, 64, 3)), is_colour((64, 64, 3), rgb=False), is_colour((64, 64, 5), rgb=True)
+    (True, False, False)
+    """
+    if len(shape) != 3 or shape[-1] not in (3, 4):
+        return False
+    return True if rgb is None else bool(rgb)
+
+
 def _is_alpha(plane: np.ndarray) -> bool:
     """Whether a channel looks like an opacity channel: one value everywhere (all opaque)."""
     return bool(plane.min() == plane.max())
@@ -41,15 +66,13 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
     image = np.asarray(image)
     if image.ndim == 3:
         n_ch = image.shape[-1]
-        if rgb is None and n_ch not in (1, 2):
-            rgb = n_ch in (3, 4)
         if channel is not None:
             if not -n_ch <= channel < n_ch:
                 raise InputError(f"channel {channel} does not exist: the image has {n_ch} channels")
             image = image[..., channel]
         elif rgb is None and (n_ch == 1 or (n_ch == 2 and _is_alpha(image[..., 1]))):  # grey (+ alpha, LA PNG)
             image = image[..., 0]
-        elif rgb:
+        elif is_colour(image.shape, rgb):
             image = image[..., :3].astype(np.float32).mean(-1)
         else:
             raise InputError(

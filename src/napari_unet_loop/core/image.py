@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .channels import _is_alpha, sample_step, to_grey  # noqa: F401 - part of this module's interface
+from .channels import _is_alpha, is_colour, sample_step, to_grey  # noqa: F401 - part of this module's interface
 from .config import Settings
 from .errors import ConstantImageError, InputError  # noqa: F401 - raised here, imported from here elsewhere
 
@@ -159,9 +159,8 @@ def _planes(
         from .modality import resolve, to_fluorescence_like
 
         return [to_fluorescence_like(image, resolve(modality, image, rgb, channel), rgb=rgb, channel=channel)]
-    from .modality import _is_rgb  # the one rule for "a last axis of 3 or 4 is colour"
 
-    if in_channels == 3 and image.shape[-1:] == (4,) and _is_rgb(image, rgb):
+    if in_channels == 3 and image.shape[-1:] == (4,) and is_colour(image.shape, rgb):
         image = image[..., :3]  # RGBA, as grey models read it: the alpha plane is opacity, not a colour
     if image.ndim != 3 or image.shape[-1] != in_channels:
         have = 1 if image.ndim == 2 else image.shape[-1]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .channels import is_colour
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -113,12 +114,6 @@ def check_choice(modality: str | None) -> str | None:
     return m
 
 
-def _is_rgb(image: np.ndarray, rgb: bool | None) -> bool:
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        return False
-    return True if rgb is None else bool(rgb)
-
-
 def _subsample(image: np.ndarray, max_pixels: int = _SAMPLE_PIXELS) -> np.ndarray:
     from .channels import sample_step
 
@@ -154,7 +149,7 @@ def detect(image: np.ndarray, rgb: bool | None = None, channel: int | None = Non
     from .channels import to_grey
 
     sample = _subsample(image)
-    if channel is None and _is_rgb(sample, rgb):
+    if channel is None and is_colour(sample.shape, rgb):
         rgb_ = sample[..., :3].astype(np.float32)
         grey = rgb_.mean(-1)
         chroma = float(np.abs(rgb_ - grey[..., None]).mean())
@@ -312,7 +307,7 @@ def to_fluorescence_like(
 
     if modality not in MODALITIES:
         raise ValueError(f"unknown imaging modality {modality!r}: choose from {', '.join(MODALITIES)}")
-    if modality == "he" and channel is None and _is_rgb(np.asarray(image), rgb):
+    if modality == "he" and channel is None and is_colour(np.asarray(image).shape, rgb):
         return haematoxylin(np.asarray(image))
     grey = to_grey(image, rgb=rgb, channel=channel)
     if modality in ("brightfield", "he"):  # dark nuclei on a bright field; a grey "stained" image as brightfield
@@ -357,7 +352,7 @@ def input_modality(
         kind = resolve(m, image, rgb, channel, model.card.kind_in_doubt)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if model.input_channels(kind) != 1 and (channel is not None or not _is_rgb(np.asarray(image[:1, :1]), rgb)):
+    if model.input_channels(kind) != 1 and (channel is not None or not is_colour(np.asarray(image[:1, :1]).shape, rgb)):
         raise InputError(
             f"{model.name} reads {LABELS[kind]} images in colour (R, G and B), and this "
             f"{'channel' if channel is not None else 'image'} is not colour: choose its imaging kind "
