@@ -412,8 +412,9 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     train += ["--patch", "64", "--batch", "2", "--no-tune", "--anchor", "0"]
     # on H&E images: the child is the colour network, a colour model of its own
     child = tmp_path / "child.safetensors"
-    assert main([*train, "--out", str(child), "--include", str(he_list)]) == 0
+    assert main([*train, "--out", str(child), "--include", str(he_list), "--stain", "0.5"]) == 0
     grown = model_files.load(child)
+    assert grown.card.training["config"]["augment"]["stain"] == 0.5  # --stain: the colour patches' stain mix
     assert grown.card.architecture.in_channels == 3 and grown.card.modality == "none"
     assert grown.card.training["start_weights"] == "he" and grown.card.training["kinds"]["he"] == 1
     # on a fluorescence and an H&E image: the general grey network, the H&E image as its haematoxylin plane
@@ -780,9 +781,9 @@ def test_old_checkpoints_resume_with_settings_added_since_off():
     stored = preset(True, minutes=3).to_dict()
     for added in ("anchor", "val_every_steps"):
         del stored[added]
-    del stored["augment"]["blur"]
+    del stored["augment"]["blur"], stored["augment"]["stain"]
     own = run_settings({"format": CHECKPOINT_FORMAT, "config": stored}, TrainConfig)
-    assert own.anchor == 0.0 and own.val_every_steps is None and own.augment.blur == 0.0
+    assert own.anchor == 0.0 and own.val_every_steps is None and own.augment.blur == own.augment.stain == 0.0
     assert setting_differences(own, preset(True, minutes=3)) == ["anchor"]
     with pytest.raises(TrainingError, match="cannot be read"):
         run_settings({"format": CHECKPOINT_FORMAT, "config": {"patch": 3}}, TrainConfig)

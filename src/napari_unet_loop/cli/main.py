@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--blur", type=float, default=None, help="largest random blur in pixels (default 1 from scratch, 0 fine-tuning)"
     )
+    p.add_argument(
+        "--stain",
+        type=float,
+        default=None,
+        help="strength of the random stain mix on colour (H&E) training patches, 0-1 (default 0: none)",
+    )
     p.add_argument("--depth", type=_positive_int, default=4, help="U-Net depth, from scratch (default 4)")
     p.add_argument("--width", type=_positive_int, default=16, help="U-Net base width, from scratch (default 16)")
     p.add_argument("--in-channels", type=_positive_int, default=1, help="input channels, from scratch (default 1)")

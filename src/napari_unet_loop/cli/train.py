@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         shares = balance_kinds(train, _parse_shares(args.balance_kinds))
         _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     fine_tune = args.start != "scratch"
-    augment = augmentation(fine_tune, intensity=args.intensity, blur=args.blur)
+    augment = augmentation(fine_tune, intensity=args.intensity, blur=args.blur, stain=args.stain)
     config = preset(
         fine_tune,
         minutes=args.minutes,
