@@ -322,6 +322,26 @@ def test_augmentation_preview(qtbot, setup, messages):
     assert viewer.layers["augmentation preview"].data.shape == (4, 128, 128)
 
 
+def test_augmentation_preview_of_colour_patches_is_in_colour(qtbot, tmp_path, setup, messages):
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    colour = model_files.new_model(UNetConfig(depth=2, base_width=4, in_channels=3), name="rgb")
+    path = model_files.save(colour, tmp_path / "rgb.safetensors")
+    w.add_model_file(str(path))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (128, 128, 3)).astype(np.uint8)
+    labels = np.zeros((128, 128), np.int32)
+    labels[30:60, 30:60] = 1
+    viewer.add_image(image, name="stained", rgb=True)
+    viewer.add_labels(labels, name="stained labels")
+    ft.reset_choices()
+    ft.preview_augmentation(n=3)
+    preview = viewer.layers["augmentation preview"]
+    assert preview.rgb and preview.data.shape == (3, 128, 128, 3)
+    assert 0 <= preview.data.min() and preview.data.max() <= 1
+
+
 def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monkeypatch):
     viewer, w, ft = setup
     segment(qtbot, w)

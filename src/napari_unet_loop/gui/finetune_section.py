@@ -604,7 +604,10 @@ class FineTuneSection(TrainingData, QGroupBox):
             if layer_name in self.viewer.layers:
                 self.viewer.layers.remove(layer_name)
         meta = {META_KEY: {"role": HELPER}}
-        self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
+        if x.shape[1] == 3:  # colour patches (a colour network's H&E images): in colour, stain mix and all
+            self.viewer.add_image(x.permute(0, 2, 3, 1).clamp(0, 1).numpy(), name=name, rgb=True, metadata=meta)
+        else:
+            self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
         return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4, metadata=meta)
 
 
