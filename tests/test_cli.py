@@ -419,7 +419,12 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     assert grown.card.training["start_weights"] == "he" and grown.card.training["kinds"]["he"] == 1
     # on a fluorescence and an H&E image: the general grey network, the H&E image as its haematoxylin plane
     both = tmp_path / "both.safetensors"
-    assert main([*train, "--out", str(both)]) == 0
+    capsys.readouterr()
+    assert main([*train, "--out", str(both), "--stain", "0.5"]) == 0
+    assert "--stain: this network reads grey images, so there is no stain to mix" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a strength out of 0-1 is refused before anything runs
+        main([*train, "--out", str(tmp_path / "strong.safetensors"), "--stain", "2"])
+    assert "must be from 0 (none) to 1 (strong), got 2" in capsys.readouterr().err
     grey = model_files.load(both)
     assert grey.card.architecture.in_channels == 1 and grey.card.modality == "auto"
     assert grey.card.training["kinds"] == {"fluorescence": 1, "brightfield": 0, "he": 1}

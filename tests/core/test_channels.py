@@ -31,7 +31,7 @@ def test_one_rule_says_which_images_are_colour(shape, rgb, colour):
         assert (axes.guess_axes(shape) == "YXS") is (colour or shape[-1] < 3)
 
 
-def test_detection_reads_colour_only_where_the_rule_says_colour():
+def test_detection_reads_colour_of_a_colour_image_and_not_of_one_of_its_channels():
     rng = np.random.default_rng(0)
     stained = (np.array([230, 190, 215]) + rng.normal(0, 40, (64, 64, 1)) * np.array([1, 1.4, 0.7])).clip(0, 255)
     stained = stained.astype(np.uint8)

@@ -202,6 +202,13 @@ def test_a_fine_tune_starts_from_the_kind_most_of_its_images_are():
     assert start_kind(samples("brightfield", "fluorescence")) is None  # a tie
     assert start_kind(samples("", "")) is None  # kinds unknown
     assert start_kind([]) is None
+    # one vote per image: the validation stripe cut from an image does not count again (dock == train)
+    from napari_unet_loop.core.sampling import VALIDATION_SUFFIX
+
+    named = samples("he", "he", "brightfield", "brightfield")
+    for s, name in zip(named, ["a", f"a{VALIDATION_SUFFIX}", "b", "c"], strict=True):
+        s.name = name
+    assert start_kind(named) == "brightfield"
 
 
 def test_weights_for_one_kind_train_at_the_models_object_size_and_refuse_what_could_not_join():

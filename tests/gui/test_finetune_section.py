@@ -735,8 +735,11 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
         assert "most of the ticked images are H&E / stained tissue images" in messages["error"][-1]
         ft.kind_only_check.value = False
         messages["error"].clear()
+    if shown != "he":  # the dock's thresholds are the fluorescence image's, edited: not the run's
+        w.fg_spin.value = 0.61
     assert ft.start() is not None
-    told = "starting from its weights and thresholds for H&E / stained tissue images, as most of the ticked data is"
+    assert ft._run.pp == (parent.for_kind("he").card.postprocess if shown != "he" else w.postprocess_config())
+    told = "starting from its weights and thresholds for H&E / stained tissue images (most of the ticked images"
     assert (told in ft.result_label.text()) == (shown != "he"), ft.result_label.text()
     qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
     assert not messages["error"]

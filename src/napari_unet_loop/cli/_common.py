@@ -48,6 +48,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _strength(text: str) -> float:
+    """Parse an augmentation strength from 0 to 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 (none) to 1 (strong), got {value:g}")
+    return value
+
+
 MIN_TILE = 64
 
 

@@ -21,7 +21,7 @@ from ..io.export import (
     TargetExistsError,
 )
 from ..io.images import ReadError
-from ._common import CLIError, _add_modality_arg, _add_model_args, _log, _oserror, _positive_int, _tile
+from ._common import CLIError, _add_modality_arg, _add_model_args, _log, _oserror, _positive_int, _strength, _tile
 from .evaluate import cmd_evaluate
 from .export import cmd_export
 from .gui import cmd_gui
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stain",
-        type=float,
+        type=_strength,
         default=None,
         help="strength of the random stain mix on colour (H&E) training patches, 0-1 (default 0: none)",
     )

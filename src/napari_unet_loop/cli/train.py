@@ -164,6 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             _log(f"the run goes on with the settings it began with ({', '.join(changed)} differ from today's)")
         config = own
+    if config.augment.stain and model.card.architecture.in_channels != 3:
+        _log("--stain: this network reads grey images, so there is no stain to mix (it mixes colour patches only)")
     _log(
         f"{'fine-tuning ' + parent if parent else 'training from scratch'} on {device} "
         f"({training_precision(device, config.precision)}): "

@@ -469,7 +469,9 @@ def start_kind(samples: Sequence[Sample]) -> str | None:
     -------
     str or None
     """
-    leaders = Counter(s.kind for s in samples if s.kind).most_common(2)
+    # one vote per image: a validation stripe cut from an image is the same image
+    kinds = {s.name.removesuffix(VALIDATION_SUFFIX) or id(s): s.kind for s in samples if s.kind}
+    leaders = Counter(kinds.values()).most_common(2)
     if not leaders or (len(leaders) == 2 and leaders[0][1] == leaders[1][1]):
         return None
     return leaders[0][0]
@@ -490,7 +492,7 @@ def start_model(parent: Model, kind: str | None, samples: Sequence[Sample]) -> t
     parent : Model
         The model fine-tuned.
     kind : str or None
-        The imaging kind it starts from (:func:`start_kind`, or the dock image's).
+        The imaging kind it starts from (:func:`start_kind`).
     samples : sequence of Sample
         The fine-tune's images, prepared as ``parent`` reads them.
 

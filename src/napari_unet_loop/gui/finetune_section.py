@@ -356,8 +356,13 @@ class FineTuneSection(TrainingData, QGroupBox):
         budget = f"{config.minutes:g} min" if config.minutes else f"{config.steps} steps"
         start = f" (its own weights for {MODALITY_LABELS.get(own, own)} images)" if own else ""
         if not shown:  # not the kind of the image shown: say whose weights and thresholds the run starts from
-            which = f"{MODALITY_LABELS.get(kind, kind)} images" if kind else "mixed kinds of image"
-            start += f", starting from its weights and thresholds for {which}, as most of the ticked data is"
+            if kind:
+                start = (
+                    f", starting from its weights and thresholds for {MODALITY_LABELS.get(kind, kind)} images "
+                    "(most of the ticked images are of that kind)"
+                )
+            else:
+                start = ", starting from its general weights and thresholds (the ticked images are of no one kind)"
         if only_kind:
             start += f" for {MODALITY_LABELS.get(only_kind, only_kind)} images only"
         where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
@@ -591,14 +596,17 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     def preview_augmentation(self, n: int = 8):
         """Add an image layer with ``n`` augmented training patches (and their classes)."""
-        try:
+        try:  # the patches Fine-tune would train on: its start's network reads them, with its settings
             model = self._start_model()
             samples, _ = self.build_samples(model)
-            sampler = PatchSampler(samples, self.config(fine_tune=True), torch.device("cpu"))
+            start, ready = start_model(model, start_kind(samples), samples)
+            if not ready:
+                samples, _ = self.build_samples(start)
+            config = self.config(fine_tune=self.start_combo.value != "scratch")
+            x, cls, weight, dist = PatchSampler(samples, config, torch.device("cpu")).batch(n)
         except (InputError, ModelError, TrainingError, ValueError) as exc:
             show_error(str(exc))
             return None
-        x, cls, weight, dist = sampler.batch(n)
         name = "augmentation preview"
         for layer_name in (name, f"{name} classes"):
             if layer_name in self.viewer.layers:
