@@ -68,10 +68,10 @@ def restain(rgb: np.ndarray, haematoxylin: float, eosin: float) -> np.ndarray:
     return np.clip(hed2rgb(hed) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def he_images(data: Path, split: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The H&E images of a split (as detected), with their labels."""
+def he_images(data: Path, names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The H&E images among ``names`` (as detected), with their labels."""
     out = []
-    for name in read_list(SPLITS / f"dsb2018-{split}.txt"):
+    for name in names:
         image = imread(data / "images" / f"{name}.png")
         if detect(image).modality == "he":
             out.append((name, image, imread(data / "labels" / f"{name}.png")))
@@ -83,12 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None, help="shared data folder")
     p.add_argument("--models", default="default", help="comma-separated model names or files")
     p.add_argument("--split", default="val", choices=("val", "test"), help="DSB2018 split (choose on val)")
+    p.add_argument(
+        "--names",
+        type=Path,
+        default=None,
+        help="a list of DSB2018 image names instead of the split (e.g. the H&E images held out of a colour fine-tune)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
-    items = he_images(find_dsb2018(args.data), args.split)
+    names = read_list(args.names) if args.names else read_list(SPLITS / f"dsb2018-{args.split}.txt")
+    items = he_images(find_dsb2018(args.data), names)
     print(f"cpu      {cpu_name()}; torch {torch.__version__}, python {platform.python_version()}")
-    print(f"images   {len(items)} H&E images of the {args.split} split, {len(STAININGS)} stainings")
-    report: dict[str, Any] = {"split": args.split, "images": [n for n, *_ in items], "models": {}}
+    where = str(args.names) if args.names else f"the {args.split} split"
+    print(f"images   {len(items)} H&E images of {where}, {len(STAININGS)} stainings")
+    report: dict[str, Any] = {"split": where, "images": [n for n, *_ in items], "models": {}}
     for spec in [m for m in args.models.split(",") if m]:
         model = load(spec)
         rows: dict[str, Any] = {}

@@ -48,13 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=shipped_dir() / f"{DEFAULT_MODEL}.safetensors")
     p.add_argument("--name", default=f"{DEFAULT_MODEL}-he-colour", help="the H&E weights' name in the card")
     p.add_argument("--earlier", type=Path, nargs="*", default=[], help="the fine-tunes --he continued, first to last")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the shipped model's H&E weights (their record and scores are kept under he_weights.replaced)",
+    )
     args = p.parse_args(argv)
     model, he = load(DEFAULT_MODEL), load(args.he)
     val_before, val, test = (json.loads(f.read_text()) for f in (args.val_before, args.val, args.test))
     before = model.card.metrics
     old_test = before.get("test", {})
+    replaced = None
     if "he" in model.card.weights_by_kind:
-        raise SystemExit(f"{model.name} already has weights of its own for H&E images")
+        if not args.replace:
+            raise SystemExit(f"{model.name} already has weights of its own for H&E images (--replace them)")
+        old = model.card.weights_by_kind["he"]
+        replaced = {"name": old.get("name"), "description": old.get("description"), **before.get("he_weights", {})}
+        replaced.pop("rule", None)
+        replaced.pop("replaced", None)
     he.card.name = args.name
     add_kind_weights(model, "he", he)
     record = model.card.weights_by_kind["he"]
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "validation_after": _scores(val),
             "test_before": _scores(old_test),
             "test_after": _scores(test),
+            **({"replaced": replaced} if replaced else {}),
         },
     }
     # the description stays the grey network's: fine-tuned children inherit it, and a child of one network
