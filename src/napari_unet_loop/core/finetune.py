@@ -107,7 +107,8 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
         # a step budget alone: validate at fixed steps, so the same seed gives the same weights on a busy
         # machine (a time interval validated once a minute, at steps that followed the load)
         base["val_every_steps"] = validation_steps(overrides.get("steps"))
-    base["augment"] = augmentation(fine_tune, blur=base.pop("blur"), stain=base.pop("stain"))
+    del base["blur"], base["stain"]  # the augmentation's, not TrainConfig's
+    base["augment"] = augmentation(fine_tune)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
