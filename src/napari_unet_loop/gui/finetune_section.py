@@ -293,13 +293,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         try:
             model = self._start_model()
             device = self.main_device()
-            samples, described = self.build_samples(model)
-            # as train --from: the weights and thresholds for the kind most of the ticked images are (the
-            # model's own for it, if it has them); the Instances thresholds when that is the kind they follow
-            kind = start_kind(samples)
-            start, ready = start_model(model, kind, samples)
-            if not ready:  # H&E images prepared for the model's colour network for them: as the start reads them
-                samples, described = self.build_samples(start)
+            kind, start, samples, described = self.start_samples(model)
+            shown = kind == self.session.thresholds_kind()  # else the run starts from another kind's thresholds
             # the objects' size: the dock's Object size when set, else measured on the labels (as train does)
             chosen = self.session.diameter_choice()
             chosen = chosen if isinstance(chosen, float) else None
@@ -308,7 +303,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                 if self.start_combo.value == "scratch":
                     raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")
                 only_kind = self.session.thresholds_kind()
-                if only_kind != kind:  # the weights would be trained from, and on, another kind's
+                if not shown:  # the weights would be trained from, and on, another kind's
                     most = f"{MODALITY_LABELS.get(kind, kind)} images" if kind else "of mixed kinds"
                     raise InputError(
                         "'Only for images of this kind' trains weights for the kind of the image shown "
@@ -319,7 +314,6 @@ class FineTuneSection(TrainingData, QGroupBox):
             scaled = to_network_scale(samples, model.card, chosen)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.value != "scratch")
-            shown = kind == self.session.thresholds_kind()
             pp = self.session.postprocess_config() if shown else start.card.postprocess
         except (InputError, ModelError, ReadError, ValueError) as exc:
             show_error(str(exc))
@@ -373,6 +367,26 @@ class FineTuneSection(TrainingData, QGroupBox):
         )
         worker.start()
         return worker
+
+    def start_samples(self, model: Model) -> tuple[str | None, Model, list, dict]:
+        """Where a fine-tune of ``model`` on the ticked data starts, and the samples as that start reads them.
+
+        As ``train --from``: the weights and thresholds for the kind most of the ticked images are
+        (:func:`~napari_unet_loop.core.finetune.start_kind`; the model's own for it, if it has them).
+        H&E images prepared for the model's colour network are prepared again when the start is grey.
+
+        Returns
+        -------
+        tuple
+            The kind (``None``: the general weights), the start, the samples and what
+            :meth:`build_samples` said of them.
+        """
+        samples, described = self.build_samples(model)
+        kind = start_kind(samples)
+        start, ready = start_model(model, kind, samples)
+        if not ready:
+            samples, described = self.build_samples(start)
+        return kind, start, samples, described
 
     def main_device(self):
         """The device chosen in the Model section (:meth:`.session.Session.device`)."""
@@ -597,11 +611,7 @@ class FineTuneSection(TrainingData, QGroupBox):
     def preview_augmentation(self, n: int = 8):
         """Add an image layer with ``n`` augmented training patches (and their classes)."""
         try:  # the patches Fine-tune would train on: its start's network reads them, with its settings
-            model = self._start_model()
-            samples, _ = self.build_samples(model)
-            start, ready = start_model(model, start_kind(samples), samples)
-            if not ready:
-                samples, _ = self.build_samples(start)
+            samples = self.start_samples(self._start_model())[2]
             config = self.config(fine_tune=self.start_combo.value != "scratch")
             x, cls, weight, dist = PatchSampler(samples, config, torch.device("cpu")).batch(n)
         except (InputError, ModelError, TrainingError, ValueError) as exc:
