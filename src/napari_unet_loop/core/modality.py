@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .channels import is_colour
+from .channels import is_colour, sample_step, to_grey
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -115,8 +115,6 @@ def check_choice(modality: str | None) -> str | None:
 
 
 def _subsample(image: np.ndarray, max_pixels: int = _SAMPLE_PIXELS) -> np.ndarray:
-    from .channels import sample_step
-
     step = sample_step(image.shape[:2], max_pixels)
     return np.asarray(image[::step, ::step])
 
@@ -146,8 +144,6 @@ def detect(image: np.ndarray, rgb: bool | None = None, channel: int | None = Non
     >>> detect(img).modality
     'brightfield'
     """
-    from .channels import to_grey
-
     sample = _subsample(image)
     if channel is None and is_colour(sample.shape, rgb):
         rgb_ = sample[..., :3].astype(np.float32)
@@ -303,8 +299,6 @@ def to_fluorescence_like(
     numpy.ndarray
         ``float32`` 2D plane (not yet normalised).
     """
-    from .channels import to_grey
-
     if modality not in MODALITIES:
         raise ValueError(f"unknown imaging modality {modality!r}: choose from {', '.join(MODALITIES)}")
     if modality == "he" and channel is None and is_colour(np.asarray(image).shape, rgb):
