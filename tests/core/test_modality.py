@@ -79,6 +79,30 @@ def test_to_fluorescence_like_per_kind():
         to_fluorescence_like(image, "auto")
 
 
+class _Reads:
+    """An array-like that counts whole reads (``np.asarray``), as a zarr or memory-mapped image would cost."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.ndim, self.dtype, self.reads = data, data.shape, data.ndim, data.dtype, 0
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads += 1
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+
+def test_an_he_image_is_read_once_to_know_it_is_colour_and_convert_it():
+    image, _ = load_sample("nuclei_he_stain")
+    lazy = _Reads(image)
+    np.testing.assert_allclose(to_fluorescence_like(lazy, "he"), haematoxylin(image))
+    assert lazy.reads == 1  # the shape says it is colour; only the conversion reads the pixels
+    model = new_model(UNetConfig(depth=2, base_width=4), name="m", modality="auto")
+    lazy.reads = 0
+    assert input_modality(model, lazy) == "he" and lazy.reads == 0  # a subsample is read, never the whole
+
+
 def test_check_choice_and_resolve():
     assert check_choice(None) is None
     assert [check_choice(c) for c in CHOICES] == list(CHOICES)

@@ -301,7 +301,7 @@ def to_fluorescence_like(
     """
     if modality not in MODALITIES:
         raise ValueError(f"unknown imaging modality {modality!r}: choose from {', '.join(MODALITIES)}")
-    if modality == "he" and channel is None and is_colour(np.asarray(image).shape, rgb):
+    if modality == "he" and channel is None and is_colour(np.shape(image), rgb):  # the shape: nothing read
         return haematoxylin(np.asarray(image))
     grey = to_grey(image, rgb=rgb, channel=channel)
     if modality in ("brightfield", "he"):  # dark nuclei on a bright field; a grey "stained" image as brightfield
@@ -346,7 +346,7 @@ def input_modality(
         kind = resolve(m, image, rgb, channel, model.card.kind_in_doubt)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if model.input_channels(kind) != 1 and (channel is not None or not is_colour(np.asarray(image[:1, :1]).shape, rgb)):
+    if model.input_channels(kind) != 1 and (channel is not None or not is_colour(np.shape(image), rgb)):
         raise InputError(
             f"{model.name} reads {LABELS[kind]} images in colour (R, G and B), and this "
             f"{'channel' if channel is not None else 'image'} is not colour: choose its imaging kind "
