@@ -181,6 +181,26 @@ def test_retuned_thresholds_that_fit_the_masks_better_are_kept_at_no_loss_of_ap5
         json.dumps(record)  # the card's record stays JSON (no inf)
 
 
+def test_retune_searches_the_candidate_values_it_is_given(monkeypatch, discs):
+    """``search`` narrows the threshold search (bench_retune's variants); the bar judges what it finds."""
+    from napari_unet_loop.core import finetune
+    from napari_unet_loop.core.postprocess import PostprocessConfig, tune
+
+    labels = discs((96, 96), 6, radius=(6, 8))
+    fg = (labels > 0).astype(np.float32)
+    maps = [(fg, fg)]
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.tune_thresholds",
+        lambda net, val, device, start, precision, **search: tune(maps, [labels], start=start, **search),
+    )
+    val = [Sample(np.zeros((1, 96, 96), np.float32), labels)]
+    start = PostprocessConfig(0.5, 0.5, 500)  # drops every object: the search lowers the minimum size
+    free = finetune.retune(None, val, "cpu", start)
+    narrowed = finetune.retune(None, val, "cpu", start, min_sizes=(400, 600))
+    assert free.kept and free.found.min_size < 200 and free.after == 1.0
+    assert narrowed.found.min_size in (400, 500, 600) and narrowed.after < free.after
+
+
 def test_the_verdict_without_validation_objects_says_so():
     from napari_unet_loop.core.finetune import Retuned, tuning_noise
     from napari_unet_loop.core.postprocess import PostprocessConfig

@@ -617,7 +617,13 @@ def validation_objects(samples: Sequence[Sample]) -> int:
 
 
 def retune(
-    net: Any, val: Sequence[Sample], device: Any, start: Any, precision: str = "auto", trust: float = 0.0
+    net: Any,
+    val: Sequence[Sample],
+    device: Any,
+    start: Any,
+    precision: str = "auto",
+    trust: float = 0.0,
+    **search: Any,
 ) -> Retuned:
     """Re-tune the thresholds on the validation samples; keep them only when the gain clears the bar.
 
@@ -656,6 +662,9 @@ def retune(
     trust : float
         The starting model's validation AP@0.5 before training (``TrainResult.trust``; 0 to
         judge by the noise alone).
+    **search
+        Candidate values of the settings searched, instead of the defaults
+        (:func:`.postprocess.tune`'s ``fg_thresholds``, ``min_sizes``, ...).
 
     Returns
     -------
@@ -664,7 +673,8 @@ def retune(
     """
     from .train import tune_thresholds
 
-    return judge(tune_thresholds(net, val, device, start, precision), validation_objects(val), start, trust)
+    t = tune_thresholds(net, val, device, start, precision, **search)
+    return judge(t, validation_objects(val), start, trust)
 
 
 def judge(t: Any, n: int, start: Any, trust: float = 0.0) -> Retuned:

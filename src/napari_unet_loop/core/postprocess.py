@@ -243,8 +243,11 @@ def tune(
     def ap50(cfg: PostprocessConfig) -> float:
         return scores(cfg)[0]
 
-    # two starts (the given settings, and smoothed seeds) guard against a poor local optimum
-    found = [ascend(first, ap50) for first in dict.fromkeys([start, PostprocessConfig(0.6, 0.5, 24, 2.0)])]
+    # two starts (the given settings, and smoothed seeds) guard against a poor local optimum; the second
+    # keeps the given value of any setting whose candidates leave out its own (a narrowed search stays narrow)
+    smoothed = {"fg_threshold": 0.6, "seed_threshold": 0.5, "min_size": 24, "dist_sigma": 2.0}
+    second = PostprocessConfig(**{k: v if v in space[k] else getattr(start, k) for k, v in smoothed.items()})
+    found = [ascend(first, ap50) for first in dict.fromkeys([start, second])]
     by_ap50 = max(found, key=ap50)
     floor = ap50(by_ap50)
 

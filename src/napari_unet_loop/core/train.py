@@ -647,11 +647,13 @@ def tune_thresholds(
     precision: str = "auto",
     tile: int | None = None,
     tta: bool = False,
+    **search: Any,
 ) -> Tuned:
     """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
 
     The network runs once per sample (``tile`` and ``tta`` as in :func:`predict`); only
-    the post-processing is repeated (:func:`~napari_unet_loop.core.postprocess.tune`).
+    the post-processing is repeated (:func:`~napari_unet_loop.core.postprocess.tune`, which
+    takes ``search``: the candidate values of each setting).
 
     Returns
     -------
@@ -667,4 +669,4 @@ def tune_thresholds(
         maps.append((1.0 - probs[0], probs[n_cls]))
         truths.append(s.labels)
         ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
-    return tune(maps, truths, start=start, ignores=ignores)
+    return tune(maps, truths, start=start, ignores=ignores, **search)
