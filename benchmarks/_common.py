@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from napari_unet_loop.core.image import prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
 from napari_unet_loop.core.model_files import Model
+from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import segment
@@ -137,6 +139,7 @@ def finetune(
     batch: int | None = None,
     settle: bool = True,
     stain: float | None = None,
+    retune_variants: dict[str, Callable[[PostprocessConfig], dict[str, Any]]] | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -148,7 +151,10 @@ def finetune(
     rescales held-out images by the same factor): an experiment, not what ``train`` does. ``batch``
     replaces the preset's batch size. ``settle=False``: grey images in doubt read each by the
     detection's line, as before ``kind_in_doubt`` (an experiment). ``stain`` replaces the preset's
-    stain mix on colour patches (``core.augment.mix_stains``).
+    stain mix on colour patches (``core.augment.mix_stains``). ``retune_variants`` names other threshold
+    searches to judge on the same stripes, each a function of the starting thresholds that gives the
+    candidate values it searches (``core.finetune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
+    what each would keep; the child keeps the shipped rule's.
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -200,6 +206,11 @@ def finetune(
         retuned = retune(net, val, device, card.postprocess, trust=result.trust)
         card.postprocess = retuned.postprocess
         tuned = retuned.to_dict()
+    variants = {
+        name: retune(net, val, device, start_pp, trust=result.trust, **search(start_pp)).to_dict()
+        for name, search in (retune_variants or {}).items()
+        if val
+    }
     if scaled is not None:
         record_sizes(card, scaled)
     run = {
@@ -213,6 +224,7 @@ def finetune(
         "anchor_applied": round(result.anchor, 2),
         "tuning": tuned,
         "start_postprocess": start_pp,
+        **({"tuning_variants": variants} if variants else {}),
     }
     return Model(net.eval(), card), run
 

@@ -46,7 +46,7 @@ import bench_cells
 import bench_loop
 from _common import DATA_CANDIDATES, cpu_name, find_dsb2018, finetune, score, write_json
 from napari_unet_loop.core.model_files import load
-from napari_unet_loop.core.postprocess import PostprocessConfig
+from napari_unet_loop.core.postprocess import MIN_SIZES, PostprocessConfig
 
 CASES = [
     *(f"cells:dic-frames:{k}:{seed}" for k in (1, 2, 5) for seed in (0, 1)),
@@ -71,6 +71,11 @@ def _reach(r: dict) -> str:
     return "reach" if noise is not None and gain > noise * (1 + r["trust"]) else "start"
 
 
+def _floored(start: PostprocessConfig) -> dict[str, Any]:
+    """The search with no minimum size below the start's (the stripe's cut fragments pull it down)."""
+    return {"min_sizes": [m for m in MIN_SIZES if m >= start.min_size]}
+
+
 RULES = {
     # which thresholds each rule keeps
     "never re-tune": lambda r: "start",
@@ -79,6 +84,9 @@ RULES = {
         lambda r: "found" if r["kept"] else "start"
     ),
     "AP@0.5 bar, or only the foreground threshold moved for SEG > its paired noise x (1 + trust)": _reach,
+    "the shipped rule, the search's minimum size not below the start's": (
+        lambda r: "floor" if r.get("floor_kept") else "start"
+    ),
 }
 
 
@@ -98,13 +106,16 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
         train, options = pool[:k], {}
     else:
         raise SystemExit(f"unknown case {case!r}: loop:KIND:SEED or cells:SET:K:SEED")
-    child, run = finetune(start, train, 1.0, True, seed, device=device, steps=steps)
-    tuning = run["tuning"]
+    child, run = finetune(
+        start, train, 1.0, True, seed, device=device, steps=steps, retune_variants={"floor": _floored}
+    )
+    tuning, floor = run["tuning"], run["tuning_variants"]["floor"]
     chosen = {
         "start": run["start_postprocess"],
         "by_ap50": PostprocessConfig.from_dict(tuning["found_by_ap50"]),
         "found": PostprocessConfig.from_dict(tuning["found"]),
         "reach": PostprocessConfig.from_dict(tuning["found_for_reach"]),
+        "floor": PostprocessConfig.from_dict(floor["found"]),
     }
     held: dict[str, dict[str, float]] = {}
     scored: dict[PostprocessConfig, dict[str, float]] = {}
@@ -126,6 +137,9 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
         "reach_seg": tuning["reach_seg"],
         "reach_seg_noise": tuning["reach_seg_noise"],
         "objects": tuning["validation_objects"],
+        "found": tuning["found"],
+        "floor_found": floor["found"],
+        "floor_kept": floor["kept"],
         "held": held,
     }
 
@@ -165,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{'  kept' if r['kept'] else ''}  held out AP@0.5 / SEG: start {h['start']['ap50']:.3f} / "
             f"{h['start']['seg']:.3f}, by AP@0.5 {h['by_ap50']['ap50']:.3f} / {h['by_ap50']['seg']:.3f}, "
             f"found {h['found']['ap50']:.3f} / {h['found']['seg']:.3f}, reach {h['reach']['ap50']:.3f} / "
-            f"{h['reach']['seg']:.3f} (stripe SEG {r['reach_seg']:.3f}, noise {r['reach_seg_noise'] or math.inf:.3f}); "
-            f"the rules keep: {', '.join(rule(r) for rule in RULES.values())}",
+            f"{h['reach']['seg']:.3f} (stripe SEG {r['reach_seg']:.3f}, noise {r['reach_seg_noise'] or math.inf:.3f}), "
+            + (
+                f"floored {h['floor']['ap50']:.3f} / {h['floor']['seg']:.3f}{' kept' if r['floor_kept'] else ''}; "
+                if "floor" in h
+                else "; "
+            )
+            + f"the rules keep: {', '.join(rule(r) for rule in RULES.values())}",
             flush=True,
         )
         if case not in done:
