@@ -20,7 +20,8 @@ For each case it prints the stripe's evidence (AP@0.5 and SEG before and after t
 objects, the starting model's stripe AP@0.5 or *trust*, the bars) and the held-out AP@0.5 / SEG of
 the fine-tuned model with its starting thresholds, with what the search by AP@0.5 alone found, with
 what the search found, and with the starting thresholds whose foreground threshold alone moved to
-the best stripe SEG at the start's AP@0.5 (*reach*), and which thresholds each keep rule takes. The
+the best stripe SEG at the start's AP@0.5 (*reach*), with what a search that never lowers the minimum
+size below the start's found (*floor*: judged by the same bars), and which thresholds each keep rule takes. The
 cases so far are written to ``--json`` after each one (a cut run keeps them); at the end, the mean
 held-out AP@0.5 / SEG of each keep rule.
 
