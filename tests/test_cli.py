@@ -1601,3 +1601,38 @@ def test_a_large_tiff_stack_goes_a_plane_at_a_time_into_ome_zarr_as_in_memory(
         == 0
     )
     assert "plane 3/3" not in capsys.readouterr().err and (out / "movie.zarr").is_dir()
+
+
+def test_train_partial_labels_trusts_only_the_marked_objects_and_their_surroundings(
+    tmp_path, folders, tiny_model_path, capsys, monkeypatch
+):
+    """Ground truth marking some cells: the unmarked ones are left out, not taught as background."""
+    import napari_unet_loop.cli.train as cli_mod
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.edits import labelled_region
+
+    images, labels = folders
+    for f in labels.glob("*.tif"):  # erase every other object: the file marks half the nuclei
+        lab = tifffile.imread(f)
+        lab[np.isin(lab, np.unique(lab)[2::2])] = 0
+        tifffile.imwrite(f, lab)
+    seen = {}
+    real = cli_mod.iter_train
+
+    def spy(net, train, val, *a, **k):
+        seen["train"], seen["val"] = train, val
+        return real(net, train, val, *a, **k)
+
+    monkeypatch.setattr(cli_mod, "iter_train", spy)
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    assert main([*args, "--patch", "64", "--batch", "2", "--partial-labels", "--val-fraction", "0.3"]) == 0
+    for s in seen["train"]:  # the whole images, their validation stripes ignored too
+        assert s.ignore is not None and s.ignore[~labelled_region(s.labels, margin=40)].all()  # far: left out
+    for s in seen["val"]:
+        assert s.ignore is not None and s.ignore.any()
+        assert not (s.ignore & (s.labels > 0)).any()  # every marked pixel is scored
+    assert model_files.load(out).card.training["data"]["partial_labels"] is True
+    assert main([*args, "--patch", "64", "--batch", "2", "--overwrite"]) == 0  # without the flag: all pixels count
+    assert all(s.ignore is None or not s.ignore.any() for s in seen["val"])
+    assert "partial_labels" not in model_files.load(out).card.training["data"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_unet_loop.core.edits import changed_mask, changed_objects
+from napari_unet_loop.core.edits import changed_mask, changed_objects, labelled_region
 from napari_unet_loop.core.metrics import correction_agreement
 
 
@@ -48,3 +48,16 @@ def test_the_count_is_what_the_before_after_comparison_judges():
     current[current == 3] = 0  # 3 erased
     judged = correction_agreement(original, current, current)
     assert changed_objects(original, current) == judged.n_fixed + judged.n_removed == 3
+
+
+def test_labelled_region_is_the_marked_objects_and_a_ring_of_half_their_diameter():
+    labels = np.zeros((100, 100), np.int32)
+    yy, xx = np.mgrid[:100, :100]
+    labels[(yy - 30) ** 2 + (xx - 30) ** 2 <= 10**2] = 1  # diameter about 20 px: a ring of 10
+    labels[(yy - 70) ** 2 + (xx - 70) ** 2 <= 10**2] = 2
+    region = labelled_region(labels)
+    assert region[labels > 0].all()
+    assert region[30, 49] and not region[30, 52]  # 19 px from the centre: 9 outside the edge; 22 px: out
+    assert not region[5, 95] and not region[95, 5]  # far from both
+    assert labelled_region(labels, margin=0).sum() == (labels > 0).sum()
+    assert not labelled_region(np.zeros((8, 8), np.int32)).any()  # nothing marked: nothing trusted

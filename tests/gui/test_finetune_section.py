@@ -11,7 +11,7 @@ from napari_unet_loop.core import kind_weights, model_files
 from napari_unet_loop.gui import finetune_section as ft_mod
 from napari_unet_loop.gui import segment_output, training_data
 from napari_unet_loop.gui import widget as widget_mod
-from napari_unet_loop.gui.finetune_section import REGION_EDITED, REGION_SHAPES, START_SCRATCH
+from napari_unet_loop.gui.finetune_section import REGION_EDITED, REGION_LABELLED, REGION_SHAPES, START_SCRATCH
 from napari_unet_loop.gui.widget import UNetLoopWidget
 
 pytestmark = pytest.mark.gui
@@ -257,6 +257,25 @@ def test_edited_region_needs_edits(qtbot, setup, messages):
     reviewed = ~samples[0].ignore
     assert reviewed[20, 20] and not reviewed[115, 165]  # the edited object is reviewed, the other not
     assert 0 < reviewed.mean() < 0.2
+
+
+def test_labels_that_mark_only_some_objects_train_around_them(setup):
+    """*Reviewed: around the labelled objects*: an unmarked cell far from the marked ones is not background."""
+    viewer, w, ft = setup
+    shape = viewer.layers["cells"].data.shape
+    marked = np.zeros(shape, np.int32)
+    marked[10:30, 10:30] = 1
+    marked[100:130, 150:180] = 2
+    viewer.add_labels(marked, name="cells labels")
+    ft.reset_choices()
+    ft.region_combo.setCurrentText(REGION_LABELLED)
+    assert ft.region_combo.currentData() == ("labelled", None)
+    samples, _ = ft.build_samples(w.current_model())
+    trusted = ~samples[0].ignore
+    assert trusted[marked > 0].all() and trusted[20, 35]  # the objects and a ring around them
+    assert not trusted[70, 90] and not trusted[shape[0] - 1, 0]  # far from both: left out
+    ft.region_combo.setCurrentIndex(0)  # the whole image: every pixel counts
+    assert ft.build_samples(w.current_model())[0][0].ignore is None
 
 
 def test_a_folder_of_z_stacks_trains_on_its_annotated_planes(tmp_path, setup, messages):

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core import kind_weights, model_files
 from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
+from ..core.edits import labelled_region
 from ..core.finetune import (
     Scaled,
     augmentation,
@@ -98,11 +99,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if val_names is not None:
             train_pairs = [p for p in pairs if p[0].stem not in val_names]
             val_pairs = [p for p in pairs if p[0].stem in val_names]
-            train = _load_samples(train_pairs, model, args)
-            val = _load_samples(val_pairs, model, args)
+            train = _marked(_load_samples(train_pairs, model, args), args)
+            val = _marked(_load_samples(val_pairs, model, args), args)
             scaled = _network_scale([*train, *val], model, args, only_kind)
             return scaled.samples[: len(train)], scaled.samples[len(train) :], scaled
-        scaled = _network_scale(_load_samples(pairs, model, args), model, args, only_kind)
+        scaled = _network_scale(_marked(_load_samples(pairs, model, args), args), model, args, only_kind)
         return *split_validation(scaled.samples, args.val_fraction, args.seed), scaled
 
     train, val, scaled = prepared(model)
@@ -194,7 +195,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             patches=extra.pop("patches", None),
             modality=model.card.modality,
             started=started,
-            data={"images": str(Path(args.images).resolve()), "labels": str(Path(args.labels).resolve())},
+            data={
+                "images": str(Path(args.images).resolve()),
+                "labels": str(Path(args.labels).resolve()),
+                **({"partial_labels": True} if getattr(args, "partial_labels", False) else {}),
+            },
             include=args.include,
             exclude=args.exclude,
             val_list=args.val_list,
@@ -285,6 +290,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f"; the new weights answer for {only_kind} images only, other images keep {parent}'s" if only_kind else "")
     )
     return 0
+
+
+def _marked(samples: list, args: argparse.Namespace) -> list:
+    """``--partial-labels``: each sample trusted only around its marked objects (``core.edits.labelled_region``)."""
+    if not getattr(args, "partial_labels", False):
+        return samples
+    for s in samples:
+        outside = ~labelled_region(s.labels)
+        s.ignore = outside if s.ignore is None else (s.ignore | outside)
+    return samples
 
 
 def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:

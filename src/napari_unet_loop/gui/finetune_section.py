@@ -61,7 +61,7 @@ from .layers import (
 )
 from .plot import LossPlot
 from .runs import FinetuneRun
-from .training_data import REGION_EDITED, REGION_SHAPES, REGION_WHOLE, TrainingData
+from .training_data import REGION_EDITED, REGION_LABELLED, REGION_SHAPES, REGION_WHOLE, TrainingData
 
 if TYPE_CHECKING:
     from .session import Session
@@ -241,6 +241,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         # item data: (kind, Shapes layer name or None), read by the training data
         self.region_combo.addItem(REGION_WHOLE, ("whole", None))
         self.region_combo.addItem(REGION_EDITED, ("edited", None))
+        self.region_combo.addItem(REGION_LABELLED, ("labelled", None))
         for layer in self.viewer.layers:
             if isinstance(layer, Shapes):
                 self.region_combo.addItem(REGION_SHAPES + layer.name, ("shapes", layer.name))

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QFileDialog
 from scipy import ndimage as ndi
 
 from ..core.axes import z_stack_of
-from ..core.edits import changed_objects, correction_weight, edited_region
+from ..core.edits import changed_objects, correction_weight, edited_region, labelled_region
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
 from ..core.modality import ModalityReport, detect, doubt_note, input_modality, settle_doubt
@@ -43,6 +43,7 @@ from .layers import (
 # kind one of "whole", "edited", "shapes"
 REGION_WHOLE = "whole image (all reviewed)"
 REGION_EDITED = "only what I edited or accepted (+ margin)"
+REGION_LABELLED = "around the labelled objects (they mark only some)"
 REGION_SHAPES = "inside Shapes layer: "
 
 
@@ -126,6 +127,8 @@ class TrainingData:
                 current = np.asarray(labels.data[index])
                 region |= ndi.binary_dilation(np.isin(current, accepted), iterations=4)
             return ~region, weight
+        if mode == "labelled":  # labels that mark some cells: the others are not background
+            return ~labelled_region(np.asarray(labels.data[index])), weight
         if mode == "shapes":
             if name not in self.viewer.layers:
                 raise InputError(f"the Shapes layer '{name}' is gone; choose another reviewed region")
