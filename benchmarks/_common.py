@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet_loop.core.edits import labelled_region
 from napari_unet_loop.core.finetune import (
     augmentation,
     preset,
@@ -140,6 +141,7 @@ def finetune(
     settle: bool = True,
     stain: float | None = None,
     retune_variants: dict[str, Callable[[PostprocessConfig], dict[str, Any]]] | None = None,
+    partial: bool = False,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -154,7 +156,8 @@ def finetune(
     stain mix on colour patches (``core.augment.mix_stains``). ``retune_variants`` names other threshold
     searches to judge on the same stripes, each a function of the starting thresholds that gives the
     candidate values it searches (``core.finetune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
-    what each would keep; the child keeps the shipped rule's.
+    what each would keep; the child keeps the shipped rule's. ``partial``: the labels mark only some
+    objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -166,7 +169,8 @@ def finetune(
         for name, img, lab, *weight in items:
             kind = input_modality(model, img)
             x = prepare_input(img, model.input_channels(kind), model.card.normalization, modality=kind)
-            samples.append(Sample(x, lab, weight=weight[0] if weight else None, name=name, kind=kind or ""))
+            ignore = ~labelled_region(lab) if partial else None
+            samples.append(Sample(x, lab, ignore, weight[0] if weight else None, name=name, kind=kind or ""))
         return samples
 
     samples = prepared(start)
