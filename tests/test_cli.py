@@ -1636,3 +1636,28 @@ def test_train_partial_labels_trusts_only_the_marked_objects_and_their_surroundi
     assert main([*args, "--patch", "64", "--batch", "2", "--overwrite"]) == 0  # without the flag: all pixels count
     assert all(s.ignore is None or not s.ignore.any() for s in seen["val"])
     assert "partial_labels" not in model_files.load(out).card.training["data"]
+
+
+def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cells(tmp_path, tiny_model_path, capsys):
+    """man_segNNN files (gold truth that may mark only some cells): --partial-labels by default, unless told."""
+    images, labels = tmp_path / "01", tmp_path / "01_GT" / "SEG"
+    images.mkdir()
+    labels.mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :96]
+    for t in range(2):
+        frame = np.random.default_rng(t).normal(10, 2, (96, 96)).astype(np.float32)
+        lab = np.zeros((96, 96), np.uint16)
+        for i, (cy, cx) in enumerate([(25, 25), (70, 60)], 1):
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 100
+            frame[disc] += 100
+            lab[disc] = i if i == 1 else 0  # the second cell is not marked
+        tifffile.imwrite(images / f"t00{t}.tif", frame)
+        tifffile.imwrite(labels / f"man_seg00{t}.tif", lab)
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
+    assert main([*args, "--patch", "32", "--batch", "2", "--no-tune"]) == 0
+    assert "Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells" in capsys.readouterr().err
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["data"]["partial_labels"] is True
+    assert main([*args, "--patch", "32", "--batch", "2", "--no-tune", "--overwrite", "--complete-labels"]) == 0
+    assert "may mark only some cells" not in capsys.readouterr().err
+    assert "partial_labels" not in json.loads(out.with_suffix(".json").read_text())["training"]["data"]

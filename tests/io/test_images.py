@@ -112,3 +112,10 @@ def test_a_zero_byte_file_is_called_empty(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(ReadError, match=r"empty \(0 bytes\)"):
         read_image(tmp_path / "x.png")
+
+
+def test_cell_tracking_challenge_gold_truth_is_told_by_its_name():
+    from napari_unet_loop.io.images import is_ctc_gold_truth
+
+    assert is_ctc_gold_truth("01_GT/SEG/man_seg013.tif") and is_ctc_gold_truth("man_seg_013.ome.tif")
+    assert not is_ctc_gold_truth("cells_masks.tif") and not is_ctc_gold_truth("man_track013.tif")

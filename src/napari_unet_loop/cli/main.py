@@ -174,11 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         "re-estimating helps only with many training images)",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
-    p.add_argument(
+    marks = p.add_mutually_exclusive_group()
+    marks.add_argument(
         "--partial-labels",
         action="store_true",
-        help="the label files mark only some of the objects (e.g. Cell Tracking Challenge gold truth): train and "
-        "validate only on the marked objects and a ring of background around them, not on unmarked cells",
+        default=None,
+        help="the label files mark only some of the objects: train and validate only on the marked objects and "
+        "a ring of background around them, not on unmarked cells (the default for Cell Tracking Challenge "
+        "man_segNNN files)",
+    )
+    marks.add_argument(
+        "--complete-labels",
+        dest="partial_labels",
+        action="store_false",
+        help="the label files mark every object (train on every pixel), also for man_segNNN files",
     )
     p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
     p.add_argument("--include", default=None, help="file of image names to use (others skipped)")

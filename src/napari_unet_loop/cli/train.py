@@ -33,7 +33,7 @@ from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
-from ..io.images import pair_files
+from ..io.images import is_ctc_gold_truth, pair_files
 from ..io.training import training_reports
 from ._common import CLIError, _fmt, _load_samples, _log, _read_list
 
@@ -82,6 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem not in exclude]
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
+    if getattr(args, "partial_labels", False) is None and all(is_ctc_gold_truth(p[1]) for p in pairs):
+        args.partial_labels = True
+        _log(
+            "the labels are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
+            "training on the marked cells and the background around them (--complete-labels: on every pixel)"
+        )
     if not 0 <= args.val_fraction < 1:
         raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if val_names is not None and not any(p[0].stem in val_names for p in pairs):
