@@ -40,7 +40,7 @@ from .layers import (
 )
 
 # texts of the reviewed-region choices; the items' data is ``(kind, Shapes layer name or None)``,
-# kind one of "whole", "edited", "shapes"
+# kind one of "whole", "edited", "labelled", "shapes"
 REGION_WHOLE = "whole image (all reviewed)"
 REGION_EDITED = "only what I edited or accepted (+ margin)"
 REGION_LABELLED = "around the labelled objects (they mark only some)"

@@ -240,8 +240,8 @@ _CTC_GOLD = re.compile(r"^man_seg[_-]?\d+$", re.IGNORECASE)
 def is_ctc_gold_truth(path: str | Path) -> bool:
     """Whether a label file is named as the Cell Tracking Challenge's gold segmentation truth (``man_segNNN``).
 
-    That truth marks only some of the cells of a frame (the challenge: "very limited cell instance
-    coverage"), so ``train`` reads such files as labels that mark only some objects.
+    That truth may mark only some of the cells of a frame (the challenge: "very limited cell instance
+    coverage"), so ``train`` reads such files as labels that mark only some objects unless told otherwise.
     """
     name = Path(path).name
     stem = name[: -len(".ome.tif")] if name.lower().endswith(".ome.tif") else Path(name).stem
