@@ -274,8 +274,15 @@ def test_labels_that_mark_only_some_objects_train_around_them(setup):
     trusted = ~samples[0].ignore
     assert trusted[marked > 0].all() and trusted[20, 35]  # the objects and a ring around them
     assert not trusted[70, 90] and not trusted[shape[0] - 1, 0]  # far from both: left out
+    # the report after re-segmenting: a cell found far from the marked ones is not counted as invented
+    found = marked.copy()
+    found[60:80, 80:100] = 3
+    new = viewer.add_labels(found, name="new")
+    report = ft.compare(viewer.layers["cells labels"], new)
+    assert "near the objects you marked (AP@0.5) 1.000" in report and "2 objects found near" in report
     ft.region_combo.setCurrentIndex(0)  # the whole image: every pixel counts
     assert ft.build_samples(w.current_model())[0][0].ignore is None
+    assert "(AP@0.5) 0.667" in ft.compare(viewer.layers["cells labels"], new)
 
 
 def test_a_folder_of_z_stacks_trains_on_its_annotated_planes(tmp_path, setup, messages):

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import kind_weights, model_files
-from ..core.edits import CORRECTION_WEIGHT
+from ..core.edits import CORRECTION_WEIGHT, labelled_region
 from ..core.finetune import (
     augmentation,
     one_kind_diameter,
@@ -62,6 +62,8 @@ from .layers import (
 from .plot import LossPlot
 from .runs import FinetuneRun
 from .training_data import REGION_EDITED, REGION_LABELLED, REGION_SHAPES, REGION_WHOLE, TrainingData
+
+NEAR_MARKED = " near the objects you marked"  # the report, when the labels mark only some objects
 
 if TYPE_CHECKING:
     from .session import Session
@@ -117,7 +119,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.region_combo = QComboBox()
         self.region_combo.setToolTip(
             "Which pixels the loss may trust. Outside the reviewed region pixels are ignored, so you can "
-            "fix one corner of a big image and train on it."
+            "fix one corner of a big image and train on it. 'Near labelled objects': your labels mark only "
+            "some cells, so only they and the background around them count (unmarked cells are not background)."
         )
         form.addRow("Reviewed", self.region_combo)
         self.weight_spin = FloatSpinBox(
@@ -570,7 +573,13 @@ class FineTuneSection(TrainingData, QGroupBox):
         parts = []
         corr = self.tracker.corrections(corrected)
         planes = list(corr) or [()]
-        after = [score(np.asarray(corrected.data[i]), np.asarray(new.data[i])) for i in planes]
+        # labels that mark only some cells: judged near the marked ones, and erasing is not saying "no cell"
+        some = (self.region_combo.currentData() or ("whole", None))[0] == "labelled"
+
+        def away(plane) -> np.ndarray | None:
+            return ~labelled_region(np.asarray(corrected.data[plane])) if some else None
+
+        after = [score(np.asarray(corrected.data[i]), np.asarray(new.data[i]), away(i)) for i in planes]
         n_true = sum(s.n_true for s in after)
         n_pred = sum(s.n_pred for s in after)
         ap_after = np.average([s.ap50 for s in after], weights=[max(s.n_true, 1) for s in after])
@@ -586,15 +595,15 @@ class FineTuneSection(TrainingData, QGroupBox):
                     f"{sum(a.n_fixed_found for a in new_ag)} right (the old one "
                     f"{sum(a.n_fixed_found for a in old_ag)})"
                 )
-            if n_removed:
+            if n_removed and not some:
                 parts.append(
                     f"of the {n_removed} object(s) you erased, it still finds "
                     f"{sum(a.n_removed_found for a in new_ag)} (the old one {sum(a.n_removed_found for a in old_ag)})"
                 )
-            parts.append(f"agreement with your labels (AP@0.5) {ap_after:.3f}")
+            parts.append(f"agreement with your labels{NEAR_MARKED if some else ''} (AP@0.5) {ap_after:.3f}")
         else:
-            parts.append(f"agreement with '{corrected.name}' (AP@0.5) {ap_after:.3f}")
-        parts.append(f"{n_pred} objects found, {n_true} in your labels")
+            parts.append(f"agreement with '{corrected.name}'{NEAR_MARKED if some else ''} (AP@0.5) {ap_after:.3f}")
+        parts.append(f"{n_pred} objects found{NEAR_MARKED if some else ''}, {n_true} in your labels")
         text = f"Re-segmented into '{new.name}': " + "; ".join(parts) + ". Your labels are unchanged."
         # the most telling number of a fine-tune: shown first, and as a notification
         self.result_label.setText(text + "\n" + self.result_label.text())

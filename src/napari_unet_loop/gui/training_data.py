@@ -43,7 +43,7 @@ from .layers import (
 # kind one of "whole", "edited", "labelled", "shapes"
 REGION_WHOLE = "whole image (all reviewed)"
 REGION_EDITED = "only what I edited or accepted (+ margin)"
-REGION_LABELLED = "around the labelled objects (they mark only some)"
+REGION_LABELLED = "near labelled objects (not every cell)"
 REGION_SHAPES = "inside Shapes layer: "
 
 
