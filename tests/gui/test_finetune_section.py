@@ -285,6 +285,36 @@ def test_labels_that_mark_only_some_objects_train_around_them(setup):
     assert "(AP@0.5) 0.667" in ft.compare(viewer.layers["cells labels"], new)
 
 
+def test_a_folder_of_cell_tracking_challenge_gold_truth_trains_near_its_marked_cells(tmp_path, setup, messages):
+    """man_segNNN files may mark only some cells: the dock says so and reads them as train does."""
+    import tifffile
+    from qtpy.QtCore import Qt
+
+    viewer, w, ft = setup
+    (tmp_path / "01").mkdir()
+    (tmp_path / "SEG").mkdir()
+    yy, xx = np.mgrid[:96, :96]
+    for t in range(2):
+        frame = np.random.default_rng(t).normal(10, 2, (96, 96)).astype(np.float32)
+        lab = np.zeros((96, 96), np.uint16)
+        for cy, cx in ((25, 25), (75, 70)):
+            frame[(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] += 100
+        lab[(yy - 25) ** 2 + (xx - 25) ** 2 <= 100] = 1  # the other cell is not marked
+        tifffile.imwrite(tmp_path / "01" / f"t00{t}.tif", frame)
+        tifffile.imwrite(tmp_path / "SEG" / f"man_seg00{t}.tif", lab)
+    assert ft.add_folders(tmp_path / "01", tmp_path / "SEG")
+    assert ft.region_combo.currentData() == ("labelled", None)
+    assert "may mark only some cells" in messages["info"][-1]
+    for i in range(ft.pairs_list.count()):  # the folder only
+        item = ft.pairs_list.item(i)
+        item.setCheckState(Qt.Checked if item.data(Qt.UserRole)[0] == "folder" else Qt.Unchecked)
+    samples, described = ft.build_samples(w.current_model())
+    assert len(samples) == 2 and all(s.ignore[75, 70] and not s.ignore[25, 25] for s in samples)
+    assert "trained near their labelled objects" in described["sources"][0]
+    ft.region_combo.setCurrentIndex(0)  # the user says they mark every cell
+    assert all(s.ignore is None for s in ft.build_samples(w.current_model())[0])
+
+
 def test_a_folder_of_z_stacks_trains_on_its_annotated_planes(tmp_path, setup, messages):
     """*Add folders...* reads files as ``train`` does: a Z stack gives one sample per annotated plane."""
     import tifffile

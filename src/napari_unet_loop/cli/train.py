@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core import kind_weights, model_files
 from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
-from ..core.edits import labelled_region
+from ..core.edits import trust_near_labels
 from ..core.finetune import (
     Scaled,
     augmentation,
@@ -300,12 +300,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _marked(samples: list, args: argparse.Namespace) -> list:
     """``--partial-labels``: each sample trusted only around its marked objects (``core.edits.labelled_region``)."""
-    if not getattr(args, "partial_labels", False):
-        return samples
-    for s in samples:
-        outside = ~labelled_region(s.labels)
-        s.ignore = outside if s.ignore is None else (s.ignore | outside)
-    return samples
+    return trust_near_labels(samples) if getattr(args, "partial_labels", False) else samples
 
 
 def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:

@@ -109,3 +109,15 @@ def labelled_region(labels: np.ndarray, margin: int | None = None) -> np.ndarray
         diameters = object_diameters(labels)
         margin = max(4, int(round(float(np.median(diameters)) / 2))) if diameters.size else 4
     return ndi.distance_transform_edt(~marked) <= margin  # a ring of ``margin`` pixels, round
+
+
+def trust_near_labels(samples: list) -> list:
+    """Training samples whose labels mark only some objects: each trusted only in its :func:`labelled_region`.
+
+    ``train --partial-labels`` and the dock's *near labelled objects* (folders too). Each sample's
+    ``ignore`` gains everything outside the region; the samples are changed in place and returned.
+    """
+    for s in samples:
+        outside = ~labelled_region(s.labels)
+        s.ignore = outside if s.ignore is None else (s.ignore | outside)
+    return samples

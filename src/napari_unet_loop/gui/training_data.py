@@ -18,14 +18,14 @@ from qtpy.QtWidgets import QFileDialog
 from scipy import ndimage as ndi
 
 from ..core.axes import z_stack_of
-from ..core.edits import changed_objects, correction_weight, edited_region, labelled_region
+from ..core.edits import changed_objects, correction_weight, edited_region, labelled_region, trust_near_labels
 from ..core.finetune import check_samples
 from ..core.image import InputError, prepare_input
 from ..core.modality import ModalityReport, detect, doubt_note, input_modality, settle_doubt
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from ..io.images import ReadError, pair_files
+from ..io.images import ReadError, is_ctc_gold_truth, pair_files
 from ..io.training import training_reports, training_samples
 from .layers import (
     META_KEY,
@@ -99,13 +99,20 @@ class TrainingData:
     def add_folders(self, images_dir: str | Path, labels_dir: str | Path) -> bool:
         """Add a folder pair of images and label files to the training data."""
         try:
-            n = len(pair_files(images_dir, labels_dir))
+            found = pair_files(images_dir, labels_dir)
         except ReadError as exc:
             show_error(str(exc))
             return False
         self._folders.append((Path(images_dir), Path(labels_dir)))
         self.reset_choices()
-        show_info(f"{n} image/label file pairs added from {Path(images_dir).name}")
+        note = ""
+        if all(is_ctc_gold_truth(lab) for _, lab in found):  # as train does with such files
+            self.region_combo.setCurrentText(REGION_LABELLED)
+            note = (
+                "; they are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
+                f"Reviewed is now '{REGION_LABELLED}' (choose 'whole image' if yours mark every cell)"
+            )
+        show_info(f"{len(found)} image/label file pairs added from {Path(images_dir).name}{note}")
         return True
 
     # ------------------------------------------------------------------ data
@@ -167,9 +174,13 @@ class TrainingData:
         for pair in pairs:
             if pair[0] == "folder":  # read as the command line's train reads them
                 _, images_dir, labels_dir = pair
-                n_before = len(samples)
-                samples.extend(training_samples(pair_files(images_dir, labels_dir), model, modality))
-                described.append(f"folder {images_dir} ({len(samples) - n_before} image(s) or plane(s))")
+                read = training_samples(pair_files(images_dir, labels_dir), model, modality)
+                some = (self.region_combo.currentData() or ("whole", None))[0] == "labelled"
+                samples.extend(trust_near_labels(read) if some else read)  # the other regions are for layers
+                described.append(
+                    f"folder {images_dir} ({len(read)} image(s) or plane(s)"
+                    + (", trained near their labelled objects)" if some else ")")
+                )
                 continue
             image_name, labels_name = pair
             for name, kind in ((image_name, Image), (labels_name, Labels)):
