@@ -106,7 +106,7 @@ class TrainingData:
         self._folders.append((Path(images_dir), Path(labels_dir)))
         self.reset_choices()
         note = ""
-        if all(is_ctc_gold_truth(lab) for _, lab in found):  # as train does with such files
+        if found and all(is_ctc_gold_truth(lab) for _, lab in found):  # as train does with such files
             self.region_combo.setCurrentText(REGION_LABELLED)
             note = (
                 "; they are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
