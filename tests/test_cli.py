@@ -1661,3 +1661,27 @@ def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cell
     assert main([*args, "--patch", "32", "--batch", "2", "--no-tune", "--overwrite", "--complete-labels"]) == 0
     assert "may mark only some cells" not in capsys.readouterr().err
     assert "partial_labels" not in json.loads(out.with_suffix(".json").read_text())["training"]["data"]
+
+
+def test_evaluate_partial_labels_scores_only_near_the_marked_objects(tmp_path, tiny_model_path, capsys, monkeypatch):
+    """Truth that marks some cells: a cell found far from them is neither right nor invented with the flag."""
+    import napari_unet_loop.cli.evaluate as ev
+
+    images, labels = tmp_path / "01", tmp_path / "SEG"
+    images.mkdir()
+    labels.mkdir()
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint16)
+    truth[(yy - 25) ** 2 + (xx - 25) ** 2 <= 100] = 1
+    tifffile.imwrite(images / "t000.tif", np.zeros((96, 96), np.float32))
+    tifffile.imwrite(labels / "man_seg000.tif", truth)
+    found = truth.copy()
+    found[(yy - 75) ** 2 + (xx - 70) ** 2 <= 100] = 2  # a cell the truth does not mark
+    monkeypatch.setattr(ev, "_segment_array", lambda *a, **k: (found, None, None))
+    args = ["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json", "--errors"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert (plain["ap50"], plain["n_pred"], plain["errors"]["invented"]) == (0.5, 2, 1)
+    assert main([*args, "--partial-labels"]) == 0
+    near = json.loads(capsys.readouterr().out)
+    assert (near["ap50"], near["n_pred"], near["errors"]["invented"], near["partial_labels"]) == (1.0, 1, 0, True)

@@ -314,6 +314,9 @@ def test_error_kinds_pool_over_images_and_planes_and_skip_unreviewed_objects():
     ignore = np.zeros(true.shape, bool)
     ignore[:, 18:32] = True  # the missed object was never reviewed
     assert error_kinds(true, pred, ignore=ignore).missed == 0
+    reviewed = error_kinds(true, pred, ignore=ignore)
+    stacked = error_kinds(np.stack([true, true]), np.stack([pred, pred]), np.stack([ignore, ignore]))
+    assert stacked == reviewed + reviewed  # a stack's ignore is split into planes too
     assert error_kinds(true, true) == ErrorCounts(found=len(np.unique(true)) - 1)
     assert error_kinds(np.zeros((5, 5), int), np.zeros((5, 5), int)) == ErrorCounts()
     with pytest.raises(ValueError, match="shape"):

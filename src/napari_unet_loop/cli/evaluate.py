@@ -6,9 +6,12 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 from ..core import model_files
 from ..core.axes import to_stack
 from ..core.device import resolve_device
+from ..core.edits import labelled_region
 from ..core.metrics import ErrorCounts, error_kinds, matching_planes, pool
 from ..core.modality import MODALITIES, detect
 from ..io.images import pair_files, read_image
@@ -31,7 +34,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         labels, _, _ = _segment_array(image, axes, model, args, device, pp)
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
-        counts, seg = matching_planes(truth, labels)  # a stack's objects are numbered per plane
+        away = _away_from_marked(truth) if args.partial_labels else None
+        counts, seg = matching_planes(truth, labels, ignore=away)  # a stack's objects are numbered per plane
         results.append((counts, seg))
         s = pool([(counts, seg)]).to_dict()
         entry = {"name": img_path.stem, **s}
@@ -41,7 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             by_kind.setdefault(kind, []).append((counts, seg))
             entry["kind"] = kind
         if args.errors:
-            e = error_kinds(truth, labels)
+            e = error_kinds(truth, labels, away)
             entry["errors"] = e.to_dict()
             for key in dict.fromkeys(["", kind]):
                 errors[key] = errors.get(key, ErrorCounts()) + e
@@ -54,6 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = pool(results).to_dict()
     report = {
         **summary,
+        **({"partial_labels": True} if args.partial_labels else {}),
         "model": model.name,
         "device": str(device),
         **_thresholds_record(model, pp),
@@ -83,3 +88,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.errors:
                 print(f"  {'':<12} errors: {errors[kind].summary()}")
     return 0
+
+
+def _away_from_marked(truth: np.ndarray) -> np.ndarray:
+    """``--partial-labels``: per plane, the pixels away from the marked objects (``core.edits.labelled_region``)."""
+    planes = truth.reshape(-1, *truth.shape[-2:])
+    return np.stack([~labelled_region(p) for p in planes]).reshape(truth.shape)

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also count the errors by kind: true objects missed, merged, split or badly outlined; "
         "predictions invented or extra pieces",
     )
+    p.add_argument(
+        "--partial-labels",
+        action="store_true",
+        help="the label files mark only some of the objects: score only near the marked ones (objects found "
+        "farther away are neither right nor invented); off by default, also for man_segNNN files",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -221,20 +221,27 @@ def _planes(true: np.ndarray, pred: np.ndarray):
 
 
 def matching_planes(
-    true: np.ndarray, pred: np.ndarray, thresholds: tuple[float, ...] = (0.5, 0.75)
+    true: np.ndarray,
+    pred: np.ndarray,
+    thresholds: tuple[float, ...] = (0.5, 0.75),
+    ignore: np.ndarray | None = None,
 ) -> tuple[dict[float, MatchCounts], SegCounts]:
     """:func:`matching` of a stack plane by plane (the last two axes), counts summed.
 
     Objects are numbered per plane in a segmented stack, so the same id in two planes
-    is two objects: matching the stack as one volume would merge them.
+    is two objects: matching the stack as one volume would merge them. ``ignore`` (the
+    shape of ``true``) is split into planes alike.
     """
     true = np.asarray(true)
     pred = np.asarray(pred)
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim <= 2:
-        return matching(true, pred, thresholds)
-    per_plane = [matching(t, p, thresholds) for t, p in _planes(true, pred)]
+        return matching(true, pred, thresholds, ignore=ignore)
+    ignores = [None] * (true.size // max(true.shape[-2] * true.shape[-1], 1))
+    if ignore is not None:
+        ignores = list(np.asarray(ignore).reshape(-1, *true.shape[-2:]))
+    per_plane = [matching(t, p, thresholds, ignore=ig) for (t, p), ig in zip(_planes(true, pred), ignores)]
     counts = {t: sum((c[t] for c, _ in per_plane[1:]), per_plane[0][0][t]) for t in thresholds}
     seg = sum((s for _, s in per_plane[1:]), per_plane[0][1])
     return counts, seg
@@ -315,7 +322,8 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
         Instance label images of the same shape; a stack (more than two axes) is sorted
         plane by plane, as :func:`matching_planes` scores it.
     ignore : numpy.ndarray, optional
-        Boolean mask of unreviewed pixels; true objects mostly inside it are left out.
+        Boolean mask of unreviewed pixels; true and predicted objects mostly inside it are left
+        out, as :func:`matching` leaves them out.
 
     Returns
     -------
@@ -326,9 +334,12 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim > 2:
-        return sum((error_kinds(t, p) for t, p in _planes(true, pred)), ErrorCounts())
+        planes = [None] * (true.size // max(true.shape[-2] * true.shape[-1], 1))
+        if ignore is not None:
+            planes = list(np.asarray(ignore).reshape(-1, *true.shape[-2:]))
+        return sum((error_kinds(t, p, ig) for (t, p), ig in zip(_planes(true, pred), planes)), ErrorCounts())
     if ignore is not None and ignore.any():
-        true = _drop_ignored(true, ignore)
+        true, pred = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
     ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
     nt, np_ = len(area_t), len(area_p)
     good = iou >= 0.5
