@@ -215,9 +215,11 @@ class Scores:
         return asdict(self)
 
 
-def _planes(true: np.ndarray, pred: np.ndarray):
-    """Pairs of true and predicted 2D planes (the last two axes) of two stacks of one shape."""
-    return zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]))
+def _planes(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None):
+    """``(true, predicted, ignored)`` 2D planes (the last two axes) of stacks of one shape (``None``: no ignore)."""
+    n = true.size // max(true.shape[-2] * true.shape[-1], 1)
+    ignores = [None] * n if ignore is None else np.asarray(ignore).reshape(-1, *true.shape[-2:])
+    return zip(true.reshape(-1, *true.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]), ignores)
 
 
 def matching_planes(
@@ -238,10 +240,7 @@ def matching_planes(
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim <= 2:
         return matching(true, pred, thresholds, ignore=ignore)
-    ignores = [None] * (true.size // max(true.shape[-2] * true.shape[-1], 1))
-    if ignore is not None:
-        ignores = list(np.asarray(ignore).reshape(-1, *true.shape[-2:]))
-    per_plane = [matching(t, p, thresholds, ignore=ig) for (t, p), ig in zip(_planes(true, pred), ignores)]
+    per_plane = [matching(t, p, thresholds, ignore=ig) for t, p, ig in _planes(true, pred, ignore)]
     counts = {t: sum((c[t] for c, _ in per_plane[1:]), per_plane[0][0][t]) for t in thresholds}
     seg = sum((s for _, s in per_plane[1:]), per_plane[0][1])
     return counts, seg
@@ -334,10 +333,7 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if true.ndim > 2:
-        planes = [None] * (true.size // max(true.shape[-2] * true.shape[-1], 1))
-        if ignore is not None:
-            planes = list(np.asarray(ignore).reshape(-1, *true.shape[-2:]))
-        return sum((error_kinds(t, p, ig) for (t, p), ig in zip(_planes(true, pred), planes)), ErrorCounts())
+        return sum((error_kinds(t, p, ig) for t, p, ig in _planes(true, pred, ignore)), ErrorCounts())
     if ignore is not None and ignore.any():
         true, pred = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
     ti, pi, inter, iou, area_t, area_p = overlap(true, pred)

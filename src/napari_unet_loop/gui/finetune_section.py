@@ -574,7 +574,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         corr = self.tracker.corrections(corrected)
         planes = list(corr) or [()]
         # labels that mark only some cells: judged near the marked ones, and erasing is not saying "no cell"
-        some = (self.region_combo.currentData() or ("whole", None))[0] == "labelled"
+        some = self.reviewed_choice()[0] == "labelled"
 
         def away(plane) -> np.ndarray | None:
             return ~labelled_region(np.asarray(corrected.data[plane])) if some else None

@@ -116,9 +116,13 @@ class TrainingData:
         return True
 
     # ------------------------------------------------------------------ data
+    def reviewed_choice(self) -> tuple[str, str | None]:
+        """The *Reviewed* choice: ``(kind, Shapes layer name or None)``, kind as in the texts above."""
+        return self.region_combo.currentData() or ("whole", None)
+
     def _region_masks(self, labels: Labels, index, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(ignore, weight)`` for one plane, from the reviewed-region choice and the corrections."""
-        mode, name = self.region_combo.currentData() or ("whole", None)
+        mode, name = self.reviewed_choice()
         corr = self.tracker.corrections(labels).get(index)
         weight = None
         if corr is not None and self.weight_spin.value > 1:
@@ -171,11 +175,11 @@ class TrainingData:
         doubt = settle_doubt(reports, model.card.kind_in_doubt)
         model = model.reading_in_doubt_as(doubt)
         card = model.card
+        some = self.reviewed_choice()[0] == "labelled"  # labels that mark only some cells (folders too)
         for pair in pairs:
             if pair[0] == "folder":  # read as the command line's train reads them
                 _, images_dir, labels_dir = pair
                 read = training_samples(pair_files(images_dir, labels_dir), model, modality)
-                some = (self.region_combo.currentData() or ("whole", None))[0] == "labelled"
                 samples.extend(trust_near_labels(read) if some else read)  # the other regions are for layers
                 described.append(
                     f"folder {images_dir} ({len(read)} image(s) or plane(s)"
