@@ -19,7 +19,6 @@ from napari_unet_loop.core.finetune import (
     augmentation,
     preset,
     record_sizes,
-    retune,
     start_kind,
     start_model,
     to_network_scale,
@@ -29,6 +28,7 @@ from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
 from napari_unet_loop.core.model_files import Model
 from napari_unet_loop.core.postprocess import PostprocessConfig
+from napari_unet_loop.core.retune import retune
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import segment
@@ -155,7 +155,7 @@ def finetune(
     detection's line, as before ``kind_in_doubt`` (an experiment). ``stain`` replaces the preset's
     stain mix on colour patches (``core.augment.mix_stains``). ``retune_variants`` names other threshold
     searches to judge on the same stripes, each a function of the starting thresholds that gives the
-    candidate values it searches (``core.finetune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
+    candidate values it searches (``core.retune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
     what each would keep; the child keeps the shipped rule's. ``partial``: the labels mark only some
     objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     """
@@ -315,8 +315,8 @@ def stripe_band(trained_ignore: np.ndarray) -> tuple[int, int, int]:
 
 
 def objects_scored(truths: list[np.ndarray], ignores: list[np.ndarray | None] | None = None) -> int:
-    """The validation objects of saved labels (``core.finetune.validation_objects``)."""
-    from napari_unet_loop.core.finetune import validation_objects
+    """The validation objects of saved labels (``core.retune.validation_objects``)."""
+    from napari_unet_loop.core.retune import validation_objects
 
     ignores = ignores or [None] * len(truths)
     return validation_objects([Sample(np.zeros((1, *t.shape), np.float32), t, i) for t, i in zip(truths, ignores)])

@@ -39,7 +39,7 @@ Each run takes the path of ``napari-unet-loop train --from default`` then ``eval
 the same core functions: k annotated images read as the model reads them, rescaled to the
 model's object diameter (measured on the labels: ``core.finetune.to_network_scale``), a 15 %
 validation stripe of each (keep-best), the shared fine-tune preset for ``--minutes``,
-thresholds re-tuned on the stripes and kept when the gain beats the noise (``core.finetune.retune``),
+thresholds re-tuned on the stripes and kept when the gain beats the noise (``core.retune.retune``),
 the child's object sizes recorded; then the held-out
 images are segmented as ``segment`` does (``core.segment.segment``: rescaled by the child's
 default diameter) and scored (AP@0.5, SEG, pooled). ``--no-rescale`` rows repeat the run as the

@@ -1,11 +1,11 @@
 """Re-tuning after a fine-tune: thresholds proposed on all the annotations, verified on the stripe.
 
-The shipped re-tune (``core.finetune.retune``) searches the thresholds on the validation stripe
+The shipped re-tune (``core.retune.retune``) searches the thresholds on the validation stripe
 alone: a handful of objects on small frames, so the search follows their noise. The alternative
 measured here: the search runs on all the annotated pixels (the trained region, which the network
 has seen, and the stripe), where there are 2-5 times more objects, and the stripe, which the
 network has not seen, only verifies what it found with the shipped keep rule
-(``core.finetune.judge``); when that fails, the shipped stripe search decides as before.
+(``core.retune.judge``); when that fails, the shipped stripe search decides as before.
 Rules scored, each on the same trained network:
 
 * ``stripe``: the shipped rule, search and verdict on the stripe;
@@ -51,7 +51,6 @@ from _common import (
     stripe_band,
     watched_finetune,
 )
-from napari_unet_loop.core.finetune import Retuned, judge
 from napari_unet_loop.core.postprocess import (
     DIST_SIGMAS,
     FG_THRESHOLDS,
@@ -62,6 +61,7 @@ from napari_unet_loop.core.postprocess import (
     paired_gain_se,
     tune,
 )
+from napari_unet_loop.core.retune import Retuned, judge
 from napari_unet_loop.core.scale import postprocess_at, resize
 
 CASES = [f"{s}:{k}:0" for s in ("dic-frames", "isbi", "phc-isbi") for k in (1, 2, 5)]

@@ -2,7 +2,7 @@
 
 After a fine-tune, the dock and ``train`` search the post-processing thresholds again on the
 validation stripe (best AP@0.5, then among its equals the best SEG) and keep what the search found
-only when its gain clears a bar (``core.finetune.retune``). On a stripe of 1 to 100 objects a
+only when its gain clears a bar (``core.retune.retune``). On a stripe of 1 to 100 objects a
 search finds gains that do not carry over, so the bar decides whether a fine-tune helps or hurts
 the user's next images. Each case is one fine-tune (a step budget: the same weights on a busy
 machine or an idle one):

@@ -1,7 +1,7 @@
 """Re-tuning on the validation stripe cut out alone (shipped) or in its surroundings: held-out AP@0.5 / SEG.
 
 A stripe cut out of a small frame cuts most of its objects at its edges, and the threshold
-search after a fine-tune (``core.finetune.retune``) then scores fragments that whole images do
+search after a fine-tune (``core.retune.retune``) then scores fragments that whole images do
 not have. The alternative measured here: the validation sample is the stripe *in its
 surroundings* (every object its pixels touch, whole, plus 16 px of image, at most twice the
 stripe's width on each side), the surroundings ignored, so an object counts when it lies mostly in
@@ -35,8 +35,8 @@ from _common import (
     stripe_band,
     watched_finetune,
 )
-from napari_unet_loop.core.finetune import judge
 from napari_unet_loop.core.postprocess import PostprocessConfig, tune
+from napari_unet_loop.core.retune import judge
 from napari_unet_loop.core.sampling import Sample
 
 CONTEXT_PX = 16

@@ -22,7 +22,6 @@ from ..core.finetune import (
     one_kind_diameter,
     preset,
     record_sizes,
-    retune,
     start_kind,
     start_model,
     to_network_scale,
@@ -30,6 +29,7 @@ from ..core.finetune import (
 )
 from ..core.image import InputError
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
+from ..core.retune import retune
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig

@@ -7,7 +7,8 @@ import json
 
 from ..core import model_files
 from ..core.device import resolve_device
-from ..core.finetune import to_network_scale, tuning_noise, validation_objects
+from ..core.finetune import to_network_scale
+from ..core.retune import tuning_noise, validation_objects
 from ..io.images import pair_files
 from ._common import CLIError, _load_samples, _log, _read_list
 

@@ -4,20 +4,17 @@ One home for what a user does not choose, so ``napari-unet-loop train --from def
 the dock's Fine-tune does: the presets (same patch, batch, learning rate, normalisation statistics,
 augmentation, validation interval; from scratch, the batch and learning rate of the shipped
 model's first stage, plus a light blur), the checks that refuse data that cannot teach, the
-samples brought to the network's object size and the sizes recorded in the new card, the threshold
-re-tuning rule, and the card's training record.
+samples brought to the network's object size and the sizes recorded in the new card, and the
+card's training record. The threshold re-tuning rule that ends a fine-tune is :mod:`.retune`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .augment import AugmentConfig
 from .image import InputError
@@ -336,124 +333,6 @@ def record_sizes(card: ModelCard, scaled: Scaled) -> None:
     card.default_diameter = d
 
 
-@dataclass
-class Retuned:
-    """Thresholds after a training run (what :func:`retune` returns).
-
-    Attributes
-    ----------
-    postprocess : PostprocessConfig
-        The thresholds to keep: the re-tuned ones when their gain cleared the bar, else the start's.
-    before, after : float
-        Validation AP@0.5 with the starting and with the re-tuned thresholds.
-    noise : float
-        One standard error of AP@0.5 on the validation objects.
-    kept : bool
-        Whether the re-tuned thresholds were kept.
-    n_objects : int
-        Validation objects.
-    trust : float
-        The starting model's validation AP@0.5 before training (``TrainResult.trust``).
-    found : PostprocessConfig or None
-        The thresholds the search found, kept or not.
-    seg_before, seg_after : float
-        Validation SEG (mean IoU of the true objects) with the starting and the re-tuned thresholds.
-    seg_noise : float
-        One standard error of the SEG gain, from the per-object differences (paired).
-    by_ap50 : PostprocessConfig or None
-        What the search by AP@0.5 alone found, before SEG chose among its equals.
-    reach : PostprocessConfig or None
-        The starting thresholds with only the foreground threshold moved to the best SEG at the
-        start's AP@0.5 (``Tuned.reach``).
-    reach_seg, reach_seg_noise : float
-        Its validation SEG, and one standard error of its SEG gain (paired).
-    """
-
-    postprocess: Any
-    before: float
-    after: float
-    noise: float
-    kept: bool
-    n_objects: int
-    trust: float = 0.0
-    found: Any = None
-    seg_before: float = math.nan
-    seg_after: float = math.nan
-    seg_noise: float = math.inf
-    by_ap50: Any = None
-    reach: Any = None
-    reach_seg: float = math.nan
-    reach_seg_noise: float = math.inf
-
-    @property
-    def bar(self) -> float:
-        """The AP@0.5 gain the re-tuned thresholds had to beat: ``noise x (1 + trust)``."""
-        return self.noise * (1.0 + self.trust)
-
-    @property
-    def seg_bar(self) -> float:
-        """The SEG gain that keeps them without such an AP@0.5 gain: ``seg_noise x (1 + trust)``."""
-        return self.seg_noise * (1.0 + self.trust)
-
-    @property
-    def for_ap50(self) -> bool:
-        """Whether the AP@0.5 gain clears its bar."""
-        return self.after - self.before > self.bar
-
-    @property
-    def for_seg(self) -> bool:
-        """Whether, at no loss of AP@0.5, the SEG gain clears its bar (masks the size of the annotations)."""
-        return self.after >= self.before and self.seg_after - self.seg_before > self.seg_bar
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record for the model card's ``metrics["threshold_tuning"]``."""
-
-        def r4(x: float) -> float | None:
-            return round(float(x), 4) if math.isfinite(x) else None
-
-        return {
-            "ap50_before": self.before,
-            "ap50_after": self.after,
-            "noise": round(self.noise, 4),
-            "trust": round(self.trust, 4),
-            "bar": round(self.bar, 4),
-            "seg_before": r4(self.seg_before),
-            "seg_after": r4(self.seg_after),
-            "seg_noise": r4(self.seg_noise),
-            "seg_bar": r4(self.seg_bar),
-            "validation_objects": self.n_objects,
-            "kept": self.kept,
-            "found": None if self.found is None else self.found.to_dict(),
-            "found_by_ap50": None if self.by_ap50 is None else self.by_ap50.to_dict(),
-            "found_for_reach": None if self.reach is None else self.reach.to_dict(),
-            "reach_seg": r4(self.reach_seg),
-            "reach_seg_noise": r4(self.reach_seg_noise),
-            "on": "validation data",
-        }
-
-    def verdict(self) -> str:
-        """One line for the user: which thresholds were kept, and why."""
-        if self.kept and self.for_ap50:
-            return f"kept the re-tuned thresholds (gain {self.after - self.before:+.3f} > {self.bar:.3f})"
-        if self.kept:
-            return (
-                f"kept the re-tuned thresholds: the masks fit the annotations better (SEG "
-                f"{self.seg_before:.3f} -> {self.seg_after:.3f}, gain > {self.seg_bar:.3f}; AP50 "
-                f"{self.before:.3f} -> {self.after:.3f})"
-            )
-        if self.n_objects == 0:
-            return "kept the starting thresholds: no validation object to judge a gain by"
-        why = f"the gain ({self.after - self.before:+.3f}) is within the noise of {self.n_objects} validation objects"
-        if self.trust > 0:
-            why += (
-                f" (+-{self.noise:.3f}, x{1 + self.trust:.2f} because the starting model already scored "
-                f"{self.trust:.2f} on them)"
-            )
-        else:
-            why += f" (+-{self.noise:.3f})"
-        return "kept the starting thresholds: " + why
-
-
 def start_kind(samples: Sequence[Sample]) -> str | None:
     """The imaging kind a fine-tune starts from: the kind most of its images are.
 
@@ -587,120 +466,3 @@ def one_kind_diameter(
             "object size unset, or fine-tune a model of its own"
         )
     return d
-
-
-def tuning_noise(ap50: float, n_objects: int) -> float:
-    """One standard error of an AP@0.5 measured on ``n_objects`` objects: ``sqrt(p (1 - p) / n)``.
-
-    ``p`` is held within [0.1, 0.9], so a near-perfect or near-zero score still has some noise.
-
-    Examples
-    --------
-    >>> round(tuning_noise(0.5, 100), 3)
-    0.05
-    """
-    if n_objects <= 0:
-        return math.inf
-    p = min(max(float(ap50), 0.1), 0.9)
-    return math.sqrt(p * (1.0 - p) / n_objects)
-
-
-def validation_objects(samples: Sequence[Sample]) -> int:
-    """Objects in validation samples (those mostly in reviewed pixels, as validation scores them)."""
-    from .metrics import _drop_ignored
-
-    n = 0
-    for s in samples:
-        labels = s.labels if s.ignore is None or not s.ignore.any() else _drop_ignored(s.labels, s.ignore)
-        n += int(np.unique(labels[labels > 0]).size)
-    return n
-
-
-def retune(
-    net: Any,
-    val: Sequence[Sample],
-    device: Any,
-    start: Any,
-    precision: str = "auto",
-    trust: float = 0.0,
-    **search: Any,
-) -> Retuned:
-    """Re-tune the thresholds on the validation samples; keep them only when the gain clears the bar.
-
-    The dock's Fine-tune and ``train`` both end with this. On a few validation objects a
-    threshold search finds gains that do not carry over to new images, so the re-tuned
-    thresholds replace the starting ones only when their validation gain exceeds one standard
-    error of AP@0.5 on that many objects (:func:`tuning_noise`) times ``1 + trust``: the starting
-    thresholds were chosen on many images, and the better the starting model already did on
-    these validation objects, the more of that evidence they carry. On a new kind of image
-    (trust near 0) the bar is the noise alone, as the anchor's pull is near 0 there. Measured on
-    39 fine-tunes (``benchmarks/bench_retune.py``, docs/model.md): mean held-out AP@0.5 0.678 with
-    the noise alone as the bar, 0.682 with this one, 0.685 for an oracle. It turned down the
-    thresholds of four one-image fine-tunes of kinds the model knew, all of which would have lost
-    (0.009 to 0.105), and none of the EM-cell runs, where re-tuning gained 0.14 to 0.26.
-
-    AP@0.5 counts the objects found, not how far their masks reach: among the settings of the
-    best AP@0.5 the search takes the best SEG, and the re-tuned thresholds are also kept when, at
-    no loss of AP@0.5, their SEG gain exceeds one standard error of the per-object gain times
-    ``1 + trust`` (:attr:`Retuned.seg_bar`). So a user whose masks reach further than the model's
-    gets masks of that size, where AP@0.5 on a few objects is already at its top. Measured on 38
-    fine-tunes (``benchmarks/bench_retune.py``): held-out AP@0.5 / SEG 0.699 / 0.703 by AP@0.5
-    alone, 0.702 / 0.707 this way; on small DIC frames 0.709 / 0.759 -> 0.727 / 0.768.
-
-    Parameters
-    ----------
-    net : UNet
-        The trained network.
-    val : sequence of Sample
-        Validation samples (non-empty).
-    device : torch.device or str
-        Where to run the network.
-    start : PostprocessConfig
-        The thresholds the run started with.
-    precision : str
-        Autocast precision.
-    trust : float
-        The starting model's validation AP@0.5 before training (``TrainResult.trust``; 0 to
-        judge by the noise alone).
-    **search
-        Candidate values of the settings searched, instead of the defaults
-        (:func:`.postprocess.tune`'s ``fg_thresholds``, ``min_sizes``, ...).
-
-    Returns
-    -------
-    Retuned
-        The thresholds to keep and the evidence.
-    """
-    from .train import tune_thresholds
-
-    t = tune_thresholds(net, val, device, start, precision, **search)
-    return judge(t, validation_objects(val), start, trust)
-
-
-def judge(t: Any, n: int, start: Any, trust: float = 0.0) -> Retuned:
-    """Keep what a threshold search found only when its gain clears the bar (the rule of :func:`retune`).
-
-    Parameters
-    ----------
-    t : Tuned
-        What the search on the validation samples found (:func:`.postprocess.tune`).
-    n : int
-        Validation objects (:func:`validation_objects`).
-    start : PostprocessConfig
-        The thresholds the run started with.
-    trust : float
-        The starting model's validation AP@0.5 before training (NaN: 0).
-
-    Returns
-    -------
-    Retuned
-        The thresholds to keep and the evidence.
-    """
-    trust = min(max(float(trust), 0.0), 1.0) if math.isfinite(trust) else 0.0
-    judged = Retuned(
-        start, float(t.start_ap50), float(t.ap50), tuning_noise(t.start_ap50, n), False, n, trust, t.config,
-        float(t.start_seg), float(t.seg), t.seg_gain_se, t.by_ap50, t.reach, float(t.reach_seg), t.reach_seg_se,
-    )  # fmt: skip
-    if judged.for_ap50 or judged.for_seg:  # the bars' one formula each: Retuned.bar and Retuned.seg_bar
-        judged.postprocess, judged.kept = t.config, True
-    return judged

@@ -220,7 +220,7 @@ class TrainResult:
     trust : float
         The starting weights' validation AP@0.5 (0 without validation data): how well the model
         the run started from already did on the user's data. The anchor's pull and the bar that
-        re-tuned thresholds must clear (``core.finetune.retune``) both grow with it.
+        re-tuned thresholds must clear (``core.retune.retune``) both grow with it.
     """
 
     baseline: dict[str, float] | None

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.finetune import Retuned, retune
 from ..core.postprocess import PostprocessConfig
+from ..core.retune import Retuned, retune
 from ..core.sampling import Sample
 from ..core.train import TrainConfig, TrainEvent, TrainingError, TrainResult, iter_train
 from ._segment_worker import Failure
@@ -48,7 +48,7 @@ def train_in_worker(
     Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
     with a message; the network handed in is then unchanged. After training, the
     thresholds are re-tuned for the new weights on the validation samples (see
-    :func:`~napari_unet_loop.core.finetune.retune`).
+    :func:`~napari_unet_loop.core.retune.retune`).
     """
     try:
         result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)

@@ -1,0 +1,110 @@
+"""The threshold re-tune that ends a fine-tune (``core.retune``)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_unet_loop.core import retune
+from napari_unet_loop.core.sampling import Sample
+
+
+def test_validation_objects_counts_what_validation_scores():
+    """An object mostly in unreviewed pixels is left out of the scores, so it does not shrink the noise bar."""
+
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 5:15] = 1  # reviewed
+    labels[5:15, 25:35] = 2  # 30 of 100 pixels unreviewed: scored
+    labels[5:15, 45:55] = 3  # 70 of 100 pixels unreviewed: not scored
+    ignore = np.zeros(labels.shape, bool)
+    ignore[5:15, 32:35] = True
+    ignore[5:15, 48:] = True
+    sample = Sample(np.zeros((1, 40, 60), np.float32), labels, ignore)
+    assert retune.validation_objects([sample]) == 2
+    assert retune.validation_objects([Sample(np.zeros((1, 40, 60), np.float32), labels)]) == 3
+
+
+def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypatch, discs):
+    from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.5, 0.5, 8), PostprocessConfig(0.6, 0.4, 16)
+    assert retune.validation_objects(val) == labels.max() == 9
+    noise = retune.tuning_noise(0.5, 9)
+    assert noise == pytest.approx((0.25 / 9) ** 0.5)
+    assert retune.tuning_noise(1.0, 100) == pytest.approx((0.09 / 100) ** 0.5)  # never zero
+    # trust: the starting model's validation AP@0.5 raises the bar to noise x (1 + trust)
+    for gain, trust, kept in (
+        (noise * 0.9, 0.0, False),
+        (noise * 1.1, 0.0, True),
+        (noise * 1.1, 0.8, False),  # a model that already did well: its thresholds stay
+        (noise * 1.9, 0.8, True),
+        (noise * 1.1, float("nan"), True),  # no measure of trust: the noise alone
+    ):
+        monkeypatch.setattr(
+            "napari_unet_loop.core.train.tune_thresholds",
+            lambda *a, g=gain, **k: Tuned(found, 0.5 + g, 0.7, 0.5, 0.7, 0.01, 9, found, 20),
+        )
+        r = retune.retune(None, val, "cpu", start, trust=trust)
+        assert r.kept is kept and r.postprocess == (found if kept else start)
+        assert r.found == found and r.to_dict()["found"] == found.to_dict()  # what the search proposed, kept or not
+        assert r.to_dict()["validation_objects"] == 9 and r.to_dict()["kept"] is kept
+        assert ("starting thresholds" in r.verdict()) is not kept
+        assert ("already scored 0.80" in r.verdict()) is (trust == 0.8 and not kept)
+
+
+def test_retuned_thresholds_that_fit_the_masks_better_are_kept_at_no_loss_of_ap50(monkeypatch, discs):
+    """AP@0.5 at its top on a few objects: a SEG gain beyond its paired noise keeps the thresholds."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig, Tuned
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.85, 0.5, 24), PostprocessConfig(0.65, 0.5, 24)
+    for ap_after, seg_after, se, trust, kept in (
+        (1.0, 0.85, 0.01, 0.0, True),  # SEG +0.03 > 0.01: masks the size of the annotations
+        (1.0, 0.85, 0.02, 0.6, False),  # the bar grows with trust: 0.032
+        (1.0, 0.825, 0.01, 0.0, False),  # +0.005: within the noise
+        (0.9, 0.90, 0.01, 0.0, False),  # a SEG gain that costs AP@0.5 is not one
+        (1.0, 0.90, float("inf"), 0.0, False),  # one object: no measure of the noise
+    ):
+        monkeypatch.setattr(
+            "napari_unet_loop.core.train.tune_thresholds",
+            lambda *a, t=Tuned(found, ap_after, seg_after, 1.0, 0.82, se, 9, start, 30), **k: t,
+        )
+        r = retune.retune(None, val, "cpu", start, trust=trust)
+        assert (r.kept, r.for_seg, r.for_ap50) == (kept, kept, False)
+        assert r.postprocess == (found if kept else start)
+        assert ("masks fit the annotations better (SEG 0.820 -> 0.850" in r.verdict()) is kept
+        record = r.to_dict()
+        assert record["seg_before"] == 0.82 and record["seg_after"] == round(seg_after, 4)
+        assert record["seg_noise"] == (None if se == float("inf") else se)
+        json.dumps(record)  # the card's record stays JSON (no inf)
+
+
+def test_retune_searches_the_candidate_values_it_is_given(monkeypatch, discs):
+    """``search`` narrows the threshold search (bench_retune's variants); the bar judges what it finds."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig, tune
+
+    labels = discs((96, 96), 6, radius=(6, 8))
+    fg = (labels > 0).astype(np.float32)
+    maps = [(fg, fg)]
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.tune_thresholds",
+        lambda net, val, device, start, precision, **search: tune(maps, [labels], start=start, **search),
+    )
+    val = [Sample(np.zeros((1, 96, 96), np.float32), labels)]
+    start = PostprocessConfig(0.5, 0.5, 500)  # drops every object: the search lowers the minimum size
+    free = retune.retune(None, val, "cpu", start)
+    narrowed = retune.retune(None, val, "cpu", start, min_sizes=(400, 600))
+    assert free.kept and free.found.min_size < 200 and free.after == 1.0
+    assert narrowed.found.min_size in (400, 500, 600) and narrowed.after < free.after
+
+
+def test_the_verdict_without_validation_objects_says_so():
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.retune import Retuned, tuning_noise
+
+    r = Retuned(PostprocessConfig(), 0.0, 0.0, tuning_noise(0.0, 0), False, 0, 0.5, PostprocessConfig())
+    assert r.verdict() == "kept the starting thresholds: no validation object to judge a gain by"
+    assert "inf" not in r.verdict()
