@@ -145,3 +145,19 @@ def test_weights_for_one_kind_train_at_the_models_object_size_and_refuse_what_co
     model.card.modality = "none"
     with pytest.raises(InputError, match="does not detect each image's kind"):
         one_kind_diameter(model, samples("he"), "he", None)
+
+
+@pytest.mark.parametrize(
+    ("parent", "trained", "colour", "expected"),
+    [
+        ("auto", "auto", False, "auto"),
+        ("none", "none", False, "none"),
+        ("none", "brightfield", False, "auto"),
+        ("auto", "none", False, "none"),
+        ("auto", "auto", True, "none"),  # a grey model's colour network for H&E: its child reads colour as it is
+    ],
+)
+def test_finetuned_model_is_fed_as_it_was_trained(parent, trained, colour, expected):
+    from napari_unet_loop.core.finetune import finetuned_modality
+
+    assert finetuned_modality(parent, trained, colour) == expected

@@ -495,14 +495,6 @@ def test_stack_trains_only_on_corrected_planes(qtbot, make_napari_viewer_proxy, 
     assert ft._planes(layer, layout(viewer.layers["st"])) == [(1,)]
 
 
-@pytest.mark.parametrize(
-    ("parent", "trained", "expected"),
-    [("auto", "auto", "auto"), ("none", "none", "none"), ("none", "brightfield", "auto"), ("auto", "none", "none")],
-)
-def test_finetuned_model_is_fed_as_it_was_trained(parent, trained, expected):
-    assert ft_mod.finetuned_modality(parent, trained) == expected
-
-
 def test_training_samples_get_the_segmentation_input(qtbot, setup, messages, monkeypatch):
     from napari_unet_loop.core.image import prepare_input
 
@@ -678,16 +670,6 @@ def test_weights_for_this_kind_only_are_refused_for_a_model_that_does_not_detect
     ft.start_combo.value = "scratch"
     assert ft.start() is None
     assert "adds weights to a trained model" in messages["error"][-1]
-
-
-def test_evidence_note_warns_when_validation_rests_on_few_objects():
-    from napari_unet_loop.gui.finetune_section import MIN_VAL_OBJECTS, evidence_note
-
-    assert evidence_note(None) == ""
-    few = evidence_note(3)
-    assert "on 3 validation object(s)" in few and "too few to tell" in few
-    enough = evidence_note(MIN_VAL_OBJECTS)
-    assert "too few" not in enough and f"on {MIN_VAL_OBJECTS} validation" in enough
 
 
 def test_fine_tune_report_says_what_the_score_rests_on(qtbot, setup, messages, monkeypatch):

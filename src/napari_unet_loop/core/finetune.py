@@ -333,6 +333,39 @@ def record_sizes(card: ModelCard, scaled: Scaled) -> None:
     card.default_diameter = d
 
 
+def finetuned_modality(parent: str, trained: str, colour: bool = False) -> str:
+    """The modality setting of a model fine-tuned from a ``parent`` setting on ``trained`` input.
+
+    A model trained on the grey image as it is (``"none"``) must be fed it so; one trained
+    on converted images (bright nuclei on a dark background, whichever kind they came from)
+    keeps its parent's conversion, or detects each image (``"auto"``) when the parent had none.
+    A kind's own colour network of a grey parent (H&E) reads the image as it is, as
+    :meth:`.model_files.Model.for_kind` sets it: its child is a colour model, ``"none"``.
+
+    Parameters
+    ----------
+    parent : str
+        The parent card's ``modality``.
+    trained : str
+        What the training samples were converted with (``"auto"``, a kind or ``"none"``).
+    colour : bool
+        Whether the run trained the parent's colour network for one kind.
+
+    Returns
+    -------
+    str
+        The new card's ``modality``.
+
+    Examples
+    --------
+    >>> finetuned_modality("none", "brightfield"), finetuned_modality("auto", "auto", colour=True)
+    ('auto', 'none')
+    """
+    if colour or trained == "none":
+        return "none"
+    return parent if parent != "none" else "auto"
+
+
 def start_kind(samples: Sequence[Sample]) -> str | None:
     """The imaging kind a fine-tune starts from: the kind most of its images are.
 

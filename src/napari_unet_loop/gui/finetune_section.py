@@ -31,9 +31,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import kind_weights, model_files
-from ..core.edits import CORRECTION_WEIGHT, labelled_region
+from ..core.edits import CORRECTION_WEIGHT
 from ..core.finetune import (
     augmentation,
+    finetuned_modality,
     one_kind_diameter,
     preset,
     record_sizes,
@@ -43,7 +44,6 @@ from ..core.finetune import (
     training_record,
 )
 from ..core.image import InputError
-from ..core.metrics import correction_agreement, score
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.model_files import Model, ModelCard, ModelError
 from ..core.sampling import PatchSampler, split_validation
@@ -52,6 +52,7 @@ from ..core.unet import UNetConfig
 from ..io.images import ReadError
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
+from .finetune_report import evidence_note, resegment_report, size_note
 from .forms import add_rows
 from .layers import (
     HELPER,
@@ -62,8 +63,6 @@ from .layers import (
 from .plot import LossPlot
 from .runs import FinetuneRun
 from .training_data import REGION_EDITED, REGION_LABELLED, REGION_SHAPES, REGION_WHOLE, TrainingData
-
-NEAR_MARKED = " near the objects you marked"  # the report, when the labels mark only some objects
 
 if TYPE_CHECKING:
     from .session import Session
@@ -366,7 +365,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {where}: {len(train)} training and {len(val)} validation sample(s), "
-            f"{budget}{_size_note(scaled, model)}. You can keep annotating."
+            f"{budget}{size_note(scaled, model)}. You can keep annotating."
             + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
         )
         worker.start()
@@ -456,7 +455,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             name=name,
             architecture=UNetConfig.from_dict(run.net.config.to_dict()),
             normalization=parent.card.normalization,
-            modality="none" if colour else finetuned_modality(parent.card.modality, run.modality),
+            modality=finetuned_modality(parent.card.modality, run.modality, colour),
             kind_in_doubt=None if colour else run.described.get("kind_in_doubt", parent.card.kind_in_doubt),
             postprocess=postprocess,
             diameter=parent.card.diameter,
@@ -570,41 +569,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         """Before/after: how well the old and the new model's labels agree with the corrected labels."""
         if corrected is None or corrected.data.shape != new.data.shape:
             return ""
-        parts = []
-        corr = self.tracker.corrections(corrected)
-        planes = list(corr) or [()]
-        # labels that mark only some cells: judged near the marked ones, and erasing is not saying "no cell"
-        some = self.reviewed_choice()[0] == "labelled"
-
-        def away(plane) -> np.ndarray | None:
-            return ~labelled_region(np.asarray(corrected.data[plane])) if some else None
-
-        after = [score(np.asarray(corrected.data[i]), np.asarray(new.data[i]), away(i)) for i in planes]
-        n_true = sum(s.n_true for s in after)
-        n_pred = sum(s.n_pred for s in after)
-        ap_after = np.average([s.ap50 for s in after], weights=[max(s.n_true, 1) for s in after])
-        if corr:
-            # judged on what the user changed: the whole plane started as the old model's output
-            new_ag = [correction_agreement(o, c, np.asarray(new.data[i])) for i, (o, c) in corr.items()]
-            old_ag = [correction_agreement(o, c, o) for o, c in corr.values()]
-            n_fixed = sum(a.n_fixed for a in new_ag)
-            n_removed = sum(a.n_removed for a in new_ag)
-            if n_fixed:
-                parts.append(
-                    f"of the {n_fixed} object(s) you drew or reshaped, the new model gets "
-                    f"{sum(a.n_fixed_found for a in new_ag)} right (the old one "
-                    f"{sum(a.n_fixed_found for a in old_ag)})"
-                )
-            if n_removed and not some:
-                parts.append(
-                    f"of the {n_removed} object(s) you erased, it still finds "
-                    f"{sum(a.n_removed_found for a in new_ag)} (the old one {sum(a.n_removed_found for a in old_ag)})"
-                )
-            parts.append(f"agreement with your labels{NEAR_MARKED if some else ''} (AP@0.5) {ap_after:.3f}")
-        else:
-            parts.append(f"agreement with '{corrected.name}'{NEAR_MARKED if some else ''} (AP@0.5) {ap_after:.3f}")
-        parts.append(f"{n_pred} objects found{NEAR_MARKED if some else ''}, {n_true} in your labels")
-        text = f"Re-segmented into '{new.name}': " + "; ".join(parts) + ". Your labels are unchanged."
+        some = self.reviewed_choice()[0] == "labelled"  # labels that mark only some cells
+        report = resegment_report(corrected.data, new.data, self.tracker.corrections(corrected), some, corrected.name)
+        text = f"Re-segmented into '{new.name}': {report}. Your labels are unchanged."
         # the most telling number of a fine-tune: shown first, and as a notification
         self.result_label.setText(text + "\n" + self.result_label.text())
         show_info(text)
@@ -637,64 +604,6 @@ class FineTuneSection(TrainingData, QGroupBox):
         else:
             self.viewer.add_image(x[:, 0].numpy(), name=name, colormap="gray", metadata=meta)
         return self.viewer.add_labels(cls.numpy().astype(np.int32), name=f"{name} classes", opacity=0.4, metadata=meta)
-
-
-MIN_VAL_OBJECTS = 20  # fewer validation objects cannot tell a real gain from chance
-
-
-def evidence_note(n_objects: int | None) -> str:
-    """How much a validation score rests on, for the fine-tune report.
-
-    With ``n`` objects, AP@0.5 moves in steps of about ``1 / n``: under
-    :data:`MIN_VAL_OBJECTS` a change is as likely chance as progress.
-
-    Returns
-    -------
-    str
-        `` on N validation objects`` plus a warning when they are too few (empty when unknown).
-    """
-    if n_objects is None:
-        return ""
-    n = int(n_objects)
-    note = f" on {n} validation object(s)"
-    if n < MIN_VAL_OBJECTS:
-        note += (
-            " (too few to tell a real gain from chance: annotate more, or judge by the re-segmented image"
-            " and the report on your corrections)"
-        )
-    return note
-
-
-def finetuned_modality(parent: str, trained: str) -> str:
-    """The modality setting of a model fine-tuned from a ``parent`` setting on ``trained`` input.
-
-    A model trained on the grey image as it is (``"none"``) must be fed it so; one trained
-    on converted images (bright nuclei on a dark background, whichever kind they came from)
-    keeps its parent's conversion, or detects each image (``"auto"``) when the parent had none.
-
-    Parameters
-    ----------
-    parent : str
-        The parent card's ``modality``.
-    trained : str
-        What the training samples were converted with (``"auto"``, a kind or ``"none"``).
-
-    Returns
-    -------
-    str
-        The new card's ``modality``.
-    """
-    if trained == "none":
-        return "none"
-    return parent if parent != "none" else "auto"
-
-
-def _size_note(scaled, model: Model) -> str:
-    """``; objects 62 px, shown at 0.32x`` when the training images are rescaled."""
-    if scaled.diameter is None or scaled.factor == 1.0:
-        return ""
-    net = model.card.diameter
-    return f"; objects {scaled.diameter:.0f} px, shown to the network at {scaled.factor:.2g}x ({net:.0f} px)"
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -1,0 +1,54 @@
+"""The Fine-tune section's report text (``gui.finetune_report``): plain arrays, no viewer."""
+
+import numpy as np
+
+from napari_unet_loop.gui.finetune_report import MIN_VAL_OBJECTS, evidence_note, resegment_report
+
+
+def test_evidence_note_warns_when_validation_rests_on_few_objects():
+    assert evidence_note(None) == ""
+    few = evidence_note(3)
+    assert "on 3 validation object(s)" in few and "too few to tell" in few
+    enough = evidence_note(MIN_VAL_OBJECTS)
+    assert "too few" not in enough and f"on {MIN_VAL_OBJECTS} validation" in enough
+
+
+def _squares(*corners: tuple[int, int], shape=(80, 80), size=12) -> np.ndarray:
+    labels = np.zeros(shape, np.int32)
+    for i, (y, x) in enumerate(corners, 1):
+        labels[y : y + size, x : x + size] = i
+    return labels
+
+
+def test_the_report_judges_the_new_labels_on_what_the_user_changed():
+    """Drawn objects the new model gets right, erased ones it still finds, old and new side by side."""
+    old = _squares((5, 5), (5, 40), (40, 5))  # the old model's output
+    corrected = old.copy()
+    corrected[corrected == 3] = 0  # erased: not a cell
+    corrected[40:52, 40:52] = 4  # drawn: a cell the old model missed
+    new = corrected.copy()  # the new model learnt both
+    report = resegment_report(corrected, new, {(): (old, corrected)})
+    assert "of the 1 object(s) you drew or reshaped, the new model gets 1 right (the old one 0)" in report
+    assert "of the 1 object(s) you erased, it still finds 0 (the old one 1)" in report
+    assert "agreement with your labels (AP@0.5) 1.000" in report and "3 objects found, 3 in your labels" in report
+    assert "still finds 1" in resegment_report(corrected, old, {(): (old, corrected)})
+
+
+def test_labels_of_some_objects_are_judged_near_them_and_erasing_says_nothing():
+    marked = _squares((5, 5), (5, 60))
+    found = _squares((5, 5), (5, 60), (60, 30))  # and one far from both: maybe a cell nobody marked
+    whole = resegment_report(marked, found, {}, name="cells labels")
+    assert "agreement with 'cells labels' (AP@0.5) 0.667" in whole
+    near = resegment_report(marked, found, {}, some=True, name="cells labels")
+    assert "near the objects you marked (AP@0.5) 1.000" in near and "2 objects found near" in near
+    old = _squares((5, 5), (5, 60), (60, 30))
+    assert "erased" not in resegment_report(marked, found, {(): (old, marked)}, some=True)
+
+
+def test_a_stack_is_judged_on_its_corrected_planes():
+    plane = _squares((5, 5), (5, 40))
+    corrected = np.stack([plane, np.zeros_like(plane), plane])
+    new = np.stack([plane, plane, np.zeros_like(plane)])
+    assert "(AP@0.5) 1.000" in resegment_report(corrected, new, {(0,): (plane, plane)})
+    assert "(AP@0.5) 0.000" in resegment_report(corrected, new, {(2,): (plane, plane)})
+    assert "(AP@0.5) 0.500" in resegment_report(corrected, new, {(0,): (plane, plane), (2,): (plane, plane)})
