@@ -1638,8 +1638,8 @@ def test_train_partial_labels_trusts_only_the_marked_objects_and_their_surroundi
     assert "partial_labels" not in model_files.load(out).card.training["data"]
 
 
-def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cells(tmp_path, tiny_model_path, capsys):
-    """man_segNNN files (gold truth that may mark only some cells): --partial-labels by default, unless told."""
+def _gold_truth_folders(tmp_path):
+    """Two frames as the Cell Tracking Challenge ships them, each with two cells and only one marked."""
     images, labels = tmp_path / "01", tmp_path / "01_GT" / "SEG"
     images.mkdir()
     labels.mkdir(parents=True)
@@ -1653,6 +1653,12 @@ def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cell
             lab[disc] = i if i == 1 else 0  # the second cell is not marked
         tifffile.imwrite(images / f"t00{t}.tif", frame)
         tifffile.imwrite(labels / f"man_seg00{t}.tif", lab)
+    return images, labels
+
+
+def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cells(tmp_path, tiny_model_path, capsys):
+    """man_segNNN files (gold truth that may mark only some cells): --partial-labels by default, unless told."""
+    images, labels = _gold_truth_folders(tmp_path)
     out = tmp_path / "m.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "1"]
     assert main([*args, "--patch", "32", "--batch", "2", "--no-tune"]) == 0
@@ -1661,6 +1667,34 @@ def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cell
     assert main([*args, "--patch", "32", "--batch", "2", "--no-tune", "--overwrite", "--complete-labels"]) == 0
     assert "may mark only some cells" not in capsys.readouterr().err
     assert "partial_labels" not in json.loads(out.with_suffix(".json").read_text())["training"]["data"]
+
+
+def test_tune_scores_labels_of_some_cells_near_them_as_train_does(tmp_path, tiny_model_path, capsys, monkeypatch):
+    """``tune`` on man_segNNN truth: the unmarked cell is left out of the search's scores, unless told."""
+    import napari_unet_loop.core.train as train_mod
+
+    images, labels = _gold_truth_folders(tmp_path)
+    seen = []
+    real = train_mod.tune_thresholds
+
+    def spy(net, samples, *a, **k):
+        seen.append(samples)
+        return real(net, samples, *a, **k)
+
+    monkeypatch.setattr(train_mod, "tune_thresholds", spy)
+    args = ["tune", str(images), str(labels), "--model", str(tiny_model_path), "--modality", "none"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "may mark only some cells: scoring the thresholds on the marked cells" in captured.err
+    assert json.loads(captured.out)["partial_labels"] is True
+    for s in seen[-1]:  # the marked cell is scored, the unmarked one (at 70, 60 before rescaling) is not
+        assert s.ignore is not None and not (s.ignore & (s.labels > 0)).any()
+        assert s.ignore.mean() > 0.5
+    assert main([*args, "--complete-labels"]) == 0
+    assert "partial_labels" not in json.loads(capsys.readouterr().out)
+    assert all(s.ignore is None or not s.ignore.any() for s in seen[-1])
+    assert main([*args, "--partial-labels"]) == 0  # the flag on any files, as train takes it
+    assert json.loads(capsys.readouterr().out)["partial_labels"] is True
 
 
 def test_evaluate_partial_labels_scores_only_near_the_marked_objects(tmp_path, tiny_model_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..core import model_files
 from ..core.device import DEVICE_CHOICES
+from ..core.edits import trust_near_labels
 from ..core.image import InputError
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.planes import PlanesSummary, SegmentSettings
@@ -19,7 +20,7 @@ from ..io.export import (
     ExportError,
     parse_formats,
 )
-from ..io.images import read_with_axes
+from ..io.images import is_ctc_gold_truth, read_with_axes
 from ..io.training import training_samples
 from ..parallel.files import modality_of, segment_array
 
@@ -176,6 +177,45 @@ def _add_modality_arg(p: argparse.ArgumentParser) -> None:
         "brightfield (inverted), he (stained tissue: haematoxylin channel) or none (grey as it is); "
         "default: the model's",
     )
+
+
+def _add_labels_coverage_args(p: argparse.ArgumentParser, learn: str) -> None:
+    """``--partial-labels`` / ``--complete-labels`` of the commands that learn from labels (train, tune)."""
+    marks = p.add_mutually_exclusive_group()
+    marks.add_argument(
+        "--partial-labels",
+        action="store_true",
+        default=None,
+        help=f"the label files mark only some of the objects: {learn} only on the marked objects and a ring of "
+        "background around them, not on unmarked cells (the default for Cell Tracking Challenge man_segNNN files)",
+    )
+    marks.add_argument(
+        "--complete-labels",
+        dest="partial_labels",
+        action="store_false",
+        help="the label files mark every object (every pixel counts), also for man_segNNN files",
+    )
+
+
+def _partial_labels(args: argparse.Namespace, pairs, learning: str) -> bool:
+    """Whether the label files mark only some objects: ``--partial-labels``, or unasked for gold truth.
+
+    Cell Tracking Challenge gold truth (every label file ``man_segNNN``) may mark only some of a
+    frame's cells, so it is read so unless ``--complete-labels`` says otherwise; the log says it.
+    """
+    if getattr(args, "partial_labels", None) is None:
+        args.partial_labels = bool(pairs) and all(is_ctc_gold_truth(p[1]) for p in pairs)
+        if args.partial_labels:
+            _log(
+                "the labels are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
+                f"{learning} on the marked cells and the background around them (--complete-labels: on every pixel)"
+            )
+    return bool(args.partial_labels)
+
+
+def _marked(samples: list[Sample], args: argparse.Namespace) -> list[Sample]:
+    """``--partial-labels``: each sample trusted only around its marked objects (``core.edits.labelled_region``)."""
+    return trust_near_labels(samples) if getattr(args, "partial_labels", False) else samples
 
 
 def _postprocess(args: argparse.Namespace, model: model_files.Model) -> dict[str, float] | None:

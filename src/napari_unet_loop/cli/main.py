@@ -21,7 +21,17 @@ from ..io.export import (
     TargetExistsError,
 )
 from ..io.images import ReadError
-from ._common import CLIError, _add_modality_arg, _add_model_args, _log, _oserror, _positive_int, _strength, _tile
+from ._common import (
+    CLIError,
+    _add_labels_coverage_args,
+    _add_modality_arg,
+    _add_model_args,
+    _log,
+    _oserror,
+    _positive_int,
+    _strength,
+    _tile,
+)
 from .evaluate import cmd_evaluate
 from .export import cmd_export
 from .gui import cmd_gui
@@ -180,21 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "re-estimating helps only with many training images)",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of each image held out for validation")
-    marks = p.add_mutually_exclusive_group()
-    marks.add_argument(
-        "--partial-labels",
-        action="store_true",
-        default=None,
-        help="the label files mark only some of the objects: train and validate only on the marked objects and "
-        "a ring of background around them, not on unmarked cells (the default for Cell Tracking Challenge "
-        "man_segNNN files)",
-    )
-    marks.add_argument(
-        "--complete-labels",
-        dest="partial_labels",
-        action="store_false",
-        help="the label files mark every object (train on every pixel), also for man_segNNN files",
-    )
+    _add_labels_coverage_args(p, "train and validate")
     p.add_argument("--val-list", default=None, help="file of image names to validate on instead (never trained on)")
     p.add_argument("--include", default=None, help="file of image names to use (others skipped)")
     p.add_argument("--exclude", default=None, help="file of image names to leave out (e.g. a test split)")
@@ -290,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune the thresholds for images of one imaging kind only (detected per image; the others are "
         "skipped): segment uses them for images of that kind",
     )
+    _add_labels_coverage_args(p, "score the thresholds")
     _add_modality_arg(p)
     p.add_argument("--channel", type=int, default=None, help="channel to use in multichannel images")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, YXS, CYX (default: guessed)")

@@ -14,7 +14,6 @@ from pathlib import Path
 from ..core import kind_weights, model_files
 from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
-from ..core.edits import trust_near_labels
 from ..core.finetune import (
     Scaled,
     augmentation,
@@ -33,9 +32,9 @@ from ..core.retune import retune
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
-from ..io.images import is_ctc_gold_truth, pair_files
+from ..io.images import pair_files
 from ..io.training import training_reports
-from ._common import CLIError, _fmt, _load_samples, _log, _read_list
+from ._common import CLIError, _fmt, _load_samples, _log, _marked, _partial_labels, _read_list
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -82,12 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem not in exclude]
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
-    if getattr(args, "partial_labels", False) is None and all(is_ctc_gold_truth(p[1]) for p in pairs):
-        args.partial_labels = True
-        _log(
-            "the labels are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
-            "training on the marked cells and the background around them (--complete-labels: on every pixel)"
-        )
+    _partial_labels(args, pairs, "training")
     if not 0 <= args.val_fraction < 1:
         raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
     if val_names is not None and not any(p[0].stem in val_names for p in pairs):
@@ -296,11 +290,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f"; the new weights answer for {only_kind} images only, other images keep {parent}'s" if only_kind else "")
     )
     return 0
-
-
-def _marked(samples: list, args: argparse.Namespace) -> list:
-    """``--partial-labels``: each sample trusted only around its marked objects (``core.edits.labelled_region``)."""
-    return trust_near_labels(samples) if getattr(args, "partial_labels", False) else samples
 
 
 def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:

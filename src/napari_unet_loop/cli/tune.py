@@ -10,7 +10,7 @@ from ..core.device import resolve_device
 from ..core.finetune import to_network_scale
 from ..core.retune import tuning_noise, validation_objects
 from ..io.images import pair_files
-from ._common import CLIError, _load_samples, _log, _read_list
+from ._common import CLIError, _load_samples, _log, _marked, _partial_labels, _read_list
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -27,8 +27,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         pairs = [p for p in pairs if p[0].stem in include]
     if not pairs:
         raise CLIError("no image/label pairs to tune on")
-    # the images as the model reads them (its imaging modality, or --modality), as segment does
-    samples = _load_samples(pairs, model, args)
+    # the images as the model reads them (its imaging modality, or --modality), as segment does; labels of
+    # some cells scored near the marked ones, as train's re-tune scores them
+    partial = _partial_labels(args, pairs, "scoring the thresholds")
+    samples = _marked(_load_samples(pairs, model, args), args)
     kind = args.kind
     if kind is not None:  # the images of that kind only (the kind each image is detected as)
         samples = [s for s in samples if s.kind == kind]
@@ -72,6 +74,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 "kind": kind,
                 "objects": n_objects,
                 "noise": noise,
+                **({"partial_labels": True} if partial else {}),
             }
         )
     )
@@ -83,6 +86,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "seg_before": round(found.start_seg, 4),
             "seg_after": round(found.seg, 4),
             "include": args.include,
+            **({"partial_labels": True} if partial else {}),
         }
         metrics = {k: v for k, v in model.card.metrics.items() if k != "test"}  # test scores: the old thresholds
         if kind is None:
