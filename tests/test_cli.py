@@ -413,6 +413,7 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     # on H&E images: the child is the colour network, a colour model of its own
     child = tmp_path / "child.safetensors"
     assert main([*train, "--out", str(child), "--include", str(he_list), "--stain", "0.5"]) == 0
+    assert "the new model is one network" not in capsys.readouterr().err  # it started from those weights
     grown = model_files.load(child)
     assert grown.card.training["config"]["augment"]["stain"] == 0.5  # --stain: the colour patches' stain mix
     assert grown.card.architecture.in_channels == 3 and grown.card.modality == "none"
@@ -421,7 +422,10 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     both = tmp_path / "both.safetensors"
     capsys.readouterr()
     assert main([*train, "--out", str(both), "--stain", "0.5"]) == 0
-    assert "--stain: this network reads grey images, so there is no stain to mix" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "--stain: this network reads grey images, so there is no stain to mix" in said
+    # said before it trains: the colour weights stay in the parent, the child reads H&E with its one network
+    assert "own weights for H&E / stained tissue images stay in" in said and "(1 of the images trained on" in said
     with pytest.raises(SystemExit):  # a strength out of 0-1 is refused before anything runs
         main([*train, "--out", str(tmp_path / "strong.safetensors"), "--stain", "2"])
     assert "must be from 0 (none) to 1 (strong), got 2" in capsys.readouterr().err
@@ -440,6 +444,7 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     # --only-kind he: the fine-tuned colour network joins the model again
     joined = tmp_path / "joined.safetensors"
     assert main([*train, "--out", str(joined), "--include", str(he_list), "--only-kind", "he"]) == 0
+    assert "the new model is one network" not in capsys.readouterr().err
     again = model_files.load(joined)
     assert again.input_channels("he") == 3 and again.input_channels("fluorescence") == 1
 

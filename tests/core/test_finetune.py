@@ -161,3 +161,23 @@ def test_finetuned_model_is_fed_as_it_was_trained(parent, trained, colour, expec
     from napari_unet_loop.core.finetune import finetuned_modality
 
     assert finetuned_modality(parent, trained, colour) == expected
+
+
+def test_a_fine_tune_into_one_network_names_the_weights_it_leaves_behind():
+    from napari_unet_loop.core import kind_weights, model_files
+    from napari_unet_loop.core.finetune import weights_left_behind
+    from napari_unet_loop.core.unet import UNetConfig
+
+    tiny = UNetConfig(depth=2, base_width=4)
+    parent = model_files.new_model(tiny, name="base", modality="auto")
+    grey = Sample(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), np.int32), kind="fluorescence", name="a")
+    assert weights_left_behind(parent, None, [grey]) == ""  # no weights of its own for any kind
+    kind_weights.add_kind_weights(parent, "brightfield", model_files.new_model(tiny, modality="auto"))
+    note = weights_left_behind(parent, "fluorescence", [grey])
+    assert note.startswith("the new model is one network: base's own weights for brightfield images stay in base")
+    assert "images trained on" not in note
+    bright = Sample(grey.image, grey.labels, kind="brightfield", name="b")
+    stripe = Sample(grey.image, grey.labels, kind="brightfield", name="b[validation]")
+    assert "(1 of the images trained on are such images" in weights_left_behind(parent, None, [grey, bright, stripe])
+    assert weights_left_behind(parent, "brightfield", [bright]) == ""  # it starts from them
+    assert "my-model's own" in weights_left_behind(parent, None, [grey], "my-model")

@@ -660,6 +660,38 @@ def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     assert "0.93" not in w.model_info.text()
 
 
+def test_a_fine_tune_into_a_model_of_its_own_says_which_weights_it_leaves_behind(
+    qtbot, tmp_path, setup, messages, monkeypatch
+):
+    """Fluorescence images, a model with its own weights for H&E: the child has one network, and it says so."""
+    from napari_unet_loop.core.unet import UNetConfig
+
+    viewer, w, ft = setup
+    base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto", seed=5)
+    kind_weights.add_kind_weights(
+        base, "brightfield", model_files.new_model(UNetConfig(depth=2, base_width=4), modality="auto")
+    )
+    path = tmp_path / "base.safetensors"
+    model_files.save(base, path)
+    w.add_model_file(str(path))
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    ft.resegment_check.value = False
+    ft.name_edit.setText("base-ft")
+    worker = ft.start()
+    assert worker is not None, messages["error"]
+    said = ft.result_label.text()
+    assert "The new model is one network: base's own weights for brightfield images stay in base" in said
+    assert "('Only for images of this kind' keeps them)" in said and "of the images trained on" not in said
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+    assert model_files.load("base-ft").card.weights_by_kind == {}
+    ft.kind_only_check.value = True  # weights for this kind inside a copy: nothing is left behind
+    ft.name_edit.setText("base-own")
+    assert ft.start() is not None
+    assert "one network" not in ft.result_label.text()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+
+
 def test_weights_for_this_kind_only_are_refused_for_a_model_that_does_not_detect_kinds(qtbot, setup, messages):
     viewer, w, ft = setup  # the tiny model takes images as they are (imaging "none")
     segment(qtbot, w)

@@ -25,6 +25,7 @@ from ..core.finetune import (
     start_model,
     to_network_scale,
     training_record,
+    weights_left_behind,
 )
 from ..core.image import InputError
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
@@ -115,6 +116,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if kind in model.card.weights_by_kind:
             start_weights = kind
             _log(f"most of these images are {kind}: starting from {parent}'s own weights and thresholds for them")
+        if not only_kind:  # a model of its own: one network
+            note = weights_left_behind(model, kind, [*train, *val], parent)
+            if note:
+                _log(note[0].upper() + note[1:] + " (--only-kind KIND: new weights for one kind inside a copy instead)")
         try:
             model, ready = start_model(model, kind, [*train, *val])
         except InputError as exc:

@@ -439,6 +439,47 @@ def start_model(parent: Model, kind: str | None, samples: Sequence[Sample]) -> t
     return start, all(s.image.shape[0] == channels for s in samples)
 
 
+def weights_left_behind(parent: Model, kind: str | None, samples: Sequence[Sample], name: str | None = None) -> str:
+    """What a fine-tune into a model of its own does not carry over: the parent's weights for other kinds.
+
+    A child of a fine-tune is one network (:meth:`.model_files.Model.for_kind`), so the parent's
+    own weights for the kinds it did not start from (the colour network for H&E images of the
+    shipped model) are not in it: its images of those kinds go through the new network. Said
+    when the run starts, so nobody finds out from a worse H&E segmentation later.
+
+    Parameters
+    ----------
+    parent : Model
+        The model fine-tuned.
+    kind : str or None
+        The kind the fine-tune starts from (:func:`start_kind`).
+    samples : sequence of Sample
+        The fine-tune's images.
+    name : str, optional
+        The parent's name to show (default: ``parent.name``).
+
+    Returns
+    -------
+    str
+        One sentence (without its full stop), or ``""`` when nothing is left behind.
+    """
+    from .modality import LABELS
+
+    name = name or parent.name
+    left = [k for k in parent.card.weights_by_kind if k != kind]
+    if not left:
+        return ""
+    labels = " and ".join(f"{LABELS.get(k, k)} images" for k in left)
+    trained = {s.name.removesuffix(VALIDATION_SUFFIX) for s in samples if s.kind in left}
+    note = (
+        f"the new model is one network: {name}'s own weights for {labels} stay in {name} "
+        f"and are not carried over, so it reads such images with the network trained here"
+    )
+    if trained:
+        note += f" ({len(trained)} of the images trained on are such images, read as it reads them)"
+    return note
+
+
 def one_kind_diameter(
     model: Model, samples: Sequence[Sample], kind: str | None, diameter: float | None
 ) -> float | None:

@@ -42,6 +42,7 @@ from ..core.finetune import (
     start_model,
     to_network_scale,
     training_record,
+    weights_left_behind,
 )
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
@@ -323,6 +324,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.result_label.setText(f"Not started: {exc}")
             return None
         own = kind if kind in model.card.weights_by_kind else None
+        left = "" if only_kind else weights_left_behind(model, kind, samples)
         net = copy.deepcopy(start.net)
         self._stop = threading.Event()
         self._run = FinetuneRun(
@@ -367,6 +369,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             f"Fine-tuning {model.name}{start} on {where}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{size_note(scaled, model)}. You can keep annotating."
             + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
+            + (f" {left[0].upper()}{left[1:]} ('Only for images of this kind' keeps them)." if left else "")
         )
         worker.start()
         return worker
