@@ -50,6 +50,25 @@ def test_segment_refuses_to_overwrite(tmp_path, folders, tiny_model_path, capsys
     assert main([*args, "--overwrite"]) == 0
 
 
+def test_segment_never_writes_over_its_input_images_even_with_overwrite(tmp_path, folders, tiny_model_path, capsys):
+    """Labels written into the images' own folder in their own format would replace the images."""
+    import shutil
+
+    images, _ = folders
+    shutil.copytree(images, tmp_path / "in")
+    image = tmp_path / "in" / "nuclei_small.png"
+    before = image.read_bytes()
+    args = ["segment", str(image), "-o", str(tmp_path / "in"), "--model", str(tiny_model_path), "--format", "png"]
+    assert main([*args, "--overwrite"]) == 2
+    assert "would replace the input image" in capsys.readouterr().err and image.read_bytes() == before
+    # -o naming one file: one image may be written there (again with --overwrite), several may not
+    one = ["segment", str(image), "-o", str(tmp_path / "out" / "x.tif"), "--model", str(tiny_model_path)]
+    assert main(one) == 0 and main([*one, "--overwrite"]) == 0
+    two = [*one[:2], str(tmp_path / "in" / "nuclei_he_stain.png"), *one[2:], "--overwrite"]
+    assert main(two) == 2
+    assert "names one file, and 2 image(s) x 1 format(s) would all be written to it" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_bf16_hardware_says_it_is_slower(
     tmp_path, folders, tiny_model_path, capsys, monkeypatch, native

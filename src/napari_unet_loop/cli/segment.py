@@ -57,14 +57,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     model = model_files.load(args.model)
     pp = _postprocess(args, model)
     outdir = Path(args.output)
-    check_writable(outdir)  # before any segmenting
     try:
         stems = output_names([output_stem(f) for f in files], [str(f) for f in files])
+        targets = [export_target(outdir, fmt, s) for s in stems for fmt in formats]
     except ExportError as exc:
         raise CLIError(str(exc)) from None
+    _check_targets(files, targets, outdir)
+    check_writable(outdir.parent if outdir in targets else outdir)  # before any segmenting
     if not args.overwrite:
-        existing = [export_target(outdir, f, s) for s in stems for f in formats]
-        existing = [p for p in existing if p.exists()]
+        existing = [p for p in targets if p.exists()]
         if existing:
             raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
@@ -76,6 +77,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     with cluster:
         return _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster)
+
+
+def _check_targets(files: list[Path], targets: list[Path], outdir: Path) -> None:
+    """Refuse outputs that would replace an input image, or each other, whatever ``--overwrite`` says."""
+    inputs = {f.resolve(): f for f in files}
+    for t in targets:
+        if t.resolve() in inputs:
+            raise CLIError(
+                f"the output {t} would replace the input image {inputs[t.resolve()]}: choose another output "
+                "folder (-o)"
+            )
+    if len(set(targets)) < len(targets):  # -o names one file: one output in all, not one per image
+        raise CLIError(
+            f"-o {outdir} names one file, and {len(files)} image(s) x {len(targets) // max(len(files), 1)} "
+            "format(s) would all be written to it: give a folder"
+        )
 
 
 def _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster) -> int:
