@@ -85,8 +85,7 @@ def _check_targets(files: list[Path], targets: list[Path], outdir: Path) -> None
     for t in targets:
         if t.resolve() in inputs:
             raise CLIError(
-                f"the output {t} would replace the input image {inputs[t.resolve()]}: choose another output "
-                "folder (-o)"
+                f"the output {t} would replace the input image {inputs[t.resolve()]}: choose another output folder (-o)"
             )
     if len(set(targets)) < len(targets):  # -o names one file: one output in all, not one per image
         raise CLIError(
