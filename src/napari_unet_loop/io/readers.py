@@ -274,6 +274,12 @@ def read_tiff(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
         series = tif.series[0]
         data = series.asarray()
         tax = series.axes.upper()
+        # axes of one value that name nothing (Q: a (Y, X, 1) mask saved with a channel axis) are left out
+        for i in reversed(range(data.ndim)):
+            if tax[i] not in "TZCYXS" and data.shape[i] == 1 and data.ndim > 2:
+                data, tax = data.squeeze(i), tax[:i] + tax[i + 1 :]
+        if "S" in tax and not tax.endswith("S"):  # planar RGB (SYX): the samples last, as napari shows colour
+            data, tax = np.moveaxis(data, tax.index("S"), -1), tax.replace("S", "") + "S"
         file_scale, unit = read_tiff_scale(tif, data.ndim, tax)
     channels = "S" in tax or "C" in tax
     if not channels and 2 <= data.ndim <= 4 and _is_label_array(data, side, force):
