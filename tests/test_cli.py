@@ -115,6 +115,31 @@ def test_evaluate_json(folders, tiny_model_path, capsys):
     assert 0 <= report["ap50"] <= 1
 
 
+def test_evaluate_reads_truth_as_object_ids_fitted_to_the_image(tmp_path, folders, tiny_model_path, capsys):
+    """A (Y, X, 1) mask scores as the 2D truth it is; -1 background or a probability map is refused."""
+    images, labels = folders
+    args = ["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    for f in labels.glob("*.tif"):
+        tifffile.imwrite(f, tifffile.imread(f)[..., None])
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["ap50"] == plain["ap50"]
+    f = labels / "nuclei_small.tif"
+    tifffile.imwrite(f, tifffile.imread(f)[..., 0].astype(np.int32) - 1)
+    assert main(args) == 2
+    assert "nuclei_small.tif holds negative values (down to -1)" in capsys.readouterr().err
+
+
+def test_a_planar_rgb_tiff_segments_as_one_colour_image(tmp_path, folders, tiny_model_path):
+    images, _ = folders
+    rgb = iio.imread(images / "nuclei_he_stain.png")[..., :3]
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    out = tmp_path / "o"
+    assert main(["segment", str(tmp_path / "planar.tif"), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    assert tifffile.imread(out / "planar.tif").shape == rgb.shape[:2]  # not three grey planes
+
+
 def test_shipped_model_segments_sample_images_well(folders, shipped_model_available, capsys):
     if not shipped_model_available:
         pytest.skip("no shipped model in this checkout")

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet_loop.io.images import ReadError, expand_inputs, pair_files, read_image
+from napari_unet_loop.io.images import (
+    ReadError,
+    expand_inputs,
+    file_axes,
+    fit_labels,
+    pair_files,
+    read_image,
+    read_label_file,
+)
 
 
 def _touch(folder, *names):
@@ -119,3 +127,47 @@ def test_cell_tracking_challenge_gold_truth_is_told_by_its_name():
 
     assert is_ctc_gold_truth("01_GT/SEG/man_seg013.tif") and is_ctc_gold_truth("man_seg_013.ome.tif")
     assert not is_ctc_gold_truth("cells_masks.tif") and not is_ctc_gold_truth("man_track013.tif")
+
+
+def test_one_folder_for_images_and_labels_pairs_no_file_with_itself(tmp_path):
+    """Label files beside their images are told by their names, never scored as their own truth."""
+    _touch(tmp_path / "both", "a.tif", "a_mask.tif", "b.tif", "b_labels.tif", "c.tif")
+    pairs = pair_files(tmp_path / "both", tmp_path / "both")
+    assert [(i.name, lab.name) for i, lab in pairs] == [("a.tif", "a_mask.tif"), ("b.tif", "b_labels.tif")]
+    _touch(tmp_path / "ctc", "t000.tif", "man_seg000.tif")
+    assert [(i.name, lab.name) for i, lab in pair_files(tmp_path / "ctc", tmp_path / "ctc")] == [
+        ("t000.tif", "man_seg000.tif")
+    ]
+    _touch(tmp_path / "plain", "a.tif", "b.tif")
+    with pytest.raises(ReadError, match="no file there is named as the label file of an image"):
+        pair_files(tmp_path / "plain", tmp_path / "plain")
+
+
+def test_label_files_are_object_ids_fitted_to_the_image(tmp_path):
+    lab = np.zeros((6, 8), np.uint16)
+    lab[1:3, 1:4] = 1
+    lab[4:6, 5:8] = 2
+    tifffile.imwrite(tmp_path / "yx1.tif", lab[..., None])  # a mask saved with a channel axis
+    assert read_label_file(tmp_path / "yx1.tif").shape == (6, 8, 1)
+    assert np.array_equal(read_label_file(tmp_path / "yx1.tif", (6, 8)), lab)
+    assert fit_labels(lab[None], (6, 8)).shape == (6, 8) and fit_labels(lab, (1, 6, 8)).shape == (1, 6, 8)
+    assert fit_labels(lab, (6, 9)).shape == (6, 8)  # another shape: left for the caller to refuse
+    tifffile.imwrite(tmp_path / "whole.tif", lab.astype(np.float32))
+    assert read_label_file(tmp_path / "whole.tif").dtype == np.int64
+    tifffile.imwrite(tmp_path / "mask.tif", lab > 0)
+    assert read_label_file(tmp_path / "mask.tif").dtype == np.uint8
+    tifffile.imwrite(tmp_path / "prob.tif", (lab > 0) * np.float32(0.7))
+    with pytest.raises(ReadError, match="not whole numbers: labels are object ids"):
+        read_label_file(tmp_path / "prob.tif")
+    tifffile.imwrite(tmp_path / "neg.tif", lab.astype(np.int32) - 1)  # -1 as background
+    with pytest.raises(ReadError, match=r"negative values \(down to -1\)"):
+        read_label_file(tmp_path / "neg.tif")
+
+
+def test_planar_rgb_tiff_declares_its_samples_axis(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 16, 20), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(rgb, 0, -1), photometric="rgb")
+    tifffile.imwrite(tmp_path / "three.tif", rgb, photometric="minisblack")  # three grey planes
+    assert file_axes(tmp_path / "planar.tif") == "SYX" and file_axes(tmp_path / "contig.tif") == "YXS"
+    assert file_axes(tmp_path / "three.tif") is None  # guessed from the shape later

@@ -14,7 +14,7 @@ from ..core.device import resolve_device
 from ..core.edits import labelled_region
 from ..core.metrics import ErrorCounts, error_kinds, matching_planes, pool
 from ..core.modality import MODALITIES, detect
-from ..io.images import pair_files, read_image
+from ..io.images import ReadError, fit_labels, pair_files, read_label_file
 from ._common import CLIError, _log, _postprocess, _read, _segment_array, _thresholds_record
 
 
@@ -29,9 +29,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     errors: dict[str, ErrorCounts] = {}  # by kind of image, "" for all
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
-        truth = read_image(lab_path)
+        try:
+            truth = read_label_file(lab_path)
+        except ReadError as exc:
+            raise CLIError(str(exc)) from None
         image, axes = _read(img_path, args, model.card.architecture.in_channels)
         labels, _, _ = _segment_array(image, axes, model, args, device, pp)
+        truth = fit_labels(truth, labels.shape)  # a (Y, X, 1) mask for a (Y, X) image
         if labels.shape != truth.shape:
             raise CLIError(f"{img_path.name}: labels {truth.shape} and segmentation {labels.shape} differ in shape")
         away = _away_from_marked(truth) if args.partial_labels else None

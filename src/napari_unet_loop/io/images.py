@@ -123,10 +123,10 @@ def file_axes(path: str | os.PathLike) -> str | None:
 
     Axes count as declared in OME-TIFF and ImageJ files, in tifffile's own description
     when its writer named them, and for the samples of a one-page TIFF (its
-    ``SamplesPerPixel`` tag: ``YXS``); other plain TIFFs give ``None``. Only letters this package
-    understands count (``T``, ``Z``, ``C``, ``Y``, ``X``, ``S``): a file with other axes
-    (``Q``, ``I``: unspecified) or not a TIFF gives ``None``, and the axes are then
-    guessed from the shape.
+    ``SamplesPerPixel`` tag: ``YXS``, or ``SYX`` stored planar); other plain TIFFs give
+    ``None``. Only letters this package understands count (``T``, ``Z``, ``C``, ``Y``, ``X``,
+    ``S``): a file with other axes (``Q``, ``I``: unspecified) or not a TIFF gives ``None``,
+    and the axes are then guessed from the shape.
     """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
@@ -139,8 +139,8 @@ def file_axes(path: str | os.PathLike) -> str | None:
             if not declared and tif.is_shaped:  # tifffile's own description, when the writer named the axes
                 declared = "axes" in (tif.shaped_metadata or [{}])[0]
             axes = tif.series[0].axes.upper()
-            if not declared and len(tif.pages) == 1 and tif.pages[0].samplesperpixel > 1 and axes == "YXS":
-                declared = True  # samples per pixel is a tag of the file, not a guess from the shape
+            if not declared and len(tif.pages) == 1 and tif.pages[0].samplesperpixel > 1 and axes in ("YXS", "SYX"):
+                declared = True  # samples per pixel is a tag of the file (SYX: stored planar), not a guess
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image
         return None
     if not declared:  # axes tifffile guessed from the shape alone (e.g. 3 planes taken for planar RGB)
@@ -287,6 +287,61 @@ def _trailing_number(stem: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def fit_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``labels`` reshaped to ``shape`` when they differ only by axes of one value, else as they are.
+
+    A ``(Y, X, 1)`` mask saved with a channel axis, or a ``(1, Y, X)`` one, fits a ``(Y, X)``
+    image; labels of another shape are returned unchanged for the caller to refuse.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape) and np.squeeze(labels).shape == tuple(n for n in shape if n != 1):
+        return labels.reshape(shape)
+    return labels
+
+
+def read_label_file(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A label file (ground truth, training labels) as whole-number object ids.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    shape : tuple of int, optional
+        The shape the labels must fit (the image's planes). Axes of one value that ``shape``
+        does not have are dropped: a ``(Y, X, 1)`` mask saved with a channel axis, or a
+        ``(1, Y, X)`` one, fits a ``(Y, X)`` image.
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels (integer dtype; ``bool`` masks as ``uint8``).
+
+    Raises
+    ------
+    ReadError
+        If the file cannot be read, or holds fractions or negative values (a probability map,
+        -1 for background): those are not object ids, and scoring or training on them would
+        silently count the wrong objects.
+    """
+    labels = np.asarray(read_image(path)) if shape is None else fit_labels(read_image(path), shape)
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        whole = np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all()
+        if not (whole and np.array_equal(labels, np.round(labels))):
+            raise ReadError(
+                f"{path} holds {labels.dtype} values that are not whole numbers: labels are object ids "
+                "(0 background, 1, 2, ... one per object), not a probability or intensity map"
+            )
+        labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise ReadError(
+            f"{path} holds negative values (down to {labels.min()}): object ids are 0 (background) or above; "
+            "relabel the file (e.g. its -1 background as 0)"
+        )
+    return labels
+
+
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Match image and label files of two folders by name.
 
@@ -296,7 +351,8 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     ``_labels``, ``_seg``, ``_gt``, or a ``man_seg``/``mask``/``seg`` prefix); the same
     frame number (the last number in the name: ``t012.tif`` and ``man_seg012.tif``, as
     in the Cell Tracking Challenge), when each number names one file on each side.
-    Images without a label file are skipped.
+    Images without a label file are skipped. Given one folder for both, the files named as label
+    files (those affixes) are the labels and the others the images: no file is its own label.
 
     Returns
     -------
@@ -314,6 +370,15 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
             raise ReadError(f"{d} is not a folder")
     images = sorted(q for q in images_dir.iterdir() if q.is_file() and is_image_file(q))
     labels = sorted(q for q in labels_dir.iterdir() if q.is_file() and is_image_file(q))
+    if images_dir.resolve() == labels_dir.resolve():  # one folder: its label files are told by their names
+        labels = [q for q in images if _LABEL_AFFIXES.search(q.stem)]
+        images = [q for q in images if not _LABEL_AFFIXES.search(q.stem)]
+        if not labels or not images:
+            raise ReadError(
+                f"the images and the labels are both {images_dir}, and no file there is named as the label "
+                "file of an image (cells.png with cells_mask.png, cells_labels.tif, man_seg012.tif ...): "
+                "give the folder of the label files"
+            )
     rules = (
         (lambda stem: stem, lambda stem: stem),
         (lambda stem: stem, lambda stem: _LABEL_AFFIXES.sub("", stem)),

@@ -21,7 +21,7 @@ from ..core.modality import ModalityReport, detect, input_modality
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from .images import read_image, read_with_axes
+from .images import fit_labels, read_label_file, read_with_axes
 
 
 class SampleFileError(InputError):
@@ -74,7 +74,7 @@ def training_samples(
     for img_path, lab_path in pairs:
         try:
             data, file_axes = read_with_axes(img_path, axes, model.card.architecture.in_channels, channel)
-            labels = np.asarray(read_image(lab_path))
+            labels = read_label_file(lab_path)
             samples.extend(_file_samples(model, data, file_axes, labels, Path(img_path).stem, setting, channel))
         except (InputError, ReadError, ValueError) as exc:
             raise SampleFileError(Path(img_path), str(exc)) from exc
@@ -108,7 +108,7 @@ def training_reports(
     for img_path, lab_path in pairs:
         try:
             data, file_axes = read_with_axes(img_path, axes, 1, channel)
-            labels = np.asarray(read_image(lab_path))
+            labels = read_label_file(lab_path)
             for plane, _, _ in _annotated_planes(Planes.of(data, file_axes), labels):
                 reports.append(detect(plane, channel=channel))
         except (InputError, ReadError, ValueError):
@@ -124,10 +124,11 @@ def _annotated_planes(source: Planes, labels: np.ndarray):
     InputError
         For labels whose shape does not match the image's planes, or none annotated.
     """
+    labels = fit_labels(labels, _planes_shape(source))  # a (Y, X, 1) mask of a (Y, X) image
     if source.stack.shape[0] == 1:  # one 2D image
         yield source.read(()), labels, ()
         return
-    planes_shape = (*source.shape, *source.stack.shape[1:3])
+    planes_shape = _planes_shape(source)
     if labels.shape != planes_shape:
         raise InputError(
             f"the labels have shape {labels.shape}, but the image's planes need {planes_shape} (axes {source.axes}YX)"
@@ -139,11 +140,18 @@ def _annotated_planes(source: Planes, labels: np.ndarray):
         yield source.read(index), labels[index], index
 
 
+def _planes_shape(source: Planes) -> tuple[int, ...]:
+    """The shape labels of ``source`` have: ``(Y, X)`` for one 2D image, else the stack's axes then Y, X."""
+    plane = tuple(source.stack.shape[1:3])
+    return plane if source.stack.shape[0] == 1 else (*source.shape, *plane)
+
+
 def _file_samples(
     model: Model, data: np.ndarray, axes: str, labels: np.ndarray, stem: str, setting: str, channel: int | None
 ) -> list[Sample]:
     source = Planes.of(data, axes)
     if source.stack.shape[0] == 1:  # one 2D image
+        labels = fit_labels(labels, _planes_shape(source))  # a (Y, X, 1) mask of a (Y, X) image
         return [_plane_sample(model, source.read(()), labels, stem, setting, channel)]
     stack_of = source.stack_of()
     stacks: dict[tuple, SegmentSettings] = {}
