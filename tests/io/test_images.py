@@ -171,3 +171,31 @@ def test_planar_rgb_tiff_declares_its_samples_axis(tmp_path):
     tifffile.imwrite(tmp_path / "three.tif", rgb, photometric="minisblack")  # three grey planes
     assert file_axes(tmp_path / "planar.tif") == "SYX" and file_axes(tmp_path / "contig.tif") == "YXS"
     assert file_axes(tmp_path / "three.tif") is None  # guessed from the shape later
+
+
+def _png16(path, arr: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written by hand (Pillow writes none in colour)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_a_16_bit_colour_png_is_refused_not_cut_to_8_bits(tmp_path):
+    from napari_unet_loop.io.readers import read_labels
+
+    rgb = np.random.default_rng(0).integers(0, 4000, (8, 10, 3)).astype(np.uint16)  # a 12-bit camera
+    _png16(tmp_path / "rgb16.png", rgb, 2)
+    assert iio.imread(tmp_path / "rgb16.png").dtype == np.uint8  # what the PNG reader would give
+    for read in (read_image, read_labels):
+        with pytest.raises(ReadError, match="16-bit RGB PNG, which can only be read here cut to 8 bits"):
+            read(tmp_path / "rgb16.png")
+    _png16(tmp_path / "grey16.png", rgb[..., 0], 0)  # 16-bit grey: read whole
+    assert np.array_equal(read_image(tmp_path / "grey16.png"), rgb[..., 0])

@@ -82,6 +82,35 @@ def check_declared_size(path: str | os.PathLike, limit: int | None = None) -> No
         )
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png_depth(path: str | os.PathLike) -> None:
+    """Refuse a 16-bit colour PNG (RGB, RGBA, grey with alpha), which the PNG reader cuts to 8 bits.
+
+    Pillow keeps only the high byte of such files: the pixels of a 10- or 12-bit camera would
+    collapse to a few grey levels without a word. 16-bit grey PNGs are read whole.
+
+    Raises
+    ------
+    ReadError
+        For a 16-bit colour PNG; the message says to save it as TIFF.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        return
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        depth, colour = head[24], head[25]
+        if depth == 16 and colour in (2, 4, 6):
+            kind = {2: "RGB", 4: "grey with alpha", 6: "RGBA"}[colour]
+            raise ReadError(
+                f"{path.name} is a 16-bit {kind} PNG, which can only be read here cut to 8 bits (most of its "
+                "detail lost): save it as TIFF (16-bit colour TIFFs are read whole), or as 16-bit grey PNG"
+            )
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file (TIFF through tifffile, others through imageio).
 
@@ -97,6 +126,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ReadError(f"{path} is empty (0 bytes): not an image")
     check_declared_size(path)
+    check_png_depth(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .conventions import LABEL_AXES
-from .images import ReadError
+from .images import ReadError, check_png_depth
 from .labels import label_dtype, read_tiff_scale
 from .sidecar import read_sidecar
 from .units import SHORT_UNITS, unit_name
@@ -328,6 +328,7 @@ def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     import imageio.v3 as iio
 
     path = Path(path)
+    check_png_depth(path)  # a 16-bit colour PNG would be cut to 8 bits
     data = np.asarray(iio.imread(path))
     side = read_sidecar(path)
     if data.ndim == 2 and _is_label_array(data, side, force):
