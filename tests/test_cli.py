@@ -140,6 +140,22 @@ def test_a_planar_rgb_tiff_segments_as_one_colour_image(tmp_path, folders, tiny_
     assert tifffile.imread(out / "planar.tif").shape == rgb.shape[:2]  # not three grey planes
 
 
+def test_segment_notes_a_tiff_of_several_image_series(tmp_path, folders, tiny_model_path, capsys):
+    """Only the first series of a multi-position TIFF is segmented, and the log says so."""
+    images, _ = folders
+    grey = iio.imread(images / "nuclei_small.png")
+    grey = grey[..., 0] if grey.ndim == 3 else grey
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as tif:
+        tif.write(grey)
+        tif.write(grey[:64, :64])
+    args = ["segment", str(tmp_path / "positions.ome.tif"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
+    assert main(args) == 0
+    assert "positions.ome.tif holds 2 image series; only the first was segmented" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "one.tif", grey)
+    assert main(["segment", str(tmp_path / "one.tif"), "-o", str(tmp_path / "p"), "--model", str(tiny_model_path)]) == 0
+    assert "series" not in capsys.readouterr().err
+
+
 def test_shipped_model_segments_sample_images_well(folders, shipped_model_available, capsys):
     if not shipped_model_available:
         pytest.skip("no shipped model in this checkout")

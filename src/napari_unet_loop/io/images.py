@@ -180,6 +180,23 @@ def file_axes(path: str | os.PathLike) -> str | None:
     return axes
 
 
+def tiff_series(path: str | os.PathLike) -> int:
+    """How many image series a TIFF holds (positions of a multi-position OME-TIFF...); 1 for other files.
+
+    Readers here take the first series only, so more than one is worth a note.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return max(len(tif.series), 1)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_image
+        return 1
+
+
 def is_zarr_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a zarr store (a folder with zarr v2 or v3 metadata): one image, not a folder of them."""
     p = Path(path)

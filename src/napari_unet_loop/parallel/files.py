@@ -24,7 +24,7 @@ from ..core.predict import run
 from ..core.stitch import stitch_stack
 from ..io.conventions import os_error_text
 from ..io.export import ExportError, export_labels
-from ..io.images import read_with_axes
+from ..io.images import read_with_axes, tiff_series
 from .cluster import Cluster, worker_device, worker_model
 
 
@@ -167,6 +167,9 @@ def segment_file(job: FileJob, model: model_files.Model | None = None, threads: 
         settings = replace(settings, device=worker_device(settings.device))
     notes: list[str] = []
     image, image_axes = read_with_axes(job.path, job.axes, model.card.architecture.in_channels, settings.channel)
+    series = tiff_series(job.path)
+    if series > 1:  # e.g. the positions of a multi-position OME-TIFF: not one image
+        notes.append(f"note: {Path(job.path).name} holds {series} image series; only the first was segmented")
     labels, axes, summary = segment_array(image, image_axes, model, settings, job.stitch_z, notes.append)
     kind = modality_of(summary)
     written: list[str] = []
