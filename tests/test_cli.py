@@ -134,7 +134,8 @@ def test_evaluate_reads_truth_as_object_ids_fitted_to_the_image(tmp_path, folder
 def test_a_planar_rgb_tiff_segments_as_one_colour_image(tmp_path, folders, tiny_model_path):
     images, _ = folders
     rgb = iio.imread(images / "nuclei_he_stain.png")[..., :3]
-    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    planar = np.moveaxis(rgb, -1, 0)  # as other software writes it (tifffile's own may be a Z stack: left so)
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate", metadata=None)
     out = tmp_path / "o"
     assert main(["segment", str(tmp_path / "planar.tif"), "-o", str(out), "--model", str(tiny_model_path)]) == 0
     assert tifffile.imread(out / "planar.tif").shape == rgb.shape[:2]  # not three grey planes

@@ -166,11 +166,15 @@ def test_label_files_are_object_ids_fitted_to_the_image(tmp_path):
 
 def test_planar_rgb_tiff_declares_its_samples_axis(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (3, 16, 20), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    # written as other software writes planar RGB: no tifffile description of the shape
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate", metadata=None)
     tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(rgb, 0, -1), photometric="rgb")
     tifffile.imwrite(tmp_path / "three.tif", rgb, photometric="minisblack")  # three grey planes
     assert file_axes(tmp_path / "planar.tif") == "SYX" and file_axes(tmp_path / "contig.tif") == "YXS"
     assert file_axes(tmp_path / "three.tif") is None  # guessed from the shape later
+    # tifffile stores any (3, Y, X) uint8 array as planar RGB unless told otherwise, Z stacks too: a stack
+    tifffile.imwrite(tmp_path / "default.tif", rgb, photometric="rgb", planarconfig="separate")
+    assert file_axes(tmp_path / "default.tif") is None
 
 
 def _png16(path, arr: np.ndarray, colour_type: int) -> None:

@@ -63,7 +63,7 @@ def test_non_integer_tiff_and_rgb_png_open_as_images(tmp_path):
 
 def test_planar_rgb_tiff_opens_in_colour_and_a_yx1_mask_as_2d_labels(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (3, 16, 20), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate", metadata=None)
     data, kwargs, kind = read_labels(tmp_path / "planar.tif")[0]
     assert kind == "image" and kwargs["rgb"] is True and data.shape == (16, 20, 3)
     assert np.array_equal(data, np.moveaxis(rgb, 0, -1))

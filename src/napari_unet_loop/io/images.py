@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,13 +149,26 @@ def _reason(exc: BaseException) -> str:
     return first
 
 
+def planar_colour(tif: Any) -> bool:
+    """Whether an open TIFF is one colour image stored planar (``SYX``), not a stack of grey planes.
+
+    Its ``SamplesPerPixel`` tag says so, except in files tifffile wrote without naming the axes:
+    tifffile stores any ``(3, Y, X)`` or ``(4, Y, X)`` 8-bit array so by default, Z stacks
+    included, so those stay stacks of planes (their axes guessed from the shape).
+    """
+    page = tif.pages[0]
+    if len(tif.pages) != 1 or page.samplesperpixel <= 1 or tif.series[0].axes.upper() != "SYX":
+        return False
+    return not tif.is_shaped or "axes" in (tif.shaped_metadata or [{}])[0]
+
+
 def file_axes(path: str | os.PathLike) -> str | None:
     """The axes a TIFF file declares (``YX``, ``CYX``, ``ZYXS``, ...), or ``None`` when unknown.
 
     Axes count as declared in OME-TIFF and ImageJ files, in tifffile's own description
     when its writer named them, and for the samples of a one-page TIFF (its
-    ``SamplesPerPixel`` tag: ``YXS``, or ``SYX`` stored planar); other plain TIFFs give
-    ``None``. Only letters this package understands count (``T``, ``Z``, ``C``, ``Y``, ``X``,
+    ``SamplesPerPixel`` tag: ``YXS``, or ``SYX`` stored planar, see :func:`planar_colour`); other
+    plain TIFFs give ``None``. Only letters this package understands count (``T``, ``Z``, ``C``, ``Y``, ``X``,
     ``S``): a file with other axes (``Q``, ``I``: unspecified) or not a TIFF gives ``None``,
     and the axes are then guessed from the shape.
     """
@@ -169,8 +183,9 @@ def file_axes(path: str | os.PathLike) -> str | None:
             if not declared and tif.is_shaped:  # tifffile's own description, when the writer named the axes
                 declared = "axes" in (tif.shaped_metadata or [{}])[0]
             axes = tif.series[0].axes.upper()
-            if not declared and len(tif.pages) == 1 and tif.pages[0].samplesperpixel > 1 and axes in ("YXS", "SYX"):
-                declared = True  # samples per pixel is a tag of the file (SYX: stored planar), not a guess
+            if not declared and (axes == "YXS" and len(tif.pages) == 1 and tif.pages[0].samplesperpixel > 1):
+                declared = True  # samples per pixel is a tag of the file, not a guess from the shape
+            declared = declared or planar_colour(tif)
     except Exception:  # noqa: BLE001 - unreadable files are reported by read_image
         return None
     if not declared:  # axes tifffile guessed from the shape alone (e.g. 3 planes taken for planar RGB)

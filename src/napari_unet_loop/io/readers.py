@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .conventions import LABEL_AXES
-from .images import ReadError, check_png_depth
+from .images import ReadError, check_png_depth, planar_colour
 from .labels import label_dtype, read_tiff_scale
 from .sidecar import read_sidecar
 from .units import SHORT_UNITS, unit_name
@@ -278,8 +278,8 @@ def read_tiff(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
         for i in reversed(range(data.ndim)):
             if tax[i] not in "TZCYXS" and data.shape[i] == 1 and data.ndim > 2:
                 data, tax = data.squeeze(i), tax[:i] + tax[i + 1 :]
-        if "S" in tax and not tax.endswith("S"):  # planar RGB (SYX): the samples last, as napari shows colour
-            data, tax = np.moveaxis(data, tax.index("S"), -1), tax.replace("S", "") + "S"
+        if tax == "SYX" and planar_colour(tif):  # planar RGB: the samples last, as napari shows colour
+            data, tax = np.moveaxis(data, 0, -1), "YXS"
         file_scale, unit = read_tiff_scale(tif, data.ndim, tax)
     channels = "S" in tax or "C" in tax
     if not channels and 2 <= data.ndim <= 4 and _is_label_array(data, side, force):
