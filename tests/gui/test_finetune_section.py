@@ -69,6 +69,16 @@ def starting_weights(monkeypatch) -> list[dict]:
     return started
 
 
+def segmented_with(qtbot, tmp_path, w, model, monkeypatch) -> None:
+    """``model`` saved, chosen and run on the image; fine-tunes then validate 0.1 -> 0.5, no re-segmenting."""
+    path = tmp_path / f"{model.name}.safetensors"
+    model_files.save(model, path)
+    w.add_model_file(str(path))
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    w.finetune_section.resegment_check.value = False
+
+
 def finetune(qtbot, ft):
     worker = ft.start()
     assert worker is not None
@@ -628,12 +638,7 @@ def test_weights_for_this_kind_only_join_the_model_and_leave_its_other_weights(
     base = model_files.new_model(UNetConfig(depth=2, base_width=4), name="base", modality="auto", seed=5)
     base.card.diameter = 12.0
     base.card.metrics = {"test": {"ap50": 0.93}}
-    path = tmp_path / "base.safetensors"
-    model_files.save(base, path)
-    w.add_model_file(str(path))
-    segment(qtbot, w)
-    fake_validation(monkeypatch, 0.1, 0.5)
-    ft.resegment_check.value = False
+    segmented_with(qtbot, tmp_path, w, base, monkeypatch)
     ft.name_edit.setText("base-own-fluo")
     ft.kind_only_check.value = True
     assert {s.kind for s in ft.build_samples(w.current_model())[0]} == {"fluorescence"}  # as they reach the net
@@ -671,12 +676,7 @@ def test_a_fine_tune_into_a_model_of_its_own_says_which_weights_it_leaves_behind
     kind_weights.add_kind_weights(
         base, "brightfield", model_files.new_model(UNetConfig(depth=2, base_width=4), modality="auto")
     )
-    path = tmp_path / "base.safetensors"
-    model_files.save(base, path)
-    w.add_model_file(str(path))
-    segment(qtbot, w)
-    fake_validation(monkeypatch, 0.1, 0.5)
-    ft.resegment_check.value = False
+    segmented_with(qtbot, tmp_path, w, base, monkeypatch)
     ft.name_edit.setText("base-ft")
     worker = ft.start()
     assert worker is not None, messages["error"]
