@@ -275,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", help="folder of label images (matched to images by name or frame number)")
     p.add_argument("--model", default="default", help="model name or path")
     p.add_argument("--include", default=None, help="file of image names to use (e.g. a validation split)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--tile", type=_tile, default=None)
+    p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
+    p.add_argument(
+        "--tile", type=_tile, default=None, help="core tile size in pixels (default: chosen from free memory)"
+    )
     p.add_argument("--write", action="store_true", help="store the best thresholds in the model file")
     p.add_argument("--tta", action="store_true", help="tune for test-time augmentation (average 4 flips)")
     p.add_argument(
