@@ -353,3 +353,24 @@ def test_tensor_shapes_are_checked_from_the_header_before_loading(tmp_path, monk
     monkeypatch.setattr(model_files, "load_file", lambda *a, **k: pytest.fail("weights read before the shape check"))
     with pytest.raises(ModelError, match="do not match its architecture"):
         load(path)
+
+
+def test_a_saved_model_is_readable_as_other_files_are_and_keeps_the_mode_it_replaces(tmp_path):
+    """Models on a shared folder: the umask's mode, not safetensors' private 0600; a re-save keeps the file's."""
+    import os
+
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    model = model_files.new_model(UNetConfig(depth=2, base_width=4), name="m")
+    old = os.umask(0o022)
+    try:
+        path = model_files.save(model, tmp_path / "m.safetensors")
+        assert path.stat().st_mode & 0o777 == 0o644 == path.with_suffix(".json").stat().st_mode & 0o777
+        os.chmod(path, 0o640)
+        model_files.save(model, path, overwrite=True)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    assert model_files.load(path).card.name == "m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temporary file left

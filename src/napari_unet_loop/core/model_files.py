@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from .atomic import atomic_path
 from .image import Normalization
@@ -594,7 +595,9 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
             }
         )
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+        # the bytes written into atomic_path's file: safetensors' save_file renames a private (0600) file of
+        # its own over the path, which undid the mode a model on a shared folder needs
+        tmp.write_bytes(safetensors_bytes(state, metadata={CARD_KEY: json.dumps(card)}))
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
     model.path = path
