@@ -361,17 +361,15 @@ def fit_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return labels
 
 
-def read_label_file(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """A label file (ground truth, training labels) as whole-number object ids.
+
+    Its shape is as stored; :func:`fit_labels` fits it to the image's once that is known.
 
     Parameters
     ----------
     path : path-like
         The file.
-    shape : tuple of int, optional
-        The shape the labels must fit (the image's planes). Axes of one value that ``shape``
-        does not have are dropped: a ``(Y, X, 1)`` mask saved with a channel axis, or a
-        ``(1, Y, X)`` one, fits a ``(Y, X)`` image.
 
     Returns
     -------
@@ -385,7 +383,7 @@ def read_label_file(path: str | os.PathLike, shape: tuple[int, ...] | None = Non
         -1 for background): those are not object ids, and scoring or training on them would
         silently count the wrong objects.
     """
-    labels = np.asarray(read_image(path)) if shape is None else fit_labels(read_image(path), shape)
+    labels = np.asarray(read_image(path))
     if labels.dtype == bool:
         return labels.astype(np.uint8)
     if not np.issubdtype(labels.dtype, np.integer):
