@@ -595,7 +595,19 @@ def test_resume_refuses_other_settings_and_other_files(tiny_net, sample, tmp_pat
         _drain(iter_train(tiny_net, [sample], [], _config(steps=3, learning_rate=0.5), resume=state))
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(TrainingError, match="cannot read"):
+    with pytest.raises(TrainingError, match="is not a training checkpoint"):
+        checkpoint_mod.load_checkpoint(bad)
+    with pytest.raises(TrainingError, match="cannot read the training checkpoint .*No such file"):
+        checkpoint_mod.load_checkpoint(tmp_path / "gone.ckpt")
+    checkpoint_mod.save_checkpoint(state, bad)
+    checkpoint_mod.load_checkpoint(bad)  # whole: it reads
+    payload = torch.load(bad, weights_only=True)
+    del payload["optimizer"]  # what a resumed run reads: missing, it is named before any step
+    torch.save(payload, bad)
+    with pytest.raises(TrainingError, match="damaged training checkpoint: it lacks optimizer"):
+        checkpoint_mod.load_checkpoint(bad)
+    torch.save({**payload, "json": 5}, bad)
+    with pytest.raises(TrainingError, match="damaged training checkpoint: its settings cannot be read"):
         checkpoint_mod.load_checkpoint(bad)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +20,21 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 CHECKPOINT_FORMAT = 1
+# what ``iter_train(..., resume=state)`` reads: a checkpoint without one of these cannot continue a run
+_STATE_KEYS = (
+    "net",
+    "optimizer",
+    "step",
+    "patches",
+    "batch_size",
+    "elapsed",
+    "baseline",
+    "best",
+    "best_state",
+    "history",
+    "rng",
+    "config",
+)
 
 
 def check_resume(state: dict[str, Any], config: TrainConfig) -> None:
@@ -114,13 +129,27 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     TrainingError
         If the file is not a readable checkpoint.
     """
+    path = Path(path)
+    what = "the <out>.ckpt file that train writes while it runs"
+    if path.is_dir():
+        raise TrainingError(f"{path} is a folder, not a training checkpoint ({what})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        meta = json.loads(payload.pop("json"))
-    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
-        raise TrainingError(f"cannot read the training checkpoint {path}: {exc}") from exc
+    except OSError as exc:  # missing or unreadable: the system's reason, in one line
+        raise TrainingError(f"cannot read the training checkpoint {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - torch and pickle raise many kinds for files that are something else
+        raise TrainingError(f"{path} is not a training checkpoint ({what})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a training checkpoint of this version of napari-unet-loop")
-    extra = meta.pop("extra", {})
-    payload.update(meta)
+        raise TrainingError(f"{path} is not a training checkpoint of this version of napari-unet-loop ({what})")
+    try:
+        meta = json.loads(payload.pop("json"))
+        extra = meta.pop("extra", {})
+        if not isinstance(extra, dict):
+            raise TypeError("extra is not a mapping")
+        payload.update(meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TrainingError(f"{path} is a damaged training checkpoint: its settings cannot be read ({exc})") from exc
+    missing = [k for k in _STATE_KEYS if k not in payload]
+    if missing:
+        raise TrainingError(f"{path} is a damaged training checkpoint: it lacks {', '.join(missing)}")
     return payload, extra
