@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -842,6 +843,145 @@ def test_train_resume_keeps_the_settings_the_run_began_with(tmp_path, folders, t
     assert config["learning_rate"] == 2e-3 and config["anchor"] == 30.0 and config["steps"] == 4
 
 
+def test_a_failed_run_leaves_the_model_it_would_replace_as_it_was(
+    tmp_path, folders, tiny_model_path, monkeypatch, capsys
+):
+    """The loss going NaN mid-run (after a best-so-far snapshot) leaves ``--out`` byte for byte as it was."""
+    import napari_unet_loop.core.train as train_mod
+    from napari_unet_loop.core import model_files
+
+    out = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model_path, out)
+    before = out.read_bytes()
+    real, calls = train_mod.loss_terms, []
+
+    def nan_from_the_fourth_step(*args, **kwargs):
+        calls.append(1)
+        l_cls, l_dist = real(*args, **kwargs)
+        return (l_cls * float("nan"), l_dist) if len(calls) > 3 else (l_cls, l_dist)
+
+    monkeypatch.setattr(train_mod, "loss_terms", nan_from_the_fourth_step)
+    images, labels = folders
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--overwrite"]
+    assert main([*args, "--steps", "8", "--patch", "64", "--batch", "2", "--val-every", "0", "--no-tune"]) == 2
+    err = capsys.readouterr().err
+    partial = tmp_path / "m.partial.safetensors"
+    assert "(best so far, saved)" in err and "not a number" in err and f"best weights before it are in {partial}" in err
+    assert out.read_bytes() == before  # the previous model, untouched
+    assert model_files.load(partial).card.training["final"] is False
+
+
+def test_a_fresh_run_neither_drops_nor_reuses_a_cut_runs_checkpoint(
+    tmp_path, folders, tiny_model_path, monkeypatch, capsys
+):
+    """A new run at a cut run's ``--out`` refuses without --overwrite; with it, the old checkpoint goes first."""
+    from napari_unet_loop.core import model_files
+
+    out = tmp_path / "ft.safetensors"
+    ckpt = _cut_run(folders, tiny_model_path, out, monkeypatch)
+    capsys.readouterr()
+    images, labels = folders
+    args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path)]
+    args += ["--steps", "3", "--patch", "64", "--batch", "2", "--no-tune"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"continue it with --resume {ckpt}" in err and "--overwrite" in err and ckpt.exists()
+    assert main([*args, "--overwrite", "--no-checkpoint"]) == 0
+    assert f"removed {ckpt}, left by an earlier cut run" in capsys.readouterr().err
+    assert not ckpt.exists() and not (tmp_path / "ft.partial.safetensors").exists()
+    assert model_files.load(out).card.training["steps"] == 3
+
+
+def test_resume_reads_and_writes_where_the_run_began_and_takes_no_new_settings(
+    tmp_path, folders, tiny_model_path, monkeypatch, capsys
+):
+    """Resumed from another folder, a run started with relative paths still trains on its data into its --out."""
+    from napari_unet_loop.core import model_files
+
+    images, labels = folders
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "start.safetensors"
+    shutil.copy(tiny_model_path, model)
+    args = ["train", images.name, labels.name, "--out", "rel", "--from", model.name, "--steps", "5"]
+    args += ["--patch", "64", "--batch", "2", "--checkpoint-every", "0", "--no-tune"]
+    import napari_unet_loop.cli.train as cli_mod
+
+    real_save = cli_mod.save_checkpoint
+
+    def save_then_die(state, path, extra):
+        real_save(state, path, extra)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "save_checkpoint", save_then_die)
+    assert main(args) == 130
+    monkeypatch.setattr(cli_mod, "save_checkpoint", real_save)
+    ckpt = tmp_path / "rel.ckpt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--steps", "9", "--out", "x"]) == 2
+    assert "leave out --steps, --out (only --device and --log-every may change)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ckpt), "--device", "cpu"]) == 0
+    assert f"(in {tmp_path})" in capsys.readouterr().err
+    card = model_files.load(tmp_path / "rel.safetensors").card
+    assert card.training["steps"] == 5 and card.training["data"]["images"] == str(images.resolve())
+    assert list(elsewhere.iterdir()) == []  # nothing written where it was resumed from
+
+
+def test_train_refuses_what_it_could_only_find_out_after_training(
+    tmp_path, folders, tiny_model_path, monkeypatch, capsys
+):
+    """A folder as --out, an unwritable folder, a user's JSON in the card's place, bad intervals: before any step."""
+    import os
+
+    import napari_unet_loop.cli.train as cli_mod
+
+    monkeypatch.setattr(cli_mod, "iter_train", lambda *a, **k: pytest.fail("trained"))
+    images, labels = folders
+    base = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--steps", "2"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    (tmp_path / "cells.json").write_text('{"experiment": 7}')
+    for extra, said in [
+        (["--out", str(locked)], "is a folder: give the model file to write"),
+        (["--out", str(locked / "m")], f"folder {locked} is not writable"),
+        (["--out", str(tmp_path / "cells")], "cells.json is not a model card"),
+        (["--out", str(tmp_path / "m"), "--checkpoint-every", "-1"], "--checkpoint-every must be 0 or more"),
+        (["--out", str(tmp_path / "m"), "--val-every", "nan"], "--val-every must be 0 or more, got nan"),
+    ]:
+        assert main([*base, *extra]) == 2
+        assert said in capsys.readouterr().err
+    assert (tmp_path / "cells.json").read_text() == '{"experiment": 7}'
+
+
+def test_resume_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, tiny_model_path, capsys):
+    """A model file, a text file or a damaged checkpoint given to --resume: one line saying what it is."""
+    import torch
+
+    from napari_unet_loop.core.checkpoint import CHECKPOINT_FORMAT
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    damaged = tmp_path / "damaged.ckpt"
+    torch.save({"format": CHECKPOINT_FORMAT, "json": "{}", "step": 3}, damaged)
+    odd = tmp_path / "odd.ckpt"
+    torch.save({"format": CHECKPOINT_FORMAT, "json": 5}, odd)
+    for path, said in [
+        (tiny_model_path, "is not a training checkpoint"),
+        (text, "is not a training checkpoint"),
+        (damaged, "is a damaged training checkpoint: it lacks net, optimizer"),
+        (odd, "is a damaged training checkpoint: its settings cannot be read"),
+        (tmp_path, "is a folder, not a training checkpoint"),
+    ]:
+        assert main(["train", "--resume", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1 and "weights_only" not in err
+
+
 def test_old_checkpoints_resume_with_settings_added_since_off():
     """A setting that did not exist when the checkpoint was written takes its default, which is off."""
     from napari_unet_loop.core.checkpoint import CHECKPOINT_FORMAT, run_settings, setting_differences
@@ -1347,13 +1487,16 @@ def test_ctrl_c_while_tuning_thresholds_is_one_true_line(tmp_path, folders, tiny
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted while tuning the thresholds")
-    if "best weights so far are in" in last:
+    assert f"{out} not written" in last and not out.exists()  # only a finished run writes --out
+    partial = tmp_path / "m.partial.safetensors"
+    if "best model so far is in" in last:
         from napari_unet_loop.core import model_files
 
-        model_files.load(out)  # what the line says is true: the file is there and loads
+        assert str(partial) in last
+        model_files.load(partial)  # what the line says is true: the file is there and loads
     for line in err.splitlines():
         if "(best so far, saved)" in line:
-            assert out.exists()  # "saved" is printed only once the file is written
+            assert partial.exists()  # "saved" is printed only once the file is written
 
 
 @pytest.fixture

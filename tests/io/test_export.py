@@ -480,7 +480,7 @@ def test_folder_not_writable(tmp_path, monkeypatch):
     for fmt in ex.FORMATS:
         with pytest.raises(PermissionError, match="not writable"):
             export_labels(blobs(), locked, fmt)
-    with pytest.raises(PermissionError, match="cannot be created"):
+    with pytest.raises(PermissionError, match="cannot create folder"):
         export_labels(blobs(), locked / "new" / "deeper", "tif")
     assert listing(locked) == []
 

@@ -189,8 +189,9 @@ def test_random_kills_during_train_leave_a_loadable_model_or_none(tmp_path, tiny
     cmd += ["--from", str(tiny_model_path), "--minutes", "5", "--patch", "64", "--batch", "2"]
     cmd += ["--val-every", "0.2", "--checkpoint-every", "0.005", "--overwrite", "--no-tune"]
     _kill_at_random(cmd, env, np.random.default_rng(2), settle=2.5, runs=3)
-    if out.exists():
-        model_files.load(out)  # whole: it loads
+    for model in (out, tmp_path / "m.partial.safetensors"):  # the final model, the best weights so far
+        if model.exists():
+            model_files.load(model)  # whole: it loads
     ckpt = out.with_suffix(".ckpt")
     if ckpt.exists():
         state, extra = load_checkpoint(ckpt)

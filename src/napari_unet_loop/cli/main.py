@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -313,27 +315,74 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
-    """Fill in the ``train`` defaults; with ``--resume``, the arguments of the run being continued."""
+    """Fill in the ``train`` defaults; with ``--resume``, the arguments of the run being continued.
+
+    A resumed run reads its data and writes its model where it began, whichever folder it is
+    resumed from: its relative paths are taken from the folder it was started in.
+    """
     if args.resume:
+        given = _given_options(args, argv, ("--resume", "--device", "--log-every"))
+        if given:
+            raise CLIError(
+                f"--resume goes on with the data and settings the run began with: leave out {', '.join(given)} "
+                "(only --device and --log-every may change)"
+            )
         state, extra = load_checkpoint(args.resume)
+        old_argv, cwd = extra.get("argv"), extra.get("cwd")
         try:
-            old = parser.parse_args(extra["argv"])
+            if not (
+                isinstance(old_argv, list) and old_argv[:1] == ["train"] and all(isinstance(a, str) for a in old_argv)
+            ):
+                raise ValueError("no train command line in it")
+            old = parser.parse_args(old_argv)
             card = model_files.ModelCard.from_dict(json.loads(extra["card"]))
         except (KeyError, ValueError, TypeError, SystemExit) as exc:
             raise CLIError(f"{args.resume}: the checkpoint does not say which run it belongs to ({exc})") from None
-        _log(f"resuming at step {state['step']}: napari-unet-loop {' '.join(extra['argv'])}")
+        if cwd:  # relative paths as the run read them (checkpoints of earlier releases: from here)
+            _anchor_paths(old, Path(cwd))
+        _log(
+            f"resuming at step {state['step']}: napari-unet-loop {' '.join(old_argv)}" + (f" (in {cwd})" if cwd else "")
+        )
         old.resume, old.resume_state, old.resume_card = args.resume, state, card
         old.resume_started = extra.get("started")
         old.resume_start_weights = extra.get("start_weights")
         if args.device != "auto":
             old.device = args.device
-        args, argv = old, list(extra["argv"])
+        old.log_every = args.log_every
+        old.run_cwd = cwd or os.getcwd()
+        args, argv = old, list(old_argv)
     elif args.images is None or args.labels is None or args.out is None:
         raise CLIError("train needs IMAGES, LABELS and --out (or --resume CHECKPOINT)")
+    else:
+        args.run_cwd = os.getcwd()
     if args.minutes is None and args.steps is None:
         args.minutes = 5.0
     args.argv = argv
     return args
+
+
+_TRAIN_PATHS = ("images", "labels", "out", "include", "exclude", "val_list")
+
+
+def _anchor_paths(args: argparse.Namespace, cwd: Path) -> None:
+    """Make ``train``'s relative paths (and a ``--from`` path) relative to ``cwd``, the run's starting folder."""
+    for name in _TRAIN_PATHS:
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).is_absolute():
+            setattr(args, name, str(cwd / value))
+    start = args.start
+    if start not in ("default", "scratch") and not Path(start).is_absolute() and (cwd / start).exists():
+        args.start = str(cwd / start)
+
+
+def _given_options(args: argparse.Namespace, argv: list[str], allowed: tuple[str, ...]) -> list[str]:
+    """The ``train`` options and positional arguments written on the command line, but for ``allowed`` ones."""
+    given = ["IMAGES"] * (args.images is not None) + ["LABELS"] * (args.labels is not None)
+    for token in argv[1:]:
+        flag = token.split("=", 1)[0]
+        if re.match(r"^--?[A-Za-z]", flag) and flag not in allowed and flag not in given:
+            given.append(flag)
+    return given
 
 
 def _note_emulated_bf16(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core import kind_weights, model_files
 from ..core.checkpoint import run_settings, save_checkpoint, setting_differences
 from ..core.device import resolve_device
+from ..core.errors import TrainingError
 from ..core.finetune import (
     Scaled,
     augmentation,
@@ -33,6 +34,7 @@ from ..core.retune import retune
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
+from ..io.conventions import check_writable
 from ..io.images import pair_files
 from ..io.training import training_reports
 from ._common import CLIError, _fmt, _load_samples, _log, _marked, _partial_labels, _read_list
@@ -42,6 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train from scratch or fine-tune on a folder of images and label files."""
     device = resolve_device(args.device)
     out = Path(args.out)
+    if out.is_dir():  # not "<folder>.safetensors" beside it
+        raise CLIError(f"--out {out} is a folder: give the model file to write, e.g. {out / 'my_model'}")
     if out.suffix != model_files.SUFFIX:
         out = out.with_name(out.name + model_files.SUFFIX)
     resume = getattr(args, "resume_state", None)
@@ -54,7 +58,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError("--only-kind: the model goes on detecting each image's kind; leave out --modality")
     if out.exists() and not args.overwrite and resume is None:
         raise CLIError(f"{out} exists; use --overwrite to replace it")
-    ckpt_path = out.with_suffix(".ckpt")
+    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--val-every", args.val_every)):
+        if value is not None and not value >= 0:  # NaN too
+            raise CLIError(f"{flag} must be 0 or more, got {value}")
+    ckpt_path, partial = out.with_suffix(".ckpt"), _partial_path(out)
+    stale = _check_targets(out, ckpt_path, partial, args.overwrite, resume is None)
     if resume is not None:
         model = model_files.Model(UNet(args.resume_card.architecture), args.resume_card)
         parent = model.card.parent
@@ -217,8 +225,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             start_weights=start_weights,
             **extra,
         )
-        model_files.save(_joined(model, args.start, only_kind, out) if only_kind else model, out, overwrite=True)
+        # the best weights so far go beside --out, which only a finished run replaces
+        target = out if final else partial
+        model_files.save(_joined(model, args.start, only_kind, out) if only_kind else model, target, overwrite=True)
 
+    for p in stale:
+        _remove(p)
+        _log(f"removed {p}, left by an earlier cut run (--overwrite)")
     gen = iter_train(
         model.net,
         train,
@@ -232,7 +245,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     last = 0.0
     best_snapshot = None
-    ckpt_extra = {"argv": args.argv, "card": json.dumps(start_card), "started": started, "start_weights": start_weights}
+    ckpt_extra = {
+        "argv": args.argv,
+        "cwd": args.run_cwd,  # the folder its relative paths are read from
+        "card": json.dumps(start_card),
+        "started": started,
+        "start_weights": start_weights,
+    }
     try:
         while True:
             ev = next(gen)
@@ -258,17 +277,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = stop.value
     except KeyboardInterrupt:
         _log(
-            "interrupted"
-            + (f"; the best model so far is in {out}" if best_snapshot is not None else "; no model written")
+            "interrupted; "
+            + _left_behind(out, partial, best_snapshot is not None)
             + (f"; continue with: napari-unet-loop train --resume {ckpt_path}" if ckpt_path.exists() else "")
         )
         return 130
+    except TrainingError as exc:  # e.g. the loss went NaN: --out is as it was
+        if best_snapshot is not None:
+            raise TrainingError(f"{exc} The best weights before it are in {partial}.") from exc
+        raise
     if val and args.tune:
         try:
             retuned = retune(model.net, val, device, model.card.postprocess, args.precision, result.trust)
         except KeyboardInterrupt:
-            where = f"the best weights so far are in {out}" if best_snapshot is not None else "no model written"
-            _log(f"interrupted while tuning the thresholds; {where}")
+            _log("interrupted while tuning the thresholds; " + _left_behind(out, partial, best_snapshot is not None))
             return 130
         verdict = retuned.verdict() + (f": {retuned.postprocess.to_dict()}" if retuned.kept else "")
         _log(f"thresholds tuned on the validation data: AP50 {retuned.before:.4f} -> {retuned.after:.4f}; {verdict}")
@@ -286,7 +308,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "history": _thin(result.history),
         },
     )
-    ckpt_path.unlink(missing_ok=True)  # the run is complete: its model file holds everything
+    for p in (ckpt_path, partial):  # the run is complete: its model file holds everything
+        _remove(p)
     if result.baseline is not None and parent is not None and not result.improved:
         _log(f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights")
     _log(
@@ -295,6 +318,63 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f"; the new weights answer for {only_kind} images only, other images keep {parent}'s" if only_kind else "")
     )
     return 0
+
+
+def _partial_path(out: Path) -> Path:
+    """Where a run keeps its best weights so far: beside ``out``, which only a finished run replaces."""
+    return out.with_name(out.stem + ".partial" + model_files.SUFFIX)
+
+
+def _left_behind(out: Path, partial: Path, saved: bool) -> str:
+    """What an interrupted run leaves: its best weights so far, and ``out`` as it was."""
+    kept = f"{out} is as it was" if out.exists() else f"{out} not written"
+    return (f"the best model so far is in {partial}; " if saved else "") + kept
+
+
+def _check_targets(out: Path, ckpt: Path, partial: Path, overwrite: bool, fresh: bool) -> list[Path]:
+    """Before any training: ``out`` can be written, replaces nothing of the user's, and no cut run is dropped.
+
+    A fresh run finding an earlier run's checkpoint or best-so-far weights at ``out`` refuses without
+    ``overwrite`` (that run can go on with ``--resume``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        With ``overwrite``: those files, to remove when training starts, so a run cut before its first
+        checkpoint never points to another run's.
+    """
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder, not a model file")
+    check_writable(out.parent)
+    card = out.with_suffix(".json")  # the readable card written beside every model file
+    if card.exists() and not out.exists() and not _is_card(card):
+        raise CLIError(f"{card} is not a model card, and the model's card would replace it: choose another --out")
+    if not fresh:
+        return []
+    left = [p for p in (ckpt, partial) if p.exists()]
+    if left and not overwrite:
+        how = f"continue it with --resume {ckpt}, or" if ckpt.exists() else "keep them elsewhere, or"
+        raise CLIError(
+            f"{' and '.join(map(str, left))} hold(s) an earlier cut run of this model: {how} "
+            "use --overwrite to start afresh (they are then removed)"
+        )
+    return left
+
+
+def _remove(path: Path) -> None:
+    """Remove a checkpoint, or a model file with its ``.json`` card."""
+    path.unlink(missing_ok=True)
+    if path.suffix == model_files.SUFFIX:
+        path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def _is_card(path: Path) -> bool:
+    """Whether ``path`` is a model card (the ``.json`` written beside a model file)."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and "architecture" in card
 
 
 def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:

@@ -479,10 +479,8 @@ def check_writable(folder: str | os.PathLike) -> None:
     if not probe.is_dir():
         raise NotADirectoryError(f"cannot write into {folder}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        where = "folder" if probe == folder else f"folder {folder} cannot be created: its parent"
-        raise PermissionError(
-            f"cannot write the export: {where} {probe} is not writable; choose another folder or change its permissions"
-        )
+        where = f"folder {folder}" if probe == folder else f"cannot create folder {folder}: its parent {probe}"
+        raise PermissionError(f"{where} is not writable; choose another folder or change its permissions")
 
 
 def _check_targets(paths: Sequence[Path], overwrite: bool) -> None:
