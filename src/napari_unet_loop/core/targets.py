@@ -66,18 +66,46 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2D, got shape {labels.shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        if (
-            np.issubdtype(labels.dtype, np.floating)
-            and np.all(np.isfinite(labels))
-            and np.all(labels == np.round(labels))
-        ):
-            labels = labels.astype(np.int64)
-        else:
-            raise ValueError(f"labels must hold whole numbers (integer ids), got {labels.dtype} values")
-    labels = labels.astype(np.int64, copy=False)
+    return object_ids(labels).astype(np.int64, copy=False)
+
+
+def object_ids(labels: np.ndarray, what: str = "the labels") -> np.ndarray:
+    """Labels of any shape as object ids: whole numbers, 0 (background) or above.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label image or stack.
+    what : str
+        What to call them in an error (e.g. the file's path).
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels: integer dtypes as they are, whole-number floats as ``int64``, ``bool`` masks as ``uint8``.
+
+    Raises
+    ------
+    ValueError
+        If they hold fractions, NaN or text (a probability or intensity map is not object ids), or
+        negative values (-1 for background): scoring or training on them would count the wrong objects.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        whole = np.issubdtype(labels.dtype, np.floating) and bool(np.isfinite(labels).all())
+        if not (whole and np.array_equal(labels, np.round(labels))):
+            raise ValueError(
+                f"{what} holds {labels.dtype} values that are not whole numbers: labels are object ids "
+                "(0 background, 1, 2, ... one per object), not a probability or intensity map"
+            )
+        labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
-        raise ValueError("labels hold negative values; label ids must be 0 (background) or positive")
+        raise ValueError(
+            f"{what} holds negative values (down to {labels.min()}): object ids are 0 (background) or above; "
+            "relabel the file (e.g. its -1 background as 0)"
+        )
     return labels
 
 

@@ -383,23 +383,13 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
         -1 for background): those are not object ids, and scoring or training on them would
         silently count the wrong objects.
     """
-    labels = np.asarray(read_image(path))
-    if labels.dtype == bool:
-        return labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        whole = np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all()
-        if not (whole and np.array_equal(labels, np.round(labels))):
-            raise ReadError(
-                f"{path} holds {labels.dtype} values that are not whole numbers: labels are object ids "
-                "(0 background, 1, 2, ... one per object), not a probability or intensity map"
-            )
-        labels = labels.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise ReadError(
-            f"{path} holds negative values (down to {labels.min()}): object ids are 0 (background) or above; "
-            "relabel the file (e.g. its -1 background as 0)"
-        )
-    return labels
+    from ..core.targets import object_ids
+
+    labels = read_image(path)
+    try:
+        return object_ids(labels, str(path))
+    except ValueError as exc:  # the same rule as training samples', said as a file's
+        raise ReadError(str(exc)) from None
 
 
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
