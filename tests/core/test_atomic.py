@@ -3,6 +3,7 @@ import stat
 
 import pytest
 
+from napari_unet_loop.core import atomic
 from napari_unet_loop.core.atomic import atomic_dir, atomic_path
 
 
@@ -69,6 +70,21 @@ def test_no_overwrite_refuses_a_file_that_appears_while_writing(tmp_path):
             target.write_text("theirs")
     assert target.read_text() == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race.txt"]
+
+
+def test_no_overwrite_loses_no_race_for_a_new_name(tmp_path, monkeypatch):
+    """Another writer taking the name between the last check and the rename keeps its file."""
+    target = tmp_path / "new.txt"
+
+    def other_writer_first(path):  # runs after the last existence check, before the name is given
+        target.write_text("the other writer's")
+
+    monkeypatch.setattr(atomic, "_fsync_file", other_writer_first)
+    with pytest.raises(FileExistsError, match="appeared while writing"):
+        with atomic.atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("mine")
+    assert target.read_text() == "the other writer's"
+    assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]
 
 
 def test_no_overwrite_writes_a_new_file(tmp_path):

@@ -123,6 +123,24 @@ def _short(name: str, limit: int = _SHORT) -> str:
     return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
 
 
+def _place_new(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` only if no file has it, in one step (a hard link).
+
+    Two writers racing for one new name: one gets it, the other a :class:`FileExistsError`,
+    where a check followed by a rename would let the second replace the first's file.
+    """
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise FileExistsError(f"{target} appeared while writing; not overwritten") from None
+    except OSError:  # no hard links on this file system (FAT, some network shares): check, then rename
+        if target.exists():
+            raise FileExistsError(f"{target} appeared while writing; not overwritten") from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``target`` atomically.
@@ -163,7 +181,10 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
             raise FileExistsError(f"{target} appeared while writing; not overwritten")
         if tmp_path.exists():
             _fsync_file(tmp_path)  # the data is on disk before the name points at it
-        os.replace(tmp_path, target)
+        if overwrite:
+            os.replace(tmp_path, target)
+        else:
+            _place_new(tmp_path, target)
         _fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
