@@ -1,4 +1,4 @@
-"""Writing label images: TIFF (ImageJ-compatible where possible), atomically."""
+"""Writing label images: TIFF (ImageJ-compatible where possible, OME-TIFF when named so), atomically."""
 
 from __future__ import annotations
 
@@ -119,12 +119,59 @@ def write_tiff(
                 kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
                 kwargs["resolutionunit"] = tifffile.RESUNIT.NONE
     path = Path(path)
+    if is_ome_tiff(path):  # the name promises OME-XML: Bio-Formats, QuPath and OMERO read its sizes
+        ome = _ome_metadata(axes, full_scale, metadata.get("unit"))
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tifffile.imwrite(tmp, data, ome=True, metadata=ome, compression="zlib", photometric="minisblack")
+        return path
     with atomic_path(path, overwrite=overwrite) as tmp:
         if dtype == np.uint16:
             tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, compression=None, **kwargs)
         else:
             tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib", **kwargs)
     return path
+
+
+def is_ome_tiff(path: str | os.PathLike) -> bool:
+    """Whether a file name asks for an OME-TIFF (``.ome.tif`` / ``.ome.tiff``)."""
+    return Path(path).name.lower().endswith((".ome.tif", ".ome.tiff"))
+
+
+# OME-XML's symbols for the units ImageJ writes short
+_OME_UNITS = {"um": "\u00b5m", "nm": "nm", "mm": "mm", "cm": "cm", "m": "m"}
+
+
+def _ome_metadata(axes: str, scale: list[float] | None, unit: str | None) -> dict:
+    """The OME metadata (as tifffile takes it) for labels of ``axes``: the pixel size per axis, in ``unit``."""
+    meta: dict = {"axes": axes}
+    if scale is None or unit in (None, "pixel"):
+        return meta
+    for axis in "ZYX":
+        if axis in axes:
+            meta[f"PhysicalSize{axis}"] = scale[axes.index(axis)]
+            if unit in _OME_UNITS:
+                meta[f"PhysicalSize{axis}Unit"] = _OME_UNITS[unit]
+    if "T" in axes:
+        meta["TimeIncrement"] = scale[axes.index("T")]
+    return meta
+
+
+def _ome_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | None]:
+    """Pixel size per axis and length unit from an OME-TIFF's first image (``PhysicalSizeX`` ...)."""
+    import tifffile
+
+    try:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None, None
+    if "PhysicalSizeX" not in pixels or "PhysicalSizeY" not in pixels:
+        return None, None
+    scale = [1.0] * ndim
+    for axis, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ"), ("T", "TimeIncrement")):
+        if axis in axes and key in pixels:
+            scale[axes.index(axis)] = float(pixels[key])
+    return scale, imagej_unit(pixels.get("PhysicalSizeXUnit", "\u00b5m"))  # OME's default unit is µm
 
 
 def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | None]:
@@ -169,6 +216,8 @@ def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str 
         if unit is None and scale == [1.0] * ndim:
             return None, None
         return scale, unit
+    if tif.is_ome:
+        return _ome_scale(tif, ndim, axes)
     shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
     if isinstance(shaped, str):  # pragma: no cover - tifffile returns dicts; be lenient
         shaped = json.loads(shaped)

@@ -1,0 +1,40 @@
+"""Label TIFFs: OME-TIFF when the name says so, its pixel sizes read back as ImageJ's are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_loop.io.labels import read_tiff_scale, write_tiff
+from napari_unet_loop.io.readers import read_labels
+
+
+@pytest.mark.parametrize("top", [7, 70_000])  # uint16 and uint32 ids
+def test_an_ome_tif_name_gets_an_ome_tiff_with_its_pixel_sizes(tmp_path, top):
+    labels = np.zeros((3, 20, 30), np.int64)
+    labels[1, 5:9, 5:12] = top
+    path = write_tiff(tmp_path / "cells.ome.tif", labels, scale=(2.0, 0.5, 0.25), unit="um")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and not tif.is_imagej  # OME-XML, as the name promises (it was an ImageJ TIFF)
+        assert tif.series[0].axes == "ZYX"
+        assert read_tiff_scale(tif, 3, "ZYX") == ([2.0, 0.5, 0.25], "um")
+    (data, kwargs, kind), *_ = read_labels(path)
+    assert kind == "labels" and np.array_equal(data, labels)
+    assert list(kwargs["scale"]) == [2.0, 0.5, 0.25]
+
+
+def test_a_microscopes_ome_tiff_gives_its_pixel_size_and_unit(tmp_path):
+    """An OME-TIFF as acquisition software writes it (nanometres, time steps): sizes per axis."""
+    path = tmp_path / "movie.ome.tif"
+    image = np.zeros((4, 16, 16), np.uint16)
+    meta = {"axes": "TYX", "PhysicalSizeX": 65.0, "PhysicalSizeY": 65.0, "PhysicalSizeXUnit": "nm"}
+    tifffile.imwrite(path, image, ome=True, metadata={**meta, "PhysicalSizeYUnit": "nm", "TimeIncrement": 30.0})
+    with tifffile.TiffFile(path) as tif:
+        assert read_tiff_scale(tif, 3, "TYX") == ([30.0, 65.0, 65.0], "nm")
+
+
+def test_an_ome_tiff_without_sizes_has_no_scale(tmp_path):
+    path = write_tiff(tmp_path / "plain.ome.tiff", np.eye(8, dtype=np.uint16))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and read_tiff_scale(tif, 2, "YX") == (None, None)
