@@ -107,8 +107,11 @@ def test_segment_z_stack_tiff(tmp_path, tiny_model_path):
 
 def test_evaluate_json(folders, tiny_model_path, capsys):
     images, labels = folders
+    shutil.copy(images / "nuclei_small.png", images / "no_truth.png")  # left out, and said so
     assert main(["evaluate", str(images), str(labels), "--model", str(tiny_model_path), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    assert f"1 image(s) in {images} have no label file and are left out: no_truth.png" in err
+    report = json.loads(out)
     for key in ("n_images", "ap50", "ap75", "f1_50", "pq", "seg", "per_image"):
         assert key in report
     assert report["n_images"] == 2

@@ -312,9 +312,14 @@ def test_a_folder_of_cell_tracking_challenge_gold_truth_trains_near_its_marked_c
         lab[(yy - 25) ** 2 + (xx - 25) ** 2 <= 100] = 1  # the other cell is not marked
         tifffile.imwrite(tmp_path / "01" / f"t00{t}.tif", frame)
         tifffile.imwrite(tmp_path / "SEG" / f"man_seg00{t}.tif", lab)
+    tifffile.imwrite(tmp_path / "01" / "t002.tif", frame)  # a frame without gold truth: left out, and said
     assert ft.add_folders(tmp_path / "01", tmp_path / "SEG")
     assert ft.region_combo.currentData() == ("labelled", None)
     assert "may mark only some cells" in messages["info"][-1]
+    assert (
+        "1 image(s) in" in messages["info"][-1]
+        and "have no label file and are left out: t002.tif" in messages["info"][-1]
+    )
     for i in range(ft.pairs_list.count()):  # the folder only
         item = ft.pairs_list.item(i)
         item.setCheckState(Qt.Checked if item.data(Qt.UserRole)[0] == "folder" else Qt.Unchecked)

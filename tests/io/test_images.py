@@ -15,6 +15,7 @@ from napari_unet_loop.io.images import (
     pair_files,
     read_image,
     read_label_file,
+    unpaired_note,
 )
 
 
@@ -45,11 +46,19 @@ def test_pairs_cell_tracking_challenge_frames_by_number(tmp_path):
     assert [(i.name, lab.name) for i, lab in pairs] == [("t000.tif", "man_seg000.tif"), ("t013.tif", "man_seg013.tif")]
 
 
-def test_exact_names_win_over_other_rules(tmp_path):
-    _touch(tmp_path / "im", "x1.tif", "x2.tif")
-    _touch(tmp_path / "lab", "x1.tif", "x2_mask.tif")
+def test_each_image_pairs_by_its_exact_name_else_without_label_affixes(tmp_path):
+    """A folder mixing both namings pairs every image (x2 was left out); the exact name comes first."""
+    _touch(tmp_path / "im", "x1.tif", "x2.tif", "x3.tif", "x4.png")
+    _touch(tmp_path / "lab", "x1.tif", "x1_mask.tif", "x2_mask.tif", "x4.tif")
     pairs = pair_files(tmp_path / "im", tmp_path / "lab")
-    assert [(i.name, lab.name) for i, lab in pairs] == [("x1.tif", "x1.tif")]
+    assert [(i.name, lab.name) for i, lab in pairs] == [
+        ("x1.tif", "x1.tif"),
+        ("x2.tif", "x2_mask.tif"),
+        ("x4.png", "x4.tif"),
+    ]
+    note = unpaired_note(tmp_path / "im", tmp_path / "lab", pairs)
+    assert note == f"1 image(s) in {tmp_path / 'im'} have no label file and are left out: x3.tif"
+    assert unpaired_note(tmp_path / "im", tmp_path / "lab", [*pairs, (tmp_path / "im" / "x3.tif", None)]) is None
 
 
 def test_ambiguous_numbers_do_not_pair(tmp_path):

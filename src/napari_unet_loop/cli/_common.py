@@ -20,7 +20,7 @@ from ..io.export import (
     ExportError,
     parse_formats,
 )
-from ..io.images import is_ctc_gold_truth, read_with_axes
+from ..io.images import is_ctc_gold_truth, pair_files, read_with_axes, unpaired_note
 from ..io.training import training_samples
 from ..parallel.files import modality_of, segment_array
 
@@ -324,6 +324,15 @@ def _provenance(model, pp: dict[str, float] | None, args) -> dict:
         "precision": args.precision,
         "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
     }
+
+
+def _pairs(images: str, labels: str) -> list[tuple[Path, Path]]:
+    """The image/label file pairs of two folders; images left without a label file are named in the log."""
+    pairs = pair_files(images, labels)
+    note = unpaired_note(images, labels, pairs)
+    if note:
+        _log(note)
+    return pairs
 
 
 def _read_list(path: str | None) -> set[str] | None:

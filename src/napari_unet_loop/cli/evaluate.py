@@ -14,13 +14,13 @@ from ..core.device import resolve_device
 from ..core.edits import labelled_region
 from ..core.metrics import ErrorCounts, error_kinds, matching_planes, pool
 from ..core.modality import MODALITIES, detect
-from ..io.images import ReadError, fit_labels, pair_files, read_label_file
-from ._common import CLIError, _log, _postprocess, _read, _segment_array, _thresholds_record
+from ..io.images import ReadError, fit_labels, read_label_file
+from ._common import CLIError, _log, _pairs, _postprocess, _read, _segment_array, _thresholds_record
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Segment every image that has a label file and report pooled metrics."""
-    pairs = pair_files(args.images, args.labels)  # cheap checks first
+    pairs = _pairs(args.images, args.labels)  # cheap checks first
     device = resolve_device(args.device)
     model = model_files.load(args.model)
     pp = _postprocess(args, model)

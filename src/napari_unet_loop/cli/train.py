@@ -35,9 +35,8 @@ from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
 from ..io.conventions import check_writable
-from ..io.images import pair_files
 from ..io.training import training_reports
-from ._common import CLIError, _fmt, _load_samples, _log, _marked, _partial_labels, _read_list
+from ._common import CLIError, _fmt, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -83,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _read_list(args.exclude),
         _read_list(args.val_list),
     )
-    pairs = pair_files(args.images, args.labels)
+    pairs = _pairs(args.images, args.labels)
     if include is not None:
         pairs = [p for p in pairs if p[0].stem in include]
     if exclude is not None:

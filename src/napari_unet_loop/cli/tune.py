@@ -9,8 +9,7 @@ from ..core import model_files
 from ..core.device import resolve_device
 from ..core.finetune import to_network_scale
 from ..core.retune import tuning_noise, validation_objects
-from ..io.images import pair_files
-from ._common import CLIError, _load_samples, _log, _marked, _partial_labels, _read_list
+from ._common import CLIError, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -21,7 +20,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = model_files.load(args.model)
     if args.write and model.path is not None and model.path.resolve().parent == model_files.shipped_dir().resolve():
         raise CLIError(f"{model.name} is a shipped model and is not changed; give --model a copy of its file")
-    pairs = pair_files(args.images, args.labels)
+    pairs = _pairs(args.images, args.labels)
     include = _read_list(args.include)
     if include is not None:
         pairs = [p for p in pairs if p[0].stem in include]

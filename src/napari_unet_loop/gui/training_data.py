@@ -25,7 +25,7 @@ from ..core.modality import ModalityReport, detect, doubt_note, input_modality, 
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from ..io.images import ReadError, is_ctc_gold_truth, pair_files
+from ..io.images import ReadError, is_ctc_gold_truth, pair_files, unpaired_note
 from ..io.training import training_reports, training_samples
 from .layers import (
     META_KEY,
@@ -112,6 +112,8 @@ class TrainingData:
                 "; they are Cell Tracking Challenge gold truth (man_segNNN), which may mark only some cells: "
                 f"Reviewed is now '{REGION_LABELLED}' (choose 'whole image' if yours mark every cell)"
             )
+        left = unpaired_note(images_dir, labels_dir, found)
+        note += f". {left[0].upper()}{left[1:]}" if left else ""
         show_info(f"{len(found)} image/label file pairs added from {Path(images_dir).name}{note}")
         return True
 

@@ -395,13 +395,14 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Match image and label files of two folders by name.
 
-    Names are matched in the first of these ways that pairs any file: the same base
-    name (any image suffix); the same base name once common label affixes are taken
-    off the label file's name (``_mask``, ``_masks``, ``_cp_masks``, ``_label``,
-    ``_labels``, ``_seg``, ``_gt``, or a ``man_seg``/``mask``/``seg`` prefix); the same
-    frame number (the last number in the name: ``t012.tif`` and ``man_seg012.tif``, as
-    in the Cell Tracking Challenge), when each number names one file on each side.
-    Images without a label file are skipped. Given one folder for both, the files named as label
+    Each image pairs with the label file of the same base name (any image suffix), else with
+    the one of the same base name once common label affixes are taken off the label file's
+    name (``_mask``, ``_masks``, ``_cp_masks``, ``_label``, ``_labels``, ``_seg``, ``_gt``, or
+    a ``man_seg``/``mask``/``seg`` prefix), so one folder may mix both namings; a label file
+    pairs once. When no names pair, files pair by frame number (the last number in the
+    name: ``t012.tif`` and ``man_seg012.tif``, as in the Cell Tracking Challenge), when each
+    number names one file on each side. Images without a label file are skipped
+    (:func:`unpaired_note` names them). Given one folder for both, the files named as label
     files (those affixes) are the labels and the others the images: no file is its own label.
 
     Returns
@@ -414,6 +415,46 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     ReadError
         If a folder is missing or no names match.
     """
+    images, labels = _image_and_label_files(images_dir, labels_dir)
+    # by name: the same base name, else the base name without label affixes; a label file pairs once
+    exact = _by_stem(labels, lambda stem: stem, False)
+    stripped = _by_stem(labels, lambda stem: _LABEL_AFFIXES.sub("", stem), False)
+    pairs, taken = [], set()
+    for q in images:
+        label = exact.get(q.stem) if exact.get(q.stem) not in taken else None
+        if label is None and stripped.get(q.stem) not in taken:
+            label = stripped.get(q.stem)
+        if label is not None:
+            pairs.append((q, label))
+            taken.add(label)
+    if pairs:
+        return pairs
+    # by frame number, when no name pairs: each number must name one file on each side
+    by_number = _by_stem(labels, _trailing_number, unique=True)
+    keys = [_trailing_number(q.stem) for q in images]
+    counts = Counter(keys)
+    pairs = [(q, by_number[k]) for q, k in zip(images, keys) if k is not None and counts[k] == 1 and k in by_number]
+    if pairs:
+        return pairs
+    raise ReadError(
+        f"no image in {Path(images_dir)} has a label file of the same name in {Path(labels_dir)} "
+        "(matched by base name, by base name without _mask/_labels/..., or by frame number)"
+    )
+
+
+def unpaired_note(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, pairs: list) -> str | None:
+    """A line naming the images of ``images_dir`` that :func:`pair_files` left without a label file, or None."""
+    images, _ = _image_and_label_files(images_dir, labels_dir)
+    paired = {q for q, _ in pairs}
+    left = [q.name for q in images if q not in paired]
+    if not left:
+        return None
+    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    return f"{len(left)} image(s) in {images_dir} have no label file and are left out: {shown}"
+
+
+def _image_and_label_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> tuple[list, list]:
+    """The image files and the label files to pair, sorted (one folder for both: told apart by their names)."""
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     for d in (images_dir, labels_dir):
         if not d.is_dir():
@@ -429,24 +470,7 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
                 "file of an image (cells.png with cells_mask.png, cells_labels.tif, man_seg012.tif ...): "
                 "give the folder of the label files"
             )
-    rules = (
-        (lambda stem: stem, lambda stem: stem),
-        (lambda stem: stem, lambda stem: _LABEL_AFFIXES.sub("", stem)),
-        (_trailing_number, _trailing_number),
-    )
-    for i, (image_key, label_key) in enumerate(rules):
-        by_key = _by_stem(labels, label_key, unique=i == len(rules) - 1)
-        keys = [image_key(q.stem) for q in images]
-        if i == len(rules) - 1:  # frame numbers must name one image each, too
-            counts = Counter(keys)
-            keys = [k if counts[k] == 1 else None for k in keys]
-        pairs = [(q, by_key[k]) for q, k in zip(images, keys) if k is not None and k in by_key]
-        if pairs:
-            return pairs
-    raise ReadError(
-        f"no image in {images_dir} has a label file of the same name in {labels_dir} "
-        "(matched by base name, by base name without _mask/_labels/..., or by frame number)"
-    )
+    return images, labels
 
 
 def read_with_axes(
