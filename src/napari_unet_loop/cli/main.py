@@ -163,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)")
     p.add_argument("--steps", type=_positive_int, default=None, help="number of training steps")
     p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (auto: bf16 on CUDA and on CPUs with bf16 hardware, fp32 elsewhere)",
+    )
     p.add_argument("--patch", type=_positive_int, default=None, help="patch size (default 128)")
     p.add_argument(
         "--batch",
