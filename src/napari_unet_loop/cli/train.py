@@ -354,7 +354,8 @@ def _check_targets(out: Path, ckpt: Path, partial: Path, overwrite: bool, fresh:
     if left and not overwrite:
         how = f"continue it with --resume {ckpt}, or" if ckpt.exists() else "keep them elsewhere, or"
         raise CLIError(
-            f"{' and '.join(map(str, left))} hold(s) an earlier cut run of this model: {how} "
+            f"{' and '.join(map(str, left))} {'hold' if len(left) > 1 else 'holds'} an earlier cut run of this "
+            f"model: {how} "
             "use --overwrite to start afresh (they are then removed)"
         )
     return left
