@@ -926,7 +926,7 @@ def test_resume_reads_and_writes_where_the_run_began_and_takes_no_new_settings(
     capsys.readouterr()
     assert main(["train", "--resume", str(ckpt), "--steps", "9", "--out", "x"]) == 2
     assert "leave out --steps, --out (only --device and --log-every may change)" in capsys.readouterr().err
-    assert main(["train", "--resume", str(ckpt), "--device", "cpu"]) == 0
+    assert main(["train", "--resume", str(ckpt), "--dev", "cpu"]) == 0  # argparse's abbreviation of --device
     assert f"(in {tmp_path})" in capsys.readouterr().err
     card = model_files.load(tmp_path / "rel.safetensors").card
     assert card.training["steps"] == 5 and card.training["data"]["images"] == str(images.resolve())

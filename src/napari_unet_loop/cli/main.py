@@ -385,7 +385,8 @@ def _given_options(args: argparse.Namespace, argv: list[str], allowed: tuple[str
     given = ["IMAGES"] * (args.images is not None) + ["LABELS"] * (args.labels is not None)
     for token in argv[1:]:
         flag = token.split("=", 1)[0]
-        if re.match(r"^--?[A-Za-z]", flag) and flag not in allowed and flag not in given:
+        short = flag.startswith("--") and any(a.startswith(flag) for a in allowed)  # argparse's abbreviations
+        if re.match(r"^--?[A-Za-z]", flag) and flag not in allowed and not short and flag not in given:
             given.append(flag)
     return given
 
