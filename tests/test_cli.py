@@ -955,6 +955,7 @@ def test_train_refuses_what_it_could_only_find_out_after_training(
         (["--out", str(tmp_path / "cells")], "cells.json is not a model card"),
         (["--out", str(tmp_path / "m"), "--checkpoint-every", "-1"], "--checkpoint-every must be 0 or more"),
         (["--out", str(tmp_path / "m"), "--val-every", "nan"], "--val-every must be 0 or more, got nan"),
+        (["--out", str(tmp_path / "m.partial")], "names ending in .partial are where runs keep their best weights"),
     ]:
         assert main([*base, *extra]) == 2
         assert said in capsys.readouterr().err
@@ -973,16 +974,35 @@ def test_resume_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, tiny_model
     torch.save({"format": CHECKPOINT_FORMAT, "json": "{}", "step": 3}, damaged)
     odd = tmp_path / "odd.ckpt"
     torch.save({"format": CHECKPOINT_FORMAT, "json": 5}, odd)
+    cut = tmp_path / "cut.ckpt"  # a copy cut short (torch says "Invalid argument" for some)
+    torch.save({"format": CHECKPOINT_FORMAT, "net": torch.zeros(4000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:5000])
     for path, said in [
         (tiny_model_path, "is not a training checkpoint"),
         (text, "is not a training checkpoint"),
         (damaged, "is a damaged training checkpoint: it lacks net, optimizer"),
         (odd, "is a damaged training checkpoint: its settings cannot be read"),
         (tmp_path, "is a folder, not a training checkpoint"),
+        (cut, "is not a training checkpoint"),
     ]:
         assert main(["train", "--resume", str(path)]) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1 and "weights_only" not in err
+
+
+def test_resume_device_given_wins_even_auto_else_the_runs_own(monkeypatch):
+    """``--resume X --device auto`` runs on auto, whatever device the cut run named; without --device, on its own."""
+    import importlib
+
+    main_mod = importlib.import_module("napari_unet_loop.cli.main")  # the module (the package exports main())
+    argv = ["train", "im", "lab", "--out", "m", "--device", "cuda:1"]
+    monkeypatch.setattr(main_mod, "load_checkpoint", lambda p: ({"step": 3}, {"argv": argv, "card": "{}", "cwd": "/d"}))
+    monkeypatch.setattr(main_mod.model_files.ModelCard, "from_dict", staticmethod(lambda d: None))
+    parser = main_mod.build_parser()
+    for given, device in ([], "cuda:1"), (["--device", "auto"], "auto"), (["--device", "cpu"], "cpu"):
+        cli = ["train", "--resume", "x.ckpt", *given]
+        args = main_mod._train_args(parser, parser.parse_args(cli), cli)
+        assert args.device == device and args.out == "/d/m"
 
 
 def test_old_checkpoints_resume_with_settings_added_since_off():

@@ -162,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 5 unless --steps)")
     p.add_argument("--steps", type=_positive_int, default=None, help="number of training steps")
-    p.add_argument("--device", default="auto", help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N")
+    p.add_argument(
+        "--device",
+        default=None,
+        help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N (default auto; with --resume, the run's own)",
+    )
     p.add_argument(
         "--precision",
         default="auto",
@@ -351,8 +355,7 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
         old.resume, old.resume_state, old.resume_card = args.resume, state, card
         old.resume_started = extra.get("started")
         old.resume_start_weights = extra.get("start_weights")
-        if args.device != "auto":
-            old.device = args.device
+        old.device = args.device or old.device or "auto"  # given (auto too), else the run's own
         old.log_every = args.log_every
         old.run_cwd = cwd or os.getcwd()
         args, argv = old, list(old_argv)
@@ -360,6 +363,7 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
         raise CLIError("train needs IMAGES, LABELS and --out (or --resume CHECKPOINT)")
     else:
         args.run_cwd = os.getcwd()
+        args.device = args.device or "auto"
     if args.minutes is None and args.steps is None:
         args.minutes = 5.0
     args.argv = argv

@@ -47,6 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} is a folder: give the model file to write, e.g. {out / 'my_model'}")
     if out.suffix != model_files.SUFFIX:
         out = out.with_name(out.name + model_files.SUFFIX)
+    if out.stem.endswith(".partial"):
+        raise CLIError(f"--out {out.name}: names ending in .partial are where runs keep their best weights so far")
     resume = getattr(args, "resume_state", None)
     if args.anchor and args.start == "scratch":
         raise CLIError("--anchor pulls toward a starting model's weights: it needs --from MODEL, not scratch")
@@ -243,7 +245,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=resume,
     )
     last = 0.0
-    best_snapshot = None
     ckpt_extra = {
         "argv": args.argv,
         "cwd": args.run_cwd,  # the folder its relative paths are read from
@@ -266,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     # save the best weights as they are found, so an interrupted run keeps them
                     model.net.load_state_dict(ev.best_state)
                     write(ev.val, False, {"steps": ev.step, "seconds": round(ev.elapsed, 1)})
-                    best_snapshot, saved = ev.step, True
+                    saved = True
                 note = ("  (best so far, saved)" if saved else "  (best so far)") if ev.is_best else ""
                 _log(f"validation at step {ev.step}: {_fmt(ev.val)}{note}")
             elif ev.kind == "checkpoint" and ev.checkpoint is not None:
@@ -277,19 +278,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _log(
             "interrupted; "
-            + _left_behind(out, partial, best_snapshot is not None)
+            + _left_behind(out, partial)
             + (f"; continue with: napari-unet-loop train --resume {ckpt_path}" if ckpt_path.exists() else "")
         )
         return 130
     except TrainingError as exc:  # e.g. the loss went NaN: --out is as it was
-        if best_snapshot is not None:
+        if partial.exists():  # this run's (an earlier run's were removed when it began), resumed ones' too
             raise TrainingError(f"{exc} The best weights before it are in {partial}.") from exc
         raise
     if val and args.tune:
         try:
             retuned = retune(model.net, val, device, model.card.postprocess, args.precision, result.trust)
         except KeyboardInterrupt:
-            _log("interrupted while tuning the thresholds; " + _left_behind(out, partial, best_snapshot is not None))
+            _log("interrupted while tuning the thresholds; " + _left_behind(out, partial))
             return 130
         verdict = retuned.verdict() + (f": {retuned.postprocess.to_dict()}" if retuned.kept else "")
         _log(f"thresholds tuned on the validation data: AP50 {retuned.before:.4f} -> {retuned.after:.4f}; {verdict}")
@@ -324,10 +325,10 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.stem + ".partial" + model_files.SUFFIX)
 
 
-def _left_behind(out: Path, partial: Path, saved: bool) -> str:
-    """What an interrupted run leaves: its best weights so far, and ``out`` as it was."""
+def _left_behind(out: Path, partial: Path) -> str:
+    """What an interrupted run leaves: its best weights so far (also from before a resume), ``out`` as it was."""
     kept = f"{out} is as it was" if out.exists() else f"{out} not written"
-    return (f"the best model so far is in {partial}; " if saved else "") + kept
+    return (f"the best model so far is in {partial}; " if partial.exists() else "") + kept
 
 
 def _check_targets(out: Path, ckpt: Path, partial: Path, overwrite: bool, fresh: bool) -> list[Path]:

@@ -135,10 +135,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise TrainingError(f"{path} is a folder, not a training checkpoint ({what})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:  # missing or unreadable: the system's reason, in one line
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:  # the system's reason, in one line
         raise TrainingError(f"cannot read the training checkpoint {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # noqa: BLE001 - torch and pickle raise many kinds for files that are something else
-        raise TrainingError(f"{path} is not a training checkpoint ({what})") from exc
+        raise TrainingError(f"{path} is not a training checkpoint, or a damaged one ({what})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a training checkpoint of this version of napari-unet-loop ({what})")
     try:
