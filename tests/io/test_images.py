@@ -61,6 +61,17 @@ def test_each_image_pairs_by_its_exact_name_else_without_label_affixes(tmp_path)
     assert unpaired_note(tmp_path / "im", tmp_path / "lab", [*pairs, (tmp_path / "im" / "x3.tif", None)]) is None
 
 
+def test_ome_tif_names_pair_as_tif_names_and_exact_names_pair_first(tmp_path):
+    _touch(tmp_path / "im", "cells.ome.tif", "dish.tif", "a.tif", "a_mask.tif")
+    _touch(tmp_path / "lab", "cells_mask.ome.tif", "dish.ome.tif", "a_mask.tif")
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [
+        ("a_mask.tif", "a_mask.tif"),  # its own name, though a.tif sorts first and could take it without affix
+        ("cells.ome.tif", "cells_mask.ome.tif"),
+        ("dish.tif", "dish.ome.tif"),
+    ]
+
+
 def test_ambiguous_numbers_do_not_pair(tmp_path):
     _touch(tmp_path / "im", "t1.tif", "s1.tif")
     _touch(tmp_path / "lab", "man_seg1.tif")

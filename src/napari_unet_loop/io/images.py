@@ -305,9 +305,13 @@ def is_ctc_gold_truth(path: str | Path) -> bool:
     That truth may mark only some of the cells of a frame (the challenge: "very limited cell instance
     coverage"), so ``train`` reads such files as labels that mark only some objects unless told otherwise.
     """
-    name = Path(path).name
-    stem = name[: -len(".ome.tif")] if name.lower().endswith(".ome.tif") else Path(name).stem
-    return bool(_CTC_GOLD.match(stem))
+    return bool(_CTC_GOLD.match(base_name(path)))
+
+
+def base_name(path: str | os.PathLike) -> str:
+    """A file's name without its image suffix, ``.ome`` included: ``cells`` for ``cells.tif`` and ``cells.ome.tif``."""
+    stem = Path(path).stem
+    return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
 
 
 def is_label_file_of(stem: str, stems: set[str]) -> bool:
@@ -332,7 +336,7 @@ def _by_stem(files: list[Path], key, unique: bool) -> dict:
     out: dict = {}
     seen: set = set()
     for q in files:
-        k = key(q.stem)
+        k = key(base_name(q))
         if k is None:
             continue
         if k in seen:
@@ -395,7 +399,8 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Match image and label files of two folders by name.
 
-    Each image pairs with the label file of the same base name (any image suffix), else with
+    Each image pairs with the label file of the same base name (any image suffix, ``.ome.tif``
+    as ``.tif``), else with
     the one of the same base name once common label affixes are taken off the label file's
     name (``_mask``, ``_masks``, ``_cp_masks``, ``_label``, ``_labels``, ``_seg``, ``_gt``, or
     a ``man_seg``/``mask``/``seg`` prefix), so one folder may mix both namings; a label file
@@ -419,19 +424,17 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     # by name: the same base name, else the base name without label affixes; a label file pairs once
     exact = _by_stem(labels, lambda stem: stem, False)
     stripped = _by_stem(labels, lambda stem: _LABEL_AFFIXES.sub("", stem), False)
-    pairs, taken = [], set()
-    for q in images:
-        label = exact.get(q.stem) if exact.get(q.stem) not in taken else None
-        if label is None and stripped.get(q.stem) not in taken:
-            label = stripped.get(q.stem)
-        if label is not None:
-            pairs.append((q, label))
-            taken.add(label)
-    if pairs:
-        return pairs
+    found: dict[Path, Path] = {}
+    for by_name in (exact, stripped):  # every exact name first: a looser one never takes an image's own file
+        for q in images:
+            label = by_name.get(base_name(q))
+            if q not in found and label is not None and label not in found.values():
+                found[q] = label
+    if found:
+        return [(q, found[q]) for q in images if q in found]
     # by frame number, when no name pairs: each number must name one file on each side
     by_number = _by_stem(labels, _trailing_number, unique=True)
-    keys = [_trailing_number(q.stem) for q in images]
+    keys = [_trailing_number(base_name(q)) for q in images]
     counts = Counter(keys)
     pairs = [(q, by_number[k]) for q, k in zip(images, keys) if k is not None and counts[k] == 1 and k in by_number]
     if pairs:
@@ -462,8 +465,8 @@ def _image_and_label_files(images_dir: str | os.PathLike, labels_dir: str | os.P
     images = sorted(q for q in images_dir.iterdir() if q.is_file() and is_image_file(q))
     labels = sorted(q for q in labels_dir.iterdir() if q.is_file() and is_image_file(q))
     if images_dir.resolve() == labels_dir.resolve():  # one folder: its label files are told by their names
-        labels = [q for q in images if _LABEL_AFFIXES.search(q.stem)]
-        images = [q for q in images if not _LABEL_AFFIXES.search(q.stem)]
+        labels = [q for q in images if _LABEL_AFFIXES.search(base_name(q))]
+        images = [q for q in images if not _LABEL_AFFIXES.search(base_name(q))]
         if not labels or not images:
             raise ReadError(
                 f"the images and the labels are both {images_dir}, and no file there is named as the label "
