@@ -38,3 +38,11 @@ def test_an_ome_tiff_without_sizes_has_no_scale(tmp_path):
     path = write_tiff(tmp_path / "plain.ome.tiff", np.eye(8, dtype=np.uint16))
     with tifffile.TiffFile(path) as tif:
         assert tif.is_ome and read_tiff_scale(tif, 2, "YX") == (None, None)
+
+
+def test_an_uncalibrated_ome_tiff_keeps_its_z_spacing_and_time_step(tmp_path):
+    """Pixels as the unit (no pixel size): the z spacing and time step are still written, as ImageJ's are."""
+    for axes, scale in (("ZYX", (2.0, 1.0, 1.0)), ("TYX", (5.0, 1.0, 1.0))):
+        path = write_tiff(tmp_path / f"{axes}.ome.tif", np.zeros((3, 8, 8), np.uint16), scale=scale, axes=axes)
+        with tifffile.TiffFile(path) as tif:
+            assert read_tiff_scale(tif, 3, axes) == (list(scale), None)

@@ -144,13 +144,12 @@ _OME_UNITS = {"um": "\u00b5m", "nm": "nm", "mm": "mm", "cm": "cm", "m": "m"}
 def _ome_metadata(axes: str, scale: list[float] | None, unit: str | None) -> dict:
     """The OME metadata (as tifffile takes it) for labels of ``axes``: the pixel size per axis, in ``unit``."""
     meta: dict = {"axes": axes}
-    if scale is None or unit in (None, "pixel"):
+    if scale is None:
         return meta
-    for axis in "ZYX":
+    for axis in "ZYX":  # uncalibrated: sizes in pixels (OME's "pixel"), so a z spacing still travels
         if axis in axes:
             meta[f"PhysicalSize{axis}"] = scale[axes.index(axis)]
-            if unit in _OME_UNITS:
-                meta[f"PhysicalSize{axis}Unit"] = _OME_UNITS[unit]
+            meta[f"PhysicalSize{axis}Unit"] = _OME_UNITS.get(unit or "", "pixel")
     if "T" in axes:
         meta["TimeIncrement"] = scale[axes.index("T")]
     return meta
@@ -171,7 +170,10 @@ def _ome_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | Non
     for axis, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ"), ("T", "TimeIncrement")):
         if axis in axes and key in pixels:
             scale[axes.index(axis)] = float(pixels[key])
-    return scale, imagej_unit(pixels.get("PhysicalSizeXUnit", "\u00b5m"))  # OME's default unit is µm
+    unit = imagej_unit(pixels.get("PhysicalSizeXUnit", "\u00b5m"))  # OME's default unit is µm
+    if unit is None and scale == [1.0] * ndim:
+        return None, None
+    return scale, unit
 
 
 def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | None]:
