@@ -145,6 +145,66 @@ def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatc
     assert w.model_combo.currentText() != "tiny"
 
 
+def test_the_name_of_a_model_opened_from_a_file_is_taken(qtbot, setup, messages, monkeypatch):
+    """Save as 'tiny' (a model opened from a file): saved under another name, and Revert gives tiny back."""
+    import torch
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    ft.resegment_check.value = False
+    parent = {k: v.clone() for k, v in w.current_model().net.state_dict().items()}
+    ft.name_edit.setText("TINY")  # one file with tiny on macOS and Windows
+    finetune(qtbot, ft)
+    assert any("A model named 'TINY' exists; saving as" in m for m in messages["info"])
+    assert w.model_combo.currentText().startswith("tiny-ft-")
+    ft.revert()
+    assert w.model_combo.currentText() == "tiny"
+    now = w.current_model().net.state_dict()
+    assert all(torch.equal(v, now[k]) for k, v in parent.items())  # the parent's weights, not the new ones
+
+
+def test_a_failed_save_keeps_the_trained_model_to_save_again(qtbot, setup, messages, monkeypatch):
+    """A full disk at the end of a fine-tune: the error is shown, the previous model stays, a retry saves it."""
+    import errno
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    ft.resegment_check.value = False
+    real = model_files.save_user_model
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model_files, "save_user_model", full)
+    ft.name_edit.setText("kept-unsaved")
+    finetune(qtbot, ft)
+    assert "Could not save the fine-tuned model" in messages["error"][-1]
+    assert w.model_combo.currentText() == "tiny" and "kept-unsaved" not in model_files.list_models()
+    assert ft.use_anyway_btn.isVisibleTo(ft) and ft.use_anyway_btn.text() == "Save it again"
+    assert "press 'Save it again'" in ft.result_label.text()
+    monkeypatch.setattr(model_files, "save_user_model", real)  # space freed
+    ft.use_anyway()
+    assert "kept-unsaved" in model_files.list_models() and w.model_combo.currentText() == "kept-unsaved"
+    assert model_files.load("kept-unsaved").card.metrics["validation"]["ap50"] == 0.5
+    assert "Saved as 'kept-unsaved'" in ft.result_label.text() and not ft.use_anyway_btn.isVisibleTo(ft)
+
+
+def test_an_unusable_device_is_a_message_not_a_traceback(qtbot, setup, messages, monkeypatch):
+    from napari_unet_loop.core.device import DeviceError
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+
+    def gone():
+        raise DeviceError("cuda:0 is not usable here (driver error); choose the device cpu or auto")
+
+    monkeypatch.setattr(w.session, "device", gone)
+    assert ft.start() is None
+    assert "not usable here" in messages["error"][-1] and ft.result_label.text().startswith("Not started")
+
+
 def test_stop_keeps_best_so_far(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import kind_weights, model_files
+from ..core.device import DeviceError
 from ..core.edits import CORRECTION_WEIGHT
 from ..core.finetune import (
     augmentation,
@@ -95,7 +96,8 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._folders: list[tuple[Path, Path]] = []
         self._run: FinetuneRun | None = None  # the running or last fine-tune
         self._previous_model: str | None = None
-        self._rejected: Model | None = None
+        self._rejected: Model | None = None  # trained, not saved: rejected by validation, or its save failed
+        self._rejected_message = ""
         self.steps_override: int | None = None  # tests and scripts: a step budget instead of minutes
         self.val_every_override: float | None = None
 
@@ -319,7 +321,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.value != "scratch")
             pp = self.session.postprocess_config() if shown else start.card.postprocess
-        except (InputError, ModelError, ReadError, ValueError) as exc:
+        except (InputError, ModelError, ReadError, DeviceError, ValueError) as exc:
             show_error(str(exc))
             self.result_label.setText(f"Not started: {exc}")
             return None
@@ -497,8 +499,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {result.best['ap50']:.3f}"
             scores += evidence_note(result.best.get("n_true"))
         if result.baseline is not None and not result.improved:
-            self._rejected = model
-            self.use_anyway_btn.setVisible(True)
+            self._offer(model, "Use it anyway", "Save and select the fine-tuned model although it scored lower")
             msg = (
                 f"Training {how} ({result.steps} steps): the fine-tuned model is not better on the held-out "
                 f"validation tiles ({scores}). Kept {parent.name}."
@@ -514,14 +515,23 @@ class FineTuneSection(TrainingData, QGroupBox):
             notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
 
+    def _offer(self, model: Model, text: str, tip: str, message: str = "") -> None:
+        """Keep the fine-tuned ``model`` unsaved, with a button to save and select it (``message``: said then)."""
+        self._rejected, self._rejected_message = model, message
+        self.use_anyway_btn.setText(text)
+        self.use_anyway_btn.setToolTip(tip)
+        self.use_anyway_btn.setVisible(True)
+
     def use_anyway(self) -> None:
-        """Save and select the fine-tuned model that did not beat its parent."""
+        """Save and select the fine-tuned model that did not beat its parent, or whose saving failed."""
         if self._rejected is not None:
             model, self._rejected = self._rejected, None
             self.use_anyway_btn.setVisible(False)
-            self._accept(model, "Using the fine-tuned model although it scored lower on validation.")
+            message = self._rejected_message or "Using the fine-tuned model although it scored lower on validation."
+            self._accept(model, message)
 
     def _accept(self, model: Model, message: str) -> None:
+        trained = model  # as trained: what a retry after a failed save starts from
         if self._run is not None and self._run.only_kind:
             try:
                 model = kind_weights.with_kind_weights(self._run.parent, self._run.only_kind, model, model.name)
@@ -530,14 +540,24 @@ class FineTuneSection(TrainingData, QGroupBox):
                 message += f" The new weights answer for {label} images only; other images keep {parent}'s."
             except ModelError as exc:
                 show_error(f"Could not give {self._run.parent.name} these weights: {exc}. Saved as a model of its own.")
-        if model.name in model_files.list_models():  # never replace a saved model, the parent least of all
-            taken = model.name
-            model.card.name = self._model_name(model, use_edit=False)
-            show_info(f"A model named '{taken}' exists; saving as '{model.card.name}' instead.")
+        # never replace a saved model or take the name of one in the list (one opened from a file too), the
+        # parent least of all; names that differ only in case are one file on macOS and Windows
+        taken = {n.casefold() for n in [*model_files.list_models(), *self.session.model_names()]}
+        if model.name.casefold() in taken:
+            asked, parent = model.name, self._run.parent if self._run is not None else model
+            name, n = self._model_name(parent, use_edit=False), 2
+            while name.casefold() in taken:
+                name, n = f"{self._model_name(parent, use_edit=False)}-{n}", n + 1
+            model.card.name = name
+            show_info(f"A model named '{asked}' exists; saving as '{name}' instead.")
         try:
             path = model_files.save_user_model(model, model.name, overwrite=False)
         except (OSError, ModelError) as exc:
-            show_error(f"Could not save the fine-tuned model: {exc}")
+            text = f"Could not save the fine-tuned model: {exc}"
+            show_error(text)
+            # the trained network is kept: free space or fix the folder, then save again
+            self._offer(trained, "Save it again", "Try saving the fine-tuned model again", message)
+            self.result_label.setText(f"{text}. The model is kept unsaved: press 'Save it again' to retry.")
             return
         self._previous_model = self.session.model_name()
         self.session.cache_model(model.name, model)

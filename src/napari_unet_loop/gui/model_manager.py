@@ -41,6 +41,10 @@ class ModelManager:
         self._show_model_info()
         self.session.note_model(self._selected_model)
 
+    def model_names(self) -> list[str]:
+        """Every name in the Model list: shipped and user models, and model files opened."""
+        return list(self._model_paths)
+
     def select_model(self, name: str) -> None:
         """Reload the model list, select ``name`` (if it is there) and take its thresholds."""
         self.refresh_models(select=name)

@@ -55,6 +55,8 @@ class DockCalls:
         ``() -> Model``: the chosen model, loaded once; raises ``ModelError``.
     model_name : callable
         ``() -> str``: the name shown in the Model list.
+    model_names : callable
+        ``() -> list[str]``: every name in the Model list (model files opened included).
     device_choice : callable
         ``() -> str``: the Device choice as shown (``"auto"``, ``"cpu"``, ``"cuda"``...).
     postprocess_config : callable
@@ -95,6 +97,7 @@ class DockCalls:
     region_choice: Callable[[], str] = lambda: "view"
     stitch_choice: Callable[[], float | None] = lambda: None
     thresholds_kind: Callable[[], str | None] = lambda: None
+    model_names: Callable[[], list[str]] = lambda: []
 
 
 class Session(QObject):
@@ -240,6 +243,10 @@ class Session(QObject):
     def model_name(self) -> str:
         """The name shown in the Model list."""
         return self.dock.model_name()
+
+    def model_names(self) -> list[str]:
+        """Every name in the Model list (shipped, user and opened model files)."""
+        return self.dock.model_names()
 
     def device_choice(self) -> str:
         """The Device choice as shown (``"auto"`` or a device name)."""

@@ -168,6 +168,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
             diameter_choice=self.diameter_choice,
             current_model=self.current_model,
             model_name=lambda: self.model_combo.currentText(),
+            model_names=self.model_names,
             device_choice=lambda: self.device_combo.value,
             postprocess_config=self.postprocess_config,
             tile_size=self.tile_size,
