@@ -531,7 +531,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             self._accept(model, message)
 
     def _accept(self, model: Model, message: str) -> None:
-        trained = model  # as trained: what a retry after a failed save starts from
+        trained, said = model, message  # as trained and said: what a retry after a failed save starts from
         if self._run is not None and self._run.only_kind:
             try:
                 model = kind_weights.with_kind_weights(self._run.parent, self._run.only_kind, model, model.name)
@@ -556,7 +556,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             text = f"Could not save the fine-tuned model: {exc}"
             show_error(text)
             # the trained network is kept: free space or fix the folder, then save again
-            self._offer(trained, "Save it again", "Try saving the fine-tuned model again", message)
+            self._offer(trained, "Save it again", "Try saving the fine-tuned model again", said)
             self.result_label.setText(f"{text}. The model is kept unsaved: press 'Save it again' to retry.")
             return
         self._previous_model = self.session.model_name()
