@@ -374,3 +374,15 @@ def test_a_saved_model_is_readable_as_other_files_are_and_keeps_the_mode_it_repl
         os.umask(old)
     assert model_files.load(path).card.name == "m"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temporary file left
+
+
+def test_a_model_never_writes_its_card_over_a_users_json(tmp_path, make_model):
+    """``cells.json`` of an experiment beside a new ``cells`` model: refused, nothing written; a card is replaced."""
+    mine = tmp_path / "cells.json"
+    mine.write_text('{"plate": 7}')
+    with pytest.raises(ModelError, match="cells.json is not a model card"):
+        save(make_model(), tmp_path / "cells.safetensors")
+    assert mine.read_text() == '{"plate": 7}' and sorted(p.name for p in tmp_path.iterdir()) == ["cells.json"]
+    path = save(make_model(), tmp_path / "other.safetensors")
+    path.unlink()  # a model file gone, its card left: the next model of that name replaces the card
+    save(make_model(), tmp_path / "other.safetensors")

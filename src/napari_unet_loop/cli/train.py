@@ -346,9 +346,10 @@ def _check_targets(out: Path, ckpt: Path, partial: Path, overwrite: bool, fresh:
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder, not a model file")
     check_writable(out.parent)
-    card = out.with_suffix(".json")  # the readable card written beside every model file
-    if card.exists() and not out.exists() and not _is_card(card):
-        raise CLIError(f"{card} is not a model card, and the model's card would replace it: choose another --out")
+    try:
+        model_files.check_card_place(out)
+    except model_files.ModelError as exc:
+        raise CLIError(f"{exc}: choose another --out") from None
     if not fresh:
         return []
     left = [p for p in (ckpt, partial) if p.exists()]
@@ -367,15 +368,6 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     if path.suffix == model_files.SUFFIX:
         path.with_suffix(".json").unlink(missing_ok=True)
-
-
-def _is_card(path: Path) -> bool:
-    """Whether ``path`` is a model card (the ``.json`` written beside a model file)."""
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(card, dict) and "architecture" in card
 
 
 def _joined(model: model_files.Model, start: str, kind: str, out: Path) -> model_files.Model:

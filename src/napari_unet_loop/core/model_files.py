@@ -594,6 +594,7 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
                 for k, v in net.state_dict().items()
             }
         )
+    check_card_place(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         # the bytes written into atomic_path's file: safetensors' save_file renames a private (0600) file of
         # its own over the path, which undid the mode a model on a shared folder needs
@@ -602,6 +603,26 @@ def save(model: Model, path: str | os.PathLike, overwrite: bool = True) -> Path:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
     model.path = path
     return path
+
+
+def check_card_place(path: str | os.PathLike) -> None:
+    """Refuse a model file whose readable card (``<name>.json``) would replace a JSON file that is not a card.
+
+    Raises
+    ------
+    ModelError
+        If ``path`` does not exist yet and its ``.json`` does, holding something else (a user's file).
+    """
+    path = Path(path)
+    card = path.with_suffix(".json")
+    if path.exists() or not card.exists():
+        return
+    try:
+        text = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        text = None
+    if not (isinstance(text, dict) and "architecture" in text):
+        raise ModelError(f"{card} is not a model card, and the model's card would replace it")
 
 
 def check_name(name: str) -> str:
