@@ -205,6 +205,17 @@ def test_an_unusable_device_is_a_message_not_a_traceback(qtbot, setup, messages,
     assert "not usable here" in messages["error"][-1] and ft.result_label.text().startswith("Not started")
 
 
+def test_painting_on_while_it_trains_changes_nothing_it_reads(qtbot, setup, discs):
+    """The samples hold a copy of the labels: also of an int64 layer, whose data would otherwise be shared."""
+    viewer, w, ft = setup
+    layer = viewer.add_labels(np.tile(discs[1], (2, 2)).astype(np.int64), name="cells labels")
+    samples, _ = ft.build_samples(w.current_model())
+    before = samples[0].labels.copy()
+    layer.data[:] = 0  # the user erases everything while training runs
+    np.testing.assert_array_equal(samples[0].labels, before)
+    assert before.any()
+
+
 def test_stop_keeps_best_so_far(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)

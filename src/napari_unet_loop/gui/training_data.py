@@ -207,7 +207,7 @@ class TrainingData:
             stack_of = z_stack_of(stack_shape(image, lay), z_position(image, lay))
             stacks: dict[tuple, SegmentSettings] = {}  # a Z stack's planes train as they are segmented: together
             for index in self._planes(labels, lay):
-                lab = np.asarray(labels.data[index])
+                lab = np.array(labels.data[index])  # a copy: painting on while it trains changes nothing it reads
                 if lab.min() < 0:
                     raise InputError(f"labels '{labels.name}' hold negative values; ids must be 0 or positive")
                 ignore, weight = self._region_masks(labels, index, lab.shape)
