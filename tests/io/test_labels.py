@@ -46,3 +46,13 @@ def test_an_uncalibrated_ome_tiff_keeps_its_z_spacing_and_time_step(tmp_path):
         path = write_tiff(tmp_path / f"{axes}.ome.tif", np.zeros((3, 8, 8), np.uint16), scale=scale, axes=axes)
         with tifffile.TiffFile(path) as tif:
             assert read_tiff_scale(tif, 3, axes) == (list(scale), None)
+
+
+def test_an_ome_z_spacing_in_another_unit_is_given_in_the_pixel_sizes_unit(tmp_path):
+    path = tmp_path / "stack.ome.tif"
+    meta = {"axes": "ZYX", "PhysicalSizeX": 100.0, "PhysicalSizeY": 100.0, "PhysicalSizeZ": 0.5}
+    units = {"PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm", "PhysicalSizeZUnit": "\u00b5m"}
+    tifffile.imwrite(path, np.zeros((2, 8, 8), np.uint16), ome=True, metadata={**meta, **units})
+    with tifffile.TiffFile(path) as tif:
+        scale, unit = read_tiff_scale(tif, 3, "ZYX")
+    assert scale == pytest.approx([500.0, 100.0, 100.0]) and unit == "nm"

@@ -167,10 +167,14 @@ def _ome_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | Non
     if "PhysicalSizeX" not in pixels or "PhysicalSizeY" not in pixels:
         return None, None
     scale = [1.0] * ndim
+    unit = imagej_unit(pixels.get("PhysicalSizeXUnit", "\u00b5m"))  # OME's default unit is µm
     for axis, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ"), ("T", "TimeIncrement")):
         if axis in axes and key in pixels:
-            scale[axes.index(axis)] = float(pixels[key])
-    unit = imagej_unit(pixels.get("PhysicalSizeXUnit", "\u00b5m"))  # OME's default unit is µm
+            size = float(pixels[key])
+            own = imagej_unit(pixels.get(f"{key}Unit", "\u00b5m")) if axis in "YZ" else unit
+            if own != unit and own in UNIT_IN_CM and unit in UNIT_IN_CM:  # e.g. z in µm, x in nm: in x's unit
+                size *= UNIT_IN_CM[own] / UNIT_IN_CM[unit]
+            scale[axes.index(axis)] = size
     if unit is None and scale == [1.0] * ndim:
         return None, None
     return scale, unit
