@@ -1951,3 +1951,11 @@ def test_evaluate_partial_labels_scores_only_near_the_marked_objects(tmp_path, t
     assert main([*args, "--partial-labels"]) == 0
     near = json.loads(capsys.readouterr().out)
     assert (near["ap50"], near["n_pred"], near["errors"]["invented"], near["partial_labels"]) == (1.0, 1, 0, True)
+
+
+def test_list_files_name_ome_tiffs_by_their_base_name():
+    """``--include``/``--exclude``/``--val-list``: ``cells`` names ``cells.ome.tif`` (as ``cells.ome`` still does)."""
+    from napari_unet_loop.cli._common import _listed
+
+    assert _listed(Path("a/cells.ome.tif"), {"cells"}) and _listed(Path("a/cells.ome.tif"), {"cells.ome"})
+    assert _listed(Path("a/cells.tif"), {"cells"}) and not _listed(Path("a/cells2.tif"), {"cells"})

@@ -20,7 +20,7 @@ from ..io.export import (
     ExportError,
     parse_formats,
 )
-from ..io.images import is_ctc_gold_truth, pair_files, read_with_axes, unpaired_note
+from ..io.images import base_name, is_ctc_gold_truth, pair_files, read_with_axes, unpaired_note
 from ..io.training import training_samples
 from ..parallel.files import modality_of, segment_array
 
@@ -333,6 +333,11 @@ def _pairs(images: str, labels: str) -> list[tuple[Path, Path]]:
     if note:
         _log(note)
     return pairs
+
+
+def _listed(path: Path, names: set[str]) -> bool:
+    """Whether an image is named in a list file: by its stem, or its base name (``cells`` for ``cells.ome.tif``)."""
+    return path.stem in names or base_name(path) in names
 
 
 def _read_list(path: str | None) -> set[str] | None:

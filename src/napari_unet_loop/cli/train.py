@@ -36,7 +36,7 @@ from ..core.train import iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
 from ..io.conventions import check_writable
 from ..io.training import training_reports
-from ._common import CLIError, _fmt, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
+from ._common import CLIError, _fmt, _listed, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,15 +86,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     pairs = _pairs(args.images, args.labels)
     if include is not None:
-        pairs = [p for p in pairs if p[0].stem in include]
+        pairs = [p for p in pairs if _listed(p[0], include)]
     if exclude is not None:
-        pairs = [p for p in pairs if p[0].stem not in exclude]
+        pairs = [p for p in pairs if not _listed(p[0], exclude)]
     if not pairs:
         raise CLIError("no image/label pairs left to train on after --include/--exclude")
     _partial_labels(args, pairs, "training")
     if not 0 <= args.val_fraction < 1:
         raise CLIError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
-    if val_names is not None and not any(p[0].stem in val_names for p in pairs):
+    if val_names is not None and not any(_listed(p[0], val_names) for p in pairs):
         raise CLIError(f"no image matches the names in --val-list {args.val_list}: nothing to validate on")
     # grey images between fluorescence and brightfield (phase contrast, DIC) all reach the network alike,
     # and the new model reads such images as they were read here (a resumed run: as it began)
@@ -107,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def prepared(model: model_files.Model) -> tuple[list, list, Scaled]:
         """The training and validation samples as ``model`` reads them, at the network's scale."""
         if val_names is not None:
-            train_pairs = [p for p in pairs if p[0].stem not in val_names]
-            val_pairs = [p for p in pairs if p[0].stem in val_names]
+            train_pairs = [p for p in pairs if not _listed(p[0], val_names)]
+            val_pairs = [p for p in pairs if _listed(p[0], val_names)]
             train = _marked(_load_samples(train_pairs, model, args), args)
             val = _marked(_load_samples(val_pairs, model, args), args)
             scaled = _network_scale([*train, *val], model, args, only_kind)

@@ -9,7 +9,7 @@ from ..core import model_files
 from ..core.device import resolve_device
 from ..core.finetune import to_network_scale
 from ..core.retune import tuning_noise, validation_objects
-from ._common import CLIError, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
+from ._common import CLIError, _listed, _load_samples, _log, _marked, _pairs, _partial_labels, _read_list
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     pairs = _pairs(args.images, args.labels)
     include = _read_list(args.include)
     if include is not None:
-        pairs = [p for p in pairs if p[0].stem in include]
+        pairs = [p for p in pairs if _listed(p[0], include)]
     if not pairs:
         raise CLIError("no image/label pairs to tune on")
     # the images as the model reads them (its imaging modality, or --modality), as segment does; labels of
