@@ -425,11 +425,13 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     exact = _by_stem(labels, lambda stem: stem, False)
     stripped = _by_stem(labels, lambda stem: _LABEL_AFFIXES.sub("", stem), False)
     found: dict[Path, Path] = {}
+    taken: set[Path] = set()
     for by_name in (exact, stripped):  # every exact name first: a looser one never takes an image's own file
         for q in images:
             label = by_name.get(base_name(q))
-            if q not in found and label is not None and label not in found.values():
+            if q not in found and label is not None and label not in taken:
                 found[q] = label
+                taken.add(label)
     if found:
         return [(q, found[q]) for q in images if q in found]
     # by frame number, when no name pairs: each number must name one file on each side
