@@ -42,11 +42,12 @@ from ._common import CLIError, _fmt, _listed, _load_samples, _log, _marked, _pai
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from scratch or fine-tune on a folder of images and label files."""
     device = resolve_device(args.device)
-    out = Path(args.out)
-    if out.is_dir():  # not "<folder>.safetensors" beside it
-        raise CLIError(f"--out {out} is a folder: give the model file to write, e.g. {out / 'my_model'}")
+    given = out = Path(args.out)
     if out.suffix != model_files.SUFFIX:
         out = out.with_name(out.name + model_files.SUFFIX)
+    folder = next((p for p in (given, out) if p.is_dir()), None)  # as given: not "<folder>.safetensors" beside it
+    if folder is not None:
+        raise CLIError(f"--out {folder} is a folder: give the model file to write, e.g. {folder / 'my_model'}")
     if out.stem.endswith(".partial"):
         raise CLIError(f"--out {out.name}: names ending in .partial are where runs keep their best weights so far")
     resume = getattr(args, "resume_state", None)
@@ -343,8 +344,6 @@ def _check_targets(out: Path, ckpt: Path, partial: Path, overwrite: bool, fresh:
         With ``overwrite``: those files, to remove when training starts, so a run cut before its first
         checkpoint never points to another run's.
     """
-    if out.is_dir():
-        raise CLIError(f"--out {out} is a folder, not a model file")
     check_writable(out.parent)
     try:
         model_files.check_card_place(out)

@@ -177,8 +177,6 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     os.chmod(tmp_path, mode)
     try:
         yield tmp_path
-        if not overwrite and target.exists():
-            raise FileExistsError(f"{target} appeared while writing; not overwritten")
         if tmp_path.exists():
             _fsync_file(tmp_path)  # the data is on disk before the name points at it
         if overwrite:

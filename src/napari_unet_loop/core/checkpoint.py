@@ -131,11 +131,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     """
     path = Path(path)
     what = "the <out>.ckpt file that train writes while it runs"
-    if path.is_dir():
-        raise TrainingError(f"{path} is a folder, not a training checkpoint ({what})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:  # the system's reason, in one line
+    except IsADirectoryError as exc:
+        raise TrainingError(f"{path} is a folder, not a training checkpoint ({what})") from exc
+    except (FileNotFoundError, PermissionError) as exc:  # the system's reason, in one line
         raise TrainingError(f"cannot read the training checkpoint {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # noqa: BLE001 - torch and pickle raise many kinds for files that are something else
         raise TrainingError(f"{path} is not a training checkpoint, or a damaged one ({what})") from exc

@@ -69,7 +69,7 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     return object_ids(labels).astype(np.int64, copy=False)
 
 
-def object_ids(labels: np.ndarray, what: str = "the labels") -> np.ndarray:
+def object_ids(labels: np.ndarray, what: str = "the label image") -> np.ndarray:
     """Labels of any shape as object ids: whole numbers, 0 (background) or above.
 
     Parameters

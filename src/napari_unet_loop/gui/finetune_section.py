@@ -499,7 +499,12 @@ class FineTuneSection(TrainingData, QGroupBox):
             scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {result.best['ap50']:.3f}"
             scores += evidence_note(result.best.get("n_true"))
         if result.baseline is not None and not result.improved:
-            self._offer(model, "Use it anyway", "Save and select the fine-tuned model although it scored lower")
+            self._offer(
+                model,
+                "Use it anyway",
+                "Save and select the fine-tuned model although it scored lower",
+                "Using the fine-tuned model although it scored lower on validation.",
+            )
             msg = (
                 f"Training {how} ({result.steps} steps): the fine-tuned model is not better on the held-out "
                 f"validation tiles ({scores}). Kept {parent.name}."
@@ -515,7 +520,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
 
-    def _offer(self, model: Model, text: str, tip: str, message: str = "") -> None:
+    def _offer(self, model: Model, text: str, tip: str, message: str) -> None:
         """Keep the fine-tuned ``model`` unsaved, with a button to save and select it (``message``: said then)."""
         self._rejected, self._rejected_message = model, message
         self.use_anyway_btn.setText(text)
@@ -527,8 +532,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         if self._rejected is not None:
             model, self._rejected = self._rejected, None
             self.use_anyway_btn.setVisible(False)
-            message = self._rejected_message or "Using the fine-tuned model although it scored lower on validation."
-            self._accept(model, message)
+            self._accept(model, self._rejected_message)
 
     def _accept(self, model: Model, message: str) -> None:
         trained, said = model, message  # as trained and said: what a retry after a failed save starts from
