@@ -216,6 +216,15 @@ def test_painting_on_while_it_trains_changes_nothing_it_reads(qtbot, setup, disc
     assert before.any()
 
 
+def test_labels_with_negative_ids_are_refused_with_the_layers_name(qtbot, setup, messages, discs):
+    viewer, w, ft = setup
+    labels = np.tile(discs[1], (2, 2)).astype(np.int32)
+    labels[0, 0] = -1
+    viewer.add_labels(labels, name="cells labels")
+    assert ft.start() is None
+    assert "labels layer 'cells labels' holds negative values (down to -1)" in messages["error"][-1]
+
+
 def test_stop_keeps_best_so_far(qtbot, setup, messages):
     viewer, w, ft = setup
     segment(qtbot, w)

@@ -25,6 +25,7 @@ from ..core.modality import ModalityReport, detect, doubt_note, input_modality, 
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
+from ..core.targets import object_ids
 from ..io.images import ReadError, is_ctc_gold_truth, pair_files, unpaired_note
 from ..io.training import training_reports, training_samples
 from .layers import (
@@ -208,8 +209,10 @@ class TrainingData:
             stacks: dict[tuple, SegmentSettings] = {}  # a Z stack's planes train as they are segmented: together
             for index in self._planes(labels, lay):
                 lab = np.array(labels.data[index])  # a copy: painting on while it trains changes nothing it reads
-                if lab.min() < 0:
-                    raise InputError(f"labels '{labels.name}' hold negative values; ids must be 0 or positive")
+                try:
+                    lab = object_ids(lab, f"labels layer '{labels.name}'")  # the rule training samples follow
+                except ValueError as exc:
+                    raise InputError(str(exc)) from None
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
