@@ -56,3 +56,19 @@ def test_an_ome_z_spacing_in_another_unit_is_given_in_the_pixel_sizes_unit(tmp_p
     with tifffile.TiffFile(path) as tif:
         scale, unit = read_tiff_scale(tif, 3, "ZYX")
     assert scale == pytest.approx([500.0, 100.0, 100.0]) and unit == "nm"
+
+
+@pytest.mark.parametrize(("step", "unit", "seconds"), [(2.0, "min", 120.0), (250.0, "ms", 0.25), (30.0, None, 30.0)])
+def test_an_ome_time_step_is_read_in_seconds(tmp_path, step, unit, seconds):
+    """A time step in minutes or milliseconds reads as seconds, the unit ImageJ's frame interval is in."""
+    path = tmp_path / "movie.ome.tif"
+    meta = {"axes": "TYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "TimeIncrement": step}
+    if unit is not None:
+        meta["TimeIncrementUnit"] = unit
+    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16), ome=True, metadata=meta)
+    with tifffile.TiffFile(path) as tif:
+        scale, _ = read_tiff_scale(tif, 3, "TYX")
+    assert scale == pytest.approx([seconds, 0.5, 0.5])
+    back = write_tiff(tmp_path / "labels.ome.tif", np.zeros((3, 8, 8), np.uint16), scale=scale, unit="um", axes="TYX")
+    with tifffile.TiffFile(back) as tif:
+        assert read_tiff_scale(tif, 3, "TYX")[0] == pytest.approx([seconds, 0.5, 0.5])

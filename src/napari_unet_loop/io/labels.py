@@ -139,6 +139,8 @@ def is_ome_tiff(path: str | os.PathLike) -> bool:
 
 # OME-XML's symbols for the units ImageJ writes short
 _OME_UNITS = {"um": "\u00b5m", "nm": "nm", "mm": "mm", "cm": "cm", "m": "m"}
+# OME's time units in seconds: a time step is kept in seconds, as ImageJ's ``finterval`` is
+_OME_SECONDS = {"s": 1.0, "ms": 1e-3, "\u00b5s": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _ome_metadata(axes: str, scale: list[float] | None, unit: str | None) -> dict:
@@ -152,6 +154,7 @@ def _ome_metadata(axes: str, scale: list[float] | None, unit: str | None) -> dic
             meta[f"PhysicalSize{axis}Unit"] = _OME_UNITS.get(unit or "", "pixel")
     if "T" in axes:
         meta["TimeIncrement"] = scale[axes.index("T")]
+        meta["TimeIncrementUnit"] = "s"
     return meta
 
 
@@ -171,9 +174,12 @@ def _ome_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str | Non
     for axis, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ"), ("T", "TimeIncrement")):
         if axis in axes and key in pixels:
             size = float(pixels[key])
-            own = imagej_unit(pixels.get(f"{key}Unit", "\u00b5m")) if axis in "YZ" else unit
-            if own != unit and own in UNIT_IN_CM and unit in UNIT_IN_CM:  # e.g. z in µm, x in nm: in x's unit
-                size *= UNIT_IN_CM[own] / UNIT_IN_CM[unit]
+            if axis == "T":  # in seconds (OME's default unit), e.g. 2 min: 120
+                size *= _OME_SECONDS.get(str(pixels.get("TimeIncrementUnit", "s")), 1.0)
+            else:
+                own = imagej_unit(pixels.get(f"{key}Unit", "\u00b5m")) if axis in "YZ" else unit
+                if own != unit and own in UNIT_IN_CM and unit in UNIT_IN_CM:  # e.g. z in µm, x in nm: in x's unit
+                    size *= UNIT_IN_CM[own] / UNIT_IN_CM[unit]
             scale[axes.index(axis)] = size
     if unit is None and scale == [1.0] * ndim:
         return None, None
