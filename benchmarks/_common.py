@@ -142,6 +142,7 @@ def finetune(
     stain: float | None = None,
     retune_variants: dict[str, Callable[[PostprocessConfig], dict[str, Any]]] | None = None,
     partial: bool = False,
+    val_whole: int | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -158,6 +159,8 @@ def finetune(
     candidate values it searches (``core.retune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
     what each would keep; the child keeps the shipped rule's. ``partial``: the labels mark only some
     objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
+    ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
+    least one, drawn by ``seed``) instead of a stripe of each.
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -186,7 +189,14 @@ def finetune(
         if diameter and card.diameter and card.diameter / diameter < min_factor:
             diameter = card.diameter / min_factor  # "objects of this size" gives a factor of min_factor
     scaled = to_network_scale(samples, card, diameter) if rescale else None
-    train, val = split_validation(scaled.samples if scaled else samples, 0.15, seed)
+    ready_samples = scaled.samples if scaled else samples
+    if val_whole and len(ready_samples) >= val_whole:
+        order = np.random.default_rng(seed).permutation(len(ready_samples))
+        held = set(order[: max(1, round(len(ready_samples) / 5))].tolist())
+        train = [s for i, s in enumerate(ready_samples) if i not in held]
+        val = [s for i, s in enumerate(ready_samples) if i in held]
+    else:
+        train, val = split_validation(ready_samples, 0.15, seed)
     config = preset(
         True,
         None if steps else minutes,

@@ -333,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train as train --partial-labels does: only around the marked objects",
     )
+    p.add_argument(
+        "--val-whole",
+        type=int,
+        default=None,
+        metavar="K",
+        help="an experiment: with K or more annotated images, validate on whole images (one in five) instead "
+        "of a stripe of each",
+    )
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -357,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
         "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
         "anchor": args.anchor, "settle": not args.no_settle, "stain": args.stain,
-        "drop_labels": args.drop_labels, "partial_labels": args.partial_labels,
+        "drop_labels": args.drop_labels, "partial_labels": args.partial_labels, "val_whole": args.val_whole,
         "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
@@ -438,6 +446,7 @@ def run_set(
             anchor=args.anchor,
             stain=args.stain,
             partial=args.partial_labels,
+            val_whole=args.val_whole,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
