@@ -1327,6 +1327,31 @@ def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch,
         main([*args, "--stitch-z", "2", "--overwrite"])
 
 
+def test_segment_gives_a_calibrated_stack_its_pixel_size_and_z_spacing(tmp_path, tiny_model_path):
+    """The labels of an ImageJ stack (0.5 um pixels, 3 um planes) carry its sizes: the TIFF, the record and
+    the CSV's areas in um^2 (they were in pixels)."""
+    import csv
+
+    stack = np.zeros((2, 48, 48), np.uint8)
+    stack[:, 10:30, 12:28] = 200
+    meta = {"unit": "um", "spacing": 3.0, "axes": "ZYX"}
+    tifffile.imwrite(tmp_path / "cal.tif", stack, imagej=True, resolution=(2.0, 2.0), metadata=meta)
+    out = tmp_path / "o"
+    args = ["segment", str(tmp_path / "cal.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "tif,csv"]) == 0
+    with tifffile.TiffFile(out / "cal.tif") as tif:
+        assert tif.imagej_metadata["spacing"] == pytest.approx(3.0)
+        assert 1 / (tif.pages[0].tags["XResolution"].value[0] / tif.pages[0].tags["XResolution"].value[1]) == 0.5
+    assert json.loads((out / "cal.tif.json").read_text())["scale"] == [3.0, 0.5, 0.5]
+    labels = tifffile.imread(out / "cal.tif")
+    with open(out / "cal.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows, "the tiny model found no object"
+    first = rows[0]
+    pixels = np.count_nonzero(labels[int(first["z"])] == int(first["label"]))
+    assert float(first["area"]) == pytest.approx(pixels * 0.25)
+
+
 def test_stitched_stack_is_measured_in_3d(tmp_path, monkeypatch, tiny_model_path):
     import csv
 

@@ -178,6 +178,17 @@ def test_finished_store_has_every_level_and_reads_back_as_labels(tmp_path):
     assert list(kwargs["metadata"]["units"]) == ["micrometer", "micrometer"]
 
 
+def test_a_units_short_name_is_written_as_ngffs(tmp_path):
+    """A TIFF's "um" is written as NGFF's "micrometer" (other readers know no "um")."""
+    target = tmp_path / "cells.zarr"
+    store = make(target, scale=(0.5, 0.5), unit="um")
+    for i, y0, x0, y1, x1 in cores():
+        store.write_core((y0, x0), labels_image()[y0:y1, x0:x1], i)
+    store.finish({})
+    ms = dict(zarr.open_group(str(target), mode="r")["labels"]["labels"].attrs)["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["micrometer", "micrometer"]
+
+
 def test_create_refuses_an_existing_target_without_overwrite(tmp_path):
     target = tmp_path / "cells.zarr"
     target.mkdir()

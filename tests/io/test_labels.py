@@ -72,3 +72,15 @@ def test_an_ome_time_step_is_read_in_seconds(tmp_path, step, unit, seconds):
     back = write_tiff(tmp_path / "labels.ome.tif", np.zeros((3, 8, 8), np.uint16), scale=scale, unit="um", axes="TYX")
     with tifffile.TiffFile(back) as tif:
         assert read_tiff_scale(tif, 3, "TYX")[0] == pytest.approx([seconds, 0.5, 0.5])
+
+
+def test_a_colour_tiffs_pixel_size_is_along_y_and_x(tmp_path):
+    """A colour TIFF (axes YXS) opens at its pixel size: it was set on X and the samples, not Y and X."""
+    from napari_unet_loop.io.readers import read_tiff
+
+    rgb = np.zeros((30, 20, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "he.tif", rgb, photometric="rgb", resolution=(2e4, 4e4), resolutionunit="CENTIMETER")
+    with tifffile.TiffFile(tmp_path / "he.tif") as tif:
+        assert read_tiff_scale(tif, 3, "YXS") == (pytest.approx([0.25, 0.5, 1.0]), "um")
+    (_, kwargs, kind), *_ = read_tiff(tmp_path / "he.tif")
+    assert kind == "image" and kwargs["rgb"] and list(kwargs["scale"]) == pytest.approx([0.25, 0.5])

@@ -146,6 +146,15 @@ def test_tiled_tiff_with_resolution(tmp_path):
     np.testing.assert_array_equal(view[::3, ::5], img[::3, ::5])  # a strided subsample, as plan_blocks reads
 
 
+def test_tiff_stack_gives_its_z_spacing(tmp_path):
+    """An ImageJ stack's plane spacing reaches the block-wise path (it was 1, so its OME-Zarr had none)."""
+    meta = {"unit": "um", "spacing": 3.0, "axes": "ZYX"}
+    tifffile.imwrite(tmp_path / "st.tif", ramp((3, 40, 50)), imagej=True, resolution=(2.0, 4.0), metadata=meta)
+    src = open_lazy(tmp_path / "st.tif", stack=True)
+    assert src.depth == 3 and src.z_scale == pytest.approx(3.0)
+    assert src.scale == pytest.approx([0.25, 0.5]) and src.unit == "um"
+
+
 def test_rgb_tiff_is_yxs(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (100, 90, 3)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "he.tif", rgb, photometric="rgb", tile=(32, 32))

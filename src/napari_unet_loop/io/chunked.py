@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core.atomic import _fsync_dir
 from .conventions import ExportError, TargetExistsError, _json_safe, pyramid_levels, safe_name
+from .units import unit_name
 
 PARTIAL = ".partial"
 
@@ -326,6 +327,7 @@ def _write_meta(root, labels, group: str, shape, levels: int, scale, unit, z_sca
 
     sy, sx = (float(scale[0]), float(scale[1])) if scale else (1.0, 1.0)
     stack = len(shape) == 3
+    unit = unit_name(unit)  # NGFF's names (micrometer), whatever the source wrote (um, µm)
     axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("zyx" if stack else "yx")]
     z = [float(z_scale or 1.0)] if stack else []
     datasets = [

@@ -214,13 +214,14 @@ def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str 
         return den / num if num else None
 
     ry, rx = _res("YResolution"), _res("XResolution")
+    yx = [axes.index("Y"), axes.index("X")] if "Y" in axes and "X" in axes else [ndim - 2, ndim - 1]  # YXS: not last
     if tif.is_imagej:
         meta = tif.imagej_metadata or {}
         unit = imagej_unit(meta.get("unit"))
         if rx is None or ry is None:
             return None, unit
         scale = [1.0] * ndim
-        scale[-2:] = [ry, rx]
+        scale[yx[0]], scale[yx[1]] = ry, rx
         if "Z" in axes and "spacing" in meta:
             scale[axes.index("Z")] = float(meta["spacing"])
         if "T" in axes and "finterval" in meta:
@@ -241,6 +242,53 @@ def read_tiff_scale(tif, ndim: int, axes: str) -> tuple[list[float] | None, str 
         unit = unit or "um"
         factor = UNIT_IN_CM.get(unit, 1e-4)
         scale = [1.0] * ndim
-        scale[-2:] = [ry / factor, rx / factor]
+        scale[yx[0]], scale[yx[1]] = ry / factor, rx / factor
         return scale, unit
     return None, unit
+
+
+def tiff_scale_along(tif, wanted: str) -> tuple[list[float] | None, str | None]:
+    """An open TIFF's pixel size along the axes ``wanted`` (e.g. ``"ZYX"`` of its labels) and its unit.
+
+    The file's own axes are read from its first series (tifffile's ``I`` and ``Q`` taken as Z, as
+    the readers take them); an axis ``wanted`` that the file does not store, or stores no size for,
+    gets 1.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    wanted : str
+        Axis letters, of the file's axes or of labels made from it.
+
+    Returns
+    -------
+    tuple
+        ``(scale, unit)``; ``scale`` is ``None`` when the file holds no size along any of them.
+    """
+    own = tif.series[0].axes.upper().replace("I", "Z").replace("Q", "Z")
+    scale, unit = read_tiff_scale(tif, len(own), own)
+    if scale is None:
+        return None, unit
+    sizes = dict(zip(own, scale))
+    along = [float(sizes.get(a, 1.0)) for a in wanted]
+    if unit is None and along == [1.0] * len(wanted):
+        return None, None
+    return along, unit
+
+
+def file_scale(path: str | os.PathLike, wanted: str) -> tuple[list[float] | None, str | None]:
+    """A TIFF file's pixel size along ``wanted`` and its unit (:func:`tiff_scale_along`).
+
+    ``(None, None)`` for other files and for a TIFF whose sizes cannot be read (its labels are then
+    uncalibrated).
+    """
+    import tifffile
+
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None, None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tiff_scale_along(tif, wanted)
+    except Exception:  # noqa: BLE001 - a size that cannot be read leaves the labels in pixels, as before
+        return None, None

@@ -228,7 +228,7 @@ def _open_tiff(p: Path) -> LazySource:
     """The description of a TIFF file's first series, level 0."""
     import tifffile
 
-    from .labels import read_tiff_scale
+    from .labels import tiff_scale_along
 
     if not p.is_file():
         raise ReadError(f"{p} does not exist or is not a file")
@@ -240,12 +240,14 @@ def _open_tiff(p: Path) -> LazySource:
             shape = tuple(int(n) for n in level.shape)
             dtype = str(level.dtype)
             try:
-                yx_scale, unit = read_tiff_scale(tif, 2, "YX")
+                zyx, unit = tiff_scale_along(tif, "ZYX")
             except Exception:  # noqa: BLE001 - a file without readable resolution tags has no scale
-                yx_scale, unit = None, None
+                zyx, unit = None, None
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported the same way
         raise ReadError(f"cannot read {p} as a TIFF image: {exc}") from exc
-    return LazySource(str(p), "tiff", "", axes, shape, dtype, yx_scale, unit)
+    yx_scale = None if zyx is None else zyx[1:]
+    z_scale = zyx[0] if zyx is not None and "Z" in axes else None  # a stack's spacing, as OME-Zarr's
+    return LazySource(str(p), "tiff", "", axes, shape, dtype, yx_scale, unit, z_scale=z_scale)
 
 
 _AXIS_TYPES = {"time": "T", "channel": "C"}

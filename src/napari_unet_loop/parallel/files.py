@@ -25,6 +25,7 @@ from ..core.stitch import stitch_stack
 from ..io.conventions import os_error_text
 from ..io.export import ExportError, export_labels
 from ..io.images import read_with_axes, tiff_series
+from ..io.labels import file_scale
 from .cluster import Cluster, worker_device, worker_model
 
 
@@ -172,6 +173,7 @@ def segment_file(job: FileJob, model: model_files.Model | None = None, threads: 
         notes.append(f"note: {Path(job.path).name} holds {series} image series; only the first was segmented")
     labels, axes, summary = segment_array(image, image_axes, model, settings, job.stitch_z, notes.append)
     kind = modality_of(summary)
+    scale, unit = file_scale(job.path, axes)  # the image's pixel size, z spacing and time step, on its labels
     written: list[str] = []
     try:
         for fmt in job.formats:
@@ -182,6 +184,8 @@ def segment_file(job: FileJob, model: model_files.Model | None = None, threads: 
                 name=job.stem,
                 axes=axes,
                 overwrite=job.overwrite,
+                scale=scale,
+                units=unit,
                 image=intensity_image(image, image_axes, settings.channel) if fmt in ("csv", "zarr") else None,
                 provenance={
                     **job.provenance,
