@@ -1700,6 +1700,12 @@ def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_mode
     out = tmp_path / "out"
     assert main(["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json"]  # no hidden block store left
+    # -o naming one file: that file, as for other images (it was a folder of that name holding cells.tif)
+    one = tmp_path / "one" / "result.tif"
+    one.parent.mkdir()
+    assert main(["segment", str(src), "-o", str(one), "--block", "128", "--model", str(tiny_model_path)]) == 0
+    assert one.is_file() and sorted(p.name for p in one.parent.iterdir()) == ["result.tif", "result.tif.json"]
+    np.testing.assert_array_equal(tifffile.imread(one), tifffile.imread(out / "cells.tif"))
 
 
 def test_tiff_with_cluster_none_goes_block_by_block_like_the_ome_zarr(tmp_path, tiny_model_path, capsys, monkeypatch):

@@ -218,10 +218,13 @@ def _segment_blockwise(
     stack = source.depth > 1
     if args.stitch_z is not None and not stack:
         raise InputError("--stitch-z joins the planes of a Z stack; this image is one 2D plane")
-    target = export_target(outdir, "zarr", stem) if "zarr" in formats else outdir / f".{stem}.blocks.zarr"
+    others = [fmt for fmt in formats if fmt != "zarr"]
+    if "zarr" in formats:
+        target = export_target(outdir, "zarr", stem)
+    else:  # a hidden store beside the files it becomes (-o may name one file: beside it, not in it)
+        target = export_target(outdir, others[0], stem).parent / f".{stem}.blocks.zarr"
     if target.resolve() == f.resolve():
         raise InputError(f"the output {target} would replace the input image: choose another output folder")
-    others = [fmt for fmt in formats if fmt != "zarr"]
     h, w = source.plane_shape
     if others and source.depth * h * w > max_pixels():  # refused before any work, not after it
         raise InputError(
