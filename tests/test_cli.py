@@ -1723,6 +1723,33 @@ def test_tiff_with_cluster_none_goes_block_by_block_like_the_ome_zarr(tmp_path, 
     np.testing.assert_array_equal(_zarr_labels(out / "a.zarr"), _zarr_labels(out / "b.zarr"))
 
 
+def test_segment_resume_over_a_folder_keeps_the_images_finished_before(tmp_path, tiny_model_path, capsys):
+    """A folder's run cut after its first image: --resume finishes the rest (it refused: 'a.zarr exists')."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.parallel import segment_to_zarr
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        _write_ome_zarr(folder / f"{name}.ome.zarr", _discs_plane(seed=seed))
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "-o", str(out), "--format", "zarr", "--block", "128", "--model", str(tiny_model_path)]
+    assert main(["segment", str(folder / "a.ome.zarr"), *args[2:]]) == 0
+    finished = (out / "a.zarr" / "labels").stat().st_mtime_ns
+    model = model_files.load(tiny_model_path)
+    segment_to_zarr(
+        open_lazy(folder / "b.ome.zarr"), model, out / "b.zarr", block=128, postprocess=model.card.postprocess,
+        name="b", stop_after=2,
+    )  # fmt: skip
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 2 image(s) finished before" in err and "resuming: 2 of 9 block(s) already done" in err
+    assert (out / "a.zarr" / "labels").stat().st_mtime_ns == finished and _zarr_labels(out / "b.zarr").any()
+    assert main([*args, "--resume"]) == 0 and "2 of 2 image(s) finished before" in capsys.readouterr().err
+
+
 def test_segment_resume_finishes_an_interrupted_block_wise_run(tmp_path, tiny_model_path, capsys):
     from napari_unet_loop.core import model_files
     from napari_unet_loop.io.chunked import partial_path

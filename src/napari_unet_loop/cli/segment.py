@@ -64,6 +64,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     _check_targets(files, targets, outdir)
     check_writable(outdir.parent if outdir in targets else outdir)  # before any segmenting
+    if args.resume and not args.overwrite:  # images whose outputs are all there were finished: the rest go on
+        done = [all(export_target(outdir, fmt, s).exists() for fmt in formats) for s in stems]
+        if any(done):
+            _log(f"--resume: {sum(done)} of {len(files)} image(s) finished before, their outputs kept")
+            if all(done):
+                return 0
+            files = [f for f, d in zip(files, done) if not d]
+            stems = [s for s, d in zip(stems, done) if not d]
+            targets = [export_target(outdir, fmt, s) for s in stems for fmt in formats]
     if not args.overwrite:
         existing = [p for p in targets if p.exists()]
         if existing:
