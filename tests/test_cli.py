@@ -1734,7 +1734,8 @@ def test_segment_resume_over_a_folder_keeps_the_images_finished_before(tmp_path,
     for name, seed in (("a", 1), ("b", 2)):
         _write_ome_zarr(folder / f"{name}.ome.zarr", _discs_plane(seed=seed))
     out = tmp_path / "out"
-    args = ["segment", str(folder), "-o", str(out), "--format", "zarr", "--block", "128", "--model", str(tiny_model_path)]
+    model_args = ["--model", str(tiny_model_path)]
+    args = ["segment", str(folder), "-o", str(out), "--format", "zarr", "--block", "128", *model_args]
     assert main(["segment", str(folder / "a.ome.zarr"), *args[2:]]) == 0
     finished = (out / "a.zarr" / "labels").stat().st_mtime_ns
     model = model_files.load(tiny_model_path)

@@ -63,6 +63,30 @@ class Recording:
 # ------------------------------------------------------------------------------------------ OME-Zarr
 
 
+@pytest.mark.parametrize("kind", ["tiff", "0.4", "0.5"])
+def test_an_input_rewritten_in_place_changes_its_record(tmp_path, kind):
+    """A resume compares the records: an input rewritten since the run began (same name, shape and type) is
+    another input (its old blocks would be mixed with new ones)."""
+    import time
+
+    img = ramp((300, 260))
+    if kind == "tiff":
+        path = tmp_path / "cells.tif"
+        tifffile.imwrite(path, img, tile=(64, 64))
+    else:
+        path = write_ome(tmp_path / "cells.ome.zarr", img, "yx", kind)
+    before = source_record(open_lazy(path))
+    assert source_record(open_lazy(path)) == before  # read again, unchanged: the same record
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    if kind == "tiff":
+        tifffile.imwrite(path, img[::-1].copy(), tile=(64, 64))
+    else:
+        arr = zarr.open_array(str(path / level0(path)), mode="r+")
+        arr[100:200, 100:200] = 7  # one chunk rewritten
+    after = source_record(open_lazy(path))
+    assert after != before and {k for k in after if after[k] != before[k]} == {"written"}
+
+
 @pytest.mark.parametrize("version, marker", [("0.4", ".zattrs"), ("0.5", "zarr.json")])
 def test_ome_zarr_yx_with_scale_and_unit(tmp_path, version, marker):
     img = ramp((100, 120))
@@ -102,7 +126,9 @@ def test_source_is_small_picklable_and_recorded(tmp_path):
         "axes": "YX",
         "shape": [64, 80],
         "dtype": "uint16",
+        "written": rec["written"],  # when (see test_an_input_rewritten_in_place_changes_its_record)
     }
+    assert isinstance(rec["written"][0], int)
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

@@ -296,7 +296,13 @@ def _check_plane(src: LazySource, stack: bool = False) -> None:
 
 
 def source_record(src: LazySource) -> dict[str, Any]:
-    """The source as JSON-safe data (for a job's record, which ``--resume`` compares)."""
+    """The source as JSON-safe data (for a job's record, which ``--resume`` compares).
+
+    ``written`` tells an input rewritten in place since the run began (same name, shape and type;
+    its blocks would not fit the blocks done): a TIFF's size and modification time; an OME-Zarr
+    array's newest modification time of its folder, its metadata and two levels of chunk folders
+    (a chunk replaced deeper in a nested layout, as a 3D array's in zarr v3, can go unnoticed).
+    """
     return json.loads(
         json.dumps(
             {
@@ -307,6 +313,27 @@ def source_record(src: LazySource) -> dict[str, Any]:
                 "shape": list(src.shape),
                 "dtype": src.dtype,
                 **({"at": [list(p) for p in src.at]} if src.at else {}),
+                "written": _written(src),
             }
         )
     )
+
+
+def _written(src: LazySource) -> list[int] | None:
+    """The fingerprint of when ``src`` was last written (see :func:`source_record`); ``None`` if unreadable."""
+    try:
+        if src.kind == "tiff":
+            st = os.stat(src.path)
+            return [st.st_size, st.st_mtime_ns]
+        folder = Path(src.path) / src.array
+        newest = folder.stat().st_mtime_ns
+        for entry in os.scandir(folder):  # its metadata and chunk folders, and theirs (v3: c/<row>)
+            if entry.is_dir():
+                newest = max(
+                    newest, entry.stat().st_mtime_ns, *(e.stat().st_mtime_ns for e in os.scandir(entry) if e.is_dir())
+                )
+            elif entry.name in (".zarray", "zarr.json"):
+                newest = max(newest, entry.stat().st_mtime_ns)
+        return [newest]
+    except OSError:
+        return None
