@@ -1135,6 +1135,17 @@ def test_a_blank_image_gets_empty_labels_not_an_error(tmp_path, tiny_model_path,
     labels = tifffile.imread(out / "blank.tif")
     assert labels.shape == (64, 64) and not labels.any()
     assert (out / "blank.tif.json").exists()
+    # block by block (an OME-Zarr) the same: it was "error: image is constant", exit 1
+    src = _write_ome_zarr(tmp_path / "blank.ome.zarr", np.full((200, 150), value, np.uint8))
+    args = ["segment", str(src), "-o", str(tmp_path / "z"), "--format", "zarr,tif", "--block", "128"]
+    assert main([*args, "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "blank" in err and "blank.ome.zarr: 0 objects" in err and "error" not in err
+    assert _zarr_labels(tmp_path / "z" / "blank.zarr").shape == (200, 150)
+    assert (
+        not _zarr_labels(tmp_path / "z" / "blank.zarr").any()
+        and not tifffile.imread(tmp_path / "z" / "blank.tif").any()
+    )
 
 
 @pytest.mark.parametrize(

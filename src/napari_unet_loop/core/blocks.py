@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .image import InputError, input_limits, prepare_input
+from .image import ConstantImageError, InputError, input_limits, prepare_input
 from .model_files import Model
 from .postprocess import PostprocessConfig
 
@@ -126,6 +126,7 @@ class BlockJob:
     rgb: bool | None = None
     channel: int | None = None
     predict: dict = field(default_factory=dict)  # device, tile, precision, batch_size, tta
+    blank: bool = False  # one value everywhere: every block is empty, as a blank plane is
 
 
 def plan_blocks(
@@ -187,8 +188,12 @@ def plan_blocks(
         raise InputError(f"block size {block} is too small: use at least {MIN_BLOCK} pixels (2048 is a good size)")
     card = model.card
     kind = input_modality(model, image, modality, rgb, channel) or "none"
+    blank = False
     if limits is None:
-        limits = input_limits(image, model.input_channels(kind), card.normalization, rgb, channel, modality=kind)
+        try:
+            limits = input_limits(image, model.input_channels(kind), card.normalization, rgb, channel, modality=kind)
+        except ConstantImageError:  # nothing to segment: empty labels, as the other paths give a blank image
+            limits, blank = [], True
     limits = [(float(lo), float(hi)) for lo, hi in limits]
     halo = math.ceil(model_halo(model.net_for(kind)) / factor) + (2 if factor != 1.0 else 0)
     grid = BlockGrid(
@@ -201,7 +206,7 @@ def plan_blocks(
     options = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in predict_options.items()}
     if postprocess is None:
         postprocess = postprocess_at(card.thresholds(kind), factor)
-    return BlockJob(grid, postprocess, limits, kind, float(factor), rgb, channel, options)
+    return BlockJob(grid, postprocess, limits, kind, float(factor), rgb, channel, options, blank)
 
 
 def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:
@@ -234,6 +239,8 @@ def segment_block(model: Model, image, job: BlockJob, i: int) -> np.ndarray:
     grid = job.grid
     y0, x0, y1, x1 = grid.core(i)
     ry0, rx0, ry1, rx1 = grid.region(i)
+    if job.blank:
+        return np.zeros((ry1 - ry0, rx1 - rx0), np.uint32)
     wy0, wx0, wy1, wx1 = grid.window(i)
     window = np.asarray(image[wy0:wy1, wx0:wx1])
     x = prepare_input(

@@ -466,6 +466,8 @@ def iter_segment_blocks(
         model, image, block, margin, postprocess, rgb, channel, modality, factor, limits,
         device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta,
     )  # fmt: skip
+    if job.blank:  # as a whole image: the caller says so (a blank plane of a stack, the image)
+        raise ConstantImageError("image is constant (one value everywhere, in the channel read): nothing to segment")
     grid = job.grid
     labels = np.zeros(grid.shape, np.int32) if out is None else out
     offset = 0

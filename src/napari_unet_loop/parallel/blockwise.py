@@ -264,6 +264,8 @@ def segment_to_zarr(
         device=str(device), tile=tile, precision=precision, batch_size=batch_size, tta=tta,
     )  # fmt: skip
     grid = job.grid
+    if job.blank:
+        log("note: the image is blank (one value everywhere): no objects")
     region = grid.block + 2 * grid.margin
     chunks = _input_chunks(image)
     if chunks and any(grid.block % c for c in chunks):
