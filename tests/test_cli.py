@@ -40,6 +40,32 @@ def test_segment_writes_one_label_tiff_per_input(tmp_path, folders, tiny_model_p
         assert data.shape == iio.imread(images / f"{name}.png").shape[:2]
 
 
+def test_one_bad_file_of_a_folder_fails_alone(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """A TIFF of no planes, or any failure of one file, is that file's error: the others are written, exit 1
+    (it ended the batch with 'need at least one array to stack', exit 2)."""
+    import napari_unet_loop.parallel.files as files_mod
+
+    images, _ = folders
+    tifffile.imwrite(images / "empty.tif", np.zeros((0, 40, 40), np.uint8))
+    out = tmp_path / "o"
+    assert main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "empty.tif holds no pixels" in err and "1 of 3 image(s) could not" in err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["nuclei_he_stain.tif", "nuclei_small.tif"]
+    real = files_mod.segment_file
+
+    def fails_once(job, *args, **kwargs):
+        if "nuclei_small" in job.path:
+            raise RuntimeError("something unforeseen")
+        return real(job, *args, **kwargs)
+
+    (images / "empty.tif").unlink()
+    monkeypatch.setattr(files_mod, "segment_file", fails_once)
+    assert main(["segment", str(images), "-o", str(tmp_path / "p"), "--model", str(tiny_model_path)]) == 1
+    assert "something unforeseen" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "p").glob("*.tif")] == ["nuclei_he_stain.tif"]
+
+
 def test_segment_refuses_to_overwrite(tmp_path, folders, tiny_model_path, capsys):
     images, _ = folders
     args = ["segment", str(images / "nuclei_small.png"), "-o", str(tmp_path), "--model", str(tiny_model_path)]

@@ -496,6 +496,8 @@ def read_with_axes(
     from ..core.image import InputError
 
     data = read_image(path)
+    if data.size == 0:  # e.g. a TIFF of no planes
+        raise ReadError(f"{path} holds no pixels (shape {data.shape})")
     axes = (axes or file_axes(path) or guess_axes(data.shape)).upper()
     if len(axes) != data.ndim:
         raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")

@@ -214,13 +214,14 @@ def segment_files(
 
     ``on_result`` receives each job with its result, or with the exception that ended it
     (:class:`~napari_unet_loop.core.image.InputError`, ``ReadError``, :class:`WriteError`,
-    or a :class:`~.cluster.ClusterError` when a worker could not run it).
+    a :class:`~.cluster.ClusterError` when a worker could not run it, or any other: one file's
+    failure never ends the others, here as on a cluster).
     """
     if cluster.client is None:
         for job in jobs:
             try:
                 result: FileResult | Exception = segment_file(job, model)
-            except (InputError, OSError, ExportError) as exc:
+            except Exception as exc:  # noqa: BLE001 - this file failed, the others go on (as on a cluster)
                 result = exc
             on_result(job, result)
         return
