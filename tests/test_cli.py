@@ -1860,17 +1860,24 @@ def test_rerun_into_the_input_folder_ignores_its_own_zarr_outputs(tmp_path, tiny
     assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err  # worked before zarr folders were inputs
 
 
-def test_a_folder_on_a_cluster_is_one_task_per_file_with_the_same_labels(tmp_path, tiny_model_path, capsys):
+def test_a_folder_on_a_cluster_is_one_task_per_file_with_the_same_labels(tmp_path, tiny_model_path, capfd):
+    """... and a file that fails there is one line, as here (the workers printed dask's traceback besides)."""
     pytest.importorskip("distributed")
     images = tmp_path / "images"
     images.mkdir()
     for k in range(3):
         tifffile.imwrite(images / f"field{k}.tif", _discs_plane((90, 110), n=6, seed=k))
+    tifffile.imwrite(images / "tiny.tif", np.array([[0, 255], [255, 0]], np.uint8))
     args = ["--model", str(tiny_model_path), "--format", "tif,csv"]
-    assert main(["segment", str(images), "-o", str(tmp_path / "here"), *args]) == 0
-    assert main(["segment", str(images), "-o", str(tmp_path / "there"), "--cluster", "local:2", *args]) == 0
-    err = capsys.readouterr().err
-    assert "3 image(s) as one task each on the cluster" in err and "error" not in err
+    assert main(["segment", str(images), "-o", str(tmp_path / "here"), *args]) == 1
+    capfd.readouterr()
+    assert main(["segment", str(images), "-o", str(tmp_path / "there"), "--cluster", "local:2", *args]) == 1
+    err = capfd.readouterr().err  # the workers' output too (other processes)
+    assert "4 image(s) as one task each on the cluster" in err and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line.lower()] == [
+        f"error: {images / 'tiny.tif'}: image of 2x2 pixels is too small: need at least 8x8",
+        "error: 1 of 4 image(s) could not be segmented or written; the others were",
+    ]
     for k in range(3):
         here, there = (tifffile.imread(tmp_path / d / f"field{k}.tif") for d in ("here", "there"))
         np.testing.assert_array_equal(here, there)

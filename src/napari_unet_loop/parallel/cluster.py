@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,8 +125,10 @@ class Cluster:
                     raise ClusterError(f"cluster {cluster!r}: at least one worker")
             n, threads = cluster_size(device, asked)
             self.threads = threads
+            # silence_logs CRITICAL: a task that fails on bad input is reported here in one line; at ERROR
+            # each worker printed dask's "Compute Failed" block with its traceback besides
             self._own = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL
             )
             self.client = Client(self._own)
             log(f"local dask cluster: {n} worker process(es), {threads} torch thread(s) each")
