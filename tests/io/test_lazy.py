@@ -105,6 +105,33 @@ def test_ome_zarr_yx_with_scale_and_unit(tmp_path, version, marker):
     np.testing.assert_array_equal(np.asarray(view), img)
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_scale_of_all_levels_is_applied(tmp_path, version):
+    """NGFF lets the multiscales hold a scale (and shift) for all its levels: the pixel size is both
+    composed, in the lazy path and in the napari reader (it read 1, the level's alone)."""
+    import json
+
+    from napari_unet_loop.io.readers import read_ome_zarr
+
+    path = write_ome(tmp_path / "cells.ome.zarr", ramp((64, 80)), "yx", version, scale=(2.0, 1.0), unit="micrometer")
+    meta = path / (".zattrs" if version == "0.4" else "zarr.json")
+    doc = json.loads(meta.read_text())
+    ms = (doc["multiscales"] if version == "0.4" else doc["attributes"]["ome"]["multiscales"])[0]
+    ms["datasets"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [2.0, 1.0]},
+        {"type": "translation", "translation": [4.0, 0.0]},
+    ]
+    ms["coordinateTransformations"] = [
+        {"type": "scale", "scale": [0.5, 0.65]},
+        {"type": "translation", "translation": [0.0, 10.0]},
+    ]
+    meta.write_text(json.dumps(doc))
+    assert open_lazy(path).scale == pytest.approx([1.0, 0.65])
+    (_, kwargs, _), *_ = read_ome_zarr(path)
+    assert list(kwargs["scale"]) == pytest.approx([1.0, 0.65])
+    assert list(kwargs["translate"]) == pytest.approx([2.0, 10.0])  # the level's shift scaled, then the common one
+
+
 def test_ome_zarr_without_scale_reads_unit_none(tmp_path):
     path = write_ome(tmp_path / "plain.zarr", ramp((64, 80)), "yx", "0.4")
     src = open_lazy(path)

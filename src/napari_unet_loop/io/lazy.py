@@ -276,6 +276,10 @@ def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | No
     for t in datasets[0].get("coordinateTransformations") or []:
         if t.get("type") == "scale":
             scale = [float(v) for v in t["scale"]]
+    for t in first.get("coordinateTransformations") or []:  # NGFF's scale of all levels, applied after theirs
+        if t.get("type") == "scale":
+            common = [float(v) for v in t["scale"]]
+            scale = common if scale is None else [a * b for a, b in zip(scale, common)]
     return level, names, units or [], scale
 
 
