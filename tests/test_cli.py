@@ -1732,8 +1732,20 @@ def test_segment_an_ome_zarr_z_stack_a_plane_at_a_time_with_stitching(tmp_path, 
     assert code == 1 and "this image is one 2D plane" in capsys.readouterr().err
 
 
-def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_model_path, capsys):
+def test_segment_ome_zarr_to_tif_only_leaves_no_store_behind(tmp_path, tiny_model_path, capsys, monkeypatch):
+    import napari_unet_loop.cli.segment as segment_mod
+
     src = _write_ome_zarr(tmp_path / "cells.zarr", _discs_plane())
+    full = tmp_path / "full"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # the TIFF cannot be written: the hidden store goes all the same
+        m.setattr(segment_mod, "export_labels", disk_full)
+        assert main(["segment", str(src), "-o", str(full), "--block", "128", "--model", str(tiny_model_path)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write its labels: disk full" in err and "--resume" not in err and list(full.iterdir()) == []
     out = tmp_path / "out"
     assert main(["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json"]  # no hidden block store left

@@ -15,7 +15,7 @@ from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.segment import LARGE_PIXELS
 from ..io.chunked import JobMismatchError
-from ..io.conventions import TargetExistsError
+from ..io.conventions import TargetExistsError, os_error_text
 from ..io.export import (
     ExportError,
     check_writable,
@@ -261,18 +261,22 @@ def _segment_blockwise(
         raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
     written = [str(result.path)] if "zarr" in formats else []
     if others:  # the other formats need the labels in memory: read them back from the store
-        group = zarr.open_group(str(result.path), mode="r")["labels"]
-        labels = np.asarray(group[next(iter(group.group_keys()))]["0"])
-        for fmt in others:
-            res = export_labels(
-                labels, outdir, fmt, name=stem, axes="ZYX" if stack else "YX", overwrite=args.overwrite,
-                scale=[source.z_scale or 1.0, *source.scale] if stack and source.scale else source.scale,
-                units=source.unit, provenance={**prov, "input": str(f), "modality": result.modality},
-                objects_3d=stack and args.stitch_z is not None,
-            )  # fmt: skip
-            written += [str(p) for p in res.paths]
-        if "zarr" not in formats:
-            shutil.rmtree(result.path, ignore_errors=True)
+        try:
+            group = zarr.open_group(str(result.path), mode="r")["labels"]
+            labels = np.asarray(group[next(iter(group.group_keys()))]["0"])
+            for fmt in others:
+                res = export_labels(
+                    labels, outdir, fmt, name=stem, axes="ZYX" if stack else "YX", overwrite=args.overwrite,
+                    scale=[source.z_scale or 1.0, *source.scale] if stack and source.scale else source.scale,
+                    units=source.unit, provenance={**prov, "input": str(f), "modality": result.modality},
+                    objects_3d=stack and args.stitch_z is not None,
+                )  # fmt: skip
+                written += [str(p) for p in res.paths]
+        except OSError as exc:  # the labels are made: not a run to resume (the caller's advice for OSError)
+            raise ExportError(f"cannot write its labels: {os_error_text(exc)}") from exc
+        finally:  # the hidden store goes, written from or not (a failed export left it in the output folder)
+            if "zarr" not in formats:
+                shutil.rmtree(result.path, ignore_errors=True)
     return ", ".join(written), result.objects, result.modality
 
 
