@@ -97,7 +97,7 @@ def test_expand_inputs_lists_folders_sorted(tmp_path):
     _touch(tmp_path / "im", "b.tif", "a.tif")
     assert [p.name for p in expand_inputs([tmp_path / "im"])] == ["a.tif", "b.tif"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReadError, match="holds no image files"):
+    with pytest.raises(ReadError, match=r"holds no image files \(.*\.tif.*\) or OME-Zarr images \(\.zarr\)"):
         expand_inputs([tmp_path / "empty"])
 
 

@@ -275,7 +275,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | Non
         elif p.is_dir():
             found = sorted(q for q in p.iterdir() if (q.is_file() and is_image_file(q)) or _image_store(q))
             if not found:
-                raise ReadError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                kinds = ", ".join(IMAGE_SUFFIXES)
+                raise ReadError(f"folder {p} holds no image files ({kinds}) or OME-Zarr images (.zarr)")
             if skipped is not None:
                 stems = {q.stem for q in found}
                 labels = [q for q in found if is_label_file_of(q.stem, stems)]
