@@ -92,6 +92,55 @@ def test_split_with_seeds_and_cut(setup, messages):
     check_undo(layer, before)
 
 
+def test_split_and_cut_in_a_stack_give_ids_free_in_every_plane(make_napari_viewer_proxy, messages):
+    """Ids of a stack's 3D objects span planes: a part split off in plane 0 gets an id no plane uses (it got
+    plane 0's next id, 2, the id of another nucleus in planes 1-2, and the two became one 3D object)."""
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    lab = np.zeros((3, 120, 160), np.int32)
+    for z in range(3):
+        lab[z][disk((40, 40), 14)] = 1
+    lab[0][disk((40, 62), 14)] = 1  # plane 0: nucleus 1 merged with a neighbour
+    for z in (1, 2):
+        lab[z][disk((90, 120), 12)] = 2
+    viewer.add_image(np.zeros(lab.shape, np.float32), name="cells")
+    layer = viewer.add_labels(lab, name="cells labels")
+    sec = w.correct_section
+    sec.reset_choices()
+    sec.run_tool("seed", point=(40, 36), plane=(0,))
+    sec.run_tool("seed", point=(40, 68), plane=(0,))
+    sec.run_tool("split", point=(0, 0), plane=(0,))
+    assert set(np.unique(layer.data[0])) == {0, 1, 3}
+    sec.run_tool("cut", point=(20, 51), plane=(0,))
+    sec.run_tool("cut", point=(60, 51), plane=(0,))
+    assert 4 in layer.data[0] and 2 not in layer.data[0]
+
+
+def test_8_bit_labels_full_up_to_255_are_refused_with_a_message(make_napari_viewer_proxy, messages):
+    """A 0/255 mask opened as labels: no id above 255 fits, so Split, Cut and New object say so and change
+    nothing (Split raised OverflowError, New object napari's error; Add wrapped 256 to 0 and said 'added')."""
+    viewer = make_napari_viewer_proxy()
+    w = UNetLoopWidget(viewer)
+    lab = np.zeros((120, 160), np.uint8)
+    lab[disk((40, 40), 14)] = 255
+    lab[disk((40, 62), 14)] = 255
+    viewer.add_image(np.zeros(lab.shape, np.float32), name="cells")
+    layer = viewer.add_labels(lab, name="cells labels")
+    sec = w.correct_section
+    sec.reset_choices()
+    before = layer.data.copy()
+    sec.run_tool("seed", point=(40, 36))
+    sec.run_tool("seed", point=(40, 68))
+    sec.run_tool("split", point=(0, 0))
+    sec.run_tool("new", point=(0, 0))
+    np.testing.assert_array_equal(layer.data, before)
+    assert len(messages["error"]) == 2 and all("does not fit these uint8 labels" in m for m in messages["error"])
+    faint = np.zeros(lab.shape, np.float32)
+    faint[disk((95, 120), 8)] = 0.9
+    with pytest.raises(pr.ProofreadError, match="does not fit"):
+        pr.add_object(lab, (95, 120), faint)
+
+
 def test_whole_plane_tools(setup, messages):
     viewer, w, sec, layer = setup
     before = layer.data.copy()

@@ -158,8 +158,25 @@ def merge(labels: np.ndarray, points: Sequence[Sequence[float]]) -> Edit:
 
 
 def next_free_label(labels: np.ndarray) -> int:
-    """The smallest id larger than every id in use."""
-    return int(labels.max()) + 1 if labels.size else 1
+    """The smallest id larger than every id in use.
+
+    Raises
+    ------
+    ProofreadError
+        If that id does not fit the labels' integer type (8-bit labels that reach 255).
+    """
+    label = int(labels.max()) + 1 if labels.size else 1
+    check_fits(labels, label)
+    return label
+
+
+def check_fits(labels: np.ndarray, label: int) -> None:
+    """Refuse an id the labels' integer type cannot hold (it would wrap around to another id, or 0)."""
+    if np.issubdtype(labels.dtype, np.integer) and label > np.iinfo(labels.dtype).max:
+        raise ProofreadError(
+            f"object id {label} does not fit these {labels.dtype} labels (at most {np.iinfo(labels.dtype).max}): "
+            "renumber them (Relabel) or convert the layer to a wider type"
+        )
 
 
 def split(
@@ -215,6 +232,7 @@ def split(
     else:
         parts = watershed(np.zeros(before.shape, np.float32), markers, mask=mask)
     first = next_free_label(labels) if next_label is None else next_label
+    check_fits(labels, first + len(seeds) - 2)
     after = before.copy()
     for i in range(2, len(seeds) + 1):
         after[parts == i] = first + i - 2
@@ -261,6 +279,7 @@ def cut(labels: np.ndarray, start: Sequence[float], end: Sequence[float], next_l
         nearest = ndi.distance_transform_edt(comp == 0, return_distances=False, return_indices=True)
         comp = np.where(obj, comp[tuple(nearest)], 0)
         for k in range(2, n + 1):
+            check_fits(labels, first)
             after[comp == k] = first
             first += 1
     if pieces <= len(crossed):
@@ -279,6 +298,7 @@ def add_object(
     max_area: int | None = None,
     min_area: int = 8,
     window: int = 96,
+    next_label: int | None = None,
 ) -> Edit:
     """Add the object the model nearly found at ``point``: its foreground region at a locally lowered threshold.
 
@@ -307,6 +327,9 @@ def add_object(
         Smallest area accepted.
     window : int
         Half side of the square searched around the point.
+    next_label : int, optional
+        Id of the new object (default: one above the largest in ``labels``; a stack's labels
+        give it, so the id is free in every plane).
 
     Returns
     -------
@@ -358,7 +381,8 @@ def add_object(
             parts = watershed(-d, peaks, mask=chosen)
             own = parts[pr, pc] or parts[chosen][np.argmax(d[chosen])]
             chosen = parts == own
-    new = next_free_label(labels)
+    new = next_free_label(labels) if next_label is None else next_label
+    check_fits(labels, new)
     after = np.where(chosen, new, before)
     return Edit(box, before, after, f"added object {new} ({int(chosen.sum())} px) from the model's foreground map")
 

@@ -355,11 +355,18 @@ class CorrectSection(QGroupBox):
             raise pr.ProofreadError(
                 "no probability maps kept for this plane: segment it with the plugin first, or paint with New object"
             )
-        edit = pr.add_object(self._plane(layer, plane), point, maps[0], self._distance_map(layer, plane))
+        edit = pr.add_object(
+            self._plane(layer, plane), point, maps[0], self._distance_map(layer, plane), next_label=self._free(layer)
+        )
         return self.apply(layer, plane, edit)
 
+    @staticmethod
+    def _free(layer) -> int:
+        """An id no object of the layer has, in any plane (a stack's 3D objects keep one id across planes)."""
+        return pr.next_free_label(np.asarray(layer.data))
+
     def _tool_new(self, layer, plane, point):
-        layer.selected_label = pr.next_free_label(np.asarray(layer.data))
+        layer.selected_label = self._free(layer)
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
         self.status.setText(f"Paint the new object {layer.selected_label} (brush), then fill it if needed.")
@@ -401,7 +408,9 @@ class CorrectSection(QGroupBox):
             raise pr.ProofreadError("place two or more split seeds inside one object first (S over each part)")
         plane = self.seeds[0][0]
         labels = self._plane(layer, plane)
-        edit = pr.split(labels, [p for _, p in self.seeds], landscape=self._distance_map(layer, plane))
+        edit = pr.split(
+            labels, [p for _, p in self.seeds], landscape=self._distance_map(layer, plane), next_label=self._free(layer)
+        )
         self.clear_picks()
         return self.apply(layer, plane, edit)
 
@@ -412,7 +421,7 @@ class CorrectSection(QGroupBox):
             return None
         (plane, a), (_, b) = self.cut_points[:2]
         self.clear_picks()
-        return self.apply(layer, plane, pr.cut(self._plane(layer, plane), a, b))
+        return self.apply(layer, plane, pr.cut(self._plane(layer, plane), a, b, next_label=self._free(layer)))
 
     def clear_picks(self) -> None:
         """Forget merge picks, split seeds and cut points, and remove the layer that showed them."""
