@@ -275,6 +275,24 @@ def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path)
     assert [n["layer"] for n in other.pending()] == ["kept"]
 
 
+def test_a_removed_layer_is_not_saved_when_a_new_one_takes_its_name(make_napari_viewer_proxy, tmp_path):
+    """Edited, removed before its autosave, then a new layer of the same name: the removed one's edits are not
+    saved (they were, and offered back after a crash, by the name they shared)."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    gone = viewer.add_labels(np.zeros((20, 20), np.int32), name="cells labels")
+    gone.paint((5, 5), 99)
+    viewer.layers.remove(gone)
+    new = viewer.add_labels(np.zeros((20, 20), np.int32), name="cells labels")
+    assert saver.save_dirty() == []
+    new.paint((8, 8), 4)
+    (saved,) = saver.save_dirty()
+    import tifffile
+
+    data = tifffile.imread(saved)
+    assert data[8, 8] == 4 and not (data == 99).any()
+
+
 def test_file_save_records_the_edit_history_of_the_last_autosave(make_napari_viewer_proxy, tmp_path):
     """The autosave keeps the edit history in the layer's metadata, so File > Save (napari's writer) records it."""
     import json

@@ -256,9 +256,9 @@ class Autosaver:
     def save_dirty(self) -> list[Path]:
         """Save every labels layer edited since its last save; returns the files written."""
         written = []
-        names = {layer.name for layer in self.viewer.layers}
-        for layer in self.tracker.tracked():
-            if layer.name not in names:
+        present = {id(unwrap(layer)) for layer in self.viewer.layers}  # by identity: a removed layer's name
+        for layer in self.tracker.tracked():  # may be taken again by a new one, whose autosave it is not
+            if id(unwrap(layer)) not in present:
                 continue
             state = self.tracker.state(layer)
             window = store_window(layer)
