@@ -549,9 +549,10 @@ class FineTuneSection(TrainingData, QGroupBox):
         taken = {n.casefold() for n in [*model_files.list_models(), *self.session.model_names()]}
         if model.name.casefold() in taken:
             asked, parent = model.name, self._run.parent if self._run is not None else model
-            name, n = self._model_name(parent, use_edit=False), 2
+            base = self._model_name(parent, use_edit=False)  # once: its time stamp, not a new one per try
+            name, n = base, 2
             while name.casefold() in taken:
-                name, n = f"{self._model_name(parent, use_edit=False)}-{n}", n + 1
+                name, n = f"{base}-{n}", n + 1
             model.card.name = name
             show_info(f"A model named '{asked}' exists; saving as '{name}' instead.")
         try:
