@@ -149,6 +149,21 @@ def test_replace_edited_layer_when_chosen_and_undo(qtbot, viewer_widget, discs):
     np.testing.assert_array_equal(out.data, edited)
 
 
+def test_replacing_an_edited_stack_is_one_undo_step(qtbot, viewer_widget, discs):
+    viewer, w = viewer_widget
+    viewer.add_image(np.stack([discs[0], discs[0][::-1], discs[0][:, ::-1]]), name="z")
+    run(qtbot, w, stack=True)
+    out = viewer.layers["z labels"]
+    for z in range(3):
+        out.paint((z, 40, 40), 99)  # the user's edits in every plane
+    edited = out.data.copy()
+    w.if_edited_combo.setCurrentText(IF_EDITED_REPLACE)
+    run(qtbot, w, stack=True)
+    assert (out.data != 99).all()  # every plane replaced
+    out.undo()  # the whole stack, not its last plane
+    np.testing.assert_array_equal(out.data, edited)
+
+
 def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
     viewer, w = viewer_widget
     viewer.add_image(discs[0], name="cells")

@@ -402,6 +402,52 @@ def write_plane(layer: Labels, index: tuple[int, ...], labels: np.ndarray) -> in
     return int(changed[0].size)
 
 
+def write_plane_into_step(layer: Labels, index: tuple[int, ...], labels: np.ndarray, step: list | None) -> list | None:
+    """Write one plane like :func:`write_plane`, adding the change to the undo step ``step``.
+
+    A job that writes a stack plane by plane makes one undoable step of all its planes this way:
+    napari keeps only its last 100 undo steps, so a step per plane would push the user's own
+    edits out of reach in a stack of 100 planes or more. The change joins ``step`` only while
+    ``step`` is still the layer's newest (nothing undone, painted or written since); else it
+    starts a step of its own.
+
+    Parameters
+    ----------
+    layer : napari.layers.Labels
+        The layer written to.
+    index : tuple of int
+        Stack index of the plane.
+    labels : numpy.ndarray
+        The plane's new labels (the layer's data type).
+    step : list or None
+        The undo step returned for the job's previous plane (``None`` for its first).
+
+    Returns
+    -------
+    list or None
+        The undo step now holding this job's changes, to pass with its next plane (``None`` where
+        nothing was written yet, or this napari keeps its undo history otherwise).
+    """
+    history = getattr(unwrap(layer), "_undo_history", None)  # napari's deque of undo steps (lists of atoms)
+    if not hasattr(history, "pop") or not hasattr(history, "append"):
+        write_plane(layer, index, labels)  # another napari: a step per plane
+        return None
+    joined = step is not None and len(history) > 0 and history[-1] is step
+    if joined:
+        history.pop()  # taken off while the plane is written, so a full queue drops none of the user's steps
+    changed = 0
+    try:
+        changed = write_plane(layer, index, labels)
+    finally:
+        if joined:
+            if changed and history and history[-1] is not step:
+                step.extend(history.pop())
+            history.append(step)
+    if joined:
+        return step
+    return history[-1] if changed and history else None
+
+
 HELPER = "helper"  # metadata role of layers the plugin shows (maps, previews): never inputs or training data
 RESEGMENTED = "resegmented"  # labels made by re-segmenting after a fine-tune: unreviewed model output
 

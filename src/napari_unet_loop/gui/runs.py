@@ -82,6 +82,11 @@ class SegmentRun:
         A plane or the worker failed.
     aborted : bool
         The user cancelled the job.
+    undo_step : list or None
+        The undo step of ``undo_layer`` holding the planes this job wrote into a layer it did not
+        create: one step for the whole job (:func:`.layers.write_plane_into_step`).
+    undo_layer : napari.layers.Labels or None
+        The (unwrapped) layer ``undo_step`` belongs to.
     """
 
     kind: SegmentKind = "idle"
@@ -105,6 +110,8 @@ class SegmentRun:
     region: RegionPlan | None = None
     failed: bool = False
     aborted: bool = False
+    undo_step: list | None = None
+    undo_layer: Labels | None = None
 
 
 @dataclass

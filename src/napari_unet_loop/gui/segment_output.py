@@ -26,7 +26,7 @@ from .layers import (
     show_map,
     stack_shape,
     unwrap,
-    write_plane,
+    write_plane_into_step,
 )
 
 if TYPE_CHECKING:
@@ -128,8 +128,10 @@ class SegmentOutput:
             if run.created is unwrap(target):  # a layer made by this run: no undo copy needed
                 target.data[res.index] = labels
                 target.refresh()
-            else:
-                write_plane(target, res.index, labels)  # one undoable step
+            else:  # the run's planes make one undoable step (Ctrl+Z restores them all)
+                step = run.undo_step if run.undo_layer is unwrap(target) else None
+                run.undo_step = write_plane_into_step(target, res.index, labels, step)
+                run.undo_layer = unwrap(target)
         self.tracker.record_output(target, res.index, res.labels)
         if res.fg is not None:
             self._maps.setdefault(unwrap(target), {})[res.index] = (res.fg, res.dist, res.factor)
