@@ -243,3 +243,45 @@ def test_file_save_and_the_docks_export_write_the_same_file(qtbot, viewer_sectio
     with tifffile.TiffFile(tmp_path / "saved.tif") as a, tifffile.TiffFile(tmp_path / "dock" / "cells_labels.tif") as b:
         np.testing.assert_array_equal(a.asarray(), b.asarray())
         assert a.imagej_metadata.get("unit") == b.imagej_metadata.get("unit")
+
+
+def test_a_colour_image_is_exported_in_colour(qtbot, viewer_section, tmp_path, messages):
+    """The CSV measures each channel, as File > Save does; the image was averaged to grey."""
+    viewer, sec = viewer_section
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 10
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:15] = 1
+    viewer.add_image(rgb, name="stain", rgb=True)
+    viewer.add_labels(labels, name="stain labels")
+    sec.layer_combo.setCurrentText("stain labels")
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "csv")
+    sec.folder_edit.setText(str(tmp_path))
+    run(qtbot, sec)
+    assert not messages["error"]
+    lines = (tmp_path / "stain_labels.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = dict(zip(header, lines[1].split(","), strict=True))
+    assert [float(row[f"mean_intensity_c{c}"]) for c in range(3)] == [200.0, 100.0, 10.0]
+
+
+def test_a_stack_joined_into_3d_objects_is_measured_in_3d(qtbot, viewer_section, tmp_path, messages):
+    """After "Join planes into 3D objects" a nucleus through three planes is one row, as in File > Save."""
+    from napari_unet_loop.io.writers import write_layers_csv
+
+    viewer, sec = viewer_section
+    labels = np.zeros((3, 20, 20), np.int32)
+    labels[:, 5:10, 5:10] = 4
+    layer = viewer.add_labels(labels, name="z labels")
+    layer.metadata["napari_unet_loop"] = {"objects_3d": {"iou": 0.5}}
+    sec.layer_combo.setCurrentText("z labels")
+    for key, box in sec.format_checks.items():
+        box.setChecked(key == "csv")
+    sec.folder_edit.setText(str(tmp_path))
+    run(qtbot, sec)
+    lines = (tmp_path / "z_labels.csv").read_text().splitlines()
+    assert len(lines) == 2 and "volume" in lines[0].split(",")
+    saved = write_layers_csv(str(tmp_path / "saved.csv"), [(labels, layer_attributes(layer), "labels")])
+    lines = open(saved[0]).read().splitlines()
+    assert len(lines) == 2 and "volume" in lines[0].split(",")

@@ -62,10 +62,9 @@ def _grey_shape(image: Image) -> tuple[int, ...]:
     return tuple(shape[:-1]) if image.rgb else tuple(shape)
 
 
-def grey(image: Image) -> np.ndarray:
-    """An image layer as one grey array (mean of R, G and B for colour)."""
-    data = np.asarray(image.data[0] if image.multiscale else image.data)
-    return data[..., :3].mean(-1) if image.rgb else data
+def image_array(image: Image) -> np.ndarray:
+    """An image layer's full-resolution pixels as File > Save hands them over (colour stays channels-last)."""
+    return np.asarray(image.data[0] if image.multiscale else image.data)
 
 
 def layer_attributes(layer: Labels) -> dict[str, Any]:
@@ -171,11 +170,12 @@ def export_jobs(
             {
                 "labels": np.array(layer.data),
                 "name": plain_name(layer.name),
-                "image": grey(image) if image is not None else None,
+                "image": image_array(image) if image is not None else None,
                 "scale": args.scale,
                 "units": args.units,
                 "axes": args.axes,
                 "provenance": provenance(layer, tracker, args),
+                "objects_3d": args.objects_3d,
                 "layer": layer.name,
             }
         )
@@ -198,6 +198,7 @@ def run_exports(jobs: list[dict], folder: Path, formats: list[str], overwrite: b
                     axes=job["axes"],
                     overwrite=overwrite,
                     provenance=job["provenance"],
+                    objects_3d=job["objects_3d"],
                 )
             except (ExportError, FileExistsError, PermissionError, OSError) as exc:
                 yield job["layer"], fmt, exc

@@ -161,6 +161,7 @@ class SegmentOutput:
                 if run.model.image_diameter is not None and res.diameter < run.model.image_diameter:
                     run.enlarged[res.index] = float(res.diameter)  # the model's upscale_small rule
         meta["thresholds"] = run.pp.to_dict()
+        meta.pop("objects_3d", None)  # new planes have ids of their own: joined again after a stack run if asked
         target.metadata[META_KEY] = meta
         run.done += 1
         run.objects += int(res.labels.max())

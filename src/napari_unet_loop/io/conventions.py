@@ -537,6 +537,7 @@ class ExportArguments:
     axes: str | None
     provenance: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    objects_3d: bool = False
 
 
 def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArguments:
@@ -557,7 +558,8 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
         Name, scale (``None`` when every axis is 1: uncalibrated), per-axis units, axes (from
         ``metadata['axes']``, else the axis labels ``t``/``z``/``y``/``x``, else ``YX``, ``ZYX`` or
         ``TZYX`` by dimension), the provenance (the plugin's record plus ``layer_name`` and
-        ``source``) and notes.
+        ``source``), notes, and whether the labels of a Z stack are 3D objects (the plugin's
+        record says ``objects_3d``: its planes were joined, so the CSV measures each in 3D).
     """
     meta = attributes.get("metadata") or {}
     scale = attributes.get("scale")
@@ -593,4 +595,12 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
     translate = attributes.get("translate")
     if translate is not None and any(float(t) for t in translate):
         notes.append("the layer's translate (offset) is not stored in the export")
-    return ExportArguments(attributes.get("name"), scale, units, axes.upper() if axes else None, provenance, notes)
+    return ExportArguments(
+        attributes.get("name"),
+        scale,
+        units,
+        axes.upper() if axes else None,
+        provenance,
+        notes,
+        objects_3d=bool(provenance.get("objects_3d")),
+    )

@@ -54,6 +54,7 @@ def _export(
         axes=args.axes,
         overwrite=True,
         provenance=args.provenance,
+        objects_3d=args.objects_3d,
     )
     result.notes.extend(args.notes)
     for note in result.notes:
