@@ -1420,6 +1420,20 @@ def test_export_onto_existing_files_names_the_flag(tmp_path, folders, capsys):
     assert "Use --overwrite to replace" in capsys.readouterr().err
 
 
+def test_running_out_of_memory_is_said_in_words(tmp_path, folders, capsys, monkeypatch):
+    """A bare MemoryError has no message: the line was an empty "error: "."""
+    from napari_unet_loop.io.formats import csv as csv_format
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(csv_format, "measure_table", no_memory)
+    _, labels = folders
+    args = ["export", str(labels / "nuclei_small.tif"), "-o", str(tmp_path / "o"), "--format", "csv"]
+    assert main(args) == 2
+    assert "error: out of memory" in capsys.readouterr().err
+
+
 def test_train_from_a_model_uses_the_docks_fine_tune_settings(tmp_path, folders, tiny_model_path):
     """``train --from MODEL`` and the dock's Fine-tune share one preset (batch, patch, rate, statistics)."""
     from napari_unet_loop.core import model_files

@@ -668,3 +668,46 @@ def test_edit_summary_counts_objects_by_overlap():
     assert same["pixels_changed"] == 0 and same["reviewed_box"] is None
     with pytest.raises(ValueError, match="shapes differ"):
         ex.edit_summary(before, before[:10])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "roi"])
+def test_a_huge_valid_id_is_measured_and_traced_without_per_id_tables(tmp_path, fmt):
+    """uint32 ids up to 4e9 are valid; find_objects/regionprops would allocate per id up to 3e9 (gigabytes)."""
+    import resource
+
+    labels = np.zeros((3, 40, 40), np.uint32)
+    labels[:, 5:15, 5:15] = 3_000_000_000
+    labels[1:, 20:30, 20:30] = 7
+    image = np.full((3, 40, 40), 9, np.uint8)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, hard))  # 3e9 ids of 8-byte slots could not fit
+    try:
+        res = export_labels(labels, tmp_path, fmt, name="big", image=image, axes="ZYX")
+        whole = export_labels(labels, tmp_path / "3d", fmt, name="big", image=image, axes="ZYX", objects_3d=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    if fmt == "csv":
+        rows = list(csv.DictReader(open(res.paths[0])))
+        assert [(r["z"], r["label"]) for r in rows] == [("0", "3000000000"), ("1", "7"), ("1", "3000000000")] + [
+            ("2", "7"),
+            ("2", "3000000000"),
+        ]
+        assert {r["area"] for r in rows} == {"100.0"}
+        rows = list(csv.DictReader(open(whole.paths[0])))
+        assert [(r["label"], r["volume"]) for r in rows] == [("7", "200.0"), ("3000000000", "300.0")]
+    else:
+        from roifile import roiread
+
+        back, _ = rois_to_labels(roiread(res.paths[0]), labels.shape, "ZYX")
+        assert sorted(np.unique(back).tolist()) == [0, 7, 3_000_000_000]
+        np.testing.assert_array_equal(back, labels)
+
+
+def test_3d_objects_of_a_colour_stack_are_measured_per_channel(tmp_path):
+    labels = np.zeros((2, 20, 20), np.int32)
+    labels[:, 5:10, 5:10] = 1
+    image = np.zeros((2, 20, 20, 3), np.uint8)
+    image[..., 0], image[..., 2] = 90, 30
+    res = export_labels(labels, tmp_path, "csv", image=image, axes="ZYX", objects_3d=True)
+    (row,) = list(csv.DictReader(open(res.paths[0])))
+    assert [float(row[f"mean_intensity_c{c}"]) for c in range(3)] == [90.0, 0.0, 30.0]  # not their mean, 40

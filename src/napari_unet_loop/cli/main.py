@@ -403,6 +403,16 @@ def _note_emulated_bf16(args: argparse.Namespace) -> None:
         _log("note: this CPU has no bf16 hardware; --precision bf16 runs emulated, slower than fp32 (auto)")
 
 
+def _error_text(exc: BaseException) -> str:
+    """One line for an error the command line reports: never empty (a bare ``MemoryError`` has no message)."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+        return _oserror(exc)
+    text = str(exc)
+    if isinstance(exc, MemoryError) and not text:
+        return "out of memory: the image (or its labels' ids) needs more memory than this machine has free"
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -431,5 +441,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         MemoryError,
         ValueError,
     ) as exc:
-        _log(f"error: {_oserror(exc) if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) else exc}")
+        _log(f"error: {_error_text(exc)}")
         return 2

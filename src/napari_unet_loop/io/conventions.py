@@ -505,6 +505,35 @@ def _planes(labels: np.ndarray, axes: str) -> Iterator[tuple[tuple[int, ...], np
         yield idx, labels[idx]
 
 
+def compact_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels renumbered 1..n where their largest id is far above their number, for per-id tools.
+
+    ``scipy.ndimage.find_objects`` and ``skimage.measure.regionprops`` allocate per id up to the
+    largest one: a valid uint32 id of 3e9 would need gigabytes for one object.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Labels (0 background).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``labels`` itself when its largest id is at most its pixel count (or 65,536), else the
+        same objects numbered 1..n in image order of their ids.
+    ids : numpy.ndarray or None
+        ``None`` when not renumbered; else ``ids[k - 1]`` is the original id of object ``k``.
+    """
+    top = int(labels.max()) if labels.size else 0
+    if top <= max(labels.size, 1 << 16):
+        return labels, None
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if ids[0] == 0:
+        return inverse.astype(np.int64), ids[1:]
+    return (inverse + 1).astype(np.int64), ids
+
+
 def _json_safe(value: Any) -> Any:
     """Recursively turn numpy scalars/arrays, paths, tuples and other objects into JSON values."""
     if isinstance(value, Mapping):

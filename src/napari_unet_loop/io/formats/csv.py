@@ -19,6 +19,7 @@ from ..conventions import (
     _check_targets,
     _planes,
     check_labels,
+    compact_ids,
     normalize_axes,
     normalize_scale,
     normalize_units,
@@ -103,9 +104,10 @@ def measure_table(
         kwargs: dict[str, Any] = {"properties": props, "spacing": spacing}
         if img is not None:
             kwargs["intensity_image"] = img[idx]
+        plane, ids = compact_ids(plane)
         table = regionprops_table(plane, **kwargs)
         n = len(table["label"])
-        cols: dict[str, np.ndarray] = {"label": table["label"].astype(np.int64)}
+        cols: dict[str, np.ndarray] = {"label": _original_ids(table["label"], ids)}
         for a, i in zip(stack_axes, idx, strict=True):
             cols[a] = np.full(n, i, dtype=np.int64)
         cols["area"] = table["area"]
@@ -117,15 +119,7 @@ def measure_table(
         cols["eccentricity"] = table["eccentricity"]
         cols["solidity"] = table["solidity"]
         if img is not None:
-            for src, dst in (("intensity_mean", "mean_intensity"), ("intensity_max", "max_intensity")):
-                if src in table:
-                    cols[dst] = table[src]
-                else:
-                    chans = sorted(
-                        (k for k in table if k.startswith(src + "-")), key=lambda k: int(k.rsplit("-", 1)[1])
-                    )
-                    for k in chans:
-                        cols[f"{dst}_c{k.rsplit('-', 1)[1]}"] = table[k]
+            _intensity_columns(cols, table)
         parts.append(cols)
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     units_map = {k: "" for k in columns}
@@ -135,6 +129,23 @@ def measure_table(
     if not len(columns["label"]):
         notes.append("the labels hold no objects: the table has a header only")
     return Measurements(columns=columns, units=units_map, notes=notes)
+
+
+def _original_ids(labels: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+    """The ``label`` column: the objects' own ids (see :func:`~napari_unet_loop.io.conventions.compact_ids`)."""
+    labels = labels.astype(np.int64)
+    return labels if ids is None else ids[labels - 1].astype(np.int64)
+
+
+def _intensity_columns(cols: dict[str, np.ndarray], table: dict[str, np.ndarray]) -> None:
+    """Add ``mean_intensity``/``max_intensity`` (``_c0``, ``_c1``... per channel of a colour image) to ``cols``."""
+    for src, dst in (("intensity_mean", "mean_intensity"), ("intensity_max", "max_intensity")):
+        if src in table:
+            cols[dst] = table[src]
+            continue
+        chans = sorted((k for k in table if k.startswith(src + "-")), key=lambda k: int(k.rsplit("-", 1)[1]))
+        for k in chans:
+            cols[f"{dst}_c{k.rsplit('-', 1)[1]}"] = table[k]
 
 
 def _measure_3d(labels: Any, image: Any | None, *, scale, axes, units) -> Measurements:
@@ -162,11 +173,11 @@ def _measure_3d(labels: Any, image: Any | None, *, scale, axes, units) -> Measur
         vol = data if t is None else np.take(data, t, axis=t_axis)
         kwargs: dict[str, Any] = {"properties": props, "spacing": spacing}
         if img is not None:
-            im = img if t is None else np.take(img, t, axis=t_axis)
-            kwargs["intensity_image"] = im if im.ndim == 3 else im.mean(-1)
+            kwargs["intensity_image"] = img if t is None else np.take(img, t, axis=t_axis)
+        vol, ids = compact_ids(vol)
         table = regionprops_table(vol, **kwargs)
         n = len(table["label"])
-        cols: dict[str, np.ndarray] = {"label": table["label"].astype(np.int64)}
+        cols: dict[str, np.ndarray] = {"label": _original_ids(table["label"], ids)}
         if t is not None:
             cols["t"] = np.full(n, t, dtype=np.int64)
         cols["volume"] = table["area"]
@@ -176,8 +187,7 @@ def _measure_3d(labels: Any, image: Any | None, *, scale, axes, units) -> Measur
             cols[key] = table[f"bbox-{k}"].astype(np.int64)
         cols["equivalent_diameter"] = table["equivalent_diameter_area"]
         if img is not None:
-            cols["mean_intensity"] = table["intensity_mean"]
-            cols["max_intensity"] = table["intensity_max"]
+            _intensity_columns(cols, table)
         parts.append(cols)
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     units_map = {k: "" for k in columns}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...core.atomic import atomic_path
-from ..conventions import ExportJob, ExportResult, _check_targets, _planes, check_labels, normalize_axes
+from ..conventions import ExportJob, ExportResult, _check_targets, _planes, check_labels, compact_ids, normalize_axes
 
 # --------------------------------------------------------------------------------------------------
 # ImageJ ROIs
@@ -131,11 +131,12 @@ def write_imagej_rois(
     rois = []
     inexact = 0
     for idx, plane in _planes(data, axes):
+        plane, ids = compact_ids(plane)
         for i, sl in enumerate(ndi.find_objects(plane)):
             if sl is None:
                 continue
-            label = i + 1
-            loops = outline_polygons(plane[sl] == label)
+            label = i + 1 if ids is None else int(ids[i])
+            loops = outline_polygons(plane[sl] == i + 1)
             outers = [v for outer, v in loops if outer]
             if len(outers) > 1 or len(outers) != len(loops):
                 inexact += 1
