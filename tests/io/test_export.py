@@ -711,3 +711,21 @@ def test_3d_objects_of_a_colour_stack_are_measured_per_channel(tmp_path):
     res = export_labels(labels, tmp_path, "csv", image=image, axes="ZYX", objects_3d=True)
     (row,) = list(csv.DictReader(open(res.paths[0])))
     assert [float(row[f"mean_intensity_c{c}"]) for c in range(3)] == [90.0, 0.0, 30.0]  # not their mean, 40
+
+
+def test_replacing_a_png_stack_with_fewer_planes_removes_the_old_extra_planes(tmp_path):
+    """Left behind, cells_z003.png of the old stack would be read as a plane of the new one."""
+    labels = np.zeros((4, 20, 20), np.int32)
+    labels[:, 5:10, 5:10] = 1
+    export_labels(labels, tmp_path, "png", name="cells", axes="ZYX")
+    (tmp_path / "notes.png").write_bytes(b"the user's own file")
+    res = export_labels(labels[:2], tmp_path, "png", name="cells", axes="ZYX", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cells.png.json",
+        "cells_z000.png",
+        "cells_z001.png",
+        "notes.png",
+    ]
+    assert any("2 file(s)" in n for n in res.notes)
+    res = export_labels(labels[0], tmp_path, "png", name="cells", overwrite=True)  # a stack replaced by one plane
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.png", "cells.png.json", "notes.png"]

@@ -113,6 +113,23 @@ def test_png_writer_slices_a_stack_as_the_dock_does(tmp_path):
     assert (tmp_path / "m_z001.png").is_file()
 
 
+def test_file_save_never_replaces_the_plane_files_of_a_png_stack_it_did_not_ask_about(tmp_path):
+    """napari's dialog asks about z.png, which a stack never writes: its plane files and sidecar are kept."""
+    from napari_unet_loop.io.export import TargetExistsError
+
+    lab = labels3d()
+    with pytest.warns(UserWarning, match="sidecar"):
+        writers.write_labels_png(str(tmp_path / "z.png"), lab, attributes(3))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TargetExistsError, match="File > Save asked only about z.png"):
+        writers.write_labels_png(str(tmp_path / "z.png"), lab * 2, attributes(3))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with pytest.warns(UserWarning, match="sidecar"):  # a 2D layer: the file asked about (and its record) replaced
+        writers.write_labels_png(str(tmp_path / "flat.png"), lab[1], attributes())
+        writers.write_labels_png(str(tmp_path / "flat.png"), lab[1] * 2, attributes())
+    assert read_labels(tmp_path / "flat.png")[0][0].max() == 4
+
+
 def test_png_writer_refuses_too_many_labels(tmp_path):
     lab = labels3d()[1].astype(np.int64)
     lab[lab == 2] = 100_000

@@ -23,6 +23,7 @@ and offers the public names of those modules in one place.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -134,6 +135,37 @@ def export_target(outdir_or_path: str | os.PathLike, fmt: str | None, name: str 
     return p / f"{safe_name(name)}{SUFFIXES[key]}"
 
 
+def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes: list[str]) -> None:
+    """Remove the files an export replaced that the new one does not write again.
+
+    A PNG stack of 5 planes replaced by one of 3 would leave ``_z003``/``_z004`` of the old
+    stack beside the new planes, read as part of it. Only files the replaced export's sidecar
+    lists (files it wrote, beside it) are removed.
+    """
+    try:
+        old = json.loads(old_sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: nothing is known to be stale
+        return
+    listed = old.get("files", []) if isinstance(old, dict) else []
+    keep = {p.resolve() for p in written}
+    gone, failed = 0, []
+    for entry in listed if isinstance(listed, list) else []:
+        if not isinstance(entry, str) or Path(entry).name != entry:  # a bare file name beside the sidecar only
+            continue
+        stale = side.parent / entry
+        if stale.resolve() in keep or not stale.is_file():
+            continue
+        try:
+            stale.unlink()
+            gone += 1
+        except OSError:
+            failed.append(entry)
+    if gone:
+        notes.append(f"{gone} file(s) of the export this one replaced, not written again, were removed")
+    if failed:
+        notes.append(f"could not remove files of the replaced export: {', '.join(failed)}")
+
+
 def export_labels(
     labels: Any,
     outdir_or_path: str | os.PathLike,
@@ -243,6 +275,8 @@ def export_labels(
                 key, result.paths, data, axes, name, vals, unit_list, used_image, result.notes, provenance, extra
             )
             result.sidecar = write_provenance(side, record, overwrite=overwrite)
+            if aside is not None:  # the new export is complete: what only the old one had goes
+                _remove_stale(aside, side, result.paths, result.notes)
     except BaseException:
         if aside is not None and side is not None and not side.exists():
             os.replace(aside, side)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .conventions import export_arguments
-from .export import ExportError, ExportResult, export_labels
+from .export import ExportError, ExportResult, TargetExistsError, export_labels
 
 
 def _labels_array(data: Any) -> np.ndarray:
@@ -40,22 +41,37 @@ def _export(
     fmt: str,
     image: Any | None = None,
 ) -> list[str]:
-    """Export one labels layer and return the written paths (data files, then the sidecar)."""
+    """Export one labels layer and return the written paths (data files, then the sidecar).
+
+    napari's save dialog asks before replacing the file chosen, so that file (and its sidecar)
+    is replaced. A Z/T stack as PNG writes other files (``cells_z000.png``...), which nobody was
+    asked about: they are never replaced from here.
+    """
     labels = _labels_array(data)
     args = export_arguments(attributes, labels.ndim)
-    result: ExportResult = export_labels(
-        labels,
-        path,
-        fmt,
-        name=args.name,
-        image=image,
-        scale=args.scale,
-        units=args.units,
-        axes=args.axes,
-        overwrite=True,
-        provenance=args.provenance,
-        objects_3d=args.objects_3d,
-    )
+    planes = fmt == "png" and labels.ndim > 2
+    try:
+        result: ExportResult = export_labels(
+            labels,
+            path,
+            fmt,
+            name=args.name,
+            image=image,
+            scale=args.scale,
+            units=args.units,
+            axes=args.axes,
+            overwrite=not planes,
+            provenance=args.provenance,
+            objects_3d=args.objects_3d,
+        )
+    except TargetExistsError as exc:
+        names = ", ".join(p.name for p in exc.paths[:3]) + (", ..." if len(exc.paths) > 3 else "")
+        raise TargetExistsError(
+            f"{names} already exist{'s' if len(exc.paths) == 1 else ''} in {Path(path).parent}: a stack saved as "
+            f"PNG is one file per plane, and File > Save asked only about {Path(path).name}, so nothing was "
+            "replaced or written. Choose another name, or use the dock's Export with 'Replace existing files'.",
+            exc.paths,
+        ) from None
     result.notes.extend(args.notes)
     for note in result.notes:
         warnings.warn(f"{result.paths[0].name}: {note}", UserWarning, stacklevel=3)
