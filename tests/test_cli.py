@@ -654,7 +654,7 @@ def test_tune_does_not_write_into_a_shipped_model(folders, shipped_model_availab
     assert "shipped model" in capsys.readouterr().err
 
 
-def test_export_keeps_the_files_unit_and_z_spacing(tmp_path):
+def test_export_keeps_the_files_unit_and_z_spacing(tmp_path, capsys):
     from napari_unet_loop.io.readers import read_labels
 
     lab = np.zeros((3, 32, 32), np.uint16)
@@ -673,6 +673,13 @@ def test_export_keeps_the_files_unit_and_z_spacing(tmp_path):
     assert main(["export", str(src), "-o", str(tmp_path / "b"), "--pixel-size", "20"]) == 0
     _, kwargs, _ = read_labels(tmp_path / "b" / "nm.tif")[0]
     np.testing.assert_allclose(kwargs["scale"], [100, 20, 20])
+    assert kwargs["metadata"]["units"][-1] == "nanometer"
+    assert "--pixel-size taken in nanometer, the file's unit" in capsys.readouterr().err
+    assert main(["export", str(src), "-o", str(tmp_path / "c"), "--pixel-size", "20", "30"]) == 0  # Y and X
+    _, kwargs, _ = read_labels(tmp_path / "c" / "nm.tif")[0]
+    np.testing.assert_allclose(kwargs["scale"], [100, 20, 30])  # Z kept (it was reset to 1)
+    assert main(["export", str(src), "-o", str(tmp_path / "d"), "--pixel-size", "1", "2", "3", "4"]) == 2
+    assert "4 values" in capsys.readouterr().err
 
 
 def test_fiji_escaped_micro_sign_is_read_as_micrometres(tmp_path):

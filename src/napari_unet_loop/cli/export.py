@@ -39,10 +39,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CLIError(f"{path}: labels must be integers, got {data.dtype}")
             meta = kwargs.get("metadata", {}) or {}
             axes = args.axes or meta.get("axes")
-            scale = args.pixel_size or kwargs.get("scale")
-            if args.pixel_size and len(args.pixel_size) == 1:  # Y and X; other axes keep the file's spacing
-                file_scale = list(kwargs.get("scale") or [1.0] * data.ndim)
-                scale = [*file_scale[: data.ndim - 2], args.pixel_size[0], args.pixel_size[0]]
+            scale = _pixel_size(args.pixel_size, kwargs.get("scale"), data.ndim, path)
+            units = args.unit or meta.get("units")
+            if args.pixel_size and not args.unit and _unit_of(meta.get("units")):
+                _log(f"note: {Path(path).name}: --pixel-size taken in {_unit_of(meta.get('units'))}, the file's unit")
             name = Path(path).stem if len(layers) == 1 else kwargs.get("name", Path(path).stem)
             key = safe_name(name).casefold()
             if key in taken:
@@ -64,7 +64,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     name=name,
                     image=img,
                     scale=scale,
-                    units=args.unit or meta.get("units"),
+                    units=units,
                     axes=axes,
                     overwrite=args.overwrite,
                     provenance=meta.get("napari_unet_loop") or None,
@@ -73,3 +73,26 @@ def cmd_export(args: argparse.Namespace) -> int:
                     _log(f"note: {Path(path).name} ({fmt}): {note}")
                 _log(f"{Path(path).name} -> {', '.join(str(p) for p in res.paths)}")
     return 0
+
+
+def _pixel_size(given: list[float] | None, file_scale, ndim: int, path) -> list[float] | None:
+    """The scale to export: ``--pixel-size`` for the last axes (one value: Y and X), the file's for the others.
+
+    A Z stack exported with ``--pixel-size 0.2 0.2`` keeps its Z spacing (it was reset to 1).
+    """
+    if not given:
+        return file_scale
+    values = [given[0], given[0]] if len(given) == 1 else list(given)
+    if len(values) > ndim:
+        raise CLIError(f"--pixel-size has {len(values)} values; {path} has {ndim} axes")
+    kept = list(file_scale or [1.0] * ndim)[-ndim:] if file_scale is not None else [1.0] * ndim
+    return [*kept[: ndim - len(values)], *values]
+
+
+def _unit_of(units) -> str | None:
+    """The unit of Y and X in a file's ``units`` (one string, or one per axis), if any."""
+    if isinstance(units, str):
+        return units or None
+    if isinstance(units, (list, tuple)) and units:
+        return units[-1] or None
+    return None

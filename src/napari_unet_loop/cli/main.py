@@ -270,8 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", metavar="FMT", help=f"{', '.join(FORMATS)} (repeat or comma-separate)")
     p.add_argument("--image", default=None, help="the paired image (intensity columns in CSV, image in OME-Zarr)")
     p.add_argument("--axes", default=None, help="axes of the labels: YX, ZYX, TYX or TZYX (default: from the file)")
-    p.add_argument("--pixel-size", type=float, nargs="+", default=None, help="pixel size (one value, or per axis)")
-    p.add_argument("--unit", default=None, help="unit of the pixel size, e.g. um (default um when a size is given)")
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        nargs="+",
+        default=None,
+        help="pixel size: one value for Y and X, or one per axis of the last axes (Y X, Z Y X); others keep the file's",
+    )
+    p.add_argument("--unit", default=None, help="unit of the pixel size, e.g. um (default: the file's, else um)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
