@@ -103,6 +103,22 @@ def test_remove_small_and_relabel(plane):
     assert sorted(np.unique(relabelled)) == [0, 1, 2, 3, 4]
 
 
+def test_remove_small_and_relabel_take_huge_ids_without_a_table_up_to_them(plane):
+    """uint32 ids reach 4e9: a lookup table or bincount up to the largest id would need gigabytes."""
+    import resource
+
+    big = np.where(plane > 0, plane.astype(np.uint32) + 3_000_000_000, 0).astype(np.uint32)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, hard))
+    try:
+        out = apply(big, pr.remove_small(big, 20))
+        relabelled = apply(out, pr.relabel_sequential(out))
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert 3_000_000_005 not in out and 3_000_000_001 in out
+    assert sorted(np.unique(relabelled)) == [0, 1, 2, 3, 4] and relabelled.dtype == np.uint32
+
+
 def test_doubt_table_ranks_the_merged_object_first(plane):
     table = pr.doubt_table(plane)
     assert table["label"][0] == 3  # the peanut: low solidity

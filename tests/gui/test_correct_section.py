@@ -65,6 +65,19 @@ def test_single_object_tools_and_undo(setup, messages, tool, point, check):
     check_undo(layer, before)
 
 
+def test_remove_small_and_relabel_say_how_many_pixels_changed(setup, messages):
+    """A whole-plane edit of a 2D layer said "(0 px)": it counted after writing into the data it compared with."""
+    viewer, w, sec, layer = setup
+    sec.min_size_spin.setValue(20)
+    sec.run_tool("remove_small")
+    assert sec.status.text() == "Removed 1 object(s) under 20 px (9 px). Ctrl+Z undoes it."
+    layer.data = np.where(layer.data > 0, layer.data.astype(np.uint32) + 3_000_000_000, 0).astype(np.uint32)  # huge ids
+    sec.run_tool("relabel")
+    assert sorted(np.unique(layer.data).tolist()) == [0, 1, 2, 3, 4]
+    assert sec.status.text().startswith("Renumbered 4 objects 1..4 (")
+    assert "(0 px)" not in sec.status.text()
+
+
 def test_merge_picked_objects(setup, messages):
     viewer, w, sec, layer = setup
     before = layer.data.copy()

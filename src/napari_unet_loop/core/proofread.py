@@ -428,23 +428,20 @@ def erode(labels: np.ndarray, point: Sequence[float], pixels: int = 1) -> Edit:
 
 def remove_small(labels: np.ndarray, min_size: int) -> Edit:
     """Remove every object smaller than ``min_size`` pixels."""
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
+    ids, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)  # no table up to the largest id
+    small = (sizes < min_size) & (ids != 0)
     box = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
-    before = labels
-    after = np.where(small[labels], 0, labels) if small.any() else labels
-    return Edit(box, before, after, f"removed {int(small.sum())} object(s) under {min_size} px")
+    after = np.where(small[inverse.reshape(labels.shape)], 0, labels) if small.any() else labels
+    return Edit(box, labels, after, f"removed {int(small.sum())} object(s) under {min_size} px")
 
 
 def relabel_sequential(labels: np.ndarray) -> Edit:
     """Renumber the objects 1..N in order of their current ids."""
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, labels.dtype)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=labels.dtype)
+    ids, inverse = np.unique(labels, return_inverse=True)  # no table up to the largest id (uint32 ids reach 4e9)
+    new = np.arange(ids.size, dtype=labels.dtype) if ids.size and ids[0] == 0 else np.arange(1, ids.size + 1)
+    n = int((ids > 0).sum())
     box = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
-    return Edit(box, labels, lut[labels], f"renumbered {ids.size} objects 1..{ids.size}")
+    return Edit(box, labels, new.astype(labels.dtype)[inverse.reshape(labels.shape)], f"renumbered {n} objects 1..{n}")
 
 
 def correct_worst(labels: np.ndarray, truth: np.ndarray, n: int) -> Edit:

@@ -317,7 +317,8 @@ class CorrectSection(QGroupBox):
         if not np.array_equal(np.asarray(data[full_box]), edit.before):
             raise pr.ProofreadError("the labels changed while the tool ran; nothing was changed, try again")
         changed = np.nonzero(edit.before != edit.after)
-        if changed[0].size:
+        count = int(changed[0].size)  # before writing: a whole-plane edit's ``before`` may be the layer's own data
+        if count:
             idx = tuple(np.full(changed[0].size, i, np.intp) for i in plane)
             idx += (changed[0] + edit.box[0].start, changed[1] + edit.box[1].start)
             values = edit.after[changed].astype(data.dtype, copy=False)
@@ -325,7 +326,7 @@ class CorrectSection(QGroupBox):
                 layer.data_setitem(idx, values)
             if self.queue is not None and layer.name == self.queue_layer:
                 self.refresh_queue()
-        self.status.setText(f"{edit.message[0].upper()}{edit.message[1:]} ({edit.changed} px). Ctrl+Z undoes it.")
+        self.status.setText(f"{edit.message[0].upper()}{edit.message[1:]} ({count} px). Ctrl+Z undoes it.")
         return edit
 
     def _plane(self, layer: Labels, plane: tuple[int, ...]) -> np.ndarray:
