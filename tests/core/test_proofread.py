@@ -85,6 +85,16 @@ def test_cut_line(plane):
         pr.cut(plane, (30, 20), (30, 25))
 
 
+def test_a_cut_line_ending_off_the_image_keeps_its_direction(plane):
+    """The end point (300, 300) lies off the 120 x 160 plane: the line is cut at the border, not bent to (119, 159)."""
+    off = pr.cut(plane, (60, 60), (300, 300))
+    inside = pr.cut(plane, (60, 60), (119, 119))  # where the same line leaves the plane
+    assert off.box == inside.box
+    np.testing.assert_array_equal(off.after, inside.after)
+    with pytest.raises(pr.ProofreadError, match="crosses no object"):
+        pr.cut(plane, (-50, 0), (-10, 400))  # wholly above the plane
+
+
 def test_fill_holes_and_grow_shrink(plane):
     out = apply(plane, pr.fill_holes(plane, (85, 120)))
     assert (out[84:87, 129:132] == 4).all()

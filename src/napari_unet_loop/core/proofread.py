@@ -239,6 +239,32 @@ def split(
     return Edit(box, before, after, f"split object {label} into {len(seeds)}")
 
 
+def _clip_segment(
+    start: Sequence[float], end: Sequence[float], h: int, w: int
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The part of the segment ``start``-``end`` inside a plane of ``h`` x ``w`` pixels (``None``: none of it).
+
+    Clipping keeps the line's direction (Liang-Barsky); clamping each end point's coordinates
+    on its own would bend a line whose end lies off the image.
+    """
+    r0, c0 = float(start[0]), float(start[1])
+    dr, dc = float(end[0]) - r0, float(end[1]) - c0
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-dr, r0), (dr, h - 1 - r0), (-dc, c0), (dc, w - 1 - c0)):
+        if p == 0:
+            if q < 0:
+                return None
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+    if t0 > t1:
+        return None
+    return (r0 + t0 * dr, c0 + t0 * dc), (r0 + t1 * dr, c0 + t1 * dc)
+
+
 def cut(labels: np.ndarray, start: Sequence[float], end: Sequence[float], next_label: int | None = None) -> Edit:
     """Split the object(s) crossed by a straight cut line; each extra piece gets a new id.
 
@@ -250,8 +276,10 @@ def cut(labels: np.ndarray, start: Sequence[float], end: Sequence[float], next_l
         If the line crosses no object or leaves every object in one piece.
     """
     h, w = labels.shape
-    r0, c0 = int(np.clip(round(start[0]), 0, h - 1)), int(np.clip(round(start[1]), 0, w - 1))
-    r1, c1 = int(np.clip(round(end[0]), 0, h - 1)), int(np.clip(round(end[1]), 0, w - 1))
+    ends = _clip_segment(start, end, h, w)
+    if ends is None:
+        raise ProofreadError("the cut line crosses no object")
+    (r0, c0), (r1, c1) = ((int(np.clip(round(r), 0, h - 1)), int(np.clip(round(c), 0, w - 1))) for r, c in ends)
     rr, cc = draw_line(r0, c0, r1, c1)
     on_line = labels[rr, cc]
     crossed = sorted(set(np.unique(on_line).tolist()) - {0})
