@@ -311,3 +311,28 @@ def test_file_save_records_the_edit_history_of_the_last_autosave(make_napari_vie
     write_labels_tif(str(tmp_path / "saved.tif"), layer.data, {"name": layer.name, "metadata": layer.metadata})
     record = json.loads((tmp_path / "saved.tif.json").read_text())
     assert record["provenance"]["edits"]["objects_added"] == 1
+
+
+def test_restore_keeps_the_provenance_units_and_axes(make_napari_viewer_proxy, tmp_path):
+    """A restored layer exported later says which model made it, in which units, with Z joined or not."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(
+        np.zeros((3, 20, 20), np.int32),
+        name="x",
+        scale=(2.0, 0.5, 0.5),
+        units=("um", "um", "um"),
+        axis_labels=("z", "y", "x"),
+    )
+    layer.metadata["napari_unet_loop"] = {"model_name": "dsb2018-nuclei", "objects_3d": {"iou": 0.5}}
+    layer.paint((1, 5, 5), 1)
+    saver.save_dirty()
+    crash(saver)
+    other = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    restored = other.restore(other.pending()[0])
+    record = restored.metadata["napari_unet_loop"]
+    assert record["model_name"] == "dsb2018-nuclei" and record["objects_3d"] == {"iou": 0.5}
+    assert [str(u) for u in restored.units] == ["micrometer"] * 3
+    assert tuple(restored.axis_labels) == ("z", "y", "x")
+    np.testing.assert_allclose(restored.scale, (2.0, 0.5, 0.5))
+    other.timer.stop()

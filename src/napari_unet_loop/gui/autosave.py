@@ -32,6 +32,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from ..core.atomic import atomic_path
+from ..io.conventions import _json_safe
 from ..io.labels import write_tiff
 from .layers import META_KEY, LabelsTracker, unwrap
 from .store_edit import refresh_store_layers, store_window, write_back
@@ -457,6 +458,10 @@ class Autosaver:
             "shape": list(data.shape),
             "scale": [float(s) for s in layer.scale],
             "translate": [float(t) for t in layer.translate],
+            # what File > Save would record: the plugin's provenance (model, thresholds, joined planes) and units
+            "metadata": _json_safe(dict(layer.metadata.get(META_KEY, {}))),
+            "units": [str(u) for u in (getattr(layer, "units", None) or ())],
+            "axis_labels": [str(a) for a in (getattr(layer, "axis_labels", None) or ())],
             "file": f"{rec.stem}.tif",
         }
         # the note first: a crash between the two leaves the TIFF with its note (or an old TIFF)
@@ -564,11 +569,13 @@ class Autosaver:
 
         data = tifffile.imread(self.folder / note["file"])
         data = data.astype(np.int32 if data.max(initial=0) <= np.iinfo(np.int32).max else np.int64)
-        layer = unwrap(
-            self.viewer.add_labels(
-                data, name=f"{note['layer']} (restored)", scale=note.get("scale"), translate=note.get("translate")
-            )
-        )
+        kwargs: dict = {"scale": note.get("scale"), "translate": note.get("translate")}
+        if isinstance(note.get("metadata"), dict) and note["metadata"]:
+            kwargs["metadata"] = {META_KEY: note["metadata"]}
+        for key in ("units", "axis_labels"):  # autosaves of earlier versions have neither
+            if isinstance(note.get(key), list) and len(note[key]) == data.ndim:
+                kwargs[key] = note[key]
+        layer = unwrap(self.viewer.add_labels(data, name=f"{note['layer']} (restored)", **kwargs))
         state = self.tracker.state(layer)
         state.dirty = True
         self._record(layer).supersedes.append(note)
