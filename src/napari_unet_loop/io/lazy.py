@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .images import ReadError, is_zarr_dir
+from .ngff import full_resolution
 
 
 @dataclass(frozen=True)
@@ -272,14 +273,9 @@ def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | No
                 raise ValueError(f"axis {name!r} is none of t, c, z, y, x")
             names.append(letter)
             units.append(a.get("unit") if isinstance(a, dict) else None)
-    scale = None
-    for t in datasets[0].get("coordinateTransformations") or []:
-        if t.get("type") == "scale":
-            scale = [float(v) for v in t["scale"]]
-    for t in first.get("coordinateTransformations") or []:  # NGFF's scale of all levels, applied after theirs
-        if t.get("type") == "scale":
-            common = [float(v) for v in t["scale"]]
-            scale = common if scale is None else [a * b for a, b in zip(scale, common)]
+    scale, _ = full_resolution(
+        datasets[0].get("coordinateTransformations") or [], first.get("coordinateTransformations") or []
+    )
     return level, names, units or [], scale
 
 

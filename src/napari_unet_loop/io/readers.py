@@ -28,6 +28,7 @@ import numpy as np
 from .conventions import LABEL_AXES
 from .images import ReadError, check_png_depth, planar_colour
 from .labels import label_dtype, read_tiff_scale
+from .ngff import full_resolution
 from .sidecar import read_sidecar
 from .units import SHORT_UNITS, unit_name
 
@@ -344,53 +345,21 @@ def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _node_scale(node) -> list[float] | None:
-    """Full-resolution scale of an ome-zarr reader node (with the multiscales' own scale, as NGFF composes them)."""
-    level, common = _level_transform(node, "scale"), _common_transform(node, "scale")
-    if level is None or common is None:
-        return level or common
-    return [a * b for a, b in zip(level, common)]
+def _node_transform(node) -> tuple[list[float] | None, list[float] | None]:
+    """Full-resolution scale and translation of an ome-zarr reader node (translation ``None`` if zero).
 
-
-def _node_translation(node) -> list[float] | None:
-    """Full-resolution translation of an ome-zarr reader node (``None`` if zero or absent).
-
-    NGFF applies the multiscales' own transformations after each level's: the level's shift is
-    scaled by the common scale, then the common shift is added.
+    With the multiscales' own transformations, as NGFF composes them (:func:`.ngff.full_resolution`).
     """
-    shift = _level_transform(node, "translation")
-    common_scale, common_shift = _common_transform(node, "scale"), _common_transform(node, "translation")
-    if shift is not None and common_scale is not None:
-        shift = [a * b for a, b in zip(shift, common_scale)]
-    if common_shift is not None:
-        shift = common_shift if shift is None else [a + b for a, b in zip(shift, common_shift)]
-    return shift if shift is not None and any(shift) else None
-
-
-def _level_transform(node, kind: str) -> list[float] | None:
-    """The highest resolution level's ``scale`` or ``translation`` (``None`` when absent)."""
     transforms = node.metadata.get("coordinateTransformations")
-    if not transforms or not transforms[0]:
-        return None
-    return _transform_values(transforms[0], kind)
-
-
-def _common_transform(node, kind: str) -> list[float] | None:
-    """The multiscales' own ``scale`` or ``translation``, for all its levels (``None`` when absent)."""
+    level = transforms[0] if transforms and transforms[0] else []
     try:
         attrs = dict(node.zarr.root_attrs)
         multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales") or [{}]
-        return _transform_values(multiscales[0].get("coordinateTransformations") or [], kind)
+        common = multiscales[0].get("coordinateTransformations") or []
     except (AttributeError, TypeError, IndexError, ValueError):
-        return None
-
-
-def _transform_values(transforms: list, kind: str) -> list[float] | None:
-    """The values of the first transformation of type ``kind`` in an NGFF list of them."""
-    for t in transforms:
-        if isinstance(t, dict) and t.get("type") == kind and kind in t:
-            return [float(v) for v in t[kind]]
-    return None
+        common = []
+    scale, shift = full_resolution(level, common)
+    return scale, (shift if shift is not None and any(shift) else None)
 
 
 def _node_axes(node) -> tuple[str, list[str | None]]:
@@ -447,8 +416,7 @@ def read_ome_zarr(path: str | os.PathLike) -> list[LayerData]:
         if node.load(Multiscales) is None or not node.data:
             continue
         axes, units = _node_axes(node)
-        scale = _node_scale(node)
-        translate = _node_translation(node)
+        scale, translate = _node_transform(node)
         if node.load(Label) is not None:
             name = str(node.metadata.get("name") or path.stem)
             level0 = node.data[0]
