@@ -1174,6 +1174,7 @@ def test_a_blank_image_gets_empty_labels_not_an_error(tmp_path, tiny_model_path,
     assert main([*args, "--model", str(tiny_model_path)]) == 0
     err = capsys.readouterr().err
     assert "blank" in err and "blank.ome.zarr: 0 objects" in err and "error" not in err
+    assert "blank.ome.zarr: 0 objects, " in err  # seen as no kind of imaging: nothing was there to tell
     assert _zarr_labels(tmp_path / "z" / "blank.zarr").shape == (200, 150)
     assert (
         not _zarr_labels(tmp_path / "z" / "blank.zarr").any()

@@ -75,7 +75,7 @@ class BlockwiseResult:
     resumed_blocks: int = 0
     resumed_cores: int = 0
     factor: float = 1.0
-    modality: str = "none"
+    modality: str | None = "none"
     timings: dict[str, float] = field(default_factory=dict)
     complete: bool = True
 
@@ -367,6 +367,6 @@ def segment_to_zarr(
         resumed_blocks,
         len(cores_done),
         job.factor,
-        job.modality,
+        None if job.blank else job.modality,  # a blank image was seen as nothing (its detection guessed)
         timings,
     )
