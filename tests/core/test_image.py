@@ -42,6 +42,15 @@ def test_normalize_rejects_non_finite_values(bad):
         normalize(img)
 
 
+def test_finite_values_beyond_32_bit_floats_are_not_called_nan():
+    img = _ramp().astype(np.float64)
+    img[5, 5] = 1e300
+    with pytest.raises(InputError, match="values up to 1e\\+300, beyond what 32-bit floats hold"):
+        normalize(img)
+    with pytest.raises(InputError, match="beyond what 32-bit floats hold"):
+        normalize(img, limits=(0.0, 1.0))
+
+
 @pytest.mark.parametrize("value", [0.0, 3.5, -1e6])
 def test_normalize_rejects_constant_images(value):
     with pytest.raises(InputError, match="constant"):

@@ -33,6 +33,20 @@ class Normalization(Settings):
             raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
 
 
+def _not_finite(given: np.ndarray, bad: int) -> InputError:
+    """The error for an image whose 32-bit float copy holds ``bad`` NaN or infinite values.
+
+    A 64-bit float image can hold finite values beyond 32-bit range (3.4e38), which become
+    infinite in the copy: the message says so rather than calling them NaN.
+    """
+    if given.dtype.kind == "f" and given.dtype.itemsize > 4 and np.isfinite(given).all():
+        top = float(np.abs(given).max())
+        return InputError(
+            f"image holds values up to {top:.3g}, beyond what 32-bit floats hold (3.4e38); rescale it first"
+        )
+    return InputError(f"image holds {bad} NaN or infinite value(s); replace them (e.g. with 0) first")
+
+
 def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -> tuple[float, float]:
     """The grey values that :func:`normalize` maps to 0 and 1.
 
@@ -41,11 +55,12 @@ def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -
     InputError
         For images holding NaN or infinity, and constant images (nothing to segment).
     """
-    image = np.asarray(image, dtype=np.float32)
+    given = np.asarray(image)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+        image = np.asarray(given, dtype=np.float32)
     finite = np.isfinite(image)
     if not finite.all():
-        bad = image.size - int(finite.sum())
-        raise InputError(f"image holds {bad} NaN or infinite value(s); replace them (e.g. with 0) first")
+        raise _not_finite(given, image.size - int(finite.sum()))
     # percentiles on a subsample for big images: same result to within a grey level
     sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
     lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
@@ -82,7 +97,9 @@ def normalize(
         For images smaller than ``MIN_SIDE`` pixels a side, images holding NaN or
         infinity, and constant images (nothing to segment).
     """
-    image = np.asarray(image, dtype=np.float32)
+    given = np.asarray(image)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+        image = np.asarray(given, dtype=np.float32)
     if image.ndim != 2:
         raise InputError(f"expected a 2D image, got shape {image.shape}")
     if min(image.shape) < MIN_SIDE:
@@ -90,11 +107,12 @@ def normalize(
             f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: need at least {MIN_SIDE}x{MIN_SIDE}"
         )
     if limits is None:
-        lo, hi = intensity_limits(image, norm)
+        lo, hi = intensity_limits(given, norm)
     else:
         lo, hi = limits
-        if not np.isfinite(image).all():
-            raise InputError("image holds NaN or infinite values; replace them (e.g. with 0) first")
+        finite = np.isfinite(image)
+        if not finite.all():
+            raise _not_finite(given, image.size - int(finite.sum()))
     out = (image - np.float32(lo)) / np.float32(hi - lo)
     return out.astype(np.float32, copy=False)
 
