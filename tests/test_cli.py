@@ -40,6 +40,15 @@ def test_segment_writes_one_label_tiff_per_input(tmp_path, folders, tiny_model_p
         assert data.shape == iio.imread(images / f"{name}.png").shape[:2]
 
 
+def test_a_truncated_tiff_is_one_line_that_says_so(tmp_path, tiny_model_path, capsys):
+    bad = tmp_path / "trunc.tif"
+    bad.write_bytes(b"II*\x00\x08\x00\x00\x00\x00\x00")  # a header and nothing after it
+    assert main(["segment", str(bad), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]) == 1
+    err = capsys.readouterr().err
+    assert "trunc.tif holds no pixels" in err and "truncated or damaged" in err
+    assert "<tifffile" not in err  # tifffile's own warnings, line after line
+
+
 def test_one_bad_file_of_a_folder_fails_alone(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
     """A TIFF of no planes, or any failure of one file, is that file's error: the others are written, exit 1
     (it ended the batch with 'need at least one array to stack', exit 2)."""

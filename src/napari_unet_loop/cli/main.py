@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -422,6 +423,8 @@ def _error_text(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    # tifffile logs what it finds wrong in a damaged file, line by line; the file's one error line says it
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:

@@ -498,7 +498,7 @@ def read_with_axes(
 
     data = read_image(path)
     if data.size == 0:  # e.g. a TIFF of no planes
-        raise ReadError(f"{path} holds no pixels (shape {data.shape})")
+        raise ReadError(f"{path} holds no pixels (shape {data.shape}): the file may be truncated or damaged")
     axes = (axes or file_axes(path) or guess_axes(data.shape)).upper()
     if len(axes) != data.ndim:
         raise InputError(f"axes {axes!r} name {len(axes)} axes but the image has {data.ndim} (shape {data.shape})")
