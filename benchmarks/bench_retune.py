@@ -21,7 +21,9 @@ objects, the starting model's stripe AP@0.5 or *trust*, the bars) and the held-o
 the fine-tuned model with its starting thresholds, with what the search by AP@0.5 alone found, with
 what the search found, and with the starting thresholds whose foreground threshold alone moved to
 the best stripe SEG at the start's AP@0.5 (*reach*), with what a search that never lowers the minimum
-size below the start's found (*floor*: judged by the same bars), and which thresholds each keep rule takes. The
+size below the start's found (*floor*: judged by the same bars), and which thresholds each keep rule takes
+(*vetoed*: the shipped rule, but the start kept when the found thresholds score lower on both AP@0.5 and SEG
+on the k training images, segmented whole). The
 cases so far are written to ``--json`` after each one (a cut run keeps them); at the end, the mean
 held-out AP@0.5 / SEG of each keep rule.
 
@@ -88,7 +90,19 @@ RULES = {
     "the shipped rule, the search's minimum size not below the start's": (
         lambda r: "floor" if r.get("floor_kept") else "start"
     ),
+    "the shipped rule, vetoed when the found thresholds score lower on both on the training images": (
+        lambda r: "found" if r["kept"] and not _vetoed(r) else "start"
+    ),
 }
+
+
+def _vetoed(r: dict) -> bool:
+    """Whether the found thresholds score lower on both AP@0.5 and SEG on the k training images (whole)."""
+    trained = r.get("trained") or {}
+    if "found" not in trained:
+        return False
+    found, start = trained["found"], trained["start"]
+    return found["ap50"] < start["ap50"] and found["seg"] < start["seg"]
 
 
 def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
@@ -127,6 +141,14 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
             model.card.postprocess = pp
             scored[pp] = {k: v for k, v in score(model, heldout, device, **options).items() if k in ("ap50", "seg")}
         held[which] = scored[pp]
+    trained: dict[str, dict[str, float]] = {}  # the veto's evidence: the k training images, whole
+    if chosen["found"] != chosen["start"]:
+        for which in ("start", "found"):
+            model = copy.copy(child)
+            model.card = copy.deepcopy(child.card)
+            model.card.postprocess = chosen[which]
+            images = [item[:3] for item in train]
+            trained[which] = {k: v for k, v in score(model, images, device, **options).items() if k in ("ap50", "seg")}
     return {
         "case": case,
         "steps": run["steps"],
@@ -142,6 +164,7 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
         "floor_found": floor["found"],
         "floor_kept": floor["kept"],
         "held": held,
+        "trained": trained,
     }
 
 
@@ -185,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"floored {h['floor']['ap50']:.3f} / {h['floor']['seg']:.3f}{' kept' if r['floor_kept'] else ''}; "
                 if "floor" in h
                 else "; "
+            )
+            + (
+                "on the training images start {start[ap50]:.3f} / {start[seg]:.3f}, "
+                "found {found[ap50]:.3f} / {found[seg]:.3f}; ".format(**r["trained"])
+                if r.get("trained")
+                else ""
             )
             + f"the rules keep: {', '.join(rule(r) for rule in RULES.values())}",
             flush=True,
