@@ -164,6 +164,32 @@ def test_replacing_an_edited_stack_is_one_undo_step(qtbot, viewer_widget, discs)
     np.testing.assert_array_equal(out.data, edited)
 
 
+def test_a_channel_axis_chosen_for_one_image_is_not_carried_to_another(viewer_widget):
+    """A Z stack chosen after a 3-channel image was segmented as channels (its plane 0 only)."""
+    viewer, w = viewer_widget
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((3, 64, 64)).astype(np.float32), name="channels")
+    w.image_combo.setCurrentText("channels")
+    w.channel_axis_combo.setCurrentIndex(w.channel_axis_combo.findData(0))
+    assert w.image_layout(viewer.layers["channels"]).channel_axis == 0
+    stack = viewer.add_image(rng.random((5, 64, 64)).astype(np.float32), name="zstack")
+    viewer.layers.selection.active = stack
+    assert w.image_combo.currentText() == "zstack"
+    assert w.channel_axis_combo.currentData() is None and w.segment_stack_btn.isEnabled()
+    assert "5 planes" in w.shape_label.text()
+
+
+def test_renaming_the_chosen_image_keeps_it_chosen(viewer_widget):
+    viewer, w = viewer_widget
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((64, 64)).astype(np.float32), name="first")
+    second = viewer.add_image(rng.random((80, 80)).astype(np.float32), name="second")
+    viewer.layers.selection.active = second
+    second.name = "second renamed"
+    assert w.image_combo.currentText() == "second renamed"
+    assert w.image_layer().name == "second renamed"  # it fell back to "first"
+
+
 def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
     viewer, w = viewer_widget
     viewer.add_image(discs[0], name="cells")

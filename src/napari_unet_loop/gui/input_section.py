@@ -7,6 +7,8 @@ diameter.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
@@ -219,9 +221,17 @@ class InputChoices:
             return f"{found}; this model always treats images as {used}.", setting
         return f"{found}; using {used} (your choice).", setting
 
+    def shown_image(self):
+        """The (unwrapped) image layer the Input section's choices were made for, if it still exists."""
+        ref = getattr(self, "_shown_ref", None)
+        return ref() if ref is not None else None
+
     def _update_input_state(self) -> None:
         layer = self.image_layer()
-        previous = self.channel_axis_combo.currentData()
+        # the channel axis and channel belong to the image they were chosen for: another image starts afresh
+        same = layer is not None and self.shown_image() is unwrap(layer)
+        self._shown_ref = weakref.ref(unwrap(layer)) if layer is not None else None
+        previous = self.channel_axis_combo.currentData() if same else None
         self.channel_axis_combo.blockSignals(True)
         self.channel_axis_combo.clear()
         self.channel_axis_combo.addItem("none", None)
@@ -232,11 +242,11 @@ class InputChoices:
             self.channel_axis_combo.setCurrentIndex(self.channel_axis_combo.findData(previous))
         self.channel_axis_combo.blockSignals(False)
         self.channel_axis_combo.setEnabled(self.channel_axis_combo.count() > 1)
-        self._update_channels()
+        self._update_channels(keep=same)
 
-    def _update_channels(self) -> None:
+    def _update_channels(self, keep: bool = True) -> None:
         layer = self.image_layer()
-        previous = self.channel_combo.currentText()
+        previous = self.channel_combo.currentText() if keep else ""
         self.channel_combo.clear()
         ax = self.channel_axis_combo.currentData()
         if layer is not None and layer.rgb:

@@ -341,11 +341,16 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
     def reset_choices(self, event=None) -> None:
         """Refresh the image layer list (napari calls this when layers change)."""
         current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not is_helper(layer)]
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image) and not is_helper(layer)]
+        names = [layer.name for layer in images]
+        shown = self.shown_image()  # by identity: a renamed image stays chosen under its new name
+        renamed = [layer.name for layer in images if shown is not None and unwrap(layer) is shown]
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)
-        if current in names:
+        if renamed:
+            self.image_combo.setCurrentText(renamed[0])
+        elif current in names:
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
         if self.image_combo.currentText() != current:
