@@ -190,6 +190,20 @@ def test_renaming_the_chosen_image_keeps_it_chosen(viewer_widget):
     assert w.image_layer().name == "second renamed"  # it fell back to "first"
 
 
+def test_an_unreadable_model_file_keeps_the_model_chosen_before(viewer_widget, tmp_path, messages):
+    """Picking a damaged file from "Other model file..." jumped to the first model, with the old one's thresholds."""
+    viewer, w = viewer_widget
+    assert w.model_combo.currentText() == "tiny"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    w.model_combo.blockSignals(True)  # where the combo sits while the file dialog is open
+    w.model_combo.setCurrentIndex(w.model_combo.findData(model_manager.OTHER_KEY))
+    w.model_combo.blockSignals(False)
+    assert w.add_model_file(bad) is None
+    assert "corrupt" in messages["error"][-1]
+    assert w.model_combo.currentText() == "tiny" and w.current_model().name == "tiny"
+
+
 def test_rethreshold_without_network(qtbot, viewer_widget, discs, monkeypatch):
     viewer, w = viewer_widget
     viewer.add_image(discs[0], name="cells")

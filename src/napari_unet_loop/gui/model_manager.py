@@ -67,7 +67,7 @@ class ModelManager:
             model = model_files.load(path)
         except ModelError as exc:
             show_error(str(exc))
-            self.refresh_models()
+            self.refresh_models(select=self._selected_model)  # the model chosen before stays (its thresholds too)
             return None
         key = model.name if model.name not in self._model_paths else f"{model.name} ({Path(path).name})"
         self._model_paths[key] = Path(path)
