@@ -691,6 +691,11 @@ def test_join_planes_into_3d_objects_after_segment_stack(qtbot, viewer_widget, d
     assert out.metadata["napari_unet_loop"]["objects_3d"] == {"iou": 0.5}
     np.testing.assert_array_equal(out.data[0], out.data[2])  # one id per object through the planes
     assert "3D object(s)" in w.status.text()
+    w.fg_spin.value = w.fg_spin.value  # Apply thresholds: the planes are joined again, as after Segment stack
+    assert w.rethreshold() is not None
+    wait(qtbot, w)
+    assert out.metadata["napari_unet_loop"]["objects_3d"] == {"iou": 0.5}
+    np.testing.assert_array_equal(out.data[0], out.data[2])
     w.stitch_check.setChecked(False)
     run(qtbot, w, stack=True)  # planes with ids of their own again: the export must not measure them in 3D
     assert "objects_3d" not in out.metadata["napari_unet_loop"]

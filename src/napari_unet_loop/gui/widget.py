@@ -577,7 +577,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
         self._busy(False)
         self.update_detected()
         callback, target = run.on_done, run.target
-        if ok and target is not None and run.kind == "segment" and self.stitch_check.isChecked():
+        if ok and target is not None and run.kind in ("segment", "rethreshold") and self.stitch_check.isChecked():
             self.stitch_stack(target)
         if ok and callback is not None and target is not None:
             callback(target)
