@@ -23,6 +23,19 @@ def test_object_diameters_are_those_of_discs_of_the_same_area(discs):
     np.testing.assert_allclose(d, 20.0, rtol=0.05)  # pixelised discs of radius 10
 
 
+def test_negative_and_huge_ids_are_measured_without_a_count_up_to_the_largest():
+    """np.bincount refused -1 and would need 24 GB for an id of 3e9 (uint32 ids are valid)."""
+    labels = np.zeros((40, 40), np.int64)
+    labels[2:12, 2:12] = 3_000_000_000  # 100 px
+    labels[20:30, 20:30] = -1  # not an object
+    labels[30:40, 0:20] = 5  # 200 px, partly unreviewed below
+    ignore = np.zeros_like(labels, bool)
+    ignore[30:40, 0:5] = True
+    np.testing.assert_allclose(
+        sorted(object_diameters(labels, ignore)), [2 * math.sqrt(100 / math.pi), 2 * math.sqrt(200 / math.pi)]
+    )
+
+
 def test_unreviewed_and_tiny_objects_are_not_measured():
     labels = np.zeros((40, 40), np.int32)
     labels[2:12, 2:12] = 1  # 100 px

@@ -45,6 +45,8 @@ def test_the_row_shows_the_models_diameter_and_measures_labels(dock):
     with pytest.raises(ValueError):
         row.measure()  # no labels layer yet
     assert "select a labels layer" in seen[-1]
+    row.measure_btn.click()  # the button: the message alone, no traceback from the click
+    assert "select a labels layer" in seen[-1]
     viewer.add_labels(np.zeros((50, 50), np.int32), name="empty")
     with pytest.raises(ValueError):
         row.measure()

@@ -50,11 +50,15 @@ def object_diameters(labels: np.ndarray, ignore: np.ndarray | None = None) -> np
     if lab.size == 0 or lab.max(initial=0) <= 0:
         return np.zeros(0)
     lab = lab.astype(np.int64, copy=False)
-    counts = np.bincount(lab)
+    if lab.min() >= 0 and lab.max() <= 4 * lab.size + (1 << 16):  # a count per id up to the largest
+        index, ids = lab, None
+    else:  # negative ids (not objects) or ids far above their number (uint32 ids reach 4e9): per id present
+        ids, index = np.unique(lab, return_inverse=True)
+    counts = np.bincount(index)
     keep = counts >= MIN_OBJECT_PX
-    keep[0] = False
+    keep &= (np.arange(counts.size) > 0) if ids is None else (ids > 0)
     if ignore is not None:
-        ignored = np.bincount(lab, weights=np.asarray(ignore).ravel().astype(np.float64), minlength=counts.size)
+        ignored = np.bincount(index, weights=np.asarray(ignore).ravel().astype(np.float64), minlength=counts.size)
         keep &= ignored <= 0.5 * counts
     return 2.0 * np.sqrt(counts[keep] / math.pi)
 

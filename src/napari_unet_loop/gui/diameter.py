@@ -71,7 +71,7 @@ class DiameterRow(QWidget):
             "Set the diameter to the median object diameter of the selected labels layer (or of the "
             "image's labels layer): draw or correct a few typical objects first"
         )
-        self.measure_btn.clicked.connect(self.measure)
+        self.measure_btn.clicked.connect(self._measure_clicked)
         row.addWidget(self.measure_btn)
         self.spin.setEnabled(False)  # the model's diameter is shown once a model is chosen (refresh)
 
@@ -104,6 +104,12 @@ class DiameterRow(QWidget):
             return
         self.spin.setValue(float(value))
         self.mode_combo.setCurrentIndex(self.mode_combo.findData(SET))
+
+    def _measure_clicked(self) -> None:
+        try:
+            self.measure()
+        except ValueError:  # shown in the notification area already; not a traceback from a button
+            pass
 
     def measure(self) -> float:
         """Set the diameter from the labels layer's objects (every plane of a stack).
