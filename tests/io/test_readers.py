@@ -50,6 +50,50 @@ def test_read_several_paths_and_errors(tmp_path):
         read_labels(tmp_path / "broken.tif")
 
 
+def test_palette_and_grey_alpha_pngs(tmp_path):
+    """Label masks saved in indexed colour are their indices (they opened as an RGB image, and evaluate
+    refused them); a grey PNG with alpha is its grey plane (it opened as a volume of 2-pixel-wide planes)."""
+    from PIL import Image
+
+    from napari_unet_loop.io.images import read_label_file
+
+    lab = labels2d().astype(np.uint8)
+    pal = Image.fromarray(lab, mode="P")
+    pal.putpalette([(i * 37) % 256 for i in range(768)])
+    pal.save(tmp_path / "mask.png")
+    data, _, kind = read_labels(tmp_path / "mask.png")[0]
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, lab)
+    np.testing.assert_array_equal(read_label_file(tmp_path / "mask.png"), lab)
+    photo = np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)
+    picture = Image.fromarray(photo, mode="P")  # noise in indexed colour: a picture
+    picture.putpalette([v for i in range(256) for v in (i, i, i)])
+    picture.save(tmp_path / "photo.png")
+    data, kwargs, kind = read_labels(tmp_path / "photo.png")[0]
+    assert kind == "image" and data.shape == (30, 40, 3) and kwargs["rgb"] is True
+    grey = np.zeros((20, 30, 2), np.uint8)
+    grey[..., 1] = 255
+    grey[5:10, 5:10, 0] = 200
+    Image.fromarray(grey, mode="LA").save(tmp_path / "la.png")
+    data, kwargs, kind = read_labels(tmp_path / "la.png")[0]
+    assert data.shape == (20, 30) and data[6, 6] == 200
+
+
+def test_a_damaged_png_and_a_multi_series_tiff_are_said_plainly(tmp_path):
+    (tmp_path / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(ReadError) as info:
+        read_labels(tmp_path / "damaged.png")
+    assert "pip install" not in str(info.value) and "damaged" in str(info.value)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ReadError, match="empty"):
+        read_labels(tmp_path / "empty.png")
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(np.zeros((40, 50), np.float32))
+        tif.write(np.zeros((60, 70), np.float32))
+    with pytest.warns(UserWarning, match="holds 2 image series; only the first"):
+        read_labels(tmp_path / "two.tif")
+
+
 def test_non_integer_tiff_and_rgb_png_open_as_images(tmp_path):
     import imageio.v3 as iio
 

@@ -86,6 +86,50 @@ def check_declared_size(path: str | os.PathLike, limit: int | None = None) -> No
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+PNG_PALETTE, PNG_GREY_ALPHA = 3, 4  # colour types of a PNG header
+
+
+def png_colour_type(path: str | os.PathLike) -> int | None:
+    """A PNG header's colour type (0 grey, 2 RGB, 3 palette, 4 grey with alpha, 6 RGBA); ``None``: not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return head[25]
+    return None
+
+
+def read_png_pixels(path: str | os.PathLike, indices: bool = False) -> np.ndarray:
+    """A PNG's pixels as this package reads them.
+
+    A grey PNG with an alpha channel gives its grey plane (the alpha is transparency, not a
+    channel of the sample). A palette (indexed-colour) PNG gives its colours, or with
+    ``indices`` its palette indices: label masks are often saved so, one colour per object.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    indices : bool
+        Read a palette PNG as its indices (labels) rather than its colours (a picture).
+    """
+    import imageio.v3 as iio
+
+    colour = png_colour_type(path)
+    if colour == PNG_PALETTE and indices:
+        from PIL import Image as PILImage
+
+        with PILImage.open(path) as im:
+            if im.mode == "P":  # the indices as stored (imageio re-quantises colours to a palette of its own)
+                return np.asarray(im)
+    data = np.asarray(iio.imread(path))
+    if colour == PNG_GREY_ALPHA and data.ndim == 3 and data.shape[-1] == 2:
+        return data[..., 0]
+    return data
+
+
 def check_png_depth(path: str | os.PathLike) -> None:
     """Refuse a 16-bit colour PNG (RGB, RGBA, grey with alpha), which the PNG reader cuts to 8 bits.
 
@@ -112,8 +156,10 @@ def check_png_depth(path: str | os.PathLike) -> None:
             )
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, labels: bool = False) -> np.ndarray:
     """Read an image file (TIFF through tifffile, others through imageio).
+
+    ``labels``: the file holds labels, so a palette PNG gives its indices (:func:`read_png_pixels`).
 
     Raises
     ------
@@ -133,6 +179,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             import tifffile
 
             return np.asarray(tifffile.imread(path))
+        if path.suffix.lower() == ".png":
+            return read_png_pixels(path, indices=labels)
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
@@ -390,7 +438,7 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """
     from ..core.targets import object_ids
 
-    labels = read_image(path)
+    labels = read_image(path, labels=True)
     try:
         return object_ids(labels, str(path))
     except ValueError as exc:  # the same rule as training samples', said as a file's

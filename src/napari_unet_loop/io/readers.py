@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .conventions import LABEL_AXES
-from .images import ReadError, check_png_depth, planar_colour
+from .images import PNG_PALETTE, ReadError, _reason, check_png_depth, planar_colour, png_colour_type, read_png_pixels
 from .labels import label_dtype, read_tiff_scale
 from .ngff import full_resolution
 from .sidecar import read_sidecar
@@ -135,7 +136,9 @@ def read_labels(path: str | os.PathLike | Sequence[str | os.PathLike], force: bo
     except ReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any library failure is reported the same way
-        raise ReadError(f"cannot read {p}: {exc}") from exc
+        if p.is_file() and p.stat().st_size == 0:
+            raise ReadError(f"{p} is empty (0 bytes)") from None
+        raise ReadError(f"cannot read {p}: {_reason(exc)}") from exc
     raise ReadError(f"{p}: not a label file this plugin reads ({', '.join(LABEL_SUFFIXES)})")
 
 
@@ -273,6 +276,12 @@ def read_tiff(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     side = read_sidecar(path)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        if len(tif.series) > 1:  # positions of a multi-position OME-TIFF...: napari shows warnings as notes
+            warnings.warn(
+                f"{path.name} holds {len(tif.series)} image series; only the first ({series.shape}) is opened",
+                UserWarning,
+                stacklevel=2,
+            )
         data = series.asarray()
         tax = series.axes.upper()
         # axes of one value that name nothing (Q: a (Y, X, 1) mask saved with a channel axis) are left out
@@ -326,12 +335,12 @@ def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     list of tuple
         One layer data tuple.
     """
-    import imageio.v3 as iio
-
     path = Path(path)
     check_png_depth(path)  # a 16-bit colour PNG would be cut to 8 bits
-    data = np.asarray(iio.imread(path))
     side = read_sidecar(path)
+    data = read_png_pixels(path, indices=True)  # a palette PNG's indices: labels if they look like labels
+    if png_colour_type(path) == PNG_PALETTE and not _is_label_array(data, side, force):
+        data = read_png_pixels(path)  # a picture in indexed colour: its colours
     if data.ndim == 2 and _is_label_array(data, side, force):
         scale = _reconcile_scale(None, side, 2)
         units = _units_for(side, "YX", None) if scale is not None else None
