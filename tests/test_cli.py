@@ -503,6 +503,9 @@ def test_a_colour_network_for_he_images_segments_and_fine_tunes_from_the_cli(tmp
     model_files.save(model_files.new_model(replace(tiny, in_channels=3), seed=5, modality="none"), colour)
     assert main(["models", "--add-kind", f"he={colour}", "--model", str(base), "--out", str(combo)]) == 0
     assert model_files.read_card(combo).weights_by_kind["he"]["in_channels"] == 3
+    capsys.readouterr()
+    assert main(["models", "--add-kind", f"he={colour}", "--model", str(base), "--out", str(combo)]) == 2
+    assert "Use --overwrite to replace" in capsys.readouterr().err  # it said "allow overwriting", naming no flag
     seg = tmp_path / "seg"
     assert main(["segment", str(images), "-o", str(seg), "--model", str(combo)]) == 0
     assert "(as H&E / stained tissue, the model's own weights for them)" in capsys.readouterr().err

@@ -385,6 +385,9 @@ def test_model_files_import_rename_export_delete(viewer_widget, messages, tmp_pa
     viewer, w = viewer_widget
     assert w.import_model_file(tiny_model_path, name="mine") == "mine"
     assert "mine" in model_files.list_models()
+    assert w.import_model_file(tiny_model_path, name="mine") is None  # the dock has no "allow overwriting"
+    assert "hold one named 'mine' already" in messages["error"][-1]
+    assert w.import_model_file(tiny_model_path, name="mine", overwrite=True) == "mine"  # the dialog asked
     assert w.rename_model("mine-v2")
     assert "mine-v2" in model_files.list_models() and "mine" not in model_files.list_models()
     assert w.model_combo.currentText() == "mine-v2"

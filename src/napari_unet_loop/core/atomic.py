@@ -13,8 +13,25 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+
+class TargetExistsError(FileExistsError):
+    """A target file or folder exists and overwriting was not allowed; nothing was written.
+
+    The message is neutral ("allow overwriting"): each front end names its own way of
+    allowing it (a command-line flag, a checkbox, a question).
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The targets that exist.
+    """
+
+    def __init__(self, message: str, paths: Sequence[os.PathLike | str] = ()) -> None:
+        super().__init__(message)
+        self.paths = [Path(p) for p in paths]
 
 
 def _umask() -> int:
@@ -132,10 +149,10 @@ def _place_new(tmp: Path, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise FileExistsError(f"{target} appeared while writing; not overwritten") from None
+        raise TargetExistsError(f"{target} appeared while writing; not overwritten", [target]) from None
     except OSError:  # no hard links on this file system (FAT, some network shares): check, then rename
         if target.exists():
-            raise FileExistsError(f"{target} appeared while writing; not overwritten") from None
+            raise TargetExistsError(f"{target} appeared while writing; not overwritten", [target]) from None
         os.replace(tmp, target)
         return
     tmp.unlink()
@@ -153,7 +170,8 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     target : path-like
         The final file.
     overwrite : bool
-        If False and ``target`` exists, raise :class:`FileExistsError` before writing.
+        If False and ``target`` exists, raise :class:`TargetExistsError` (a :class:`FileExistsError`)
+        before writing.
 
     Yields
     ------
@@ -162,7 +180,7 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     """
     target = Path(target)
     if not overwrite and target.exists():
-        raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
+        raise TargetExistsError(f"{target} exists; choose another name or allow overwriting", [target])
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target.parent)
     # short temporary names: a long (valid) file name plus a prefix would pass the 255-byte limit
@@ -211,12 +229,12 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 
     Raises
     ------
-    FileExistsError
+    TargetExistsError
         If ``target`` exists (or appears while writing) and ``overwrite`` is False.
     """
     target = Path(target)
     if not overwrite and target.exists():
-        raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
+        raise TargetExistsError(f"{target} exists; choose another name or allow overwriting", [target])
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.part-{os.getpid()}-", dir=target.parent))
@@ -229,7 +247,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
                 _fsync_file(Path(root) / n)
         if target.exists() or target.is_symlink():
             if not overwrite:
-                raise FileExistsError(f"{target} appeared while writing; not overwritten")
+                raise TargetExistsError(f"{target} appeared while writing; not overwritten", [target])
             old = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.old-{os.getpid()}-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)

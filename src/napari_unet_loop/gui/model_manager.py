@@ -13,6 +13,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from ..core import model_files
+from ..core.atomic import TargetExistsError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.model_files import Model, ModelError
 
@@ -79,13 +80,28 @@ class ModelManager:
     # ------------------------------------------------------------------ model files
     def _import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a model file", "", "Models (*.safetensors)")
-        if path:
-            self.import_model_file(path)
+        if not path:
+            return
+        stem = Path(path).stem
+        taken = (model_files.user_dir() / f"{stem}{model_files.SUFFIX}").exists()
+        question = f"Your models hold one named '{stem}' already. Replace it with this file?"
+        if taken and QMessageBox.question(self, "Import model", question) != QMessageBox.Yes:
+            return
+        self.import_model_file(path, overwrite=taken)
 
-    def import_model_file(self, path: str | Path, name: str | None = None) -> str | None:
-        """Copy a model file into the user model folder (after checking it loads) and select it."""
+    def import_model_file(self, path: str | Path, name: str | None = None, overwrite: bool = False) -> str | None:
+        """Copy a model file into the user model folder (after checking it loads) and select it.
+
+        A user model of the same name is replaced only with ``overwrite`` (the dialog asks first).
+        """
         try:
-            target = model_files.import_model(path, name=name)
+            target = model_files.import_model(path, name=name, overwrite=overwrite)
+        except TargetExistsError:
+            show_error(
+                f"Not imported: your models hold one named '{Path(name or path).stem}' already (kept as it was). "
+                "Import it again and choose to replace it, or rename yours first (Manage > Rename)."
+            )
+            return None
         except (ModelError, OSError) as exc:
             show_error(f"Cannot import {Path(path).name}: {exc}")
             return None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import TargetExistsError
 from .labels import label_dtype
 from .units import unit_name
 
@@ -60,23 +61,6 @@ MAX_LEVELS = 4
 
 class ExportError(ValueError):
     """Input that cannot be exported as asked; the message says why and what to do instead."""
-
-
-class TargetExistsError(FileExistsError):
-    """An export target exists and overwriting was not allowed; nothing was written.
-
-    The message is neutral ("allow overwriting"): each front end names its own way of
-    allowing it (a command-line flag, a checkbox).
-
-    Attributes
-    ----------
-    paths : list of pathlib.Path
-        The targets that exist.
-    """
-
-    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
-        super().__init__(message)
-        self.paths = [Path(p) for p in paths]
 
 
 @dataclass
