@@ -165,7 +165,15 @@ def test_evaluate_reads_truth_as_object_ids_fitted_to_the_image(tmp_path, folder
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["ap50"] == plain["ap50"]
     f = labels / "nuclei_small.tif"
-    tifffile.imwrite(f, tifffile.imread(f)[..., 0].astype(np.int32) - 1)
+    truth = tifffile.imread(f)[..., 0]
+    tifffile.imwrite(f, np.where(truth > 0, 255, 0).astype(np.uint8))  # a binary mask: every nucleus one id
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "nuclei_small.tif is a mask (one id in separate pieces)" in captured.err
+    masked = json.loads(captured.out)
+    small = next(e for e in masked["per_image"] if e["name"] == "nuclei_small")
+    assert 1 < small["n_true"] <= len(np.unique(truth)) - 1  # its nuclei (touching ones as one), not one object
+    tifffile.imwrite(f, truth.astype(np.int32) - 1)
     assert main(args) == 2
     assert "nuclei_small.tif holds negative values (down to -1)" in capsys.readouterr().err
 

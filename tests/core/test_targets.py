@@ -162,3 +162,20 @@ def test_check_labels_accepts_whole_numbers():
 def test_check_labels_rejects(labels, match):
     with pytest.raises(ValueError, match=match):
         check_labels(labels)
+
+
+def test_a_binary_mask_is_read_as_its_separate_pieces():
+    """A 0/255 mask held every nucleus under one id: scored as one object, trained on as one."""
+    from napari_unet_loop.core.targets import separate_mask
+
+    mask = np.zeros((2, 20, 20), np.uint8)
+    mask[0, 2:6, 2:6] = mask[0, 10:14, 10:14] = mask[0, 6:8, 6:8] = 255  # the last touches the first diagonally
+    mask[1, 3:9, 3:9] = 255  # one piece: one object, as it is
+    out, planes = separate_mask(mask)
+    assert planes == 1 and out.dtype == np.int32
+    assert sorted(np.unique(out[0]).tolist()) == [0, 1, 2] and out[0, 7, 7] == out[0, 3, 3]
+    np.testing.assert_array_equal(out[1], mask[1])
+    instances = np.zeros((20, 20), np.int32)
+    instances[2:6, 2:6], instances[10:14, 10:14] = 1, 2  # two ids: instance labels, left alone
+    same, planes = separate_mask(instances)
+    assert planes == 0 and same is instances

@@ -30,9 +30,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, (img_path, lab_path) in enumerate(pairs, 1):
         try:
-            truth = read_label_file(lab_path)
+            notes: list[str] = []
+            truth = read_label_file(lab_path, notes)
         except ReadError as exc:
             raise CLIError(str(exc)) from None
+        for note in notes:
+            _log(f"note: {note}")
         image, axes = _read(img_path, args, model.card.architecture.in_channels)
         labels, _, _ = _segment_array(image, axes, model, args, device, pp)
         truth = fit_labels(truth, labels.shape)  # a (Y, X, 1) mask for a (Y, X) image

@@ -109,6 +109,48 @@ def object_ids(labels: np.ndarray, what: str = "the label image") -> np.ndarray:
     return labels
 
 
+def separate_mask(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """A binary mask's separate pieces as objects: each plane holding one id in several pieces.
+
+    A mask saved as labels (0/1 or 0/255) holds every nucleus under one id: scored as one object,
+    or trained on as one (its distance map normalised over all of them). A plane whose objects
+    are all one id, in pieces that do not touch (8-connected), gets one id per piece; labels with
+    two ids or more in a plane are instance labels and stay as they are.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Object ids (2D, or a stack whose last two axes are Y and X).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        The labels as given, or (int32) with the pieces numbered 1..n per plane where a plane was a mask.
+    planes : int
+        How many planes were read as masks (0: the labels as given).
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    if labels.ndim < 2 or not labels.size:
+        return labels, 0
+    out, changed = labels, 0
+    flat = labels.reshape(-1, *labels.shape[-2:])
+    for k in range(flat.shape[0]):
+        plane = flat[k]
+        top = plane.max()
+        if top <= 0 or plane.min(initial=0) < 0 or np.any((plane > 0) & (plane != top)):
+            continue
+        pieces, n = ndi.label(plane > 0, structure=np.ones((3, 3), bool))
+        if n < 2:
+            continue
+        if changed == 0:
+            out = labels.astype(np.int32)  # a uint8 mask may hold more than 255 pieces
+        out.reshape(-1, *labels.shape[-2:])[k] = pieces
+        changed += 1
+    return out, changed
+
+
 def class_map(labels: np.ndarray) -> np.ndarray:
     """Return the background / interior / boundary class map of ``labels``.
 

@@ -414,15 +414,19 @@ def fit_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return labels
 
 
-def read_label_file(path: str | os.PathLike) -> np.ndarray:
+def read_label_file(path: str | os.PathLike, notes: list[str] | None = None) -> np.ndarray:
     """A label file (ground truth, training labels) as whole-number object ids.
 
-    Its shape is as stored; :func:`fit_labels` fits it to the image's once that is known.
+    Its shape is as stored; :func:`fit_labels` fits it to the image's once that is known. A
+    binary mask (one id in separate pieces) gives each piece an id of its own
+    (:func:`~napari_unet_loop.core.targets.separate_mask`).
 
     Parameters
     ----------
     path : path-like
         The file.
+    notes : list of str, optional
+        Where to say that the file was read as a mask.
 
     Returns
     -------
@@ -436,13 +440,18 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
         -1 for background): those are not object ids, and scoring or training on them would
         silently count the wrong objects.
     """
-    from ..core.targets import object_ids
+    from ..core.targets import object_ids, separate_mask
 
     labels = read_image(path, labels=True)
     try:
-        return object_ids(labels, str(path))
+        labels = object_ids(labels, str(path))
     except ValueError as exc:  # the same rule as training samples', said as a file's
         raise ReadError(str(exc)) from None
+    labels, masks = separate_mask(labels)
+    if masks and notes is not None:
+        where = f"{masks} plane(s)" if labels.ndim > 2 else "it"
+        notes.append(f"{Path(path).name} is a mask (one id in separate pieces): in {where}, each piece is one object")
+    return labels
 
 
 def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
