@@ -106,13 +106,10 @@ def normalize(
         raise InputError(
             f"image of {image.shape[0]}x{image.shape[1]} pixels is too small: need at least {MIN_SIDE}x{MIN_SIDE}"
         )
-    if limits is None:
-        lo, hi = intensity_limits(given, norm)
-    else:
-        lo, hi = limits
-        finite = np.isfinite(image)
-        if not finite.all():
-            raise _not_finite(given, image.size - int(finite.sum()))
+    finite = np.isfinite(image)
+    if not finite.all():
+        raise _not_finite(given, image.size - int(finite.sum()))
+    lo, hi = intensity_limits(image, norm) if limits is None else limits
     out = (image - np.float32(lo)) / np.float32(hi - lo)
     return out.astype(np.float32, copy=False)
 
