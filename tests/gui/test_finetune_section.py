@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_unet_loop.core import kind_weights, model_files
 from napari_unet_loop.gui import finetune_section as ft_mod
@@ -223,6 +224,17 @@ def test_labels_with_negative_ids_are_refused_with_the_layers_name(qtbot, setup,
     viewer.add_labels(labels, name="cells labels")
     assert ft.start() is None
     assert "labels layer 'cells labels' holds negative values (down to -1)" in messages["error"][-1]
+
+
+def test_a_labels_layer_painted_with_one_id_trains_on_its_separate_pieces(setup, messages, discs):
+    """Every nucleus painted with label 1 was one object to train on (its distance map spread over all)."""
+    viewer, w, ft = setup
+    mask = (np.tile(discs[1], (2, 2)) > 0).astype(np.int32)
+    viewer.add_labels(mask, name="cells labels")
+    samples, _ = ft.build_samples(w.current_model())
+    pieces = ndi.label(mask, np.ones((3, 3), bool))[1]
+    assert pieces > 1 and samples[0].labels.max() == pieces
+    assert "marks its objects with one id" in messages["info"][-1]
 
 
 def test_stop_keeps_best_so_far(qtbot, setup, messages):

@@ -25,7 +25,7 @@ from ..core.modality import ModalityReport, detect, doubt_note, input_modality, 
 from ..core.model_files import Model
 from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
-from ..core.targets import object_ids
+from ..core.targets import object_ids, separate_mask
 from ..io.images import ReadError, is_ctc_gold_truth, pair_files, unpaired_note
 from ..io.training import training_reports, training_samples
 from .layers import (
@@ -213,6 +213,13 @@ class TrainingData:
                     lab = object_ids(lab, f"labels layer '{labels.name}'")  # the rule training samples follow
                 except ValueError as exc:
                     raise InputError(str(exc)) from None
+                lab, masked = separate_mask(lab)  # every object painted with one id: as label files are read
+                if masked:
+                    show_info(
+                        f"'{labels.name}' marks its objects with one id{f' in plane {index}' if index else ''}: "
+                        "each separate piece trains as one object (touching objects stay one; give each its "
+                        "own id with the new-label tool)"
+                    )
                 ignore, weight = self._region_masks(labels, index, lab.shape)
                 if ignore is not None and ignore.all():
                     continue
