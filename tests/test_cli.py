@@ -819,6 +819,30 @@ def test_gui_opens_napari_docked_on_a_sample_with_the_segment_button_in_view(qtb
         viewer.close()
 
 
+def test_gui_opens_every_sample_napari_offers_and_label_files_as_labels(tmp_path, qtbot, monkeypatch):
+    """``--sample nuclei_fluorescence_with_truth`` was refused; a label file opened through napari's own reader."""
+    import napari
+
+    from napari_unet_loop.io.export import export_labels
+
+    monkeypatch.setattr(napari, "run", lambda *a, **k: None)
+    assert main(["gui", "--sample", "nuclei_fluorescence_with_truth"]) == 0
+    viewer = napari.current_viewer()
+    try:
+        assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    finally:
+        viewer.close()
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 3
+    (tif,) = export_labels(labels, tmp_path, "tif", name="cells").paths
+    assert main(["gui", str(tif)]) == 0
+    viewer = napari.current_viewer()
+    try:
+        assert [type(layer).__name__ for layer in viewer.layers] == ["Labels"]
+    finally:
+        viewer.close()
+
+
 def _cut_run(folders, tiny_model_path, out, monkeypatch, steps=5, extra=()):
     """Run ``train --from`` on the folders (with ``extra`` flags) and kill it right after the checkpoint at step 2."""
     import napari_unet_loop.cli.train as cli_mod

@@ -13,15 +13,18 @@ def cmd_gui(args: argparse.Namespace) -> int:
         import napari
     except ImportError as exc:  # pragma: no cover - napari is a dependency
         raise CLIError(f"napari is not installed ({exc}); pip install 'napari-unet-loop[all]'") from exc
-    from ..sample_data import SAMPLES
+    from ..io.readers import napari_get_reader
 
+    samples = _sample_keys()
+    if not args.images and args.sample not in samples:
+        raise CLIError(f"no sample named {args.sample!r}; choose one of {', '.join(samples)}")
     viewer = napari.Viewer(title="napari-unet-loop")
     if args.images:
         for path in args.images:
-            viewer.open(path)
+            # the plugin's reader first for what it reads (its label stores, label files): napari's own
+            # reader would refuse a labels store ("No arrays found") or open label TIFFs as images
+            viewer.open(path, plugin="napari-unet-loop" if napari_get_reader(path) is not None else None)
     else:
-        if args.sample not in SAMPLES:
-            raise CLIError(f"no sample named {args.sample!r}; choose one of {', '.join(SAMPLES)}")
         viewer.open_sample("napari-unet-loop", args.sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet-loop", "U-Net Loop")
     # napari's first window is small: the dock's Segment button would sit below the fold
@@ -33,3 +36,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
         widget.segment()
     napari.run()
     return 0
+
+
+def _sample_keys() -> list[str]:
+    """The samples File > Open Sample offers (the manifest's keys)."""
+    from npe2 import PluginManager
+
+    manager = PluginManager.instance()
+    manager.discover()
+    return [sample.key for sample in manager.get_manifest("napari-unet-loop").contributions.sample_data or []]
