@@ -170,6 +170,11 @@ def test_the_log_records_each_write_back(store):
     (entry,) = editor.history()
     assert entry["window"] == [0, 50, 0, 50] and entry["pixels"] == 16 and entry["chunks"] == [[0, 0]]
     assert json.loads((store / store_edits.EDITS / "log.jsonl").read_text().splitlines()[0])["pixels"] == 16
+    log = store / store_edits.EDITS / "log.jsonl"
+    log.write_text(log.read_text() + '{"time": "2026-12-05", "win')  # an append cut by a crash
+    win.data[4:6, 4:6] = 7
+    win.write_back()
+    assert [e["pixels"] for e in editor.history()] == [16, 4]  # the next entry was glued to the cut line
 
 
 def export_levels(path) -> list[np.ndarray]:

@@ -400,8 +400,14 @@ class StoreEditor:
     def _log(self, entry: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         entry = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **entry}
-        with open(self.folder / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        log = self.folder / "log.jsonl"
+        cut = False  # a line cut by a crash: this entry starts on a line of its own, not glued to it
+        if log.is_file() and log.stat().st_size:
+            with open(log, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                cut = fh.read(1) != b"\n"
+        with open(log, "a") as fh:
+            fh.write(("\n" if cut else "") + json.dumps(entry) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
