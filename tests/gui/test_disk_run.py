@@ -7,6 +7,7 @@ import pytest
 import zarr
 
 from napari_unet_loop.core import model_files
+from napari_unet_loop.core.image import InputError
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.gui import disk_run
 from napari_unet_loop.gui.disk_run import DiskRun, source_file
@@ -223,3 +224,38 @@ def test_a_z_stack_goes_a_plane_at_a_time_joined_into_3d_objects(
     out = zarr.open_group(str(tmp_path / "out" / "stack.zarr"), mode="r")["labels"]
     assert np.asarray(out[next(iter(out.group_keys()))]["0"])[1, 5, 7] == want.max() + 1
     assert not errors
+
+
+def test_one_channel_of_a_multichannel_file_is_segmented_as_the_layer_shows_it(
+    make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors
+):
+    """napari splits a CYX file into a layer per channel: the run failed with 'choose the one to segment',
+    with no channel to choose, and its status advised running it again although nothing was written."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from napari_unet_loop.io.readers import read_labels
+
+    img = _discs()
+    src = tmp_path / "two.ome.zarr"
+    root = zarr.open_group(str(src), mode="w", zarr_format=2)
+    write_image(np.stack([img // 4, img]), root, scale_factors=(), fmt=FormatV04(), axes=["c", "y", "x"])
+    ((data, kwargs, _),) = read_labels(src)
+    assert [m["channel"] for m in kwargs["metadata"]] == [0, 1]
+    viewer = make_napari_viewer_proxy()
+    layers = viewer.add_image(data, **kwargs)
+    assert [layer.metadata["channel"] for layer in layers] == [0, 1]
+    model = model_files.load(tiny_model_path)
+    pp = PostprocessConfig(fg_threshold=0.5, seed_threshold=0.5, min_size=8)
+    row = DiskRun(_session(viewer, layers[1], model, pp))
+    qtbot.addWidget(row)
+    assert row.start(tmp_path / "out") is not None, errors
+    qtbot.waitUntil(lambda: row.worker is None, timeout=TIMEOUT)
+    assert row.status.text().startswith("Done"), row.status.text()
+    expected = segment_to_zarr(open_lazy(src), model, tmp_path / "cli" / "two.zarr", postprocess=pp, channel=1)
+    group = zarr.open_group(str(expected.path), mode="r")["labels"]
+    np.testing.assert_array_equal(
+        np.asarray(viewer.layers[-1].data), np.asarray(group[next(iter(group.group_keys()))]["0"])
+    )
+    row._failed(InputError("the image has 2 channels"))  # a settings error, nothing written: no "run it again"
+    assert row.status.text() == "Failed: the image has 2 channels"

@@ -27,7 +27,8 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidge
 from ..core.image import InputError
 from ..core.model_files import ModelError
 from ..core.planes import SegmentSettings
-from ..io.chunked import JobMismatchError
+from ..io.chunked import JobMismatchError, partial_path
+from ..io.conventions import ExportError
 from ..io.images import ReadError, is_zarr_dir, output_stem
 from ..io.lazy import open_lazy
 from ..io.store_edits import StoreEditError, StoreEditor, StoreWindow
@@ -63,6 +64,18 @@ def source_file(layer: Image) -> Path | None:
         if is_zarr_dir(p) or (p.is_file() and p.suffix.lower() in (".tif", ".tiff")):
             return p
     return None
+
+
+def file_channel(layer: Image, chosen: int | None) -> int | None:
+    """The channel of the layer's file to segment: the dock's choice, else the channel the layer shows.
+
+    napari splits a file's channel axis into one layer per channel; the reader records which
+    channel each shows (``metadata['channel']``), and a run that reads the whole file takes it.
+    """
+    if chosen is not None:
+        return chosen
+    shown = (layer.metadata or {}).get("channel")
+    return int(shown) if isinstance(shown, (int, np.integer)) else None
 
 
 def run_to_disk(
@@ -173,7 +186,7 @@ class DiskRun(QWidget):
                 postprocess=self.session.postprocess_config(),
                 diameter=self._diameter(),
                 modality=self.session.modality_choice(),
-                channel=self.session.image_channel(image),
+                channel=file_channel(image, self.session.image_channel(image)),
                 device=str(self.session.device()),
                 tile=self.session.tile_size(),
                 name=output_stem(path),
@@ -195,6 +208,7 @@ class DiskRun(QWidget):
             show_error(f"{target} exists: choose another folder, or delete it first (nothing is replaced)")
             return None
         self._stop = threading.Event()
+        self._target = target
         worker = create_worker(run_to_disk, path, target, model, self._stop, **settings, _start_thread=False)
         worker.yielded.connect(self._progress)
         worker.returned.connect(lambda result, image=image: self._ended(result, image))
@@ -252,12 +266,15 @@ class DiskRun(QWidget):
         show_info(f"Labels written to {store}")
 
     def _failed(self, exc: BaseException) -> None:
-        known = (InputError, ReadError, ClusterError, OSError, ValueError)
+        known = (InputError, ReadError, ClusterError, ExportError, OSError, ValueError)
         msg = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, JobMismatchError):  # another run's leftovers: resuming cannot help
-            self.status.setText(f"Failed: {msg}")
-        else:
+        target = getattr(self, "_target", None)
+        written = target is not None and partial_path(target).exists()
+        # settings or another run's leftovers: running it again fails the same way
+        if written and not isinstance(exc, (InputError, ReadError, JobMismatchError)):
             self.status.setText(f"Failed: {msg} (run it again to continue what was written)")
+        else:
+            self.status.setText(f"Failed: {msg}")
         show_error(f"Whole image to OME-Zarr failed: {msg}")
 
     def _done(self) -> None:

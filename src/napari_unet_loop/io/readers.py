@@ -319,7 +319,19 @@ def _image_layer(
         kwargs["scale"] = [s for s, a in zip(full, axes, strict=True) if a in spatial]
     if unit_name(unit):
         kwargs["metadata"]["units"] = unit_name(unit)
+    _per_channel(kwargs, data.shape)
     return (data, kwargs, "image")
+
+
+def _per_channel(kwargs: dict[str, Any], shape: Sequence[int]) -> None:
+    """Give each layer napari splits off the file's channel axis its channel index (``metadata['channel']``).
+
+    What reads the file again (the dock's run of the whole file to OME-Zarr) then segments the
+    channel that layer shows.
+    """
+    if "channel_axis" in kwargs:
+        meta = kwargs["metadata"]
+        kwargs["metadata"] = [{**meta, "channel": i} for i in range(int(shape[kwargs["channel_axis"]]))]
 
 
 def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
@@ -475,6 +487,7 @@ def _zarr_image_layer(
     spatial_units = [units[i] for i in keep]
     if any(spatial_units):
         kwargs["metadata"]["units"] = [u or "pixel" for u in spatial_units]
+    _per_channel(kwargs, data[0].shape)
     if len(data) > 1:
         kwargs["multiscale"] = True
         return (data, kwargs, "image")
