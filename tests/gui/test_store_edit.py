@@ -348,3 +348,33 @@ def test_a_z_stack_store_is_corrected_in_a_window_of_the_planes_around_the_one_o
     np.testing.assert_array_equal(np.asarray(zarr.open_group(str(path), mode="r")["labels"]["labels"]["0"]), expected)
     saver.timer.stop()
     assert not errors
+
+
+def test_a_window_of_the_second_labels_group_shows_and_writes_that_group(make_napari_viewer_proxy, tmp_path, qtbot):
+    """The window of the selected 'cells' layer showed and wrote back the store's first group, 'nuclei'."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image, write_labels
+
+    from napari_unet_loop.io.store_edits import StoreEditor
+
+    path = tmp_path / "two.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(np.zeros((64, 64), np.uint8), root, scale_factors=(), fmt=FormatV04(), axes=["y", "x"])
+    for name, value in (("nuclei", 1), ("cells", 5)):
+        labels = np.full((64, 64), value, np.uint32)
+        write_labels(labels, root, name=name, fmt=FormatV04(), axes=["y", "x"], scale_factors=())
+    viewer = make_napari_viewer_proxy()
+    for data, kwargs, kind in read_ome_zarr(path):
+        if kind == "labels":
+            viewer.add_labels(data, **kwargs)
+    cells = viewer.layers["cells"]
+    assert cells.metadata["labels_group"] == "cells"
+    saver, row = _row(viewer, tmp_path, qtbot)
+    _rectangle(viewer, cells, 0, 32, 0, 32)
+    window = row.open_window()
+    assert np.unique(window.data).tolist() == [5]
+    window.data_setitem((np.array([3]), np.array([3])), 0)
+    row.write_all()
+    assert StoreEditor(path, name="cells").read(3, 4, 3, 4)[0, 0] == 0
+    assert StoreEditor(path, name="nuclei").read(3, 4, 3, 4)[0, 0] == 1
+    saver.timer.stop()

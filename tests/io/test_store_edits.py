@@ -366,3 +366,31 @@ def test_a_crash_in_a_z_stack_write_back_is_repaired_on_the_next_open(tmp_path, 
         np.testing.assert_array_equal(np.asarray(group[str(k)]), win.data[:, :: 2**k, :: 2**k], err_msg=f"level {k}")
     assert again.revert() == 4 * 3 * 3
     np.testing.assert_array_equal(np.asarray(group["0"]), full)
+
+
+def _two_groups(path):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image, write_labels
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(np.zeros((64, 64), np.uint8), root, scale_factors=(), fmt=FormatV04(), axes=["y", "x"])
+    for name, value in (("nuclei", 1), ("cells", 7)):
+        labels = np.full((64, 64), value, np.uint32)
+        write_labels(labels, root, name=name, fmt=FormatV04(), axes=["y", "x"], scale_factors=())
+    return path
+
+
+def test_each_labels_group_keeps_its_own_journal_and_largest_id(tmp_path):
+    """One journal for the store: reverting nuclei wrote the cells' originals into it (all 7)."""
+    path = _two_groups(tmp_path / "two.zarr")
+    for name in ("cells", "nuclei"):
+        win = StoreEditor(path, name=name).window(0, 64, 0, 64)
+        win.data[:10] = 0
+        win.data[20, 20] = 100  # a new object: an id above the group's own largest
+        win.write_back()
+    nuclei = StoreEditor(path, name="nuclei")
+    assert nuclei.revert() == 1
+    assert np.unique(nuclei.read(0, 64, 0, 64)).tolist() == [1]
+    cells = StoreEditor(path, name="cells")
+    assert cells.edited_chunks() == [(0, 0)] and np.unique(cells.read(0, 64, 0, 64)).tolist() == [0, 7, 8]
+    assert cells.max_label() == 8

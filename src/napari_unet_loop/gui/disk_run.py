@@ -252,7 +252,8 @@ class DiskRun(QWidget):
             how = "to correct it, select it and use Correct region in store"
             if not isinstance(data, list) and data.size <= WHOLE_WINDOW_PIXELS:
                 try:  # small enough to hold: the layer is a window over the whole store, written back as you edit
-                    window = StoreWindow(StoreEditor(store), (0,) * data.ndim, np.asarray(data))
+                    editor = StoreEditor(store, name=(kwargs.get("metadata") or {}).get("labels_group"))
+                    window = StoreWindow(editor, (0,) * data.ndim, np.asarray(data))
                 except StoreEditError as exc:
                     show_error(f"{exc}: the labels open as a layer whose edits stay in napari")
                 else:

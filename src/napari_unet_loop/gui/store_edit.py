@@ -49,6 +49,12 @@ def store_path(layer) -> Path | None:
     return path if is_zarr_dir(path) else None
 
 
+def store_group(layer) -> str | None:
+    """The labels group of its store a labels layer shows (``None``: unknown, the store's first)."""
+    group = (layer.metadata or {}).get("labels_group")
+    return str(group) if group else None
+
+
 def store_window(layer) -> StoreWindow | None:
     """The store window a labels layer holds, or ``None`` for an ordinary labels layer."""
     return _WINDOWS.get(unwrap(layer)) if layer is not None else None
@@ -180,7 +186,7 @@ class StoreCorrections(QWidget):
                     f"the region is {region.shape[0]} x {region.shape[1]} px: zoom in (or draw a smaller rectangle "
                     "and choose Region: Inside the rectangle) to at most 4096 x 4096 px at a time"
                 )
-            editor = StoreEditor(path, name=None)
+            editor = StoreEditor(path, name=store_group(layer))  # the labels the layer shows, of several
             planes = None
             if editor.ndim == 3:
                 depth, fit = editor.shape[0], max(1, MAX_WINDOW_PIXELS // area)
@@ -215,8 +221,12 @@ class StoreCorrections(QWidget):
         active = viewer.layers.selection.active
         try:
             window = store_window(active)
-            path = window.editor.path if window is not None else store_path(self._store_layer())
-            editor = StoreEditor(path, name=None)
+            if window is not None:
+                path, group = window.editor.path, window.editor.name
+            else:
+                layer = self._store_layer()
+                path, group = store_path(layer), store_group(layer)
+            editor = StoreEditor(path, name=group)
             count = len(editor.edited_chunks())
         except (StoreEditError, OSError) as exc:
             show_error(str(exc))
@@ -233,7 +243,9 @@ class StoreCorrections(QWidget):
         windows = [
             layer
             for layer in viewer.layers
-            if (w := store_window(layer)) is not None and w.editor.path.resolve() == Path(path).resolve()
+            if (w := store_window(layer)) is not None
+            and w.editor.path.resolve() == Path(path).resolve()
+            and w.editor.name == editor.name
         ]
         for layer in windows:
             if store_window(layer).dirty(unwrap(layer).data):

@@ -449,6 +449,7 @@ def read_ome_zarr(path: str | os.PathLike) -> list[LayerData]:
                 data = np.asarray(level0)
             label_axes = axes.upper() if axes.upper() in LABEL_AXES else _stack_axes_for(level0.ndim, None)
             kwargs = _layer_kwargs(name, scale, label_axes, units, path, side)
+            kwargs["metadata"]["labels_group"] = node.zarr.basename()  # which of the store's labels it is
             if isinstance(data, list):
                 kwargs["multiscale"] = True
             if translate:

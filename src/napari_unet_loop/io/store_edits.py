@@ -20,6 +20,10 @@ What keeps corrections safe lives in ``<store>/_edits/``:
 ``log.jsonl``
     One line per write-back: when, the window, the chunks and the pixels changed.
 
+A store holding several labels groups (``nuclei``, ``cells``) keeps these for its first group
+there and for each other group in ``_edits/groups/<name>/``, and the largest id of each other
+group as ``max_label:<name>``: correcting or reverting one group never touches another.
+
 New objects: an id drawn in a window that the window did not hold when it was read (napari's
 *new label* counts from the window's own largest id) gets an id above the store's largest, the
 same one for the window's whole life. The store's largest id is kept in the root's
@@ -236,7 +240,11 @@ class StoreEditor:
         self.chunks: tuple[int, ...] = tuple(int(n) for n in base.chunks)
         self.dtype = np.dtype(base.dtype)
         self.sampling = _level_sampling(datasets, [tuple(int(n) for n in a.shape) for a in self.levels])
-        self.folder = self.path / EDITS
+        # each labels group keeps its own journal and largest id: a revert of one never writes another's
+        # pixels (the first group's stay where stores of one group have always kept them)
+        first = _labels_group(self.root, None)[1] == self.name
+        self.folder = self.path / EDITS if first else self.path / EDITS / "groups" / self.name
+        self._max_key = "max_label" if first else f"max_label:{self.name}"
         self.recovered = self.recover()
 
     # ---------------------------------------------------------------- reading
@@ -264,8 +272,8 @@ class StoreEditor:
     def max_label(self) -> int:
         """The largest id in the store (recorded in its attributes, else found chunk by chunk once)."""
         meta = self._attrs()
-        if "max_label" in meta:
-            return int(meta["max_label"])
+        if self._max_key in meta:
+            return int(meta[self._max_key])
         top = 0
         for chunk in np.ndindex(*self.grid):
             top = max(top, int(np.max(self.levels[0][self._chunk_slices(chunk)], initial=0)))
@@ -278,7 +286,7 @@ class StoreEditor:
 
         root = zarr.open_group(str(self.path), mode="r+")
         meta = dict(dict(root.attrs).get(ATTRS) or {})
-        meta["max_label"] = max(int(value), int(meta.get("max_label", 0)))
+        meta[self._max_key] = max(int(value), int(meta.get(self._max_key, 0)))
         root.attrs[ATTRS] = meta
 
     def window(self, y0: int, y1: int, x0: int, x1: int, planes: tuple[int, int] | None = None) -> StoreWindow:
