@@ -174,8 +174,10 @@ def test_label_files_are_object_ids_fitted_to_the_image(tmp_path):
     assert fit_labels(lab, (6, 9)).shape == (6, 8)  # another shape: left for the caller to refuse
     tifffile.imwrite(tmp_path / "whole.tif", lab.astype(np.float32))
     assert read_label_file(tmp_path / "whole.tif").dtype == np.int64
-    tifffile.imwrite(tmp_path / "mask.tif", lab > 0)
-    assert read_label_file(tmp_path / "mask.tif").dtype == np.uint8
+    tifffile.imwrite(tmp_path / "mask.tif", lab > 0)  # a boolean mask: its two pieces are two objects
+    np.testing.assert_array_equal(read_label_file(tmp_path / "mask.tif"), lab)
+    tifffile.imwrite(tmp_path / "one.tif", lab == 1)
+    assert read_label_file(tmp_path / "one.tif").dtype == np.uint8  # one piece: as it is
     tifffile.imwrite(tmp_path / "prob.tif", (lab > 0) * np.float32(0.7))
     with pytest.raises(ReadError, match="not whole numbers: labels are object ids"):
         read_label_file(tmp_path / "prob.tif")
