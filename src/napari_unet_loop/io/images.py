@@ -89,16 +89,22 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_PALETTE, PNG_GREY_ALPHA = 3, 4  # colour types of a PNG header
 
 
+def _png_header(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Bit depth and colour type from a PNG's header (``None``: not a PNG)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
 def png_colour_type(path: str | os.PathLike) -> int | None:
     """A PNG header's colour type (0 grey, 2 RGB, 3 palette, 4 grey with alpha, 6 RGBA); ``None``: not a PNG."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(26)
+        header = _png_header(path)
     except OSError:
         return None
-    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        return head[25]
-    return None
+    return header[1] if header is not None else None
 
 
 def read_png_pixels(path: str | os.PathLike, indices: bool = False) -> np.ndarray:
@@ -144,10 +150,9 @@ def check_png_depth(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.suffix.lower() != ".png":
         return
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        depth, colour = head[24], head[25]
+    header = _png_header(path)
+    if header is not None:
+        depth, colour = header
         if depth == 16 and colour in (2, 4, 6):
             kind = {2: "RGB", 4: "grey with alpha", 6: "RGBA"}[colour]
             raise ReadError(

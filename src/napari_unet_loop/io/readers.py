@@ -350,8 +350,9 @@ def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     path = Path(path)
     check_png_depth(path)  # a 16-bit colour PNG would be cut to 8 bits
     side = read_sidecar(path)
-    data = read_png_pixels(path, indices=True)  # a palette PNG's indices: labels if they look like labels
-    if png_colour_type(path) == PNG_PALETTE and not _is_label_array(data, side, force):
+    palette = png_colour_type(path) == PNG_PALETTE
+    data = read_png_pixels(path, indices=palette)  # a palette PNG's indices: labels if they look like labels
+    if palette and not _is_label_array(data, side, force):
         data = read_png_pixels(path)  # a picture in indexed colour: its colours
     if data.ndim == 2 and _is_label_array(data, side, force):
         scale = _reconcile_scale(None, side, 2)
