@@ -21,6 +21,8 @@ from skimage.draw import line as draw_line
 from skimage.measure import regionprops_table
 from skimage.segmentation import watershed
 
+from .targets import sequential_ids
+
 
 class ProofreadError(ValueError):
     """An edit that cannot be done; the message says why (nothing was changed)."""
@@ -465,11 +467,10 @@ def remove_small(labels: np.ndarray, min_size: int) -> Edit:
 
 def relabel_sequential(labels: np.ndarray) -> Edit:
     """Renumber the objects 1..N in order of their current ids."""
-    ids, inverse = np.unique(labels, return_inverse=True)  # no table up to the largest id (uint32 ids reach 4e9)
-    new = np.arange(ids.size, dtype=labels.dtype) if ids.size and ids[0] == 0 else np.arange(1, ids.size + 1)
-    n = int((ids > 0).sum())
+    renumbered, ids = sequential_ids(labels)
+    n = int(ids.size)
     box = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
-    return Edit(box, labels, new.astype(labels.dtype)[inverse.reshape(labels.shape)], f"renumbered {n} objects 1..{n}")
+    return Edit(box, labels, renumbered.astype(labels.dtype), f"renumbered {n} objects 1..{n}")
 
 
 def correct_worst(labels: np.ndarray, truth: np.ndarray, n: int) -> Edit:

@@ -109,6 +109,30 @@ def object_ids(labels: np.ndarray, what: str = "the label image") -> np.ndarray:
     return labels
 
 
+def sequential_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The objects numbered 1..n in the order of their ids, without a table up to the largest id.
+
+    uint32 ids reach 4e9: a lookup table (or ``np.bincount``) up to the largest would need gigabytes.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Labels (0 background), any shape.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``int64`` labels of the same shape, objects numbered 1..n.
+    ids : numpy.ndarray
+        The original ids: ``ids[k - 1]`` is that of object ``k``.
+    """
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(np.shape(labels))
+    if ids.size and ids[0] == 0:
+        return inverse.astype(np.int64), ids[1:]
+    return (inverse + 1).astype(np.int64), ids
+
+
 def separate_mask(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """A binary mask's separate pieces as objects: each plane holding one id in several pieces.
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import TargetExistsError
+from ..core.targets import sequential_ids
 from .labels import label_dtype
 from .units import unit_name
 
@@ -504,18 +505,14 @@ def compact_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     -------
     labels : numpy.ndarray
         ``labels`` itself when its largest id is at most its pixel count (or 65,536), else the
-        same objects numbered 1..n in image order of their ids.
+        same objects numbered 1..n in the order of their ids (:func:`~napari_unet_loop.core.targets.sequential_ids`).
     ids : numpy.ndarray or None
         ``None`` when not renumbered; else ``ids[k - 1]`` is the original id of object ``k``.
     """
     top = int(labels.max()) if labels.size else 0
     if top <= max(labels.size, 1 << 16):
         return labels, None
-    ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(labels.shape)
-    if ids[0] == 0:
-        return inverse.astype(np.int64), ids[1:]
-    return (inverse + 1).astype(np.int64), ids
+    return sequential_ids(labels)
 
 
 def _json_safe(value: Any) -> Any:
