@@ -666,6 +666,21 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     assert "threshold_tuning" not in model_files.load(out).card.metrics
 
 
+def test_train_and_tune_say_which_label_files_they_read_as_masks(tmp_path, folders, tiny_model_path, capsys):
+    """A binary mask trains as its separate pieces: the run says so once, not silently and not twice."""
+    images, labels = folders
+    f = labels / "nuclei_small.tif"
+    tifffile.imwrite(f, np.where(tifffile.imread(f) > 0, 255, 0).astype(np.uint8))
+    assert main(["tune", str(images), str(labels), "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("nuclei_small.tif is a mask (one id in separate pieces)") == 1
+    assert "touching objects stay one" in err and "nuclei_he_stain" not in err.split("is a mask")[0]
+    out = tmp_path / "ft.safetensors"
+    args = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--out", str(out), "--steps", "1"]
+    assert main([*args, "--patch", "64", "--batch", "2", "--no-tune"]) == 0
+    assert capsys.readouterr().err.count("nuclei_small.tif is a mask") == 1
+
+
 def test_tune_does_not_write_into_a_shipped_model(folders, shipped_model_available, capsys):
     if not shipped_model_available:
         pytest.skip("no shipped model in this checkout")

@@ -98,3 +98,24 @@ def test_bad_stacks_are_refused_with_the_file_name(tmp_path, auto_model):
     tifffile.imwrite(tmp_path / "empty.tif", np.zeros_like(labels))
     with pytest.raises(SampleFileError, match="no plane of the 3 holds a labelled object"):
         training_samples([(tmp_path / "img.tif", tmp_path / "empty.tif")], auto_model)
+
+
+def test_label_files_read_as_masks_are_said_once(tmp_path, auto_model):
+    """Binary masks train as their separate pieces; the caller is told which files were read so."""
+    from napari_unet_loop.io.training import mask_note
+
+    yy, xx = np.mgrid[:64, :64]
+    image = np.where(((yy - 20) ** 2 + (xx - 20) ** 2 <= 49) | ((yy - 44) ** 2 + (xx - 44) ** 2 <= 49), 200, 10)
+    pairs = []
+    for name, lab in (("ids", (image > 100) * (1 + (xx > 32))), ("mask1", image > 100), ("mask2", image > 100)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", image.astype(np.uint8))
+        tifffile.imwrite(tmp_path / f"{name}_labels.tif", lab.astype(np.uint8))
+        pairs.append((tmp_path / f"{name}.tif", tmp_path / f"{name}_labels.tif"))
+    notes: list[str] = []
+    samples = training_samples(pairs, auto_model, notes=notes)
+    assert [s.labels.max() for s in samples] == [2, 2, 2]  # each disc one object, in the masks too
+    assert len(notes) == 2 and notes[0].startswith("mask1_labels.tif is a mask")
+    assert mask_note(notes[:1]).startswith("mask1_labels.tif is a mask (one id in separate pieces)")
+    assert mask_note(notes).startswith("2 label files are masks (one id in separate pieces; the first: mask1_labels")
+    assert mask_note([]) is None
+    assert len(training_samples(pairs[:1], auto_model, notes=notes)) == 1 and len(notes) == 2  # ids: no note

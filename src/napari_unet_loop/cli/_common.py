@@ -21,7 +21,7 @@ from ..io.export import (
     parse_formats,
 )
 from ..io.images import base_name, is_ctc_gold_truth, pair_files, read_with_axes, unpaired_note
-from ..io.training import training_samples
+from ..io.training import mask_note, training_samples
 from ..parallel.files import modality_of, segment_array
 
 
@@ -353,10 +353,17 @@ def _load_samples(pairs, model: model_files.Model, args) -> list[Sample]:
     A stack gives one sample per plane whose labels hold an object (see
     :func:`napari_unet_loop.io.training.training_samples`).
     """
+    notes: list[str] = []
     try:
-        return training_samples(pairs, model, getattr(args, "modality", None), args.channel, args.axes)
+        samples = training_samples(pairs, model, getattr(args, "modality", None), args.channel, args.axes, notes)
     except InputError as exc:
         raise CLIError(_flags(str(exc))) from exc
+    said = vars(args).setdefault("masks_noted", set())  # a run that reads its files twice says it once
+    note = mask_note([n for n in notes if n not in said])
+    said.update(notes)
+    if note:
+        _log(f"note: {note}")
+    return samples
 
 
 def _fmt(v: dict | None) -> str:

@@ -27,7 +27,7 @@ from ..core.planes import SegmentSettings, stack_settings
 from ..core.sampling import Sample
 from ..core.targets import object_ids, separate_mask
 from ..io.images import ReadError, is_ctc_gold_truth, pair_files, unpaired_note
-from ..io.training import training_reports, training_samples
+from ..io.training import mask_note, training_reports, training_samples
 from .layers import (
     META_KEY,
     Layout,
@@ -182,7 +182,10 @@ class TrainingData:
         for pair in pairs:
             if pair[0] == "folder":  # read as the command line's train reads them
                 _, images_dir, labels_dir = pair
-                read = training_samples(pair_files(images_dir, labels_dir), model, modality)
+                notes: list[str] = []
+                read = training_samples(pair_files(images_dir, labels_dir), model, modality, notes=notes)
+                if mask_note(notes):  # label files read as masks: said, as for a layer painted with one id
+                    show_info(f"{Path(labels_dir).name}: {mask_note(notes)}")
                 samples.extend(trust_near_labels(read) if some else read)  # the other regions are for layers
                 described.append(
                     f"folder {images_dir} ({len(read)} image(s) or plane(s)"

@@ -38,6 +38,7 @@ def training_samples(
     modality: str | None = None,
     channel: int | None = None,
     axes: str | None = None,
+    notes: list[str] | None = None,
 ) -> list[Sample]:
     """Image/label file pairs as training samples, prepared as ``model`` segments them.
 
@@ -53,6 +54,9 @@ def training_samples(
         Channel to train on in multichannel images.
     axes : str, optional
         Axes of the image files (e.g. ``"ZCYX"``); what each file declares, else guessed.
+    notes : list of str, optional
+        Where to say which label files were read as masks (one id in separate pieces: each
+        piece one object, :func:`.images.read_label_file`).
 
     Returns
     -------
@@ -74,11 +78,24 @@ def training_samples(
     for img_path, lab_path in pairs:
         try:
             data, file_axes = read_with_axes(img_path, axes, model.card.architecture.in_channels, channel)
-            labels = read_label_file(lab_path)
+            labels = read_label_file(lab_path, notes)
             samples.extend(_file_samples(model, data, file_axes, labels, Path(img_path).stem, setting, channel))
         except (InputError, ReadError, ValueError) as exc:
             raise SampleFileError(Path(img_path), str(exc)) from exc
     return samples
+
+
+def mask_note(notes: Sequence[str]) -> str | None:
+    """One line for the label files :func:`training_samples` read as masks (``notes``), or ``None``."""
+    if not notes:
+        return None
+    if len(notes) == 1:
+        return f"{notes[0]} (touching objects stay one: give each its own id to train on them apart)"
+    first = notes[0].split(" is a mask")[0]
+    return (
+        f"{len(notes)} label files are masks (one id in separate pieces; the first: {first}): each piece "
+        "trains as one object (touching objects stay one: give each its own id to train on them apart)"
+    )
 
 
 def training_reports(
