@@ -462,6 +462,22 @@ def test_float_labels_from_a_folder(tmp_path, setup, messages):
     assert "whole numbers" in messages["error"][0]
 
 
+def test_a_folder_of_masks_trains_on_their_pieces_and_says_so(tmp_path, setup, messages, discs):
+    import imageio.v3 as iio
+    import tifffile
+
+    viewer, w, ft = setup
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    image, labels = discs
+    iio.imwrite(tmp_path / "img" / "a.png", (image / image.max() * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", ((labels > 0) * 255).astype(np.uint8))  # one id for all
+    assert ft.add_folders(tmp_path / "img", tmp_path / "lab")
+    (sample,), _ = ft.build_samples(w.current_model())
+    assert sample.labels.max() > 1
+    assert any("lab: a.tif is a mask (one id in separate pieces)" in m for m in messages["info"])
+
+
 def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs):
     import imageio.v3 as iio
 
