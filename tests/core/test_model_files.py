@@ -22,6 +22,7 @@ from napari_unet_loop.core.model_files import (
     list_models,
     load,
     new_model,
+    rename_user_model,
     resolve,
     save,
     save_user_model,
@@ -231,7 +232,18 @@ def test_user_models_shadow_shipped_ones(tmp_path, monkeypatch, user_models, mak
     monkeypatch.setattr(model_files, "shipped_dir", lambda: shipped)
     assert resolve("default") == shipped / f"{DEFAULT_MODEL}.safetensors"
     assert resolve(None) == shipped / f"{DEFAULT_MODEL}.safetensors"
-    user = save_user_model(make_model(seed=5), DEFAULT_MODEL)
+    # a shipped model's name is refused for a model of the user's, in any case, and "default" too
+    for name in (DEFAULT_MODEL, DEFAULT_MODEL.upper(), "default"):
+        with pytest.raises(ModelError, match="shipped default model's name, and a model of yours by that name"):
+            save_user_model(make_model(seed=5), name)
+    with pytest.raises(ModelError, match="'only-shipped' is a shipped model's name"):
+        import_model(shipped / "only-shipped.safetensors")
+    save_user_model(make_model(seed=5), "mine")
+    with pytest.raises(ModelError, match="shipped model's name"):
+        rename_user_model("mine", "only-shipped")
+    assert list(user_models.glob("*.safetensors")) == [user_models / "mine.safetensors"]
+    # one put there by hand (or by an older version) still shadows the shipped one
+    user = save(make_model(seed=5, name=DEFAULT_MODEL), user_models / f"{DEFAULT_MODEL}.safetensors")
     found = list_models()
     assert found[DEFAULT_MODEL] == user
     assert found["only-shipped"] == shipped / "only-shipped.safetensors"

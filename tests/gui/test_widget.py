@@ -397,6 +397,27 @@ def test_model_files_import_rename_export_delete(viewer_widget, messages, tmp_pa
     assert "mine-v2" not in model_files.list_models()
 
 
+def test_a_model_file_opened_twice_is_one_entry_and_shipped_names_stay_the_shipped_models(
+    viewer_widget, messages, tmp_path, tiny_model_path
+):
+    from napari_unet_loop.core import model_files
+
+    viewer, w = viewer_widget
+    items = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
+    assert w.add_model_file(tiny_model_path) is not None  # opened again (the fixture opened it)
+    assert [w.model_combo.itemText(i) for i in range(w.model_combo.count())] == items
+    assert w.model_combo.currentText() == "tiny"
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(tiny_model_path.read_bytes())
+    assert w.add_model_file(copy) is not None  # another file with the same model name: an entry of its own
+    assert w.model_combo.currentText() == "tiny (copy.safetensors)"
+    shipped = tmp_path / f"{model_files.DEFAULT_MODEL}.safetensors"
+    shipped.write_bytes(tiny_model_path.read_bytes())
+    assert w.import_model_file(shipped) is None  # it would hide the shipped default
+    assert "is the shipped default model's name" in messages["error"][-1]
+    assert model_files.DEFAULT_MODEL not in {p.stem for p in model_files.user_dir().glob("*.safetensors")}
+
+
 def test_shipped_model_cannot_be_deleted(viewer_widget, messages):
     viewer, w = viewer_widget
     w.refresh_models(select="tiny")  # opened from a file, not in the user folder

@@ -638,9 +638,29 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_user_name(name: str) -> str:
+    """Validate a name for a model in the user folder: a valid name (:func:`check_name`), not a shipped model's.
+
+    A user model shadows a shipped one of the same name (:func:`list_models`), so saving one as
+    the shipped default's name would hide the default from the dock and from ``--model default``.
+
+    Raises
+    ------
+    ModelError
+        If the name is invalid, ``default``, or a shipped model's (in any case).
+    """
+    check_name(name)
+    shipped = {p.stem.casefold() for p in shipped_dir().glob(f"*{SUFFIX}")} if shipped_dir().is_dir() else set()
+    if name.casefold() == "default" or name.casefold() in shipped:
+        default = name.casefold() in ("default", DEFAULT_MODEL.casefold())
+        what = "the shipped default model's" if default else "a shipped model's"
+        raise ModelError(f"'{name}' is {what} name, and a model of yours by that name would hide it: choose another")
+    return name
+
+
 def save_user_model(model: Model, name: str, overwrite: bool = False) -> Path:
-    """Save ``model`` under ``name`` in the user model folder."""
-    model.card.name = check_name(name)
+    """Save ``model`` under ``name`` in the user model folder (not a shipped model's name: :func:`check_user_name`)."""
+    model.card.name = check_user_name(name)
     return save(model, user_dir() / f"{name}{SUFFIX}", overwrite=overwrite)
 
 
@@ -655,7 +675,7 @@ def delete_user_model(name: str) -> None:
 
 def rename_user_model(name: str, new_name: str) -> Path:
     """Rename a user model (its card's name too)."""
-    check_name(new_name)
+    check_user_name(new_name)
     target = user_dir() / f"{new_name}{SUFFIX}"
     if target.exists():
         raise FileExistsError(f"a user model named {new_name!r} exists")
@@ -667,8 +687,8 @@ def rename_user_model(name: str, new_name: str) -> Path:
 
 def import_model(path: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> Path:
     """Copy a model file into the user folder after checking that it loads."""
+    name = check_user_name(name or Path(path).stem)  # before reading the file: a name refused says so at once
     model = load(path)
-    name = check_name(name or Path(path).stem)
     return save_user_model(model, name, overwrite=overwrite)
 
 

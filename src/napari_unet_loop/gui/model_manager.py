@@ -70,7 +70,11 @@ class ModelManager:
             show_error(str(exc))
             self.refresh_models(select=self._selected_model)  # the model chosen before stays (its thresholds too)
             return None
-        key = model.name if model.name not in self._model_paths else f"{model.name} ({Path(path).name})"
+        same = [k for k, p in self._model_paths.items() if _same_file(p, Path(path))]
+        if same:  # listed already (opened before, or a saved model): that entry, with the file as it is now
+            key = same[0]
+        else:
+            key = model.name if model.name not in self._model_paths else f"{model.name} ({Path(path).name})"
         self._model_paths[key] = Path(path)
         self.cache_model(key, model)
         self.refresh_models(select=key)
@@ -266,3 +270,11 @@ def _own_weights(kind: str, record: dict) -> str:
         notes.insert(0, "read in colour")
     label = MODALITY_LABELS.get(kind, kind)
     return f"{label} images" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (a missing one names none)."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
