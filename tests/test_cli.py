@@ -717,6 +717,20 @@ def test_export_keeps_the_files_unit_and_z_spacing(tmp_path, capsys):
     assert "4 values" in capsys.readouterr().err
 
 
+def test_export_of_an_ome_zarr_keeps_where_its_labels_lie(tmp_path, capsys):
+    from napari_unet_loop.io.export import write_ome_zarr
+    from napari_unet_loop.io.readers import read_labels
+
+    lab = np.zeros((32, 32), np.uint16)
+    lab[4:12, 4:12] = 1
+    src = write_ome_zarr(tmp_path / "crop.zarr", lab, scale=[0.5, 0.5], translation=[100.0, 250.0]).paths[0]
+    assert main(["export", str(src), "-o", str(tmp_path / "out"), "--format", "zarr,tif"]) == 0
+    _, kwargs, _ = read_labels(tmp_path / "out" / "crop.zarr")[-1]
+    np.testing.assert_allclose(kwargs["translate"], [100.0, 250.0])
+    assert "offset (Y 100, X 250) is in the sidecar only" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "crop.tif.json").read_text())["translate"] == [100.0, 250.0]
+
+
 def test_fiji_escaped_micro_sign_is_read_as_micrometres(tmp_path):
     from napari_unet_loop.io.readers import read_labels
 

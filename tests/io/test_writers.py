@@ -233,3 +233,30 @@ def test_io_modules_do_not_import_napari_or_qt():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_the_layers_offset_is_kept_in_ome_zarr_and_recorded_by_the_other_formats(tmp_path, version):
+    """Labels of a region sit where the layer sat: OME-Zarr stores the translate, TIFF's sidecar records it."""
+    from napari_unet_loop.io import export as ex
+
+    lab = labels3d()
+    attrs = attributes(3, translate=[4.0, 10.0, 20.5])
+    img = np.random.default_rng(0).random((*lab.shape, 2)).astype(np.float32)  # with a channel axis
+    path = ex.write_ome_zarr(
+        tmp_path / f"c{version}.zarr", lab, img, scale=[2.0, 0.5, 0.5], translation=[4.0, 10.0, 20.5],
+        ngff_version=version,
+    ).paths[0]  # fmt: skip
+    (_, ikw, _), (ldata, lkw, _) = read_labels(path)
+    np.testing.assert_array_equal(ldata, lab)
+    np.testing.assert_allclose(lkw["translate"], [4.0, 10.0, 20.5])
+    np.testing.assert_allclose(ikw["translate"][-3:], [4.0, 10.0, 20.5])  # the image under the labels
+    written = writers.write_labels_zarr(str(tmp_path / "w.zarr"), lab, attrs)
+    (ldata, lkw, _) = read_labels(written[0])[-1]
+    np.testing.assert_allclose(lkw["translate"], [4.0, 10.0, 20.5])
+    with pytest.warns(UserWarning, match=r"offset \(Z 4, Y 10, X 20.5\) is in the sidecar only: a TIF file"):
+        written = writers.write_labels_tif(str(tmp_path / "c.tif"), lab, attrs)
+    record = json.loads(Path(written[-1]).read_text())
+    assert record["translate"] == [4.0, 10.0, 20.5] and "sidecar only" in record["notes"][-1]
+    plain = writers.write_labels_tif(str(tmp_path / "d.tif"), lab, attributes(3))  # no offset: none recorded
+    assert "translate" not in json.loads(Path(plain[-1]).read_text())

@@ -68,6 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     axes=axes,
                     overwrite=args.overwrite,
                     provenance=meta.get("napari_unet_loop") or None,
+                    translate=kwargs.get("translate"),  # an OME-Zarr's translation: where the labels lie
                 )
                 for note in res.notes:
                     _log(f"note: {Path(path).name} ({fmt}): {note}")

@@ -176,6 +176,7 @@ def export_jobs(
                 "axes": args.axes,
                 "provenance": provenance(layer, tracker, args),
                 "objects_3d": args.objects_3d,
+                "translate": args.translate,
                 "layer": layer.name,
             }
         )
@@ -199,6 +200,7 @@ def run_exports(jobs: list[dict], folder: Path, formats: list[str], overwrite: b
                     overwrite=overwrite,
                     provenance=job["provenance"],
                     objects_3d=job["objects_3d"],
+                    translate=job["translate"],
                 )
             except (ExportError, FileExistsError, PermissionError, OSError) as exc:
                 yield job["layer"], fmt, exc

@@ -546,8 +546,8 @@ class ExportArguments:
     units: list[str | None] | None
     axes: str | None
     provenance: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
     objects_3d: bool = False
+    translate: list[float] | None = None
 
 
 def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArguments:
@@ -568,8 +568,9 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
         Name, scale (``None`` when every axis is 1: uncalibrated), per-axis units, axes (from
         ``metadata['axes']``, else the axis labels ``t``/``z``/``y``/``x``, else ``YX``, ``ZYX`` or
         ``TZYX`` by dimension), the provenance (the plugin's record plus ``layer_name`` and
-        ``source``), notes, and whether the labels of a Z stack are 3D objects (the plugin's
-        record says ``objects_3d``: its planes were joined, so the CSV measures each in 3D).
+        ``source``), whether the labels of a Z stack are 3D objects (the plugin's
+        record says ``objects_3d``: its planes were joined, so the CSV measures each in 3D), and
+        the layer's offset per axis in the units of its scale (``translate``; ``None`` when zero).
     """
     meta = attributes.get("metadata") or {}
     scale = attributes.get("scale")
@@ -601,16 +602,16 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
     provenance.setdefault("layer_name", attributes.get("name"))
     if meta.get("source"):
         provenance.setdefault("source", str(meta["source"]))
-    notes = []
     translate = attributes.get("translate")
-    if translate is not None and any(float(t) for t in translate):
-        notes.append("the layer's translate (offset) is not stored in the export")
+    translate = [float(t) for t in list(translate)[-ndim:]] if translate is not None else None
+    if translate is not None and not any(translate):
+        translate = None
     return ExportArguments(
         attributes.get("name"),
         scale,
         units,
         axes.upper() if axes else None,
         provenance,
-        notes,
         objects_3d=bool(provenance.get("objects_3d")),
+        translate=translate,
     )

@@ -180,6 +180,7 @@ def export_labels(
     provenance: Mapping[str, Any] | None = None,
     sidecar: bool = True,
     objects_3d: bool = False,
+    translate: Sequence[float] | None = None,
 ) -> ExportResult:
     """Export labels in one format, with a provenance sidecar JSON beside the file.
 
@@ -216,6 +217,11 @@ def export_labels(
     objects_3d : bool
         The labels of a Z stack are 3D objects: the CSV measures each in 3D (see
         :func:`measure_table`), and the record says so.
+    translate : sequence of float, optional
+        Where the labels' first pixel lies, per axis, in the units of ``scale`` (a napari layer's
+        ``translate``: labels of a region of a larger image). OME-Zarr stores it as each level's
+        ``translation``; the other formats have no place for it, so the sidecar records it
+        (``translate``) and a note says so.
 
     Returns
     -------
@@ -260,6 +266,15 @@ def export_labels(
     extra: dict[str, Any] = {"export_id": uuid.uuid4().hex}
     if objects_3d:
         extra["objects_3d"] = True
+    if translate is not None and any(float(t) for t in translate):
+        if len(translate) != data.ndim:
+            raise ExportError(f"translate has {len(translate)} values for {data.ndim}D labels ({axes})")
+        extra["translate"] = [float(t) for t in translate]
+        if key != "zarr":
+            notes.append(
+                f"the labels' offset ({', '.join(f'{a} {t:g}' for a, t in zip(axes, extra['translate']))}) is in "
+                f"the sidecar only: a {key.upper()} file has no place for it (OME-Zarr keeps it)"
+            )
     # the old record is moved aside while the data is replaced, so no moment leaves a record that
     # describes other data (a kill in between leaves the new data without a record); it comes back
     # if writing fails

@@ -63,6 +63,7 @@ def _export(
             overwrite=not planes,
             provenance=args.provenance,
             objects_3d=args.objects_3d,
+            translate=args.translate,
         )
     except TargetExistsError as exc:
         names = ", ".join(p.name for p in exc.paths[:3]) + (", ..." if len(exc.paths) > 3 else "")
@@ -72,7 +73,6 @@ def _export(
             "replaced or written. Choose another name, or use the dock's Export with 'Replace existing files'.",
             exc.paths,
         ) from None
-    result.notes.extend(args.notes)
     for note in result.notes:
         warnings.warn(f"{result.paths[0].name}: {note}", UserWarning, stacklevel=3)
     return [str(p) for p in result.all_paths]

@@ -66,6 +66,7 @@ def write_ome_zarr(
     levels: int | None = None,
     ngff_version: str = "0.4",
     attrs: Mapping[str, Any] | None = None,
+    translation: Sequence[float] | None = None,
 ) -> ExportResult:
     """Write an OME-Zarr image with the labels in its ``labels/<name>`` group, through ome-zarr-py.
 
@@ -99,6 +100,9 @@ def write_ome_zarr(
         OME-NGFF version: 0.4 (Zarr v2, read by most tools today) or 0.5 (Zarr v3).
     attrs : mapping, optional
         Extra attributes stored under ``napari_unet_loop`` in the image group.
+    translation : sequence of float, optional
+        Where the first pixel lies, per label axis, in the units of ``scale``: every level of the
+        image and the labels gets it as its ``translation``.
 
     Returns
     -------
@@ -159,11 +163,36 @@ def write_ome_zarr(
             storage_options={"chunks": _chunks(data.shape, lower, chunk_yx)},
             label_metadata={"source": {"image": "../../"}},
         )
+        if translation is not None:  # where the first pixel lies: each level's translation, per axis
+            shift = dict(zip(lower, (float(t) for t in translation), strict=True))
+            _add_translation(root, shift)
+            _add_translation(root["labels"][group_name], shift)
         if fmt is FormatV04:
             root.attrs["napari_unet_loop"] = meta
         else:
             root.attrs.update({"napari_unet_loop": meta})
     return ExportResult(paths=[path], notes=notes)
+
+
+def _add_translation(group: Any, shift: Mapping[str, float]) -> None:
+    """Give every level of ``group``'s multiscale image the translation ``shift`` (axis name -> offset).
+
+    Axes ``shift`` does not name (an image's channel axis) get 0. Every level is shifted alike:
+    napari places a multiscale layer's levels by one translate, and the levels here are taken
+    from the full resolution's first pixel on (nearest neighbour for labels).
+    """
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome")
+    multiscales = (ome or attrs)["multiscales"]
+    for ms in multiscales:
+        names = [a["name"] if isinstance(a, dict) else str(a) for a in ms["axes"]]
+        vector = [shift.get(n.lower(), 0.0) for n in names]
+        for dataset in ms["datasets"]:
+            transforms = [t for t in dataset["coordinateTransformations"] if t.get("type") != "translation"]
+            dataset["coordinateTransformations"] = [*transforms, {"type": "translation", "translation": vector}]
+    group.attrs.update(
+        {"ome": {**ome, "multiscales": multiscales}} if ome is not None else {"multiscales": multiscales}
+    )
 
 
 def _chunks(shape: Sequence[int], axes: str, yx: int) -> tuple[int, ...]:
@@ -183,4 +212,5 @@ def export(job: ExportJob) -> ExportResult:
         axes=job.axes,
         overwrite=job.overwrite,
         attrs={"provenance": dict(job.provenance or {}), "export_id": job.extra["export_id"]},
+        translation=job.extra.get("translate"),
     )
