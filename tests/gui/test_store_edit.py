@@ -119,6 +119,27 @@ def test_a_window_is_corrected_and_written_back_at_the_autosave(setup):
     assert errors == []
 
 
+def test_a_window_on_a_store_of_another_tool_opens_without_reading_the_whole_store(setup, monkeypatch):
+    """No recorded largest id: the brush takes the window's largest + 1 at once; the write-back finds a free id."""
+    from napari_unet_loop.io.store_edits import StoreEditor
+
+    viewer, lazy, row, saver, path, full, errors = setup
+    root = zarr.open_group(str(path), mode="r+")
+    root.attrs["napari_unet_loop"] = {k: v for k, v in dict(root.attrs)["napari_unet_loop"].items() if k != "max_label"}
+    scans = []
+    real = StoreEditor.max_label
+    monkeypatch.setattr(StoreEditor, "max_label", lambda self: scans.append(1) or real(self))
+    _rectangle(viewer, lazy, 40, 200, 100, 300)
+    win_layer = row.open_window()
+    assert win_layer is not None, errors
+    assert scans == []  # not a pass over every chunk of the store on the GUI thread
+    assert win_layer.selected_label == full[40:200, 100:300].max() + 1 <= full.max()
+    win_layer.paint((100, 150), win_layer.selected_label)
+    _tick(saver)
+    assert _on_disk(path)[40 + 100, 100 + 150] == full.max() + 1  # an id no other object of the store has
+    assert errors == []
+
+
 def test_write_back_button_writes_the_corrections(setup):
     viewer, lazy, row, _saver, path, full, errors = setup
     _rectangle(viewer, lazy, 0, 128, 0, 128)

@@ -108,11 +108,24 @@ def test_new_objects_get_ids_above_the_stores_largest(store):
     assert win.next_id() == top + 2
 
 
-def test_the_largest_id_is_found_once_when_the_store_does_not_record_it(tmp_path):
+def test_the_largest_id_is_found_once_when_the_store_does_not_record_it(tmp_path, monkeypatch):
     path = build(tmp_path / "b.zarr", blobs(), max_label=False)
     editor = StoreEditor(path)
-    assert editor.max_label() == blobs().max()
-    assert dict(zarr.open_group(str(path)).attrs)["napari_unet_loop"]["max_label"] == blobs().max()
+    # the viewer's brush asks without a pass over the whole store (the GUI thread): the window's largest + 1
+    win = editor.window(0, 120, 0, 120)
+    scans = []
+    real = StoreEditor._chunk_slices
+    monkeypatch.setattr(StoreEditor, "_chunk_slices", lambda self, c: scans.append(c) or real(self, c))
+    local_new = win.next_id(scan=False)
+    assert local_new == int(win.data.max()) + 1 < blobs().max() and scans == []
+    assert editor.recorded_max_label() is None
+    win.data[100:110, 100:110] = local_new  # an id other objects of the store have: given a free one
+    assert win.write_back().new_ids == {local_new: blobs().max() + 1}
+    assert len(scans) > editor.grid[0] * editor.grid[1]  # the write-back found the largest id (every chunk)
+    assert editor.recorded_max_label() == blobs().max() + 1
+    assert dict(zarr.open_group(str(path)).attrs)["napari_unet_loop"]["max_label"] == blobs().max() + 1
+    scans.clear()
+    assert win.next_id(scan=False) == win.next_id() == blobs().max() + 2 and scans == []  # recorded now
 
 
 def _crash_after(n: int, win, monkeypatch) -> None:

@@ -95,7 +95,9 @@ def add_window_layer(viewer, window: StoreWindow, name: str, scale, translate) -
     """Add a store window as an editable labels layer over the store's pixels (``scale``/``translate``: the store's).
 
     The layer's changes are written back into the store (see the module docstring); its
-    selected label is an id no object of the store has.
+    selected label is an id no object of the store has, as far as the store's attributes record
+    its largest id (a store of another tool: the window's largest + 1, which the write-back
+    renumbers to a free id if another object has it).
     """
     scale = [float(s) for s in scale]
     translate = [float(t) + o * s for t, o, s in zip(translate, window.origin, scale, strict=True)]
@@ -107,7 +109,7 @@ def add_window_layer(viewer, window: StoreWindow, name: str, scale, translate) -
         metadata={META_KEY: {"store": str(window.editor.path), "window": list(window.bounds)}},
     )
     _WINDOWS[unwrap(layer)] = window
-    layer.selected_label = window.next_id()
+    layer.selected_label = window.next_id(scan=False)  # never a pass over a whole store on the GUI thread
     return layer
 
 
@@ -258,7 +260,7 @@ class StoreCorrections(QWidget):
         for layer in windows:
             window = store_window(layer)
             layer.data = window.reload()
-            layer.selected_label = window.next_id()
+            layer.selected_label = window.next_id(scan=False)
         refresh_store_layers(viewer, Path(path))
         self.status.setText(f"Reverted {reverted} chunk(s) of {path.name} to the segmentation")
         return reverted

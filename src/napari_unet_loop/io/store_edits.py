@@ -269,11 +269,20 @@ class StoreEditor:
 
         return dict(dict(zarr.open_group(str(self.path), mode="r").attrs).get(ATTRS) or {})
 
-    def max_label(self) -> int:
-        """The largest id in the store (recorded in its attributes, else found chunk by chunk once)."""
+    def recorded_max_label(self) -> int | None:
+        """The largest id as the store's attributes record it (``None``: not recorded, a store of another tool)."""
         meta = self._attrs()
-        if self._max_key in meta:
-            return int(meta[self._max_key])
+        return int(meta[self._max_key]) if self._max_key in meta else None
+
+    def max_label(self) -> int:
+        """The largest id in the store (recorded in its attributes, else found chunk by chunk once).
+
+        Finding it reads every chunk of the full resolution: a store of another tool costs one pass
+        over its labels, the first time; the answer is recorded then.
+        """
+        recorded = self.recorded_max_label()
+        if recorded is not None:
+            return recorded
         top = 0
         for chunk in np.ndindex(*self.grid):
             top = max(top, int(np.max(self.levels[0][self._chunk_slices(chunk)], initial=0)))
@@ -468,9 +477,21 @@ class StoreWindow:
         """``(y0, y1, x0, x1)`` of the window in the store (``(z0, z1, y0, y1, x0, x1)`` in a Z stack)."""
         return tuple(v for o, n in zip(self.origin, self.data.shape, strict=True) for v in (o, o + n))
 
-    def next_id(self) -> int:
-        """An id no object of the store has: the one to draw a new object with."""
-        return max(self.editor.max_label(), max(self.remap.values(), default=0)) + 1
+    def next_id(self, scan: bool = True) -> int:
+        """An id no object of the store has: the one to draw a new object with.
+
+        Parameters
+        ----------
+        scan : bool
+            Whether to find the store's largest id chunk by chunk when its attributes do not
+            record it (:meth:`StoreEditor.max_label`). ``False`` (a quick answer for the viewer's
+            brush): the window's largest id + 1 then, which may be an id elsewhere in the store;
+            :meth:`write_back` gives an id the window did not hold when read a free one anyway.
+        """
+        top = self.editor.max_label() if scan else self.editor.recorded_max_label()
+        if top is None:
+            top = int(self.data.max(initial=0))
+        return max(top, max(self.remap.values(), default=0)) + 1
 
     def write_back(self, data: np.ndarray | None = None) -> WriteReport:
         """Write the pixels changed since the last write-back into the store (every level).
