@@ -407,3 +407,14 @@ def test_each_labels_group_keeps_its_own_journal_and_largest_id(tmp_path):
     cells = StoreEditor(path, name="cells")
     assert cells.edited_chunks() == [(0, 0)] and np.unique(cells.read(0, 64, 0, 64)).tolist() == [0, 7, 8]
     assert cells.max_label() == 8
+
+
+def test_a_store_whose_labels_arrays_are_read_only_is_refused_before_any_write(store, monkeypatch):
+    """The root may be writable and a level's folder not (a shared or copied store): refused with its name."""
+    real = store_edits.os.access
+    level = store / "labels" / "labels" / "1"
+    monkeypatch.setattr(
+        store_edits.os, "access", lambda p, mode: False if str(p) == str(level) else real(p, mode)
+    )  # root: as real (we run as root in CI, so chmod would not do)
+    with pytest.raises(StoreEditError, match=r"cannot be written \(labels/labels/1 is read-only\)"):
+        StoreEditor(store)

@@ -236,6 +236,14 @@ class StoreEditor:
             raise StoreEditError(
                 f"only 2D labels and Z stacks are corrected in place (these have {base.ndim} dimensions)"
             )
+        # every level's folder takes the corrected chunks, and the journal's folder its entries: a store whose
+        # root is writable but whose arrays are not (a shared or copied store) is refused here, not mid-write
+        for folder in [*(self.path / a.path for a in self.levels), self.path / EDITS]:
+            if folder.is_dir() and not os.access(folder, os.W_OK):
+                raise StoreEditError(
+                    f"{self.path} cannot be written ({folder.relative_to(self.path)} is read-only): copy the store "
+                    "to correct it"
+                )
         self.shape: tuple[int, ...] = tuple(int(n) for n in base.shape)
         self.chunks: tuple[int, ...] = tuple(int(n) for n in base.chunks)
         self.dtype = np.dtype(base.dtype)
