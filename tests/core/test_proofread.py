@@ -220,3 +220,14 @@ def test_correct_worst_redraws_the_wrong_areas_from_the_truth():
     assert pr.correct_worst(pred, truth, 1).message.startswith("corrected the areas of 1 object(s)")
     with pytest.raises(pr.ProofreadError, match="shape"):
         pr.correct_worst(pred, truth[:50], 1)
+
+
+def test_negative_values_are_not_objects_to_remove_or_renumber(plane):
+    """A layer marking pixels -1 (e.g. 'ignore'): Remove small and Relabel leave them, and 0 stays 0."""
+    marked = plane.astype(np.int32)
+    marked[0:2, 0:2] = -1  # 4 px, under any minimum size
+    out = apply(marked, pr.remove_small(marked, 20))
+    assert (out[0:2, 0:2] == -1).all() and 5 not in out
+    relabelled = apply(out, pr.relabel_sequential(out))
+    assert sorted(np.unique(relabelled)) == [-1, 0, 1, 2, 3, 4]
+    assert (relabelled[out == 0] == 0).all() and (relabelled[0:2, 0:2] == -1).all()

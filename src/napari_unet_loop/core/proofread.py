@@ -457,9 +457,9 @@ def erode(labels: np.ndarray, point: Sequence[float], pixels: int = 1) -> Edit:
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> Edit:
-    """Remove every object smaller than ``min_size`` pixels."""
+    """Remove every object smaller than ``min_size`` pixels (negative values are not objects: they stay)."""
     ids, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)  # no table up to the largest id
-    small = (sizes < min_size) & (ids != 0)
+    small = (sizes < min_size) & (ids > 0)
     box = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
     after = np.where(small[inverse.reshape(labels.shape)], 0, labels) if small.any() else labels
     return Edit(box, labels, after, f"removed {int(small.sum())} object(s) under {min_size} px")

@@ -117,7 +117,7 @@ def sequential_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     labels : numpy.ndarray
-        Labels (0 background), any shape.
+        Labels (0 background), any shape. Negative values are not objects: they stay as they are.
 
     Returns
     -------
@@ -127,10 +127,9 @@ def sequential_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         The original ids: ``ids[k - 1]`` is that of object ``k``.
     """
     ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(np.shape(labels))
-    if ids.size and ids[0] == 0:
-        return inverse.astype(np.int64), ids[1:]
-    return (inverse + 1).astype(np.int64), ids
+    objects = ids > 0
+    new = np.where(objects, np.cumsum(objects), np.minimum(ids, 0).astype(np.int64))  # one entry per id present
+    return new[inverse.reshape(np.shape(labels))].astype(np.int64), ids[objects]
 
 
 def separate_mask(labels: np.ndarray) -> tuple[np.ndarray, int]:
