@@ -729,6 +729,11 @@ def test_export_of_an_ome_zarr_keeps_where_its_labels_lie(tmp_path, capsys):
     np.testing.assert_allclose(kwargs["translate"], [100.0, 250.0])
     assert "offset (Y 100, X 250) is in the sidecar only" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "crop.tif.json").read_text())["translate"] == [100.0, 250.0]
+    # a new pixel size: the labels start at the same pixel of the image (200, 500 pixels in)
+    assert main(["export", str(src), "-o", str(tmp_path / "px"), "--format", "zarr", "--pixel-size", "0.25"]) == 0
+    _, kwargs, _ = read_labels(tmp_path / "px" / "crop.zarr")[-1]
+    np.testing.assert_allclose(kwargs["scale"], [0.25, 0.25])
+    np.testing.assert_allclose(kwargs["translate"], [50.0, 125.0])
 
 
 def test_fiji_escaped_micro_sign_is_read_as_micrometres(tmp_path):

@@ -540,6 +540,19 @@ def test_save_as_an_existing_name_never_overwrites(qtbot, setup, messages, monke
     assert w.model_combo.currentText().startswith("lab-nuclei-ft-")
 
 
+def test_a_shipped_models_name_typed_saves_under_an_automatic_name(qtbot, setup, messages, monkeypatch):
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    ft.resegment_check.value = False
+    ft.name_edit.setText("default")
+    n_models = len(model_files.list_models())
+    finetune(qtbot, ft)
+    assert any("shipped default model's name" in m and "automatic name" in m for m in messages["error"])
+    assert len(model_files.list_models()) == n_models + 1 and ft._rejected is None  # saved, not offered again
+    assert w.model_combo.currentText().startswith("tiny-ft-")
+
+
 def test_channel_axis_image_pairs_and_trains(qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages):
     viewer = make_napari_viewer_proxy()
     w = UNetLoopWidget(viewer)

@@ -418,3 +418,22 @@ def test_a_store_whose_labels_arrays_are_read_only_is_refused_before_any_write(s
     )  # root: as real (we run as root in CI, so chmod would not do)
     with pytest.raises(StoreEditError, match=r"cannot be written \(labels/labels/1 is read-only\)"):
         StoreEditor(store)
+
+
+def test_a_store_exported_with_an_offset_keeps_its_levels_sampling_and_takes_corrections(tmp_path):
+    """The offset moves the whole pyramid: each lower level keeps its own half-pixel shift, so a write-back
+    rebuilds the lower levels from the pixels they were made from, as in a store without an offset."""
+    full = np.tile(np.arange(1, 201, dtype=np.uint16), (200, 1))  # column x holds id x + 1
+    plain = write_ome_zarr(tmp_path / "plain.zarr", full, scale=[0.5, 0.5]).paths[0]
+    moved = write_ome_zarr(tmp_path / "moved.zarr", full, scale=[0.5, 0.5], translation=[100.0, 50.0]).paths[0]
+    for a, b in zip(StoreEditor(plain).sampling, StoreEditor(moved).sampling, strict=True):
+        for picks_a, picks_b in zip(a, b, strict=True):
+            np.testing.assert_array_equal(picks_a, picks_b)
+    for path in (plain, moved):
+        win = StoreEditor(path).window(0, 8, 0, 8)
+        win.data[0, 0] = 7
+        win.write_back()
+    a, b = StoreEditor(plain), StoreEditor(moved)
+    assert len(a.levels) == len(b.levels) > 1
+    for la, lb in zip(a.levels, b.levels, strict=True):
+        np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))

@@ -40,6 +40,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             meta = kwargs.get("metadata", {}) or {}
             axes = args.axes or meta.get("axes")
             scale = _pixel_size(args.pixel_size, kwargs.get("scale"), data.ndim, path)
+            translate = _moved(kwargs.get("translate"), kwargs.get("scale"), scale)
             units = args.unit or meta.get("units")
             if args.pixel_size and not args.unit and _unit_of(meta.get("units")):
                 _log(f"note: {Path(path).name}: --pixel-size taken in {_unit_of(meta.get('units'))}, the file's unit")
@@ -68,7 +69,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     axes=axes,
                     overwrite=args.overwrite,
                     provenance=meta.get("napari_unet_loop") or None,
-                    translate=kwargs.get("translate"),  # an OME-Zarr's translation: where the labels lie
+                    translate=translate,  # an OME-Zarr's translation: where the labels lie
                 )
                 for note in res.notes:
                     _log(f"note: {Path(path).name} ({fmt}): {note}")
@@ -88,6 +89,20 @@ def _pixel_size(given: list[float] | None, file_scale, ndim: int, path) -> list[
         raise CLIError(f"--pixel-size has {len(values)} values; {path} has {ndim} axes")
     kept = list(file_scale or [1.0] * ndim)[-ndim:] if file_scale is not None else [1.0] * ndim
     return [*kept[: ndim - len(values)], *values]
+
+
+def _moved(translate, file_scale, scale) -> list[float] | None:
+    """A file's offset (in its scale's units) in the units of the exported ``scale``: the same pixel offset.
+
+    ``--pixel-size`` changes the size of a pixel, not where the labels start among the image's
+    pixels, so each axis' offset is rescaled with its pixel size.
+    """
+    if translate is None:
+        return None
+    n = len(scale) if scale is not None else len(translate)
+    old = list(file_scale)[-n:] if file_scale is not None else [1.0] * n
+    new = list(scale) if scale is not None else old
+    return [float(t) * (b / a if a else 1.0) for t, a, b in zip(list(translate)[-n:], old, new, strict=True)]
 
 
 def _unit_of(units) -> str | None:

@@ -438,8 +438,8 @@ class FineTuneSection(TrainingData, QGroupBox):
 
     def _model_name(self, parent: Model, use_edit: bool = True) -> str:
         name = self.name_edit.text().strip() if use_edit else ""
-        if name:
-            return model_files.check_name(name)
+        if name:  # a valid name, not a shipped model's (a model of the user's by it would hide that one)
+            return model_files.check_user_name(name)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = parent.name.split("-ft-")[0]
         return f"{base}-ft-{stamp}"

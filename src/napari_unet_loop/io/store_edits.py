@@ -236,14 +236,6 @@ class StoreEditor:
             raise StoreEditError(
                 f"only 2D labels and Z stacks are corrected in place (these have {base.ndim} dimensions)"
             )
-        # every level's folder takes the corrected chunks, and the journal's folder its entries: a store whose
-        # root is writable but whose arrays are not (a shared or copied store) is refused here, not mid-write
-        for folder in [*(self.path / a.path for a in self.levels), self.path / EDITS]:
-            if folder.is_dir() and not os.access(folder, os.W_OK):
-                raise StoreEditError(
-                    f"{self.path} cannot be written ({folder.relative_to(self.path)} is read-only): copy the store "
-                    "to correct it"
-                )
         self.shape: tuple[int, ...] = tuple(int(n) for n in base.shape)
         self.chunks: tuple[int, ...] = tuple(int(n) for n in base.chunks)
         self.dtype = np.dtype(base.dtype)
@@ -253,6 +245,14 @@ class StoreEditor:
         first = _labels_group(self.root, None)[1] == self.name
         self.folder = self.path / EDITS if first else self.path / EDITS / "groups" / self.name
         self._max_key = "max_label" if first else f"max_label:{self.name}"
+        # every level's folder takes the corrected chunks, and the journal's folder its entries: a store whose
+        # root is writable but whose arrays are not (a shared or copied store) is refused here, not mid-write
+        for folder in [*(self.path / a.path for a in self.levels), self.path / EDITS, self.folder]:
+            if folder.is_dir() and not os.access(folder, os.W_OK):
+                raise StoreEditError(
+                    f"{self.path} cannot be written ({folder.relative_to(self.path)} is read-only): copy the store "
+                    "to correct it"
+                )
         self.recovered = self.recover()
 
     # ---------------------------------------------------------------- reading

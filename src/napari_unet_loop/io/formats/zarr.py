@@ -163,7 +163,7 @@ def write_ome_zarr(
             storage_options={"chunks": _chunks(data.shape, lower, chunk_yx)},
             label_metadata={"source": {"image": "../../"}},
         )
-        if translation is not None:  # where the first pixel lies: each level's translation, per axis
+        if translation is not None:  # where the first pixel lies: added to each level's translation, per axis
             shift = dict(zip(lower, (float(t) for t in translation), strict=True))
             _add_translation(root, shift)
             _add_translation(root["labels"][group_name], shift)
@@ -175,11 +175,12 @@ def write_ome_zarr(
 
 
 def _add_translation(group: Any, shift: Mapping[str, float]) -> None:
-    """Give every level of ``group``'s multiscale image the translation ``shift`` (axis name -> offset).
+    """Move every level of ``group``'s multiscale image by ``shift`` (axis name -> offset, in the scale's units).
 
-    Axes ``shift`` does not name (an image's channel axis) get 0. Every level is shifted alike:
-    napari places a multiscale layer's levels by one translate, and the levels here are taken
-    from the full resolution's first pixel on (nearest neighbour for labels).
+    Added to each level's own translation (ome-zarr-py gives the lower levels the half-pixel shift
+    of their downsampling, which readers and :class:`~napari_unet_loop.io.store_edits.StoreEditor`
+    use to place them), so the whole pyramid moves together. Axes ``shift`` does not name (an
+    image's channel axis) stay.
     """
     attrs = group.attrs.asdict()
     ome = attrs.get("ome")
@@ -188,11 +189,14 @@ def _add_translation(group: Any, shift: Mapping[str, float]) -> None:
         names = [a["name"] if isinstance(a, dict) else str(a) for a in ms["axes"]]
         vector = [shift.get(n.lower(), 0.0) for n in names]
         for dataset in ms["datasets"]:
-            transforms = [t for t in dataset["coordinateTransformations"] if t.get("type") != "translation"]
-            dataset["coordinateTransformations"] = [*transforms, {"type": "translation", "translation": vector}]
-    group.attrs.update(
-        {"ome": {**ome, "multiscales": multiscales}} if ome is not None else {"multiscales": multiscales}
-    )
+            transforms = list(dataset["coordinateTransformations"])
+            own = next((t for t in transforms if t.get("type") == "translation"), None)
+            if own is None:
+                transforms.append({"type": "translation", "translation": vector})
+            else:
+                own["translation"] = [float(a) + b for a, b in zip(own["translation"], vector, strict=True)]
+            dataset["coordinateTransformations"] = transforms
+    group.attrs.update({"multiscales": multiscales} if ome is None else {"ome": {**ome, "multiscales": multiscales}})
 
 
 def _chunks(shape: Sequence[int], axes: str, yx: int) -> tuple[int, ...]:
