@@ -476,6 +476,9 @@ def test_a_folder_of_masks_trains_on_their_pieces_and_says_so(tmp_path, setup, m
     (sample,), _ = ft.build_samples(w.current_model())
     assert sample.labels.max() > 1
     assert any("lab: a.tif is a mask (one id in separate pieces)" in m for m in messages["info"])
+    said = len(messages["info"])
+    ft.build_samples(w.current_model(), say=False)  # read again for another start: not said twice
+    assert len(messages["info"]) == said
 
 
 def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs):

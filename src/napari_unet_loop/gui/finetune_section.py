@@ -393,7 +393,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         kind = start_kind(samples)
         start, ready = start_model(model, kind, samples)
         if not ready:
-            samples, described = self.build_samples(start)
+            samples, described = self.build_samples(start, say=False)  # the same data, told of once
         return kind, start, samples, described
 
     def main_device(self):

@@ -155,8 +155,11 @@ class TrainingData:
             return ~masks.any(0), weight
         return None, weight
 
-    def build_samples(self, model: Model) -> tuple[list[Sample], dict]:
+    def build_samples(self, model: Model, say: bool = True) -> tuple[list[Sample], dict]:
         """Read the ticked pairs and folders into training samples (on the main thread).
+
+        ``say``: whether to tell the user how labels were read (masks as their pieces); ``False``
+        when the same data is read again for another start.
 
         Raises
         ------
@@ -184,7 +187,7 @@ class TrainingData:
                 _, images_dir, labels_dir = pair
                 notes: list[str] = []
                 read = training_samples(pair_files(images_dir, labels_dir), model, modality, notes=notes)
-                if mask_note(notes):  # label files read as masks: said, as for a layer painted with one id
+                if say and mask_note(notes):  # label files read as masks: said, as for a layer painted with one id
                     show_info(f"{Path(labels_dir).name}: {mask_note(notes)}")
                 samples.extend(trust_near_labels(read) if some else read)  # the other regions are for layers
                 described.append(
@@ -217,7 +220,7 @@ class TrainingData:
                 except ValueError as exc:
                     raise InputError(str(exc)) from None
                 lab, masked = separate_mask(lab)  # every object painted with one id: as label files are read
-                if masked:
+                if masked and say:
                     show_info(
                         f"'{labels.name}' marks its objects with one id{f' in plane {index}' if index else ''}: "
                         "each separate piece trains as one object (touching objects stay one; give each its "
