@@ -131,6 +131,12 @@ def test_large_planes_go_block_by_block(monkeypatch):
     img[100:130, 90:140] = 1
     out = seg_mod.segment(model_files.new_model(TINY), img)
     assert out.probs is None and out.labels.max() == 2
+    # an image under the limit that reaches the network enlarged beyond it (small objects) goes too
+    sized = model_files.new_model(TINY, diameter=30.0)
+    small = img[:90, :90]
+    assert seg_mod.segment(sized, small).probs is not None  # 90 x 90 as it is
+    enlarged = seg_mod.segment(sized, small, diameter=15.0)  # 180 x 180 at the network
+    assert enlarged.factor == 2.0 and enlarged.probs is None and enlarged.labels.max() == 1
 
 
 def test_segment_converts_the_image_by_modality(model, discs, disc_img):
@@ -297,6 +303,23 @@ def test_auto_diameter_measures_the_objects_it_finds(sized, discs):
     assert seg.diameter == pytest.approx(truth, rel=0.1)  # 30 px discs, for a model of 10 px
     assert seg.factor == pytest.approx(10.0 / seg.diameter)
     assert seg.labels.max() == 6
+
+
+def test_auto_diameter_of_a_large_image_measures_where_it_has_content(sized, discs, monkeypatch):
+    """A mosaic whose centre is blank fill: measured on a quarter with objects; with none found, the default."""
+    from napari_unet_loop.core import segment as segment_module
+
+    monkeypatch.setattr(segment_module, "AUTO_PIXELS", 200 * 200)
+    bright_is_object(sized)
+    image = np.zeros((800, 800), np.float32)
+    quarter = discs((400, 400), 20, radius=(15, 15), gap=6)
+    image[:400, :400] = quarter > 0  # the top left quarter only
+    seg = segment(sized, image, tile=64, precision="fp32", diameter="auto")
+    assert seg.diameter == pytest.approx(30, rel=0.15) and seg.labels.max() == quarter.max()
+    strip = np.zeros((800, 800), np.float32)
+    strip[:12, 300:500] = 1  # content in no crop: the model's own size, the whole image segmented
+    seg = segment(sized, strip, tile=64, precision="fp32", diameter="auto")
+    assert seg.diameter == sized.image_diameter and seg.labels.max() == 1
 
 
 def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monkeypatch):

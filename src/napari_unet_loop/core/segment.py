@@ -108,7 +108,8 @@ def iter_segment(
         Average over the four flips of each tile (4x slower).
     block : int, optional
         Segment block by block with this core size (bounded memory: no full-size
-        probability maps). Planes above ``LARGE_PIXELS`` always are, with 2048 px blocks.
+        probability maps). Planes above ``LARGE_PIXELS`` as the network sees them (enlarged for
+        small objects) always are, with 2048 px blocks.
     modality : str, optional
         Imaging modality (``"auto"``, ``"fluorescence"``, ``"brightfield"``, ``"he"``,
         ``"none"``); the model card's when omitted. See :func:`input_modality`.
@@ -154,7 +155,7 @@ def iter_segment(
         return (yield from iter_estimate_diameter(model, image, **options))
     d, factor = diameter_factor(model, diameter)
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
-    if block is not None or h * w > LARGE_PIXELS:
+    if block is not None or h * w * max(factor, 1.0) ** 2 > LARGE_PIXELS:  # as large as it reaches the network
         if limits is not None:  # a blank plane stays blank: its own percentiles (a subsample) say so
             input_limits(image, model.input_channels(kind), model.card.normalization, rgb, channel, modality=kind)
         labels = yield from iter_segment_blocks(
@@ -361,14 +362,11 @@ def iter_estimate_diameter(
             f"the model {model.name!r} records no object diameter (made before object sizes): it cannot "
             "estimate one; leave the object diameter empty"
         )
-    h, w = image.shape[:2]
-    crop = image
-    if h * w > AUTO_PIXELS:
-        side = int(AUTO_PIXELS**0.5)
-        y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-        crop = image[y0 : y0 + side, x0 : x0 + side]
+    crop = _estimate_crop(image)
     lo, hi = model.card.diameter / MAX_FACTOR, model.card.diameter / MIN_FACTOR
     base = float(model.image_diameter)
+    if crop is None:  # no crop with content to measure on: the model's own size, on the whole image
+        return (yield from iter_segment(model, image, diameter=min(base, hi), **options))
     tried: dict[float, tuple[Segmentation, float | None]] = {}
 
     def clamped(seg: Segmentation) -> float | None:
@@ -392,6 +390,24 @@ def iter_estimate_diameter(
     if crop is image:
         return seg
     return (yield from iter_segment(model, image, diameter=current, **options))
+
+
+def _estimate_crop(image: np.ndarray) -> np.ndarray | None:
+    """Where a large image's object size is estimated: a crop of :data:`AUTO_PIXELS` with content in it.
+
+    The centre first, then the centres of the four quarters: a mosaic's centre may be its blank
+    fill. ``None`` when all five are blank (the image's content lies elsewhere, or it has none).
+    """
+    h, w = image.shape[:2]
+    if h * w <= AUTO_PIXELS:
+        return image
+    side = int(AUTO_PIXELS**0.5)
+    for cy, cx in ((h / 2, w / 2), (h / 4, w / 4), (h / 4, 3 * w / 4), (3 * h / 4, w / 4), (3 * h / 4, 3 * w / 4)):
+        y0, x0 = int(np.clip(cy - side / 2, 0, max(0, h - side))), int(np.clip(cx - side / 2, 0, max(0, w - side)))
+        crop = image[y0 : y0 + side, x0 : x0 + side]
+        if np.nanmax(crop) > np.nanmin(crop):
+            return crop
+    return None
 
 
 def segment(model: Model, image: np.ndarray, **kwargs) -> Segmentation:
