@@ -51,6 +51,17 @@ def test_finite_values_beyond_32_bit_floats_are_not_called_nan():
         normalize(img, limits=(0.0, 1.0))
 
 
+def test_64_bit_images_with_a_large_offset_or_range_keep_their_detail():
+    """1e7 + a ramp of 0..1 in float32 is a few grey levels; normalised in 64 bits it is the ramp."""
+    ramp = _ramp().astype(np.float64) / _ramp().max()
+    for img in (1e7 + ramp, ramp * 1e300):
+        out = normalize(img, Normalization(0.0, 100.0))
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, ramp, atol=1e-5)
+    assert to_grey(1e7 + ramp).dtype == np.float64  # kept until it is normalised
+    assert prepare_input(np.stack([1e7 + ramp] * 3, -1), 3, Normalization(0.0, 100.0)).std() > 0.2
+
+
 @pytest.mark.parametrize("value", [0.0, 3.5, -1e6])
 def test_normalize_rejects_constant_images(value):
     with pytest.raises(InputError, match="constant"):

@@ -33,11 +33,23 @@ class Normalization(Settings):
             raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
 
 
+def _working_copy(given: np.ndarray) -> np.ndarray:
+    """An image as floats to normalise: ``float64`` kept (a large offset, values beyond 32-bit range), else ``float32``.
+
+    ``1e7 + noise`` in float32 keeps a few grey levels of the noise; the limits and the
+    normalisation are computed in 64 bits, the normalised image is 32-bit.
+    """
+    if given.dtype == np.float64:
+        return given
+    with np.errstate(over="ignore"):  # values beyond float32 (float128 input) become inf: reported by the caller
+        return np.asarray(given, dtype=np.float32)
+
+
 def _not_finite(given: np.ndarray, bad: int) -> InputError:
-    """The error for an image whose 32-bit float copy holds ``bad`` NaN or infinite values.
+    """The error for an image whose float copy (or normalised image) holds ``bad`` NaN or infinite values.
 
     A 64-bit float image can hold finite values beyond 32-bit range (3.4e38), which become
-    infinite in the copy: the message says so rather than calling them NaN.
+    infinite once normalised to 32 bits: the message says so rather than calling them NaN.
     """
     if given.dtype.kind == "f" and given.dtype.itemsize > 4 and np.isfinite(given).all():
         top = float(np.abs(given).max())
@@ -56,17 +68,17 @@ def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -
         For images holding NaN or infinity, and constant images (nothing to segment).
     """
     given = np.asarray(image)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
-        image = np.asarray(given, dtype=np.float32)
+    image = _working_copy(given)
     finite = np.isfinite(image)
     if not finite.all():
         raise _not_finite(given, image.size - int(finite.sum()))
     # percentiles on a subsample for big images: same result to within a grey level
     sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
     lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
-    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+    tol = 1e-12 if image.dtype == np.float64 else 1e-6  # a range the float type resolves, relative to the values
+    if hi - lo <= tol * max(abs(hi), abs(lo), 1.0):
         hi, lo = float(image.max()), float(image.min())
-        if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+        if hi - lo <= tol * max(abs(hi), abs(lo), 1.0):
             raise ConstantImageError(f"image is constant (every pixel is {lo:g}): nothing to segment")
     return lo, hi
 
@@ -98,8 +110,7 @@ def normalize(
         infinity, and constant images (nothing to segment).
     """
     given = np.asarray(image)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
-        image = np.asarray(given, dtype=np.float32)
+    image = _working_copy(given)
     if image.ndim != 2:
         raise InputError(f"expected a 2D image, got shape {image.shape}")
     if min(image.shape) < MIN_SIDE:
@@ -110,6 +121,13 @@ def normalize(
     if not finite.all():
         raise _not_finite(given, image.size - int(finite.sum()))
     lo, hi = intensity_limits(image, norm) if limits is None else limits
+    if image.dtype == np.float64:  # in 64 bits, then 32: values far beyond the limits may not fit
+        with np.errstate(over="ignore"):
+            out = ((image - lo) / (hi - lo)).astype(np.float32)
+        finite = np.isfinite(out)
+        if not finite.all():
+            raise _not_finite(given, out.size - int(finite.sum()))
+        return out
     out = (image - np.float32(lo)) / np.float32(hi - lo)
     return out.astype(np.float32, copy=False)
 
@@ -183,7 +201,9 @@ def _planes(
             f"the model expects {in_channels} channels (last axis), the image has {have} "
             f"(shape {image.shape}); choose a model made for this kind of image"
         )
-    return [image[..., c].astype(np.float32) for c in range(in_channels)]
+    return [
+        image[..., c] if image.dtype == np.float64 else image[..., c].astype(np.float32) for c in range(in_channels)
+    ]
 
 
 def input_limits(
