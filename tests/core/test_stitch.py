@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet_loop.core.stitch import stitch_planes
+from napari_unet_loop.core.stitch import stitch_planes, stitch_stack
 
 
 def _blobs(shape=(24, 64, 64)):
@@ -72,3 +72,31 @@ def test_threshold_and_shape_are_checked(bad):
         stitch_planes(np.zeros((2, 4, 4), np.int32), bad)
     with pytest.raises(ValueError, match="3D labels"):
         stitch_planes(np.zeros((4, 4), np.int32))
+
+
+def test_negative_values_are_not_objects_and_huge_ids_need_no_table_up_to_them():
+    stack = np.zeros((3, 8, 8), np.int64)
+    stack[:, 2:6, 2:6] = [[[1]], [[7]], [[2]]]
+    stack[:, 0, 0] = -1  # e.g. an 'ignore' mark: stays as it is, never joined to an object
+    out = stitch_planes(stack)
+    assert out[:, 0, 0].tolist() == [-1, -1, -1] and np.unique(out[:, 2:6, 2:6]).tolist() == [1]
+    huge = np.where(stack > 0, stack + 4_000_000_000, 0).astype(np.uint32)  # ids of another tool
+    out = stitch_planes(huge)
+    assert out.dtype == np.int32 and np.unique(out).tolist() == [0, 1]
+
+
+def test_stitching_a_stack_holds_about_one_copy_of_it_in_memory():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    stack = np.zeros((20, 256, 256), np.int32)
+    for z in range(20):
+        for k in range(40):
+            y, x = rng.integers(0, 240, 2)
+            stack[z, y : y + 12, x : x + 12] = k + 1
+    tracemalloc.start()
+    out = stitch_stack(stack[None])  # T, Z, Y, X
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.dtype == np.int32 and out.shape == (1, 20, 256, 256)
+    assert peak < 2.5 * stack.nbytes  # the output, and a few planes of work (a 64-bit stack was 2 more copies)

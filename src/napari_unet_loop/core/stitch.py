@@ -55,7 +55,8 @@ def stitch_planes(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(Z, Y, X)`` labels with one id per 3D object, 1..N, in the dtype needed.
+        ``(Z, Y, X)`` labels with one id per 3D object, 1..N, ``int32`` (``int64`` beyond 2^31
+        objects). Negative values are not objects: they stay as they are.
 
     Raises
     ------
@@ -75,13 +76,14 @@ def stitch_planes(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"stitching joins the planes of a Z stack (3D labels), got shape {labels.shape}")
-    out = np.zeros(labels.shape, np.int64)
+    out = np.zeros(labels.shape, np.int32)  # the final type from the start: no 64-bit copy of the stack
     next_id = 1
     for z in range(labels.shape[0]):
-        out[z], next_id = stitch_next(out[z - 1] if z > 0 else None, labels[z], next_id, threshold)
-    top = int(out.max())
-    dtype = np.int32 if top < 2**31 else np.int64
-    return out.astype(dtype)
+        plane, next_id = stitch_next(out[z - 1] if z > 0 else None, labels[z], next_id, threshold)
+        if next_id > np.iinfo(np.int32).max and out.dtype == np.int32:  # beyond 2^31 objects: 64-bit ids
+            out = out.astype(np.int64)
+        out[z] = plane
+    return out
 
 
 def stitch_next(
@@ -106,10 +108,11 @@ def stitch_next(
     Returns
     -------
     tuple
-        The plane with 3D ids (int64), and the next free id.
+        The plane with 3D ids (int64; negative values, not objects, as they were), and the next free id.
     """
     plane = np.asarray(plane).astype(np.int64, copy=False)
-    ids = np.unique(plane[plane > 0])
+    positive = plane > 0
+    ids = np.unique(plane[positive])
     lut: dict[int, int] = {}
     used: set[int] = set()  # ids of the plane before already continued (a set: planes of 10^5 objects)
     if previous is not None and ids.size:
@@ -127,12 +130,11 @@ def stitch_next(
         if int(i) not in lut:
             lut[int(i)] = next_id
             next_id += 1
-    if not ids.size:
-        return np.zeros(plane.shape, np.int64), next_id
-    table = np.zeros(int(ids.max()) + 1, np.int64)
-    for c, new in lut.items():
-        table[c] = new
-    return table[plane], next_id
+    out = np.minimum(plane, 0)  # background 0, negative values as they are
+    if ids.size:  # each id found among the ids present: no table up to the largest (uint32 ids reach 4e9)
+        new = np.array([lut[int(i)] for i in ids], np.int64)
+        out[positive] = new[np.searchsorted(ids, plane[positive])]
+    return out, next_id
 
 
 def stitch_stack(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -148,12 +150,18 @@ def stitch_stack(labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Labels of the same shape, ``int64``, ids 1..N within each ``(Z, Y, X)`` volume.
+        Labels of the same shape, ids 1..N within each ``(Z, Y, X)`` volume, ``int32`` (``int64``
+        beyond 2^31 objects in one).
     """
     labels = np.asarray(labels)
     if labels.ndim < 3:
         raise ValueError(f"stitching joins the planes of a Z stack (3D labels), got shape {labels.shape}")
-    out = np.empty(labels.shape, np.int64)
+    if labels.ndim == 3:
+        return stitch_planes(labels, threshold)
+    out = np.empty(labels.shape, np.int32)
     for outer in np.ndindex(*labels.shape[:-3]):
-        out[outer] = stitch_planes(labels[outer], threshold)
+        joined = stitch_planes(labels[outer], threshold)
+        if joined.dtype != out.dtype:
+            out = out.astype(joined.dtype)
+        out[outer] = joined
     return out
