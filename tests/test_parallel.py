@@ -86,6 +86,19 @@ def test_in_process_equals_whole_image_and_in_memory_blocks(model, image, refere
     assert np.array_equal(blocks, labels)  # same grid, same margin: byte for byte (int32 vs uint32)
 
 
+def test_planes_of_one_file_segmented_one_after_another_read_their_own_pixels(model, image, tmp_path):
+    """The file is opened once per process; each run reads the plane it names, not the one opened first."""
+    _, img = image
+    stack = np.stack([img, np.zeros_like(img) + img.min()])  # plane 1: blank
+    stack[1, :64, :64] = img[:64, :64]
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "ZYX"})
+    first = segment_to_zarr(open_lazy(path, stack=True).plane(0), model, tmp_path / "p0.zarr", block=BLOCK)
+    second = segment_to_zarr(open_lazy(path, stack=True).plane(1), model, tmp_path / "p1.zarr", block=BLOCK)
+    assert second.objects < first.objects / 4  # the second plane's few objects, not the first's again
+    assert not labels_of(tmp_path / "p1.zarr")[64 + 48 :, 64 + 48 :].any()
+
+
 def test_local_cluster_gives_identical_labels(model, image, reference, client, tmp_path):
     path, _ = image
     out = tmp_path / "cells.zarr"

@@ -32,7 +32,7 @@ from ..core.image import InputError
 from ..core.postprocess import PostprocessConfig
 from ..core.scale import postprocess_at
 from ..io.chunked import LabelsStore
-from ..io.lazy import LazySource, source_record
+from ..io.lazy import LazySource, PlaneView, source_record
 from ..io.sidecar import file_sha256
 from .cluster import Cluster, keep_model, worker_device, worker_model
 
@@ -96,7 +96,8 @@ _OPEN: dict[tuple, object] = {}
 def _opened(source: LazySource):
     """The image opened once per process (a TIFF store holds a file handle), kept for the next blocks.
 
-    Keyed by path, array and modification time, so a file written again is opened again.
+    Keyed by path, array and modification time, so a file written again is opened again; the view
+    reads the plane ``source`` names (``source.at``), whichever plane of the file was opened first.
     """
     key = (source.path, source.array, os.stat(source.path).st_mtime_ns)
     view = _OPEN.get(key)
@@ -104,7 +105,7 @@ def _opened(source: LazySource):
         for old in [k for k in _OPEN if k[:2] == key[:2]]:
             del _OPEN[old]
         view = _OPEN[key] = source.open()
-    return view
+    return PlaneView(view.array, view.axes, dict(source.at))
 
 
 def run_block(spec: BlockwiseSpec, i: int, model: model_files.Model | None = None) -> int:
