@@ -1772,6 +1772,25 @@ def _write_ome_zarr(path, img, version="0.4", scale=(0.5, 0.5)):
     return path
 
 
+def test_segment_block_by_block_keeps_where_an_ome_zarr_image_lies(tmp_path, tiny_model_path, capsys):
+    """An image placed at (100, 200) um: its labels are placed there too, in the store and the TIFF's record."""
+    from napari_unet_loop.io.export import write_ome_zarr
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.io.readers import read_ome_zarr
+
+    img = _discs_plane()
+    src = write_ome_zarr(
+        tmp_path / "placed.zarr", np.zeros(img.shape, np.uint8), img, scale=[0.5, 0.5], translation=[100.0, 200.0]
+    ).paths[0]
+    assert open_lazy(src).offset == [100.0, 200.0]
+    out = tmp_path / "out"
+    args = ["segment", str(src), "-o", str(out), "--format", "zarr,tif", "--block", "128"]
+    assert main([*args, "--model", str(tiny_model_path)]) == 0, capsys.readouterr().err
+    (_, kwargs, _) = read_ome_zarr(out / "placed.zarr")[-1]
+    np.testing.assert_allclose(kwargs["translate"], [100.0, 200.0])
+    assert json.loads((out / "placed.tif.json").read_text())["translate"] == [100.0, 200.0]
+
+
 def _zarr_labels(path) -> np.ndarray:
     import zarr
 

@@ -258,5 +258,7 @@ def test_the_layers_offset_is_kept_in_ome_zarr_and_recorded_by_the_other_formats
         written = writers.write_labels_tif(str(tmp_path / "c.tif"), lab, attrs)
     record = json.loads(Path(written[-1]).read_text())
     assert record["translate"] == [4.0, 10.0, 20.5] and "sidecar only" in record["notes"][-1]
+    (_, kwargs, _) = read_labels(written[0])[0]  # the plugin's reader puts the labels back where they were
+    np.testing.assert_allclose(kwargs["translate"], [4.0, 10.0, 20.5])
     plain = writers.write_labels_tif(str(tmp_path / "d.tif"), lab, attributes(3))  # no offset: none recorded
     assert "translate" not in json.loads(Path(plain[-1]).read_text())

@@ -270,6 +270,7 @@ def _segment_blockwise(
                     scale=[source.z_scale or 1.0, *source.scale] if stack and source.scale else source.scale,
                     units=source.unit, provenance={**prov, "input": str(f), "modality": result.modality},
                     objects_3d=stack and args.stitch_z is not None,
+                    translate=None if source.offset is None else source.offset[-(3 if stack else 2) :],
                 )  # fmt: skip
                 written += [str(p) for p in res.paths]
         except OSError as exc:  # the labels are made: not a run to resume (the caller's advice for OSError)

@@ -89,6 +89,7 @@ class LabelsStore:
         overwrite: bool = False,
         resume: bool = False,
         z_scale: float | None = None,
+        offset: Sequence[float] | None = None,
     ) -> LabelsStore:
         """Start a store, or pick up the partial one of the same run.
 
@@ -121,6 +122,9 @@ class LabelsStore:
             Continue the partial store of an interrupted run (it must be the same run).
         z_scale : float, optional
             Spacing of the planes of a stack.
+        offset : sequence of float, optional
+            Where the labels' first pixel lies (the image's), ``[y, x]`` or ``[z, y, x]``, in the
+            units of the scale: every level's ``translation``.
 
         Raises
         ------
@@ -181,7 +185,7 @@ class LabelsStore:
             )
         for sub in ("planes", "final") if stack else ("blocks", "cores"):
             (partial / "_progress" / sub).mkdir(parents=True)
-        _write_meta(root, labels, group, shape, levels, scale, unit, z_scale)
+        _write_meta(root, labels, group, shape, levels, scale, unit, z_scale, offset)
         _write_json(partial / "job.json", record)
         return cls(target)
 
@@ -320,8 +324,11 @@ class _BlockView:
         return np.asarray(self.scratch[self.i, y0:y1, x0:x1])
 
 
-def _write_meta(root, labels, group: str, shape, levels: int, scale, unit, z_scale=None) -> None:
-    """NGFF 0.4 multiscales of the placeholder image and of the labels, and the labels' listing."""
+def _write_meta(root, labels, group: str, shape, levels: int, scale, unit, z_scale=None, offset=None) -> None:
+    """NGFF 0.4 multiscales of the placeholder image and of the labels, and the labels' listing.
+
+    Every level is a subsample from the first pixel on (``[::2^k]``), so all share the ``offset``.
+    """
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
@@ -330,8 +337,15 @@ def _write_meta(root, labels, group: str, shape, levels: int, scale, unit, z_sca
     unit = unit_name(unit)  # NGFF's names (micrometer), whatever the source wrote (um, µm)
     axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("zyx" if stack else "yx")]
     z = [float(z_scale or 1.0)] if stack else []
+    shift = [float(v) for v in list(offset)[-len(shape) :]] if offset is not None and any(offset) else None
+    if shift is not None and len(shift) < len(shape):  # a plane of a stack placed in Y and X only
+        shift = [0.0] * (len(shape) - len(shift)) + shift
+    moved = [{"type": "translation", "translation": shift}] if shift else []
     datasets = [
-        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [*z, sy * 2**k, sx * 2**k]}]}
+        {
+            "path": str(k),
+            "coordinateTransformations": [{"type": "scale", "scale": [*z, sy * 2**k, sx * 2**k]}, *moved],
+        }
         for k in range(levels + 1)
     ]
     fmt = FormatV04()

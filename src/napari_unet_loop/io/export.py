@@ -273,7 +273,8 @@ def export_labels(
         if key != "zarr":
             notes.append(
                 f"the labels' offset ({', '.join(f'{a} {t:g}' for a, t in zip(axes, extra['translate']))}) is in "
-                f"the sidecar only: a {key.upper()} file has no place for it (OME-Zarr keeps it)"
+                f"the sidecar only: a {key.upper()} file has no place for it (this plugin's reader puts it back; "
+                "OME-Zarr keeps it in the file)"
             )
     # the old record is moved aside while the data is replaced, so no moment leaves a record that
     # describes other data (a kill in between leaves the new data without a record); it comes back

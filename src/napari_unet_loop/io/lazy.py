@@ -49,6 +49,9 @@ class LazySource:
         axes not named there are read at 0.
     z_scale : float or None
         Spacing of the Z planes (same unit), for a stack.
+    offset : list of float or None
+        Where the image's first pixel lies (an OME-Zarr's ``translation``), ``[y, x]`` or, for a
+        stack, ``[z, y, x]``, in the units of its scale; ``None`` at the origin.
     """
 
     path: str
@@ -61,6 +64,7 @@ class LazySource:
     unit: str | None = None
     at: tuple[tuple[str, int], ...] = ()
     z_scale: float | None = None
+    offset: list[float] | None = None
 
     @property
     def depth(self) -> int:
@@ -194,7 +198,7 @@ def open_lazy(path: str | os.PathLike, stack: bool = False) -> LazySource:
                 "(open the image group inside it, or write it as OME-Zarr)"
             )
         try:
-            level, names, units, scale = _ngff_level(ms)
+            level, names, units, scale, shift = _ngff_level(ms)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ReadError(f"{p}: its OME-Zarr multiscales metadata is malformed: {exc}") from None
         if level not in node:
@@ -218,6 +222,7 @@ def open_lazy(path: str | os.PathLike, stack: bool = False) -> LazySource:
             else None,
             units[axes.index("Y")] if "Y" in axes else None,
             z_scale=scale[axes.index("Z")] if scale and len(scale) == len(axes) and "Z" in axes else None,
+            offset=_offset(shift, axes),
         )
     else:
         src = _open_tiff(p)
@@ -254,8 +259,8 @@ def _open_tiff(p: Path) -> LazySource:
 _AXIS_TYPES = {"time": "T", "channel": "C"}
 
 
-def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | None]:
-    """The highest resolution's path, axis letters (by name, else by type), units and scale."""
+def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | None, list[float] | None]:
+    """The highest resolution's path, axis letters (by name, else by type), units, scale and translation."""
     first = ms[0]
     datasets = first.get("datasets") or []
     if not datasets:
@@ -273,10 +278,17 @@ def _ngff_level(ms: list) -> tuple[str, list[str] | None, list, list[float] | No
                 raise ValueError(f"axis {name!r} is none of t, c, z, y, x")
             names.append(letter)
             units.append(a.get("unit") if isinstance(a, dict) else None)
-    scale, _ = full_resolution(
+    scale, shift = full_resolution(
         datasets[0].get("coordinateTransformations") or [], first.get("coordinateTransformations") or []
     )
-    return level, names, units or [], scale
+    return level, names, units or [], scale, shift
+
+
+def _offset(shift: list[float] | None, axes: str) -> list[float] | None:
+    """An NGFF translation as ``[y, x]`` (``[z, y, x]`` with a Z axis), ``None`` when absent or zero."""
+    if not shift or len(shift) != len(axes) or not any(shift[axes.index(a)] for a in "ZYX" if a in axes):
+        return None
+    return [float(shift[axes.index(a)]) for a in "ZYX" if a in axes]
 
 
 def _check_plane(src: LazySource, stack: bool = False) -> None:

@@ -239,6 +239,9 @@ def _layer_kwargs(
     kwargs: dict[str, Any] = {"name": name, "metadata": meta}
     if scale is not None:
         kwargs["scale"] = list(scale)
+    shift = (side or {}).get("translate")  # where an export's labels lay (a file format with no place for it)
+    if isinstance(shift, list) and axes and len(shift) == len(axes) and any(shift):
+        kwargs["translate"] = [float(t) for t in shift]
     if axes and _napari_has_units():
         kwargs["axis_labels"] = tuple(a.lower() for a in axes)
         if units and all(u is None or u in SHORT_UNITS for u in units):

@@ -295,6 +295,7 @@ def segment_to_zarr(
         lambda: LabelsStore.create(
             target, job=record, shape=grid.shape, block=grid.block, region=region, n_blocks=len(grid), name=name,
             scale=source.scale, unit=source.unit, overwrite=overwrite, resume=resume,
+            offset=None if source.offset is None else source.offset[-2:],
         ),
     )  # fmt: skip
     spec = BlockwiseSpec(source, str(Path(model.path).resolve()), job, str(Path(target)), executor.threads)

@@ -179,6 +179,7 @@ def segment_volume_to_zarr(
         lambda: LabelsStore.create(
             target, job=record, shape=(depth, h, w), block=block, region=0, n_blocks=0, name=name,
             scale=source.scale, unit=source.unit, overwrite=overwrite, resume=resume, z_scale=source.z_scale,
+            offset=source.offset,
         ),
     )  # fmt: skip
     spec = VolumeSpec(source, str(Path(model.path).resolve()), settings, str(Path(target)), executor.threads)
