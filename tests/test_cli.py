@@ -1946,6 +1946,34 @@ def test_segment_resume_finishes_an_interrupted_block_wise_run(tmp_path, tiny_mo
     np.testing.assert_array_equal(_zarr_labels(out / "cells.zarr"), _zarr_labels(fresh / "cells.zarr"))
 
 
+def test_segment_resume_of_a_cut_overwrite_run_does_not_keep_the_old_labels(tmp_path, tiny_model_path, capsys):
+    """A run replacing finished outputs, cut short: --resume alone says what to add, it never keeps the old store."""
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.io.chunked import partial_path
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.parallel import segment_to_zarr
+
+    src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())
+    out = tmp_path / "out"
+    args = ["segment", str(src), "-o", str(out), "--format", "zarr", "--block", "128", "--model", str(tiny_model_path)]
+    assert main(args) == 0
+    old = _zarr_labels(out / "cells.zarr").copy()
+    model = model_files.load(tiny_model_path)
+    pp = model.card.postprocess.__class__(**{**model.card.postprocess.to_dict(), "min_size": 200})  # other labels
+    part = segment_to_zarr(
+        open_lazy(src), model, out / "cells.zarr", block=128, postprocess=pp, name="cells", stop_after=2,
+        overwrite=True,
+    )  # fmt: skip
+    assert part.path == partial_path(out / "cells.zarr")
+    capsys.readouterr()
+    assert main([*args, "--min-size", "200", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "unfinished store of a run that replaces cells's outputs" in err and "add --overwrite to --resume" in err
+    np.testing.assert_array_equal(_zarr_labels(out / "cells.zarr"), old)  # nothing changed
+    assert main([*args, "--min-size", "200", "--resume", "--overwrite"]) == 0
+    assert "resuming: 2 of 9 block(s) already done" in capsys.readouterr().err and not part.path.exists()
+
+
 def test_zarr_that_is_not_ome_zarr_is_a_clear_error(tmp_path, tiny_model_path, capsys):
     import zarr
 

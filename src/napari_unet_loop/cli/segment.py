@@ -14,7 +14,7 @@ from ..core.device import resolve_device
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.segment import LARGE_PIXELS
-from ..io.chunked import JobMismatchError
+from ..io.chunked import JobMismatchError, partial_path
 from ..io.conventions import TargetExistsError, os_error_text
 from ..io.export import (
     ExportError,
@@ -65,6 +65,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _check_targets(files, targets, outdir)
     check_writable(outdir.parent if outdir in targets else outdir)  # before any segmenting
     if args.resume and not args.overwrite:  # images whose outputs are all there were finished: the rest go on
+        cut = [s for s in stems if _interrupted(outdir, s, formats)]
+        if cut:  # an --overwrite run cut short: its old outputs are still there, its new store partial
+            partial = partial_path(_store_target(outdir, cut[0], formats))
+            raise CLIError(
+                f"{partial} is the unfinished store of a run that replaces {cut[0]}'s outputs "
+                f"({len(cut)} image(s) in all): add --overwrite to --resume to finish it, or remove it"
+            )
         done = [all(export_target(outdir, fmt, s).exists() for fmt in formats) for s in stems]
         if any(done):
             _log(f"--resume: {sum(done)} of {len(files)} image(s) finished before, their outputs kept")
@@ -127,7 +134,10 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
             failed += 1
             continue
         except OSError as exc:  # a full disk, a lost file system: the partial store stays for --resume
-            _log(f"error: {f}: {_oserror(exc)}; what was written is kept: run again with --resume to finish")
+            _log(
+                f"error: {f}: {_oserror(exc)}; what was written is kept: run the same command with --resume added "
+                "to finish"
+            )
             failed += 1
             continue
         _log(f"{f.name}: {n} objects{_seen_as(kind, None, model)}, {time.perf_counter() - t0:.1f} s -> {written}")
@@ -228,10 +238,7 @@ def _segment_blockwise(
     if args.stitch_z is not None and not stack:
         raise InputError("--stitch-z joins the planes of a Z stack; this image is one 2D plane")
     others = [fmt for fmt in formats if fmt != "zarr"]
-    if "zarr" in formats:
-        target = export_target(outdir, "zarr", stem)
-    else:  # a hidden store beside the files it becomes (-o may name one file: beside it, not in it)
-        target = export_target(outdir, others[0], stem).parent / f".{stem}.blocks.zarr"
+    target = _store_target(outdir, stem, formats)  # without zarr, a hidden store beside the files it becomes
     if target.resolve() == f.resolve():
         raise InputError(f"the output {target} would replace the input image: choose another output folder")
     h, w = source.plane_shape
@@ -279,6 +286,20 @@ def _segment_blockwise(
             if "zarr" not in formats:
                 shutil.rmtree(result.path, ignore_errors=True)
     return ", ".join(written), result.objects, result.modality
+
+
+def _store_target(outdir: Path, stem: str, formats: list[str]) -> Path:
+    """The store a block-wise run of ``stem`` writes: its ``.zarr`` output, else the hidden one beside the files."""
+    if "zarr" in formats:
+        return export_target(outdir, "zarr", stem)
+    others = [fmt for fmt in formats if fmt != "zarr"]
+    return export_target(outdir, others[0], stem).parent / f".{stem}.blocks.zarr"
+
+
+def _interrupted(outdir: Path, stem: str, formats: list[str]) -> bool:
+    """Whether ``stem``'s outputs are all there and a block-wise run replacing them was cut short."""
+    finished = all(export_target(outdir, fmt, stem).exists() for fmt in formats)
+    return finished and partial_path(_store_target(outdir, stem, formats)).exists()
 
 
 def _seen_as(kind: str | None, diameter, model) -> str:
