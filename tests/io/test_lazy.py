@@ -409,3 +409,20 @@ def test_axes_named_otherwise_are_read_by_their_type(tmp_path):
 def test_malformed_ngff_metadata_is_a_read_error(tmp_path, axes, datasets, match):
     with pytest.raises(ReadError, match=match):
         open_lazy(_hand_written_ngff(tmp_path / "b.zarr", axes, datasets=datasets))
+
+
+def test_an_uncompressed_single_strip_tiff_is_read_a_window_at_a_time(tmp_path):
+    """ImageJ writes a plane as one strip: through its chunks every block would read the whole plane."""
+    import tracemalloc
+
+    img = np.random.default_rng(0).integers(0, 255, (2000, 2000), np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", img, imagej=True)
+    view = open_lazy(tmp_path / "a.tif").open()
+    tracemalloc.start()
+    window = np.asarray(view[1000:1100, 1000:1100])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(window, img[1000:1100, 1000:1100])
+    assert peak < 100_000  # the window, not the 4 MB plane
+    tifffile.imwrite(tmp_path / "z.tif", img[:300, :300], compression="zlib")  # compressed: through its chunks
+    np.testing.assert_array_equal(np.asarray(open_lazy(tmp_path / "z.tif").open()[10:20, 5:9]), img[10:20, 5:9])

@@ -94,11 +94,23 @@ class LazySource:
 
 
 def _open_array(src: LazySource):
+    """The stored array, read a window at a time.
+
+    An uncompressed TIFF stored in one piece (one strip per plane, as ImageJ and tifffile write
+    it) is memory-mapped: through ``aszarr`` its plane is one chunk, and every block would read the
+    whole plane. Tiled or compressed TIFFs are read through their chunks (``aszarr``).
+    """
     import zarr
 
     if src.kind == "tiff":
         import tifffile
 
+        try:
+            mapped = tifffile.memmap(src.path, mode="r")
+        except (ValueError, OSError, TypeError):  # compressed, tiled or not contiguous
+            mapped = None
+        if mapped is not None and tuple(mapped.shape) == tuple(src.shape):
+            return mapped
         return zarr.open(tifffile.imread(src.path, aszarr=True, level=0), mode="r")
     return zarr.open_group(src.path, mode="r")[src.array]
 
