@@ -1258,6 +1258,16 @@ def test_a_blank_image_gets_empty_labels_not_an_error(tmp_path, tiny_model_path,
         not _zarr_labels(tmp_path / "z" / "blank.zarr").any()
         and not tifffile.imread(tmp_path / "z" / "blank.tif").any()
     )
+    # a blank Z stack, a plane at a time: the same words (it said "(as none)")
+    from napari_unet_loop.io.export import write_ome_zarr
+
+    stack = write_ome_zarr(
+        tmp_path / "stack.zarr", np.zeros((3, 64, 64), np.uint8), np.full((3, 64, 64), value, np.uint8)
+    ).paths[0]
+    args = ["segment", str(stack), "-o", str(tmp_path / "s"), "--format", "zarr", "--block", "128"]
+    assert main([*args, "--model", str(tiny_model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "stack.zarr: 0 objects, " in err and "as none" not in err
 
 
 @pytest.mark.parametrize(

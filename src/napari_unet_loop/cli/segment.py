@@ -304,7 +304,7 @@ def _interrupted(outdir: Path, stem: str, formats: list[str]) -> bool:
 
 def _seen_as(kind: str | None, diameter, model) -> str:
     """`` (as fluorescence, objects 40 px)``: how the image was read, the size only when it was rescaled."""
-    parts = [f"as {_shown(kind)}"] if kind else []
+    parts = [f"as {_shown(kind)}"] if kind and kind != "none" else []  # "none": read grey as it is
     if kind in model.card.weights_by_kind:
         parts.append("the model's own weights for them")
     if isinstance(diameter, float) and model.card.diameter and abs(diameter / model.card.diameter - 1) > 0.05:
