@@ -179,3 +179,25 @@ def test_thresholds_that_lose_only_one_measure_on_the_training_images_are_kept(m
     assert trained["found"]["ap50"] == trained["start"]["ap50"] == 1.0
     assert trained["found"]["seg"] < trained["start"]["seg"]
     assert "kept the re-tuned thresholds" in r.verdict()
+
+
+def test_the_veto_segments_only_the_reviewed_part_of_a_training_image(monkeypatch, discs):
+    """A correction in a corner of a large image: the network runs on that corner and its margin, not the rest."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = np.zeros((600, 800), np.int32)
+    labels[:120, :120] = discs((120, 120), 9, radius=(6, 8))
+    ignore = np.ones(labels.shape, bool)
+    ignore[:120, :120] = False
+    whole = [Sample(np.zeros((1, 600, 800), np.float32), labels, ignore)]
+    shapes = []
+    real = retune.reviewed_part
+    monkeypatch.setattr(retune, "reviewed_part", lambda s: shapes.append(real(s).labels.shape) or real(s))
+    _kept_found(monkeypatch, PostprocessConfig(0.5, 0.5, 8), PostprocessConfig(0.5, 0.5, 5000))
+    _maps_of(monkeypatch, [])
+    r = retune.retune(None, whole, "cpu", PostprocessConfig(0.5, 0.5, 8), whole=whole)
+    assert shapes == [(120 + retune.VETO_MARGIN, 120 + retune.VETO_MARGIN)]
+    assert r.vetoed and r.on_training["start"] == {"ap50": 1.0, "seg": 1.0}  # the corner's objects, all scored
+    part = real(whole[0], margin=0)
+    assert part.labels.shape == (120, 120) and not part.ignore.any()
+    assert real(Sample(np.zeros((1, 50, 50), np.float32), np.zeros((50, 50), np.int32))).labels.shape == (50, 50)

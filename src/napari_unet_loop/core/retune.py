@@ -20,6 +20,8 @@ from .sampling import Sample
 
 # the veto segments at most this many training images (spread over them): one prediction each
 VETO_IMAGES = 8
+# around the reviewed pixels of a training image, the context the veto's prediction keeps (px)
+VETO_MARGIN = 64
 
 
 @dataclass
@@ -264,7 +266,8 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
     suit those fragments and not the images: on small phase-contrast frames it lowered the seed
     threshold and the minimum size, and held-out AP@0.5 fell from 0.93 to 0.68. The trained
     network segments its training images (at most :data:`VETO_IMAGES`, spread over them) whole,
-    as a new image is segmented, with both sets of thresholds; when the re-tuned ones score lower
+    as a new image is segmented (only their reviewed part, :func:`reviewed_part`), with both sets
+    of thresholds; when the re-tuned ones score lower
     there on both AP@0.5 and SEG, the starting ones are kept. Measured on 38 fine-tunes at 400
     steps (``benchmarks/bench_retune.py``, docs/model.md): mean held-out AP@0.5 / SEG 0.706 /
     0.713 -> 0.708 / 0.715; it fired once there, and on the phase-contrast frames (reported, not
@@ -294,7 +297,7 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
     if not judged.kept or not whole or judged.found is None or judged.start is None:
         return judged
     picks = np.unique(np.linspace(0, len(whole) - 1, min(len(whole), VETO_IMAGES)).round().astype(int))
-    scores = SettingScores(*prediction_maps(net, [whole[i] for i in picks], device, precision))
+    scores = SettingScores(*prediction_maps(net, [reviewed_part(whole[i]) for i in picks], device, precision))
     (a0, s0, _), (a1, s1, _) = scores(judged.start), scores(judged.found)
     judged.on_training = {
         "images": int(picks.size),
@@ -304,6 +307,28 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
     if a1 < a0 and s1 < s0:
         judged.postprocess, judged.kept, judged.vetoed = judged.start, False, True
     return judged
+
+
+def reviewed_part(sample: Sample, margin: int = VETO_MARGIN) -> Sample:
+    """The box of a sample's reviewed pixels, with ``margin`` px of context around it (the whole sample if all).
+
+    A correction of a large image reviews a small part of it: the network need not run on the rest.
+    """
+    if sample.ignore is None or not sample.ignore.any():
+        return sample
+    reviewed = ~sample.ignore
+    rows, cols = np.flatnonzero(reviewed.any(1)), np.flatnonzero(reviewed.any(0))
+    if rows.size == 0:
+        return sample
+    h, w = sample.labels.shape
+    ys = slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin))
+    xs = slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
+    if ys == slice(0, h) and xs == slice(0, w):
+        return sample
+    return Sample(
+        sample.image[:, ys, xs], sample.labels[ys, xs], sample.ignore[ys, xs],
+        None if sample.weight is None else sample.weight[ys, xs], sample.name, sample.draw, sample.kind,
+    )  # fmt: skip
 
 
 def judge(t: Any, n: int, start: Any, trust: float = 0.0) -> Retuned:

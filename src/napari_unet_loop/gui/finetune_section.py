@@ -519,7 +519,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             # chosen on the validation tiles: their score there is not a gain measured on unseen data
             notes = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
         elif tuned is not None and tuned.vetoed:  # the search's thresholds did worse on the images trained on
-            notes = f" Thresholds {tuned.verdict()}."
+            verdict = tuned.verdict()
+            notes = f" {verdict[0].upper()}{verdict[1:]}."
         if result.anchor > 0:  # how much the start's own validation score held the weights near it
             notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
