@@ -157,8 +157,8 @@ def finetune(
     stain mix on colour patches (``core.augment.mix_stains``). ``retune_variants`` names other threshold
     searches to judge on the same stripes, each a function of the starting thresholds that gives the
     candidate values it searches (``core.retune.retune``'s ``search``): ``run["tuning_variants"][name]`` is
-    what each would keep; the child keeps the shipped rule's. ``partial``: the labels mark only some
-    objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
+    what each would keep by the bars alone (no veto); the child keeps the shipped rule's. ``partial``: the
+    labels mark only some objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
     least one, drawn by ``seed``) instead of a stripe of each.
     """
@@ -195,8 +195,10 @@ def finetune(
         held = set(order[: max(1, round(len(ready_samples) / 5))].tolist())
         train = [s for i, s in enumerate(ready_samples) if i not in held]
         val = [s for i, s in enumerate(ready_samples) if i in held]
+        whole = train  # the images trained on, as train --val-list checks re-tuned thresholds on them
     else:
         train, val = split_validation(ready_samples, 0.15, seed)
+        whole = ready_samples  # stripes and all
     config = preset(
         True,
         None if steps else minutes,
@@ -216,8 +218,8 @@ def finetune(
         result = stop.value
     start_pp = card.postprocess
     tuned = None
-    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain clears the bar
-        retuned = retune(net, val, device, card.postprocess, trust=result.trust)
+    if val:  # the rule of the dock and train: re-tuned thresholds only when the gain clears the bar (and no veto)
+        retuned = retune(net, val, device, card.postprocess, trust=result.trust, whole=whole)
         card.postprocess = retuned.postprocess
         tuned = retuned.to_dict()
     variants = {

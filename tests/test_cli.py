@@ -630,10 +630,18 @@ def test_tune_uses_the_chosen_channel(tmp_path, folders, tiny_model_path, capsys
     assert "choose the one to segment with --channel" in capsys.readouterr().err
 
 
-def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys):
+def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    from napari_unet_loop.cli import train as train_cli
     from napari_unet_loop.core import model_files
 
     images, labels = folders
+    wholes, real = [], train_cli.retune
+
+    def spy(net, val, *args):
+        wholes.append(args[-1])  # the training images the thresholds are checked on (core.retune.veto)
+        return real(net, val, *args)
+
+    monkeypatch.setattr(train_cli, "retune", spy)
     out = tmp_path / "ft.safetensors"
     args = [
         "train",
@@ -657,7 +665,14 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     assert record["ap50_after"] >= record["ap50_before"]
     for_seg = record["seg_bar"] is not None and record["ap50_after"] >= record["ap50_before"]
     for_seg = for_seg and record["seg_after"] - record["seg_before"] > record["seg_bar"]
-    assert record["kept"] == (record["ap50_after"] - record["ap50_before"] > record["bar"] or for_seg)
+    cleared = record["ap50_after"] - record["ap50_before"] > record["bar"] or for_seg
+    assert record["kept"] == (cleared and not record["vetoed"])
+    # thresholds that cleared the bar were checked on the training images, whole (stripes not cut out)
+    assert (record["on_training_images"] is not None) == cleared
+    ((whole),) = wholes
+    truths = sorted(tifffile.imread(f).shape for f in sorted(labels.iterdir()))
+    assert sorted(s.labels.shape for s in whole) == truths
+    assert all(s.ignore is None or not s.ignore.any() for s in whole)
     assert record["bar"] == pytest.approx(record["noise"] * (1 + record["trust"]), abs=1e-3)
     assert record["trust"] == pytest.approx(card.training["baseline"]["ap50"], abs=1e-4)  # the start's stripe AP@0.5
     if not record["kept"]:  # a gain within the noise of the validation objects: the starting thresholds stay

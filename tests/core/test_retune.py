@@ -108,3 +108,96 @@ def test_the_verdict_without_validation_objects_says_so():
     r = Retuned(PostprocessConfig(), 0.0, 0.0, tuning_noise(0.0, 0), False, 0, 0.5, PostprocessConfig())
     assert r.verdict() == "kept the starting thresholds: no validation object to judge a gain by"
     assert "inf" not in r.verdict()
+
+
+def _kept_found(monkeypatch, start, found):
+    """The stripe's search finds ``found`` and clears the bar (AP@0.5 0.5 -> 0.9 on 9 objects)."""
+    from napari_unet_loop.core.postprocess import Tuned
+
+    monkeypatch.setattr(
+        "napari_unet_loop.core.train.tune_thresholds",
+        lambda *a, **k: Tuned(found, 0.9, 0.8, 0.5, 0.7, 0.01, 9, found, 20),
+    )
+
+
+def _maps_of(monkeypatch, calls, blur=0.0):
+    """The network's maps on each sample: its own labels' foreground, blurred by ``blur`` (sigma, px)."""
+    from scipy import ndimage as ndi
+
+    def maps(net, samples, device, precision="auto", tile=None, tta=False):
+        calls.append(len(samples))
+        fg = [ndi.gaussian_filter((s.labels > 0).astype(np.float32), blur) for s in samples]
+        return [(f, f) for f in fg], [s.labels for s in samples], [s.ignore for s in samples]
+
+    monkeypatch.setattr("napari_unet_loop.core.train.prediction_maps", maps)
+
+
+def test_thresholds_that_segment_the_training_images_worse_are_vetoed(monkeypatch, discs):
+    """Re-tuned thresholds that clear the bar on the stripe but lose both AP@0.5 and SEG on the training
+    images, whole, give way to the start's; the evidence is in the record and the verdict."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    whole = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.5, 0.5, 8), PostprocessConfig(0.5, 0.5, 5000)  # drops every object
+    _kept_found(monkeypatch, start, found)
+    calls = []
+    _maps_of(monkeypatch, calls)
+    r = retune.retune(None, val, "cpu", start, whole=whole)
+    assert r.vetoed and not r.kept and r.postprocess == start and r.found == found and calls == [1]
+    assert r.on_training == {"images": 1, "start": {"ap50": 1.0, "seg": 1.0}, "found": {"ap50": 0.0, "seg": 0.0}}
+    assert r.verdict() == (
+        "kept the starting thresholds: the re-tuned ones (validation AP50 0.500 -> 0.900) segment the 1 "
+        "training image worse (AP50 1.000 -> 0.000, SEG 1.000 -> 0.000)"
+    )
+    record = json.loads(json.dumps(r.to_dict()))
+    assert record["vetoed"] is True and record["kept"] is False
+    assert record["on_training_images"]["found"] == {"ap50": 0.0, "seg": 0.0}
+    # without the training images (or thresholds the bar turned down): no check, nothing predicted
+    calls.clear()
+    plain = retune.retune(None, val, "cpu", start)
+    assert plain.kept and plain.postprocess == found and not plain.vetoed and plain.on_training is None
+    assert plain.to_dict()["vetoed"] is False and calls == []
+
+
+def test_thresholds_that_lose_only_one_measure_on_the_training_images_are_kept(monkeypatch, discs):
+    """The veto needs a loss on both AP@0.5 and SEG: masks drawn tighter (SEG down, AP@0.5 the same) stay."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    samples = [Sample(np.zeros((1, 120, 120), np.float32), labels) for _ in range(20)]
+    start, found = PostprocessConfig(0.5, 0.3, 8), PostprocessConfig(0.8, 0.3, 8)  # the same objects, smaller
+    _kept_found(monkeypatch, start, found)
+    calls = []
+    _maps_of(monkeypatch, calls, blur=1.5)
+    r = retune.retune(None, samples[:1], "cpu", start, whole=samples)
+    assert r.kept and r.postprocess == found and not r.vetoed
+    assert calls == [retune.VETO_IMAGES]  # one prediction each for at most VETO_IMAGES training images
+    trained = r.on_training
+    assert trained["images"] == retune.VETO_IMAGES
+    assert trained["found"]["ap50"] == trained["start"]["ap50"] == 1.0
+    assert trained["found"]["seg"] < trained["start"]["seg"]
+    assert "kept the re-tuned thresholds" in r.verdict()
+
+
+def test_the_veto_segments_only_the_reviewed_part_of_a_training_image(monkeypatch, discs):
+    """A correction in a corner of a large image: the network runs on that corner and its margin, not the rest."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = np.zeros((600, 800), np.int32)
+    labels[:120, :120] = discs((120, 120), 9, radius=(6, 8))
+    ignore = np.ones(labels.shape, bool)
+    ignore[:120, :120] = False
+    whole = [Sample(np.zeros((1, 600, 800), np.float32), labels, ignore)]
+    shapes = []
+    real = retune.reviewed_part
+    monkeypatch.setattr(retune, "reviewed_part", lambda s: shapes.append(real(s).labels.shape) or real(s))
+    _kept_found(monkeypatch, PostprocessConfig(0.5, 0.5, 8), PostprocessConfig(0.5, 0.5, 5000))
+    _maps_of(monkeypatch, [])
+    r = retune.retune(None, whole, "cpu", PostprocessConfig(0.5, 0.5, 8), whole=whole)
+    assert shapes == [(120 + retune.VETO_MARGIN, 120 + retune.VETO_MARGIN)]
+    assert r.vetoed and r.on_training["start"] == {"ap50": 1.0, "seg": 1.0}  # the corner's objects, all scored
+    part = real(whole[0], margin=0)
+    assert part.labels.shape == (120, 120) and not part.ignore.any()
+    assert real(Sample(np.zeros((1, 50, 50), np.float32), np.zeros((50, 50), np.int32))).labels.shape == (50, 50)

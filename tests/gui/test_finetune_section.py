@@ -1001,3 +1001,26 @@ def test_the_elastic_check_box_changes_the_presets_augmentation_and_nothing_else
     assert ft.config(fine_tune).augment == own
     ft.elastic_check.value = False
     assert ft.config(fine_tune).augment == replace(own, elastic_sigma=0.0)
+
+
+def test_retuned_thresholds_are_checked_on_the_whole_training_images(qtbot, setup, messages, monkeypatch):
+    """After a fine-tune the thresholds a search finds are checked on the images trained on, stripes and all."""
+    from napari_unet_loop.gui import _train_worker
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    ft.resegment_check.value = False
+    seen, real = [], _train_worker.retune
+
+    def spy(net, val, *args):
+        seen.append((val, args[-1]))
+        return real(net, val, *args)
+
+    monkeypatch.setattr(_train_worker, "retune", spy)
+    finetune(qtbot, ft)
+    ((val, whole),) = seen
+    ((v,), (s,)) = val, whole
+    assert s.labels.shape == viewer.layers["cells labels"].data.shape  # the image whole, at the network's scale
+    assert s.ignore is None or not s.ignore.any()
+    assert (s.labels > 0).sum() > (v.labels > 0).sum() > 0  # not the validation stripe alone

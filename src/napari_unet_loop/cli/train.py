@@ -289,7 +289,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     if val and args.tune:
         try:
-            retuned = retune(model.net, val, device, model.card.postprocess, args.precision, result.trust)
+            # checked on the training images whole: with --val-list those of train, else the stripes' images too
+            whole = train if val_names is not None else scaled.samples
+            retuned = retune(model.net, val, device, model.card.postprocess, args.precision, result.trust, whole)
         except KeyboardInterrupt:
             _log("interrupted while tuning the thresholds; " + _left_behind(out, partial))
             return 130

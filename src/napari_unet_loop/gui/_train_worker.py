@@ -42,13 +42,14 @@ def train_in_worker(
     device: torch.device,
     postprocess: PostprocessConfig,
     stop,
+    whole: Sequence[Sample] | None = None,
 ) -> Generator[TrainEvent | Finished | Failure, None, None]:
     """Run :func:`iter_train`, turning its known failures into a :class:`Failure` message.
 
     Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
     with a message; the network handed in is then unchanged. After training, the
-    thresholds are re-tuned for the new weights on the validation samples (see
-    :func:`~napari_unet_loop.core.retune.retune`).
+    thresholds are re-tuned for the new weights on the validation samples, and checked on
+    the training images ``whole`` (see :func:`~napari_unet_loop.core.retune.retune`).
     """
     try:
         result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)
@@ -58,5 +59,5 @@ def train_in_worker(
     if not val:
         yield Finished(result, postprocess)
         return
-    retuned = retune(net, val, device, postprocess, config.precision, result.trust)
+    retuned = retune(net, val, device, postprocess, config.precision, result.trust, whole)
     yield Finished(result, retuned.postprocess, retuned)

@@ -349,7 +349,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
         self.plot.clear()
-        worker = create_worker(train_in_worker, net, train, val, config, device, pp, self._stop, _start_thread=False)
+        worker = create_worker(
+            train_in_worker, net, train, val, config, device, pp, self._stop, scaled.samples, _start_thread=False
+        )
         worker.yielded.connect(self._on_event)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -516,6 +518,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         if tuned is not None and tuned.kept:
             # chosen on the validation tiles: their score there is not a gain measured on unseen data
             notes = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
+        elif tuned is not None and tuned.vetoed:  # the search's thresholds did worse on the images trained on
+            verdict = tuned.verdict()
+            notes = f" {verdict[0].upper()}{verdict[1:]}."
         if result.anchor > 0:  # how much the start's own validation score held the weights near it
             notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
