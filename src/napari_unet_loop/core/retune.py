@@ -267,8 +267,8 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
     threshold and the minimum size, and held-out AP@0.5 fell from 0.93 to 0.68. The trained
     network segments its training images (at most :data:`VETO_IMAGES`, spread over them) whole,
     as a new image is segmented (only their reviewed part, :func:`reviewed_part`), with both sets
-    of thresholds; when the re-tuned ones score lower
-    there on both AP@0.5 and SEG, the starting ones are kept. Measured on 38 fine-tunes
+    of thresholds; when the re-tuned ones score lower there on both AP@0.5 and SEG, the starting
+    ones are kept. Measured on 38 fine-tunes
     (``benchmarks/bench_retune.py``, docs/model.md): mean held-out AP@0.5 / SEG 0.706 / 0.713 ->
     0.708 / 0.715 at 400 steps and 0.731 / 0.739 -> 0.737 / 0.742 at 900 (it fired once and twice,
     on one-image H&E fine-tunes, each time for the better; no group of cases lost), and on the
