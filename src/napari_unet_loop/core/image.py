@@ -201,9 +201,7 @@ def _planes(
             f"the model expects {in_channels} channels (last axis), the image has {have} "
             f"(shape {image.shape}); choose a model made for this kind of image"
         )
-    return [
-        image[..., c] if image.dtype == np.float64 else image[..., c].astype(np.float32) for c in range(in_channels)
-    ]
+    return [image[..., c] for c in range(in_channels)]  # as floats when normalised (_working_copy)
 
 
 def input_limits(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .sampling import Sample
+from .sampling import Sample, reviewed_box
 
 # the veto segments at most this many training images (spread over them): one prediction each
 VETO_IMAGES = 8
@@ -316,15 +316,12 @@ def reviewed_part(sample: Sample, margin: int = VETO_MARGIN) -> Sample:
 
     A correction of a large image reviews a small part of it: the network need not run on the rest.
     """
-    if sample.ignore is None or not sample.ignore.any():
+    box = reviewed_box(sample) if sample.ignore is not None else None
+    if box is None:
         return sample
-    reviewed = ~sample.ignore
-    rows, cols = np.flatnonzero(reviewed.any(1)), np.flatnonzero(reviewed.any(0))
-    if rows.size == 0:
-        return sample
-    h, w = sample.labels.shape
-    ys = slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin))
-    xs = slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
+    (y0, y1, x0, x1), (h, w) = box, sample.labels.shape
+    ys = slice(max(0, y0 - margin), min(h, y1 + margin))
+    xs = slice(max(0, x0 - margin), min(w, x1 + margin))
     if ys == slice(0, h) and xs == slice(0, w):
         return sample
     return Sample(

@@ -109,11 +109,11 @@ def split_validation(
     train, val = [], []
     for s in samples:
         valid = np.ones(s.labels.shape, bool) if s.ignore is None else ~s.ignore
-        rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
-        if rows.size == 0:
+        box = reviewed_box(s)
+        if box is None:
             train.append(s)
             continue
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        y0, y1, x0, x1 = box
         axis = 0 if (y1 - y0) >= (x1 - x0) else 1
         lo, hi = (y0, y1) if axis == 0 else (x0, x1)
         width = max(int(round(fraction * (hi - lo))), MIN_VAL_SIDE)
@@ -147,6 +147,15 @@ def split_validation(
             )
         )
     return train, val
+
+
+def reviewed_box(sample: Sample) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` of the box around a sample's reviewed pixels (``None``: none reviewed)."""
+    valid = np.ones(sample.labels.shape, bool) if sample.ignore is None else ~sample.ignore
+    rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _keeps_examples(labels: np.ndarray, sl: tuple[slice, slice], valid: np.ndarray, areas: np.ndarray) -> bool:

@@ -187,8 +187,9 @@ class TrainingData:
                 _, images_dir, labels_dir = pair
                 notes: list[str] = []
                 read = training_samples(pair_files(images_dir, labels_dir), model, modality, notes=notes)
-                if say and mask_note(notes):  # label files read as masks: said, as for a layer painted with one id
-                    show_info(f"{Path(labels_dir).name}: {mask_note(notes)}")
+                note = mask_note(notes) if say else None  # label files read as masks: said, as for a layer
+                if note:
+                    show_info(f"{Path(labels_dir).name}: {note}")
                 samples.extend(trust_near_labels(read) if some else read)  # the other regions are for layers
                 described.append(
                     f"folder {images_dir} ({len(read)} image(s) or plane(s)"

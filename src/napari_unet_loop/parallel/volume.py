@@ -61,8 +61,7 @@ class VolumeSpec:
 
 def _plane(source: LazySource, z: int) -> PlaneView:
     """Plane ``z`` of the stack, lazily, from the stack opened once per process (a TIFF is parsed once)."""
-    stack = _opened(source)
-    return PlaneView(stack.array, stack.axes, {**stack.at, "Z": z})
+    return _opened(source.plane(z))
 
 
 def run_plane(spec: VolumeSpec, z: int, model: model_files.Model | None = None) -> int:
