@@ -1999,6 +1999,65 @@ def test_segment_resume_of_a_cut_overwrite_run_does_not_keep_the_old_labels(tmp_
     assert "resuming: 2 of 9 block(s) already done" in capsys.readouterr().err and not part.path.exists()
 
 
+def test_segment_resume_writes_only_the_formats_a_cut_run_had_not_written(tmp_path, tiny_model_path, capsys):
+    """A run cut between two formats of an image: --resume writes the missing one, keeps the other (it refused)."""
+    tifffile.imwrite(tmp_path / "cells.tif", _discs_plane())
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "cells.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "tif"]) == 0  # what a run of tif,csv leaves when cut after its TIFF
+    kept = (out / "cells.tif").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args, "--format", "tif,csv", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) have some of their outputs; only the missing ones are written: cells (csv)" in err
+    assert (out / "cells.csv").exists() and (out / "cells.tif").stat().st_mtime_ns == kept
+    assert main([*args, "--format", "tif,csv", "--resume"]) == 0
+    assert "1 of 1 image(s) finished before" in capsys.readouterr().err
+
+
+def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_store(tmp_path, tiny_model_path, capsys):
+    """A block-wise run cut after its OME-Zarr, before its TIFF: --resume writes the TIFF from the store."""
+    src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())
+    out = tmp_path / "out"
+    args = ["segment", str(src), "-o", str(out), "--block", "128", "--model", str(tiny_model_path)]
+    assert main([*args, "--format", "zarr"]) == 0
+    kept = (out / "cells.zarr" / "labels").stat().st_mtime_ns
+    first = re.search(r"cells.ome.zarr: \d+ objects", capsys.readouterr().err).group()
+    assert main([*args, "--format", "zarr,tif", "--min-size", "200", "--resume"]) == 1  # not the same command
+    err = capsys.readouterr().err
+    assert "cells.zarr was made by a run with another" in err and "--overwrite" in err
+    assert not (out / "cells.tif").exists()
+    assert main([*args, "--format", "zarr,tif", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "cells.zarr was finished before; the other formats are written from it" in err and "block 1/" not in err
+    assert (out / "cells.zarr" / "labels").stat().st_mtime_ns == kept
+    labels = _zarr_labels(out / "cells.zarr")
+    np.testing.assert_array_equal(tifffile.imread(out / "cells.tif"), labels)
+    assert first in err  # the count the run that made the store gave
+
+
+def test_an_image_segmented_whole_removes_the_hidden_store_of_a_cut_block_wise_run(tmp_path, tiny_model_path, capsys):
+    """A cut block-wise run to TIFF leaves a hidden store: a later run of the image in memory removes it, says so."""
+    from napari_unet_loop.cli.segment import _store_target
+    from napari_unet_loop.core import model_files
+    from napari_unet_loop.io.chunked import partial_path
+    from napari_unet_loop.io.lazy import open_lazy
+    from napari_unet_loop.parallel import segment_to_zarr
+
+    tifffile.imwrite(tmp_path / "cells.tif", _discs_plane())
+    out = tmp_path / "out"
+    hidden = _store_target(out, "cells", ["tif"])
+    model = model_files.load(tiny_model_path)
+    part = segment_to_zarr(
+        open_lazy(tmp_path / "cells.tif"), model, hidden, block=128, postprocess=model.card.postprocess,
+        name="cells", stop_after=2,
+    )  # fmt: skip
+    assert part.path == partial_path(hidden) and part.path.exists() and part.path.name.startswith(".")
+    assert main(["segment", str(tmp_path / "cells.tif"), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    assert f"removed {part.path.name}, the unfinished store of an earlier run" in capsys.readouterr().err
+    assert not part.path.exists() and sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells.tif.json"]
+
+
 def test_zarr_that_is_not_ome_zarr_is_a_clear_error(tmp_path, tiny_model_path, capsys):
     import zarr
 

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="finish an interrupted block-wise run (its <name>.zarr.partial folder) without redoing what it wrote",
+        help="finish an interrupted run: images with all their outputs are kept, those with some get the missing "
+        "ones, a block-wise run goes on from its <name>.zarr.partial folder without redoing what it wrote",
     )
     p.set_defaults(func=cmd_segment)
 

@@ -15,7 +15,7 @@ from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.segment import LARGE_PIXELS
 from ..io.chunked import JobMismatchError, partial_path
-from ..io.conventions import TargetExistsError, os_error_text
+from ..io.conventions import TargetExistsError, _json_safe, os_error_text
 from ..io.export import (
     ExportError,
     check_writable,
@@ -72,27 +72,44 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 f"{partial} is the unfinished store of a run that replaces {cut[0]}'s outputs "
                 f"({len(cut)} image(s) in all): add --overwrite to --resume to finish it, or remove it"
             )
-        done = [all(export_target(outdir, fmt, s).exists() for fmt in formats) for s in stems]
+        have = {s: [fmt for fmt in formats if export_target(outdir, fmt, s).exists()] for s in stems}
+        done = [len(have[s]) == len(formats) for s in stems]
         if any(done):
             _log(f"--resume: {sum(done)} of {len(files)} image(s) finished before, their outputs kept")
             if all(done):
                 return 0
             files = [f for f, d in zip(files, done) if not d]
             stems = [s for s, d in zip(stems, done) if not d]
-            targets = [export_target(outdir, fmt, s) for s in stems for fmt in formats]
+        partly = [s for s in stems if have[s]]
+        if partly:  # a run cut between two formats of an image: the missing ones are written, the rest kept
+            shown = ", ".join(f"{s} ({', '.join(fmt for fmt in formats if fmt not in have[s])})" for s in partly[:3])
+            _log(
+                f"--resume: {len(partly)} image(s) have some of their outputs; only the missing ones are written: "
+                f"{shown}{', ...' if len(partly) > 3 else ''}"
+            )
+    else:
+        have = {s: [] for s in stems}
+    blockwise = [_blockwise(f, args, formats) for f in files]
+    # each image's formats: those not written yet (a block-wise run's finished OME-Zarr is where the others come from)
+    wanted = [
+        [fmt for fmt in formats if fmt not in have[s] or (fmt == "zarr" and by_blocks)]
+        for s, by_blocks in zip(stems, blockwise)
+    ]
     if not args.overwrite:
-        existing = [p for p in targets if p.exists()]
+        existing = [
+            export_target(outdir, fmt, s) for s, fmts in zip(stems, wanted) for fmt in fmts if fmt not in have[s]
+        ]
+        existing = [p for p in existing if p.exists()]
         if existing:
             raise CLIError(f"{existing[0]} exists ({len(existing)} output(s) in all); use --overwrite to replace")
     _log(f"model {model.name} on {device}; {len(files)} image(s) -> {outdir} ({', '.join(formats)})")
-    blockwise = [_blockwise(f, args, formats) for f in files]
     # one cluster for all the images: blocks of large images and whole small files are its tasks
     try:
         cluster = Cluster(args.cluster or "none", str(device), _log)
     except ClusterError as exc:
         raise CLIError(str(exc)) from None
     with cluster:
-        return _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster)
+        return _segment_files(files, stems, blockwise, args, model, device, pp, wanted, outdir, cluster)
 
 
 def _check_targets(files: list[Path], targets: list[Path], outdir: Path) -> None:
@@ -110,15 +127,15 @@ def _check_targets(files: list[Path], targets: list[Path], outdir: Path) -> None
         )
 
 
-def _segment_files(files, stems, blockwise, args, model, device, pp, formats, outdir, cluster) -> int:
-    """Segment and write each input; return the exit status.
+def _segment_files(files, stems, blockwise, args, model, device, pp, wanted, outdir, cluster) -> int:
+    """Segment and write each input in its formats (``wanted``, one list per input); return the exit status.
 
     Block-wise images go one after the other (their blocks in parallel), the others as one job
     per file (in parallel on a cluster).
     """
     failed = 0
     prov = _provenance(model, pp, args)
-    for f, stem, by_blocks in zip(files, stems, blockwise):
+    for f, stem, by_blocks, formats in zip(files, stems, blockwise, wanted):
         if not by_blocks:
             continue
         t0 = time.perf_counter()
@@ -156,7 +173,7 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
             args.overwrite,
             prov,
         )  # fmt: skip
-        for f, stem, by_blocks in zip(files, stems, blockwise)
+        for f, stem, by_blocks, formats in zip(files, stems, blockwise, wanted)
         if not by_blocks
     ]
 
@@ -169,6 +186,10 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, formats, ou
             return
         for note in result.notes:
             _log(_flags(note))
+        left = partial_path(_store_target(outdir, job.stem, list(job.formats)))
+        if left.exists():  # an earlier block-wise run of this image, cut short: its outputs are written now
+            shutil.rmtree(left, ignore_errors=True)
+            _log(f"{name}: removed {left.name}, the unfinished store of an earlier run (its outputs are written now)")
         _log(
             f"{name}: {result.objects} objects{_seen_as(result.modality, result.diameter, model)}, "
             f"{result.seconds:.1f} s -> {', '.join(result.written)}"
@@ -227,8 +248,6 @@ def _segment_blockwise(
     """
     import zarr
 
-    from ..parallel import segment_to_zarr
-
     if args.diameter == "auto":
         raise InputError("block-wise runs take the object diameter in pixels (--diameter PX), not auto")
     if args.axes:
@@ -247,25 +266,10 @@ def _segment_blockwise(
             f"the labels ({' x '.join(str(n) for n in ((source.depth,) if stack else ()) + (h, w))}) are too large "
             f"to write as {', '.join(others)} in memory: write --format zarr only (and convert parts of it later)"
         )
-    common = dict(
-        cluster=cluster, resume=args.resume, overwrite=args.overwrite or "zarr" not in formats, name=stem,
-        log=lambda msg: _log(f"{f.name}: {msg}"), provenance={**prov, "input": str(f)},
-    )  # fmt: skip
-    if stack:  # a Z stack: a plane at a time, planes joined with two in memory
-        from ..parallel import segment_volume_to_zarr
-
-        result = segment_volume_to_zarr(
-            source, model, target, _settings(args, str(device), pp), stitch_z=args.stitch_z,
-            block=args.block or 2048, **common,
-        )  # fmt: skip
+    if args.resume and not args.overwrite and "zarr" in formats and target.exists():
+        result = _finished_store(target, f, prov, args)  # a run cut after its store: the other formats from it
     else:
-        result = segment_to_zarr(
-            source, model, target, block=args.block or 2048, postprocess=pp, diameter=args.diameter,
-            modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
-            precision=args.precision, tta=args.tta, **common,
-        )  # fmt: skip
-    if not result.complete:
-        raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
+        result = _run_blocks(source, stack, f, stem, args, model, device, pp, formats, target, prov, cluster)
     written = [str(result.path)] if "zarr" in formats else []
     if others:  # the other formats need the labels in memory: read them back from the store
         try:
@@ -286,6 +290,62 @@ def _segment_blockwise(
             if "zarr" not in formats:
                 shutil.rmtree(result.path, ignore_errors=True)
     return ", ".join(written), result.objects, result.modality
+
+
+def _run_blocks(source, stack, f, stem, args, model, device, pp, formats, target, prov, cluster):
+    """Segment ``source`` block by block (a Z stack: a plane at a time) into the store ``target``."""
+    from ..parallel import segment_to_zarr
+
+    common = dict(
+        cluster=cluster, resume=args.resume, overwrite=args.overwrite or "zarr" not in formats, name=stem,
+        log=lambda msg: _log(f"{f.name}: {msg}"), provenance={**prov, "input": str(f)},
+    )  # fmt: skip
+    if stack:  # a Z stack: a plane at a time, planes joined with two in memory
+        from ..parallel import segment_volume_to_zarr
+
+        result = segment_volume_to_zarr(
+            source, model, target, _settings(args, str(device), pp), stitch_z=args.stitch_z,
+            block=args.block or 2048, **common,
+        )  # fmt: skip
+    else:
+        result = segment_to_zarr(
+            source, model, target, block=args.block or 2048, postprocess=pp, diameter=args.diameter,
+            modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
+            precision=args.precision, tta=args.tta, **common,
+        )  # fmt: skip
+    if not result.complete:
+        raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
+    return result
+
+
+def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace):
+    """The finished store of an earlier run of this command (``--resume``): its other formats come from it.
+
+    Raises
+    ------
+    InputError
+        The store was made from another input or with other settings (model, thresholds, sizes).
+    """
+    import zarr
+
+    from ..parallel.blockwise import BlockwiseResult
+
+    meta = dict(zarr.open_group(str(target), mode="r").attrs.get("napari_unet_loop") or {})
+    made = dict(meta.get("provenance") or {})
+    asked = _json_safe({k: v for k, v in prov.items() if k != "command"})
+    other = [k for k, v in asked.items() if made.get(k) != v]
+    if "input" in made and Path(made["input"]).resolve() != f.resolve():
+        other.insert(0, "input")
+    if made.get("stitch_z", args.stitch_z) != args.stitch_z:
+        other.append("stitch_z")
+    if other:
+        raise InputError(
+            f"{target} was made by a run with another {other[0].replace('_', ' ')}: --resume finishes a run of the "
+            "same command; add --overwrite to make it again"
+        )
+    _log(f"{f.name}: --resume: {target.name} was finished before; the other formats are written from it")
+    modality = made.get("modality")
+    return BlockwiseResult(target, int(meta.get("objects", meta.get("max_label", 0))), 0, 0.0, modality=modality)
 
 
 def _store_target(outdir: Path, stem: str, formats: list[str]) -> Path:

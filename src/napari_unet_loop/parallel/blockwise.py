@@ -357,6 +357,7 @@ def segment_to_zarr(
                 "margin": grid.margin,
             },
             "max_label": max(maxima, default=0),  # new objects drawn in corrections get ids above it
+            "objects": sum(counts),
         }
     )
     n_objects = sum(counts)

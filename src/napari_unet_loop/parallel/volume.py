@@ -235,6 +235,7 @@ def segment_volume_to_zarr(
         {
             "provenance": {**(provenance or {}), "input": source.path, "stitch_z": stitch_z, "modality": modality},
             "max_label": n_objects,
+            "objects": n_objects,
         }
     )
     what = "3D object(s)" if stitch_z is not None else "object id(s)"
