@@ -173,12 +173,40 @@ def test_thresholds_that_lose_only_one_measure_on_the_training_images_are_kept(m
     _maps_of(monkeypatch, calls, blur=1.5)
     r = retune.retune(None, samples[:1], "cpu", start, whole=samples)
     assert r.kept and r.postprocess == found and not r.vetoed
-    assert calls == [retune.VETO_IMAGES]  # one prediction each for at most VETO_IMAGES training images
+    assert calls == [1] * retune.VETO_IMAGES  # one prediction each for at most VETO_IMAGES training images
     trained = r.on_training
     assert trained["images"] == retune.VETO_IMAGES
     assert trained["found"]["ap50"] == trained["start"]["ap50"] == 1.0
     assert trained["found"]["seg"] < trained["start"]["seg"]
     assert "kept the re-tuned thresholds" in r.verdict()
+
+
+def test_a_stop_during_the_check_on_the_training_images_keeps_the_starting_thresholds(monkeypatch, discs):
+    """Stop pressed while the training images are segmented: the check ends after that image, and thresholds
+    not checked to the end are not trusted (it could not be interrupted, and said nothing)."""
+    import threading
+
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    samples = [Sample(np.zeros((1, 120, 120), np.float32), labels) for _ in range(5)]
+    start, found = PostprocessConfig(0.5, 0.3, 8), PostprocessConfig(0.8, 0.3, 8)  # kept when checked (above)
+    _kept_found(monkeypatch, start, found)
+    stop, calls = threading.Event(), []
+    _maps_of(monkeypatch, calls, blur=1.5)
+    real = retune.reviewed_part
+    monkeypatch.setattr(retune, "reviewed_part", lambda s: (stop.set() if len(calls) == 1 else None) or real(s))
+    r = retune.retune(None, samples[:1], "cpu", start, whole=samples, stop=stop)
+    assert calls == [1, 1] and r.check_stopped and not r.kept and not r.vetoed and r.postprocess == start
+    assert r.found == found and r.to_dict()["check_stopped"] is True
+    assert r.verdict() == (
+        "kept the starting thresholds: the re-tuned ones (validation AP50 0.500 -> 0.900) were not checked on the "
+        "training images to the end (stopped)"
+    )
+    calls.clear()
+    stop.clear()
+    monkeypatch.setattr(retune, "reviewed_part", real)
+    assert retune.retune(None, samples[:1], "cpu", start, whole=samples, stop=stop).postprocess == found
 
 
 def test_the_veto_segments_only_the_reviewed_part_of_a_training_image(monkeypatch, discs):

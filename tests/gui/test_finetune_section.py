@@ -1013,9 +1013,9 @@ def test_retuned_thresholds_are_checked_on_the_whole_training_images(qtbot, setu
     ft.resegment_check.value = False
     seen, real = [], _train_worker.retune
 
-    def spy(net, val, *args):
+    def spy(net, val, *args, **kwargs):
         seen.append((val, args[-1]))
-        return real(net, val, *args)
+        return real(net, val, *args, **kwargs)
 
     monkeypatch.setattr(_train_worker, "retune", spy)
     finetune(qtbot, ft)

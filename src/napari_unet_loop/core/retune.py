@@ -62,6 +62,8 @@ class Retuned:
     vetoed : bool
         Whether the re-tuned thresholds cleared the bar but did worse on the training images on both
         AP@0.5 and SEG, so the start's were kept.
+    check_stopped : bool
+        Whether the user stopped that check before its end: the start's were kept, unchecked ones not trusted.
     start : PostprocessConfig or None
         The thresholds the run started with.
     """
@@ -84,6 +86,7 @@ class Retuned:
     on_training: dict[str, Any] | None = None
     vetoed: bool = False
     start: Any = None
+    check_stopped: bool = False
 
     @property
     def bar(self) -> float:
@@ -131,10 +134,16 @@ class Retuned:
             "on": "validation data",
             "on_training_images": self.on_training,
             "vetoed": self.vetoed,
+            "check_stopped": self.check_stopped,
         }
 
     def verdict(self) -> str:
         """One line for the user: which thresholds were kept, and why."""
+        if self.check_stopped:
+            return (
+                f"kept the starting thresholds: the re-tuned ones (validation AP50 {self.before:.3f} -> "
+                f"{self.after:.3f}) were not checked on the training images to the end (stopped)"
+            )
         if self.vetoed and self.on_training is not None:
             n, a, b = self.on_training["images"], self.on_training["start"], self.on_training["found"]
             return (
@@ -198,6 +207,7 @@ def retune(
     precision: str = "auto",
     trust: float = 0.0,
     whole: Sequence[Sample] | None = None,
+    stop: Any = None,
     **search: Any,
 ) -> Retuned:
     """Re-tune the thresholds on the validation samples; keep them only when the gain clears the bar.
@@ -241,6 +251,9 @@ def retune(
         The annotated training images, whole (their validation stripes included), at the
         network's scale: thresholds that clear the bar are checked on them (:func:`veto`).
         ``None``: not checked.
+    stop : StopFlag, optional
+        Asked between the images of that check: when set, the check ends and the starting
+        thresholds are kept (:attr:`Retuned.check_stopped`).
     **search
         Candidate values of the settings searched, instead of the defaults
         (:func:`.postprocess.tune`'s ``fg_thresholds``, ``min_sizes``, ...).
@@ -255,11 +268,13 @@ def retune(
     t = tune_thresholds(net, val, device, start, precision, **search)
     judged = judge(t, validation_objects(val), start, trust)
     if judged.kept and whole:
-        judged = veto(judged, net, whole, device, precision)
+        judged = veto(judged, net, whole, device, precision, stop)
     return judged
 
 
-def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precision: str = "auto") -> Retuned:
+def veto(
+    judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precision: str = "auto", stop: Any = None
+) -> Retuned:
     """Turn down re-tuned thresholds that segment the training images worse than the start's.
 
     A search on the few objects of a validation stripe can clear the bar with thresholds that
@@ -287,6 +302,9 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
         Where to run the network.
     precision : str
         Autocast precision.
+    stop : StopFlag, optional
+        Asked before each image: when set, the check ends there and the starting thresholds are
+        kept (thresholds not checked to the end are not trusted; ``check_stopped``).
 
     Returns
     -------
@@ -299,7 +317,14 @@ def veto(judged: Retuned, net: Any, whole: Sequence[Sample], device: Any, precis
     if not judged.kept or not whole or judged.found is None or judged.start is None:
         return judged
     picks = np.unique(np.linspace(0, len(whole) - 1, min(len(whole), VETO_IMAGES)).round().astype(int))
-    scores = SettingScores(*prediction_maps(net, [reviewed_part(whole[i]) for i in picks], device, precision))
+    maps: tuple[list, list, list] = ([], [], [])
+    for i in picks:  # one image at a time: a stop is heard between them
+        if stop is not None and stop.is_set():
+            judged.postprocess, judged.kept, judged.check_stopped = judged.start, False, True
+            return judged
+        for have, new in zip(maps, prediction_maps(net, [reviewed_part(whole[i])], device, precision)):
+            have.extend(new)
+    scores = SettingScores(*maps)
     (a0, s0, _), (a1, s1, _) = scores(judged.start), scores(judged.found)
     judged.on_training = {
         "images": int(picks.size),

@@ -157,7 +157,8 @@ class TrainEvent:
     Attributes
     ----------
     kind : str
-        ``"start"``, ``"step"``, ``"val"`` or ``"checkpoint"``.
+        ``"start"``, ``"step"``, ``"val"`` or ``"checkpoint"`` (and ``"check"``: thresholds being
+        chosen after the training, from the dock's worker).
     step : int
         Optimiser steps done.
     fraction : float

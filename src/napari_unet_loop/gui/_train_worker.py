@@ -49,7 +49,9 @@ def train_in_worker(
     Out-of-memory at batch size 1, a non-finite loss and unusable data end the run
     with a message; the network handed in is then unchanged. After training, the
     thresholds are re-tuned for the new weights on the validation samples, and checked on
-    the training images ``whole`` (see :func:`~napari_unet_loop.core.retune.retune`).
+    the training images ``whole`` (see :func:`~napari_unet_loop.core.retune.retune`): a
+    ``"check"`` event says so, and ``stop`` (a :class:`threading.Event`, cleared when the
+    training ends) set during that check ends it with the starting thresholds kept.
     """
     try:
         result = yield from iter_train(net, train, val, config, device, postprocess, stop=stop)
@@ -59,5 +61,8 @@ def train_in_worker(
     if not val:
         yield Finished(result, postprocess)
         return
-    retuned = retune(net, val, device, postprocess, config.precision, result.trust, whole)
+    # a Stop that ended the training is spent: one pressed from here on ends the check on the training images
+    stop.clear()
+    yield TrainEvent("check", result.steps, 1.0, result.seconds, 0.0, message="choosing thresholds for the new weights")
+    retuned = retune(net, val, device, postprocess, config.precision, result.trust, whole, stop=stop)
     yield Finished(result, retuned.postprocess, retuned)

@@ -424,6 +424,9 @@ class FineTuneSection(TrainingData, QGroupBox):
                 self.eta_label.setText(f"step {ev.step}, {_fmt_eta(ev.eta)} left")
             elif ev.kind == "val":
                 self.plot.add_val(ev.step, ev.val["ap50"], ev.is_best)
+            elif ev.kind == "check":  # after the training: thresholds chosen and checked (Stop ends the check)
+                self.progress.setValue(1000)
+                self.eta_label.setText(f"{ev.message}...")
         elif isinstance(ev, Failure):
             if self._run is not None:
                 self._run.failed = ev.message
