@@ -538,7 +538,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"[classical] test AP50 {sc['ap50']:.3f} ({sc['predict_s']:.0f} s)", flush=True)
 
     # 2. shipped
-    from napari_unet_loop.core.model_files import ModelError, load
+    from napari_unet_loop.core.errors import ModelError
+    from napari_unet_loop.core.model_files import load
 
     try:
         shipped = load(SHIPPED)

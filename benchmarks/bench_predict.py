@@ -47,8 +47,9 @@ import torch
 
 from _common import cpu_name
 from napari_unet_loop.core.device import DEVICE_CHOICES, autocast_dtype, resolve_device
+from napari_unet_loop.core.errors import ModelError
 from napari_unet_loop.core.image import prepare_input
-from napari_unet_loop.core.model_files import Model, ModelError, load, new_model
+from napari_unet_loop.core.model_files import Model, load, new_model
 from napari_unet_loop.core.postprocess import instances
 from napari_unet_loop.core.predict import auto_tile_size, model_halo, outputs_to_probabilities, predict
 from napari_unet_loop.core.predict import run as run_progress

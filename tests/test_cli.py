@@ -1123,7 +1123,7 @@ def test_resume_device_given_wins_even_auto_else_the_runs_own(monkeypatch):
     main_mod = importlib.import_module("napari_unet_loop.cli.main")  # the module (the package exports main())
     argv = ["train", "im", "lab", "--out", "m", "--device", "cuda:1"]
     monkeypatch.setattr(main_mod, "load_checkpoint", lambda p: ({"step": 3}, {"argv": argv, "card": "{}", "cwd": "/d"}))
-    monkeypatch.setattr(main_mod.model_files.ModelCard, "from_dict", staticmethod(lambda d: None))
+    monkeypatch.setattr(main_mod.ModelCard, "from_dict", staticmethod(lambda d: None))
     parser = main_mod.build_parser()
     for given, device in ([], "cuda:1"), (["--device", "auto"], "auto"), (["--device", "cpu"], "cpu"):
         cli = ["train", "--resume", "x.ckpt", *given]

@@ -74,7 +74,7 @@ def test_training_record_has_one_schema():
 
 def test_samples_are_rescaled_to_the_network_diameter(discs):
     from napari_unet_loop.core.finetune import record_sizes, to_network_scale
-    from napari_unet_loop.core.model_files import ModelCard
+    from napari_unet_loop.core.model_card import ModelCard
     from napari_unet_loop.core.unet import UNetConfig
 
     labels = discs((240, 240), 6, radius=(15, 15), gap=4)  # objects ~30 px across

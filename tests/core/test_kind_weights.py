@@ -3,17 +3,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from napari_unet_loop.core.errors import ModelError
 from napari_unet_loop.core.image import Normalization
 from napari_unet_loop.core.kind_weights import add_kind_weights, same_size, with_kind_weights
-from napari_unet_loop.core.model_files import (
-    FORMAT_VERSION,
-    ONE_INPUT_FORMAT,
-    ModelError,
-    load,
-    new_model,
-    read_card,
-    save,
-)
+from napari_unet_loop.core.model_card import FORMAT_VERSION, ONE_INPUT_FORMAT
+from napari_unet_loop.core.model_files import load, new_model, read_card, save
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.unet import UNetConfig
 

@@ -13,6 +13,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.edits import trust_near_labels
 from ..core.image import InputError
 from ..core.modality import CHOICES as MODALITY_CHOICES
+from ..core.model_card import card_summary
 from ..core.planes import PlanesSummary, SegmentSettings
 from ..core.sampling import Sample
 from ..io.conventions import os_error_text
@@ -222,7 +223,7 @@ def _postprocess(args: argparse.Namespace, model: model_files.Model) -> dict[str
     """The thresholds given on the command line, checked; ``None`` when none is.
 
     They replace those settings in the model's thresholds for each image's imaging kind
-    (see :meth:`napari_unet_loop.core.model_files.ModelCard.thresholds`).
+    (see :meth:`napari_unet_loop.core.model_card.ModelCard.thresholds`).
     """
     given = {k: getattr(args, k) for k in ("fg_threshold", "seed_threshold", "min_size")}
     given = {k: v for k, v in given.items() if v is not None}
@@ -317,7 +318,7 @@ def _provenance(model, pp: dict[str, float] | None, args) -> dict:
     return {
         "model_name": model.name,
         "model_path": str(model.path),
-        "model_card": model_files.card_summary(model.card),
+        "model_card": card_summary(model.card),
         **_thresholds_record(model, pp),
         "tile_size": args.tile or "auto",
         "diameter_setting": getattr(args, "diameter", None) or "model",

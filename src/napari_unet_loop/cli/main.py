@@ -14,9 +14,10 @@ from pathlib import Path
 from ..core import __version__, kind_weights, model_files
 from ..core.checkpoint import load_checkpoint
 from ..core.device import DEVICE_CHOICES, DeviceError, cpu_bf16_native, resolve_device
+from ..core.errors import ModelError
 from ..core.image import InputError
 from ..core.modality import MODALITIES
-from ..core.model_files import ModelError
+from ..core.model_card import ModelCard
 from ..core.train import TrainingError
 from ..io.export import (
     FORMATS,
@@ -352,7 +353,7 @@ def _train_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
             ):
                 raise ValueError("no train command line in it")
             old = parser.parse_args(old_argv)
-            card = model_files.ModelCard.from_dict(json.loads(extra["card"]))
+            card = ModelCard.from_dict(json.loads(extra["card"]))
         except (KeyError, ValueError, TypeError, SystemExit) as exc:
             raise CLIError(f"{args.resume}: the checkpoint does not say which run it belongs to ({exc})") from None
         if cwd:  # relative paths as the run read them (checkpoints of earlier releases: from here)

@@ -13,3 +13,7 @@ class ConstantImageError(InputError):
 
 class TrainingError(RuntimeError):
     """Training could not go on; the model it started from is unchanged."""
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, unreadable or unusable; the message says which and why."""

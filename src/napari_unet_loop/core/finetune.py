@@ -23,7 +23,8 @@ from .scale import check_diameter, median_diameter, resize, resize_labels, scale
 from .train import TrainConfig, training_precision
 
 if TYPE_CHECKING:
-    from .model_files import Model, ModelCard
+    from .model_card import ModelCard
+    from .model_files import Model
 
 MIN_ANNOTATED_PX = 32 * 32  # less reviewed area than a 32 x 32 patch teaches nothing reliable
 
@@ -395,7 +396,7 @@ def start_model(parent: Model, kind: str | None, samples: Sequence[Sample]) -> t
 
     The start is the parent's network and thresholds for ``kind``
     (:meth:`.model_files.Model.for_kind`). A grey model may read H&E images with a colour
-    network of its own (3 input channels, :meth:`.model_files.ModelCard.architecture_for`), and
+    network of its own (3 input channels, :meth:`.model_card.ModelCard.architecture_for`), and
     the parent prepared those images as R, G and B: a fine-tune that starts from that network
     trains on such images only; one that starts from a grey network reads H&E images as their
     haematoxylin plane, and they must be prepared again, as the start reads them.

@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .model_files import Model, ModelError, card_summary, now_iso
+from .errors import ModelError
+from .model_card import card_summary, now_iso
+from .model_files import Model
 
 SAME_SIZE = 1.33  # default object diameters a kind's own weights may differ by: the training zoom range
 

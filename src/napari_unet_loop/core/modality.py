@@ -23,7 +23,7 @@ structures) and dense fluorescence often land in that band, and frames of one ex
 fall on either side of 0.35, so that the network would see some inverted and some not. A
 model fine-tuned on grey images in the band therefore reads every grey image in the band as
 its training images were read (:attr:`ModelCard.kind_in_doubt
-<napari_unet_loop.core.model_files.ModelCard>`, decided by :func:`settle_doubt`).
+<napari_unet_loop.core.model_card.ModelCard>`, decided by :func:`settle_doubt`).
 """
 
 from __future__ import annotations

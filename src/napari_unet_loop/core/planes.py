@@ -43,7 +43,7 @@ class SegmentSettings:
         Segment block by block with this block side.
     postprocess : PostprocessConfig, mapping or None
         Thresholds: the model card's for each plane's imaging kind when ``None``, with a
-        mapping's settings replaced (see :meth:`.model_files.ModelCard.thresholds`).
+        mapping's settings replaced (see :meth:`.model_card.ModelCard.thresholds`).
     channel : int or None
         Channel to segment in multichannel planes.
     rgb : bool or None

@@ -97,7 +97,7 @@ def iter_segment(
         ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     postprocess : PostprocessConfig or mapping, optional
         Thresholds; the model card's for the image's imaging kind when omitted, with a
-        mapping's settings replaced (see :meth:`.model_files.ModelCard.thresholds`).
+        mapping's settings replaced (see :meth:`.model_card.ModelCard.thresholds`).
     rgb : bool, optional
         Whether a last axis of 3 or 4 is colour.
     channel : int, optional

@@ -24,8 +24,8 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
 
+from ..core.errors import ModelError
 from ..core.image import InputError
-from ..core.model_files import ModelError
 from ..core.planes import SegmentSettings
 from ..io.chunked import JobMismatchError, partial_path
 from ..io.conventions import ExportError

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..core import kind_weights, model_files
 from ..core.device import DeviceError
 from ..core.edits import CORRECTION_WEIGHT
+from ..core.errors import ModelError
 from ..core.finetune import (
     augmentation,
     finetuned_modality,
@@ -47,7 +48,8 @@ from ..core.finetune import (
 )
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
-from ..core.model_files import Model, ModelCard, ModelError
+from ..core.model_card import ModelCard
+from ..core.model_files import Model
 from ..core.sampling import PatchSampler, split_validation
 from ..core.train import TrainConfig, TrainEvent, TrainingError, training_precision
 from ..core.unet import UNetConfig

@@ -14,10 +14,10 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
+from ..core.errors import ModelError
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.modality import ModalityReport, detect
-from ..core.model_files import ModelError
 from .diameter import DiameterRow
 from .layers import Layout, current_index, labels_of, layout, plane_sample, plane_shape, stack_shape, unwrap
 

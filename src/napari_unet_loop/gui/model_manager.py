@@ -14,8 +14,9 @@ from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from ..core import model_files
 from ..core.atomic import TargetExistsError
+from ..core.errors import ModelError
 from ..core.modality import LABELS as MODALITY_LABELS
-from ..core.model_files import Model, ModelError
+from ..core.model_files import Model
 
 OTHER_MODEL = "Other model file..."
 OTHER_KEY = "open file"  # item data of the OTHER_MODEL entry (model items have none: their text is the name)

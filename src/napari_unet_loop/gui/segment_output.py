@@ -13,8 +13,8 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_info, show_warning
 
-from ..core import model_files
 from ..core.modality import LABELS as MODALITY_LABELS
+from ..core.model_card import card_summary
 from ._segment_worker import PlaneResult
 from .layers import (
     META_KEY,
@@ -141,7 +141,7 @@ class SegmentOutput:
             meta.update(
                 model_name=model.name,
                 model_path=str(model.path),
-                model_card=model_files.card_summary(model.card),
+                model_card=card_summary(model.card),
                 tile_size=run.tile or "auto",
             )
         if res.modality is not None:  # what the network saw the image as

@@ -10,7 +10,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QPushButton
 
-from ..core.model_files import ModelError
+from ..core.errors import ModelError
 from ..core.postprocess import PostprocessConfig
 from .forms import add_rows, set_clamped
 

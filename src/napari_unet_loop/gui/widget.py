@@ -35,8 +35,9 @@ from qtpy.QtWidgets import (
 from ..core import model_files
 from ..core.axes import z_stack_of
 from ..core.device import DeviceError, available_devices, resolve_device
+from ..core.errors import ModelError
 from ..core.image import InputError
-from ..core.model_files import Model, ModelError
+from ..core.model_files import Model
 from ..core.predict import TILE_CHOICES, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar

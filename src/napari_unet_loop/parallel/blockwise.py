@@ -211,7 +211,7 @@ def segment_to_zarr(
     postprocess : PostprocessConfig or mapping, optional
         Thresholds for objects of the network's size: the card's for the image's imaging kind
         when omitted, with a mapping's settings replaced (see
-        :meth:`napari_unet_loop.core.model_files.ModelCard.thresholds`).
+        :meth:`napari_unet_loop.core.model_card.ModelCard.thresholds`).
     diameter : float, optional
         Object diameter in the image, in pixels (see :mod:`napari_unet_loop.core.scale`).
     modality : str, optional
