@@ -321,3 +321,49 @@ def test_error_kinds_pool_over_images_and_planes_and_skip_unreviewed_objects():
     assert error_kinds(np.zeros((5, 5), int), np.zeros((5, 5), int)) == ErrorCounts()
     with pytest.raises(ValueError, match="shape"):
         error_kinds(true, pred[:, :10])
+
+
+def test_an_object_cut_by_the_edge_of_the_reviewed_region_is_left_out_on_both_sides():
+    """A true object mostly unreviewed is left out; its prediction, exactly half unreviewed, was kept and
+    counted as invented (AP@0.5 0 for a right answer). Either side left out takes its partner along."""
+    from napari_unet_loop.core.metrics import drop_ignored, score
+
+    t = np.zeros((1, 12), np.int32)
+    t[0, :10] = 1
+    p = t.copy()
+    p[0, :2] = 0  # IoU 0.8 with the only true object
+    ig = np.zeros(t.shape, bool)
+    ig[0, :6] = True  # 6 of the object's 10 pixels, 4 of the prediction's 8
+    s = score(t, p, ignore=ig)
+    assert s.n_true == 0 and s.n_pred == 0 and s.ap50 == 1.0
+    # the other way round: the prediction mostly unreviewed, the true object not
+    t2, p2 = np.zeros((1, 12), np.int32), np.zeros((1, 12), np.int32)
+    t2[0, 2:12], p2[0, 0:10] = 1, 1
+    ig2 = np.zeros(t2.shape, bool)
+    ig2[0, :6] = True  # 4 of the object's 10 pixels, 6 of the prediction's 10
+    kept_t, kept_p = drop_ignored(t2, p2, ig2)
+    assert not kept_t.any() and not kept_p.any()
+    # objects away from the edge are untouched; a prediction on a reviewed object stays
+    t3 = np.zeros((1, 30), np.int32)
+    t3[0, 20:28] = 2
+    p3 = t3.copy()
+    p3[0, 2:8] = 5  # an invented object in the unreviewed pixels goes, as before
+    ig3 = np.zeros(t3.shape, bool)
+    ig3[0, :10] = True
+    a, b = drop_ignored(t3, p3, ig3)
+    p3[0, 2:8] = 0
+    np.testing.assert_array_equal(a, t3)
+    np.testing.assert_array_equal(b, p3)
+
+
+def test_error_kinds_of_a_plane_segmented_empty_counts_its_objects_missed():
+    """A stack whose second plane the model found nothing in: every true object of it is missed (it crashed)."""
+    from napari_unet_loop.core.metrics import error_kinds
+
+    t = np.zeros((2, 4, 4), int)
+    t[:, :2, :2] = 1
+    p = t.copy()
+    p[1] = 0
+    e = error_kinds(t, p)
+    assert (e.found, e.missed, e.invented) == (1, 1, 0)
+    assert error_kinds(t[1], p[1]).missed == 1

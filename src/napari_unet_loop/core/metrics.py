@@ -113,6 +113,28 @@ def _drop_ignored(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
     return out
 
 
+def drop_ignored(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave out, on both sides alike, the true and predicted objects of the unreviewed pixels ``ignore``.
+
+    An object lying mostly (over half) in ``ignore`` is left out; so is a predicted object lying
+    mostly on a true object left out, and a true object lying mostly on a predicted object left
+    out. Judged on each side alone, an object cut by the edge of the reviewed region could be left
+    out on one side and kept on the other, its partner then counting as invented or missed.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(true, pred)`` with those objects set to 0.
+    """
+    t, p = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
+    t_out, p_out = (true != 0) & (t == 0), (pred != 0) & (p == 0)
+    if p_out.any():
+        t = _drop_ignored(t, p_out)
+    if t_out.any():
+        p = _drop_ignored(p, t_out)
+    return t, p
+
+
 def overlap(true: np.ndarray, pred: np.ndarray):
     """Overlapping pairs of true and predicted objects (sparse, for any object count).
 
@@ -158,7 +180,8 @@ def matching(
     thresholds : tuple of float
         IoU thresholds.
     ignore : numpy.ndarray, optional
-        Boolean mask of unreviewed pixels; objects lying mostly inside it are left out.
+        Boolean mask of unreviewed pixels; objects lying mostly inside it are left out, on both
+        sides alike (:func:`drop_ignored`).
 
     Returns
     -------
@@ -170,8 +193,7 @@ def matching(
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape}, predicted {pred.shape}")
     if ignore is not None and ignore.any():
-        true = _drop_ignored(true, ignore)
-        pred = _drop_ignored(pred, ignore)
+        true, pred = drop_ignored(true, pred, ignore)
     ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
     nt, np_ = len(area_t), len(area_p)
     out = {}
@@ -335,7 +357,7 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
     if true.ndim > 2:
         return sum((error_kinds(t, p, ig) for t, p, ig in _planes(true, pred, ignore)), ErrorCounts())
     if ignore is not None and ignore.any():
-        true, pred = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
+        true, pred = drop_ignored(true, pred, ignore)
     ti, pi, inter, iou, area_t, area_p = overlap(true, pred)
     nt, np_ = len(area_t), len(area_p)
     good = iou >= 0.5
@@ -354,7 +376,9 @@ def error_kinds(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = 
     main_share = np.zeros(nt)
     main[ti[order][last]] = pi[order][last]
     main_share[ti[order][last]] = share[order][last]
-    others = np.where(main >= 0, most[np.maximum(main, 0)] - (main_share > 0.5), 0)
+    others = np.zeros(nt, np.int64)  # other true objects held by the prediction holding most of each
+    has = main >= 0  # (none without predictions: a plane segmented empty)
+    others[has] = most[main[has]] - (main_share[has] > 0.5)
     lost = ~found
     missed = lost & (covered < 0.5)
     split = lost & ~missed & (pieces >= 2)

@@ -100,10 +100,10 @@ class Tuned:
 
 def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
     """Per true object, its CTC SEG score (IoU with the predicted object covering over half of it, else 0)."""
-    from .metrics import _drop_ignored, overlap
+    from .metrics import drop_ignored, overlap
 
     if ignore is not None and ignore.any():
-        true, pred = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
+        true, pred = drop_ignored(true, pred, ignore)
     ti, _, inter, iou, area_t, _ = overlap(true, pred)
     out = np.zeros(len(area_t))
     covers = inter * 2 > area_t[ti]
