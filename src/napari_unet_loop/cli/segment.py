@@ -187,7 +187,7 @@ def _segment_files(files, stems, blockwise, args, model, device, pp, wanted, out
         for note in result.notes:
             _log(_flags(note))
         left = partial_path(_store_target(outdir, job.stem, list(job.formats)))
-        if left.exists():  # an earlier block-wise run of this image, cut short: its outputs are written now
+        if _exists(left):  # an earlier block-wise run of this image, cut short: its outputs are written now
             shutil.rmtree(left, ignore_errors=True)
             _log(f"{name}: removed {left.name}, the unfinished store of an earlier run (its outputs are written now)")
         _log(
@@ -348,6 +348,14 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
     return BlockwiseResult(target, int(meta.get("objects", meta.get("max_label", 0))), 0, 0.0, modality=modality)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; ``False`` for a name the file system cannot hold (too long: none can be there)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _store_target(outdir: Path, stem: str, formats: list[str]) -> Path:
     """The store a block-wise run of ``stem`` writes: its ``.zarr`` output, else the hidden one beside the files."""
     if "zarr" in formats:
@@ -359,7 +367,7 @@ def _store_target(outdir: Path, stem: str, formats: list[str]) -> Path:
 def _interrupted(outdir: Path, stem: str, formats: list[str]) -> bool:
     """Whether ``stem``'s outputs are all there and a block-wise run replacing them was cut short."""
     finished = all(export_target(outdir, fmt, stem).exists() for fmt in formats)
-    return finished and partial_path(_store_target(outdir, stem, formats)).exists()
+    return finished and _exists(partial_path(_store_target(outdir, stem, formats)))
 
 
 def _seen_as(kind: str | None, diameter, model) -> str:
