@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="also score each child with test-time augmentation (segment --tta: the 4 flips averaged)",
+        help="also score each child with test-time augmentation on and off (segment --tta on|off: the 4 flips "
+        "averaged or not; the main scores are segment's default, auto: on for images small at the network's scale)",
     )
     p.add_argument(
         "--drop-labels",
@@ -456,6 +457,7 @@ def run_set(
         s["untuned"] = score(untuned, heldout, device)
         if args.tta:
             s["tta"] = score(child, heldout, device, tta=True)
+            s["no_tta"] = score(child, heldout, device, tta=False)
         if rescale and not args.no_auto:
             s["auto"] = score(child, heldout, device, diameter="auto")
         if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
@@ -472,7 +474,8 @@ def run_set(
             f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
             + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else "")
             + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else "")
-            + (f"  tta AP50 {s['tta']['ap50']:.3f} SEG {s['tta']['seg']:.3f}" if "tta" in s else ""),
+            + (f"  tta AP50 {s['tta']['ap50']:.3f} SEG {s['tta']['seg']:.3f}" if "tta" in s else "")
+            + (f"  no tta AP50 {s['no_tta']['ap50']:.3f} SEG {s['no_tta']['seg']:.3f}" if "no_tta" in s else ""),
             flush=True,
         )
         rows.append({"run": label, "seed": seed, "minutes": minutes, "k": k, "rescale": rescale, **run, **s})

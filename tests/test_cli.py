@@ -2305,3 +2305,18 @@ def test_list_files_name_ome_tiffs_by_their_base_name():
 
     assert _listed(Path("a/cells.ome.tif"), {"cells"}) and _listed(Path("a/cells.ome.tif"), {"cells.ome"})
     assert _listed(Path("a/cells.tif"), {"cells"}) and not _listed(Path("a/cells2.tif"), {"cells"})
+
+
+def test_tta_is_auto_by_default_and_the_flag_alone_turns_it_on():
+    """``--tta`` alone still means on (as before it took a value); by default small images get it (auto)."""
+    from napari_unet_loop.cli._common import _settings, _tta
+    from napari_unet_loop.cli.main import build_parser
+
+    parser = build_parser()
+    for cli, want in (([], "auto"), (["--tta"], True), (["--tta", "off"], False), (["--tta", "auto"], "auto")):
+        args = parser.parse_args(["segment", "in.tif", "-o", "out", *cli])
+        assert _tta(args.tta) == want and _settings(args, "cpu", None).tta == want
+        args = parser.parse_args(["evaluate", "images", "labels", *cli])
+        assert _tta(args.tta) == want
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segment", "in.tif", "-o", "out", "--tta", "always"])

@@ -399,3 +399,25 @@ def test_a_colour_network_for_he_images_reads_their_colour(model, discs, disc_im
     assert grey.modality == "brightfield" and grey.probs.shape == seg.probs.shape
     with pytest.raises(InputError, match="reads H&E / stained tissue images in colour.*not colour"):
         segment(model, stained.mean(-1), tile=32, modality="he")  # a grey image has no colour to read
+
+
+def test_flips_are_averaged_by_default_on_images_small_as_the_network_sees_them():
+    """``tta="auto"`` (the default): on for at most TTA_AUTO_PIXELS at the network's scale, off above,
+    judged on the whole image after rescaling for the object size (so every tile and block alike)."""
+    from napari_unet_loop.core.predict import TTA_AUTO_PIXELS
+
+    sized = new_model(TINY, seed=3, diameter=30.0)
+    rng = np.random.default_rng(0)
+    side = 320  # 102,400 px: small as it is, 409,600 px enlarged twice
+    assert side * side <= TTA_AUTO_PIXELS < (2 * side) ** 2
+    img = rng.random((side, side)).astype(np.float32)
+    kw = dict(precision="fp32", tile=128)
+    plain, flips = segment(sized, img, tta=False, **kw), segment(sized, img, tta=True, **kw)
+    assert not np.allclose(plain.probs, flips.probs)  # the flips change the maps of this network
+    np.testing.assert_array_equal(segment(sized, img, **kw).probs, flips.probs)
+    np.testing.assert_array_equal(segment(sized, img, tta="on", **kw).probs, flips.probs)
+    # objects of 15 px: enlarged 2x, 640 x 640 at the network: no flips unless asked
+    big = segment(sized, img, diameter=15.0, **kw)
+    np.testing.assert_array_equal(big.probs, segment(sized, img, diameter=15.0, tta=False, **kw).probs)
+    with pytest.raises(ValueError, match="one of auto, on, off"):
+        segment(sized, img, tta="sometimes")

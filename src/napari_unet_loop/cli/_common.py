@@ -15,6 +15,7 @@ from ..core.image import InputError
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.model_card import card_summary
 from ..core.planes import PlanesSummary, SegmentSettings
+from ..core.predict import TTA_AUTO_PIXELS, TTA_CHOICES
 from ..core.sampling import Sample
 from ..io.conventions import os_error_text
 from ..io.export import (
@@ -62,6 +63,11 @@ def _strength(text: str) -> float:
 
 
 MIN_TILE = 64
+
+
+def _tta(choice: str) -> bool | str:
+    """``--tta``'s choice as the core takes it: ``True``, ``False`` or ``"auto"``."""
+    return {"on": True, "off": False}.get(choice, choice)
 
 
 def _tile(text: str) -> int:
@@ -148,7 +154,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="IOU",
         help="join the objects of consecutive Z planes into 3D objects when they overlap by this IoU (e.g. 0.5)",
     )
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average 4 flips (4x slower)")
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="on",
+        default="auto",
+        choices=TTA_CHOICES,
+        help="test-time augmentation, the network averaged over 4 flips (4x its work): auto (the default) on "
+        f"images of at most {TTA_AUTO_PIXELS} pixels as the network sees them, off on larger ones; --tta alone: on",
+    )
     p.add_argument(
         "--block",
         type=_positive_int,
@@ -287,7 +301,7 @@ def _settings(args, device, pp: dict[str, float] | None) -> SegmentSettings:
         device=device,
         tile=args.tile,
         precision=args.precision,
-        tta=args.tta,
+        tta=_tta(args.tta),
         block=args.block,
         postprocess=pp,
         channel=args.channel,

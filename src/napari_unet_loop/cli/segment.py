@@ -35,6 +35,7 @@ from ._common import (
     _postprocess,
     _provenance,
     _settings,
+    _tta,
 )
 
 
@@ -311,7 +312,7 @@ def _run_blocks(source, stack, f, stem, args, model, device, pp, formats, target
         result = segment_to_zarr(
             source, model, target, block=args.block or 2048, postprocess=pp, diameter=args.diameter,
             modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
-            precision=args.precision, tta=args.tta, **common,
+            precision=args.precision, tta=_tta(args.tta), **common,
         )  # fmt: skip
     if not result.complete:
         raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")

@@ -37,8 +37,9 @@ class SegmentSettings:
         ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     batch_size : int or None
         Tiles per forward pass (automatic when ``None``).
-    tta : bool
-        Average the network over four flips.
+    tta : bool or str
+        Average the network over four flips; ``"auto"``: on planes small as the network sees
+        them (see :func:`.segment.iter_segment`).
     block : int or None
         Segment block by block with this block side.
     postprocess : PostprocessConfig, mapping or None
@@ -61,7 +62,7 @@ class SegmentSettings:
     tile: int | None = None
     precision: str = "auto"
     batch_size: int | None = None
-    tta: bool = False
+    tta: bool | str = "auto"
     block: int | None = None
     postprocess: PostprocessConfig | Mapping[str, Any] | None = None
     channel: int | None = None

@@ -20,6 +20,11 @@ from .tiling import TileGrid, halo_for, round_up
 from .unet import UNet, receptive_field
 
 TILE_CHOICES = (128, 256, 384, 512, 768, 1024, 1536, 2048)
+# test-time augmentation "auto": on for images of at most this many pixels as the network sees them
+# (after rescaling to the model's object size), where 4x the network time is a fraction of a second
+# on a CPU; chosen on its own decision set (docs/model.md, *Test-time augmentation for small images*)
+TTA_AUTO_PIXELS = 512 * 512
+TTA_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,28 @@ def auto_tile_size(
 def model_halo(net: UNet) -> int:
     """Halo (pixels each side) that makes tiled output equal whole-image output."""
     return halo_for(receptive_field(net.config.depth), net.config.size_multiple)
+
+
+def auto_tta(tta: bool | str, pixels: float) -> bool:
+    """Whether to average over flips: ``tta`` as given (``"on"``/``"off"`` as ``True``/``False``).
+
+    ``"auto"``: on images of at most :data:`TTA_AUTO_PIXELS` pixels as the network sees them (``pixels``).
+
+    Raises
+    ------
+    ValueError
+        For a setting that is none of ``True``, ``False``, ``"auto"``, ``"on"``, ``"off"``.
+
+    Examples
+    --------
+    >>> auto_tta("auto", 256 * 256), auto_tta("auto", 1024 * 1024), auto_tta(False, 100)
+    (True, False, False)
+    """
+    if isinstance(tta, bool):
+        return tta
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"test-time augmentation must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    return tta == "on" or (tta == "auto" and pixels <= TTA_AUTO_PIXELS)
 
 
 def iter_predict(

@@ -18,7 +18,7 @@ from .image import ConstantImageError, InputError, input_limits, prepare_input
 from .modality import input_modality
 from .model_files import Model
 from .postprocess import PostprocessConfig, instances
-from .predict import Progress, iter_predict, run
+from .predict import Progress, auto_tta, iter_predict, run
 from .scale import (
     MAX_FACTOR,
     MIN_FACTOR,
@@ -75,7 +75,7 @@ def iter_segment(
     rgb: bool | None = None,
     channel: int | None = None,
     batch_size: int | None = None,
-    tta: bool = False,
+    tta: bool | str = "auto",
     block: int | None = None,
     modality: str | None = None,
     diameter: float | str | None = None,
@@ -104,8 +104,11 @@ def iter_segment(
         Channel to segment in a multichannel image.
     batch_size : int, optional
         Tiles per forward pass.
-    tta : bool
-        Average over the four flips of each tile (4x slower).
+    tta : bool or str
+        Average over the four flips of each tile (4x the network's work). ``"auto"`` (the
+        default): on images of at most :data:`~.predict.TTA_AUTO_PIXELS` pixels as the network
+        sees them (rescaled for the object size), off on larger ones; ``"on"``/``"off"`` as
+        ``True``/``False``.
     block : int, optional
         Segment block by block with this core size (bounded memory: no full-size
         probability maps). Planes above ``LARGE_PIXELS`` as the network sees them (enlarged for
@@ -155,6 +158,7 @@ def iter_segment(
         return (yield from iter_estimate_diameter(model, image, **options))
     d, factor = diameter_factor(model, diameter)
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
+    tta = auto_tta(tta, h * w * factor**2)  # for the whole image: every tile and block alike
     if block is not None or h * w * max(factor, 1.0) ** 2 > LARGE_PIXELS:  # as large as it reaches the network
         if limits is not None:  # a blank plane stays blank: its own percentiles (a subsample) say so
             input_limits(image, model.input_channels(kind), model.card.normalization, rgb, channel, modality=kind)
@@ -427,7 +431,7 @@ def iter_segment_blocks(
     rgb: bool | None = None,
     channel: int | None = None,
     batch_size: int | None = None,
-    tta: bool = False,
+    tta: bool | str = "auto",
     out: np.ndarray | None = None,
     modality: str | None = None,
     factor: float = 1.0,
@@ -451,7 +455,7 @@ def iter_segment_blocks(
     margin : int
         Context around each block for the objects (at least the largest object radius).
     device, tile, precision, postprocess, rgb, channel, batch_size, tta
-        As for :func:`iter_segment`.
+        As for :func:`iter_segment` (``tta="auto"`` judged on the whole plane).
     out : numpy.ndarray, optional
         ``(Y, X)`` integer array to write the labels into (e.g. a memory map); a new
         ``int32`` array when omitted.
@@ -478,6 +482,7 @@ def iter_segment_blocks(
     """
     from .blocks import paste, plan_blocks, segment_block
 
+    tta = auto_tta(tta, image.shape[0] * image.shape[1] * factor**2)
     job = plan_blocks(
         model, image, block, margin, postprocess, rgb, channel, modality, factor, limits,
         device=device, tile=tile, precision=precision, batch_size=batch_size, tta=tta,

@@ -79,7 +79,7 @@ def segment_planes(
     device,
     tile: int | None,
     postprocess: PostprocessConfig,
-    tta: bool = False,
+    tta: bool | str = "auto",
     modality: str | None = None,
     diameter: float | str | None = None,
     stack_of: Callable[[tuple[int, ...]], Sequence[tuple[int, ...]]] | None = None,

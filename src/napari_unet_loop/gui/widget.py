@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox
+from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -38,7 +38,7 @@ from ..core.device import DeviceError, available_devices, resolve_device
 from ..core.errors import ModelError
 from ..core.image import InputError
 from ..core.model_files import Model
-from ..core.predict import TILE_CHOICES, Progress
+from ..core.predict import TILE_CHOICES, TTA_AUTO_PIXELS, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
 from .autosave import Autosaver, RestoreBar
 from .correct_section import CorrectSection
@@ -269,11 +269,15 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
             tooltip="Core tile size in pixels. 'auto' picks it from free memory. Every size gives the "
             "same result: tiles overlap by half the network's receptive field.",
         )
-        self.tta_check = CheckBox(
-            text="Test-time augmentation (4x slower)",
-            tooltip="Average the network over the four flips of each tile: smoother, fewer false splits",
+        self.tta_combo = ComboBox(
+            choices=[("auto (small images)", "auto"), ("on (4x slower)", True), ("off", False)],
+            value="auto",
+            label="Test-time aug.",
+            tooltip="Average the network over the four flips of each tile: smoother maps, fewer false splits, "
+            f"4x the network's work. auto: on images of at most {TTA_AUTO_PIXELS // 1024}K pixels as the network "
+            "sees them (rescaled for the object size), where it costs a fraction of a second; off on larger ones.",
         )
-        add_rows(form, self.tile_combo, self.tta_check)
+        add_rows(form, self.tile_combo, self.tta_combo)
         self.refresh_models()
         self._update_device_label()
         return box
@@ -486,7 +490,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
             device,
             self.tile_size(),
             pp,
-            self.tta_check.value,
+            self.tta_combo.value,
             self.modality_choice(),
             self.diameter_choice(),
             stack_of=z_stack_of(shape, z_position(image, lay)) if shape else None,

@@ -181,7 +181,7 @@ def segment_to_zarr(
     tile: int | None = None,
     precision: str = "auto",
     batch_size: int | None = None,
-    tta: bool = False,
+    tta: bool | str = "auto",
     name: str = "labels",
     provenance: dict | None = None,
     log: Callable[[str], None] = lambda _msg: None,
@@ -250,6 +250,7 @@ def segment_to_zarr(
         The target exists, or a partial run of another job is in the way.
     """
     from ..core.modality import input_modality
+    from ..core.predict import auto_tta
     from ..core.segment import diameter_factor
 
     if model.path is None:
@@ -258,6 +259,8 @@ def segment_to_zarr(
     image = source.open()
     check_channel_choice(source.axes, source.shape, model.card.architecture.in_channels, channel)  # as per file
     d, factor = diameter_factor(model, diameter)
+    h, w = source.plane_shape
+    tta = auto_tta(tta, h * w * factor**2)  # for the whole image, as in memory
     kind = input_modality(model, image, modality, None, channel) or "none"  # its thresholds, and once for all
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     job = plan_blocks(

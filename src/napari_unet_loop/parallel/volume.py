@@ -167,7 +167,7 @@ def segment_volume_to_zarr(
         "model_sha256": file_sha256(Path(model.path)),
         "settings": {
             "device": str(settings.device).split(":")[0], "tile": settings.tile, "precision": settings.precision,
-            "tta": bool(settings.tta), "block": settings.block, "postprocess": pp.to_dict(),
+            "tta": settings.tta, "block": settings.block, "postprocess": pp.to_dict(),
             "channel": settings.channel, "modality": settings.modality, "diameter": settings.diameter,
             "limits": None if settings.limits is None else [list(lim) for lim in settings.limits],
         },
