@@ -2034,6 +2034,33 @@ def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_stor
     labels = _zarr_labels(out / "cells.zarr")
     np.testing.assert_array_equal(tifffile.imread(out / "cells.tif"), labels)
     assert first in err  # the count the run that made the store gave
+    # a store made with other flips than asked is not taken (--tta was not compared)
+    (out / "cells.tif").unlink()
+    (out / "cells.tif.json").unlink()
+    assert main([*args, "--format", "zarr,tif", "--tta", "--resume"]) == 1
+    assert "cells.zarr was made by a run with another tta" in capsys.readouterr().err
+
+
+def test_segment_resume_writes_the_other_formats_from_a_store_written_in_memory(
+    tmp_path, tiny_model_path, capsys, monkeypatch
+):
+    """A large TIFF written in memory as zarr,tif and cut after its zarr: with --resume it goes block-wise, and
+    writes the TIFF from that store (it read level '0' of a store whose levels are s0, s1...: KeyError)."""
+    import napari_unet_loop.cli.segment as cli_segment
+
+    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 100 * 100)  # this small plane counts as large
+    tifffile.imwrite(tmp_path / "cells.tif", _discs_plane())
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "cells.tif"), "-o", str(out), "--format", "zarr,tif"]
+    assert main([*args, "--model", str(tiny_model_path)]) == 0
+    whole = tifffile.imread(out / "cells.tif")
+    (out / "cells.tif").unlink()
+    (out / "cells.tif.json").unlink()
+    capsys.readouterr()
+    assert main([*args, "--model", str(tiny_model_path), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "cells.zarr was finished before" in err and f"cells.tif: {len(np.unique(whole[whole > 0]))} objects" in err
+    np.testing.assert_array_equal(tifffile.imread(out / "cells.tif"), whole)
 
 
 def test_an_image_segmented_whole_removes_the_hidden_store_of_a_cut_block_wise_run(tmp_path, tiny_model_path, capsys):
@@ -2307,16 +2334,16 @@ def test_list_files_name_ome_tiffs_by_their_base_name():
     assert _listed(Path("a/cells.tif"), {"cells"}) and not _listed(Path("a/cells2.tif"), {"cells"})
 
 
-def test_tta_is_auto_by_default_and_the_flag_alone_turns_it_on():
-    """``--tta`` alone still means on (as before it took a value); by default small images get it (auto)."""
+def test_tta_is_auto_by_default_and_the_flags_turn_it_on_or_off():
+    """``--tta`` still means on, before or after the inputs (a value after it swallowed the first input);
+    ``--no-tta`` off; neither: small images get it (auto)."""
     from napari_unet_loop.cli._common import _settings, _tta
     from napari_unet_loop.cli.main import build_parser
 
     parser = build_parser()
-    for cli, want in (([], "auto"), (["--tta"], True), (["--tta", "off"], False), (["--tta", "auto"], "auto")):
-        args = parser.parse_args(["segment", "in.tif", "-o", "out", *cli])
-        assert _tta(args.tta) == want and _settings(args, "cpu", None).tta == want
-        args = parser.parse_args(["evaluate", "images", "labels", *cli])
-        assert _tta(args.tta) == want
-    with pytest.raises(SystemExit):
-        parser.parse_args(["segment", "in.tif", "-o", "out", "--tta", "always"])
+    for flags, want in (([], "auto"), (["--tta"], True), (["--no-tta"], False)):
+        for cli in (["segment", *flags, "in.tif", "-o", "out"], ["segment", "in.tif", "-o", "out", *flags]):
+            args = parser.parse_args(cli)
+            assert args.inputs == ["in.tif"] and _tta(args.tta) == want and _settings(args, "cpu", None).tta == want
+        args = parser.parse_args(["evaluate", *flags, "images", "labels"])
+        assert (args.images, args.labels) == ("images", "labels") and _tta(args.tta) == want

@@ -343,6 +343,14 @@ def test_an_object_cut_by_the_edge_of_the_reviewed_region_is_left_out_on_both_si
     ig2[0, :6] = True  # 4 of the object's 10 pixels, 6 of the prediction's 10
     kept_t, kept_p = drop_ignored(t2, p2, ig2)
     assert not kept_t.any() and not kept_p.any()
+    # a reviewed object swallowed by a prediction lying mostly in unreviewed pixels is still missed
+    t4, p4 = np.zeros((1, 30), np.int32), np.zeros((1, 30), np.int32)
+    t4[0, 20:24], p4[0, 0:24] = 3, 4  # IoU 4 / 24: no match
+    ig4 = np.zeros(t4.shape, bool)
+    ig4[0, :18] = True
+    kept_t, kept_p = drop_ignored(t4, p4, ig4)
+    assert kept_t[0, 20] == 3 and not kept_p.any()
+    assert score(t4, p4, ignore=ig4).n_true == 1
     # objects away from the edge are untouched; a prediction on a reviewed object stays
     t3 = np.zeros((1, 30), np.int32)
     t3[0, 20:28] = 2

@@ -123,8 +123,13 @@ def test_source_and_store_names(tmp_path):
     assert output_stem(tmp_path / "b.tif") == "b"
 
 
-def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors):
+def test_the_dock_runs_it_with_its_own_choices(
+    make_napari_viewer_proxy, qtbot, tmp_path, tiny_model_path, errors, monkeypatch
+):
     from napari_unet_loop.gui.widget import UNetLoopWidget
+
+    seen, real = {}, disk_run.segment_to_zarr
+    monkeypatch.setattr(disk_run, "segment_to_zarr", lambda *a, **k: seen.update(k) or real(*a, **k))
 
     viewer = make_napari_viewer_proxy()
     w = UNetLoopWidget(viewer)
@@ -134,6 +139,7 @@ def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, 
     src = _ome_zarr(tmp_path / "plate.ome.zarr", img)
     viewer.add_image(img, name="plate", metadata={"source": str(src)})
     w.fg_spin.value = 0.6  # the dock's threshold reaches the run
+    w.tta_combo.value = False  # and its test-time augmentation (it always ran with the default)
     assert w.disk_run.start(tmp_path / "out") is not None, errors
     qtbot.waitUntil(lambda: w.disk_run.worker is None, timeout=TIMEOUT)
     assert not errors and w.disk_run.status.text().startswith("Done")
@@ -141,7 +147,7 @@ def test_the_dock_runs_it_with_its_own_choices(make_napari_viewer_proxy, qtbot, 
     assert attrs["provenance"]["model_name"] == "tiny"
     assert viewer.layers[-1].name == "plate labels (OME-Zarr)"
     store = tmp_path / "out" / "plate.zarr" / "labels" / "plate" / "0"
-    assert store.is_dir()
+    assert store.is_dir() and seen["tta"] is False and seen["postprocess"].fg_threshold == 0.6
 
 
 def test_cancel_keeps_what_was_written_and_a_new_run_continues_it(

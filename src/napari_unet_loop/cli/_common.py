@@ -15,7 +15,7 @@ from ..core.image import InputError
 from ..core.modality import CHOICES as MODALITY_CHOICES
 from ..core.model_card import card_summary
 from ..core.planes import PlanesSummary, SegmentSettings
-from ..core.predict import TTA_AUTO_PIXELS, TTA_CHOICES
+from ..core.predict import TTA_AUTO_PIXELS
 from ..core.sampling import Sample
 from ..io.conventions import os_error_text
 from ..io.export import (
@@ -65,9 +65,9 @@ def _strength(text: str) -> float:
 MIN_TILE = 64
 
 
-def _tta(choice: str) -> bool | str:
-    """``--tta``'s choice as the core takes it: ``True``, ``False`` or ``"auto"``."""
-    return {"on": True, "off": False}.get(choice, choice)
+def _tta(choice: bool | str) -> bool | str:
+    """``--tta`` / ``--no-tta`` as the core takes it: ``True``, ``False``, or ``"auto"`` when neither is given."""
+    return choice if isinstance(choice, bool) else "auto"
 
 
 def _tile(text: str) -> int:
@@ -156,12 +156,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tta",
-        nargs="?",
-        const="on",
+        action=argparse.BooleanOptionalAction,
         default="auto",
-        choices=TTA_CHOICES,
-        help="test-time augmentation, the network averaged over 4 flips (4x its work): auto (the default) on "
-        f"images of at most {TTA_AUTO_PIXELS} pixels as the network sees them, off on larger ones; --tta alone: on",
+        help="test-time augmentation, the network averaged over 4 flips (4x its work), on every image (--no-tta: "
+        f"on none); by default on images of at most {TTA_AUTO_PIXELS} pixels as the network sees them",
     )
     p.add_argument(
         "--block",
@@ -337,6 +335,9 @@ def _provenance(model, pp: dict[str, float] | None, args) -> dict:
         "tile_size": args.tile or "auto",
         "diameter_setting": getattr(args, "diameter", None) or "model",
         "precision": args.precision,
+        "tta": _tta(getattr(args, "tta", "auto")),
+        "modality_setting": getattr(args, "modality", None) or "model",
+        "channel": getattr(args, "channel", None),
         "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
     }
 

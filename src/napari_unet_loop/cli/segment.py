@@ -275,7 +275,7 @@ def _segment_blockwise(
     if others:  # the other formats need the labels in memory: read them back from the store
         try:
             group = zarr.open_group(str(result.path), mode="r")["labels"]
-            labels = np.asarray(group[next(iter(group.group_keys()))]["0"])
+            labels = _level0(group[next(iter(group.group_keys()))])
             for fmt in others:
                 res = export_labels(
                     labels, outdir, fmt, name=stem, axes="ZYX" if stack else "YX", overwrite=args.overwrite,
@@ -346,7 +346,19 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
         )
     _log(f"{f.name}: --resume: {target.name} was finished before; the other formats are written from it")
     modality = made.get("modality")
-    return BlockwiseResult(target, int(meta.get("objects", meta.get("max_label", 0))), 0, 0.0, modality=modality)
+    objects = meta.get("objects")
+    if objects is None:  # a store written whole (in memory): its objects counted
+        group = zarr.open_group(str(target), mode="r")["labels"]
+        ids = np.unique(_level0(group[next(iter(group.group_keys()))]))
+        objects = int((ids != 0).sum())
+    return BlockwiseResult(target, int(objects), 0, 0.0, modality=modality)
+
+
+def _level0(labels_group) -> np.ndarray:
+    """The full-resolution level of an OME-Zarr labels group (``0`` in a block-wise store, ``s0`` in others)."""
+    attrs = dict(labels_group.attrs)
+    scales = (attrs.get("ome") or attrs).get("multiscales") or []
+    return np.asarray(labels_group[scales[0]["datasets"][0]["path"] if scales else "0"])
 
 
 def _exists(path: Path) -> bool:

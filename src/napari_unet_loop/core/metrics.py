@@ -116,10 +116,11 @@ def _drop_ignored(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
 def drop_ignored(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave out, on both sides alike, the true and predicted objects of the unreviewed pixels ``ignore``.
 
-    An object lying mostly (over half) in ``ignore`` is left out; so is a predicted object lying
-    mostly on a true object left out, and a true object lying mostly on a predicted object left
-    out. Judged on each side alone, an object cut by the edge of the reviewed region could be left
-    out on one side and kept on the other, its partner then counting as invented or missed.
+    An object lying mostly (over half) in ``ignore`` is left out, and so is its match on the other
+    side (IoU at least 0.5). Judged on each side alone, an object cut by the edge of the reviewed
+    region could be left out on one side and kept on the other, its match then counting as invented
+    or missed. A partner that does not match stays: a reviewed object swallowed by a prediction
+    lying mostly in unreviewed pixels is still missed.
 
     Returns
     -------
@@ -128,10 +129,23 @@ def drop_ignored(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> tupl
     """
     t, p = _drop_ignored(true, ignore), _drop_ignored(pred, ignore)
     t_out, p_out = (true != 0) & (t == 0), (pred != 0) & (p == 0)
-    if p_out.any():
-        t = _drop_ignored(t, p_out)
-    if t_out.any():
-        p = _drop_ignored(p, t_out)
+    if not (t_out.any() or p_out.any()):
+        return t, p
+    tv, pv = np.asarray(true).ravel(), np.asarray(pred).ravel()
+    t_ids, t_area = np.unique(tv, return_counts=True)
+    p_ids, p_area = np.unique(pv, return_counts=True)
+    both = (tv != 0) & (pv != 0)
+    pairs, inter = np.unique(np.stack([tv[both], pv[both]]), axis=1, return_counts=True)
+    ti, pi = pairs
+    iou = inter / (t_area[np.searchsorted(t_ids, ti)] + p_area[np.searchsorted(p_ids, pi)] - inter)
+    match = iou >= 0.5
+    gone_t, gone_p = np.unique(np.asarray(true)[t_out]), np.unique(np.asarray(pred)[p_out])
+    p_with = pi[match & np.isin(ti, gone_t)]  # predictions matching a true object left out
+    t_with = ti[match & np.isin(pi, gone_p)]  # true objects matching a prediction left out
+    if p_with.size:
+        p = np.where(np.isin(p, p_with), 0, p)
+    if t_with.size:
+        t = np.where(np.isin(t, t_with), 0, t)
     return t, p
 
 

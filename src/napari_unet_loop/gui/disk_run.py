@@ -125,6 +125,7 @@ def _plane_settings(settings: dict) -> SegmentSettings:
     return SegmentSettings(
         device=settings["device"], tile=settings["tile"], postprocess=settings["postprocess"],
         channel=settings["channel"], modality=settings["modality"], diameter=settings["diameter"],
+        tta=settings.get("tta", "auto"),
     )  # fmt: skip
 
 
@@ -189,6 +190,7 @@ class DiskRun(QWidget):
                 channel=file_channel(image, self.session.image_channel(image)),
                 device=str(self.session.device()),
                 tile=self.session.tile_size(),
+                tta=self.session.tta(),
                 name=output_stem(path),
                 provenance={"model_name": model.name, "input": str(path), "from": "dock"},
                 stitch_z=self.session.stitch_choice(),

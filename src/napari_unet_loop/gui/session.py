@@ -63,6 +63,8 @@ class DockCalls:
         ``() -> PostprocessConfig``: the thresholds of the Instances section.
     tile_size : callable
         ``() -> int | None``: the Tile size choice (``None``: automatic).
+    tta_choice : callable
+        ``() -> bool | str``: the Test-time aug. choice (``True``, ``False`` or ``"auto"``).
     cache_model : callable
         ``(name, model) -> None``: keep a loaded model for reuse.
     select_model : callable
@@ -98,6 +100,7 @@ class DockCalls:
     stitch_choice: Callable[[], float | None] = lambda: None
     thresholds_kind: Callable[[], str | None] = lambda: None
     model_names: Callable[[], list[str]] = lambda: []
+    tta_choice: Callable[[], bool | str] = lambda: "auto"
 
 
 class Session(QObject):
@@ -275,6 +278,11 @@ class Session(QObject):
     def tile_size(self) -> int | None:
         """The chosen core tile size (``None``: automatic)."""
         return self.dock.tile_size()
+
+    def tta(self) -> bool | str:
+        """The Test-time aug. choice: ``True``, ``False`` or ``"auto"`` (small images only)."""
+        choice = self.dock.tta_choice()
+        return "auto" if choice is None else choice
 
     def region_choice(self) -> str:
         """The Region choice: ``"plane"``, ``"view"`` or ``"rectangle"``."""

@@ -173,6 +173,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
             device_choice=lambda: self.device_combo.value,
             postprocess_config=self.postprocess_config,
             tile_size=self.tile_size,
+            tta_choice=lambda: self.tta_combo.value,
             cache_model=self.cache_model,
             select_model=self.select_model,
             segment=self.segment,
