@@ -2013,6 +2013,13 @@ def test_segment_resume_writes_only_the_formats_a_cut_run_had_not_written(tmp_pa
     assert (out / "cells.csv").exists() and (out / "cells.tif").stat().st_mtime_ns == kept
     assert main([*args, "--format", "tif,csv", "--resume"]) == 0
     assert "1 of 1 image(s) finished before" in capsys.readouterr().err
+    # the outputs kept must be this command's: a TIFF made with other settings is not joined by a new CSV
+    (out / "cells.csv").unlink()
+    assert main([*args, "--format", "tif,csv", "--min-size", "500", "--resume"]) == 2
+    assert "cells.tif was made by a run with another thresholds: --resume finishes a run of the same" in (
+        capsys.readouterr().err
+    )
+    assert not (out / "cells.csv").exists() and (out / "cells.tif").stat().st_mtime_ns == kept
 
 
 def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_store(tmp_path, tiny_model_path, capsys):
@@ -2023,7 +2030,7 @@ def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_stor
     assert main([*args, "--format", "zarr"]) == 0
     kept = (out / "cells.zarr" / "labels").stat().st_mtime_ns
     first = re.search(r"cells.ome.zarr: \d+ objects", capsys.readouterr().err).group()
-    assert main([*args, "--format", "zarr,tif", "--min-size", "200", "--resume"]) == 1  # not the same command
+    assert main([*args, "--format", "zarr,tif", "--min-size", "200", "--resume"]) == 2  # not the same command
     err = capsys.readouterr().err
     assert "cells.zarr was made by a run with another" in err and "--overwrite" in err
     assert not (out / "cells.tif").exists()
@@ -2037,7 +2044,7 @@ def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_stor
     # a store made with other flips than asked is not taken (--tta was not compared)
     (out / "cells.tif").unlink()
     (out / "cells.tif.json").unlink()
-    assert main([*args, "--format", "zarr,tif", "--tta", "--resume"]) == 1
+    assert main([*args, "--format", "zarr,tif", "--tta", "--resume"]) == 2
     assert "cells.zarr was made by a run with another tta" in capsys.readouterr().err
 
 

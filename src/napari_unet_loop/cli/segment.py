@@ -25,6 +25,7 @@ from ..io.export import (
 )
 from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels, output_stem
 from ..io.lazy import open_lazy
+from ..io.sidecar import read_sidecar
 from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
     CLIError,
@@ -82,6 +83,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
             files = [f for f, d in zip(files, done) if not d]
             stems = [s for s, d in zip(stems, done) if not d]
         partly = [s for s in stems if have[s]]
+        prov = _provenance(model, pp, args)
+        for f, s in zip(files, stems):  # kept outputs must be this command's: the missing ones join them
+            for fmt in have[s]:
+                made = _made_by(export_target(outdir, fmt, s))
+                other = None if made is None else _other_setting(made, prov, f, args)
+                if other:
+                    raise CLIError(
+                        f"{export_target(outdir, fmt, s)} was made by a run with another "
+                        f"{other.replace('_', ' ')}: --resume finishes a run of the same command; add --overwrite "
+                        "to make it again"
+                    )
         if partly:  # a run cut between two formats of an image: the missing ones are written, the rest kept
             shown = ", ".join(f"{s} ({', '.join(fmt for fmt in formats if fmt not in have[s])})" for s in partly[:3])
             _log(
@@ -333,15 +345,10 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
 
     meta = dict(zarr.open_group(str(target), mode="r").attrs.get("napari_unet_loop") or {})
     made = dict(meta.get("provenance") or {})
-    asked = _json_safe({k: v for k, v in prov.items() if k != "command"})
-    other = [k for k, v in asked.items() if made.get(k) != v]
-    if "input" in made and Path(made["input"]).resolve() != f.resolve():
-        other.insert(0, "input")
-    if made.get("stitch_z", args.stitch_z) != args.stitch_z:
-        other.append("stitch_z")
+    other = _other_setting(made, prov, f, args)
     if other:
         raise InputError(
-            f"{target} was made by a run with another {other[0].replace('_', ' ')}: --resume finishes a run of the "
+            f"{target} was made by a run with another {other.replace('_', ' ')}: --resume finishes a run of the "
             "same command; add --overwrite to make it again"
         )
     _log(f"{f.name}: --resume: {target.name} was finished before; the other formats are written from it")
@@ -352,6 +359,33 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
         ids = np.unique(_level0(group[next(iter(group.group_keys()))]))
         objects = int((ids != 0).sum())
     return BlockwiseResult(target, int(objects), 0, 0.0, modality=modality)
+
+
+def _made_by(output: Path) -> dict | None:
+    """The provenance an output was written with: its sidecar's, or an OME-Zarr's own (``None``: not known)."""
+    side = read_sidecar(output)
+    if side is not None and isinstance(side.get("provenance"), dict):
+        return side["provenance"]
+    if is_zarr_dir(output):
+        import zarr
+
+        try:
+            meta = zarr.open_group(str(output), mode="r").attrs.get("napari_unet_loop") or {}
+        except Exception:  # noqa: BLE001 - a store we cannot read says nothing of how it was made
+            return None
+        return meta.get("provenance") if isinstance(meta.get("provenance"), dict) else None
+    return None
+
+
+def _other_setting(made: dict, prov: dict, f: Path, args: argparse.Namespace) -> str | None:
+    """The first setting in which an output's provenance ``made`` differs from this command's (``None``: none)."""
+    asked = _json_safe({k: v for k, v in prov.items() if k != "command"})
+    if "input" in made and Path(made["input"]).resolve() != f.resolve():
+        return "input"
+    other = [k for k, v in asked.items() if made.get(k) != v]
+    if made.get("stitch_z", args.stitch_z) != args.stitch_z:
+        other.append("stitch_z")
+    return other[0] if other else None
 
 
 def _level0(labels_group) -> np.ndarray:
