@@ -2344,13 +2344,13 @@ def test_list_files_name_ome_tiffs_by_their_base_name():
 def test_tta_is_auto_by_default_and_the_flags_turn_it_on_or_off():
     """``--tta`` still means on, before or after the inputs (a value after it swallowed the first input);
     ``--no-tta`` off; neither: small images get it (auto)."""
-    from napari_unet_loop.cli._common import _settings, _tta
+    from napari_unet_loop.cli._common import _settings
     from napari_unet_loop.cli.main import build_parser
 
     parser = build_parser()
     for flags, want in (([], "auto"), (["--tta"], True), (["--no-tta"], False)):
         for cli in (["segment", *flags, "in.tif", "-o", "out"], ["segment", "in.tif", "-o", "out", *flags]):
             args = parser.parse_args(cli)
-            assert args.inputs == ["in.tif"] and _tta(args.tta) == want and _settings(args, "cpu", None).tta == want
+            assert args.inputs == ["in.tif"] and args.tta == want and _settings(args, "cpu", None).tta == want
         args = parser.parse_args(["evaluate", *flags, "images", "labels"])
-        assert (args.images, args.labels) == ("images", "labels") and _tta(args.tta) == want
+        assert (args.images, args.labels) == ("images", "labels") and args.tta == want

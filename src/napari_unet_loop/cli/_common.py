@@ -65,11 +65,6 @@ def _strength(text: str) -> float:
 MIN_TILE = 64
 
 
-def _tta(choice: bool | str) -> bool | str:
-    """``--tta`` / ``--no-tta`` as the core takes it: ``True``, ``False``, or ``"auto"`` when neither is given."""
-    return choice if isinstance(choice, bool) else "auto"
-
-
 def _tile(text: str) -> int:
     """Parse a tile size (an argparse type): small tiles are almost all halo, and very slow."""
     value = _positive_int(text)
@@ -299,7 +294,7 @@ def _settings(args, device, pp: dict[str, float] | None) -> SegmentSettings:
         device=device,
         tile=args.tile,
         precision=args.precision,
-        tta=_tta(args.tta),
+        tta=args.tta,  # True, False, or "auto" when neither --tta nor --no-tta is given
         block=args.block,
         postprocess=pp,
         channel=args.channel,
@@ -335,7 +330,7 @@ def _provenance(model, pp: dict[str, float] | None, args) -> dict:
         "tile_size": args.tile or "auto",
         "diameter_setting": getattr(args, "diameter", None) or "model",
         "precision": args.precision,
-        "tta": _tta(getattr(args, "tta", "auto")),
+        "tta": getattr(args, "tta", "auto"),
         "modality_setting": getattr(args, "modality", None) or "model",
         "channel": getattr(args, "channel", None),
         "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),

@@ -36,7 +36,6 @@ from ._common import (
     _postprocess,
     _provenance,
     _settings,
-    _tta,
 )
 
 
@@ -324,7 +323,7 @@ def _run_blocks(source, stack, f, stem, args, model, device, pp, formats, target
         result = segment_to_zarr(
             source, model, target, block=args.block or 2048, postprocess=pp, diameter=args.diameter,
             modality=args.modality, channel=args.channel, device=str(device), tile=args.tile,
-            precision=args.precision, tta=_tta(args.tta), **common,
+            precision=args.precision, tta=args.tta, **common,
         )  # fmt: skip
     if not result.complete:
         raise InputError(f"the run stopped before its end; run the same command with --resume to finish {target}")
