@@ -26,6 +26,7 @@ from ..io.export import (
 from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels, output_stem
 from ..io.lazy import open_lazy
 from ..io.sidecar import read_sidecar
+from ..io.store_edits import read_labels
 from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
     CLIError,
@@ -258,8 +259,6 @@ def _segment_blockwise(
     tuple
         What was written (for the log), the number of objects and the modality the image was seen as.
     """
-    import zarr
-
     if args.diameter == "auto":
         raise InputError("block-wise runs take the object diameter in pixels (--diameter PX), not auto")
     if args.axes:
@@ -285,8 +284,7 @@ def _segment_blockwise(
     written = [str(result.path)] if "zarr" in formats else []
     if others:  # the other formats need the labels in memory: read them back from the store
         try:
-            group = zarr.open_group(str(result.path), mode="r")["labels"]
-            labels = _level0(group[next(iter(group.group_keys()))])
+            labels = read_labels(result.path)
             for fmt in others:
                 res = export_labels(
                     labels, outdir, fmt, name=stem, axes="ZYX" if stack else "YX", overwrite=args.overwrite,
@@ -354,8 +352,7 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
     modality = made.get("modality")
     objects = meta.get("objects")
     if objects is None:  # a store written whole (in memory): its objects counted
-        group = zarr.open_group(str(target), mode="r")["labels"]
-        ids = np.unique(_level0(group[next(iter(group.group_keys()))]))
+        ids = np.unique(read_labels(target))
         objects = int((ids != 0).sum())
     return BlockwiseResult(target, int(objects), 0, 0.0, modality=modality)
 
@@ -385,13 +382,6 @@ def _other_setting(made: dict, prov: dict, f: Path, args: argparse.Namespace) ->
     if made.get("stitch_z", args.stitch_z) != args.stitch_z:
         other.append("stitch_z")
     return other[0] if other else None
-
-
-def _level0(labels_group) -> np.ndarray:
-    """The full-resolution level of an OME-Zarr labels group (``0`` in a block-wise store, ``s0`` in others)."""
-    attrs = dict(labels_group.attrs)
-    scales = (attrs.get("ome") or attrs).get("multiscales") or []
-    return np.asarray(labels_group[scales[0]["datasets"][0]["path"] if scales else "0"])
 
 
 def _exists(path: Path) -> bool:

@@ -128,6 +128,23 @@ def _datasets(group) -> list[dict]:
     return datasets
 
 
+def read_labels(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
+    """The full-resolution labels of an OME-Zarr store, read whole and read-only.
+
+    Of the labels group ``name`` (the first listed when ``None``), at the level its multiscales
+    metadata lists first: ``0`` in a block-wise store, ``s0`` in one written whole.
+
+    Raises
+    ------
+    StoreEditError
+        The store holds no such labels group, or it has no multiscales metadata.
+    """
+    import zarr
+
+    group, _ = _labels_group(zarr.open_group(str(path), mode="r"), name)
+    return np.asarray(group[str(_datasets(group)[0]["path"])])
+
+
 def _transform(dataset: dict, ndim: int) -> tuple[np.ndarray | None, np.ndarray]:
     """A level's NGFF scale (``None`` when not given) and translation (zero when not given)."""
     scale, shift = None, np.zeros(ndim)
