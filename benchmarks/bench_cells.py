@@ -344,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
+    p.add_argument(
+        "--true-size",
+        action="store_true",
+        help="also score each child with every held-out image at its true objects' size (as the start's second "
+        "score): what the weights learnt, apart from the object size the child assumes",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
     root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
@@ -460,6 +466,8 @@ def run_set(
             s["no_tta"] = score(child, heldout, device, tta=False)
         if rescale and not args.no_auto:
             s["auto"] = score(child, heldout, device, diameter="auto")
+        if args.true_size:
+            s["true_size"] = score(child, heldout, device, true_size=True)
         if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
             kinds = [input_modality(child, img) for _, img, _ in heldout]
             read = max(set(kinds), key=kinds.count)
@@ -473,6 +481,11 @@ def run_set(
             f"  {label:<30} {run['steps']:4d} steps {run['patches_per_s']:5.1f} patch/s {size:<16}"
             f" AP50 {s['ap50']:.3f}  SEG {s['seg']:.3f}   untuned AP50 {s['untuned']['ap50']:.3f}"
             + (f"  auto AP50 {s['auto']['ap50']:.3f} SEG {s['auto']['seg']:.3f}" if "auto" in s else "")
+            + (
+                f"  true size AP50 {s['true_size']['ap50']:.3f} SEG {s['true_size']['seg']:.3f}"
+                if "true_size" in s
+                else ""
+            )
             + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else "")
             + (f"  tta AP50 {s['tta']['ap50']:.3f} SEG {s['tta']['seg']:.3f}" if "tta" in s else "")
             + (f"  no tta AP50 {s['no_tta']['ap50']:.3f} SEG {s['no_tta']['seg']:.3f}" if "no_tta" in s else ""),
