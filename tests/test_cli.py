@@ -2022,6 +2022,26 @@ def test_segment_resume_writes_only_the_formats_a_cut_run_had_not_written(tmp_pa
     assert not (out / "cells.csv").exists() and (out / "cells.tif").stat().st_mtime_ns == kept
 
 
+def test_segment_resume_refuses_a_finished_image_made_with_other_settings(tmp_path, tiny_model_path, capsys):
+    """A folder's image finished with other thresholds: --resume refuses before any work, naming it (it was kept
+    silently, and the batch mixed two settings)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        tifffile.imwrite(folder / f"{name}.tif", _discs_plane(seed=seed))
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "-o", str(out), "--model", str(tiny_model_path), "--format", "tif"]
+    assert main(["segment", str(folder / "a.tif"), *args[2:], "--min-size", "500"]) == 0
+    kept = (out / "a.tif").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "a.tif was made by a run with another thresholds: --resume finishes a run of the same command" in err
+    assert not (out / "b.tif").exists() and (out / "a.tif").stat().st_mtime_ns == kept
+    assert main([*args, "--min-size", "500", "--resume"]) == 0  # the same command: the rest joins it
+    assert "1 of 2 image(s) finished before" in capsys.readouterr().err and (out / "b.tif").exists()
+
+
 def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_store(tmp_path, tiny_model_path, capsys):
     """A block-wise run cut after its OME-Zarr, before its TIFF: --resume writes the TIFF from the store."""
     src = _write_ome_zarr(tmp_path / "cells.ome.zarr", _discs_plane())

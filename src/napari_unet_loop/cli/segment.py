@@ -75,16 +75,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 f"({len(cut)} image(s) in all): add --overwrite to --resume to finish it, or remove it"
             )
         have = {s: [fmt for fmt in formats if export_target(outdir, fmt, s).exists()] for s in stems}
-        done = [len(have[s]) == len(formats) for s in stems]
-        if any(done):
-            _log(f"--resume: {sum(done)} of {len(files)} image(s) finished before, their outputs kept")
-            if all(done):
-                return 0
-            files = [f for f, d in zip(files, done) if not d]
-            stems = [s for s, d in zip(stems, done) if not d]
-        partly = [s for s in stems if have[s]]
         prov = _provenance(model, pp, args)
-        for f, s in zip(files, stems):  # kept outputs must be this command's: the missing ones join them
+        # every kept output must be this command's, a finished image's too: the batch is one run's (before any work)
+        for f, s in zip(files, stems):
             for fmt in have[s]:
                 made = _made_by(export_target(outdir, fmt, s))
                 other = None if made is None else _other_setting(made, prov, f, args)
@@ -94,6 +87,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
                         f"{other.replace('_', ' ')}: --resume finishes a run of the same command; add --overwrite "
                         "to make it again"
                     )
+        done = [len(have[s]) == len(formats) for s in stems]
+        if any(done):
+            _log(f"--resume: {sum(done)} of {len(files)} image(s) finished before, their outputs kept")
+            if all(done):
+                return 0
+            files = [f for f, d in zip(files, done) if not d]
+            stems = [s for s, d in zip(stems, done) if not d]
+        partly = [s for s in stems if have[s]]
         if partly:  # a run cut between two formats of an image: the missing ones are written, the rest kept
             shown = ", ".join(f"{s} ({', '.join(fmt for fmt in formats if fmt not in have[s])})" for s in partly[:3])
             _log(
