@@ -130,6 +130,37 @@ def test_file_save_never_replaces_the_plane_files_of_a_png_stack_it_did_not_ask_
     assert read_labels(tmp_path / "flat.png")[0][0].max() == 4
 
 
+def test_file_save_of_a_plane_never_takes_the_record_of_a_png_stack_of_the_same_name(tmp_path):
+    """A 2D layer saved as cells.png beside a stack cells_z000.png...: nothing asked about the planes, so their
+    record stays and they stay (the planes were removed as stale, with a warning)."""
+    from napari_unet_loop.io.export import TargetExistsError
+
+    lab = labels3d()
+    with pytest.warns(UserWarning, match="sidecar"):
+        writers.write_labels_png(str(tmp_path / "cells.png"), lab, attributes(3))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TargetExistsError, match="cells.png.json in .* is the record of cells_z000.png"):
+        writers.write_labels_png(str(tmp_path / "cells.png"), lab[1], attributes())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_multiscale_layers_are_written_at_full_resolution(tmp_path):
+    """napari hands a multiscale layer's data as MultiScaleData, whose numpy array is the coarsest level: the
+    writers took that (a 256 x 256 layer saved as 64 x 64) and refused its image beside full-size labels."""
+    layers = pytest.importorskip("napari.layers")
+    full = np.zeros((256, 256), np.uint16)
+    full[10:100, 10:100] = 1
+    layer = layers.Labels([full, full[::2, ::2], full[::4, ::4]], multiscale=True, name="cells")
+    data, attrs, _ = layer.as_layer_data_tuple()
+    out = writers.write_labels_tif(str(tmp_path / "cells.tif"), data, attrs)
+    np.testing.assert_array_equal(read_labels(out[0])[0][0], full)
+    img = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    image = layers.Image([img, img[::2, ::2]], multiscale=True)
+    path = writers.write_layers_csv(str(tmp_path / "m.csv"), [(data, attrs, "labels"), image.as_layer_data_tuple()])
+    (row,) = list(csv.DictReader(open(path[0])))
+    assert float(row["area"]) == 90 * 90
+
+
 def test_png_writer_refuses_too_many_labels(tmp_path):
     lab = labels3d()[1].astype(np.int64)
     lab[lab == 2] = 100_000

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from ..core import __version__
 from ..io.conventions import ExportArguments, export_arguments
 from ..io.export import ExportError, TargetExistsError, edit_summary, export_labels, output_names, plain_name
+from ..io.writers import full_resolution
 from .layers import META_KEY, is_helper
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def _grey_shape(image: Image) -> tuple[int, ...]:
 
 def image_array(image: Image) -> np.ndarray:
     """An image layer's full-resolution pixels as File > Save hands them over (colour stays channels-last)."""
-    return np.asarray(image.data[0] if image.multiscale else image.data)
+    return full_resolution(image.data)
 
 
 def layer_attributes(layer: Labels) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def export_jobs(
         args = export_arguments(layer_attributes(layer), layer.data.ndim)  # the same rule as File > Save
         jobs.append(
             {
-                "labels": np.array(layer.data),
+                "labels": np.array(full_resolution(layer.data)),
                 "name": plain_name(layer.name),
                 "image": image_array(image) if image is not None else None,
                 "scale": args.scale,

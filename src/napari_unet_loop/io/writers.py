@@ -16,6 +16,7 @@ the image of the OME-Zarr store).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,13 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from .conventions import export_arguments
+from .conventions import export_arguments, sidecar_path
 from .export import ExportError, ExportResult, TargetExistsError, export_labels
 
 
-def _labels_array(data: Any) -> np.ndarray:
-    """Full-resolution labels from a layer's data (a multiscale list gives its first level)."""
-    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "shape"):
+def full_resolution(data: Any) -> np.ndarray:
+    """A layer's full-resolution pixels: a multiscale layer's first level, read into memory.
+
+    napari hands a multiscale layer's data as a list, a tuple or its ``MultiScaleData`` (a sequence
+    whose ``numpy.asarray`` gives the *coarsest* level): all give level 0 here.
+
+    Examples
+    --------
+    >>> full = np.zeros((8, 8), np.uint16)
+    >>> full_resolution([full, full[::2, ::2]]).shape
+    (8, 8)
+    >>> full_resolution(full).shape
+    (8, 8)
+    """
+    if not isinstance(data, np.ndarray) and isinstance(data, Sequence) and len(data) and hasattr(data[0], "shape"):
         data = data[0]
     return np.asarray(data)
 
@@ -47,9 +60,11 @@ def _export(
     is replaced. A Z/T stack as PNG writes other files (``cells_z000.png``...), which nobody was
     asked about: they are never replaced from here.
     """
-    labels = _labels_array(data)
+    labels = full_resolution(data)
     args = export_arguments(attributes, labels.ndim)
     planes = fmt == "png" and labels.ndim > 2
+    if not planes:
+        _check_record_is_the_files(Path(path))
     try:
         result: ExportResult = export_labels(
             labels,
@@ -76,6 +91,32 @@ def _export(
     for note in result.notes:
         warnings.warn(f"{result.paths[0].name}: {note}", UserWarning, stacklevel=3)
     return [str(p) for p in result.all_paths]
+
+
+def _check_record_is_the_files(path: Path) -> None:
+    """Refuse to replace a sidecar that records other files than ``path`` (those of a PNG stack of the same name).
+
+    File > Save asked only about ``path``: replacing the record of ``cells_z000.png``... with that of
+    ``cells.png`` would leave the planes without theirs, and the export would remove them as stale.
+    """
+    side = sidecar_path(path)
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: nothing else is recorded there
+        return
+    listed = record.get("files", []) if isinstance(record, dict) else []
+    others = [
+        e for e in (listed if isinstance(listed, list) else [])
+        if isinstance(e, str) and Path(e).name == e and e != path.name and (path.parent / e).is_file()
+    ]  # fmt: skip
+    if others:
+        names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise TargetExistsError(
+            f"{side.name} in {path.parent} is the record of {names}, an earlier export under this name that "
+            f"File > Save was not asked to replace: nothing was written. Choose another name, or use the dock's "
+            "Export with 'Replace existing files'.",
+            [side],
+        )
 
 
 def write_labels_tif(path: str, data: Any, attributes: dict) -> list[str]:
@@ -189,7 +230,7 @@ def _split_layers(layer_data: Sequence[tuple]) -> tuple[tuple, Any | None]:
         raise ExportError(f"select exactly one Labels layer to export (got {len(labels)})")
     if len(images) > 1:
         raise ExportError(f"select at most one Image layer with the labels (got {len(images)})")
-    image = _labels_array(images[0][0]) if images else None  # RGB images are channels-last already
+    image = full_resolution(images[0][0]) if images else None  # RGB images are channels-last already
     return labels[0], image
 
 
