@@ -917,7 +917,10 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
     from napari_unet_loop.core import model_files
 
     out = tmp_path / "ft.safetensors"
-    ckpt = _cut_run(folders, tiny_model_path, out, monkeypatch)
+    parent = model_files.load(tiny_model_path)
+    parent.card.created = "2020-01-01T00:00:00+00:00"
+    model_files.save(parent, tmp_path / "tiny.safetensors")
+    ckpt = _cut_run(folders, tmp_path / "tiny.safetensors", out, monkeypatch)
     assert ckpt.exists() and f"--resume {ckpt}" in capsys.readouterr().err
 
     assert main(["train", "--resume", str(ckpt)]) == 0
@@ -930,9 +933,26 @@ def test_train_resume_continues_a_cut_run(tmp_path, folders, tiny_model_path, ca
         card.training
     )
     assert card.parent == "tiny" and card.training["config"]["steps"] == 5
+    # how it was trained is the command it began with (it was "train --resume CHECKPOINT", a file now gone), and
+    # the child is dated when it was made (it carried its parent's date)
+    assert card.training["command"].startswith("napari-unet-loop train ") and "--resume" not in card.training["command"]
+    assert "2020-01-01T00:00:00+00:00" < card.created <= card.training["started"]
     assert not ckpt.exists()  # a finished run leaves no checkpoint behind
     assert main(["train", "--resume", str(ckpt)]) == 2  # gone: a clear error, no traceback
     assert "cannot read the training checkpoint" in capsys.readouterr().err
+
+
+def test_train_resume_keeps_a_file_put_at_out_meanwhile(tmp_path, folders, tiny_model_path, capsys, monkeypatch):
+    """A run begun without --overwrite writes --out only at its end: a file there when it resumes is someone
+    else's, and stays (it was replaced without a word)."""
+    out = tmp_path / "ft.safetensors"
+    ckpt = _cut_run(folders, tiny_model_path, out, monkeypatch)
+    out.write_bytes(Path(tiny_model_path).read_bytes())
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt)]) == 2
+    assert "ft.safetensors exists, and the run being resumed began without --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before and ckpt.exists()
 
 
 def test_train_resume_of_an_only_kind_run_writes_the_joined_model(tmp_path, folders, capsys, monkeypatch):

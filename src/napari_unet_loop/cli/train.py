@@ -30,6 +30,7 @@ from ..core.finetune import (
 )
 from ..core.image import InputError
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
+from ..core.model_card import now_iso
 from ..core.retune import retune
 from ..core.sampling import balance_kinds, split_validation
 from ..core.train import iter_train, training_precision
@@ -58,7 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError("--only-kind adds weights to a trained model: it needs --from MODEL, not scratch")
     if only_kind and args.modality not in (None, "auto"):
         raise CLIError("--only-kind: the model goes on detecting each image's kind; leave out --modality")
-    if out.exists() and not args.overwrite and resume is None:
+    if out.exists() and not args.overwrite:
+        if resume is not None:  # a run writes --out only when it ends: this file is not its own
+            raise CLIError(
+                f"{out} exists, and the run being resumed began without --overwrite: it is not this run's file "
+                "(a run writes --out only when it ends); move it away, then resume"
+            )
         raise CLIError(f"{out} exists; use --overwrite to replace it")
     for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--val-every", args.val_every)):
         if value is not None and not value >= 0:  # NaN too
@@ -78,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         parent = model.name
         model.card.parent = parent
         model.card.name = out.stem
+        model.card.created = now_iso()  # the child's own date, not its parent's
         if args.modality:
             model.card.modality = args.modality
     include, exclude, val_names = (
@@ -223,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             object_diameter=scaled.diameter,
             rescaled_by=scaled.factor,
             final=final,
-            command=" ".join(["napari-unet-loop", *sys.argv[1:]]),
+            # the command as given (a resumed run's: the one it began with, not --resume CHECKPOINT)
+            command=" ".join(["napari-unet-loop", *getattr(args, "argv", sys.argv[1:])]),
             start_weights=start_weights,
             **extra,
         )
@@ -307,12 +315,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             "patches": result.patches,
             "seconds": round(result.seconds, 1),
             "anchor_applied": round(result.anchor, 3),
+            # out of memory halved the batch: the patches per step the run ended with
+            **({"batch_size_cut_to": result.batch_size} if result.batch_size < config.batch_size else {}),
             "baseline": result.baseline,
             "history": _thin(result.history),
         },
     )
     for p in (ckpt_path, partial):  # the run is complete: its model file holds everything
         _remove(p)
+    if result.batch_size < config.batch_size:
+        _log(
+            f"note: out of memory, the run went on with {result.batch_size} patches per step instead of "
+            f"{config.batch_size} (recorded in the card)"
+        )
     if result.baseline is not None and parent is not None and not result.improved:
         _log(f"warning: fine-tuning did not beat {parent} on the validation data; {out} holds the starting weights")
     _log(
