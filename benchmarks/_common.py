@@ -28,7 +28,7 @@ from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
 from napari_unet_loop.core.model_files import Model
 from napari_unet_loop.core.postprocess import PostprocessConfig
-from napari_unet_loop.core.retune import retune
+from napari_unet_loop.core.retune import retune, validation_objects
 from napari_unet_loop.core.sampling import Sample, split_validation
 from napari_unet_loop.core.scale import median_diameter
 from napari_unet_loop.core.segment import segment
@@ -143,6 +143,7 @@ def finetune(
     retune_variants: dict[str, Callable[[PostprocessConfig], dict[str, Any]]] | None = None,
     partial: bool = False,
     val_whole: int | None = None,
+    begin_out: list | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -160,7 +161,8 @@ def finetune(
     what each would keep by the bars alone (no veto); the child keeps the shipped rule's. ``partial``: the
     labels mark only some objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
-    least one, drawn by ``seed``) instead of a stripe of each.
+    least one, drawn by ``seed``) instead of a stripe of each. ``begin_out``: a list that gets the model the
+    fine-tune began from (the starting model's network and thresholds for the images' kind).
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -182,6 +184,8 @@ def finetune(
     if not ready:  # as train --from: H&E images prepared for a colour network of their own, as the start reads them
         samples = prepared(begin)
     card = copy.deepcopy(begin.card)
+    if begin_out is not None:
+        begin_out.append(begin)
     t0 = time.perf_counter()
     diameter = None  # to_network_scale measures the labels
     if rescale and min_factor:
@@ -237,6 +241,10 @@ def finetune(
         "diameter": None if scaled is None else round(float(scaled.diameter or 0), 1),
         "factor": None if scaled is None else round(scaled.factor, 3),
         "improved": result.improved,
+        # the stripe's AP@0.5 of the starting and the kept weights, on how many objects
+        "stripe_ap50": result.baseline and [round(v["ap50"], 4) for v in (result.baseline, result.best)],
+        "validation_objects": validation_objects(val) if val else 0,
+        "trust": round(result.trust, 4),
         "anchor_applied": round(result.anchor, 2),
         "tuning": tuned,
         "start_postprocess": start_pp,

@@ -67,7 +67,8 @@ import torch
 from _common import DATA_CANDIDATES, SPLITS, cpu_name, finetune, imread, isbi_instances, read_list, score, write_json
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.modality import GREY_KINDS, detect, input_modality
-from napari_unet_loop.core.model_files import load
+from napari_unet_loop.core.model_files import Model, load
+from napari_unet_loop.core.retune import tuning_noise
 from napari_unet_loop.core.scale import median_diameter
 
 SETS = ("dsb-x6", "isbi-x2")  # the default
@@ -345,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="fine-tune and segment here")
     p.add_argument("--no-auto", action="store_true", help="skip scoring each child with --diameter auto (faster)")
     p.add_argument(
+        "--weights-bar",
+        action="store_true",
+        help="an experiment: also score what each child would be if the fine-tuned weights were kept only when "
+        "their stripe AP@0.5 gain clears the threshold bar (noise of the validation objects x (1 + trust)): "
+        "else the starting weights and thresholds, with the child's object sizes",
+    )
+    p.add_argument(
         "--true-size",
         action="store_true",
         help="also score each child with every held-out image at its true objects' size (as the start's second "
@@ -438,6 +446,7 @@ def run_set(
     if args.drop_labels:
         pool_items = [(n, img, drop_objects(lab, args.drop_labels, seed)) for n, img, lab in pool_items]
     for minutes, k, rescale in plan:
+        began: list = []
         child, run = finetune(
             start,
             pool_items[:k],
@@ -454,6 +463,7 @@ def run_set(
             stain=args.stain,
             partial=args.partial_labels,
             val_whole=args.val_whole,
+            begin_out=began,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto
@@ -468,6 +478,17 @@ def run_set(
             s["auto"] = score(child, heldout, device, diameter="auto")
         if args.true_size:
             s["true_size"] = score(child, heldout, device, true_size=True)
+        if args.weights_bar and run["stripe_ap50"]:
+            before, after = run["stripe_ap50"]
+            bar = tuning_noise(before, run["validation_objects"]) * (1 + run["trust"])
+            kept = not run["improved"] or after - before > bar
+            if kept:
+                s["weights_bar"] = {"kept": "child", "bar": round(bar, 4), **{k_: s[k_] for k_ in ("ap50", "seg")}}
+            else:
+                card = copy.deepcopy(child.card)
+                card.postprocess = began[0].card.postprocess
+                start_again = Model(began[0].net, card)
+                s["weights_bar"] = {"kept": "start", "bar": round(bar, 4), **score(start_again, heldout, device)}
         if args.crossed:  # every held-out frame read as the other grey kind: a frame that crossed the line
             kinds = [input_modality(child, img) for _, img, _ in heldout]
             read = max(set(kinds), key=kinds.count)
@@ -484,6 +505,12 @@ def run_set(
             + (
                 f"  true size AP50 {s['true_size']['ap50']:.3f} SEG {s['true_size']['seg']:.3f}"
                 if "true_size" in s
+                else ""
+            )
+            + (
+                f"  weights bar ({s['weights_bar']['kept']}) AP50 {s['weights_bar']['ap50']:.3f} "
+                f"SEG {s['weights_bar']['seg']:.3f}"
+                if "weights_bar" in s
                 else ""
             )
             + (f"  crossed AP50 {s['crossed']['ap50']:.3f} SEG {s['crossed']['seg']:.3f}" if "crossed" in s else "")
