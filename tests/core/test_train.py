@@ -548,13 +548,14 @@ def test_no_validation_where_nothing_reviewed_fits():
     assert val == [] and train[0].ignore is None
 
 
-@pytest.mark.parametrize("anchor", [0.0, 20.0])
+@pytest.mark.parametrize(("anchor", "precision"), [(0.0, "fp32"), (20.0, "fp32"), (0.0, "fp16")])
 def test_resume_from_a_checkpoint_continues_the_run_exactly(
-    tiny_net, sample, val_sample, tmp_path, anchor, monkeypatch
+    tiny_net, sample, val_sample, tmp_path, anchor, precision, monkeypatch
 ):
     """A run cut after step 3 and resumed from its checkpoint ends where an uncut run ends (the anchor's
-    starting weights come from the checkpoint: the resumed network starts from random ones)."""
-    config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0), anchor=anchor)
+    starting weights come from the checkpoint: the resumed network starts from random ones; in fp16 the loss
+    scale it had reached, which began again at 65536 and skipped other steps)."""
+    config = _config(steps=6, val_every_s=0.0, augment=AugmentConfig(blur=1.0), anchor=anchor, precision=precision)
     if anchor:  # a start the validation trusts (so the anchor pulls), scores that follow the weights
 
         def validate(net, *args, **kwargs):
@@ -572,6 +573,8 @@ def test_resume_from_a_checkpoint_continues_the_run_exactly(
     state, extra = checkpoint_mod.load_checkpoint(path)
     assert extra == {"note": "x"} and state["step"] == 3
     assert [h["step"] for h in state["history"] if "val" in h] == [0, 1, 2, 3]
+    if precision == "fp16":  # the scale halves at each overflow: an uncut run's is below the start by now
+        assert 0 < state["scaler"]["scale"] < 65536.0
 
     cut = UNet(tiny_net.config)  # weights come from the checkpoint
     events2, resumed = _drain(iter_train(cut, [sample], [val_sample], config, resume=state))

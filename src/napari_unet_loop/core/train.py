@@ -503,6 +503,8 @@ def iter_train(
             start_weights = [t.to(device) for t in resume["anchor"]]
         history = list(resume["history"])
         sampler.set_state(resume["rng"])
+        if resume.get("scaler"):  # fp16: the loss scale the run had reached (it skips steps that overflow)
+            scaler.load_state_dict(resume["scaler"])
     elif val_samples:
         baseline = run_val(0)
         best, best_state = baseline, copy.deepcopy(net.state_dict())
@@ -531,6 +533,8 @@ def iter_train(
             "history": list(history),
             "rng": sampler.get_state(),
             "anchor": None if anchor is None else [t.detach().clone() for t in anchor],
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "since_val": time.perf_counter() - last_val,  # a time-based validation schedule goes on where it was
         }
 
     expected = config.minutes * 60 if config.minutes is not None else math.nan
@@ -547,6 +551,8 @@ def iter_train(
         + (f"; resumed at step {step}" if resume is not None else ""),
     )
     last_val = last_ckpt = time.perf_counter()
+    if resume is not None:
+        last_val -= float(resume.get("since_val") or 0.0)
     while True:
         f = fraction(step)
         if f >= 1.0:
