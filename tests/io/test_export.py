@@ -729,3 +729,16 @@ def test_replacing_a_png_stack_with_fewer_planes_removes_the_old_extra_planes(tm
     assert any("2 file(s)" in n for n in res.notes)
     res = export_labels(labels[0], tmp_path, "png", name="cells", overwrite=True)  # a stack replaced by one plane
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.png", "cells.png.json", "notes.png"]
+
+
+def test_a_mask_as_the_image_of_an_ome_zarr_is_stored_as_uint8(tmp_path):
+    """A boolean image beside the labels stopped the export with skimage's raw 'anti_aliasing must be False'."""
+    import zarr
+
+    labels = np.zeros((200, 300), np.int32)
+    labels[20:60, 30:90] = 1
+    mask = labels > 0
+    res = export_labels(labels, tmp_path, "zarr", name="cells", image=mask)
+    group = zarr.open_group(str(res.paths[0]), mode="r")
+    level0 = np.asarray(group[min(k for k in group.array_keys())])  # s0 or 0, by the OME-Zarr version
+    assert level0.dtype == np.uint8 and np.array_equal(level0.astype(bool), mask)

@@ -131,6 +131,8 @@ def write_ome_zarr(
         notes.append("no image given: an empty placeholder image holds the labels in the OME-Zarr")
     else:
         img, img_axes = _image_for_zarr(image, data.shape, axes)
+        if img.dtype == bool:  # a mask as the image: its pyramid cannot be smoothed as booleans
+            img = img.astype(np.uint8)
     factors = _pyramid_factors(data.shape[-2:], levels)
     img_scale = {a: scale_map.get(a, 1.0) for a in img_axes}
     img_units = {a: u for a, u in axes_units.items() if a in img_axes}
