@@ -113,7 +113,7 @@ def _check_record_is_the_files(path: Path) -> None:
         names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise TargetExistsError(
             f"{side.name} in {path.parent} is the record of {names}, an earlier export under this name that "
-            f"File > Save was not asked to replace: nothing was written. Choose another name, or use the dock's "
+            "File > Save was not asked to replace: nothing was written. Choose another name, or use the dock's "
             "Export with 'Replace existing files'.",
             [side],
         )
