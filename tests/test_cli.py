@@ -751,6 +751,21 @@ def test_export_of_an_ome_zarr_keeps_where_its_labels_lie(tmp_path, capsys):
     np.testing.assert_allclose(kwargs["translate"], [50.0, 125.0])
 
 
+def test_export_of_ome_zarr_labels_read_as_levels_writes_the_full_resolution(tmp_path, capsys, monkeypatch):
+    """Labels over 2 GiB are read as their multiscale levels: export stopped with numpy's 'inhomogeneous shape'."""
+    from napari_unet_loop.io import readers
+    from napari_unet_loop.io.export import write_ome_zarr
+
+    monkeypatch.setattr(readers, "LAZY_LABELS_BYTES", 1000)  # this small store counts as large
+    lab = np.zeros((256, 256), np.uint16)
+    lab[4:120, 4:120] = 1
+    lab[150:200, 150:250] = 2
+    src = write_ome_zarr(tmp_path / "big.zarr", lab).paths[0]
+    assert isinstance(readers.read_labels(src)[-1][0], list)  # read as levels
+    assert main(["export", str(src), "-o", str(tmp_path / "out"), "--format", "tif"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), lab)
+
+
 def test_fiji_escaped_micro_sign_is_read_as_micrometres(tmp_path):
     from napari_unet_loop.io.readers import read_labels
 

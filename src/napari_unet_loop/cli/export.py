@@ -14,6 +14,7 @@ from ..io.export import (
     safe_name,
 )
 from ..io.images import read_image
+from ..io.writers import full_resolution
 from ._common import CLIError, _formats, _log
 
 
@@ -34,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not layers:
             raise CLIError(f"{path} holds no labels")
         for data, kwargs, _ in layers:
-            data = np.asarray(data)
+            data = full_resolution(data)  # a large OME-Zarr's labels come as their multiscale levels
             if not np.issubdtype(data.dtype, np.integer):
                 raise CLIError(f"{path}: labels must be integers, got {data.dtype}")
             meta = kwargs.get("metadata", {}) or {}
