@@ -131,15 +131,11 @@ def drop_ignored(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> tupl
     t_out, p_out = (true != 0) & (t == 0), (pred != 0) & (p == 0)
     if not (t_out.any() or p_out.any()):
         return t, p
-    tv, pv = np.asarray(true).ravel(), np.asarray(pred).ravel()
-    t_ids, t_area = np.unique(tv, return_counts=True)
-    p_ids, p_area = np.unique(pv, return_counts=True)
-    both = (tv != 0) & (pv != 0)
-    pairs, inter = np.unique(np.stack([tv[both], pv[both]]), axis=1, return_counts=True)
-    ti, pi = pairs
-    iou = inter / (t_area[np.searchsorted(t_ids, ti)] + p_area[np.searchsorted(p_ids, pi)] - inter)
+    true, pred = np.asarray(true), np.asarray(pred)
+    ti, pi, _, iou, _, _ = overlap(true, pred)  # objects by rank among the ids present: back to the ids
+    ti, pi = np.unique(true[true != 0])[ti], np.unique(pred[pred != 0])[pi]
     match = iou >= 0.5
-    gone_t, gone_p = np.unique(np.asarray(true)[t_out]), np.unique(np.asarray(pred)[p_out])
+    gone_t, gone_p = np.unique(true[t_out]), np.unique(pred[p_out])
     p_with = pi[match & np.isin(ti, gone_t)]  # predictions matching a true object left out
     t_with = ti[match & np.isin(pi, gone_p)]  # true objects matching a prediction left out
     if p_with.size:
