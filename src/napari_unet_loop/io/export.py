@@ -135,6 +135,17 @@ def export_target(outdir_or_path: str | os.PathLike, fmt: str | None, name: str 
     return p / f"{safe_name(name)}{SUFFIXES[key]}"
 
 
+def recorded_files(sidecar: Path, beside: Path) -> list[Path]:
+    """The files an export's sidecar lists, in the folder ``beside`` (bare file names only; none when unreadable)."""
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: nothing is known of its files
+        return []
+    listed = record.get("files", []) if isinstance(record, dict) else []
+    listed = listed if isinstance(listed, list) else []
+    return [beside / e for e in listed if isinstance(e, str) and Path(e).name == e]
+
+
 def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes: list[str]) -> None:
     """Remove the files an export replaced that the new one does not write again.
 
@@ -142,24 +153,16 @@ def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes:
     stack beside the new planes, read as part of it. Only files the replaced export's sidecar
     lists (files it wrote, beside it) are removed.
     """
-    try:
-        old = json.loads(old_sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or unreadable: nothing is known to be stale
-        return
-    listed = old.get("files", []) if isinstance(old, dict) else []
     keep = {p.resolve() for p in written}
     gone, failed = 0, []
-    for entry in listed if isinstance(listed, list) else []:
-        if not isinstance(entry, str) or Path(entry).name != entry:  # a bare file name beside the sidecar only
-            continue
-        stale = side.parent / entry
+    for stale in recorded_files(old_sidecar, side.parent):
         if stale.resolve() in keep or not stale.is_file():
             continue
         try:
             stale.unlink()
             gone += 1
         except OSError:
-            failed.append(entry)
+            failed.append(stale.name)
     if gone:
         notes.append(f"{gone} file(s) of the export this one replaced, not written again, were removed")
     if failed:

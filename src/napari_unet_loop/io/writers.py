@@ -16,7 +16,6 @@ the image of the OME-Zarr store).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .conventions import export_arguments, sidecar_path
-from .export import ExportError, ExportResult, TargetExistsError, export_labels
+from .export import ExportError, ExportResult, TargetExistsError, export_labels, recorded_files
 
 
 def full_resolution(data: Any) -> np.ndarray:
@@ -100,15 +99,7 @@ def _check_record_is_the_files(path: Path) -> None:
     ``cells.png`` would leave the planes without theirs, and the export would remove them as stale.
     """
     side = sidecar_path(path)
-    try:
-        record = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or unreadable: nothing else is recorded there
-        return
-    listed = record.get("files", []) if isinstance(record, dict) else []
-    others = [
-        e for e in (listed if isinstance(listed, list) else [])
-        if isinstance(e, str) and Path(e).name == e and e != path.name and (path.parent / e).is_file()
-    ]  # fmt: skip
+    others = [f.name for f in recorded_files(side, path.parent) if f.name != path.name and f.is_file()]
     if others:
         names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise TargetExistsError(
