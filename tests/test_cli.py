@@ -432,7 +432,6 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
     import torch
 
     from napari_unet_loop.core import model_files
-    from napari_unet_loop.core import train as train_mod
     from napari_unet_loop.core.postprocess import PostprocessConfig
     from napari_unet_loop.core.unet import UNetConfig
 
@@ -466,9 +465,11 @@ def test_a_model_with_its_own_weights_for_he_images(tmp_path, folders, tiny_mode
     assert prov["weights_by_kind"] == ["he"]
     # tune: the general thresholds leave the H&E image out; --kind he tunes the H&E network's
     seen = []
-    real = train_mod.tune_thresholds
+    from napari_unet_loop.core import retune as retune_mod
+
+    real = retune_mod.tune_thresholds
     monkeypatch.setattr(
-        train_mod,
+        retune_mod,
         "tune_thresholds",
         lambda net, samples, *a, **k: seen.append((net, samples)) or real(net, samples, *a, **k),
     )
@@ -1718,12 +1719,12 @@ def test_tune_reads_images_as_the_model_does(tmp_path, folders, tiny_model_path,
 
 def test_ctrl_c_while_tuning_thresholds_is_one_true_line(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
     """Interrupted after training, while tuning: one line saying where the best weights are, exit 130."""
-    import napari_unet_loop.core.train as train_mod
+    import napari_unet_loop.core.retune as retune_mod
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "tune_thresholds", interrupt)
+    monkeypatch.setattr(retune_mod, "tune_thresholds", interrupt)
     images, labels = folders
     out = tmp_path / "m.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--from", str(tiny_model_path), "--steps", "2"]
@@ -2338,17 +2339,17 @@ def test_cell_tracking_challenge_gold_truth_trains_as_labels_that_mark_some_cell
 
 def test_tune_scores_labels_of_some_cells_near_them_as_train_does(tmp_path, tiny_model_path, capsys, monkeypatch):
     """``tune`` on man_segNNN truth: the unmarked cell is left out of the search's scores, unless told."""
-    import napari_unet_loop.core.train as train_mod
+    import napari_unet_loop.core.retune as retune_mod
 
     images, labels = _gold_truth_folders(tmp_path)
     seen = []
-    real = train_mod.tune_thresholds
+    real = retune_mod.tune_thresholds
 
     def spy(net, samples, *a, **k):
         seen.append(samples)
         return real(net, samples, *a, **k)
 
-    monkeypatch.setattr(train_mod, "tune_thresholds", spy)
+    monkeypatch.setattr(retune_mod, "tune_thresholds", spy)
     args = ["tune", str(images), str(labels), "--model", str(tiny_model_path), "--modality", "none"]
     assert main(args) == 0
     captured = capsys.readouterr()

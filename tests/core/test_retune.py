@@ -43,7 +43,7 @@ def test_retuned_thresholds_are_kept_only_when_the_gain_clears_the_bar(monkeypat
         (noise * 1.1, float("nan"), True),  # no measure of trust: the noise alone
     ):
         monkeypatch.setattr(
-            "napari_unet_loop.core.train.tune_thresholds",
+            "napari_unet_loop.core.retune.tune_thresholds",
             lambda *a, g=gain, **k: Tuned(found, 0.5 + g, 0.7, 0.5, 0.7, 0.01, 9, found, 20),
         )
         r = retune.retune(None, val, "cpu", start, trust=trust)
@@ -69,7 +69,7 @@ def test_retuned_thresholds_that_fit_the_masks_better_are_kept_at_no_loss_of_ap5
         (1.0, 0.90, float("inf"), 0.0, False),  # one object: no measure of the noise
     ):
         monkeypatch.setattr(
-            "napari_unet_loop.core.train.tune_thresholds",
+            "napari_unet_loop.core.retune.tune_thresholds",
             lambda *a, t=Tuned(found, ap_after, seg_after, 1.0, 0.82, se, 9, start, 30), **k: t,
         )
         r = retune.retune(None, val, "cpu", start, trust=trust)
@@ -90,7 +90,7 @@ def test_retune_searches_the_candidate_values_it_is_given(monkeypatch, discs):
     fg = (labels > 0).astype(np.float32)
     maps = [(fg, fg)]
     monkeypatch.setattr(
-        "napari_unet_loop.core.train.tune_thresholds",
+        "napari_unet_loop.core.retune.tune_thresholds",
         lambda net, val, device, start, precision, **search: tune(maps, [labels], start=start, **search),
     )
     val = [Sample(np.zeros((1, 96, 96), np.float32), labels)]
@@ -115,7 +115,7 @@ def _kept_found(monkeypatch, start, found):
     from napari_unet_loop.core.postprocess import Tuned
 
     monkeypatch.setattr(
-        "napari_unet_loop.core.train.tune_thresholds",
+        "napari_unet_loop.core.retune.tune_thresholds",
         lambda *a, **k: Tuned(found, 0.9, 0.8, 0.5, 0.7, 0.01, 9, found, 20),
     )
 
@@ -129,7 +129,7 @@ def _maps_of(monkeypatch, calls, blur=0.0):
         fg = [ndi.gaussian_filter((s.labels > 0).astype(np.float32), blur) for s in samples]
         return [(f, f) for f in fg], [s.labels for s in samples], [s.ignore for s in samples]
 
-    monkeypatch.setattr("napari_unet_loop.core.train.prediction_maps", maps)
+    monkeypatch.setattr("napari_unet_loop.core.retune.prediction_maps", maps)
 
 
 def test_thresholds_that_segment_the_training_images_worse_are_vetoed(monkeypatch, discs):

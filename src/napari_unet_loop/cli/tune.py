@@ -14,7 +14,7 @@ from ._common import CLIError, _listed, _load_samples, _log, _marked, _pairs, _p
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Choose a model's default thresholds on annotated images and store them in its card."""
-    from ..core.train import tune_thresholds
+    from ..core.retune import tune_thresholds
 
     device = resolve_device(args.device)
     model = model_files.load(args.model)

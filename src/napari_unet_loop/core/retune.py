@@ -1,4 +1,7 @@
-"""Thresholds after a fine-tune: search them again on the validation data, keep them past the noise.
+"""Thresholds: chosen on annotated samples, and after a fine-tune searched again and kept past the noise.
+
+:func:`tune_thresholds` runs the network once per sample (:func:`prediction_maps`) and searches the
+post-processing settings on its maps (``tune`` and every threshold choice below use it).
 
 The dock's Fine-tune, ``train`` and ``tune`` share this rule. A threshold search on the few objects
 of a fine-tune's validation data finds gains that do not carry over to new images, so the
@@ -12,11 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .sampling import Sample, reviewed_box
+
+if TYPE_CHECKING:  # torch and the network load with the first prediction, not with this module
+    import torch
+
+    from .postprocess import PostprocessConfig, Tuned
+    from .unet import UNet
 
 # the veto segments at most this many training images (spread over them): one prediction each
 VETO_IMAGES = 8
@@ -263,8 +272,6 @@ def retune(
     Retuned
         The thresholds to keep and the evidence.
     """
-    from .train import tune_thresholds
-
     t = tune_thresholds(net, val, device, start, precision, **search)
     judged = judge(t, validation_objects(val), start, trust)
     if judged.kept and whole:
@@ -312,7 +319,6 @@ def veto(
         ``judged`` with the evidence (``on_training``), and the starting thresholds when vetoed.
     """
     from .postprocess import SettingScores
-    from .train import prediction_maps
 
     if not judged.kept or not whole or judged.found is None or judged.start is None:
         return judged
@@ -383,3 +389,61 @@ def judge(t: Any, n: int, start: Any, trust: float = 0.0) -> Retuned:
     if judged.for_ap50 or judged.for_seg:  # the bars' one formula each: Retuned.bar and Retuned.seg_bar
         judged.postprocess, judged.kept = t.config, True
     return judged
+
+
+def prediction_maps(
+    net: UNet,
+    samples: Sequence[Sample],
+    device: torch.device | str,
+    precision: str = "auto",
+    tile: int | None = None,
+    tta: bool = False,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray], list[np.ndarray | None]]:
+    """The network's maps on annotated samples, with their labels: what thresholds are scored on.
+
+    The network runs once per sample (``tile`` and ``tta`` as in :func:`predict`).
+
+    Returns
+    -------
+    tuple of list
+        ``(maps, truths, ignores)``: per sample the ``(foreground probability, distance map)``, the
+        true labels and the unreviewed pixels (``None``: all reviewed), as
+        :class:`~napari_unet_loop.core.postprocess.SettingScores` takes them.
+    """
+    from .predict import predict
+
+    maps, truths, ignores = [], [], []
+    n_cls = net.config.n_classes
+    for s in samples:
+        probs = predict(net, s.image, device=device, precision=precision, tile=tile, tta=tta)
+        maps.append((1.0 - probs[0], probs[n_cls]))
+        truths.append(s.labels)
+        ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
+    return maps, truths, ignores
+
+
+def tune_thresholds(
+    net: UNet,
+    samples: Sequence[Sample],
+    device: torch.device | str,
+    start: PostprocessConfig,
+    precision: str = "auto",
+    tile: int | None = None,
+    tta: bool = False,
+    **search: Any,
+) -> Tuned:
+    """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
+
+    The network runs once per sample (:func:`prediction_maps`); only the post-processing is
+    repeated (:func:`~napari_unet_loop.core.postprocess.tune`, which takes ``search``: the
+    candidate values of each setting).
+
+    Returns
+    -------
+    Tuned
+        The thresholds found, pooled AP@0.5 and SEG with them and with ``start``.
+    """
+    from .postprocess import tune
+
+    maps, truths, ignores = prediction_maps(net, samples, device, precision, tile, tta)
+    return tune(maps, truths, start=start, ignores=ignores, **search)

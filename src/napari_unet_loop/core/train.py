@@ -30,7 +30,7 @@ from .config import Settings
 from .device import autocast_dtype, cpu_bf16_native
 from .errors import TrainingError  # noqa: F401 - raised here, imported from here elsewhere
 from .metrics import MatchCounts, SegCounts, matching, pool
-from .postprocess import PostprocessConfig, Tuned, instances
+from .postprocess import PostprocessConfig, instances
 from .predict import predict
 from .sampling import PatchSampler, Sample
 from .targets import make_targets
@@ -644,59 +644,3 @@ def iter_train(
         anchor=pull,
         trust=trust,
     )
-
-
-def prediction_maps(
-    net: UNet,
-    samples: Sequence[Sample],
-    device: torch.device | str,
-    precision: str = "auto",
-    tile: int | None = None,
-    tta: bool = False,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray], list[np.ndarray | None]]:
-    """The network's maps on annotated samples, with their labels: what thresholds are scored on.
-
-    The network runs once per sample (``tile`` and ``tta`` as in :func:`predict`).
-
-    Returns
-    -------
-    tuple of list
-        ``(maps, truths, ignores)``: per sample the ``(foreground probability, distance map)``, the
-        true labels and the unreviewed pixels (``None``: all reviewed), as
-        :class:`~napari_unet_loop.core.postprocess.SettingScores` takes them.
-    """
-    maps, truths, ignores = [], [], []
-    n_cls = net.config.n_classes
-    for s in samples:
-        probs = predict(net, s.image, device=device, precision=precision, tile=tile, tta=tta)
-        maps.append((1.0 - probs[0], probs[n_cls]))
-        truths.append(s.labels)
-        ignores.append(s.ignore)  # scored as in validation: objects mostly unreviewed are left out
-    return maps, truths, ignores
-
-
-def tune_thresholds(
-    net: UNet,
-    samples: Sequence[Sample],
-    device: torch.device | str,
-    start: PostprocessConfig,
-    precision: str = "auto",
-    tile: int | None = None,
-    tta: bool = False,
-    **search: Any,
-) -> Tuned:
-    """Choose post-processing thresholds for ``net`` on annotated (validation) samples.
-
-    The network runs once per sample (:func:`prediction_maps`); only the post-processing is
-    repeated (:func:`~napari_unet_loop.core.postprocess.tune`, which takes ``search``: the
-    candidate values of each setting).
-
-    Returns
-    -------
-    Tuned
-        The thresholds found, pooled AP@0.5 and SEG with them and with ``start``.
-    """
-    from .postprocess import tune
-
-    maps, truths, ignores = prediction_maps(net, samples, device, precision, tile, tta)
-    return tune(maps, truths, start=start, ignores=ignores, **search)
