@@ -335,7 +335,8 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
     Raises
     ------
     InputError
-        The store was made from another input or with other settings (model, thresholds, sizes).
+        The store does not record how it was made (one that does was compared with this command's
+        settings before any work).
     """
     import zarr
 
@@ -343,11 +344,10 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
 
     meta = dict(zarr.open_group(str(target), mode="r").attrs.get("napari_unet_loop") or {})
     made = dict(meta.get("provenance") or {})
-    other = _other_setting(made, prov, f, args)
-    if other:
+    if not made:  # the command compared every kept output that says how it was made (cmd_segment)
         raise InputError(
-            f"{target} was made by a run with another {other.replace('_', ' ')}: --resume finishes a run of the "
-            "same command; add --overwrite to make it again"
+            f"{target} does not record how it was made: --resume finishes a run of the same command, whose "
+            "other formats come from this store; add --overwrite to make it again"
         )
     _log(f"{f.name}: --resume: {target.name} was finished before; the other formats are written from it")
     modality = made.get("modality")
