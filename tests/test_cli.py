@@ -1480,6 +1480,8 @@ def test_odd_file_names_do_not_stop_a_batch(tmp_path, tiny_model_path, capsys):
     assert ("n" * 246 + ".tif").encode() in tifs and b"plain.tif" in tifs
     record = json.loads((out / "plain.tif.json").read_text())
     assert record["provenance"]["input"].endswith("plain.png")
+    # the command given (called from Python too: it recorded the interpreter's sys.argv, here pytest's)
+    assert record["provenance"]["command"] == f"napari-unet-loop segment {src} -o {out} --model {tiny_model_path}"
 
 
 def test_segment_stitch_z_gives_one_3d_object_per_nucleus(tmp_path, monkeypatch, tiny_model_path, capsys):

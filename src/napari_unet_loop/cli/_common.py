@@ -333,7 +333,7 @@ def _provenance(model, pp: dict[str, float] | None, args) -> dict:
         "tta": getattr(args, "tta", "auto"),
         "modality_setting": getattr(args, "modality", None) or "model",
         "channel": getattr(args, "channel", None),
-        "command": " ".join(["napari-unet-loop", *sys.argv[1:]]),
+        "command": " ".join(["napari-unet-loop", *getattr(args, "argv", sys.argv[1:])]),
     }
 
 

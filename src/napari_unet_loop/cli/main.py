@@ -429,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tifffile").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as given, for the records outputs keep (a resumed train run: the one it began with)
     try:
         if getattr(args, "command", None) == "train":
             args = _train_args(parser, args, argv)
