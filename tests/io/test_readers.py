@@ -116,6 +116,22 @@ def test_planar_rgb_tiff_opens_in_colour_and_a_yx1_mask_as_2d_labels(tmp_path):
     assert kind == "labels" and np.array_equal(data, labels2d())
 
 
+@pytest.mark.parametrize("planes", [3, 4])
+def test_a_stack_of_three_or_four_label_planes_opens_as_zyx_labels(tmp_path, planes):
+    """tifffile stores a (3 | 4, Y, X) array unnamed as planar samples (SYX): it opened as an image, even forced."""
+    from skimage.io import imsave
+
+    lab = np.stack([labels2d()] * planes).astype(np.uint16)
+    lab[-1, :4, :4] = 9
+    tifffile.imwrite(tmp_path / "tf.tif", lab)
+    imsave(tmp_path / "sk.tif", lab, check_contrast=False)
+    for name in ("tf.tif", "sk.tif"):
+        for force in (False, True):
+            data, kwargs, kind = read_labels(tmp_path / name, force=force)[0]
+            assert kind == "labels" and kwargs["metadata"]["axes"] == "ZYX"
+            assert np.array_equal(data, lab)
+
+
 def test_foreign_imagej_tiff_gets_its_pixel_size(tmp_path):
     lab = labels2d()
     tifffile.imwrite(

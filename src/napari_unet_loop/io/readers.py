@@ -293,6 +293,8 @@ def read_tiff(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
                 data, tax = data.squeeze(i), tax[:i] + tax[i + 1 :]
         if tax == "SYX" and planar_colour(tif):  # planar RGB: the samples last, as napari shows colour
             data, tax = np.moveaxis(data, 0, -1), "YXS"
+        elif tax == "SYX":  # tifffile's guess for any (3 | 4, Y, X) array it wrote unnamed: a stack of planes
+            tax = "ZYX"
         file_scale, unit = read_tiff_scale(tif, data.ndim, tax)
     channels = "S" in tax or "C" in tax
     if not channels and 2 <= data.ndim <= 4 and _is_label_array(data, side, force):
