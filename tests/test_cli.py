@@ -733,6 +733,15 @@ def test_export_keeps_the_files_unit_and_z_spacing(tmp_path, capsys):
     assert "4 values" in capsys.readouterr().err
 
 
+def test_export_takes_a_boolean_mask_as_one_object(tmp_path):
+    mask = np.zeros((24, 24), bool)
+    mask[4:12, 6:14] = True
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    assert main(["export", str(tmp_path / "mask.tif"), "-o", str(tmp_path / "out"), "--format", "tif,csv"]) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "mask.tif"), mask.astype(np.uint16))
+    assert (tmp_path / "out" / "mask.csv").read_text().splitlines()[1].startswith("1,64.0,")
+
+
 def test_export_of_an_ome_zarr_keeps_where_its_labels_lie(tmp_path, capsys):
     from napari_unet_loop.io.export import write_ome_zarr
     from napari_unet_loop.io.readers import read_labels

@@ -36,7 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CLIError(f"{path} holds no labels")
         for data, kwargs, _ in layers:
             data = full_resolution(data)  # a large OME-Zarr's labels come as their multiscale levels
-            if not np.issubdtype(data.dtype, np.integer):
+            if data.dtype != bool and not np.issubdtype(data.dtype, np.integer):  # a mask: one object
                 raise CLIError(f"{path}: labels must be integers, got {data.dtype}")
             meta = kwargs.get("metadata", {}) or {}
             axes = args.axes or meta.get("axes")
