@@ -1395,6 +1395,7 @@ def test_segment_counts_objects_not_the_largest_id(tmp_path, monkeypatch, tiny_m
         (["--minutes", "-1"], "positive number of minutes"),
         (["--lr", "nan", "--steps", "1"], "learning rate"),
         (["--anchor", "-1", "--steps", "1"], "anchor must be"),
+        (["--patch", "30", "--steps", "1"], "must be a multiple of 4"),  # before the starting validation
     ],
 )
 def test_train_refuses_nonsense_settings(tmp_path, folders, tiny_model_path, capsys, extra, words):
@@ -1419,6 +1420,12 @@ def test_train_refuses_unmatched_val_list_and_empty_labels(tmp_path, folders, ti
         tifffile.imwrite(empty / f.name, np.zeros_like(tifffile.imread(f)))
     assert main(["train", str(images), str(empty), *base[3:]]) == 2
     assert "hold no objects" in capsys.readouterr().err
+    assert not out.exists()
+    # validation images without objects: AP would only say whether a speck was found
+    tifffile.imwrite(labels / "nuclei_small.tif", np.zeros_like(tifffile.imread(labels / "nuclei_small.tif")))
+    (tmp_path / "val.txt").write_text("nuclei_small\n")
+    assert main([*base, "--val-list", str(tmp_path / "val.txt")]) == 2
+    assert "--val-list" in (err := capsys.readouterr().err) and "hold no objects" in err
     assert not out.exists()
 
 

@@ -7,6 +7,7 @@ import torch
 from napari_unet_loop.core import checkpoint as checkpoint_mod
 from napari_unet_loop.core import train as train_mod
 from napari_unet_loop.core.augment import NO_AUGMENT, AugmentConfig
+from napari_unet_loop.core.errors import InputError
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.sampling import PatchSampler, Sample, balance_kinds, split_validation
 from napari_unet_loop.core.train import (
@@ -87,6 +88,14 @@ def test_a_few_steps(tiny_net, sample):
     assert not _same(start, _state(tiny_net))
     assert not tiny_net.training
     assert all(p.requires_grad for p in tiny_net.parameters())
+
+
+def test_a_patch_size_the_network_cannot_take_is_refused_before_any_work(tiny_net, sample, val_sample, monkeypatch):
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: pytest.fail("validated before refusing"))
+    start = _state(tiny_net)
+    with pytest.raises(InputError, match="multiple of 4 \\(e.g. 32\\)"):
+        next(iter_train(tiny_net, [sample], [val_sample], _config(patch_size=34)))
+    assert _same(start, _state(tiny_net))
 
 
 def test_stop_flag_ends_the_run_early(tiny_net, sample):

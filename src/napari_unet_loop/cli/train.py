@@ -31,9 +31,9 @@ from ..core.finetune import (
 from ..core.image import InputError
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.model_card import now_iso
-from ..core.retune import retune
+from ..core.retune import retune, validation_objects
 from ..core.sampling import balance_kinds, split_validation
-from ..core.train import iter_train, training_precision
+from ..core.train import check_patch, iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
 from ..io.conventions import check_writable
 from ..io.training import training_reports
@@ -87,6 +87,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.card.created = now_iso()  # the child's own date, not its parent's
         if args.modality:
             model.card.modality = args.modality
+    if args.patch is not None:  # before reading any image
+        try:
+            check_patch(args.patch, model.card.architecture)
+        except InputError as exc:
+            raise CLIError(f"--patch {args.patch}: {exc}") from None
     include, exclude, val_names = (
         _read_list(args.include),
         _read_list(args.exclude),
@@ -148,6 +153,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         record_sizes(model.card, scaled)
     if not train:
         raise CLIError("no training images left after taking out the validation images")
+    if val_names is not None and not validation_objects(val):  # AP would be 0 or 1: a found speck or none
+        raise CLIError(
+            f"the images of --val-list {args.val_list} hold no objects: validation would score nothing; "
+            "name annotated images there"
+        )
     try:
         check_samples(train)  # the same checks as the dock's Fine-tune
     except InputError as exc:

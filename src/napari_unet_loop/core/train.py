@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from .augment import AugmentConfig
 from .config import Settings
 from .device import autocast_dtype, cpu_bf16_native
-from .errors import TrainingError  # noqa: F401 - raised here, imported from here elsewhere
+from .errors import InputError, TrainingError  # noqa: F401 - TrainingError raised here, imported from here elsewhere
 from .metrics import MatchCounts, SegCounts, matching, pool
 from .postprocess import PostprocessConfig, instances
 from .predict import predict
 from .sampling import PatchSampler, Sample
 from .targets import make_targets
-from .unet import UNet
+from .unet import UNet, UNetConfig
 
 MIN_VAL_SIDE = 32
 MAX_CENTRES = 1_000_000
@@ -396,6 +396,22 @@ def _lr_factor(step: int, fraction: float, warmup: int) -> float:
     return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
 
 
+def check_patch(patch_size: int, architecture: UNetConfig) -> None:
+    """Check that square training patches of ``patch_size`` pixels fit a network of ``architecture``.
+
+    Raises
+    ------
+    InputError
+        When the side is not a multiple of ``2**depth`` (the network's poolings), naming the nearest that is.
+    """
+    m = architecture.size_multiple
+    if patch_size % m:
+        raise InputError(
+            f"patches of {patch_size} px do not fit a network of depth {architecture.depth}: "
+            f"the patch size must be a multiple of {m} (e.g. {max(m, round(patch_size / m) * m)})"
+        )
+
+
 def iter_train(
     net: UNet,
     train_samples: Sequence[Sample],
@@ -449,6 +465,7 @@ def iter_train(
         If the loss becomes non-finite or memory runs out even at batch size 1;
         the network is then left as it was.
     """
+    check_patch(config.patch_size, net.config)  # before any work, not at the first step after the starting validation
     device = torch.device(device)
     t0 = time.perf_counter()
     budget_s = config.minutes * 60 if config.minutes is not None else math.inf
