@@ -55,6 +55,25 @@ def test_sidecar_matches_tells_a_changed_file(tmp_path):
     assert sidecar_matches(tmp_path / "nothing.tif") is None
 
 
+@pytest.mark.parametrize("fmt", ["tif", "png"])
+def test_readers_ignore_the_record_of_an_earlier_file(tmp_path, fmt):
+    """Another program wrote over an export: its old record (labels, pixel size) no longer speaks for the file."""
+    import imageio.v3 as iio
+
+    from napari_unet_loop.io.readers import read_labels
+
+    lab = np.zeros((32, 32), np.uint16)
+    lab[4:12, 4:12] = 1
+    target = export_labels(lab, tmp_path, fmt, name="cells", scale=[0.5, 0.5]).paths[0]
+    _, kwargs, kind = read_labels(target)[0]
+    assert kind == "labels" and kwargs["scale"] == [0.5, 0.5]
+    noise = np.random.default_rng(0).integers(1, 255, (32, 32), dtype=np.uint8)  # an image, written over it
+    tifffile.imwrite(target, noise) if fmt == "tif" else iio.imwrite(target, noise)
+    with pytest.warns(UserWarning, match="describes an earlier file"):
+        data, kwargs, kind = read_labels(target)[0]
+    assert kind == "image" and "scale" not in kwargs and np.array_equal(data, noise)
+
+
 def test_a_folder_moved_aside_by_a_killed_writer_comes_back(tmp_path):
     """Killed between moving the old folder aside and putting the new one in place."""
     target = tmp_path / "cells.zarr"

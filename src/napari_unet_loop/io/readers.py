@@ -30,7 +30,7 @@ from .conventions import LABEL_AXES
 from .images import PNG_PALETTE, ReadError, _reason, check_png_depth, planar_colour, png_colour_type, read_png_pixels
 from .labels import label_dtype, read_tiff_scale
 from .ngff import full_resolution
-from .sidecar import read_sidecar
+from .sidecar import current_sidecar, read_sidecar
 from .units import SHORT_UNITS, unit_name
 
 LayerData = tuple[Any, dict, str]
@@ -276,7 +276,7 @@ def read_tiff(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     import tifffile
 
     path = Path(path)
-    side = read_sidecar(path)
+    side = current_sidecar(path)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         if len(tif.series) > 1:  # positions of a multi-position OME-TIFF...: napari shows warnings as notes
@@ -354,7 +354,7 @@ def read_png(path: str | os.PathLike, force: bool = False) -> list[LayerData]:
     """
     path = Path(path)
     check_png_depth(path)  # a 16-bit colour PNG would be cut to 8 bits
-    side = read_sidecar(path)
+    side = current_sidecar(path)
     palette = png_colour_type(path) == PNG_PALETTE
     data = read_png_pixels(path, indices=palette)  # a palette PNG's indices: labels if they look like labels
     if palette and not _is_label_array(data, side, force):
@@ -434,7 +434,7 @@ def read_ome_zarr(path: str | os.PathLike) -> list[LayerData]:
         ours = dict(zarr.open_group(str(path), mode="r").attrs).get("napari_unet_loop") or {}
     except Exception:  # noqa: BLE001 - a sub-group or foreign store simply has no attributes of ours
         ours = {}
-    side = read_sidecar(path) or {}
+    side = current_sidecar(path) or {}
     prov = side.get("provenance") or ours.get("provenance")
     side = {**side, "provenance": prov} if prov else side
     images: list[LayerData] = []
@@ -633,7 +633,7 @@ def read_imagej_rois(path: str | os.PathLike) -> list[LayerData]:
     path = Path(path)
     found = roiread(path)
     rois = found if isinstance(found, list) else [found]
-    side = read_sidecar(path)
+    side = current_sidecar(path)
     info = (side or {}).get("labels") or {}
     notes: list[str] = []
     if isinstance(info.get("shape"), list) and len(info["shape"]) >= 2:

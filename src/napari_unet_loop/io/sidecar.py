@@ -12,6 +12,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -238,10 +239,12 @@ def sidecar_matches(path: str | os.PathLike) -> bool | None:
     bool or None
         ``None`` when there is no sidecar, or it predates checksums.
     """
-    path = Path(path)
     record = read_sidecar(path)
-    if record is None:
-        return None
+    return None if record is None else _describes(Path(path), record)
+
+
+def _describes(path: Path, record: dict) -> bool | None:
+    """Whether ``record`` describes the file or store at ``path`` (``None``: it keeps no checksum of it)."""
     if path.is_dir():
         try:
             import zarr
@@ -252,6 +255,31 @@ def sidecar_matches(path: str | os.PathLike) -> bool | None:
         ours = (attrs.get("napari_unet_loop") or {}).get("export_id")
         return None if "export_id" not in record else ours == record["export_id"]
     sums = record.get("sha256")
-    if not sums or path.name not in sums:
+    if not isinstance(sums, dict) or path.name not in sums:
         return None
     return file_sha256(path) == sums[path.name]
+
+
+def current_sidecar(path: str | os.PathLike) -> dict | None:
+    """The sidecar of ``path`` when it still describes the file: what readers take scale, names and provenance from.
+
+    A sidecar whose checksum (or OME-Zarr export id) no longer matches belongs to an earlier
+    file: another program wrote over the export, or a failed export put the old record back
+    beside new data. It is ignored, with a warning (napari shows it as a notification).
+
+    Returns
+    -------
+    dict or None
+        The record; ``None`` when there is none, or it describes another file.
+    """
+    path = Path(path)
+    record = read_sidecar(path)
+    if record is not None and _describes(path, record) is False:
+        warnings.warn(
+            f"{path.name}: its provenance record {sidecar_path(path).name} describes an earlier file "
+            "(the file changed since it was written); the record is ignored",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
+    return record
