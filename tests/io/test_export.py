@@ -472,6 +472,19 @@ def test_existing_sidecar_alone_blocks_the_export(tmp_path):
     assert listing(tmp_path) == ["labels.tif.json"]
 
 
+def test_the_record_of_files_deleted_to_be_written_again_is_replaced(tmp_path):
+    """A user deleted an export to have it written again (segment --resume): its record alone blocked the write."""
+    first = export_labels(blobs(), tmp_path, "tif")
+    first.paths[0].unlink()
+    again = export_labels(blobs() * 2, tmp_path, "tif")
+    assert listing(tmp_path) == ["labels.tif", "labels.tif.json"]
+    assert ex.sidecar_matches(again.paths[0]) is True
+    (tmp_path / "other.tif.json").write_text('{"files": ["other.tif", "other_z001.tif"]}')
+    (tmp_path / "other_z001.tif").write_bytes(b"kept")  # one of its files is still there: not an orphan
+    with pytest.raises(FileExistsError, match="other.tif.json"):
+        export_labels(blobs(), tmp_path, "tif", name="other")
+
+
 def test_folder_not_writable(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -264,7 +264,10 @@ def export_labels(
     else:
         files = [target]
     side = sidecar_path(target) if sidecar else None
-    _check_targets([*files, *([side] if side else [])], overwrite)
+    # a record whose files are all gone (deleted to be written again) describes nothing: it is replaced
+    listed = recorded_files(side, side.parent) if side is not None and not overwrite else []
+    orphan = bool(listed) and not any(p.exists() or p.is_symlink() for p in listed)
+    _check_targets([*files, *([side] if side and not orphan else [])], overwrite)
 
     extra: dict[str, Any] = {"export_id": uuid.uuid4().hex}
     if objects_3d:
@@ -282,7 +285,7 @@ def export_labels(
     # the old record is moved aside while the data is replaced, so no moment leaves a record that
     # describes other data (a kill in between leaves the new data without a record); it comes back
     # if writing fails
-    aside = _move_aside(side) if side is not None and overwrite else None
+    aside = _move_aside(side) if side is not None and (overwrite or orphan) else None
     try:
         job = ExportJob(target, data, img, name, vals, unit_list, axes, overwrite, provenance, extra, notes)
         result = WRITERS[key](job)
@@ -293,7 +296,7 @@ def export_labels(
             record = _sidecar_record(
                 key, result.paths, data, axes, name, vals, unit_list, used_image, result.notes, provenance, extra
             )
-            result.sidecar = write_provenance(side, record, overwrite=overwrite)
+            result.sidecar = write_provenance(side, record, overwrite=overwrite or orphan)
             if aside is not None:  # the new export is complete: what only the old one had goes
                 _remove_stale(aside, side, result.paths, result.notes)
     except BaseException:
