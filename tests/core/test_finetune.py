@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,35 @@ def test_samples_are_rescaled_to_the_network_diameter(discs):
     assert scratch.factor == 1.0 and scratch.samples[0] is sample
     record_sizes(fresh, scratch)
     assert fresh.diameter == fresh.default_diameter == pytest.approx(30.0, rel=0.05)
+
+
+def test_a_network_that_learnt_the_objects_size_unscaled_fine_tunes_and_segments_them_unscaled(discs):
+    """The shipped H&E network learnt 13-43 px nuclei as they are: a fine-tune on 30 px nuclei is not rescaled."""
+    import copy
+
+    from napari_unet_loop.core.finetune import record_sizes, to_network_scale
+    from napari_unet_loop.core.model_card import ModelCard
+    from napari_unet_loop.core.model_files import Model
+    from napari_unet_loop.core.segment import diameter_factor
+    from napari_unet_loop.core.unet import UNet, UNetConfig
+
+    labels = discs((240, 240), 6, radius=(15, 15), gap=4)  # objects ~30 px across
+    sample = Sample(np.random.default_rng(0).random((1, 240, 240), dtype=np.float32), labels, name="a")
+    arch = UNetConfig(depth=2, base_width=4)
+    card = ModelCard(name="m", architecture=arch, diameter=10.0, native_diameters=(8.0, 40.0))
+    scaled = to_network_scale([sample], card)
+    assert scaled.factor == 1.0 and scaled.samples[0] is sample
+    child = copy.deepcopy(card)
+    record_sizes(child, scaled)
+    assert child.default_diameter == pytest.approx(30.0, rel=0.05) and child.native_diameters == (8.0, 40.0)
+    model = Model(UNet(arch), child)
+    assert diameter_factor(model, None)[1] == 1.0  # its images segmented as it learnt them
+    assert diameter_factor(model, 80.0)[1] == pytest.approx(10.0 / 80.0)  # larger objects still rescaled
+    assert ModelCard.from_dict(child.to_dict()).native_diameters == (8.0, 40.0)
+    # objects outside the range: rescaled to the network's diameter, as before
+    assert to_network_scale([sample], replace(card, native_diameters=(8.0, 20.0))).factor == pytest.approx(
+        10.0 / scaled.diameter
+    )
 
 
 def test_a_fine_tune_starts_from_the_kind_most_of_its_images_are():

@@ -6,6 +6,7 @@ import pytest
 from napari_unet_loop.core.postprocess import PostprocessConfig
 from napari_unet_loop.core.scale import (
     check_diameter,
+    check_native,
     median_diameter,
     object_diameters,
     postprocess_at,
@@ -58,6 +59,21 @@ def test_scale_factor_keeps_images_within_tolerance_and_bounds():
     assert scale_factor(None, 60) == 1.0 and scale_factor(20, None) == 1.0
     assert scale_factor(20, 1000) == pytest.approx(1 / 8)  # at most 8x smaller
     assert scale_factor(20, 1) == pytest.approx(4.0)
+
+
+def test_objects_within_the_sizes_a_network_learnt_unscaled_are_not_rescaled():
+    native = check_native([13.5, 42.7])
+    assert native == (13.5, 42.7)
+    assert scale_factor(20, 39, native) == 1.0 and scale_factor(20, 13.5, native) == 1.0
+    assert scale_factor(20, 60, native) == pytest.approx(1 / 3)  # outside: to the network's diameter
+    assert scale_factor(20, 10, native) == pytest.approx(2.0)
+    assert check_native(None) is None
+
+
+@pytest.mark.parametrize("bad", [[40, 13], [13], "13,40", [0, 20], [10, float("nan")], 12])
+def test_check_native_refuses_nonsense(bad):
+    with pytest.raises(ValueError, match="native"):
+        check_native(bad)
 
 
 @pytest.mark.parametrize("bad", [0, -3, float("nan"), float("inf"), "x", 1e6])

@@ -903,6 +903,9 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
     tiny = UNetConfig(depth=2, base_width=4)
     parent = model_files.new_model(tiny, name="greyhe", seed=1, modality="auto")
     kind_weights.add_kind_weights(parent, "he", model_files.new_model(replace(tiny, in_channels=3), seed=2))
+    # objects of 20 px, a network of 10 px whose H&E weights learnt 15-30 px unscaled: both train them as they are
+    parent.card.diameter = parent.card.default_diameter = 10.0
+    parent.card.weights_by_kind["he"]["native_diameters"] = [15.0, 30.0]
     path = model_files.save(parent, tmp_path / "greyhe.safetensors")
     w.add_model_file(path)
     images, labels = tmp_path / "img", tmp_path / "lab"
@@ -950,6 +953,8 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
     assert dock.card.architecture.in_channels == cli.card.architecture.in_channels == 3
     assert dock.card.training["start_weights"] == cli.card.training["start_weights"] == "he"
     assert dock.card.postprocess == cli.card.postprocess
+    assert dock.card.native_diameters == cli.card.native_diameters == (15.0, 30.0)
+    assert dock.card.training["rescaled_by"] == cli.card.training["rescaled_by"] == 1.0
     for key, value in cli.net.state_dict().items():
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
 

@@ -129,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         scaled = _network_scale(_marked(_load_samples(pairs, model, args), args), model, args, only_kind)
         return *split_validation(scaled.samples, args.val_fraction, args.seed), scaled
 
+    native = model.card.native_diameters  # the sizes the samples were scaled with
     train, val, scaled = prepared(model)
     start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
     if resume is None:
@@ -146,8 +147,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             model, ready = start_model(model, kind, [*train, *val])
         except InputError as exc:
             raise CLIError(str(exc)) from None
-        if not ready:  # H&E images prepared for the parent's colour network for them: as this one reads them
+        if not ready or model.card.native_diameters != native:
+            # H&E images prepared for the parent's colour network for them: as this one reads them, at the
+            # sizes it takes (a kind's own weights may have learnt other sizes unscaled)
             train, val, scaled = prepared(model)
+    _say_scale(scaled, model, args, only_kind)
     start_card = model.card.to_dict()  # what --resume starts from
     if not only_kind:  # weights for one kind join the --from model, at its object sizes
         record_sizes(model.card, scaled)
@@ -421,8 +425,13 @@ def _network_scale(samples, model: model_files.Model, args: argparse.Namespace, 
         scaled = to_network_scale(samples, model.card, diameter)
     except InputError as exc:
         raise CLIError(f"--diameter: {exc}") from None
+    return scaled
+
+
+def _say_scale(scaled: Scaled, model: model_files.Model, args: argparse.Namespace, only_kind: str | None) -> None:
+    """Log the object size the samples train at, and how they were rescaled for ``model``'s network."""
     if scaled.diameter is None:
-        return scaled
+        return
     how = "given" if getattr(args, "diameter", None) else ("the model's" if only_kind else "measured on the labels")
     if scaled.factor != 1.0:
         _log(
@@ -431,7 +440,6 @@ def _network_scale(samples, model: model_files.Model, args: argparse.Namespace, 
         )
     else:
         _log(f"objects {scaled.diameter:.1f} px across ({how}): images used at their own scale")
-    return scaled
 
 
 def _parse_shares(text: str) -> dict[str, float]:

@@ -314,7 +314,7 @@ def to_network_scale(samples: Sequence[Sample], card: ModelCard, diameter: float
         raise InputError(str(exc)) from None
     if d is None:
         d = median_diameter([s.labels for s in samples], [s.ignore for s in samples])
-    f = scale_factor(card.diameter, d)
+    f = scale_factor(card.diameter, d, card.native_diameters)
     return Scaled([rescale_sample(s, f) for s in samples], d, f)
 
 

@@ -18,7 +18,7 @@ import torch
 from .errors import ModelError
 from .image import Normalization
 from .postprocess import PostprocessConfig
-from .scale import check_diameter
+from .scale import check_diameter, check_native
 from .unet import UNetConfig
 
 FORMAT_VERSION = 3  # the newest file format this plugin reads
@@ -76,6 +76,12 @@ class ModelCard:
     default_diameter : float or None
         Object diameter (pixels) assumed in a user's image when none is given: the one of the
         images the model was trained or fine-tuned on (``None``: ``diameter``).
+    native_diameters : tuple of float or None
+        ``(smallest, largest)`` object diameters (pixels) the network learnt at their own scale:
+        an image (or a fine-tune's images) whose objects are within it is not rescaled
+        (:func:`.scale.scale_factor`). A kind's own weights may give their own in their
+        ``weights_by_kind`` record (the shipped H&E network: the 5th to 95th percentile of its
+        training images' object sizes). ``None``: images are rescaled to ``diameter``.
     upscale_small : bool
         When no diameter is given: an image whose objects come out much smaller than the
         model's default diameter is segmented again, enlarged for them (see
@@ -104,6 +110,7 @@ class ModelCard:
     weights_by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
     diameter: float | None = None
     default_diameter: float | None = None
+    native_diameters: tuple[float, float] | None = None
     upscale_small: bool = False
     description: str = ""
     parent: str | None = None
@@ -188,6 +195,7 @@ class ModelCard:
             "weights_by_kind": dict(self.weights_by_kind),
             "diameter": self.diameter,
             "default_diameter": self.default_diameter,
+            **({"native_diameters": list(self.native_diameters)} if self.native_diameters else {}),
             "upscale_small": self.upscale_small,
             "parent": self.parent,
             "training": self.training,
@@ -223,6 +231,7 @@ class ModelCard:
             weights_by_kind=_card_by_kind(data.get("weights_by_kind") or {}, "weights_by_kind"),
             diameter=check_diameter(data.get("diameter"), "diameter"),
             default_diameter=check_diameter(data.get("default_diameter"), "default_diameter"),
+            native_diameters=check_native(data.get("native_diameters")),
             upscale_small=_card_flag(data, "upscale_small"),
             description=data.get("description", ""),
             parent=data.get("parent"),
@@ -252,6 +261,8 @@ def _card_by_kind(value: Any, key: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{key}: unknown imaging kind {kind!r} (one of {', '.join(MODALITIES)})")
         if not isinstance(entry, dict):
             raise TypeError(f"{key}[{kind!r}] must be a JSON object")
+        if "native_diameters" in entry:
+            check_native(entry["native_diameters"])
         channels = entry.get("in_channels")
         if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
             raise ValueError(f"{key}[{kind!r}]: in_channels must be 1 (grey) or 3 (colour), got {channels!r}")

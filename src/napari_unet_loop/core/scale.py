@@ -92,10 +92,30 @@ def check_diameter(value: float | None, what: str = "object diameter") -> float 
     return d
 
 
-def scale_factor(model_diameter: float | None, diameter: float | None) -> float:
+def check_native(value: Sequence[float] | None) -> tuple[float, float] | None:
+    """A network's ``native_diameters`` setting, checked: ``None``, or ``(smallest, largest)`` in pixels.
+
+    Raises
+    ------
+    ValueError
+        For anything but two positive diameters, the smaller first.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"native_diameters must be two diameters (smallest, largest), got {value!r}")
+    lo, hi = (check_diameter(v, "native diameter") for v in value)
+    if lo > hi:
+        raise ValueError(f"native_diameters must give the smallest first, got {list(value)!r}")
+    return lo, hi
+
+
+def scale_factor(model_diameter: float | None, diameter: float | None, native: Sequence[float] | None = None) -> float:
     """How much to rescale an image whose objects are ``diameter`` px for a model trained at ``model_diameter``.
 
-    Returns 1.0 when either is unknown or they agree within :data:`TOLERANCE`; otherwise
+    Returns 1.0 when either is unknown, when they agree within :data:`TOLERANCE`, or when
+    ``diameter`` lies within ``native``: the object sizes the network learnt at their own scale
+    (a card's ``native_diameters``), which it segments best unscaled; otherwise
     ``model_diameter / diameter``, kept within [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`].
 
     Examples
@@ -106,8 +126,12 @@ def scale_factor(model_diameter: float | None, diameter: float | None) -> float:
     1.0
     >>> scale_factor(None, 60.0)
     1.0
+    >>> scale_factor(20.0, 39.0, native=(13.5, 42.7)), scale_factor(20.0, 60.0, native=(13.5, 42.7))
+    (1.0, 0.3333333333333333)
     """
     if not model_diameter or not diameter:
+        return 1.0
+    if native is not None and native[0] <= float(diameter) <= native[1]:
         return 1.0
     f = float(model_diameter) / float(diameter)
     if abs(f - 1.0) <= TOLERANCE:

@@ -307,8 +307,9 @@ def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None,
     InputError
         For a non-positive diameter, or one given to a model that records none.
     """
+    native = model.card.native_diameters  # object sizes the network learnt unscaled
     if diameter is None:
-        return model.image_diameter, scale_factor(model.card.diameter, model.image_diameter)
+        return model.image_diameter, scale_factor(model.card.diameter, model.image_diameter, native)
     try:
         d = check_diameter(diameter)
     except ValueError as exc:
@@ -318,7 +319,7 @@ def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None,
             f"the model {model.name!r} records no object diameter (it was made before object sizes), so it "
             "cannot rescale images: leave the object diameter empty, or fine-tune it again"
         )
-    return d, scale_factor(model.card.diameter, d)
+    return d, scale_factor(model.card.diameter, d, native)
 
 
 def iter_estimate_diameter(

@@ -319,7 +319,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                         f"are {most}: tick images of the kind shown, or show one of the ticked images"
                     )
                 chosen = one_kind_diameter(model, samples, only_kind, chosen)
-            scaled = to_network_scale(samples, model.card, chosen)
+            scaled = to_network_scale(samples, start.card, chosen)  # the starting weights' sizes (the kind's own)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
             config = self.config(fine_tune=self.start_combo.value != "scratch")
             pp = self.session.postprocess_config() if shown else start.card.postprocess
@@ -347,6 +347,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             scaled=scaled,
             start_weights=own,
             only_kind=only_kind,
+            native_diameters=start.card.native_diameters,
         )
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -472,6 +473,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,
+            native_diameters=run.native_diameters,
             upscale_small=parent.card.upscale_small,  # as train --from keeps its starting card's
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,
