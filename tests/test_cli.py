@@ -980,12 +980,24 @@ def test_train_resume_keeps_a_file_put_at_out_meanwhile(tmp_path, folders, tiny_
     assert out.read_bytes() == before and ckpt.exists()
 
 
-def test_train_resume_of_an_only_kind_run_writes_the_joined_model(tmp_path, folders, capsys, monkeypatch):
-    """A cut ``--only-kind`` run resumes, and what it writes is still the --from model plus the kind's weights."""
-    from napari_unet_loop.core import model_files
+@pytest.mark.parametrize("colour", [False, True])
+def test_train_resume_of_an_only_kind_run_writes_the_joined_model(tmp_path, folders, capsys, monkeypatch, colour):
+    """A cut ``--only-kind`` run resumes, and what it writes is still the --from model plus the kind's weights.
+
+    ``colour``: the model has a colour network for H&E that learnt some sizes unscaled (as the shipped one):
+    the run was refused (the colour network, which detects no kinds, was asked whether it does), and the
+    joined record lost the sizes.
+    """
+    from dataclasses import replace
+
+    from napari_unet_loop.core import kind_weights, model_files
     from napari_unet_loop.core.unet import UNetConfig
 
-    start = model_files.new_model(UNetConfig(depth=2, base_width=4), name="tinyauto", modality="auto", seed=0)
+    tiny = UNetConfig(depth=2, base_width=4)
+    start = model_files.new_model(tiny, name="tinyauto", modality="auto", seed=0)
+    if colour:
+        kind_weights.add_kind_weights(start, "he", model_files.new_model(replace(tiny, in_channels=3), seed=5))
+        start.card.weights_by_kind["he"]["native_diameters"] = [5.0, 60.0]
     path = model_files.save(start, tmp_path / "tinyauto")
     only_he = tmp_path / "he.txt"
     only_he.write_text("nuclei_he_stain\n")
@@ -997,6 +1009,8 @@ def test_train_resume_of_an_only_kind_run_writes_the_joined_model(tmp_path, fold
     joined = model_files.load(out)
     assert (joined.card.parent, set(joined.card.weights_by_kind)) == ("tinyauto", {"he"})
     assert joined.card.weights_by_kind["he"]["training"]["steps"] == 5 and not ckpt.exists()
+    assert joined.for_kind("he").card.native_diameters == ((5.0, 60.0) if colour else None)
+    assert joined.input_channels("he") == (3 if colour else 1)
 
 
 def test_train_resume_keeps_the_settings_the_run_began_with(tmp_path, folders, tiny_model_path, capsys, monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import json
 import sys
@@ -417,9 +416,11 @@ def _network_scale(samples, model: model_files.Model, args: argparse.Namespace, 
     diameter = getattr(args, "diameter", None)
     if only_kind:
         try:
-            start = model_files.Model(model.net, dataclasses.replace(model.card, name=model.card.parent or model.name))
-            diameter = one_kind_diameter(start, samples, only_kind, diameter)  # named as --from names it
-        except InputError as exc:
+            # judged on the --from model as its file holds it (the weights join it), not on the network for the
+            # kind that the run starts from, nor on a resumed run's card: a colour network reads no kinds
+            source = model_files.load(args.start)
+            diameter = one_kind_diameter(source, samples, only_kind, diameter)
+        except (InputError, model_files.ModelError) as exc:
             raise CLIError(f"--only-kind: {exc}") from None
     try:
         scaled = to_network_scale(samples, model.card, diameter)

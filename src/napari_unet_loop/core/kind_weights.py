@@ -116,6 +116,8 @@ def add_kind_weights(model: Model, kind: str, specialist: Model, record: dict[st
         record = {key: summary.get(key) for key in ("name", "description", "training", "metrics", "created")}
     if colour:
         record = {**record, "in_channels": channels}  # the kind's network reads R, G and B
+    if theirs.native_diameters:  # the sizes it learnt unscaled go with it (Model.for_kind gives them back)
+        record = {**record, "native_diameters": list(theirs.native_diameters)}
     model.nets_by_kind[kind] = own.net
     model.card.weights_by_kind[kind] = record
     model.card.postprocess_by_kind[kind] = own.card.postprocess
