@@ -2106,6 +2106,13 @@ def test_segment_resume_refuses_a_finished_image_made_with_other_settings(tmp_pa
     err = capsys.readouterr().err
     assert "a.tif was made by a run with another thresholds: --resume finishes a run of the same command" in err
     assert not (out / "b.tif").exists() and (out / "a.tif").stat().st_mtime_ns == kept
+    corrected = tifffile.imread(out / "a.tif")  # corrected by hand since: it was still made so
+    corrected[:4, :4] = corrected.max() + 1
+    tifffile.imwrite(out / "a.tif", corrected)
+    kept = (out / "a.tif").stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 2
+    assert "a.tif was made by a run with another thresholds" in capsys.readouterr().err
+    assert not (out / "b.tif").exists() and (out / "a.tif").stat().st_mtime_ns == kept
     assert main([*args, "--min-size", "500", "--resume"]) == 0  # the same command: the rest joins it
     assert "1 of 2 image(s) finished before" in capsys.readouterr().err and (out / "b.tif").exists()
 

@@ -64,14 +64,44 @@ def test_readers_ignore_the_record_of_an_earlier_file(tmp_path, fmt):
 
     lab = np.zeros((32, 32), np.uint16)
     lab[4:12, 4:12] = 1
-    target = export_labels(lab, tmp_path, fmt, name="cells", scale=[0.5, 0.5]).paths[0]
+    target = export_labels(lab, tmp_path, fmt, name="cells", scale=[0.5, 0.5], provenance={"model": "m"}).paths[0]
     _, kwargs, kind = read_labels(target)[0]
-    assert kind == "labels" and kwargs["scale"] == [0.5, 0.5]
+    assert kind == "labels" and kwargs["scale"] == [0.5, 0.5] and kwargs["metadata"]["napari_unet_loop"]
+    write = tifffile.imwrite if fmt == "tif" else iio.imwrite
     noise = np.random.default_rng(0).integers(1, 255, (32, 32), dtype=np.uint8)  # an image, written over it
-    tifffile.imwrite(target, noise) if fmt == "tif" else iio.imwrite(target, noise)
-    with pytest.warns(UserWarning, match="describes an earlier file"):
+    write(target, noise)
+    with pytest.warns(UserWarning, match="changed since cells"):
         data, kwargs, kind = read_labels(target)[0]
     assert kind == "image" and "scale" not in kwargs and np.array_equal(data, noise)
+    assert "napari_unet_loop" not in kwargs["metadata"]  # how it was made: not known any more
+    # labels corrected in another program and saved again: still labels, at the recorded pixel size
+    fixed = lab.copy()
+    fixed[20:28, 20:28] = 2
+    write(target, fixed)
+    with pytest.warns(UserWarning, match="changed since cells"):
+        data, kwargs, kind = read_labels(target)[0]
+    assert kind == "labels" and kwargs["scale"] == [0.5, 0.5] and np.array_equal(data, fixed)
+    assert "napari_unet_loop" not in kwargs["metadata"]  # how it was made: not known any more
+
+
+def test_a_roi_set_saved_again_elsewhere_keeps_its_image_shape(tmp_path):
+    """ImageJ ROIs exported, corrected in Fiji, saved: the set's image shape lives in its record only."""
+    import zipfile
+
+    from napari_unet_loop.io.readers import read_labels
+
+    lab = np.zeros((200, 300), np.uint16)
+    lab[20:60, 30:90] = 1
+    lab[100:150, 120:170] = 2
+    target = export_labels(lab, tmp_path, "roi", name="cells", scale=[0.5, 0.5]).paths[0]
+    with zipfile.ZipFile(target) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(target, "w") as zf:  # the same ROIs, written by another program
+        for name, data in reversed(members.items()):
+            zf.writestr(name, data)
+    with pytest.warns(UserWarning, match="changed since cells"):
+        data, kwargs, kind = read_labels(target)[0]
+    assert kind == "labels" and data.shape == (200, 300) and kwargs["scale"] == [0.5, 0.5]
 
 
 def test_a_folder_moved_aside_by_a_killed_writer_comes_back(tmp_path):

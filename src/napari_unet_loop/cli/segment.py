@@ -25,7 +25,7 @@ from ..io.export import (
 )
 from ..io.images import ReadError, expand_inputs, is_zarr_dir, max_pixels, output_stem
 from ..io.lazy import open_lazy
-from ..io.sidecar import current_sidecar
+from ..io.sidecar import read_sidecar
 from ..io.store_edits import read_labels
 from ..parallel import Cluster, ClusterError, FileJob, segment_files
 from ._common import (
@@ -359,8 +359,11 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
 
 
 def _made_by(output: Path) -> dict | None:
-    """The provenance an output was written with: its sidecar's, or an OME-Zarr's own (``None``: not known)."""
-    side = current_sidecar(output)
+    """The provenance an output was written with: its sidecar's, or an OME-Zarr's own (``None``: not known).
+
+    A file changed since (corrected by hand) still answers with its record: it was made so.
+    """
+    side = read_sidecar(output)
     if side is not None and isinstance(side.get("provenance"), dict):
         return side["provenance"]
     if is_zarr_dir(output):

@@ -168,7 +168,8 @@ def _is_label_array(data: np.ndarray, side: dict | None = None, force: bool = Fa
     """
     if data.dtype.kind not in "iub":
         return False
-    if force or side is not None or data.dtype.kind == "b" or data.ndim < 2 or data.shape[-1] < 2:
+    ours = side is not None and not side.get("stale")  # our export, still as written
+    if force or ours or data.dtype.kind == "b" or data.ndim < 2 or data.shape[-1] < 2:
         return True
     planes = data.reshape(-1, *data.shape[-2:])
     n = same = seen = 0

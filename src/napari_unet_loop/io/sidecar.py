@@ -261,25 +261,30 @@ def _describes(path: Path, record: dict) -> bool | None:
 
 
 def current_sidecar(path: str | os.PathLike) -> dict | None:
-    """The sidecar of ``path`` when it still describes the file: what readers take scale, names and provenance from.
+    """The sidecar of ``path`` as readers take it: provenance only while it still describes the file.
 
     A sidecar whose checksum (or OME-Zarr export id) no longer matches belongs to an earlier
-    file: another program wrote over the export, or a failed export put the old record back
-    beside new data. It is ignored, with a warning (napari shows it as a notification).
+    file: labels corrected in another program and saved again (an ImageJ ROI set from Fiji), an
+    image written over the export, or a failed export that put the old record back beside new
+    data. How the file was made is then unknown: the record comes back without its provenance
+    and marked ``"stale"`` (the data decides whether it holds labels, :func:`.readers._is_label_array`),
+    keeping what the file itself may lack (pixel size, units, axes, a ROI set's image shape), with
+    a warning (napari shows it as a notification).
 
     Returns
     -------
     dict or None
-        The record; ``None`` when there is none, or it describes another file.
+        The record; ``None`` when there is none.
     """
     path = Path(path)
     record = read_sidecar(path)
     if record is not None and _describes(path, record) is False:
         warnings.warn(
-            f"{path.name}: its provenance record {sidecar_path(path).name} describes an earlier file "
-            "(the file changed since it was written); the record is ignored",
+            f"{path.name} changed since {sidecar_path(path).name} was written: how it was made is not known "
+            "any more (its pixel size and shape are still taken from there)",
             UserWarning,
             stacklevel=2,
         )
-        return None
+        kept = {k: v for k, v in record.items() if k not in ("provenance", "sha256", "export_id")}
+        return {**kept, "stale": True}
     return record
