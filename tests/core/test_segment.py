@@ -356,6 +356,39 @@ def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monke
     assert calls[0] is None and 2 <= len(calls) <= 4 and all(d < 10.0 / 1.5 for d in calls[1:])
 
 
+def test_sizes_a_network_learnt_unscaled_are_segmented_unscaled_and_once(sized, discs, monkeypatch):
+    """Objects within a network's native sizes: not rescaled, and never segmented twice for the same factor."""
+    from napari_unet_loop.core import segment as segment_module
+    from napari_unet_loop.core.segment import diameter_factor
+
+    bright_is_object(sized)
+    sized.card.weights_by_kind = {"he": {"native_diameters": [20.0, 40.0]}}  # a kind's own weights' sizes
+    assert diameter_factor(sized, 30.0, "he") == (30.0, 1.0)
+    assert diameter_factor(sized, 30.0, "fluorescence") == (30.0, pytest.approx(1 / 3))
+    sized.card.weights_by_kind = {}
+    sized.card.native_diameters = (4.0, 40.0)
+    assert diameter_factor(sized, 30.0) == (30.0, 1.0) and diameter_factor(sized, 80.0)[1] == pytest.approx(1 / 8)
+    calls = []
+    real = segment_module.iter_segment
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("diameter"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", counted)
+    # upscale_small finds objects of 5-7 px: within the native sizes, so the first pass stands, run once
+    sized.card.upscale_small = True
+    small = discs((120, 120), 6, radius=(2, 3), gap=6)
+    seg = segment(sized, (small > 0).astype(np.float32), tile=64, precision="fp32")
+    assert seg.factor == 1.0 and seg.diameter == sized.image_diameter and calls == [None]
+    # the estimate's passes at 10, 20 and 40 px and its refinement all take the image as it is: one network pass
+    calls.clear()
+    large = discs((200, 200), 6, radius=(15, 15), gap=6)
+    seg = segment(sized, (large > 0).astype(np.float32), tile=64, precision="fp32", diameter="auto")
+    assert seg.factor == 1.0 and seg.labels.max() == 6 and calls == ["auto", 10.0]
+    assert seg.diameter == pytest.approx(30, rel=0.1)
+
+
 def test_auto_diameter_of_small_isolated_nuclei_is_not_a_blob_of_a_shrunk_pass():
     """Shrunk 4x, 9 px nuclei melt into one blob of the whole image: that pass measures nothing."""
     from napari_unet_loop.core import model_files

@@ -150,6 +150,25 @@ class ModelCard:
         base = self.postprocess_by_kind.get(kind or "", self.postprocess)
         return replace(base, **dict(given)) if given else base
 
+    def native_for(self, kind: str | None) -> tuple[float, float] | None:
+        """The object sizes the network for images of one imaging kind learnt at their own scale.
+
+        The kind's own weights' (their ``weights_by_kind`` record) where it gives them, else
+        ``native_diameters``.
+
+        Parameters
+        ----------
+        kind : str or None
+            The imaging kind the image reaches the network as (``None`` or ``"none"``: unknown).
+
+        Returns
+        -------
+        tuple of float or None
+            ``(smallest, largest)`` in pixels; ``None``: images are rescaled to ``diameter``.
+        """
+        own = self.weights_by_kind.get(kind or "", {})
+        return check_native(own["native_diameters"]) if "native_diameters" in own else self.native_diameters
+
     def architecture_for(self, kind: str | None) -> UNetConfig:
         """The network that reads images of one imaging kind.
 

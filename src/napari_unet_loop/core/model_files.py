@@ -29,7 +29,6 @@ from safetensors.torch import save as safetensors_bytes
 from .atomic import atomic_path
 from .errors import ModelError
 from .model_card import ModelCard
-from .scale import check_native
 from .unet import UNet, UNetConfig
 
 CARD_KEY = "napari_unet_loop.card"
@@ -120,14 +119,12 @@ class Model:
         -------
         Model
         """
-        own = self.card.weights_by_kind.get(kind or "", {})
-        native = check_native(own["native_diameters"]) if "native_diameters" in own else self.card.native_diameters
         card = replace(
             self.card,
             postprocess=self.card.thresholds(kind),
             postprocess_by_kind={},
             weights_by_kind={},
-            native_diameters=native,  # the sizes the kind's own weights learnt unscaled
+            native_diameters=self.card.native_for(kind),  # the sizes the kind's own weights learnt unscaled
         )
         arch = self.card.architecture_for(kind)
         if arch != self.card.architecture:  # the kind's own colour network: it reads the image as it is

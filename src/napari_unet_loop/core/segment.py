@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,7 @@ def iter_segment(
         if diameter != "auto":
             raise InputError(f"unknown object diameter {diameter!r}: give a number of pixels or 'auto'")
         return (yield from iter_estimate_diameter(model, image, **options))
-    d, factor = diameter_factor(model, diameter)
+    d, factor = diameter_factor(model, diameter, kind)
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     tta = auto_tta(tta, h * w * factor**2)  # for the whole image: every tile and block alike
     if block is not None or h * w * max(factor, 1.0) ** 2 > LARGE_PIXELS:  # as large as it reaches the network
@@ -221,7 +221,7 @@ def _upscale_small(
     if found is None or found >= small:
         return seg
     result, _ = yield from _refine(
-        lambda d: iter_segment(model, image, diameter=d, **options),
+        _once_per_factor(model, seg.modality, lambda d: iter_segment(model, image, diameter=d, **options), [seg]),
         measure,
         seg,
         float(model.image_diameter),
@@ -229,7 +229,30 @@ def _upscale_small(
         AUTO_PASSES,
         done=lambda d: d >= small,
     )
-    return result
+    return seg if result.factor == seg.factor else result  # not enlarged after all: the first pass as it was
+
+
+def _once_per_factor(
+    model: Model,
+    kind: str | None,
+    segment_at: Callable[[float], Generator[Progress, None, Segmentation]],
+    known: Iterable[Segmentation] = (),
+) -> Callable[[float], Generator[Progress, None, Segmentation]]:
+    """``segment_at`` that runs the network once per rescaling factor.
+
+    Diameters that give the same factor (within the sizes a network learnt unscaled, or within
+    :data:`.scale.TOLERANCE`) give the same labels: the pass already made for one of them
+    (``known`` ones included) is reused, marked with the diameter asked for.
+    """
+    made = {seg.factor: seg for seg in known}
+
+    def at(diameter: float) -> Generator[Progress, None, Segmentation]:
+        factor = diameter_factor(model, diameter, kind)[1]
+        if factor not in made:
+            made[factor] = yield from segment_at(diameter)
+        return replace(made[factor], diameter=diameter)
+
+    return at
 
 
 def _refine(
@@ -287,7 +310,7 @@ def _refine(
     return seg, assumed
 
 
-def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None, float]:
+def diameter_factor(model: Model, diameter: float | None, kind: str | None = None) -> tuple[float | None, float]:
     """The object diameter an image is segmented for, and the image's rescaling factor.
 
     Parameters
@@ -296,6 +319,9 @@ def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None,
         Its card's ``diameter`` is the network's scale, ``default_diameter`` the default.
     diameter : float, optional
         Object diameter in the image (pixels).
+    kind : str, optional
+        The imaging kind the image reaches the network as: the sizes its network learnt
+        unscaled are not rescaled (:meth:`.model_card.ModelCard.native_for`).
 
     Returns
     -------
@@ -307,7 +333,7 @@ def diameter_factor(model: Model, diameter: float | None) -> tuple[float | None,
     InputError
         For a non-positive diameter, or one given to a model that records none.
     """
-    native = model.card.native_diameters  # object sizes the network learnt unscaled
+    native = model.card.native_for(kind)  # object sizes the kind's network learnt unscaled
     if diameter is None:
         return model.image_diameter, scale_factor(model.card.diameter, model.image_diameter, native)
     try:
@@ -373,6 +399,8 @@ def iter_estimate_diameter(
     if crop is None:  # no crop with content to measure on: the model's own size, on the whole image
         return (yield from iter_segment(model, image, diameter=min(base, hi), **options))
     tried: dict[float, tuple[Segmentation, float | None]] = {}
+    kind = options.get("modality")
+    on_crop = _once_per_factor(model, kind, lambda d: iter_segment(model, crop, diameter=d, **options))
 
     def clamped(seg: Segmentation) -> float | None:
         found = median_diameter([seg.labels]) if seg.labels.max() >= AUTO_MIN_OBJECTS else None
@@ -381,7 +409,7 @@ def iter_estimate_diameter(
     for d in (min(base, hi), min(2 * base, hi), min(4 * base, hi)):  # the first that agrees with itself...
         if d in tried:  # capped at the largest diameter already
             break
-        seg = yield from iter_segment(model, crop, diameter=d, **options)
+        seg = yield from on_crop(d)
         tried[d] = (seg, clamped(seg))
         found = tried[d][1]
         if found is not None and abs(math.log(found / d)) <= math.log(AUTO_FITS):
@@ -389,9 +417,7 @@ def iter_estimate_diameter(
     fits = [(abs(math.log(f / d)), d) for d, (_, f) in tried.items() if f is not None]
     start = min(fits)[1] if fits else min(base, hi)  # ... else the one that agrees best, else the default
     seg, found = tried[start]
-    seg, current = yield from _refine(
-        lambda d: iter_segment(model, crop, diameter=d, **options), clamped, seg, start, found, passes, tried=tried
-    )
+    seg, current = yield from _refine(on_crop, clamped, seg, start, found, passes, tried=tried)
     if crop is image:
         return seg
     return (yield from iter_segment(model, image, diameter=current, **options))

@@ -258,10 +258,10 @@ def segment_to_zarr(
     t_start = time.perf_counter()
     image = source.open()
     check_channel_choice(source.axes, source.shape, model.card.architecture.in_channels, channel)  # as per file
-    d, factor = diameter_factor(model, diameter)
+    kind = input_modality(model, image, modality, None, channel) or "none"  # its thresholds, and once for all
+    d, factor = diameter_factor(model, diameter, kind)  # the sizes its network learnt unscaled too
     h, w = source.plane_shape
     tta = auto_tta(tta, h * w * factor**2)  # for the whole image, as in memory
-    kind = input_modality(model, image, modality, None, channel) or "none"  # its thresholds, and once for all
     pp = postprocess_at(model.card.thresholds(kind, postprocess), factor)
     job = plan_blocks(
         model, image, block, margin, pp, None, channel, kind, factor,
