@@ -1749,6 +1749,37 @@ def test_tune_reads_images_as_the_model_does(tmp_path, folders, tiny_model_path,
     assert sorted(seen) == ["fluorescence", "he"]  # each image converted as detected, not taken as it is
 
 
+def test_tune_for_a_kind_takes_its_images_at_the_sizes_segment_does(tmp_path, folders, monkeypatch):
+    """A kind's own network that learnt its sizes unscaled: tune --kind scored its images rescaled, segment does not."""
+    from dataclasses import replace
+
+    from napari_unet_loop.core import kind_weights, model_files
+    from napari_unet_loop.core import retune as retune_mod
+    from napari_unet_loop.core.unet import UNetConfig
+
+    tiny = UNetConfig(depth=2, base_width=4)
+    combo = model_files.new_model(tiny, name="combo", modality="auto", seed=0)
+    kind_weights.add_kind_weights(combo, "he", model_files.new_model(replace(tiny, in_channels=3), seed=5))
+    combo.card.diameter, combo.card.default_diameter = 10.0, 14.0  # other images: rescaled x0.71
+    combo.card.weights_by_kind["he"]["native_diameters"] = [5.0, 60.0]
+    path = model_files.save(combo, tmp_path / "combo.safetensors")
+    seen = []
+
+    class Seen(Exception):
+        """The samples tune scores thresholds on were seen: nothing more to run."""
+
+    def spy(net, samples, *a, **k):
+        seen.extend(samples)
+        raise Seen
+
+    monkeypatch.setattr(retune_mod, "tune_thresholds", spy)
+    images, labels = folders
+    with pytest.raises(Seen):
+        main(["tune", str(images), str(labels), "--model", str(path), "--kind", "he"])
+    he = iio.imread(images / "nuclei_he_stain.png")
+    assert [s.image.shape[1:] for s in seen] == [he.shape[:2]]
+
+
 def test_ctrl_c_while_tuning_thresholds_is_one_true_line(tmp_path, folders, tiny_model_path, monkeypatch, capsys):
     """Interrupted after training, while tuning: one line saying where the best weights are, exit 130."""
     import napari_unet_loop.core.retune as retune_mod
@@ -2141,6 +2172,25 @@ def test_segment_resume_writes_the_other_formats_from_a_finished_block_wise_stor
     (out / "cells.tif.json").unlink()
     assert main([*args, "--format", "zarr,tif", "--tta", "--resume"]) == 2
     assert "cells.zarr was made by a run with another tta" in capsys.readouterr().err
+
+
+def test_segment_resume_judges_a_store_by_its_own_record_not_an_older_sidecar(
+    tmp_path, tiny_model_path, capsys, monkeypatch
+):
+    """A block-wise --overwrite leaves the sidecar of the store it replaced: --resume went by that old record."""
+    import napari_unet_loop.cli.segment as cli_segment
+
+    tifffile.imwrite(tmp_path / "x.tif", _discs_plane(shape=(128, 128), n=12))
+    out = tmp_path / "out"
+    base = ["segment", str(tmp_path / "x.tif"), "-o", str(out), "--format", "zarr", "--model", str(tiny_model_path)]
+    assert main([*base, "--min-size", "500"]) == 0  # in memory, with a sidecar
+    monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 100)  # now block by block
+    assert main([*base, "--overwrite", "--block", "64"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--block", "64", "--resume"]) == 0  # the command that made the store: finished
+    assert "finished before" in capsys.readouterr().err
+    assert main([*base, "--min-size", "500", "--resume"]) == 2  # the old record's command: not this store's
+    assert "x.zarr was made by a run with another thresholds" in capsys.readouterr().err
 
 
 def test_segment_resume_writes_the_other_formats_from_a_store_written_in_memory(

@@ -359,22 +359,23 @@ def _finished_store(target: Path, f: Path, prov: dict, args: argparse.Namespace)
 
 
 def _made_by(output: Path) -> dict | None:
-    """The provenance an output was written with: its sidecar's, or an OME-Zarr's own (``None``: not known).
+    """The provenance an output was written with: an OME-Zarr's own, else its sidecar's (``None``: not known).
 
-    A file changed since (corrected by hand) still answers with its record: it was made so.
+    A store records how it was made itself (a block-wise run writes that, and may leave an older
+    sidecar beside it); a file changed since its sidecar was written (corrected by hand) still
+    answers with that record: it was made so.
     """
-    side = read_sidecar(output)
-    if side is not None and isinstance(side.get("provenance"), dict):
-        return side["provenance"]
     if is_zarr_dir(output):
         import zarr
 
         try:
             meta = zarr.open_group(str(output), mode="r").attrs.get("napari_unet_loop") or {}
-        except Exception:  # noqa: BLE001 - a store we cannot read says nothing of how it was made
-            return None
-        return meta.get("provenance") if isinstance(meta.get("provenance"), dict) else None
-    return None
+        except Exception:  # noqa: BLE001 - a store we cannot read: its sidecar, if any, speaks for it
+            meta = {}
+        if isinstance(meta.get("provenance"), dict):
+            return meta["provenance"]
+    side = read_sidecar(output)
+    return side["provenance"] if side is not None and isinstance(side.get("provenance"), dict) else None
 
 
 def _other_setting(made: dict, prov: dict, f: Path, args: argparse.Namespace) -> str | None:

@@ -48,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if not samples:
             raise CLIError("no image left to tune the general thresholds on")
     # ... and at the size segment shows them to the network (the thresholds' sizes are the network's)
-    samples = to_network_scale(samples, model.card, model.image_diameter).samples
+    samples = to_network_scale(samples, model.for_kind(kind).card, model.image_diameter).samples  # the kind's sizes
     start = model.card.thresholds(kind)
     found = tune_thresholds(model.net_for(kind), samples, device, start, tile=args.tile, tta=args.tta)
     best, before, ap = found.config, found.start_ap50, found.ap50
