@@ -263,10 +263,15 @@ def _own_weights(kind: str, record: dict) -> str:
     'H&E / stained tissue images (AP@0.5 0.71, validation)'
     >>> _own_weights("he", {"in_channels": 3})
     'H&E / stained tissue images (read in colour)'
+    >>> _own_weights("he", {"in_channels": 3, "native_diameters": [13.5, 42.7]})
+    'H&E / stained tissue images (read in colour; objects of 14-43 px as they are)'
     """
     metrics = record.get("metrics") or {}
     which = next((w for w in ("test", "validation") if "ap50" in (metrics.get(w) or {})), None)
     notes = [f"AP@0.5 {metrics[which]['ap50']:.2f}, {which}"] if which else []
+    native = record.get("native_diameters")
+    if isinstance(native, list) and len(native) == 2:  # checked when the card was read
+        notes.insert(0, f"objects of {native[0]:.0f}-{native[1]:.0f} px as they are")
     if record.get("in_channels") == 3:
         notes.insert(0, "read in colour")
     label = MODALITY_LABELS.get(kind, kind)
