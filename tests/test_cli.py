@@ -2186,6 +2186,8 @@ def test_segment_resume_judges_a_store_by_its_own_record_not_an_older_sidecar(
     assert main([*base, "--min-size", "500"]) == 0  # in memory, with a sidecar
     monkeypatch.setattr(cli_segment, "LARGE_PIXELS", 100)  # now block by block
     assert main([*base, "--overwrite", "--block", "64"]) == 0
+    assert not (out / "x.zarr.json").exists()  # the record of the store replaced goes with it
+    (out / "x.zarr.json").write_text('{"provenance": {"thresholds": {"min_size": 500}}}')  # as older releases left it
     capsys.readouterr()
     assert main([*base, "--block", "64", "--resume"]) == 0  # the command that made the store: finished
     assert "finished before" in capsys.readouterr().err

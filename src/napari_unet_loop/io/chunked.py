@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import _fsync_dir
-from .conventions import ExportError, TargetExistsError, _json_safe, pyramid_levels, safe_name
+from .conventions import ExportError, TargetExistsError, _json_safe, pyramid_levels, safe_name, sidecar_path
 from .units import unit_name
 
 PARTIAL = ".partial"
@@ -308,6 +308,8 @@ class LabelsStore:
         (self.target / "job.json").unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+            # an in-memory export's record of the store replaced: it describes that store, not this one
+            sidecar_path(self.target).unlink(missing_ok=True)
         return self.target
 
 
