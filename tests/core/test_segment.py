@@ -323,9 +323,23 @@ def test_auto_diameter_of_a_large_image_measures_where_it_has_content(sized, dis
     assert seg.diameter == sized.image_diameter and seg.labels.max() == 1
 
 
+def _count_passes(monkeypatch) -> list:
+    """Record the ``diameter`` of every :func:`iter_segment` pass from now on (the list returned)."""
+    from napari_unet_loop.core import segment as segment_module
+
+    calls = []
+    real = segment_module.iter_segment
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("diameter"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", counted)
+    return calls
+
+
 def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monkeypatch):
     """A model whose card sets upscale_small: objects under its diameter / 1.5 are segmented enlarged."""
-    from napari_unet_loop.core import segment as segment_module
 
     bright_is_object(sized)
     small = discs((120, 120), 6, radius=(2, 3), gap=6)  # 5-7 px across, for a model of 10 px
@@ -340,14 +354,7 @@ def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monke
     limits = [(0.0, 1.0)]
     assert segment(sized, image, tile=64, precision="fp32", limits=limits).factor == 1.0
 
-    calls = []
-    real = segment_module.iter_segment
-
-    def counted(*args, **kwargs):
-        calls.append(kwargs.get("diameter"))
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(segment_module, "iter_segment", counted)
+    calls = _count_passes(monkeypatch)
     large = discs((120, 120), 4, radius=(6, 7), gap=6)  # about the model's size: one pass, as it was
     assert segment(sized, (large > 0).astype(np.float32), tile=64, precision="fp32").factor == 1.0
     assert calls == [None]
@@ -358,7 +365,6 @@ def test_upscale_small_enlarges_images_of_small_objects_only(sized, discs, monke
 
 def test_sizes_a_network_learnt_unscaled_are_segmented_unscaled_and_once(sized, discs, monkeypatch):
     """Objects within a network's native sizes: not rescaled, and never segmented twice for the same factor."""
-    from napari_unet_loop.core import segment as segment_module
     from napari_unet_loop.core.segment import diameter_factor
 
     bright_is_object(sized)
@@ -368,14 +374,7 @@ def test_sizes_a_network_learnt_unscaled_are_segmented_unscaled_and_once(sized, 
     sized.card.weights_by_kind = {}
     sized.card.native_diameters = (4.0, 40.0)
     assert diameter_factor(sized, 30.0) == (30.0, 1.0) and diameter_factor(sized, 80.0)[1] == pytest.approx(1 / 8)
-    calls = []
-    real = segment_module.iter_segment
-
-    def counted(*args, **kwargs):
-        calls.append(kwargs.get("diameter"))
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(segment_module, "iter_segment", counted)
+    calls = _count_passes(monkeypatch)
     # upscale_small finds objects of 5-7 px: within the native sizes, so the first pass stands, run once
     sized.card.upscale_small = True
     small = discs((120, 120), 6, radius=(2, 3), gap=6)
