@@ -417,9 +417,9 @@ def _network_scale(samples, model: model_files.Model, args: argparse.Namespace, 
     diameter = getattr(args, "diameter", None)
     if only_kind:
         try:
-            # judged on the --from model as its file holds it (the weights join it), not on the network for the
-            # kind that the run starts from, nor on a resumed run's card: a colour network reads no kinds
-            source = model_files.load(args.start)
+            # judged on the --from model's card as its file holds it (the weights join it), not on the network for
+            # the kind that the run starts from, nor on a resumed run's card: a colour network reads no kinds
+            source = model_files.Model(model.net, model_files.read_card(args.start))  # its header only
             diameter = one_kind_diameter(source, samples, only_kind, diameter)
         except (InputError, model_files.ModelError) as exc:
             raise CLIError(f"--only-kind: {exc}") from None

@@ -347,7 +347,6 @@ class FineTuneSection(TrainingData, QGroupBox):
             scaled=scaled,
             start_weights=own,
             only_kind=only_kind,
-            native_diameters=start.card.native_diameters,
         )
         self._rejected = None
         self.use_anyway_btn.setVisible(False)
@@ -473,7 +472,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             postprocess=postprocess,
             diameter=parent.card.diameter,
             default_diameter=parent.card.default_diameter,
-            native_diameters=run.native_diameters,
+            native_diameters=parent.card.native_for(run.start_weights),  # the starting weights' unscaled sizes
             upscale_small=parent.card.upscale_small,  # as train --from keeps its starting card's
             description=f"{parent.card.description or parent.name}, fine-tuned in napari",
             parent=parent.name,

@@ -155,9 +155,6 @@ class FinetuneRun:
         The imaging kind the trained weights will answer for inside the parent (the parent's
         own weights for that kind; its other images keep its weights), or ``None``: the
         trained network becomes a model of its own.
-    native_diameters : tuple of float or None
-        The object sizes the starting weights learnt unscaled (their card's); a model of its own
-        keeps them (:attr:`.core.model_card.ModelCard.native_diameters`).
     """
 
     parent: Model
@@ -176,7 +173,6 @@ class FinetuneRun:
     failed: str | None = None
     start_weights: str | None = None
     only_kind: str | None = None
-    native_diameters: tuple[float, float] | None = None
 
 
 __all__ = ["FinetuneRun", "SegmentRun"]
