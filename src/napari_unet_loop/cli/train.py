@@ -32,7 +32,7 @@ from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.model_card import now_iso
 from ..core.retune import retune, validation_objects
 from ..core.sampling import balance_kinds, split_validation
-from ..core.scale import TOLERANCE
+from ..core.scale import scale_factor
 from ..core.train import check_patch, iter_train, training_precision
 from ..core.unet import UNet, UNetConfig
 from ..io.conventions import check_writable
@@ -444,7 +444,7 @@ def _say_scale(scaled: Scaled, model: model_files.Model, args: argparse.Namespac
         native = model.card.native_diameters
         within = (
             f" (within the {native[0]:g}-{native[1]:g} px its network learnt as they are)"
-            if native and model.card.diameter and abs(model.card.diameter / scaled.diameter - 1) > TOLERANCE
+            if native and scale_factor(model.card.diameter, scaled.diameter) != 1.0  # rescaled without the range
             else ""
         )
         _log(f"objects {scaled.diameter:.1f} px across ({how}): images used at their own scale{within}")
