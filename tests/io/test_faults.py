@@ -55,6 +55,48 @@ def test_sidecar_matches_tells_a_changed_file(tmp_path):
     assert sidecar_matches(tmp_path / "nothing.tif") is None
 
 
+def _count_reads(monkeypatch) -> list:
+    """Fresh checksum memory for ``io.sidecar``; the returned list grows by one at each file it reads."""
+    from collections import OrderedDict
+
+    from napari_unet_loop.io import sidecar
+
+    monkeypatch.setattr(sidecar, "_HASHES", OrderedDict())
+    reads: list = []
+    monkeypatch.setattr(sidecar, "open", lambda *a, **k: reads.append(a[0]) or open(*a, **k), raising=False)
+    return reads
+
+
+def test_a_file_is_hashed_again_only_when_it_changed(tmp_path, monkeypatch):
+    from napari_unet_loop.io.sidecar import file_sha256
+
+    reads = _count_reads(monkeypatch)
+    monkeypatch.setattr("napari_unet_loop.io.sidecar._SETTLED_NS", 0)  # as if written long ago
+    path = tmp_path / "labels.tif"
+    path.write_bytes(b"a" * 100)
+    first = file_sha256(path)
+    assert file_sha256(path) == first and len(reads) == 1  # unchanged: not read again
+    stat = path.stat()
+    path.write_bytes(b"b" * 100)  # the same size, written again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert file_sha256(path) != first and len(reads) == 2
+
+
+def test_a_file_changed_a_moment_ago_is_hashed_at_every_read(tmp_path, monkeypatch):
+    """Two writes within one tick of the file system's clock can leave the same times: no memory then."""
+    from napari_unet_loop.io import sidecar
+
+    reads = _count_reads(monkeypatch)
+    path = tmp_path / "labels.tif"
+    path.write_bytes(b"a" * 100)
+    first = sidecar.file_sha256(path)
+    assert not sidecar._HASHES  # nothing kept of a file written just now
+    stat = path.stat()
+    path.write_bytes(b"b" * 100)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same modification time and size as before
+    assert sidecar.file_sha256(path) != first and len(reads) == 2
+
+
 @pytest.mark.parametrize("fmt", ["tif", "png"])
 def test_readers_ignore_the_record_of_an_earlier_file(tmp_path, fmt):
     """Another program wrote over an export: its old record (labels, pixel size) no longer speaks for the file."""

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -222,13 +224,37 @@ def _move_aside(path: Path) -> Path | None:
     return aside
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (to tell whether a record still describes the file)."""
+# checksums already computed in this process, by what the file system says of the file (path, device,
+# inode, size, modification and change times): each read of an export checks its record, and hashing
+# a large file on a network drive each time costs seconds
+_HASHES: OrderedDict[tuple, str] = OrderedDict()
+_HASHES_KEPT = 256
+# a file changed this recently is hashed every time: two writes within one tick of the file system's
+# clock can leave the same times and size behind (git's "racily clean" files)
+_SETTLED_NS = 2_000_000_000
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (to tell whether a record still describes the file).
+
+    A file that has not changed since this process last hashed it (same inode, size, modification
+    and change times, and not changed within the last two seconds) is not read again.
+    """
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _HASHES:
+        _HASHES.move_to_end(key)
+        return _HASHES[key]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        _HASHES[key] = digest
+        while len(_HASHES) > _HASHES_KEPT:
+            _HASHES.popitem(last=False)
+    return digest
 
 
 def sidecar_matches(path: str | os.PathLike) -> bool | None:
