@@ -1818,6 +1818,20 @@ def sized_model_path(tmp_path):
     return model_files.save(model, tmp_path / "sized.safetensors")
 
 
+def test_the_segment_log_says_when_objects_were_taken_as_they_are(sized_model_path):
+    """Objects of a size the network learnt unscaled are named as such: the image was not rescaled."""
+    import dataclasses
+
+    from napari_unet_loop.cli.segment import _seen_as
+    from napari_unet_loop.core import model_files
+
+    model = model_files.load(sized_model_path)
+    assert _seen_as(None, 30.0, model) == " (objects 30 px)"
+    model.card = dataclasses.replace(model.card, native_diameters=(5.0, 40.0))
+    assert _seen_as(None, 30.0, model) == " (objects 30 px, as they are)"
+    assert _seen_as(None, 50.0, model) == " (objects 50 px)"
+
+
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):
     """Objects 3x the model's: training images shrink to its scale; the child segments such images by default."""
     from napari_unet_loop.core import model_files

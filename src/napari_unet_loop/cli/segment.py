@@ -13,7 +13,7 @@ from ..core import model_files
 from ..core.device import resolve_device
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
-from ..core.segment import LARGE_PIXELS
+from ..core.segment import LARGE_PIXELS, diameter_factor
 from ..io.chunked import JobMismatchError, partial_path
 from ..io.conventions import TargetExistsError, _json_safe, os_error_text
 from ..io.export import (
@@ -412,12 +412,17 @@ def _interrupted(outdir: Path, stem: str, formats: list[str]) -> bool:
 
 
 def _seen_as(kind: str | None, diameter, model) -> str:
-    """`` (as fluorescence, objects 40 px)``: how the image was read, the size only when it was rescaled."""
+    """`` (as fluorescence, objects 40 px)``: how the image was read, and the object size when not the network's.
+
+    A size the network learnt unscaled (the kind's ``native_diameters``) reads ``objects 30 px, as they
+    are``: the image was not rescaled.
+    """
     parts = [f"as {_shown(kind)}"] if kind and kind != "none" else []  # "none": read grey as it is
     if kind in model.card.weights_by_kind:
         parts.append("the model's own weights for them")
     if isinstance(diameter, float) and model.card.diameter and abs(diameter / model.card.diameter - 1) > 0.05:
-        parts.append(f"objects {diameter:.0f} px")
+        unscaled = diameter_factor(model, diameter, kind)[1] == 1.0
+        parts.append(f"objects {diameter:.0f} px" + (", as they are" if unscaled else ""))
     elif isinstance(diameter, list):
         parts.append("objects " + ", ".join("-" if d is None else f"{d:.0f}" for d in diameter[:5]) + " px")
     return f" ({', '.join(parts)})" if parts else ""
