@@ -282,6 +282,17 @@ def test_freeze_encoder_trains_only_the_expanding_path(tiny_net, sample):
     assert any(not torch.equal(start[k], end[k]) for k in dec)
 
 
+def test_head_only_trains_only_the_final_layer(tiny_net, sample):
+    start = _state(tiny_net)
+    _drain(iter_train(tiny_net, [sample], [], _config(steps=3, head_only=True)))
+    end = _state(tiny_net)
+    head = [k for k in start if k.startswith("head.")]
+    body = [k for k in start if not k.startswith("head.")]
+    assert head and body
+    assert all(torch.equal(start[k], end[k]) for k in body)  # running statistics too
+    assert all(not torch.equal(start[k], end[k]) for k in head)
+
+
 def test_freeze_norm_keeps_the_statistics_and_trains_the_rest(tiny_net, sample):
     start = _state(tiny_net)
     _drain(iter_train(tiny_net, [sample], [sample], _config(steps=3, freeze_norm=True, val_every_s=0.0)))

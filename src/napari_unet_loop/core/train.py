@@ -72,6 +72,13 @@ class TrainConfig(Settings):
         weights, on a busy machine or an idle one.
     freeze_encoder : bool
         Train only the expanding path (fast CPU fine-tunes of a good model).
+    head_only : bool
+        Train only the final 1 x 1 convolution, which turns the features into class scores
+        and the distance map: the network reads the images as before and the fine-tune
+        recalibrates what it makes of them. For images the starting weights already read
+        well: on one H&E image's left part, fitting the whole network raised the weighted loss
+        on its right part at every learning rate tried; the final layer alone did not
+        (docs/model.md).
     freeze_norm : bool
         Keep the batch-norm statistics of the starting model (its scale and shift
         parameters still train). For fine-tuning on a few images: statistics re-estimated
@@ -117,6 +124,7 @@ class TrainConfig(Settings):
     val_every_s: float = 30.0
     val_every_steps: int | None = None
     freeze_encoder: bool = False
+    head_only: bool = False
     freeze_norm: bool = False
     precision: str = "auto"
     w0: float = 10.0
@@ -381,6 +389,12 @@ def _set_trainable(net: UNet, config: TrainConfig) -> list[torch.nn.Parameter]:
         for mod in net.modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                 mod.eval()  # normalise with the starting model's statistics, and keep them
+    if config.head_only:
+        for name, mod in net.named_children():
+            if name != "head":
+                mod.eval()  # the features as the starting model makes them, statistics included
+                for p in mod.parameters():
+                    p.requires_grad_(False)
     return [p for p in net.parameters() if p.requires_grad]
 
 
