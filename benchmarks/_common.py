@@ -144,6 +144,7 @@ def finetune(
     partial: bool = False,
     val_whole: int | None = None,
     begin_out: list | None = None,
+    head_only: bool = False,
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -162,7 +163,8 @@ def finetune(
     labels mark only some objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
     least one, drawn by ``seed``) instead of a stripe of each. ``begin_out``: a list that gets the model the
-    fine-tune began from (the starting model's network and thresholds for the images' kind).
+    fine-tune began from (the starting model's network and thresholds for the images' kind). ``head_only``: only
+    the network's last layer trains (``train --head-only``).
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -209,6 +211,7 @@ def finetune(
         steps=steps,
         seed=seed,
         freeze_encoder=freeze_encoder or None,
+        head_only=head_only or None,
         anchor=anchor,
         batch_size=batch,
         augment=augmentation(True, stain=stain),
@@ -246,6 +249,7 @@ def finetune(
         "validation_objects": validation_objects(val) if val else 0,
         "trust": round(result.trust, 4),
         "anchor_applied": round(result.anchor, 2),
+        "head_only": head_only,
         "tuning": tuned,
         "start_postprocess": start_pp,
         **({"tuning_variants": variants} if variants else {}),

@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "not all of a fine-tune's one way (the plugin before kind_in_doubt)",
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
+    p.add_argument("--head-only", action="store_true", help="train only the last layer (as train's flag)")
     p.add_argument(
         "--start",
         default="default",
@@ -372,13 +373,14 @@ def main(argv: list[str] | None = None) -> int:
           f"python {platform.python_version()}")  # fmt: skip
     if device.type == "cuda":
         print(f"device   {torch.cuda.get_device_name(device)}")
-    frozen = ", encoder frozen" if args.freeze_encoder else ""
+    frozen = (", encoder frozen" if args.freeze_encoder else "") + (", last layer only" if args.head_only else "")
     each = f"{args.steps} steps" if args.steps else ", ".join(f"{m:g}" for m in budgets) + " min"
     print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} per run{frozen}")
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
-        "freeze_encoder": args.freeze_encoder, "min_factor": args.min_factor, "batch": args.batch,
+        "freeze_encoder": args.freeze_encoder, "head_only": args.head_only, "min_factor": args.min_factor,
+        "batch": args.batch,
         "anchor": args.anchor, "settle": not args.no_settle, "stain": args.stain,
         "drop_labels": args.drop_labels, "partial_labels": args.partial_labels, "val_whole": args.val_whole,
         "device": str(device), "sets": {},
@@ -464,6 +466,7 @@ def run_set(
             partial=args.partial_labels,
             val_whole=args.val_whole,
             begin_out=began,
+            head_only=args.head_only,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto

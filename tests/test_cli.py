@@ -1832,6 +1832,25 @@ def test_the_segment_log_says_when_objects_were_taken_as_they_are(sized_model_pa
     assert _seen_as(None, 50.0, model) == " (objects 50 px)"
 
 
+def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, folders, capsys):
+    """``--head-only``: the rest of the network, normalisation statistics included, stays the start's."""
+    import torch
+
+    from napari_unet_loop.core import model_files
+
+    images, labels = folders
+    base = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--steps", "3", "--no-tune"]
+    before = model_files.load(tiny_model_path).net.state_dict()
+    for head in (True, False):
+        out = tmp_path / f"ft{head}.safetensors"
+        assert main([*base, "--out", str(out), "--val-every", "0", *(["--head-only"] if head else [])]) == 0
+        assert ("only the network's last layer trains (--head-only)" in capsys.readouterr().err) is head
+        child = model_files.load(out)
+        assert child.card.training["config"]["head_only"] is head
+        changed = {k.split(".")[0] for k, v in child.net.state_dict().items() if not torch.equal(v, before[k])}
+        assert changed == ({"head"} if head else {"head", "down", "bottom", "up", "merge"})
+
+
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):
     """Objects 3x the model's: training images shrink to its scale; the child segments such images by default."""
     from napari_unet_loop.core import model_files

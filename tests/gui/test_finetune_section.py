@@ -957,6 +957,18 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
     assert dock.card.training["rescaled_by"] == cli.card.training["rescaled_by"] == 1.0
     for key, value in cli.net.state_dict().items():
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
+    if shown == "he":  # 'Only the last layer', as train --head-only
+        ft.head_check.value = True
+        ft.name_edit.setText("dock-he-head")
+        w.model_combo.setCurrentText("greyhe")  # from the same parent again, not from the child just made
+        assert ft.start() is not None and ft._run.config.head_only
+        assert "only the network's last layer" in ft.result_label.text()
+        qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
+        assert main([*args, "--val-every", "0", "--seed", "0", "--head-only", "--overwrite"]) == 0
+        head = ft._rejected if ft._rejected is not None else model_files.load("dock-he-head")
+        assert head.card.training["config"]["head_only"] is True
+        for key, value in model_files.load(out).net.state_dict().items():
+            torch.testing.assert_close(head.net.state_dict()[key], value, msg=key)
 
 
 def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path, setup, messages, phase_like):

@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
+        "--head-only",
+        action="store_true",
+        help="train only the network's last layer: recalibrates what it makes of images it already reads well",
+    )
+    p.add_argument(
         "--update-norm",
         action="store_true",
         help="when fine-tuning, re-estimate the batch-norm statistics (default: keep the starting model's; "

@@ -187,6 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
+        head_only=args.head_only or None,
         freeze_norm=False if args.update_norm else None,
         anchor=args.anchor,
         precision=args.precision,
@@ -210,6 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{str(args.minutes) + ' min' if args.minutes else ''}{' ' if args.minutes and args.steps else ''}"
         f"{str(args.steps) + ' steps' if args.steps else ''}"
     )
+    if config.head_only:
+        _log("only the network's last layer trains (--head-only): the rest reads the images as the start did")
     started = getattr(args, "resume_started", None) or _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
     if args.description:

@@ -156,7 +156,21 @@ class FineTuneSection(TrainingData, QGroupBox):
             "(e.g. H&E), learnt from your corrections; fluorescence or brightfield images keep its weights. "
             "The images train at the model's object size.",
         )
-        add_rows(form, self.weight_spin, self.minutes_spin, self.start_combo, self.kind_only_check, self.freeze_check)
+        self.head_check = CheckBox(
+            text="Only the last layer (recalibrate, for images it reads well)",
+            tooltip="Train only the network's final layer, which turns what it sees into objects: for images "
+            "the model already segments well, where fitting every layer to a few objects can make it worse "
+            "on your other images. As train --head-only.",
+        )
+        add_rows(
+            form,
+            self.weight_spin,
+            self.minutes_spin,
+            self.start_combo,
+            self.kind_only_check,
+            self.freeze_check,
+            self.head_check,
+        )
         row = QHBoxLayout()
         self.elastic_check = CheckBox(
             text="Elastic deformation",
@@ -281,6 +295,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             steps=self.steps_override,
             val_every_s=self.val_every_override,  # None: the preset's interval
             freeze_encoder=self.freeze_check.value,
+            head_only=self.head_check.value or None,
             augment=augmentation(fine_tune, elastic_sigma=None if self.elastic_check.value else 0.0),
         )
 
@@ -373,7 +388,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {where}: {len(train)} training and {len(val)} validation sample(s), "
-            f"{budget}{size_note(scaled, model)}. You can keep annotating."
+            f"{budget}{size_note(scaled, model)}"
+            + (", only the network's last layer" if config.head_only else "")
+            + ". You can keep annotating."
             + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
             + (f" {left[0].upper()}{left[1:]} ('Only for images of this kind' keeps them)." if left else "")
         )
