@@ -77,8 +77,8 @@ class TrainConfig(Settings):
         and the distance map: the network reads the images as before and the fine-tune
         recalibrates what it makes of them. For images the starting weights already read
         well: on one H&E image's left part, fitting the whole network raised the weighted loss
-        on its right part at every learning rate tried; the final layer alone did not
-        (docs/model.md).
+        on its right part at every learning rate tried; the final layer alone lowered it or
+        raised it by 1.5 % (docs/model.md).
     freeze_norm : bool
         Keep the batch-norm statistics of the starting model (its scale and shift
         parameters still train). For fine-tuning on a few images: statistics re-estimated
