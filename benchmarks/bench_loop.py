@@ -69,13 +69,27 @@ def corrected_item(start, user: tuple, n_corr: int, device) -> tuple[np.ndarray,
 
 
 def loop_once(
-    start, user: tuple, heldout: list, n_corr: int, minutes: float, steps: int | None, seed: int, device, anchor=None
+    start,
+    user: tuple,
+    heldout: list,
+    n_corr: int,
+    minutes: float,
+    steps: int | None,
+    seed: int,
+    device,
+    anchor=None,
+    head_only: bool = False,
 ) -> dict[str, Any]:
-    """One turn of the loop on the ``user`` image ``(name, image, truth)``; the scores before and after."""
+    """One turn of the loop on the ``user`` image ``(name, image, truth)``; the scores before and after.
+
+    ``head_only``: the fine-tune trains the last layer only (``train --head-only``).
+    """
     name, img, _ = user
     original, edit, item = corrected_item(start, user, n_corr, device)
     corrected = edit.after
-    child, run = finetune(start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor)
+    child, run = finetune(
+        start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor, head_only=head_only
+    )
     again = segment(child, img, device=device).labels
     new, old = correction_agreement(original, corrected, again), correction_agreement(original, corrected, original)
     row = {
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget per turn")
     p.add_argument("--steps", type=int, default=None, help="a step budget instead (steady on a busy machine)")
     p.add_argument("--anchor", type=float, default=None, help="the fine-tune's anchor (default: the preset's)")
+    p.add_argument("--head-only", action="store_true", help="train only the last layer (as train's flag)")
     p.add_argument("--heldout", type=int, default=5, help="other images of the kind scored before and after")
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -117,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
-    print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn, {args.split} split")
-    report: dict[str, Any] = {"split": args.split, "corrections": args.corrections, "budget": budget, "kinds": {}}
+    only = ", last layer only" if args.head_only else ""
+    print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn{only}, {args.split} split")
+    report: dict[str, Any] = {
+        "split": args.split, "corrections": args.corrections, "budget": budget, "head_only": args.head_only, "kinds": {}
+    }  # fmt: skip
     for kind in [k for k in args.kinds.split(",") if k]:
         names = images_of_kind(folder, args.split, kind)
         print(f"\n{kind}: {len(names)} {args.split}-split images")
@@ -127,7 +145,16 @@ def main(argv: list[str] | None = None) -> int:
             items = turn_images(folder, names, seed, args.heldout)
             held_items = items[1:]
             row = loop_once(
-                start, items[0], held_items, args.corrections, args.minutes, args.steps, seed, device, args.anchor
+                start,
+                items[0],
+                held_items,
+                args.corrections,
+                args.minutes,
+                args.steps,
+                seed,
+                device,
+                args.anchor,
+                args.head_only,
             )
             rows.append(row)
             held = ""
