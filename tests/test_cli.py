@@ -1849,6 +1849,10 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
         assert child.card.training["config"]["head_only"] is head
         changed = {k.split(".")[0] for k, v in child.net.state_dict().items() if not torch.equal(v, before[k])}
         assert changed == ({"head"} if head else {"head", "down", "bottom", "up", "merge"})
+    # a network of random weights has nothing to recalibrate
+    scratch = ["train", str(images), str(labels), "--from", "scratch", "--out", str(tmp_path / "s"), "--head-only"]
+    assert main(scratch) == 2
+    assert "--head-only recalibrates a trained model's last layer: it needs --from MODEL" in capsys.readouterr().err
 
 
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):

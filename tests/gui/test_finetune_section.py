@@ -493,6 +493,11 @@ def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs)
     ft.start_combo.value = "scratch"
     assert ft.start_combo.current_choice == START_SCRATCH  # shown as its text
     ft.resegment_check.value = False
+    ft.head_check.value = True  # random weights: nothing to recalibrate, refused with the reason
+    assert ft.start() is None
+    assert "'Only the last layer' recalibrates a trained model" in messages["error"][-1]
+    ft.head_check.value = False
+    messages["error"].clear()
     finetune(qtbot, ft)
     assert "Training done" in ft.result_label.text() or "not better" in ft.result_label.text()
 

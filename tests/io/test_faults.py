@@ -56,14 +56,16 @@ def test_sidecar_matches_tells_a_changed_file(tmp_path):
 
 
 def _count_reads(monkeypatch) -> list:
-    """Fresh checksum memory for ``io.sidecar``; the returned list grows by one at each file it reads."""
+    """Fresh checksum memory for ``io.sidecar``; the returned list grows by one at each file it hashes."""
+    import hashlib
     from collections import OrderedDict
 
     from napari_unet_loop.io import sidecar
 
     monkeypatch.setattr(sidecar, "_HASHES", OrderedDict())
     reads: list = []
-    monkeypatch.setattr(sidecar, "open", lambda *a, **k: reads.append(a[0]) or open(*a, **k), raising=False)
+    real = hashlib.sha256
+    monkeypatch.setattr(sidecar.hashlib, "sha256", lambda *a: reads.append(1) or real(*a))
     return reads
 
 

@@ -420,16 +420,6 @@ def test_a_store_whose_labels_arrays_are_read_only_is_refused_before_any_write(s
         StoreEditor(store)
 
 
-def test_a_store_whose_nested_chunk_folder_is_read_only_is_refused_before_any_write(store, monkeypatch):
-    """zarr 3 keeps chunks in nested folders (``c/0/1``): one of them read-only is found before any write."""
-    real = store_edits.os.access
-    nested = store / "labels" / "labels" / "0" / "c" / "0"
-    nested.mkdir(parents=True)
-    monkeypatch.setattr(store_edits.os, "access", lambda p, mode: False if str(p) == str(nested) else real(p, mode))
-    with pytest.raises(StoreEditError, match=r"cannot be written \(labels/labels/0/c/0 is read-only\)"):
-        StoreEditor(store)
-
-
 def test_a_store_exported_with_an_offset_keeps_its_levels_sampling_and_takes_corrections(tmp_path):
     """The offset moves the whole pyramid: each lower level keeps its own half-pixel shift, so a write-back
     rebuilds the lower levels from the pixels they were made from, as in a store without an offset."""

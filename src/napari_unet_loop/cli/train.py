@@ -54,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume_state", None)
     if args.anchor and args.start == "scratch":
         raise CLIError("--anchor pulls toward a starting model's weights: it needs --from MODEL, not scratch")
+    if args.head_only and args.start == "scratch":
+        raise CLIError("--head-only recalibrates a trained model's last layer: it needs --from MODEL, not scratch")
     only_kind = getattr(args, "only_kind", None)
     if only_kind and args.start == "scratch":
         raise CLIError("--only-kind adds weights to a trained model: it needs --from MODEL, not scratch")

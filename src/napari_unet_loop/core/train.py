@@ -76,9 +76,10 @@ class TrainConfig(Settings):
         Train only the final 1 x 1 convolution, which turns the features into class scores
         and the distance map: the network reads the images as before and the fine-tune
         recalibrates what it makes of them. For images the starting weights already read
-        well: on one H&E image's left part, fitting the whole network raised the weighted loss
-        on its right part at every learning rate tried; the final layer alone lowered it or
-        raised it by 1.5 % (docs/model.md).
+        well: fitting the whole network to the left parts of H&E images raised the weighted
+        loss on their right parts at every learning rate tried; the final layer alone lowered
+        it or raised it by 1.5 % (docs/model.md). The normalisation statistics stay the
+        start's whatever ``freeze_norm`` says.
     freeze_norm : bool
         Keep the batch-norm statistics of the starting model (its scale and shift
         parameters still train). For fine-tuning on a few images: statistics re-estimated

@@ -322,6 +322,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             chosen = self.session.diameter_choice()
             chosen = chosen if isinstance(chosen, float) else None
             only_kind = None
+            if self.head_check.value and self.start_combo.value == "scratch":
+                raise InputError("'Only the last layer' recalibrates a trained model: start from one, not from scratch")
             if self.kind_only_check.value:  # weights for one kind inside the model: at the model's object size
                 if self.start_combo.value == "scratch":
                     raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")

@@ -6,6 +6,7 @@ data; records carry the SHA-256 of each file written (or, for OME-Zarr, the stor
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -238,15 +239,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (to tell whether a record still describes the file).
 
     A file that has not changed since this process last hashed it (same inode, size, modification
-    and change times, and not changed within the last two seconds) is not read again.
+    and change times, and not changed within the last two seconds) is not read again. The times
+    come from the opened file, so a network drive's client checks them with the server first.
     """
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key in _HASHES:
-        _HASHES.move_to_end(key)
-        return _HASHES[key]
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _HASHES.get(key)
+        if known is not None:
+            with contextlib.suppress(KeyError):  # another thread may have let it go meanwhile
+                _HASHES.move_to_end(key)
+            return known
+        h = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()

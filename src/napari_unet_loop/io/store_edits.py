@@ -264,14 +264,12 @@ class StoreEditor:
         self._max_key = "max_label" if first else f"max_label:{self.name}"
         # every level's folder takes the corrected chunks, and the journal's folder its entries: a store whose
         # root is writable but whose arrays are not (a shared or copied store) is refused here, not mid-write
-        # (the folders within too: zarr 3 and dimension_separator "/" keep chunks in nested folders)
-        for top in [*(self.path / a.path for a in self.levels), self.path / EDITS, self.folder]:
-            for folder, _, _ in os.walk(top):  # nothing when it is not there yet
-                if not os.access(folder, os.W_OK):
-                    raise StoreEditError(
-                        f"{self.path} cannot be written ({Path(folder).relative_to(self.path)} is read-only): "
-                        "copy the store to correct it"
-                    )
+        for folder in [*(self.path / a.path for a in self.levels), self.path / EDITS, self.folder]:
+            if folder.is_dir() and not os.access(folder, os.W_OK):
+                raise StoreEditError(
+                    f"{self.path} cannot be written ({folder.relative_to(self.path)} is read-only): copy the store "
+                    "to correct it"
+                )
         self.recovered = self.recover()
 
     # ---------------------------------------------------------------- reading
