@@ -107,6 +107,7 @@ def test_whole_loop_segment_correct_finetune_resegment(qtbot, setup, messages, m
     fake_validation(monkeypatch, 0.1, 0.5)
     ft.name_edit.setText("my-finetune")
     finetune(qtbot, ft)
+    assert not any("None of these labels was changed" in m for m in messages["warning"])  # corrected
     assert "my-finetune" in model_files.list_models()
     assert w.model_combo.currentText() == "my-finetune"
     qtbot.waitUntil(lambda: w._worker is None and "cells labels (my-finetune)" in viewer.layers, timeout=TIMEOUT)
@@ -138,7 +139,9 @@ def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatc
     finetune(qtbot, ft)
     assert w.model_combo.currentText() == "tiny"
     assert ft.use_anyway_btn.isVisibleTo(ft)
-    assert "not better" in messages["warning"][0]
+    # the labels are the model's own, unchanged: said as the run starts
+    assert messages["warning"][0].startswith("None of these labels was changed since the model made them")
+    assert "not better" in messages["warning"][1]
     n_models = len(model_files.list_models())
     ft.resegment_check.value = False
     ft.use_anyway()
@@ -268,7 +271,7 @@ def test_two_finetunes_at_once_are_refused(qtbot, setup, messages):
     ft.resegment_check.value = False
     assert ft.start() is not None
     assert ft.start() is None
-    assert "already running" in messages["warning"][0]
+    assert "already running" in messages["warning"][-1]
     ft.stop()
     qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
 

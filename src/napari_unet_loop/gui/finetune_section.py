@@ -346,6 +346,15 @@ class FineTuneSection(TrainingData, QGroupBox):
             return None
         own = kind if kind in model.card.weights_by_kind else None
         left = "" if only_kind else weights_left_behind(model, kind, samples)
+        unchanged = (
+            "None of these labels was changed since the model made them: a fine-tune on its own masks teaches "
+            "it nothing new and can make it worse on your other images (docs/model.md). Correct what it got "
+            "wrong first, or Stop."
+            if self.only_model_masks()
+            else ""
+        )
+        if unchanged:
+            show_warning(unchanged)
         net = copy.deepcopy(start.net)
         self._stop = threading.Event()
         self._run = FinetuneRun(
@@ -395,6 +404,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             + ". You can keep annotating."
             + (f" {described['doubt_note']}." if described.get("doubt_note") else "")
             + (f" {left[0].upper()}{left[1:]} ('Only for images of this kind' keeps them)." if left else "")
+            + (f" {unchanged}" if unchanged else "")
         )
         worker.start()
         return worker
