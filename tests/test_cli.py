@@ -1639,7 +1639,10 @@ def test_train_anchor_is_for_fine_tuning(tmp_path, folders, tiny_model_path, cap
     out = tmp_path / "ft.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--steps", "2", "--no-tune"]
     assert main([*args, "--from", "scratch", "--anchor", "5"]) == 2
-    assert "needs --from MODEL" in capsys.readouterr().err and not out.exists()
+    assert "pulls toward a starting model's weights: start from a trained model, not from scratch (--from MODEL)" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
     assert main([*args, "--from", str(tiny_model_path), "--anchor", "7"]) == 0
     record = model_files.load(out).card.training
     assert record["config"]["anchor"] == 7.0
@@ -1658,7 +1661,7 @@ def test_train_only_kind_gives_the_starting_model_weights_of_its_own(tmp_path, f
     out = tmp_path / "joined.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--steps", "2", "--only-kind", "he"]
     assert main([*args, "--from", "scratch"]) == 2
-    assert "needs --from MODEL" in capsys.readouterr().err
+    assert "--only-kind adds weights to a trained model: start from a trained model" in capsys.readouterr().err
     assert main([*args, "--from", str(tiny_model_path)]) == 2  # it takes every image as grey: no kinds
     assert "--only-kind: tiny does not detect each image's kind" in capsys.readouterr().err
     start = model_files.new_model(UNetConfig(depth=2, base_width=4), name="tinyauto", modality="auto", seed=0)
@@ -1852,7 +1855,7 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
     # a network of random weights has nothing to recalibrate
     scratch = ["train", str(images), str(labels), "--from", "scratch", "--out", str(tmp_path / "s"), "--head-only"]
     assert main(scratch) == 2
-    assert "--head-only recalibrates a trained model's last layer: it needs --from MODEL" in capsys.readouterr().err
+    assert "--head-only recalibrates a trained model's last layer: start from" in capsys.readouterr().err
 
 
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from napari_unet_loop.core.augment import AugmentConfig
-from napari_unet_loop.core.finetune import FINE_TUNE, FROM_SCRATCH, preset, validation_interval, validation_steps
+from napari_unet_loop.core.finetune import (
+    FINE_TUNE,
+    FROM_SCRATCH,
+    NEEDS_A_START,
+    check_start,
+    preset,
+    validation_interval,
+    validation_steps,
+)
 from napari_unet_loop.core.image import InputError
 from napari_unet_loop.core.sampling import Sample
 
@@ -212,3 +220,15 @@ def test_a_fine_tune_into_one_network_names_the_weights_it_leaves_behind():
     assert "(1 of the images trained on are such images" in weights_left_behind(parent, None, [grey, bright, stripe])
     assert weights_left_behind(parent, "brightfield", [bright]) == ""  # it starts from them
     assert "my-model's own" in weights_left_behind(parent, None, [grey], "my-model")
+
+
+def test_check_start_refuses_what_needs_a_trained_model_from_scratch():
+    """Anchor, last layer only and one kind's weights change a trained model: from random weights, refused."""
+    check_start(True)  # nothing asked
+    check_start(True, anchor=None, head_only="", only_kind=None)
+    for key in NEEDS_A_START:
+        check_start(False, **{key: "the setting"})  # from a trained model: fine
+        with pytest.raises(InputError, match=f"^the setting {NEEDS_A_START[key]}: start from a trained model"):
+            check_start(True, **{key: "the setting"})
+    with pytest.raises(ValueError, match="not a setting"):
+        check_start(False, freeze_encoder="--freeze-encoder")

@@ -18,6 +18,7 @@ from ..core.finetune import (
     Scaled,
     augmentation,
     check_samples,
+    check_start,
     one_kind_diameter,
     preset,
     record_sizes,
@@ -52,13 +53,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.stem.endswith(".partial"):
         raise CLIError(f"--out {out.name}: names ending in .partial are where runs keep their best weights so far")
     resume = getattr(args, "resume_state", None)
-    if args.anchor and args.start == "scratch":
-        raise CLIError("--anchor pulls toward a starting model's weights: it needs --from MODEL, not scratch")
-    if args.head_only and args.start == "scratch":
-        raise CLIError("--head-only recalibrates a trained model's last layer: it needs --from MODEL, not scratch")
     only_kind = getattr(args, "only_kind", None)
-    if only_kind and args.start == "scratch":
-        raise CLIError("--only-kind adds weights to a trained model: it needs --from MODEL, not scratch")
+    try:
+        check_start(
+            args.start == "scratch",
+            anchor="--anchor" if args.anchor else None,
+            head_only="--head-only" if args.head_only else None,
+            only_kind="--only-kind" if only_kind else None,
+        )
+    except InputError as exc:
+        raise CLIError(f"{exc} (--from MODEL)") from None
     if only_kind and args.modality not in (None, "auto"):
         raise CLIError("--only-kind: the model goes on detecting each image's kind; leave out --modality")
     if out.exists() and not args.overwrite:

@@ -111,6 +111,52 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
     return TrainConfig(**base)
 
 
+# settings that change a trained model, and what each does with it: refused from random weights
+NEEDS_A_START = {
+    "anchor": "pulls toward a starting model's weights",
+    "head_only": "recalibrates a trained model's last layer",
+    "only_kind": "adds weights to a trained model",
+}
+
+
+def check_start(from_scratch: bool, **asked: str | None) -> None:
+    """Refuse settings that need a trained model to start from when the run starts from random weights.
+
+    One home for the refusal of ``train``'s flags and the dock's check boxes alike.
+
+    Parameters
+    ----------
+    from_scratch : bool
+        The run starts from random weights.
+    **asked
+        For each setting of :data:`NEEDS_A_START` the user asked for, its name as that front end
+        shows it (a flag, a check box's text); ``None`` or ``""`` when not asked.
+
+    Raises
+    ------
+    InputError
+        Naming the first such setting asked for, what it does and what to do instead.
+
+    Examples
+    --------
+    >>> check_start(True, head_only=None)
+    >>> check_start(False, head_only="--head-only")
+    >>> check_start(True, head_only="--head-only")
+    Traceback (most recent call last):
+    ...
+    napari_unet_loop.core.image.InputError: --head-only recalibrates a trained model's last layer: start from \
+a trained model, not from scratch
+    """
+    unknown = set(asked) - set(NEEDS_A_START)
+    if unknown:
+        raise ValueError(f"not a setting that needs a start: {sorted(unknown)}")
+    if not from_scratch:
+        return
+    for key, label in asked.items():
+        if label:
+            raise InputError(f"{label} {NEEDS_A_START[key]}: start from a trained model, not from scratch")
+
+
 def augmentation(fine_tune: bool, **changes: Any) -> AugmentConfig:
     """The preset's augmentation, with the fields a user changed (``None``: the preset's).
 

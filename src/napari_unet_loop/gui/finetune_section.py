@@ -36,6 +36,7 @@ from ..core.edits import CORRECTION_WEIGHT
 from ..core.errors import ModelError
 from ..core.finetune import (
     augmentation,
+    check_start,
     finetuned_modality,
     one_kind_diameter,
     preset,
@@ -322,11 +323,12 @@ class FineTuneSection(TrainingData, QGroupBox):
             chosen = self.session.diameter_choice()
             chosen = chosen if isinstance(chosen, float) else None
             only_kind = None
-            if self.head_check.value and self.start_combo.value == "scratch":
-                raise InputError("'Only the last layer' recalibrates a trained model: start from one, not from scratch")
+            check_start(
+                self.start_combo.value == "scratch",
+                head_only="'Only the last layer'" if self.head_check.value else None,
+                only_kind="'Only for images of this kind'" if self.kind_only_check.value else None,
+            )
             if self.kind_only_check.value:  # weights for one kind inside the model: at the model's object size
-                if self.start_combo.value == "scratch":
-                    raise InputError("'Only for images of this kind' adds weights to a trained model: start from one")
                 only_kind = self.session.thresholds_kind()
                 if not shown:  # the weights would be trained from, and on, another kind's
                     most = f"{MODALITY_LABELS.get(kind, kind)} images" if kind else "of mixed kinds"
