@@ -437,3 +437,28 @@ def test_a_store_exported_with_an_offset_keeps_its_levels_sampling_and_takes_cor
     assert len(a.levels) == len(b.levels) > 1
     for la, lb in zip(a.levels, b.levels, strict=True):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
+
+
+def test_a_read_only_nested_chunk_folder_is_found_before_anything_is_journaled(tmp_path, monkeypatch):
+    """Chunks nested in folders (``s0/0/0``): the folder of a chunk the write-back touches is read-only.
+
+    The editor opens (its top folders are writable); the write-back is refused naming that folder, and
+    neither the labels nor the journal change. A window elsewhere in another group is written as before.
+    """
+    path = _two_groups(tmp_path / "two.zarr")
+    nested = path / "labels" / "nuclei" / "s0" / "0"
+    assert (nested / "0").is_file()  # the chunk file lies one folder below the level's
+    real = store_edits.os.access
+    monkeypatch.setattr(store_edits.os, "access", lambda p, mode: False if str(p) == str(nested) else real(p, mode))
+    editor = StoreEditor(path, name="nuclei")
+    before = editor.read(0, 64, 0, 64).copy()
+    win = editor.window(0, 64, 0, 64)
+    win.data[:10] = 0
+    with pytest.raises(StoreEditError, match=r"cannot be written \(labels/nuclei/s0/0 is read-only\).*nothing"):
+        win.write_back()
+    np.testing.assert_array_equal(StoreEditor(path, name="nuclei").read(0, 64, 0, 64), before)
+    assert not list((editor.folder / "pending").glob("*.npy"))  # nothing journaled to be written later
+    cells = StoreEditor(path, name="cells").window(0, 64, 0, 64)
+    cells.data[:10] = 0
+    cells.write_back()
+    assert not StoreEditor(path, name="cells").read(0, 10, 0, 64).any()

@@ -34,9 +34,10 @@ written.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,13 +355,55 @@ class StoreEditor:
     def _chunk_slices(self, chunk: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(chunk, self.chunks, self.shape, strict=True))
 
+    def _level_spans(self, chunk: tuple[int, ...]) -> list[list[tuple[int, int]]]:
+        """For each level, the pixel span along each axis that shows one of a level-0 chunk's pixels."""
+        where = self._chunk_slices(chunk)
+        return [
+            [
+                (int(np.searchsorted(p, w.start)), int(np.searchsorted(p, w.stop)))
+                for p, w in zip(picks, where, strict=True)
+            ]
+            for picks in self.sampling
+        ]
+
+    def _check_chunk_files(self, chunks: Iterable[tuple[int, ...]]) -> None:
+        """Refuse, before anything is journaled, a write-back whose chunk files or their folders are read-only.
+
+        The editor checked each level's top folder when it opened; a store that nests its chunks in
+        folders (``0/1/2``, ``c/0/1``) may hold a read-only one deeper down (a store copied in part,
+        or shared). Only the files this change writes are checked: a walk of the whole store would
+        cost seconds on a network share.
+
+        Raises
+        ------
+        StoreEditError
+            Naming the first chunk file or folder that cannot be written.
+        """
+        seen: set[Path] = set()
+        for chunk in chunks:
+            for arr, spans in zip(self.levels, self._level_spans(chunk), strict=True):
+                if not all(b > a for a, b in spans):
+                    continue
+                ranges = [range(a // c, -(-b // c)) for (a, b), c in zip(spans, arr.chunks, strict=True)]
+                for coords in itertools.product(*ranges):
+                    target = self.path / arr.path / arr.metadata.encode_chunk_key(tuple(coords))
+                    if target in seen:
+                        continue
+                    seen.add(target)
+                    folder = target.parent  # the deepest folder that exists: it takes the file or its new folders
+                    while not folder.is_dir() and folder != self.path:
+                        folder = folder.parent
+                    for what in (target, folder) if target.exists() else (folder,):
+                        if not os.access(what, os.W_OK):
+                            raise StoreEditError(
+                                f"{self.path} cannot be written ({what.relative_to(self.path)} is read-only): "
+                                "copy the store to correct it; nothing was changed"
+                            )
+
     def _write_chunk(self, chunk: tuple[int, ...], data: np.ndarray) -> None:
         """Write a level-0 chunk's content into every level (the level pixels that show one of its pixels)."""
         where = self._chunk_slices(chunk)
-        for arr, picks in zip(self.levels, self.sampling, strict=True):
-            spans = [
-                (np.searchsorted(p, s.start), np.searchsorted(p, s.stop)) for p, s in zip(picks, where, strict=True)
-            ]
+        for arr, picks, spans in zip(self.levels, self.sampling, self._level_spans(chunk), strict=True):
             if all(b > a for a, b in spans):
                 arr[tuple(slice(a, b) for a, b in spans)] = data[
                     np.ix_(*(p[a:b] - s.start for p, (a, b), s in zip(picks, spans, where, strict=True)))
@@ -375,6 +418,7 @@ class StoreEditor:
         chunks are written from the journal, now or (after a failure or a crash) by the next
         write-back or editor. A failure while journaling leaves no entry of this change.
         """
+        self._check_chunk_files(chunks)
         pending = self.folder / "pending"
         originals = self.folder / "originals"
         pending.mkdir(parents=True, exist_ok=True)
