@@ -1856,6 +1856,9 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
     scratch = ["train", str(images), str(labels), "--from", "scratch", "--out", str(tmp_path / "s"), "--head-only"]
     assert main(scratch) == 2
     assert "--head-only recalibrates a trained model's last layer: start from" in capsys.readouterr().err
+    both = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--out", str(tmp_path / "b")]
+    assert main([*both, "--head-only", "--update-norm"]) == 2  # the statistics would stay as they are: said
+    assert "--update-norm with --head-only" in capsys.readouterr().err and not (tmp_path / "b.safetensors").exists()
 
 
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):

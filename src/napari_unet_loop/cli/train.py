@@ -63,6 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except InputError as exc:
         raise CLIError(f"{exc} (--from MODEL)") from None
+    if args.head_only and args.update_norm:
+        raise CLIError(
+            "--update-norm with --head-only: only the last layer trains and the normalisation statistics stay "
+            "the starting model's; leave out one of them"
+        )
     if only_kind and args.modality not in (None, "auto"):
         raise CLIError("--only-kind: the model goes on detecting each image's kind; leave out --modality")
     if out.exists() and not args.overwrite:
