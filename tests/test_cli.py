@@ -1639,7 +1639,7 @@ def test_train_anchor_is_for_fine_tuning(tmp_path, folders, tiny_model_path, cap
     out = tmp_path / "ft.safetensors"
     args = ["train", str(images), str(labels), "--out", str(out), "--steps", "2", "--no-tune"]
     assert main([*args, "--from", "scratch", "--anchor", "5"]) == 2
-    assert "pulls toward a starting model's weights: start from a trained model, not from scratch (--from MODEL)" in (
+    assert "pulls toward a starting model's weights: start from a trained model (--from MODEL), not from scratch" in (
         capsys.readouterr().err
     )
     assert not out.exists()
@@ -1855,7 +1855,10 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
     # a network of random weights has nothing to recalibrate
     scratch = ["train", str(images), str(labels), "--from", "scratch", "--out", str(tmp_path / "s"), "--head-only"]
     assert main(scratch) == 2
-    assert "--head-only recalibrates a trained model's last layer: start from" in capsys.readouterr().err
+    assert (
+        "--head-only recalibrates what a trained model makes of what it sees: start from a trained model (--from MODEL)"
+        in (capsys.readouterr().err)
+    )
     both = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--out", str(tmp_path / "b")]
     assert main([*both, "--head-only", "--update-norm"]) == 2  # the statistics would stay as they are: said
     assert "--update-norm with --head-only" in capsys.readouterr().err and not (tmp_path / "b.safetensors").exists()

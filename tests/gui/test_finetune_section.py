@@ -498,7 +498,9 @@ def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs)
     ft.resegment_check.value = False
     ft.head_check.value = True  # random weights: nothing to recalibrate, refused with the reason
     assert ft.start() is None
-    assert "'Only the last layer' recalibrates a trained model" in messages["error"][-1]
+    said = messages["error"][-1]
+    assert said.startswith("'Only the last layer' recalibrates what a trained model makes of what it sees: start from")
+    assert said.endswith("a trained model, not from scratch")
     ft.head_check.value = False
     messages["error"].clear()
     finetune(qtbot, ft)

@@ -439,23 +439,27 @@ def test_a_store_exported_with_an_offset_keeps_its_levels_sampling_and_takes_cor
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
 
 
-def test_a_read_only_nested_chunk_folder_is_found_before_anything_is_journaled(tmp_path, monkeypatch):
+@pytest.mark.parametrize("level", ["s0", "s2"])
+def test_a_read_only_nested_chunk_folder_is_found_before_anything_is_journaled(tmp_path, monkeypatch, level):
     """Chunks nested in folders (``s0/0/0``): the folder of a chunk the write-back touches is read-only.
 
-    The editor opens (its top folders are writable); the write-back is refused naming that folder, and
-    neither the labels nor the journal change. A window elsewhere in another group is written as before.
+    At full resolution or a lower level, the editor opens (its top folders are writable); the write-back
+    is refused naming that folder, and neither the labels, their largest id nor the journal change. The
+    same window of another group is written as before.
     """
     path = _two_groups(tmp_path / "two.zarr")
-    nested = path / "labels" / "nuclei" / "s0" / "0"
+    nested = path / "labels" / "nuclei" / level / "0"
     assert (nested / "0").is_file()  # the chunk file lies one folder below the level's
     real = store_edits.os.access
     monkeypatch.setattr(store_edits.os, "access", lambda p, mode: False if str(p) == str(nested) else real(p, mode))
     editor = StoreEditor(path, name="nuclei")
-    before = editor.read(0, 64, 0, 64).copy()
+    before, top = editor.read(0, 64, 0, 64).copy(), editor.max_label()
     win = editor.window(0, 64, 0, 64)
     win.data[:10] = 0
-    with pytest.raises(StoreEditError, match=r"cannot be written \(labels/nuclei/s0/0 is read-only\).*nothing"):
+    win.data[30, 30] = 50  # a new object: its id is not recorded either
+    with pytest.raises(StoreEditError, match=rf"cannot be written \(labels/nuclei/{level}/0 is read-only\).*nothing"):
         win.write_back()
+    assert StoreEditor(path, name="nuclei").max_label() == top
     np.testing.assert_array_equal(StoreEditor(path, name="nuclei").read(0, 64, 0, 64), before)
     assert not list((editor.folder / "pending").glob("*.npy"))  # nothing journaled to be written later
     cells = StoreEditor(path, name="cells").window(0, 64, 0, 64)

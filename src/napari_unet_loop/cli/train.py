@@ -57,12 +57,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         check_start(
             args.start == "scratch",
+            "start from a trained model (--from MODEL)",
             anchor="--anchor" if args.anchor else None,
             head_only="--head-only" if args.head_only else None,
             only_kind="--only-kind" if only_kind else None,
         )
     except InputError as exc:
-        raise CLIError(f"{exc} (--from MODEL)") from None
+        raise CLIError(str(exc)) from None
     if args.head_only and args.update_norm:
         raise CLIError(
             "--update-norm with --head-only: only the last layer trains and the normalisation statistics stay "

@@ -114,12 +114,12 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
 # settings that change a trained model, and what each does with it: refused from random weights
 NEEDS_A_START = {
     "anchor": "pulls toward a starting model's weights",
-    "head_only": "recalibrates a trained model's last layer",
+    "head_only": "recalibrates what a trained model makes of what it sees",
     "only_kind": "adds weights to a trained model",
 }
 
 
-def check_start(from_scratch: bool, **asked: str | None) -> None:
+def check_start(from_scratch: bool, how: str = "start from a trained model", **asked: str | None) -> None:
     """Refuse settings that need a trained model to start from when the run starts from random weights.
 
     One home for the refusal of ``train``'s flags and the dock's check boxes alike.
@@ -128,6 +128,8 @@ def check_start(from_scratch: bool, **asked: str | None) -> None:
     ----------
     from_scratch : bool
         The run starts from random weights.
+    how : str
+        What to do instead, as that front end says it.
     **asked
         For each setting of :data:`NEEDS_A_START` the user asked for, its name as that front end
         shows it (a flag, a check box's text); ``None`` or ``""`` when not asked.
@@ -141,11 +143,10 @@ def check_start(from_scratch: bool, **asked: str | None) -> None:
     --------
     >>> check_start(True, head_only=None)
     >>> check_start(False, head_only="--head-only")
-    >>> check_start(True, head_only="--head-only")
+    >>> check_start(True, head_only="--head-only")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    napari_unet_loop.core.image.InputError: --head-only recalibrates a trained model's last layer: start from \
-a trained model, not from scratch
+    napari_unet_loop.core.errors.InputError: --head-only recalibrates what a trained model makes of what it sees: ...
     """
     unknown = set(asked) - set(NEEDS_A_START)
     if unknown:
@@ -154,7 +155,7 @@ a trained model, not from scratch
         return
     for key, label in asked.items():
         if label:
-            raise InputError(f"{label} {NEEDS_A_START[key]}: start from a trained model, not from scratch")
+            raise InputError(f"{label} {NEEDS_A_START[key]}: {how}, not from scratch")
 
 
 def augmentation(fine_tune: bool, **changes: Any) -> AugmentConfig:

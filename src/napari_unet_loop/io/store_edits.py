@@ -367,7 +367,7 @@ class StoreEditor:
         ]
 
     def _check_chunk_files(self, chunks: Iterable[tuple[int, ...]]) -> None:
-        """Refuse, before anything is journaled, a write-back whose chunk files or their folders are read-only.
+        """Refuse, before anything is journaled, a write-back whose chunk files' folders are read-only.
 
         The editor checked each level's top folder when it opened; a store that nests its chunks in
         folders (``0/1/2``, ``c/0/1``) may hold a read-only one deeper down (a store copied in part,
@@ -377,28 +377,31 @@ class StoreEditor:
         Raises
         ------
         StoreEditError
-            Naming the first chunk file or folder that cannot be written.
+            Naming the first folder that cannot be written.
         """
         seen: set[Path] = set()
         for chunk in chunks:
             for arr, spans in zip(self.levels, self._level_spans(chunk), strict=True):
                 if not all(b > a for a, b in spans):
                     continue
-                ranges = [range(a // c, -(-b // c)) for (a, b), c in zip(spans, arr.chunks, strict=True)]
+                files = getattr(arr, "shards", None) or arr.chunks  # a sharded array's files hold whole shards
+                ranges = [range(a // c, -(-b // c)) for (a, b), c in zip(spans, files, strict=True)]
                 for coords in itertools.product(*ranges):
                     target = self.path / arr.path / arr.metadata.encode_chunk_key(tuple(coords))
                     if target in seen:
                         continue
                     seen.add(target)
-                    folder = target.parent  # the deepest folder that exists: it takes the file or its new folders
+                    # the deepest folder that exists takes the file (zarr replaces a chunk file by renaming a
+                    # new one over it: the folder's permission counts, not the file's) or its new folders
+                    folder = target.parent
                     while not folder.is_dir() and folder != self.path:
                         folder = folder.parent
-                    for what in (target, folder) if target.exists() else (folder,):
-                        if not os.access(what, os.W_OK):
-                            raise StoreEditError(
-                                f"{self.path} cannot be written ({what.relative_to(self.path)} is read-only): "
-                                "copy the store to correct it; nothing was changed"
-                            )
+                    if folder not in seen and not os.access(folder, os.W_OK):
+                        raise StoreEditError(
+                            f"{self.path} cannot be written ({folder.relative_to(self.path)} is read-only): "
+                            "copy the store to correct it; nothing was changed"
+                        )
+                    seen.add(folder)
 
     def _write_chunk(self, chunk: tuple[int, ...], data: np.ndarray) -> None:
         """Write a level-0 chunk's content into every level (the level pixels that show one of its pixels)."""
@@ -585,6 +588,13 @@ class StoreWindow:
         report = WriteReport()
         if not changed.any():
             return report
+        where = [i + o for i, o in zip(np.nonzero(changed), self.origin, strict=True)]  # in the store
+        which = np.ravel_multi_index(
+            [g // c for g, c in zip(where, self.editor.chunks, strict=True)], self.editor.grid
+        )  # each changed pixel's chunk
+        codes = np.unique(which)
+        # before the new ids are recorded: a store that cannot take the chunks is left as it was
+        self.editor._check_chunk_files(tuple(int(i) for i in np.unravel_index(int(c), self.editor.grid)) for c in codes)
         values = data[changed].astype(self.editor.dtype, copy=False)
         fresh = [int(v) for v in np.unique(values) if v and int(v) not in self._known and int(v) not in self.remap]
         if fresh:
@@ -604,12 +614,8 @@ class StoreWindow:
                 lookup = dict(self.remap)
                 values = values.copy()
                 values[hit] = [lookup[int(v)] for v in values[hit]]
-        where = [i + o for i, o in zip(np.nonzero(changed), self.origin, strict=True)]  # in the store
-        which = np.ravel_multi_index(
-            [g // c for g, c in zip(where, self.editor.chunks, strict=True)], self.editor.grid
-        )  # each changed pixel's chunk
         chunks: dict[tuple[int, ...], np.ndarray] = {}
-        for code in np.unique(which):
+        for code in codes:
             sel = which == code
             chunk = tuple(int(i) for i in np.unravel_index(int(code), self.editor.grid))
             slices = self.editor._chunk_slices(chunk)
