@@ -16,6 +16,8 @@ On DSB2018 images of one imaging kind, for each seed, one image is the user's:
    experiment knows; a child's default size, learnt from one image, would shift other
    experiments' images): AP@0.5 and SEG, pooled.
 
+Each seed's user image is drawn at random (with five H&E images, seeds 0-5 drew only two of them);
+``--every-image`` makes the kind's k-th image the user's in turn k, so seeds 0 to n - 1 try each once.
 Images come from the validation split (``--split val``, where choices are made); ``--split test``
 reports on the test split. Brightfield has one validation image, so no held-out images.
 
@@ -50,9 +52,18 @@ def images_of_kind(folder: Path, split: str, kind: str) -> list[str]:
     return [n for n in names if detect(imread(folder / "images" / f"{n}.png")).modality == kind]
 
 
-def turn_images(folder: Path, names: list[str], seed: int, heldout: int) -> list[tuple]:
-    """``(name, image, truth)`` of one turn: the user's image, then ``heldout`` others (only these are read)."""
-    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))][: 1 + heldout]
+def turn_images(folder: Path, names: list[str], seed: int, heldout: int, every_image: bool = False) -> list[tuple]:
+    """``(name, image, truth)`` of one turn: the user's image, then ``heldout`` others (only these are read).
+
+    The images are drawn in an order shuffled by ``seed``; with ``every_image`` the user's image is
+    instead the split's ``seed``-th of the kind (wrapping round), so seeds 0 to n - 1 make each image the
+    user's once, and the held-out images are drawn from the rest.
+    """
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    if every_image:
+        user = names[seed % len(names)]
+        order = [user] + [n for n in order if n != user]
+    order = order[: 1 + heldout]
     return [(n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")) for n in order]
 
 
@@ -122,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anchor", type=float, default=None, help="the fine-tune's anchor (default: the preset's)")
     p.add_argument("--head-only", action="store_true", help="train only the last layer (as train's flag)")
     p.add_argument("--heldout", type=int, default=5, help="other images of the kind scored before and after")
+    p.add_argument(
+        "--every-image",
+        action="store_true",
+        help="turn k's user image is the kind's k-th (seeds 0..n-1: each image once) instead of a random one",
+    )
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
@@ -135,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     only = ", last layer only" if args.head_only else ""
     print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn{only}, {args.split} split")
     report: dict[str, Any] = {
-        "split": args.split, "corrections": args.corrections, "budget": budget, "head_only": args.head_only, "kinds": {}
+        "split": args.split, "corrections": args.corrections, "budget": budget, "head_only": args.head_only,
+        "every_image": args.every_image, "kinds": {}
     }  # fmt: skip
     for kind in [k for k in args.kinds.split(",") if k]:
         names = images_of_kind(folder, args.split, kind)
         print(f"\n{kind}: {len(names)} {args.split}-split images")
         rows = []
         for seed in [int(s) for s in args.seeds.split(",") if s]:
-            items = turn_images(folder, names, seed, args.heldout)
+            items = turn_images(folder, names, seed, args.heldout, args.every_image)
             held_items = items[1:]
             row = loop_once(
                 start,
