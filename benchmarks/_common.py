@@ -17,6 +17,7 @@ import torch
 from napari_unet_loop.core.edits import labelled_region
 from napari_unet_loop.core.finetune import (
     augmentation,
+    last_layer_only,
     preset,
     record_sizes,
     start_kind,
@@ -145,6 +146,7 @@ def finetune(
     val_whole: int | None = None,
     begin_out: list | None = None,
     head_only: bool = False,
+    layers: str = "auto",
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
 
@@ -163,8 +165,9 @@ def finetune(
     labels mark only some objects, as ``train --partial-labels`` reads them (trusted around the marked objects only).
     ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
     least one, drawn by ``seed``) instead of a stripe of each. ``begin_out``: a list that gets the model the
-    fine-tune began from (the starting model's network and thresholds for the images' kind). ``head_only``: only
-    the network's last layer trains (``train --head-only``).
+    fine-tune began from (the starting model's network and thresholds for the images' kind). ``layers``: which
+    layers train, as ``train --layers`` (``"auto"``: the last one for the model's own weights for the images' kind);
+    ``head_only``: the same as ``layers="last"``.
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -182,7 +185,9 @@ def finetune(
 
     samples = prepared(start)
     # as train --from: the parent's weights and thresholds for the images' kind to start from, none per kind kept
-    begin, ready = start_model(start, start_kind(samples), samples)
+    kind = start_kind(samples)
+    head_only = last_layer_only("last" if head_only else layers, kind in start.card.weights_by_kind)  # as train's
+    begin, ready = start_model(start, kind, samples)
     if not ready:  # as train --from: H&E images prepared for a colour network of their own, as the start reads them
         samples = prepared(begin)
     card = copy.deepcopy(begin.card)

@@ -305,7 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         "not all of a fine-tune's one way (the plugin before kind_in_doubt)",
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
-    p.add_argument("--head-only", action="store_true", help="train only the last layer (as train's flag)")
+    p.add_argument(
+        "--layers",
+        choices=("auto", "all", "last"),
+        default="auto",
+        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
+    )
+    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
     p.add_argument(
         "--start",
         default="default",
@@ -361,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
+    if args.head_only and args.layers not in ("auto", "last"):
+        p.error("--head-only is --layers last")
+    args.layers = "last" if args.head_only else args.layers
     root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
     if root is None:
         raise SystemExit("no shared data folder found; use --data")
@@ -373,13 +382,13 @@ def main(argv: list[str] | None = None) -> int:
           f"python {platform.python_version()}")  # fmt: skip
     if device.type == "cuda":
         print(f"device   {torch.cuda.get_device_name(device)}")
-    frozen = (", encoder frozen" if args.freeze_encoder else "") + (", last layer only" if args.head_only else "")
+    frozen = (", encoder frozen" if args.freeze_encoder else "") + (f", layers {args.layers}")
     each = f"{args.steps} steps" if args.steps else ", ".join(f"{m:g}" for m in budgets) + " min"
     print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} per run{frozen}")
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     report: dict[str, Any] = {
         "minutes": [] if args.steps else budgets, "steps": args.steps, "seeds": seeds,
-        "freeze_encoder": args.freeze_encoder, "head_only": args.head_only, "min_factor": args.min_factor,
+        "freeze_encoder": args.freeze_encoder, "layers": args.layers, "min_factor": args.min_factor,
         "batch": args.batch,
         "anchor": args.anchor, "settle": not args.no_settle, "stain": args.stain,
         "drop_labels": args.drop_labels, "partial_labels": args.partial_labels, "val_whole": args.val_whole,
@@ -466,7 +475,7 @@ def run_set(
             partial=args.partial_labels,
             val_whole=args.val_whole,
             begin_out=began,
-            head_only=args.head_only,
+            layers=args.layers,
         )
         s = score(child, heldout, device)
         # the same child with its starting thresholds (was re-tuning worth it?) and with --diameter auto

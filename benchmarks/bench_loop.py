@@ -89,18 +89,16 @@ def loop_once(
     seed: int,
     device,
     anchor=None,
-    head_only: bool = False,
+    layers: str = "auto",
 ) -> dict[str, Any]:
     """One turn of the loop on the ``user`` image ``(name, image, truth)``; the scores before and after.
 
-    ``head_only``: the fine-tune trains the last layer only (``train --head-only``).
+    ``layers``: which layers the fine-tune trains (``train --layers``).
     """
     name, img, _ = user
     original, edit, item = corrected_item(start, user, n_corr, device)
     corrected = edit.after
-    child, run = finetune(
-        start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor, head_only=head_only
-    )
+    child, run = finetune(start, [item], minutes, True, seed, device=device, steps=steps, anchor=anchor, layers=layers)
     again = segment(child, img, device=device).labels
     new, old = correction_agreement(original, corrected, again), correction_agreement(original, corrected, original)
     row = {
@@ -112,6 +110,7 @@ def loop_once(
         "steps": run["steps"],
         "improved": run["improved"],
         "anchor_applied": run["anchor_applied"],
+        "head_only": run["head_only"],
         "retuned": bool(run["tuning"] and run["tuning"]["kept"]),
     }
     if heldout:
@@ -131,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget per turn")
     p.add_argument("--steps", type=int, default=None, help="a step budget instead (steady on a busy machine)")
     p.add_argument("--anchor", type=float, default=None, help="the fine-tune's anchor (default: the preset's)")
-    p.add_argument("--head-only", action="store_true", help="train only the last layer (as train's flag)")
+    p.add_argument(
+        "--layers",
+        choices=("auto", "all", "last"),
+        default="auto",
+        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
+    )
+    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
     p.add_argument("--heldout", type=int, default=5, help="other images of the kind scored before and after")
     p.add_argument(
         "--every-image",
@@ -141,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
+    if args.head_only and args.layers not in ("auto", "last"):
+        p.error("--head-only is --layers last")
+    args.layers = "last" if args.head_only else args.layers
     folder = find_dsb2018(args.data)
     torch.set_num_threads(os.cpu_count() or 1)
     device = resolve_device(args.device)
@@ -148,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
-    only = ", last layer only" if args.head_only else ""
+    only = f", layers {args.layers}"
     print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn{only}, {args.split} split")
     report: dict[str, Any] = {
-        "split": args.split, "corrections": args.corrections, "budget": budget, "head_only": args.head_only,
+        "split": args.split, "corrections": args.corrections, "budget": budget, "layers": args.layers,
         "every_image": args.every_image, "kinds": {}
     }  # fmt: skip
     for kind in [k for k in args.kinds.split(",") if k]:
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed,
                 device,
                 args.anchor,
-                args.head_only,
+                args.layers,
             )
             rows.append(row)
             held = ""

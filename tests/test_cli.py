@@ -1847,7 +1847,7 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
     for head in (True, False):
         out = tmp_path / f"ft{head}.safetensors"
         assert main([*base, "--out", str(out), "--val-every", "0", *(["--head-only"] if head else [])]) == 0
-        assert ("only the network's last layer trains (--head-only)" in capsys.readouterr().err) is head
+        assert ("only the network's last layer trains (--layers last)" in capsys.readouterr().err) is head
         child = model_files.load(out)
         assert child.card.training["config"]["head_only"] is head
         changed = {k.split(".")[0] for k, v in child.net.state_dict().items() if not torch.equal(v, before[k])}
@@ -1861,7 +1861,39 @@ def test_train_head_only_trains_the_last_layer_only(tmp_path, tiny_model_path, f
     )
     both = ["train", str(images), str(labels), "--from", str(tiny_model_path), "--out", str(tmp_path / "b")]
     assert main([*both, "--head-only", "--update-norm"]) == 2  # the statistics would stay as they are: said
-    assert "--update-norm with --head-only" in capsys.readouterr().err and not (tmp_path / "b.safetensors").exists()
+    assert "--update-norm with --layers last" in capsys.readouterr().err and not (tmp_path / "b.safetensors").exists()
+    assert main([*both, "--head-only", "--layers", "all"]) == 2
+    assert "--head-only is --layers last: it contradicts --layers all" in capsys.readouterr().err
+
+
+def test_train_layers_auto_trains_the_last_layer_of_a_kinds_own_weights(tmp_path, folders, capsys):
+    """``--layers auto`` (the default): the last layer only when the run starts from the model's own weights
+    for its images' kind (H&E here); ``--layers all`` and ``--update-norm`` train every layer."""
+    from dataclasses import replace
+
+    from napari_unet_loop.core import kind_weights, model_files
+    from napari_unet_loop.core.unet import UNetConfig
+
+    tiny = UNetConfig(depth=2, base_width=4)
+    start = model_files.new_model(tiny, name="tinyauto", modality="auto", seed=0)
+    kind_weights.add_kind_weights(start, "he", model_files.new_model(replace(tiny, in_channels=3), seed=5))
+    path = model_files.save(start, tmp_path / "tinyauto")
+    images, labels = folders
+    only_he, only_grey = tmp_path / "he.txt", tmp_path / "grey.txt"
+    only_he.write_text("nuclei_he_stain\n")
+    only_grey.write_text("nuclei_he_stain\n")
+    base = ["train", str(images), str(labels), "--from", str(path), "--steps", "2", "--val-every", "0", "--no-tune"]
+    for name, extra, head in (
+        ("auto", ["--include", str(only_he)], True),
+        ("all", ["--include", str(only_he), "--layers", "all"], False),
+        ("norm", ["--include", str(only_he), "--update-norm"], False),
+        ("grey", ["--exclude", str(only_grey)], False),  # the general weights: every layer
+    ):
+        out = tmp_path / f"{name}.safetensors"
+        assert main([*base, "--out", str(out), *extra]) == 0, name
+        said = "only the network's last layer trains (automatic for tinyauto's own weights for he images"
+        assert (said in capsys.readouterr().err) is head, name
+        assert model_files.load(out).card.training["config"]["head_only"] is head, name
 
 
 def test_train_measures_the_object_size_and_the_child_rescales_by_default(tmp_path, sized_model_path, capsys):

@@ -232,3 +232,18 @@ def test_check_start_refuses_what_needs_a_trained_model_from_scratch():
             check_start(True, **{key: "the setting"})
     with pytest.raises(ValueError, match="not a setting"):
         check_start(False, freeze_encoder="--freeze-encoder")
+
+
+def test_last_layer_only_by_default_for_a_kinds_own_weights():
+    """Automatic: the last layer for the model's own weights for the images' kind, every layer otherwise."""
+    from napari_unet_loop.core.finetune import LAYERS, last_layer_only
+
+    assert set(LAYERS) == {"auto", "all", "last"}
+    assert last_layer_only("auto", own_weights=True) and not last_layer_only("auto", own_weights=False)
+    assert not last_layer_only("auto", own_weights=True, fine_tune=False)  # random weights: every layer
+    for own in (True, False):
+        assert last_layer_only("last", own) and not last_layer_only("all", own)
+    with pytest.raises(ValueError, match="layers must be one of auto, all, last"):
+        last_layer_only("head", True)
+    # what the choice is recorded as
+    assert preset(True, 5, head_only=last_layer_only("auto", True)).head_only

@@ -496,12 +496,12 @@ def test_train_from_scratch_on_a_folder(qtbot, tmp_path, setup, messages, discs)
     ft.start_combo.value = "scratch"
     assert ft.start_combo.current_choice == START_SCRATCH  # shown as its text
     ft.resegment_check.value = False
-    ft.head_check.value = True  # random weights: nothing to recalibrate, refused with the reason
+    ft.layers_combo.value = "last"  # random weights: nothing to recalibrate, refused with the reason
     assert ft.start() is None
     said = messages["error"][-1]
-    assert said.startswith("'Only the last layer' recalibrates what a trained model makes of what it sees: start from")
+    assert said.startswith("'Train: Only the last layer' recalibrates what a trained model makes of what it sees")
     assert said.endswith("a trained model, not from scratch")
-    ft.head_check.value = False
+    ft.layers_combo.value = "auto"  # from scratch: every layer
     messages["error"].clear()
     finetune(qtbot, ft)
     assert "Training done" in ft.result_label.text() or "not better" in ft.result_label.text()
@@ -950,6 +950,8 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
     if shown != "he":  # the dock's thresholds are the fluorescence image's, edited: not the run's
         w.fg_spin.value = 0.61
     assert ft.start() is not None
+    # Train: Automatic: the model's own H&E weights train their last layer only
+    assert ft._run.config.head_only and "automatic for its own weights for H&E" in ft.result_label.text()
     assert ft._run.pp == (parent.for_kind("he").card.postprocess if shown != "he" else w.postprocess_config())
     told = "starting from its weights and thresholds for H&E / stained tissue images (most of the ticked images"
     assert (told in ft.result_label.text()) == (shown != "he"), ft.result_label.text()
@@ -965,20 +967,21 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
     assert dock.card.postprocess == cli.card.postprocess
     assert dock.card.native_diameters == cli.card.native_diameters == (15.0, 30.0)
     assert dock.card.training["rescaled_by"] == cli.card.training["rescaled_by"] == 1.0
+    assert dock.card.training["config"]["head_only"] is cli.card.training["config"]["head_only"] is True
     for key, value in cli.net.state_dict().items():
         torch.testing.assert_close(dock.net.state_dict()[key], value, msg=key)
-    if shown == "he":  # 'Only the last layer', as train --head-only
-        ft.head_check.value = True
-        ft.name_edit.setText("dock-he-head")
+    if shown == "he":  # Train: Every layer, as train --layers all
+        ft.layers_combo.value = "all"
+        ft.name_edit.setText("dock-he-all")
         w.model_combo.setCurrentText("greyhe")  # from the same parent again, not from the child just made
-        assert ft.start() is not None and ft._run.config.head_only
-        assert "only the network's last layer" in ft.result_label.text()
+        assert ft.start() is not None and not ft._run.config.head_only
+        assert "only the network's last layer" not in ft.result_label.text()
         qtbot.waitUntil(lambda: ft._worker is None, timeout=TIMEOUT)
-        assert main([*args, "--val-every", "0", "--seed", "0", "--head-only", "--overwrite"]) == 0
-        head = ft._rejected if ft._rejected is not None else model_files.load("dock-he-head")
-        assert head.card.training["config"]["head_only"] is True
+        assert main([*args, "--val-every", "0", "--seed", "0", "--layers", "all", "--overwrite"]) == 0
+        whole = ft._rejected if ft._rejected is not None else model_files.load("dock-he-all")
+        assert whole.card.training["config"]["head_only"] is False
         for key, value in model_files.load(out).net.state_dict().items():
-            torch.testing.assert_close(head.net.state_dict()[key], value, msg=key)
+            torch.testing.assert_close(whole.net.state_dict()[key], value, msg=key)
 
 
 def test_frames_in_doubt_train_alike_and_the_child_reads_them_so(qtbot, tmp_path, setup, messages, phase_like):

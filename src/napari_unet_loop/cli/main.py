@@ -198,10 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
-        "--head-only",
-        action="store_true",
-        help="train only the network's last layer: recalibrates what it makes of images it already reads well",
+        "--layers",
+        choices=("auto", "all", "last"),
+        default=None,
+        help="which layers train: all, only the last one (recalibrates what the model makes of images it already "
+        "reads well), or auto (default): the last one when the run starts from the model's own weights for "
+        "the images' kind (the shipped model's H&E weights), else all",
     )
+    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
     p.add_argument(
         "--update-norm",
         action="store_true",

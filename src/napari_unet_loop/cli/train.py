@@ -19,6 +19,7 @@ from ..core.finetune import (
     augmentation,
     check_samples,
     check_start,
+    last_layer_only,
     one_kind_diameter,
     preset,
     record_sizes,
@@ -54,19 +55,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out.name}: names ending in .partial are where runs keep their best weights so far")
     resume = getattr(args, "resume_state", None)
     only_kind = getattr(args, "only_kind", None)
+    layers = getattr(args, "layers", None)
+    if args.head_only and layers not in (None, "last"):
+        raise CLIError(f"--head-only is --layers last: it contradicts --layers {layers}")
+    layers = "last" if args.head_only else (layers or "auto")
     try:
         check_start(
             args.start == "scratch",
             "start from a trained model (--from MODEL)",
             anchor="--anchor" if args.anchor else None,
-            head_only="--head-only" if args.head_only else None,
+            head_only=("--head-only" if args.head_only else "--layers last") if layers == "last" else None,
             only_kind="--only-kind" if only_kind else None,
         )
     except InputError as exc:
         raise CLIError(str(exc)) from None
-    if args.head_only and args.update_norm:
+    if layers == "last" and args.update_norm:
         raise CLIError(
-            "--update-norm with --head-only: only the last layer trains and the normalisation statistics stay "
+            "--update-norm with --layers last: only the last layer trains and the normalisation statistics stay "
             "the starting model's; leave out one of them"
         )
     if only_kind and args.modality not in (None, "auto"):
@@ -189,6 +194,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         shares = balance_kinds(train, _parse_shares(args.balance_kinds))
         _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     fine_tune = args.start != "scratch"
+    # --update-norm asks for every layer's statistics: automatic layers then train them all
+    asked = "all" if layers == "auto" and args.update_norm else layers
+    head_only = last_layer_only(asked, bool(start_weights), fine_tune)
     augment = augmentation(fine_tune, intensity=args.intensity, blur=args.blur, stain=args.stain)
     config = preset(
         fine_tune,
@@ -199,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         val_every_s=args.val_every,
         freeze_encoder=args.freeze_encoder,
-        head_only=args.head_only or None,
+        head_only=head_only,
         freeze_norm=False if args.update_norm else None,
         anchor=args.anchor,
         precision=args.precision,
@@ -224,7 +232,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{str(args.steps) + ' steps' if args.steps else ''}"
     )
     if config.head_only:
-        _log("only the network's last layer trains (--head-only): the rest reads the images as the start did")
+        why = (
+            f"automatic for {parent}'s own weights for {start_weights} images; --layers all trains every layer"
+            if layers == "auto"
+            else "--layers last"
+        )
+        _log(f"only the network's last layer trains ({why}): the rest reads the images as the start did")
     started = getattr(args, "resume_started", None) or _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
     if args.description:
