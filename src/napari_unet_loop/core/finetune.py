@@ -113,7 +113,7 @@ def preset(fine_tune: bool, minutes: float | None = 5.0, **overrides: Any) -> Tr
 
 # which layers a fine-tune trains: the setting's values, as the dock shows them
 LAYERS = {
-    "auto": "Automatic: the last layer for a kind's own weights (H&E)",
+    "auto": "Automatic (last layer for own weights)",
     "all": "Every layer",
     "last": "Only the last layer (recalibrate)",
 }
