@@ -18,6 +18,7 @@ from napari_unet_loop.core.edits import labelled_region
 from napari_unet_loop.core.finetune import (
     augmentation,
     last_layer_only,
+    own_kind_weights,
     preset,
     record_sizes,
     start_kind,
@@ -186,8 +187,10 @@ def finetune(
     samples = prepared(start)
     # as train --from: the parent's weights and thresholds for the images' kind to start from, none per kind kept
     kind = start_kind(samples)
-    head_only = last_layer_only("last" if head_only else layers, kind in start.card.weights_by_kind)  # as train's
     begin, ready = start_model(start, kind, samples)
+    head_only = last_layer_only(
+        "last" if head_only else layers, own_kind_weights(start, begin, kind), True, freeze_encoder
+    )
     if not ready:  # as train --from: H&E images prepared for a colour network of their own, as the start reads them
         samples = prepared(begin)
     card = copy.deepcopy(begin.card)

@@ -1879,19 +1879,21 @@ def test_train_layers_auto_trains_the_last_layer_of_a_kinds_own_weights(tmp_path
     kind_weights.add_kind_weights(start, "he", model_files.new_model(replace(tiny, in_channels=3), seed=5))
     path = model_files.save(start, tmp_path / "tinyauto")
     images, labels = folders
-    only_he, only_grey = tmp_path / "he.txt", tmp_path / "grey.txt"
+    only_he = tmp_path / "he.txt"
     only_he.write_text("nuclei_he_stain\n")
-    only_grey.write_text("nuclei_he_stain\n")
-    base = ["train", str(images), str(labels), "--from", str(path), "--steps", "2", "--val-every", "0", "--no-tune"]
-    for name, extra, head in (
-        ("auto", ["--include", str(only_he)], True),
-        ("all", ["--include", str(only_he), "--layers", "all"], False),
-        ("norm", ["--include", str(only_he), "--update-norm"], False),
-        ("grey", ["--exclude", str(only_grey)], False),  # the general weights: every layer
+    base = ["train", str(images), str(labels), "--steps", "2", "--val-every", "0", "--no-tune"]
+    child = tmp_path / "auto.safetensors"
+    for name, start_from, extra, head in (
+        ("auto", path, ["--include", str(only_he)], True),
+        ("all", path, ["--include", str(only_he), "--layers", "all"], False),
+        ("norm", path, ["--include", str(only_he), "--update-norm"], False),
+        ("freeze", path, ["--include", str(only_he), "--freeze-encoder"], False),  # the expanding path, as asked
+        ("grey", path, ["--exclude", str(only_he)], False),  # the general weights: every layer
+        ("second", child, ["--include", str(only_he)], True),  # the child's colour network: the loop's next turn
     ):
         out = tmp_path / f"{name}.safetensors"
-        assert main([*base, "--out", str(out), *extra]) == 0, name
-        said = "only the network's last layer trains (automatic for tinyauto's own weights for he images"
+        assert main([*base, "--from", str(start_from), "--out", str(out), *extra]) == 0, name
+        said = "only the network's last layer trains (chosen automatically for weights trained on H&E"
         assert (said in capsys.readouterr().err) is head, name
         assert model_files.load(out).card.training["config"]["head_only"] is head, name
 

@@ -951,7 +951,10 @@ def test_dock_finetune_equals_train_from_on_he_images_with_colour_weights(qtbot,
         w.fg_spin.value = 0.61
     assert ft.start() is not None
     # Train: Automatic: the model's own H&E weights train their last layer only
-    assert ft._run.config.head_only and "automatic for its own weights for H&E" in ft.result_label.text()
+    assert ft._run.config.head_only and "last layer (chosen automatically" in ft.result_label.text()
+    ft.freeze_check.value = True  # the expanding path asked for: automatic layers train it
+    assert not ft.config(True, own_weights=True).head_only and ft.config(True, own_weights=True).freeze_encoder
+    ft.freeze_check.value = False
     assert ft._run.pp == (parent.for_kind("he").card.postprocess if shown != "he" else w.postprocess_config())
     told = "starting from its weights and thresholds for H&E / stained tissue images (most of the ticked images"
     assert (told in ft.result_label.text()) == (shown != "he"), ft.result_label.text()

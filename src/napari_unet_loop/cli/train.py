@@ -21,6 +21,7 @@ from ..core.finetune import (
     check_start,
     last_layer_only,
     one_kind_diameter,
+    own_kind_weights,
     preset,
     record_sizes,
     start_kind,
@@ -30,6 +31,7 @@ from ..core.finetune import (
     weights_left_behind,
 )
 from ..core.image import InputError
+from ..core.modality import LABELS as MODALITY_LABELS
 from ..core.modality import MODALITIES, doubt_note, settle_doubt
 from ..core.model_card import now_iso
 from ..core.retune import retune, validation_objects
@@ -149,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     native = model.card.native_diameters  # the sizes the samples were scaled with
     train, val, scaled = prepared(model)
     start_weights = getattr(args, "resume_start_weights", None)  # a resumed run: what it began from
+    own_weights, kind = False, None  # weights trained for the images' kind (a resumed run: as it began)
     if resume is None:
         # a child starts from the parent's weights and thresholds for the kind most of its images are,
         # and keeps none per kind (as the dock's Fine-tune)
@@ -161,9 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if note:
                 _log(note[0].upper() + note[1:] + " (--only-kind KIND: new weights for one kind inside a copy instead)")
         try:
-            model, ready = start_model(model, kind, [*train, *val])
+            parent_model, (model, ready) = model, start_model(model, kind, [*train, *val])
         except InputError as exc:
             raise CLIError(str(exc)) from None
+        own_weights = own_kind_weights(parent_model, model, kind)
         if not ready or model.card.native_diameters != native:
             # H&E images prepared for the parent's colour network for them: as this one reads them, at the
             # sizes it takes (a kind's own weights may have learnt other sizes unscaled)
@@ -194,9 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         shares = balance_kinds(train, _parse_shares(args.balance_kinds))
         _log("patches per kind of image: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     fine_tune = args.start != "scratch"
-    # --update-norm asks for every layer's statistics: automatic layers then train them all
-    asked = "all" if layers == "auto" and args.update_norm else layers
-    head_only = last_layer_only(asked, bool(start_weights), fine_tune)
+    # --freeze-encoder and --update-norm ask for other layers: automatic layers then train them
+    head_only = last_layer_only(layers, own_weights, fine_tune, args.freeze_encoder or args.update_norm)
     augment = augmentation(fine_tune, intensity=args.intensity, blur=args.blur, stain=args.stain)
     config = preset(
         fine_tune,
@@ -232,11 +235,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{str(args.steps) + ' steps' if args.steps else ''}"
     )
     if config.head_only:
-        why = (
-            f"automatic for {parent}'s own weights for {start_weights} images; --layers all trains every layer"
-            if layers == "auto"
-            else "--layers last"
-        )
+        if resume is not None:
+            why = "as the run began"
+        elif layers == "auto":
+            why = (
+                f"chosen automatically for weights trained on {MODALITY_LABELS.get(kind, kind)} images; "
+                "--layers all trains the whole network"
+            )
+        else:
+            why = "--layers last"
         _log(f"only the network's last layer trains ({why}): the rest reads the images as the start did")
     started = getattr(args, "resume_started", None) or _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 

@@ -119,25 +119,54 @@ LAYERS = {
 }
 
 
-def last_layer_only(layers: str, own_weights: bool, fine_tune: bool = True) -> bool:
+def own_kind_weights(parent: Model, start: Model, kind: str | None) -> bool:
+    """Whether a fine-tune starts from weights trained for its images' kind (see :func:`last_layer_only`).
+
+    They are the parent's own weights for that kind (``weights_by_kind``: the shipped model's colour
+    network for H&E images), or a colour network that reads H&E images (a model fine-tuned from those
+    weights, whose card keeps no weights by kind, or a colour model of the user's own).
+
+    Parameters
+    ----------
+    parent : Model
+        The model the fine-tune starts from.
+    start : Model
+        Its network and card for ``kind`` (:func:`start_model`).
+    kind : str or None
+        The kind most of the images are (:func:`start_kind`).
+
+    Returns
+    -------
+    bool
+    """
+    if kind is None:
+        return False
+    return kind in parent.card.weights_by_kind or (kind == "he" and start.card.architecture.in_channels == 3)
+
+
+def last_layer_only(layers: str, own_weights: bool, fine_tune: bool = True, other_layers: bool = False) -> bool:
     """Whether a run trains only the network's last layer (``TrainConfig.head_only``).
 
     ``"last"`` and ``"all"`` say so; ``"auto"`` (the dock's and ``train``'s default) trains the last
-    layer only when a fine-tune starts from weights the model keeps for the images' kind (the
-    shipped model's colour weights for H&E images). On the loop benchmark's five validation H&E
-    images, a whole-network fine-tune on one corrected image got 1 more of 22 corrected objects right
-    and cost four other H&E images 0.163 AP@0.5 on average; the last layer alone cost them 0.013
-    (docs/model.md, *The last layer by default for a kind's own weights*). A run from random weights
-    trains every layer.
+    layer only when a fine-tune starts from weights trained for the images' kind
+    (:func:`own_kind_weights`: the shipped model's colour weights for H&E images, and models
+    fine-tuned from them), unless the user asked for settings of other layers. On the loop
+    benchmark's five validation H&E images, a whole-network fine-tune on one corrected image got 1
+    more of 22 corrected objects right and cost four other H&E images 0.163 AP@0.5 on average; the
+    last layer alone cost them 0.013 (docs/model.md, *The last layer by default for a kind's own
+    weights*). A run from random weights trains every layer.
 
     Parameters
     ----------
     layers : str
         ``"auto"``, ``"all"`` or ``"last"``.
     own_weights : bool
-        The run starts from the model's own weights for its images' kind.
+        The run starts from weights trained for its images' kind (:func:`own_kind_weights`).
     fine_tune : bool
         The run starts from a trained model (``False``: from random weights).
+    other_layers : bool
+        The user asked for settings of other layers (freeze the encoder: train the expanding path;
+        re-estimate the normalisation statistics): ``"auto"`` then trains every layer they allow.
 
     Returns
     -------
@@ -158,7 +187,7 @@ def last_layer_only(layers: str, own_weights: bool, fine_tune: bool = True) -> b
     if layers not in LAYERS:
         raise ValueError(f"layers must be one of {', '.join(LAYERS)}, got {layers!r}")
     if layers == "auto":
-        return fine_tune and own_weights
+        return fine_tune and own_weights and not other_layers
     return layers == "last"
 
 

@@ -41,6 +41,7 @@ from ..core.finetune import (
     finetuned_modality,
     last_layer_only,
     one_kind_diameter,
+    own_kind_weights,
     preset,
     record_sizes,
     start_kind,
@@ -295,7 +296,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         return current
 
     def config(self, fine_tune: bool, own_weights: bool = False) -> TrainConfig:
-        """Training settings from the widgets (``own_weights``: the run starts from the model's own for a kind)."""
+        """Training settings from the widgets (``own_weights``: from weights trained for the images' kind)."""
         minutes = None if self.steps_override else float(self.minutes_spin.value)
         return preset(
             fine_tune,
@@ -303,7 +304,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             steps=self.steps_override,
             val_every_s=self.val_every_override,  # None: the preset's interval
             freeze_encoder=self.freeze_check.value,
-            head_only=last_layer_only(self.layers_combo.value, own_weights, fine_tune),
+            # the encoder frozen asks for the expanding path: automatic layers then train it
+            head_only=last_layer_only(self.layers_combo.value, own_weights, fine_tune, self.freeze_check.value),
             augment=augmentation(fine_tune, elastic_sigma=None if self.elastic_check.value else 0.0),
         )
 
@@ -347,7 +349,7 @@ class FineTuneSection(TrainingData, QGroupBox):
                 chosen = one_kind_diameter(model, samples, only_kind, chosen)
             scaled = to_network_scale(samples, start.card, chosen)  # the starting weights' sizes (the kind's own)
             train, val = split_validation(scaled.samples, 0.15, seed=0)
-            own_weights = kind is not None and kind in model.card.weights_by_kind
+            own_weights = own_kind_weights(model, start, kind)
             config = self.config(fine_tune=self.start_combo.value != "scratch", own_weights=own_weights)
             pp = self.session.postprocess_config() if shown else start.card.postprocess
         except (InputError, ModelError, ReadError, DeviceError, ValueError) as exc:
@@ -409,10 +411,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         where = f"{device} ({training_precision(device, config.precision)})"  # as train's log says it
         layers_note = ", only the network's last layer" if config.head_only else ""
         if config.head_only and self.layers_combo.value == "auto":
-            layers_note += (
-                f" (automatic for its own weights for {MODALITY_LABELS.get(own, own)} images; "
-                "Train: Every layer trains them all)"
-            )
+            layers_note += " (chosen automatically; Train: Every layer trains the whole network)"
         self.result_label.setText(
             f"Fine-tuning {model.name}{start} on {where}: {len(train)} training and {len(val)} validation sample(s), "
             f"{budget}{size_note(scaled, model)}"
