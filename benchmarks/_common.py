@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -126,6 +127,24 @@ def score(
     out = {k: round(float(v), 4) for k, v in pool(results).to_dict().items() if k in ("ap50", "ap75", "f1_50", "seg")}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def add_layers_args(p: argparse.ArgumentParser) -> None:
+    """``--layers`` and ``--head-only``, as ``train`` has them (read back with :func:`layers_from`)."""
+    p.add_argument(
+        "--layers",
+        choices=("auto", "all", "last"),
+        default="auto",
+        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
+    )
+    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
+
+
+def layers_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
+    """The ``--layers`` asked for, ``--head-only`` read as ``last`` (a contradiction is an error)."""
+    if args.head_only and args.layers not in ("auto", "last"):
+        p.error("--head-only is --layers last")
+    return "last" if args.head_only else args.layers
 
 
 def finetune(

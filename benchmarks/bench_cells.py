@@ -64,7 +64,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA_CANDIDATES, SPLITS, cpu_name, finetune, imread, isbi_instances, read_list, score, write_json
+from _common import (
+    DATA_CANDIDATES,
+    SPLITS,
+    add_layers_args,
+    cpu_name,
+    finetune,
+    imread,
+    isbi_instances,
+    layers_from,
+    read_list,
+    score,
+    write_json,
+)
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.modality import GREY_KINDS, detect, input_modality
 from napari_unet_loop.core.model_files import Model, load
@@ -305,13 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "not all of a fine-tune's one way (the plugin before kind_in_doubt)",
     )
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (as train's flag)")
-    p.add_argument(
-        "--layers",
-        choices=("auto", "all", "last"),
-        default="auto",
-        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
-    )
-    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
+    add_layers_args(p)
     p.add_argument(
         "--start",
         default="default",
@@ -367,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
-    if args.head_only and args.layers not in ("auto", "last"):
-        p.error("--head-only is --layers last")
-    args.layers = "last" if args.head_only else args.layers
+    args.layers = layers_from(args, p)
     root = next((d for d in ([args.data] if args.data else DATA_CANDIDATES) if d and d.is_dir()), None)
     if root is None:
         raise SystemExit("no shared data folder found; use --data")

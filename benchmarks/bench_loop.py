@@ -36,7 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import SPLITS, cpu_name, find_dsb2018, finetune, imread, read_list, score, write_json
+from _common import (
+    SPLITS,
+    add_layers_args,
+    cpu_name,
+    find_dsb2018,
+    finetune,
+    imread,
+    layers_from,
+    read_list,
+    score,
+    write_json,
+)
 from napari_unet_loop.core.device import DEVICE_CHOICES, resolve_device
 from napari_unet_loop.core.edits import correction_weight
 from napari_unet_loop.core.metrics import correction_agreement
@@ -130,13 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget per turn")
     p.add_argument("--steps", type=int, default=None, help="a step budget instead (steady on a busy machine)")
     p.add_argument("--anchor", type=float, default=None, help="the fine-tune's anchor (default: the preset's)")
-    p.add_argument(
-        "--layers",
-        choices=("auto", "all", "last"),
-        default="auto",
-        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
-    )
-    p.add_argument("--head-only", action="store_true", help="the same as --layers last")
+    add_layers_args(p)
     p.add_argument("--heldout", type=int, default=5, help="other images of the kind scored before and after")
     p.add_argument(
         "--every-image",
@@ -146,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
-    if args.head_only and args.layers not in ("auto", "last"):
-        p.error("--head-only is --layers last")
-    args.layers = "last" if args.head_only else args.layers
+    args.layers = layers_from(args, p)
     folder = find_dsb2018(args.data)
     torch.set_num_threads(os.cpu_count() or 1)
     device = resolve_device(args.device)
