@@ -359,9 +359,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         own = kind if kind in model.card.weights_by_kind else None
         left = "" if only_kind else weights_left_behind(model, kind, samples)
         unchanged = (
-            "None of these labels was changed since the model made them: a fine-tune on its own masks teaches "
-            "it nothing new and can make it worse on your other images (docs/model.md). Correct what it got "
-            "wrong first, or Stop."
+            "None of these labels was changed since the model made them: a fine-tune on its own masks has no "
+            "correction to learn, and training every layer on them made other H&E images worse (docs/model.md). "
+            "Correct what it got wrong first, or Stop."
             if self.only_model_masks()
             else ""
         )
