@@ -17,8 +17,10 @@ import torch
 
 from napari_unet_loop.core.edits import labelled_region
 from napari_unet_loop.core.finetune import (
+    LAYERS,
     augmentation,
     last_layer_only,
+    layers_asked,
     own_kind_weights,
     preset,
     record_sizes,
@@ -26,7 +28,7 @@ from napari_unet_loop.core.finetune import (
     start_model,
     to_network_scale,
 )
-from napari_unet_loop.core.image import prepare_input
+from napari_unet_loop.core.image import InputError, prepare_input
 from napari_unet_loop.core.metrics import matching, pool
 from napari_unet_loop.core.modality import detect, input_modality, settle_doubt
 from napari_unet_loop.core.model_files import Model
@@ -133,18 +135,20 @@ def add_layers_args(p: argparse.ArgumentParser) -> None:
     """``--layers`` and ``--head-only``, as ``train`` has them (read back with :func:`layers_from`)."""
     p.add_argument(
         "--layers",
-        choices=("auto", "all", "last"),
-        default="auto",
-        help="which layers the fine-tunes train, as train --layers (auto: the last one for a kind's own weights)",
+        choices=tuple(LAYERS),
+        default=None,
+        help="which layers the fine-tunes train, as train --layers (default auto: the last one for a kind's own "
+        "weights)",
     )
     p.add_argument("--head-only", action="store_true", help="the same as --layers last")
 
 
 def layers_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
-    """The ``--layers`` asked for, ``--head-only`` read as ``last`` (a contradiction is an error)."""
-    if args.head_only and args.layers not in ("auto", "last"):
-        p.error("--head-only is --layers last")
-    return "last" if args.head_only else args.layers
+    """The ``--layers`` asked for, as ``train`` reads them (``core.finetune.layers_asked``; contradictions refused)."""
+    try:
+        return layers_asked(args.layers, args.head_only)
+    except InputError as exc:
+        p.error(str(exc))
 
 
 def finetune(
@@ -165,7 +169,6 @@ def finetune(
     partial: bool = False,
     val_whole: int | None = None,
     begin_out: list | None = None,
-    head_only: bool = False,
     layers: str = "auto",
 ) -> tuple[Model, dict[str, Any]]:
     """The ``train --from`` path on ``items`` (with ``--freeze-encoder`` when asked): the child, what the run did.
@@ -186,8 +189,7 @@ def finetune(
     ``val_whole``: an experiment: from this many images on, validate on whole images (one in five, at
     least one, drawn by ``seed``) instead of a stripe of each. ``begin_out``: a list that gets the model the
     fine-tune began from (the starting model's network and thresholds for the images' kind). ``layers``: which
-    layers train, as ``train --layers`` (``"auto"``: the last one for the model's own weights for the images' kind);
-    ``head_only``: the same as ``layers="last"``.
+    layers train, as ``train --layers`` (``"auto"``: the last one for the model's own weights for the images' kind).
     """
     if settle and start.card.modality == "auto" and start.card.architecture.in_channels == 1:
         # as train --from: grey images between fluorescence and brightfield are all read one way
@@ -207,9 +209,7 @@ def finetune(
     # as train --from: the parent's weights and thresholds for the images' kind to start from, none per kind kept
     kind = start_kind(samples)
     begin, ready = start_model(start, kind, samples)
-    head_only = last_layer_only(
-        "last" if head_only else layers, own_kind_weights(start, begin, kind), True, freeze_encoder
-    )
+    head_only = last_layer_only(layers, own_kind_weights(start, begin, kind), True, freeze_encoder)
     if not ready:  # as train --from: H&E images prepared for a colour network of their own, as the start reads them
         samples = prepared(begin)
     card = copy.deepcopy(begin.card)

@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
           f"python {platform.python_version()}")  # fmt: skip
     if device.type == "cuda":
         print(f"device   {torch.cuda.get_device_name(device)}")
-    frozen = (", encoder frozen" if args.freeze_encoder else "") + (f", layers {args.layers}")
+    frozen = (", encoder frozen" if args.freeze_encoder else "") + f", layers {args.layers}"
     each = f"{args.steps} steps" if args.steps else ", ".join(f"{m:g}" for m in budgets) + " min"
     print(f"model    {start.name}: object diameter {start.card.diameter} px; {each} per run{frozen}")
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]

@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
-    only = f", layers {args.layers}"
-    print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn{only}, {args.split} split")
+    print(f"model    {start.name}; {args.corrections} corrections, {budget} per turn, layers {args.layers}, "
+          f"{args.split} split")  # fmt: skip
     report: dict[str, Any] = {
         "split": args.split, "corrections": args.corrections, "budget": budget, "layers": args.layers,
         "every_image": args.every_image, "kinds": {}

@@ -247,3 +247,14 @@ def test_last_layer_only_by_default_for_a_kinds_own_weights():
         last_layer_only("head", True)
     # what the choice is recorded as
     assert preset(True, 5, head_only=last_layer_only("auto", True)).head_only
+
+
+def test_layers_asked_reads_head_only_as_the_last_layer_and_refuses_a_contradiction():
+    """``--layers`` and ``--head-only`` as train and the benchmarks read them."""
+    from napari_unet_loop.core.finetune import layers_asked
+
+    assert [layers_asked(v, False) for v in (None, "auto", "all", "last")] == ["auto", "auto", "all", "last"]
+    assert layers_asked(None, True) == layers_asked("last", True) == "last"
+    for other in ("auto", "all"):
+        with pytest.raises(InputError, match=f"--head-only is --layers last: it contradicts --layers {other}"):
+            layers_asked(other, True)

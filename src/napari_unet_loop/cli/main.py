@@ -15,6 +15,7 @@ from ..core import __version__, kind_weights, model_files
 from ..core.checkpoint import load_checkpoint
 from ..core.device import DEVICE_CHOICES, DeviceError, cpu_bf16_native, resolve_device
 from ..core.errors import ModelError
+from ..core.finetune import LAYERS
 from ..core.image import InputError
 from ..core.modality import MODALITIES
 from ..core.model_card import ModelCard
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the expanding path (fast CPU fine-tunes)")
     p.add_argument(
         "--layers",
-        choices=("auto", "all", "last"),
+        choices=tuple(LAYERS),
         default=None,
         help="which layers train: all, only the last one (recalibrates what the model makes of images it already "
         "reads well), or auto (default): the last one when the run starts from the model's own weights for "

@@ -20,6 +20,7 @@ from ..core.finetune import (
     check_samples,
     check_start,
     last_layer_only,
+    layers_asked,
     one_kind_diameter,
     own_kind_weights,
     preset,
@@ -57,11 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out.name}: names ending in .partial are where runs keep their best weights so far")
     resume = getattr(args, "resume_state", None)
     only_kind = getattr(args, "only_kind", None)
-    layers = getattr(args, "layers", None)
-    if args.head_only and layers not in (None, "last"):
-        raise CLIError(f"--head-only is --layers last: it contradicts --layers {layers}")
-    layers = "last" if args.head_only else (layers or "auto")
     try:
+        layers = layers_asked(getattr(args, "layers", None), args.head_only)
         check_start(
             args.start == "scratch",
             "start from a trained model (--from MODEL)",

@@ -119,6 +119,26 @@ LAYERS = {
 }
 
 
+def layers_asked(layers: str | None, head_only: bool) -> str:
+    """The layers a user asked to train: ``layers`` (``None``: ``"auto"``), or ``"last"`` for ``head_only``.
+
+    ``train``'s ``--layers`` and ``--head-only`` (the benchmarks' too), read in one place.
+
+    Raises
+    ------
+    InputError
+        When ``head_only`` is given with another ``layers``.
+
+    Examples
+    --------
+    >>> layers_asked(None, False), layers_asked("all", False), layers_asked(None, True)
+    ('auto', 'all', 'last')
+    """
+    if head_only and layers not in (None, "last"):
+        raise InputError(f"--head-only is --layers last: it contradicts --layers {layers}")
+    return "last" if head_only else (layers or "auto")
+
+
 def own_kind_weights(parent: Model, start: Model, kind: str | None) -> bool:
     """Whether a fine-tune starts from weights trained for its images' kind (see :func:`last_layer_only`).
 
