@@ -419,9 +419,9 @@ class StoreEditor:
 
         Once the whole journal is on disk the change is made: ``journaled`` is called, and the
         chunks are written from the journal, now or (after a failure or a crash) by the next
-        write-back or editor. A failure while journaling leaves no entry of this change.
+        write-back or editor. A failure while journaling leaves no entry of this change. The callers
+        check first that the store can take the chunks (:meth:`_check_chunk_files`).
         """
-        self._check_chunk_files(chunks)
         pending = self.folder / "pending"
         originals = self.folder / "originals"
         pending.mkdir(parents=True, exist_ok=True)
@@ -480,6 +480,7 @@ class StoreEditor:
     def revert(self) -> int:
         """Put every corrected chunk back as the segmentation wrote it; return how many chunks."""
         chunks = {c: np.load(self.folder / "originals" / f"{_key(c)}.npy") for c in self.edited_chunks()}
+        self._check_chunk_files(chunks)
         self._commit(chunks, keep_originals=False, journaled=None)
         for c in chunks:
             (self.folder / "originals" / f"{_key(c)}.npy").unlink()
@@ -593,8 +594,9 @@ class StoreWindow:
             [g // c for g, c in zip(where, self.editor.chunks, strict=True)], self.editor.grid
         )  # each changed pixel's chunk
         codes = np.unique(which)
+        touched = [tuple(int(i) for i in np.unravel_index(int(c), self.editor.grid)) for c in codes]
         # before the new ids are recorded: a store that cannot take the chunks is left as it was
-        self.editor._check_chunk_files(tuple(int(i) for i in np.unravel_index(int(c), self.editor.grid)) for c in codes)
+        self.editor._check_chunk_files(touched)
         values = data[changed].astype(self.editor.dtype, copy=False)
         fresh = [int(v) for v in np.unique(values) if v and int(v) not in self._known and int(v) not in self.remap]
         if fresh:
@@ -615,9 +617,8 @@ class StoreWindow:
                 values = values.copy()
                 values[hit] = [lookup[int(v)] for v in values[hit]]
         chunks: dict[tuple[int, ...], np.ndarray] = {}
-        for code in codes:
+        for code, chunk in zip(codes, touched, strict=True):
             sel = which == code
-            chunk = tuple(int(i) for i in np.unravel_index(int(code), self.editor.grid))
             slices = self.editor._chunk_slices(chunk)
             content = self.editor.read(*_flat(slices)).copy()
             content[tuple(g[sel] - s.start for g, s in zip(where, slices, strict=True))] = values[sel]
