@@ -320,10 +320,10 @@ def case_benchmark(doc: str, cases: list[str], argv: list[str] | None, run_case:
                    line: Any, rules: dict[str, str]) -> int:  # fmt: skip
     """The main of the benchmarks that save one fine-tune per ``SET:K:SEED`` case and report offline.
 
-    Each case's outputs are fine-tuned and saved (``run_case(case, start, steps, path)``) when ``--out``
-    lacks them (unless ``--report``), then reported (``report(path)`` -> a row, printed by ``line(row)``);
-    each rule's mean held-out ``(AP@0.5, SEG)`` follows (``rules``: row key -> label), and ``--json``
-    gets the rows.
+    Each case's outputs are fine-tuned and saved (``run_case(case, start, steps, path, layers)``) when
+    ``--out`` lacks them (unless ``--report``; a ``--layers`` other than auto saves to files of its own),
+    then reported (``report(path)`` -> a row, printed by ``line(row)``); each rule's mean held-out
+    ``(AP@0.5, SEG)`` follows (``rules``: row key -> label), and ``--json`` gets the rows.
     """
     import argparse
 
@@ -335,17 +335,19 @@ def case_benchmark(doc: str, cases: list[str], argv: list[str] | None, run_case:
     p.add_argument("--out", type=Path, required=True, help="folder for the saved outputs, one .npz per case")
     p.add_argument("--report", action="store_true", help="only report the cases already saved")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
+    add_layers_args(p)
     args = p.parse_args(argv)
+    layers = layers_from(args, p)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     start, rows = None, []
     for case in [c for c in args.cases.split(",") if c]:
-        path = args.out / (case.replace(":", "_") + ".npz")
+        path = args.out / (case.replace(":", "_") + ("" if layers == "auto" else f"_{layers}") + ".npz")
         if not path.exists():
             if args.report:
                 continue
             start = start or load("default")
-            run_case(case, start, args.steps, path)
+            run_case(case, start, args.steps, path, layers)
         rows.append(report(path))
         print(line(rows[-1]), flush=True)
     if rows:
@@ -353,7 +355,7 @@ def case_benchmark(doc: str, cases: list[str], argv: list[str] | None, run_case:
         for key, label in rules.items():
             ap, seg = (float(np.mean([r[key]["held"][i] for r in rows])) for i in (0, 1))
             print(f"  {label:<24} {ap:.4f} / {seg:.4f}")
-    write_json(args.json, {"steps": args.steps, "cases": rows})
+    write_json(args.json, {"steps": args.steps, "layers": layers, "cases": rows})
     return 0
 
 
@@ -384,14 +386,16 @@ def saved_maps(z: Any, tag: str, n: int) -> tuple[list, list, list]:
     return maps, truths, ignores
 
 
-def watched_finetune(case: str, start: Model, steps: int, split: Any = None) -> tuple[Model, dict, dict, list]:
+def watched_finetune(
+    case: str, start: Model, steps: int, split: Any = None, layers: str = "auto"
+) -> tuple[Model, dict, dict, list]:
     """One ``SET:K:SEED`` case (``bench_cells``' sets) fine-tuned on the ``train --from`` path, watched.
 
     Returns ``(child, run, seen, heldout)``: :func:`finetune`'s child and record, what the run used
     (``seen``: ``train`` and ``val``, the samples ``split_validation`` made; ``judged``, the
     validation samples keep-best and the re-tune scored; ``net``, the trained network; ``trust``) and
     the held-out ``(name, image, labels)``. ``split(samples, train, val)``, when given, returns the
-    ``(train, val)`` to use instead of the shipped split.
+    ``(train, val)`` to use instead of the shipped split. ``layers``: which layers train, as ``train --layers``.
     """
     import sys
 
@@ -414,7 +418,7 @@ def watched_finetune(case: str, start: Model, steps: int, split: Any = None) -> 
 
     module.split_validation, module.retune = split_seen, retune_seen
     try:
-        child, run = finetune(start, items[: int(k)], 5.0, True, int(seed), device="cpu", steps=steps)
+        child, run = finetune(start, items[: int(k)], 5.0, True, int(seed), device="cpu", steps=steps, layers=layers)
     finally:
         module.split_validation, module.retune = plain_split, plain_retune
     return child, run, seen, heldout

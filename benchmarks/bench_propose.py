@@ -69,14 +69,15 @@ CASES += [f"{s}:{k}:1" for s in ("dic-frames", "isbi") for k in (1, 2, 5)]
 RULES = ("stripe", "all", "all, verified", "all + reach, verified", "stripe, user's scale")
 
 
-def run_case(case: str, start, steps: int, path: Path) -> None:
+def run_case(case: str, start, steps: int, path: Path, layers: str = "auto") -> None:
     """Fine-tune for one case; save the network's outputs on the trained and validation samples and held out."""
-    child, run, seen, heldout = watched_finetune(case, start, steps)
+    child, run, seen, heldout = watched_finetune(case, start, steps, layers=layers)
     n_cls, arrays = child.card.architecture.n_classes, {}
     save_maps(seen["net"], seen["train"], "train", n_cls, arrays)
     save_maps(seen["net"], seen["val"], "val", n_cls, arrays)
     meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_train": len(seen["train"]),
             "n_val": len(seen["val"]), "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
+    meta["head_only"] = run["head_only"]
     meta["held"] = save_heldout(child, heldout, n_cls, arrays)
     np.savez_compressed(path, meta=json.dumps(meta), **arrays)
 

@@ -47,7 +47,16 @@ import torch
 
 import bench_cells
 import bench_loop
-from _common import DATA_CANDIDATES, cpu_name, find_dsb2018, finetune, score, write_json
+from _common import (
+    DATA_CANDIDATES,
+    add_layers_args,
+    cpu_name,
+    find_dsb2018,
+    finetune,
+    layers_from,
+    score,
+    write_json,
+)
 from napari_unet_loop.core.model_files import load
 from napari_unet_loop.core.postprocess import MIN_SIZES, PostprocessConfig
 
@@ -112,8 +121,9 @@ def _vetoed(r: dict) -> bool:
     return found["ap50"] < start["ap50"] and found["seg"] < start["seg"]
 
 
-def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
-    """Fine-tune for one case; the stripe's evidence and the held-out scores with each set of thresholds."""
+def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict[str, Any]:
+    """Fine-tune for one case (``layers`` as ``train --layers``); the stripe's evidence and the held-out scores with
+    each set of thresholds."""
     parts = case.split(":")
     if parts[0] == "loop":
         kind, seed = parts[1], int(parts[2])
@@ -129,7 +139,7 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown case {case!r}: loop:KIND:SEED or cells:SET:K:SEED")
     child, run = finetune(
-        start, train, 1.0, True, seed, device=device, steps=steps, retune_variants={"floor": _floored}
+        start, train, 1.0, True, seed, device=device, steps=steps, retune_variants={"floor": _floored}, layers=layers
     )
     tuning, floor = run["tuning"], run["tuning_variants"]["floor"]
     chosen = {
@@ -151,6 +161,8 @@ def run_case(case: str, start, steps: int, device) -> dict[str, Any]:
     return {
         "case": case,
         "steps": run["steps"],
+        "layers": layers,
+        "head_only": run["head_only"],
         **{k: tuning[k] for k in ("trust", "noise", "bar", "seg_noise", "seg_bar", "kept", "vetoed")},
         "before": tuning["ap50_before"],
         "after": tuning["ap50_after"],
@@ -172,15 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated loop:KIND:SEED or cells:SET:K:SEED")
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps per case")
     p.add_argument(
-        "--json", type=Path, default=None, help="write the report here; cases it already holds are not run again"
+        "--json",
+        type=Path,
+        default=None,
+        help="write the report here; cases it already holds (with the same --layers) are not run again",
     )
+    add_layers_args(p)
     args = p.parse_args(argv)
+    layers = layers_from(args, p)
     cases = [c for c in args.cases.split(",") if c]
     done, others = {}, []  # cases of an earlier run: asked for again, and not (kept in the file as other_cases)
     if args.json is not None and args.json.exists():  # a cut run goes on where it stopped
         earlier = json.loads(args.json.read_text())
         for r in [*earlier.get("cases", []), *earlier.get("other_cases", [])]:
-            if r["case"] in cases:
+            # rows from before --layers (2026-12-06) trained every layer on H&E: run again
+            if r["case"] in cases and r.get("layers") == layers:
                 done[r["case"]] = r
             else:
                 others.append(r)
@@ -189,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     start = load("default")
     print(f"cpu      {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
           f"python {platform.python_version()}")  # fmt: skip
-    print(f"model    {start.name}; {args.steps} steps per fine-tune\n")
+    print(f"model    {start.name}; {args.steps} steps per fine-tune, layers {layers}\n")
     rows = []
     for case in cases:
-        r = done.get(case) or run_case(case, start, args.steps, "cpu")
+        r = done.get(case) or run_case(case, start, args.steps, "cpu", layers)
         rows.append(r)
         h = r["held"]
         seg_bar = "-" if r["seg_bar"] is None else f"{r['seg_bar']:.3f}"

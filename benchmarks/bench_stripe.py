@@ -67,7 +67,7 @@ def in_context(sample: Sample, trained: Sample, stripe: Sample) -> Sample:
     return Sample(sample.image[(slice(None), *crop)], sample.labels[crop], ignore, None, stripe.name)
 
 
-def run_case(case: str, start, steps: int, path: Path) -> None:
+def run_case(case: str, start, steps: int, path: Path, layers: str = "auto") -> None:
     """Fine-tune for one case; save the network's outputs on both validation samples and the held-out images."""
 
     def in_surroundings(samples, train, val):
@@ -75,12 +75,13 @@ def run_case(case: str, start, steps: int, path: Path) -> None:
         original = [v.name.removesuffix("[validation]") for v in val]
         return train, [in_context(by_name[o], trained[o], v) for o, v in zip(original, val)]
 
-    child, run, seen, heldout = watched_finetune(case, start, steps, in_surroundings)
+    child, run, seen, heldout = watched_finetune(case, start, steps, in_surroundings, layers=layers)
     n_cls, arrays = child.card.architecture.n_classes, {}
     save_maps(seen["net"], seen["judged"], "context", n_cls, arrays)
     save_maps(seen["net"], seen["val"], "alone", n_cls, arrays)
     meta = {"case": case, "steps": run["steps"], "trust": seen["trust"], "n_val": len(seen["judged"]),
             "start_pp": run["start_postprocess"].to_dict()}  # fmt: skip
+    meta["head_only"] = run["head_only"]
     meta["held"] = save_heldout(child, heldout, n_cls, arrays)
     np.savez_compressed(path, meta=json.dumps(meta), **arrays)
 
