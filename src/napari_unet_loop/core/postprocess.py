@@ -63,7 +63,8 @@ class Tuned:
     Attributes
     ----------
     config : PostprocessConfig
-        The thresholds found: the best pooled AP@0.5, then, among those that keep it, the best SEG.
+        The thresholds found: the best pooled AP@0.5, then, among those within one standard error
+        of it, the best SEG.
     ap50, seg : float
         Pooled AP@0.5 and SEG (mean IoU of the true objects, CTC) with ``config``.
     start_ap50, start_seg : float
@@ -74,7 +75,7 @@ class Tuned:
     n_objects : int
         True objects scored.
     by_ap50 : PostprocessConfig
-        What the search by AP@0.5 alone found, before SEG chose among its equals.
+        What the search by AP@0.5 alone found, before SEG chose within its noise.
     evaluated : int
         Settings scored.
     reach : PostprocessConfig or None
@@ -195,11 +196,14 @@ def tune(
 
     Coordinate ascent from two starts: each setting in turn is set to its best value
     with the others fixed, for a few rounds (well under a tenth of a full grid search).
-    AP@0.5 counts objects found; many settings tie on it, most of all on a few objects, and
-    they differ in how far each mask reaches. So from the best by AP@0.5 a second ascent
-    maximises SEG (mean IoU of the true objects) among the settings that keep that AP@0.5:
-    masks drawn the size the annotations are. Only the post-processing runs (the network
-    outputs are given), so it is quick.
+    AP@0.5 counts objects found; many settings score alike on it, and they differ in how far
+    each mask reaches. So from the best by AP@0.5 a second ascent maximises SEG (mean IoU of
+    the true objects) among the settings whose AP@0.5 is within one standard error of the best
+    on that many objects (:func:`.retune.tuning_noise`): masks drawn the size the annotations
+    are. On under 10 objects one object less is more than that, so only the best AP@0.5
+    qualifies, as it did for every search until 2026-12-06; on a few dozen, settings that find
+    one or two objects fewer do too, where exact ties are rare.
+    Only the post-processing runs (the network outputs are given), so it is quick.
 
     Parameters
     ----------
@@ -249,7 +253,11 @@ def tune(
     second = PostprocessConfig(**{k: v if v in space[k] else getattr(start, k) for k, v in smoothed.items()})
     found = [ascend(first, ap50) for first in dict.fromkeys([start, second])]
     by_ap50 = max(found, key=ap50)
-    floor = ap50(by_ap50)
+    # the SEG step may give up what the objects cannot tell apart: AP@0.5 within one standard error of
+    # the best on that many objects (:func:`.retune.tuning_noise`)
+    from .retune import tuning_noise
+
+    floor = ap50(by_ap50) - tuning_noise(ap50(by_ap50), scores(by_ap50)[2].size)
 
     def seg_keeping_ap50(cfg: PostprocessConfig) -> tuple[bool, float]:
         a, s, _ = scores(cfg)

@@ -58,7 +58,7 @@ class Retuned:
     seg_noise : float
         One standard error of the SEG gain, from the per-object differences (paired).
     by_ap50 : PostprocessConfig or None
-        What the search by AP@0.5 alone found, before SEG chose among its equals.
+        What the search by AP@0.5 alone found, before SEG chose within its noise.
     reach : PostprocessConfig or None
         The starting thresholds with only the foreground threshold moved to the best SEG at the
         start's AP@0.5 (``Tuned.reach``).
@@ -233,13 +233,15 @@ def retune(
     thresholds of four one-image fine-tunes of kinds the model knew, all of which would have lost
     (0.009 to 0.105), and none of the EM-cell runs, where re-tuning gained 0.14 to 0.26.
 
-    AP@0.5 counts the objects found, not how far their masks reach: among the settings of the
-    best AP@0.5 the search takes the best SEG, and the re-tuned thresholds are also kept when, at
-    no loss of AP@0.5, their SEG gain exceeds one standard error of the per-object gain times
-    ``1 + trust`` (:attr:`Retuned.seg_bar`). So a user whose masks reach further than the model's
-    gets masks of that size, where AP@0.5 on a few objects is already at its top. Measured on 38
-    fine-tunes (``benchmarks/bench_retune.py``): held-out AP@0.5 / SEG 0.699 / 0.703 by AP@0.5
-    alone, 0.702 / 0.707 this way; on small DIC frames 0.709 / 0.759 -> 0.727 / 0.768.
+    AP@0.5 counts the objects found, not how far their masks reach: among the settings within
+    one standard error of the best AP@0.5 the search takes the best SEG (exact ties only until
+    2026-12-06: held-out SEG +0.012, AP@0.5 -0.006 on 26 fine-tunes, docs/model.md), and the
+    re-tuned thresholds are also kept when, at no loss of AP@0.5, their SEG gain exceeds one
+    standard error of the per-object gain times ``1 + trust`` (:attr:`Retuned.seg_bar`). So a
+    user whose masks reach further than the model's gets masks of that size, where AP@0.5 on a
+    few objects is already at its top. Measured on 38 fine-tunes (``benchmarks/bench_retune.py``):
+    held-out AP@0.5 / SEG 0.699 / 0.703 by AP@0.5 alone, 0.702 / 0.707 this way; on small DIC
+    frames 0.709 / 0.759 -> 0.727 / 0.768.
 
     Parameters
     ----------
