@@ -181,6 +181,22 @@ def paired_gain_se(after: np.ndarray, before: np.ndarray) -> float:
     return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
 
 
+def tuning_noise(ap50: float, n_objects: int) -> float:
+    """One standard error of an AP@0.5 measured on ``n_objects`` objects: ``sqrt(p (1 - p) / n)``.
+
+    ``p`` is held within [0.1, 0.9], so a near-perfect or near-zero score still has some noise.
+
+    Examples
+    --------
+    >>> round(tuning_noise(0.5, 100), 3)
+    0.05
+    """
+    if n_objects <= 0:
+        return math.inf
+    p = min(max(float(ap50), 0.1), 0.9)
+    return math.sqrt(p * (1.0 - p) / n_objects)
+
+
 def tune(
     maps: list[tuple[np.ndarray, np.ndarray]],
     truths: list[np.ndarray],
@@ -199,7 +215,7 @@ def tune(
     AP@0.5 counts objects found; many settings score alike on it, and they differ in how far
     each mask reaches. So from the best by AP@0.5 a second ascent maximises SEG (mean IoU of
     the true objects) among the settings whose AP@0.5 is within one standard error of the best
-    on that many objects (:func:`.retune.tuning_noise`): masks drawn the size the annotations
+    on that many objects (:func:`tuning_noise`): masks drawn the size the annotations
     are. On under 10 objects one object less is more than that, so only the best AP@0.5
     qualifies, as it did for every search until 2026-12-06; on a few dozen, settings that find
     one or two objects fewer do too, where exact ties are rare.
@@ -254,9 +270,7 @@ def tune(
     found = [ascend(first, ap50) for first in dict.fromkeys([start, second])]
     by_ap50 = max(found, key=ap50)
     # the SEG step may give up what the objects cannot tell apart: AP@0.5 within one standard error of
-    # the best on that many objects (:func:`.retune.tuning_noise`)
-    from .retune import tuning_noise
-
+    # the best on that many objects
     floor = ap50(by_ap50) - tuning_noise(ap50(by_ap50), scores(by_ap50)[2].size)
 
     def seg_keeping_ap50(cfg: PostprocessConfig) -> tuple[bool, float]:

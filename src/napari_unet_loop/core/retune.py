@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .postprocess import tuning_noise
 from .sampling import Sample, reviewed_box
 
 if TYPE_CHECKING:  # torch and the network load with the first prediction, not with this module
@@ -179,22 +180,6 @@ class Retuned:
         else:
             why += f" (+-{self.noise:.3f})"
         return "kept the starting thresholds: " + why
-
-
-def tuning_noise(ap50: float, n_objects: int) -> float:
-    """One standard error of an AP@0.5 measured on ``n_objects`` objects: ``sqrt(p (1 - p) / n)``.
-
-    ``p`` is held within [0.1, 0.9], so a near-perfect or near-zero score still has some noise.
-
-    Examples
-    --------
-    >>> round(tuning_noise(0.5, 100), 3)
-    0.05
-    """
-    if n_objects <= 0:
-        return math.inf
-    p = min(max(float(ap50), 0.1), 0.9)
-    return math.sqrt(p * (1.0 - p) / n_objects)
 
 
 def validation_objects(samples: Sequence[Sample]) -> int:
