@@ -325,8 +325,6 @@ def case_benchmark(doc: str, cases: list[str], argv: list[str] | None, run_case:
     then reported (``report(path)`` -> a row, printed by ``line(row)``); each rule's mean held-out
     ``(AP@0.5, SEG)`` follows (``rules``: row key -> label), and ``--json`` gets the rows.
     """
-    import argparse
-
     from napari_unet_loop.core.model_files import load
 
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])

@@ -271,7 +271,8 @@ def tune(
     by_ap50 = max(found, key=ap50)
     # the SEG step may give up what the objects cannot tell apart: AP@0.5 within one standard error of
     # the best on that many objects
-    floor = ap50(by_ap50) - tuning_noise(ap50(by_ap50), scores(by_ap50)[2].size)
+    best_ap50, _, best_objects = scores(by_ap50)
+    floor = best_ap50 - tuning_noise(best_ap50, best_objects.size)
 
     def seg_keeping_ap50(cfg: PostprocessConfig) -> tuple[bool, float]:
         a, s, _ = scores(cfg)
