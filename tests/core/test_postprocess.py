@@ -234,3 +234,38 @@ def test_tune_reach_moves_only_the_foreground_threshold_and_keeps_the_starts_ap5
     assert reach == PostprocessConfig(0.55, start.seed_threshold, start.min_size, start.dist_sigma)
     assert found.reach_seg > found.start_seg + 0.1
     assert 0 < found.reach_seg_se < found.reach_seg - found.start_seg
+
+
+def test_tune_pairs_the_same_objects_when_a_match_in_unreviewed_pixels_leaves_one_out():
+    """A true object at the reviewed edge whose match lies mostly in unreviewed pixels is left out with it
+    at one threshold and scored at another: the per-object arrays still pair object by object (the
+    search raised "operands could not be broadcast" on them, ending a dock fine-tune after training)."""
+    from napari_unet_loop.core.postprocess import SettingScores, paired_gain_se, tune
+
+    truth = np.zeros((64, 64), np.int32)
+    fg, dist = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    ignore = np.zeros((64, 64), bool)
+    ignore[:, 32:] = True
+    truth[10:20, 24:34] = 1  # 20 of its 100 px unreviewed
+    fg[10:20, 24:34], fg[12:16, 24:34] = 0.35, 0.9  # found whole only at a low threshold
+    fg[10:19, 34:44] = 0.35  # ... and then with 90 unreviewed px: a match lying mostly there
+    dist[10:20, 24:34], dist[12:16, 26:30] = 0.3, 0.9
+    for i, c in enumerate((5, 18), start=2):  # two reviewed objects, found whole
+        truth[40:50, c : c + 10], fg[40:50, c : c + 10] = i, 0.9
+        dist[40:50, c : c + 10], dist[43:47, c + 3 : c + 7] = 0.3, 0.9
+    scores = SettingScores([(fg, dist)], [truth], [ignore])
+    high = scores(PostprocessConfig(0.5, 0.5, 8, 0.0))[2]
+    low = scores(PostprocessConfig(0.3, 0.5, 8, 0.0))[2]
+    np.testing.assert_array_equal(high, [0.0, 1.0, 1.0])  # the core alone: IoU 0.4, not covering
+    assert low.shape == (3,) and np.isnan(low[0]) and (low[1:] == 1.0).all()  # left out with its match
+    assert paired_gain_se(low, high) == 0.0  # only the objects scored both ways
+    found = tune([(fg, dist)], [truth], start=PostprocessConfig(0.5, 0.5, 8, 0.0), ignores=[ignore])
+    assert found.n_objects == 3
+
+
+def test_paired_gain_se_leaves_out_objects_not_scored_on_both_sides():
+    from napari_unet_loop.core.postprocess import paired_gain_se
+
+    after, before = np.array([np.nan, 1.0, 0.5, 0.9]), np.array([0.2, 0.5, 0.5, np.nan])
+    assert paired_gain_se(after, before) == pytest.approx(np.std([0.5, 0.0], ddof=1) / np.sqrt(2))
+    assert paired_gain_se(np.array([np.nan, 1.0]), np.array([0.0, 0.5])) == np.inf  # one pair left

@@ -100,15 +100,27 @@ class Tuned:
 
 
 def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
-    """Per true object, its CTC SEG score (IoU with the predicted object covering over half of it, else 0)."""
-    from .metrics import drop_ignored, overlap
+    """Per true object, its CTC SEG score (IoU with the predicted object covering over half of it, else 0).
 
+    The same objects whatever the prediction, in the order of their ids: those not mostly in
+    ``ignore`` (as :func:`~napari_unet_loop.core.retune.validation_objects` counts them). One that
+    the scores leave out with its match (a match lying mostly in ``ignore``,
+    :func:`~napari_unet_loop.core.metrics.drop_ignored`) is NaN: the arrays of two settings then
+    still pair object by object (:func:`paired_gain_se`).
+    """
+    from .metrics import _drop_ignored, drop_ignored, overlap
+
+    kept = true
     if ignore is not None and ignore.any():
+        kept = _drop_ignored(true, ignore)
         true, pred = drop_ignored(true, pred, ignore)
     ti, _, inter, iou, area_t, _ = overlap(true, pred)
-    out = np.zeros(len(area_t))
+    scored = np.zeros(len(area_t))
     covers = inter * 2 > area_t[ti]
-    out[ti[covers]] = iou[covers]
+    scored[ti[covers]] = iou[covers]
+    ids = np.unique(kept[kept != 0])
+    out = np.full(ids.size, np.nan)
+    out[np.searchsorted(ids, np.unique(true[true != 0]))] = scored
     return out
 
 
@@ -123,7 +135,8 @@ class SettingScores:
     """How :func:`tune` scores thresholds on given maps: pooled AP@0.5, SEG and per-object SEG.
 
     Calling it with a :class:`PostprocessConfig` returns ``(AP@0.5, SEG, per-object SEG)``, the
-    true objects scored in order. Each setting is scored once, each seed smoothing computed once.
+    true objects scored in order (NaN: one left out with its match, :func:`_object_seg`). Each
+    setting is scored once, each seed smoothing computed once.
 
     Parameters
     ----------
@@ -175,9 +188,11 @@ class SettingScores:
 def paired_gain_se(after: np.ndarray, before: np.ndarray) -> float:
     """One standard error of the mean per-object gain ``after - before``.
 
-    The same objects scored both ways (paired); ``inf`` with fewer than two objects.
+    The same objects scored both ways (paired; an object NaN on either side, left out there with
+    its match, is not counted); ``inf`` with fewer than two objects.
     """
     diff = after - before
+    diff = diff[np.isfinite(diff)]
     return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else math.inf
 
 
