@@ -169,6 +169,7 @@ def test_keep_best_loads_the_best_validated_weights(tiny_net, sample, val_sample
     assert not _same(final, validated[0])
     assert result.best["ap50"] == 0.9 and result.baseline["ap50"] == 0.2
     assert result.improved
+    assert result.trained == result.best and result.trained_state is None  # the network holds them
 
 
 def test_validation_at_fixed_steps_ignores_the_clock(tiny_net, sample, val_sample, monkeypatch):
@@ -183,12 +184,34 @@ def test_validation_at_fixed_steps_ignores_the_clock(tiny_net, sample, val_sampl
 
 
 def test_keep_best_reverts_to_the_start_when_training_makes_things_worse(tiny_net, sample, val_sample, monkeypatch):
-    _scripted_validate(monkeypatch, [0.8, 0.5, 0.6, 0.7])
+    validated = []
+    _scripted_validate(monkeypatch, [0.8, 0.5, 0.7, 0.6], validated)
     start = _state(tiny_net)
     _, result = _drain(iter_train(tiny_net, [sample], [val_sample], _config(steps=3, val_every_s=0.0)))
     assert _same(start, _state(tiny_net))
     assert not result.improved
     assert result.best == result.baseline == {"ap50": 0.8, "loss": 1.0}
+    # the run's own best (step 2), for a user who wants the fine-tuned model anyway
+    assert result.trained == {"ap50": 0.7, "loss": 1.0}
+    assert _same(result.trained_state, validated[2]) and not _same(result.trained_state, start)
+
+
+def test_a_resumed_run_keeps_its_own_best_from_before_the_cut(tiny_net, sample, val_sample, tmp_path, monkeypatch):
+    """None beats the start; the run's own best came before the cut: the resumed run offers the same weights."""
+    config = _config(steps=6, val_every_s=0.0)
+    whole = UNet(tiny_net.config)
+    whole.load_state_dict(tiny_net.state_dict())
+    _scripted_validate(monkeypatch, [0.9, 0.3, 0.6, 0.2, 0.5, 0.1, 0.4])
+    events, uncut = _drain(iter_train(whole, [sample], [val_sample], config, checkpoint_every_s=0.0))
+    path = tmp_path / "run.ckpt"
+    checkpoint_mod.save_checkpoint([e for e in events if e.kind == "checkpoint"][2].checkpoint, path)
+    state, _ = checkpoint_mod.load_checkpoint(path)
+    _scripted_validate(monkeypatch, [0.5, 0.1, 0.4])  # steps 4-6
+    _, resumed = _drain(iter_train(UNet(tiny_net.config), [sample], [val_sample], config, resume=state))
+    assert not uncut.improved and not resumed.improved
+    assert uncut.trained["ap50"] == resumed.trained["ap50"] == 0.6
+    for k, v in uncut.trained_state.items():
+        torch.testing.assert_close(resumed.trained_state[k], v)
 
 
 def test_real_validation_runs(tiny_net, sample, val_sample):

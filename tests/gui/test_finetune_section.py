@@ -142,11 +142,35 @@ def test_worse_model_is_not_used_unless_asked(qtbot, setup, messages, monkeypatc
     # the labels are the model's own, unchanged: said as the run starts
     assert messages["warning"][0].startswith("None of these labels was changed since the model made them")
     assert "not better" in messages["warning"][1]
+    assert "validation AP@0.5 0.800 -> 0.300" in messages["warning"][1]  # the run's own best, offered
     n_models = len(model_files.list_models())
+    tiny = {k: v.clone() for k, v in w.current_model().net.state_dict().items()}
     ft.resegment_check.value = False
     ft.use_anyway()
     assert len(model_files.list_models()) == n_models + 1
     assert w.model_combo.currentText() != "tiny"
+    # the fine-tuned weights, not the starting ones under a new name
+    saved = model_files.load(w.model_combo.currentText())
+    assert any(not np.array_equal(v.numpy(), tiny[k].numpy()) for k, v in saved.net.state_dict().items())
+    assert saved.card.metrics["validation"]["ap50"] == 0.3 and saved.card.metrics["validation_start"]["ap50"] == 0.8
+
+
+def test_a_failed_threshold_search_keeps_the_trained_model(qtbot, setup, messages, monkeypatch):
+    from napari_unet_loop.gui import _train_worker
+
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast")
+
+    viewer, w, ft = setup
+    segment(qtbot, w)
+    fake_validation(monkeypatch, 0.1, 0.5)
+    monkeypatch.setattr(_train_worker, "retune", broken)
+    ft.resegment_check.value = False
+    ft.name_edit.setText("searched-badly")
+    finetune(qtbot, ft)
+    assert any("Choosing thresholds for the new weights failed (ValueError" in m for m in messages["warning"])
+    assert w.model_combo.currentText() == "searched-badly"  # trained, saved and selected all the same
+    assert model_files.load("searched-badly").card.postprocess == ft._run.parent.card.postprocess
 
 
 def test_the_name_of_a_model_opened_from_a_file_is_taken(qtbot, setup, messages, monkeypatch):

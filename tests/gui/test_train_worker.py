@@ -18,7 +18,7 @@ def test_a_stop_that_ended_the_training_does_not_end_the_threshold_check(monkeyp
     """Stop ends the training; the check of the thresholds on the training images then runs and says so, and
     a Stop pressed during it ends it (before, the check said nothing and a Stop during it was not heard)."""
     stop = threading.Event()
-    result = SimpleNamespace(steps=7, seconds=3.0, trust=0.4)
+    result = SimpleNamespace(steps=7, seconds=3.0, trust=0.4, trained_state=None)
 
     def fake_train(*args, **kwargs):
         assert kwargs["stop"] is stop

@@ -231,6 +231,12 @@ class TrainResult:
         The starting weights' validation AP@0.5 (0 without validation data): how well the model
         the run started from already did on the user's data. The anchor's pull and the bar that
         re-tuned thresholds must clear (``core.retune.retune``) both grow with it.
+    trained : dict or None
+        Validation scores of the best weights the run trained itself (after the start): ``best``
+        when it improved; ``None`` without validation data or without a step.
+    trained_state : dict or None
+        Only when the run did not improve on the starting weights (the network then holds those):
+        the weights that scored ``trained``, for a user who wants the fine-tuned model anyway.
     """
 
     baseline: dict[str, float] | None
@@ -244,6 +250,8 @@ class TrainResult:
     batch_size: int
     anchor: float = 0.0
     trust: float = 0.0
+    trained: dict[str, float] | None = None
+    trained_state: dict[str, Any] | None = None
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -521,6 +529,7 @@ def iter_train(
 
     baseline = best = None
     best_state = None
+    own = own_state = None  # the best of the run's own validations (after the start) and its weights
     step, patches, bad, stopped = 0, 0, 0, False
     if resume is not None:
         from .checkpoint import check_resume
@@ -531,6 +540,8 @@ def iter_train(
         step, patches, batch = int(resume["step"]), int(resume["patches"]), int(resume["batch_size"])
         t0 = time.perf_counter() - float(resume["elapsed"])  # the budget and schedule go on where they were
         baseline, best, best_state = resume["baseline"], resume["best"], resume["best_state"]
+        own = resume.get("own")  # not in checkpoints written before 2026-12-06: the run's own best starts over
+        own_state = resume.get("own_state") or (best_state if own is not None else None)
         if resume.get("anchor") is not None:
             start_weights = [t.to(device) for t in resume["anchor"]]
         history = list(resume["history"])
@@ -562,6 +573,8 @@ def iter_train(
             "baseline": baseline,
             "best": best,
             "best_state": copy.deepcopy(best_state) if best_state is not None else None,
+            "own": own,
+            "own_state": None if own_state is best_state else copy.deepcopy(own_state),  # None: best_state
             "history": list(history),
             "rng": sampler.get_state(),
             "anchor": None if anchor is None else [t.detach().clone() for t in anchor],
@@ -644,6 +657,8 @@ def iter_train(
             is_best = _better(scores, best, config.select_by)
             if is_best:
                 best, best_state = scores, copy.deepcopy(net.state_dict())
+            if _better(scores, own, config.select_by):
+                own, own_state = scores, best_state if is_best else copy.deepcopy(net.state_dict())
             history.append({"step": step, "time": time.perf_counter() - t0, "val": scores})
             f = fraction(step)
             yield TrainEvent(
@@ -675,4 +690,6 @@ def iter_train(
         batch_size=batch,
         anchor=pull,
         trust=trust,
+        trained=own,
+        trained_state=None if improved or own_state is best_state else own_state,
     )

@@ -479,6 +479,8 @@ class FineTuneSection(TrainingData, QGroupBox):
             show_error(f"Fine-tuning failed; the model is unchanged. {ev.message}")
             self.result_label.setText(f"Failed, model unchanged: {ev.message}")
         elif isinstance(ev, Finished):
+            if ev.note:
+                show_warning(ev.note)
             self._finish(ev.result, ev.postprocess, ev.tuned)
 
     def _on_finished(self) -> None:
@@ -537,7 +539,11 @@ class FineTuneSection(TrainingData, QGroupBox):
                 anchor_applied=round(result.anchor, 3),
                 start_weights=run.start_weights,
             ),
-            metrics={"validation": result.best, "validation_start": result.baseline},
+            # the network holds the run's own best when none beat the start's (offered below)
+            metrics={
+                "validation": result.best if result.improved else result.trained,
+                "validation_start": result.baseline,
+            },
         )
         if not run.only_kind:  # weights for one kind join the parent, at its object sizes
             record_sizes(card, run.scaled)
@@ -547,16 +553,18 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
         scores = ""
-        if result.baseline is not None and result.best is not None:
-            scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {result.best['ap50']:.3f}"
-            scores += evidence_note(result.best.get("n_true"))
+        got = result.best if result.improved or result.trained is None else result.trained  # the model offered
+        if result.baseline is not None and got is not None:
+            scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {got['ap50']:.3f}"
+            scores += evidence_note(got.get("n_true"))
         if result.baseline is not None and not result.improved:
-            self._offer(
-                model,
-                "Use it anyway",
-                "Save and select the fine-tuned model although it scored lower",
-                "Using the fine-tuned model although it scored lower on validation.",
-            )
+            if result.trained is not None:  # the run's own best weights: the fine-tuned model
+                self._offer(
+                    model,
+                    "Use it anyway",
+                    "Save and select the fine-tuned model although it scored lower",
+                    "Using the fine-tuned model although it scored lower on validation.",
+                )
             msg = (
                 f"Training {how} ({result.steps} steps): the fine-tuned model is not better on the held-out "
                 f"validation tiles ({scores}). Kept {parent.name}."
