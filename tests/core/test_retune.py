@@ -108,6 +108,22 @@ def test_the_verdict_without_validation_objects_says_so():
     r = Retuned(PostprocessConfig(), 0.0, 0.0, tuning_noise(0.0, 0), False, 0, 0.5, PostprocessConfig())
     assert r.verdict() == "kept the starting thresholds: no validation object to judge a gain by"
     assert "inf" not in r.verdict()
+    record = json.dumps(r.to_dict(), allow_nan=False)  # strict JSON: no Infinity in the card
+    assert json.loads(record)["noise"] is None and json.loads(record)["bar"] is None
+
+
+def test_the_verdict_on_thresholds_that_find_fewer_objects_says_so():
+    """The SEG step may give up objects within the noise; refused, that is a loss, not a gain within the noise."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.retune import Retuned, tuning_noise
+
+    found = PostprocessConfig(0.4, 0.5, 8, 1.0)
+    r = Retuned(PostprocessConfig(), 0.8, 0.75, tuning_noise(0.8, 30), False, 30, 0.0, found, 0.70, 0.78, 0.01)
+    assert not r.for_ap50 and not r.for_seg
+    assert r.verdict() == (
+        "kept the starting thresholds: the re-tuned ones, chosen for their masks (SEG 0.700 -> 0.780), "
+        "find fewer of the 30 validation objects (AP50 0.800 -> 0.750)"
+    )
 
 
 def _kept_found(monkeypatch, start, found):

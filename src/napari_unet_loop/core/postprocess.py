@@ -231,9 +231,11 @@ def tune(
     each mask reaches. So from the best by AP@0.5 a second ascent maximises SEG (mean IoU of
     the true objects) among the settings whose AP@0.5 is within one standard error of the best
     on that many objects (:func:`tuning_noise`): masks drawn the size the annotations
-    are. On under 10 objects one object less is more than that, so only the best AP@0.5
-    qualifies, as it did for every search until 2026-12-06; on a few dozen, settings that find
-    one or two objects fewer do too, where exact ties are rare.
+    are. One object less costs about ``1 / n`` of AP@0.5, more than that error while
+    ``p (1 - p) < 1 / n``: on under 11 objects at a best of 0.9 or more only the best AP@0.5
+    qualifies, as it did for every search until 2026-12-06, but at a best of 0.5 only on under 4
+    (on 9 the floor lies 0.17 below it: one object fewer or two). On a few dozen, settings that
+    find one or two objects fewer qualify, where exact ties are rare.
     Only the post-processing runs (the network outputs are given), so it is quick.
 
     Parameters

@@ -127,9 +127,9 @@ class Retuned:
         return {
             "ap50_before": self.before,
             "ap50_after": self.after,
-            "noise": round(self.noise, 4),
+            "noise": r4(self.noise),  # None (not Infinity, which strict JSON refuses) without objects
             "trust": round(self.trust, 4),
-            "bar": round(self.bar, 4),
+            "bar": r4(self.bar),
             "seg_before": r4(self.seg_before),
             "seg_after": r4(self.seg_after),
             "seg_noise": r4(self.seg_noise),
@@ -171,6 +171,12 @@ class Retuned:
             )
         if self.n_objects == 0:
             return "kept the starting thresholds: no validation object to judge a gain by"
+        if self.after < self.before:  # the SEG step gave up objects within the noise; no route keeps a loss
+            return (
+                f"kept the starting thresholds: the re-tuned ones, chosen for their masks (SEG {self.seg_before:.3f} "
+                f"-> {self.seg_after:.3f}), find fewer of the {self.n_objects} validation objects (AP50 "
+                f"{self.before:.3f} -> {self.after:.3f})"
+            )
         why = f"the gain ({self.after - self.before:+.3f}) is within the noise of {self.n_objects} validation objects"
         if self.trust > 0:
             why += (
