@@ -257,6 +257,35 @@ def test_zarr_overwrite_replaces_only_when_asked(tmp_path):
     assert listing(tmp_path) == ["x.zarr", "x.zarr.json"], "no temporary or old folders left"
 
 
+def test_a_zarr_store_this_plugin_did_not_write_is_never_replaced(tmp_path):
+    """The user's own OME-Zarr image chosen as the target (or as the export folder): refused, left as it was."""
+    import zarr
+
+    image = tmp_path / "sample.ome.zarr"
+    zarr.open_group(str(image), mode="w").attrs["multiscales"] = [{"name": "mine"}]
+    before = sorted(p.name for p in image.rglob("*"))
+    for overwrite in (False, True):
+        with pytest.raises(ExportError, match="did not write .* never replaced"):
+            export_labels(blobs(), image, "zarr", name="cells", overwrite=overwrite)
+    assert sorted(p.name for p in image.rglob("*")) == before
+    assert dict(zarr.open_group(str(image), mode="r").attrs) == {"multiscales": [{"name": "mine"}]}
+    export_labels(blobs(), tmp_path / "mine.zarr", "zarr")  # one of its own is replaced when asked
+    export_labels(blobs()[::-1].copy(), tmp_path / "mine.zarr", "zarr", overwrite=True)
+    np.testing.assert_array_equal(read_one(tmp_path / "mine.zarr")[0], blobs()[::-1])
+
+
+def test_a_folder_named_zarr_that_is_no_store_is_written_into(tmp_path):
+    """A folder of files that happens to end in .zarr is a folder: the store goes inside, its files stay."""
+    folder = tmp_path / "results.zarr"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    for fmt in ("tif", "zarr"):
+        export_labels(blobs(), folder, fmt, name="cells", overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine"
+    np.testing.assert_array_equal(read_one(folder / "cells.zarr")[0], blobs())
+    assert (folder / "cells.tif").is_file()
+
+
 # --------------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from .formats.csv import measure_table, write_csv
 from .formats.png import _check_png, png_slice_paths, write_png, write_png_slices
 from .formats.roi import outline_polygons, write_imagej_rois
 from .formats.zarr import write_ome_zarr
+from .images import is_zarr_dir, plugin_attrs
 from .labels import UINT16_MAX
 from .sidecar import (
     _move_aside,
@@ -119,6 +120,7 @@ def export_target(outdir_or_path: str | os.PathLike, fmt: str | None, name: str 
     """The file an export writes.
 
     That is ``outdir_or_path`` itself if it has the format's suffix, else ``<outdir>/<name><suffix>``.
+    A folder named ``*.zarr`` that holds files and is no zarr store is a folder to write into.
 
     Raises
     ------
@@ -128,7 +130,8 @@ def export_target(outdir_or_path: str | os.PathLike, fmt: str | None, name: str 
     p = Path(outdir_or_path)
     suffix = p.suffix.lower()
     key = _format_name(fmt, p if suffix in _SUFFIX_FORMATS else None)
-    if suffix in _SUFFIX_FORMATS and not (p.is_dir() and key != "zarr"):
+    folder = p.is_dir() and (key != "zarr" or (not is_zarr_dir(p) and any(p.iterdir())))
+    if suffix in _SUFFIX_FORMATS and not folder:
         if _SUFFIX_FORMATS[suffix] != key:
             raise ExportError(f"{p.name} has the suffix of {_SUFFIX_FORMATS[suffix]!r}, not of {key!r}")
         return p
@@ -245,6 +248,11 @@ def export_labels(
     """
     target = export_target(outdir_or_path, fmt, name)
     key = _format_name(fmt, target)
+    if key == "zarr" and is_zarr_dir(target) and plugin_attrs(target) is None:
+        raise ExportError(
+            f"{target} is a zarr store this plugin did not write (an image?): it is never replaced, nothing was "
+            "written. Choose another name or folder."
+        )
     name = safe_name(name if name is not None else (target.stem if target.suffix else None))
     data = check_labels(labels)
     notes: list[str] = []

@@ -289,18 +289,28 @@ def _image_store(path: Path) -> bool:
     """
     if path.name.startswith(".") or path.name.endswith(".partial") or not is_zarr_dir(path):
         return False
+    ours = plugin_attrs(path)  # unreadable metadata ({}): an input, and the reader says what is wrong
+    return not (ours and ("labels_name" in ours or ours.get("placeholder_image")))
+
+
+def plugin_attrs(path: str | os.PathLike) -> dict | None:
+    """What this package recorded in a zarr store's root attributes (``"napari_unet_loop"``).
+
+    ``None`` for a store it did not write (no such entry), ``{}`` when the metadata cannot be read;
+    read from the metadata files (zarr v2 ``.zattrs``, v3 ``zarr.json``), without opening the store.
+    """
     for meta, key in ((".zattrs", None), ("zarr.json", "attributes")):
-        f = path / meta
+        f = Path(path) / meta
         if f.is_file():
             try:
                 attrs = json.loads(f.read_text())
             except (OSError, ValueError):
-                return True  # unreadable metadata: let the reader say what is wrong
-            attrs = attrs.get(key, {}) if key else attrs
+                return {}
+            attrs = attrs.get(key, {}) if key and isinstance(attrs, dict) else attrs
             ours = attrs.get("napari_unet_loop") if isinstance(attrs, dict) else None
-            if isinstance(ours, dict) and ("labels_name" in ours or ours.get("placeholder_image")):
-                return False
-    return True
+            if isinstance(ours, dict):
+                return ours
+    return None
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike], skipped: list[Path] | None = None) -> list[Path]:
