@@ -466,3 +466,45 @@ def test_a_read_only_nested_chunk_folder_is_found_before_anything_is_journaled(t
     cells.data[:10] = 0
     cells.write_back()
     assert not StoreEditor(path, name="cells").read(0, 10, 0, 64).any()
+
+
+def test_two_windows_written_back_at_once_keep_both_corrections(tmp_path, monkeypatch):
+    """Two windows on one chunk, written back from two threads (the dock's autosave): the second waits for the
+    first, so neither undoes the other's pixels and the new objects get two ids (without the store's lock the
+    second read the chunk before the first wrote it, and wrote it back whole)."""
+    import threading
+    import time
+
+    path = build(tmp_path / "s.zarr", blobs())
+    wa = StoreEditor(path).window(0, 64, 0, 64)  # one editor each, as the dock opens them
+    wb = StoreEditor(path).window(64, 128, 64, 128)
+    a, b = wa.data.copy(), wb.data.copy()
+    a[30:40, 30:40] = wa.next_id(scan=False)  # a new object in each
+    b[30:40, 30:40] = wb.next_id(scan=False)
+    a_commits, b_started = threading.Event(), threading.Event()
+    commit = StoreEditor._commit
+
+    def slow_commit(self, *args, **kwargs):
+        if not a_commits.is_set():  # the first write-back: let the second start while it has read its chunk
+            a_commits.set()
+            b_started.wait(5)
+            time.sleep(0.3)
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreEditor, "_commit", slow_commit)
+    reports = {}
+
+    def second():
+        a_commits.wait(5)
+        b_started.set()
+        reports["b"] = wb.write_back(b)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    reports["a"] = wa.write_back(a)
+    thread.join(10)
+    store = levels(path)[0]
+    (ia,), (ib,) = reports["a"].new_ids.values(), reports["b"].new_ids.values()
+    assert ia != ib
+    assert (store[30:40, 30:40] == ia).all() and (store[94:104, 94:104] == ib).all()
+    assert not wa.dirty(a) and not wb.dirty(b)

@@ -29,6 +29,11 @@ New objects: an id drawn in a window that the window did not hold when it was re
 same one for the window's whole life. The store's largest id is kept in the root's
 ``napari_unet_loop`` attributes (``max_label``) and raised *before* a chunk with a new id is
 written.
+
+Within one process, the write-backs, reverts and recoveries of one store take turns
+(:func:`store_lock`): two windows written back from two threads at once would each read a
+chunk, write it whole and so undo the other's pixels, and take the same new id. Two processes
+editing one store are not guarded against.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import datetime as _dt
 import itertools
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +57,16 @@ from .conventions import ExportError
 EDITS = "_edits"
 #: Attribute group of this plugin in the store's root attributes.
 ATTRS = "napari_unet_loop"
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def store_lock(path: str | os.PathLike) -> threading.RLock:
+    """The lock that the changes to one store (by its resolved path) take turns under, in this process."""
+    key = str(Path(path).resolve())
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.RLock())
 
 
 class StoreEditError(ExportError):
@@ -306,23 +322,25 @@ class StoreEditor:
         Finding it reads every chunk of the full resolution: a store of another tool costs one pass
         over its labels, the first time; the answer is recorded then.
         """
-        recorded = self.recorded_max_label()
-        if recorded is not None:
-            return recorded
-        top = 0
-        for chunk in np.ndindex(*self.grid):
-            top = max(top, int(np.max(self.levels[0][self._chunk_slices(chunk)], initial=0)))
-        self._set_max_label(top)
-        return top
+        with store_lock(self.path):
+            recorded = self.recorded_max_label()
+            if recorded is not None:
+                return recorded
+            top = 0
+            for chunk in np.ndindex(*self.grid):
+                top = max(top, int(np.max(self.levels[0][self._chunk_slices(chunk)], initial=0)))
+            self._set_max_label(top)
+            return top
 
     def _set_max_label(self, value: int) -> None:
         """Raise the recorded largest id to ``value`` (never lower it)."""
         import zarr
 
-        root = zarr.open_group(str(self.path), mode="r+")
-        meta = dict(dict(root.attrs).get(ATTRS) or {})
-        meta[self._max_key] = max(int(value), int(meta.get(self._max_key, 0)))
-        root.attrs[ATTRS] = meta
+        with store_lock(self.path):
+            root = zarr.open_group(str(self.path), mode="r+")
+            meta = dict(dict(root.attrs).get(ATTRS) or {})
+            meta[self._max_key] = max(int(value), int(meta.get(self._max_key, 0)))
+            root.attrs[ATTRS] = meta
 
     def window(self, y0: int, y1: int, x0: int, x1: int, planes: tuple[int, int] | None = None) -> StoreWindow:
         """A window of the labels to correct in memory and write back (clipped to the store).
@@ -452,6 +470,10 @@ class StoreEditor:
         write-back; every write-back and every new editor writes them first, so the journal is
         always applied before anything newer is read or written.
         """
+        with store_lock(self.path):
+            return self._recover()
+
+    def _recover(self) -> int:
         pending = self.folder / "pending"
         todo = sorted(pending.glob("*.npy")) if pending.is_dir() else []
         for f in todo:
@@ -479,6 +501,10 @@ class StoreEditor:
 
     def revert(self) -> int:
         """Put every corrected chunk back as the segmentation wrote it; return how many chunks."""
+        with store_lock(self.path):
+            return self._revert()
+
+    def _revert(self) -> int:
         chunks = {c: np.load(self.folder / "originals" / f"{_key(c)}.npy") for c in self.edited_chunks()}
         self._check_chunk_files(chunks)
         self._commit(chunks, keep_originals=False, journaled=None)
@@ -584,6 +610,10 @@ class StoreWindow:
             raise StoreEditError(
                 f"the labels are {data.shape}, the window {self._written.shape}: they must not change shape"
             )
+        with store_lock(self.editor.path):  # another window's write-back reads and writes the same chunks
+            return self._write_back(data)
+
+    def _write_back(self, data: np.ndarray) -> WriteReport:
         self.editor.recover()  # what an earlier failed write-back journaled goes in first: chunks are read below
         changed = data != self._written
         report = WriteReport()
