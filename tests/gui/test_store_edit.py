@@ -399,3 +399,37 @@ def test_a_window_of_the_second_labels_group_shows_and_writes_that_group(make_na
     assert StoreEditor(path, name="cells").read(3, 4, 3, 4)[0, 0] == 0
     assert StoreEditor(path, name="nuclei").read(3, 4, 3, 4)[0, 0] == 1
     saver.timer.stop()
+
+
+def test_exporting_the_store_layer_writes_the_open_windows_corrections_first(setup, monkeypatch, tmp_path, qtbot):
+    """The store's layer is read from the store: the windows' corrections not yet written back go in first, and
+    when the store refuses them nothing is exported (an export without them would look complete)."""
+    from napari_unet_loop.gui import export_section
+    from napari_unet_loop.gui.export_section import ExportSection
+
+    viewer, lazy, row, saver, path, full, errors = setup
+    monkeypatch.setattr(export_section, "show_error", lambda m: errors.append(str(m)))
+    _rectangle(viewer, lazy, 0, 128, 0, 128)
+    win_layer = row.open_window()
+    one = int(win_layer.data[15, 15])
+    win_layer.paint((60, 60), one)  # not written back yet: the autosave's tick has not come
+    section = ExportSection(viewer, tracker=None, write_back=saver.write_back_now)
+    qtbot.addWidget(section)
+    section.reset_choices()
+    section.layer_combo.setCurrentText(lazy.name)
+    for key, box in section.format_checks.items():
+        box.setChecked(key == "tif")
+    section.folder_edit.setText(str(tmp_path / "out"))
+
+    with monkeypatch.context() as m:
+        m.setattr(StoreWindow, "write_back", _no_space)
+        assert section.export() is None
+    assert "could not be written into the store" in section.status.text()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+    assert section.export() is not None
+    qtbot.waitUntil(lambda: section._worker is None, timeout=60_000)
+    (tif,) = (tmp_path / "out").glob("*.tif")
+    import tifffile
+
+    assert tifffile.imread(tif)[60, 60] == one == _on_disk(path)[60, 60]

@@ -27,7 +27,8 @@ from ..core import __version__
 from ..io.conventions import ExportArguments, export_arguments
 from ..io.export import ExportError, TargetExistsError, edit_summary, export_labels, output_names, plain_name
 from ..io.writers import full_resolution
-from .layers import META_KEY, is_helper
+from .layers import META_KEY, is_helper, unwrap
+from .store_edit import store_path, store_window
 
 if TYPE_CHECKING:
     import napari
@@ -220,10 +221,14 @@ class ExportSection(QGroupBox):
         The dock's edit tracking: the provenance then records the edit history in brief.
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, tracker: LabelsTracker | None = None) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, tracker: LabelsTracker | None = None, write_back: Any = None
+    ) -> None:
         super().__init__("Export")
         self.viewer = viewer
         self.tracker = tracker
+        # writes a store window's corrections into its store now ((report, whether the store holds them))
+        self.write_back = write_back
         self._worker = None
         form = QFormLayout(self)
         self.layer_combo = QComboBox()
@@ -295,6 +300,29 @@ class ExportSection(QGroupBox):
         """Formats ticked."""
         return [k for k, box in self.format_checks.items() if box.isChecked()]
 
+    def _stores_written(self, layers: list[Labels]) -> str | None:
+        """Write the correction windows open on the stores being exported into them first.
+
+        A store's labels layer is read from the store, which the autosave brings the windows'
+        corrections to only once a minute. Returns why nothing may be exported when a store refused.
+        """
+        stores = {store_path(lyr).resolve() for lyr in layers if store_window(lyr) is None and store_path(lyr)}
+        if not stores or self.write_back is None:
+            return None
+        failed = []
+        for layer in list(self.viewer.layers):
+            window = store_window(layer)
+            if window is None or window.editor.path.resolve() not in stores or not window.dirty(unwrap(layer).data):
+                continue
+            if not self.write_back(layer)[1]:
+                failed.append(layer.name)
+        if not failed:
+            return None
+        return (
+            f"the corrections in {', '.join(failed)} could not be written into the store, so its export would miss "
+            "them: nothing was exported (the layer keeps them, and they are autosaved)"
+        )
+
     def export(self):
         """Export the chosen labels layer(s) in a worker thread.
 
@@ -327,6 +355,8 @@ class ExportSection(QGroupBox):
                 output_names([plain_name(lyr.name) for lyr in layers], [lyr.name for lyr in layers])
             except ExportError as exc:
                 problem = str(exc).replace("rename them", "rename the layers")
+        if not problem:
+            problem = self._stores_written(layers)
         if problem:
             show_error(problem)
             self.status.setText(problem)
