@@ -582,6 +582,32 @@ def test_disk_full_png_stack_leaves_no_plane(tmp_path, monkeypatch):
     assert listing(tmp_path) == []
 
 
+def test_a_png_stack_replaced_on_a_disk_that_fills_at_a_flush_keeps_every_old_plane(tmp_path, monkeypatch):
+    """The disk fills when the second plane is flushed (as on network and quota file systems): no plane is
+    renamed, so the stack is not a mix of old and new planes."""
+    import imageio.v3 as iio
+
+    from napari_unet_loop.core import atomic
+
+    old = stack()
+    export_labels(old, tmp_path, "png", name="c", axes="ZYX")
+    real, flushes = atomic._fsync_file, []
+
+    def fail_second(path):
+        flushes.append(path)
+        if len(flushes) == 2:
+            _disk_full()
+        return real(path)
+
+    monkeypatch.setattr(atomic, "_fsync_file", fail_second)
+    with pytest.raises(OSError):
+        export_labels(old[::-1].copy() + 1, tmp_path, "png", name="c", axes="ZYX", overwrite=True)
+    planes = sorted(tmp_path.glob("c_z*.png"))
+    assert len(planes) == old.shape[0]
+    for z, f in enumerate(planes):
+        np.testing.assert_array_equal(iio.imread(f), old[z])
+
+
 def test_disk_full_zarr_leaves_no_folder_and_keeps_the_old_store(tmp_path, monkeypatch):
     from ome_zarr import writer as oz_writer
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...core import atomic
 from ...core.atomic import atomic_path
 from ..conventions import ExportError, ExportJob, ExportResult, _check_targets, _planes, check_labels, normalize_axes
 from ..labels import UINT16_MAX
@@ -128,6 +129,7 @@ def write_png_slices(path: str | os.PathLike, labels: Any, axes: str, *, overwri
         for target, (_, plane) in zip(targets, _planes(data, axes), strict=True):
             tmp = stack.enter_context(atomic_path(target, overwrite=overwrite))
             iio.imwrite(tmp, np.ascontiguousarray(plane), extension=".png")
+            atomic._fsync_file(tmp)  # every plane on disk before any is renamed: a failure here renames none
     return ExportResult(paths=targets)
 
 
