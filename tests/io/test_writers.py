@@ -293,3 +293,15 @@ def test_the_layers_offset_is_kept_in_ome_zarr_and_recorded_by_the_other_formats
     np.testing.assert_allclose(kwargs["translate"], [4.0, 10.0, 20.5])
     plain = writers.write_labels_tif(str(tmp_path / "d.tif"), lab, attributes(3))  # no offset: none recorded
     assert "translate" not in json.loads(Path(plain[-1]).read_text())
+
+
+def test_a_pixel_of_exactly_one_micrometre_keeps_its_unit(tmp_path):
+    """Scale 1 with a unit is a calibration (1 um per pixel), not the absence of one; scale 1 in pixels is none."""
+    lab = labels3d()[1]
+    out = writers.write_labels_tif(str(tmp_path / "um.tif"), lab, attributes(scale=[1.0, 1.0], units=["um", "um"]))
+    meta = read_labels(out[0])[0][1]
+    assert list(meta["scale"]) == [1.0, 1.0] and list(meta["metadata"]["units"]) == ["micrometer", "micrometer"]
+    out = writers.write_labels_tif(str(tmp_path / "px.tif"), lab, attributes(scale=[1.0, 1.0], units="pixel"))
+    meta = read_labels(out[0])[0][1]
+    assert meta.get("scale") is None or list(meta["scale"]) == [1.0, 1.0]
+    assert not any(meta["metadata"].get("units") or [])

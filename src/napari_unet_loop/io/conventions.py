@@ -565,7 +565,7 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
     Returns
     -------
     ExportArguments
-        Name, scale (``None`` when every axis is 1: uncalibrated), per-axis units, axes (from
+        Name, scale (``None`` when every axis is 1 without a unit: uncalibrated), per-axis units, axes (from
         ``metadata['axes']``, else the axis labels ``t``/``z``/``y``/``x``, else ``YX``, ``ZYX`` or
         ``TZYX`` by dimension), the provenance (the plugin's record plus ``layer_name`` and
         ``source``), whether the labels of a Z stack are 3D objects (the plugin's
@@ -575,8 +575,6 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
     meta = attributes.get("metadata") or {}
     scale = attributes.get("scale")
     scale = [float(v) for v in list(scale)[-ndim:]] if scale is not None else None
-    if scale is not None and all(v == 1.0 for v in scale):
-        scale = None
     axes = meta.get("axes")
     if not (isinstance(axes, str) and len(axes) == ndim):
         axes = None
@@ -598,6 +596,8 @@ def export_arguments(attributes: Mapping[str, Any], ndim: int) -> ExportArgument
         if len(seq) == ndim and any(seq):
             units = seq
             break
+    if scale is not None and all(v == 1.0 for v in scale) and not (units and any(units)):
+        scale = None  # 1 pixel per pixel: uncalibrated (a pixel of exactly 1 um keeps its size)
     provenance = dict(meta.get("napari_unet_loop") or {})
     provenance.setdefault("layer_name", attributes.get("name"))
     if meta.get("source"):
