@@ -311,6 +311,28 @@ def _one_object_per_sphere(labels: np.ndarray, vol: np.ndarray) -> int:
     return len(set(ids)) if len(set(ids)) == len(ids) else -1
 
 
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings group the pixels alike (ids may differ)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return pairs.shape[1] == np.unique(a).size == np.unique(b).size
+
+
+def test_z_stitching_joins_along_z_when_the_file_keeps_z_before_t(model, spheres):
+    """A ZTYX file (OME-TIFFs stored XYTZC read so): the planes are joined along Z, as for TZYX; stitching the
+    axis before Y and X joined each cell across time points and gave cells at other depths one id."""
+    from napari_unet_loop.core.planes import SegmentSettings
+    from napari_unet_loop.parallel.files import segment_array
+
+    _, vol, n = spheres
+    zt = np.stack([vol[4:16], vol[4:16, ::-1]], axis=1)  # (Z, T, Y, X): the second time point flipped
+    settings = SegmentSettings(device="cpu", tta=False)
+    got, axes, _ = segment_array(zt, "ZTYX", model, settings, stitch_z=0.5)
+    want, _, _ = segment_array(zt.transpose(1, 0, 2, 3), "TZYX", model, settings, stitch_z=0.5)
+    assert axes == "ZTYX" and got.shape == zt.shape
+    assert _same_partition(got.transpose(1, 0, 2, 3), want)
+    assert len(np.unique(got[:, 0][got[:, 0] > 0])) == n  # one object per sphere at the first time point
+
+
 def test_a_stack_a_plane_at_a_time_equals_the_in_memory_stitching(model, spheres, tmp_path, client):
     from napari_unet_loop.core.planes import SegmentSettings
     from napari_unet_loop.parallel import segment_volume_to_zarr

@@ -71,7 +71,8 @@ def segment_array(
         if "Z" not in out_axes:
             log("note: Z stitching joins the planes of a Z stack; this image has none")
         else:
-            labels = stitch_stack(labels, stitch_z)  # Z is the axis before Y and X (ZYX, TZYX)
+            z = out_axes.index("Z")  # stitched as the axis before Y and X, wherever the file keeps it (ZTYX)
+            labels = np.moveaxis(stitch_stack(np.moveaxis(labels, z, -3), stitch_z), -3, z)
     return labels, out_axes, summary
 
 
