@@ -121,7 +121,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="seed (distance) threshold; higher splits less (default: the model's)",
     )
-    p.add_argument("--min-size", type=int, default=None, help="smallest object in pixels (default: the model's)")
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="smallest object, in pixels at the model's object size: with --diameter it scales with the "
+        "objects' area, (diameter / model's diameter)^2 (default: the model's)",
+    )
     p.add_argument(
         "--channel",
         type=int,
