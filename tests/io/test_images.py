@@ -72,6 +72,17 @@ def test_ome_tif_names_pair_as_tif_names_and_exact_names_pair_first(tmp_path):
     ]
 
 
+def test_annotations_of_one_slice_of_a_3d_frame_pair_with_no_frame(tmp_path):
+    """man_seg_TTT_ZZZ annotates slice ZZZ of frame TTT: by its last number it paired with frame ZZZ."""
+    _touch(tmp_path / "im", *(f"t{i:03d}.tif" for i in range(7)))
+    _touch(tmp_path / "lab", "man_seg_002_004.tif", "man_seg_005_001.tif")
+    with pytest.raises(ReadError, match="man_seg_002_004.tif and the like annotate one slice of a 3D frame"):
+        pair_files(tmp_path / "im", tmp_path / "lab")
+    _touch(tmp_path / "lab", "man_seg003.tif")  # a whole frame's annotation beside them still pairs
+    pairs = pair_files(tmp_path / "im", tmp_path / "lab")
+    assert [(i.name, lab.name) for i, lab in pairs] == [("t003.tif", "man_seg003.tif")]
+
+
 def test_ambiguous_numbers_do_not_pair(tmp_path):
     _touch(tmp_path / "im", "t1.tif", "s1.tif")
     _touch(tmp_path / "lab", "man_seg1.tif")

@@ -412,7 +412,14 @@ def _by_stem(files: list[Path], key, unique: bool) -> dict:
     return out
 
 
+# the Cell Tracking Challenge's 2D annotation of one slice of a 3D frame: man_seg_TTT_ZZZ (time, then slice)
+_SLICE_OF_FRAME = re.compile(r"^man_seg_?\d+_\d+$", re.IGNORECASE)
+
+
 def _trailing_number(stem: str) -> int | None:
+    """The frame number a file pairs by: its name's last number (none for a slice of a frame, man_seg_TTT_ZZZ)."""
+    if _SLICE_OF_FRAME.match(stem):  # its last number is the slice: by it, it would pair with another frame
+        return None
     m = _TRAILING_NUMBER.search(stem)
     return int(m.group(1)) if m else None
 
@@ -479,7 +486,8 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     a ``man_seg``/``mask``/``seg`` prefix), so one folder may mix both namings; a label file
     pairs once. When no names pair, files pair by frame number (the last number in the
     name: ``t012.tif`` and ``man_seg012.tif``, as in the Cell Tracking Challenge), when each
-    number names one file on each side. Images without a label file are skipped
+    number names one file on each side; the Challenge's annotations of one slice of a 3D frame
+    (``man_seg_012_004``: frame 12, slice 4) pair with none. Images without a label file are skipped
     (:func:`unpaired_note` names them). Given one folder for both, the files named as label
     files (those affixes) are the labels and the others the images: no file is its own label.
 
@@ -514,9 +522,16 @@ def pair_files(images_dir: str | os.PathLike, labels_dir: str | os.PathLike) -> 
     pairs = [(q, by_number[k]) for q, k in zip(images, keys) if k is not None and counts[k] == 1 and k in by_number]
     if pairs:
         return pairs
+    slices = [q.name for q in labels if _SLICE_OF_FRAME.match(base_name(q))]
     raise ReadError(
         f"no image in {Path(images_dir)} has a label file of the same name in {Path(labels_dir)} "
         "(matched by base name, by base name without _mask/_labels/..., or by frame number)"
+        + (
+            f"; {slices[0]} and the like annotate one slice of a 3D frame (man_seg_TTT_ZZZ): cut that slice out "
+            "of its frame into an image of its own to pair them"
+            if slices
+            else ""
+        )
     )
 
 
