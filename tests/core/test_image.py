@@ -62,6 +62,18 @@ def test_64_bit_images_with_a_large_offset_or_range_keep_their_detail():
     assert prepare_input(np.stack([1e7 + ramp] * 3, -1), 3, Normalization(0.0, 100.0)).std() > 0.2
 
 
+def test_wide_integer_images_with_a_large_offset_and_tiny_float_values_are_not_constant():
+    """int64 1e9 + 0..255 collapsed to a few grey levels in float32; a float32 image of values near 1e-8 was
+    called constant by an absolute floor of 1e-6 (both came out as blank planes, no objects)."""
+    ramp = _ramp().astype(np.float64) / _ramp().max()
+    wide = (1_000_000_000 + np.round(ramp * 255)).astype(np.int64)
+    out = normalize(wide, Normalization(0.0, 100.0))
+    np.testing.assert_allclose(out, np.round(ramp * 255) / 255, atol=1e-5)
+    assert to_grey(wide).dtype == np.float64 and to_grey(wide.astype(np.uint32) - 999_990_000).dtype == np.float64
+    tiny = (ramp * 1e-8 + 1e-8).astype(np.float32)
+    np.testing.assert_allclose(normalize(tiny, Normalization(0.0, 100.0)), ramp, atol=1e-3)
+
+
 @pytest.mark.parametrize("value", [0.0, 3.5, -1e6])
 def test_normalize_rejects_constant_images(value):
     with pytest.raises(InputError, match="constant"):

@@ -56,8 +56,8 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
     Returns
     -------
     numpy.ndarray
-        ``float32`` 2D image (``float64`` for a ``float64`` image: a large offset or values beyond
-        32-bit range are kept until it is normalised).
+        ``float32`` 2D image (``float64`` for a ``float64`` or a 32/64-bit integer image: a large
+        offset or values beyond 32-bit range are kept until it is normalised).
 
     Raises
     ------
@@ -83,7 +83,9 @@ def to_grey(image: np.ndarray, rgb: bool | None = None, channel: int | None = No
         raise InputError(f"expected a 2D image (with optional channels), got shape {image.shape}")
     if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise InputError(f"image data type {image.dtype} is not a number type")
-    return image if image.dtype == np.float64 else image.astype(np.float32, copy=False)
+    if image.dtype == np.float64 or (image.dtype.kind in "iu" and image.dtype.itemsize >= 4):
+        return image.astype(np.float64, copy=False)  # 32/64-bit integers: a large offset keeps its grey levels
+    return image.astype(np.float32, copy=False)
 
 
 def sample_step(shape: tuple[int, ...], max_pixels: int) -> int:

@@ -34,13 +34,15 @@ class Normalization(Settings):
 
 
 def _working_copy(given: np.ndarray) -> np.ndarray:
-    """An image as floats to normalise: ``float64`` kept (a large offset, values beyond 32-bit range), else ``float32``.
+    """An image as floats to normalise: ``float64`` for ``float64`` and 32/64-bit integers, else ``float32``.
 
-    ``1e7 + noise`` in float32 keeps a few grey levels of the noise; the limits and the
-    normalisation are computed in 64 bits, the normalised image is 32-bit.
+    ``1e7 + noise`` in float32 keeps a few grey levels of the noise (``1e9 + noise`` in int64:
+    none); the limits and the normalisation are computed in 64 bits, the normalised image is 32-bit.
     """
     if given.dtype == np.float64:
         return given
+    if given.dtype.kind in "iu" and given.dtype.itemsize >= 4:
+        return given.astype(np.float64)
     with np.errstate(over="ignore"):  # values beyond float32 (float128 input) become inf: reported by the caller
         return np.asarray(given, dtype=np.float32)
 
@@ -75,10 +77,11 @@ def intensity_limits(image: np.ndarray, norm: Normalization = Normalization()) -
     # percentiles on a subsample for big images: same result to within a grey level
     sample = image if image.size <= 4_000_000 else image.ravel()[:: image.size // 2_000_000]
     lo, hi = (float(v) for v in np.percentile(sample, [norm.low, norm.high]))
-    tol = 1e-12 if image.dtype == np.float64 else 1e-6  # a range the float type resolves, relative to the values
-    if hi - lo <= tol * max(abs(hi), abs(lo), 1.0):
+    # a range the float type resolves, relative to the values (only: an image of values near 1e-8 has a range)
+    tol = 1e-12 if image.dtype == np.float64 else 1e-6
+    if hi - lo <= tol * max(abs(hi), abs(lo)):
         hi, lo = float(image.max()), float(image.min())
-        if hi - lo <= tol * max(abs(hi), abs(lo), 1.0):
+        if hi - lo <= tol * max(abs(hi), abs(lo)):
             raise ConstantImageError(f"image is constant (every pixel is {lo:g}): nothing to segment")
     return lo, hi
 
