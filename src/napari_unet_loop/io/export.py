@@ -248,7 +248,7 @@ def export_labels(
     """
     target = export_target(outdir_or_path, fmt, name)
     key = _format_name(fmt, target)
-    if key == "zarr" and is_zarr_dir(target) and plugin_attrs(target) is None:
+    if key == "zarr" and is_zarr_dir(target) and not plugin_attrs(target):  # not ours, or unreadable
         raise ExportError(
             f"{target} is a zarr store this plugin did not write (an image?): it is never replaced, nothing was "
             "written. Choose another name or folder."
