@@ -38,25 +38,20 @@ from ..core.finetune import (
     LAYERS,
     augmentation,
     check_start,
-    finetuned_modality,
     last_layer_only,
     one_kind_diameter,
     own_kind_weights,
     preset,
-    record_sizes,
     start_kind,
     start_model,
     to_network_scale,
-    training_record,
     weights_left_behind,
 )
 from ..core.image import InputError
 from ..core.modality import LABELS as MODALITY_LABELS
-from ..core.model_card import ModelCard
 from ..core.model_files import Model
 from ..core.sampling import PatchSampler, split_validation
 from ..core.train import TrainConfig, TrainEvent, TrainingError, training_precision
-from ..core.unet import UNetConfig
 from ..io.images import ReadError
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
@@ -507,53 +502,13 @@ class FineTuneSection(TrainingData, QGroupBox):
         except ModelError as exc:
             show_error(f"{exc}; using an automatic name")
             name = self._model_name(parent, use_edit=False)
-        # a kind's own colour network (H&E in a grey model) makes a colour model: it reads the image as it is
-        colour = run.net.config.in_channels != parent.card.architecture.in_channels
-        card = ModelCard(
-            name=name,
-            architecture=UNetConfig.from_dict(run.net.config.to_dict()),
-            normalization=parent.card.normalization,
-            modality=finetuned_modality(parent.card.modality, run.modality, colour),
-            kind_in_doubt=None if colour else run.described.get("kind_in_doubt", parent.card.kind_in_doubt),
-            postprocess=postprocess,
-            diameter=parent.card.diameter,
-            default_diameter=parent.card.default_diameter,
-            native_diameters=parent.card.native_for(run.start_weights),  # the starting weights' unscaled sizes
-            upscale_small=parent.card.upscale_small,  # as train --from keeps its starting card's
-            description=f"{parent.card.description or parent.name}, fine-tuned in napari",
-            parent=parent.name,
-            training=training_record(  # the same record as the command line's train
-                run.config,
-                run.device,
-                run.train_names,
-                run.val_names,
-                steps=result.steps,
-                seconds=result.seconds,
-                patches=result.patches,
-                stopped=result.stopped,
-                modality=run.modality,
-                started=run.started,
-                data=dict(run.described),
-                object_diameter=run.scaled.diameter,
-                rescaled_by=run.scaled.factor,
-                anchor_applied=round(result.anchor, 3),
-                start_weights=run.start_weights,
-            ),
-            # the network holds the run's own best when none beat the start's (offered below)
-            metrics={
-                "validation": result.best if result.improved else result.trained,
-                "validation_start": result.baseline,
-            },
-        )
-        if not run.only_kind:  # weights for one kind join the parent, at its object sizes
-            record_sizes(card, run.scaled)
-        if tuned is not None:
-            card.metrics["threshold_tuning"] = tuned.to_dict()
+        # the weights the network holds: the best, or the run's own best when none beat the start's (offered below)
+        got = result.best if result.improved or result.trained is None else result.trained
+        card = run.model_card(name, result, postprocess, got, tuned)
         model = Model(run.net, card)
         self.progress.setValue(1000)
         how = "stopped" if result.stopped else "done"
         scores = ""
-        got = result.best if result.improved or result.trained is None else result.trained  # the model offered
         if result.baseline is not None and got is not None:
             scores = f"validation AP@0.5 {result.baseline['ap50']:.3f} -> {got['ap50']:.3f}"
             scores += evidence_note(got.get("n_true"))

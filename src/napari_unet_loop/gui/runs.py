@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
     from ..core.finetune import Scaled
+    from ..core.model_card import ModelCard
     from ..core.model_files import Model
-    from ..core.train import TrainConfig
+    from ..core.train import TrainConfig, TrainResult
     from ..core.unet import UNet
     from .layers import Layout
     from .region import RegionPlan
@@ -173,6 +174,69 @@ class FinetuneRun:
     failed: str | None = None
     start_weights: str | None = None
     only_kind: str | None = None
+
+    def model_card(
+        self, name: str, result: TrainResult, postprocess: PostprocessConfig, validation: dict | None, tuned: Any
+    ) -> ModelCard:
+        """The card of the model the run trained: the parent's, with the command line's training record.
+
+        Parameters
+        ----------
+        name : str
+            The new model's name.
+        result : TrainResult
+            The run's outcome.
+        postprocess : PostprocessConfig
+            The thresholds chosen for the trained weights.
+        validation : dict or None
+            The validation scores of the weights the network holds.
+        tuned : Retuned or None
+            The threshold search and its verdict (recorded as ``threshold_tuning``).
+        """
+        from ..core.finetune import finetuned_modality, record_sizes, training_record
+        from ..core.model_card import ModelCard
+        from ..core.unet import UNetConfig
+
+        parent = self.parent
+        # a kind's own colour network (H&E in a grey model) makes a colour model: it reads the image as it is
+        colour = self.net.config.in_channels != parent.card.architecture.in_channels
+        card = ModelCard(
+            name=name,
+            architecture=UNetConfig.from_dict(self.net.config.to_dict()),
+            normalization=parent.card.normalization,
+            modality=finetuned_modality(parent.card.modality, self.modality, colour),
+            kind_in_doubt=None if colour else self.described.get("kind_in_doubt", parent.card.kind_in_doubt),
+            postprocess=postprocess,
+            diameter=parent.card.diameter,
+            default_diameter=parent.card.default_diameter,
+            native_diameters=parent.card.native_for(self.start_weights),  # the starting weights' unscaled sizes
+            upscale_small=parent.card.upscale_small,  # as train --from keeps its starting card's
+            description=f"{parent.card.description or parent.name}, fine-tuned in napari",
+            parent=parent.name,
+            training=training_record(  # the same record as the command line's train
+                self.config,
+                self.device,
+                self.train_names,
+                self.val_names,
+                steps=result.steps,
+                seconds=result.seconds,
+                patches=result.patches,
+                stopped=result.stopped,
+                modality=self.modality,
+                started=self.started,
+                data=dict(self.described),
+                object_diameter=self.scaled.diameter,
+                rescaled_by=self.scaled.factor,
+                anchor_applied=round(result.anchor, 3),
+                start_weights=self.start_weights,
+            ),
+            metrics={"validation": validation, "validation_start": result.baseline},
+        )
+        if not self.only_kind:  # weights for one kind join the parent, at its object sizes
+            record_sizes(card, self.scaled)
+        if tuned is not None:
+            card.metrics["threshold_tuning"] = tuned.to_dict()
+        return card
 
 
 __all__ = ["FinetuneRun", "SegmentRun"]
