@@ -113,6 +113,12 @@ def _drop_ignored(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
     return out
 
 
+def scored_ids(labels: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """The ids of the objects that scores count, sorted: those not mostly (over half) in the unreviewed ``ignore``."""
+    kept = labels if ignore is None or not ignore.any() else _drop_ignored(labels, ignore)
+    return np.unique(kept[kept != 0])
+
+
 def drop_ignored(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Leave out, on both sides alike, the true and predicted objects of the unreviewed pixels ``ignore``.
 

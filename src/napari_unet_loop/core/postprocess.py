@@ -99,26 +99,23 @@ class Tuned:
     reach_seg_se: float = math.inf
 
 
-def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
+def _object_seg(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
     """Per true object, its CTC SEG score (IoU with the predicted object covering over half of it, else 0).
 
-    The same objects whatever the prediction, in the order of their ids: those not mostly in
-    ``ignore`` (as :func:`~napari_unet_loop.core.retune.validation_objects` counts them). One that
-    the scores leave out with its match (a match lying mostly in ``ignore``,
+    The same objects whatever the prediction: ``ids``, those that scores count
+    (:func:`~napari_unet_loop.core.metrics.scored_ids`), in order. One that the scores leave out
+    with its match (a match lying mostly in ``ignore``,
     :func:`~napari_unet_loop.core.metrics.drop_ignored`) is NaN: the arrays of two settings then
     still pair object by object (:func:`paired_gain_se`).
     """
-    from .metrics import _drop_ignored, drop_ignored, overlap
+    from .metrics import drop_ignored, overlap
 
-    kept = true
     if ignore is not None and ignore.any():
-        kept = _drop_ignored(true, ignore)
         true, pred = drop_ignored(true, pred, ignore)
     ti, _, inter, iou, area_t, _ = overlap(true, pred)
     scored = np.zeros(len(area_t))
     covers = inter * 2 > area_t[ti]
     scored[ti[covers]] = iou[covers]
-    ids = np.unique(kept[kept != 0])
     out = np.full(ids.size, np.nan)
     out[np.searchsorted(ids, np.unique(true[true != 0]))] = scored
     return out
@@ -154,8 +151,11 @@ class SettingScores:
         truths: list[np.ndarray],
         ignores: list[np.ndarray | None] | None = None,
     ) -> None:
+        from .metrics import scored_ids
+
         self.maps, self.truths = maps, truths
         self.ignores = ignores or [None] * len(truths)
+        self._ids = [scored_ids(t, ig) for t, ig in zip(truths, self.ignores)]  # the same under every setting
         self._smoothed: dict[float, list] = {}
         self._cache: dict[PostprocessConfig, tuple[float, float, np.ndarray]] = {}
 
@@ -176,10 +176,10 @@ class SettingScores:
                 ]
             plain = PostprocessConfig(cfg.fg_threshold, cfg.seed_threshold, cfg.min_size, 0.0)
             counts, per_object = [], []
-            for (f, d), t, ig in zip(self._smoothed[cfg.dist_sigma], self.truths, self.ignores):
+            for (f, d), t, ig, ids in zip(self._smoothed[cfg.dist_sigma], self.truths, self.ignores, self._ids):
                 pred = instances_from_maps(f, d, plain)
                 counts.append(matching(t, pred, ignore=ig))
-                per_object.append(_object_seg(t, pred, ig))
+                per_object.append(_object_seg(t, pred, ig, ids))
             pooled = pool(counts)
             self._cache[cfg] = (pooled.ap50, pooled.seg, np.concatenate(per_object) if per_object else np.zeros(0))
         return self._cache[cfg]

@@ -190,13 +190,9 @@ class Retuned:
 
 def validation_objects(samples: Sequence[Sample]) -> int:
     """Objects in validation samples (those mostly in reviewed pixels, as validation scores them)."""
-    from .metrics import _drop_ignored
+    from .metrics import scored_ids
 
-    n = 0
-    for s in samples:
-        labels = s.labels if s.ignore is None or not s.ignore.any() else _drop_ignored(s.labels, s.ignore)
-        n += int(np.unique(labels[labels > 0]).size)
-    return n
+    return sum(int(scored_ids(s.labels, s.ignore).size) for s in samples)
 
 
 def retune(
