@@ -1,5 +1,7 @@
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -123,3 +125,35 @@ def test_a_long_valid_name_gets_a_short_temporary_name(tmp_path):
         assert len(tmp.name.encode()) < 100
         (tmp / "x").write_text("1")
     assert (folder / "x").read_text() == "1"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporary_names_say_which_process_and_machine_write_them(tmp_path):
+    with atomic_path(tmp_path / "a.tif") as tmp:
+        assert tmp.name.startswith(f".a.part-{os.getpid()}-h{atomic.HOST}-") and tmp.suffix == ".tif"
+        tmp.write_bytes(b"1")
+    with atomic_dir(tmp_path / "b.zarr") as tmp:
+        assert tmp.name.startswith(f".b.zarr.part-{os.getpid()}-h{atomic.HOST}-")
+
+
+def test_another_machines_leftovers_are_left_alone(tmp_path):
+    """On a shared folder a process id of another machine says nothing: its temporary files may be live writes."""
+    dead = _dead_pid()
+    other = "0" * 6 if atomic.HOST != "0" * 6 else "1" * 6
+    theirs = tmp_path / f".a.part-{dead}-h{other}-k3j2l1.tif"
+    theirs.write_bytes(b"another machine is writing this")
+    moved = tmp_path / f".cells.zarr.old-{dead}-h{other}-abc123"
+    moved.mkdir()  # another machine's store moved aside: not ours to put back
+    ours = tmp_path / f".b.part-{dead}-h{atomic.HOST}-q8w7e6.tif"
+    ours.write_bytes(b"left by a killed run here")
+    legacy = tmp_path / f".c.part-{dead}-z9x8c7.tif"  # written before names had a host tag: judged as this machine's
+    legacy.write_bytes(b"old")
+    removed = atomic.clean_leftovers(tmp_path)
+    assert sorted(removed) == sorted([ours, legacy])
+    assert theirs.read_bytes() == b"another machine is writing this" and moved.is_dir()
+    assert not (tmp_path / "cells.zarr").exists()

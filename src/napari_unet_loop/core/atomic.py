@@ -1,17 +1,21 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
-Temporary names carry the writing process's id (``.<name>.part-<pid>-<random>``, and
-``.<name>.old-<pid>-<random>`` for a folder being replaced), so the leftovers of a run that
-was killed are recognised and removed by the next write to the same folder
-(:func:`clean_leftovers`), while those of a run still going are left alone.
+Temporary names carry the writing process's id and a tag of its machine
+(``.<name>.part-<pid>-h<host>-<random>``, and ``.<name>.old-<pid>-h<host>-<random>`` for a folder
+being replaced), so the leftovers of a run that was killed are recognised and removed by the next
+write to the same folder (:func:`clean_leftovers`), while those of a run still going are left
+alone. Whether a process still runs can only be told on its own machine: on a folder shared by
+several machines (a network share, a cluster's disk) the others' temporary files are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,9 +52,36 @@ def _umask() -> int:
     return mask
 
 
-_LEFTOVER = re.compile(r"^\..*\.(?:part|old)-(\d+)-[^.]+")
+# the host tag is optional: names written before it (by this machine, as they were judged then) have none
+_LEFTOVER = re.compile(r"^\..*\.(?:part|old)-(\d+)-(?:h([0-9a-f]{6})-)?[^.]+")
 _OLD = re.compile(r"^\.(.*)\.old-(\d+)-[^.]+$")
 _SHORT = 40
+
+
+def _host_tag() -> str:
+    """Six hex digits of this machine's name: which machine's process a temporary name's id belongs to."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+HOST = _host_tag()
+
+
+def temp_prefix(name: str, what: str = "part") -> str:
+    """The start of a temporary name beside ``name``, as :func:`clean_leftovers` recognises it.
+
+    Parameters
+    ----------
+    name : str
+        The file or folder name it stands in for (its first 40 bytes are kept).
+    what : {"part", "old"}
+        A new file or folder being written, or a previous one moved aside to be replaced.
+
+    Returns
+    -------
+    str
+        ``.<name>.<what>-<pid>-h<host>-``: a random part (and a suffix) completes it.
+    """
+    return f".{_short(name)}.{what}-{os.getpid()}-h{HOST}-"
 
 
 def _alive(pid: int) -> bool:
@@ -75,7 +106,8 @@ def _alive(pid: int) -> bool:
 def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders that killed writers left in ``folder``.
 
-    Only names of this module's pattern whose process is gone are touched. A folder that
+    Only names of this module's pattern written on this machine whose process is gone are
+    touched: another machine's process ids say nothing here (a shared folder). A folder that
     was moved aside to be replaced (``.<name>.old-...``) goes back to ``<name>`` when the
     writer died before putting the new one in place; otherwise leftovers are deleted.
 
@@ -91,7 +123,7 @@ def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in entries:
         m = _LEFTOVER.match(p.name)
-        if not m or _alive(int(m.group(1))):
+        if not m or (m.group(2) is not None and m.group(2) != HOST) or _alive(int(m.group(1))):
             continue
         old = _OLD.match(p.name)
         if old is not None:  # a folder moved aside to be replaced: is the new one in place?
@@ -184,9 +216,7 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target.parent)
     # short temporary names: a long (valid) file name plus a prefix would pass the 255-byte limit
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{_short(target.stem)}.part-{os.getpid()}-", suffix=target.suffix[:16], dir=target.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.stem), suffix=target.suffix[:16], dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep
@@ -237,7 +267,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         raise TargetExistsError(f"{target} exists; choose another name or allow overwriting", [target])
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.part-{os.getpid()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
     old: Path | None = None
     try:
@@ -248,7 +278,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise TargetExistsError(f"{target} appeared while writing; not overwritten", [target])
-            old = Path(tempfile.mkdtemp(prefix=f".{_short(target.name)}.old-{os.getpid()}-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name, "old"), dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
         try:

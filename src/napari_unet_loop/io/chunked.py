@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import _fsync_dir
+from ..core.atomic import _fsync_dir, temp_prefix
 from .conventions import ExportError, TargetExistsError, _json_safe, pyramid_levels, safe_name, sidecar_path
 from .units import unit_name
 
@@ -299,7 +299,7 @@ class LabelsStore:
         root.attrs["napari_unet_loop"] = meta
         old = None
         if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}-x")
+            old = self.target.with_name(f"{temp_prefix(self.target.name, 'old')}x")
             os.replace(self.target, old)
         os.replace(self.partial, self.target)
         _fsync_dir(self.target.parent)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core import __version__
-from ..core.atomic import atomic_path
+from ..core.atomic import atomic_path, temp_prefix
 from ..core.edits import changed_mask, edited_region
 from .conventions import _json_safe, check_writable, sidecar_path
 
@@ -220,7 +220,7 @@ def _move_aside(path: Path) -> Path | None:
     """Rename ``path`` to a hidden name that :func:`clean_leftovers` recognises; ``None`` if absent."""
     if not path.is_file():
         return None
-    aside = path.with_name(f".{path.name[:40]}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    aside = path.with_name(f"{temp_prefix(path.name)}{uuid.uuid4().hex[:8]}")
     os.replace(path, aside)
     return aside
 
