@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from napari_unet_loop.gui.autosave import Autosaver, RestoreBar
+from napari_unet_loop.gui.autosave import Autosaver
 from napari_unet_loop.gui.layers import LabelsTracker
+from napari_unet_loop.gui.restore_bar import RestoreBar
 
 pytestmark = pytest.mark.gui
 
@@ -94,6 +95,8 @@ def test_clean_exit_leaves_nothing_to_restore_and_restore_keeps_a_copy(make_napa
     assert any(p.name.startswith(other.session) for p in tmp_path.glob("*.tif"))
     assert not (tmp_path / first["file"]).exists()
     assert [n["file"] for n in other.pending()] == [second["file"]]
+    restored = viewer.layers[f"{first['layer']} (restored)"]
+    other.mark_exported(restored, np.asarray(restored.data).copy())  # exported as it is: nothing to keep
     other.discard_session()  # a clean exit removes only that session's autosaves
     assert not any(p.name.startswith(other.session) for p in tmp_path.iterdir())
     third = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
@@ -260,8 +263,11 @@ def test_restore_keeps_ids_beyond_int32(make_napari_viewer_proxy, tmp_path):
     other.timer.stop()
 
 
-def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path):
+def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path, qtbot, monkeypatch):
     """Removing a labels layer removes its autosave: a crash later does not bring back what the user deleted."""
+    from napari_unet_loop.gui import autosave as mod
+
+    monkeypatch.setattr(mod, "CLOSE_GRACE_MS", 50)  # napari ran on after the layer was closed
     viewer = make_napari_viewer_proxy()
     saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
     kept = viewer.add_labels(np.zeros((20, 20), np.int32), name="kept")
@@ -270,9 +276,78 @@ def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path)
     gone.paint((5, 5), 3)
     assert len(saver.save_dirty()) == 2
     viewer.layers.remove(gone)
+    qtbot.waitUntil(lambda: not saver._closing, timeout=5000)
     crash(saver)
     other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
     assert [n["layer"] for n in other.pending()] == ["kept"]
+
+
+def quit_napari(viewer, saver):
+    """What quitting napari does: every layer removed (``Viewer.close``), then ``aboutToQuit``."""
+    viewer.layers.clear()
+    saver.discard_session()
+
+
+def test_a_clean_quit_keeps_corrections_never_exported(make_napari_viewer_proxy, tmp_path, qtbot):
+    """napari quits without asking about unsaved layers: corrections not exported are offered in the next session,
+    the last ones too (made after the last autosave)."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((30, 30), np.int32), name="cells labels", scale=(0.5, 0.5))
+    viewer.add_labels(np.ones((30, 30), np.int32), name="never edited")
+    layer.paint((5, 5), 2)
+    saver.save_dirty()
+    layer.paint((20, 20), 7)  # after the last tick
+    edited = np.asarray(layer.data).copy()
+    quit_napari(viewer, saver)
+    qtbot.wait(50)
+    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
+    (note,) = other.pending()
+    assert note["layer"] == "cells labels"
+    np.testing.assert_array_equal(other.restore(note).data, edited)
+    other.timer.stop()
+
+
+def test_a_clean_quit_drops_corrections_exported_as_they_are(make_napari_viewer_proxy, tmp_path):
+    """Exported as it is: nothing kept. Edited after its export: kept."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    done = viewer.add_labels(np.zeros((30, 30), np.int32), name="done")
+    later = viewer.add_labels(np.zeros((30, 30), np.int32), name="edited later")
+    done.paint((5, 5), 2)
+    later.paint((5, 5), 3)
+    saver.save_dirty()
+    for layer in (done, later):
+        saver.mark_exported(layer, np.asarray(layer.data).copy())
+    later.paint((15, 15), 4)
+    quit_napari(viewer, saver)
+    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
+    assert [n["layer"] for n in other.pending()] == ["edited later"]
+    other.timer.stop()
+
+
+def test_a_viewer_closed_while_napari_runs_on_keeps_its_corrections(make_napari_viewer_proxy, tmp_path, qtbot):
+    """Another window (or a notebook) keeps napari running: the closed viewer's corrections not exported stay,
+    the last strokes included, for the other viewers to restore; its layers removed later delete nothing."""
+    viewer = make_napari_viewer_proxy()
+    saver = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
+    layer = viewer.add_labels(np.zeros((30, 30), np.int32), name="cells labels")
+    done = viewer.add_labels(np.zeros((30, 30), np.int32), name="done")
+    layer.paint((5, 5), 2)
+    done.paint((5, 5), 3)
+    saver.save_dirty()
+    saver.mark_exported(done, np.asarray(done.data).copy())
+    layer.paint((20, 20), 8)  # after the last tick
+    edited = np.asarray(layer.data).copy()
+    saver.timer.deleteLater()  # the window closed: the dock, and the autosave's timer, go
+    qtbot.waitUntil(lambda: saver._ended, timeout=5000)
+    viewer.layers.clear()  # then Viewer.close, or quit_app closing every viewer, removes the layers
+    qtbot.wait(50)
+    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
+    (note,) = other.pending()
+    assert note["layer"] == "cells labels"
+    np.testing.assert_array_equal(other.restore(note).data, edited)
+    other.timer.stop()
 
 
 def test_a_removed_layer_is_not_saved_when_a_new_one_takes_its_name(make_napari_viewer_proxy, tmp_path):

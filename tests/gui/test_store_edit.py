@@ -53,7 +53,7 @@ def setup(make_napari_viewer_proxy, tmp_path, monkeypatch, qtbot):
     errors: list[str] = []
     for module in (store_edit, autosave):
         monkeypatch.setattr(module, "show_error", lambda m: errors.append(str(m)))
-        monkeypatch.setattr(module, "show_info", lambda m: None)
+        monkeypatch.setattr(module, "show_info", lambda m: None, raising=False)
     monkeypatch.setattr(readers, "LAZY_LABELS_BYTES", 0)  # the store opens lazy, as a large one would
     full = _labels()
     path = _store(tmp_path / "slide.zarr", full)

@@ -1,5 +1,11 @@
 """Crash-safe corrections: edited labels layers are saved every minute and offered back after a crash.
 
+Quitting napari cleanly keeps the autosaves of layers whose corrections were never exported as they
+are now (napari does not ask about unsaved layers when it closes): the next session offers them too.
+Those exported from the dock as they are go, and so does a layer the user closed while napari runs on.
+napari removes every layer before it quits, so the autosave of a closed layer with corrections not
+exported is deleted only after :data:`CLOSE_GRACE_MS`, unless napari quit or the viewer closed meanwhile.
+
 Each running session holds a lock on ``<session>.lock`` in the autosave folder while it has
 autosaves there (the operating system drops the lock when the process dies), so autosaves of a
 session that still runs, in another process or in another viewer of this one, are never offered
@@ -27,9 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QApplication
 
 from ..core.atomic import atomic_path
 from ..io.conventions import _json_safe
@@ -43,6 +49,8 @@ if TYPE_CHECKING:
     from ..io.store_edits import WriteReport
 
 INTERVAL_S = 60
+# a labels layer closed with corrections not exported: its autosave goes after this long, if napari runs on
+CLOSE_GRACE_MS = 3000
 
 # sessions of this process that are running (their autosaves belong to a live viewer)
 _LIVE: weakref.WeakValueDictionary[str, Autosaver] = weakref.WeakValueDictionary()
@@ -190,11 +198,15 @@ class Autosaver:
         self.timer.start()
         # the viewer closed (the dock and its timer went) while napari runs on: the autosaves stay,
         # and other viewers may now restore them
-        self.timer.destroyed.connect(self._release_lock)
+        self.timer.destroyed.connect(self._viewer_closed)
         self._saved: weakref.WeakKeyDictionary[Labels, _Saved] = weakref.WeakKeyDictionary()
         self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names
         self._superseded: set[str] = set()  # TIFFs restored here, deleted once saved again
         self._kept: set[str] = set()  # autosaves of store windows closed while their store refused: never discarded
+        # checksum of each layer's labels as the dock last exported them: a clean quit keeps the others' autosaves
+        self._exported: weakref.WeakKeyDictionary[Labels, tuple] = weakref.WeakKeyDictionary()
+        self._closing: set[str] = set()  # autosaves of layers closed with corrections not exported (for now)
+        self._ended = False  # the session ended (napari quit, or the viewer closed): what it kept stays
         self._jobs: dict[int, threading.Thread] = {}  # store windows being written back, by id
         self._results: queue.SimpleQueue = queue.SimpleQueue()
         self._signal = _Done(parent)
@@ -211,16 +223,38 @@ class Autosaver:
     def _forget(self, event) -> None:
         """A layer the user removed is not offered back after a crash: its autosave goes with it."""
         layer = event.value
-        if not isinstance(layer, Labels):
-            return
+        if not isinstance(layer, Labels) or self._ended:
+            return  # after a quit or the viewer's close, what the session kept stays
         # a store window closed: its last changes go into its store (else its autosave stays)
         keep = self._store_windows_out([layer])
         self._kept |= keep  # offered after a restart, even after a clean quit
+        unexported = self._unexported_out([layer])
         rec = self._saved.pop(unwrap(layer), None)
         if rec is None or rec.stem in keep:
             return
+        if rec.stem in unexported:  # napari closing removes every layer: wait to see whether it quits
+            self._closing.add(rec.stem)
+            QTimer.singleShot(CLOSE_GRACE_MS, lambda stem=rec.stem: self._drop_closed(stem))
+            return
+        self._delete(rec.stem)
+
+    def _delete(self, stem: str) -> None:
         for suffix in (".tif", ".json"):
-            (self.folder / f"{rec.stem}{suffix}").unlink(missing_ok=True)
+            (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
+
+    def _drop_closed(self, stem: str) -> None:
+        """The autosave of a layer closed while napari ran on goes (not when napari quit or the viewer closed)."""
+        if self._ended or stem not in self._closing:
+            return
+        self._closing.discard(stem)
+        self._delete(stem)
+
+    def _viewer_closed(self, *args) -> None:
+        """The dock and its timer went with the viewer: the session ends as at a quit (napari may run on).
+
+        The autosaves of corrections not exported stay, and other viewers may now restore them.
+        """
+        self.discard_session()
 
     def _track(self, event=None, layer=None) -> None:
         layer = layer if layer is not None else event.value
@@ -599,69 +633,65 @@ class Autosaver:
             leftover.unlink(missing_ok=True)
         (self.folder / f"{session}.lock").unlink(missing_ok=True)
 
+    def mark_exported(self, layer: Labels, labels: np.ndarray) -> None:
+        """Remember that ``labels`` (a copy of the layer's data) were exported: a clean quit may drop their autosave."""
+        self._exported[unwrap(layer)] = _checksum(labels)
+
+    def _unexported_out(self, layers) -> set[str]:
+        """Autosave the layers among ``layers`` with corrections not exported as they are; return their stems.
+
+        A layer holds corrections when it was autosaved in this session (an edit, or a restore)
+        or was edited since the last tick. Those whose data the dock exported as they are now need
+        no autosave. When the last save fails, an autosave from an earlier tick is still kept.
+        """
+        keep: set[str] = set()
+        present = {id(unwrap(layer)) for layer in layers}
+        for layer in self.tracker.tracked():
+            if id(unwrap(layer)) not in present or store_window(layer) is not None:
+                continue  # a store window's store holds its corrections (_store_windows_out)
+            rec, state = self._saved.get(unwrap(layer)), self.tracker.state(layer)
+            if not state.dirty and (rec is None or rec.checksum is None):
+                continue  # never edited here, or its autosave went with a write-back
+            try:
+                now = _checksum(np.asarray(unwrap(layer).data))
+                if self._exported.get(unwrap(layer)) == now:
+                    continue
+                if state.dirty or rec is None or rec.checksum != now:
+                    self._save(layer)
+                    state.dirty = False
+            except Exception as exc:  # noqa: BLE001 - the earlier autosave, if any, is better than none
+                self._report(layer, exc)
+            rec = self._saved.get(unwrap(layer))
+            if rec is not None and (self.folder / f"{rec.stem}.tif").exists():
+                keep.add(rec.stem)
+        return keep
+
     def discard_session(self) -> None:
-        """Delete this session's autosaves (on a clean exit) and stop the timer."""
+        """On a clean exit: keep the autosaves of corrections not exported, delete the rest, stop the timer.
+
+        napari closes without asking about unsaved layers, so corrections that were never
+        exported as they are stay in the autosave folder and are offered by the next session.
+        """
+        if self._ended:
+            return  # ended already (the viewer closed, then napari quit): what it kept stays
+        self._ended = True
         try:
             self.timer.stop()
         except RuntimeError:  # the dock (owner of the timer) is gone already
             pass
-        try:  # store windows: their last changes go into their stores first
-            keep = self._store_windows_out(list(self.viewer.layers))
-        except Exception:  # noqa: BLE001 - the viewer is gone already
-            keep = set()
-        keep |= self._kept
-        for note_path in self.folder.glob(f"{self.session}-*.json"):
-            if note_path.stem not in keep:
-                note_path.unlink(missing_ok=True)
-        for tif in self.folder.glob(f"{self.session}-*.tif"):
-            if tif.stem not in keep:
-                tif.unlink(missing_ok=True)
+        keep, unsure = self._kept | self._closing, False
+        for out in (self._store_windows_out, self._unexported_out):  # store windows: into their stores first
+            try:
+                keep |= out(list(self.viewer.layers))
+            except Exception:  # noqa: BLE001 - the viewer half gone: nothing of this session is deleted
+                unsure = True
+        self._kept |= keep
+        if not unsure:
+            for note_path in self.folder.glob(f"{self.session}-*.json"):
+                if note_path.stem not in keep:
+                    note_path.unlink(missing_ok=True)
+            for tif in self.folder.glob(f"{self.session}-*.tif"):
+                if tif.stem not in keep:
+                    tif.unlink(missing_ok=True)
         self._release_lock()
         (self.folder / f"{self.session}.lock").unlink(missing_ok=True)
-
-
-class RestoreBar(QWidget):
-    """A line offering autosaved corrections from an earlier session: Restore or Discard."""
-
-    def __init__(self, autosaver: Autosaver) -> None:
-        super().__init__()
-        self.autosaver = autosaver
-        row = QHBoxLayout(self)
-        row.setContentsMargins(4, 0, 4, 0)
-        self.label = QLabel("")
-        self.label.setWordWrap(True)
-        row.addWidget(self.label, 1)
-        self.restore_btn = QPushButton("Restore")
-        self.restore_btn.clicked.connect(self.restore_all)
-        row.addWidget(self.restore_btn)
-        self.discard_btn = QPushButton("Discard")
-        self.discard_btn.clicked.connect(self.discard_all)
-        row.addWidget(self.discard_btn)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Show the bar only when there are autosaves to restore."""
-        notes = self.autosaver.pending()
-        if notes:
-            names = ", ".join(f"'{n['layer']}'" for n in notes[:3]) + (" ..." if len(notes) > 3 else "")
-            self.label.setText(f"Unsaved corrections from an earlier session ({notes[0]['saved'][:16]}): {names}")
-        self.setVisible(bool(notes))
-
-    def restore_all(self) -> None:
-        """Open every autosave as a labels layer."""
-        restored = 0
-        for note in self.autosaver.pending():
-            try:
-                self.autosaver.restore(note)
-                restored += 1
-            except Exception as exc:  # one unreadable file must not stop the others
-                show_error(f"Could not restore '{note['layer']}' from {self.autosaver.folder / note['file']}: {exc}")
-        if restored:
-            show_info(f"Restored {restored} labels layer(s) from the autosave folder.")
-        self.refresh()
-
-    def discard_all(self) -> None:
-        """Delete every autosave of earlier sessions."""
-        for note in self.autosaver.pending():
-            self.autosaver.discard(note)
-        self.refresh()

@@ -40,7 +40,7 @@ from ..core.image import InputError
 from ..core.model_files import Model
 from ..core.predict import TILE_CHOICES, TTA_AUTO_PIXELS, Progress
 from ._segment_worker import Failure, Notice, PlaneResult, rethreshold_planes, segment_planes
-from .autosave import Autosaver, RestoreBar
+from .autosave import Autosaver
 from .correct_section import CorrectSection
 from .disk_run import DiskRun
 from .export_section import ExportSection
@@ -61,6 +61,7 @@ from .layers import (
 )
 from .model_manager import ModelManager
 from .region import RegionChoice, large_plane_hint, segment_window
+from .restore_bar import RestoreBar
 from .runs import SegmentRun
 from .segment_output import IF_EDITED_CHOICES, SegmentOutput
 from .session import DockCalls, Session
@@ -113,7 +114,12 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
         self._add_tab("Correct", [self.correct_section])
         self.finetune_section = FineTuneSection(self.session)
         self._add_tab("Fine-tune", [self.finetune_section])
-        self.export_section = ExportSection(self.viewer, tracker=self.tracker, write_back=self.autosaver.write_back_now)
+        self.export_section = ExportSection(
+            self.viewer,
+            tracker=self.tracker,
+            write_back=self.autosaver.write_back_now,
+            exported=self.autosaver.mark_exported,
+        )
         self._add_tab("Export", [self.export_section])
 
         # long layer or model names must not widen the dock: combos shrink to a few characters
