@@ -157,3 +157,20 @@ def test_another_machines_leftovers_are_left_alone(tmp_path):
     assert sorted(removed) == sorted([ours, legacy])
     assert theirs.read_bytes() == b"another machine is writing this" and moved.is_dir()
     assert not (tmp_path / "cells.zarr").exists()
+
+
+def test_another_machines_leftovers_go_once_stale(tmp_path, monkeypatch):
+    """A container gets a new host name with each run: its killed writes are judged by age, and a store moved
+    aside is put back."""
+    dead = _dead_pid()
+    other = "0" * 6 if atomic.HOST != "0" * 6 else "1" * 6
+    part = tmp_path / f".a.part-{dead}-h{other}-k3j2l1.tif"
+    part.write_bytes(b"a killed write")
+    moved = tmp_path / f".cells.zarr.old-{dead}-h{other}-abc123"
+    moved.mkdir()
+    (moved / "data").write_text("the store")
+    assert atomic.clean_leftovers(tmp_path) == []  # just now: maybe a write in progress
+    monkeypatch.setattr(atomic, "FOREIGN_STALE_S", -1.0)
+    monkeypatch.setattr(atomic, "FOREIGN_OLD_STALE_S", -1.0)
+    assert sorted(atomic.clean_leftovers(tmp_path)) == sorted([part, moved])
+    assert (tmp_path / "cells.zarr" / "data").read_text() == "the store" and not part.exists()

@@ -17,6 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def _host_tag() -> str:
 
 
 HOST = _host_tag()
+# another machine's leftovers are judged by age (a container's host name changes with each run): a
+# temporary file or folder unchanged this long is no write in progress; a folder moved aside is
+# put back within moments by its writer
+FOREIGN_STALE_S = 7 * 24 * 3600.0
+FOREIGN_OLD_STALE_S = 60.0
 
 
 def temp_prefix(name: str, what: str = "part") -> str:
@@ -106,10 +112,12 @@ def _alive(pid: int) -> bool:
 def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders that killed writers left in ``folder``.
 
-    Only names of this module's pattern written on this machine whose process is gone are
-    touched: another machine's process ids say nothing here (a shared folder). A folder that
-    was moved aside to be replaced (``.<name>.old-...``) goes back to ``<name>`` when the
-    writer died before putting the new one in place; otherwise leftovers are deleted.
+    Only names of this module's pattern whose writer is gone are touched: on this machine, by
+    its process id; another machine's process ids say nothing here (a shared folder, or a
+    container whose host name changed), so its leftovers are judged by age
+    (:data:`FOREIGN_STALE_S`, :data:`FOREIGN_OLD_STALE_S`). A folder that was moved aside to be
+    replaced (``.<name>.old-...``) goes back to ``<name>`` when the writer died before putting
+    the new one in place; otherwise leftovers are deleted.
 
     Returns
     -------
@@ -123,7 +131,7 @@ def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in entries:
         m = _LEFTOVER.match(p.name)
-        if not m or (m.group(2) is not None and m.group(2) != HOST) or _alive(int(m.group(1))):
+        if not m or not _writer_gone(p, m):
             continue
         old = _OLD.match(p.name)
         if old is not None:  # a folder moved aside to be replaced: is the new one in place?
@@ -146,6 +154,18 @@ def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def _writer_gone(p: Path, m: re.Match) -> bool:
+    """Whether the writer of a leftover (``m``: its :data:`_LEFTOVER` match) is gone."""
+    if m.group(2) is None or m.group(2) == HOST:  # this machine's (untagged: written before the tag)
+        return not _alive(int(m.group(1)))
+    try:
+        st = p.lstat()
+    except OSError:
+        return False
+    idle = time.time() - max(st.st_mtime, st.st_ctime)  # a rename changes the ctime
+    return idle > (FOREIGN_OLD_STALE_S if _OLD.match(p.name) else FOREIGN_STALE_S)
 
 
 def _fsync_dir(folder: Path) -> None:
