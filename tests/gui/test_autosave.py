@@ -11,8 +11,16 @@ import pytest
 from napari_unet_loop.gui.autosave import Autosaver
 from napari_unet_loop.gui.layers import LabelsTracker
 from napari_unet_loop.gui.restore_bar import RestoreBar
+from napari_unet_loop.io import export as export_mod
+from napari_unet_loop.io.export import export_labels
 
 pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def _nothing_exported_yet(monkeypatch):
+    """What this process exported is remembered by content: each test starts with nothing exported."""
+    monkeypatch.setattr(export_mod, "_WRITTEN", type(export_mod._WRITTEN)())
 
 
 def crash(saver):
@@ -96,13 +104,13 @@ def test_clean_exit_leaves_nothing_to_restore_and_restore_keeps_a_copy(make_napa
     assert not (tmp_path / first["file"]).exists()
     assert [n["file"] for n in other.pending()] == [second["file"]]
     restored = viewer.layers[f"{first['layer']} (restored)"]
-    other.mark_exported(restored, np.asarray(restored.data).copy())  # exported as it is: nothing to keep
+    export_labels(np.asarray(restored.data), tmp_path / "out", "tif", name="restored")  # on disk: nothing to keep
     other.discard_session()  # a clean exit removes only that session's autosaves
     assert not any(p.name.startswith(other.session) for p in tmp_path.iterdir())
     third = Autosaver(viewer, LabelsTracker(), folder=tmp_path)
     (note,) = third.pending()
     third.discard(note)  # the last autosave of the crashed session: nothing of it is left
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the export only
     third.timer.stop()
 
 
@@ -318,7 +326,7 @@ def test_a_clean_quit_drops_corrections_exported_as_they_are(make_napari_viewer_
     later.paint((5, 5), 3)
     saver.save_dirty()
     for layer in (done, later):
-        saver.mark_exported(layer, np.asarray(layer.data).copy())
+        export_labels(np.asarray(layer.data), tmp_path / "out", "tif", name=layer.name.replace(" ", "_"))
     later.paint((15, 15), 4)
     quit_napari(viewer, saver)
     other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
@@ -336,7 +344,7 @@ def test_a_viewer_closed_while_napari_runs_on_keeps_its_corrections(make_napari_
     layer.paint((5, 5), 2)
     done.paint((5, 5), 3)
     saver.save_dirty()
-    saver.mark_exported(done, np.asarray(done.data).copy())
+    export_labels(np.asarray(done.data), tmp_path / "out", "zarr", name="done")
     layer.paint((20, 20), 8)  # after the last tick
     edited = np.asarray(layer.data).copy()
     saver.timer.deleteLater()  # the window closed: the dock, and the autosave's timer, go

@@ -810,3 +810,26 @@ def test_a_mask_as_the_image_of_an_ome_zarr_is_stored_as_uint8(tmp_path):
     group = zarr.open_group(str(res.paths[0]), mode="r")
     level0 = np.asarray(group[min(k for k in group.array_keys())])  # s0 or 0, by the OME-Zarr version
     assert level0.dtype == np.uint8 and np.array_equal(level0.astype(bool), mask)
+
+
+def test_labels_written_as_they_are_are_remembered(tmp_path, monkeypatch):
+    """TIFF, PNG and OME-Zarr keep the labels, by the dock's Export or File > Save: a clean quit of napari keeps no
+    autosave of labels on disk as they are. A CSV or ROI set does not keep them; a failed write is not remembered."""
+    from napari_unet_loop.io import export as export_mod
+    from napari_unet_loop.io.writers import write_labels_tif
+
+    monkeypatch.setattr(export_mod, "_WRITTEN", type(export_mod._WRITTEN)())
+    labels = [np.zeros((16, 16), np.int32) for _ in range(6)]
+    for i, lab in enumerate(labels):
+        lab[2:6, 2:6] = i + 1
+    for lab, fmt in zip(labels, ["tif", "png", "zarr", "csv", "roi"]):
+        export_labels(lab, tmp_path, fmt, name=f"l{fmt}")
+    assert [export_mod.written_as_they_are(lab) for lab in labels[:5]] == [True, True, True, False, False]
+    (tmp_path / "taken.tif").write_bytes(b"x")
+    with pytest.raises(FileExistsError):
+        export_labels(labels[5], tmp_path, "tif", name="taken")
+    assert not export_mod.written_as_they_are(labels[5])
+    write_labels_tif(str(tmp_path / "saved.tif"), labels[5], {"name": "saved", "scale": (1, 1), "metadata": {}})
+    assert export_mod.written_as_they_are(labels[5])
+    labels[5][0, 0] = 9  # edited after: not on disk as it is
+    assert not export_mod.written_as_they_are(labels[5])

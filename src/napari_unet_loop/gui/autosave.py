@@ -2,7 +2,9 @@
 
 Quitting napari cleanly keeps the autosaves of layers whose corrections were never exported as they
 are now (napari does not ask about unsaved layers when it closes): the next session offers them too.
-Those exported from the dock as they are go, and so does a layer the user closed while napari runs on.
+Those written as they are (the dock's Export, File > Save with this plugin's writers:
+:func:`~napari_unet_loop.io.export.written_as_they_are`) go, and so does a layer the user closed while
+napari runs on.
 napari removes every layer before it quits, so the autosave of a closed layer with corrections not
 exported is deleted only after :data:`CLOSE_GRACE_MS`, unless napari quit or the viewer closed meanwhile.
 
@@ -26,7 +28,6 @@ import socket
 import threading
 import uuid
 import weakref
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from qtpy.QtWidgets import QApplication
 
 from ..core.atomic import atomic_path
 from ..io.conventions import _json_safe
+from ..io.export import labels_checksum, written_as_they_are
 from ..io.labels import write_tiff
 from .layers import META_KEY, LabelsTracker, unwrap
 from .store_edit import refresh_store_layers, store_window, write_back
@@ -70,15 +72,6 @@ def autosave_dir() -> Path:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "labels"
-
-
-def _checksum(data: np.ndarray) -> tuple:
-    """Shape, dtype and CRC-32 of an array: tells whether labels changed since they were saved.
-
-    CRC-32 catches every change of up to 32 consecutive bits, so a single changed label always shows.
-    """
-    arr = np.ascontiguousarray(data)
-    return arr.shape, arr.dtype.str, zlib.crc32(arr.reshape(-1).view(np.uint8))
 
 
 def _history(layer: Labels) -> tuple[int, int] | None:
@@ -203,8 +196,6 @@ class Autosaver:
         self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names
         self._superseded: set[str] = set()  # TIFFs restored here, deleted once saved again
         self._kept: set[str] = set()  # autosaves of store windows closed while their store refused: never discarded
-        # checksum of each layer's labels as the dock last exported them: a clean quit keeps the others' autosaves
-        self._exported: weakref.WeakKeyDictionary[Labels, tuple] = weakref.WeakKeyDictionary()
         self._closing: set[str] = set()  # autosaves of layers closed with corrections not exported (for now)
         self._ended = False  # the session ended (napari quit, or the viewer closed): what it kept stays
         self._jobs: dict[int, threading.Thread] = {}  # store windows being written back, by id
@@ -286,7 +277,7 @@ class Autosaver:
         if not rec.redrawn and history == rec.history:
             return False
         rec.redrawn, rec.history = False, history
-        return _checksum(np.asarray(layer.data)) != rec.checksum
+        return labels_checksum(np.asarray(layer.data)) != rec.checksum
 
     def save_dirty(self) -> list[Path]:
         """Save every labels layer edited since its last save; returns the files written."""
@@ -502,7 +493,7 @@ class Autosaver:
         with atomic_path(self.folder / f"{rec.stem}.json") as tmp:
             tmp.write_text(json.dumps(note, indent=2))
         tif = write_tiff(self.folder / note["file"], np.clip(data, 0, None), axes=axes, overwrite=True)
-        rec.checksum, rec.history, rec.redrawn = _checksum(data), _history(layer), False
+        rec.checksum, rec.history, rec.redrawn = labels_checksum(data), _history(layer), False
         return tif
 
     def _hold_lock(self) -> None:
@@ -633,16 +624,13 @@ class Autosaver:
             leftover.unlink(missing_ok=True)
         (self.folder / f"{session}.lock").unlink(missing_ok=True)
 
-    def mark_exported(self, layer: Labels, labels: np.ndarray) -> None:
-        """Remember that ``labels`` (a copy of the layer's data) were exported: a clean quit may drop their autosave."""
-        self._exported[unwrap(layer)] = _checksum(labels)
-
     def _unexported_out(self, layers) -> set[str]:
         """Autosave the layers among ``layers`` with corrections not exported as they are; return their stems.
 
         A layer holds corrections when it was autosaved in this session (an edit, or a restore)
-        or was edited since the last tick. Those whose data the dock exported as they are now need
-        no autosave. When the last save fails, an autosave from an earlier tick is still kept.
+        or was edited since the last tick. Those written as they are now to a TIFF, PNG or OME-Zarr
+        file (the dock's Export, or File > Save with this plugin's writers) need no autosave. When
+        the last save fails, an autosave from an earlier tick is still kept.
         """
         keep: set[str] = set()
         present = {id(unwrap(layer)) for layer in layers}
@@ -653,9 +641,10 @@ class Autosaver:
             if not state.dirty and (rec is None or rec.checksum is None):
                 continue  # never edited here, or its autosave went with a write-back
             try:
-                now = _checksum(np.asarray(unwrap(layer).data))
-                if self._exported.get(unwrap(layer)) == now:
+                data = np.asarray(unwrap(layer).data)
+                if written_as_they_are(data):  # exported, or saved with File > Save, as they are now
                     continue
+                now = labels_checksum(data)
                 if state.dirty or rec is None or rec.checksum != now:
                     self._save(layer)
                     state.dirty = False

@@ -43,7 +43,6 @@ FORMAT_NAMES = {
     "roi": "ImageJ ROIs (.zip)",
 }
 ALL_LAYERS = "all labels layers"
-LABELS_FORMATS = ("tif", "png", "zarr")  # the formats that hold the labels themselves (CSV and ROIs do not)
 ALL_KEY = "all"  # item data of the ALL_LAYERS choice (layer items have none: their text is the layer name)
 REPLACE_TEXT = "Replace existing files"
 
@@ -223,22 +222,14 @@ class ExportSection(QGroupBox):
     """
 
     def __init__(
-        self,
-        viewer: napari.viewer.Viewer,
-        tracker: LabelsTracker | None = None,
-        write_back: Any = None,
-        exported: Any = None,
+        self, viewer: napari.viewer.Viewer, tracker: LabelsTracker | None = None, write_back: Any = None
     ) -> None:
         super().__init__("Export")
         self.viewer = viewer
         self.tracker = tracker
         # writes a store window's corrections into its store now ((report, whether the store holds them))
         self.write_back = write_back
-        # told (layer, labels as written) for each layer written in every format: Autosaver.mark_exported
-        self.exported = exported
         self._worker = None
-        self._sent: dict[str, tuple] = {}  # layer name -> (layer, labels as exported), for the export running
-        self._done: dict[str, set[str]] = {}  # layer name -> formats written, for the export running
         form = QFormLayout(self)
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("Labels layer to export, or all of them (each with its image)")
@@ -372,9 +363,6 @@ class ExportSection(QGroupBox):
             return None
         overwrite = self.overwrite_check.isChecked()
         jobs = export_jobs(self.viewer, layers, formats, self.tracker)
-        self._sent = {job["layer"]: (layer, job["labels"]) for layer, job in zip(layers, jobs)}
-        self._done = {}
-        self._formats = formats
         worker = create_worker(run_exports, jobs, folder, formats, overwrite, _start_thread=False)
         self._folder = folder
         self._written: list[str] = []
@@ -392,8 +380,6 @@ class ExportSection(QGroupBox):
 
     def _on_result(self, item) -> None:
         layer, fmt, res = item
-        if not isinstance(res, BaseException):
-            self._done.setdefault(layer, set()).add(fmt)
         if isinstance(res, TargetExistsError):
             names = {p.name for p in res.paths}
             # a provenance sidecar is named only when its data file is not (e.g. left alone)
@@ -416,12 +402,6 @@ class ExportSection(QGroupBox):
         """One status line, and at most one notification for the failures (and one for the notes)."""
         self._worker = None
         self.export_btn.setEnabled(True)
-        sent, self._sent = self._sent, {}
-        for name, (layer, labels) in sent.items():
-            done = self._done.get(name, set())
-            # written in every format asked for, one of which holds the labels (a CSV alone does not keep them)
-            if self.exported is not None and done >= set(self._formats) and done & set(LABELS_FORMATS):
-                self.exported(layer, labels)  # a clean quit need not keep its autosave
         written, existing, failed = self._written, self._existing, self._failed
         parts = []
         if written:

@@ -114,12 +114,7 @@ class UNetLoopWidget(InputChoices, ThresholdChoices, RegionChoice, SegmentOutput
         self._add_tab("Correct", [self.correct_section])
         self.finetune_section = FineTuneSection(self.session)
         self._add_tab("Fine-tune", [self.finetune_section])
-        self.export_section = ExportSection(
-            self.viewer,
-            tracker=self.tracker,
-            write_back=self.autosaver.write_back_now,
-            exported=self.autosaver.mark_exported,
-        )
+        self.export_section = ExportSection(self.viewer, tracker=self.tracker, write_back=self.autosaver.write_back_now)
         self._add_tab("Export", [self.export_section])
 
         # long layer or model names must not widen the dock: combos shrink to a few characters

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+import zlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,6 +175,40 @@ def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes:
         notes.append(f"could not remove files of the replaced export: {', '.join(failed)}")
 
 
+# labels this process wrote in a format that keeps them (TIFF, PNG, OME-Zarr), by checksum: File > Save with
+# this plugin's writers and the dock's Export both come here, and a clean quit of napari keeps the autosave
+# of no labels that are on disk as they are (gui.autosave)
+LABELS_FORMATS = ("tif", "png", "zarr")
+_WRITTEN: OrderedDict[tuple, None] = OrderedDict()
+_WRITTEN_KEPT = 1024
+_WRITTEN_LOCK = threading.Lock()  # exports run in worker threads
+
+
+def labels_checksum(data: np.ndarray) -> tuple:
+    """Shape, dtype and CRC-32 of an array: tells whether labels changed since they were saved.
+
+    CRC-32 catches every change of up to 32 consecutive bits, so a single changed label always shows.
+    """
+    arr = np.ascontiguousarray(data)
+    return arr.shape, arr.dtype.str, zlib.crc32(arr.reshape(-1).view(np.uint8))
+
+
+def written_as_they_are(data: np.ndarray) -> bool:
+    """Whether this process wrote exactly these labels to a TIFF, PNG or OME-Zarr file (:func:`export_labels`)."""
+    key = labels_checksum(data)
+    with _WRITTEN_LOCK:
+        return key in _WRITTEN
+
+
+def _remember_written(data: np.ndarray) -> None:
+    key = labels_checksum(data)
+    with _WRITTEN_LOCK:
+        _WRITTEN[key] = None
+        _WRITTEN.move_to_end(key)
+        while len(_WRITTEN) > _WRITTEN_KEPT:
+            _WRITTEN.popitem(last=False)
+
+
 def export_labels(
     labels: Any,
     outdir_or_path: str | os.PathLike,
@@ -315,4 +352,6 @@ def export_labels(
     finally:
         if aside is not None and aside.exists():
             aside.unlink()
+    if key in LABELS_FORMATS and isinstance(labels, np.ndarray):  # as the caller holds them (a layer's data)
+        _remember_written(labels)
     return result
