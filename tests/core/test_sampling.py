@@ -58,3 +58,50 @@ def test_the_stain_mix_reaches_colour_patches_and_leaves_their_classes_alone():
     assert all(torch.equal(a, b) for a, b in zip(plain[1:], mixed[1:], strict=True))  # classes, weights, distances
     (plain, mixed) = patches(1, 1.0)
     assert torch.equal(plain[0], mixed[0])  # grey patches: no mix
+
+
+def _cuts_and_wholes(labels, axis, a, width):
+    """By hand: objects the stripe [a, a + width) cuts, and objects wholly inside it."""
+    inside = np.take(labels, np.arange(a, a + width), axis=axis)
+    ids = [i for i in np.unique(inside) if i]
+    whole = [i for i in ids if (inside == i).sum() == (labels == i).sum()]
+    return len(ids) - len(whole), len(whole)
+
+
+def test_clear_starts_are_the_places_that_cut_no_object():
+    from skimage.measure import label
+
+    from napari_unet_loop.core.sampling import clear_starts
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        h, w = rng.integers(30, 90, 2)
+        labels = label(rng.random((h, w)) < rng.uniform(0.02, 0.4))
+        axis, width = int(rng.integers(0, 2)), int(rng.integers(3, 25))
+        starts = rng.permutation(np.arange(0, labels.shape[axis] - width + 1))
+        got = clear_starts(labels, np.ones(labels.shape, bool), axis, starts, width)
+        by_hand = [(a, _cuts_and_wholes(labels, axis, a, width)) for a in starts]
+        clear = [(a, whole) for a, (cut, whole) in by_hand if cut == 0 and whole > 0]
+        expected = [a for a, _ in sorted(clear, key=lambda c: -c[1])]  # stable: ties keep the order of starts
+        assert list(got) == expected, trial
+
+
+def test_the_stripe_runs_through_background_where_it_can():
+    """Three bands of objects with background between: the stripe holds the band of the most objects whole, for
+    every seed; packed cells leave no such place."""
+    from napari_unet_loop.core.sampling import Sample, clear_starts, split_validation
+
+    labels = np.zeros((200, 100), np.int32)
+    labels[10:26, 10:40] = 1  # band A: one object
+    for k, x in enumerate((5, 35, 65)):  # band B: three
+        labels[60:86, x : x + 20] = 2 + k
+    labels[130:151, 10:35], labels[130:151, 60:85] = 5, 6  # band C: two
+    image = np.zeros((1, 200, 100), np.float32)
+    for seed in range(6):
+        train, (val,) = split_validation([Sample(image, labels)], 0.2, seed=seed)
+        assert set(np.unique(val.labels)) == {0, 2, 3, 4}, seed
+        assert all((val.labels == i).sum() == (labels == i).sum() for i in (2, 3, 4)), seed
+    yy, xx = np.mgrid[:200, :100]  # packed cells: every pixel in one, irregular borders
+    seeds = np.random.default_rng(1).random((60, 2)) * (200, 100)
+    packed = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1) + 1
+    assert clear_starts(packed, np.ones(packed.shape, bool), 0, np.arange(0, 161), 40).size == 0

@@ -82,11 +82,13 @@ def split_validation(
 
     The stripe (``fraction`` of the annotated extent along the longer side, at
     least 32 px, across the reviewed extent, placed where at least a quarter of its
-    pixels are reviewed and an object lies) becomes a validation sample; in the training sample it is marked
-    ignored, so no validation label is ever trained on. The stripe never takes the only example of
-    an object's size: every object it holds for the most part has one of similar area (half to
-    twice) left to train on (see :func:`_keeps_examples`), so a stripe may cut the edge of a
-    one-of-a-kind object but not take most of it; where no place qualifies, the sample trains whole.
+    pixels are reviewed and an object lies; where some place cuts no object, the one of those
+    holding the most whole objects, see :func:`clear_starts`) becomes a validation sample; in
+    the training sample it is marked ignored, so no validation label is ever trained on. The
+    stripe never takes the only example of an object's size: every object it holds for the most
+    part has one of similar area (half to twice) left to train on (see :func:`_keeps_examples`),
+    so a stripe may cut the edge of a one-of-a-kind object but not take most of it; where no
+    place qualifies, the sample trains whole.
 
     Parameters
     ----------
@@ -121,10 +123,11 @@ def split_validation(
             train.append(s)
             continue
         # a stripe across the reviewed extent, where at least a quarter of the pixels were reviewed and an
-        # object lies; try a few places
-        starts = rng.permutation(np.arange(lo, hi - width + 1))[:64]
+        # object lies: where some place cuts no object, the one of those holding the most whole objects, else
+        # the first of a few random places
+        order = rng.permutation(np.arange(lo, hi - width + 1))
         areas = np.bincount(np.where(valid, s.labels, 0).ravel())
-        for a in starts:
+        for a in [*clear_starts(s.labels, valid, axis, order, width), *order[:64]]:
             sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
             v = valid[sl]
             if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any() and _keeps_examples(s.labels, sl, v, areas):
@@ -147,6 +150,57 @@ def split_validation(
             )
         )
     return train, val
+
+
+def clear_starts(labels: np.ndarray, valid: np.ndarray, axis: int, starts: np.ndarray, width: int) -> np.ndarray:
+    """The stripe starts among ``starts`` whose stripe cuts no object and holds a whole one, most whole objects first.
+
+    A stripe whose two edges run through background holds whole objects, as a new image does, and
+    takes none from the training part. Ties keep the order of ``starts``. Counted with per-object
+    extents along ``axis`` (reviewed pixels only), in time linear in objects and places.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The sample's instance labels (2D).
+    valid : numpy.ndarray
+        Its reviewed pixels.
+    axis : int
+        The axis the stripe's position runs along.
+    starts : numpy.ndarray
+        Candidate first rows (``axis`` 0) or columns (``axis`` 1) of the stripe.
+    width : int
+        The stripe's width.
+
+    Returns
+    -------
+    numpy.ndarray
+        The starts that cut no object (empty where every place cuts one, as in packed cells).
+    """
+    lab = np.where(valid, labels, 0)
+    nz = np.nonzero(lab)
+    if nz[0].size == 0:
+        return np.zeros(0, int)
+    ids, which = np.unique(lab[nz], return_inverse=True)
+    first = np.full(ids.size, np.iinfo(np.int64).max)
+    last = np.full(ids.size, -1)
+    np.minimum.at(first, which, nz[axis])
+    np.maximum.at(last, which, nz[axis])
+    size = lab.shape[axis] + 2 * width + 2
+
+    def count(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """How many of the intervals [begin, end] hold each place (shifted by ``width``)."""
+        keep = begin <= end
+        diff = np.zeros(size, np.int64)
+        np.add.at(diff, begin[keep] + width, 1)
+        np.add.at(diff, end[keep] + width + 1, -1)
+        return np.cumsum(diff)
+
+    cut = count(first + 1, last) + count(first + 1 - width, last - width)  # objects across either edge
+    whole = count(last - width + 1, first)  # objects inside the stripe from first to last
+    at = np.asarray(starts, np.int64) + width
+    ok = (cut[at] == 0) & (whole[at] > 0)
+    return np.asarray(starts)[ok][np.argsort(-whole[at][ok], kind="stable")]
 
 
 def reviewed_box(sample: Sample) -> tuple[int, int, int, int] | None:
