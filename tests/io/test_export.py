@@ -833,3 +833,27 @@ def test_labels_written_as_they_are_are_remembered(tmp_path, monkeypatch):
     assert export_mod.written_as_they_are(labels[5])
     labels[5][0, 0] = 9  # edited after: not on disk as it is
     assert not export_mod.written_as_they_are(labels[5])
+
+
+def test_labels_count_as_written_only_while_their_file_holds_them(tmp_path, monkeypatch):
+    """Exported, edited, exported again over the same file, then undone: the first state is on disk nowhere. A
+    deleted file, or one another layer was saved over, no longer counts either."""
+    from napari_unet_loop.io import export as export_mod
+
+    monkeypatch.setattr(export_mod, "_WRITTEN", type(export_mod._WRITTEN)())
+    first = np.zeros((16, 16), np.int32)
+    first[2:6, 2:6] = 1
+    second = first.copy()
+    second[8:12, 8:12] = 2
+    export_labels(first, tmp_path, "tif", name="cells")
+    assert export_mod.written_as_they_are(first)
+    export_labels(second, tmp_path, "tif", name="cells", overwrite=True)
+    assert export_mod.written_as_they_are(second) and not export_mod.written_as_they_are(first)
+    store = export_labels(first, tmp_path, "zarr", name="store").paths[0]
+    assert export_mod.written_as_they_are(first)
+    import shutil
+
+    shutil.rmtree(store)
+    assert not export_mod.written_as_they_are(first)
+    (tmp_path / "cells.tif").unlink()
+    assert not export_mod.written_as_they_are(second)

@@ -642,9 +642,9 @@ class Autosaver:
                 continue  # never edited here, or its autosave went with a write-back
             try:
                 data = np.asarray(unwrap(layer).data)
-                if written_as_they_are(data):  # exported, or saved with File > Save, as they are now
-                    continue
                 now = labels_checksum(data)
+                if written_as_they_are(data, now):  # exported, or saved with File > Save, as they are now
+                    continue
                 if state.dirty or rec is None or rec.checksum != now:
                     self._save(layer)
                     state.dirty = False

@@ -175,13 +175,15 @@ def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes:
         notes.append(f"could not remove files of the replaced export: {', '.join(failed)}")
 
 
-# labels this process wrote in a format that keeps them (TIFF, PNG, OME-Zarr), by checksum: File > Save with
-# this plugin's writers and the dock's Export both come here, and a clean quit of napari keeps the autosave
-# of no labels that are on disk as they are (gui.autosave)
+# labels this process wrote in a format that keeps them (TIFF, PNG, OME-Zarr), by file: File > Save with this
+# plugin's writers and the dock's Export both come here, and a clean quit of napari keeps the autosave of no
+# labels that are on disk as they are (gui.autosave). Each target holds its last write only, and counts only
+# while its files are those written (same inode, time and size): overwritten or deleted, it no longer does.
 LABELS_FORMATS = ("tif", "png", "zarr")
-_WRITTEN: OrderedDict[tuple, None] = OrderedDict()
+_WRITTEN: OrderedDict[str, tuple[tuple, tuple]] = OrderedDict()  # target -> (labels checksum, files' stats)
 _WRITTEN_KEPT = 1024
 _WRITTEN_LOCK = threading.Lock()  # exports run in worker threads
+_STORE_FILES = ("zarr.json", ".zattrs", ".zgroup")  # a store's own metadata: replaced with the store
 
 
 def labels_checksum(data: np.ndarray) -> tuple:
@@ -193,18 +195,52 @@ def labels_checksum(data: np.ndarray) -> tuple:
     return arr.shape, arr.dtype.str, zlib.crc32(arr.reshape(-1).view(np.uint8))
 
 
-def written_as_they_are(data: np.ndarray) -> bool:
-    """Whether this process wrote exactly these labels to a TIFF, PNG or OME-Zarr file (:func:`export_labels`)."""
-    key = labels_checksum(data)
-    with _WRITTEN_LOCK:
-        return key in _WRITTEN
+def _file_stats(paths: Sequence[Path]) -> tuple:
+    """``(path, inode, modification time, size)`` of written files (a store: its metadata files)."""
+    out = []
+    for p in paths:
+        for f in [p / n for n in _STORE_FILES if (p / n).is_file()] if p.is_dir() else [p]:
+            st = f.stat()
+            out.append((str(f), st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
-def _remember_written(data: np.ndarray) -> None:
-    key = labels_checksum(data)
+def _unchanged(stats: tuple) -> bool:
+    """Whether the files of :func:`_file_stats` are still those written (none replaced, changed or gone)."""
+    try:
+        return bool(stats) and all(
+            (st.st_ino, st.st_mtime_ns, st.st_size) == tuple(rest)
+            for st, rest in ((os.stat(f), rest) for f, *rest in stats)
+        )
+    except OSError:
+        return False
+
+
+def written_as_they_are(data: np.ndarray, checksum: tuple | None = None) -> bool:
+    """Whether these labels are in a TIFF, PNG or OME-Zarr file this process wrote, still as it wrote it.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The labels.
+    checksum : tuple, optional
+        Their :func:`labels_checksum`, when known.
+    """
+    key = labels_checksum(data) if checksum is None else checksum
     with _WRITTEN_LOCK:
-        _WRITTEN[key] = None
-        _WRITTEN.move_to_end(key)
+        candidates = [stats for known, stats in _WRITTEN.values() if known == key]
+    return any(_unchanged(stats) for stats in candidates)
+
+
+def _remember_written(target: Path, data: np.ndarray, paths: Sequence[Path]) -> None:
+    try:
+        entry = (labels_checksum(data), _file_stats(paths))
+        name = str(target.resolve())
+    except OSError:
+        return
+    with _WRITTEN_LOCK:
+        _WRITTEN[name] = entry
+        _WRITTEN.move_to_end(name)
         while len(_WRITTEN) > _WRITTEN_KEPT:
             _WRITTEN.popitem(last=False)
 
@@ -353,5 +389,5 @@ def export_labels(
         if aside is not None and aside.exists():
             aside.unlink()
     if key in LABELS_FORMATS and isinstance(labels, np.ndarray):  # as the caller holds them (a layer's data)
-        _remember_written(labels)
+        _remember_written(target, labels, result.paths)
     return result
