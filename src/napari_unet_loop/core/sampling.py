@@ -127,7 +127,7 @@ def split_validation(
         # the first of a few random places
         order = rng.permutation(np.arange(lo, hi - width + 1))
         areas = np.bincount(np.where(valid, s.labels, 0).ravel())
-        for a in [*clear_starts(s.labels, valid, axis, order, width), *order[:64]]:
+        for a in [*clear_starts(s.labels, valid, axis, order, width)[:64], *order[:64]]:
             sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
             v = valid[sl]
             if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any() and _keeps_examples(s.labels, sl, v, areas):
@@ -157,7 +157,8 @@ def clear_starts(labels: np.ndarray, valid: np.ndarray, axis: int, starts: np.nd
 
     A stripe whose two edges run through background holds whole objects, as a new image does, and
     takes none from the training part. Ties keep the order of ``starts``. Counted with per-object
-    extents along ``axis`` (reviewed pixels only), in time linear in objects and places.
+    extents along ``axis`` (reviewed pixels only, one pass over the pixels), then in time linear in
+    objects and places.
 
     Parameters
     ----------
@@ -177,16 +178,24 @@ def clear_starts(labels: np.ndarray, valid: np.ndarray, axis: int, starts: np.nd
     numpy.ndarray
         The starts that cut no object (empty where every place cuts one, as in packed cells).
     """
-    lab = np.where(valid, labels, 0)
-    nz = np.nonzero(lab)
-    if nz[0].size == 0:
+    lab = np.where(valid & (labels > 0), labels, 0)
+    lab = lab.T if axis == 1 else lab  # rows: the places along the stripe's axis
+    if lab.max(initial=0) > 4 * lab.size + (1 << 16):  # ids far above their number (uint32 ids): renumbered
+        ids, inverse = np.unique(lab, return_inverse=True)
+        lab = inverse.reshape(lab.shape) + int(ids[0] != 0)
+    first = np.full(int(lab.max(initial=0)) + 1, -1, np.int64)
+    last = first.copy()
+    for y, row in enumerate(lab):  # one pass over the rows: no array of every labelled pixel's coordinates
+        here = row[row > 0]
+        if here.size:
+            first[here[first[here] < 0]] = y
+            last[here] = y
+    found = first >= 0
+    found[0] = False
+    first, last = first[found], last[found]
+    if first.size == 0:
         return np.zeros(0, int)
-    ids, which = np.unique(lab[nz], return_inverse=True)
-    first = np.full(ids.size, np.iinfo(np.int64).max)
-    last = np.full(ids.size, -1)
-    np.minimum.at(first, which, nz[axis])
-    np.maximum.at(last, which, nz[axis])
-    size = lab.shape[axis] + 2 * width + 2
+    size = lab.shape[0] + 2 * width + 2
 
     def count(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
         """How many of the intervals [begin, end] hold each place (shifted by ``width``)."""
