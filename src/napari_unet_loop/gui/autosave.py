@@ -189,8 +189,8 @@ class Autosaver:
         self.timer.setInterval(int(interval_s * 1000))
         self.timer.timeout.connect(self.save_dirty)
         self.timer.start()
-        # the viewer closed (the dock and its timer went) while napari runs on: the autosaves stay,
-        # and other viewers may now restore them
+        # the viewer (or the dock) closed while napari runs on: the session ends as at a quit, and other
+        # viewers may restore the autosaves it keeps
         self.timer.destroyed.connect(self._viewer_closed)
         self._saved: weakref.WeakKeyDictionary[Labels, _Saved] = weakref.WeakKeyDictionary()
         self._numbers = itertools.count(1)  # file stems stay unique even for equal layer names

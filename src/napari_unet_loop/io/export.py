@@ -225,6 +225,12 @@ def written_as_they_are(data: np.ndarray, checksum: tuple | None = None) -> bool
         The labels.
     checksum : tuple, optional
         Their :func:`labels_checksum`, when known.
+
+    Returns
+    -------
+    bool
+        ``True`` when a file written by :func:`export_labels` holds exactly them and has not
+        changed since (same inode, modification time and size).
     """
     key = labels_checksum(data) if checksum is None else checksum
     with _WRITTEN_LOCK:
