@@ -290,6 +290,15 @@ def test_a_removed_layer_is_not_offered_back(make_napari_viewer_proxy, tmp_path,
     assert [n["layer"] for n in other.pending()] == ["kept"]
 
 
+def offered_alone(make_viewer, folder, name, data):
+    """A new session offers one autosave, of the layer ``name``, and restores ``data``."""
+    other = Autosaver(make_viewer(), LabelsTracker(), folder=folder)
+    (note,) = other.pending()
+    assert note["layer"] == name
+    np.testing.assert_array_equal(other.restore(note).data, data)
+    other.timer.stop()
+
+
 def quit_napari(viewer, saver):
     """What quitting napari does: every layer removed (``Viewer.close``), then ``aboutToQuit``."""
     viewer.layers.clear()
@@ -309,11 +318,7 @@ def test_a_clean_quit_keeps_corrections_never_exported(make_napari_viewer_proxy,
     edited = np.asarray(layer.data).copy()
     quit_napari(viewer, saver)
     qtbot.wait(50)
-    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
-    (note,) = other.pending()
-    assert note["layer"] == "cells labels"
-    np.testing.assert_array_equal(other.restore(note).data, edited)
-    other.timer.stop()
+    offered_alone(make_napari_viewer_proxy, tmp_path, "cells labels", edited)
 
 
 def test_a_clean_quit_drops_corrections_exported_as_they_are(make_napari_viewer_proxy, tmp_path):
@@ -351,11 +356,7 @@ def test_a_viewer_closed_while_napari_runs_on_keeps_its_corrections(make_napari_
     qtbot.waitUntil(lambda: saver._ended, timeout=5000)
     viewer.layers.clear()  # then Viewer.close, or quit_app closing every viewer, removes the layers
     qtbot.wait(50)
-    other = Autosaver(make_napari_viewer_proxy(), LabelsTracker(), folder=tmp_path)
-    (note,) = other.pending()
-    assert note["layer"] == "cells labels"
-    np.testing.assert_array_equal(other.restore(note).data, edited)
-    other.timer.stop()
+    offered_alone(make_napari_viewer_proxy, tmp_path, "cells labels", edited)
 
 
 def test_a_removed_layer_is_not_saved_when_a_new_one_takes_its_name(make_napari_viewer_proxy, tmp_path):
