@@ -70,6 +70,7 @@ from .sidecar import (
     _sidecar_record,
     edit_summary,
     file_sha256,
+    file_state,
     read_sidecar,
     sidecar_matches,
     write_provenance,
@@ -178,7 +179,7 @@ def _remove_stale(old_sidecar: Path, side: Path, written: Sequence[Path], notes:
 # labels this process wrote in a format that keeps them (TIFF, PNG, OME-Zarr), by file: File > Save with this
 # plugin's writers and the dock's Export both come here, and a clean quit of napari keeps the autosave of no
 # labels that are on disk as they are (gui.autosave). Each target holds its last write only, and counts only
-# while its files are those written (same inode, time and size): overwritten or deleted, it no longer does.
+# while its files are those written (the same file_state): overwritten or deleted, it no longer does.
 LABELS_FORMATS = ("tif", "png", "zarr")
 _WRITTEN: OrderedDict[str, tuple[tuple, tuple]] = OrderedDict()  # target -> (labels checksum, files' stats)
 _WRITTEN_KEPT = 1024
@@ -196,22 +197,15 @@ def labels_checksum(data: np.ndarray) -> tuple:
 
 
 def _file_stats(paths: Sequence[Path]) -> tuple:
-    """``(path, inode, modification time, size)`` of written files (a store: its metadata files)."""
-    out = []
-    for p in paths:
-        for f in [p / n for n in _STORE_FILES if (p / n).is_file()] if p.is_dir() else [p]:
-            st = f.stat()
-            out.append((str(f), st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    """``(path, file_state)`` of written files (a store: its metadata files; :func:`.sidecar.file_state`)."""
+    files = [f for p in paths for f in ([p / n for n in _STORE_FILES if (p / n).is_file()] if p.is_dir() else [p])]
+    return tuple((str(f), file_state(f.stat())) for f in files)
 
 
 def _unchanged(stats: tuple) -> bool:
     """Whether the files of :func:`_file_stats` are still those written (none replaced, changed or gone)."""
     try:
-        return bool(stats) and all(
-            (st.st_ino, st.st_mtime_ns, st.st_size) == tuple(rest)
-            for st, rest in ((os.stat(f), rest) for f, *rest in stats)
-        )
+        return bool(stats) and all(file_state(os.stat(f)) == state for f, state in stats)
     except OSError:
         return False
 
@@ -230,7 +224,7 @@ def written_as_they_are(data: np.ndarray, checksum: tuple | None = None) -> bool
     -------
     bool
         ``True`` when a file written by :func:`export_labels` holds exactly them and has not
-        changed since (same inode, modification time and size).
+        changed since (the same :func:`.sidecar.file_state`).
     """
     key = labels_checksum(data) if checksum is None else checksum
     with _WRITTEN_LOCK:

@@ -235,6 +235,15 @@ _HASHES_KEPT = 256
 _SETTLED_NS = 2_000_000_000
 
 
+def file_state(st: os.stat_result) -> tuple:
+    """What the file system says of a file that changes whenever its bytes may have.
+
+    Device, inode, size, modification and change times: a file replaced (a new inode), written
+    in place or resized shows a different state.
+    """
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (to tell whether a record still describes the file).
 
@@ -244,7 +253,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     """
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
-        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = (os.path.realpath(path), *file_state(st))
         known = _HASHES.get(key)
         if known is not None:
             with contextlib.suppress(KeyError):  # another thread may have let it go meanwhile
