@@ -79,7 +79,7 @@ def test_clear_starts_are_the_places_that_cut_no_object():
         labels = label(rng.random((h, w)) < rng.uniform(0.02, 0.4))
         axis, width = int(rng.integers(0, 2)), int(rng.integers(3, 25))
         starts = rng.permutation(np.arange(0, labels.shape[axis] - width + 1))
-        got = clear_starts(labels, np.ones(labels.shape, bool), axis, starts, width)
+        got = clear_starts(labels, axis, starts, width)
         by_hand = [(a, _cuts_and_wholes(labels, axis, a, width)) for a in starts]
         clear = [(a, whole) for a, (cut, whole) in by_hand if cut == 0 and whole > 0]
         expected = [a for a, _ in sorted(clear, key=lambda c: -c[1])]  # stable: ties keep the order of starts
@@ -104,4 +104,4 @@ def test_the_stripe_runs_through_background_where_it_can():
     yy, xx = np.mgrid[:200, :100]  # packed cells: every pixel in one, irregular borders
     seeds = np.random.default_rng(1).random((60, 2)) * (200, 100)
     packed = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=-1) + 1
-    assert clear_starts(packed, np.ones(packed.shape, bool), 0, np.arange(0, 161), 40).size == 0
+    assert clear_starts(packed, 0, np.arange(0, 161), 40).size == 0

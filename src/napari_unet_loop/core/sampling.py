@@ -126,8 +126,9 @@ def split_validation(
         # object lies: where some place cuts no object, the one of those holding the most whole objects, else
         # the first of a few random places
         order = rng.permutation(np.arange(lo, hi - width + 1))
-        areas = np.bincount(np.where(valid, s.labels, 0).ravel())
-        for a in [*clear_starts(s.labels, valid, axis, order, width)[:64], *order[:64]]:
+        reviewed = np.where(valid, s.labels, 0)
+        areas = np.bincount(reviewed.ravel())
+        for a in [*clear_starts(reviewed, axis, order, width)[:64], *order[:64]]:
             sl = (slice(a, a + width), slice(x0, x1)) if axis == 0 else (slice(y0, y1), slice(a, a + width))
             v = valid[sl]
             if v.mean() >= 0.25 and (s.labels[sl][v] > 0).any() and _keeps_examples(s.labels, sl, v, areas):
@@ -152,20 +153,17 @@ def split_validation(
     return train, val
 
 
-def clear_starts(labels: np.ndarray, valid: np.ndarray, axis: int, starts: np.ndarray, width: int) -> np.ndarray:
+def clear_starts(labels: np.ndarray, axis: int, starts: np.ndarray, width: int) -> np.ndarray:
     """The stripe starts among ``starts`` whose stripe cuts no object and holds a whole one, most whole objects first.
 
     A stripe whose two edges run through background holds whole objects, as a new image does, and
     takes none from the training part. Ties keep the order of ``starts``. Counted with per-object
-    extents along ``axis`` (reviewed pixels only, one pass over the pixels), then in time linear in
-    objects and places.
+    extents along ``axis`` (one pass over the pixels), then in time linear in objects and places.
 
     Parameters
     ----------
     labels : numpy.ndarray
-        The sample's instance labels (2D).
-    valid : numpy.ndarray
-        Its reviewed pixels.
+        The sample's instance labels (2D), 0 where not reviewed.
     axis : int
         The axis the stripe's position runs along.
     starts : numpy.ndarray
@@ -178,8 +176,7 @@ def clear_starts(labels: np.ndarray, valid: np.ndarray, axis: int, starts: np.nd
     numpy.ndarray
         The starts that cut no object (empty where every place cuts one, as in packed cells).
     """
-    lab = np.where(valid & (labels > 0), labels, 0)
-    lab = lab.T if axis == 1 else lab  # rows: the places along the stripe's axis
+    lab = labels.T if axis == 1 else labels  # rows: the places along the stripe's axis
     if lab.max(initial=0) > 4 * lab.size + (1 << 16):  # ids far above their number (uint32 ids): renumbered
         ids, inverse = np.unique(lab, return_inverse=True)
         lab = inverse.reshape(lab.shape) + int(ids[0] != 0)
