@@ -48,6 +48,11 @@ plugin did before object sizes (images at their own scale): "today's" baseline.
 ``--steps`` replaces the time budget by a step budget; ``--seeds`` repeats every row with other
 pools and training seeds and prints each row's mean and spread.
 
+The held-out images above are test images: scores to report. To choose a rule (a threshold bar, a
+stripe placement) without looking at them, ``--heldout-from choice`` holds out more of the seed's
+choice images instead (the next ``--heldout`` after the pool's first max(k, 5); phc-frames and
+dsb-x6 have 6 such): the decision sets of docs/model.md since 2026-12-06 were drawn this way.
+
 Run ``python benchmarks/bench_cells.py --help``; the default (k = 1, 2, 5 and the baseline at
 k = 2, 5 minutes each, both sets) takes about 45 minutes on a 2-core CPU.
 """
@@ -87,6 +92,8 @@ SETS = ("dsb-x6", "isbi-x2")  # the default
 RENDERED_SETS = ("phc-x6", "dic-x6", "phc-isbi", "dic-isbi", "phc-frames", "dic-frames")  # see RENDERED
 ALL_SETS = (*SETS, *RENDERED_SETS, "isbi", "isbi-x4", "dsb-colour")
 BAND = (9.0, 14.0)  # dsb-x6: median nucleus diameter of the images, pixels
+HELDOUT_FROM = ("test", "choice")  # --heldout-from
+CHOICE_POOL = 5  # --heldout-from choice: the seed's first choice images kept for the pool (at least)
 
 
 def upscale(a: np.ndarray, n: int) -> np.ndarray:
@@ -189,11 +196,22 @@ def drop_objects(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     return out
 
 
-def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> tuple[list, list, str]:
-    """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale."""
+def load_set(
+    name: str, root: Path, n_pool: int, n_heldout: int, seed: int, heldout_from: str = "test"
+) -> tuple[list, list, str]:
+    """``(pool, heldout, description)``: lists of ``(name, image, labels)`` at the set's scale.
+
+    ``heldout_from="test"`` holds out the set's test images (test split, ISBI slices 20-29): scores to
+    report. ``"choice"`` holds out none of them: the pool is the first ``n_pool`` of the seed's choice
+    images and the held-out images are the next ``n_heldout`` after the first ``max(n_pool,``
+    :data:`CHOICE_POOL` ``)`` (so a run with k = 1 and one with k = 5 hold out the same images): scores
+    to choose a rule on, away from the test split.
+    """
+    if heldout_from not in HELDOUT_FROM:
+        raise SystemExit(f"unknown --heldout-from {heldout_from!r}; known: {', '.join(HELDOUT_FROM)}")
     if name in RENDERED:
         render, source, crop = RENDERED[name]
-        pool, heldout, desc = load_set(source, root, n_pool, n_heldout, seed)
+        pool, heldout, desc = load_set(source, root, n_pool, n_heldout, seed, heldout_from)
 
         def again(items: list) -> list:
             cut = [(n, frame(labels, crop)) for n, _, labels in items]
@@ -202,6 +220,15 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         cut_to = f", each cut to the {crop[0]} x {crop[1]} px window with the most cells" if crop else ""
         return again(pool), again(heldout), f"{name[:3].upper()} rendered from {desc}{cut_to}"
     rng = np.random.default_rng(seed)
+    choice = heldout_from == "choice"
+    reserve = max(n_pool, CHOICE_POOL)
+
+    def split(drawn: list[str], test: list[str]) -> tuple[list[str], list[str]]:
+        """The pool and the held-out names: from the seed's drawn choice images, or the test images."""
+        if choice:
+            return drawn[:n_pool], drawn[reserve : reserve + n_heldout]
+        return drawn[:n_pool], test[:n_heldout]
+
     if name == "dsb-x6":
         folder = root / "dsb2018"
         test, val = read_list(SPLITS / "dsb2018-test.txt"), read_list(SPLITS / "dsb2018-val.txt")
@@ -218,8 +245,8 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
             return out
 
         candidates = band(val)
-        pool_names = [candidates[i] for i in rng.permutation(len(candidates))][:n_pool]
-        held_names = band(test)[:n_heldout]
+        drawn = [candidates[i] for i in rng.permutation(len(candidates))]
+        pool_names, held_names = split(drawn, [] if choice else band(test))
 
         def item(n: str):
             image, labels = (imread(folder / sub / f"{n}.png") for sub in ("images", "labels"))
@@ -228,13 +255,13 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         desc = (
             f"DSB2018 fluorescence, "
             f"nuclei {BAND[0]:g}-{BAND[1]:g} px, x6: pool {len(pool_names)} of "
-            f"{len(candidates)} validation-split images, held out {len(held_names)} test-split images"
+            f"{len(candidates)} validation-split images, held out {len(held_names)} "
+            + ("more of them" if choice else "test-split images")
         )
     elif name in ("isbi-x2", "isbi", "isbi-x4"):
         folder = root / "isbi2012"
         names = sorted((p.stem for p in (folder / "images").glob("*.png")), key=int)
-        pool_names = [names[:20][i] for i in rng.permutation(20)][:n_pool]
-        held_names = names[-10:][:n_heldout]
+        pool_names, held_names = split([names[:20][i] for i in rng.permutation(20)], names[-10:])
         times = int(name.split("-x")[1]) if "-x" in name else 1
 
         def item(n: str):
@@ -244,7 +271,9 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
                 upscale(isbi_instances(imread(folder / "labels" / f"{n}.png")), times),
             )
 
-        desc = f"ISBI 2012 EM x{times}: pool slices 0-19, held out {len(held_names)} of slices 20-29"
+        desc = f"ISBI 2012 EM x{times}: pool slices 0-19, held out {len(held_names)} of slices " + (
+            "0-19" if choice else "20-29"
+        )
     elif name == "dsb-colour":
         folder = root / "dsb2018"
         test, val = read_list(SPLITS / "dsb2018-test.txt"), set(read_list(SPLITS / "dsb2018-val.txt"))
@@ -252,9 +281,8 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         others = [n for n in colour if n not in test]
         firsts, rest = [n for n in others if n in val], [n for n in others if n not in val]
         # validation-split images first: the shipped model never trained on them
-        pool_names = [firsts[i] for i in rng.permutation(len(firsts))] + [rest[i] for i in rng.permutation(len(rest))]
-        pool_names = pool_names[:n_pool]
-        held_names = [n for n in colour if n in test][:n_heldout]
+        drawn = [firsts[i] for i in rng.permutation(len(firsts))] + [rest[i] for i in rng.permutation(len(rest))]
+        pool_names, held_names = split(drawn, [n for n in colour if n in test])
 
         def item(n: str):
             return n, imread(folder / "images" / f"{n}.png"), imread(folder / "labels" / f"{n}.png")
@@ -262,7 +290,7 @@ def load_set(name: str, root: Path, n_pool: int, n_heldout: int, seed: int) -> t
         desc = (
             f"DSB2018 colour (H&E-like): pool {len(pool_names)} non-test images "
             f"({sum(n in val for n in pool_names)} from the validation split), "
-            f"held out {len(held_names)} test-split images"
+            f"held out {len(held_names)} " + ("more non-test images" if choice else "test-split images")
         )
     else:
         raise SystemExit(f"unknown set {name!r}; known: {', '.join(ALL_SETS)}")
@@ -277,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", default="5", help="fine-tuning budget per run (comma-separated for a sweep)")
     p.add_argument("--baseline-k", type=int, default=2, help="k of the run without rescaling (0: none)")
     p.add_argument("--heldout", type=int, default=8, help="held-out images per set")
+    p.add_argument(
+        "--heldout-from",
+        default="test",
+        choices=HELDOUT_FROM,
+        help="test: hold out the sets' test images (scores to report); choice: the seed's choice images "
+        f"after the first {CHOICE_POOL} (or k), no test image (scores to choose a rule on)",
+    )
     p.add_argument("--seed", type=int, default=0, help="pool choice and training seed (see --seeds)")
     p.add_argument(
         "--seeds",
@@ -395,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         "freeze_encoder": args.freeze_encoder, "layers": args.layers, "min_factor": args.min_factor,
         "batch": args.batch,
         "anchor": args.anchor, "settle": not args.no_settle, "stain": args.stain,
-        "drop_labels": args.drop_labels, "partial_labels": args.partial_labels, "val_whole": args.val_whole,
+        "heldout_from": args.heldout_from, "drop_labels": args.drop_labels,
+        "partial_labels": args.partial_labels, "val_whole": args.val_whole,
         "device": str(device), "sets": {},
     }  # fmt: skip
     budgets = [None] if args.steps else budgets
@@ -439,7 +475,8 @@ def run_set(
     ``starts`` keeps the start's scores per held-out set, so that seeds drawing other pools from the
     same set do not segment its held-out images again.
     """
-    pool_items, heldout, desc = load_set(name, root, max(ks + [args.baseline_k]), args.heldout, seed)
+    n_pool = max(ks + [args.baseline_k])
+    pool_items, heldout, desc = load_set(name, root, n_pool, args.heldout, seed, args.heldout_from)
     print(f"\n{name} (seed {seed}): {desc}")
     held = (name, *(item[0] for item in heldout))
     if held not in starts:
