@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from napari_unet_loop.core.augment import (
     NO_AUGMENT,
     AugmentConfig,
+    device_generator,
     jitter_intensity,
     mix_stains,
     sampling_grid,
@@ -149,6 +150,26 @@ def test_jitter_intensity():
     for i in range(4):
         r = np.corrcoef(a[i].ravel().numpy(), image[i].ravel().numpy())[0, 1]
         assert r > 0.8
+
+
+def test_device_noise_follows_the_run_seed():
+    """Noise drawn on a GPU comes from a generator seeded by the run's CPU generator, not the device's global one."""
+
+    def draws(seed):
+        g = device_generator(torch.Generator().manual_seed(seed), torch.device("cpu"))
+        return torch.randn(8, generator=g)
+
+    assert torch.equal(draws(3), draws(3))
+    assert not torch.equal(draws(3), draws(4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_jitter_on_cuda_is_reproducible():
+    image = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)).cuda()
+    a = jitter_intensity(image, 0.8, torch.Generator().manual_seed(1))
+    torch.randn(100, device="cuda")  # other use of the global generator between the runs
+    b = jitter_intensity(image, 0.8, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
 
 
 def test_stain_mix_changes_the_hue_of_colour_patches_only():

@@ -220,9 +220,24 @@ def jitter_intensity(image: torch.Tensor, strength: float, generator: torch.Gene
     brightness = (rand() * 2 - 1) * 0.2 * strength
     out = out * contrast + brightness
     noise = rand() * 0.05 * strength
-    gen = None if dev.type != "cpu" else generator
+    gen = generator if dev.type == "cpu" or generator is None else device_generator(generator, dev)
     out = out + noise * torch.randn(out.shape, generator=gen, device=dev)
     return out
+
+
+def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator | None:
+    """A generator on ``device`` seeded from one draw of the CPU ``generator``.
+
+    Noise drawn where the patches live (not made on the CPU and copied) stays reproducible from the
+    run's seed: the device's global generator would follow whatever else drew from it. ``None``
+    where the device has no generator of its own (its global one is used then).
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    try:
+        out = torch.Generator(device=device)
+    except RuntimeError:
+        return None
+    return out.manual_seed(seed)
 
 
 def mix_stains(image: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
