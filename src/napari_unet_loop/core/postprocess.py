@@ -166,7 +166,7 @@ class SettingScores:
 
     def __call__(self, cfg: PostprocessConfig) -> tuple[float, float, np.ndarray]:
         """Pooled AP@0.5, SEG and per-object SEG of ``cfg`` on the maps."""
-        from .metrics import matching, pool
+        from .metrics import drop_ignored, matching, pool
 
         if cfg not in self._cache:
             if cfg.dist_sigma not in self._smoothed:
@@ -178,8 +178,10 @@ class SettingScores:
             counts, per_object = [], []
             for (f, d), t, ig, ids in zip(self._smoothed[cfg.dist_sigma], self.truths, self.ignores, self._ids):
                 pred = instances_from_maps(f, d, plain)
-                counts.append(matching(t, pred, ignore=ig))
-                per_object.append(_object_seg(t, pred, ig, ids))
+                if ig is not None and ig.any():  # once for both scores (each would leave them out alike)
+                    t, pred = drop_ignored(t, pred, ig)
+                counts.append(matching(t, pred))
+                per_object.append(_object_seg(t, pred, None, ids))
             pooled = pool(counts)
             self._cache[cfg] = (pooled.ap50, pooled.seg, np.concatenate(per_object) if per_object else np.zeros(0))
         return self._cache[cfg]
