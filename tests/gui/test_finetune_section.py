@@ -650,6 +650,11 @@ def test_helper_and_resegmented_layers_are_not_training_data(qtbot, setup, messa
     }
     assert items[layer.name] == Qt.Unchecked  # listed, not ticked
     assert items["cells labels"] == Qt.Checked
+    # in a narrow dock the two rows keep apart: the end of each name shows, the whole one in the tooltip
+    assert ft.pairs_list.textElideMode() == Qt.ElideMiddle
+    assert ft.pairs_list.horizontalScrollBarPolicy() == Qt.ScrollBarAlwaysOff
+    tips = {ft.pairs_list.item(i).toolTip() for i in range(ft.pairs_list.count())}
+    assert f"image: cells\nlabels: {layer.name}" in tips
 
 
 def test_stack_trains_only_on_corrected_planes(qtbot, make_napari_viewer_proxy, tiny_model_path, discs, messages):

@@ -107,6 +107,9 @@ class FineTuneSection(TrainingData, QGroupBox):
         lay.addLayout(form)
         self.pairs_list = QListWidget()
         self.pairs_list.setMaximumHeight(90)
+        # long layer names ("<image> labels (<model>)") lose their middle, not the end that tells them apart
+        self.pairs_list.setTextElideMode(Qt.ElideMiddle)
+        self.pairs_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.pairs_list.setToolTip(
             "Image / labels pairs to train on (ticked). Pairs are found by name ('<image> labels') and shape."
         )
@@ -249,6 +252,7 @@ class FineTuneSection(TrainingData, QGroupBox):
         self.pairs_list.clear()
         for pair in self.find_pairs():
             item = QListWidgetItem(f"{pair[0]}  <-  {pair[1]}")
+            item.setToolTip(f"image: {pair[0]}\nlabels: {pair[1]}")
             item.setData(Qt.UserRole, pair)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             # new pairs start ticked, except unreviewed re-segmentations; the user's choice is kept
@@ -257,6 +261,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             self.pairs_list.addItem(item)
         for images_dir, labels_dir in self._folders:
             item = QListWidgetItem(f"folder {images_dir.name}  <-  {labels_dir.name}")
+            item.setToolTip(f"images: {images_dir}\nlabels: {labels_dir}")
             item.setData(Qt.UserRole, ("folder", str(images_dir), str(labels_dir)))
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked)
