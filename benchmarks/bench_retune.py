@@ -23,7 +23,8 @@ what the search found, and with the starting thresholds whose foreground thresho
 the best stripe SEG at the start's AP@0.5 (*reach*), with what a search that never lowers the minimum
 size below the start's found (*floor*: judged by the same bars), and which thresholds each keep rule takes
 (the shipped rule: the bars, then the start kept when the found thresholds score lower on both AP@0.5 and
-SEG on the k training images, segmented whole; ``core.retune.veto``). The
+SEG on the k training images, segmented whole, ``core.retune.veto``; where the search's clear neither bar,
+the reach when its stripe SEG gain beats its paired noise alone, vetoed alike). The
 cases so far are written to ``--json`` after each one (a cut run keeps them); at the end, the mean
 held-out AP@0.5 / SEG of each keep rule.
 
@@ -88,6 +89,16 @@ def _floored(start: PostprocessConfig) -> dict[str, Any]:
     return {"min_sizes": [m for m in MIN_SIZES if m >= start.min_size]}
 
 
+def _reach_alone(r: dict) -> str:
+    """The shipped rule: the search's thresholds past a bar and not vetoed; else the reach past its noise alone."""
+    if _cleared(r):
+        return "start" if _vetoed(r) else "found"
+    if "by_reach" in r:  # the product's own verdict, its veto included
+        return "reach" if r["by_reach"] and r["kept"] else "start"
+    noise = r["reach_seg_noise"]  # rows from before it shipped: the bar alone, unchecked on the training images
+    return "reach" if noise is not None and r["reach_seg"] - r["seg_before"] > noise else "start"
+
+
 RULES = {
     # which thresholds each rule keeps
     "never re-tune": lambda r: "start",
@@ -99,14 +110,17 @@ RULES = {
     "the rule before the veto, the search's minimum size not below the start's": (
         lambda r: "floor" if r.get("floor_kept") else "start"
     ),
-    "... vetoed when the found thresholds score lower on both on the training images (shipped)": (
+    "... vetoed when the found thresholds score lower on both on the training images (before 2026-12-06)": (
         lambda r: "found" if _cleared(r) and not _vetoed(r) else "start"
     ),
+    "... else the reach for SEG > its paired noise alone, vetoed alike (shipped)": _reach_alone,
 }
 
 
 def _cleared(r: dict) -> bool:
     """Whether the found thresholds cleared the bars (an AP@0.5 gain, or a SEG gain at no AP@0.5 loss)."""
+    if r.get("by_reach"):  # the search's cleared neither; the reach was kept (or vetoed)
+        return False
     return bool(r["kept"] or r.get("vetoed"))  # rows from before the veto shipped have no "vetoed": kept = cleared
 
 
@@ -163,7 +177,7 @@ def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict
         "steps": run["steps"],
         "layers": layers,
         "head_only": run["head_only"],
-        **{k: tuning[k] for k in ("trust", "noise", "bar", "seg_noise", "seg_bar", "kept", "vetoed")},
+        **{k: tuning[k] for k in ("trust", "noise", "bar", "seg_noise", "seg_bar", "kept", "vetoed", "by_reach")},
         "before": tuning["ap50_before"],
         "after": tuning["ap50_after"],
         "seg_before": tuning["seg_before"],

@@ -666,7 +666,13 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     assert record["ap50_after"] >= record["ap50_before"]
     for_seg = record["seg_bar"] is not None and record["ap50_after"] >= record["ap50_before"]
     for_seg = for_seg and record["seg_after"] - record["seg_before"] > record["seg_bar"]
-    cleared = record["ap50_after"] - record["ap50_before"] > record["bar"] or for_seg
+    searched = record["ap50_after"] - record["ap50_before"] > record["bar"] or for_seg
+    # else the start with only its foreground threshold moved, past its paired SEG noise alone
+    moved = record["found_for_reach"] != model_files.load(tiny_model_path).card.postprocess.to_dict()
+    for_reach = moved and record["reach_bar"] is not None
+    for_reach = for_reach and record["reach_seg"] - record["seg_before"] > record["reach_bar"]
+    cleared = searched or for_reach
+    assert record["by_reach"] == (for_reach and not searched)
     assert record["kept"] == (cleared and not record["vetoed"])
     # thresholds that cleared the bar were checked on the training images, whole (stripes not cut out)
     assert (record["on_training_images"] is not None) == cleared

@@ -82,6 +82,75 @@ def test_retuned_thresholds_that_fit_the_masks_better_are_kept_at_no_loss_of_ap5
         json.dumps(record)  # the card's record stays JSON (no inf)
 
 
+def _refused_search_with_reach(monkeypatch, start, found, reach, reach_seg=0.94, reach_se=0.01):
+    """A search whose thresholds clear neither bar (AP@0.5 1.0 -> 1.0; SEG +0.05, noise 0.03 x 2 at trust 1.0),
+    and its reach: the start with only the foreground threshold moved, SEG 0.90 -> ``reach_seg``."""
+    from napari_unet_loop.core.postprocess import Tuned
+
+    t = Tuned(found, 1.0, 0.95, 1.0, 0.90, 0.03, 9, found, 30, reach, reach_seg, reach_se)
+    monkeypatch.setattr("napari_unet_loop.core.retune.tune_thresholds", lambda *a, **k: t)
+
+
+def test_the_masks_reach_is_kept_past_its_noise_when_the_search_clears_no_bar(monkeypatch, discs):
+    """The start's thresholds with only the foreground threshold moved: kept when their SEG gain beats its
+    paired noise alone, however well the start did on the stripe (trust raises neither side of that test)."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    val = [Sample(np.zeros((1, 120, 120), np.float32), labels)]
+    start, found = PostprocessConfig(0.85, 0.5, 24, 1.0), PostprocessConfig(0.65, 0.4, 16, 1.0)
+    reach = PostprocessConfig(0.65, 0.5, 24, 1.0)
+    for reach_seg, reach_se, moved, kept in (
+        (0.94, 0.01, reach, True),  # +0.04 > 0.01
+        (0.94, 0.05, reach, False),  # within its noise
+        (0.94, float("inf"), reach, False),  # one object: no measure of the noise
+        (0.90, 0.0, start, False),  # the start's own foreground threshold was the best: nothing moved
+    ):
+        _refused_search_with_reach(monkeypatch, start, found, moved, reach_seg, reach_se)
+        r = retune.retune(None, val, "cpu", start, trust=1.0)
+        assert not r.for_ap50 and not r.for_seg  # the search's own: refused
+        assert (r.kept, r.by_reach, r.for_reach) == (kept, kept, kept)
+        assert r.postprocess == (reach if kept else start) and r.found == found
+        record = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+        assert record["by_reach"] is kept and record["found_for_reach"] == moved.to_dict()
+        if kept:
+            assert r.verdict() == (
+                "kept the starting thresholds with the foreground threshold at 0.65 (was 0.85): the masks fit the "
+                "annotations better (SEG 0.900 -> 0.940, gain > 0.010), the same validation objects found"
+            )
+        else:
+            assert r.verdict().startswith("kept the starting thresholds: the gain (+0.000) is within the noise")
+    # a search that clears a bar is kept as it is: the reach is a fallback, not a rival
+    _refused_search_with_reach(monkeypatch, start, found, reach)
+    r = retune.retune(None, val, "cpu", start, trust=0.0)
+    assert r.for_seg and r.postprocess == found and not r.by_reach
+
+
+def test_the_veto_checks_the_reach_when_it_is_kept(monkeypatch, discs):
+    """The reach kept on the stripe is checked on the training images like the search's thresholds, and turned
+    down when it segments them worse; the verdict names the foreground threshold that was turned down."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    samples = [Sample(np.zeros((1, 120, 120), np.float32), labels) for _ in range(3)]
+    start, found = PostprocessConfig(0.5, 0.3, 8), PostprocessConfig(0.45, 0.2, 8)
+    reach = PostprocessConfig(0.99, 0.3, 8)  # on blurred maps: small masks, none matching at IoU 0.5
+    _refused_search_with_reach(monkeypatch, start, found, reach)
+    calls = []
+    _maps_of(monkeypatch, calls, blur=1.5)
+    r = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples)
+    assert r.vetoed and not r.kept and r.by_reach and r.postprocess == start and calls == [1, 1, 1]
+    assert r.on_training["found"]["ap50"] < r.on_training["start"]["ap50"] == 1.0
+    assert r.verdict().startswith(
+        "kept the starting thresholds: the starting ones with the foreground threshold at 0.99 (was 0.5; validation "
+        "SEG 0.900 -> 0.940) segment the 3 training images worse (AP50 1.000 -> "
+    )
+    # a reach that does as well on them stays
+    _refused_search_with_reach(monkeypatch, start, found, PostprocessConfig(0.45, 0.3, 8))
+    kept = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples)
+    assert kept.kept and kept.by_reach and not kept.vetoed and kept.postprocess == PostprocessConfig(0.45, 0.3, 8)
+
+
 def test_retune_searches_the_candidate_values_it_is_given(monkeypatch, discs):
     """``search`` narrows the threshold search (bench_retune's variants); the bar judges what it finds."""
     from napari_unet_loop.core.postprocess import PostprocessConfig, tune
