@@ -75,8 +75,8 @@ class Retuned:
         both on those images, whole (``found``: the thresholds checked, the search's or the reach);
         else ``None``.
     vetoed : bool
-        Whether the re-tuned thresholds cleared the bar but did worse on the training images on both
-        AP@0.5 and SEG, so the start's were kept.
+        Whether the thresholds kept on the validation data (the re-tuned ones, or the reach) did
+        worse on the training images on both AP@0.5 and SEG, so the start's were kept.
     check_stopped : bool
         Whether the user stopped that check before its end: the start's were kept, unchecked ones not trusted.
     start : PostprocessConfig or None
