@@ -51,7 +51,7 @@ pools and training seeds and prints each row's mean and spread.
 The held-out images above are test images: scores to report. To choose a rule (a threshold bar, a
 stripe placement) without looking at them, ``--heldout-from choice`` holds out more of the seed's
 choice images instead (the next ``--heldout`` after the pool's first max(k, 5); phc-frames and
-dsb-x6 have 6 such): the decision sets of docs/model.md since 2026-12-06 were drawn this way.
+dsb-x6 have 6 such): the decision sets of docs/model.md from stop 54 on (2026-12-06) were drawn this way.
 
 Run ``python benchmarks/bench_cells.py --help``; the default (k = 1, 2, 5 and the baseline at
 k = 2, 5 minutes each, both sets) takes about 45 minutes on a 2-core CPU.
