@@ -225,9 +225,14 @@ def load_set(
 
     def split(drawn: list[str], test: list[str]) -> tuple[list[str], list[str]]:
         """The pool and the held-out names: from the seed's drawn choice images, or the test images."""
-        if choice:
-            return drawn[:n_pool], drawn[reserve : reserve + n_heldout]
-        return drawn[:n_pool], test[:n_heldout]
+        if not choice:
+            return drawn[:n_pool], test[:n_heldout]
+        held = drawn[reserve : reserve + n_heldout]
+        if not held and n_heldout:  # an empty held-out set would score 1.0
+            raise SystemExit(f"{name}: {len(drawn)} choice images leave none to hold out after a pool of {reserve}")
+        if len(held) < n_heldout:
+            print(f"{name}: {len(held)} choice images held out (of --heldout {n_heldout}): no more after the pool")
+        return drawn[:n_pool], held
 
     if name == "dsb-x6":
         folder = root / "dsb2018"

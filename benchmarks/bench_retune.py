@@ -117,6 +117,14 @@ RULES = {
 }
 
 
+def _outcome(r: dict) -> str:
+    """What the product's rule did with the case: the search's thresholds or the reach, kept or vetoed."""
+    what = "  reach" if r.get("by_reach") else ""
+    if r["kept"]:
+        return f"{what}  kept"
+    return f"{what}  vetoed" if r.get("vetoed") or _cleared(r) else ""
+
+
 def _cleared(r: dict) -> bool:
     """Whether the found thresholds cleared the bars (an AP@0.5 gain, or a SEG gain at no AP@0.5 loss)."""
     if r.get("by_reach"):  # the search's cleared neither; the reach was kept (or vetoed)
@@ -187,7 +195,7 @@ def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict
         "objects": tuning["validation_objects"],
         "found": tuning["found"],
         "floor_found": floor["found"],
-        "floor_kept": floor["kept"],
+        "floor_kept": floor["kept"] and not floor.get("by_reach"),  # the floored search's own, not its reach
         "held": held,
         "trained": tuning["on_training_images"],  # the veto's evidence: the k training images, whole
     }
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {r['case']:<24} trust {r['trust']:.2f} {r['objects']:3d} objects  stripe AP@0.5 {r['before']:.3f} -> "
             f"{r['after']:.3f} (bar {r['bar']:.3f}), SEG {r['seg_before']:.3f} -> {r['seg_after']:.3f} (bar {seg_bar})"
-            f"{'  kept' if r['kept'] else '  vetoed' if _cleared(r) else ''}  held out AP@0.5 / SEG: "
+            f"{_outcome(r)}  held out AP@0.5 / SEG: "
             f"start {h['start']['ap50']:.3f} / "
             f"{h['start']['seg']:.3f}, by AP@0.5 {h['by_ap50']['ap50']:.3f} / {h['by_ap50']['seg']:.3f}, "
             f"found {h['found']['ap50']:.3f} / {h['found']['seg']:.3f}, reach {h['reach']['ap50']:.3f} / "
@@ -243,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             + (
                 "on the training images start {start[ap50]:.3f} / {start[seg]:.3f}, "
-                "found {found[ap50]:.3f} / {found[seg]:.3f}; ".format(**r["trained"])
+                "checked {found[ap50]:.3f} / {found[seg]:.3f}; ".format(**r["trained"])
                 if r.get("trained")
                 else ""
             )

@@ -192,7 +192,7 @@ class Retuned:
             return (
                 f"kept the starting thresholds with the foreground threshold at {self.reach.fg_threshold:g} (was "
                 f"{self.start.fg_threshold:g}): the masks fit the annotations better (SEG {self.seg_before:.3f} -> "
-                f"{self.reach_seg:.3f}, gain > {self.reach_bar:.3f}), the same validation objects found"
+                f"{self.reach_seg:.3f}, gain > {self.reach_bar:.3f}), no fewer validation objects found"
             )
         if self.kept and self.for_ap50:
             return f"kept the re-tuned thresholds (gain {self.after - self.before:+.3f} > {self.bar:.3f})"
@@ -264,7 +264,7 @@ def retune(
     frames 0.709 / 0.759 -> 0.727 / 0.768.
 
     When the search's thresholds clear neither bar, the start's with only the foreground threshold
-    moved (:attr:`Retuned.reach`: the same validation objects found, the masks drawn further or
+    moved (:attr:`Retuned.reach`: no fewer validation objects found, the masks drawn further or
     less far) are kept when their paired SEG gain exceeds its standard error alone
     (:attr:`Retuned.reach_bar`), and the veto checks them as it checks the search's. A network
     fine-tuned for thousands of steps draws masks of the annotations' size at another foreground
