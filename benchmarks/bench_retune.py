@@ -89,10 +89,15 @@ def _floored(start: PostprocessConfig) -> dict[str, Any]:
     return {"min_sizes": [m for m in MIN_SIZES if m >= start.min_size]}
 
 
+def _with_veto(r: dict) -> str:
+    """The search's thresholds past a bar, unless they score lower on both on the training images."""
+    return "found" if _cleared(r) and not _vetoed(r) else "start"
+
+
 def _reach_alone(r: dict) -> str:
-    """The shipped rule: the search's thresholds past a bar and not vetoed; else the reach past its noise alone."""
+    """The shipped rule: :func:`_with_veto`; where the search cleared no bar, the reach past its noise alone."""
     if _cleared(r):
-        return "start" if _vetoed(r) else "found"
+        return _with_veto(r)
     if "by_reach" in r:  # the product's own verdict, its veto included
         return "reach" if r["by_reach"] and r["kept"] else "start"
     noise = r["reach_seg_noise"]  # rows from before it shipped: the bar alone, unchecked on the training images
@@ -110,9 +115,7 @@ RULES = {
     "the rule before the veto, the search's minimum size not below the start's": (
         lambda r: "floor" if r.get("floor_kept") else "start"
     ),
-    "... vetoed when the found thresholds score lower on both on the training images (before 2026-12-06)": (
-        lambda r: "found" if _cleared(r) and not _vetoed(r) else "start"
-    ),
+    "... vetoed when the found thresholds score lower on both on the training images (before 2026-12-06)": _with_veto,
     "... else the reach for SEG > its paired noise alone, vetoed alike (shipped)": _reach_alone,
 }
 
@@ -122,7 +125,7 @@ def _outcome(r: dict) -> str:
     what = "  reach" if r.get("by_reach") else ""
     if r["kept"]:
         return f"{what}  kept"
-    return f"{what}  vetoed" if r.get("vetoed") or _cleared(r) else ""
+    return f"{what}  vetoed" if r.get("vetoed") else ""  # not kept: cleared only where vetoed
 
 
 def _cleared(r: dict) -> bool:
