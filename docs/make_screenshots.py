@@ -16,6 +16,8 @@ It writes
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # the corrections drawn for the pictures are autosaved away from the user's own (their next napari
+    # session would offer them back otherwise)
+    os.environ.setdefault("NAPARI_UNET_LOOP_AUTOSAVE", tempfile.mkdtemp(prefix="unet-loop-screenshots-"))
 
     import napari
     from qtpy.QtWidgets import QApplication
