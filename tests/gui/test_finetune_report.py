@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_unet_loop.gui.finetune_report import MIN_VAL_OBJECTS, evidence_note, resegment_report
+from napari_unet_loop.gui.finetune_report import MIN_VAL_OBJECTS, evidence_note, resegment_report, thresholds_note
 
 
 def test_evidence_note_warns_when_validation_rests_on_few_objects():
@@ -11,6 +11,29 @@ def test_evidence_note_warns_when_validation_rests_on_few_objects():
     assert "on 3 validation object(s)" in few and "too few to tell" in few
     enough = evidence_note(MIN_VAL_OBJECTS)
     assert "too few" not in enough and f"on {MIN_VAL_OBJECTS} validation" in enough
+
+
+def test_the_thresholds_note_says_what_the_re_tune_kept_and_on_what():
+    """A kept reach names the foreground threshold it moved; a vetoed one says why; a refused one says nothing."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.retune import Retuned
+
+    start, reach = PostprocessConfig(0.85, 0.5, 24), PostprocessConfig(0.6, 0.5, 24)
+    t = Retuned(start, 1.0, 1.0, 0.1, False, 6, found=start, seg_before=0.8, seg_after=0.8, reach=reach,
+                reach_seg=0.85, reach_seg_noise=0.01, start=start)  # fmt: skip
+    assert thresholds_note(None) == thresholds_note(t) == ""  # nothing kept, nothing turned down
+    t.postprocess, t.kept, t.by_reach = reach, True, True
+    note = thresholds_note(t)
+    assert "Foreground threshold moved to 0.6 (was 0.85)" in note and "SEG 0.800 -> 0.850" in note
+    assert "not an independent measure" in note
+    t.by_reach = False  # the search's thresholds
+    assert thresholds_note(t).startswith(" Thresholds re-tuned on the same validation tiles")
+    t.postprocess, t.kept, t.vetoed, t.by_reach = start, False, True, True
+    t.on_training = {"images": 2, "start": {"ap50": 0.9, "seg": 0.8}, "found": {"ap50": 0.8, "seg": 0.7}}
+    assert thresholds_note(t) == (
+        " Kept the starting thresholds: the starting ones with the foreground threshold at 0.6 (was 0.85; "
+        "validation SEG 0.800 -> 0.850) segment the 2 training images worse (AP50 0.900 -> 0.800, SEG 0.800 -> 0.700)."
+    )
 
 
 def _squares(*corners: tuple[int, int], shape=(80, 80), size=12) -> np.ndarray:

@@ -16,6 +16,7 @@ from ..core.metrics import correction_agreement, score
 if TYPE_CHECKING:
     from ..core.finetune import Scaled
     from ..core.model_files import Model
+    from ..core.retune import Retuned
 
 NEAR_MARKED = " near the objects you marked"  # the report, when the labels mark only some objects
 
@@ -44,6 +45,29 @@ def evidence_note(n_objects: int | None) -> str:
             " and the report on your corrections)"
         )
     return note
+
+
+def thresholds_note(tuned: Retuned | None) -> str:
+    """What the re-tune after a fine-tune changed, for its report (empty when it changed nothing).
+
+    Thresholds kept on the validation tiles were chosen there: their score on those tiles is not a
+    gain measured on unseen data, and the note says so. A kept reach (``by_reach``) names the one
+    setting it moved; thresholds turned down on the training images say why (``Retuned.verdict``).
+    """
+    if tuned is None:
+        return ""
+    if tuned.kept and tuned.by_reach:
+        return (
+            f" Foreground threshold moved to {tuned.reach.fg_threshold:g} (was {tuned.start.fg_threshold:g}): the "
+            f"masks fit the validation tiles' annotations better (SEG {tuned.seg_before:.3f} -> "
+            f"{tuned.reach_seg:.3f}; chosen on those tiles, not an independent measure of a gain)."
+        )
+    if tuned.kept:
+        return " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
+    if tuned.vetoed:  # the thresholds kept on the tiles did worse on the images trained on
+        verdict = tuned.verdict()
+        return f" {verdict[0].upper()}{verdict[1:]}."
+    return ""
 
 
 def size_note(scaled: Scaled, model: Model) -> str:

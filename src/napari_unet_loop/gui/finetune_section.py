@@ -55,7 +55,7 @@ from ..core.train import TrainConfig, TrainEvent, TrainingError, training_precis
 from ..io.images import ReadError
 from ._segment_worker import Failure
 from ._train_worker import Finished, train_in_worker
-from .finetune_report import evidence_note, resegment_report, size_note
+from .finetune_report import evidence_note, resegment_report, size_note, thresholds_note
 from .forms import add_rows
 from .layers import (
     HELPER,
@@ -532,13 +532,7 @@ class FineTuneSection(TrainingData, QGroupBox):
             show_warning(msg)
             self.result_label.setText(msg)
             return
-        notes = ""
-        if tuned is not None and tuned.kept:
-            # chosen on the validation tiles: their score there is not a gain measured on unseen data
-            notes = " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
-        elif tuned is not None and tuned.vetoed:  # the search's thresholds did worse on the images trained on
-            verdict = tuned.verdict()
-            notes = f" {verdict[0].upper()}{verdict[1:]}."
+        notes = thresholds_note(tuned)
         if result.anchor > 0:  # how much the start's own validation score held the weights near it
             notes += f" Held near {parent.name} in proportion to its validation score (anchor {result.anchor:.1f})."
         self._accept(model, f"Training {how} ({result.steps} steps, {result.seconds / 60:.1f} min); {scores}.{notes}")
