@@ -34,6 +34,9 @@ def test_the_thresholds_note_says_what_the_re_tune_kept_and_on_what():
         " Kept the starting thresholds: the starting ones with the foreground threshold at 0.6 (was 0.85; "
         "validation SEG 0.800 -> 0.850) segment the 2 training images worse (AP50 0.900 -> 0.800, SEG 0.800 -> 0.700)."
     )
+    t.vetoed, t.check_stopped = False, True  # the user stopped the check: what was not checked is named
+    assert thresholds_note(t).startswith(" Kept the starting thresholds: the starting ones with the foreground")
+    assert thresholds_note(t).endswith("were not checked on the training images to the end (stopped).")
 
 
 def _squares(*corners: tuple[int, int], shape=(80, 80), size=12) -> np.ndarray:

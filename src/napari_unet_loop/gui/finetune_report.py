@@ -52,7 +52,8 @@ def thresholds_note(tuned: Retuned | None) -> str:
 
     Thresholds kept on the validation tiles were chosen there: their score on those tiles is not a
     gain measured on unseen data, and the note says so. A kept reach (``by_reach``) names the one
-    setting it moved; thresholds turned down on the training images say why (``Retuned.verdict``).
+    setting it moved; thresholds turned down on the training images, or not checked there to the
+    end (the user stopped the check), say why (``Retuned.verdict``).
     """
     if tuned is None:
         return ""
@@ -64,7 +65,7 @@ def thresholds_note(tuned: Retuned | None) -> str:
         )
     if tuned.kept:
         return " Thresholds re-tuned on the same validation tiles (not an independent measure of a gain)."
-    if tuned.vetoed:  # the thresholds kept on the tiles did worse on the images trained on
+    if tuned.vetoed or tuned.check_stopped:  # did worse on the images trained on, or not checked on them to the end
         verdict = tuned.verdict()
         return f" {verdict[0].upper()}{verdict[1:]}."
     return ""
