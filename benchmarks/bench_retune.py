@@ -95,13 +95,19 @@ def _with_veto(r: dict) -> str:
 
 
 def _reach_alone(r: dict) -> str:
-    """The shipped rule: :func:`_with_veto`; where the search cleared no bar, the reach past its noise alone."""
+    """The rule of 2026-12-06: :func:`_with_veto`; where the search cleared no bar, the reach past its noise alone."""
     if _cleared(r):
         return _with_veto(r)
     if "by_reach" in r:  # the product's own verdict, its veto included
-        return "reach" if r["by_reach"] and r["kept"] else "start"
+        return "reach" if r["by_reach"] and r["kept"] and not r.get("by_training") else "start"
     noise = r["reach_seg_noise"]  # rows from before it shipped: the bar alone, unchecked on the training images
     return "reach" if noise is not None and r["reach_seg"] - r["seg_before"] > noise else "start"
+
+
+def _on_training(r: dict) -> str:
+    """The shipped rule: :func:`_reach_alone`; where it keeps the start's, the foreground threshold the training
+    images ask for, past its paired noise there (rows from before 2026-12-07: as before)."""
+    return "training" if r.get("by_training") else _reach_alone(r)
 
 
 RULES = {
@@ -116,13 +122,16 @@ RULES = {
         lambda r: "floor" if r.get("floor_kept") else "start"
     ),
     "... vetoed when the found thresholds score lower on both on the training images (before 2026-12-06)": _with_veto,
-    "... else the reach for SEG > its paired noise alone, vetoed alike (shipped)": _reach_alone,
+    "... else the reach for SEG > its paired noise alone, vetoed alike (before 2026-12-07)": _reach_alone,
+    "... where the start's stay, the foreground threshold the training images ask for (shipped)": _on_training,
 }
 
 
 def _outcome(r: dict) -> str:
     """What the product's rule did with the case: the search's thresholds or the reach, kept or vetoed."""
     what = "  reach" if r.get("by_reach") else ""
+    if r.get("by_training"):
+        return f"{what}{'  vetoed' if r.get('vetoed') else ''}  training images' foreground threshold kept"
     if r["kept"]:
         return f"{what}  kept"
     return f"{what}  vetoed" if r.get("vetoed") else ""  # not kept: cleared only where vetoed
@@ -132,6 +141,8 @@ def _cleared(r: dict) -> bool:
     """Whether the found thresholds cleared the bars (an AP@0.5 gain, or a SEG gain at no AP@0.5 loss)."""
     if r.get("by_reach"):  # the search's cleared neither; the reach was kept (or vetoed)
         return False
+    if r.get("by_training"):  # kept where the start's stayed: the search's cleared a bar only if it was vetoed
+        return bool(r.get("vetoed"))
     return bool(r["kept"] or r.get("vetoed"))  # rows from before the veto shipped have no "vetoed": kept = cleared
 
 
@@ -174,6 +185,8 @@ def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict
         "reach": PostprocessConfig.from_dict(tuning["found_for_reach"]),
         "floor": PostprocessConfig.from_dict(floor["found"]),
     }
+    if tuning.get("found_on_training"):  # where the start's stayed: the training images' foreground threshold
+        chosen["training"] = PostprocessConfig.from_dict(tuning["found_on_training"])
     held: dict[str, dict[str, float]] = {}
     scored: dict[PostprocessConfig, dict[str, float]] = {}
     for which, pp in chosen.items():
@@ -189,6 +202,7 @@ def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict
         "layers": layers,
         "head_only": run["head_only"],
         **{k: tuning[k] for k in ("trust", "noise", "bar", "seg_noise", "seg_bar", "kept", "vetoed", "by_reach")},
+        "by_training": tuning["by_training"],
         "before": tuning["ap50_before"],
         "after": tuning["ap50_after"],
         "seg_before": tuning["seg_before"],

@@ -673,9 +673,16 @@ def test_train_tunes_thresholds_on_the_validation_data(tmp_path, folders, tiny_m
     for_reach = for_reach and record["reach_seg"] - record["seg_before"] > record["reach_bar"]
     cleared = searched or for_reach
     assert record["by_reach"] == (for_reach and not searched)
-    assert record["kept"] == (cleared and not record["vetoed"])
-    # thresholds that cleared the bar were checked on the training images, whole (stripes not cut out)
-    assert (record["on_training_images"] is not None) == cleared
+    kept_on_stripe = cleared and not record["vetoed"]
+    # else the training images chose the foreground threshold, kept past its paired noise there
+    assert record["kept"] == (kept_on_stripe or record["by_training"]) and not (
+        kept_on_stripe and record["by_training"]
+    )
+    # thresholds that cleared the bar were checked on the training images, whole (stripes not cut out); where the
+    # start's stayed, the foreground threshold was looked for there
+    trained = record["on_training_images"]
+    assert trained is not None and ("found" in trained) == cleared
+    assert record["by_training"] == (record["found_on_training"] is not None and record["kept"] and not kept_on_stripe)
     ((whole),) = wholes
     truths = sorted(tifffile.imread(f).shape for f in sorted(labels.iterdir()))
     assert sorted(s.labels.shape for s in whole) == truths

@@ -246,6 +246,57 @@ def test_thresholds_that_segment_the_training_images_worse_are_vetoed(monkeypatc
     assert plain.to_dict()["vetoed"] is False and calls == []
 
 
+def test_where_the_start_stays_the_training_images_choose_the_foreground_threshold(monkeypatch, discs):
+    """Nothing cleared a bar on the stripe: the start with only its foreground threshold moved to the best SEG
+    on the training images (no fewer objects found there) is kept when its per-object gain there beats its
+    noise; the network runs once per training image, the verdict says on what it was chosen."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    samples = [Sample(np.zeros((1, 120, 120), np.float32), labels) for _ in range(3)]
+    start, found = PostprocessConfig(0.9, 0.3, 8), PostprocessConfig(0.6, 0.2, 8)
+    _refused_search_with_reach(monkeypatch, start, found, start)  # the stripe's reach: the start's own
+    calls = []
+    _maps_of(monkeypatch, calls, blur=1.5)  # blurred discs: at 0.9 the masks are drawn too small
+    r = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples)
+    assert calls == [1, 1, 1] and r.kept and r.by_training and not r.by_reach and not r.vetoed
+    moved = r.postprocess
+    assert moved == r.on_training_reach and moved.fg_threshold < 0.9
+    assert (moved.seed_threshold, moved.min_size, moved.dist_sigma) == (0.3, 8, start.dist_sigma)
+    trained = r.on_training
+    assert trained["images"] == 3 and "found" not in trained  # nothing else was checked there
+    assert trained["reach"]["seg"] > trained["start"]["seg"] and trained["reach"]["ap50"] >= trained["start"]["ap50"]
+    assert trained["reach"]["gain"] > trained["reach"]["noise"]
+    record = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert record["by_training"] is True and record["found_on_training"] == moved.to_dict() and record["kept"]
+    verdict = r.verdict()
+    assert verdict.startswith(
+        f"kept the starting thresholds with the foreground threshold at {moved.fg_threshold:g} (was 0.9): on the 3 "
+        "training images, whole, the masks fit the annotations better (SEG "
+    )
+    assert verdict.endswith(
+        "the validation data alone kept them: the gain (+0.000) is within the noise of 9 "
+        "validation objects (+-0.100, x2.00 because the starting model already scored 1.00 on them)"
+    )
+    # only the foreground thresholds the search was given; none but the start's: nothing moves
+    r = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples, fg_thresholds=(0.9,))
+    assert not r.kept and r.postprocess == start and r.on_training_reach is None and "reach" not in r.on_training
+    # a gain within its noise (one object: no measure of the noise) is recorded, not kept
+    one = discs((120, 120), 1, radius=(8, 8))
+    single = [Sample(np.zeros((1, 120, 120), np.float32), one)]
+    r = retune.retune(None, single, "cpu", start, trust=1.0, whole=single)
+    assert not r.kept and not r.by_training and r.postprocess == start and r.on_training_reach is not None
+    assert r.on_training["reach"]["noise"] is None  # no measure of the noise on one object; strict JSON in the card
+    json.dumps(r.to_dict(), allow_nan=False)
+    # stopped before the training images were segmented: the start's stay, no check claimed
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    r = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples, stop=stop)
+    assert not r.kept and r.postprocess == start and not r.check_stopped and r.on_training is None
+
+
 def test_thresholds_that_lose_only_one_measure_on_the_training_images_are_kept(monkeypatch, discs):
     """The veto needs a loss on both AP@0.5 and SEG: masks drawn tighter (SEG down, AP@0.5 the same) stay."""
     from napari_unet_loop.core.postprocess import PostprocessConfig

@@ -26,6 +26,13 @@ def test_the_thresholds_note_says_what_the_re_tune_kept_and_on_what():
     note = thresholds_note(t)
     assert "Foreground threshold moved to 0.6 (was 0.85)" in note and "SEG 0.800 -> 0.850" in note
     assert "not an independent measure" in note
+    t.by_training, t.on_training = True, {"images": 3, "start": {"ap50": 0.9, "seg": 0.8}}  # the training images'
+    t.on_training["reach"] = {"fg_threshold": 0.65, "ap50": 0.9, "seg": 0.86, "gain": 0.06, "noise": 0.01}
+    assert thresholds_note(t) == (
+        " Foreground threshold moved to 0.65 (was 0.85): the masks fit your annotations of the training images "
+        "better (SEG 0.800 -> 0.860; measured on the images trained on, not an independent measure of a gain)."
+    )
+    t.by_training, t.on_training = False, None
     t.by_reach = False  # the search's thresholds
     assert thresholds_note(t).startswith(" Thresholds re-tuned on the same validation tiles")
     t.postprocess, t.kept, t.vetoed, t.by_reach = start, False, True, True

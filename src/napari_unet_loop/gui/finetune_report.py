@@ -51,12 +51,20 @@ def thresholds_note(tuned: Retuned | None) -> str:
     """What the re-tune after a fine-tune changed, for its report (empty when it changed nothing).
 
     Thresholds kept on the validation tiles were chosen there: their score on those tiles is not a
-    gain measured on unseen data, and the note says so. A kept reach (``by_reach``) names the one
-    setting it moved; thresholds turned down on the training images, or not checked there to the
-    end (the user stopped the check), say why (``Retuned.verdict``).
+    gain measured on unseen data, and the note says so. A kept reach (``by_reach``, or chosen on the
+    training images: ``by_training``) names the one setting it moved; thresholds turned down on the
+    training images, or not checked there to the end (the user stopped the check), say why
+    (``Retuned.verdict``).
     """
     if tuned is None:
         return ""
+    if tuned.kept and tuned.by_training:
+        a, r = tuned.on_training["start"], tuned.on_training["reach"]
+        return (
+            f" Foreground threshold moved to {r['fg_threshold']:g} (was {tuned.start.fg_threshold:g}): the masks fit "
+            f"your annotations of the training images better (SEG {a['seg']:.3f} -> {r['seg']:.3f}; measured on the "
+            "images trained on, not an independent measure of a gain)."
+        )
     if tuned.kept and tuned.by_reach:
         return (
             f" Foreground threshold moved to {tuned.reach.fg_threshold:g} (was {tuned.start.fg_threshold:g}): the "
