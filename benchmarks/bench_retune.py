@@ -24,7 +24,8 @@ the best stripe SEG at the start's AP@0.5 (*reach*), with what a search that nev
 size below the start's found (*floor*: judged by the same bars), and which thresholds each keep rule takes
 (the shipped rule: the bars, then the start kept when the found thresholds score lower on both AP@0.5 and
 SEG on the k training images, segmented whole, ``core.retune.veto``; where the search's clear neither bar,
-the reach when its stripe SEG gain beats its paired noise alone, vetoed alike). The
+the reach when its stripe SEG gain beats its paired noise alone, vetoed alike; where the start's
+thresholds stay, the foreground threshold the training images ask for, ``core.retune.reach_on_training``). The
 cases so far are written to ``--json`` after each one (a cut run keeps them); at the end, the mean
 held-out AP@0.5 / SEG of each keep rule.
 
@@ -218,6 +219,27 @@ def run_case(case: str, start, steps: int, device, layers: str = "auto") -> dict
     }
 
 
+def _trained_line(r: dict, h: dict) -> str:
+    """The training images' evidence of a case (the veto's check, the foreground threshold chosen there), if any."""
+    trained = r.get("trained")
+    if not trained:
+        return ""
+    start = trained["start"]
+    line = f"on the training images start {start['ap50']:.3f} / {start['seg']:.3f}"
+    if "found" in trained:  # thresholds kept on the stripe, checked there (the veto)
+        line += f", checked {trained['found']['ap50']:.3f} / {trained['found']['seg']:.3f}"
+    reach = trained.get("reach")
+    if reach:  # where the start's stayed: the foreground threshold the training images ask for
+        noise = "none" if reach["noise"] is None else f"{reach['noise']:.3f}"
+        line += (
+            f", foreground {reach['fg_threshold']:g} {reach['ap50']:.3f} / {reach['seg']:.3f} (gain "
+            f"{reach['gain']:+.3f}, noise {noise}{', kept' if r.get('by_training') else ''})"
+        )
+        if "training" in h:
+            line += f", held out {h['training']['ap50']:.3f} / {h['training']['seg']:.3f}"
+    return line + "; "
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated loop:KIND:SEED or cells:SET:K:SEED")
@@ -266,12 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "floor" in h
                 else "; "
             )
-            + (
-                "on the training images start {start[ap50]:.3f} / {start[seg]:.3f}, "
-                "checked {found[ap50]:.3f} / {found[seg]:.3f}; ".format(**r["trained"])
-                if r.get("trained")
-                else ""
-            )
+            + _trained_line(r, h)
             + f"the rules keep: {', '.join(rule(r) for rule in RULES.values())}",
             flush=True,
         )

@@ -239,7 +239,7 @@ def test_thresholds_that_segment_the_training_images_worse_are_vetoed(monkeypatc
     record = json.loads(json.dumps(r.to_dict()))
     assert record["vetoed"] is True and record["kept"] is False
     assert record["on_training_images"]["found"] == {"ap50": 0.0, "seg": 0.0}
-    # without the training images (or thresholds the bar turned down): no check, nothing predicted
+    # without the training images: no check, nothing predicted
     calls.clear()
     plain = retune.retune(None, val, "cpu", start)
     assert plain.kept and plain.postprocess == found and not plain.vetoed and plain.on_training is None
@@ -295,6 +295,65 @@ def test_where_the_start_stays_the_training_images_choose_the_foreground_thresho
     stop.set()
     r = retune.retune(None, samples[:1], "cpu", start, trust=1.0, whole=samples, stop=stop)
     assert not r.kept and r.postprocess == start and not r.check_stopped and r.on_training is None
+
+
+def test_after_a_veto_the_training_images_may_still_move_the_foreground_threshold(monkeypatch, discs):
+    """The search's thresholds turned down on the training images: the same maps then choose the foreground
+    threshold alone; the verdict and the dock's note say the validation data's choice was turned down."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.gui.finetune_report import thresholds_note
+
+    labels = discs((120, 120), 9, radius=(6, 8))
+    samples = [Sample(np.zeros((1, 120, 120), np.float32), labels) for _ in range(3)]
+    start, found = PostprocessConfig(0.9, 0.3, 8), PostprocessConfig(0.9, 0.3, 5000)  # found drops every object
+    _kept_found(monkeypatch, start, found)
+    calls = []
+    _maps_of(monkeypatch, calls, blur=1.5)
+    r = retune.retune(None, samples[:1], "cpu", start, whole=samples)
+    assert calls == [1, 1, 1] and r.vetoed and r.kept and r.by_training and r.postprocess.fg_threshold < 0.9
+    assert r.on_training["found"] == {"ap50": 0.0, "seg": 0.0} and r.to_dict()["on"] == "training images"
+    assert (
+        "); the validation data's choice was turned down: the re-tuned ones (validation AP50 0.500 -> 0.900) "
+        "segment the 3 training images worse (AP50 " in r.verdict()
+    )
+    assert thresholds_note(r).endswith("; the thresholds chosen on the validation tiles segmented them worse.")
+
+
+def test_the_training_images_threshold_is_kept_only_past_its_paired_noise():
+    """Mixed per-object gains (some objects better, some worse) stay within their noise; steady ones do not."""
+    from napari_unet_loop.core.postprocess import PostprocessConfig
+    from napari_unet_loop.core.retune import Retuned, reach_on_training
+
+    start = PostprocessConfig(0.85, 0.5, 24)
+
+    def judged():
+        return Retuned(start, 1.0, 1.0, 0.1, False, 3, start=start)
+
+    def scores_of(per_object):  # per foreground threshold: each object's SEG; AP@0.5 1.0 throughout
+        def scores(pp):
+            o = np.asarray(per_object.get(pp.fg_threshold, per_object[0.85]), float)
+            return 1.0, float(np.nanmean(o)) if np.isfinite(o).any() else 1.0, o
+
+        return scores
+
+    mixed = scores_of({0.85: [0.8, 0.8, 0.8], 0.6: [0.95, 0.7, 0.85]})  # gain +0.033, noise 0.073
+    r = reach_on_training(judged(), mixed, 2, (0.85, 0.6))
+    assert not r.kept and r.on_training_reach.fg_threshold == 0.6 and r.postprocess == start
+    assert r.on_training["reach"]["gain"] < r.on_training["reach"]["noise"]
+    steady = scores_of({0.85: [0.8, 0.8, 0.8], 0.6: [0.85, 0.86, 0.84]})
+    r = reach_on_training(judged(), steady, 2, (0.6, 0.85))
+    assert r.kept and r.by_training and r.postprocess.fg_threshold == 0.6
+    assert r.on_training == {
+        "images": 2,
+        "start": {"ap50": 1.0, "seg": 0.8},
+        "reach": {"fg_threshold": 0.6, "ap50": 1.0, "seg": 0.85, "gain": 0.05, "noise": 0.0058},
+    }
+    unscored = scores_of({0.85: [0.8, 0.8], 0.6: [np.nan, np.nan]})  # no object scored both ways: nothing moves
+    r = reach_on_training(judged(), unscored, 1, (0.6,))
+    assert not r.kept and r.on_training_reach is None and "reach" not in r.on_training
+    kept = judged()
+    kept.kept = True  # thresholds the validation data kept (and the veto passed): not looked at again
+    assert reach_on_training(kept, steady, 2, (0.6,)).on_training is None and kept.postprocess == start
 
 
 def test_thresholds_that_lose_only_one_measure_on_the_training_images_are_kept(monkeypatch, discs):

@@ -42,13 +42,16 @@ class Retuned:
     ----------
     postprocess : PostprocessConfig
         The thresholds to keep: the re-tuned ones when their gain cleared the bar, else the
-        :attr:`reach` when its SEG gain cleared :attr:`reach_bar`, else the start's.
+        :attr:`reach` when its SEG gain cleared :attr:`reach_bar`, unless the training images
+        turned them down; else :attr:`on_training_reach` when kept (:attr:`by_training`), else
+        the start's.
     before, after : float
         Validation AP@0.5 with the starting and with the re-tuned thresholds.
     noise : float
         One standard error of AP@0.5 on the validation objects.
     kept : bool
-        Whether the re-tuned thresholds (or the reach, :attr:`by_reach`) were kept.
+        Whether thresholds other than the start's were kept: the re-tuned ones, the reach
+        (:attr:`by_reach`) or the training images' foreground threshold (:attr:`by_training`).
     n_objects : int
         Validation objects.
     trust : float
@@ -67,13 +70,17 @@ class Retuned:
     reach_seg, reach_seg_noise : float
         Its validation SEG, and one standard error of its SEG gain (paired).
     by_reach : bool
-        Whether the thresholds kept (or checked and vetoed) are :attr:`reach`: the search's cleared
-        neither bar, the reach's SEG gain cleared :attr:`reach_bar`.
+        Whether the thresholds the validation data kept (then checked, and kept or vetoed) are
+        :attr:`reach`: the search's cleared neither bar, the reach's SEG gain cleared
+        :attr:`reach_bar`. It stays set when the veto turned the reach down and
+        :attr:`by_training` kept another.
     on_training : dict or None
-        When thresholds that cleared the bar were checked on the training images (:func:`veto`):
-        ``{"images": n, "start": {"ap50", "seg"}, "found": {"ap50", "seg"}}``, the pooled scores of
-        both on those images, whole (``found``: the thresholds checked, the search's or the reach);
-        else ``None``.
+        What the training images, whole, said (``None`` when they were not segmented:
+        no training images, or stopped): ``{"images": n, "start": {"ap50", "seg"}}``, the start's
+        pooled scores there; ``"found"``: those of the thresholds kept on the validation data, the
+        search's or the reach, when :func:`veto` checked them; ``"reach"``: where the start's stayed,
+        the foreground threshold they ask for (:func:`reach_on_training`), ``{"fg_threshold",
+        "ap50", "seg", "gain", "noise"}`` (``noise`` ``None`` on one object).
     vetoed : bool
         Whether the thresholds kept on the validation data (the re-tuned ones, or the reach) did
         worse on the training images on both AP@0.5 and SEG, so the start's were kept.
@@ -174,7 +181,7 @@ class Retuned:
             "reach_seg_noise": r4(self.reach_seg_noise),
             "reach_bar": r4(self.reach_bar),
             "by_reach": self.by_reach,
-            "on": "validation data",
+            "on": "training images" if self.by_training else "validation data",
             "on_training_images": self.on_training,
             "vetoed": self.vetoed,
             "check_stopped": self.check_stopped,
@@ -186,13 +193,15 @@ class Retuned:
         """One line for the user: which thresholds were kept, and why."""
         if self.by_training and self.kept:  # the stripe's verdict, then what the training images said
             stripe = replace(self, postprocess=self.start, kept=False, by_training=False).verdict()
+            turned = "the validation data's choice was turned down: " if self.vetoed else ""
             a, r = self.on_training["start"], self.on_training["reach"]
             n = self.on_training["images"]
             return (
                 f"kept the starting thresholds with the foreground threshold at {r['fg_threshold']:g} (was "
                 f"{self.start.fg_threshold:g}): on the {n} training image{'s' if n != 1 else ''}, whole, the masks fit "
                 f"the annotations better (SEG {a['seg']:.3f} -> {r['seg']:.3f}, per-object gain {r['gain']:+.3f} > "
-                f"{r['noise']:.3f}; AP50 {a['ap50']:.3f} -> {r['ap50']:.3f}); the validation data alone kept them: "
+                f"{r['noise']:.3f}; AP50 {a['ap50']:.3f} -> {r['ap50']:.3f}); "
+                + (turned or "the validation data alone kept them: ")
                 + stripe.removeprefix("kept the starting thresholds: ")
             )
         if self.by_reach:  # the start's, the foreground threshold moved
@@ -358,6 +367,19 @@ def training_scores(
     At most :data:`VETO_IMAGES` images, spread over them, each only its reviewed part
     (:func:`reviewed_part`): one prediction each, as a new image is segmented.
 
+    Parameters
+    ----------
+    net : UNet
+        The trained network.
+    whole : sequence of Sample
+        The annotated training images, whole, at the network's scale.
+    device : torch.device or str
+        Where to run the network.
+    precision : str
+        Autocast precision.
+    stop : StopFlag, optional
+        Asked before each image.
+
     Returns
     -------
     tuple or None
@@ -415,7 +437,7 @@ def reach_on_training(judged: Retuned, scores: Any, images: int, fg_thresholds: 
         return judged
     a0, s0, o0 = scores(start)
     best, best_seg = start, s0
-    for fg in fg_thresholds:  # the lowest of equal scores
+    for fg in sorted(set(fg_thresholds)):  # the lowest of equal scores
         moved = replace(start, fg_threshold=float(fg))
         a1, s1, _ = scores(moved)
         if a1 >= a0 and s1 > best_seg:
@@ -426,7 +448,10 @@ def reach_on_training(judged: Retuned, scores: Any, images: int, fg_thresholds: 
     from .postprocess import paired_gain_se
 
     a1, s1, o1 = scores(best)
-    gain, noise = float(np.nanmean(o1 - o0)), paired_gain_se(o1, o0)
+    paired = np.isfinite(o1 - o0)
+    if not paired.any():  # no object scored both ways: nothing to measure a gain on
+        return judged
+    gain, noise = float(np.mean((o1 - o0)[paired])), paired_gain_se(o1, o0)
     judged.on_training_reach = best
     judged.on_training["reach"] = {
         "fg_threshold": best.fg_threshold,

@@ -23,8 +23,9 @@ class Finished:
     result : TrainResult
         Scores and history of the run.
     postprocess : PostprocessConfig
-        Thresholds for the new weights: re-tuned on the validation samples when that beat the
-        noise, else the starting ones (also without validation data).
+        Thresholds for the new weights: what :func:`~napari_unet_loop.core.retune.retune` kept
+        (re-tuned on the validation samples when that beat the noise, or the foreground threshold
+        the training images ask for), else the starting ones (also without validation data).
     tuned : Retuned or None
         The threshold search and its verdict (``None`` without validation data, or when it failed).
     note : str

@@ -63,7 +63,8 @@ def thresholds_note(tuned: Retuned | None) -> str:
         return (
             f" Foreground threshold moved to {r['fg_threshold']:g} (was {tuned.start.fg_threshold:g}): the masks fit "
             f"your annotations of the training images better (SEG {a['seg']:.3f} -> {r['seg']:.3f}; measured on the "
-            "images trained on, not an independent measure of a gain)."
+            "images trained on, not an independent measure of a gain)"
+            + ("; the thresholds chosen on the validation tiles segmented them worse." if tuned.vetoed else ".")
         )
     if tuned.kept and tuned.by_reach:
         return (
