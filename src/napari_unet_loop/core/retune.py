@@ -437,17 +437,13 @@ def reach_on_training(judged: Retuned, scores: Any, images: int, fg_thresholds: 
     start = judged.start
     if judged.kept or start is None:
         return judged
+    from .postprocess import foreground_reach, paired_gain_se
+
     a0, s0, o0 = scores(start)
-    best, best_seg = start, s0
-    for fg in sorted(set(fg_thresholds)):  # the lowest of equal scores
-        moved = replace(start, fg_threshold=float(fg))
-        a1, s1, _ = scores(moved)
-        if a1 >= a0 and s1 > best_seg:
-            best, best_seg = moved, s1
+    best = foreground_reach(scores, start, sorted({float(v) for v in fg_thresholds}))  # the lowest of equals
     judged.on_training = judged.on_training or {"images": images, "start": _rounded(a0, s0)}
     if best == start:
         return judged
-    from .postprocess import paired_gain_se
 
     a1, s1, o1 = scores(best)
     paired = np.isfinite(o1 - o0)
