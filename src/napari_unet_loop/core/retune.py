@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .postprocess import tuning_noise
+from .postprocess import FG_THRESHOLDS, SettingScores, foreground_reach, paired_gain_se, tune, tuning_noise
 from .sampling import Sample, reviewed_box
 
 if TYPE_CHECKING:  # torch and the network load with the first prediction, not with this module
@@ -341,8 +341,6 @@ def retune(
     Retuned
         The thresholds to keep and the evidence.
     """
-    from .postprocess import FG_THRESHOLDS
-
     t = tune_thresholds(net, val, device, start, precision, **search)
     judged = judge(t, validation_objects(val), start, trust)
     if not whole:
@@ -385,8 +383,6 @@ def training_scores(
     tuple or None
         ``(SettingScores, images)``; ``None`` when ``stop`` was set before the last image.
     """
-    from .postprocess import SettingScores
-
     picks = np.unique(np.linspace(0, len(whole) - 1, min(len(whole), VETO_IMAGES)).round().astype(int))
     maps: tuple[list, list, list] = ([], [], [])
     for i in picks:  # one image at a time: a stop is heard between them
@@ -437,8 +433,6 @@ def reach_on_training(judged: Retuned, scores: Any, images: int, fg_thresholds: 
     start = judged.start
     if judged.kept or start is None:
         return judged
-    from .postprocess import foreground_reach, paired_gain_se
-
     a0, s0, o0 = scores(start)
     best = foreground_reach(scores, start, sorted({float(v) for v in fg_thresholds}))  # the lowest of equals
     judged.on_training = judged.on_training or {"images": images, "start": _rounded(a0, s0)}
@@ -604,7 +598,5 @@ def tune_thresholds(
     Tuned
         The thresholds found, pooled AP@0.5 and SEG with them and with ``start``.
     """
-    from .postprocess import tune
-
     maps, truths, ignores = prediction_maps(net, samples, device, precision, tile, tta)
     return tune(maps, truths, start=start, ignores=ignores, **search)
